@@ -1,0 +1,51 @@
+"""The four roles of SPEC as Django groups, and the checks views use."""
+
+from __future__ import annotations
+
+OPERATIONS = "Operations managers"
+EXECUTIVES = "Executives"
+ACCOUNT_MANAGERS = "Account managers"
+ADMINISTRATORS = "Administrators"
+ROLES = (OPERATIONS, EXECUTIVES, ACCOUNT_MANAGERS, ADMINISTRATORS)
+
+# Model permissions per role (app_label.codename). Administrators are superusers-in-all-but-name.
+_CONFIG_MODELS = ["connectors.connection", "rules.rule", "entities.sourceobject"]
+_VIEW_ALL = [
+    "entities.client", "entities.project", "entities.changeorder", "entities.milestone", "entities.submittal",
+    "entities.vendor", "entities.financialline", "entities.crmowner", "entities.sourceobject",
+    "rules.rule", "rules.ruleversion", "rules.decision", "rules.subjectstate",
+    "escalations.escalation", "escalations.escalationevent", "escalations.delivery",
+    "connectors.connection", "connectors.syncrun", "connectors.streamstate", "connectors.quarantinedrecord",
+    "audit.auditentry",
+]
+
+
+def role_permissions() -> dict[str, list[str]]:
+    views = [f"{m.split('.')[0]}.view_{m.split('.')[1]}" for m in _VIEW_ALL]
+    edit_config = [
+        f"{m.split('.')[0]}.{verb}_{m.split('.')[1]}" for m in _CONFIG_MODELS for verb in ("add", "change")
+    ]
+    return {
+        OPERATIONS: [*views, *edit_config, "rules.change_subjectstate", "escalations.change_escalation"],
+        EXECUTIVES: [*views, "escalations.change_escalation"],
+        ACCOUNT_MANAGERS: ["entities.view_client", "entities.view_project", "escalations.view_escalation",
+                           "escalations.change_escalation"],
+        ADMINISTRATORS: [*views, *edit_config, "connectors.delete_connection", "rules.delete_rule",
+                         "escalations.change_escalation", "escalations.change_delivery"],
+    }
+
+
+def in_role(user: object, *roles: str) -> bool:
+    if not getattr(user, "is_authenticated", False):
+        return False
+    if getattr(user, "is_superuser", False):
+        return True
+    return user.groups.filter(name__in=roles).exists()  # type: ignore[attr-defined]
+
+
+def can_see_all_escalations(user: object) -> bool:
+    return in_role(user, OPERATIONS, EXECUTIVES, ADMINISTRATORS)
+
+
+def can_decide_approvals(user: object) -> bool:
+    return in_role(user, EXECUTIVES, ADMINISTRATORS)

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+
+from .crypto import decrypt_json, encrypt_json
+
+
+class Connection(models.Model):
+    """One upstream system Fulcrum syncs from and writes back to (a HubSpot portal, a QBO realm, ...)."""
+
+    class Kind(models.TextChoices):
+        HUBSPOT = "hubspot", "HubSpot CRM"
+        QUICKBOOKS = "quickbooks", "QuickBooks Online"
+        PROCORE = "procore", "Procore"
+        REST = "rest", "Generic REST"
+        CSV = "csv", "CSV upload"
+
+    slug = models.SlugField(unique=True, help_text="Used in URLs: /webhooks/<slug>/")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    base_url = models.URLField(blank=True)
+    credentials_encrypted = models.TextField(blank=True, editable=False)
+    webhook_secret_encrypted = models.TextField(blank=True, editable=False)
+    schedule = models.CharField(max_length=100, blank=True, help_text="cron: minute hour day month weekday")
+    options = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def credentials(self) -> dict[str, Any]:
+        return decrypt_json(self.credentials_encrypted) or {}
+
+    @credentials.setter
+    def credentials(self, value: dict[str, Any]) -> None:
+        self.credentials_encrypted = encrypt_json(value) if value else ""
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        """Current secret first, then previous ones still accepted during rotation."""
+        value = decrypt_json(self.webhook_secret_encrypted)
+        if not value:
+            return []
+        return [value] if isinstance(value, str) else list(value)
+
+    @webhook_secrets.setter
+    def webhook_secrets(self, value: str | list[str]) -> None:
+        self.webhook_secret_encrypted = encrypt_json(value) if value else ""
+
+
+class StreamState(models.Model):
+    """Where incremental sync of one stream of one connection stands. Updated in the page's transaction."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="streams")
+    stream = models.CharField(max_length=60)
+    cursor = models.JSONField(default=dict, blank=True, help_text="{'updated_at': iso, 'id': str}")
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    record_count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["connection", "stream"], name="uniq_stream_state")]
+
+    def __str__(self) -> str:
+        return f"{self.connection.slug}/{self.stream}"
+
+
+class SyncRun(models.Model):
+    """One sync of one stream. At most one runs per (connection, stream) at a time."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        PARTIAL = "partial"
+        FAILED = "failed"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="runs")
+    stream = models.CharField(max_length=60)
+    full = models.BooleanField(default=False)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "stream"], condition=Q(status="running"), name="one_running_sync_per_stream"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection.slug}/{self.stream} {self.status}"
+
+
+class QuarantinedRecord(models.Model):
+    """An upstream record that failed validation: kept with its reason, never silently dropped."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="quarantine")
+    stream = models.CharField(max_length=60)
+    external_id = models.CharField(max_length=64, blank=True)
+    payload = models.JSONField()
+    reason = models.TextField()
+    run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.connection.slug}/{self.stream}/{self.external_id}: {self.reason[:40]}"

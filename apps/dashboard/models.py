@@ -1,0 +1,11 @@
+from django.db import models
+
+
+class Heartbeat(models.Model):
+    """Liveness of background processes: the beat-scheduled heartbeat task stamps ``worker``."""
+
+    name = models.CharField(max_length=40, unique=True)
+    beat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.beat_at:%H:%M:%S}"

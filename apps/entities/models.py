@@ -1,0 +1,234 @@
+"""Canonical business entities, each tied to the upstream record it came from.
+
+Every synced entity carries ``source`` (the owning connection) and ``external_id`` (its id there),
+unique together: sync upserts on that key. Objects that other systems hold for the same client or
+project (a QuickBooks customer or job) are rows of :class:`SourceObject`, the crosswalk, linked to the
+canonical entity by entity resolution.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class SourcedQuerySet(models.QuerySet):
+    def live(self) -> SourcedQuerySet:
+        return self.filter(deleted_at__isnull=True)
+
+
+class Sourced(models.Model):
+    """Columns every synced entity shares: where it came from and which version we hold."""
+
+    source = models.ForeignKey("connectors.Connection", on_delete=models.PROTECT, related_name="+")
+    external_id = models.CharField(max_length=64)
+    source_updated_at = models.DateTimeField(help_text="Last-modified time upstream: older never overwrites newer")
+    content_hash = models.CharField(max_length=32, help_text="Of the normalised fields: unchanged records are skipped")
+    synced_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="Tombstone: gone upstream")
+
+    objects = SourcedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.UniqueConstraint(fields=["source", "external_id"], name="%(app_label)s_%(class)s_source_key")
+        ]
+
+
+class CrmOwner(Sourced):
+    """A CRM user who owns client accounts; linked to a Fulcrum login by email."""
+
+    email = models.EmailField()
+    name = models.CharField(max_length=200)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta(Sourced.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return self.name or self.email
+
+
+class ClientQuerySet(SourcedQuerySet):
+    def for_account_manager(self, user: object) -> ClientQuerySet:
+        return self.filter(owner__user=user)
+
+
+class Client(Sourced):
+    """A customer company (from the CRM)."""
+
+    name = models.CharField(max_length=255)
+    domain = models.CharField(max_length=255, blank=True, db_index=True)
+    owner = models.ForeignKey(CrmOwner, null=True, blank=True, on_delete=models.SET_NULL, related_name="clients")
+    owner_ref = models.CharField(max_length=64, blank=True, help_text="Owner id in the CRM")
+    renewal_date = models.DateField(null=True, blank=True)
+
+    objects = ClientQuerySet.as_manager()
+
+    class Meta(Sourced.Meta):
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Project(Sourced):
+    """A job (from the project-management system), linked to its client through accounting."""
+
+    class ScheduleStatus(models.TextChoices):
+        ON_TRACK = "on_track"
+        AT_RISK = "at_risk"
+        BEHIND = "behind"
+
+    client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.SET_NULL, related_name="projects")
+    name = models.CharField(max_length=255)
+    number = models.CharField(max_length=64, blank=True, db_index=True)
+    accounting_ref = models.CharField(max_length=64, blank=True, help_text="The job's id in accounting (origin_id)")
+    contract_value = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    schedule_status = models.CharField(max_length=12, choices=ScheduleStatus.choices, blank=True)
+    start_date = models.DateField(null=True, blank=True)
+    completion_date = models.DateField(null=True, blank=True)
+
+    class Meta(Sourced.Meta):
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.name}".strip()
+
+
+class Vendor(Sourced):
+    """A subcontractor or supplier (from the PM system)."""
+
+    name = models.CharField(max_length=255)
+    email = models.CharField(max_length=255, blank=True)
+
+    class Meta(Sourced.Meta):
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Milestone(Sourced):
+    """A schedule milestone of a project."""
+
+    project = models.ForeignKey(Project, null=True, on_delete=models.CASCADE, related_name="milestones")
+    project_ref = models.CharField(max_length=64)
+    name = models.CharField(max_length=255)
+    due_date = models.DateField(null=True, blank=True)
+    completed_date = models.DateField(null=True, blank=True)
+
+    class Meta(Sourced.Meta):
+        indexes = [models.Index(fields=["project", "due_date"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ChangeOrder(Sourced):
+    """A change order on a project, its status normalised from the PM system's words."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        VOID = "void"
+
+    project = models.ForeignKey(Project, null=True, on_delete=models.CASCADE, related_name="change_orders")
+    project_ref = models.CharField(max_length=64)
+    number = models.CharField(max_length=64, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    created_upstream_at = models.DateTimeField()
+
+    class Meta(Sourced.Meta):
+        indexes = [models.Index(fields=["project", "created_upstream_at"])]
+
+    def __str__(self) -> str:
+        return f"CO {self.number} {self.title}".strip()
+
+
+class Submittal(Sourced):
+    """A submittal on a project from a vendor."""
+
+    project = models.ForeignKey(Project, null=True, on_delete=models.CASCADE, related_name="submittals")
+    project_ref = models.CharField(max_length=64)
+    vendor = models.ForeignKey(Vendor, null=True, blank=True, on_delete=models.SET_NULL, related_name="submittals")
+    vendor_ref = models.CharField(max_length=64, blank=True)
+    number = models.CharField(max_length=64, blank=True)
+    title = models.CharField(max_length=500, blank=True)
+    revision = models.IntegerField(default=0)
+    status = models.CharField(max_length=60, blank=True)
+    due_date = models.DateField(null=True, blank=True)
+    returned_date = models.DateField(null=True, blank=True)
+    schedule_critical = models.BooleanField(default=False)
+    created_upstream_at = models.DateTimeField()
+
+    class Meta(Sourced.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return f"Submittal {self.number} rev {self.revision}"
+
+
+class FinancialLine(Sourced):
+    """Money from accounting: an invoice, estimate, or one project-charged line of a bill or purchase."""
+
+    class Kind(models.TextChoices):
+        INVOICE = "invoice"
+        BILL = "bill"
+        PURCHASE = "purchase"
+        ESTIMATE = "estimate"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="money")
+    job_ref = models.CharField(max_length=64, blank=True, help_text="The accounting job it is charged to")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    balance = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    txn_date = models.DateField(null=True, blank=True)
+    due_date = models.DateField(null=True, blank=True)
+
+    class Meta(Sourced.Meta):
+        indexes = [models.Index(fields=["project", "kind"]), models.Index(fields=["source", "job_ref"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.external_id} {self.amount}"
+
+
+class SourceObject(models.Model):
+    """The crosswalk: a client or project as another system knows it (a QuickBooks customer or job).
+
+    ``match_key`` is what exact matching uses (an email domain, a project number); ``client`` and
+    ``project`` are set by entity resolution, with how they were matched.
+    """
+
+    class Type(models.TextChoices):
+        CUSTOMER = "customer"
+        JOB = "job"
+
+    connection = models.ForeignKey("connectors.Connection", on_delete=models.CASCADE, related_name="+")
+    object_type = models.CharField(max_length=20, choices=Type.choices)
+    external_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=255)
+    match_key = models.CharField(max_length=255, blank=True, db_index=True)
+    parent_ref = models.CharField(max_length=64, blank=True)
+    client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.SET_NULL, related_name="links")
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="links")
+    match_method = models.CharField(max_length=40, blank=True)
+    source_updated_at = models.DateTimeField()
+    content_hash = models.CharField(max_length=32)
+    synced_at = models.DateTimeField()
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "external_id"], name="uniq_source_object"),
+            models.CheckConstraint(condition=Q(object_type__in=["customer", "job"]), name="source_object_type"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.object_type} {self.external_id} {self.name}"
