@@ -1,0 +1,42 @@
+# Fulcrum. `make demo` runs the whole product; `make test` runs every check. Both work on a fresh machine:
+# with DATABASE_URL / CELERY_BROKER_URL unset, embedded PostgreSQL and Redis are started under .data/.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: demo test check lint typecheck migrations-check pytest bench clean-data
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m apps.devstack.demo
+
+test: $(VENV)/.installed
+	$(PY) -m config.services run -- $(MAKE) --no-print-directory check
+
+check: lint typecheck migrations-check pytest
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck:
+	$(PY) -m mypy apps config
+
+migrations-check:
+	$(PY) manage.py makemigrations --check --dry-run
+
+pytest:
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) -m config.services run -- $(PY) bench/sync.py
+
+clean-data:
+	$(PY) -m config.services stop; rm -rf .data

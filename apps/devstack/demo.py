@@ -1,0 +1,123 @@
+"""`make demo`: the whole product on one machine.
+
+Starts (embedded PostgreSQL/Redis when none are configured), the upstream simulator, a local SMTP sink
+with a mail viewer, migrates, seeds the demo company, runs web + Celery worker + beat, syncs the three
+simulated systems, and prints the URLs and logins. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from config.services import BASE_DIR, DATA_DIR, ensure_services, stop_postgres, stop_redis
+
+WEB_PORT = int(os.environ.get("DEMO_WEB_PORT", "8000"))
+SIM_PORT = int(os.environ.get("DEMO_SIMULATOR_PORT", "8701"))
+SMTP_PORT = int(os.environ.get("DEMO_SMTP_PORT", "1025"))
+MAIL_PORT = int(os.environ.get("DEMO_MAIL_VIEWER_PORT", "8025"))
+PY = sys.executable
+
+
+def _wait_http(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own loopback services
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit(f"demo: {url} did not come up within {seconds:.0f}s")
+
+
+class Stack:
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.logs = DATA_DIR / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, *argv: str) -> None:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        child = subprocess.Popen(argv, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+        self.children.append((name, child))
+
+    def manage(self, *args: str) -> None:
+        subprocess.run([PY, "manage.py", *args], cwd=BASE_DIR, check=True)  # noqa: S603
+
+    def check_alive(self) -> None:
+        for name, child in self.children:
+            if child.poll() is not None:
+                raise SystemExit(f"demo: {name} exited ({child.returncode}); see {self.logs / (name + '.log')}")
+
+    def stop(self) -> None:
+        for _name, child in reversed(self.children):
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for _name, child in self.children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+    os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{SMTP_PORT}")
+    os.environ.setdefault("SITE_URL", f"http://127.0.0.1:{WEB_PORT}")
+    embedded = ensure_services()
+    stack = Stack()
+    try:
+        print("demo: starting the upstream simulator and the mail sink", flush=True)
+        stack.start("simulator", PY, "-m", "apps.simulator", "--port", str(SIM_PORT))
+        stack.start("mailsink", PY, "-m", "apps.devstack.mailsink", "--smtp-port", str(SMTP_PORT),
+                    "--http-port", str(MAIL_PORT), "--folder", str(DATA_DIR / "mail"))
+        stack.manage("migrate", "--no-input", "-v", "0")
+        _wait_http(f"http://127.0.0.1:{SIM_PORT}/_sim/health")
+        stack.manage("seed_demo", "--simulator-url", f"http://127.0.0.1:{SIM_PORT}")
+        print("demo: starting web, worker and beat", flush=True)
+        stack.start("web", PY, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{WEB_PORT}", "-w", "2",
+                    "--timeout", "60")
+        stack.start("worker", PY, "-m", "celery", "-A", "config", "worker", "-l", "info", "-c", "2")
+        stack.start("beat", PY, "-m", "celery", "-A", "config", "beat", "-l", "info",
+                    "-s", str(DATA_DIR / "celerybeat-schedule"))
+        _wait_http(f"http://127.0.0.1:{WEB_PORT}/healthz")
+        for slug in ("crm", "accounting", "pm"):
+            stack.manage("sync", slug)
+        print(
+            f"""
+Fulcrum demo is running.
+  Dashboard        http://127.0.0.1:{WEB_PORT}/dashboard/
+  My escalations   http://127.0.0.1:{WEB_PORT}/my/escalations/
+  Admin            http://127.0.0.1:{WEB_PORT}/admin/
+  API schema       http://127.0.0.1:{WEB_PORT}/api/schema/
+  Health           http://127.0.0.1:{WEB_PORT}/healthz
+  Mail viewer      http://127.0.0.1:{MAIL_PORT}/      (escalation emails land here)
+  Simulator        http://127.0.0.1:{SIM_PORT}/_sim/planted
+
+Logins (password fulcrum-demo): admin (Administrators), ops (Operations managers),
+  exec (Executives), maria and james (Account managers).
+Logs: {stack.logs}.  Ctrl-C stops everything.""",
+            flush=True,
+        )
+        while True:
+            time.sleep(1)
+            stack.check_alive()
+    except KeyboardInterrupt:
+        print("\ndemo: stopping", flush=True)
+        return 0
+    finally:
+        stack.stop()
+        if "postgres" in embedded:
+            stop_postgres()
+        if "redis" in embedded:
+            stop_redis()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""Computing the SPEC facts from the canonical entities, in bulk, with set-based SQL.
+
+One query per subject type returns one row per subject with every fact the subject sees (its own, its
+project's, its client's, its vendor's). The same query serves one subject (``ids=[x]``), a batch and
+the nightly run, so the single and bulk paths cannot disagree. Aggregates are computed only over the
+projects and clients in scope.
+
+Each fact's *age* is the age of the least fresh stream feeding it (the last successful sync of that
+stream, from ``StreamState``): a record unchanged upstream is as fresh as the last sync that saw it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from .catalogue import FACTS, facts_for
+
+# Which canonical entities each fact is computed from (for its age).
+FACT_INPUTS: dict[str, tuple[str, ...]] = {
+    "change_order.amount": ("change_order",),
+    "change_order.amount_pct_of_contract": ("change_order", "project"),
+    "change_order.status": ("change_order",),
+    "change_order.age_days": ("change_order",),
+    "project.contract_value": ("project",),
+    "project.income_to_date": ("financial_line",),
+    "project.cost_to_date": ("financial_line",),
+    "project.margin_pct": ("financial_line",),
+    "project.change_orders_30d": ("change_order",),
+    "project.change_order_amount_30d": ("change_order",),
+    "project.milestones_missed": ("milestone",),
+    "project.days_behind_schedule": ("milestone",),
+    "project.schedule_status": ("project",),
+    "client.days_to_renewal": ("client",),
+    "client.missed_last_milestone": ("milestone", "project"),
+    "client.ar_overdue_amount": ("financial_line",),
+    "client.open_escalations": (),
+    "submittal.revision": ("submittal",),
+    "submittal.days_overdue": ("submittal",),
+    "submittal.schedule_critical": ("submittal",),
+    "vendor.late_submittal_rate": ("submittal",),
+}
+
+# Which upstream streams load each entity (stream names shared by the connector kinds).
+ENTITY_STREAMS: dict[str, tuple[str, ...]] = {
+    "client": ("companies",),
+    "project": ("projects",),
+    "milestone": ("milestones",),
+    "change_order": ("change_orders",),
+    "submittal": ("submittals",),
+    "vendor": ("vendors",),
+    "financial_line": ("invoices", "bills", "purchases"),
+}
+
+_PROJECT_FACTS = """
+project_facts AS (
+    SELECT p.id AS project_id, p.client_id,
+        p.contract_value AS "project.contract_value",
+        money.income AS "project.income_to_date",
+        COALESCE(money.cost, 0) AS "project.cost_to_date",
+        ROUND((money.income - COALESCE(money.cost, 0)) / NULLIF(money.income, 0) * 100, 4) AS "project.margin_pct",
+        COALESCE(co30.n, 0) AS "project.change_orders_30d",
+        COALESCE(co30.total, 0) AS "project.change_order_amount_30d",
+        COALESCE(ms.missed, 0) AS "project.milestones_missed",
+        COALESCE(ms.behind, 0) AS "project.days_behind_schedule",
+        NULLIF(p.schedule_status, '') AS "project.schedule_status"
+    FROM entities_project p
+    LEFT JOIN (
+        SELECT project_id,
+            SUM(amount) FILTER (WHERE kind = 'invoice') AS income,
+            SUM(amount) FILTER (WHERE kind IN ('bill', 'purchase')) AS cost
+        FROM entities_financialline
+        WHERE deleted_at IS NULL AND project_id IN (SELECT project_id FROM scope_projects)
+        GROUP BY project_id
+    ) money ON money.project_id = p.id
+    LEFT JOIN (
+        SELECT project_id, COUNT(*) AS n, SUM(amount) AS total
+        FROM entities_changeorder
+        WHERE deleted_at IS NULL AND created_upstream_at >= %(since_30d)s
+          AND project_id IN (SELECT project_id FROM scope_projects)
+        GROUP BY project_id
+    ) co30 ON co30.project_id = p.id
+    LEFT JOIN (
+        SELECT project_id,
+            COUNT(*) FILTER (WHERE completed_date IS NULL OR completed_date > due_date) AS missed,
+            MAX(GREATEST(COALESCE(completed_date, %(today)s) - due_date, 0)) AS behind
+        FROM entities_milestone
+        WHERE deleted_at IS NULL AND due_date < %(today)s
+          AND project_id IN (SELECT project_id FROM scope_projects)
+        GROUP BY project_id
+    ) ms ON ms.project_id = p.id
+    WHERE p.id IN (SELECT project_id FROM scope_projects)
+)"""
+
+_CLIENT_FACTS = """
+client_facts AS (
+    SELECT c.id AS client_id,
+        c.renewal_date - %(today)s AS "client.days_to_renewal",
+        last_ms.missed AS "client.missed_last_milestone",
+        COALESCE(ar.overdue, 0) AS "client.ar_overdue_amount",
+        COALESCE(esc.n, 0) AS "client.open_escalations"
+    FROM entities_client c
+    LEFT JOIN (
+        -- The most recently due milestone(s) across the client's projects; ties: any missed counts.
+        SELECT client_id, bool_or(missed) AS missed FROM (
+            SELECT p.client_id,
+                (m.completed_date IS NULL OR m.completed_date > m.due_date) AS missed,
+                RANK() OVER (PARTITION BY p.client_id ORDER BY m.due_date DESC) AS recency
+            FROM entities_milestone m JOIN entities_project p ON p.id = m.project_id
+            WHERE m.deleted_at IS NULL AND p.deleted_at IS NULL AND m.due_date < %(today)s
+              AND p.client_id IN (SELECT client_id FROM scope_clients)
+        ) ranked WHERE recency = 1 GROUP BY client_id
+    ) last_ms ON last_ms.client_id = c.id
+    LEFT JOIN (
+        SELECT p.client_id, SUM(f.balance) AS overdue
+        FROM entities_financialline f JOIN entities_project p ON p.id = f.project_id
+        WHERE f.deleted_at IS NULL AND f.kind = 'invoice' AND f.balance > 0 AND f.due_date < %(today)s
+          AND p.client_id IN (SELECT client_id FROM scope_clients)
+        GROUP BY p.client_id
+    ) ar ON ar.client_id = c.id
+    LEFT JOIN (
+        SELECT client_id, COUNT(*) AS n FROM escalations_escalation
+        WHERE status IN ('open', 'acknowledged') AND client_id IN (SELECT client_id FROM scope_clients)
+        GROUP BY client_id
+    ) esc ON esc.client_id = c.id
+    WHERE c.id IN (SELECT client_id FROM scope_clients)
+)"""
+
+_VENDOR_FACTS = """
+vendor_facts AS (
+    SELECT vendor_id,
+        ROUND(100.0 * COUNT(*) FILTER (WHERE returned_date IS NULL OR returned_date > due_date) / COUNT(*), 4)
+            AS "vendor.late_submittal_rate"
+    FROM entities_submittal
+    WHERE deleted_at IS NULL AND due_date >= %(since_365d)s AND due_date < %(today)s
+      AND vendor_id IN (SELECT vendor_id FROM scope)
+    GROUP BY vendor_id
+)"""
+
+_CO_FACTS = """
+    co.amount AS "change_order.amount",
+    ROUND(co.amount / NULLIF(pf."project.contract_value", 0) * 100, 4) AS "change_order.amount_pct_of_contract",
+    co.status AS "change_order.status",
+    %(today)s - (co.created_upstream_at AT TIME ZONE %(tz)s)::date AS "change_order.age_days"
+"""
+
+_SUBMITTAL_FACTS = """
+    s.revision AS "submittal.revision",
+    CASE WHEN s.returned_date IS NULL AND s.due_date < %(today)s THEN %(today)s - s.due_date
+         WHEN s.due_date IS NULL AND s.returned_date IS NULL THEN NULL ELSE 0 END AS "submittal.days_overdue",
+    s.schedule_critical AS "submittal.schedule_critical"
+"""
+
+
+def _project_cols() -> str:
+    return ", ".join(f'pf."{f.name}"' for f in FACTS.values() if f.subject == "project")
+
+
+def _client_cols(alias: str = "cf") -> str:
+    return ", ".join(f'{alias}."{f.name}"' for f in FACTS.values() if f.subject == "client")
+
+
+def _query(subject_type: str, filtered: bool) -> str:
+    where = "AND t.id = ANY(%(ids)s)" if filtered else ""
+    if subject_type == "change_order":
+        scope = f"""scope AS (SELECT t.id, t.project_id FROM entities_changeorder t
+                    WHERE t.deleted_at IS NULL {where}),
+            scope_projects AS (SELECT DISTINCT project_id FROM scope),
+            scope_clients AS (SELECT DISTINCT client_id FROM entities_project
+                              WHERE id IN (SELECT project_id FROM scope_projects))"""
+        ctes = [scope, _PROJECT_FACTS, _CLIENT_FACTS]
+        select = f"""SELECT co.id AS subject_id, {_CO_FACTS}, {_project_cols()}, {_client_cols()}
+            FROM entities_changeorder co JOIN scope ON scope.id = co.id
+            LEFT JOIN project_facts pf ON pf.project_id = co.project_id
+            LEFT JOIN client_facts cf ON cf.client_id = pf.client_id"""
+    elif subject_type == "project":
+        scope = f"""scope_projects AS (SELECT t.id AS project_id FROM entities_project t
+                    WHERE t.deleted_at IS NULL {where}),
+            scope_clients AS (SELECT DISTINCT client_id FROM entities_project
+                              WHERE id IN (SELECT project_id FROM scope_projects))"""
+        ctes = [scope, _PROJECT_FACTS, _CLIENT_FACTS]
+        select = f"""SELECT pf.project_id AS subject_id, {_project_cols()}, {_client_cols()}
+            FROM project_facts pf LEFT JOIN client_facts cf ON cf.client_id = pf.client_id"""
+    elif subject_type == "client":
+        scope = f"scope_clients AS (SELECT t.id AS client_id FROM entities_client t WHERE t.deleted_at IS NULL {where})"
+        ctes = [scope, _CLIENT_FACTS]
+        select = f"SELECT cf.client_id AS subject_id, {_client_cols()} FROM client_facts cf"
+    elif subject_type == "submittal":
+        scope = f"""scope AS (SELECT t.id, t.project_id, t.vendor_id FROM entities_submittal t
+                    WHERE t.deleted_at IS NULL {where}),
+            scope_projects AS (SELECT DISTINCT project_id FROM scope),
+            scope_clients AS (SELECT DISTINCT client_id FROM entities_project
+                              WHERE id IN (SELECT project_id FROM scope_projects))"""
+        ctes = [scope, _PROJECT_FACTS, _CLIENT_FACTS, _VENDOR_FACTS]
+        select = f"""SELECT s.id AS subject_id, {_SUBMITTAL_FACTS}, {_project_cols()}, {_client_cols()},
+                vf."vendor.late_submittal_rate"
+            FROM entities_submittal s JOIN scope ON scope.id = s.id
+            LEFT JOIN project_facts pf ON pf.project_id = s.project_id
+            LEFT JOIN client_facts cf ON cf.client_id = pf.client_id
+            LEFT JOIN vendor_facts vf ON vf.vendor_id = s.vendor_id"""
+    else:
+        raise ValueError(f"unknown subject type {subject_type!r}")
+    return "WITH " + ",\n".join(ctes) + "\n" + select + "\nORDER BY subject_id"
+
+
+@dataclass(frozen=True)
+class Context:
+    """One subject's facts, their ages in seconds (None: never synced) and where they came from."""
+
+    subject_type: str
+    subject_id: int
+    values: dict[str, Any]
+    ages: dict[str, float | None]
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """JSON-safe facts with age, source, unit and type, for decision records and evidence."""
+        out = {}
+        for name, value in self.values.items():
+            fact = FACTS[name]
+            if isinstance(value, Decimal | dt.date):
+                value = str(value)
+            out[name] = {
+                "value": value,
+                "age_s": self.ages.get(name),
+                "source": fact.source,
+                "unit": fact.unit,
+                "type": str(fact.type.value),
+            }
+        return out
+
+
+def evaluation_date(now: dt.datetime | None = None) -> dt.date:
+    """'Today' is the evaluation date in TIME_ZONE (SPEC)."""
+    return timezone.localtime(now or timezone.now()).date()
+
+
+def fact_ages(now: dt.datetime) -> dict[str, float | None]:
+    """Age in seconds of every fact's inputs: the oldest last successful sync among its streams."""
+    from apps.connectors.models import StreamState
+
+    last: dict[str, dt.datetime | None] = {}
+    for stream, success in StreamState.objects.values_list("stream", "last_success_at"):
+        if stream in last and (last[stream] is None or success is None):
+            last[stream] = None
+        elif stream not in last or (success and last[stream] and success < last[stream]):  # type: ignore[operator]
+            last[stream] = success
+    entity_age: dict[str, float | None] = {}
+    for entity, streams in ENTITY_STREAMS.items():
+        times = [last.get(s) for s in streams if s in last]
+        if not times or any(t is None for t in times):
+            entity_age[entity] = None
+        else:
+            entity_age[entity] = max(0.0, (now - min(t for t in times if t)).total_seconds())
+    ages: dict[str, float | None] = {}
+    for fact, inputs in FACT_INPUTS.items():
+        if not inputs:
+            ages[fact] = 0.0
+            continue
+        values = [entity_age.get(e) for e in inputs]
+        ages[fact] = None if any(v is None for v in values) else max(v for v in values if v is not None)
+    return ages
+
+
+def compute_contexts(
+    subject_type: str, ids: Sequence[int] | None = None, *, now: dt.datetime | None = None
+) -> Iterator[Context]:
+    """Yield the context of every live subject of ``subject_type`` (or only ``ids``), in id order."""
+    now = now or timezone.now()
+    today = evaluation_date(now)
+    params = {
+        "today": today,
+        "since_30d": now - dt.timedelta(days=30),
+        "since_365d": today - dt.timedelta(days=365),
+        "tz": settings.TIME_ZONE,
+        "ids": list(ids) if ids is not None else None,
+    }
+    visible = {f.name for f in facts_for(subject_type)}
+    ages = {k: v for k, v in fact_ages(now).items() if k in visible}
+    with connection.cursor() as cursor:
+        cursor.execute(_query(subject_type, ids is not None), params)
+        columns = [c.name for c in cursor.description][1:]
+        while rows := cursor.fetchmany(2000):
+            for row in rows:
+                yield Context(subject_type, row[0], dict(zip(columns, row[1:], strict=True)), ages)

@@ -1,0 +1,26 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.rules.ruleset import RulesFileError
+from apps.rules.services import rules_import
+
+
+class Command(BaseCommand):
+    help = "Import rules from a YAML file (SPEC format). All or nothing; a changed rule gets a new version."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", type=Path)
+
+    def handle(self, *args: object, file: Path, **options: object) -> None:
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise CommandError(f"cannot read {file}: {exc.strerror}") from exc
+        try:
+            report = rules_import(text=text, actor="system:import_rules")
+        except RulesFileError as exc:
+            raise CommandError(f"{file}: {len(exc.errors)} problem(s), nothing imported\n{exc}") from exc
+        for bucket in ("created", "updated", "unchanged"):
+            if report[bucket]:
+                self.stdout.write(f"{bucket}: {', '.join(report[bucket])}")

@@ -1,0 +1,18 @@
+from celery import shared_task
+
+from .services import evaluate_subjects
+from .triggers import SUBJECTS
+
+
+@shared_task(acks_late=True, ignore_result=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def evaluate_subjects_task(subject_type: str, ids: list[int] | None, trigger: str = "sync") -> str:
+    """Evaluate live rules on some subjects (safe to repeat: escalations dedupe in the database)."""
+    return str(evaluate_subjects(subject_type=subject_type, ids=ids, trigger=trigger))
+
+
+@shared_task(ignore_result=True)
+def evaluate_all(trigger: str = "schedule") -> str:
+    """Nightly: time-based facts (renewal countdowns, ageing) change without any sync."""
+    return "; ".join(
+        f"{st}: {evaluate_subjects(subject_type=st, ids=None, trigger=trigger)}" for st in SUBJECTS
+    )

@@ -1,0 +1,48 @@
+"""Personas every test can ask for by name (STYLE: an operations manager, an executive, two account
+managers, an outsider), and helpers for fresh data."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group
+
+from apps.accounts.roles import ACCOUNT_MANAGERS, ADMINISTRATORS, EXECUTIVES, OPERATIONS
+
+
+def _person(username: str, role: str | None, **extra: object):
+    from tests.factories import UserFactory
+
+    user = UserFactory(username=username, email=f"{username}@fulcrum-demo.test", **extra)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def ops_manager(db):
+    return _person("olivia", OPERATIONS, is_staff=True)
+
+
+@pytest.fixture
+def executive(db):
+    return _person("elena", EXECUTIVES)
+
+
+@pytest.fixture
+def administrator(db):
+    return _person("avery", ADMINISTRATORS, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def account_manager(db):
+    return _person("maria", ACCOUNT_MANAGERS)
+
+
+@pytest.fixture
+def other_account_manager(db):
+    return _person("james", ACCOUNT_MANAGERS)
+
+
+@pytest.fixture
+def outsider(db):
+    return _person("oscar", None)
