@@ -54,6 +54,9 @@ def audit_record(
 @transaction.atomic
 def audit_record_many(items: Iterable[dict[str, Any]], *, actor: Actor = None) -> list[AuditEntry]:
     """Append several entries at once (batch evaluation, bulk links) with one lock and one INSERT."""
+    items = list(items)
+    if not items:
+        return []
     actor_name, actor_id = _actor_fields(actor)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK])

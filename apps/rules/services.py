@@ -15,7 +15,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from apps.audit.models import canonical_json
-from apps.audit.services import Actor, audit_record
+from apps.audit.services import Actor, audit_record, audit_record_many
 
 from .evaluator import CompiledCondition, Evaluation, Outcome, compile_condition
 from .facts import Context, compute_contexts
@@ -207,6 +207,19 @@ def _evaluate_batch(
                 )
             )
     Decision.objects.bulk_create(decisions)
+    audit_record_many(
+        [
+            {
+                "action": "decision.matched", "object_type": "decision", "object_id": d.pk,
+                "data": {"rule": d.rule_version.rule.key, "version": d.rule_version.number,
+                         "subject": f"{d.subject_type}:{d.subject_id}", "summary": d.summary,
+                         "facts": d.facts, "suppressed": d.suppressed, "trigger": d.trigger},
+            }
+            for d in decisions
+            if d.outcome == Outcome.MATCHED
+        ],
+        actor="system:rules",
+    )
     SubjectState.objects.bulk_create(
         new_states, update_conflicts=True, unique_fields=["rule", "subject_type", "subject_id"],
         update_fields=["last_outcome", "last_evaluated_at"],

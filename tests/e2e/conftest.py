@@ -1,0 +1,111 @@
+"""Real parts for end-to-end tests: the upstream simulator over loopback, an SMTP server (aiosmtpd) and a
+Celery worker process on the configured broker, all pointed at the test database."""
+
+from __future__ import annotations
+
+import email
+import os
+import subprocess
+import sys
+import threading
+import time
+from email.message import Message
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.conf import settings
+from django.db import connection
+
+from config.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Mailbox:
+    """aiosmtpd handler keeping every message; ``refuse`` makes the server answer 451 (down for a while)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.refuse = False
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        if self.refuse:
+            return "451 try again later"
+        with self.lock:
+            self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+    def to(self, address: str) -> list[Message]:
+        with self.lock:
+            return [m for m in self.messages if address in m["To"]]
+
+
+@pytest.fixture
+def smtp_server():
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=0)
+    controller.start()
+    mailbox.port = controller.server.sockets[0].getsockname()[1]
+    yield mailbox
+    controller.stop()
+
+
+@pytest.fixture
+def simulator():
+    from apps.simulator import SimulatorServer, generate_company
+
+    company = generate_company(seed=42, scale=0.25)
+    with SimulatorServer(company).start() as server:
+        yield server
+
+
+def _test_database_url() -> str:
+    # The worker must use the test database pytest-django created, whatever DATABASE_URL names.
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
+@pytest.fixture
+def celery_worker(transactional_db, smtp_server, tmp_path):
+    celery_app.control.purge()
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "EMAIL_URL": f"smtp://127.0.0.1:{smtp_server.port}",
+        "DJANGO_SETTINGS_MODULE": "config.settings.e2e",
+        "SITE_URL": "http://fulcrum.test",
+    }
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-l", "info",
+             "--without-mingle", "--without-gossip", "-n", f"e2e-{os.getpid()}@%h"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not celery_app.control.ping(timeout=0.5):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"celery worker did not start:\n{log.read_text()[-3000:]}")
+        yield worker
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        print(log.read_text()[-5000:])
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 0.5, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
