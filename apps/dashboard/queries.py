@@ -1,0 +1,163 @@
+"""Read-side queries for the pages people look at: the dashboard, one escalation, an account manager's queue.
+
+Each page runs a fixed number of queries whatever the number of rows (the page tests cap them): projects
+are ranked with correlated subqueries in one statement, and what a row shows is fetched in one more.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Case, Count, Exists, IntegerField, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models.fields.json import KT
+
+from apps.accounts.roles import ADMINISTRATORS, EXECUTIVES, OPERATIONS, ROLES
+from apps.entities.models import Client, CrmOwner, Project
+from apps.escalations.models import Delivery, Escalation, EscalationEvent, EscalationQuerySet
+
+# critical > high > medium > low, as Escalation.SEVERITY_RANK, computable in SQL.
+SEVERITY_RANK = Case(
+    *(When(severity=name, then=Value(rank)) for name, rank in Escalation.SEVERITY_RANK.items()),
+    default=Value(len(Escalation.SEVERITY_RANK)),
+    output_field=IntegerField(),
+)
+OPEN_FIRST = Case(
+    When(status__in=Escalation.OPEN_STATES, then=Value(0)), default=Value(1), output_field=IntegerField()
+)
+DASHBOARD_ROLES = (EXECUTIVES, OPERATIONS, ADMINISTRATORS)
+APPROVAL_QUEUE_LIMIT = 100
+
+
+def roles_of(user: Any) -> frozenset[str]:
+    """The user's role groups, fetched once per request object (navigation asks several times)."""
+    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
+        return frozenset()
+    cached = getattr(user, "_fulcrum_roles", None)
+    if cached is None:
+        if user.is_superuser:
+            cached = frozenset(ROLES)
+        else:
+            cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        user._fulcrum_roles = cached
+    return cached
+
+
+@dataclass(frozen=True)
+class EscalationFilters:
+    """What the dashboard's GET filters narrow open escalations to; empty means any."""
+
+    route: str = ""
+    severity: str = ""
+    owner: int | None = None
+    client: int | None = None
+
+    def apply(self, qs: QuerySet[Escalation]) -> QuerySet[Escalation]:
+        if self.route:
+            qs = qs.filter(route=self.route)
+        if self.severity:
+            qs = qs.filter(severity=self.severity)
+        if self.owner is not None:
+            qs = qs.filter(client__owner_id=self.owner)
+        if self.client is not None:
+            qs = qs.filter(client_id=self.client)
+        return qs
+
+
+def flagged_projects(filters: EscalationFilters) -> QuerySet[Project]:
+    """Projects with open escalations, worst severity first, then the most recently fired.
+
+    Each project carries ``open_count``, ``worst_rank``, ``worst_id`` (its worst open escalation),
+    ``latest_fired_at`` and ``margin_pct`` (from the newest escalation evidence that has the fact).
+    """
+    open_here = filters.apply(Escalation.objects.open()).filter(project=OuterRef("pk")).order_by()
+    worst = open_here.annotate(rank=SEVERITY_RANK).order_by("rank", "-last_fired_at", "-pk")
+    counted = open_here.values("project").annotate(n=Count("pk")).values("n")
+    margin = (
+        Escalation.objects.filter(project=OuterRef("pk"), evidence__facts__has_key="project.margin_pct")
+        .order_by("-last_fired_at", "-pk")
+        .values(v=KT("evidence__facts__project.margin_pct__value"))[:1]
+    )
+    return (
+        Project.objects.filter(Exists(open_here))
+        .annotate(
+            open_count=Subquery(counted, output_field=IntegerField()),
+            worst_rank=Subquery(worst.values("rank")[:1]),
+            worst_id=Subquery(worst.values("pk")[:1]),
+            latest_fired_at=Subquery(open_here.order_by("-last_fired_at").values("last_fired_at")[:1]),
+            margin_pct=Subquery(margin),
+        )
+        .select_related("client__owner")
+        .order_by("worst_rank", "-latest_fired_at", "number", "pk")
+    )
+
+
+def attach_worst_escalations(projects: list[Project]) -> list[Project]:
+    """Set ``project.worst`` to its worst open escalation (with its rule), in one query for the page."""
+    by_id = Escalation.objects.select_related("rule").in_bulk([p.worst_id for p in projects])  # type: ignore[attr-defined]
+    for project in projects:
+        project.worst = by_id.get(project.worst_id)  # type: ignore[attr-defined]
+    return projects
+
+
+def approval_queue(filters: EscalationFilters) -> list[Escalation]:
+    """Open executive-route change orders awaiting a decision: worst first, then the longest waiting."""
+    qs = filters.apply(
+        Escalation.objects.open().filter(route=Escalation.Route.EXECUTIVE, subject_type="change_order")
+    )
+    return list(
+        qs.select_related("rule", "client", "project")
+        .annotate(rank=SEVERITY_RANK)
+        .order_by("rank", "opened_at", "pk")[:APPROVAL_QUEUE_LIMIT]
+    )
+
+
+def filter_choices() -> dict[str, list[Any]]:
+    """Account managers and clients that have open escalations, for the dashboard's filter selects."""
+    open_escalations = Escalation.objects.open().order_by()
+    owners = CrmOwner.objects.filter(Exists(open_escalations.filter(client__owner=OuterRef("pk")))).order_by(
+        "name", "pk"
+    )
+    clients = Client.objects.filter(Exists(open_escalations.filter(client=OuterRef("pk")))).order_by(
+        "name", "pk"
+    )
+    return {"owners": list(owners.only("pk", "name", "email")), "clients": list(clients.only("pk", "name"))}
+
+
+def escalation_for_page(user: Any, pk: int) -> Escalation | None:
+    """One escalation the user may see, with everything its page shows from related rows."""
+    return (
+        Escalation.objects.visible_to(user)
+        .select_related("rule", "rule_version", "client__owner", "project")
+        .filter(pk=pk)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: dt.datetime
+    kind: str  # "event" | "delivery"
+    item: EscalationEvent | Delivery
+
+
+def timeline(escalation: Escalation) -> list[TimelineEntry]:
+    """The escalation's events and outbox deliveries, oldest first, in two queries."""
+    entries = [TimelineEntry(e.created_at, "event", e) for e in escalation.events.all()]
+    entries += [TimelineEntry(d.created_at, "delivery", d) for d in escalation.deliveries.all()]
+    entries.sort(key=lambda entry: (entry.at, entry.kind != "event", entry.item.pk))
+    return entries
+
+
+def my_escalations(user: Any, status: str = "") -> EscalationQuerySet:
+    """The account manager's own escalations (clients they own): open first, worst first, newest first."""
+    qs = Escalation.objects.visible_to(user).filter(client__owner__user=user)
+    if status:
+        qs = qs.filter(status=status)
+    return (
+        qs.select_related("rule", "client", "project")
+        .annotate(open_first=OPEN_FIRST, rank=SEVERITY_RANK)
+        .order_by("open_first", "rank", "-last_fired_at", "-pk")
+    )

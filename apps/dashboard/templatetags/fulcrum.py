@@ -1,0 +1,215 @@
+"""Presentation helpers for Fulcrum's pages: words for operators, results, ages and countdowns.
+
+Everything returns plain strings or dicts; autoescaping does the rest (never mark synced text safe).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django import template
+from django.utils import timezone
+
+from apps.accounts.roles import ACCOUNT_MANAGERS
+from apps.dashboard.queries import DASHBOARD_ROLES, roles_of
+
+register = template.Library()
+
+OPERATOR_WORDS = {
+    "eq": "equals",
+    "ne": "is not",
+    "gt": "more than",
+    "gte": "at least",
+    "lt": "less than",
+    "lte": "at most",
+    "between": "between",
+    "in": "is one of",
+    "not_in": "is not one of",
+    "is": "is",
+    "is_null": "has no value",
+    "contains": "contains",
+    "all": "all of",
+    "any": "any of",
+    "not": "not",
+}
+RESULT_WORDS = {
+    "true": ("Met", "met"),
+    "false": ("Not met", "not-met"),
+    "insufficient_data": ("Insufficient data", "insufficient"),
+    "null": ("Insufficient data", "insufficient"),
+    "none": ("Insufficient data", "insufficient"),
+    "error": ("Error", "insufficient"),
+}
+
+
+@register.simple_tag(takes_context=True)
+def fulcrum_nav(context: template.Context) -> dict[str, bool]:
+    """Which navigation links the signed-in person gets (one role lookup per request)."""
+    user = context.get("user")
+    roles = roles_of(user)
+    return {
+        "dashboard": bool(roles & set(DASHBOARD_ROLES)),
+        "my_escalations": ACCOUNT_MANAGERS in roles,
+        "admin": bool(user is not None and getattr(user, "is_staff", False)),
+    }
+
+
+@register.filter
+def op_words(op: str) -> str:
+    return OPERATOR_WORDS.get(str(op), str(op).replace("_", " "))
+
+
+@register.filter
+def result_words(result: Any) -> str:
+    return RESULT_WORDS.get(str(result).lower(), (str(result).replace("_", " ").capitalize(), ""))[0]
+
+
+@register.filter
+def result_class(result: Any) -> str:
+    return RESULT_WORDS.get(str(result).lower(), ("", "unknown"))[1] or "unknown"
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def format_value(value: Any, kind: str = "", unit: str = "") -> str:
+    """One fact value in words: ``60,000.00 USD``, ``11.5 %``, ``45 days``, ``yes``; ``no data`` for null."""
+    if value is None or value == "":
+        return "no data"
+    if isinstance(value, list | tuple):
+        return ", ".join(format_value(v, kind, unit) for v in value)
+    if kind == "bool" or isinstance(value, bool):
+        return {"true": "yes", "false": "no"}.get(str(value).lower(), str(value))
+    number = _decimal(value) if kind in ("money", "percent", "int", "number", "float", "decimal") else None
+    if number is None:
+        return f"{value} {unit}".strip() if unit and kind not in ("text", "") else str(value)
+    if kind == "money":
+        text = f"{number:,.2f}"
+    elif kind == "percent":
+        text = f"{number.quantize(Decimal('0.1')):,}"
+        unit = unit or "%"
+    elif number == number.to_integral_value():
+        text = f"{int(number):,}"
+    else:
+        text = f"{number:,}"
+    return f"{text} {unit}".strip()
+
+
+@register.filter
+def fact_value(fact: Any) -> str:
+    if not isinstance(fact, dict):
+        return format_value(fact)
+    return format_value(fact.get("value"), str(fact.get("type") or ""), str(fact.get("unit") or ""))
+
+
+@register.filter
+def percent(value: Any) -> str:
+    number = _decimal(value)
+    return "—" if number is None else f"{number.quantize(Decimal('0.1'))} %"
+
+
+@register.filter
+def age_words(seconds: Any) -> str:
+    """How old the data was: ``synced 2 min ago``."""
+    number = _decimal(seconds)
+    if number is None:
+        return "age unknown"
+    s = float(number)
+    if s < 60:
+        return "synced just now"
+    if s < 3600:
+        return f"synced {round(s / 60)} min ago"
+    if s < 86400:
+        return f"synced {round(s / 3600)} h ago"
+    days = round(s / 86400)
+    return f"synced {days} day{'s' if days != 1 else ''} ago"
+
+
+@register.filter
+def renewal_countdown(renewal: dt.date | None) -> str:
+    if not renewal:
+        return "no renewal date"
+    days = (renewal - timezone.localdate()).days
+    if days > 1:
+        return f"renews in {days} days"
+    if days == 1:
+        return "renews tomorrow"
+    if days == 0:
+        return "renews today"
+    return f"renewal passed {-days} day{'s' if days != -1 else ''} ago"
+
+
+@register.filter
+def renewal_soon(renewal: dt.date | None, within: int = 60) -> bool:
+    return bool(renewal) and 0 <= (renewal - timezone.localdate()).days <= int(within)  # type: ignore[operator]
+
+
+@register.filter
+def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
+    """The decision explanation as table rows, with the nesting depth of each node and formatted values."""
+    if not isinstance(evidence, dict):
+        return []
+    facts = evidence.get("facts") or {}
+    rows = []
+    for node in evidence.get("explanation") or []:
+        if not isinstance(node, dict):
+            continue
+        path, fact = str(node.get("path", "")), str(node.get("fact") or "")
+        meta = facts.get(fact)
+        if not isinstance(meta, dict):
+            meta = {}
+        kind, unit = str(meta.get("type") or ""), str(meta.get("unit") or "")
+        rows.append(
+            {
+                "depth": path.count("["),
+                "is_group": not fact,
+                "fact": fact,
+                "op": node.get("op", ""),
+                "expected": "" if not fact else format_value(node.get("expected"), kind, unit),
+                "actual": "" if not fact else format_value(node.get("actual"), kind, unit),
+                "result": node.get("result", ""),
+                "reason": node.get("reason") or "",
+                "text": node.get("text") or "",
+            }
+        )
+    return rows
+
+
+@register.filter
+def fact_rows(evidence: Any) -> list[dict[str, Any]]:
+    """The context snapshot: each fact with its value, unit, age and source, sorted by name."""
+    if not isinstance(evidence, dict) or not isinstance(evidence.get("facts"), dict):
+        return []
+    rows = []
+    for name, fact in sorted(evidence["facts"].items()):
+        fact = fact if isinstance(fact, dict) else {"value": fact}
+        rows.append(
+            {
+                "name": name,
+                "value": fact_value(fact),
+                "unit": fact.get("unit") or "",
+                "age": age_words(fact.get("age_s")),
+                "source": fact.get("source") or "",
+                "missing": fact.get("value") is None,
+            }
+        )
+    return rows
+
+
+@register.filter
+def humanize_key(value: Any) -> str:
+    return str(value or "").replace("_", " ")
+
+
+@register.filter
+def get_fact(facts: Any, name: str) -> Any:
+    """``facts|get_fact:"change_order.amount"``: fact names contain dots, which template lookups split on."""
+    return facts.get(name) if isinstance(facts, dict) else None

@@ -1,0 +1,76 @@
+"""The executive dashboard and the landing page. Views only read: queries live in ``queries.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from apps.accounts.roles import ACCOUNT_MANAGERS, can_decide_approvals
+from apps.escalations.forms import DashboardFilterForm
+
+from . import queries
+
+PAGE_SIZE = 50
+
+
+def role_required(*roles: str) -> Callable:
+    """Anonymous users go to the login page; signed-in users without one of ``roles`` get 403."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not queries.roles_of(request.user) & set(roles):
+                raise PermissionDenied("Your role does not include this page.")
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    """Send each person to the page their role uses."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    roles = queries.roles_of(request.user)
+    if roles & set(queries.DASHBOARD_ROLES):
+        return redirect("dashboard")
+    if ACCOUNT_MANAGERS in roles:
+        return redirect("my-escalations")
+    if request.user.is_staff:
+        return redirect("admin:index")
+    return render(request, "home.html")
+
+
+@role_required(*queries.DASHBOARD_ROLES)
+def dashboard(request: HttpRequest) -> HttpResponse:
+    form = DashboardFilterForm(request.GET)
+    filters = queries.EscalationFilters(**{k: v for k, v in form.values().items() if v not in (None, "")})
+    page = Paginator(queries.flagged_projects(filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = queries.attach_worst_escalations(list(page.object_list))
+    can_decide = can_decide_approvals(request.user)
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "dashboard/dashboard.html",
+        {
+            "form": form,
+            "filters": filters,
+            "page": page,
+            "filter_query": query.urlencode(),
+            "choices": queries.filter_choices(),
+            "can_decide": can_decide,
+            "approvals": queries.approval_queue(filters) if can_decide else [],
+            "approval_limit": queries.APPROVAL_QUEUE_LIMIT,
+        },
+    )
