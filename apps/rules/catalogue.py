@@ -1,0 +1,207 @@
+"""The typed catalogue of facts that rules can test (SPEC "Subjects and facts").
+
+Operators never type code: they pick a fact from this catalogue and an operator valid for its type
+(ANCHORS, Rules 1). Adding a fact is one entry in ``_CATALOGUE``; the SQL that computes it lives in
+``facts.py``. Pure Python: no Django here, so the evaluator and its tests run without a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class FactType(str, Enum):
+    MONEY = "money"
+    PERCENT = "percent"
+    INT = "int"
+    TEXT = "text"
+    BOOL = "bool"
+    DATE = "date"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SUBJECT_TYPES: tuple[str, ...] = ("change_order", "project", "client", "submittal")
+
+# Which fact prefixes a subject's context holds: its own and those of the entities it belongs to.
+VISIBLE: dict[str, tuple[str, ...]] = {
+    "change_order": ("change_order", "project", "client"),
+    "project": ("project", "client"),
+    "client": ("client",),
+    "submittal": ("submittal", "project", "client", "vendor"),
+}
+
+SOURCES: tuple[str, ...] = ("pm", "accounting", "crm", "fulcrum")
+
+_ORDERED_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "between", "in", "not_in", "is_null")
+_OPERATORS_BY_TYPE: dict[FactType, tuple[str, ...]] = {
+    FactType.MONEY: _ORDERED_OPS,
+    FactType.PERCENT: _ORDERED_OPS,
+    FactType.INT: _ORDERED_OPS,
+    FactType.DATE: _ORDERED_OPS,
+    FactType.TEXT: ("eq", "ne", "in", "not_in", "contains", "is_null"),
+    FactType.BOOL: ("is", "eq", "ne", "is_null"),
+}
+
+OPERATORS: tuple[str, ...] = (
+    "eq", "ne", "gt", "gte", "lt", "lte", "between", "in", "not_in", "is", "is_null", "contains",
+)  # fmt: skip
+
+# Shown in admin next to the operator picker.
+OPERATOR_LABELS: dict[str, str] = {
+    "eq": "equals",
+    "ne": "does not equal",
+    "gt": "more than",
+    "gte": "at least",
+    "lt": "less than",
+    "lte": "at most",
+    "between": "between (inclusive)",
+    "in": "is one of",
+    "not_in": "is none of",
+    "is": "is",
+    "is_null": "has no data",
+    "contains": "contains (ignoring case)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One fact a rule can test: its name (``subject.attribute``), type, unit and origin."""
+
+    name: str
+    type: FactType
+    unit: str
+    description: str
+    source: str
+    choices: tuple[str, ...] = ()
+    subject: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        subject, dot, attribute = self.name.partition(".")
+        if not dot or not subject or not attribute:
+            raise ValueError(f"fact name {self.name!r} must be 'subject.attribute'")
+        if self.source not in SOURCES:
+            raise ValueError(f"fact {self.name}: unknown source {self.source!r}")
+        if self.choices and self.type is not FactType.TEXT:
+            raise ValueError(f"fact {self.name}: only text facts have choices")
+        object.__setattr__(self, "subject", subject)
+
+    @property
+    def operators(self) -> tuple[str, ...]:
+        return operators_for(self.type)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe description for admin pickers and the API."""
+        return {
+            "name": self.name,
+            "type": self.type.value,
+            "unit": self.unit,
+            "description": self.description,
+            "source": self.source,
+            "subject": self.subject,
+            "choices": list(self.choices),
+            "operators": list(self.operators),
+        }
+
+
+_M, _P, _I, _T, _B = FactType.MONEY, FactType.PERCENT, FactType.INT, FactType.TEXT, FactType.BOOL
+
+# name, type, unit, description, source[, choices]
+_CATALOGUE: tuple[Fact, ...] = (
+    Fact("change_order.amount", _M, "USD", "the change order's total", "pm"),
+    Fact("change_order.amount_pct_of_contract", _P, "%", "amount / project.contract_value × 100", "pm"),
+    Fact(
+        "change_order.status", _T, "",
+        "as in the PM system, normalised to draft / pending / approved / rejected / void", "pm",
+        choices=("draft", "pending", "approved", "rejected", "void"),
+    ),  # fmt: skip
+    Fact("change_order.age_days", _I, "days", "days since it was created", "pm"),
+    Fact("project.contract_value", _M, "USD", "the project's contract value from the PM system", "pm"),
+    Fact(
+        "project.income_to_date", _M, "USD",
+        "sum of invoice totals for the project's job in accounting", "accounting",
+    ),  # fmt: skip
+    Fact(
+        "project.cost_to_date", _M, "USD",
+        "sum of bill and purchase lines charged to the project's job", "accounting",
+    ),  # fmt: skip
+    Fact(
+        "project.margin_pct", _P, "%",
+        "(income_to_date − cost_to_date) / income_to_date × 100; null when income is 0", "accounting",
+    ),  # fmt: skip
+    Fact("project.change_orders_30d", _I, "count", "change orders on the project created in the last 30 days", "pm"),
+    Fact("project.change_order_amount_30d", _M, "USD", "total of the project's change orders of the last 30 days", "pm"),
+    Fact(
+        "project.milestones_missed", _I, "count",
+        "milestones due before today and not completed by their due date", "pm",
+    ),  # fmt: skip
+    Fact(
+        "project.days_behind_schedule", _I, "days",
+        "max over past-due milestones of (completed date or today) − due date; 0 if none", "pm",
+    ),  # fmt: skip
+    Fact(
+        "project.schedule_status", _T, "", "on_track / at_risk / behind, as the PM system reports it", "pm",
+        choices=("on_track", "at_risk", "behind"),
+    ),  # fmt: skip
+    Fact("client.days_to_renewal", _I, "days", "contract renewal date − today; null without one", "crm"),
+    Fact(
+        "client.missed_last_milestone", _B, "",
+        "the most recently due milestone across the client's projects was missed", "pm",
+    ),  # fmt: skip
+    Fact(
+        "client.ar_overdue_amount", _M, "USD",
+        "open invoice balances past due for the client's jobs", "accounting",
+    ),  # fmt: skip
+    Fact(
+        "client.open_escalations", _I, "count",
+        "escalations on the client's subjects not yet resolved or dismissed", "fulcrum",
+    ),  # fmt: skip
+    Fact("submittal.revision", _I, "", "revision number", "pm"),
+    Fact("submittal.days_overdue", _I, "days", "today − due date when not yet returned; 0 otherwise", "pm"),
+    Fact(
+        "submittal.schedule_critical", _B, "",
+        "on the critical path / flagged critical in the PM system", "pm",
+    ),  # fmt: skip
+    Fact(
+        "vendor.late_submittal_rate", _P, "%",
+        "share of the vendor's submittals in the last 365 days returned after due date", "pm",
+    ),  # fmt: skip
+)
+
+
+def _index(facts: tuple[Fact, ...]) -> dict[str, Fact]:
+    index: dict[str, Fact] = {}
+    known_prefixes = {prefix for prefixes in VISIBLE.values() for prefix in prefixes}
+    for fact in facts:
+        if fact.name in index:
+            raise ValueError(f"fact {fact.name} is registered twice")
+        if fact.subject not in known_prefixes:
+            raise ValueError(f"fact {fact.name}: no subject type sees {fact.subject}.*")
+        index[fact.name] = fact
+    return index
+
+
+FACTS: dict[str, Fact] = _index(_CATALOGUE)
+
+
+def operators_for(fact_type: FactType | str) -> tuple[str, ...]:
+    """The operators valid for a fact type, in the order admin shows them."""
+    return _OPERATORS_BY_TYPE[FactType(fact_type)]
+
+
+def is_visible(fact_name: str, subject_type: str) -> bool:
+    return fact_name.partition(".")[0] in VISIBLE.get(subject_type, ())
+
+
+def facts_for(subject_type: str) -> list[Fact]:
+    """Every fact a rule on ``subject_type`` may test, own facts first, in catalogue order."""
+    try:
+        prefixes = VISIBLE[subject_type]
+    except KeyError:
+        raise ValueError(
+            f"unknown subject type {subject_type!r}; choose from {', '.join(SUBJECT_TYPES)}"
+        ) from None
+    return [fact for prefix in prefixes for fact in _CATALOGUE if fact.subject == prefix]
