@@ -8,20 +8,17 @@ Operators never type code: they pick a fact from this catalogue and an operator 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class FactType(str, Enum):
+class FactType(StrEnum):
     MONEY = "money"
     PERCENT = "percent"
     INT = "int"
     TEXT = "text"
     BOOL = "bool"
     DATE = "date"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 SUBJECT_TYPES: tuple[str, ...] = ("change_order", "project", "client", "submittal")
@@ -110,6 +107,7 @@ class Fact:
 _M, _P, _I, _T, _B = FactType.MONEY, FactType.PERCENT, FactType.INT, FactType.TEXT, FactType.BOOL
 
 # name, type, unit, description, source[, choices]
+# fmt: off
 _CATALOGUE: tuple[Fact, ...] = (
     Fact("change_order.amount", _M, "USD", "the change order's total", "pm"),
     Fact("change_order.amount_pct_of_contract", _P, "%", "amount / project.contract_value × 100", "pm"),
@@ -117,59 +115,66 @@ _CATALOGUE: tuple[Fact, ...] = (
         "change_order.status", _T, "",
         "as in the PM system, normalised to draft / pending / approved / rejected / void", "pm",
         choices=("draft", "pending", "approved", "rejected", "void"),
-    ),  # fmt: skip
+    ),
     Fact("change_order.age_days", _I, "days", "days since it was created", "pm"),
     Fact("project.contract_value", _M, "USD", "the project's contract value from the PM system", "pm"),
     Fact(
         "project.income_to_date", _M, "USD",
         "sum of invoice totals for the project's job in accounting", "accounting",
-    ),  # fmt: skip
+    ),
     Fact(
         "project.cost_to_date", _M, "USD",
         "sum of bill and purchase lines charged to the project's job", "accounting",
-    ),  # fmt: skip
+    ),
     Fact(
         "project.margin_pct", _P, "%",
         "(income_to_date − cost_to_date) / income_to_date × 100; null when income is 0", "accounting",
-    ),  # fmt: skip
-    Fact("project.change_orders_30d", _I, "count", "change orders on the project created in the last 30 days", "pm"),
-    Fact("project.change_order_amount_30d", _M, "USD", "total of the project's change orders of the last 30 days", "pm"),
+    ),
+    Fact(
+        "project.change_orders_30d", _I, "count",
+        "change orders on the project created in the last 30 days", "pm",
+    ),
+    Fact(
+        "project.change_order_amount_30d", _M, "USD",
+        "total of the project's change orders of the last 30 days", "pm",
+    ),
     Fact(
         "project.milestones_missed", _I, "count",
         "milestones due before today and not completed by their due date", "pm",
-    ),  # fmt: skip
+    ),
     Fact(
         "project.days_behind_schedule", _I, "days",
         "max over past-due milestones of (completed date or today) − due date; 0 if none", "pm",
-    ),  # fmt: skip
+    ),
     Fact(
         "project.schedule_status", _T, "", "on_track / at_risk / behind, as the PM system reports it", "pm",
         choices=("on_track", "at_risk", "behind"),
-    ),  # fmt: skip
+    ),
     Fact("client.days_to_renewal", _I, "days", "contract renewal date − today; null without one", "crm"),
     Fact(
         "client.missed_last_milestone", _B, "",
         "the most recently due milestone across the client's projects was missed", "pm",
-    ),  # fmt: skip
+    ),
     Fact(
         "client.ar_overdue_amount", _M, "USD",
         "open invoice balances past due for the client's jobs", "accounting",
-    ),  # fmt: skip
+    ),
     Fact(
         "client.open_escalations", _I, "count",
         "escalations on the client's subjects not yet resolved or dismissed", "fulcrum",
-    ),  # fmt: skip
+    ),
     Fact("submittal.revision", _I, "", "revision number", "pm"),
     Fact("submittal.days_overdue", _I, "days", "today − due date when not yet returned; 0 otherwise", "pm"),
     Fact(
         "submittal.schedule_critical", _B, "",
         "on the critical path / flagged critical in the PM system", "pm",
-    ),  # fmt: skip
+    ),
     Fact(
         "vendor.late_submittal_rate", _P, "%",
         "share of the vendor's submittals in the last 365 days returned after due date", "pm",
-    ),  # fmt: skip
+    ),
 )
+# fmt: on
 
 
 def _index(facts: tuple[Fact, ...]) -> dict[str, Fact]:

@@ -15,12 +15,14 @@ def parse_duration(text: str) -> timedelta:
     """``"90m"`` → ``timedelta(minutes=90)``. Raises ``ValueError`` with a message fit for an operator."""
     if not isinstance(text, str):
         raise ValueError(
-            f"expected a duration such as 90m, 24h or 7d (a whole number and a unit s, m, h or d), got {text!r}"
+            f"expected a duration such as 90m, 24h or 7d (a whole number and a unit s, m, h or d), "
+            f"got {text!r}"
         )
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise ValueError(
-            f"{text!r} is not a duration; write a whole number and a unit s, m, h or d, such as 90m, 24h or 7d"
+            f"{text!r} is not a duration; write a whole number and a unit s, m, h or d, "
+            "such as 90m, 24h or 7d"
         )
     seconds = int(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
