@@ -6,8 +6,6 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from .models import Decision, Rule, RuleVersion, SubjectState
-from .ruleset import RulesFileError
-from .services import rule_publish, spec_from_dict
 
 
 class RuleForm(forms.ModelForm):
@@ -16,6 +14,9 @@ class RuleForm(forms.ModelForm):
         fields = ("key", "enabled", "draft")
 
     def clean(self) -> dict:
+        from .ruleset import RulesFileError
+        from .services import spec_from_dict
+
         data = super().clean() or {}
         draft = data.get("draft")
         if isinstance(draft, dict):
@@ -54,6 +55,8 @@ class RuleAdmin(admin.ModelAdmin):
 
     @admin.action(description="Publish the draft of the selected rules as new versions", permissions=["change"])
     def publish(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
+        from .services import rule_publish
+
         published = [rule_publish(rule=rule, actor=request.user) for rule in queryset]
         self.message_user(request, f"{len(published)} rule(s) published.", messages.SUCCESS)
 
