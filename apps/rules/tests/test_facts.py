@@ -164,15 +164,15 @@ def test_submittal_and_vendor_facts():
     vendor = VendorFactory()
     project = ProjectFactory()
     overdue = SubmittalFactory(project=project, vendor=vendor, revision=2, due_date=days(6), schedule_critical=True)
-    SubmittalFactory(project=project, vendor=vendor, due_date=days(30), returned_date=days(28))  # on time
-    SubmittalFactory(project=project, vendor=vendor, due_date=days(20), returned_date=days(15))  # early
-    SubmittalFactory(project=project, vendor=vendor, due_date=days(10), returned_date=days(2))  # late
+    SubmittalFactory(project=project, vendor=vendor, due_date=days(30), returned_date=days(30))  # on the day
+    SubmittalFactory(project=project, vendor=vendor, due_date=days(20), returned_date=days(25))  # early
+    SubmittalFactory(project=project, vendor=vendor, due_date=days(10), returned_date=days(2))  # 8 days late
     SubmittalFactory(project=project, vendor=vendor, due_date=days(400), returned_date=days(300))  # too old
     facts = context("submittal", overdue.pk)
     assert facts["submittal.revision"] == 2
     assert facts["submittal.days_overdue"] == 6
     assert facts["submittal.schedule_critical"] is True
-    assert facts["vendor.late_submittal_rate"] == Decimal("50.0000")  # 2 of 4 in the last 365 days
+    assert facts["vendor.late_submittal_rate"] == Decimal("50.0000")  # 2 of 4 (one still out) in 365 days
     assert "client.days_to_renewal" in facts
 
 
