@@ -90,7 +90,7 @@ def format_value(value: Any, kind: str = "", unit: str = "") -> str:
         return {"true": "yes", "false": "no"}.get(str(value).lower(), str(value))
     number = _decimal(value) if kind in ("money", "percent", "int", "number", "float", "decimal") else None
     if number is None:
-        return f"{value} {unit}".strip() if unit and kind not in ("text", "") else str(value)
+        return str(value)
     if kind == "money":
         text = f"{number:,.2f}"
     elif kind == "percent":
