@@ -195,7 +195,6 @@ def fact_rows(evidence: Any) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "value": fact_value(fact),
-                "unit": fact.get("unit") or "",
                 "age": age_words(fact.get("age_s")),
                 "source": fact.get("source") or "",
                 "missing": fact.get("value") is None,
