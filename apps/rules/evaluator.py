@@ -1,0 +1,1118 @@
+"""Compile a rule's condition tree once, evaluate it many times, and say why.
+
+A condition is a leaf ``{fact, op, value}`` or a group ``{all: [...]}``, ``{any: [...]}``, ``{not: node}``.
+:func:`compile_condition` validates the whole tree against the fact catalogue, reports every problem at
+once with its path, coerces the rule's values once (``Decimal`` for money, never floats) and builds a tree
+of slotted nodes. Evaluation uses three-valued (Kleene) logic: a ``null`` or stale fact makes its leaf
+*unknown*, never silently false (ANCHORS, Rules 4). A value of the wrong type in the context makes its leaf
+an *error*, which combines like *unknown* (so a branch that cannot change the result does not matter) but
+outranks it, so the outcome is ``error`` rather than ``insufficient_data`` when it decides.
+
+There are two ways to run a compiled condition and they always agree on the outcome:
+:meth:`CompiledCondition.evaluate` visits every node and keeps a trace for the explanation (the decision
+record, ANCHORS Rules 6); :meth:`CompiledCondition.matches` short-circuits, for batch runs and backtests.
+
+Rules never run code: no ``eval``/``exec``, no attribute lookups or regexes built from rule text;
+``contains`` is a plain case-insensitive substring test. No Django imports: this module is tested without
+a database.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from functools import cached_property
+from typing import Any, Final, TypeAlias
+
+from .catalogue import FACTS, OPERATORS, SUBJECT_TYPES, VISIBLE, Fact, FactType, operators_for
+from .durations import format_duration
+
+MAX_DEPTH: Final = 10
+MAX_CONDITIONS: Final = 200
+MAX_LIST_ITEMS: Final = 500
+MAX_TEXT_LENGTH: Final = 500
+# Rule values and context numbers beyond this are typos or junk, and would make huge formatted strings.
+MAX_NUMBER: Final = Decimal(10) ** 15
+MAX_DECIMAL_PLACES: Final = 6
+
+# Truth values as small ints so that combining children is a max(): FALSE < TRUE < UNKNOWN < ERROR.
+# In ``all`` a FALSE child decides; otherwise the worst of TRUE/UNKNOWN/ERROR wins. In ``any`` a TRUE
+# child decides; otherwise the worst of FALSE/UNKNOWN/ERROR wins. ERROR is "unknown because the data is
+# of the wrong type", so it is absorbed exactly where UNKNOWN is.
+_F: Final = 0
+_T: Final = 1
+_U: Final = 2
+_E: Final = 3
+_NOT: Final = (_T, _F, _U, _E)
+_RESULT: Final = ("false", "true", "unknown", "unknown")
+_VERDICT: Final = ("false", "true", "insufficient data", "error")
+
+GROUPS: Final = ("all", "any", "not")
+
+
+class Outcome(StrEnum):
+    MATCHED = "matched"
+    NOT_MATCHED = "not_matched"
+    INSUFFICIENT_DATA = "insufficient_data"
+    ERROR = "error"
+
+
+_OUTCOMES: Final = (Outcome.NOT_MATCHED, Outcome.MATCHED, Outcome.INSUFFICIENT_DATA, Outcome.ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleProblem:
+    """One problem in a rule: where (a path such as ``when.all[2].value``, and a line in a file) and what."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = [f"line {self.line}"] if self.line is not None else []
+        if self.path:
+            where.append(self.path)
+        return ": ".join([*where, self.message])
+
+
+class RuleValidationError(ValueError):
+    """A condition tree with problems; ``errors`` lists all of them, in tree order."""
+
+    def __init__(self, errors: Sequence[RuleProblem]) -> None:
+        self.errors: list[RuleProblem] = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+# --------------------------------------------------------------------------------------------------
+# Values: compile-time coercion of the rule's values, run-time checks of the context's values.
+
+
+class _Invalid(Exception):
+    """A rule value that fails validation (collected, never escapes compile_condition)."""
+
+
+class _BadContext(Exception):
+    """A context value of the wrong type for its fact (becomes an ``error`` leaf)."""
+
+
+def _show(raw: object) -> str:
+    try:
+        text = repr(raw)
+    except Exception:  # a broken __repr__ must not break validation
+        text = f"<{type(raw).__name__}>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(raw: object) -> str:
+    if raw is None:
+        return "null"
+    if isinstance(raw, bool):
+        return "true/false"
+    if isinstance(raw, int):
+        return "a whole number"
+    if isinstance(raw, float | Decimal):
+        return "a number"
+    if isinstance(raw, str):
+        return "text"
+    if isinstance(raw, Mapping):
+        return "a mapping"
+    if isinstance(raw, list | tuple):
+        return "a list"
+    return type(raw).__name__
+
+
+def _bounded(d: Decimal) -> Decimal:
+    if not d.is_finite():
+        raise _Invalid(f"{d} is not a finite number")
+    if abs(d) >= MAX_NUMBER:
+        raise _Invalid(f"{d} is too large (at most 15 digits before the decimal point)")
+    exponent = d.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES:
+        raise _Invalid(f"{d} has too many decimal places (at most {MAX_DECIMAL_PLACES})")
+    return d
+
+
+def _rule_number(raw: object, fact: Fact) -> Decimal:
+    if isinstance(raw, bool):
+        raise _Invalid(f"{fact.name} is {fact.type.value}: expected a number, got {_show(raw)}")
+    if isinstance(raw, Decimal):
+        return _bounded(raw)
+    if isinstance(raw, int):
+        return _bounded(Decimal(raw))
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise _Invalid(f"{fact.name} is {fact.type.value}: {raw} is not a finite number")
+        return _bounded(Decimal(str(raw)))
+    if isinstance(raw, str):
+        try:
+            return _bounded(Decimal(raw.strip()))
+        except InvalidOperation:
+            pass
+    raise _Invalid(f"{fact.name} is {fact.type.value}: expected a number, got {_kind(raw)} {_show(raw)}")
+
+
+def _rule_int(raw: object, fact: Fact) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if abs(raw) >= MAX_NUMBER:
+            raise _Invalid(f"{raw} is too large")
+        return int(raw)
+    raise _Invalid(f"{fact.name} is a whole number: expected an integer, got {_kind(raw)} {_show(raw)}")
+
+
+def _rule_bool(raw: object, fact: Fact) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    raise _Invalid(f"{fact.name} is true/false: expected true or false, got {_kind(raw)} {_show(raw)}")
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _rule_date(raw: object, fact: Fact) -> date:
+    if isinstance(raw, datetime):
+        raise _Invalid(f"{fact.name} is a date: expected YYYY-MM-DD, got a date and time {_show(raw)}")
+    if isinstance(raw, date):
+        return raw
+    if isinstance(raw, str) and _ISO_DATE.fullmatch(raw):
+        try:
+            return date.fromisoformat(raw)
+        except ValueError as exc:
+            raise _Invalid(f"{raw!r} is not a valid date: {exc}") from None
+    raise _Invalid(f"{fact.name} is a date: expected YYYY-MM-DD, got {_kind(raw)} {_show(raw)}")
+
+
+def _rule_text(raw: object, fact: Fact, *, choice: bool = True) -> str:
+    if not isinstance(raw, str):
+        raise _Invalid(f"{fact.name} is text: expected a string, got {_kind(raw)} {_show(raw)}")
+    if len(raw) > MAX_TEXT_LENGTH:
+        raise _Invalid(f"text is too long ({len(raw)} characters, at most {MAX_TEXT_LENGTH})")
+    if choice and fact.choices and raw not in fact.choices:
+        hint = difflib.get_close_matches(raw, fact.choices, n=1)
+        suggestion = f"did you mean {hint[0]!r}? " if hint else ""
+        raise _Invalid(
+            f"{_show(raw)} is not a {fact.name}; {suggestion}choose from {', '.join(fact.choices)}"
+        )
+    return str(raw)
+
+
+_RuleValue: TypeAlias = Decimal | int | bool | str | date
+_LeafValue: TypeAlias = _RuleValue | tuple[_RuleValue, ...]
+_RULE_VALUE: Final[dict[FactType, Callable[[object, Fact], _RuleValue]]] = {
+    FactType.MONEY: _rule_number,
+    FactType.PERCENT: _rule_number,
+    FactType.INT: _rule_int,
+    FactType.BOOL: _rule_bool,
+    FactType.TEXT: _rule_text,
+    FactType.DATE: _rule_date,
+}
+
+
+def _context_problem(raw: object, fact: Fact, expected: str) -> _BadContext:
+    return _BadContext(f"expected {expected} for {fact.type.value}, got {type(raw).__name__} {_show(raw)}")
+
+
+def _ctx_number(raw: object, fact: Fact) -> Decimal:
+    kind = type(raw)
+    if kind is Decimal:
+        assert isinstance(raw, Decimal)
+        if raw.is_finite():
+            return raw
+    elif kind is int:
+        assert isinstance(raw, int)
+        return Decimal(raw)
+    elif kind is float:
+        assert isinstance(raw, float)
+        if math.isfinite(raw):
+            return Decimal(str(raw))
+    elif isinstance(raw, Decimal) and raw.is_finite():
+        return Decimal(raw)
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        return Decimal(int(raw))
+    raise _context_problem(raw, fact, "a finite number")
+
+
+def _ctx_int(raw: object, fact: Fact) -> int:
+    kind = type(raw)
+    if kind is int:
+        assert isinstance(raw, int)
+        return raw
+    if isinstance(raw, bool):
+        raise _context_problem(raw, fact, "a whole number")
+    if isinstance(raw, int):
+        return int(raw)
+    # Databases hand back integral aggregates as Decimal (SUM, COUNT over a CASE); those are fine.
+    if isinstance(raw, Decimal | float) and math.isfinite(raw) and raw == int(raw):
+        return int(raw)
+    raise _context_problem(raw, fact, "a whole number")
+
+
+def _ctx_bool(raw: object, fact: Fact) -> bool:
+    if raw is True or raw is False:
+        return raw
+    raise _context_problem(raw, fact, "true or false")
+
+
+def _ctx_text(raw: object, fact: Fact) -> str:
+    if isinstance(raw, str):
+        return str(raw)
+    raise _context_problem(raw, fact, "text")
+
+
+def _ctx_date(raw: object, fact: Fact) -> date:
+    if isinstance(raw, date) and not isinstance(raw, datetime):
+        return raw
+    raise _context_problem(raw, fact, "a date")
+
+
+_CtxValue: TypeAlias = Decimal | int | bool | str | date
+_CONTEXT_VALUE: Final[dict[FactType, Callable[[object, Fact], _CtxValue]]] = {
+    FactType.MONEY: _ctx_number,
+    FactType.PERCENT: _ctx_number,
+    FactType.INT: _ctx_int,
+    FactType.BOOL: _ctx_bool,
+    FactType.TEXT: _ctx_text,
+    FactType.DATE: _ctx_date,
+}
+
+
+def _plain_decimal(d: Decimal) -> str:
+    """``Decimal('12.50')`` → ``'12.5'``, ``Decimal('5E+4')`` → ``'50000'``: one spelling per number."""
+    if d == d.to_integral_value():
+        return str(int(d))
+    return format(d.normalize(), "f")
+
+
+def _jsonable(value: object) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, Decimal):
+        return str(value) if value.is_finite() else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple | frozenset):
+        return [_jsonable(v) for v in value]
+    return _show(value)
+
+
+def _tree_value(value: object) -> Any:
+    """A rule value in the canonical tree: whole numbers as ints, other decimals as exact strings."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else _plain_decimal(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return [_tree_value(v) for v in value]
+    return value
+
+
+def _expected_json(value: object) -> Any:
+    if isinstance(value, Decimal):
+        return _plain_decimal(value)
+    if isinstance(value, tuple):
+        return [_expected_json(v) for v in value]
+    return _jsonable(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# Display: the explanation's plain English and the one-line summary.
+
+
+def _num(value: object, fact: Fact, *, threshold: bool) -> str:
+    """A value without its unit. Thresholds of percentages read as written (12%), readings to one decimal."""
+    if value is None:
+        return "no data"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if fact.type is FactType.MONEY and isinstance(value, Decimal | int):
+        return f"{value:,.2f}"
+    if fact.type is FactType.PERCENT and isinstance(value, Decimal | int):
+        if threshold:
+            return f"{_plain_decimal(Decimal(value))}%"
+        return f"{value:.1f}%"
+    if isinstance(value, Decimal):
+        return _plain_decimal(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    return _show(value)
+
+
+def _with_unit(value: object, fact: Fact, *, threshold: bool) -> str:
+    text = _num(value, fact, threshold=threshold)
+    if value is None or isinstance(value, bool):
+        return text
+    if fact.unit == "USD":
+        return f"{text} USD"
+    if fact.unit == "days" and isinstance(value, int):
+        return f"{text} day" if abs(value) == 1 else f"{text} days"
+    return text
+
+
+def _listing(values: Sequence[object], fact: Fact, *, unit: bool) -> str:
+    show = _with_unit if unit else _num
+    return ", ".join(show(v, fact, threshold=True) for v in values)
+
+
+_SYMBOLS: Final = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤"}
+_PHRASES: Final = {
+    "eq": "equal to",
+    "ne": "not equal to",
+    "gt": "more than",
+    "gte": "at least",
+    "lt": "less than",
+    "lte": "at most",
+}
+
+
+def _age_text(seconds: float) -> str:
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m"
+    return f"{secs}s"
+
+
+# --------------------------------------------------------------------------------------------------
+# The compiled tree.
+
+# One entry per node, in tree order: (truth, actual value, reason, age in seconds).
+_Trace: TypeAlias = tuple[int, object, str, object]
+_Facts: TypeAlias = Mapping[str, object]
+_Ages: TypeAlias = Mapping[str, Any] | None
+_GROUP_TRACE_CACHE: Final = {truth: (truth, None, "", None) for truth in (_F, _T, _U, _E)}
+
+
+class _Node:
+    __slots__ = ("depth", "index", "path")
+
+    def __init__(self, index: int, path: str, depth: int) -> None:
+        self.index = index
+        self.path = path
+        self.depth = depth
+
+    def fast(self, facts: _Facts, ages: _Ages, max_s: float | None) -> int:
+        raise NotImplementedError
+
+    def full(self, facts: _Facts, ages: _Ages, max_s: float | None, trace: list[_Trace]) -> int:
+        raise NotImplementedError
+
+    def tree(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _Leaf(_Node):
+    __slots__ = (
+        "coerce", "expected", "fact", "formula", "name", "op", "phrase", "test", "value", "when_null",
+        "when_present",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        index: int,
+        path: str,
+        depth: int,
+        fact: Fact,
+        op: str,
+        value: _LeafValue,
+    ) -> None:
+        super().__init__(index, path, depth)
+        self.fact = fact
+        self.name = fact.name
+        self.op = op
+        self.value = value
+        self.coerce = _CONTEXT_VALUE[fact.type]
+        self.test = _make_test(op, value)
+        # The rule's side of the explanation never changes; render it once.
+        self.expected = _expected_json(value)
+        self.phrase = _phrase(fact, op, value)
+        self.formula = _formula(fact, op, value)
+        # is_null answers from presence alone; every other operator is unknown on null.
+        if op == "is_null":
+            self.when_null = _T if value else _F
+            self.when_present: int | None = _F if value else _T
+        else:
+            self.when_null = _U
+            self.when_present = None
+
+    def fast(self, facts: _Facts, ages: _Ages, max_s: float | None) -> int:
+        if max_s is not None:
+            age = ages.get(self.name) if ages is not None else None
+            try:
+                fresh = age is not None and bool(age <= max_s)
+            except TypeError:
+                fresh = False
+            if not fresh:
+                return _U
+        raw = facts.get(self.name)
+        if raw is None:
+            return self.when_null
+        if self.when_present is not None:
+            return self.when_present
+        try:
+            actual = self.coerce(raw, self.fact)
+        except _BadContext:
+            return _E
+        return _T if self.test(actual) else _F
+
+    def full(self, facts: _Facts, ages: _Ages, max_s: float | None, trace: list[_Trace]) -> int:
+        raw = facts.get(self.name)
+        age: Any = None
+        if max_s is not None:
+            # A missing or unreadable age is unknown, and unknown is not fresh (NaN fails <= too).
+            age = ages.get(self.name) if ages is not None else None
+            try:
+                fresh = age is not None and bool(age <= max_s)
+            except TypeError:
+                fresh = False
+            if not fresh:
+                trace[self.index] = (_U, raw, "stale", age)
+                return _U
+        if raw is None:
+            truth = self.when_null
+            trace[self.index] = (truth, None, "null", age)
+            return truth
+        if self.when_present is not None:
+            truth = self.when_present
+            trace[self.index] = (truth, raw, "", age)
+            return truth
+        try:
+            actual = self.coerce(raw, self.fact)
+        except _BadContext as exc:
+            trace[self.index] = (_E, raw, str(exc), age)
+            return _E
+        truth = _T if self.test(actual) else _F
+        trace[self.index] = (truth, actual, "", age)
+        return truth
+
+    def tree(self) -> dict[str, Any]:
+        return {"fact": self.name, "op": self.op, "value": _tree_value(self.value)}
+
+    def compact(self, actual: object) -> str:
+        """``project.margin_pct 9.0% < 12%``: the leaf as a formula, for summaries."""
+        if self.op == "is":
+            return f"{self.name} is {self.formula}"
+        if self.op == "is_null":
+            if self.value:
+                return f"{self.name} has no data"
+            return f"{self.name} has data ({_num(actual, self.fact, threshold=False)})"
+        return f"{self.name} {_num(actual, self.fact, threshold=False)} {self.formula}"
+
+
+def _phrase(fact: Fact, op: str, value: _LeafValue) -> str:
+    """What the leaf expects, in words: ``at least 50,000.00 USD``."""
+    if op in _PHRASES:
+        return f"{_PHRASES[op]} {_with_unit(value, fact, threshold=True)}"
+    if op == "between":
+        assert isinstance(value, tuple)
+        shown = [_with_unit(v, fact, threshold=True) for v in value]
+        return f"between {shown[0]} and {shown[1]}"
+    if op in ("in", "not_in"):
+        assert isinstance(value, tuple)
+        return f"{'one' if op == 'in' else 'none'} of {_listing(value, fact, unit=True)}"
+    if op == "is":
+        return f"expected {_num(value, fact, threshold=True)}"
+    if op == "is_null":
+        return "expected no data" if value else "expected a value"
+    if op == "contains":
+        return f"containing {value!r}"
+    raise AssertionError(op)
+
+
+def _formula(fact: Fact, op: str, value: _LeafValue) -> str:
+    """What follows the reading in a summary: ``≥ 50,000.00``, ``in [draft, pending]``."""
+    if op in _SYMBOLS:
+        return f"{_SYMBOLS[op]} {_num(value, fact, threshold=True)}"
+    if op == "between":
+        assert isinstance(value, tuple)
+        low, high = (_num(v, fact, threshold=True) for v in value)
+        return f"between {low} and {high}"
+    if op in ("in", "not_in"):
+        assert isinstance(value, tuple)
+        return f"{'in' if op == 'in' else 'not in'} [{_listing(value, fact, unit=False)}]"
+    if op == "contains":
+        return f"contains {value!r}"
+    return _num(value, fact, threshold=True)  # is, is_null: true/false
+
+
+def _make_test(op: str, value: _LeafValue) -> Callable[[Any], bool]:
+    # Context values are coerced to the rule value's type first, so these comparisons never mix types.
+    v: Any = value
+    if op == "eq":
+        return lambda a: bool(a == v)
+    if op == "ne":
+        return lambda a: bool(a != v)
+    if op == "gt":
+        return lambda a: bool(a > v)
+    if op == "gte":
+        return lambda a: bool(a >= v)
+    if op == "lt":
+        return lambda a: bool(a < v)
+    if op == "lte":
+        return lambda a: bool(a <= v)
+    if op == "between":
+        low, high = v
+        return lambda a: bool(low <= a <= high)
+    if op == "in":
+        members = frozenset(v)
+        return lambda a: a in members
+    if op == "not_in":
+        members = frozenset(v)
+        return lambda a: a not in members
+    if op == "is":
+        return lambda a: a is v
+    if op == "contains":
+        needle = str(v).casefold()
+        return lambda a: needle in a.casefold()
+    if op == "is_null":
+        return lambda a: False  # never called: is_null is decided by presence
+    raise AssertionError(op)
+
+
+class _All(_Node):
+    __slots__ = ("children",)
+
+    def __init__(self, index: int, path: str, depth: int, children: list[_Node]) -> None:
+        super().__init__(index, path, depth)
+        self.children = tuple(children)
+
+    def fast(self, facts: _Facts, ages: _Ages, max_s: float | None) -> int:
+        worst = _T
+        for child in self.children:
+            truth = child.fast(facts, ages, max_s)
+            if truth == _F:
+                return _F
+            if truth > worst:
+                worst = truth
+        return worst
+
+    def full(self, facts: _Facts, ages: _Ages, max_s: float | None, trace: list[_Trace]) -> int:
+        worst = _T
+        false = False
+        for child in self.children:
+            truth = child.full(facts, ages, max_s, trace)
+            if truth == _F:
+                false = True
+            elif truth > worst:
+                worst = truth
+        result = _F if false else worst
+        trace[self.index] = _GROUP_TRACE_CACHE[result]
+        return result
+
+    def tree(self) -> dict[str, Any]:
+        return {"all": [c.tree() for c in self.children]}
+
+
+class _Any(_All):
+    __slots__ = ()
+
+    def fast(self, facts: _Facts, ages: _Ages, max_s: float | None) -> int:
+        worst = _F
+        for child in self.children:
+            truth = child.fast(facts, ages, max_s)
+            if truth == _T:
+                return _T
+            if truth > worst:
+                worst = truth
+        return worst
+
+    def full(self, facts: _Facts, ages: _Ages, max_s: float | None, trace: list[_Trace]) -> int:
+        worst = _F
+        true = False
+        for child in self.children:
+            truth = child.full(facts, ages, max_s, trace)
+            if truth == _T:
+                true = True
+            elif truth > worst:
+                worst = truth
+        result = _T if true else worst
+        trace[self.index] = _GROUP_TRACE_CACHE[result]
+        return result
+
+    def tree(self) -> dict[str, Any]:
+        return {"any": [c.tree() for c in self.children]}
+
+
+class _Not(_Node):
+    __slots__ = ("child",)
+
+    def __init__(self, index: int, path: str, depth: int, child: _Node) -> None:
+        super().__init__(index, path, depth)
+        self.child = child
+
+    def fast(self, facts: _Facts, ages: _Ages, max_s: float | None) -> int:
+        return _NOT[self.child.fast(facts, ages, max_s)]
+
+    def full(self, facts: _Facts, ages: _Ages, max_s: float | None, trace: list[_Trace]) -> int:
+        result = _NOT[self.child.full(facts, ages, max_s, trace)]
+        trace[self.index] = _GROUP_TRACE_CACHE[result]
+        return result
+
+    def tree(self) -> dict[str, Any]:
+        return {"not": self.child.tree()}
+
+
+def _children(node: _Node) -> tuple[_Node, ...]:
+    if isinstance(node, _All):
+        return node.children
+    if isinstance(node, _Not):
+        return (node.child,)
+    return ()
+
+
+# --------------------------------------------------------------------------------------------------
+# Results.
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionResult:
+    """One node of an evaluation's explanation. Values are JSON-safe (Decimal → string, date → ISO)."""
+
+    path: str
+    fact: str  # "" for groups
+    op: str  # the operator, or "all" / "any" / "not"
+    expected: Any
+    actual: Any
+    result: str  # "true" | "false" | "unknown"
+    reason: str  # "" | "null" | "stale" | what was wrong with the context value
+    text: str
+    depth: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "fact": self.fact,
+            "op": self.op,
+            "expected": self.expected,
+            "actual": self.actual,
+            "result": self.result,
+            "reason": self.reason,
+            "text": self.text,
+            "depth": self.depth,
+        }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The outcome of one evaluation, with a trace that becomes the explanation when asked for.
+
+    The explanation and summary are built on first use: a batch run that keeps only the outcome of a
+    non-match pays for neither.
+    """
+
+    outcome: Outcome
+    error: str
+    trace: tuple[_Trace, ...] = field(repr=False)
+    condition: CompiledCondition = field(repr=False, compare=False)
+    max_age: timedelta | None = field(default=None, repr=False)
+
+    @property
+    def matched(self) -> bool:
+        return self.outcome is Outcome.MATCHED
+
+    @cached_property
+    def explanation(self) -> list[ConditionResult]:
+        """One result per condition, in tree order (a group before its children)."""
+        return [self._explain(node) for node in self.condition._nodes]
+
+    def _explain(self, node: _Node) -> ConditionResult:
+        truth, actual, reason, age = self.trace[node.index]
+        if not isinstance(node, _Leaf):
+            if isinstance(node, _All):
+                count = len(node.children)
+                noun = "condition" if count == 1 else "conditions"
+                op = "any" if isinstance(node, _Any) else "all"
+                text = f"{op} of {count} {noun} — {_VERDICT[truth]}"
+            else:
+                op = "not"
+                text = f"not (the condition below) — {_VERDICT[truth]}"
+            return ConditionResult(node.path, "", op, None, None, _RESULT[truth], "", text, node.depth - 1)
+        fact = node.fact
+        if reason == "stale":
+            limit = format_duration(self.max_age) if self.max_age else "?"
+            if isinstance(age, int | float) and math.isfinite(age):
+                old = f"its data is {_age_text(float(age))} old"
+            else:
+                old = "the age of its data is unknown"
+            if actual is None:
+                text = f"{node.name} is unknown: {old} (limit {limit}) — insufficient data"
+            else:
+                shown = _with_unit(actual, fact, threshold=False)
+                text = f"{node.name} is {shown}, but {old} (limit {limit}) — insufficient data"
+        elif reason == "null" and truth == _U:
+            text = f"{node.name} is unknown (no data) — insufficient data"
+        elif reason == "null":
+            text = f"{node.name} has no data, {node.phrase} — {_VERDICT[truth]}"
+        elif truth == _E:
+            text = f"{node.name} cannot be compared: {reason} — error"
+        else:
+            shown = _with_unit(actual, fact, threshold=False)
+            text = f"{node.name} is {shown}, {node.phrase} — {_VERDICT[truth]}"
+        return ConditionResult(
+            path=node.path,
+            fact=node.name,
+            op=node.op,
+            expected=node.expected,
+            actual=_jsonable(actual),
+            result=_RESULT[truth],
+            reason=reason,
+            text=text,
+            depth=node.depth - 1,
+        )
+
+    def deciding_leaves(self) -> list[tuple[_Leaf, int]]:
+        """The leaves that decided the outcome, each with the truth value it contributed.
+
+        For a match: the true leaves of every ``all`` and the true children of an ``any`` (inside a
+        ``not``, the false ones). For a non-match: the mirror image. For unknown or error: the leaves
+        that made it so.
+        """
+        found: list[tuple[_Leaf, int]] = []
+
+        def collect(node: _Node, want: int) -> None:
+            if self.trace[node.index][0] != want:
+                return
+            if isinstance(node, _Leaf):
+                found.append((node, want))
+            elif isinstance(node, _Not):
+                collect(node.child, _NOT[want])
+            else:
+                for child in _children(node):
+                    collect(child, want)
+
+        root = self.condition._root
+        collect(root, self.trace[root.index][0])
+        return found
+
+    def summary(self) -> str:
+        """One line: the leaves that decided, e.g. ``change_order.amount 60,000.00 ≥ 50,000.00; ...``."""
+        parts: list[str] = []
+        for leaf, want in self.deciding_leaves():
+            _, actual, reason, _ = self.trace[leaf.index]
+            if want == _T:
+                parts.append(leaf.compact(actual))
+            elif want == _F:
+                parts.append(f"not {leaf.compact(actual)}")
+            elif want == _U:
+                parts.append(f"{leaf.name} ({'stale data' if reason == 'stale' else 'no data'})")
+            else:
+                parts.append(f"{leaf.name}: {reason}")
+        text = "; ".join(parts)
+        if self.outcome is Outcome.MATCHED:
+            return text
+        if self.outcome is Outcome.NOT_MATCHED:
+            return f"not matched: {text}"
+        if self.outcome is Outcome.INSUFFICIENT_DATA:
+            return f"insufficient data: {text}"
+        return f"error: {text}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome.value,
+            "error": self.error,
+            "summary": self.summary(),
+            "explanation": [r.to_json() for r in self.explanation],
+        }
+
+
+class CompiledCondition:
+    """A validated condition tree, ready to evaluate. Build with :func:`compile_condition`."""
+
+    __slots__ = ("_nodes", "_root", "_size", "facts", "leaf_count", "subject_type")
+
+    def __init__(self, root: _Node, nodes: list[_Node], subject_type: str) -> None:
+        self._root = root
+        self._nodes = tuple(nodes)
+        self._size = len(nodes)
+        self.subject_type = subject_type
+        leaves = [n for n in nodes if isinstance(n, _Leaf)]
+        self.leaf_count = len(leaves)
+        self.facts: frozenset[str] = frozenset(n.name for n in leaves)
+
+    def evaluate(
+        self,
+        facts: Mapping[str, object],
+        *,
+        ages: Mapping[str, Any] | None = None,
+        max_age: timedelta | None = None,
+    ) -> Evaluation:
+        """Evaluate every node (no short-circuit) and keep the trace for the explanation.
+
+        ``facts`` maps fact names to values (a missing name counts as null). ``ages`` maps fact names to
+        the age in seconds of the fact's newest input; with ``max_age`` set, a fact of unknown age or
+        older than ``max_age`` makes its conditions unknown ("stale"). Never raises for bad context data:
+        a value of the wrong type makes its leaf an error.
+        """
+        max_s = None if max_age is None else max_age.total_seconds()
+        trace: list[_Trace] = [_GROUP_TRACE_CACHE[_U]] * self._size
+        truth = self._root.full(facts, ages, max_s, trace)
+        error = ""
+        if truth == _E:
+            error = next(
+                f"{node.name}: {entry[2]}"
+                for node, entry in zip(self._nodes, trace, strict=True)
+                if isinstance(node, _Leaf) and entry[0] == _E
+            )
+        return Evaluation(_OUTCOMES[truth], error, tuple(trace), self, max_age)
+
+    def matches(
+        self,
+        facts: Mapping[str, object],
+        *,
+        ages: Mapping[str, Any] | None = None,
+        max_age: timedelta | None = None,
+    ) -> Outcome:
+        """The same outcome as :meth:`evaluate`, short-circuiting and without a trace (batch, backtest)."""
+        max_s = None if max_age is None else max_age.total_seconds()
+        return _OUTCOMES[self._root.fast(facts, ages, max_s)]
+
+    def to_tree(self) -> dict[str, Any]:
+        """The canonical tree: JSON-safe, ``not`` takes one node, stable for hashing and diffing."""
+        return self._root.tree()
+
+    def walk(self) -> Iterator[tuple[str, str, str, Any]]:
+        """``(path, fact, op, value)`` for every leaf, in tree order, with JSON-safe values."""
+        for node in self._nodes:
+            if isinstance(node, _Leaf):
+                yield node.path, node.name, node.op, _tree_value(node.value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompiledCondition):
+            return NotImplemented
+        return self.subject_type == other.subject_type and self.to_tree() == other.to_tree()
+
+    def __hash__(self) -> int:
+        return hash((self.subject_type, repr(self.to_tree())))
+
+    def __repr__(self) -> str:
+        return f"<CompiledCondition {self.subject_type} {self.leaf_count} conditions>"
+
+
+# --------------------------------------------------------------------------------------------------
+# Compilation.
+
+
+class _Compiler:
+    def __init__(self, subject_type: str | None) -> None:
+        self.subject_type = subject_type
+        self.errors: list[RuleProblem] = []
+        self.nodes: list[_Node] = []
+        self.leaves = 0
+
+    def problem(self, path: str, message: str) -> None:
+        self.errors.append(RuleProblem(path, message))
+
+    def node(self, raw: object, path: str, canonical: str, depth: int) -> _Node | None:
+        if depth > MAX_DEPTH:
+            self.problem(path, f"conditions are nested more than {MAX_DEPTH} levels deep")
+            return None
+        if not isinstance(raw, Mapping):
+            self.problem(
+                path,
+                f"expected a condition ({{fact, op, value}}) or a group (all, any, not), got {_kind(raw)}",
+            )
+            return None
+        groups = [key for key in GROUPS if key in raw]
+        if not groups:
+            return self.leaf(raw, path, canonical, depth)
+        if len(groups) > 1:
+            self.problem(path, f"a group has exactly one of all, any, not; found {', '.join(groups)}")
+        for key in raw:
+            if key not in GROUPS:
+                self.problem(f"{path}.{key}", f"unexpected key {_show(key)} in a group ({groups[0]})")
+        kind = groups[0]
+        index = len(self.nodes)
+        self.nodes.append(_Node(index, canonical, depth))  # placeholder, keeps tree order
+        body = raw[kind]
+        built: _Node | None
+        if kind == "not":
+            if isinstance(body, list):
+                if len(body) != 1:
+                    self.problem(f"{path}.not", f"'not' takes one condition, got a list of {len(body)}")
+                    return None
+                child = self.node(body[0], f"{path}.not[0]", f"{canonical}.not", depth + 1)
+            else:
+                child = self.node(body, f"{path}.not", f"{canonical}.not", depth + 1)
+            built = _Not(index, canonical, depth, child) if child is not None else None
+        else:
+            if not isinstance(body, list) or not body:
+                what = "an empty list" if isinstance(body, list) else _kind(body)
+                self.problem(f"{path}.{kind}", f"'{kind}' takes a non-empty list of conditions, got {what}")
+                return None
+            children = [
+                self.node(item, f"{path}.{kind}[{i}]", f"{canonical}.{kind}[{i}]", depth + 1)
+                for i, item in enumerate(body)
+            ]
+            ok = [c for c in children if c is not None]
+            cls = _All if kind == "all" else _Any
+            built = cls(index, canonical, depth, ok) if len(ok) == len(children) else None
+        if built is not None:
+            self.nodes[index] = built
+        return built
+
+    def leaf(self, raw: Mapping[Any, Any], path: str, canonical: str, depth: int) -> _Node | None:
+        self.leaves += 1
+        index = len(self.nodes)
+        self.nodes.append(_Node(index, canonical, depth))
+        ok = True
+        for key in raw:
+            if key not in ("fact", "op", "value"):
+                self.problem(
+                    f"{path}.{key}",
+                    f"unexpected key {_show(key)}; a condition has fact, op and value "
+                    "(or is a group: all, any, not)",
+                )
+                ok = False
+        for key in ("fact", "op", "value"):
+            if key not in raw:
+                self.problem(f"{path}.{key}", f"missing {key!r}")
+                ok = False
+        fact = self.fact(raw.get("fact"), f"{path}.fact") if "fact" in raw else None
+        op = self.op(raw.get("op"), fact, f"{path}.op") if "op" in raw else None
+        if fact is None or op is None or "value" not in raw:
+            return None
+        value = self.value(raw["value"], fact, op, f"{path}.value")
+        if value is None or not ok:
+            return None
+        leaf = _Leaf(index, canonical, depth, fact, op, value)
+        self.nodes[index] = leaf
+        return leaf
+
+    def fact(self, raw: object, path: str) -> Fact | None:
+        if not isinstance(raw, str):
+            self.problem(path, f"expected a fact name such as change_order.amount, got {_kind(raw)}")
+            return None
+        fact = FACTS.get(raw)
+        if fact is None:
+            candidates = list(FACTS)
+            if self.subject_type in VISIBLE:
+                prefixes = VISIBLE[self.subject_type]
+                candidates = [n for n in FACTS if n.partition(".")[0] in prefixes]
+            hint = difflib.get_close_matches(raw, candidates, n=1, cutoff=0.6)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            self.problem(path, f"unknown fact {_show(raw)}{suggestion}")
+            return None
+        if self.subject_type in VISIBLE and fact.subject not in VISIBLE[self.subject_type]:
+            sees = ", ".join(f"{p}.*" for p in VISIBLE[self.subject_type])
+            self.problem(path, f"{fact.name} is not available to a {self.subject_type} rule (it sees {sees})")
+            return None
+        return fact
+
+    def op(self, raw: object, fact: Fact | None, path: str) -> str | None:
+        valid = operators_for(fact.type) if fact is not None else OPERATORS
+        scope = f"valid for {fact.type.value}" if fact is not None else "operators are"
+        if not isinstance(raw, str) or raw not in OPERATORS:
+            self.problem(path, f"{_show(raw)} is not an operator; {scope}: {', '.join(valid)}")
+            return None
+        if raw not in valid:
+            assert fact is not None
+            self.problem(path, f"{raw!r} does not apply to {fact.name}; {scope}: {', '.join(valid)}")
+            return None
+        return raw
+
+    def value(self, raw: object, fact: Fact, op: str, path: str) -> _LeafValue | None:
+        coerce = _RULE_VALUE[fact.type]
+        try:
+            if op in ("is_null", "is"):
+                if not isinstance(raw, bool):
+                    raise _Invalid(f"{op!r} takes true or false, got {_kind(raw)} {_show(raw)}")
+                return raw
+            if op == "contains":
+                return _rule_text(raw, fact, choice=False)
+            if op == "between":
+                return self.between(raw, fact, coerce, path)
+            if op in ("in", "not_in"):
+                return self.members(raw, fact, op, coerce, path)
+            return coerce(raw, fact)
+        except _Invalid as exc:
+            self.problem(path, str(exc))
+            return None
+
+    def between(
+        self, raw: object, fact: Fact, coerce: Callable[[object, Fact], _RuleValue], path: str
+    ) -> tuple[_RuleValue, ...] | None:
+        if not isinstance(raw, list | tuple) or len(raw) != 2:
+            raise _Invalid(f"'between' takes [low, high], got {_kind(raw)} {_show(raw)}")
+        bounds: list[_RuleValue] = []
+        for i, item in enumerate(raw):
+            try:
+                bounds.append(coerce(item, fact))
+            except _Invalid as exc:
+                self.problem(f"{path}[{i}]", str(exc))
+        if len(bounds) != 2:
+            return None
+        low, high = bounds
+        if low > high:  # type: ignore[operator]  # both coerced by the same function
+            raise _Invalid(f"'between' needs low ≤ high, got [{_show(raw[0])}, {_show(raw[1])}]")
+        return (low, high)
+
+    def members(
+        self, raw: object, fact: Fact, op: str, coerce: Callable[[object, Fact], _RuleValue], path: str
+    ) -> tuple[_RuleValue, ...] | None:
+        if not isinstance(raw, list | tuple) or not raw:
+            what = "an empty list" if isinstance(raw, list | tuple) else f"{_kind(raw)} {_show(raw)}"
+            raise _Invalid(f"{op!r} takes a non-empty list, got {what}")
+        if len(raw) > MAX_LIST_ITEMS:
+            raise _Invalid(f"{op!r} takes at most {MAX_LIST_ITEMS} values, got {len(raw)}")
+        items: list[_RuleValue] = []
+        ok = True
+        for i, item in enumerate(raw):
+            try:
+                value = coerce(item, fact)
+            except _Invalid as exc:
+                self.problem(f"{path}[{i}]", str(exc))
+                ok = False
+                continue
+            if value not in items:
+                items.append(value)
+        return tuple(items) if ok else None
+
+
+def validate_condition(tree: object, subject_type: str | None, *, path: str = "when") -> list[RuleProblem]:
+    """Every problem in ``tree``; with ``subject_type`` None, fact visibility is not checked."""
+    compiler = _Compiler(subject_type)
+    _build(compiler, tree, path)
+    return compiler.errors
+
+
+def _build(compiler: _Compiler, tree: object, path: str) -> _Node | None:
+    try:
+        root = compiler.node(tree, path, path, 1)
+    except RecursionError:  # the depth cap stops us long before; this guards odd Mapping types
+        compiler.problem(path, "the condition is nested too deeply")
+        return None
+    if compiler.leaves > MAX_CONDITIONS:
+        compiler.problem(path, f"too many conditions: {compiler.leaves} (at most {MAX_CONDITIONS})")
+    return root
+
+
+def compile_condition(tree: Mapping[str, Any], subject_type: str, *, path: str = "when") -> CompiledCondition:
+    """Validate ``tree`` for a rule on ``subject_type`` and compile it.
+
+    Raises :class:`RuleValidationError` listing every problem (paths start with ``path``).
+    """
+    if subject_type not in SUBJECT_TYPES:
+        problems = [RuleProblem("subject", f"unknown subject type {_show(subject_type)}; choose from "
+                                           f"{', '.join(SUBJECT_TYPES)}")]  # fmt: skip
+        raise RuleValidationError(problems + validate_condition(tree, None, path=path))
+    compiler = _Compiler(subject_type)
+    root = _build(compiler, tree, path)
+    if compiler.errors or root is None:
+        raise RuleValidationError(compiler.errors or [RuleProblem(path, "invalid condition")])
+    return CompiledCondition(root, compiler.nodes, subject_type)
