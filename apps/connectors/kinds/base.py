@@ -1,0 +1,259 @@
+"""What every connector kind provides: its streams, an HTTP client, and write-backs.
+
+A kind is a folder under ``kinds/`` with a :class:`ConnectorKind` subclass, registered in ``KINDS``.
+Each :class:`Stream` pages raw vendor records (``pages``) and turns one into the canonical entity's fields
+(``normalise``). Streams know nothing about the database: the sync service upserts what they yield and saves
+the cursor each page reports, in one transaction per page.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from django.db import models
+from django.utils import timezone
+
+from apps.connectors.http import HttpClient
+
+if TYPE_CHECKING:
+    from apps.connectors.models import Connection
+
+Record = dict[str, Any]
+Cursor = dict[str, Any]
+# Re-read this much before the saved cursor: records committed upstream slightly out of timestamp order
+# (and the records sharing the cursor's own timestamp) are read again and deduplicated by the upsert.
+LOOKBACK = dt.timedelta(seconds=60)
+# Never read the last minute: a record being written upstream now may still appear with an earlier timestamp.
+SETTLE = dt.timedelta(seconds=60)
+
+
+class BadRecord(Exception):  # noqa: N818 - reads as "raise BadRecord(reason)"
+    """A record that cannot become an entity; it is quarantined with ``reason`` and the run goes on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnknownKind(LookupError):  # noqa: N818
+    pass
+
+
+class UnknownStream(LookupError):  # noqa: N818
+    pass
+
+
+class ConfigurationError(ValueError):
+    """The connection lacks an option or credential its kind needs."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of raw records and the cursor that is safe to save once they are stored."""
+
+    records: list[Record]
+    cursor: Cursor
+    total: int | None = None  # how many the upstream says the whole query holds, when it says
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Stream(ABC):
+    """One kind of upstream record loaded into one entity model."""
+
+    name: ClassVar[str]
+    model: ClassVar[type[models.Model]]
+    entity: ClassVar[str]  # the key of this stream's ids in the change set handed to the rules
+
+    def __init__(self, kind: ConnectorKind) -> None:
+        self.kind = kind
+
+    @abstractmethod
+    def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
+        """Yield pages oldest-first from ``cursor`` (everything when ``full``)."""
+
+    @abstractmethod
+    def normalise(self, raw: Record) -> Record:
+        """The entity's fields, with ``external_id`` and ``source_updated_at``; or raise BadRecord."""
+
+
+class ConnectorKind:
+    """A vendor: its streams in load order (parents before children), auth and write-backs."""
+
+    kind: ClassVar[str]
+    stream_classes: ClassVar[list[type[Stream]]] = []
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    @property
+    def streams(self) -> list[Stream]:
+        return [cls(self) for cls in self.stream_classes]
+
+    def stream(self, name: str) -> Stream:
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        names = ", ".join(s.name for s in self.stream_classes)
+        raise UnknownStream(f"{self.kind} has no stream {name!r} (streams: {names})")
+
+    def option(self, name: str) -> Any:
+        value = (self.connection.options or {}).get(name)
+        if value in (None, ""):
+            raise ConfigurationError(f"connection {self.connection.slug!r} needs options.{name}")
+        return value
+
+    def auth_headers(self) -> dict[str, str]:
+        token = self.connection.credentials.get("access_token")
+        if not token:
+            raise ConfigurationError(f"connection {self.connection.slug!r} has no credentials.access_token")
+        return {"Authorization": f"Bearer {token}"}
+
+    def client(self) -> HttpClient:
+        return HttpClient(self.connection.base_url, headers=self.auth_headers())
+
+    def settle(self) -> dt.timedelta:
+        """How far behind now incremental windows end (options.settle_seconds overrides, e.g. 0 for tests)."""
+        value = (self.connection.options or {}).get("settle_seconds")
+        return SETTLE if value is None else dt.timedelta(seconds=float(value))
+
+    def write_note(self, target: str, text: str, idempotency_key: str) -> dict[str, Any]:
+        """Attach ``text`` to the upstream record ``target``; safe to call twice with the same key."""
+        raise NotImplementedError(f"{self.kind} connections do not support notes yet")
+
+
+# ---- cursors ---------------------------------------------------------------------------------------
+
+
+def cursor_start(cursor: Cursor, full: bool) -> dt.datetime | None:
+    """Where an incremental read begins: the saved timestamp minus the lookback; None reads everything."""
+    if full or not cursor.get("updated_at"):
+        return None
+    return parse_datetime(cursor["updated_at"]) - LOOKBACK
+
+
+def make_cursor(updated_at: dt.datetime, record_id: Any) -> Cursor:
+    return {"updated_at": updated_at.astimezone(dt.UTC).isoformat(), "id": str(record_id)}
+
+
+def cursor_key(cursor: Cursor) -> tuple[dt.datetime, str]:
+    """Order cursors by (updated_at, id); an empty cursor sorts first."""
+    if not cursor.get("updated_at"):
+        return (dt.datetime.min.replace(tzinfo=dt.UTC), "")
+    return (parse_datetime(cursor["updated_at"]), str(cursor.get("id", "")))
+
+
+def keyset_pages(
+    fetch: Callable[[dt.datetime | None, int], tuple[list[Record], bool]],
+    *,
+    updated_at: Callable[[Record], dt.datetime],
+    record_id: Callable[[Record], Any],
+    since: dt.datetime | None,
+    cursor: Cursor,
+    cursor_cap: dt.datetime | None = None,
+    explode: Callable[[list[Record]], list[Record]] | None = None,
+) -> Iterator[Page]:
+    """Page an ascending-by-updated-time query so that no record is skipped by concurrent upstream edits.
+
+    ``fetch(since, offset)`` returns one page of records with updated time >= ``since``, oldest first, after
+    skipping ``offset`` of them, and whether the query holds more. Paging by offset over a live data set
+    skips a record whenever an earlier one is edited meanwhile (it moves to the end and everything shifts
+    left), so each page re-anchors at the last timestamp seen with offset 0 and re-reads the few records
+    sharing it; the upsert dedupes them. Only when a whole page shares one timestamp does the offset grow,
+    within that timestamp.
+
+    The saved cursor never passes ``cursor_cap`` (the run's start less the settle time): a record still
+    being committed upstream with an earlier timestamp is then read by the next run. ``explode`` turns a page
+    of vendor documents into the stream's records (a bill into its job-charged lines).
+    """
+    offset = 0
+    while True:
+        records, more = fetch(since, offset)
+        if records:
+            last = records[-1]
+            reached = make_cursor(updated_at(last), record_id(last))
+            if cursor_cap is not None and updated_at(last) > cursor_cap:
+                reached = make_cursor(cursor_cap, "")
+            cursor = max(cursor, reached, key=cursor_key)
+        yield Page(explode(records) if explode else records, cursor)
+        if not more or not records:
+            return
+        first_ts, last_ts = updated_at(records[0]), updated_at(records[-1])
+        if first_ts == last_ts:
+            # One timestamp fills the page: step through it by offset (or, for HubSpot, by id).
+            offset = offset + len(records) if since == last_ts else len(records)
+        else:
+            offset = 0
+        since = last_ts
+
+
+# ---- field parsing shared by the kinds -------------------------------------------------------------
+
+
+def parse_datetime(value: Any) -> dt.datetime:
+    """An aware datetime from ISO 8601 (``Z`` or offset) or epoch milliseconds; naive input is UTC."""
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+        moment = dt.datetime.fromtimestamp(int(value) / 1000, tz=dt.UTC)
+    elif isinstance(value, str) and value:
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("z", "Z"))
+        except ValueError as exc:
+            raise BadRecord(f"not a date-time: {value!r}") from exc
+    else:
+        raise BadRecord(f"missing date-time: {value!r}")
+    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
+
+
+def parse_date(value: Any) -> dt.date | None:
+    """A date from ``YYYY-MM-DD`` (or the date part of a date-time); HubSpot may send epoch ms at midnight UTC."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    text = str(value)
+    if text.isdigit() and len(text) > 8:
+        return dt.datetime.fromtimestamp(int(text) / 1000, tz=dt.UTC).date()
+    try:
+        return dt.date.fromisoformat(text[:10])
+    except ValueError as exc:
+        raise BadRecord(f"not a date: {value!r}") from exc
+
+
+def parse_money(value: Any, *, required: bool = True) -> Decimal | None:
+    """Decimal with two places; QBO sends JSON numbers, Procore strings."""
+    if value in (None, ""):
+        if required:
+            raise BadRecord("missing amount")
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise BadRecord(f"not an amount: {value!r}") from exc
+    if not amount.is_finite():
+        raise BadRecord(f"not an amount: {value!r}")
+    return amount.quantize(Decimal("0.01"))
+
+
+def required(raw: Record, key: str) -> Any:
+    value = raw.get(key)
+    if value in (None, ""):
+        raise BadRecord(f"missing {key}")
+    return value
+
+
+def domain_of(value: Any) -> str:
+    """The lower-cased host of a URL, bare domain or email address, without ``www.``: a matching key."""
+    text = str(value or "").strip().lower()
+    if not text:
+        return ""
+    if "@" in text and "://" not in text:
+        text = text.rsplit("@", 1)[1]
+    host = urlsplit(text if "://" in text else f"//{text}").hostname or ""
+    return host.removeprefix("www.")

@@ -1,0 +1,35 @@
+"""HubSpot CRM: owners and companies (clients, account managers, renewal dates); notes on companies."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.utils import timezone
+
+from apps.connectors.kinds.base import ConnectorKind, Stream
+
+from .streams import NOTE_TO_COMPANY, Companies, Owners
+
+
+class HubSpot(ConnectorKind):
+    kind = "hubspot"
+    # Owners first: companies link to them.
+    stream_classes: ClassVar[list[type[Stream]]] = [Owners, Companies]
+
+    def write_note(self, target: str, text: str, idempotency_key: str) -> dict[str, Any]:
+        """A note associated to company ``target``. HubSpot has no idempotency keys; the outbox guards repeats."""
+        client = self.client()
+        try:
+            body = {
+                "properties": {"hs_note_body": text, "hs_timestamp": timezone.now().isoformat()},
+                "associations": [
+                    {
+                        "to": {"id": target},
+                        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": NOTE_TO_COMPANY}],
+                    }
+                ],
+            }
+            note = client.post_json("/crm/v3/objects/notes", body, headers={"Idempotency-Key": idempotency_key})
+        finally:
+            client.close()
+        return {"id": str(note.get("id", ""))}

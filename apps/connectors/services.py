@@ -1,0 +1,349 @@
+"""Connections as configuration (import/export) and the sync of their streams into entities."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from celery.schedules import crontab
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.audit.services import Actor, audit_record
+from apps.entities.linking import link_entities
+from apps.entities.loaders import upsert_rows
+
+from .http import UpstreamError
+from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, get_kind
+from .kinds.base import cursor_key
+from .models import Connection, QuarantinedRecord, StreamState, SyncRun
+
+logger = logging.getLogger(__name__)
+
+# A running sync that has not heartbeat for this long belongs to a dead worker.
+STALE_AFTER = dt.timedelta(minutes=10)
+SYNC_TASK = "apps.connectors.tasks.sync_connection_task"
+# The entity keys the rules react to (apps.rules.triggers); crosswalk rows reach them through linking.
+ENTITY_KEYS = frozenset(
+    {"client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line", "crm_owner"}
+)
+COUNT_KEYS = ("pages", "seen", "inserted", "updated", "unchanged", "quarantined", "api_calls", "retries")
+FILE_FIELDS = ("slug", "kind", "base_url", "credentials", "webhook_secret", "schedule", "options", "enabled")
+SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,50}$")
+
+Progress = Callable[[str, int], None]
+
+
+class SyncAlreadyRunning(Exception):  # noqa: N818 - reads as "raise SyncAlreadyRunning"
+    pass
+
+
+class ConnectionFileError(ValueError):
+    """A connections file with problems; ``errors`` lists every one of them."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+# ---- connections file --------------------------------------------------------------------------------
+
+
+def _cron(schedule: str) -> dict[str, str]:
+    parts = schedule.split()
+    if len(parts) != 5:
+        raise ValueError("needs five fields: minute hour day-of-month month day-of-week")
+    fields = dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), parts, strict=True))
+    crontab(**fields)  # raises ValueError naming the bad field
+    return fields
+
+
+def _validate_item(index: int, item: Any, seen: set[str]) -> list[str]:
+    if not isinstance(item, dict):
+        return [f"item {index}: expected a mapping, got {type(item).__name__}"]
+    where = f"item {index} ({item.get('slug', '?')})"
+    errors = [f"{where}: unknown field {key!r}" for key in item if key not in FILE_FIELDS]
+    slug = item.get("slug")
+    if not isinstance(slug, str) or not SLUG_RE.match(slug):
+        errors.append(f"{where}: slug must be 1-50 letters, digits, '-' or '_'")
+    elif slug in seen:
+        errors.append(f"{where}: slug {slug!r} appears twice")
+    else:
+        seen.add(slug)
+    if item.get("kind") not in KINDS:
+        errors.append(f"{where}: kind {item.get('kind')!r} is not one of {', '.join(sorted(KINDS))}")
+    try:
+        URLValidator(schemes=["http", "https"])(item.get("base_url") or "")
+    except ValidationError:
+        errors.append(f"{where}: base_url {item.get('base_url')!r} is not an http(s) URL")
+    credentials = item.get("credentials", {})
+    if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
+        errors.append(f"{where}: credentials must be a mapping of names to strings")
+    secret = item.get("webhook_secret", "")
+    if not isinstance(secret, str) and not (isinstance(secret, list) and all(isinstance(s, str) for s in secret)):
+        errors.append(f"{where}: webhook_secret must be a string or a list of strings (current first)")
+    schedule = item.get("schedule", "")
+    if not isinstance(schedule, str):
+        errors.append(f"{where}: schedule must be a cron string")
+    elif schedule.strip():
+        try:
+            _cron(schedule)
+        except ValueError as exc:
+            errors.append(f"{where}: schedule {schedule!r}: {exc}")
+    if not isinstance(item.get("options", {}), dict):
+        errors.append(f"{where}: options must be a mapping")
+    if not isinstance(item.get("enabled", True), bool):
+        errors.append(f"{where}: enabled must be true or false")
+    return errors
+
+
+def _schedule_save(connection: Connection) -> None:
+    """Keep the connection's django-celery-beat entry in step with its schedule."""
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    name = f"sync connection {connection.slug}"
+    if not connection.schedule.strip():
+        PeriodicTask.objects.filter(name=name).update(enabled=False)
+        return
+    cron, _ = CrontabSchedule.objects.get_or_create(**_cron(connection.schedule), timezone=settings.TIME_ZONE)
+    PeriodicTask.objects.update_or_create(
+        name=name,
+        defaults={"task": SYNC_TASK, "crontab": cron, "args": json.dumps([connection.pk]), "enabled": connection.enabled},
+    )
+
+
+@transaction.atomic
+def connection_import(*, data: list[dict[str, Any]], actor: Actor) -> list[Connection]:
+    """Create or update connections by slug from the connections file; audit what changed (never secrets).
+
+    Credentials and webhook secrets a file leaves out are kept, so an exported file re-imports safely.
+    """
+    if not isinstance(data, list):
+        raise ConnectionFileError(["the connections file must be a list of connections"])
+    seen: set[str] = set()
+    errors = [error for index, item in enumerate(data, 1) for error in _validate_item(index, item, seen)]
+    if errors:
+        raise ConnectionFileError(errors)
+    result = []
+    for item in data:
+        connection = Connection.objects.select_for_update().filter(slug=item["slug"]).first()
+        created = connection is None
+        connection = connection or Connection(slug=item["slug"])
+        changed = []
+        for name, default in (("kind", None), ("base_url", None), ("schedule", ""), ("options", {}), ("enabled", True)):
+            value = item.get(name, default)
+            if created or getattr(connection, name) != value:
+                setattr(connection, name, value)
+                changed.append(name)
+        if "credentials" in item and (created or connection.credentials != item["credentials"]):
+            connection.credentials = item["credentials"]
+            changed.append("credentials")
+        if "webhook_secret" in item:
+            secrets = item["webhook_secret"]
+            secrets = [secrets] if isinstance(secrets, str) and secrets else secrets or []
+            if created or connection.webhook_secrets != secrets:
+                connection.webhook_secrets = secrets
+                changed.append("webhook secret")
+        if changed:
+            connection.save()
+            _schedule_save(connection)
+            audit_record(
+                action="connection.created" if created else "connection.updated",
+                actor=actor,
+                object_type="connection",
+                object_id=connection.pk,
+                data={"slug": connection.slug, "kind": connection.kind, "fields": changed, **_public(connection)},
+            )
+        result.append(connection)
+    return result
+
+
+def _public(connection: Connection) -> dict[str, Any]:
+    return {
+        "base_url": connection.base_url,
+        "schedule": connection.schedule,
+        "options": connection.options,
+        "enabled": connection.enabled,
+    }
+
+
+def connection_export() -> list[dict[str, Any]]:
+    """Every connection in the file format, without credentials or webhook secrets."""
+    out = []
+    for connection in Connection.objects.order_by("slug"):
+        item: dict[str, Any] = {"slug": connection.slug, "kind": connection.kind, **_public(connection)}
+        if connection.enabled:
+            del item["enabled"]
+        out.append(item)
+    return out
+
+
+# ---- sync --------------------------------------------------------------------------------------------
+
+
+def _claim(connection: Connection, stream: str, full: bool) -> SyncRun:
+    now = timezone.now()
+    SyncRun.objects.filter(
+        connection=connection, stream=stream, status=SyncRun.Status.RUNNING, heartbeat_at__lt=now - STALE_AFTER
+    ).update(status=SyncRun.Status.FAILED, finished_at=now, error="no heartbeat for 10 minutes: worker lost")
+    try:
+        with transaction.atomic():
+            return SyncRun.objects.create(
+                connection=connection, stream=stream, full=full, started_at=now, heartbeat_at=now,
+                counts=dict.fromkeys(COUNT_KEYS, 0),
+            )
+    except IntegrityError as exc:
+        if "one_running_sync_per_stream" not in str(exc):
+            raise
+        raise SyncAlreadyRunning(f"{connection.slug}/{stream} is already syncing") from None
+
+
+class _RunLost(Exception):  # noqa: N818
+    """Our run was expired by another worker (heartbeat too old): stop without writing more."""
+
+
+@transaction.atomic
+def _store_page(run: SyncRun, stream: Stream, page: Page, counts: dict[str, Any]) -> list[int]:
+    """Upsert one page, quarantine its bad records and save the cursor: all or nothing."""
+    connection = run.connection
+    now = timezone.now()
+    rows, raws, bad = [], [], []
+    for raw in page.records:
+        try:
+            rows.append(stream.normalise(raw))
+            raws.append(raw)
+        except BadRecord as exc:
+            bad.append((raw, exc.reason))
+    result = upsert_rows(stream.model, source_id=connection.pk, rows=rows, now=now)
+    by_row = {id(row): raw for row, raw in zip(rows, raws, strict=True)}
+    bad += [(by_row[id(row)], reason) for row, reason in result.rejected]
+    QuarantinedRecord.objects.bulk_create(
+        QuarantinedRecord(
+            connection=connection, stream=stream.name, run=run, payload=raw, reason=reason,
+            external_id=str(raw.get("id") or raw.get("Id") or "")[:64],
+        )
+        for raw, reason in bad
+    )
+    state = StreamState.objects.select_for_update().get(connection=connection, stream=stream.name)
+    state.cursor = max(state.cursor or {}, page.cursor, key=cursor_key)
+    state.record_count += result.inserted
+    state.save(update_fields=["cursor", "record_count"])
+    counts["pages"] += 1
+    counts["seen"] += len(page.records)
+    counts["inserted"] += result.inserted
+    counts["updated"] += result.updated
+    counts["unchanged"] += result.unchanged
+    counts["quarantined"] += len(bad)
+    if not SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(counts=counts, heartbeat_at=now):
+        raise _RunLost(f"{connection.slug}/{stream.name}: run {run.pk} was expired by another worker")
+    return result.changed_ids
+
+
+def _finish(run: SyncRun, status: str, counts: dict[str, Any], error: str = "") -> None:
+    now = timezone.now()
+    run.status, run.counts, run.error, run.finished_at = status, counts, error, now
+    with transaction.atomic():
+        SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
+            status=status, counts=counts, error=error, finished_at=now
+        )
+        if status == SyncRun.Status.SUCCEEDED:
+            # Data is as fresh as the run's start: later upstream edits are the next run's.
+            StreamState.objects.filter(connection=run.connection, stream=run.stream).update(
+                last_success_at=run.started_at
+            )
+
+
+def _sync_stream(
+    connection: Connection, stream_name: str, full: bool, progress: Progress | None
+) -> tuple[SyncRun, set[int]]:
+    stream = get_kind(connection).stream(stream_name)
+    run = _claim(connection, stream_name, full)
+    state, _ = StreamState.objects.get_or_create(connection=connection, stream=stream_name)
+    counts: dict[str, Any] = {**dict.fromkeys(COUNT_KEYS, 0), "rate_limited_seconds": 0.0}
+    changed: set[int] = set()
+    client = None
+    status, error = SyncRun.Status.SUCCEEDED, ""
+    try:
+        client = stream.kind.client()
+        for page in stream.pages(client, {} if full else dict(state.cursor or {}), full):
+            counts.update(_client_counts(client))
+            changed.update(_store_page(run, stream, page, counts))
+            if progress:
+                progress(stream_name, len(page.records))
+    except UpstreamError as exc:
+        # Committed pages stay, and so does their cursor: the next run resumes from there.
+        status = SyncRun.Status.PARTIAL if exc.retryable else SyncRun.Status.FAILED
+        error = str(exc)
+    except (ConfigurationError, _RunLost) as exc:
+        status, error = SyncRun.Status.FAILED, str(exc)
+    except Exception as exc:
+        if client:
+            counts.update(_client_counts(client))
+        _finish(run, SyncRun.Status.FAILED, counts, f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if client:
+            client.close()
+    if client:
+        counts.update(_client_counts(client))
+    _finish(run, status, counts, error)
+    logger.info("sync %s/%s %s %s", connection.slug, stream_name, status, counts)
+    return run, changed
+
+
+def _client_counts(client: Any) -> dict[str, Any]:
+    stats = client.stats
+    return {
+        "api_calls": stats.api_calls,
+        "retries": stats.retries,
+        "rate_limited_seconds": round(stats.rate_limited_seconds, 3),
+    }
+
+
+def sync_stream(
+    *, connection: Connection, stream: str, full: bool = False, progress: Progress | None = None
+) -> SyncRun:
+    """Sync one stream now. Raises SyncAlreadyRunning if another run of it is in progress.
+
+    ``full`` re-reads everything from the beginning (and deletes nothing); otherwise the read starts at the
+    saved cursor less a short lookback.
+    """
+    run, _changed = _sync_stream(connection, stream, full, progress)
+    return run
+
+
+def sync_connection(
+    *, connection: Connection, full: bool = False, streams: list[str] | None = None, progress: Progress | None = None
+) -> list[SyncRun]:
+    """Sync the kind's streams in order, link entities, and tell the rules what changed.
+
+    Stops at the first stream that does not succeed: an upstream that ran out our retries on one stream
+    would do the same on the next, and linking what was committed is still worth doing.
+    """
+    kind = get_kind(connection)
+    wanted = [kind.stream(name).name for name in streams] if streams else None
+    runs: list[SyncRun] = []
+    changes: dict[str, set[int]] = {}
+    for stream in kind.streams:
+        if wanted is not None and stream.name not in wanted:
+            continue
+        run, changed = _sync_stream(connection, stream.name, full, progress)
+        runs.append(run)
+        if changed:
+            changes.setdefault(stream.entity, set()).update(changed)
+        if run.status != SyncRun.Status.SUCCEEDED:
+            break
+    link_entities(changes)
+    relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}
+    if relevant:
+        from apps.rules.triggers import on_entities_changed
+
+        on_entities_changed(relevant, trigger="sync")
+    return runs

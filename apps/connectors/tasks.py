@@ -1,0 +1,37 @@
+"""Celery entry points for connectors: thin wrappers that fetch by id and call one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from .models import Connection, SyncRun
+from .services import SyncAlreadyRunning, sync_connection
+
+
+# No task-level retries: the HTTP client already retried, and a partial run resumes from its cursor on the
+# next schedule. Re-running is safe (one run per stream is enforced by the database), hence acks_late.
+@shared_task(acks_late=True, max_retries=0, ignore_result=True)
+def sync_connection_task(connection_id: int, full: bool = False) -> str:
+    connection = Connection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        return f"connection {connection_id} no longer exists"
+    if not connection.enabled:
+        return f"{connection.slug}: disabled, skipped"
+    try:
+        runs = sync_connection(connection=connection, full=full)
+    except SyncAlreadyRunning as exc:
+        return f"skipped: {exc}"
+    return summarise(connection, runs)
+
+
+def summarise(connection: Connection, runs: list[SyncRun]) -> str:
+    """One line: overall status and, per stream, what changed (or what went wrong)."""
+    failed = [r for r in runs if r.status != SyncRun.Status.SUCCEEDED]
+    parts = [
+        f"{r.stream} {r.status} seen={r.counts.get('seen', 0)} +{r.counts.get('inserted', 0)}"
+        f" ~{r.counts.get('updated', 0)} ={r.counts.get('unchanged', 0)} !{r.counts.get('quarantined', 0)}"
+        for r in runs
+    ]
+    status = failed[0].status if failed else "succeeded"
+    tail = f": {failed[0].error}" if failed and failed[0].error else ""
+    return f"{connection.slug} {status}: " + "; ".join(parts) + tail

@@ -1,0 +1,66 @@
+"""The bundled upstream simulator over loopback HTTP, and the three connections that speak to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from apps.connectors.models import Connection
+from apps.connectors.services import connection_import
+from apps.simulator import PROCORE_COMPANY_ID, REALM_ID, Company, SimulatorServer, generate_company
+
+SCALE = 0.1
+
+
+def connection_file(base_url: str) -> list[dict[str, Any]]:
+    return [
+        {"slug": "crm", "kind": "hubspot", "base_url": base_url, "credentials": {"access_token": "sim-hubspot-token"},
+         "webhook_secret": "hs-secret", "schedule": "*/15 * * * *"},
+        {"slug": "accounting", "kind": "quickbooks", "base_url": base_url,
+         "credentials": {"access_token": "sim-qbo-token"}, "options": {"realm_id": REALM_ID}},
+        {"slug": "pm", "kind": "procore", "base_url": base_url, "credentials": {"access_token": "sim-procore-token"},
+         "options": {"company_id": PROCORE_COMPANY_ID}},
+    ]
+
+
+@pytest.fixture
+def company() -> Company:
+    # Generated as of ten minutes ago, so that nothing is inside the connectors' one-minute settle window
+    # unless a test puts it there.
+    return generate_company(seed=42, scale=SCALE, now=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10))
+
+
+@pytest.fixture
+def simulator(company: Company) -> Iterator[SimulatorServer]:
+    with SimulatorServer(company).start() as server:
+        yield server
+
+
+@pytest.fixture
+def fast_http(settings: Any) -> None:
+    """Retries without real waiting beyond what Retry-After demands."""
+    settings.FULCRUM = {**settings.FULCRUM, "HTTP_TIMEOUT": 5.0, "HTTP_MAX_RETRIES": 3, "HTTP_BACKOFF_BASE": 0.01}
+
+
+@pytest.fixture
+def connections(db: None, simulator: SimulatorServer, fast_http: None) -> dict[str, Connection]:
+    imported = connection_import(data=connection_file(simulator.base_url), actor="system:test")
+    return {c.slug: c for c in imported}
+
+
+@pytest.fixture
+def rule_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, set[int]], str]]:
+    """What sync hands to the rules (apps.rules.triggers.on_entities_changed), captured instead of queued."""
+    import apps.rules.triggers as triggers
+
+    calls: list[tuple[dict[str, set[int]], str]] = []
+
+    def capture(changes: dict[str, set[int]], trigger: str = "sync") -> dict[str, int]:
+        calls.append((changes, trigger))
+        return {}
+
+    monkeypatch.setattr(triggers, "on_entities_changed", capture, raising=False)
+    return calls
