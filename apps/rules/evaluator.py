@@ -140,7 +140,7 @@ def _bounded(d: Decimal) -> Decimal:
 
 def _rule_number(raw: object, fact: Fact) -> Decimal:
     if isinstance(raw, bool):
-        raise _Invalid(f"{fact.name} is {fact.type.value}: expected a number, got {_show(raw)}")
+        raise _Invalid(f"{fact.name} is {fact.type.value}: expected a number, got {_kind(raw)} {_show(raw)}")
     if isinstance(raw, Decimal):
         return _bounded(raw)
     if isinstance(raw, int):

@@ -180,12 +180,12 @@ def _relative(full: str) -> str:
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> RuleProblem:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return RuleProblem("", f"not valid YAML: {exc}", None)
+    mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark is not None else None
-    problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
-    message = f"not valid YAML: {context + ', ' if context else ''}{problem}"
-    return RuleProblem("", message, line)
+    context = f"{exc.context}, " if exc.context else ""
+    return RuleProblem("", f"not valid YAML: {context}{exc.problem or exc}", line)
 
 
 def _load(text: str) -> tuple[object, _Lines]:
