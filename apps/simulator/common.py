@@ -6,11 +6,13 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
 QBO_TZ = timezone(timedelta(hours=-8))
+_EPOCH = date(1970, 1, 1)
 MS_PER_DAY = 86_400_000
 
 
@@ -64,25 +66,31 @@ def from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+@lru_cache(maxsize=8192)
+def _day(days: int) -> str:
+    return (_EPOCH + timedelta(days=days)).isoformat()
+
+
+def _clock(seconds: int) -> str:
+    days, rem = divmod(seconds, 86_400)
+    hours, rem = divmod(rem, 3_600)
+    minutes, secs = divmod(rem, 60)
+    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
 def hubspot_time(ms: int) -> str:
     """HubSpot: ISO 8601 UTC with milliseconds, ``2026-01-02T03:04:05.678Z``."""
-    t = time.gmtime(ms // 1000)
-    return (
-        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
-        f".{ms % 1000:03d}Z"
-    )
+    return f"{_clock(ms // 1000)}.{ms % 1000:03d}Z"
 
 
 def procore_time(ms: int) -> str:
     """Procore: ISO 8601 UTC to the second, ``2026-01-02T03:04:05Z``."""
-    t = time.gmtime(ms // 1000)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z"
+    return _clock(ms // 1000) + "Z"
 
 
 def qbo_time(ms: int) -> str:
     """QuickBooks: local company time with offset (fixed Pacific Standard Time), ``...T03:04:05-08:00``."""
-    t = time.gmtime(ms // 1000 - 8 * 3600)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}-08:00"
+    return _clock(ms // 1000 - 8 * 3_600) + "-08:00"
 
 
 def parse_instant(text: str, naive_tz: timezone = UTC) -> int:

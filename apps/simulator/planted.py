@@ -10,7 +10,6 @@ The generator writes them into the three systems; background data never satisfie
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -220,10 +219,9 @@ def cents(amount: str) -> int:
 # ---- the independent oracle ------------------------------------------------------------------------------
 
 def vendor_records(company: Company) -> dict[str, list[dict[str, Any]]]:
-    """Every record the oracle needs, in the exact vendor JSON shapes, round-tripped through JSON with
-    decimals parsed as ``Decimal`` (as a careful connector would)."""
+    """Every record the oracle needs, in the exact vendor JSON shapes (as served over HTTP)."""
     with company.lock:
-        raw: dict[str, list[dict[str, Any]]] = {
+        return {
             "hubspot_companies": [hubspot.render_company(c, list(hubspot.ALL_PROPERTIES))
                                   for c in company.hs_companies.values()],
             "qbo_customers": [quickbooks.render(c) for c in company.qbo_customers.values()],
@@ -234,8 +232,11 @@ def vendor_records(company: Company) -> dict[str, list[dict[str, Any]]]:
             "pc_tasks": [procore.render_task(t) for t in company.pc_tasks.values()],
             "pc_change_orders": [procore.render_change_order(c) for c in company.pc_change_orders.values()],
         }
-    result: dict[str, list[dict[str, Any]]] = json.loads(json.dumps(raw), parse_float=Decimal)
-    return result
+
+
+def _dec(value: Any) -> Decimal:
+    """A JSON number or decimal string as an exact Decimal (floats via their shortest repr)."""
+    return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 @dataclass
@@ -276,7 +277,7 @@ def _job_costs(documents: Iterable[Mapping[str, Any]], totals: dict[str, Decimal
             detail = line.get(line.get("DetailType", ""), {}) or {}
             job = (detail.get("CustomerRef") or {}).get("value")
             if job is not None:
-                totals[job] += Decimal(line["Amount"])
+                totals[job] += _dec(line["Amount"])
 
 
 def compute_facts(records: Mapping[str, list[dict[str, Any]]], today: date) -> dict[int, Facts]:
@@ -288,7 +289,7 @@ def compute_facts(records: Mapping[str, list[dict[str, Any]]], today: date) -> d
     customers = {c["Id"]: c for c in records["qbo_customers"]}
     income: dict[str, Decimal] = defaultdict(Decimal)
     for invoice in records["qbo_invoices"]:
-        income[invoice["CustomerRef"]["value"]] += Decimal(invoice["TotalAmt"])
+        income[invoice["CustomerRef"]["value"]] += _dec(invoice["TotalAmt"])
     cost: dict[str, Decimal] = defaultdict(Decimal)
     _job_costs(records["qbo_bills"], cost)
     _job_costs(records["qbo_purchases"], cost)
@@ -327,7 +328,7 @@ def compute_facts(records: Mapping[str, list[dict[str, Any]]], today: date) -> d
         inc = income.get(job, Decimal(0)) if job else Decimal(0)
         margin = None if inc == 0 else (inc - cost.get(job or "", Decimal(0))) / inc * 100
         client = project_client.get(pid)
-        facts[co["id"]] = Facts(Decimal(co["grand_total"]), margin, missed_last(client), days_to_renewal(client))
+        facts[co["id"]] = Facts(_dec(co["grand_total"]), margin, missed_last(client), days_to_renewal(client))
     return facts
 
 
