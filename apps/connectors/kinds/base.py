@@ -154,6 +154,7 @@ def keyset_pages(
     updated_at: Callable[[Record], dt.datetime],
     record_id: Callable[[Record], Any],
     since: dt.datetime | None,
+    page_size: int,
     cursor: Cursor,
     cursor_cap: dt.datetime | None = None,
     explode: Callable[[list[Record]], list[Record]] | None = None,
@@ -185,8 +186,9 @@ def keyset_pages(
             return
         first_ts, last_ts = updated_at(records[0]), updated_at(records[-1])
         if first_ts == last_ts:
-            # One timestamp fills the page: step through it by offset (or, for HubSpot, by id).
-            offset = offset + len(records) if since == last_ts else len(records)
+            # One timestamp fills the page: step through it by offset (or, for HubSpot, by id). By the page
+            # size, not the records received: a vendor that repeats a record on a page must not shift us.
+            offset = offset + page_size if since == last_ts else page_size
         else:
             offset = 0
         since = last_ts

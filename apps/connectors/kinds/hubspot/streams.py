@@ -115,6 +115,7 @@ class Companies(Stream):
             updated_at=_modified,
             record_id=lambda r: r["id"],
             since=cursor_start(cursor, full),
+            page_size=SEARCH_PAGE,
             cursor=cursor,
             cursor_cap=started - self.kind.settle(),
         )

@@ -62,6 +62,7 @@ class ListStream(Stream):
             updated_at=_updated,
             record_id=lambda r: r.get("id", ""),
             since=cursor_start(cursor, full),
+            page_size=PER_PAGE,
             cursor=cursor,
             cursor_cap=started - self.kind.settle(),
         )

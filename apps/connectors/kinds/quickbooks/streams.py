@@ -59,6 +59,7 @@ class QueryStream(Stream):
             updated_at=_updated,
             record_id=lambda r: r.get("Id", ""),
             since=cursor_start(cursor, full),
+            page_size=MAX_RESULTS,
             cursor=cursor,
             cursor_cap=started - self.kind.settle(),
             explode=self.explode,

@@ -27,10 +27,12 @@ class Command(BaseCommand):
             raise CommandError(f"no connection {slug!r} (known: {known})", returncode=2)
         bars: dict[str, tqdm[Any]] = {}
         quiet = options.get("verbosity", 1) == 0
+        # The raw stream under Django's wrapper: the wrapper appends a newline to every write, breaking the bar.
+        raw_stderr = getattr(self.stderr, "_out", sys.stderr)
 
         def progress(stream: str, seen: int) -> None:
             if stream not in bars:
-                bars[stream] = tqdm(desc=f"{slug}/{stream}", unit=" records", file=sys.stderr, disable=quiet)
+                bars[stream] = tqdm(desc=f"{slug}/{stream}", unit=" records", file=raw_stderr, disable=quiet)
             bars[stream].update(seen)
 
         try:
