@@ -4,7 +4,9 @@ Celery worker process on the configured broker, all pointed at the test database
 from __future__ import annotations
 
 import email
+import email.policy
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +37,7 @@ class Mailbox:
         if self.refuse:
             return "451 try again later"
         with self.lock:
-            self.messages.append(email.message_from_bytes(envelope.content))
+            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 OK"
 
     def to(self, address: str) -> list[Message]:
@@ -46,9 +48,11 @@ class Mailbox:
 @pytest.fixture
 def smtp_server():
     mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=0)
+    with socket.socket() as probe:  # aiosmtpd needs a concrete port: it connects to itself on start
+        probe.bind(("127.0.0.1", 0))
+        mailbox.port = probe.getsockname()[1]
+    controller = Controller(mailbox, hostname="127.0.0.1", port=mailbox.port)
     controller.start()
-    mailbox.port = controller.server.sockets[0].getsockname()[1]
     yield mailbox
     controller.stop()
 
