@@ -11,6 +11,15 @@ from .state import DEFAULT_TOKENS
 TOKENS = DEFAULT_TOKENS
 
 __all__ = [
-    "DEFAULT_TOKENS", "PLANTED", "PROCORE_COMPANY_ID", "REALM_ID", "TOKENS", "Company", "FaultPlan", "FaultRule",
-    "SimulatorServer", "expected_matches", "generate_company",
+    "DEFAULT_TOKENS",
+    "PLANTED",
+    "PROCORE_COMPANY_ID",
+    "REALM_ID",
+    "TOKENS",
+    "Company",
+    "FaultPlan",
+    "FaultRule",
+    "SimulatorServer",
+    "expected_matches",
+    "generate_company",
 ]

@@ -20,8 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--today", type=date.fromisoformat, default=None, help="YYYY-MM-DD (default: today)")
-    parser.add_argument("--now", type=datetime.fromisoformat, default=None,
-                        help="aware ISO timestamp, e.g. 2026-11-23T12:00:00+00:00 (default: now)")
+    parser.add_argument(
+        "--now",
+        type=datetime.fromisoformat,
+        default=None,
+        help="aware ISO timestamp, e.g. 2026-11-23T12:00:00+00:00 (default: now)",
+    )
     args = parser.parse_args(argv)
     company = generate_company(seed=args.seed, scale=args.scale, today=args.today, now=args.now)
     server = SimulatorServer(company, host=args.host, port=args.port).start()

@@ -6,8 +6,8 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from datetime import UTC, date, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -57,6 +57,7 @@ def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | No
 
 
 # ---- time -------------------------------------------------------------------------------------------
+
 
 def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
@@ -110,6 +111,7 @@ def iso_date(day: date | None) -> str | None:
 
 
 # ---- money --------------------------------------------------------------------------------------------
+
 
 def money_str(cents: int) -> str:
     """Decimal string with two places, e.g. ``"12345.60"`` (Procore)."""

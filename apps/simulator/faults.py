@@ -104,7 +104,7 @@ class FaultPlan:
         if isinstance(data, dict):
             data = data.get("rules", [])
         if not isinstance(data, list):
-            raise ValueError("expected a list of fault rules (or {\"rules\": [...]})")
+            raise ValueError('expected a list of fault rules (or {"rules": [...]})')
         return cls(data)
 
     def __len__(self) -> int:

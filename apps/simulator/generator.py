@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import random
 import re
@@ -10,13 +11,39 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from .names import (
-    BUILDINGS, CLIENT_KINDS, CO_SCOPES, CO_STATUSES, EXPENSE_MEMOS, MILESTONES, OWNER_FIRST, OWNER_LAST, OWNERS,
-    PHASES, PLACES, STATES, STREETS, SUBMITTAL_STATUSES, SUBMITTALS, TASKS, TRADES, VENDOR_WORDS,
+    BUILDINGS,
+    CLIENT_KINDS,
+    CO_SCOPES,
+    CO_STATUSES,
+    EXPENSE_MEMOS,
+    MILESTONES,
+    OWNER_FIRST,
+    OWNER_LAST,
+    OWNERS,
+    PHASES,
+    PLACES,
+    STATES,
+    STREETS,
+    SUBMITTAL_STATUSES,
+    SUBMITTALS,
+    TASKS,
+    TRADES,
+    VENDOR_WORDS,
 )
 from .planted import AMOUNT, CLIENT, MARGIN, PLANTED, RULE_KEY, PlantedClient, PlantedProject, cents
 from .records import (
-    Company, HsCompany, HsOwner, PcChangeOrder, PcProject, PcSubmittal, PcTask, PcVendor, QboCustomer, QboLine,
-    QboTxn, QboVendor,
+    Company,
+    HsCompany,
+    HsOwner,
+    PcChangeOrder,
+    PcProject,
+    PcSubmittal,
+    PcTask,
+    PcVendor,
+    QboCustomer,
+    QboLine,
+    QboTxn,
+    QboVendor,
 )
 
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -116,7 +143,7 @@ class _Generator:
 
     def owners(self) -> None:
         count = max(12, round(12 * self.scale))
-        pairs = list(OWNERS) + [(f, l) for l in OWNER_LAST for f in OWNER_FIRST]
+        pairs = list(OWNERS) + [(first, last) for last in OWNER_LAST for first in OWNER_FIRST]
         for i, (first, last) in enumerate(pairs[:count]):
             created, updated = self.stamps(hubspot=True)
             oid = str(71_000_000 + i * 7_391 + 17)
@@ -137,7 +164,9 @@ class _Generator:
             created, updated = self.stamps()
             vid = 8_400_000 + i * 3 + 1
             active = self.rng.random() > 0.05
-            self.c.pc_vendors[vid] = PcVendor(vid, name, abbrev, f"estimating@{slug}.com", trade, active, created, updated)
+            self.c.pc_vendors[vid] = PcVendor(
+                vid, name, abbrev, f"estimating@{slug}.com", trade, active, created, updated
+            )
             qid = self.next_name_id()
             created, updated = self.stamps()
             phone = f"(503) 555-{self.rng.randint(1000, 9999)}"
@@ -160,14 +189,26 @@ class _Generator:
                 continue
             reserved.update((name, domain))
             roll = self.rng.random()
-            renewal = None if roll < 0.07 else "" if roll < 0.10 else (
-                self.today + timedelta(days=self.rng.randint(-30, 540))).isoformat()
+            renewal = (
+                None
+                if roll < 0.07
+                else ""
+                if roll < 0.10
+                else (self.today + timedelta(days=self.rng.randint(-30, 540))).isoformat()
+            )
             plans.append(_ClientPlan(name, domain, self.rng.choice(owner_ids), renewal))
         for k, spec in enumerate(PLANTED):
             owner = owner_by_email.get(spec.owner or "", owner_ids[2 + k % 10])
-            renewal = "" if spec.renewal_blank else (
-                None if spec.renewal is None else (self.today + timedelta(days=spec.renewal)).isoformat())
-            plans.insert(self.rng.randint(0, len(plans)), _ClientPlan(spec.name, spec.domain, owner, renewal, spec))
+            renewal = (
+                ""
+                if spec.renewal_blank
+                else (
+                    None if spec.renewal is None else (self.today + timedelta(days=spec.renewal)).isoformat()
+                )
+            )
+            plans.insert(
+                self.rng.randint(0, len(plans)), _ClientPlan(spec.name, spec.domain, owner, renewal, spec)
+            )
         return plans
 
     def clients(self, plans: list[_ClientPlan]) -> None:
@@ -176,18 +217,43 @@ class _Generator:
             hs_id = str(5_100_000_000 + i * 1_373 + (i * 7_919) % 997)
             created, updated = self.stamps(hubspot=True)
             phone = f"(503) 555-{self.rng.randint(1000, 9999)}"
-            self.c.hs_companies[hs_id] = HsCompany(hs_id, plan.name, plan.domain, plan.owner_id, plan.renewal, city,
-                                                   state, phone, self.rng.randint(20, 5_000), created, updated)
+            self.c.hs_companies[hs_id] = HsCompany(
+                hs_id,
+                plan.name,
+                plan.domain,
+                plan.owner_id,
+                plan.renewal,
+                city,
+                state,
+                phone,
+                self.rng.randint(20, 5_000),
+                created,
+                updated,
+            )
             plan.customer_id = self.next_name_id()
             display = plan.name
             if plan.planted is None and self.rng.random() < 0.1:
                 display += self.rng.choice((", Inc.", " LLC", " Corp."))
             created, updated = self.stamps()
             self.c.qbo_customers[plan.customer_id] = QboCustomer(
-                plan.customer_id, display, plan.name, f"ap@{plan.domain}", f"https://{plan.domain}", False, None,
-                display, True, 0, "", created, updated)
+                plan.customer_id,
+                display,
+                plan.name,
+                f"ap@{plan.domain}",
+                f"https://{plan.domain}",
+                False,
+                None,
+                display,
+                True,
+                0,
+                "",
+                created,
+                updated,
+            )
             if plan.planted is not None:
-                self.c.protected.update({("hubspot", "company", hs_id), ("quickbooks", "customer", plan.customer_id)})
+                self.c.protected.update(
+                    {("hubspot", "company", hs_id), ("quickbooks", "customer", plan.customer_id)}
+                )
 
     def project_plans(self, clients: list[_ClientPlan]) -> list[_ProjectPlan]:
         background = [c for c in clients if c.planted is None]
@@ -197,7 +263,9 @@ class _Generator:
         for i in range(total - len(planted)):
             client = background[i] if i < len(background) else self.rng.choice(background)
             place = client.name.split()[0] if self.rng.random() < 0.4 else self.rng.choice(STREETS + PLACES)
-            plans.append(_ProjectPlan(client, f"{place} {self.rng.choice(PHASES)}{self.rng.choice(BUILDINGS)}"))
+            plans.append(
+                _ProjectPlan(client, f"{place} {self.rng.choice(PHASES)}{self.rng.choice(BUILDINGS)}")
+            )
         for client, spec in planted:
             plans.insert(self.rng.randint(0, len(plans)), _ProjectPlan(client, spec.name, spec))
         return plans
@@ -216,22 +284,55 @@ class _Generator:
             completion = start + timedelta(days=rng.randint(180, 720))
             contract = round(math.exp(rng.uniform(math.log(300_000), math.log(20_000_000)))) * 100
             roll = rng.random()
-            plan.category = ("none" if start > self.today - timedelta(days=20) or roll < 0.05 else
-                             "healthy" if roll < 0.60 else "mid" if roll < 0.70 else "low")
+            plan.category = (
+                "none"
+                if start > self.today - timedelta(days=20) or roll < 0.05
+                else "healthy"
+                if roll < 0.60
+                else "mid"
+                if roll < 0.70
+                else "low"
+            )
         number = f"P-{10_001 + k}"
         parent = customers[plan.client.customer_id]
         plan.job_id = self.next_name_id()
         job_name = f"{number} {plan.name}"
         opened = start - timedelta(days=rng.randint(10, 60))
         created, updated = self.stamps(anchor=opened)
-        customers[plan.job_id] = QboCustomer(plan.job_id, job_name, None, None, None, True, parent.id,
-                                             f"{parent.display_name}:{job_name}", True, 0, "", created, updated)
+        customers[plan.job_id] = QboCustomer(
+            plan.job_id,
+            job_name,
+            None,
+            None,
+            None,
+            True,
+            parent.id,
+            f"{parent.display_name}:{job_name}",
+            True,
+            0,
+            "",
+            created,
+            updated,
+        )
         pid = 2_780_001 + k * 7
         created, updated = self.stamps(anchor=opened)
         active = completion > self.today - timedelta(days=60) or rng.random() < 0.5
         city, state = STATES[k % len(STATES)]
-        project = PcProject(pid, plan.name, number, plan.job_id, contract, "on_track", active, start, completion, city,
-                            state, created, updated)
+        project = PcProject(
+            pid,
+            plan.name,
+            number,
+            plan.job_id,
+            contract,
+            "on_track",
+            active,
+            start,
+            completion,
+            city,
+            state,
+            created,
+            updated,
+        )
         if plan.category == "healthy":
             self.c.healthy_projects.add(pid)
         return project
@@ -241,10 +342,12 @@ class _Generator:
         span = (project.completion_date - project.start_date).days
         rows: list[tuple[str, date, date | None, bool]] = []
         if plan.planted is not None:
-            for (due, done), name in zip(plan.planted.milestones, MILESTONES, strict=True):
-                rows.append((name, today + timedelta(days=due), None if done is None else today + timedelta(days=done),
-                             True))
-            rows.append((TASKS[1], today - timedelta(days=3), None, False))  # overdue non-milestone task (a trap)
+            for (due, finished), name in zip(plan.planted.milestones, MILESTONES, strict=True):
+                actual = None if finished is None else today + timedelta(days=finished)
+                rows.append((name, today + timedelta(days=due), actual, True))
+            rows.append(
+                (TASKS[1], today - timedelta(days=3), None, False)
+            )  # overdue non-milestone task (a trap)
             rows.append((TASKS[0], today + timedelta(days=20), None, False))
         else:
             for j, name in enumerate(MILESTONES + TASKS[:2]):
@@ -254,8 +357,13 @@ class _Generator:
                 if finish < today:
                     roll = rng.random()
                     late = finish + timedelta(days=rng.randint(1, 25))
-                    done = (finish - timedelta(days=rng.randint(0, 7)) if roll < 0.65 else
-                            late if roll < 0.85 and late <= today else None)
+                    done = (
+                        finish - timedelta(days=rng.randint(0, 7))
+                        if roll < 0.65
+                        else late
+                        if roll < 0.85 and late <= today
+                        else None
+                    )
                 rows.append((name, finish, done, j < len(MILESTONES)))
         tasks: list[PcTask] = []
         previous = project.start_date
@@ -265,12 +373,17 @@ class _Generator:
             elapsed = (today - start).days / max(1, (finish - start).days)
             pct = 100 if done else max(0, min(95, round(elapsed * 100)))
             created, updated = self.stamps(anchor=project.created // 1000)
-            tasks.append(PcTask(self.task_seq, project.id, name, start, finish, done, pct, milestone, created, updated))
+            tasks.append(
+                PcTask(self.task_seq, project.id, name, start, finish, done, pct, milestone, created, updated)
+            )
             if milestone:
                 previous = finish
-        missed = [t for t in tasks if t.milestone and t.finish < today and (t.actual_finish or today) > t.finish]
-        project.schedule_status = ("behind" if any(t.actual_finish is None for t in missed) else
-                                   "at_risk" if missed else "on_track")
+        missed = [
+            t for t in tasks if t.milestone and t.finish < today and (t.actual_finish or today) > t.finish
+        ]
+        project.schedule_status = (
+            "behind" if any(t.actual_finish is None for t in missed) else "at_risk" if missed else "on_track"
+        )
         return tasks
 
     def change_orders(self, plan: _ProjectPlan, project: PcProject) -> None:
@@ -278,7 +391,9 @@ class _Generator:
         amounts: list[tuple[int, str]] = []
         if plan.planted is not None:
             amounts = [(cents(co.amount), co.status) for co in plan.planted.cos]
-            amounts += [(rng.randint(2_000, 30_000) * 100, rng.choices(CO_STATUSES, CO_WEIGHTS)[0]) for _ in range(3)]
+            amounts += [
+                (rng.randint(2_000, 30_000) * 100, rng.choices(CO_STATUSES, CO_WEIGHTS)[0]) for _ in range(3)
+            ]
         else:
             for _ in range(rng.randint(5, 15)):
                 roll = rng.random()
@@ -295,9 +410,12 @@ class _Generator:
         for n, (amount, status) in enumerate(amounts, start=1):
             self.co_seq += 1
             created, updated = self.stamps(anchor=self.day_between(project.start_date, last_day))
-            title = f"{rng.choice(CO_SCOPES)}" + (f" — Level {rng.randint(1, 6)}" if rng.random() < 0.3 else "")
-            self.c.pc_change_orders[self.co_seq] = PcChangeOrder(self.co_seq, project.id, f"{n:03d}", title, status,
-                                                                 amount, created, updated)
+            title = f"{rng.choice(CO_SCOPES)}" + (
+                f" — Level {rng.randint(1, 6)}" if rng.random() < 0.3 else ""
+            )
+            self.c.pc_change_orders[self.co_seq] = PcChangeOrder(
+                self.co_seq, project.id, f"{n:03d}", title, status, amount, created, updated
+            )
             plan.co_ids.append(self.co_seq)
 
     def submittals(self, project: PcProject, vendor_ids: list[int]) -> None:
@@ -315,8 +433,19 @@ class _Generator:
             revision = rng.choices((0, 1, 2, 3), (60, 25, 10, 5))[0]
             created, updated = self.stamps(anchor=due - timedelta(days=rng.randint(14, 45)))
             self.c.pc_submittals[self.sub_seq] = PcSubmittal(
-                self.sub_seq, project.id, f"{section}-{n + 1}", title, revision, status, due, returned,
-                rng.random() < 0.25, rng.choice(vendor_ids), created, updated)
+                self.sub_seq,
+                project.id,
+                f"{section}-{n + 1}",
+                title,
+                revision,
+                status,
+                due,
+                returned,
+                rng.random() < 0.25,
+                rng.choice(vendor_ids),
+                created,
+                updated,
+            )
 
     def financials(self, plan: _ProjectPlan, project: PcProject, vendor_ids: list[str]) -> list[QboTxn]:
         """Invoices (income), bills and purchases (cost lines on the job) and one estimate."""
@@ -344,41 +473,95 @@ class _Generator:
             sizes = [rng.randint(1, 3) for _ in range(rng.randint(3, 7))]
             purchase_sizes = [rng.randint(1, 3) for _ in range(rng.randint(1, 5))]
             amounts = self.split(cost, sum(sizes) + sum(purchase_sizes))
-            lines = [QboLine(a, plan.job_id, rng.choice(("Billable", "NotBillable", "HasBeenBilled")),
-                             rng.choice(EXPENSE_MEMOS)) for a in amounts]
+            lines = [
+                QboLine(
+                    a,
+                    plan.job_id,
+                    rng.choice(("Billable", "NotBillable", "HasBeenBilled")),
+                    rng.choice(EXPENSE_MEMOS),
+                )
+                for a in amounts
+            ]
             if len(lines) < sum(sizes) + sum(purchase_sizes):  # split fell back to a single amount
                 sizes, purchase_sizes = [1], []
             for kind, group_sizes in (("Bill", sizes), ("Purchase", purchase_sizes)):
                 for size in group_sizes:
                     chunk, lines = tuple(lines[:size]), lines[size:]
-                    if kind == "Bill" and plan.planted and plan.planted.overhead_in_bill != "0" and not any(
-                            d.kind == "Bill" for d in docs):
-                        chunk += (QboLine(cents(plan.planted.overhead_in_bill), None, "NotBillable",
-                                          "Office overhead allocation"),)
+                    if (
+                        kind == "Bill"
+                        and plan.planted
+                        and plan.planted.overhead_in_bill != "0"
+                        and not any(d.kind == "Bill" for d in docs)
+                    ):
+                        chunk += (
+                            QboLine(
+                                cents(plan.planted.overhead_in_bill),
+                                None,
+                                "NotBillable",
+                                "Office overhead allocation",
+                            ),
+                        )
                     txn = self.day_between(project.start_date, last_day)
                     total = sum(line.amount for line in chunk)
-                    due = txn + timedelta(days=30) if kind == "Bill" else None
+                    bill_due = txn + timedelta(days=30) if kind == "Bill" else None
                     balance = total if kind == "Bill" and txn > today - timedelta(days=45) else 0
                     status = "" if kind == "Bill" else rng.choice(("Cash", "Check", "CreditCard"))
-                    docs.append(self.txn(kind, None, rng.choice(vendor_ids), txn, due, total, balance, chunk, status,
-                                         ""))
+                    docs.append(
+                        self.txn(
+                            kind,
+                            None,
+                            rng.choice(vendor_ids),
+                            txn,
+                            bill_due,
+                            total,
+                            balance,
+                            chunk,
+                            status,
+                            "",
+                        )
+                    )
         estimate_day = project.start_date - timedelta(days=rng.randint(20, 90))
         total = round(project.total_value * rng.uniform(0.9, 1.0))
         status = rng.choices(("Accepted", "Closed", "Pending", "Rejected"), (70, 20, 8, 2))[0]
         docs.append(self.txn("Estimate", plan.job_id, None, estimate_day, None, total, 0, (), status, ""))
         return docs
 
-    def txn(self, kind: str, customer: str | None, vendor: str | None, txn_date: date, due: date | None,
-            total: int, balance: int, lines: tuple[QboLine, ...], status: str, memo: str) -> QboTxn:
+    def txn(
+        self,
+        kind: str,
+        customer: str | None,
+        vendor: str | None,
+        txn_date: date,
+        due: date | None,
+        total: int,
+        balance: int,
+        lines: tuple[QboLine, ...],
+        status: str,
+        memo: str,
+    ) -> QboTxn:
         tid = self.next_txn_id()
         created, updated = self.stamps(anchor=txn_date)
-        return QboTxn(kind, tid, str(1000 + int(tid)), customer, vendor, txn_date, due, total, balance, lines, status,
-                      memo, created, updated)
+        return QboTxn(
+            kind,
+            tid,
+            str(1000 + int(tid)),
+            customer,
+            vendor,
+            txn_date,
+            due,
+            total,
+            balance,
+            lines,
+            status,
+            memo,
+            created,
+            updated,
+        )
 
     def mix_bills(self, bills: list[QboTxn]) -> None:
         """Some bills carry lines for two jobs (line-level CustomerRef matters) and some pure overhead."""
         rng = self.rng
-        for a, b in zip(bills, bills[1:], strict=False):
+        for a, b in itertools.pairwise(bills):
             if len(a.lines) > 1 and len(b.lines) > 1 and rng.random() < 0.1:
                 a.lines, b.lines = a.lines[:-1] + b.lines[-1:], b.lines[:-1] + a.lines[-1:]
                 a.total, b.total = sum(x.amount for x in a.lines), sum(x.amount for x in b.lines)
@@ -415,10 +598,26 @@ class _Generator:
         for _ in range(max(2, round(15 * self.scale))):  # overhead bills charged to no job
             line = QboLine(rng.randint(50_000, 2_500_000), None, "NotBillable", rng.choice(EXPENSE_MEMOS))
             day = self.today - timedelta(days=rng.randint(1, 600))
-            docs.append(self.txn("Bill", None, rng.choice(qbo_vendor_ids), day, day + timedelta(days=30), line.amount,
-                                 0, (line,), "", "Overhead"))
-        tables = {"Invoice": c.qbo_invoices, "Bill": c.qbo_bills, "Purchase": c.qbo_purchases,
-                  "Estimate": c.qbo_estimates}
+            docs.append(
+                self.txn(
+                    "Bill",
+                    None,
+                    rng.choice(qbo_vendor_ids),
+                    day,
+                    day + timedelta(days=30),
+                    line.amount,
+                    0,
+                    (line,),
+                    "",
+                    "Overhead",
+                )
+            )
+        tables = {
+            "Invoice": c.qbo_invoices,
+            "Bill": c.qbo_bills,
+            "Purchase": c.qbo_purchases,
+            "Estimate": c.qbo_estimates,
+        }
         for doc in docs:
             tables[doc.kind][doc.id] = doc
         self.balances(docs)
@@ -441,7 +640,12 @@ class _Generator:
 
     def report(self, plans: list[_ProjectPlan]) -> dict[str, object]:
         """The planted scenario as served at ``/_sim/planted``."""
-        out: dict[str, list[dict[str, object]]] = {"matches": [], "near_misses": [], "insufficient": [], "clients": []}
+        out: dict[str, list[dict[str, object]]] = {
+            "matches": [],
+            "near_misses": [],
+            "insufficient": [],
+            "clients": [],
+        }
         by_client: dict[str, list[_ProjectPlan]] = {}
         for plan in plans:
             if plan.planted is not None:
@@ -450,22 +654,36 @@ class _Generator:
         for spec in PLANTED:
             client_projects = sorted(by_client[spec.name], key=lambda p: p.name)
             hs = hs_by_domain[spec.domain]
-            out["clients"].append({
-                "name": spec.name, "domain": spec.domain, "story": spec.story,
-                "owner_email": self.c.owners[hs.owner_id].email, "hubspot_company_id": hs.id,
-                "quickbooks_customer_id": client_projects[0].client.customer_id,
-                "contract_renewal_date": hs.renewal,
-                "projects": [{"project_number": p.project.project_number if p.project else "", "name": p.name,
-                              "procore_project_id": p.project.id if p.project else 0,
-                              "quickbooks_job_id": p.job_id} for p in client_projects],
-            })
+            out["clients"].append(
+                {
+                    "name": spec.name,
+                    "domain": spec.domain,
+                    "story": spec.story,
+                    "owner_email": self.c.owners[hs.owner_id].email,
+                    "hubspot_company_id": hs.id,
+                    "quickbooks_customer_id": client_projects[0].client.customer_id,
+                    "contract_renewal_date": hs.renewal,
+                    "projects": [
+                        {
+                            "project_number": p.project.project_number if p.project else "",
+                            "name": p.name,
+                            "procore_project_id": p.project.id if p.project else 0,
+                            "quickbooks_job_id": p.job_id,
+                        }
+                        for p in client_projects
+                    ],
+                }
+            )
             for plan in client_projects:
                 assert plan.planted is not None and plan.project is not None
                 for co, co_id in zip(plan.planted.cos, plan.co_ids, strict=False):
                     entry: dict[str, object] = {
-                        "procore_change_order_id": co_id, "client_name": spec.name,
-                        "project_number": plan.project.project_number, "project_name": plan.name,
-                        "amount": co.amount, "reason": co.reason,
+                        "procore_change_order_id": co_id,
+                        "client_name": spec.name,
+                        "project_number": plan.project.project_number,
+                        "project_name": plan.name,
+                        "amount": co.amount,
+                        "reason": co.reason,
                     }
                     if co.outcome == "near_miss":
                         entry["failing_condition"] = co.failing
@@ -475,8 +693,9 @@ class _Generator:
         return {"rule": RULE_KEY, "conditions": [AMOUNT, MARGIN, CLIENT], **out}
 
 
-def generate_company(seed: int = 42, scale: float = 1.0, today: date | None = None,
-                     now: datetime | None = None) -> Company:
+def generate_company(
+    seed: int = 42, scale: float = 1.0, today: date | None = None, now: datetime | None = None
+) -> Company:
     """Generate the deterministic company.  Dates are relative to ``today``, timestamps to ``now``."""
     if scale <= 0:
         raise ValueError("scale must be positive")
@@ -486,7 +705,7 @@ def generate_company(seed: int = 42, scale: float = 1.0, today: date | None = No
     enabled = gc.isenabled()
     gc.disable()  # hundreds of thousands of small, acyclic records: collection passes only cost time
     try:
-        return _Generator(seed, scale, today or date.today(), now).run()
+        return _Generator(seed, scale, today or date.today(), now).run()  # noqa: DTZ011 - contract: local date
     finally:
         if enabled:
             gc.enable()

@@ -13,8 +13,15 @@ from .records import HsCompany, HsOwner
 from .state import SimState
 
 DEFAULT_PROPERTIES = ("createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name")
-ALL_PROPERTIES = DEFAULT_PROPERTIES + (
-    "hubspot_owner_id", "contract_renewal_date", "city", "state", "phone", "industry", "numberofemployees",
+ALL_PROPERTIES = (
+    *DEFAULT_PROPERTIES,
+    "hubspot_owner_id",
+    "contract_renewal_date",
+    "city",
+    "state",
+    "phone",
+    "industry",
+    "numberofemployees",
     "lifecyclestage",
 )
 TIME_PROPERTIES = {"createdate", "hs_lastmodifieddate"}
@@ -26,17 +33,31 @@ MAX_GROUPS, MAX_FILTERS_PER_GROUP, MAX_FILTERS = 5, 6, 18
 
 
 def error(status: int, message: str, category: str, **extra: Any) -> Response:
-    body = {"status": "error", "message": message, "correlationId": str(uuid.uuid4()), "category": category,
-            **extra}
+    body = {
+        "status": "error",
+        "message": message,
+        "correlationId": str(uuid.uuid4()),
+        "category": category,
+        **extra,
+    }
     return json_response(status, body)
 
 
 def company_properties(c: HsCompany) -> dict[str, str | None]:
     return {
-        "createdate": hubspot_time(c.created), "domain": c.domain, "hs_lastmodifieddate": hubspot_time(c.updated),
-        "hs_object_id": c.id, "name": c.name, "hubspot_owner_id": c.owner_id, "contract_renewal_date": c.renewal,
-        "city": c.city, "state": c.state, "phone": c.phone, "industry": "CONSTRUCTION",
-        "numberofemployees": str(c.employees), "lifecyclestage": "customer",
+        "createdate": hubspot_time(c.created),
+        "domain": c.domain,
+        "hs_lastmodifieddate": hubspot_time(c.updated),
+        "hs_object_id": c.id,
+        "name": c.name,
+        "hubspot_owner_id": c.owner_id,
+        "contract_renewal_date": c.renewal,
+        "city": c.city,
+        "state": c.state,
+        "phone": c.phone,
+        "industry": "CONSTRUCTION",
+        "numberofemployees": str(c.employees),
+        "lifecyclestage": "customer",
     }
 
 
@@ -47,23 +68,40 @@ def render_company(c: HsCompany, properties: list[str] | None) -> dict[str, Any]
     props = {name: values[name] for name in wanted if name in values}
     for always in ("createdate", "hs_lastmodifieddate", "hs_object_id"):
         props[always] = values[always]
-    return {"id": c.id, "properties": props, "createdAt": hubspot_time(c.created),
-            "updatedAt": hubspot_time(c.updated), "archived": False}
+    return {
+        "id": c.id,
+        "properties": props,
+        "createdAt": hubspot_time(c.created),
+        "updatedAt": hubspot_time(c.updated),
+        "archived": False,
+    }
 
 
 def render_owner(o: HsOwner) -> dict[str, Any]:
-    return {"id": o.id, "email": o.email, "type": "PERSON", "firstName": o.first_name, "lastName": o.last_name,
-            "userId": o.user_id, "userIdIncludingInactive": o.user_id, "createdAt": hubspot_time(o.created),
-            "updatedAt": hubspot_time(o.updated), "archived": False}
+    return {
+        "id": o.id,
+        "email": o.email,
+        "type": "PERSON",
+        "firstName": o.first_name,
+        "lastName": o.last_name,
+        "userId": o.user_id,
+        "userIdIncludingInactive": o.user_id,
+        "createdAt": hubspot_time(o.created),
+        "updatedAt": hubspot_time(o.updated),
+        "archived": False,
+    }
 
 
 def handle(state: SimState, req: Request) -> Response | None:
     if not req.path.startswith("/crm/v3/"):
         return None
     if not state.authorized("hubspot", req):
-        return error(401, "Authentication credentials not found. This API supports OAuth 2.0 authentication and "
-                     "you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
-                     "INVALID_AUTHENTICATION")
+        return error(
+            401,
+            "Authentication credentials not found. This API supports OAuth 2.0 authentication and "
+            "you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+            "INVALID_AUTHENTICATION",
+        )
     path, method = req.path.rstrip("/"), req.method
     if path == "/crm/v3/objects/companies/search" and method == "POST":
         return search(state, req)
@@ -72,14 +110,22 @@ def handle(state: SimState, req: Request) -> Response | None:
     if (m := re.fullmatch(r"/crm/v3/objects/companies/([^/]+)", path)) and method == "GET":
         company = state.company.hs_companies.get(m.group(1))
         if company is None:
-            return error(404, "Object not found.  objectId are usually numeric.", "OBJECT_NOT_FOUND",
-                         context={"id": [m.group(1)]})
+            return error(
+                404,
+                "Object not found.  objectId are usually numeric.",
+                "OBJECT_NOT_FOUND",
+                context={"id": [m.group(1)]},
+            )
         return json_response(200, render_company(company, _csv(req, "properties")))
     if path == "/crm/v3/owners" and method == "GET":
         return list_owners(state, req)
     if (m := re.fullmatch(r"/crm/v3/owners/([^/]+)", path)) and method == "GET":
         owner = state.company.owners.get(m.group(1))
-        return json_response(200, render_owner(owner)) if owner else error(404, "Owner not found", "OBJECT_NOT_FOUND")
+        return (
+            json_response(200, render_owner(owner))
+            if owner
+            else error(404, "Owner not found", "OBJECT_NOT_FOUND")
+        )
     if path == "/crm/v3/objects/notes" and method == "POST":
         return create_note(state, req)
     return error(404, f"Unable to route {method} {req.path}", "OBJECT_NOT_FOUND")
@@ -91,6 +137,7 @@ def _csv(req: Request, name: str) -> list[str] | None:
 
 
 # ---- search -----------------------------------------------------------------------------------------
+
 
 def _comparable(prop: str, raw: Any) -> int | float | str:
     text = str(raw)
@@ -127,9 +174,14 @@ def _predicate(flt: dict[str, Any]) -> Callable[[HsCompany], bool]:
     value = _comparable(prop, flt["value"])
     high = _comparable(prop, flt.get("highValue", flt["value"]))
     tests: dict[str, Callable[[Any], bool]] = {
-        "EQ": lambda v: v == value, "NEQ": lambda v: v != value, "GT": lambda v: v > value,
-        "GTE": lambda v: v >= value, "LT": lambda v: v < value, "LTE": lambda v: v <= value,
-        "BETWEEN": lambda v: value <= v <= high, "CONTAINS_TOKEN": lambda v: str(value).strip("*") in str(v),
+        "EQ": lambda v: v == value,
+        "NEQ": lambda v: v != value,
+        "GT": lambda v: v > value,
+        "GTE": lambda v: v >= value,
+        "LT": lambda v: v < value,
+        "LTE": lambda v: v <= value,
+        "BETWEEN": lambda v: value <= v <= high,
+        "CONTAINS_TOKEN": lambda v: str(value).strip("*") in str(v),
     }
     if op not in tests:
         raise ValueError(f"operator {op} is not supported")
@@ -155,7 +207,10 @@ def _sort(records: list[HsCompany], sorts: Any) -> list[HsCompany]:
     if isinstance(first, str):
         prop, descending = first.lstrip("-"), first.startswith("-")
     elif isinstance(first, dict):
-        prop, descending = str(first.get("propertyName")), str(first.get("direction", "ASCENDING")).upper() == "DESCENDING"
+        prop, descending = (
+            str(first.get("propertyName")),
+            str(first.get("direction", "ASCENDING")).upper() == "DESCENDING",
+        )
     else:
         raise ValueError("sorts must be property names or {propertyName, direction}")
     if prop != "hs_lastmodifieddate":
@@ -174,22 +229,37 @@ def search(state: SimState, req: Request) -> Response:
     try:
         limit, offset = int(limit), int(after or 0)
     except (TypeError, ValueError):
-        return error(400, "There was a problem with the request.", "VALIDATION_ERROR",
-                     errors=[{"message": "limit and after must be integers"}])
+        return error(
+            400,
+            "There was a problem with the request.",
+            "VALIDATION_ERROR",
+            errors=[{"message": "limit and after must be integers"}],
+        )
     if limit > SEARCH_LIMIT or limit < 1:
-        return error(400, f"There was a problem with the request. limit must be between 1 and {SEARCH_LIMIT}",
-                     "VALIDATION_ERROR")
+        return error(
+            400,
+            f"There was a problem with the request. limit must be between 1 and {SEARCH_LIMIT}",
+            "VALIDATION_ERROR",
+        )
     if offset >= state.hubspot_search_cap or offset < 0:
-        return error(400, f"There was a problem with the request. The search API can return at most "
-                     f"{state.hubspot_search_cap} results for one query; narrow the filter instead of paging.",
-                     "VALIDATION_ERROR", errors=[{"message": "after must be less than the result limit",
-                                                  "code": "INVALID_PAGING_OFFSET"}])
+        return error(
+            400,
+            f"There was a problem with the request. The search API can return at most "
+            f"{state.hubspot_search_cap} results for one query; narrow the filter instead of paging.",
+            "VALIDATION_ERROR",
+            errors=[{"message": "after must be less than the result limit", "code": "INVALID_PAGING_OFFSET"}],
+        )
     groups = body.get("filterGroups") or []
     try:
-        if len(groups) > MAX_GROUPS or any(len(g.get("filters", [])) > MAX_FILTERS_PER_GROUP for g in groups) or sum(
-                len(g.get("filters", [])) for g in groups) > MAX_FILTERS:
-            raise ValueError(f"at most {MAX_GROUPS} filterGroups with {MAX_FILTERS_PER_GROUP} filters each "
-                             f"({MAX_FILTERS} in total)")
+        if (
+            len(groups) > MAX_GROUPS
+            or any(len(g.get("filters", [])) > MAX_FILTERS_PER_GROUP for g in groups)
+            or sum(len(g.get("filters", [])) for g in groups) > MAX_FILTERS
+        ):
+            raise ValueError(
+                f"at most {MAX_GROUPS} filterGroups with {MAX_FILTERS_PER_GROUP} filters each "
+                f"({MAX_FILTERS} in total)"
+            )
         predicates = [[_predicate(f) for f in g.get("filters", [])] for g in groups]
         records = state.company.view(state.company.hs_companies).records
         if predicates:
@@ -198,10 +268,13 @@ def search(state: SimState, req: Request) -> Response:
     except (ValueError, AttributeError, TypeError) as exc:
         return error(400, f"There was a problem with the request. {exc}", "VALIDATION_ERROR")
     properties = body.get("properties") or None
-    page = records[offset:offset + limit]
+    page = records[offset : offset + limit]
     if req.duplicate_page and offset > 0 and offset <= len(records):
         page = [records[offset - 1], *page]
-    payload: dict[str, Any] = {"total": len(records), "results": [render_company(c, properties) for c in page]}
+    payload: dict[str, Any] = {
+        "total": len(records),
+        "results": [render_company(c, properties) for c in page],
+    }
     if offset + limit < len(records):
         payload["paging"] = {"next": {"after": str(offset + limit)}}
     return json_response(200, payload)
@@ -209,12 +282,13 @@ def search(state: SimState, req: Request) -> Response:
 
 # ---- lists ------------------------------------------------------------------------------------------
 
+
 def _page_by_id(items: list[Any], req: Request, cap: int, default: int) -> tuple[list[Any], str | None]:
     """Cursor paging where ``after`` is the id of the first record of the next page (ids ascend)."""
     limit = min(int(req.q("limit") or default), cap)
     after = int(req.q("after") or 0)
     start = next((i for i, item in enumerate(items) if int(item.id) >= after), len(items))
-    page = items[start:start + limit]
+    page = items[start : start + limit]
     following = items[start + limit] if start + limit < len(items) else None
     if req.duplicate_page and start > 0:
         page = [items[start - 1], *page]
@@ -238,8 +312,13 @@ def list_companies(state: SimState, req: Request) -> Response:
     except ValueError:
         return error(400, "limit and after must be integers", "VALIDATION_ERROR")
     props = _csv(req, "properties")
-    return json_response(200, {"results": [render_company(c, props) for c in page],
-                               **_paging(req, "/crm/v3/objects/companies", next_after)})
+    return json_response(
+        200,
+        {
+            "results": [render_company(c, props) for c in page],
+            **_paging(req, "/crm/v3/objects/companies", next_after),
+        },
+    )
 
 
 def list_owners(state: SimState, req: Request) -> Response:
@@ -252,11 +331,13 @@ def list_owners(state: SimState, req: Request) -> Response:
         page, next_after = _page_by_id(items, req, OWNERS_LIMIT, 100)
     except ValueError:
         return error(400, "limit and after must be integers", "VALIDATION_ERROR")
-    return json_response(200, {"results": [render_owner(o) for o in page],
-                               **_paging(req, "/crm/v3/owners", next_after)})
+    return json_response(
+        200, {"results": [render_owner(o) for o in page], **_paging(req, "/crm/v3/owners", next_after)}
+    )
 
 
 # ---- write-back -------------------------------------------------------------------------------------
+
 
 def create_note(state: SimState, req: Request) -> Response:
     try:
@@ -266,22 +347,42 @@ def create_note(state: SimState, req: Request) -> Response:
         targets = []
         for assoc in body.get("associations") or []:
             types = assoc["types"]
-            if not any(t.get("associationCategory") == "HUBSPOT_DEFINED"
-                       and int(t.get("associationTypeId")) == NOTE_TO_COMPANY for t in types):
+            if not any(
+                t.get("associationCategory") == "HUBSPOT_DEFINED"
+                and int(t.get("associationTypeId")) == NOTE_TO_COMPANY
+                for t in types
+            ):
                 raise ValueError("only note-to-company associations (HUBSPOT_DEFINED, 190) are supported")
             targets.append(str(assoc["to"]["id"]))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return error(400, f"Property values were not valid: {exc!s}", "VALIDATION_ERROR")
     missing = [t for t in targets if t not in state.company.hs_companies]
     if missing:
-        return error(400, f"One or more associations are invalid: company {missing[0]} does not exist",
-                     "VALIDATION_ERROR")
+        return error(
+            400,
+            f"One or more associations are invalid: company {missing[0]} does not exist",
+            "VALIDATION_ERROR",
+        )
     note_id = str(60_000_000_000 + state.next_id())
     created = hubspot_time(now_ms())
-    for target in targets or [None]:
-        state.record_note("hubspot", target or "", text, req.header("idempotency-key"), id=note_id,
-                          hs_timestamp=stamp)
-    properties = {"hs_note_body": text, "hs_timestamp": stamp, "hs_createdate": created,
-                  "hs_lastmodifieddate": created, "hs_object_id": note_id}
-    return json_response(201, {"id": note_id, "properties": properties, "createdAt": created, "updatedAt": created,
-                               "archived": False})
+    for target in targets or [""]:
+        state.record_note(
+            "hubspot", target, text, req.header("idempotency-key"), id=note_id, hs_timestamp=stamp
+        )
+    properties = {
+        "hs_note_body": text,
+        "hs_timestamp": stamp,
+        "hs_createdate": created,
+        "hs_lastmodifieddate": created,
+        "hs_object_id": note_id,
+    }
+    return json_response(
+        201,
+        {
+            "id": note_id,
+            "properties": properties,
+            "createdAt": created,
+            "updatedAt": created,
+            "archived": False,
+        },
+    )

@@ -34,7 +34,9 @@ def apply_mutation(company: Company, system: str, object_type: str, record: Any,
     elif isinstance(record, QboTxn):
         _qbo_txn(record, rng)
     elif isinstance(record, PcProject):
-        record.schedule_status = rng.choice([s for s in ("on_track", "at_risk", "behind") if s != record.schedule_status])
+        record.schedule_status = rng.choice(
+            [s for s in ("on_track", "at_risk", "behind") if s != record.schedule_status]
+        )
     elif isinstance(record, PcTask):
         _task(company, record, rng, protected)
     elif isinstance(record, PcChangeOrder):

@@ -59,25 +59,27 @@ class PlantedClient:
     renewal_blank: bool = False  # HubSpot property cleared ("") rather than never set (null)
 
 
-def _co(amount: str, outcome: str, reason: str, failing: str | None = None, status: str = "pending - in review"
-        ) -> PlantedCO:
+def _co(
+    amount: str, outcome: str, reason: str, failing: str | None = None, status: str = "pending - in review"
+) -> PlantedCO:
     return PlantedCO(amount, outcome, reason, failing, status)
 
 
+# fmt: off
 PLANTED: tuple[PlantedClient, ...] = (
     PlantedClient(
         "Harborview Medical Partners", "harborviewmedical.com",
-        "Hospital group: the cardiac wing finished its latest milestone 9 days late and both projects run thin.",
+        "Hospital group: the cardiac wing finished its latest milestone 9 days late; both projects run thin.",
         210, owner="maria.chen@fulcrum-demo.test", projects=(
             PlantedProject("Harborview Cardiac Wing Expansion", "6800000.00", "2400000.00", "2196000.00",
                            ((-200, -205), (-120, -118), (-40, -31), (30, None), (120, None)), (
-                _co("72500.00", "match", "missed last milestone (due 40 days ago, done 9 days late); margin 8.5%"),
-                _co("50000.00", "match", "boundary: amount exactly 50,000.00; missed last milestone; margin 8.5%",
+                _co("72500.00", "match", "missed last milestone (due 40 days ago, 9 days late); margin 8.5%"),
+                _co("50000.00", "match", "boundary: amount exactly 50,000.00; missed last milestone; 8.5%",
                     status="pending - pricing"),
                 _co("49999.99", "near_miss", "amount one cent below 50,000", AMOUNT, status="draft"))),
             PlantedProject("Harborview Parking Structure", "3900000.00", "1150000.00", "1032700.00",
                            ((-300, -301), (-150, -150), (-75, -77), (45, None), (200, None)), (
-                _co("118400.00", "match", "client missed its last milestone (on the cardiac wing); margin 10.2%"),)),
+                _co("118400.00", "match", "client missed its last milestone (cardiac wing); margin 10.2%"),)),
         )),
     PlantedClient(
         "Northgate Logistics Group", "northgatelogistics.com",
@@ -85,7 +87,7 @@ PLANTED: tuple[PlantedClient, ...] = (
         60, owner="james.okafor@fulcrum-demo.test", projects=(
             PlantedProject("Northgate Cold Storage Facility", "7500000.00", "3000000.00", "2643000.00",
                            ((-150, -152), (-20, -20), (40, None), (100, None), (200, None)), (
-                _co("64250.00", "match", "boundary: renewal in exactly 60 days; last milestone met; margin 11.9%"),)),
+                _co("64250.00", "match", "boundary: renewal in exactly 60 days; margin 11.9%"),)),
         )),
     PlantedClient(
         "Cobalt Ridge School District", "cobaltridgeschools.org",
@@ -115,8 +117,8 @@ PLANTED: tuple[PlantedClient, ...] = (
         None, renewal_blank=True, projects=(
             PlantedProject("Meridian Bay Lab Fit-Out", "3000000.00", "1250000.00", "1300000.00",
                            ((-90, -92), (-15, -3), (45, None), (120, None), (210, None)), (
-                _co("250000.00", "match", "missed last milestone (12 days late); no renewal date; margin -4.0%"),
-                _co("61000.00", "match", "missed last milestone; no renewal date; margin -4.0%", status="draft"))),
+                _co("250000.00", "match", "missed last milestone (12 days late); no renewal date; -4.0%"),
+                _co("61000.00", "match", "missed last milestone; no renewal date; -4.0%", status="draft"))),
         )),
     PlantedClient(
         "Ironwood Civic Center Authority", "ironwoodcivic.org",
@@ -181,15 +183,15 @@ PLANTED: tuple[PlantedClient, ...] = (
         180, projects=(
             PlantedProject("Bluewater Marina Boathouse", "1800000.00", "700000.00", "644000.00",
                            ((-60, -61), (-14, -14), (0, None), (30, None), (90, None)), (
-                _co("70000.00", "near_miss", "latest past-due milestone met; the open one is due today", CLIENT),)),
+                _co("70000.00", "near_miss", "latest past-due milestone met; open one due today", CLIENT),)),
         )),
     PlantedClient(
         "Westbrook Library Foundation", "westbrooklibrary.org",
-        "Library foundation: job margin 12.5%, but one bill also carries an 80,000 overhead line with no job.",
+        "Library foundation: job margin 12.5%, but one bill also carries an 80,000 overhead line (no job).",
         500, projects=(
             PlantedProject("Westbrook Library Annex", "2700000.00", "1000000.00", "875000.00",
                            ((-70, -70), (-18, -10), (40, None), (100, None), (180, None)), (
-                _co("110000.00", "near_miss", "margin 12.5% (an overhead bill line without a job must not count)",
+                _co("110000.00", "near_miss", "margin 12.5% (an overhead line without a job must not count)",
                     MARGIN),), overhead_in_bill="80000.00"),
         )),
     PlantedClient(
@@ -210,6 +212,7 @@ PLANTED: tuple[PlantedClient, ...] = (
                     "client.missed_last_milestone and client.days_to_renewal are both null"),)),
         )),
 )
+# fmt: on
 
 
 def cents(amount: str) -> int:
@@ -218,12 +221,14 @@ def cents(amount: str) -> int:
 
 # ---- the independent oracle ------------------------------------------------------------------------------
 
+
 def vendor_records(company: Company) -> dict[str, list[dict[str, Any]]]:
     """Every record the oracle needs, in the exact vendor JSON shapes (as served over HTTP)."""
     with company.lock:
         return {
-            "hubspot_companies": [hubspot.render_company(c, list(hubspot.ALL_PROPERTIES))
-                                  for c in company.hs_companies.values()],
+            "hubspot_companies": [
+                hubspot.render_company(c, list(hubspot.ALL_PROPERTIES)) for c in company.hs_companies.values()
+            ],
             "qbo_customers": [quickbooks.render(c) for c in company.qbo_customers.values()],
             "qbo_invoices": [quickbooks.render(t) for t in company.qbo_invoices.values()],
             "qbo_bills": [quickbooks.render(t) for t in company.qbo_bills.values()],
@@ -252,7 +257,9 @@ class Facts:
         margin = None if self.margin_pct is None else self.margin_pct < 12
         missed = self.missed_last_milestone
         renewal = None if self.days_to_renewal is None else self.days_to_renewal <= 60
-        client = True if (missed is True or renewal is True) else (None if None in (missed, renewal) else False)
+        client = (
+            True if (missed is True or renewal is True) else (None if None in (missed, renewal) else False)
+        )
         return amount, margin, client
 
     def outcome(self) -> bool | None:
@@ -308,7 +315,9 @@ def compute_facts(records: Mapping[str, list[dict[str, Any]]], today: date) -> d
         client = project_client.get(task["project_id"])
         if task.get("milestone") and client:
             done = task.get("actual_finish")
-            milestones[client].append((date.fromisoformat(task["finish"]), date.fromisoformat(done) if done else None))
+            milestones[client].append(
+                (date.fromisoformat(task["finish"]), date.fromisoformat(done) if done else None)
+            )
 
     def missed_last(client: str | None) -> bool | None:
         past = [m for m in milestones.get(client or "", []) if m[0] < today]
@@ -324,9 +333,9 @@ def compute_facts(records: Mapping[str, list[dict[str, Any]]], today: date) -> d
     facts: dict[int, Facts] = {}
     for co in records["pc_change_orders"]:
         pid = co["project_id"]
-        job = project_job.get(pid)
-        inc = income.get(job, Decimal(0)) if job else Decimal(0)
-        margin = None if inc == 0 else (inc - cost.get(job or "", Decimal(0))) / inc * 100
+        job_id = project_job.get(pid, "")
+        inc = income.get(job_id, Decimal(0))
+        margin = None if inc == 0 else (inc - cost.get(job_id, Decimal(0))) / inc * 100
         client = project_client.get(pid)
         facts[co["id"]] = Facts(_dec(co["grand_total"]), margin, missed_last(client), days_to_renewal(client))
     return facts

@@ -14,15 +14,30 @@ from urllib.parse import urlencode
 from .common import Request, Response, json_response, money_str, parse_instant, procore_time
 from .names import CO_STATUSES
 from .records import (
-    PROCORE_COMPANY_ID, PROCORE_COMPANY_NAME, Company, PcChangeOrder, PcProject, PcSubmittal, PcTask, PcVendor,
-    Record, View,
+    PROCORE_COMPANY_ID,
+    PROCORE_COMPANY_NAME,
+    Company,
+    PcChangeOrder,
+    PcProject,
+    PcSubmittal,
+    PcTask,
+    PcVendor,
+    Record,
+    View,
 )
 from .state import SimState
 
 DEFAULT_PER_PAGE = 100
 MAX_PER_PAGE = 1000
-SUBMITTAL_STATUS_IDS = {"Draft": 1, "Open": 2, "Closed": 3, "Approved": 4, "Approved as Noted": 5,
-                        "Revise and Resubmit": 6, "Rejected": 7}
+SUBMITTAL_STATUS_IDS = {
+    "Draft": 1,
+    "Open": 2,
+    "Closed": 3,
+    "Approved": 4,
+    "Approved as Noted": 5,
+    "Revise and Resubmit": 6,
+    "Rejected": 7,
+}
 T = TypeVar("T", bound=Record)
 
 
@@ -31,48 +46,93 @@ def error(status: int, message: Any) -> Response:
 
 
 def render_project(p: PcProject) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "display_name": f"{p.project_number} - {p.name}",
-            "project_number": p.project_number, "origin_id": p.origin_id, "origin_code": p.project_number,
-            "origin_data": None, "total_value": money_str(p.total_value), "schedule_status": p.schedule_status,
-            "active": p.active, "start_date": p.start_date.isoformat(),
-            "completion_date": p.completion_date.isoformat(), "city": p.city, "state_code": p.state,
-            "country_code": "US", "stage": "Course of Construction" if p.active else "Closeout",
-            "company": {"id": PROCORE_COMPANY_ID, "name": PROCORE_COMPANY_NAME},
-            "created_at": procore_time(p.created), "updated_at": procore_time(p.updated)}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "display_name": f"{p.project_number} - {p.name}",
+        "project_number": p.project_number,
+        "origin_id": p.origin_id,
+        "origin_code": p.project_number,
+        "origin_data": None,
+        "total_value": money_str(p.total_value),
+        "schedule_status": p.schedule_status,
+        "active": p.active,
+        "start_date": p.start_date.isoformat(),
+        "completion_date": p.completion_date.isoformat(),
+        "city": p.city,
+        "state_code": p.state,
+        "country_code": "US",
+        "stage": "Course of Construction" if p.active else "Closeout",
+        "company": {"id": PROCORE_COMPANY_ID, "name": PROCORE_COMPANY_NAME},
+        "created_at": procore_time(p.created),
+        "updated_at": procore_time(p.updated),
+    }
 
 
 def render_task(t: PcTask) -> dict[str, Any]:
-    return {"id": t.id, "name": t.name, "project_id": t.project_id, "start": t.start.isoformat(),
-            "finish": t.finish.isoformat(),
-            "actual_finish": t.actual_finish.isoformat() if t.actual_finish else None,
-            "percentage": t.percentage, "milestone": t.milestone, "created_at": procore_time(t.created),
-            "updated_at": procore_time(t.updated)}
+    return {
+        "id": t.id,
+        "name": t.name,
+        "project_id": t.project_id,
+        "start": t.start.isoformat(),
+        "finish": t.finish.isoformat(),
+        "actual_finish": t.actual_finish.isoformat() if t.actual_finish else None,
+        "percentage": t.percentage,
+        "milestone": t.milestone,
+        "created_at": procore_time(t.created),
+        "updated_at": procore_time(t.updated),
+    }
 
 
 def render_change_order(c: PcChangeOrder) -> dict[str, Any]:
-    return {"id": c.id, "number": c.number, "title": c.title, "description": c.title, "status": c.status,
-            "executed": c.status == "approved", "revision": 0, "grand_total": money_str(c.grand_total),
-            "project_id": c.project_id, "created_at": procore_time(c.created), "updated_at": procore_time(c.updated)}
+    return {
+        "id": c.id,
+        "number": c.number,
+        "title": c.title,
+        "description": c.title,
+        "status": c.status,
+        "executed": c.status == "approved",
+        "revision": 0,
+        "grand_total": money_str(c.grand_total),
+        "project_id": c.project_id,
+        "created_at": procore_time(c.created),
+        "updated_at": procore_time(c.updated),
+    }
 
 
 def render_submittal(s: PcSubmittal, company: Company | None = None) -> dict[str, Any]:
     vendor = company.pc_vendors.get(s.vendor_id) if company else None
-    return {"id": s.id, "number": s.number, "title": s.title, "revision": s.revision,
-            "status": {"id": SUBMITTAL_STATUS_IDS.get(s.status, 2), "name": s.status},
-            "due_date": s.due_date.isoformat(),
-            "returned_date": s.returned_date.isoformat() if s.returned_date else None,
-            "responsible_contractor": {"id": s.vendor_id, "name": vendor.name if vendor else None},
-            "custom_fields": {"schedule_critical": {"value": s.schedule_critical}},
-            "project_id": s.project_id, "created_at": procore_time(s.created), "updated_at": procore_time(s.updated)}
+    return {
+        "id": s.id,
+        "number": s.number,
+        "title": s.title,
+        "revision": s.revision,
+        "status": {"id": SUBMITTAL_STATUS_IDS.get(s.status, 2), "name": s.status},
+        "due_date": s.due_date.isoformat(),
+        "returned_date": s.returned_date.isoformat() if s.returned_date else None,
+        "responsible_contractor": {"id": s.vendor_id, "name": vendor.name if vendor else None},
+        "custom_fields": {"schedule_critical": {"value": s.schedule_critical}},
+        "project_id": s.project_id,
+        "created_at": procore_time(s.created),
+        "updated_at": procore_time(s.updated),
+    }
 
 
 def render_vendor(v: PcVendor) -> dict[str, Any]:
-    return {"id": v.id, "name": v.name, "abbreviated_name": v.abbreviated_name, "email_address": v.email,
-            "trade_name": v.trade, "is_active": v.is_active, "created_at": procore_time(v.created),
-            "updated_at": procore_time(v.updated)}
+    return {
+        "id": v.id,
+        "name": v.name,
+        "abbreviated_name": v.abbreviated_name,
+        "email_address": v.email,
+        "trade_name": v.trade,
+        "is_active": v.is_active,
+        "created_at": procore_time(v.created),
+        "updated_at": procore_time(v.updated),
+    }
 
 
 # ---- lists ------------------------------------------------------------------------------------------
+
 
 class BadRequest(ValueError):
     pass
@@ -86,10 +146,16 @@ def _filtered(view: View[T], req: Request) -> list[T]:
         try:
             if not sep:
                 raise ValueError
-            records = view.between(parse_instant(start) if start else None, parse_instant(end) if end else None)
+            records = view.between(
+                parse_instant(start) if start else None, parse_instant(end) if end else None
+            )
         except ValueError as exc:
-            raise BadRequest("filters[updated_at] must be a range '<start>...<end>' of ISO 8601 times") from exc
-    raw_ids = req.query.get("filters[id][]", []) + [i for v in req.query.get("filters[id]", []) for i in v.split(",")]
+            raise BadRequest(
+                "filters[updated_at] must be a range '<start>...<end>' of ISO 8601 times"
+            ) from exc
+    raw_ids = req.query.get("filters[id][]", []) + [
+        i for v in req.query.get("filters[id]", []) for i in v.split(",")
+    ]
     if raw_ids:
         try:
             wanted = {int(i) for i in raw_ids if i}
@@ -119,7 +185,7 @@ def paged(state: SimState, req: Request, view: View[T], render: Any) -> Response
         with state.company.lock:
             records = _filtered(view, req)
             offset = (page - 1) * per_page
-            items = records[offset:offset + per_page]
+            items = records[offset : offset + per_page]
             if req.duplicate_page and 0 < offset <= len(records):
                 items = [records[offset - 1], *items]
             body = [render(r) for r in items]
@@ -137,8 +203,12 @@ def paged(state: SimState, req: Request, view: View[T], render: Any) -> Response
         links += [f'{url(1)}; rel="first"', f'{url(min(page - 1, last))}; rel="prev"']
     if page < last:
         links += [f'{url(page + 1)}; rel="next"', f'{url(last)}; rel="last"']
-    headers = [("Total", str(total)), ("Per-Page", str(per_page)), ("X-Rate-Limit-Limit", "3600"),
-               ("X-Rate-Limit-Remaining", "3599")]
+    headers = [
+        ("Total", str(total)),
+        ("Per-Page", str(per_page)),
+        ("X-Rate-Limit-Limit", "3600"),
+        ("X-Rate-Limit-Remaining", "3599"),
+    ]
     if links:
         headers.append(("Link", ", ".join(links)))
     return json_response(200, body, headers)
@@ -166,9 +236,17 @@ def handle(state: SimState, req: Request) -> Response | None:
     if not req.path.startswith("/rest/"):
         return None
     if not state.authorized("procore", req):
-        return json_response(401, {"errors": "401 Unauthorized"},
-                             [("WWW-Authenticate", 'Bearer realm="Doorkeeper", error="invalid_token", '
-                               'error_description="The access token is invalid"')])
+        return json_response(
+            401,
+            {"errors": "401 Unauthorized"},
+            [
+                (
+                    "WWW-Authenticate",
+                    'Bearer realm="Doorkeeper", error="invalid_token", '
+                    'error_description="The access token is invalid"',
+                )
+            ],
+        )
     company_header = req.header("procore-company-id")
     if not company_header:
         return error(400, "Procore-Company-Id header is required")
@@ -215,8 +293,9 @@ def _dispatch(state: SimState, req: Request, name: str, args: list[int]) -> Resp
     if name == "project":
         project = c.pc_projects.get(args[0])
         return json_response(200, render_project(project)) if project else error(404, "Project not found")
-    scope = _project_scope(state, req, args[0] if name in ("project_tasks", "project_submittals", "submittal")
-                           else None)
+    scope = _project_scope(
+        state, req, args[0] if name in ("project_tasks", "project_submittals", "submittal") else None
+    )
     if isinstance(scope, Response):
         return scope
     empty: View[Any] = View([], [])
@@ -225,7 +304,9 @@ def _dispatch(state: SimState, req: Request, name: str, args: list[int]) -> Resp
     if name == "project_cos":
         return paged(state, req, c.by_project(c.pc_change_orders).get(scope, empty), render_change_order)
     if name == "project_submittals":
-        return paged(state, req, c.by_project(c.pc_submittals).get(scope, empty), lambda s: render_submittal(s, c))
+        return paged(
+            state, req, c.by_project(c.pc_submittals).get(scope, empty), lambda s: render_submittal(s, c)
+        )
     if name == "submittal":
         submittal = c.pc_submittals.get(args[1])
         if submittal is None or submittal.project_id != scope:
@@ -244,7 +325,7 @@ def _patch_change_order(state: SimState, req: Request, change_order: PcChangeOrd
         body = req.json()
         status = body["change_order_package"]["status"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
-        return error(400, "expected a JSON body {\"change_order_package\": {\"status\": ...}}")
+        return error(400, 'expected a JSON body {"change_order_package": {"status": ...}}')
     if status not in CO_STATUSES:
         return error(422, {"status": ["is not included in the list"]})
     company = state.company
@@ -253,6 +334,12 @@ def _patch_change_order(state: SimState, req: Request, change_order: PcChangeOrd
         change_order.updated = company.write_time()
         company.changed()
         rendered = render_change_order(change_order)
-    state.record_note("procore", change_order.id, body, req.header("idempotency-key"),
-                      project_id=change_order.project_id, status=status)
+    state.record_note(
+        "procore",
+        change_order.id,
+        body,
+        req.header("idempotency-key"),
+        project_id=change_order.project_id,
+        status=status,
+    )
     return json_response(200, rendered)

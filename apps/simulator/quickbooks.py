@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 import uuid
 from collections.abc import Callable
@@ -26,9 +27,14 @@ def _time() -> str:
 
 
 def fault(status: int, message: str, detail: str, code: str, kind: str = "ValidationFault") -> Response:
-    return json_response(status, {"Fault": {"Error": [{"Message": message, "Detail": detail, "code": code}],
-                                            "type": kind}, "time": _time()},
-                         [("intuit_tid", str(uuid.uuid4()))])
+    return json_response(
+        status,
+        {
+            "Fault": {"Error": [{"Message": message, "Detail": detail, "code": code}], "type": kind},
+            "time": _time(),
+        },
+        [("intuit_tid", str(uuid.uuid4()))],
+    )
 
 
 def _meta(r: QboRecord) -> dict[str, str]:
@@ -43,19 +49,35 @@ def _ref(value: str | None, table: dict[str, Any] | None) -> dict[str, str]:
 
 
 def _expense_line(n: int, line: QboLine) -> dict[str, Any]:
-    detail: dict[str, Any] = {"AccountRef": {"value": "58", "name": "Job Expenses:Job Materials"},
-                              "BillableStatus": line.billable, "TaxCodeRef": {"value": "NON"}}
+    detail: dict[str, Any] = {
+        "AccountRef": {"value": "58", "name": "Job Expenses:Job Materials"},
+        "BillableStatus": line.billable,
+        "TaxCodeRef": {"value": "NON"},
+    }
     if line.job_id is not None:
         detail["CustomerRef"] = {"value": line.job_id}
-    return {"Id": str(n), "LineNum": n, "Description": line.description, "Amount": money_num(line.amount),
-            "DetailType": "AccountBasedExpenseLineDetail", "AccountBasedExpenseLineDetail": detail}
+    return {
+        "Id": str(n),
+        "LineNum": n,
+        "Description": line.description,
+        "Amount": money_num(line.amount),
+        "DetailType": "AccountBasedExpenseLineDetail",
+        "AccountBasedExpenseLineDetail": detail,
+    }
 
 
 def _sales_lines(total: int) -> list[dict[str, Any]]:
-    return [{"Id": "1", "LineNum": 1, "Description": "Progress billing", "Amount": money_num(total),
-             "DetailType": "SalesItemLineDetail",
-             "SalesItemLineDetail": {"ItemRef": {"value": "1", "name": "Construction Services"}}},
-            {"Amount": money_num(total), "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}]
+    return [
+        {
+            "Id": "1",
+            "LineNum": 1,
+            "Description": "Progress billing",
+            "Amount": money_num(total),
+            "DetailType": "SalesItemLineDetail",
+            "SalesItemLineDetail": {"ItemRef": {"value": "1", "name": "Construction Services"}},
+        },
+        {"Amount": money_num(total), "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}},
+    ]
 
 
 def render(r: QboRecord, company: Company | None = None) -> dict[str, Any]:
@@ -63,10 +85,20 @@ def render(r: QboRecord, company: Company | None = None) -> dict[str, Any]:
     customers = company.qbo_customers if company else None
     base: dict[str, Any] = {"Id": r.id, "SyncToken": str(r.sync_token), "domain": "QBO", "sparse": False}
     if isinstance(r, QboCustomer):
-        base.update({"DisplayName": r.display_name, "FullyQualifiedName": r.fully_qualified_name,
-                     "PrintOnCheckName": r.display_name, "Job": r.is_job, "BillWithParent": r.is_job,
-                     "Active": r.active, "Balance": money_num(r.balance), "Taxable": False,
-                     "PreferredDeliveryMethod": "Email", "CurrencyRef": USD})
+        base.update(
+            {
+                "DisplayName": r.display_name,
+                "FullyQualifiedName": r.fully_qualified_name,
+                "PrintOnCheckName": r.display_name,
+                "Job": r.is_job,
+                "BillWithParent": r.is_job,
+                "Active": r.active,
+                "Balance": money_num(r.balance),
+                "Taxable": False,
+                "PreferredDeliveryMethod": "Email",
+                "CurrencyRef": USD,
+            }
+        )
         if r.company_name:
             base["CompanyName"] = r.company_name
         if r.email:
@@ -78,31 +110,62 @@ def render(r: QboRecord, company: Company | None = None) -> dict[str, Any]:
         if r.notes:
             base["Notes"] = r.notes
     elif isinstance(r, QboVendor):
-        base.update({"DisplayName": r.display_name, "CompanyName": r.display_name, "PrintOnCheckName": r.display_name,
-                     "PrimaryEmailAddr": {"Address": r.email}, "PrimaryPhone": {"FreeFormNumber": r.phone},
-                     "Active": r.active, "Vendor1099": False, "Balance": 0, "CurrencyRef": USD})
+        base.update(
+            {
+                "DisplayName": r.display_name,
+                "CompanyName": r.display_name,
+                "PrintOnCheckName": r.display_name,
+                "PrimaryEmailAddr": {"Address": r.email},
+                "PrimaryPhone": {"FreeFormNumber": r.phone},
+                "Active": r.active,
+                "Vendor1099": False,
+                "Balance": 0,
+                "CurrencyRef": USD,
+            }
+        )
     else:
-        base.update({"DocNumber": r.doc_number, "TxnDate": r.txn_date.isoformat(), "CurrencyRef": USD,
-                     "TotalAmt": money_num(r.total)})
+        base.update(
+            {
+                "DocNumber": r.doc_number,
+                "TxnDate": r.txn_date.isoformat(),
+                "CurrencyRef": USD,
+                "TotalAmt": money_num(r.total),
+            }
+        )
         vendors = company.qbo_vendors if company else None
         if r.kind in ("Invoice", "Estimate"):
             base.update({"CustomerRef": _ref(r.customer_id, customers), "Line": _sales_lines(r.total)})
         else:
             base["Line"] = [_expense_line(n, line) for n, line in enumerate(r.lines, start=1)]
         if r.kind == "Invoice":
-            base.update({"DueDate": r.due_date.isoformat() if r.due_date else None, "Balance": money_num(r.balance),
-                         "SalesTermRef": {"value": "3", "name": "Net 30"}})
+            base.update(
+                {
+                    "DueDate": r.due_date.isoformat() if r.due_date else None,
+                    "Balance": money_num(r.balance),
+                    "SalesTermRef": {"value": "3", "name": "Net 30"},
+                }
+            )
         elif r.kind == "Estimate":
             base["TxnStatus"] = r.status
         elif r.kind == "Bill":
-            base.update({"VendorRef": _ref(r.vendor_id, vendors), "Balance": money_num(r.balance),
-                         "DueDate": r.due_date.isoformat() if r.due_date else None,
-                         "APAccountRef": {"value": "33", "name": "Accounts Payable (A/P)"}})
+            base.update(
+                {
+                    "VendorRef": _ref(r.vendor_id, vendors),
+                    "Balance": money_num(r.balance),
+                    "DueDate": r.due_date.isoformat() if r.due_date else None,
+                    "APAccountRef": {"value": "33", "name": "Accounts Payable (A/P)"},
+                }
+            )
         else:
             account = {"Cash": ("35", "Checking"), "Check": ("35", "Checking"), "CreditCard": ("41", "Visa")}
             value, name = account.get(r.status, ("35", "Checking"))
-            base.update({"PaymentType": r.status, "AccountRef": {"value": value, "name": name},
-                         "EntityRef": {**_ref(r.vendor_id, vendors), "type": "Vendor"}})
+            base.update(
+                {
+                    "PaymentType": r.status,
+                    "AccountRef": {"value": value, "name": name},
+                    "EntityRef": {**_ref(r.vendor_id, vendors), "type": "Vendor"},
+                }
+            )
         if r.memo:
             base["PrivateNote"] = r.memo
     base["MetaData"] = _meta(r)
@@ -110,11 +173,18 @@ def render(r: QboRecord, company: Company | None = None) -> dict[str, Any]:
 
 
 def tables(company: Company) -> dict[str, dict[str, Any]]:
-    return {"Customer": company.qbo_customers, "Invoice": company.qbo_invoices, "Bill": company.qbo_bills,
-            "Purchase": company.qbo_purchases, "Estimate": company.qbo_estimates, "Vendor": company.qbo_vendors}
+    return {
+        "Customer": company.qbo_customers,
+        "Invoice": company.qbo_invoices,
+        "Bill": company.qbo_bills,
+        "Purchase": company.qbo_purchases,
+        "Estimate": company.qbo_estimates,
+        "Vendor": company.qbo_vendors,
+    }
 
 
 # ---- the query language -----------------------------------------------------------------------------
+
 
 class QueryError(ValueError):
     pass
@@ -132,8 +202,13 @@ class Query:
 
 
 _TOKEN = re.compile(r"\s*(?:('(?:[^'\\]|\\.)*')|(>=|<=|!=|=|<|>|\(|\)|,)|([A-Za-z_][\w.]*|\*|-?\d+))")
-_FIELDS = {"metadata.lastupdatedtime": "MetaData.LastUpdatedTime", "metadata.createtime": "MetaData.CreateTime",
-           "id": "Id", "job": "Job", "active": "Active"}
+_FIELDS = {
+    "metadata.lastupdatedtime": "MetaData.LastUpdatedTime",
+    "metadata.createtime": "MetaData.CreateTime",
+    "id": "Id",
+    "job": "Job",
+    "active": "Active",
+}
 
 
 def _tokens(text: str) -> list[str]:
@@ -142,7 +217,7 @@ def _tokens(text: str) -> list[str]:
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
-            raise QueryError(f"Encountered \"{text[pos:pos + 10]}\" at column {pos + 1}")
+            raise QueryError(f'Encountered "{text[pos : pos + 10]}" at column {pos + 1}')
         out.append(m.group(0).strip())
         pos = m.end()
     return out
@@ -159,6 +234,25 @@ def _time_ms(text: str) -> int:
         raise QueryError(f"invalid date-time '{text}'") from exc
 
 
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+
+
+def _predicate(attr: str, op: str, want: Any) -> Callable[[Any], bool]:
+    compare = _OPS[op]
+    return lambda record: bool(compare(getattr(record, attr, None), want))
+
+
+def _member(ids: frozenset[str]) -> Callable[[Any], bool]:
+    return lambda record: record.id in ids
+
+
 def parse_query(text: str) -> Query:
     toks = _tokens(text)
     upper = [t.upper() for t in toks]
@@ -170,7 +264,7 @@ def parse_query(text: str) -> Query:
         count, i = False, 2
     else:
         raise QueryError("only SELECT * and SELECT COUNT(*) are supported")
-    if upper[i:i + 1] != ["FROM"] or i + 1 >= len(toks):
+    if upper[i : i + 1] != ["FROM"] or i + 1 >= len(toks):
         raise QueryError("expected FROM <Entity>")
     entity = next((e for e in ENTITIES if e.upper() == upper[i + 1]), None)
     if entity is None:
@@ -179,7 +273,7 @@ def parse_query(text: str) -> Query:
     lo: int | None = None
     hi: int | None = None
     lo_open = hi_open = False
-    if upper[i:i + 1] == ["WHERE"]:
+    if upper[i : i + 1] == ["WHERE"]:
         i += 1
         while True:
             if i + 2 >= len(toks):
@@ -198,7 +292,7 @@ def parse_query(text: str) -> Query:
                     j += 1
                 if j >= len(toks):
                     raise QueryError("unterminated IN list")
-                query.predicates.append(lambda r, ids=frozenset(ids): r.id in ids)
+                query.predicates.append(_member(frozenset(ids)))
                 i = j + 1
             else:
                 value = _literal(toks[i + 2])
@@ -210,17 +304,13 @@ def parse_query(text: str) -> Query:
                     elif op in ("<", "<=") and (hi is None or ms <= hi):
                         hi, hi_open = ms, op == "<"
                     elif op == "=":
-                        query.predicates.append(lambda r, ms=ms: r.updated == ms)
+                        query.predicates.append(_predicate("updated", op, ms))
                     elif op not in (">", ">=", "<", "<="):
                         raise QueryError(f"operator {op} is not supported on {name}")
                 elif name == "MetaData.CreateTime":
-                    ms = _time_ms(value)
-                    ops: dict[str, Callable[[int], bool]] = {
-                        ">": lambda v, ms=ms: v > ms, ">=": lambda v, ms=ms: v >= ms, "<": lambda v, ms=ms: v < ms,
-                        "<=": lambda v, ms=ms: v <= ms, "=": lambda v, ms=ms: v == ms}
-                    if op not in ops:
+                    if op not in _OPS or op == "!=":
                         raise QueryError(f"operator {op} is not supported on {name}")
-                    query.predicates.append(lambda r, t=ops[op]: t(r.created))
+                    query.predicates.append(_predicate("created", op, _time_ms(value)))
                 else:
                     if op not in ("=", "!="):
                         raise QueryError(f"operator {op} is not supported on {name}")
@@ -228,28 +318,31 @@ def parse_query(text: str) -> Query:
                     want: Any = value if name == "Id" else value.lower() == "true"
                     if name != "Id" and value.lower() not in ("true", "false"):
                         raise QueryError(f"{name} must be true or false")
-                    equal = op == "="
-                    query.predicates.append(lambda r, a=attr, w=want, e=equal: (getattr(r, a, None) == w) == e)
-            if upper[i:i + 1] != ["AND"]:
+                    query.predicates.append(_predicate(attr, op, want))
+            if upper[i : i + 1] != ["AND"]:
                 break
             i += 1
     query.since = (lo, lo_open, hi, hi_open)
-    if upper[i:i + 1] == ["ORDERBY"] or upper[i:i + 2] == ["ORDER", "BY"]:
+    if upper[i : i + 1] == ["ORDERBY"] or upper[i : i + 2] == ["ORDER", "BY"]:
         i += 1 if upper[i] == "ORDERBY" else 2
         while True:
             name = _FIELDS.get(toks[i].lower()) if i < len(toks) else None
             if name not in ("MetaData.LastUpdatedTime", "MetaData.CreateTime", "Id"):
                 raise QueryError(f"cannot ORDERBY {toks[i] if i < len(toks) else '<end>'}")
-            descending = upper[i + 1:i + 2] == ["DESC"]
-            i += 2 if upper[i + 1:i + 2] in (["DESC"], ["ASC"]) else 1
+            descending = upper[i + 1 : i + 2] == ["DESC"]
+            i += 2 if upper[i + 1 : i + 2] in (["DESC"], ["ASC"]) else 1
             query.order.append((str(name), descending))
-            if upper[i:i + 1] != [","]:
+            if upper[i : i + 1] != [","]:
                 break
             i += 1
     while i < len(toks):
         word = upper[i]
-        if word not in ("STARTPOSITION", "MAXRESULTS") or i + 1 >= len(toks) or not toks[i + 1].lstrip("-").isdigit():
-            raise QueryError(f"Encountered \"{toks[i]}\"; expected STARTPOSITION n or MAXRESULTS n")
+        if (
+            word not in ("STARTPOSITION", "MAXRESULTS")
+            or i + 1 >= len(toks)
+            or not toks[i + 1].lstrip("-").isdigit()
+        ):
+            raise QueryError(f'Encountered "{toks[i]}"; expected STARTPOSITION n or MAXRESULTS n')
         number = int(toks[i + 1])
         if word == "STARTPOSITION":
             if number < 1:
@@ -264,13 +357,18 @@ def parse_query(text: str) -> Query:
 
 
 def _sorted(records: list[Any], order: list[tuple[str, bool]]) -> list[Any]:
-    if not order or order in ([("MetaData.LastUpdatedTime", False)], [("MetaData.LastUpdatedTime", False),
-                                                                        ("Id", False)]):
+    if not order or order in (
+        [("MetaData.LastUpdatedTime", False)],
+        [("MetaData.LastUpdatedTime", False), ("Id", False)],
+    ):
         return records
     if order in ([("MetaData.LastUpdatedTime", True)], [("MetaData.LastUpdatedTime", True), ("Id", True)]):
         return records[::-1]
-    getters = {"MetaData.LastUpdatedTime": lambda r: r.updated, "MetaData.CreateTime": lambda r: r.created,
-               "Id": lambda r: int(r.id)}
+    getters = {
+        "MetaData.LastUpdatedTime": lambda r: r.updated,
+        "MetaData.CreateTime": lambda r: r.created,
+        "Id": lambda r: int(r.id),
+    }
     result = list(records)
     for name, descending in reversed(order):  # stable multi-key sort
         result.sort(key=getters[name], reverse=descending)
@@ -292,7 +390,7 @@ def run_query(state: SimState, req: Request, text: str) -> Response:
             return json_response(200, {"QueryResponse": {"totalCount": len(records)}, "time": _time()})
         records = _sorted(records, query.order)
         offset = query.start - 1
-        page = records[offset:offset + query.max_results]
+        page = records[offset : offset + query.max_results]
         if req.duplicate_page and 0 < offset <= len(records):
             page = [records[offset - 1], *page]
         rendered = [render(r, company) for r in page]
@@ -304,21 +402,40 @@ def run_query(state: SimState, req: Request, text: str) -> Response:
 
 # ---- routing ----------------------------------------------------------------------------------------
 
+
 def handle(state: SimState, req: Request) -> Response | None:
     m = re.fullmatch(r"/v3/company/([^/]+)/([a-z]+)(?:/([^/]+))?/?", req.path)
     if not req.path.startswith("/v3/company/"):
         return None
     if not state.authorized("quickbooks", req):
-        return json_response(401, {"fault": {"error": [{
-            "message": "message=AuthenticationFailed; errorCode=003200; statusCode=401",
-            "detail": "Token invalid or expired", "code": "3200"}], "type": "AUTHENTICATION"}, "time": _time()},
-            [("WWW-Authenticate", 'Bearer realm="Intuit"')])
+        return json_response(
+            401,
+            {
+                "fault": {
+                    "error": [
+                        {
+                            "message": "message=AuthenticationFailed; errorCode=003200; statusCode=401",
+                            "detail": "Token invalid or expired",
+                            "code": "3200",
+                        }
+                    ],
+                    "type": "AUTHENTICATION",
+                },
+                "time": _time(),
+            },
+            [("WWW-Authenticate", 'Bearer realm="Intuit"')],
+        )
     if m is None:
         return fault(404, "Unsupported Operation", f"Operation {req.path} is not supported.", "114")
     realm, resource, record_id = m.groups()
     if realm != REALM_ID:
-        return fault(403, "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
-                     f"Not authorized for realm {realm}", "3100", "AUTHENTICATION")
+        return fault(
+            403,
+            "message=ApplicationAuthorizationFailed; errorCode=003100; statusCode=403",
+            f"Not authorized for realm {realm}",
+            "3100",
+            "AUTHENTICATION",
+        )
     if resource == "query" and record_id is None:
         if req.method == "GET":
             return run_query(state, req, req.q("query") or "")
@@ -330,8 +447,13 @@ def handle(state: SimState, req: Request) -> Response | None:
     if entity and record_id and req.method == "GET":
         record = tables(state.company)[entity].get(record_id)
         if record is None:
-            return fault(400, "Object Not Found", "Object Not Found : Something you're trying to use has been made "
-                         "inactive. Check the fields with accounts, customers, items, vendors or employees.", "610")
+            return fault(
+                400,
+                "Object Not Found",
+                "Object Not Found : Something you're trying to use has been made "
+                "inactive. Check the fields with accounts, customers, items, vendors or employees.",
+                "610",
+            )
         return json_response(200, {entity: render(record, state.company), "time": _time()})
     return fault(400, "Unsupported Operation", f"Operation {req.method} {resource} is not supported.", "114")
 
@@ -343,24 +465,34 @@ def attach_note(state: SimState, req: Request) -> Response:
     try:
         body = req.json()
         note = str(body["Note"])
-        refs = [(str(r["EntityRef"]["type"]), str(r["EntityRef"]["value"])) for r in body.get("AttachableRef", [])]
+        refs = [
+            (str(r["EntityRef"]["type"]), str(r["EntityRef"]["value"])) for r in body.get("AttachableRef", [])
+        ]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         return fault(400, "Request has invalid or unsupported property", f"Property Name:{exc!s}", "2010")
     known = tables(state.company)
     for entity, value in refs:
         if entity not in known or value not in known[entity]:
-            return fault(400, "Invalid Reference Id", f"Invalid Reference Id : {entity} {value} does not exist",
-                         "2500")
+            return fault(
+                400, "Invalid Reference Id", f"Invalid Reference Id : {entity} {value} does not exist", "2500"
+            )
     attachable_id = str(5_000_000 + state.next_id())
     stamp = now_ms()
     for entity, value in refs or [("", "")]:
         state.record_note("quickbooks", value, note, request_id, entity_type=entity, id=attachable_id)
-    payload = {"Attachable": {"Id": attachable_id, "SyncToken": "0", "domain": "QBO", "sparse": False,
-                              "Note": note, "AttachableRef": body.get("AttachableRef", []),
-                              "MetaData": {"CreateTime": qbo_time(stamp), "LastUpdatedTime": qbo_time(stamp)}},
-               "time": _time()}
+    payload = {
+        "Attachable": {
+            "Id": attachable_id,
+            "SyncToken": "0",
+            "domain": "QBO",
+            "sparse": False,
+            "Note": note,
+            "AttachableRef": body.get("AttachableRef", []),
+            "MetaData": {"CreateTime": qbo_time(stamp), "LastUpdatedTime": qbo_time(stamp)},
+        },
+        "time": _time(),
+    }
     response = json_response(200, payload)
     if request_id:
         state.idempotent[request_id] = response
     return response
-

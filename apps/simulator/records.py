@@ -210,11 +210,15 @@ class View(Generic[R]):
     def of(cls, records: list[R]) -> View[R]:
         return cls(records, [r.updated for r in records])
 
-    def between(self, lo: int | None, hi: int | None, lo_open: bool = False, hi_open: bool = False) -> list[R]:
+    def between(
+        self, lo: int | None, hi: int | None, lo_open: bool = False, hi_open: bool = False
+    ) -> list[R]:
         """Records with lo <= updated <= hi (``*_open`` makes that end exclusive); None = unbounded."""
         start = 0 if lo is None else (bisect.bisect_right if lo_open else bisect.bisect_left)(self.keys, lo)
-        end = len(self.keys) if hi is None else (bisect.bisect_left if hi_open else bisect.bisect_right)(
-            self.keys, hi
+        end = (
+            len(self.keys)
+            if hi is None
+            else (bisect.bisect_left if hi_open else bisect.bisect_right)(self.keys, hi)
         )
         return self.records if start == 0 and end == len(self.keys) else self.records[start:end]
 
@@ -253,12 +257,18 @@ class Company:
     @property
     def tables(self) -> dict[tuple[str, str], dict[Any, Any]]:
         return {
-            ("hubspot", "company"): self.hs_companies, ("hubspot", "owner"): self.owners,
-            ("quickbooks", "customer"): self.qbo_customers, ("quickbooks", "vendor"): self.qbo_vendors,
-            ("quickbooks", "invoice"): self.qbo_invoices, ("quickbooks", "bill"): self.qbo_bills,
-            ("quickbooks", "purchase"): self.qbo_purchases, ("quickbooks", "estimate"): self.qbo_estimates,
-            ("procore", "project"): self.pc_projects, ("procore", "task"): self.pc_tasks,
-            ("procore", "change_order"): self.pc_change_orders, ("procore", "submittal"): self.pc_submittals,
+            ("hubspot", "company"): self.hs_companies,
+            ("hubspot", "owner"): self.owners,
+            ("quickbooks", "customer"): self.qbo_customers,
+            ("quickbooks", "vendor"): self.qbo_vendors,
+            ("quickbooks", "invoice"): self.qbo_invoices,
+            ("quickbooks", "bill"): self.qbo_bills,
+            ("quickbooks", "purchase"): self.qbo_purchases,
+            ("quickbooks", "estimate"): self.qbo_estimates,
+            ("procore", "project"): self.pc_projects,
+            ("procore", "task"): self.pc_tasks,
+            ("procore", "change_order"): self.pc_change_orders,
+            ("procore", "submittal"): self.pc_submittals,
             ("procore", "vendor"): self.pc_vendors,
         }
 
@@ -325,7 +335,9 @@ class Company:
         from .mutations import apply_mutation  # local: keeps the record module free of behaviour
 
         with self.lock:
-            everything = [(s, t, rid) for (s, t), table in self.tables.items() if t != "owner" for rid in table]
+            everything = [
+                (s, t, rid) for (s, t), table in self.tables.items() if t != "owner" for rid in table
+            ]
             rng = random.Random(seed)
             count = min(len(everything), max(1, round(len(everything) * fraction)))
             touched = sorted(rng.sample(everything, count), key=lambda k: (k[0], k[1], str(k[2])))

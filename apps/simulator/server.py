@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -29,22 +30,42 @@ def _vendor_fault_body(path: str, rule: FaultRule) -> tuple[Any, list[tuple[str,
     limited = rule.kind == "rate_limit"
     if path.startswith("/crm/"):
         if limited:
-            return ({"status": "error", "message": "You have reached your secondly limit.", "errorType": "RATE_LIMIT",
-                     "correlationId": str(uuid.uuid4()), "policyName": "SECONDLY"},
-                    [("X-HubSpot-RateLimit-Secondly", "10"), ("X-HubSpot-RateLimit-Secondly-Remaining", "0")])
-        return {"status": "error", "message": "Internal error", "correlationId": str(uuid.uuid4()),
-                "category": "INTERNAL_ERROR"}, []
+            return (
+                {
+                    "status": "error",
+                    "message": "You have reached your secondly limit.",
+                    "errorType": "RATE_LIMIT",
+                    "correlationId": str(uuid.uuid4()),
+                    "policyName": "SECONDLY",
+                },
+                [("X-HubSpot-RateLimit-Secondly", "10"), ("X-HubSpot-RateLimit-Secondly-Remaining", "0")],
+            )
+        return {
+            "status": "error",
+            "message": "Internal error",
+            "correlationId": str(uuid.uuid4()),
+            "category": "INTERNAL_ERROR",
+        }, []
     if path.startswith("/v3/company/"):
         if limited:
-            error = {"Message": "message=ThrottleExceeded; errorCode=003001; statusCode=429",
-                     "Detail": "The request limit was reached.", "code": "3001"}
+            error = {
+                "Message": "message=ThrottleExceeded; errorCode=003001; statusCode=429",
+                "Detail": "The request limit was reached.",
+                "code": "3001",
+            }
             return {"Fault": {"Error": [error], "type": "SERVICE"}}, []
-        error = {"Message": "An application error has occurred while processing your request",
-                 "Detail": "System Failure Error: Service temporarily unavailable", "code": "10000"}
+        error = {
+            "Message": "An application error has occurred while processing your request",
+            "Detail": "System Failure Error: Service temporarily unavailable",
+            "code": "10000",
+        }
         return {"Fault": {"Error": [error], "type": "SystemFault"}}, []
     if path.startswith("/rest/"):
         if limited:
-            return {"errors": "Rate limit exceeded"}, [("X-Rate-Limit-Limit", "3600"), ("X-Rate-Limit-Remaining", "0")]
+            return {"errors": "Rate limit exceeded"}, [
+                ("X-Rate-Limit-Limit", "3600"),
+                ("X-Rate-Limit-Remaining", "0"),
+            ]
         return {"errors": "Internal Server Error"}, []
     return {"error": "injected fault"}, []
 
@@ -146,7 +167,9 @@ class _Handler(BaseHTTPRequestHandler):
                 status = 429 if rule.kind == "rate_limit" else rule.status
                 if rule.kind == "rate_limit":
                     headers_out.append(("Retry-After", str(rule.retry_after)))
-                self._send(json_response(status, rule.body if rule.body is not None else default_body, headers_out))
+                self._send(
+                    json_response(status, rule.body if rule.body is not None else default_body, headers_out)
+                )
                 return
             elif rule.kind == "duplicate_page":
                 req.duplicate_page = True
@@ -188,17 +211,16 @@ class _HTTPServer(ThreadingHTTPServer):
     def close_connections(self) -> None:
         with self._connections_lock:
             for connection in list(self._connections):
-                try:
+                with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 class SimulatorServer:
     """Serves a ``Company`` over HTTP in a background daemon thread."""
 
-    def __init__(self, company: Company, host: str = "127.0.0.1", port: int = 0,
-                 tokens: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, company: Company, host: str = "127.0.0.1", port: int = 0, tokens: dict[str, str] | None = None
+    ) -> None:
         self.company = company
         self.faults = FaultPlan()
         self.state = SimState(company, dict(tokens or DEFAULT_TOKENS))
@@ -225,8 +247,12 @@ class SimulatorServer:
 
     def start(self) -> Self:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                            name=f"simulator:{self.port}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"simulator:{self.port}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -250,8 +276,9 @@ class SimulatorServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def notes_json(self) -> str:

@@ -10,7 +10,11 @@ from typing import Any
 from .common import Request, Response, hubspot_time, now_ms
 from .records import Company
 
-DEFAULT_TOKENS = {"hubspot": "sim-hubspot-token", "quickbooks": "sim-qbo-token", "procore": "sim-procore-token"}
+DEFAULT_TOKENS = {
+    "hubspot": "sim-hubspot-token",
+    "quickbooks": "sim-qbo-token",
+    "procore": "sim-procore-token",
+}
 
 
 @dataclass
@@ -32,9 +36,16 @@ class SimState:
         scheme, _, token = header.partition(" ")
         return scheme.lower() == "bearer" and token.strip() == self.tokens.get(system)
 
-    def record_note(self, system: str, target: str | int, body: Any, idempotency_key: str | None,
-                    **extra: Any) -> dict[str, Any]:
-        note = {"system": system, "target": target, "body": body, "idempotency_key": idempotency_key,
-                "received_at": hubspot_time(now_ms()), **extra}
+    def record_note(
+        self, system: str, target: str | int, body: Any, idempotency_key: str | None, **extra: Any
+    ) -> dict[str, Any]:
+        note = {
+            "system": system,
+            "target": target,
+            "body": body,
+            "idempotency_key": idempotency_key,
+            "received_at": hubspot_time(now_ms()),
+            **extra,
+        }
         self.notes.append(note)
         return note

@@ -30,16 +30,24 @@ class Client:
         return self.session.request(method, self.base + path, headers=headers, timeout=10, **kw)
 
     def qbo(self, method: str, path: str, **kw: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {TOKENS['quickbooks']}", "Accept": "application/json",
-                   **kw.pop("headers", {})}
+        headers = {
+            "Authorization": f"Bearer {TOKENS['quickbooks']}",
+            "Accept": "application/json",
+            **kw.pop("headers", {}),
+        }
         return self.session.request(method, self.base + path, headers=headers, timeout=10, **kw)
 
     def query(self, text: str) -> requests.Response:
-        return self.qbo("GET", "/v3/company/9130350000000001/query", params={"query": text, "minorversion": "75"})
+        return self.qbo(
+            "GET", "/v3/company/9130350000000001/query", params={"query": text, "minorversion": "75"}
+        )
 
     def procore(self, method: str, path: str, **kw: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {TOKENS['procore']}", "Procore-Company-Id": str(PROCORE_COMPANY_ID),
-                   **kw.pop("headers", {})}
+        headers = {
+            "Authorization": f"Bearer {TOKENS['procore']}",
+            "Procore-Company-Id": str(PROCORE_COMPANY_ID),
+            **kw.pop("headers", {}),
+        }
         url = path if path.startswith("http") else self.base + path
         return self.session.request(method, url, headers=headers, timeout=10, **kw)
 

@@ -1,3 +1,4 @@
+# ruff: noqa: S608 - QuickBooks query language, not SQL
 """Full paged reads through the HTTP API, the way a connector would do them."""
 
 from __future__ import annotations
@@ -8,17 +9,33 @@ from typing import Any
 
 from .conftest import Client
 
-ALL_HS_PROPS = ["name", "domain", "hubspot_owner_id", "contract_renewal_date", "createdate", "hs_lastmodifieddate"]
+ALL_HS_PROPS = [
+    "name",
+    "domain",
+    "hubspot_owner_id",
+    "contract_renewal_date",
+    "createdate",
+    "hs_lastmodifieddate",
+]
 
 
 def hubspot_all(client: Client, since_ms: int = 0) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     after: str | None = "0"
     while after is not None:
-        body = {"filterGroups": [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GTE",
-                                               "value": str(since_ms)}]}],
-                "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
-                "properties": ALL_HS_PROPS, "limit": 200, "after": after}
+        body = {
+            "filterGroups": [
+                {
+                    "filters": [
+                        {"propertyName": "hs_lastmodifieddate", "operator": "GTE", "value": str(since_ms)}
+                    ]
+                }
+            ],
+            "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
+            "properties": ALL_HS_PROPS,
+            "limit": 200,
+            "after": after,
+        }
         resp = client.hubspot("POST", "/crm/v3/objects/companies/search", json=body)
         assert resp.status_code == 200, resp.text
         page = json.loads(resp.content, parse_float=Decimal)

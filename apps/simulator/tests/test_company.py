@@ -15,10 +15,17 @@ from .conftest import NOW, TODAY, make_company
 
 
 def _dump(company) -> str:
-    return json.dumps({"records": vendor_records(company), "planted": company.planted,
-                       "owners": [vars(o) if hasattr(o, "__dict__") else repr(o) for o in company.owners.values()],
-                       "submittals": [repr(s) for s in company.pc_submittals.values()],
-                       "vendors": [repr(v) for v in company.pc_vendors.values()]}, sort_keys=True, default=str)
+    return json.dumps(
+        {
+            "records": vendor_records(company),
+            "planted": company.planted,
+            "owners": [vars(o) if hasattr(o, "__dict__") else repr(o) for o in company.owners.values()],
+            "submittals": [repr(s) for s in company.pc_submittals.values()],
+            "vendors": [repr(v) for v in company.pc_vendors.values()],
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
 def test_same_seed_same_company_different_seed_different() -> None:
@@ -89,7 +96,11 @@ def test_timestamps_are_ordered_recent_and_often_shared() -> None:
 def test_owners_and_renewals() -> None:
     c = make_company(scale=1.0)
     emails = {o.email for o in c.owners.values()}
-    assert {"maria.chen@fulcrum-demo.test", "james.okafor@fulcrum-demo.test", "kevin.obrien@fulcrum-demo.test"} <= emails
+    assert {
+        "maria.chen@fulcrum-demo.test",
+        "james.okafor@fulcrum-demo.test",
+        "kevin.obrien@fulcrum-demo.test",
+    } <= emails
     renewals = [h.renewal for h in c.hs_companies.values()]
     missing = sum(1 for r in renewals if not r)
     assert None in renewals and "" in renewals and 0.05 * len(renewals) <= missing <= 0.2 * len(renewals)

@@ -41,8 +41,11 @@ def test_rate_limit_has_retry_after(fresh: Client) -> None:
 def test_delay_produces_client_timeouts(fresh: Client) -> None:
     fresh.server.faults.add("delay", path_prefix="/rest/", seconds=1.0)
     with pytest.raises(requests.Timeout):
-        fresh.session.get(fresh.base + COS, headers={"Authorization": "Bearer sim-procore-token",
-                                                     "Procore-Company-Id": "4242"}, timeout=0.2)
+        fresh.session.get(
+            fresh.base + COS,
+            headers={"Authorization": "Bearer sim-procore-token", "Procore-Company-Id": "4242"},
+            timeout=0.2,
+        )
     started = time.perf_counter()
     assert fresh.procore("GET", COS).status_code == 200
     assert time.perf_counter() - started < 0.5
@@ -91,8 +94,10 @@ def test_skip_method_regex_and_forever(fresh: Client) -> None:
 
 
 def test_fault_plan_over_http_and_json_roundtrip(fresh: Client) -> None:
-    rules = [{"kind": "status", "path_prefix": "/crm/", "status": 500, "count": 1},
-             {"kind": "rate_limit", "regex": "^/v3/", "retry_after": 3, "count": None}]
+    rules = [
+        {"kind": "status", "path_prefix": "/crm/", "status": 500, "count": 1},
+        {"kind": "rate_limit", "regex": "^/v3/", "retry_after": 3, "count": None},
+    ]
     resp = fresh.session.post(fresh.base + "/_sim/faults", json=rules)
     assert resp.status_code == 200 and [r["kind"] for r in resp.json()] == ["status", "rate_limit"]
     assert fresh.hubspot("GET", "/crm/v3/owners").status_code == 500

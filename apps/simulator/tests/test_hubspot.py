@@ -21,7 +21,11 @@ def test_auth_required(client: Client) -> None:
         resp = client.session.post(client.base + SEARCH, json={}, headers=headers)
         assert resp.status_code == 401
         body = resp.json()
-        assert body["status"] == "error" and body["category"] == "INVALID_AUTHENTICATION" and body["correlationId"]
+        assert (
+            body["status"] == "error"
+            and body["category"] == "INVALID_AUTHENTICATION"
+            and body["correlationId"]
+        )
 
 
 def test_search_pages_everything_in_stable_order(client: Client) -> None:
@@ -36,7 +40,7 @@ def test_search_pages_everything_in_stable_order(client: Client) -> None:
     props = first["properties"]
     assert props["hs_object_id"] == first["id"] and props["hs_lastmodifieddate"] == first["updatedAt"]
     assert all(isinstance(v, str) or v is None for v in props.values())
-    assert datetime.strptime(props["hs_lastmodifieddate"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert datetime.fromisoformat(props["hs_lastmodifieddate"]).tzinfo is not None
     record = company.hs_companies[first["id"]]
     assert props["name"] == record.name and props["domain"] == record.domain
     assert props["hubspot_owner_id"] == record.owner_id
@@ -62,7 +66,12 @@ def test_default_and_requested_properties(client: Client) -> None:
     plain = _search(client, limit=1)["results"][0]["properties"]
     assert set(plain) == {"createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"}
     chosen = _search(client, limit=1, properties=["contract_renewal_date", "nonexistent"])["results"][0]
-    assert set(chosen["properties"]) == {"contract_renewal_date", "createdate", "hs_lastmodifieddate", "hs_object_id"}
+    assert set(chosen["properties"]) == {
+        "contract_renewal_date",
+        "createdate",
+        "hs_lastmodifieddate",
+        "hs_object_id",
+    }
 
 
 def test_filters_gt_gte_lt_on_a_shared_timestamp(client: Client) -> None:
@@ -79,17 +88,27 @@ def test_filters_gt_gte_lt_on_a_shared_timestamp(client: Client) -> None:
     assert count("LT") == sum(1 for s in stamps if s < pivot)
     assert count("LTE") + count("GT") == len(stamps)
     assert count("EQ") == stamps.count(pivot) >= 1
-    iso = {"propertyName": "hs_lastmodifieddate", "operator": "GTE",
-           "value": datetime.fromtimestamp(pivot / 1000).astimezone().isoformat(timespec="milliseconds")}
+    iso = {
+        "propertyName": "hs_lastmodifieddate",
+        "operator": "GTE",
+        "value": datetime.fromtimestamp(pivot / 1000).astimezone().isoformat(timespec="milliseconds"),
+    }
     assert _search(client, limit=1, filterGroups=[{"filters": [iso]}])["total"] == count("GTE")
-    two_groups = [{"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "LT", "value": str(pivot)}]},
-                  {"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GT", "value": str(pivot)}]}]
+    two_groups = [
+        {"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "LT", "value": str(pivot)}]},
+        {"filters": [{"propertyName": "hs_lastmodifieddate", "operator": "GT", "value": str(pivot)}]},
+    ]
     assert _search(client, limit=1, filterGroups=two_groups)["total"] == len(stamps) - stamps.count(pivot)
-    descending = _search(client, limit=5, sorts=[{"propertyName": "hs_lastmodifieddate", "direction": "DESCENDING"}])
+    descending = _search(
+        client, limit=5, sorts=[{"propertyName": "hs_lastmodifieddate", "direction": "DESCENDING"}]
+    )
     got = [r["properties"]["hs_lastmodifieddate"] for r in descending["results"]]
     assert got == sorted(got, reverse=True)
-    bad = client.hubspot("POST", SEARCH, json={"filterGroups": [{"filters": [{"propertyName": "name",
-                                                                               "operator": "FUZZY", "value": "x"}]}]})
+    bad = client.hubspot(
+        "POST",
+        SEARCH,
+        json={"filterGroups": [{"filters": [{"propertyName": "name", "operator": "FUZZY", "value": "x"}]}]},
+    )
     assert bad.status_code == 400
 
 
@@ -107,8 +126,9 @@ def test_read_one_list_all_and_deletes(fresh: Client) -> None:
     assert one.status_code == 200 and one.json()["properties"]["name"] == company.hs_companies[some_id].name
     ids, after = [], None
     while True:
-        page = fresh.hubspot("GET", "/crm/v3/objects/companies", params={"limit": 7, **({"after": after} if after
-                                                                                          else {})}).json()
+        page = fresh.hubspot(
+            "GET", "/crm/v3/objects/companies", params={"limit": 7, **({"after": after} if after else {})}
+        ).json()
         assert len(page["results"]) <= 7
         ids += [r["id"] for r in page["results"]]
         after = page.get("paging", {}).get("next", {}).get("after")
@@ -125,10 +145,21 @@ def test_read_one_list_all_and_deletes(fresh: Client) -> None:
 def test_owners(client: Client) -> None:
     page = client.hubspot("GET", "/crm/v3/owners", params={"limit": 5}).json()
     assert len(page["results"]) == 5 and page["paging"]["next"]["after"]
-    rest = client.hubspot("GET", "/crm/v3/owners", params={"limit": 500, "after": page["paging"]["next"]["after"]})
+    rest = client.hubspot(
+        "GET", "/crm/v3/owners", params={"limit": 500, "after": page["paging"]["next"]["after"]}
+    )
     owners = page["results"] + rest.json()["results"]
     assert "paging" not in rest.json() and len(owners) == 12
-    assert set(owners[0]) >= {"id", "email", "firstName", "lastName", "userId", "createdAt", "updatedAt", "archived"}
+    assert set(owners[0]) >= {
+        "id",
+        "email",
+        "firstName",
+        "lastName",
+        "userId",
+        "createdAt",
+        "updatedAt",
+        "archived",
+    }
     assert "maria.chen@fulcrum-demo.test" in {o["email"] for o in owners}
     assert client.hubspot("GET", "/crm/v3/owners", params={"limit": 501}).status_code == 400
     one = client.hubspot("GET", f"/crm/v3/owners/{owners[1]['id']}").json()
@@ -137,9 +168,18 @@ def test_owners(client: Client) -> None:
 
 def test_note_write_back(fresh: Client) -> None:
     target = next(iter(fresh.server.company.hs_companies))
-    body = {"properties": {"hs_note_body": "Fulcrum: CO 12 needs executive review", "hs_timestamp": "2026-11-23T12:00:00Z"},
-            "associations": [{"to": {"id": target}, "types": [{"associationCategory": "HUBSPOT_DEFINED",
-                                                               "associationTypeId": 190}]}]}
+    body = {
+        "properties": {
+            "hs_note_body": "Fulcrum: CO 12 needs executive review",
+            "hs_timestamp": "2026-11-23T12:00:00Z",
+        },
+        "associations": [
+            {
+                "to": {"id": target},
+                "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 190}],
+            }
+        ],
+    }
     resp = fresh.hubspot("POST", "/crm/v3/objects/notes", json=body, headers={"Idempotency-Key": "esc-1"})
     assert resp.status_code == 201
     created = resp.json()

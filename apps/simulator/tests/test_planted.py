@@ -78,7 +78,9 @@ def test_each_near_miss_fails_exactly_its_condition() -> None:
 def test_insufficient_entries_have_null_facts() -> None:
     company = make_company(scale=1.0)
     facts = compute_facts(vendor_records(company), TODAY)
-    by_client = {e["client_name"]: facts[e["procore_change_order_id"]] for e in company.planted["insufficient"]}
+    by_client = {
+        e["client_name"]: facts[e["procore_change_order_id"]] for e in company.planted["insufficient"]
+    }
     assert by_client["Foxglove Botanical Gardens"].margin_pct is None
     aurora = by_client["Aurora Ridge Observatory"]
     assert aurora.missed_last_milestone is None and aurora.days_to_renewal is None
@@ -129,9 +131,12 @@ def test_oracle_over_http_equals_planted(client: Client) -> None:
         "qbo_bills": qbo_all(client, "Bill"),
         "qbo_purchases": qbo_all(client, "Purchase"),
         "pc_projects": procore_all(client, "/rest/v1.0/projects?company_id=4242&per_page=1000"),
-        "pc_tasks": procore_all(client, "/rest/v1.0/companies/4242/schedule/tasks?filters[milestone]=true"
-                                        "&per_page=1000"),
-        "pc_change_orders": procore_all(client, "/rest/v1.0/companies/4242/change_order_packages?per_page=1000"),
+        "pc_tasks": procore_all(
+            client, "/rest/v1.0/companies/4242/schedule/tasks?filters[milestone]=true&per_page=1000"
+        ),
+        "pc_change_orders": procore_all(
+            client, "/rest/v1.0/companies/4242/change_order_packages?per_page=1000"
+        ),
     }
     company = client.server.company
     assert len(records["pc_change_orders"]) == len(company.pc_change_orders)

@@ -9,8 +9,9 @@ COS = "/rest/v1.0/companies/4242/change_order_packages"
 
 
 def test_auth_and_company_header(client: Client) -> None:
-    no_token = client.session.get(client.base + "/rest/v1.0/projects?company_id=4242",
-                                  headers={"Procore-Company-Id": "4242"})
+    no_token = client.session.get(
+        client.base + "/rest/v1.0/projects?company_id=4242", headers={"Procore-Company-Id": "4242"}
+    )
     assert no_token.status_code == 401 and no_token.json()["errors"]
     assert "Doorkeeper" in no_token.headers["WWW-Authenticate"]
     missing = client.procore("GET", "/rest/v1.0/projects?company_id=4242", headers={"Procore-Company-Id": ""})
@@ -48,8 +49,24 @@ def test_follow_links_collects_everything_in_order(client: Client) -> None:
     keys = [(r["updated_at"], r["id"]) for r in rows]
     assert keys == sorted(keys)
     co = rows[0]
-    assert set(co) >= {"id", "number", "title", "status", "grand_total", "project_id", "created_at", "updated_at"}
-    assert co["status"] in {"draft", "pending - in review", "pending - pricing", "approved", "rejected", "void"}
+    assert set(co) >= {
+        "id",
+        "number",
+        "title",
+        "status",
+        "grand_total",
+        "project_id",
+        "created_at",
+        "updated_at",
+    }
+    assert co["status"] in {
+        "draft",
+        "pending - in review",
+        "pending - pricing",
+        "approved",
+        "rejected",
+        "void",
+    }
     assert isinstance(co["grand_total"], str) and len(co["grand_total"].split(".")[1]) == 2
 
 
@@ -70,16 +87,33 @@ def test_projects_and_single_reads(client: Client) -> None:
     projects = procore_all(client, "/rest/v1.0/projects?company_id=4242&per_page=1000")
     assert len(projects) == len(company.pc_projects)
     p = projects[0]
-    assert set(p) >= {"id", "name", "project_number", "origin_id", "origin_code", "total_value", "schedule_status",
-                      "active", "start_date", "completion_date", "company", "created_at", "updated_at"}
+    assert set(p) >= {
+        "id",
+        "name",
+        "project_number",
+        "origin_id",
+        "origin_code",
+        "total_value",
+        "schedule_status",
+        "active",
+        "start_date",
+        "completion_date",
+        "company",
+        "created_at",
+        "updated_at",
+    }
     assert p["company"]["id"] == 4242 and p["origin_id"] in company.qbo_customers
     assert p["schedule_status"] in {"on_track", "at_risk", "behind"} and p["project_number"].startswith("P-")
     one = client.procore("GET", f"/rest/v1.0/projects/{p['id']}", params={"company_id": 4242}).json()
     assert one == p
     co = next(iter(company.pc_change_orders.values()))
-    got = client.procore("GET", f"/rest/v1.0/change_order_packages/{co.id}", params={"project_id": co.project_id})
+    got = client.procore(
+        "GET", f"/rest/v1.0/change_order_packages/{co.id}", params={"project_id": co.project_id}
+    )
     assert got.json()["id"] == co.id
-    wrong = client.procore("GET", f"/rest/v1.0/change_order_packages/{co.id}", params={"project_id": p["id"] + 7})
+    wrong = client.procore(
+        "GET", f"/rest/v1.0/change_order_packages/{co.id}", params={"project_id": p["id"] + 7}
+    )
     assert wrong.status_code == 404
 
 
@@ -93,14 +127,27 @@ def test_project_scoped_equals_company_wide(client: Client) -> None:
     assert client.procore("GET", "/rest/v1.0/change_order_packages?project_id=1").status_code == 404
     tasks = procore_all(client, f"/rest/v1.0/projects/{project_id}/schedule/tasks?filters[milestone]=true")
     assert len(tasks) == 5 and all(t["milestone"] for t in tasks)
-    assert set(tasks[0]) >= {"id", "name", "finish", "actual_finish", "percentage", "project_id", "created_at"}
+    assert set(tasks[0]) >= {
+        "id",
+        "name",
+        "finish",
+        "actual_finish",
+        "percentage",
+        "project_id",
+        "created_at",
+    }
     everything = procore_all(client, f"/rest/v1.0/projects/{project_id}/schedule/tasks")
     assert len(everything) > 5  # the milestone filter matters
-    milestones = procore_all(client, "/rest/v1.0/companies/4242/schedule/tasks?filters[milestone]=true&per_page=1000")
+    milestones = procore_all(
+        client, "/rest/v1.0/companies/4242/schedule/tasks?filters[milestone]=true&per_page=1000"
+    )
     assert len(milestones) == 5 * len(company.pc_projects)
     subs = procore_all(client, f"/rest/v1.1/projects/{project_id}/submittals")
-    wide_subs = [s for s in procore_all(client, "/rest/v1.1/companies/4242/submittals?per_page=1000")
-                 if s["project_id"] == project_id]
+    wide_subs = [
+        s
+        for s in procore_all(client, "/rest/v1.1/companies/4242/submittals?per_page=1000")
+        if s["project_id"] == project_id
+    ]
     assert subs == wide_subs and subs
     s = subs[0]
     assert isinstance(s["custom_fields"]["schedule_critical"]["value"], bool) and s["status"]["name"]
@@ -118,8 +165,15 @@ def test_filter_by_ids_and_vendors(client: Client) -> None:
     assert sorted(r["id"] for r in rows) == wanted
     vendors = procore_all(client, "/rest/v1.0/companies/4242/vendors")
     assert len(vendors) == len(company.pc_vendors)
-    assert set(vendors[0]) >= {"id", "name", "abbreviated_name", "email_address", "is_active", "created_at",
-                               "updated_at"}
+    assert set(vendors[0]) >= {
+        "id",
+        "name",
+        "abbreviated_name",
+        "email_address",
+        "is_active",
+        "created_at",
+        "updated_at",
+    }
 
 
 def test_patch_change_order_status(fresh: Client) -> None:
@@ -145,6 +199,8 @@ def test_deleted_records_disappear(fresh: Client) -> None:
     company.delete("procore", "change_order", co_id)
     company.delete("procore", "project", project_id)
     assert fresh.procore("GET", f"/rest/v1.0/projects/{project_id}?company_id=4242").status_code == 404
-    assert fresh.procore("GET", f"/rest/v1.0/change_order_packages?project_id={project_id}").status_code == 404
+    assert (
+        fresh.procore("GET", f"/rest/v1.0/change_order_packages?project_id={project_id}").status_code == 404
+    )
     assert co_id not in {c["id"] for c in procore_all(fresh, COS + "?per_page=1000")}
     assert int(fresh.procore("GET", COS).headers["Total"]) == len(company.pc_change_orders)

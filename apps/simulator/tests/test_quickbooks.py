@@ -1,3 +1,4 @@
+# ruff: noqa: S608 - QuickBooks query language, not SQL
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -15,13 +16,20 @@ def _fault(resp) -> dict:
     assert resp.status_code == 400, resp.text
     body = resp.json()
     error = body["Fault"]["Error"][0]
-    assert set(error) >= {"Message", "Detail", "code"} and body["Fault"]["type"] == "ValidationFault" and body["time"]
+    assert (
+        set(error) >= {"Message", "Detail", "code"}
+        and body["Fault"]["type"] == "ValidationFault"
+        and body["time"]
+    )
     return error
 
 
 def test_auth_and_realm(client: Client) -> None:
-    resp = client.session.get(client.base + REALM + "/query", params={"query": "SELECT * FROM Customer"},
-                              headers={"Authorization": "Bearer sim-hubspot-token"})
+    resp = client.session.get(
+        client.base + REALM + "/query",
+        params={"query": "SELECT * FROM Customer"},
+        headers={"Authorization": "Bearer sim-hubspot-token"},
+    )
     assert resp.status_code == 401 and resp.json()["fault"]["type"] == "AUTHENTICATION"
     other = client.qbo("GET", "/v3/company/123/query", params={"query": "SELECT * FROM Customer"})
     assert other.status_code == 403 and other.json()["Fault"]["Error"][0]["code"] == "3100"
@@ -44,11 +52,14 @@ def test_full_paging_is_oldest_first_without_gaps(client: Client) -> None:
 def test_shapes(client: Client) -> None:
     company = client.server.company
     customer = client.query("SELECT * FROM Customer WHERE Job = false MAXRESULTS 1").json()["QueryResponse"][
-        "Customer"][0]
+        "Customer"
+    ][0]
     assert customer["Job"] is False and customer["PrimaryEmailAddr"]["Address"].startswith("ap@")
     assert customer["WebAddr"]["URI"].startswith("https://") and isinstance(customer["Balance"], float)
     assert customer["MetaData"]["LastUpdatedTime"].endswith("-08:00") and customer["SyncToken"] == "0"
-    jobs = client.query("SELECT * FROM Customer WHERE Job = true MAXRESULTS 1000").json()["QueryResponse"]["Customer"]
+    jobs = client.query("SELECT * FROM Customer WHERE Job = true MAXRESULTS 1000").json()["QueryResponse"][
+        "Customer"
+    ]
     assert len(jobs) == len(company.pc_projects) and all(j["Job"] and j["ParentRef"]["value"] for j in jobs)
     job = jobs[0]
     parent = company.qbo_customers[job["ParentRef"]["value"]]
@@ -56,7 +67,11 @@ def test_shapes(client: Client) -> None:
     bill = qbo_all(client, "Bill")[0]
     line = bill["Line"][0]
     assert line["DetailType"] == "AccountBasedExpenseLineDetail" and isinstance(line["Amount"], Decimal)
-    assert line["AccountBasedExpenseLineDetail"]["BillableStatus"] in {"Billable", "NotBillable", "HasBeenBilled"}
+    assert line["AccountBasedExpenseLineDetail"]["BillableStatus"] in {
+        "Billable",
+        "NotBillable",
+        "HasBeenBilled",
+    }
     assert bill["VendorRef"]["value"] in company.qbo_vendors and bill["DueDate"] and bill["TxnDate"]
     assert round(sum(x["Amount"] for x in bill["Line"]), 2) == bill["TotalAmt"]
     purchase = qbo_all(client, "Purchase")[0]
@@ -74,33 +89,47 @@ def test_where_conditions_and_count(client: Client) -> None:
     stamps = sorted(b.updated for b in company.qbo_bills.values())
     pivot = stamps[len(stamps) // 3]
     text = qbo_time(pivot)
-    for op, expected in ((">", sum(s > pivot for s in stamps)), (">=", sum(s >= pivot for s in stamps)),
-                         ("<", sum(s < pivot for s in stamps)), ("<=", sum(s <= pivot for s in stamps))):
+    for op, expected in (
+        (">", sum(s > pivot for s in stamps)),
+        (">=", sum(s >= pivot for s in stamps)),
+        ("<", sum(s < pivot for s in stamps)),
+        ("<=", sum(s <= pivot for s in stamps)),
+    ):
         where = f"WHERE MetaData.LastUpdatedTime {op} '{text}'"
         count = client.query(f"SELECT COUNT(*) FROM Bill {where}").json()["QueryResponse"]["totalCount"]
         assert count == expected, op
         assert len(qbo_all(client, "Bill", where)) == expected
     utc = datetime.fromisoformat(text).astimezone().isoformat()
     assert client.query(f"SELECT COUNT(*) FROM Bill WHERE MetaData.LastUpdatedTime > '{utc}'").json()[
-        "QueryResponse"]["totalCount"] == sum(s > pivot for s in stamps)
+        "QueryResponse"
+    ]["totalCount"] == sum(s > pivot for s in stamps)
     ids = sorted(company.qbo_bills, key=int)[:3]
     one = client.query(f"SELECT * FROM Bill WHERE Id = '{ids[0]}'").json()["QueryResponse"]["Bill"]
     assert [b["Id"] for b in one] == [ids[0]]
     some = client.query(f"SELECT * FROM Bill WHERE Id IN ('{ids[0]}', '{ids[1]}','{ids[2]}')").json()
     assert {b["Id"] for b in some["QueryResponse"]["Bill"]} == set(ids)
-    window = (f"SELECT COUNT(*) FROM Bill WHERE MetaData.LastUpdatedTime >= '{text}' AND "
-              f"MetaData.LastUpdatedTime < '{qbo_time(pivot + 86_400_000)}'")
+    window = (
+        f"SELECT COUNT(*) FROM Bill WHERE MetaData.LastUpdatedTime >= '{text}' AND "
+        f"MetaData.LastUpdatedTime < '{qbo_time(pivot + 86_400_000)}'"
+    )
     assert client.query(window).json()["QueryResponse"]["totalCount"] == sum(
-        pivot <= s < pivot + 86_400_000 for s in stamps)
-    jobs = client.query("SELECT COUNT(*) FROM Customer WHERE Job = true").json()["QueryResponse"]["totalCount"]
+        pivot <= s < pivot + 86_400_000 for s in stamps
+    )
+    jobs = client.query("SELECT COUNT(*) FROM Customer WHERE Job = true").json()["QueryResponse"][
+        "totalCount"
+    ]
     assert jobs == len(company.pc_projects)
 
 
 def test_orderby_desc_and_empty_result(client: Client) -> None:
-    rows = client.query("SELECT * FROM Estimate ORDERBY MetaData.LastUpdatedTime DESC, Id DESC MAXRESULTS 50").json()
+    rows = client.query(
+        "SELECT * FROM Estimate ORDERBY MetaData.LastUpdatedTime DESC, Id DESC MAXRESULTS 50"
+    ).json()
     keys = [(r["MetaData"]["LastUpdatedTime"], int(r["Id"])) for r in rows["QueryResponse"]["Estimate"]]
     assert keys == sorted(keys, reverse=True) and len(keys) == 50
-    by_id = client.query("SELECT * FROM Estimate ORDERBY Id MAXRESULTS 20").json()["QueryResponse"]["Estimate"]
+    by_id = client.query("SELECT * FROM Estimate ORDERBY Id MAXRESULTS 20").json()["QueryResponse"][
+        "Estimate"
+    ]
     assert [int(r["Id"]) for r in by_id] == sorted(int(r["Id"]) for r in by_id)
     future = qbo_time(to_ms(datetime.now().astimezone() + timedelta(days=3650)))
     empty = client.query(f"SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '{future}'").json()
@@ -121,8 +150,12 @@ def test_query_errors(client: Client) -> None:
 
 def test_post_query_and_single_reads(fresh: Client) -> None:
     company = fresh.server.company
-    posted = fresh.qbo("POST", REALM + "/query", data="SELECT COUNT(*) FROM Vendor",
-                       headers={"Content-Type": "application/text"})
+    posted = fresh.qbo(
+        "POST",
+        REALM + "/query",
+        data="SELECT COUNT(*) FROM Vendor",
+        headers={"Content-Type": "application/text"},
+    )
     assert posted.json()["QueryResponse"]["totalCount"] == len(company.qbo_vendors)
     invoice_id = next(iter(company.qbo_invoices))
     one = fresh.qbo("GET", f"{REALM}/invoice/{invoice_id}", params={"minorversion": "75"})
@@ -142,14 +175,18 @@ def test_mutation_bumps_sync_token_and_time(fresh: Client) -> None:
 
 def test_attachable_note_and_requestid_replay(fresh: Client) -> None:
     customer = next(c for c in fresh.server.company.qbo_customers.values() if c.is_job)
-    body = {"Note": "Fulcrum flagged CO 7 for executive review",
-            "AttachableRef": [{"EntityRef": {"type": "Customer", "value": customer.id}}]}
+    body = {
+        "Note": "Fulcrum flagged CO 7 for executive review",
+        "AttachableRef": [{"EntityRef": {"type": "Customer", "value": customer.id}}],
+    }
     first = fresh.qbo("POST", REALM + "/attachable", json=body, params={"requestid": "r-1"})
     assert first.status_code == 200 and first.json()["Attachable"]["Note"] == body["Note"]
     again = fresh.qbo("POST", REALM + "/attachable", json=body, params={"requestid": "r-1"})
     assert again.json()["Attachable"]["Id"] == first.json()["Attachable"]["Id"]
     [note] = fresh.server.notes
-    assert note["system"] == "quickbooks" and note["target"] == customer.id and note["idempotency_key"] == "r-1"
+    assert (
+        note["system"] == "quickbooks" and note["target"] == customer.id and note["idempotency_key"] == "r-1"
+    )
     body["AttachableRef"][0]["EntityRef"]["value"] = "999999"
     assert _fault(fresh.qbo("POST", REALM + "/attachable", json=body))["code"] == "2500"
     assert len(fresh.server.notes) == 1

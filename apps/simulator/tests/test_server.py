@@ -28,7 +28,9 @@ def test_control_endpoints(fresh: Client) -> None:
     touched = s.post(base + "/_sim/mutate", json={"fraction": 0.05, "seed": 3}).json()["touched"]
     assert touched and touched == [list(t) for t in make_company(scale=0.1).mutate(0.05, 3)]
     project = next(iter(fresh.server.company.pc_projects))
-    assert s.post(base + "/_sim/delete", json={"system": "procore", "object_type": "project", "id": project}).ok
+    assert s.post(
+        base + "/_sim/delete", json={"system": "procore", "object_type": "project", "id": project}
+    ).ok
     assert project not in fresh.server.company.pc_projects
     fresh.server.faults.add("status")
     assert s.post(base + "/_sim/reset").json() == {"ok": True}
@@ -55,10 +57,14 @@ def test_keep_alive_and_content_length(fresh: Client) -> None:
 
 
 def test_start_stop_context_manager_and_tokens() -> None:
-    server = SimulatorServer(make_company(scale=0.1), tokens={"hubspot": "a", "quickbooks": "b", "procore": "c"})
+    server = SimulatorServer(
+        make_company(scale=0.1), tokens={"hubspot": "a", "quickbooks": "b", "procore": "c"}
+    )
     with server.start() as running:
         assert running is server and running.base_url.startswith("http://127.0.0.1:")
-        resp = requests.get(running.base_url + "/crm/v3/owners", headers={"Authorization": "Bearer a"}, timeout=5)
+        resp = requests.get(
+            running.base_url + "/crm/v3/owners", headers={"Authorization": "Bearer a"}, timeout=5
+        )
         assert resp.status_code == 200
         session = requests.Session()
         assert session.get(running.base_url + "/_sim/health", timeout=5).ok
@@ -74,9 +80,25 @@ def test_cli_serves_and_exits_cleanly_on_sigterm() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "apps.simulator", "--host", "127.0.0.1", "--port", str(port), "--seed", "42",
-         "--scale", "0.1"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        [
+            sys.executable,
+            "-m",
+            "apps.simulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--seed",
+            "42",
+            "--scale",
+            "0.1",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
