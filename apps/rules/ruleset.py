@@ -426,6 +426,15 @@ def _represent_flow_list(dumper: yaml.SafeDumper, data: _FlowList) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
 
 
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    # PyYAML writes these line breaks raw in plain and single-quoted scalars and then reads them back
+    # as folding points; double quotes escape them.
+    if any(ch in data for ch in "\x85\u2028\u2029"):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+    return dumper.represent_str(data)
+
+
+_Dumper.add_representer(str, _represent_str)
 _Dumper.add_representer(_FlowMap, _represent_flow_map)
 _Dumper.add_representer(_FlowList, _represent_flow_list)
 
