@@ -1,8 +1,8 @@
 """The one HTTP client every connector uses: timeouts, bounded retries with backoff, call accounting.
 
 Retries cover what is worth retrying and nothing else: timeouts, connection errors, 5xx and 429. Waits are
-exponential with full jitter (AWS "Exponential Backoff and Jitter"), except that a ``Retry-After`` header wins:
-the vendor knows its own budget. Tokens travel in headers only and never reach logs, errors or counts.
+exponential with full jitter (AWS "Exponential Backoff and Jitter"), except that a ``Retry-After`` header
+wins: the vendor knows its own budget. Tokens travel in headers only and never reach logs, errors or counts.
 """
 
 from __future__ import annotations
@@ -66,12 +66,14 @@ def safe_url(url: str) -> str:
     parts = urlsplit(url)
     if not parts.query:
         return url
-    query = [(k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v) for k, v in parse_qsl(parts.query)]
+    query = [
+        (k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v) for k, v in parse_qsl(parts.query)
+    ]
     return urlunsplit(parts._replace(query=urlencode(query, safe="[]:*.,' ")))
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date. None when absent or unreadable."""
+    """Seconds from ``Retry-After`` (delta-seconds or an HTTP date); None when absent or unreadable."""
     if not value:
         return None
     value = value.strip()
@@ -103,9 +105,13 @@ class HttpClient:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout = timeout if timeout is not None else float(conf["HTTP_TIMEOUT"])
         self.max_retries = max_retries if max_retries is not None else int(conf["HTTP_MAX_RETRIES"])
-        self.backoff_base = backoff_base if backoff_base is not None else float(conf.get("HTTP_BACKOFF_BASE", 0.5))
-        self.backoff_cap = backoff_cap if backoff_cap is not None else float(conf.get("HTTP_BACKOFF_CAP", 30.0))
-        # A Retry-After longer than this is not waited out inside a sync: the run ends partial and resumes later.
+        self.backoff_base = (
+            backoff_base if backoff_base is not None else float(conf.get("HTTP_BACKOFF_BASE", 0.5))
+        )
+        self.backoff_cap = (
+            backoff_cap if backoff_cap is not None else float(conf.get("HTTP_BACKOFF_CAP", 30.0))
+        )
+        # A Retry-After longer than this is not waited out inside a sync: the run ends partial, resumes later.
         self.max_retry_after = (
             max_retry_after if max_retry_after is not None else float(conf.get("HTTP_MAX_RETRY_AFTER", 120.0))
         )
@@ -145,7 +151,11 @@ class HttpClient:
             response: requests.Response | None = None
             try:
                 response = self.session.request(method, url, **kwargs)
-            except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            except (
+                requests.Timeout,
+                requests.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 problem = f"{type(exc).__name__}"
                 status = 0
             else:
@@ -161,7 +171,9 @@ class HttpClient:
                 elif status not in RETRY_STATUSES:
                     raise self._error(method, shown, problem, status, response, retryable=False)
             wait = self._backoff(attempt)
-            advised = retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
+            advised = (
+                retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
+            )
             if advised is not None:
                 wait = advised
             if attempt >= self.max_retries or (advised is not None and advised > self.max_retry_after):
@@ -192,7 +204,9 @@ class HttpClient:
         if response is not None:
             body = " ".join(response.text[:BODY_EXCERPT].split())
         message = f"{method} {url}: {problem}" + (f": {body}" if body else "")
-        return UpstreamError(message, status=status, url=url, body=body, retryable=retryable, response=response)
+        return UpstreamError(
+            message, status=status, url=url, body=body, retryable=retryable, response=response
+        )
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request_json("GET", path, params=params)[0]

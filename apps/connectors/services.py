@@ -41,7 +41,7 @@ SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,50}$")
 Progress = Callable[[str, int], None]
 
 
-class SyncAlreadyRunning(Exception):  # noqa: N818 - reads as "raise SyncAlreadyRunning"
+class SyncAlreadyRunning(Exception):
     pass
 
 
@@ -87,7 +87,9 @@ def _validate_item(index: int, item: Any, seen: set[str]) -> list[str]:
     if not isinstance(credentials, dict) or not all(isinstance(v, str) for v in credentials.values()):
         errors.append(f"{where}: credentials must be a mapping of names to strings")
     secret = item.get("webhook_secret", "")
-    if not isinstance(secret, str) and not (isinstance(secret, list) and all(isinstance(s, str) for s in secret)):
+    if not isinstance(secret, str) and not (
+        isinstance(secret, list) and all(isinstance(s, str) for s in secret)
+    ):
         errors.append(f"{where}: webhook_secret must be a string or a list of strings (current first)")
     schedule = item.get("schedule", "")
     if not isinstance(schedule, str):
@@ -115,7 +117,12 @@ def _schedule_save(connection: Connection) -> None:
     cron, _ = CrontabSchedule.objects.get_or_create(**_cron(connection.schedule), timezone=settings.TIME_ZONE)
     PeriodicTask.objects.update_or_create(
         name=name,
-        defaults={"task": SYNC_TASK, "crontab": cron, "args": json.dumps([connection.pk]), "enabled": connection.enabled},
+        defaults={
+            "task": SYNC_TASK,
+            "crontab": cron,
+            "args": json.dumps([connection.pk]),
+            "enabled": connection.enabled,
+        },
     )
 
 
@@ -137,7 +144,13 @@ def connection_import(*, data: list[dict[str, Any]], actor: Actor) -> list[Conne
         created = connection is None
         connection = connection or Connection(slug=item["slug"])
         changed = []
-        for name, default in (("kind", None), ("base_url", None), ("schedule", ""), ("options", {}), ("enabled", True)):
+        for name, default in (
+            ("kind", None),
+            ("base_url", None),
+            ("schedule", ""),
+            ("options", {}),
+            ("enabled", True),
+        ):
             value = item.get(name, default)
             if created or getattr(connection, name) != value:
                 setattr(connection, name, value)
@@ -159,7 +172,12 @@ def connection_import(*, data: list[dict[str, Any]], actor: Actor) -> list[Conne
                 actor=actor,
                 object_type="connection",
                 object_id=connection.pk,
-                data={"slug": connection.slug, "kind": connection.kind, "fields": changed, **_public(connection)},
+                data={
+                    "slug": connection.slug,
+                    "kind": connection.kind,
+                    "fields": changed,
+                    **_public(connection),
+                },
             )
         result.append(connection)
     return result
@@ -191,12 +209,19 @@ def connection_export() -> list[dict[str, Any]]:
 def _claim(connection: Connection, stream: str, full: bool) -> SyncRun:
     now = timezone.now()
     SyncRun.objects.filter(
-        connection=connection, stream=stream, status=SyncRun.Status.RUNNING, heartbeat_at__lt=now - STALE_AFTER
+        connection=connection,
+        stream=stream,
+        status=SyncRun.Status.RUNNING,
+        heartbeat_at__lt=now - STALE_AFTER,
     ).update(status=SyncRun.Status.FAILED, finished_at=now, error="no heartbeat for 10 minutes: worker lost")
     try:
         with transaction.atomic():
             return SyncRun.objects.create(
-                connection=connection, stream=stream, full=full, started_at=now, heartbeat_at=now,
+                connection=connection,
+                stream=stream,
+                full=full,
+                started_at=now,
+                heartbeat_at=now,
                 counts=dict.fromkeys(COUNT_KEYS, 0),
             )
     except IntegrityError as exc:
@@ -205,7 +230,7 @@ def _claim(connection: Connection, stream: str, full: bool) -> SyncRun:
         raise SyncAlreadyRunning(f"{connection.slug}/{stream} is already syncing") from None
 
 
-class _RunLost(Exception):  # noqa: N818
+class _RunLost(Exception):
     """Our run was expired by another worker (heartbeat too old): stop without writing more."""
 
 
@@ -226,7 +251,11 @@ def _store_page(run: SyncRun, stream: Stream, page: Page, counts: dict[str, Any]
     bad += [(by_row[id(row)], reason) for row, reason in result.rejected]
     QuarantinedRecord.objects.bulk_create(
         QuarantinedRecord(
-            connection=connection, stream=stream.name, run=run, payload=raw, reason=reason,
+            connection=connection,
+            stream=stream.name,
+            run=run,
+            payload=raw,
+            reason=reason,
             external_id=str(raw.get("id") or raw.get("Id") or "")[:64],
         )
         for raw, reason in bad
@@ -241,7 +270,9 @@ def _store_page(run: SyncRun, stream: Stream, page: Page, counts: dict[str, Any]
     counts["updated"] += result.updated
     counts["unchanged"] += result.unchanged
     counts["quarantined"] += len(bad)
-    if not SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(counts=counts, heartbeat_at=now):
+    if not SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
+        counts=counts, heartbeat_at=now
+    ):
         raise _RunLost(f"{connection.slug}/{stream.name}: run {run.pk} was expired by another worker")
     return result.changed_ids
 
@@ -320,7 +351,11 @@ def sync_stream(
 
 
 def sync_connection(
-    *, connection: Connection, full: bool = False, streams: list[str] | None = None, progress: Progress | None = None
+    *,
+    connection: Connection,
+    full: bool = False,
+    streams: list[str] | None = None,
+    progress: Progress | None = None,
 ) -> list[SyncRun]:
     """Sync the kind's streams in order, link entities, and tell the rules what changed.
 

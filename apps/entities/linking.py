@@ -119,7 +119,8 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
             f"""
             UPDATE {table} x SET project_id = s.new_id
             FROM (SELECT x2.id, p.id AS new_id FROM {table} x2
-                  LEFT JOIN entities_project p ON p.source_id = x2.source_id AND p.external_id = x2.project_ref) s
+                  LEFT JOIN entities_project p
+                       ON p.source_id = x2.source_id AND p.external_id = x2.project_ref) s
             WHERE x.id = s.id AND x.project_id IS DISTINCT FROM s.new_id
             RETURNING x.id
             """,  # noqa: S608 - fixed table names

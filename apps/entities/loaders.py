@@ -1,10 +1,11 @@
 """Set-based upsert of one page of normalised records into an entity table.
 
-One statement per page: ``INSERT ... SELECT FROM unnest(<one array per column>) ON CONFLICT (source, external_id)
-DO UPDATE ... WHERE`` the content changed and the incoming version is not older. Unchanged records are not
-written at all (freshness is per stream, in ``StreamState.last_success_at``), and an older version arriving late
-(a slow page, a replayed webhook) never overwrites a newer one. ``bulk_create(update_conflicts=True)`` cannot
-express that WHERE guard, hence the SQL; every value is a bound array parameter.
+One statement per page: ``INSERT ... SELECT FROM unnest(<one array per column>)
+ON CONFLICT (source, external_id) DO UPDATE ... WHERE`` the content changed and the incoming version is not
+older. Unchanged records are not written at all (freshness is per stream, in ``StreamState.last_success_at``),
+and an older version arriving late (a slow page, a replayed webhook) never overwrites a newer one.
+``bulk_create(update_conflicts=True)`` cannot express that WHERE guard, hence the SQL; every value is a bound
+array parameter.
 """
 
 from __future__ import annotations
@@ -57,11 +58,11 @@ def source_column(model: type[models.Model]) -> str:
 
 def validate_row(model: type[models.Model], row: Row) -> str | None:
     """Why the database would refuse this row, checked up front so one bad record cannot fail a page."""
+    fields = _fields(model)
     for name, value in row.items():
-        try:
-            f = model._meta.get_field(name)
-        except Exception:  # noqa: BLE001 - FieldDoesNotExist is a programming error in the stream
-            raise ValueError(f"{model.__name__} has no field {name!r}") from None
+        f = fields.get(name)
+        if f is None:  # a programming error in the stream, not a bad record
+            raise ValueError(f"{model.__name__} has no field {name!r}")
         if value is None:
             if not f.null:
                 return f"missing {name}"
@@ -73,9 +74,13 @@ def validate_row(model: type[models.Model], row: Row) -> str | None:
                 return f"{name} is longer than {f.max_length} characters"
         if f.choices and value not in {c[0] for c in f.flatchoices}:
             return f"{name} {value!r} is not one of {', '.join(str(c[0]) for c in f.flatchoices)}"
-        if isinstance(f, models.DecimalField) and abs(value) >= Decimal(10) ** (f.max_digits - f.decimal_places):
+        if isinstance(f, models.DecimalField) and abs(value) >= Decimal(10) ** (
+            f.max_digits - f.decimal_places
+        ):
             return f"{name} {value} is out of range"
-        if isinstance(f, models.DateTimeField) and (not isinstance(value, dt.datetime) or value.tzinfo is None):
+        if isinstance(f, models.DateTimeField) and (
+            not isinstance(value, dt.datetime) or value.tzinfo is None
+        ):
             return f"{name} is not an aware date-time"
     return None
 
@@ -90,12 +95,22 @@ def _newest_per_key(rows: Iterable[Row]) -> list[Row]:
     return list(best.values())
 
 
-def _array_type(f: models.Field) -> str:
+def _fields(model: type[models.Model]) -> dict[str, models.Field[Any, Any]]:
+    return {f.name: f for f in model._meta.concrete_fields if isinstance(f, models.Field)}
+
+
+def _column(f: models.Field[Any, Any]) -> str:
+    return f.column or f.name
+
+
+def _array_type(f: models.Field[Any, Any]) -> str:
     # Cast to the unbounded base type: an explicit varchar(n) cast would silently truncate.
     return re.sub(r"\(.*\)", "", f.db_type(connection) or "text") + "[]"
 
 
-def upsert_rows(model: type[models.Model], *, source_id: int, rows: list[Row], now: dt.datetime) -> UpsertResult:
+def upsert_rows(
+    model: type[models.Model], *, source_id: int, rows: list[Row], now: dt.datetime
+) -> UpsertResult:
     """Insert new records, update changed ones that are not older, leave the rest untouched."""
     result = UpsertResult()
     valid: list[Row] = []
@@ -112,12 +127,16 @@ def upsert_rows(model: type[models.Model], *, source_id: int, rows: list[Row], n
     table = meta.db_table
     src = source_column(model)
     content_cols = sorted({k for row in unique for k in row})
-    fields = {f.name: f for f in meta.concrete_fields}
+    fields = _fields(model)
     # NOT NULL columns the upstream does not supply (e.g. match_method) get their default on insert only.
     insert_only = [
-        f for f in meta.concrete_fields
-        if not f.primary_key and not f.null and f.name not in content_cols
-        and f.column not in (src, "content_hash", "synced_at") and f.get_default() is not None
+        f
+        for f in fields.values()
+        if not f.primary_key
+        and not f.null
+        and f.name not in content_cols
+        and _column(f) not in (src, "content_hash", "synced_at")
+        and f.get_default() is not None
     ]
     arrays: list[list[Any]] = []
     for name in content_cols:
@@ -127,16 +146,18 @@ def upsert_rows(model: type[models.Model], *, source_id: int, rows: list[Row], n
     for f in insert_only:
         arrays.append([f.get_default()] * len(unique))
 
-    cols = [fields[n].column for n in content_cols] + ["content_hash"] + [f.column for f in insert_only]
-    types = [_array_type(fields[n]) for n in content_cols] + ["varchar[]"] + [_array_type(f) for f in insert_only]
+    cols = [_column(fields[n]) for n in content_cols] + ["content_hash"] + [_column(f) for f in insert_only]
+    types = (
+        [_array_type(fields[n]) for n in content_cols] + ["varchar[]"] + [_array_type(f) for f in insert_only]
+    )
     quoted = [connection.ops.quote_name(c) for c in cols]
-    updated = [c for c in [*(fields[n].column for n in content_cols), "content_hash"] if c != "external_id"]
+    updated = [c for c in [*(_column(fields[n]) for n in content_cols), "content_hash"] if c != "external_id"]
+    assignments = ", ".join(f"{q} = EXCLUDED.{q}" for q in map(connection.ops.quote_name, updated))
     sql = f"""
         INSERT INTO {table} ({src}, synced_at, {", ".join(quoted)})
         SELECT %s, %s, v.* FROM unnest({", ".join(f"%s::{t}" for t in types)}) AS v({", ".join(quoted)})
         ON CONFLICT ({src}, external_id) DO UPDATE SET
-            {", ".join(f"{connection.ops.quote_name(c)} = EXCLUDED.{connection.ops.quote_name(c)}" for c in updated)},
-            synced_at = EXCLUDED.synced_at, deleted_at = NULL
+            {assignments}, synced_at = EXCLUDED.synced_at, deleted_at = NULL
         WHERE ({table}.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR {table}.deleted_at IS NOT NULL)
           AND {table}.source_updated_at <= EXCLUDED.source_updated_at
         RETURNING {table}.id, ({table}.xmax = 0) AS inserted

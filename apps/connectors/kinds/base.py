@@ -33,7 +33,7 @@ LOOKBACK = dt.timedelta(seconds=60)
 SETTLE = dt.timedelta(seconds=60)
 
 
-class BadRecord(Exception):  # noqa: N818 - reads as "raise BadRecord(reason)"
+class BadRecord(Exception):
     """A record that cannot become an entity; it is quarantined with ``reason`` and the run goes on."""
 
     def __init__(self, reason: str) -> None:
@@ -41,11 +41,11 @@ class BadRecord(Exception):  # noqa: N818 - reads as "raise BadRecord(reason)"
         self.reason = reason
 
 
-class UnknownKind(LookupError):  # noqa: N818
+class UnknownKind(LookupError):
     pass
 
 
-class UnknownStream(LookupError):  # noqa: N818
+class UnknownStream(LookupError):
     pass
 
 
@@ -184,13 +184,13 @@ def keyset_pages(
         yield Page(explode(records) if explode else records, cursor)
         if not more or not records:
             return
-        first_ts, last_ts = updated_at(records[0]), updated_at(records[-1])
-        if first_ts == last_ts:
+        last_ts = updated_at(records[-1])
+        if updated_at(records[0]) != last_ts:
+            offset = 0
+        else:
             # One timestamp fills the page: step through it by offset (or, for HubSpot, by id). By the page
             # size, not the records received: a vendor that repeats a record on a page must not shift us.
             offset = offset + page_size if since == last_ts else page_size
-        else:
-            offset = 0
         since = last_ts
 
 
@@ -214,7 +214,7 @@ def parse_datetime(value: Any) -> dt.datetime:
 
 
 def parse_date(value: Any) -> dt.date | None:
-    """A date from ``YYYY-MM-DD`` (or the date part of a date-time); HubSpot may send epoch ms at midnight UTC."""
+    """A date from ``YYYY-MM-DD`` or a date-time's date part; HubSpot may send epoch ms at midnight UTC."""
     if value in (None, ""):
         return None
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):

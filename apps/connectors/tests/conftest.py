@@ -17,12 +17,28 @@ SCALE = 0.1
 
 def connection_file(base_url: str) -> list[dict[str, Any]]:
     return [
-        {"slug": "crm", "kind": "hubspot", "base_url": base_url, "credentials": {"access_token": "sim-hubspot-token"},
-         "webhook_secret": "hs-secret", "schedule": "*/15 * * * *"},
-        {"slug": "accounting", "kind": "quickbooks", "base_url": base_url,
-         "credentials": {"access_token": "sim-qbo-token"}, "options": {"realm_id": REALM_ID}},
-        {"slug": "pm", "kind": "procore", "base_url": base_url, "credentials": {"access_token": "sim-procore-token"},
-         "options": {"company_id": PROCORE_COMPANY_ID}},
+        {
+            "slug": "crm",
+            "kind": "hubspot",
+            "base_url": base_url,
+            "credentials": {"access_token": "sim-hubspot-token"},
+            "webhook_secret": "hs-secret",
+            "schedule": "*/15 * * * *",
+        },
+        {
+            "slug": "accounting",
+            "kind": "quickbooks",
+            "base_url": base_url,
+            "credentials": {"access_token": "sim-qbo-token"},
+            "options": {"realm_id": REALM_ID},
+        },
+        {
+            "slug": "pm",
+            "kind": "procore",
+            "base_url": base_url,
+            "credentials": {"access_token": "sim-procore-token"},
+            "options": {"company_id": PROCORE_COMPANY_ID},
+        },
     ]
 
 
@@ -42,7 +58,12 @@ def simulator(company: Company) -> Iterator[SimulatorServer]:
 @pytest.fixture
 def fast_http(settings: Any) -> None:
     """Retries without real waiting beyond what Retry-After demands."""
-    settings.FULCRUM = {**settings.FULCRUM, "HTTP_TIMEOUT": 5.0, "HTTP_MAX_RETRIES": 3, "HTTP_BACKOFF_BASE": 0.01}
+    settings.FULCRUM = {
+        **settings.FULCRUM,
+        "HTTP_TIMEOUT": 5.0,
+        "HTTP_MAX_RETRIES": 3,
+        "HTTP_BACKOFF_BASE": 0.01,
+    }
 
 
 @pytest.fixture

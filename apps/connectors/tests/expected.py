@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from apps.entities.models import (
-    ChangeOrder, Client, CrmOwner, FinancialLine, Milestone, Project, SourceObject, Submittal, Vendor,
+    ChangeOrder,
+    Client,
+    CrmOwner,
+    FinancialLine,
+    Milestone,
+    Project,
+    SourceObject,
+    Submittal,
+    Vendor,
 )
 from apps.simulator import Company
 

@@ -37,8 +37,9 @@ def test_import_reports_a_bad_file(db: None, tmp_path: Path) -> None:
         call_command("import_connections", str(path))
 
 
-def test_sync_command_exit_codes(connections: dict[str, Connection], company: Company,
-                                 simulator: SimulatorServer, rule_calls: list[object]) -> None:
+def test_sync_command_exit_codes(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer, rule_calls: list[object]
+) -> None:
     out, err = io.StringIO(), io.StringIO()
     call_command("sync", "pm", stdout=out, stderr=err)
     assert out.getvalue().startswith("pm succeeded: projects succeeded seen=")
@@ -46,7 +47,9 @@ def test_sync_command_exit_codes(connections: dict[str, Connection], company: Co
 
     with pytest.raises(CommandError) as unknown:
         call_command("sync", "nope")
-    assert unknown.value.returncode == 2 and "no connection 'nope' (known: accounting, crm, pm)" in str(unknown.value)
+    assert unknown.value.returncode == 2 and "no connection 'nope' (known: accounting, crm, pm)" in str(
+        unknown.value
+    )
 
     with pytest.raises(CommandError) as no_stream:
         call_command("sync", "pm", "--stream", "invoices")
@@ -61,7 +64,9 @@ def test_sync_command_exit_codes(connections: dict[str, Connection], company: Co
     assert "HTTP 503 after 4 attempts" in message and "\n" not in message
 
 
-def test_the_celery_task_returns_a_short_status(connections: dict[str, Connection], rule_calls: list[object]) -> None:
+def test_the_celery_task_returns_a_short_status(
+    connections: dict[str, Connection], rule_calls: list[object]
+) -> None:
     status = sync_connection_task.run(connections["crm"].pk)
     assert status.startswith("crm succeeded: owners succeeded seen=12 +12")
 

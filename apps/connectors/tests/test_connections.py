@@ -14,14 +14,27 @@ from apps.audit.models import AuditEntry
 from apps.connectors.models import Connection
 from apps.connectors.services import ConnectionFileError, connection_export, connection_import
 
-TOKEN = "tok-9f8e7d6c5b4a"  # noqa: S105
-SECRET = "whsec-1a2b3c4d5e"  # noqa: S105
+TOKEN = "tok-9f8e7d6c5b4a"
+SECRET = "whsec-1a2b3c4d5e"
 
 FILE: list[dict[str, Any]] = [
-    {"slug": "crm", "kind": "hubspot", "base_url": "http://127.0.0.1:8701", "credentials": {"access_token": TOKEN},
-     "webhook_secret": SECRET, "schedule": "*/15 * * * *", "options": {}},
-    {"slug": "pm", "kind": "procore", "base_url": "https://api.procore.example", "credentials": {"access_token": "p"},
-     "schedule": "", "options": {"company_id": 4242}},
+    {
+        "slug": "crm",
+        "kind": "hubspot",
+        "base_url": "http://127.0.0.1:8701",
+        "credentials": {"access_token": TOKEN},
+        "webhook_secret": SECRET,
+        "schedule": "*/15 * * * *",
+        "options": {},
+    },
+    {
+        "slug": "pm",
+        "kind": "procore",
+        "base_url": "https://api.procore.example",
+        "credentials": {"access_token": "p"},
+        "schedule": "",
+        "options": {"company_id": 4242},
+    },
 ]
 
 
@@ -66,7 +79,9 @@ def test_export_round_trips_without_secrets_and_reimport_keeps_them(db: None) ->
 
     assert TOKEN not in json.dumps(exported) and SECRET not in json.dumps(exported)
     assert all("credentials" not in item and "webhook_secret" not in item for item in exported)
-    assert exported == [{k: v for k, v in item.items() if k not in ("credentials", "webhook_secret")} for item in FILE]
+    assert exported == [
+        {k: v for k, v in item.items() if k not in ("credentials", "webhook_secret")} for item in FILE
+    ]
     connection_import(data=exported, actor="system:test")
     crm = Connection.objects.get(slug="crm")
     assert crm.credentials == {"access_token": TOKEN} and crm.webhook_secrets == [SECRET]
@@ -98,7 +113,8 @@ def test_every_problem_in_a_file_is_reported_and_nothing_is_imported(db: None) -
         "item 2 (Bad Slug): slug must be 1-50 letters, digits, '-' or '_'",
         "item 2 (Bad Slug): kind 'sap' is not one of hubspot, procore, quickbooks",
         "item 2 (Bad Slug): base_url 'ftp://x' is not an http(s) URL",
-        "item 2 (Bad Slug): schedule '*/15 * * *': needs five fields: minute hour day-of-month month day-of-week",
+        "item 2 (Bad Slug): schedule '*/15 * * *': "
+        "needs five fields: minute hour day-of-month month day-of-week",
         "item 3 (ok): slug 'ok' appears twice",
         "item 3 (ok): schedule '99 * * * *': Invalid end range: 99 > 59.",
     ]

@@ -49,7 +49,9 @@ def upstream() -> Iterator[tuple[str, Script]]:
 
 def make_client(base_url: str, sleeps: list[float], **kwargs: float) -> HttpClient:
     options = {"max_retries": 3, "backoff_base": 0.01, **kwargs}
-    return HttpClient(base_url, headers={"Authorization": "Bearer s3cret-token"}, sleep=sleeps.append, **options)
+    return HttpClient(
+        base_url, headers={"Authorization": "Bearer s3cret-token"}, sleep=sleeps.append, **options
+    )
 
 
 def test_5xx_burst_is_retried_and_counted(upstream: tuple[str, Script]) -> None:

@@ -6,13 +6,20 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-import pytest
 from django.contrib.auth import get_user_model
 
 from apps.connectors.models import Connection, StreamState, SyncRun
 from apps.connectors.services import sync_connection
 from apps.entities.models import (
-    ChangeOrder, Client, CrmOwner, FinancialLine, Milestone, Project, SourceObject, Submittal, Vendor,
+    ChangeOrder,
+    Client,
+    CrmOwner,
+    FinancialLine,
+    Milestone,
+    Project,
+    SourceObject,
+    Submittal,
+    Vendor,
 )
 from apps.simulator import Company
 
@@ -37,20 +44,25 @@ def snapshot() -> dict[tuple[str, str], tuple[str, Any]]:
     """(model, external id) -> (content hash, synced at) of every loaded row."""
     rows = {}
     for model in MODELS:
-        for external_id, content_hash, synced_at in model.objects.values_list("external_id", "content_hash", "synced_at"):
+        for external_id, content_hash, synced_at in model.objects.values_list(
+            "external_id", "content_hash", "synced_at"
+        ):
             rows[(model.__name__, external_id)] = (content_hash, synced_at)
     return rows
 
 
-def test_full_sync_loads_exactly_what_upstream_holds(connections: dict[str, Connection], company: Company,
-                                                     rule_calls: list[Any]) -> None:
+def test_full_sync_loads_exactly_what_upstream_holds(
+    connections: dict[str, Connection], company: Company, rule_calls: list[Any]
+) -> None:
     runs = sync_all(connections)
 
     assert [r.status for r in runs] == ["succeeded"] * 12
     assert loaded_counts() == expected_counts(company)
     assert total(runs, "inserted") == sum(loaded_counts().values())
     assert total(runs, "quarantined") == 0
-    assert all(StreamState.objects.get(connection=r.connection, stream=r.stream).last_success_at for r in runs)
+    assert all(
+        StreamState.objects.get(connection=r.connection, stream=r.stream).last_success_at for r in runs
+    )
     # Values arrive normalised: money as Decimal, statuses in our words, dates as dates.
     upstream = next(iter(company.pc_projects.values()))
     project = Project.objects.get(external_id=str(upstream.id))
@@ -63,8 +75,16 @@ def test_full_sync_loads_exactly_what_upstream_holds(connections: dict[str, Conn
     assert Submittal.objects.filter(schedule_critical=True).count() == critical
     # The rules hear about every loaded entity, once per connection, keyed by entity name.
     heard = {key for changes, trigger in rule_calls for key in changes}
-    assert heard == {"crm_owner", "client", "financial_line", "project", "vendor", "milestone", "change_order",
-                     "submittal"}
+    assert heard == {
+        "crm_owner",
+        "client",
+        "financial_line",
+        "project",
+        "vendor",
+        "milestone",
+        "change_order",
+        "submittal",
+    }
     assert {trigger for _changes, trigger in rule_calls} == {"sync"}
 
 
@@ -79,8 +99,10 @@ def test_links_resolve_across_the_three_systems(connections: dict[str, Connectio
     assert not FinancialLine.objects.filter(project__isnull=True).exists()
     assert not Milestone.objects.filter(project__isnull=True).exists()
     assert not ChangeOrder.objects.filter(project__isnull=True).exists()
-    assert not Submittal.objects.filter(project__isnull=True).exists() and not Submittal.objects.filter(
-        vendor__isnull=True).exists()
+    assert (
+        not Submittal.objects.filter(project__isnull=True).exists()
+        and not Submittal.objects.filter(vendor__isnull=True).exists()
+    )
     assert not Client.objects.filter(owner__isnull=True).exists()
     assert CrmOwner.objects.get(external_id=owner.id).user == user
     # Each project's client is the CRM company behind its accounting job's parent customer.
@@ -89,7 +111,9 @@ def test_links_resolve_across_the_three_systems(connections: dict[str, Connectio
         job = company.qbo_customers[project.accounting_ref]
         parent = company.qbo_customers[job.parent_id]  # type: ignore[index]
         assert project.client.external_id == hs_by_domain[parent.web.removeprefix("https://")]  # type: ignore[union-attr]
-    assert set(SourceObject.objects.filter(object_type="job").values_list("match_method", flat=True)) == {"origin_id"}
+    assert set(SourceObject.objects.filter(object_type="job").values_list("match_method", flat=True)) == {
+        "origin_id"
+    }
 
 
 def test_running_again_changes_nothing(connections: dict[str, Connection], rule_calls: list[Any]) -> None:
@@ -128,13 +152,22 @@ def test_incremental_sync_after_upstream_edits_updates_exactly_the_edited_record
     reported = {(key, pk) for changes, _ in rule_calls for key, ids in changes.items() for pk in ids}
     changed_entities = {model for model, _ in changed} - {"SourceObject"}
     assert {k for k, _ in reported} >= {
-        {"Client": "client", "FinancialLine": "financial_line", "Project": "project", "Milestone": "milestone",
-         "ChangeOrder": "change_order", "Submittal": "submittal", "Vendor": "vendor"}[m] for m in changed_entities
+        {
+            "Client": "client",
+            "FinancialLine": "financial_line",
+            "Project": "project",
+            "Milestone": "milestone",
+            "ChangeOrder": "change_order",
+            "Submittal": "submittal",
+            "Vendor": "vendor",
+        }[m]
+        for m in changed_entities
     }
 
 
-def test_full_resync_rereads_everything_and_deletes_nothing(connections: dict[str, Connection],
-                                                            company: Company) -> None:
+def test_full_resync_rereads_everything_and_deletes_nothing(
+    connections: dict[str, Connection], company: Company
+) -> None:
     sync_all(connections)
     gone = next(iter(company.pc_change_orders))
     company.delete("procore", "change_order", gone)
@@ -142,14 +175,17 @@ def test_full_resync_rereads_everything_and_deletes_nothing(connections: dict[st
     runs = sync_connection(connection=connections["pm"], full=True)
 
     assert all(r.full and r.status == "succeeded" for r in runs)
-    assert total(runs, "seen") == sum(len(t) for t in (company.pc_projects, company.pc_vendors,
-                                                      company.pc_change_orders, company.pc_submittals)) + sum(
-        1 for t in company.pc_tasks.values() if t.milestone)
+    assert total(runs, "seen") == sum(
+        len(t)
+        for t in (company.pc_projects, company.pc_vendors, company.pc_change_orders, company.pc_submittals)
+    ) + sum(1 for t in company.pc_tasks.values() if t.milestone)
     assert total(runs, "unchanged") == total(runs, "seen")
     assert ChangeOrder.objects.filter(external_id=str(gone), deleted_at__isnull=True).exists()
 
 
-def test_recent_edits_are_read_now_and_again_next_run(connections: dict[str, Connection], company: Company) -> None:
+def test_recent_edits_are_read_now_and_again_next_run(
+    connections: dict[str, Connection], company: Company
+) -> None:
     """The cursor never passes now − 60 s, so a record committed late with an earlier time is not missed."""
     sync_all(connections)
     touched = company.mutate(fraction=0.01, seed=3, now=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5))

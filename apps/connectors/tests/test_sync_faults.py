@@ -23,7 +23,10 @@ from .test_sync import sync_all, total
 
 
 def test_shared_timestamps_across_page_boundaries_and_repeated_records_are_neither_lost_nor_doubled(
-    connections: dict[str, Connection], company: Company, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+    connections: dict[str, Connection],
+    company: Company,
+    simulator: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Tiny pages, and a third of everything edited in one instant: most pages end inside a run of equal
     # timestamps, and whole pages share one. Every page after the first also repeats the record before it.
@@ -68,7 +71,10 @@ def test_a_5xx_burst_and_a_429_with_retry_after_are_retried_transparently(
 
 
 def test_exhausted_retries_keep_committed_pages_and_the_next_run_resumes_from_the_cursor(
-    connections: dict[str, Connection], company: Company, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+    connections: dict[str, Connection],
+    company: Company,
+    simulator: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(procore_streams, "PER_PAGE", 50)
     pm = connections["pm"]
@@ -95,15 +101,17 @@ def test_exhausted_retries_keep_committed_pages_and_the_next_run_resumes_from_th
     first = next(p for m, p in simulator.requests_log if path in p)
     window = parse_qs(urlsplit(first).query)["filters[updated_at]"][0]
     resumed_from = dt.datetime.fromisoformat(window.split("...")[0])
-    assert resumed_from == dt.datetime.fromisoformat(cursor["updated_at"]).replace(microsecond=0) - dt.timedelta(
-        seconds=60)
+    assert resumed_from == dt.datetime.fromisoformat(cursor["updated_at"]).replace(
+        microsecond=0
+    ) - dt.timedelta(seconds=60)
 
 
 def test_a_connection_stops_at_the_first_stream_that_fails(
     connections: dict[str, Connection], simulator: SimulatorServer
 ) -> None:
-    simulator.faults.add("status", path_prefix="/v3/company/", regex="FROM%20Invoice|FROM\\+Invoice", status=502,
-                         count=None)
+    simulator.faults.add(
+        "status", path_prefix="/v3/company/", regex="FROM%20Invoice|FROM\\+Invoice", status=502, count=None
+    )
 
     runs = sync_connection(connection=connections["accounting"])
 
@@ -132,10 +140,14 @@ def test_a_malformed_record_is_quarantined_and_the_run_succeeds(
     assert ChangeOrder.objects.count() == len(company.pc_change_orders) - 2
     assert Project.objects.count() == len(company.pc_projects) - 1
     assert {r.stream: r.counts["quarantined"] for r in runs if r.counts["quarantined"]} == {
-        "change_orders": 2, "projects": 1}
+        "change_orders": 2,
+        "projects": 1,
+    }
 
 
-def test_one_run_per_stream_at_a_time_and_a_stuck_run_is_recovered(connections: dict[str, Connection]) -> None:
+def test_one_run_per_stream_at_a_time_and_a_stuck_run_is_recovered(
+    connections: dict[str, Connection],
+) -> None:
     crm = connections["crm"]
     now = timezone.now()
     stuck = SyncRun.objects.create(connection=crm, stream="owners", started_at=now, heartbeat_at=now)

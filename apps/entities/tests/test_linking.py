@@ -12,16 +12,33 @@ from apps.connectors.models import Connection
 from apps.entities.linking import link_entities
 from apps.entities.models import Client, CrmOwner, Project, SourceObject
 from tests.factories import (
-    ChangeOrderFactory, ClientFactory, ConnectionFactory, CrmOwnerFactory, FinancialLineFactory, MilestoneFactory,
-    ProjectFactory, SubmittalFactory, UserFactory, VendorFactory,
+    ChangeOrderFactory,
+    ClientFactory,
+    ConnectionFactory,
+    CrmOwnerFactory,
+    FinancialLineFactory,
+    MilestoneFactory,
+    ProjectFactory,
+    SubmittalFactory,
+    UserFactory,
+    VendorFactory,
 )
 
 
-def crosswalk(connection: Connection, object_type: str, external_id: str, match_key: str, **extra: Any) -> SourceObject:
+def crosswalk(
+    connection: Connection, object_type: str, external_id: str, match_key: str, **extra: Any
+) -> SourceObject:
     now = timezone.now()
     return SourceObject.objects.create(
-        connection=connection, object_type=object_type, external_id=external_id, name=external_id,
-        match_key=match_key, source_updated_at=now, content_hash="0" * 32, synced_at=now, **extra,
+        connection=connection,
+        object_type=object_type,
+        external_id=external_id,
+        name=external_id,
+        match_key=match_key,
+        source_updated_at=now,
+        content_hash="0" * 32,
+        synced_at=now,
+        **extra,
     )
 
 
@@ -54,8 +71,9 @@ def world(db: None) -> World:
         "overhead": FinancialLineFactory(project=None, job_ref="c1", source=accounting),
         "milestone": MilestoneFactory(project=None, project_ref=by_ref.external_id),
         "change_order": ChangeOrderFactory(project=None, project_ref=by_number.external_id),
-        "submittal": SubmittalFactory(project=None, project_ref=by_ref.external_id, vendor=None,
-                                      vendor_ref=vendor.external_id),
+        "submittal": SubmittalFactory(
+            project=None, project_ref=by_ref.external_id, vendor=None, vendor_ref=vendor.external_id
+        ),
         "vendor": vendor,
     }
     return World(owner, client, by_ref, by_number, customer, job, job2, objects)
@@ -73,7 +91,16 @@ def test_every_exact_key_links_and_a_second_pass_changes_nothing(world: World) -
     counts = link_entities(changes)
 
     o = world.objects
-    refreshed(world.owner, world.client, world.by_ref, world.by_number, world.customer, world.job, world.job2, *o.values())
+    refreshed(
+        world.owner,
+        world.client,
+        world.by_ref,
+        world.by_number,
+        world.customer,
+        world.job,
+        world.job2,
+        *o.values(),
+    )
     assert world.client.owner == world.owner and world.owner.user == user
     assert (world.customer.client, world.customer.match_method) == (world.client, "domain")
     assert (world.job.project, world.job.match_method) == (world.by_ref, "origin_id")
@@ -83,13 +110,26 @@ def test_every_exact_key_links_and_a_second_pass_changes_nothing(world: World) -
     assert o["overhead"].project is None  # charged to a customer, not a job
     assert o["milestone"].project == world.by_ref and o["change_order"].project == world.by_number
     assert o["submittal"].project == world.by_ref and o["submittal"].vendor == o["vendor"]
-    assert counts == {"client_owner": 1, "owner_user": 1, "customer_client": 1, "job_project": 2, "project_client": 2,
-                      "financial_line_project": 2, "milestone_project": 1, "change_order_project": 1,
-                      "submittal_project": 1, "submittal_vendor": 1}
+    assert counts == {
+        "client_owner": 1,
+        "owner_user": 1,
+        "customer_client": 1,
+        "job_project": 2,
+        "project_client": 2,
+        "financial_line_project": 2,
+        "milestone_project": 1,
+        "change_order_project": 1,
+        "submittal_project": 1,
+        "submittal_vendor": 1,
+    }
     assert changes == {
-        "client": {world.client.pk}, "crm_owner": {world.owner.pk}, "project": {world.by_ref.pk, world.by_number.pk},
-        "financial_line": {o["line"].pk, o["line2"].pk}, "milestone": {o["milestone"].pk},
-        "change_order": {o["change_order"].pk}, "submittal": {o["submittal"].pk},
+        "client": {world.client.pk},
+        "crm_owner": {world.owner.pk},
+        "project": {world.by_ref.pk, world.by_number.pk},
+        "financial_line": {o["line"].pk, o["line2"].pk},
+        "milestone": {o["milestone"].pk},
+        "change_order": {o["change_order"].pk},
+        "submittal": {o["submittal"].pk},
     }
     assert set(link_entities().values()) == {0}
 

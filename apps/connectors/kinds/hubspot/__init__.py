@@ -17,7 +17,7 @@ class HubSpot(ConnectorKind):
     stream_classes: ClassVar[list[type[Stream]]] = [Owners, Companies]
 
     def write_note(self, target: str, text: str, idempotency_key: str) -> dict[str, Any]:
-        """A note associated to company ``target``. HubSpot has no idempotency keys; the outbox guards repeats."""
+        """A note on company ``target``. HubSpot has no idempotency keys: the outbox guards repeats."""
         client = self.client()
         try:
             body = {
@@ -25,11 +25,15 @@ class HubSpot(ConnectorKind):
                 "associations": [
                     {
                         "to": {"id": target},
-                        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": NOTE_TO_COMPANY}],
+                        "types": [
+                            {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": NOTE_TO_COMPANY}
+                        ],
                     }
                 ],
             }
-            note = client.post_json("/crm/v3/objects/notes", body, headers={"Idempotency-Key": idempotency_key})
+            note = client.post_json(
+                "/crm/v3/objects/notes", body, headers={"Idempotency-Key": idempotency_key}
+            )
         finally:
             client.close()
         return {"id": str(note.get("id", ""))}

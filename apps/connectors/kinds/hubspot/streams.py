@@ -10,7 +10,16 @@ from django.utils import timezone
 
 from apps.connectors.http import HttpClient
 from apps.connectors.kinds.base import (
-    BadRecord, Cursor, Page, Record, Stream, cursor_start, domain_of, keyset_pages, parse_date, parse_datetime,
+    BadRecord,
+    Cursor,
+    Page,
+    Record,
+    Stream,
+    cursor_start,
+    domain_of,
+    keyset_pages,
+    parse_date,
+    parse_datetime,
 )
 from apps.entities.models import Client, CrmOwner
 
@@ -79,7 +88,9 @@ class Companies(Stream):
 
     def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
         started = timezone.now()
-        window_end = _filter("hs_lastmodifieddate", "LT", _ms(started))  # edits during the run are the next run's
+        window_end = _filter(
+            "hs_lastmodifieddate", "LT", _ms(started)
+        )  # edits during the run are the next run's
         previous: list[Record] = []
 
         def search(filters: list[dict[str, str]], sort: str, limit: int) -> tuple[list[Record], bool]:
@@ -90,7 +101,9 @@ class Companies(Stream):
                 "limit": limit,
             }
             data = client.post_json(SEARCH_PATH, body)
-            return list(data.get("results") or []), bool(((data.get("paging") or {}).get("next") or {}).get("after"))
+            return list(data.get("results") or []), bool(
+                ((data.get("paging") or {}).get("next") or {}).get("after")
+            )
 
         def fetch(since: dt.datetime | None, offset: int) -> tuple[list[Record], bool]:
             if offset == 0:
@@ -101,7 +114,10 @@ class Companies(Stream):
                 # A whole page shared one timestamp: walk the rest of it by id (an offset could reach the
                 # 10,000-result cap), then continue after it.
                 after_id = max(int(r["id"]) for r in previous if _modified(r) == since)
-                tied = [_filter("hs_lastmodifieddate", "EQ", _ms(since)), _filter("hs_object_id", "GT", str(after_id))]
+                tied = [
+                    _filter("hs_lastmodifieddate", "EQ", _ms(since)),
+                    _filter("hs_object_id", "GT", str(after_id)),
+                ]
                 records, more = search(tied, "hs_object_id", SEARCH_PAGE)
                 if not more and len(records) < SEARCH_PAGE:
                     later = [_filter("hs_lastmodifieddate", "GT", _ms(since)), window_end]

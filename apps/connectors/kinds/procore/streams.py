@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import (
-    BadRecord, Cursor, Page, Record, Stream, cursor_start, keyset_pages, parse_date, parse_datetime, parse_money,
+    BadRecord,
+    Cursor,
+    Page,
+    Record,
+    Stream,
+    cursor_start,
+    keyset_pages,
+    parse_date,
+    parse_datetime,
+    parse_money,
 )
 from apps.entities.models import ChangeOrder, Milestone, Project, Submittal, Vendor
 
@@ -54,7 +63,9 @@ class ListStream(Stream):
             }
             data, response = client.request_json("GET", path, params=params)
             if not isinstance(data, list):
-                raise UpstreamError(f"GET {path}: answered {type(data).__name__}, expected a list", status=200)
+                raise UpstreamError(
+                    f"GET {path}: answered {type(data).__name__}, expected a list", status=200
+                )
             return data, _has_next(response.headers.get("Link"))
 
         yield from keyset_pages(

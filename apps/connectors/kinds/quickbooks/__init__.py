@@ -18,12 +18,15 @@ class QuickBooks(ConnectorKind):
         return str(self.option("realm_id"))
 
     def write_note(self, target: str, text: str, idempotency_key: str) -> dict[str, Any]:
-        """An Attachable note on customer/job ``target``; QBO replays the first answer for a repeated requestid."""
+        """An Attachable note on customer/job ``target``; QBO replays its answer for a repeated requestid."""
         client = self.client()
         body = {"Note": text, "AttachableRef": [{"EntityRef": {"type": "Customer", "value": target}}]}
         try:
             answer = client.request(
-                "POST", f"/v3/company/{self.realm}/attachable", params={"requestid": idempotency_key[:50]}, json=body
+                "POST",
+                f"/v3/company/{self.realm}/attachable",
+                params={"requestid": idempotency_key[:50]},
+                json=body,
             ).json()
         finally:
             client.close()

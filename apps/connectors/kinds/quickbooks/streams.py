@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from apps.connectors.http import HttpClient
 from apps.connectors.kinds.base import (
-    BadRecord, Cursor, Page, Record, Stream, cursor_start, domain_of, keyset_pages, parse_date, parse_datetime,
+    BadRecord,
+    Cursor,
+    Page,
+    Record,
+    Stream,
+    cursor_start,
+    domain_of,
+    keyset_pages,
+    parse_date,
+    parse_datetime,
     parse_money,
 )
 from apps.entities.models import FinancialLine, SourceObject
@@ -45,10 +54,11 @@ class QueryStream(Stream):
             if since is not None:
                 # Whole seconds in UTC: QBO times have no fractions, and rounding down only re-reads.
                 where = f" WHERE MetaData.LastUpdatedTime >= '{since.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S}Z'"
-            query = (
-                f"SELECT * FROM {self.entity_name}{where} ORDERBY MetaData.LastUpdatedTime, Id"
-                f" STARTPOSITION {offset + 1} MAXRESULTS {MAX_RESULTS}"
+            # QBO's own query language, not SQL: a fixed entity name and a formatted time, no user input.
+            order = (
+                f"ORDERBY MetaData.LastUpdatedTime, Id STARTPOSITION {offset + 1} MAXRESULTS {MAX_RESULTS}"
             )
+            query = f"SELECT * FROM {self.entity_name}{where} {order}"  # noqa: S608
             data = client.get_json(path, params={"query": query, "minorversion": MINOR_VERSION})
             records = list((data.get("QueryResponse") or {}).get(self.entity_name) or [])
             return records, len(records) >= MAX_RESULTS  # QBO says nothing more: a short page is the last
@@ -90,12 +100,22 @@ class Customers(QueryStream):
             if not parent:
                 raise BadRecord("job without ParentRef")
             match = PROJECT_NUMBER.match(name + " ")
-            return {**row, "object_type": "job", "name": name, "parent_ref": parent,
-                    "match_key": match.group(1) if match else ""}
+            return {
+                **row,
+                "object_type": "job",
+                "name": name,
+                "parent_ref": parent,
+                "match_key": match.group(1) if match else "",
+            }
         web = (raw.get("WebAddr") or {}).get("URI")
         email = (raw.get("PrimaryEmailAddr") or {}).get("Address")
-        return {**row, "object_type": "customer", "name": name, "parent_ref": "",
-                "match_key": domain_of(web) or domain_of(email)}
+        return {
+            **row,
+            "object_type": "customer",
+            "name": name,
+            "parent_ref": "",
+            "match_key": domain_of(web) or domain_of(email),
+        }
 
 
 class Invoices(QueryStream):
@@ -135,7 +155,7 @@ class Estimates(QueryStream):
 
 
 class ExpenseLines(QueryStream):
-    """Bills and purchases: one financial line per line charged to a job (overhead lines are not project cost)."""
+    """Bills and purchases: one financial line per line charged to a job (overhead is not project cost)."""
 
     model = FinancialLine
     entity = "financial_line"

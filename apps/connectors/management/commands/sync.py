@@ -18,7 +18,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("slug")
         parser.add_argument("--full", action="store_true", help="re-read everything (deletes nothing)")
-        parser.add_argument("--stream", action="append", dest="streams", metavar="NAME", help="only this stream")
+        parser.add_argument(
+            "--stream", action="append", dest="streams", metavar="NAME", help="only this stream"
+        )
 
     def handle(self, *args: object, slug: str, full: bool, streams: list[str] | None, **options: Any) -> None:
         connection = Connection.objects.filter(slug=slug).first()
@@ -27,7 +29,7 @@ class Command(BaseCommand):
             raise CommandError(f"no connection {slug!r} (known: {known})", returncode=2)
         bars: dict[str, tqdm[Any]] = {}
         quiet = options.get("verbosity", 1) == 0
-        # The raw stream under Django's wrapper: the wrapper appends a newline to every write, breaking the bar.
+        # The raw stream under Django's wrapper, which appends a newline to every write and breaks the bar.
         raw_stderr = getattr(self.stderr, "_out", sys.stderr)
 
         def progress(stream: str, seen: int) -> None:
