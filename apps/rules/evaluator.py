@@ -247,7 +247,9 @@ def _ctx_int(raw: object, fact: Fact) -> int:
     if isinstance(raw, int):
         return int(raw)
     # Databases hand back integral aggregates as Decimal (SUM, COUNT over a CASE); those are fine.
-    if isinstance(raw, Decimal | float) and math.isfinite(raw) and raw == int(raw):
+    if isinstance(raw, Decimal) and raw.is_finite() and raw == raw.to_integral_value():
+        return int(raw)
+    if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
         return int(raw)
     raise _context_problem(raw, fact, "a whole number")
 

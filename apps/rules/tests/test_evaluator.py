@@ -249,6 +249,8 @@ def test_stale_beats_is_null() -> None:
         ("client.days_to_renewal", 4.5),
         ("client.days_to_renewal", True),
         ("client.days_to_renewal", "45"),
+        ("client.days_to_renewal", Decimal("sNaN")),
+        ("change_order.amount", Decimal("sNaN")),
         ("client.missed_last_milestone", 1),
         ("client.missed_last_milestone", "true"),
         ("project.schedule_status", 3),
