@@ -15,14 +15,14 @@ class RuleForm(forms.ModelForm):
 
     def clean(self) -> dict:
         from .ruleset import RulesFileError
-        from .services import spec_from_dict
+        from .ruleset import rule_from_dict
 
         data = super().clean() or {}
         draft = data.get("draft")
         if isinstance(draft, dict):
             draft = {**draft, "key": data.get("key") or draft.get("key")}
             try:
-                spec = spec_from_dict(draft)
+                spec = rule_from_dict(draft)
             except RulesFileError as exc:
                 raise forms.ValidationError([p.message if not p.path else f"{p.path}: {p.message}"
                                              for p in exc.errors]) from exc

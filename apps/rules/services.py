@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -20,14 +19,9 @@ from apps.audit.services import Actor, audit_record, audit_record_many
 from .evaluator import CompiledCondition, Evaluation, Outcome, compile_condition
 from .facts import Context, compute_contexts
 from .models import Decision, Rule, RuleVersion, SubjectState
-from .ruleset import RuleSpec, dump_rules, parse_rules
+from .ruleset import dump_rules, parse_rules, rule_from_dict
 
 _ROUTE_RANK = {"executive": 0, "standard": 1}
-
-
-def spec_from_dict(data: dict[str, Any]) -> RuleSpec:
-    """Validate one rule given as a dict (admin form, API) with the same checks as the rules file."""
-    return parse_rules(yaml.safe_dump([data], sort_keys=False))[0]
 
 
 def _spec_hash(spec: dict[str, Any]) -> str:
@@ -37,7 +31,7 @@ def _spec_hash(spec: dict[str, Any]) -> str:
 @transaction.atomic
 def rule_publish(*, rule: Rule, actor: Actor) -> RuleVersion:
     """Freeze the rule's draft into a new immutable version and make it live (no-op if unchanged)."""
-    spec = spec_from_dict(rule.draft).to_dict()
+    spec = rule_from_dict(rule.draft).to_dict()
     rule = Rule.objects.select_for_update().get(pk=rule.pk)
     if rule.live_version and rule.live_version.spec_hash == _spec_hash(spec):
         return rule.live_version
@@ -83,7 +77,7 @@ def rules_import(*, text: str, actor: Actor) -> dict[str, list[str]]:
 
 def rules_export() -> str:
     rules = Rule.objects.filter(live_version__isnull=False).select_related("live_version").order_by("key")
-    return dump_rules([spec_from_dict(r.live_version.spec) for r in rules if r.live_version])
+    return dump_rules([rule_from_dict(r.live_version.spec) for r in rules if r.live_version])
 
 
 # --- evaluation -------------------------------------------------------------------------------------
