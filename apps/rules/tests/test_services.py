@@ -1,0 +1,251 @@
+"""Publishing, importing and evaluating rules against the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from apps.connectors.models import StreamState
+from apps.escalations.models import Escalation
+from apps.rules.facts import ENTITY_STREAMS
+from apps.rules.models import Decision, Rule, RuleVersion, SubjectState
+from apps.rules.ruleset import RulesFileError
+from apps.rules.services import evaluate_subjects, rule_publish, rules_export, rules_import
+from tests.factories import (
+    ChangeOrderFactory,
+    ClientFactory,
+    ConnectionFactory,
+    CrmOwnerFactory,
+    FinancialLineFactory,
+    ProjectFactory,
+)
+
+RULE = """
+- key: big-co
+  name: Big change order
+  subject: change_order
+  when:
+    all:
+      - {fact: change_order.amount, op: gte, value: 50000}
+      - {fact: project.margin_pct, op: lt, value: 12}
+  route: ROUTE
+  severity: high
+  priority: PRIORITY
+  actions: [email_account_manager, flag_dashboard]
+  cooldown: 7d
+  max_fact_age: 24h
+"""
+
+
+def rule_yaml(key="big-co", route="executive", priority=10, amount=50000):
+    return (
+        RULE.replace("big-co", key)
+        .replace("ROUTE", route)
+        .replace("PRIORITY", str(priority))
+        .replace("value: 50000", f"value: {amount}")
+    )
+
+
+def fresh_streams(age=dt.timedelta(minutes=5)):
+    synced = timezone.now() - age
+    for entity, streams in ENTITY_STREAMS.items():
+        conn = ConnectionFactory(slug=f"src-{entity}")
+        for stream in streams:
+            StreamState.objects.update_or_create(
+                connection=conn, stream=stream, defaults={"last_success_at": synced}
+            )
+
+
+def risky_change_order(amount="60000", income="1000000", cost="910000"):
+    owner = CrmOwnerFactory(email="maria.chen@fulcrum-demo.test")
+    project = ProjectFactory(client=ClientFactory(owner=owner))
+    FinancialLineFactory(project=project, kind="invoice", amount=Decimal(income))
+    FinancialLineFactory(project=project, kind="bill", amount=Decimal(cost))
+    return ChangeOrderFactory(project=project, amount=Decimal(amount))
+
+
+@pytest.mark.django_db
+class TestPublishing:
+    def test_import_creates_a_published_version_and_reimport_is_unchanged(self):
+        assert rules_import(text=rule_yaml(), actor="system:test")["created"] == ["big-co"]
+        assert rules_import(text=rule_yaml(), actor="system:test")["unchanged"] == ["big-co"]
+        rule = Rule.objects.get(key="big-co")
+        assert rule.live_version.number == 1 and rule.versions.count() == 1
+
+    def test_a_changed_rule_gets_a_new_version_and_old_ones_stay(self):
+        rules_import(text=rule_yaml(), actor="system:test")
+        assert rules_import(text=rule_yaml(amount=75000), actor="system:test")["updated"] == ["big-co"]
+        rule = Rule.objects.get(key="big-co")
+        assert [v.number for v in rule.versions.order_by("number")] == [1, 2]
+        assert rule.live_version.spec["when"]["all"][0]["value"] == 75000
+        assert rule.versions.get(number=1).spec["when"]["all"][0]["value"] == 50000
+
+    def test_versions_are_immutable_in_the_database(self):
+        rules_import(text=rule_yaml(), actor="system:test")
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+            RuleVersion.objects.update(spec={})
+
+    def test_import_with_errors_changes_nothing_and_reports_every_line(self):
+        rules_import(text=rule_yaml(), actor="system:test")
+        bad = rule_yaml(amount=1) + rule_yaml(key="second").replace("op: lt", "op: below").replace(
+            "project.margin_pct", "project.margin"
+        )
+        with pytest.raises(RulesFileError) as caught:
+            rules_import(text=bad, actor="system:test")
+        assert len(caught.value.errors) == 2
+        assert all(problem.line for problem in caught.value.errors)
+        assert Rule.objects.get(key="big-co").live_version.number == 1
+        assert not Rule.objects.filter(key="second").exists()
+
+    def test_export_round_trips(self):
+        rules_import(text=rule_yaml(), actor="system:test")
+        exported = rules_export()
+        assert rules_import(text=exported, actor="system:test")["unchanged"] == ["big-co"]
+
+    def test_publishing_an_invalid_draft_is_refused(self):
+        rules_import(text=rule_yaml(), actor="system:test")
+        rule = Rule.objects.get(key="big-co")
+        rule.draft["when"] = {"all": [{"fact": "change_order.amount", "op": "contains", "value": "x"}]}
+        with pytest.raises(RulesFileError):
+            rule_publish(rule=rule, actor="system:test")
+
+
+@pytest.mark.django_db
+class TestEvaluation:
+    def test_match_opens_one_escalation_with_its_evidence(self):
+        fresh_streams()
+        co = risky_change_order()
+        rules_import(text=rule_yaml(), actor="system:test")
+        report = evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        assert report.escalations_opened == 1
+        escalation = Escalation.objects.get()
+        assert (escalation.subject_id, escalation.route, escalation.status) == (co.pk, "executive", "open")
+        assert escalation.evidence["facts"]["project.margin_pct"]["value"] == "9.0000"
+        assert "change_order.amount 60,000.00 ≥ 50,000.00" in escalation.summary
+        decision = Decision.objects.get(outcome="matched")
+        assert decision.escalation == escalation and decision.facts and decision.explanation
+        assert sorted(escalation.deliveries.values_list("action", flat=True)) == [
+            "email_account_manager",
+            "flag_dashboard",
+        ]
+
+    def test_a_repeat_non_match_keeps_only_a_slim_decision(self):
+        fresh_streams()
+        co = risky_change_order(amount="100")
+        rules_import(text=rule_yaml(), actor="system:test")
+        evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        first, second = Decision.objects.order_by("id")
+        assert first.outcome == second.outcome == "not_matched"
+        assert first.facts is not None and second.facts is None
+
+    def test_stale_inputs_are_insufficient_data_not_a_decision(self):
+        fresh_streams(age=dt.timedelta(hours=30))
+        co = risky_change_order()
+        rules_import(text=rule_yaml(), actor="system:test")
+        report = evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        assert report.outcomes == {"insufficient_data": 1}
+        assert not Escalation.objects.exists()
+
+    def test_null_margin_is_insufficient_data(self):
+        fresh_streams()
+        co = risky_change_order(income="0", cost="5000")
+        rules_import(text=rule_yaml(), actor="system:test")
+        evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        assert Decision.objects.get().outcome == "insufficient_data"
+
+    def test_executive_route_suppresses_a_standard_rule_on_the_same_subject(self):
+        fresh_streams()
+        co = risky_change_order()
+        rules_import(text=rule_yaml(key="exec-rule", route="executive", priority=10), actor="system:test")
+        rules_import(text=rule_yaml(key="std-rule", route="standard", priority=50), actor="system:test")
+        report = evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        assert report.escalations_opened == 1 and report.suppressed == 1
+        assert Escalation.objects.get().rule.key == "exec-rule"
+        suppressed = Decision.objects.get(rule_version__rule__key="std-rule")
+        assert suppressed.outcome == "matched" and "exec-rule" in suppressed.suppressed
+
+    def test_refire_bumps_the_counter_and_cooldown_holds_after_close(self, executive):
+        fresh_streams()
+        co = risky_change_order()
+        rules_import(text=rule_yaml(), actor="system:test")
+        evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        escalation = Escalation.objects.get()
+        assert escalation.fire_count == 2
+        from apps.escalations.services import escalation_decide
+
+        escalation_decide(escalation=escalation, actor=executive, approve=True)
+        report = evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        assert report.escalations_opened == 0 and Escalation.objects.count() == 1
+        assert "cooldown" in Decision.objects.latest("id").suppressed
+        # After the cooldown the same match escalates again.
+        later = timezone.now() + dt.timedelta(days=8)
+        fresh_streams()
+        StreamState.objects.update(last_success_at=later)
+        report = evaluate_subjects(subject_type="change_order", ids=[co.pk], now=later)
+        assert report.escalations_opened == 1
+
+    def test_snooze_suppresses_actions_not_evaluation(self, ops_manager):
+        fresh_streams()
+        co = risky_change_order()
+        rules_import(text=rule_yaml(), actor="system:test")
+        rule = Rule.objects.get()
+        SubjectState.objects.create(
+            rule=rule, subject_type="change_order", subject_id=co.pk, last_outcome="not_matched",
+            last_evaluated_at=timezone.now(), snoozed_until=timezone.now() + dt.timedelta(days=1),
+            snoozed_by=ops_manager, snooze_reason="client call on Friday",
+        )
+        evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        decision = Decision.objects.get()
+        assert decision.outcome == "matched" and "client call on Friday" in decision.suppressed
+        assert not Escalation.objects.exists()
+        # Once the snooze expires, the next evaluation escalates.
+        SubjectState.objects.update(snoozed_until=timezone.now() - dt.timedelta(seconds=1))
+        assert evaluate_subjects(subject_type="change_order", ids=[co.pk]).escalations_opened == 1
+
+    def test_auto_resolved_when_the_rule_stops_matching(self):
+        fresh_streams()
+        co = risky_change_order()
+        rules_import(text=rule_yaml(), actor="system:test")
+        evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        co.amount = Decimal("100")
+        co.save()
+        report = evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        assert report.auto_resolved == 1
+        escalation = Escalation.objects.get()
+        assert (escalation.status, escalation.outcome) == ("resolved", "auto_resolved")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eight_concurrent_evaluations_of_one_subject_make_one_escalation():
+    fresh_streams()
+    co = risky_change_order()
+    rules_import(text=rule_yaml(), actor="system:test")
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            evaluate_subjects(subject_type="change_order", ids=[co.pk])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    escalation = Escalation.objects.get()
+    assert escalation.fire_count == 8
+    assert escalation.deliveries.count() == 2
+    assert Decision.objects.filter(outcome="matched").count() == 8
