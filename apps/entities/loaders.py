@@ -11,6 +11,7 @@ array parameter.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -56,31 +57,55 @@ def source_column(model: type[models.Model]) -> str:
     return "source_id" if "source" in names else "connection_id"
 
 
+@dataclass(frozen=True)
+class _Check:
+    """What the database demands of one column, computed once per model (validation runs per record)."""
+
+    null: bool
+    text: bool
+    max_length: int | None
+    choices: frozenset[Any] | None
+    limit: Decimal | None  # exclusive bound of abs(value) for a DecimalField
+    aware: bool
+
+
+@functools.cache
+def _checks(model: type[models.Model]) -> dict[str, _Check]:
+    checks = {}
+    for name, f in _fields(model).items():
+        decimal = isinstance(f, models.DecimalField)
+        checks[name] = _Check(
+            null=f.null,
+            text=isinstance(f, models.CharField | models.TextField),
+            max_length=getattr(f, "max_length", None),
+            choices=frozenset(c[0] for c in f.flatchoices) if f.choices else None,
+            limit=Decimal(10) ** (f.max_digits - f.decimal_places) if decimal else None,  # type: ignore[attr-defined]
+            aware=isinstance(f, models.DateTimeField),
+        )
+    return checks
+
+
 def validate_row(model: type[models.Model], row: Row) -> str | None:
     """Why the database would refuse this row, checked up front so one bad record cannot fail a page."""
-    fields = _fields(model)
+    checks = _checks(model)
     for name, value in row.items():
-        f = fields.get(name)
-        if f is None:  # a programming error in the stream, not a bad record
+        check = checks.get(name)
+        if check is None:  # a programming error in the stream, not a bad record
             raise ValueError(f"{model.__name__} has no field {name!r}")
         if value is None:
-            if not f.null:
+            if not check.null:
                 return f"missing {name}"
             continue
-        if isinstance(f, models.CharField | models.TextField):
+        if check.text:
             if not isinstance(value, str):
                 return f"{name} is not text: {value!r}"
-            if f.max_length and len(value) > f.max_length:
-                return f"{name} is longer than {f.max_length} characters"
-        if f.choices and value not in {c[0] for c in f.flatchoices}:
-            return f"{name} {value!r} is not one of {', '.join(str(c[0]) for c in f.flatchoices)}"
-        if isinstance(f, models.DecimalField) and abs(value) >= Decimal(10) ** (
-            f.max_digits - f.decimal_places
-        ):
+            if check.max_length and len(value) > check.max_length:
+                return f"{name} is longer than {check.max_length} characters"
+        if check.choices is not None and value not in check.choices:
+            return f"{name} {value!r} is not one of {', '.join(sorted(map(str, check.choices)))}"
+        if check.limit is not None and abs(value) >= check.limit:
             return f"{name} {value} is out of range"
-        if isinstance(f, models.DateTimeField) and (
-            not isinstance(value, dt.datetime) or value.tzinfo is None
-        ):
+        if check.aware and (not isinstance(value, dt.datetime) or value.tzinfo is None):
             return f"{name} is not an aware date-time"
     return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -59,8 +59,6 @@ class Page:
 
     records: list[Record]
     cursor: Cursor
-    total: int | None = None  # how many the upstream says the whole query holds, when it says
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Stream(ABC):

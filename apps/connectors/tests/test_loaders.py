@@ -98,7 +98,7 @@ def test_rows_the_database_would_refuse_are_returned_not_raised(accounting: Conn
 
     assert result.inserted == 1
     assert [(row["external_id"], reason) for row, reason in result.rejected] == [
-        ("2", "kind 'refund' is not one of invoice, bill, purchase, estimate"),
+        ("2", "kind 'refund' is not one of bill, estimate, invoice, purchase"),
         ("3", "job_ref is longer than 64 characters"),
     ]
 

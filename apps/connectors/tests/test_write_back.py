@@ -1,0 +1,40 @@
+"""Notes written back to the CRM and the accounting system (used by escalation actions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.connectors.kinds import get_kind
+from apps.connectors.models import Connection
+from apps.simulator import Company, SimulatorServer
+
+
+def test_a_hubspot_note_lands_on_the_company(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer
+) -> None:
+    target = next(iter(company.hs_companies))
+
+    result = get_kind(connections["crm"]).write_note(target, "Escalated: CO 004", idempotency_key="esc-1-crm")
+
+    assert result["id"]
+    assert [(n["system"], n["target"], n["body"]) for n in simulator.notes] == [
+        ("hubspot", target, "Escalated: CO 004")
+    ]
+
+
+def test_a_quickbooks_note_is_idempotent_by_request_id(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer
+) -> None:
+    job = next(c.id for c in company.qbo_customers.values() if c.is_job)
+    kind = get_kind(connections["accounting"])
+
+    first = kind.write_note(job, "Margin below 12%", idempotency_key="esc-2-acct")
+    again = kind.write_note(job, "Margin below 12%", idempotency_key="esc-2-acct")
+
+    assert first == again and first["id"]
+    assert [(n["system"], n["target"]) for n in simulator.notes] == [("quickbooks", job)]
+
+
+def test_kinds_without_write_back_say_so(connections: dict[str, Connection]) -> None:
+    with pytest.raises(NotImplementedError, match="procore connections do not support notes yet"):
+        get_kind(connections["pm"]).write_note("1", "x", idempotency_key="k")
