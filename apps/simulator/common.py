@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ def qbo_time(ms: int) -> str:
 
 def parse_instant(text: str, naive_tz: timezone = UTC) -> int:
     """Parse an ISO 8601 date or date-time (``Z`` or offset; naive = ``naive_tz``) into epoch ms."""
-    text = text.strip()
+    text = re.sub(r"(\d) (\d\d:?\d\d)$", r"\1+\2", text.strip())  # an unencoded "+" arrives as a space
     if len(text) == 10:
         day = date.fromisoformat(text)
         return to_ms(datetime(day.year, day.month, day.day, tzinfo=naive_tz))

@@ -204,3 +204,17 @@ def test_deleted_records_disappear(fresh: Client) -> None:
     )
     assert co_id not in {c["id"] for c in procore_all(fresh, COS + "?per_page=1000")}
     assert int(fresh.procore("GET", COS).headers["Total"]) == len(company.pc_change_orders)
+
+
+def test_mutations_visible_through_updated_at_window(fresh: Client) -> None:
+    company = fresh.server.company
+    cursor = max(c.updated for c in company.pc_change_orders.values())
+    touched = {i for s, k, i in company.mutate(fraction=0.1, seed=5) if k == "change_order"}
+    window = f"{procore_time(cursor + 1000)}...{procore_time(cursor + 10**10)}"
+    rows = procore_all(fresh, f"{COS}?per_page=1000&filters[updated_at]={window}")
+    assert {r["id"] for r in rows} == touched and touched
+    unencoded = fresh.session.get(
+        f"{fresh.base}{COS}?filters[updated_at]=2020-01-01T00:00:00+00:00...2030-01-01T00:00:00+00:00",
+        headers={"Authorization": "Bearer sim-procore-token", "Procore-Company-Id": "4242"},
+    )
+    assert unencoded.status_code == 200 and unencoded.headers["Total"] == str(len(company.pc_change_orders))
