@@ -226,7 +226,7 @@ class View(Generic[R]):
 TABLE_ALIASES = {"milestone": "task", "schedule_task": "task", "change_order_package": "change_order"}
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Company:
     """The generated upstream world.  Mutations take ``lock``; readers use the cached sorted views."""
 
@@ -361,6 +361,10 @@ class Company:
                 if name != "lock":
                     setattr(self, name, getattr(fresh, name))
             self._views = {}
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}.{t}={len(table)}" for (s, t), table in self.tables.items())
+        return f"Company(seed={self.seed}, scale={self.scale}, today={self.today}, {sizes})"
 
     # ---- conveniences ------------------------------------------------------------------------------
 
