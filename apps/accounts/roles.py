@@ -11,11 +11,26 @@ ROLES = (OPERATIONS, EXECUTIVES, ACCOUNT_MANAGERS, ADMINISTRATORS)
 # Model permissions per role (app_label.codename). Administrators are superusers-in-all-but-name.
 _CONFIG_MODELS = ["connectors.connection", "rules.rule", "entities.sourceobject"]
 _VIEW_ALL = [
-    "entities.client", "entities.project", "entities.changeorder", "entities.milestone", "entities.submittal",
-    "entities.vendor", "entities.financialline", "entities.crmowner", "entities.sourceobject",
-    "rules.rule", "rules.ruleversion", "rules.decision", "rules.subjectstate",
-    "escalations.escalation", "escalations.escalationevent", "escalations.delivery",
-    "connectors.connection", "connectors.syncrun", "connectors.streamstate", "connectors.quarantinedrecord",
+    "entities.client",
+    "entities.project",
+    "entities.changeorder",
+    "entities.milestone",
+    "entities.submittal",
+    "entities.vendor",
+    "entities.financialline",
+    "entities.crmowner",
+    "entities.sourceobject",
+    "rules.rule",
+    "rules.ruleversion",
+    "rules.decision",
+    "rules.subjectstate",
+    "escalations.escalation",
+    "escalations.escalationevent",
+    "escalations.delivery",
+    "connectors.connection",
+    "connectors.syncrun",
+    "connectors.streamstate",
+    "connectors.quarantinedrecord",
     "audit.auditentry",
 ]
 
@@ -28,10 +43,20 @@ def role_permissions() -> dict[str, list[str]]:
     return {
         OPERATIONS: [*views, *edit_config, "rules.change_subjectstate", "escalations.change_escalation"],
         EXECUTIVES: [*views, "escalations.change_escalation"],
-        ACCOUNT_MANAGERS: ["entities.view_client", "entities.view_project", "escalations.view_escalation",
-                           "escalations.change_escalation"],
-        ADMINISTRATORS: [*views, *edit_config, "connectors.delete_connection", "rules.delete_rule",
-                         "escalations.change_escalation", "escalations.change_delivery"],
+        ACCOUNT_MANAGERS: [
+            "entities.view_client",
+            "entities.view_project",
+            "escalations.view_escalation",
+            "escalations.change_escalation",
+        ],
+        ADMINISTRATORS: [
+            *views,
+            *edit_config,
+            "connectors.delete_connection",
+            "rules.delete_rule",
+            "escalations.change_escalation",
+            "escalations.change_delivery",
+        ],
     }
 
 

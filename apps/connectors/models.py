@@ -95,7 +95,9 @@ class SyncRun(models.Model):
         ordering = ["-started_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["connection", "stream"], condition=Q(status="running"), name="one_running_sync_per_stream"
+                fields=["connection", "stream"],
+                condition=Q(status="running"),
+                name="one_running_sync_per_stream",
             )
         ]
 

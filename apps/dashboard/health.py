@@ -19,7 +19,7 @@ def _database() -> bool:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return True
-    except Exception:  # noqa: BLE001 - any failure means unhealthy
+    except Exception:
         return False
 
 
@@ -30,15 +30,20 @@ def _broker() -> bool:
         with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1)
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
     database = _database()
-    beat = Heartbeat.objects.filter(name="worker").values_list("beat_at", flat=True).first() if database else None
+    beat = (
+        Heartbeat.objects.filter(name="worker").values_list("beat_at", flat=True).first()
+        if database
+        else None
+    )
     worker = bool(beat and timezone.now() - beat < WORKER_STALE_AFTER)
     checks = {"database": database, "broker": _broker(), "worker": worker}
     status = 200 if checks["database"] and checks["broker"] else 503
-    return JsonResponse({"ok": status == 200, **checks, "worker_seen_at": beat.isoformat() if beat else None},
-                        status=status)
+    return JsonResponse(
+        {"ok": status == 200, **checks, "worker_seen_at": beat.isoformat() if beat else None}, status=status
+    )

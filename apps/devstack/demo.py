@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 
-from config.services import BASE_DIR, DATA_DIR, ensure_services, stop_postgres, stop_redis
+from config.services import BASE_DIR, DATA_DIR, STARTED_ENV, ensure_services, stop_postgres, stop_redis
 
 WEB_PORT = int(os.environ.get("DEMO_WEB_PORT", "8000"))
 SIM_PORT = int(os.environ.get("DEMO_SIMULATOR_PORT", "8701"))
@@ -42,7 +42,9 @@ class Stack:
 
     def start(self, name: str, *argv: str) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        child = subprocess.Popen(argv, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+        child = subprocess.Popen(  # noqa: S603 - our own fixed command lines
+            argv, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.children.append((name, child))
 
     def manage(self, *args: str) -> None:
@@ -51,7 +53,9 @@ class Stack:
     def check_alive(self) -> None:
         for name, child in self.children:
             if child.poll() is not None:
-                raise SystemExit(f"demo: {name} exited ({child.returncode}); see {self.logs / (name + '.log')}")
+                raise SystemExit(
+                    f"demo: {name} exited ({child.returncode}); see {self.logs / (name + '.log')}"
+                )
 
     def stop(self) -> None:
         for _name, child in reversed(self.children):
@@ -69,22 +73,54 @@ def main() -> int:
     os.environ.setdefault("DEBUG", "1")
     os.environ.setdefault("EMAIL_URL", f"smtp://127.0.0.1:{SMTP_PORT}")
     os.environ.setdefault("SITE_URL", f"http://127.0.0.1:{WEB_PORT}")
-    embedded = ensure_services()
+    ensure_services()
     stack = Stack()
     try:
         print("demo: starting the upstream simulator and the mail sink", flush=True)
         stack.start("simulator", PY, "-m", "apps.simulator", "--port", str(SIM_PORT))
-        stack.start("mailsink", PY, "-m", "apps.devstack.mailsink", "--smtp-port", str(SMTP_PORT),
-                    "--http-port", str(MAIL_PORT), "--folder", str(DATA_DIR / "mail"))
+        stack.start(
+            "mailsink",
+            PY,
+            "-m",
+            "apps.devstack.mailsink",
+            "--smtp-port",
+            str(SMTP_PORT),
+            "--http-port",
+            str(MAIL_PORT),
+            "--folder",
+            str(DATA_DIR / "mail"),
+        )
         stack.manage("migrate", "--no-input", "-v", "0")
         _wait_http(f"http://127.0.0.1:{SIM_PORT}/_sim/health")
         stack.manage("seed_demo", "--simulator-url", f"http://127.0.0.1:{SIM_PORT}")
         print("demo: starting web, worker and beat", flush=True)
-        stack.start("web", PY, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{WEB_PORT}", "-w", "2",
-                    "--timeout", "60")
+        stack.start(
+            "web",
+            PY,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "-b",
+            f"127.0.0.1:{WEB_PORT}",
+            "-w",
+            "2",
+            "--timeout",
+            "60",
+        )
         stack.start("worker", PY, "-m", "celery", "-A", "config", "worker", "-l", "info", "-c", "2")
-        stack.start("beat", PY, "-m", "celery", "-A", "config", "beat", "-l", "info",
-                    "-s", str(DATA_DIR / "celerybeat-schedule"))
+        stack.start(
+            "beat",
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "beat",
+            "-l",
+            "info",
+            "-s",
+            str(DATA_DIR / "celerybeat-schedule"),
+        )
         _wait_http(f"http://127.0.0.1:{WEB_PORT}/healthz")
         for slug in ("crm", "accounting", "pm"):
             stack.manage("sync", slug)
@@ -112,6 +148,7 @@ Logs: {stack.logs}.  Ctrl-C stops everything.""",
         return 0
     finally:
         stack.stop()
+        embedded = os.environ.get(STARTED_ENV, "").split(",")
         if "postgres" in embedded:
             stop_postgres()
         if "redis" in embedded:

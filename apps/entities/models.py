@@ -23,8 +23,12 @@ class Sourced(models.Model):
 
     source = models.ForeignKey("connectors.Connection", on_delete=models.PROTECT, related_name="+")
     external_id = models.CharField(max_length=64)
-    source_updated_at = models.DateTimeField(help_text="Last-modified time upstream: older never overwrites newer")
-    content_hash = models.CharField(max_length=32, help_text="Of the normalised fields: unchanged records are skipped")
+    source_updated_at = models.DateTimeField(
+        help_text="Last-modified time upstream: older never overwrites newer"
+    )
+    content_hash = models.CharField(
+        max_length=32, help_text="Of the normalised fields: unchanged records are skipped"
+    )
     synced_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True, help_text="Tombstone: gone upstream")
 
@@ -33,7 +37,9 @@ class Sourced(models.Model):
     class Meta:
         abstract = True
         constraints = [
-            models.UniqueConstraint(fields=["source", "external_id"], name="%(app_label)s_%(class)s_source_key")
+            models.UniqueConstraint(
+                fields=["source", "external_id"], name="%(app_label)s_%(class)s_source_key"
+            )
         ]
 
 
@@ -61,11 +67,13 @@ class Client(Sourced):
 
     name = models.CharField(max_length=255)
     domain = models.CharField(max_length=255, blank=True, db_index=True)
-    owner = models.ForeignKey(CrmOwner, null=True, blank=True, on_delete=models.SET_NULL, related_name="clients")
+    owner = models.ForeignKey(
+        CrmOwner, null=True, blank=True, on_delete=models.SET_NULL, related_name="clients"
+    )
     owner_ref = models.CharField(max_length=64, blank=True, help_text="Owner id in the CRM")
     renewal_date = models.DateField(null=True, blank=True)
 
-    objects = ClientQuerySet.as_manager()
+    objects = ClientQuerySet.as_manager()  # type: ignore[misc]  # narrows Sourced.objects
 
     class Meta(Sourced.Meta):
         ordering = ["name"]
@@ -82,10 +90,14 @@ class Project(Sourced):
         AT_RISK = "at_risk"
         BEHIND = "behind"
 
-    client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.SET_NULL, related_name="projects")
+    client = models.ForeignKey(
+        Client, null=True, blank=True, on_delete=models.SET_NULL, related_name="projects"
+    )
     name = models.CharField(max_length=255)
     number = models.CharField(max_length=64, blank=True, db_index=True)
-    accounting_ref = models.CharField(max_length=64, blank=True, help_text="The job's id in accounting (origin_id)")
+    accounting_ref = models.CharField(
+        max_length=64, blank=True, help_text="The job's id in accounting (origin_id)"
+    )
     contract_value = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     schedule_status = models.CharField(max_length=12, choices=ScheduleStatus.choices, blank=True)
     start_date = models.DateField(null=True, blank=True)
@@ -157,7 +169,9 @@ class Submittal(Sourced):
 
     project = models.ForeignKey(Project, null=True, on_delete=models.CASCADE, related_name="submittals")
     project_ref = models.CharField(max_length=64)
-    vendor = models.ForeignKey(Vendor, null=True, blank=True, on_delete=models.SET_NULL, related_name="submittals")
+    vendor = models.ForeignKey(
+        Vendor, null=True, blank=True, on_delete=models.SET_NULL, related_name="submittals"
+    )
     vendor_ref = models.CharField(max_length=64, blank=True)
     number = models.CharField(max_length=64, blank=True)
     title = models.CharField(max_length=500, blank=True)
@@ -185,7 +199,9 @@ class FinancialLine(Sourced):
         ESTIMATE = "estimate"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="money")
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="money"
+    )
     job_ref = models.CharField(max_length=64, blank=True, help_text="The accounting job it is charged to")
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     balance = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
@@ -217,7 +233,9 @@ class SourceObject(models.Model):
     match_key = models.CharField(max_length=255, blank=True, db_index=True)
     parent_ref = models.CharField(max_length=64, blank=True)
     client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.SET_NULL, related_name="links")
-    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="links")
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="links"
+    )
     match_method = models.CharField(max_length=40, blank=True)
     source_updated_at = models.DateTimeField()
     content_hash = models.CharField(max_length=32)
@@ -227,7 +245,9 @@ class SourceObject(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["connection", "external_id"], name="uniq_source_object"),
-            models.CheckConstraint(condition=Q(object_type__in=["customer", "job"]), name="source_object_type"),
+            models.CheckConstraint(
+                condition=Q(object_type__in=["customer", "job"]), name="source_object_type"
+            ),
         ]
 
     def __str__(self) -> str:

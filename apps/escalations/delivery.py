@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import smtplib
-import socket
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -42,15 +42,16 @@ def delivery_claim(pk: int, now: dt.datetime | None = None) -> Delivery | None:
     )
     if not claimed:
         return None
-    return Delivery.objects.select_related("escalation__client__owner", "escalation__project",
-                                           "escalation__rule").get(pk=pk)
+    return Delivery.objects.select_related(
+        "escalation__client__owner", "escalation__project", "escalation__rule"
+    ).get(pk=pk)
 
 
 def due_delivery_ids(limit: int = 200, now: dt.datetime | None = None) -> list[int]:
     return list(
-        Delivery.objects.filter(_due(now or timezone.now())).order_by("next_attempt_at").values_list("pk", flat=True)[
-            :limit
-        ]
+        Delivery.objects.filter(_due(now or timezone.now()))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
     )
 
 
@@ -71,20 +72,24 @@ def delivery_attempt(pk: int) -> str:
         return _finish(delivery, Delivery.State.DEAD, error=str(exc))
     except (OSError, smtplib.SMTPException, requests.RequestException) as exc:
         if delivery.attempts >= settings.FULCRUM["ACTION_MAX_ATTEMPTS"]:
-            return _finish(delivery, Delivery.State.DEAD, error=f"gave up after {delivery.attempts} attempts: {exc}")
+            return _finish(
+                delivery, Delivery.State.DEAD, error=f"gave up after {delivery.attempts} attempts: {exc}"
+            )
         return _finish(delivery, Delivery.State.FAILED, error=f"{type(exc).__name__}: {exc}")
     return _finish(delivery, Delivery.State.DELIVERED, response=response)
 
 
 def _finish(delivery: Delivery, state: str, *, error: str = "", response: dict | None = None) -> str:
     now = timezone.now()
-    fields = {"state": state, "claimed_until": None, "last_error": error[:2000]}
+    fields: dict[str, Any] = {"state": state, "claimed_until": None, "last_error": error[:2000]}
     if state == Delivery.State.DELIVERED:
         fields.update(delivered_at=now, response=response or {})
     elif state == Delivery.State.FAILED:
         fields["next_attempt_at"] = now + backoff(delivery.attempts)
     # Only the claim holder may finish: a row re-claimed after an expired claim belongs to its new owner.
-    Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.SENDING, attempts=delivery.attempts).update(**fields)
+    Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.SENDING, attempts=delivery.attempts).update(
+        **fields
+    )
     return state
 
 
@@ -117,25 +122,28 @@ def send_escalation_email(delivery: Delivery) -> dict:
         body=render_to_string("escalations/email/escalation.txt", context),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[delivery.target],
-        headers={"Message-ID": f"<{delivery.idempotency_key}@fulcrum>", "X-Fulcrum-Escalation": str(escalation.pk)},
+        headers={
+            "Message-ID": f"<{delivery.idempotency_key}@fulcrum>",
+            "X-Fulcrum-Escalation": str(escalation.pk),
+        },
     )
     message.attach_alternative(render_to_string("escalations/email/escalation.html", context), "text/html")
     try:
         message.send()
     except smtplib.SMTPRecipientsRefused as exc:
         raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
-    except (smtplib.SMTPException, socket.timeout, ConnectionError) as exc:
+    except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
         raise OSError(f"SMTP: {exc}") from exc
     return {"to": delivery.target}
 
 
 def write_note(delivery: Delivery) -> dict:
+    from apps.connectors.http import UpstreamError
+    from apps.connectors.kinds import get_kind
     from apps.connectors.models import Connection
 
     connection_id, _, record_id = delivery.target.partition(":")
     connection = Connection.objects.get(pk=int(connection_id))
-    from apps.connectors.kinds import get_kind
-
     escalation = delivery.escalation
     text = (
         f"Fulcrum escalation #{escalation.pk} ({escalation.severity}, route {escalation.route}): "
@@ -145,9 +153,8 @@ def write_note(delivery: Delivery) -> dict:
     kind = get_kind(connection)
     try:
         result = kind.write_note(record_id, text, idempotency_key=delivery.idempotency_key)
-    except requests.HTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else 0
-        if status == 429 or status >= 500:
+    except UpstreamError as exc:
+        if exc.retryable:  # timeouts, unreachable, 5xx, 429: try again later
             raise
-        raise PermanentFailure(f"upstream refused the note: HTTP {status}") from exc
+        raise PermanentFailure(f"upstream refused the note: HTTP {exc.status}") from exc
     return result if isinstance(result, dict) else {"result": str(result)}

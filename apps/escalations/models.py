@@ -54,7 +54,9 @@ class Escalation(models.Model):
     SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
     rule = models.ForeignKey("rules.Rule", on_delete=models.PROTECT, related_name="escalations")
-    rule_version = models.ForeignKey("rules.RuleVersion", on_delete=models.PROTECT, related_name="escalations")
+    rule_version = models.ForeignKey(
+        "rules.RuleVersion", on_delete=models.PROTECT, related_name="escalations"
+    )
     subject_type = models.CharField(max_length=20)
     subject_id = models.BigIntegerField()
     subject_label = models.CharField(max_length=300)
@@ -88,7 +90,10 @@ class Escalation(models.Model):
                 name="one_open_escalation_per_rule_subject",
             ),
         ]
-        indexes = [models.Index(fields=["status", "route"]), models.Index(fields=["subject_type", "subject_id"])]
+        indexes = [
+            models.Index(fields=["status", "route"]),
+            models.Index(fields=["subject_type", "subject_id"]),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.rule.key} on {self.subject_label}"

@@ -40,10 +40,19 @@ def _actor_name(actor: Actor) -> str:
 def _event(escalation: Escalation, kind: str, actor: Actor, via: str, note: str = "", **data: Any) -> None:
     now = timezone.now()
     EscalationEvent.objects.create(
-        escalation=escalation, kind=kind, actor=_actor_name(actor), via=via, note=note, data=data, created_at=now
+        escalation=escalation,
+        kind=kind,
+        actor=_actor_name(actor),
+        via=via,
+        note=note,
+        data=data,
+        created_at=now,
     )
     audit_record(
-        action=f"escalation.{kind}", actor=actor, object_type="escalation", object_id=escalation.pk,
+        action=f"escalation.{kind}",
+        actor=actor,
+        object_type="escalation",
+        object_id=escalation.pk,
         data={"via": via, "note": note, "status": escalation.status, "outcome": escalation.outcome, **data},
     )
 
@@ -94,11 +103,20 @@ def escalation_fire(
         try:
             with transaction.atomic():
                 escalation = Escalation.objects.create(
-                    rule_id=version.rule_id, rule_version=version, subject_type=context.subject_type,
-                    subject_id=context.subject_id, subject_label=label[:300], client=client, project=project,
-                    route=version.route, severity=version.spec.get("severity", "medium"),
-                    priority=int(version.spec.get("priority", 100)), summary=evaluation.summary(),
-                    evidence=evidence, opened_at=now, last_fired_at=now,
+                    rule_id=version.rule_id,
+                    rule_version=version,
+                    subject_type=context.subject_type,
+                    subject_id=context.subject_id,
+                    subject_label=label[:300],
+                    client=client,
+                    project=project,
+                    route=version.route,
+                    severity=version.spec.get("severity", "medium"),
+                    priority=int(version.spec.get("priority", 100)),
+                    summary=evaluation.summary(),
+                    evidence=evidence,
+                    opened_at=now,
+                    last_fired_at=now,
                 )
         except IntegrityError:
             existing = Escalation.objects.select_for_update().get(**key, status__in=Escalation.OPEN_STATES)
@@ -107,8 +125,15 @@ def escalation_fire(
             SubjectState.objects.filter(**key).update(cooldown_until=now + cooldown)
             decision.escalation = escalation
             decision.save(update_fields=["escalation"])
-            _event(escalation, "opened", "system:rules", "system", rule=version.rule.key, version=version.number,
-                   route=escalation.route)
+            _event(
+                escalation,
+                "opened",
+                "system:rules",
+                "system",
+                rule=version.rule.key,
+                version=version.number,
+                route=escalation.route,
+            )
             _queue_actions(escalation, version.actions, now)
             return "opened"
     existing.fire_count += 1
@@ -122,11 +147,16 @@ def escalation_fire(
     return "refired"
 
 
-def escalation_auto_resolve(*, rule_id: int, subject_type: str, subject_ids: list[int], now: dt.datetime) -> int:
+def escalation_auto_resolve(
+    *, rule_id: int, subject_type: str, subject_ids: list[int], now: dt.datetime
+) -> int:
     """Close open escalations whose rule stopped matching (outcome ``auto_resolved``)."""
     count = 0
     for escalation in Escalation.objects.select_for_update().filter(
-        rule_id=rule_id, subject_type=subject_type, subject_id__in=subject_ids, status__in=Escalation.OPEN_STATES
+        rule_id=rule_id,
+        subject_type=subject_type,
+        subject_id__in=subject_ids,
+        status__in=Escalation.OPEN_STATES,
     ):
         escalation.status = Escalation.Status.RESOLVED
         escalation.outcome = Escalation.Outcome.AUTO_RESOLVED
@@ -152,7 +182,9 @@ def _locked(escalation: Escalation) -> Escalation:
 
 
 @transaction.atomic
-def escalation_acknowledge(*, escalation: Escalation, actor: Actor, via: str = "web", note: str = "") -> Escalation:
+def escalation_acknowledge(
+    *, escalation: Escalation, actor: Actor, via: str = "web", note: str = ""
+) -> Escalation:
     _check_can_act(escalation, actor)
     escalation = _locked(escalation)
     if escalation.status != Escalation.Status.OPEN:
@@ -164,7 +196,9 @@ def escalation_acknowledge(*, escalation: Escalation, actor: Actor, via: str = "
     return escalation
 
 
-def _close(escalation: Escalation, *, status: str, outcome: str, actor: Actor, via: str, note: str) -> Escalation:
+def _close(
+    escalation: Escalation, *, status: str, outcome: str, actor: Actor, via: str, note: str
+) -> Escalation:
     if outcome not in Escalation.Outcome.values or outcome == Escalation.Outcome.AUTO_RESOLVED:
         raise TransitionError(f"{outcome!r} is not an outcome a person can set")
     escalation = _locked(escalation)
@@ -183,16 +217,24 @@ def escalation_resolve(
     *, escalation: Escalation, actor: Actor, outcome: str, via: str = "web", note: str = ""
 ) -> Escalation:
     _check_can_act(escalation, actor)
-    return _close(escalation, status=Escalation.Status.RESOLVED, outcome=outcome, actor=actor, via=via, note=note)
+    return _close(
+        escalation, status=Escalation.Status.RESOLVED, outcome=outcome, actor=actor, via=via, note=note
+    )
 
 
 @transaction.atomic
 def escalation_dismiss(
-    *, escalation: Escalation, actor: Actor, outcome: str = Escalation.Outcome.FALSE_ALARM, via: str = "web",
+    *,
+    escalation: Escalation,
+    actor: Actor,
+    outcome: str = Escalation.Outcome.FALSE_ALARM,
+    via: str = "web",
     note: str = "",
 ) -> Escalation:
     _check_can_act(escalation, actor)
-    return _close(escalation, status=Escalation.Status.DISMISSED, outcome=outcome, actor=actor, via=via, note=note)
+    return _close(
+        escalation, status=Escalation.Status.DISMISSED, outcome=outcome, actor=actor, via=via, note=note
+    )
 
 
 @transaction.atomic
@@ -205,7 +247,9 @@ def escalation_decide(
     if escalation.route != Escalation.Route.EXECUTIVE:
         raise TransitionError("only executive-routed escalations are approved or rejected")
     outcome = Escalation.Outcome.APPROVED if approve else Escalation.Outcome.REJECTED
-    return _close(escalation, status=Escalation.Status.RESOLVED, outcome=outcome, actor=actor, via=via, note=note)
+    return _close(
+        escalation, status=Escalation.Status.RESOLVED, outcome=outcome, actor=actor, via=via, note=note
+    )
 
 
 # --- the outbox -----------------------------------------------------------------------------------
@@ -235,13 +279,23 @@ def _queue_actions(escalation: Escalation, actions: list[str], now: dt.datetime)
     for action in actions:
         targets = action_targets(escalation, action)
         if not targets:
-            _event(escalation, "action_skipped", "system:rules", "system", note=f"{action}: no target", action=action)
+            _event(
+                escalation,
+                "action_skipped",
+                "system:rules",
+                "system",
+                note=f"{action}: no target",
+                action=action,
+            )
         for target in targets:
             deliveries.append(
                 Delivery(
-                    escalation=escalation, action=action, target=target,
+                    escalation=escalation,
+                    action=action,
+                    target=target,
                     idempotency_key=f"esc{escalation.pk}:{action}:{target}"[:120],
-                    next_attempt_at=now, created_at=now,
+                    next_attempt_at=now,
+                    created_at=now,
                 )
             )
     created = Delivery.objects.bulk_create(deliveries)

@@ -14,8 +14,7 @@ class RuleForm(forms.ModelForm):
         fields = ("key", "enabled", "draft")
 
     def clean(self) -> dict:
-        from .ruleset import RulesFileError
-        from .ruleset import rule_from_dict
+        from .ruleset import RulesFileError, rule_from_dict
 
         data = super().clean() or {}
         draft = data.get("draft")
@@ -24,8 +23,9 @@ class RuleForm(forms.ModelForm):
             try:
                 spec = rule_from_dict(draft)
             except RulesFileError as exc:
-                raise forms.ValidationError([p.message if not p.path else f"{p.path}: {p.message}"
-                                             for p in exc.errors]) from exc
+                raise forms.ValidationError(
+                    [p.message if not p.path else f"{p.path}: {p.message}" for p in exc.errors]
+                ) from exc
             data["draft"] = spec.to_dict()
             self.instance.name = spec.name
             self.instance.subject_type = spec.subject
@@ -53,7 +53,9 @@ class RuleAdmin(admin.ModelAdmin):
     inlines = [VersionInline]
     actions = ["publish"]
 
-    @admin.action(description="Publish the draft of the selected rules as new versions", permissions=["change"])
+    @admin.action(
+        description="Publish the draft of the selected rules as new versions", permissions=["change"]
+    )
     def publish(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
         from .services import rule_publish
 
@@ -81,7 +83,15 @@ class RuleVersionAdmin(admin.ModelAdmin):
 
 @admin.register(Decision)
 class DecisionAdmin(admin.ModelAdmin):
-    list_display = ("evaluated_at", "rule_version", "subject_type", "subject_id", "outcome", "suppressed", "trigger")
+    list_display = (
+        "evaluated_at",
+        "rule_version",
+        "subject_type",
+        "subject_id",
+        "outcome",
+        "suppressed",
+        "trigger",
+    )
     list_filter = ("outcome", "subject_type", "trigger")
     list_select_related = ("rule_version__rule",)
     readonly_fields = [f.name for f in Decision._meta.fields]
@@ -101,7 +111,14 @@ class SubjectStateAdmin(admin.ModelAdmin):
     list_display = ("rule", "subject_type", "subject_id", "last_outcome", "cooldown_until", "snoozed_until")
     list_filter = ("last_outcome", "subject_type")
     list_select_related = ("rule",)
-    readonly_fields = ("rule", "subject_type", "subject_id", "last_outcome", "last_evaluated_at", "cooldown_until")
+    readonly_fields = (
+        "rule",
+        "subject_type",
+        "subject_id",
+        "last_outcome",
+        "last_evaluated_at",
+        "cooldown_until",
+    )
     fields = (*readonly_fields, "snoozed_until", "snooze_reason")
     show_full_result_count = False
 

@@ -65,7 +65,8 @@ project_facts AS (
         p.contract_value AS "project.contract_value",
         money.income AS "project.income_to_date",
         COALESCE(money.cost, 0) AS "project.cost_to_date",
-        ROUND((money.income - COALESCE(money.cost, 0)) / NULLIF(money.income, 0) * 100, 4) AS "project.margin_pct",
+        ROUND((money.income - COALESCE(money.cost, 0)) / NULLIF(money.income, 0) * 100, 4)
+            AS "project.margin_pct",
         COALESCE(co30.n, 0) AS "project.change_orders_30d",
         COALESCE(co30.total, 0) AS "project.change_order_amount_30d",
         COALESCE(ms.missed, 0) AS "project.milestones_missed",
@@ -146,7 +147,8 @@ vendor_facts AS (
 
 _CO_FACTS = """
     co.amount AS "change_order.amount",
-    ROUND(co.amount / NULLIF(pf."project.contract_value", 0) * 100, 4) AS "change_order.amount_pct_of_contract",
+    ROUND(co.amount / NULLIF(pf."project.contract_value", 0) * 100, 4)
+        AS "change_order.amount_pct_of_contract",
     co.status AS "change_order.status",
     %(today)s - (co.created_upstream_at AT TIME ZONE %(tz)s)::date AS "change_order.age_days"
 """
@@ -189,7 +191,8 @@ def _query(subject_type: str, filtered: bool) -> str:
         select = f"""SELECT pf.project_id AS subject_id, {_project_cols()}, {_client_cols()}
             FROM project_facts pf LEFT JOIN client_facts cf ON cf.client_id = pf.client_id"""
     elif subject_type == "client":
-        scope = f"scope_clients AS (SELECT t.id AS client_id FROM entities_client t WHERE t.deleted_at IS NULL {where})"
+        scope = f"""scope_clients AS (SELECT t.id AS client_id FROM entities_client t
+                    WHERE t.deleted_at IS NULL {where})"""
         ctes = [scope, _CLIENT_FACTS]
         select = f"SELECT cf.client_id AS subject_id, {_client_cols()} FROM client_facts cf"
     elif subject_type == "submittal":

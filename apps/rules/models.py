@@ -43,7 +43,9 @@ class RuleVersion(models.Model):
     spec = models.JSONField()
     spec_hash = models.CharField(max_length=64)
     published_at = models.DateTimeField()
-    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
 
     class Meta:
         ordering = ["rule", "-number"]
@@ -123,7 +125,9 @@ class SubjectState(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["rule", "subject_type", "subject_id"], name="uniq_rule_subject_state")
+            models.UniqueConstraint(
+                fields=["rule", "subject_type", "subject_id"], name="uniq_rule_subject_state"
+            )
         ]
 
     def __str__(self) -> str:

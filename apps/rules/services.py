@@ -49,7 +49,10 @@ def rule_publish(*, rule: Rule, actor: Actor) -> RuleVersion:
     rule.subject_type = spec["subject"]
     rule.save(update_fields=["live_version", "name", "subject_type", "updated_at"])
     audit_record(
-        action="rule.published", actor=actor, object_type="rule", object_id=rule.key,
+        action="rule.published",
+        actor=actor,
+        object_type="rule",
+        object_id=rule.key,
         data={"version": number, "spec": spec},
     )
     return version
@@ -104,8 +107,9 @@ class EvaluationReport:
     def __str__(self) -> str:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
         return (
-            f"{self.subjects} subjects; {outcomes or 'no rules'}; escalations opened {self.escalations_opened}, "
-            f"re-fired {self.escalations_refired}, suppressed {self.suppressed}, auto-resolved {self.auto_resolved}"
+            f"{self.subjects} subjects; {outcomes or 'no rules'}; escalations opened "
+            f"{self.escalations_opened}, re-fired {self.escalations_refired}, suppressed {self.suppressed}, "
+            f"auto-resolved {self.auto_resolved}"
         )
 
 
@@ -113,15 +117,20 @@ def live_versions(subject_type: str) -> list[RuleVersion]:
     """Published, enabled rules for a subject type, in priority order (lower runs first)."""
     versions = [
         r.live_version
-        for r in Rule.objects.filter(subject_type=subject_type, enabled=True, live_version__isnull=False)
-        .select_related("live_version__rule")
+        for r in Rule.objects.filter(
+            subject_type=subject_type, enabled=True, live_version__isnull=False
+        ).select_related("live_version__rule")
     ]
     return sorted((v for v in versions if v), key=lambda v: (int(v.spec.get("priority", 100)), v.rule.key))
 
 
 def evaluate_subjects(
-    *, subject_type: str, ids: Sequence[int] | None = None, trigger: str = Decision.Trigger.MANUAL,
-    now: dt.datetime | None = None, batch_size: int = 500,
+    *,
+    subject_type: str,
+    ids: Sequence[int] | None = None,
+    trigger: str = Decision.Trigger.MANUAL,
+    now: dt.datetime | None = None,
+    batch_size: int = 500,
 ) -> EvaluationReport:
     """Evaluate every live rule of ``subject_type`` on the given subjects (all when ``ids`` is None)."""
     now = now or timezone.now()
@@ -142,7 +151,11 @@ def evaluate_subjects(
 
 @transaction.atomic
 def _evaluate_batch(
-    contexts: list[Context], versions: list[RuleVersion], trigger: str, now: dt.datetime, report: EvaluationReport
+    contexts: list[Context],
+    versions: list[RuleVersion],
+    trigger: str,
+    now: dt.datetime,
+    report: EvaluationReport,
 ) -> None:
     from apps.escalations.services import escalation_auto_resolve, escalation_fire
 
@@ -171,8 +184,12 @@ def _evaluate_batch(
             state = states.get((version.rule_id, context.subject_id))
             changed = state is None or state.last_outcome != outcome
             decision = Decision(
-                rule_version=version, subject_type=subject_type, subject_id=context.subject_id,
-                outcome=outcome, trigger=trigger, evaluated_at=now,
+                rule_version=version,
+                subject_type=subject_type,
+                subject_id=context.subject_id,
+                outcome=outcome,
+                trigger=trigger,
+                evaluated_at=now,
             )
             if evaluation.outcome == Outcome.MATCHED or changed:
                 decision.facts = context.snapshot()
@@ -185,7 +202,9 @@ def _evaluate_batch(
                     decision.suppressed = f"suppressed by higher route rule {best_rule}"
                     report.suppressed += 1
                 elif state and state.snoozed_until and state.snoozed_until > now:
-                    decision.suppressed = f"snoozed until {state.snoozed_until:%Y-%m-%d %H:%M} ({state.snooze_reason})"
+                    decision.suppressed = (
+                        f"snoozed until {state.snoozed_until:%Y-%m-%d %H:%M} ({state.snooze_reason})"
+                    )
                     report.suppressed += 1
                 else:
                     fired.append((version, context, evaluation, decision))
@@ -196,18 +215,29 @@ def _evaluate_batch(
             decisions.append(decision)
             new_states.append(
                 SubjectState(
-                    rule_id=version.rule_id, subject_type=subject_type, subject_id=context.subject_id,
-                    last_outcome=outcome, last_evaluated_at=now,
+                    rule_id=version.rule_id,
+                    subject_type=subject_type,
+                    subject_id=context.subject_id,
+                    last_outcome=outcome,
+                    last_evaluated_at=now,
                 )
             )
     Decision.objects.bulk_create(decisions)
     audit_record_many(
         [
             {
-                "action": "decision.matched", "object_type": "decision", "object_id": d.pk,
-                "data": {"rule": d.rule_version.rule.key, "version": d.rule_version.number,
-                         "subject": f"{d.subject_type}:{d.subject_id}", "summary": d.summary,
-                         "facts": d.facts, "suppressed": d.suppressed, "trigger": d.trigger},
+                "action": "decision.matched",
+                "object_type": "decision",
+                "object_id": d.pk,
+                "data": {
+                    "rule": d.rule_version.rule.key,
+                    "version": d.rule_version.number,
+                    "subject": f"{d.subject_type}:{d.subject_id}",
+                    "summary": d.summary,
+                    "facts": d.facts,
+                    "suppressed": d.suppressed,
+                    "trigger": d.trigger,
+                },
             }
             for d in decisions
             if d.outcome == Outcome.MATCHED
@@ -215,11 +245,15 @@ def _evaluate_batch(
         actor="system:rules",
     )
     SubjectState.objects.bulk_create(
-        new_states, update_conflicts=True, unique_fields=["rule", "subject_type", "subject_id"],
+        new_states,
+        update_conflicts=True,
+        unique_fields=["rule", "subject_type", "subject_id"],
         update_fields=["last_outcome", "last_evaluated_at"],
     )
     for version, context, evaluation, decision in fired:
-        result = escalation_fire(version=version, context=context, evaluation=evaluation, decision=decision, now=now)
+        result = escalation_fire(
+            version=version, context=context, evaluation=evaluation, decision=decision, now=now
+        )
         if result == "opened":
             report.escalations_opened += 1
         elif result == "refired":

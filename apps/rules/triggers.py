@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from django.db import transaction
 
 from apps.entities.models import ChangeOrder, Project, Submittal
@@ -14,7 +16,11 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
     projects = set(changes.get("project", set()))
     clients = set(changes.get("client", set()))
     # Money, milestones and change orders are project facts; milestones also feed client facts.
-    for entity, model in (("financial_line", "money"), ("milestone", "milestones"), ("change_order", "change_orders")):
+    for entity, model in (
+        ("financial_line", "money"),
+        ("milestone", "milestones"),
+        ("change_order", "change_orders"),
+    ):
         if ids := changes.get(entity):
             projects |= set(Project.objects.filter(**{f"{model}__id__in": ids}).values_list("id", flat=True))
     if projects:
@@ -39,8 +45,5 @@ def on_entities_changed(changes: dict[str, set[int]], trigger: str = "sync") -> 
     affected = affected_subjects(changes)
     for subject_type, ids in affected.items():
         if ids:
-            ordered = sorted(ids)
-            transaction.on_commit(
-                lambda st=subject_type, chunk=ordered: evaluate_subjects_task.delay(st, chunk, trigger)
-            )
+            transaction.on_commit(partial(evaluate_subjects_task.delay, subject_type, sorted(ids), trigger))
     return {k: len(v) for k, v in affected.items()}

@@ -141,7 +141,13 @@ FULCRUM = {
     # How long a connector waits for one upstream call.
     "HTTP_TIMEOUT": env.float("FULCRUM_HTTP_TIMEOUT", default=30.0),
     "HTTP_MAX_RETRIES": env.int("FULCRUM_HTTP_MAX_RETRIES", default=5),
+    # Backoff with full jitter: base × 2^attempt seconds, capped; a longer Retry-After ends the run partial.
+    "HTTP_BACKOFF_BASE": env.float("FULCRUM_HTTP_BACKOFF_BASE", default=0.5),
+    "HTTP_BACKOFF_CAP": env.float("FULCRUM_HTTP_BACKOFF_CAP", default=30.0),
+    "HTTP_MAX_RETRY_AFTER": env.float("FULCRUM_HTTP_MAX_RETRY_AFTER", default=120.0),
     "ACTION_MAX_ATTEMPTS": env.int("FULCRUM_ACTION_MAX_ATTEMPTS", default=8),
     "EMAIL_LINK_MAX_AGE": timedelta(days=env.int("FULCRUM_EMAIL_LINK_DAYS", default=7)),
-    "AUDIT_ANCHOR_FILE": env("FULCRUM_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / ".data" / "audit-anchor.log")),
+    "AUDIT_ANCHOR_FILE": env(
+        "FULCRUM_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / ".data" / "audit-anchor.log")
+    ),
 }

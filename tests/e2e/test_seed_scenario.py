@@ -41,13 +41,33 @@ def _connections(base_url: str) -> list[dict]:
     from apps.simulator import PROCORE_COMPANY_ID, REALM_ID
 
     return [
-        {"slug": "crm", "kind": "hubspot", "base_url": base_url, "credentials": {"access_token": "sim-hubspot-token"},
-         "webhook_secret": "s1", "schedule": "*/15 * * * *", "options": {}},
-        {"slug": "accounting", "kind": "quickbooks", "base_url": base_url,
-         "credentials": {"access_token": "sim-qbo-token"}, "webhook_secret": "s2", "schedule": "*/15 * * * *",
-         "options": {"realm_id": REALM_ID}},
-        {"slug": "pm", "kind": "procore", "base_url": base_url, "credentials": {"access_token": "sim-procore-token"},
-         "webhook_secret": "s3", "schedule": "*/15 * * * *", "options": {"company_id": PROCORE_COMPANY_ID}},
+        {
+            "slug": "crm",
+            "kind": "hubspot",
+            "base_url": base_url,
+            "credentials": {"access_token": "sim-hubspot-token"},
+            "webhook_secret": "s1",
+            "schedule": "*/15 * * * *",
+            "options": {},
+        },
+        {
+            "slug": "accounting",
+            "kind": "quickbooks",
+            "base_url": base_url,
+            "credentials": {"access_token": "sim-qbo-token"},
+            "webhook_secret": "s2",
+            "schedule": "*/15 * * * *",
+            "options": {"realm_id": REALM_ID},
+        },
+        {
+            "slug": "pm",
+            "kind": "procore",
+            "base_url": base_url,
+            "credentials": {"access_token": "sim-procore-token"},
+            "webhook_secret": "s3",
+            "schedule": "*/15 * * * *",
+            "options": {"company_id": PROCORE_COMPANY_ID},
+        },
     ]
 
 
@@ -70,7 +90,9 @@ def _planted_ids(items: list[dict]) -> set[str]:
     return {str(item["procore_change_order_id"]) for item in items}
 
 
-def test_planted_change_orders_escalate_to_executives_and_nothing_else(simulator, smtp_server, celery_worker, client):
+def test_planted_change_orders_escalate_to_executives_and_nothing_else(
+    simulator, smtp_server, celery_worker, client
+):
     planted = simulator.company.planted
     matches = _planted_ids(planted["matches"])
     near_misses = _planted_ids(planted["near_misses"])
@@ -89,17 +111,23 @@ def test_planted_change_orders_escalate_to_executives_and_nothing_else(simulator
     # Exactly the planted change orders escalate, routed to executives.
     wait_for(lambda: Escalation.objects.count() >= len(matches), message="escalations")
     wait_for(
-        lambda: not Delivery.objects.exclude(state=Delivery.State.DELIVERED).exists()
-        and Delivery.objects.count() > 0,
+        lambda: (
+            not Delivery.objects.exclude(state=Delivery.State.DELIVERED).exists()
+            and Delivery.objects.count() > 0
+        ),
         message="every delivery delivered",
     )
     escalations = list(Escalation.objects.select_related("client__owner"))
     escalated = set(
-        ChangeOrder.objects.filter(pk__in=[e.subject_id for e in escalations]).values_list("external_id", flat=True)
+        ChangeOrder.objects.filter(pk__in=[e.subject_id for e in escalations]).values_list(
+            "external_id", flat=True
+        )
     )
     assert escalated == matches
     assert not escalated & near_misses
-    assert {(e.route, e.severity, e.subject_type) for e in escalations} == {("executive", "high", "change_order")}
+    assert {(e.route, e.severity, e.subject_type) for e in escalations} == {
+        ("executive", "high", "change_order")
+    }
 
     # Insufficient data is recorded as such, never as a silent "no".
     insufficient = _planted_ids(planted.get("insufficient", []))
@@ -111,8 +139,11 @@ def test_planted_change_orders_escalate_to_executives_and_nothing_else(simulator
     # One email per escalation to its account manager and one to the executive; none twice.
     assert len(smtp_server.to(executive.email)) == len(matches)
     for escalation in escalations:
-        owner_mail = [m for m in smtp_server.to(escalation.client.owner.email)
-                      if m["X-Fulcrum-Escalation"] == str(escalation.pk)]
+        owner_mail = [
+            m
+            for m in smtp_server.to(escalation.client.owner.email)
+            if m["X-Fulcrum-Escalation"] == str(escalation.pk)
+        ]
         assert len(owner_mail) == 1, escalation
         assert "Change order needs executive judgment" in owner_mail[0]["Subject"]
         body = owner_mail[0].get_body(preferencelist=("plain",)).get_content()

@@ -12,8 +12,16 @@ pytestmark = pytest.mark.django_db
 
 
 def _chain(n: int) -> list[AuditEntry]:
-    return [audit_record(action="test.event", actor="system:test", object_type="thing", object_id=i,
-                         data={"i": i, "amount": "60000.00"}) for i in range(n)]
+    return [
+        audit_record(
+            action="test.event",
+            actor="system:test",
+            object_type="thing",
+            object_id=i,
+            data={"i": i, "amount": "60000.00"},
+        )
+        for i in range(n)
+    ]
 
 
 def test_entries_chain_to_the_previous_hash():
@@ -41,10 +49,21 @@ def test_update_and_delete_are_refused_by_the_database():
 
 
 def test_secrets_are_redacted_by_key_name():
-    entry = audit_record(action="connection.imported", data={"slug": "crm", "credentials": {"access_token": "x"},
-                                                             "webhook_secret": "y", "nested": {"api_token": "z"}})
-    assert entry.data == {"slug": "crm", "credentials": "[redacted]", "webhook_secret": "[redacted]",
-                          "nested": {"api_token": "[redacted]"}}
+    entry = audit_record(
+        action="connection.imported",
+        data={
+            "slug": "crm",
+            "credentials": {"access_token": "x"},
+            "webhook_secret": "y",
+            "nested": {"api_token": "z"},
+        },
+    )
+    assert entry.data == {
+        "slug": "crm",
+        "credentials": "[redacted]",
+        "webhook_secret": "[redacted]",
+        "nested": {"api_token": "[redacted]"},
+    }
 
 
 def _tamper(sql: str, params: list) -> None:
@@ -57,7 +76,9 @@ def _tamper(sql: str, params: list) -> None:
 
 def test_verify_names_an_edited_entry():
     entries = _chain(5)
-    _tamper("UPDATE audit_auditentry SET data = %s WHERE id = %s", ['{"i": 2, "amount": "1.00"}', entries[2].pk])
+    _tamper(
+        "UPDATE audit_auditentry SET data = %s WHERE id = %s", ['{"i": 2, "amount": "1.00"}', entries[2].pk]
+    )
     report = audit_verify()
     assert not report.ok
     assert report.broken_id == entries[2].pk

@@ -18,8 +18,13 @@ pytestmark = pytest.mark.django_db
 def _delivery(escalation, action="email_account_manager", target="maria@fulcrum-demo.test", **extra):
     now = timezone.now()
     return Delivery.objects.create(
-        escalation=escalation, action=action, target=target, idempotency_key=f"k:{action}:{target}",
-        next_attempt_at=now, created_at=now, **extra,
+        escalation=escalation,
+        action=action,
+        target=target,
+        idempotency_key=f"k:{action}:{target}",
+        next_attempt_at=now,
+        created_at=now,
+        **extra,
     )
 
 
@@ -65,7 +70,9 @@ def test_smtp_down_is_retried_later_then_delivered(monkeypatch):
 def test_too_many_failures_make_the_row_dead(monkeypatch, settings):
     settings.FULCRUM = {**settings.FULCRUM, "ACTION_MAX_ATTEMPTS": 2}
     delivery = _delivery(make_escalation())
-    monkeypatch.setattr("django.core.mail.EmailMessage.send", lambda *a, **k: (_ for _ in ()).throw(OSError("down")))
+    monkeypatch.setattr(
+        "django.core.mail.EmailMessage.send", lambda *a, **k: (_ for _ in ()).throw(OSError("down"))
+    )
     assert delivery_attempt(delivery.pk) == "failed"
     Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
     assert delivery_attempt(delivery.pk) == "dead"

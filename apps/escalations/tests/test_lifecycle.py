@@ -21,13 +21,17 @@ pytestmark = pytest.mark.django_db
 def test_account_manager_acknowledges_then_resolves_with_an_outcome(account_manager):
     escalation = make_escalation(owner_user=account_manager)
     escalation_acknowledge(escalation=escalation, actor=account_manager, via="web", note="on it")
-    escalation = escalation_resolve(escalation=escalation, actor=account_manager, outcome="actioned", via="api")
+    escalation = escalation_resolve(
+        escalation=escalation, actor=account_manager, outcome="actioned", via="api"
+    )
     assert escalation.status == "resolved" and escalation.outcome == "actioned"
     assert escalation.acknowledged_at and escalation.closed_at
     events = list(escalation.events.values_list("kind", "actor", "via", "note"))
     assert events == [("acknowledged", "maria", "web", "on it"), ("resolved", "maria", "api", "")]
     assert list(AuditEntry.objects.filter(object_type="escalation").values_list("action", flat=True)) == [
-        "escalation.acknowledged", "escalation.resolved"]
+        "escalation.acknowledged",
+        "escalation.resolved",
+    ]
 
 
 def test_closed_escalations_cannot_change_again(account_manager):
@@ -68,7 +72,9 @@ def test_standard_route_items_are_not_approved(executive):
         escalation_decide(escalation=escalation, actor=executive, approve=True)
 
 
-def test_visible_to_scopes_account_managers_to_their_clients(account_manager, other_account_manager, executive):
+def test_visible_to_scopes_account_managers_to_their_clients(
+    account_manager, other_account_manager, executive
+):
     mine = make_escalation(owner_user=account_manager)
     theirs = make_escalation(owner_user=other_account_manager, client_name="Other Co")
     assert list(Escalation.objects.visible_to(account_manager)) == [mine]

@@ -51,7 +51,9 @@ def test_today_is_the_evaluation_date_in_time_zone():
 def test_change_order_facts():
     project = ProjectFactory(contract_value=Decimal("400000.00"))
     co = ChangeOrderFactory(
-        project=project, amount=Decimal("60000.00"), status="pending",
+        project=project,
+        amount=Decimal("60000.00"),
+        status="pending",
         created_upstream_at=NOW - dt.timedelta(days=12, hours=1),
     )
     facts = context("change_order", co.pk)
@@ -91,9 +93,13 @@ def test_no_income_means_null_margin():
 
 def test_change_orders_in_last_30_days():
     project = ProjectFactory()
-    ChangeOrderFactory(project=project, amount=Decimal("100"), created_upstream_at=NOW - dt.timedelta(days=29))
+    ChangeOrderFactory(
+        project=project, amount=Decimal("100"), created_upstream_at=NOW - dt.timedelta(days=29)
+    )
     ChangeOrderFactory(project=project, amount=Decimal("250"), created_upstream_at=NOW - dt.timedelta(days=1))
-    ChangeOrderFactory(project=project, amount=Decimal("999"), created_upstream_at=NOW - dt.timedelta(days=31))
+    ChangeOrderFactory(
+        project=project, amount=Decimal("999"), created_upstream_at=NOW - dt.timedelta(days=31)
+    )
     facts = context("project", project.pk)
     assert facts["project.change_orders_30d"] == 2
     assert facts["project.change_order_amount_30d"] == Decimal("350.00")
@@ -136,9 +142,12 @@ def test_client_without_past_milestones_has_null_missed_last_milestone():
 
 
 def test_days_to_renewal_and_null_without_contract():
-    assert context("client", ClientFactory(renewal_date=TODAY + dt.timedelta(days=45)).pk)[
-        "client.days_to_renewal"
-    ] == 45
+    assert (
+        context("client", ClientFactory(renewal_date=TODAY + dt.timedelta(days=45)).pk)[
+            "client.days_to_renewal"
+        ]
+        == 45
+    )
     assert context("client", ClientFactory(renewal_date=None).pk)["client.days_to_renewal"] is None
 
 
@@ -146,7 +155,9 @@ def test_ar_overdue_counts_open_balances_past_due():
     client = ClientFactory()
     project = ProjectFactory(client=client)
     FinancialLineFactory(project=project, kind="invoice", amount=100, balance=Decimal("80"), due_date=days(1))
-    FinancialLineFactory(project=project, kind="invoice", amount=100, balance=Decimal("70"), due_date=days(-1))
+    FinancialLineFactory(
+        project=project, kind="invoice", amount=100, balance=Decimal("70"), due_date=days(-1)
+    )
     FinancialLineFactory(project=project, kind="invoice", amount=100, balance=Decimal("0"), due_date=days(9))
     assert context("client", client.pk)["client.ar_overdue_amount"] == Decimal("80.00")
 
@@ -163,7 +174,9 @@ def test_change_order_sees_project_and_client_facts():
 def test_submittal_and_vendor_facts():
     vendor = VendorFactory()
     project = ProjectFactory()
-    overdue = SubmittalFactory(project=project, vendor=vendor, revision=2, due_date=days(6), schedule_critical=True)
+    overdue = SubmittalFactory(
+        project=project, vendor=vendor, revision=2, due_date=days(6), schedule_critical=True
+    )
     SubmittalFactory(project=project, vendor=vendor, due_date=days(30), returned_date=days(30))  # on the day
     SubmittalFactory(project=project, vendor=vendor, due_date=days(20), returned_date=days(25))  # early
     SubmittalFactory(project=project, vendor=vendor, due_date=days(10), returned_date=days(2))  # 8 days late
@@ -197,10 +210,14 @@ def test_fact_ages_follow_the_least_fresh_input_stream():
     co = ChangeOrderFactory()
     pm = ConnectionFactory(slug="pm")
     accounting = ConnectionFactory(slug="accounting")
-    StreamState.objects.create(connection=pm, stream="change_orders", last_success_at=NOW - dt.timedelta(minutes=5))
+    StreamState.objects.create(
+        connection=pm, stream="change_orders", last_success_at=NOW - dt.timedelta(minutes=5)
+    )
     StreamState.objects.create(connection=pm, stream="projects", last_success_at=NOW - dt.timedelta(hours=2))
     for stream in ("invoices", "bills", "purchases"):
-        StreamState.objects.create(connection=accounting, stream=stream, last_success_at=NOW - dt.timedelta(hours=30))
+        StreamState.objects.create(
+            connection=accounting, stream=stream, last_success_at=NOW - dt.timedelta(hours=30)
+        )
     [ctx] = list(compute_contexts("change_order", [co.pk], now=timezone.now()))
     assert ctx.ages["change_order.amount"] == 300
     assert ctx.ages["change_order.amount_pct_of_contract"] == 7200

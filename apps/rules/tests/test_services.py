@@ -197,9 +197,14 @@ class TestEvaluation:
         rules_import(text=rule_yaml(), actor="system:test")
         rule = Rule.objects.get()
         SubjectState.objects.create(
-            rule=rule, subject_type="change_order", subject_id=co.pk, last_outcome="not_matched",
-            last_evaluated_at=timezone.now(), snoozed_until=timezone.now() + dt.timedelta(days=1),
-            snoozed_by=ops_manager, snooze_reason="client call on Friday",
+            rule=rule,
+            subject_type="change_order",
+            subject_id=co.pk,
+            last_outcome="not_matched",
+            last_evaluated_at=timezone.now(),
+            snoozed_until=timezone.now() + dt.timedelta(days=1),
+            snoozed_by=ops_manager,
+            snooze_reason="client call on Friday",
         )
         evaluate_subjects(subject_type="change_order", ids=[co.pk])
         decision = Decision.objects.get()
@@ -234,7 +239,7 @@ def test_eight_concurrent_evaluations_of_one_subject_make_one_escalation():
         try:
             barrier.wait()
             evaluate_subjects(subject_type="change_order", ids=[co.pk])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()

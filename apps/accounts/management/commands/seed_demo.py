@@ -10,7 +10,9 @@ DEMO_DIR = Path(settings.BASE_DIR) / "config" / "demo"
 
 
 class Command(BaseCommand):
-    help = "Load the demo data set (deterministic): one user per role, the simulator's connections, the demo rules."
+    help = (
+        "Load the demo data set (deterministic): a user per role, the simulator connections, the demo rules."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--simulator-url", default="http://127.0.0.1:8701")
@@ -18,7 +20,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, simulator_url: str, force: bool, **options: object) -> None:
         if not settings.DEBUG and not force:
-            raise CommandError("seed_demo creates users with a published password; run it with DEBUG=1 (or --force)")
+            raise CommandError(
+                "seed_demo creates users with a published password; run it with DEBUG=1 (or --force)"
+            )
         from apps.connectors.services import connection_import
         from apps.rules.services import rules_import
 
