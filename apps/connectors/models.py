@@ -121,3 +121,60 @@ class QuarantinedRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.connection.slug}/{self.stream}/{self.external_id}: {self.reason[:40]}"
+
+
+class WebhookDelivery(models.Model):
+    """One POST to /webhooks/<slug>/, stored before it is answered (the inbox; dj-stripe's request log).
+
+    Accepted deliveries are unique on (connection, event_id): a redelivery is answered "duplicate" and changes
+    nothing. Rejected ones (bad signature, stale timestamp) are kept for forensics, never processed, and never
+    block the genuine delivery with the same event id. Headers are stored with secret values redacted.
+    """
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        PROCESSING = "processing"
+        PROCESSED = "processed"
+        FAILED = "failed"
+        REJECTED = "rejected"
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event_id = models.CharField(max_length=255, help_text="The vendor's event id, or a hash of the raw body")
+    received_at = models.DateTimeField()
+    headers = models.JSONField(default=dict, blank=True, help_text="As received; secret values redacted")
+    body = models.BinaryField(help_text="The raw body, byte for byte")
+    signature_valid = models.BooleanField(default=False)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RECEIVED)
+    status_changed_at = models.DateTimeField(help_text="When the status last changed: the sweeper's clock")
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connection", "event_id"],
+                condition=~Q(status="rejected"),
+                name="uniq_accepted_webhook_delivery",
+            )
+        ]
+        indexes = [
+            # The sweeper: rows not yet processed, oldest status change first.
+            models.Index(
+                fields=["status", "status_changed_at"],
+                condition=Q(status__in=["received", "processing", "failed"]),
+                name="webhook_delivery_pending",
+            ),
+            # The cap on stored rejected deliveries per connection and sender.
+            models.Index(
+                fields=["connection", "remote_addr", "received_at"],
+                condition=Q(status="rejected"),
+                name="webhook_delivery_rejected",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection_id}/{self.event_id} {self.status}"
