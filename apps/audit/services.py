@@ -1,9 +1,19 @@
-"""Writing and verifying the audit chain."""
+"""Writing and verifying the audit chain.
+
+Hashing is ``sha256(prev_hash + canonical_json(content))`` (``AuditEntry.compute_hash``). The write and
+verify paths below produce exactly that canonical text without building model instances: the content
+dict always has the same six keys, so its JSON is assembled around the separately serialised ``data``.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +29,25 @@ _CHAIN_LOCK = 0x46554C43  # "FULC"
 
 Actor = AbstractBaseUser | AnonymousUser | str | None
 
+# canonical_json's output, from the C encoder without the circular-reference bookkeeping (data that
+# came from JSON cannot be circular; circular input to a write still fails, with a RecursionError).
+_json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+_c_encoder = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+if _c_encoder is not None:
+    _encode = _c_encoder(None, str, _json_str, None, ":", ",", True, False, True)
+
+    def _canonical(data: Any) -> str:
+        return "".join(_encode(data, 0))
+
+else:  # pragma: no cover - CPython always has the C accelerator
+    _canonical = canonical_json
+_load_one: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+# ^ one JSON value from offset 0; the text is known-good JSON
+
+_SECRET_WORDS = ("secret", "token", "password", "credential")
+# A key json.dumps made from an int/float/bool/None key; such keys are refused (see _stored_data).
+_NON_STR_KEY = re.compile(r'"(?:-?[0-9][^"]*|true|false|null|NaN|-?Infinity)":')
+
 
 def _actor_fields(actor: Actor) -> tuple[str, int | None]:
     if actor is None:
@@ -30,57 +59,136 @@ def _actor_fields(actor: Actor) -> tuple[str, int | None]:
     return f"user:{actor.get_username()}", actor.pk
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    if not isinstance(key, str):
+        raise TypeError(f"audit data keys must be strings, not {key!r}")
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
 def _redact(data: Any) -> Any:
     if isinstance(data, dict):
-        return {
-            k: ("[redacted]" if any(s in k.lower() for s in ("secret", "token", "password", "credential")) else _redact(v))
-            for k, v in data.items()
-        }
+        return {k: ("[redacted]" if _is_secret_key(k) else _redact(v)) for k, v in data.items()}
     if isinstance(data, list):
         return [_redact(v) for v in data]
     return data
 
 
+def _as_postgres_returns(data: Any) -> Any:
+    """Floats as jsonb gives them back: numeric has no -0 and prints ≥ 1e16 without an exponent (an int)."""
+    if isinstance(data, dict):
+        return {k: _as_postgres_returns(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_as_postgres_returns(v) for v in data]
+    if isinstance(data, float) and math.isfinite(data):
+        if data == 0:
+            return 0.0
+        if abs(data) >= 1e16:
+            return int(data)
+    return data
+
+
+def _stored_data(data: Any) -> tuple[str, Any]:
+    """The canonical JSON of redacted ``data`` as PostgreSQL will store and return it, and that value.
+
+    With str keys only, ``canonical_json(json.loads(text)) == text``, so one dump and one load give both
+    the hashed text and the value the entry holds. Redaction can only change something when a secret
+    word occurs in the text (a ``\\u`` escape could hide one); otherwise the dump of the data as given is
+    already the dump of the redacted data. Only floats that jsonb rewrites take another pass.
+    """
+    text = _canonical(data)
+    lowered = text.lower()
+    if "\\u" in text or any(word in lowered for word in _SECRET_WORDS) or _NON_STR_KEY.search(text):
+        text = _canonical(_redact(data))
+    value = _load_one(text, 0)[0]
+    if "e+" in text or "-0.0" in text:
+        value = _as_postgres_returns(value)
+        text = _canonical(value)
+    return text, value
+
+
+def _content_json(
+    created_at: str, actor: str, action: str, object_type: str, object_id: str, data: str
+) -> str:
+    """``canonical_json(entry.content())`` from its JSON-encoded parts (the six keys in sorted order)."""
+    return (
+        f'{{"action":{action},"actor":{actor},"created_at":{created_at},"data":{data},'
+        f'"object_id":{object_id},"object_type":{object_type}}}'
+    )
+
+
+_COPY_SQL = (
+    "COPY audit_auditentry "
+    "(id, created_at, actor, actor_user_id, action, object_type, object_id, data, prev_hash, hash) FROM STDIN"
+)
+_NEXT_SQL = (
+    "SELECT (SELECT hash FROM audit_auditentry ORDER BY id DESC LIMIT 1), "
+    "ARRAY(SELECT nextval(pg_get_serial_sequence('audit_auditentry', 'id')) FROM generate_series(1, %s))"
+)
+_FIELD_NAMES = [f.attname for f in AuditEntry._meta.concrete_fields]
+
+
 @transaction.atomic
 def audit_record(
-    *, action: str, actor: Actor = None, object_type: str = "", object_id: Any = "", data: dict[str, Any] | None = None
+    *,
+    action: str,
+    actor: Actor = None,
+    object_type: str = "",
+    object_id: Any = "",
+    data: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """Append one entry to the chain, in the caller's transaction."""
-    return audit_record_many(
-        [{"action": action, "object_type": object_type, "object_id": object_id, "data": data or {}}], actor=actor
-    )[0]
+    item = {"action": action, "object_type": object_type, "object_id": object_id, "data": data or {}}
+    return _append([item], actor)[0]
 
 
 @transaction.atomic
 def audit_record_many(items: Iterable[dict[str, Any]], *, actor: Actor = None) -> list[AuditEntry]:
-    """Append several entries at once (batch evaluation, bulk links) with one lock and one INSERT."""
-    items = list(items)
+    """Append several entries at once (batch evaluation, bulk links) with one lock and one COPY."""
+    return _append(list(items), actor)
+
+
+def _append(items: list[dict[str, Any]], actor: Actor) -> list[AuditEntry]:
     if not items:
         return []
     actor_name, actor_id = _actor_fields(actor)
+    actor_json = _json_str(actor_name)
+    prepared = []
+    for item in items:
+        text, value = _stored_data(item.get("data") or {})
+        action, object_type = str(item["action"]), str(item.get("object_type", ""))
+        object_id = str(item.get("object_id", ""))
+        prepared.append((action, object_type, object_id, text, value))
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK])
-    last = AuditEntry.objects.order_by("-id").values_list("hash", flat=True).first()
-    prev = last or GENESIS
-    now = timezone.now()
-    entries = []
-    for item in items:
-        # Round-trip through JSON so the hashed content equals what PostgreSQL stores and returns.
-        data = json.loads(canonical_json(_redact(item.get("data") or {})))
-        entry = AuditEntry(
-            created_at=now,
-            actor=actor_name,
-            actor_user_id=actor_id,
-            action=item["action"],
-            object_type=item.get("object_type", ""),
-            object_id=str(item.get("object_id", "")),
-            data=data,
-            prev_hash=prev,
-        )
-        entry.hash = entry.compute_hash()
-        prev = entry.hash
-        entries.append(entry)
-    return AuditEntry.objects.bulk_create(entries)
+        # A statement after the lock is granted sees every append committed before it; ids drawn
+        # under the lock keep id order equal to chain order.
+        cursor.execute(_NEXT_SQL, [len(prepared)])
+        last, ids = cursor.fetchone()
+        ids.sort()
+        prev = last or GENESIS
+        now = timezone.now()
+        now_json = _json_str(now.isoformat())
+        entries: list[AuditEntry] = []
+        with cursor.cursor.copy(_COPY_SQL) as copy:
+            for pk, (action, object_type, object_id, text, value) in zip(ids, prepared, strict=True):
+                content = _content_json(
+                    now_json,
+                    actor_json,
+                    _json_str(action),
+                    _json_str(object_type),
+                    _json_str(object_id),
+                    text,
+                )
+                digest = hashlib.sha256((prev + content).encode()).hexdigest()
+                copy.write_row(
+                    (pk, now, actor_name, actor_id, action, object_type, object_id, text, prev, digest)
+                )
+                values = (pk, now, actor_name, actor_id, action, object_type, object_id, value, prev, digest)
+                entries.append(AuditEntry.from_db(connection.alias, _FIELD_NAMES, values))
+                prev = digest
+    return entries
 
 
 @dataclass(frozen=True)
@@ -89,22 +197,120 @@ class ChainReport:
     checked: int
     broken_id: int | None = None
     reason: str = ""
+    # "chain" when an entry fails its own or its predecessor's hash; "anchor" when the chain is
+    # consistent but disagrees with an anchor kept outside the table (rewritten or truncated).
+    source: str = "chain"
+    anchors_checked: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A (last_id, last_hash, count) seen at some moment, e.g. an anchor; ``label`` names it in reports."""
+
+    last_id: int
+    last_hash: str
+    count: int
+    label: str
 
 
 def audit_verify(*, batch_size: int = 5000) -> ChainReport:
     """Walk the chain in id order, recomputing every hash."""
+    return verify_chain(batch_size=batch_size)
+
+
+# created_at as datetime.isoformat() prints it in UTC (the ".000000" is cut in Python): PostgreSQL
+# formats it faster than psycopg parses a timestamptz.
+_SELECT_SQL = (
+    "SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), actor, action, "
+    "object_type, object_id, data::text, prev_hash, hash "
+    "FROM audit_auditentry WHERE id > %s ORDER BY id LIMIT %s"
+)
+
+
+def verify_chain(*, checkpoints: Sequence[Checkpoint] = (), batch_size: int = 5000) -> ChainReport:
+    """Walk the chain in id order, recomputing every hash, and hold it to ``checkpoints``.
+
+    Each checkpoint's entry must still exist with the recorded hash and position; the chain must not
+    end before the last of them. The first problem in id order is reported.
+
+    Rows are read in keyset batches on the caller's connection (so inside a transaction too); the
+    next batch is fetched by a helper thread while this one is hashed, which keeps the database
+    server busy at the same time as Python.
+    """
+    points = sorted(checkpoints, key=lambda c: (c.last_id, c.count))
+    next_point = 0
+    next_id = points[0].last_id if points else None
     prev = GENESIS
     checked = 0
     last_id = 0
-    while True:
-        batch = list(AuditEntry.objects.filter(id__gt=last_id).order_by("id")[:batch_size])
-        if not batch:
-            return ChainReport(ok=True, checked=checked)
-        for entry in batch:
-            if entry.prev_hash != prev:
-                return ChainReport(False, checked, entry.pk, "previous hash does not match the entry before it")
-            if entry.compute_hash() != entry.hash:
-                return ChainReport(False, checked, entry.pk, "content does not match its hash")
-            prev = entry.hash
-            checked += 1
-            last_id = entry.pk
+    enc, canonical, load, sha256 = _json_str, _canonical, _load_one, hashlib.sha256
+    with connection.cursor() as cursor, ThreadPoolExecutor(1, thread_name_prefix="audit-verify") as pool:
+        raw = cursor.cursor
+
+        def fetch(after: int) -> list[tuple[Any, ...]]:
+            raw.execute(_SELECT_SQL, [after, batch_size])
+            return raw.fetchall()
+
+        pending = pool.submit(fetch, 0)
+        while True:
+            with connection.wrap_database_errors:
+                rows = pending.result()
+            if not rows:
+                break
+            pending = pool.submit(fetch, rows[-1][0])
+            for pk, created_at, actor, action, object_type, object_id, data, prev_hash, digest in rows:
+                if prev_hash != prev:
+                    return ChainReport(False, checked, pk, "previous hash does not match the entry before it")
+                if created_at.endswith(".000000"):
+                    created_at = created_at[:-7]
+                content = (
+                    f'{{"action":{enc(action)},"actor":{enc(actor)},"created_at":"{created_at}+00:00",'
+                    f'"data":{canonical(load(data, 0)[0])},"object_id":{enc(object_id)},'
+                    f'"object_type":{enc(object_type)}}}'
+                )
+                if sha256((prev + content).encode()).hexdigest() != digest:
+                    return ChainReport(False, checked, pk, "content does not match its hash")
+                prev = digest
+                checked += 1
+                last_id = pk
+                if next_id is not None and pk >= next_id:
+                    problem = _check_points(points, next_point, pk, digest, checked)
+                    if problem is not None:
+                        return ChainReport(False, checked, problem[0], problem[1], "anchor", next_point)
+                    while next_point < len(points) and points[next_point].last_id <= pk:
+                        next_point += 1
+                    next_id = points[next_point].last_id if next_point < len(points) else None
+    if next_point < len(points) or (points and checked < max(p.count for p in points)):
+        point = max(points, key=lambda p: p.count)
+        end = f"#{last_id} with {checked} entries" if checked else "empty"
+        reason = (
+            f"tail deleted after #{last_id}: {point.label} recorded entry #{point.last_id} as number "
+            f"{point.count} of the chain, which now ends at {end}"
+        )
+        return ChainReport(False, checked, point.last_id, reason, "anchor", next_point)
+    return ChainReport(ok=True, checked=checked, anchors_checked=len(points))
+
+
+def _check_points(
+    points: Sequence[Checkpoint], start: int, pk: int, digest: str, position: int
+) -> tuple[int, str] | None:
+    """Hold the entry just verified (``pk``, ``digest``, number ``position``) to the checkpoints up to it."""
+    for point in points[start:]:
+        if point.last_id > pk:
+            break
+        if point.last_id < pk:
+            return point.last_id, (
+                f"anchored entry #{point.last_id} was deleted: {point.label} recorded it, "
+                f"the chain goes on at #{pk}"
+            )
+        if point.last_hash != digest:
+            return pk, (
+                f"anchored entry #{pk} was rewritten: {point.label} recorded hash {point.last_hash[:16]}…, "
+                f"the table holds {digest[:16]}…"
+            )
+        if point.count != position:
+            return pk, (
+                f"anchored entry #{pk} moved: {point.label} recorded it as number {point.count} "
+                f"of the chain, it is now number {position}"
+            )
+    return None

@@ -1,0 +1,271 @@
+"""Audit trail costs, as a report (not a test).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \\
+        .venv/bin/python bench/audit.py
+
+Drops and recreates the database ``fulcrum_bench_audit`` on the server of ``DATABASE_URL`` (the named
+database itself is never touched), migrates it, then measures
+
+(a) decision-write overhead: N decisions bulk-created in batches of 500, each batch in its own
+    transaction, alone vs. together with one chained audit entry per decision (``audit_record_many``
+    per batch, the same payload the rules service records for a match); target ≤ 1.3×;
+(b) ``audit_verify`` over 200,000 entries; target ≥ 50,000 entries/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from apps.rules.models import Decision, RuleVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DB = "fulcrum_bench_audit"
+BATCH = 500
+WRITE_TARGET = 1.3
+VERIFY_TARGET = 50_000
+
+
+def _recreate_database() -> None:
+    """Point DATABASE_URL at a fresh ``fulcrum_bench_audit`` on the same server."""
+    import psycopg
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        sys.exit("DATABASE_URL must name a PostgreSQL server (its database is not touched)")
+    parts = urlsplit(url)
+    admin_url = urlunsplit(parts._replace(path="/postgres", query=""))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
+
+
+def _setup() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+    os.environ.setdefault("CONN_MAX_AGE", "0")
+    _recreate_database()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    print(f"database {BENCH_DB}: created and migrated in {time.perf_counter() - started:.1f} s")
+
+
+FACTS = {
+    "change_order.amount": {"value": "61250.00", "age_s": 812},
+    "change_order.amount_pct_of_contract": {"value": "4.85", "age_s": 812},
+    "change_order.status": {"value": "pending", "age_s": 812},
+    "change_order.age_days": {"value": 3, "age_s": 812},
+    "project.contract_value": {"value": "1262500.00", "age_s": 3605},
+    "project.margin_pct": {"value": "9.40", "age_s": 3605},
+    "client.missed_last_milestone": {"value": True, "age_s": 3605},
+    "client.days_to_renewal": {"value": 41, "age_s": 86000},
+}
+EXPLANATION = {
+    "all": [
+        {"fact": "change_order.amount", "op": "gte", "value": 50000, "actual": "61250.00", "result": True},
+        {"fact": "project.margin_pct", "op": "lt", "value": 12, "actual": "9.40", "result": True},
+        {"any": [{"fact": "client.missed_last_milestone", "op": "is", "value": True, "result": True}]},
+    ],
+    "result": "matched",
+}
+
+
+def _decisions(version: RuleVersion, start: int, n: int) -> list[Decision]:
+    from django.utils import timezone
+
+    from apps.rules.models import Decision
+
+    now = timezone.now()
+    return [
+        Decision(
+            rule_version=version,
+            subject_type="change_order",
+            subject_id=start + i,
+            outcome="matched",
+            trigger="sync",
+            evaluated_at=now,
+            facts=FACTS,
+            explanation=EXPLANATION,
+            summary=f"Change order {start + i} needs executive judgment",
+            suppressed="",
+        )
+        for i in range(n)
+    ]
+
+
+def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> float:
+    """Seconds to write ``n`` decisions (and their audit entries); objects are built beforehand."""
+    from django.db import transaction
+
+    from apps.audit.services import audit_record_many
+    from apps.rules.models import Decision
+
+    batches = [_decisions(version, offset + start, min(BATCH, n - start)) for start in range(0, n, BATCH)]
+    started = time.perf_counter()
+    for batch in batches:
+        with transaction.atomic():
+            Decision.objects.bulk_create(batch)
+            if audited:
+                audit_record_many(
+                    [
+                        {
+                            "action": "decision.matched",
+                            "object_type": "decision",
+                            "object_id": d.pk,
+                            "data": {
+                                "rule": "co-exec-review",
+                                "version": 1,
+                                "subject": f"{d.subject_type}:{d.subject_id}",
+                                "summary": d.summary,
+                                "facts": d.facts,
+                                "suppressed": d.suppressed,
+                                "trigger": d.trigger,
+                            },
+                        }
+                        for d in batch
+                    ],
+                    actor="system:rules",
+                )
+    return time.perf_counter() - started
+
+
+def bench_writes(n: int, rounds: int) -> float:
+    from django.utils import timezone
+
+    from apps.rules.models import Rule, RuleVersion
+
+    spec = {
+        "key": "co-exec-review",
+        "name": "Change order needs executive judgment",
+        "subject": "change_order",
+    }
+    rule = Rule.objects.create(
+        key="co-exec-review", name=spec["name"], subject_type="change_order", draft=spec
+    )
+    version = RuleVersion.objects.create(
+        rule=rule, number=1, spec=spec, spec_hash="0" * 64, published_at=timezone.now()
+    )
+    _write(version, 2 * BATCH, audited=True, offset=10**8)  # warm the connection and caches
+    plain: list[float] = []
+    audited: list[float] = []
+    for r in range(rounds):
+        # Alternate so that table growth and server caches weigh on both sides alike.
+        for mode in (False, True) if r % 2 == 0 else (True, False):
+            seconds = _write(version, n, audited=mode, offset=(2 * r + mode) * n)
+            (audited if mode else plain).append(seconds)
+    p, a = statistics.median(plain), statistics.median(audited)
+    ratio = a / p
+    print(f"\n(a) decision writes, N={n:,} in batches of {BATCH}, median of {rounds} rounds")
+    print(f"    decisions only            {n / p:10,.0f} rows/s   ({p:.2f} s; rounds {_fmt(plain)})")
+    print(f"    decisions + audit chain   {n / a:10,.0f} rows/s   ({a:.2f} s; rounds {_fmt(audited)})")
+    print(
+        f"    ratio {ratio:.2f}×   target ≤ {WRITE_TARGET}×   {'OK' if ratio <= WRITE_TARGET else 'MISSED'}"
+    )
+    return ratio
+
+
+def _fmt(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+def _fill_chain(total: int) -> None:
+    from apps.audit.models import AuditEntry
+    from apps.audit.services import audit_record_many
+
+    have = AuditEntry.objects.count()
+    started = time.perf_counter()
+    while have < total:
+        n = min(5000, total - have)
+        audit_record_many(
+            [
+                {
+                    "action": "decision.matched",
+                    "object_type": "decision",
+                    "object_id": have + i,
+                    "data": {
+                        "rule": "co-exec-review",
+                        "version": 1,
+                        "subject": f"change_order:{have + i}",
+                        "summary": "Change order needs executive judgment",
+                        "facts": FACTS,
+                        "suppressed": "",
+                        "trigger": "schedule",
+                    },
+                }
+                for i in range(n)
+            ],
+            actor="system:rules",
+        )
+        have += n
+    print(f"\nchain filled to {total:,} entries in {time.perf_counter() - started:.1f} s")
+
+
+def _timed(label: str, run: Callable[[], object], count: int, target: float | None = None) -> float:
+    started = time.perf_counter()
+    result = run()
+    seconds = time.perf_counter() - started
+    rate = count / seconds
+    verdict = (
+        "" if target is None else f"   target ≥ {target:,.0f}/s   {'OK' if rate >= target else 'MISSED'}"
+    )
+    print(f"    {label:<28}{rate:10,.0f} entries/s ({seconds:.2f} s) -> {result}{verdict}")
+    return rate
+
+
+def bench_verify(total: int, repeats: int) -> float:
+    import tempfile
+
+    from django.db import connection
+
+    from apps.audit.services import audit_verify
+
+    _fill_chain(total)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE audit_auditentry")
+    print(f"(b) audit_verify over {total:,} entries, {repeats} runs")
+    rates = [_timed("audit_verify", audit_verify, total, VERIFY_TARGET) for _ in range(repeats)]
+    try:
+        from apps.audit.anchor import anchor_write, audit_verify_with_anchor
+    except ImportError:
+        return statistics.median(rates)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "anchor.log"
+        anchor_write(path=path)
+        _timed("audit_verify_with_anchor", lambda: audit_verify_with_anchor(path=path), total)
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-n", type=int, default=20_000, help="decisions per write run (default 20,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="write runs per mode (default 3)")
+    parser.add_argument("--verify-entries", type=int, default=200_000)
+    parser.add_argument("--verify-runs", type=int, default=3)
+    args = parser.parse_args()
+    _setup()
+    ratio = bench_writes(args.n, args.rounds)
+    rate = bench_verify(args.verify_entries, args.verify_runs)
+    print(
+        f"\nsummary: write ratio {ratio:.2f}× (target ≤ {WRITE_TARGET}×), "
+        f"verify {rate:,.0f} entries/s (target ≥ {VERIFY_TARGET:,}/s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
