@@ -32,8 +32,9 @@ typecheck:
 migrations-check:
 	$(PY) manage.py makemigrations --check --dry-run
 
+# --ds: importing `config` sets DJANGO_SETTINGS_MODULE to local settings for the processes it starts.
 pytest:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ds=config.settings.test
 
 bench: $(VENV)/.installed
 	$(PY) -m config.embedded run -- $(PY) bench/sync.py

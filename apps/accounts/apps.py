@@ -1,6 +1,13 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class AccountsConfig(AppConfig):
     name = "apps.accounts"
     label = "accounts"
+
+    def ready(self) -> None:
+        from .roles import ensure_roles
+
+        # Sent once per app; the run after the last app sees every app's permissions.
+        post_migrate.connect(ensure_roles, dispatch_uid="fulcrum-ensure-roles")

@@ -74,3 +74,20 @@ def can_see_all_escalations(user: object) -> bool:
 
 def can_decide_approvals(user: object) -> bool:
     return in_role(user, EXECUTIVES, ADMINISTRATORS)
+
+
+def ensure_roles(**_: object) -> None:
+    """Create the four groups with their permissions (idempotent).
+
+    Runs on ``post_migrate``, which Django also sends after ``flush``, so the roles exist in every
+    fresh database, test databases included.
+    """
+    from django.contrib.auth.models import Group, Permission
+
+    for name, perms in role_permissions().items():
+        group, _created = Group.objects.get_or_create(name=name)
+        wanted = []
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            wanted.extend(Permission.objects.filter(content_type__app_label=app_label, codename=codename))
+        group.permissions.set(wanted)
