@@ -1,0 +1,339 @@
+"""A rule's condition tree as a PostgreSQL boolean expression, for batch evaluation in the database.
+
+Batch evaluation belongs in SQL, per-event evaluation in Python, and the two must agree (ANCHORS, Rules
+9). This module compiles the *canonical* tree (``CompiledCondition.to_tree()``) into an expression over
+the facts query of :mod:`apps.rules.facts` (one row per subject, one column per fact), so the facts are
+computed by exactly the same SQL in both paths; only the matching differs.
+
+Semantics, leaf by leaf, as in :mod:`apps.rules.evaluator`:
+
+* a leaf on a NULL fact is NULL (unknown), except ``is_null``, which answers from presence;
+* ``all`` is ``AND``, ``any`` is ``OR``, ``not`` is ``NOT``: SQL's three-valued logic is Kleene logic,
+  so the expression is TRUE → ``matched``, FALSE → ``not_matched``, NULL → ``insufficient_data``;
+* money and percent compare as ``numeric`` (never floats), ints as ``bigint``; ``between`` is inclusive;
+  ``in`` / ``not_in`` are ``= ANY(%s)`` / ``<> ALL(%s)``; ``contains`` is a case-insensitive substring
+  test with ``strpos`` (no LIKE pattern is ever built from rule text);
+* staleness (``max_fact_age``) is per fact and the same for every row, so a leaf on a stale fact
+  compiles to ``NULL`` (unknown) — including ``is_null``, which the evaluator also calls unknown when stale.
+
+Rule values are always query parameters, never interpolated; column names come only from the catalogue
+(a fact the subject type cannot see is refused). The evaluator's ``error`` outcome (a context value of
+the wrong type) cannot arise here: the facts query returns typed columns.
+
+One known edge: the evaluator folds case with ``str.casefold`` and PostgreSQL has only ``lower``. The
+rule's needle is casefolded in Python before it is sent, so the two agree on every needle; they could
+differ only for fact *values* holding characters whose casefold differs from their lowercase (``ß``,
+``ſ``), which the normalised text facts (statuses) never hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from .catalogue import FACTS, FactType, facts_for
+from .durations import parse_duration
+from .evaluator import CompiledCondition, Outcome, compile_condition
+from .facts import _query, evaluation_date, fact_ages
+
+__all__ = [
+    "RuleQuery",
+    "batch_outcomes",
+    "batch_outcomes_many",
+    "condition_sql",
+    "facts_params",
+    "outcomes_many_sql",
+    "outcomes_sql",
+]
+
+_FACT_NAME: Final = re.compile(r"[a-z][a-z_]*\.[a-z][a-z0-9_]*")
+_CAST: Final = {
+    FactType.MONEY: "numeric",
+    FactType.PERCENT: "numeric",
+    FactType.INT: "bigint",
+    FactType.TEXT: "text",
+    FactType.BOOL: "boolean",
+    FactType.DATE: "date",
+}
+_COMPARE: Final = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+_FROM_BOOL: Final = {True: Outcome.MATCHED.value, False: Outcome.NOT_MATCHED.value}
+_UNKNOWN: Final = Outcome.INSUFFICIENT_DATA.value
+
+
+@dataclass(frozen=True)
+class RuleQuery:
+    """One condition to run in SQL: the tree, its subject type and its staleness limit."""
+
+    tree: Mapping[str, Any]
+    subject_type: str
+    max_age: dt.timedelta | None = None
+
+    @classmethod
+    def of(
+        cls, rule: object, subject_type: str | None = None, *, max_age: dt.timedelta | None = None
+    ) -> RuleQuery:
+        """From a ``RuleVersion``, a ``RuleSpec``, a ``CompiledCondition`` or a plain tree.
+
+        A version or spec brings its own subject type and ``max_fact_age``; for a tree or a compiled
+        condition give them (``max_age`` None: staleness is not checked).
+        """
+        from .ruleset import RuleSpec
+
+        spec = getattr(rule, "spec", None)
+        if isinstance(spec, Mapping):  # a RuleVersion
+            subject = str(spec["subject"])
+            raw_age = spec.get("max_fact_age")
+            age = parse_duration(raw_age) if raw_age else None
+            return cls._checked(spec["when"], subject, subject_type, age)
+        if isinstance(rule, RuleSpec):
+            return cls._checked(rule.when, rule.subject, subject_type, rule.max_fact_age)
+        if isinstance(rule, CompiledCondition):
+            return cls._checked(rule.to_tree(), rule.subject_type, subject_type, max_age)
+        if isinstance(rule, Mapping):
+            if subject_type is None:
+                raise ValueError("a bare condition tree needs its subject type")
+            return cls(rule, subject_type, max_age)
+        raise TypeError(
+            f"expected a rule version, rule spec, compiled condition or tree, got {type(rule).__name__}"
+        )
+
+    @classmethod
+    def _checked(
+        cls, tree: Mapping[str, Any], subject: str, asked: str | None, max_age: dt.timedelta | None
+    ) -> RuleQuery:
+        if asked is not None and asked != subject:
+            raise ValueError(f"the rule is on {subject}, not {asked}")
+        return cls(tree, subject, max_age)
+
+
+class _Params:
+    """Named query parameters (the facts query is written in pyformat style, so we are too)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.values: dict[str, Any] = {}
+
+    def add(self, value: object) -> str:
+        name = f"{self.prefix}{len(self.values)}"
+        self.values[name] = value
+        return f"%({name})s"
+
+
+def _column(name: str, visible: frozenset[str], alias: str) -> str:
+    # Defence in depth: the tree was validated by compile_condition, and only catalogue names pass here.
+    if name not in visible or name not in FACTS or not _FACT_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a fact of this subject type")
+    return f'{alias}."{name}"'
+
+
+def _value(raw: object, fact_type: FactType) -> object:
+    """A canonical tree value (ints, exact decimal strings, ISO dates) as a typed query parameter."""
+    if fact_type in (FactType.MONEY, FactType.PERCENT):
+        return Decimal(str(raw))
+    if fact_type is FactType.DATE:
+        return dt.date.fromisoformat(str(raw))
+    if fact_type is FactType.INT:
+        assert isinstance(raw, int) and not isinstance(raw, bool)
+        return raw
+    if fact_type is FactType.BOOL:
+        assert isinstance(raw, bool)
+        return raw
+    return str(raw)
+
+
+def _leaf(
+    node: Mapping[str, Any], visible: frozenset[str], stale: frozenset[str], params: _Params, alias: str
+) -> str:
+    name, op, value = node["fact"], node["op"], node["value"]
+    col = _column(name, visible, alias)
+    if name in stale:
+        return "NULL::boolean"
+    fact_type = FACTS[name].type
+    cast = _CAST[fact_type]
+    if op == "is_null":
+        return f"({col} IS NULL)" if value else f"({col} IS NOT NULL)"
+    if op in _COMPARE:
+        return f"({col} {_COMPARE[op]} {params.add(_value(value, fact_type))}::{cast})"
+    if op == "is":
+        return f"({col} = {params.add(bool(value))}::boolean)"
+    if op == "between":
+        low, high = (params.add(_value(v, fact_type)) for v in value)
+        return f"({col} BETWEEN {low}::{cast} AND {high}::{cast})"
+    if op in ("in", "not_in"):
+        members = params.add([_value(v, fact_type) for v in value])
+        test = "= ANY" if op == "in" else "<> ALL"
+        return f"({col} {test}({members}::{cast}[]))"
+    if op == "contains":
+        return f"(strpos(lower({col}), lower({params.add(str(value).casefold())}::text)) > 0)"
+    raise ValueError(f"unknown operator {op!r}")
+
+
+def _node(
+    node: Mapping[str, Any], visible: frozenset[str], stale: frozenset[str], params: _Params, alias: str
+) -> str:
+    if "all" in node or "any" in node:
+        joiner = " AND " if "all" in node else " OR "
+        parts = [_node(child, visible, stale, params, alias) for child in node.get("all") or node["any"]]
+        return "(" + joiner.join(parts) + ")"
+    if "not" in node:
+        return f"(NOT {_node(node['not'], visible, stale, params, alias)})"
+    return _leaf(node, visible, stale, params, alias)
+
+
+def stale_facts(
+    subject_type: str, max_age: dt.timedelta | None, ages: Mapping[str, float | None]
+) -> frozenset[str]:
+    """Facts too old (or of unknown age) for ``max_age``: the evaluator's freshness test, once per run."""
+    if max_age is None:
+        return frozenset()
+    limit = max_age.total_seconds()
+    stale = set()
+    for fact in facts_for(subject_type):
+        age = ages.get(fact.name)
+        if age is None or not age <= limit:  # NaN is not fresh either
+            stale.add(fact.name)
+    return frozenset(stale)
+
+
+def condition_sql(
+    tree: Mapping[str, Any],
+    subject_type: str,
+    *,
+    stale: frozenset[str] = frozenset(),
+    alias: str = "f",
+    prefix: str = "rule_p",
+) -> tuple[str, dict[str, Any]]:
+    """The condition as a boolean expression over ``alias`` (the facts row), and its parameters.
+
+    The tree is validated and canonicalised with the evaluator's own compiler first, so anything the
+    evaluator refuses is refused here too (``RuleValidationError``).
+    """
+    canonical = compile_condition(tree, subject_type).to_tree()
+    visible = frozenset(f.name for f in facts_for(subject_type))
+    params = _Params(prefix)
+    return _node(canonical, visible, stale, params, alias), params.values
+
+
+def facts_params(now: dt.datetime, ids: Sequence[int] | None) -> dict[str, Any]:
+    """The parameters of the facts query, exactly as ``facts.compute_contexts`` builds them."""
+    today = evaluation_date(now)
+    return {
+        "today": today,
+        "since_30d": now - dt.timedelta(days=30),
+        "since_365d": today - dt.timedelta(days=365),
+        "tz": settings.TIME_ZONE,
+        "ids": list(ids) if ids is not None else None,
+    }
+
+
+def _ages_for(rules: Sequence[RuleQuery], now: dt.datetime) -> dict[str, float | None]:
+    return fact_ages(now) if any(r.max_age is not None for r in rules) else {}
+
+
+def outcomes_many_sql(
+    rules: Sequence[RuleQuery],
+    subject_type: str,
+    *,
+    ids: Sequence[int] | None = None,
+    now: dt.datetime | None = None,
+    ages: Mapping[str, float | None] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """``SELECT subject_id, r0, r1, ...`` over the facts query: one boolean column per rule.
+
+    Each ``rN`` is TRUE (matched), FALSE (not matched) or NULL (insufficient data). The facts are
+    computed once for all the rules.
+    """
+    if not rules:
+        raise ValueError("no rules to evaluate")
+    now = now or timezone.now()
+    if ages is None:
+        ages = _ages_for(rules, now)
+    params = facts_params(now, ids)
+    columns = []
+    for i, rule in enumerate(rules):
+        if rule.subject_type != subject_type:
+            raise ValueError(f"rule {i} is on {rule.subject_type}, not {subject_type}")
+        stale = stale_facts(subject_type, rule.max_age, ages)
+        expr, rule_params = condition_sql(rule.tree, subject_type, stale=stale, prefix=f"r{i}_p")
+        params.update(rule_params)
+        columns.append(f"{expr} AS r{i}")
+    facts = _query(subject_type, ids is not None)
+    # Identifiers come from the catalogue and every value is a bound parameter.
+    sql = f"SELECT f.subject_id, {', '.join(columns)} FROM ({facts}) f ORDER BY f.subject_id"  # noqa: S608
+    return sql, params
+
+
+def outcomes_sql(
+    subject_type: str,
+    tree: Mapping[str, Any],
+    *,
+    ids: Sequence[int] | None = None,
+    now: dt.datetime | None = None,
+    max_age: dt.timedelta | None = None,
+    ages: Mapping[str, float | None] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """``SELECT subject_id, outcome`` over the facts query, ``outcome`` being the evaluator's outcome
+    value (``matched`` / ``not_matched`` / ``insufficient_data``)."""
+    now = now or timezone.now()
+    rule = RuleQuery(tree, subject_type, max_age)
+    if ages is None:
+        ages = _ages_for([rule], now)
+    stale = stale_facts(subject_type, max_age, ages)
+    expr, params = condition_sql(tree, subject_type, stale=stale)
+    params.update(facts_params(now, ids))
+    facts = _query(subject_type, ids is not None)
+    # A simple CASE evaluates the expression once. Identifiers come from the catalogue; values are bound.
+    outcome = (
+        f"CASE {expr} WHEN TRUE THEN 'matched' WHEN FALSE THEN 'not_matched' ELSE 'insufficient_data' END"
+    )
+    sql = f"SELECT f.subject_id, {outcome} AS outcome FROM ({facts}) f ORDER BY f.subject_id"  # noqa: S608
+    return sql, params
+
+
+def batch_outcomes(
+    version_or_tree: object,
+    subject_type: str | None = None,
+    ids: Sequence[int] | None = None,
+    now: dt.datetime | None = None,
+    *,
+    max_age: dt.timedelta | None = None,
+) -> dict[int, str]:
+    """``{subject_id: outcome}`` for every live subject (or ``ids``), evaluated in the database.
+
+    ``version_or_tree`` is a ``RuleVersion`` or ``RuleSpec`` (subject type and ``max_fact_age`` from
+    it), or a tree / ``CompiledCondition`` with ``subject_type`` and optionally ``max_age``.
+    """
+    rule = RuleQuery.of(version_or_tree, subject_type, max_age=max_age)
+    if ids is not None and not ids:
+        return {}
+    return batch_outcomes_many([rule], rule.subject_type, ids, now)[0]
+
+
+def batch_outcomes_many(
+    rules: Sequence[RuleQuery | object],
+    subject_type: str,
+    ids: Sequence[int] | None = None,
+    now: dt.datetime | None = None,
+) -> list[dict[int, str]]:
+    """One ``{subject_id: outcome}`` per rule, from a single query that computes the facts once."""
+    queries = [r if isinstance(r, RuleQuery) else RuleQuery.of(r, subject_type) for r in rules]
+    if not queries or (ids is not None and not ids):
+        return [{} for _ in queries]
+    sql, params = outcomes_many_sql(queries, subject_type, ids=ids, now=now)
+    results: list[dict[int, str]] = [{} for _ in queries]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(5000):
+            for row in rows:
+                subject = row[0]
+                for result, truth in zip(results, row[1:], strict=True):
+                    result[subject] = _UNKNOWN if truth is None else _FROM_BOOL[truth]
+    return results
