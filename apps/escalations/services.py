@@ -37,8 +37,17 @@ def _actor_name(actor: Actor) -> str:
     return actor.get_username() if actor.is_authenticated else "anonymous"
 
 
-def _event(escalation: Escalation, kind: str, actor: Actor, via: str, note: str = "", **data: Any) -> None:
-    now = timezone.now()
+def _event(
+    escalation: Escalation,
+    kind: str,
+    actor: Actor,
+    via: str,
+    note: str = "",
+    *,
+    at: dt.datetime | None = None,
+    **data: Any,
+) -> None:
+    now = at or timezone.now()
     EscalationEvent.objects.create(
         escalation=escalation,
         kind=kind,
@@ -130,6 +139,7 @@ def escalation_fire(
                 "opened",
                 "system:rules",
                 "system",
+                at=now,
                 rule=version.rule.key,
                 version=version.number,
                 route=escalation.route,
