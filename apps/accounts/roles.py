@@ -86,7 +86,7 @@ def ensure_roles(**_: object) -> None:
 
     for name, perms in role_permissions().items():
         group, _created = Group.objects.get_or_create(name=name)
-        wanted = []
+        wanted: list[Permission] = []
         for perm in perms:
             app_label, codename = perm.split(".")
             wanted.extend(Permission.objects.filter(content_type__app_label=app_label, codename=codename))
