@@ -1,0 +1,340 @@
+"""Backtest: replay a rule, or a draft of it, over stored decision contexts (SPEC ``backtest``).
+
+A backtest runs the *same* evaluator as live evaluation (ANCHORS, Rules 5) on point-in-time data: the
+fact snapshot a :class:`~apps.rules.models.Decision` stored — values and their ages at that moment — so
+``max_fact_age`` judges staleness as it was then. For every subject of the rule's subject type it takes
+the newest stored context (since a date, if given), evaluates the candidate (a draft from a rules file,
+or the live version) and the live version, and reports
+
+* how many contexts were replayed and their outcomes;
+* precision on labelled outcomes, the labels being the outcomes of this rule's escalations on the
+  subject: *positive* = ``actioned`` / ``approved`` / ``rejected`` (someone acted), *negative* =
+  ``no_action_needed`` / ``false_alarm``; ``duplicate``, ``auto_resolved`` and still-open escalations
+  are unlabelled;
+* the delta to the live version: subjects newly matching and no longer matching, with sample ids.
+
+Cost is capped: at most ``limit`` contexts (100,000 by default), streamed from a server-side cursor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from .catalogue import FACTS, FactType
+from .durations import parse_duration
+from .evaluator import CompiledCondition, Outcome, compile_condition
+from .ruleset import RulesFileError, RuleSpec, parse_rules
+
+POSITIVE: Final = ("actioned", "approved", "rejected")
+NEGATIVE: Final = ("no_action_needed", "false_alarm")
+DEFAULT_LIMIT: Final = 100_000
+SAMPLE: Final = 10
+_CHUNK: Final = 2_000
+
+
+class BacktestError(ValueError):
+    """Why a backtest cannot run (unknown rule, a rules file with problems, ...), fit for an operator."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What is replayed: a condition with its staleness limit, and where it came from."""
+
+    key: str
+    subject_type: str
+    condition: CompiledCondition
+    max_age: dt.timedelta | None
+    label: str
+    version: int | None = None  # the live version's number; None for a draft
+
+
+@dataclass
+class Precision:
+    positive: int = 0
+    negative: int = 0
+
+    @property
+    def labelled(self) -> int:
+        return self.positive + self.negative
+
+    @property
+    def value(self) -> float | None:
+        return self.positive / self.labelled if self.labelled else None
+
+    def __str__(self) -> str:
+        if not self.labelled:
+            return "n/a (no labelled matches)"
+        return f"{self.positive} of {self.labelled} = {100 * self.positive / self.labelled:.1f}%"
+
+
+@dataclass
+class BacktestResult:
+    candidate: Candidate
+    live: Candidate | None
+    since: dt.datetime | None
+    limit: int
+    replayed: int = 0
+    limited: bool = False
+    outcomes: Counter[str] = field(default_factory=Counter)
+    live_outcomes: Counter[str] = field(default_factory=Counter)
+    precision: Precision = field(default_factory=Precision)
+    live_precision: Precision = field(default_factory=Precision)
+    newly_matching: list[int] = field(default_factory=list)
+    no_longer_matching: list[int] = field(default_factory=list)
+    newly_matching_count: int = 0
+    no_longer_matching_count: int = 0
+    positives_lost: int = 0
+
+    @property
+    def matches(self) -> int:
+        return self.outcomes[Outcome.MATCHED.value]
+
+    @property
+    def is_draft(self) -> bool:
+        return self.live is None or self.candidate is not self.live
+
+    def lines(self) -> list[str]:
+        c = self.candidate
+        window = f"since {self.since:%Y-%m-%d}" if self.since else "all stored"
+        out = [f"Backtest of {c.key} ({c.subject_type}): {c.label}"]
+        out.append(
+            f"Contexts replayed: {self.replayed:,} (the newest stored decision context per {c.subject_type}, "
+            f"{window}; limit {self.limit:,}{', reached' if self.limited else ''})"
+        )
+        out.append("Outcomes: " + ", ".join(f"{o.value} {self.outcomes[o.value]:,}" for o in Outcome))
+        live_matches = self.live_outcomes[Outcome.MATCHED.value]
+        also = f" (live v{self.live.version}: {live_matches:,})" if self.live and self.is_draft else ""
+        out.append(f"Matches: {self.matches:,}{also}")
+        also = f" (live: {self.live_precision})" if self.live and self.is_draft else ""
+        out.append(f"Precision on labelled outcomes: {self.precision}{also}")
+        out.append(
+            f"  labels: the outcome of this rule's latest closed escalation on the subject; "
+            f"positive = {', '.join(POSITIVE)}; negative = {', '.join(NEGATIVE)}; "
+            "duplicate, auto_resolved and open escalations are unlabelled"
+        )
+        if self.live is None:
+            out.append("Delta to the live version: none to compare (the rule has no live version)")
+        elif not self.is_draft:
+            out.append(
+                f"Delta to the live version: none (replaying the live version v{self.live.version} itself)"
+            )
+        elif self.live.subject_type != c.subject_type:
+            out.append(
+                f"Delta to the live version: not comparable (live is on {self.live.subject_type}, "
+                f"the draft on {c.subject_type})"
+            )
+        else:
+            out.append(f"Delta to the live version v{self.live.version}:")
+            out.append(f"  newly matching: {self.newly_matching_count:,}{_ids(self.newly_matching)}")
+            out.append(
+                f"  no longer matching: {self.no_longer_matching_count:,}{_ids(self.no_longer_matching)}"
+            )
+            if self.positives_lost:
+                out.append(f"  labelled positives the draft no longer matches: {self.positives_lost:,}")
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+
+def _ids(ids: list[int]) -> str:
+    return f" (ids {', '.join(str(i) for i in ids)}{', ...' if len(ids) >= SAMPLE else ''})" if ids else ""
+
+
+# --- what to replay ------------------------------------------------------------------------------------
+
+
+def draft_from_file(text: str, key: str, *, name: str = "the file") -> RuleSpec:
+    """The rule ``key`` of a rules file; every problem of the file, with its line, if it has any."""
+    try:
+        specs = parse_rules(text)
+    except RulesFileError as exc:
+        problems = "\n".join(f"  {p}" for p in exc.errors)
+        raise BacktestError(f"{name}: {len(exc.errors)} problem(s)\n{problems}") from exc
+    for spec in specs:
+        if spec.key == key:
+            return spec
+    keys = [s.key for s in specs]
+    hint = difflib.get_close_matches(key, keys, n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    raise BacktestError(f"{name} has no rule {key!r}{suggestion} (it has: {', '.join(keys) or 'no rules'})")
+
+
+def _live_candidate(rule: Any) -> Candidate | None:
+    version = rule.live_version
+    if version is None:
+        return None
+    spec = version.spec
+    raw_age = spec.get("max_fact_age")
+    return Candidate(
+        key=rule.key,
+        subject_type=str(spec["subject"]),
+        condition=compile_condition(spec["when"], spec["subject"]),
+        max_age=parse_duration(raw_age) if raw_age else None,
+        label=f"live version v{version.number}",
+        version=version.number,
+    )
+
+
+def candidates(
+    key: str, draft: RuleSpec | None, *, file_name: str = "the file"
+) -> tuple[Candidate, Candidate | None]:
+    """(what to replay, the live version or None) for ``key``."""
+    from .models import Rule
+
+    rule = Rule.objects.select_related("live_version").filter(key=key).first()
+    if rule is None and draft is None:
+        keys = list(Rule.objects.order_by("key").values_list("key", flat=True))
+        hint = difflib.get_close_matches(key, keys, n=1)
+        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+        shown = ", ".join(keys[:20]) + (", ..." if len(keys) > 20 else "")
+        raise BacktestError(f"unknown rule {key!r}{suggestion} (known rules: {shown or 'none'})")
+    live = _live_candidate(rule) if rule is not None else None
+    if draft is None:
+        if live is None:
+            raise BacktestError(f"rule {key!r} has no published version; give a draft with --file")
+        return live, live
+    candidate = Candidate(
+        key=key,
+        subject_type=draft.subject,
+        condition=draft.compile(),
+        max_age=draft.max_fact_age,
+        label=f"draft from {file_name}" + (f" vs {live.label}" if live else ""),
+    )
+    return candidate, live
+
+
+# --- stored contexts -----------------------------------------------------------------------------------
+
+
+def _typed(raw: object, fact_type: FactType) -> object:
+    """A snapshot value back in the type the facts query produced (Decimal and dates were stored as text).
+
+    Anything unreadable is passed through unchanged, so the evaluator reports it as an ``error``.
+    """
+    if raw is None or not isinstance(raw, str):
+        return raw
+    if fact_type in (FactType.MONEY, FactType.PERCENT):
+        try:
+            return Decimal(raw)
+        except InvalidOperation:
+            return raw
+    if fact_type is FactType.DATE:
+        try:
+            return dt.date.fromisoformat(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def context_from_snapshot(snapshot: object) -> tuple[dict[str, object], dict[str, Any]]:
+    """``Decision.facts`` (``{fact: {value, age_s, ...}}``) → (values, ages) for the evaluator."""
+    values: dict[str, object] = {}
+    ages: dict[str, Any] = {}
+    if not isinstance(snapshot, Mapping):
+        return values, ages
+    for name, entry in snapshot.items():
+        fact = FACTS.get(name)
+        if fact is None or not isinstance(entry, Mapping):
+            continue
+        values[name] = _typed(entry.get("value"), fact.type)
+        ages[name] = entry.get("age_s")
+    return values, ages
+
+
+def stored_contexts(
+    subject_type: str, *, since: dt.datetime | None = None, limit: int = DEFAULT_LIMIT
+) -> Iterator[tuple[int, Any]]:
+    """``(subject_id, facts snapshot)`` of the newest decision with a snapshot per subject, streamed.
+
+    Yields up to ``limit + 1`` rows so that the caller can tell that the limit cut the replay short.
+    """
+    from .models import Decision
+
+    qs = Decision.objects.filter(subject_type=subject_type, facts__isnull=False)
+    if since is not None:
+        qs = qs.filter(evaluated_at__gte=since)
+    rows = (
+        qs.order_by("subject_id", "-evaluated_at", "-id")
+        .distinct("subject_id")
+        .values_list("subject_id", "facts")[: limit + 1]  # one more, to tell "limit reached"
+    )
+    yield from rows.iterator(chunk_size=_CHUNK)
+
+
+def labels(key: str, subject_type: str) -> dict[int, bool]:
+    """``{subject_id: positive?}`` from the outcome of this rule's latest labelled escalation per subject."""
+    from apps.escalations.models import Escalation
+
+    found: dict[int, bool] = {}
+    rows = (
+        Escalation.objects.filter(rule__key=key, subject_type=subject_type, outcome__in=POSITIVE + NEGATIVE)
+        .order_by("closed_at", "id")
+        .values_list("subject_id", "outcome")
+    )
+    for subject_id, outcome in rows.iterator(chunk_size=_CHUNK):
+        found[subject_id] = outcome in POSITIVE  # later rows win
+    return found
+
+
+# --- the replay ----------------------------------------------------------------------------------------
+
+
+def backtest(
+    key: str,
+    *,
+    draft: RuleSpec | None = None,
+    since: dt.datetime | None = None,
+    limit: int = DEFAULT_LIMIT,
+    file_name: str = "the file",
+) -> BacktestResult:
+    """Replay ``draft`` (or the live version of ``key``) over stored contexts; see the module docstring."""
+    if limit < 1:
+        raise BacktestError("--limit must be at least 1")
+    if draft is not None and draft.key != key:
+        raise BacktestError(f"the draft is rule {draft.key!r}, not {key!r}")
+    candidate, live = candidates(key, draft, file_name=file_name)
+    result = BacktestResult(candidate=candidate, live=live, since=since, limit=limit)
+    comparable = live is not None and live is not candidate and live.subject_type == candidate.subject_type
+    known = labels(key, candidate.subject_type)
+    matched = Outcome.MATCHED
+    for subject_id, snapshot in stored_contexts(candidate.subject_type, since=since, limit=limit):
+        if result.replayed >= limit:
+            result.limited = True
+            break
+        values, ages = context_from_snapshot(snapshot)
+        result.replayed += 1
+        outcome = candidate.condition.matches(values, ages=ages, max_age=candidate.max_age)
+        result.outcomes[outcome.value] += 1
+        label = known.get(subject_id)
+        if outcome is matched and label is not None:
+            result.precision.positive += label
+            result.precision.negative += not label
+        if not comparable:
+            continue
+        assert live is not None
+        before = live.condition.matches(values, ages=ages, max_age=live.max_age)
+        result.live_outcomes[before.value] += 1
+        if before is matched and label is not None:
+            result.live_precision.positive += label
+            result.live_precision.negative += not label
+        if outcome is matched and before is not matched:
+            result.newly_matching_count += 1
+            if len(result.newly_matching) < SAMPLE:
+                result.newly_matching.append(subject_id)
+        elif before is matched and outcome is not matched:
+            result.no_longer_matching_count += 1
+            if len(result.no_longer_matching) < SAMPLE:
+                result.no_longer_matching.append(subject_id)
+            if label:
+                result.positives_lost += 1
+    if live is candidate:
+        result.live_outcomes = Counter(result.outcomes)
+        result.live_precision = result.precision
+    return result
