@@ -145,7 +145,9 @@ class WebhookDelivery(models.Model):
     body = models.BinaryField(help_text="The raw body, byte for byte")
     signature_valid = models.BooleanField(default=False)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.RECEIVED)
-    status_changed_at = models.DateTimeField(help_text="When the status last changed: the sweeper's clock")
+    status_changed_at = models.DateTimeField(
+        help_text="When the status last changed or the sweeper re-queued it"
+    )
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)

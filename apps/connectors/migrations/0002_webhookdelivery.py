@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
                 ('body', models.BinaryField(help_text='The raw body, byte for byte')),
                 ('signature_valid', models.BooleanField(default=False)),
                 ('status', models.CharField(choices=[('received', 'Received'), ('processing', 'Processing'), ('processed', 'Processed'), ('failed', 'Failed'), ('rejected', 'Rejected')], default='received', max_length=12)),
-                ('status_changed_at', models.DateTimeField(help_text="When the status last changed: the sweeper's clock")),
+                ('status_changed_at', models.DateTimeField(help_text="When the status last changed or the sweeper re-queued it")),
                 ('attempts', models.PositiveIntegerField(default=0)),
                 ('error', models.TextField(blank=True)),
                 ('processed_at', models.DateTimeField(blank=True, null=True)),

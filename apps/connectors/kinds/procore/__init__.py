@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from apps.connectors.http import HttpClient
-from apps.connectors.kinds.base import ConnectorKind, Stream
+from apps.connectors.http import HttpClient, UpstreamError
+from apps.connectors.kinds.base import ConnectorKind, Record, Stream
 
-from .streams import ChangeOrders, Milestones, Projects, Submittals, Vendors
+from .streams import PER_PAGE, ChangeOrders, ListStream, Milestones, Projects, Submittals, Vendors
 
 
 class Procore(ConnectorKind):
@@ -23,3 +23,23 @@ class Procore(ConnectorKind):
         return HttpClient(
             self.connection.base_url, headers={**self.auth_headers(), "Procore-Company-Id": self.company_id}
         )
+
+    def fetch_records(self, client: HttpClient, stream: Stream, ids: list[str]) -> list[Record]:
+        """The current records with these ids (the stream's list endpoint with ``filters[id][]``)."""
+        assert isinstance(stream, ListStream)
+        path = stream.path.format(company=self.company_id)
+        found: list[Record] = []
+        wanted = sorted({int(i) for i in ids if str(i).isdigit()})
+        for start in range(0, len(wanted), 100):
+            params = {
+                **stream.query_params(),
+                "filters[id][]": wanted[start : start + 100],
+                "per_page": PER_PAGE,
+            }
+            data, _ = client.request_json("GET", path, params=params)
+            if not isinstance(data, list):
+                raise UpstreamError(
+                    f"GET {path}: answered {type(data).__name__}, expected a list", status=200
+                )
+            found += data
+        return found

@@ -1,0 +1,301 @@
+"""Processing stored deliveries: claim the row, fetch what changed, apply it version-guarded, tell the rules.
+
+Events are hints, delivered at least once and out of order. Where the vendor sends ids (HubSpot, QuickBooks,
+Procore) the current record is fetched and applied through ``upsert_rows``, which only ever overwrites with a
+newer version and writes nothing for unchanged content; a record asked for and no longer found upstream,
+and every delete event, becomes a tombstone (``deleted_at``) guarded the same way. Standard Webhooks
+deliveries carry the record itself. All writes of one delivery, its links and its "processed" mark commit
+together: a worker dying midway leaves the row ``processing`` for the sweeper, and nothing half-applied.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import connection as db
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from apps.connectors.http import HttpClient
+from apps.connectors.kinds import (
+    BadRecord,
+    ConfigurationError,
+    ConnectorKind,
+    Stream,
+    UnknownKind,
+    UnknownStream,
+    get_kind,
+)
+from apps.connectors.kinds.quickbooks.streams import ExpenseLines
+from apps.connectors.models import Connection, QuarantinedRecord, WebhookDelivery
+from apps.connectors.services import ENTITY_KEYS
+from apps.entities.linking import link_entities
+from apps.entities.loaders import source_column, upsert_rows
+
+from . import schemes
+from .schemes import Hint
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 6  # claims of one delivery, task retries and sweeper re-queues together
+STUCK_AFTER = dt.timedelta(minutes=5)
+SWEEP_BATCH = 500
+# Failures that trying again cannot fix (the row stays failed with its error for a person to see).
+PERMANENT = (UnknownKind, UnknownStream, ConfigurationError, schemes.Malformed, NotImplementedError)
+Status = WebhookDelivery.Status
+
+
+@dataclass
+class Outcome:
+    status: str  # processed | failed | skipped
+    retry: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str = ""
+
+
+def claim(delivery_id: int) -> WebhookDelivery | None:
+    """Take the row for processing (received/failed → processing) unless someone else has it."""
+    now = timezone.now()
+    taken = WebhookDelivery.objects.filter(
+        pk=delivery_id, status__in=[Status.RECEIVED, Status.FAILED], attempts__lt=MAX_ATTEMPTS
+    ).update(status=Status.PROCESSING, attempts=F("attempts") + 1, status_changed_at=now, error="")
+    if not taken:
+        return None
+    return WebhookDelivery.objects.select_related("connection").get(pk=delivery_id)
+
+
+def process_delivery(delivery_id: int) -> Outcome:
+    """Process one stored delivery; never raises for the delivery's own failures (they are recorded)."""
+    delivery = claim(delivery_id)
+    if delivery is None:
+        return Outcome("skipped")
+    try:
+        counts = _process(delivery)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
+            status=Status.FAILED, error=error, status_changed_at=timezone.now()
+        )
+        retry = not isinstance(exc, PERMANENT) and delivery.attempts < MAX_ATTEMPTS
+        logger.warning("webhook delivery %s failed (attempt %s): %s", delivery.pk, delivery.attempts, error)
+        return Outcome("failed", retry=retry, error=error)
+    return Outcome("processed", counts=counts)
+
+
+def _process(delivery: WebhookDelivery) -> dict[str, int]:
+    connection = delivery.connection
+    kind = get_kind(connection)
+    payload = schemes.decode(bytes(delivery.body))
+    hints = schemes.hints(connection.kind, payload, connection.options or {}, delivery.headers or {})
+    by_stream: dict[str, list[Hint]] = defaultdict(list)
+    for hint in hints:
+        by_stream[hint.stream].append(hint)
+    streams = {name: kind.stream(name) for name in by_stream}
+    # Upstream calls happen before the transaction: no database locks are held while we wait on a vendor.
+    fetched = _fetch(kind, streams, by_stream)
+    now = timezone.now()
+    counts = {"hints": len(hints), "changed": 0, "tombstoned": 0, "quarantined": 0}
+    with transaction.atomic():
+        changes: dict[str, set[int]] = {}
+        for name, stream_hints in by_stream.items():
+            stream = streams[name]
+            changed = _apply(connection, stream, stream_hints, fetched.get(name, []), now, counts)
+            if changed:
+                changes.setdefault(stream.entity, set()).update(changed)
+        counts["changed"] = sum(len(ids) for ids in changes.values())
+        if changes:  # a repeat or an older version changed nothing: nothing new to link or evaluate
+            link_entities(changes)
+        relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}
+        if relevant:
+            from apps.rules.triggers import on_entities_changed
+
+            on_entities_changed(relevant, trigger="webhook")
+        WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
+            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error=""
+        )
+    return counts
+
+
+def _fetch(
+    kind: ConnectorKind, streams: dict[str, Stream], by_stream: dict[str, list[Hint]]
+) -> dict[str, list[dict[str, Any]]]:
+    wanted = {
+        name: sorted({h.external_id for h in hints if h.op == "upsert" and h.data is None})
+        for name, hints in by_stream.items()
+    }
+    wanted = {name: ids for name, ids in wanted.items() if ids}
+    if not wanted:
+        return {}
+    fetch = getattr(kind, "fetch_records", None)
+    if fetch is None:
+        raise NotImplementedError(f"{kind.kind} connections cannot fetch records by id")
+    client: HttpClient = kind.client()
+    try:
+        return {name: fetch(client, streams[name], ids) for name, ids in wanted.items()}
+    finally:
+        client.close()
+
+
+def _doc_id(raw: dict[str, Any]) -> str:
+    return str(raw.get("id", raw.get("Id", "")))
+
+
+def _apply(
+    connection: Connection,
+    stream: Stream,
+    hints: list[Hint],
+    docs: list[dict[str, Any]],
+    now: dt.datetime,
+    counts: dict[str, int],
+) -> set[int]:
+    """Upsert what was fetched (or sent), tombstone what is gone; return the changed entity ids."""
+    lines = isinstance(stream, ExpenseLines)  # one entity row per job-charged line: "<doc id>:<line id>"
+    found = {_doc_id(doc): doc for doc in docs}
+    raws: list[dict[str, Any]] = list(found.values())
+    if isinstance(stream, ExpenseLines):
+        raws = stream.explode(raws)
+    raws += [h.data for h in hints if h.op == "upsert" and h.data is not None]
+    rows, bad = [], []
+    for raw in raws:
+        try:
+            rows.append(stream.normalise(raw))
+        except BadRecord as exc:
+            bad.append((raw, exc.reason))
+    result = upsert_rows(stream.model, source_id=connection.pk, rows=rows, now=now)
+    bad += [(row, reason) for row, reason in result.rejected]
+    if bad:
+        QuarantinedRecord.objects.bulk_create(
+            QuarantinedRecord(
+                connection=connection,
+                stream=stream.name,
+                payload=_jsonable(raw),
+                reason=f"webhook: {reason}",
+                external_id=str(raw.get("id") or raw.get("Id") or raw.get("external_id") or "")[:64],
+            )
+            for raw, reason in bad
+        )
+        counts["quarantined"] += len(bad)
+    changed = set(result.changed_ids)
+
+    gone: list[tuple[str, dt.datetime]] = []
+    asked = {h.external_id for h in hints if h.op == "upsert" and h.data is None}
+    gone += [(external_id, now) for external_id in sorted(asked - found.keys())]
+    for hint in hints:
+        if hint.op == "delete":
+            gone.append(_deleted_key(stream, hint, now))
+    tombstoned = _tombstone(stream.model, connection.pk, gone, now, lines=lines)
+    if lines and found:
+        # A document read whole: its lines that are no longer on it (or no longer charged to a job) are gone.
+        current = [row["external_id"] for row in rows]
+        versions = [(doc_id, _doc_version(stream, doc, now)) for doc_id, doc in found.items()]
+        tombstoned |= _tombstone(stream.model, connection.pk, versions, now, lines=True, keep=current)
+    counts["tombstoned"] += len(tombstoned)
+    return changed | tombstoned
+
+
+def _deleted_key(stream: Stream, hint: Hint, now: dt.datetime) -> tuple[str, dt.datetime]:
+    """The external id and version of a deleted record: from the record when one came with the event."""
+    if hint.data is not None:
+        try:
+            row = stream.normalise(hint.data)
+            return str(row["external_id"]), row["source_updated_at"]
+        except (BadRecord, KeyError):
+            pass
+    return hint.external_id, hint.at or now
+
+
+def _doc_version(stream: Stream, doc: dict[str, Any], now: dt.datetime) -> dt.datetime:
+    if isinstance(stream, ExpenseLines):
+        try:
+            version: dt.datetime = stream.base(doc)["source_updated_at"]
+            return version
+        except BadRecord:
+            pass
+    return now
+
+
+def _jsonable(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, str | int | float | bool | dict | list | None) else str(v)
+        for k, v in raw.items()
+    }
+
+
+def _tombstone(
+    model: type[models.Model],
+    source_id: int,
+    keys: list[tuple[str, dt.datetime]],
+    now: dt.datetime,
+    *,
+    lines: bool = False,
+    keep: list[str] | None = None,
+) -> set[int]:
+    """Mark live records deleted unless we hold a version newer than the deletion; return their ids.
+
+    ``source_updated_at`` moves up to the deletion's time, so an older copy read later (a slow sync page, a
+    late webhook) cannot bring the record back; a genuinely newer version (a restore) still can. With
+    ``lines`` a key is a document id and matches its ``<doc id>:<line id>`` rows, except those in ``keep``.
+    """
+    keys = [(key, at) for key, at in keys if key]
+    if not keys:
+        return set()
+    table = db.ops.quote_name(model._meta.db_table)
+    src = source_column(model)
+    match = "split_part(t.external_id, ':', 1) = v.key" if lines else "t.external_id = v.key"
+    sql = f"""
+        UPDATE {table} t SET deleted_at = %s, source_updated_at = GREATEST(t.source_updated_at, v.at)
+        FROM unnest(%s::text[], %s::timestamptz[]) AS v(key, at)
+        WHERE t.{src} = %s AND {match} AND t.deleted_at IS NULL AND t.source_updated_at <= v.at
+          AND NOT (t.external_id = ANY(%s::text[]))
+        RETURNING t.id
+    """  # noqa: S608 - identifiers from model metadata; values are bound parameters
+    with db.cursor() as cursor:
+        cursor.execute(sql, [now, [k for k, _ in keys], [at for _, at in keys], source_id, keep or []])
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+# ---- the sweeper ----------------------------------------------------------------------------------------
+
+
+def sweep(now: dt.datetime | None = None) -> list[int]:
+    """Rows to queue again: unclaimed or failed for 5 minutes, or stuck processing (a lost worker).
+
+    Each returned row's ``status_changed_at`` is moved to now, so the next sweep leaves it alone for another
+    five minutes; stuck ``processing`` rows go back to ``received`` so that they can be claimed.
+    """
+    now = now or timezone.now()
+    cutoff = now - STUCK_AFTER
+    due = Q(status_changed_at__lt=cutoff) & (
+        Q(status=Status.RECEIVED)
+        | Q(status=Status.PROCESSING)
+        | Q(status=Status.FAILED, attempts__lt=MAX_ATTEMPTS)
+    )
+    ids = list(
+        WebhookDelivery.objects.filter(due)
+        .order_by("status_changed_at")
+        .values_list("id", flat=True)[:SWEEP_BATCH]
+    )
+    if not ids:
+        return []
+    lost = "worker lost: no result after 5 minutes"
+    with transaction.atomic():
+        rows = WebhookDelivery.objects.select_for_update(skip_locked=True).filter(due, id__in=ids)
+        found = {
+            pk: (status, attempts) for pk, status, attempts in rows.values_list("id", "status", "attempts")
+        }
+        stuck = [pk for pk, (status, _) in found.items() if status == Status.PROCESSING]
+        spent = [pk for pk in stuck if found[pk][1] >= MAX_ATTEMPTS]
+        requeued = sorted(pk for pk in found if pk not in spent)
+        WebhookDelivery.objects.filter(id__in=spent).update(
+            status=Status.FAILED, status_changed_at=now, error=f"{lost}; no attempts left"
+        )
+        WebhookDelivery.objects.filter(id__in=stuck).exclude(id__in=spent).update(
+            status=Status.RECEIVED, status_changed_at=now, error=lost
+        )
+        WebhookDelivery.objects.filter(id__in=requeued).exclude(id__in=stuck).update(status_changed_at=now)
+    return requeued

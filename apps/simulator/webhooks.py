@@ -1,0 +1,294 @@
+"""Webhook deliveries signed and shaped as each vendor sends them; standard library only.
+
+Each ``*_delivery`` function returns ``(headers, body)`` ready to POST: the body is the exact bytes that were
+signed. ``send`` posts them over HTTP. ``change_record`` edits one upstream record (and bumps its modified
+time) so a test can "change a record upstream, then send its webhook" with the matching ``*_event``.
+
+Schemes:
+
+* HubSpot v3: ``X-HubSpot-Signature-v3`` = base64(HMAC-SHA256(client secret, method + URI + body +
+  timestamp)), ``X-HubSpot-Request-Timestamp`` in epoch milliseconds; the body is a JSON array of events.
+* QuickBooks: ``intuit-signature`` = base64(HMAC-SHA256(verifier token, body)); the body is
+  ``{"eventNotifications": [{"realmId", "dataChangeEvent": {"entities": [...]}}]}``; ids only.
+* Procore: the ``Authorization`` header carries the value configured on the hook; one event per POST.
+* Standard Webhooks (``rest``): ``webhook-id``, ``webhook-timestamp`` (epoch seconds) and
+  ``webhook-signature`` ``v1,<base64 HMAC-SHA256(key, id.timestamp.body)>`` (space-separated for several
+  keys); the secret is ``whsec_`` + base64(key).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import json
+import random
+import time
+import urllib.error
+import urllib.request
+import uuid
+from typing import Any
+
+from .common import procore_time, qbo_time
+from .records import PROCORE_COMPANY_ID, REALM_ID, Company
+
+Headers = dict[str, str]
+
+HUBSPOT_PORTAL_ID = 62515
+HUBSPOT_APP_ID = 1160452
+QBO_ENTITY_NAMES = {
+    "customer": "Customer",
+    "vendor": "Vendor",
+    "invoice": "Invoice",
+    "bill": "Bill",
+    "purchase": "Purchase",
+    "estimate": "Estimate",
+}
+PROCORE_RESOURCE_NAMES = {
+    "project": "Projects",
+    "task": "Schedule Tasks",
+    "milestone": "Schedule Tasks",
+    "change_order": "Change Order Packages",
+    "submittal": "Submittals",
+    "vendor": "Vendors",
+}
+_event_ids = itertools.count(int(time.time()) * 1000)
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _b64_hmac(key: bytes, message: bytes) -> str:
+    return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
+
+
+# ---- HubSpot ------------------------------------------------------------------------------------------
+
+
+def hubspot_signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
+    message = method.upper().encode() + uri.encode() + body + timestamp.encode()
+    return _b64_hmac(secret.encode(), message)
+
+
+def hubspot_delivery(
+    url: str,
+    secret: str,
+    events: list[dict[str, Any]],
+    timestamp: int | None = None,
+    method: str = "POST",
+) -> tuple[Headers, bytes]:
+    """A batch of HubSpot events signed v3 for ``url`` (the full URI HubSpot posts to)."""
+    body = _json(events)
+    stamp = str(timestamp if timestamp is not None else int(time.time() * 1000))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "HubSpot Connect 2.0 (http://dev.hubspot.com/)",
+        "X-HubSpot-Signature-Version": "v3",
+        "X-HubSpot-Request-Timestamp": stamp,
+        "X-HubSpot-Signature-v3": hubspot_signature(secret, method, url, body, stamp),
+    }
+    return headers, body
+
+
+def hubspot_event(
+    object_id: str | int,
+    subscription_type: str = "company.propertyChange",
+    occurred_at: int | None = None,
+    event_id: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One HubSpot event; ``occurred_at`` in epoch milliseconds."""
+    event: dict[str, Any] = {
+        "eventId": event_id if event_id is not None else next(_event_ids),
+        "subscriptionId": 2001,
+        "portalId": HUBSPOT_PORTAL_ID,
+        "appId": HUBSPOT_APP_ID,
+        "occurredAt": occurred_at if occurred_at is not None else int(time.time() * 1000),
+        "subscriptionType": subscription_type,
+        "attemptNumber": 0,
+        "objectId": int(object_id),
+        "changeSource": "CRM",
+    }
+    if subscription_type.endswith("propertyChange"):
+        event.update({"propertyName": "name", "propertyValue": ""})
+    event.update(extra)
+    return event
+
+
+# ---- QuickBooks ---------------------------------------------------------------------------------------
+
+
+def qbo_signature(verifier: str, body: bytes) -> str:
+    return _b64_hmac(verifier.encode(), body)
+
+
+def qbo_delivery(
+    verifier: str, entities: list[dict[str, Any]], realm_id: str = REALM_ID
+) -> tuple[Headers, bytes]:
+    """One QuickBooks notification for ``realm_id`` carrying ``entities`` (see ``qbo_entity``)."""
+    payload = {"eventNotifications": [{"realmId": realm_id, "dataChangeEvent": {"entities": entities}}]}
+    body = _json(payload)
+    return {"Content-Type": "application/json", "intuit-signature": qbo_signature(verifier, body)}, body
+
+
+def qbo_entity(
+    name: str, entity_id: str | int, operation: str = "Update", last_updated: int | None = None
+) -> dict[str, Any]:
+    """One changed entity: ``name`` as QuickBooks spells it (``Invoice``) or our object type (``invoice``)."""
+    ms = last_updated if last_updated is not None else int(time.time() * 1000)
+    return {
+        "name": QBO_ENTITY_NAMES.get(name, name),
+        "id": str(entity_id),
+        "operation": operation,
+        "lastUpdated": qbo_time(ms),
+    }
+
+
+# ---- Procore ------------------------------------------------------------------------------------------
+
+
+def procore_delivery(authorization: str, event: dict[str, Any]) -> tuple[Headers, bytes]:
+    """One Procore event with the hook's configured Authorization header value."""
+    return {"Content-Type": "application/json", "Authorization": authorization}, _json(event)
+
+
+def procore_event(
+    resource_name: str,
+    resource_id: int,
+    event_type: str = "update",
+    project_id: int | None = None,
+    timestamp: int | None = None,
+    company_id: int = PROCORE_COMPANY_ID,
+) -> dict[str, Any]:
+    """``resource_name`` as Procore spells it (``Change Order Packages``) or our object type."""
+    ms = timestamp if timestamp is not None else int(time.time() * 1000)
+    return {
+        "id": next(_event_ids),
+        "ulid": uuid.uuid4().hex.upper()[:26],
+        "user_id": 7001,
+        "company_id": company_id,
+        "project_id": project_id,
+        "api_version": "v2",
+        "timestamp": procore_time(ms),
+        "resource_name": PROCORE_RESOURCE_NAMES.get(resource_name, resource_name),
+        "resource_id": resource_id,
+        "event_type": event_type,
+        "metadata": {"source_application_id": None, "source_operation_id": None},
+    }
+
+
+# ---- Standard Webhooks ----------------------------------------------------------------------------------
+
+
+def new_standard_secret(seed: int | None = None) -> str:
+    """A ``whsec_`` secret (24 random bytes; deterministic for a seed)."""
+    key = (
+        random.Random(seed).randbytes(24) if seed is not None else uuid.uuid4().bytes + uuid.uuid4().bytes[:8]
+    )
+    return "whsec_" + base64.b64encode(key).decode()
+
+
+def standard_signature(secret: str, msg_id: str, timestamp: str, body: bytes) -> str:
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    return "v1," + _b64_hmac(key, f"{msg_id}.{timestamp}.".encode() + body)
+
+
+def standard_delivery(
+    secrets: str | list[str],
+    event_type: str,
+    data: dict[str, Any],
+    msg_id: str | None = None,
+    timestamp: int | None = None,
+) -> tuple[Headers, bytes]:
+    """``{"type", "data"}`` signed with every secret given (as a sender does while rotating keys)."""
+    body = _json({"type": event_type, "data": data})
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    keys = [secrets] if isinstance(secrets, str) else secrets
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": stamp,
+        "webhook-signature": " ".join(standard_signature(k, msg_id, stamp, body) for k in keys),
+    }
+    return headers, body
+
+
+# ---- upstream changes paired with their events --------------------------------------------------------
+
+
+def change_record(
+    company: Company, system: str, object_type: str, record_id: str | int, seed: int = 1, **fields: Any
+) -> Any:
+    """Edit one upstream record (``fields``, or a realistic mutation) and bump its modified time."""
+    from .mutations import apply_mutation
+
+    with company.lock:
+        table = company.table(system, object_type)
+        record = table[int(record_id) if system.lower() == "procore" else str(record_id)]
+        if fields:
+            for name, value in fields.items():
+                setattr(record, name, value)
+        else:
+            apply_mutation(company, system, object_type, record, random.Random(seed))
+        record.updated = company.write_time()
+        if hasattr(record, "sync_token"):
+            record.sync_token += 1
+        company.changed()
+        return record
+
+
+def event_for(system: str, object_type: str, record: Any, operation: str = "update") -> dict[str, Any]:
+    """The vendor's event for ``record`` (``operation``: create / update / delete)."""
+    op = operation.lower()
+    if system == "hubspot":
+        kind = {"create": "creation", "update": "propertyChange", "delete": "deletion"}[op]
+        return hubspot_event(record.id, f"{object_type}.{kind}", occurred_at=record.updated)
+    if system == "quickbooks":
+        return qbo_entity(object_type, record.id, op.capitalize(), last_updated=record.updated)
+    if system == "procore":
+        return procore_event(
+            object_type,
+            record.id,
+            op,
+            project_id=getattr(record, "project_id", None),
+            timestamp=record.updated,
+        )
+    raise ValueError(f"no webhooks for {system}")
+
+
+# ---- sending --------------------------------------------------------------------------------------------
+
+
+def send(url: str, headers: Headers, body: bytes, timeout: float = 10.0) -> tuple[int, Any]:
+    """POST a delivery; (status, decoded JSON answer or the text)."""
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+__all__ = [
+    "change_record",
+    "event_for",
+    "hubspot_delivery",
+    "hubspot_event",
+    "hubspot_signature",
+    "new_standard_secret",
+    "procore_delivery",
+    "procore_event",
+    "qbo_delivery",
+    "qbo_entity",
+    "qbo_signature",
+    "send",
+    "standard_delivery",
+    "standard_signature",
+]

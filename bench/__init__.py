@@ -1,0 +1,1 @@
+"""Benchmarks: reports run by hand (``python -m bench.<name>``), not tests."""
