@@ -45,17 +45,17 @@ def parse_moment(text: str, *, end: bool = False) -> tuple[dt.datetime, bool]:
     "through the end of that day" (exclusive next midnight); a datetime is taken as given (inclusive).
     """
     text = text.strip()
+    day = parse_date(text)  # first: parse_datetime would read a bare date as midnight
+    if day is not None:
+        if end:
+            day += dt.timedelta(days=1)
+        return timezone.make_aware(dt.datetime.combine(day, dt.time.min)), False
     moment = parse_datetime(text)
-    if moment is not None:
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment)
-        return moment, True
-    day = parse_date(text)
-    if day is None:
+    if moment is None:
         raise ValueError(f"not a date (YYYY-MM-DD) or datetime (YYYY-MM-DDTHH:MM[:SS][+HH:MM]): {text!r}")
-    if end:
-        day += dt.timedelta(days=1)
-    return timezone.make_aware(dt.datetime.combine(day, dt.time.min)), False
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment)
+    return moment, True
 
 
 def period(since: str, until: str | None = None) -> Period:
@@ -63,7 +63,7 @@ def period(since: str, until: str | None = None) -> Period:
     if until is None:
         return Period(start)
     stop, inclusive = parse_moment(until, end=True)
-    if stop < start:
+    if stop < start or (stop == start and not inclusive):
         raise ValueError("--until is before --since")
     return Period(start, stop, inclusive)
 
