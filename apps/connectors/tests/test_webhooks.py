@@ -709,3 +709,81 @@ def test_a_burst_of_1000_deliveries_with_20_percent_duplicates_loses_nothing(
         assert process_delivery(delivery_id).status == "processed"
     assert WebhookDelivery.objects.filter(status=Status.PROCESSED).count() == 800
     assert FinancialLine.objects.filter(source=hooks["accounting"]).count() == len(set(invoices[:800]))
+
+
+# ---- the receiver's schemes on their own -----------------------------------------------------------------
+
+
+def test_the_receiver_verifies_the_standard_webhooks_test_vector() -> None:
+    body = b'{"test": 2432232314}'
+    headers = {
+        "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        "webhook-timestamp": "1614265330",
+        "webhook-signature": "v1,bogus v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    }
+    inbound = schemes.Inbound("POST", (), headers, body, now=1614265330 + 299)
+
+    schemes.verify("rest", inbound, ["whsec_other", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+    with pytest.raises(schemes.Rejected, match="tolerance"):
+        schemes.verify("rest", schemes.Inbound("POST", (), headers, body, now=1614265330 + 301), ["x"])
+    with pytest.raises(schemes.Rejected, match="no webhook secret"):
+        schemes.verify("rest", inbound, [])
+
+
+def test_event_ids_and_redaction() -> None:
+    events = [{"eventId": 3}, {"eventId": 1}]
+    assert schemes.event_id("hubspot", {}, b"[]", events) == "1,3"
+    assert schemes.event_id("hubspot", {}, b"x", [{"eventId": n} for n in range(100)]).startswith("sha256:")
+    assert schemes.event_id("procore", {}, b"{}", {"ulid": "01H", "id": 5}) == "01H"
+    assert schemes.event_id("quickbooks", {}, b"abc", {}) == schemes.body_hash(b"abc")
+    assert schemes.event_id("rest", {"webhook-id": "msg_1"}, b"{}") == "msg_1"
+    redacted = schemes.redact(
+        [
+            ("Authorization", "Bearer x"),
+            ("X-HubSpot-Signature-v3", "sig"),
+            ("Cookie", "c"),
+            ("User-Agent", "ua"),
+        ]
+    )
+    assert redacted == {
+        "authorization": schemes.REDACTED,
+        "x-hubspot-signature-v3": schemes.REDACTED,
+        "cookie": schemes.REDACTED,
+        "user-agent": "ua",
+    }
+
+
+def test_events_for_other_objects_realms_and_companies_are_ignored() -> None:
+    hs = [
+        {"objectId": 5, "subscriptionType": "contact.creation"},
+        {"objectId": 6, "subscriptionType": "company.merge", "mergedObjectIds": [7]},
+    ]
+    assert [(h.external_id, h.op) for h in schemes.hints("hubspot", hs, {}, {})] == [
+        ("6", "upsert"),
+        ("7", "upsert"),
+    ]
+    qbo = {
+        "eventNotifications": [
+            {
+                "realmId": "other",
+                "dataChangeEvent": {"entities": [{"name": "Invoice", "id": "1", "operation": "Update"}]},
+            },
+            {
+                "realmId": "R",
+                "dataChangeEvent": {
+                    "entities": [
+                        {"name": "Vendor", "id": "2", "operation": "Update"},
+                        {"name": "Bill", "id": "3", "operation": "Delete"},
+                    ]
+                },
+            },
+        ]
+    }
+    assert [
+        (h.stream, h.external_id, h.op) for h in schemes.hints("quickbooks", qbo, {"realm_id": "R"}, {})
+    ] == [("bills", "3", "delete")]
+    procore = {"resource_name": "Submittals", "resource_id": 4, "event_type": "delete", "company_id": 1}
+    assert schemes.hints("procore", procore, {"company_id": 4242}, {}) == []
+    assert [
+        h.stream for h in schemes.hints("procore", {**procore, "company_id": 4242}, {"company_id": 4242}, {})
+    ] == ["submittals"]
