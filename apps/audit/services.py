@@ -179,7 +179,7 @@ def _append(items: list[dict[str, Any]], actor: Actor) -> list[AuditEntry]:
         lines: list[str] = []
         # Rows go out in small chunks, so the server inserts and indexes them while the next ones
         # are prepared here (a failure inside the block aborts the COPY; atomic() rolls back).
-        with cursor.cursor.copy(_COPY_SQL) as copy:
+        with connection.wrap_database_errors, cursor.cursor.copy(_COPY_SQL) as copy:
             for pk, item in zip(ids, items, strict=True):
                 text, value = _stored_data(item.get("data") or {})
                 action, object_type = str(item["action"]), str(item.get("object_type", ""))

@@ -186,3 +186,12 @@ def test_export_is_a_stream(three_days):
     assert timezone.is_aware(period("2026-01-01").since)
     rows = export_rows(period("2026-01-01"), chunk_size=2)
     assert next(rows)["id"] == three_days[1][0].pk  # rows arrive before the query is exhausted
+
+
+def test_database_errors_surface_as_django_errors_and_leave_the_transaction_usable(db):
+    from django.db import DataError
+
+    with pytest.raises(DataError):
+        audit_record(action="x" * 81)  # action is varchar(80)
+    assert audit_record(action="test.after").prev_hash == "0" * 64
+    assert audit_verify().ok
