@@ -210,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         return qbo_delivery(VERIFIER, [entity])
 
     bodies = [delivery(i) for i in range(args.n)]
+    print(
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+        f"{THREADS} client threads, 2 gunicorn workers"
+    )
     unique_sent = len({body for _, body in bodies})
     rates = {}
     try:
