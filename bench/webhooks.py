@@ -110,14 +110,17 @@ class Server:
 
     def __enter__(self) -> Server:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                requests.get(f"{self.base_url}{self.probe}", timeout=10)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError("gunicorn did not start")
+        try:
+            while time.monotonic() < deadline and self.process.poll() is None:
+                try:
+                    requests.get(f"{self.base_url}{self.probe}", timeout=10)
+                    return self
+                except requests.ConnectionError:
+                    time.sleep(0.2)
+            raise RuntimeError("gunicorn did not start")
+        except BaseException:
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc: Any) -> None:
         self.process.terminate()
