@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
+from django.db import connection as db_connection
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
@@ -22,7 +23,7 @@ from apps.entities.loaders import upsert_rows
 
 from .http import UpstreamError
 from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, get_kind
-from .kinds.base import cursor_key
+from .kinds.base import ConnectorKind, cursor_key
 from .models import Connection, QuarantinedRecord, StreamState, SyncRun
 
 logger = logging.getLogger(__name__)
@@ -350,6 +351,24 @@ def sync_stream(
     return run
 
 
+# Rows a run must insert before its table's planner statistics are refreshed.
+ANALYZE_AFTER_INSERTS = 1000
+
+
+def _refresh_statistics(kind: ConnectorKind, runs: list[SyncRun]) -> None:
+    """ANALYZE tables a run just filled: with the empty-table estimates autovacuum has not yet replaced,
+    PostgreSQL plans linking and fact queries as nested loops, quadratic in the data (measured: 190 s
+    instead of 2 s for an incremental sync at 10k projects)."""
+    tables = {
+        kind.stream(run.stream).model._meta.db_table
+        for run in runs
+        if int(run.counts.get("inserted", 0)) >= ANALYZE_AFTER_INSERTS
+    }
+    with db_connection.cursor() as cursor:
+        for table in sorted(tables):
+            cursor.execute(f"ANALYZE {db_connection.ops.quote_name(table)}")
+
+
 def sync_connection(
     *,
     connection: Connection,
@@ -375,6 +394,7 @@ def sync_connection(
             changes.setdefault(stream.entity, set()).update(changed)
         if run.status != SyncRun.Status.SUCCEEDED:
             break
+    _refresh_statistics(kind, runs)
     link_entities(changes)
     relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}
     if relevant:

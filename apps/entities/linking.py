@@ -145,6 +145,11 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
 ]
 
 
+# Crosswalk links filled at once after which the crosswalk's statistics are refreshed: the statements
+# derived from it (a project's client) otherwise plan as nested loops on "no row has a project yet".
+ANALYZE_AFTER_LINKS = 500
+
+
 @transaction.atomic
 def link_entities(changes: dict[str, set[int]] | None = None) -> dict[str, int]:
     """Run every exact-key link; return how many rows each changed, adding their ids to ``changes``."""
@@ -157,4 +162,9 @@ def link_entities(changes: dict[str, set[int]] | None = None) -> dict[str, int]:
             counts[name] = len(ids)
             if changes is not None and key is not None and ids:
                 changes.setdefault(key, set()).update(ids)
+            if (
+                name == "job_project"
+                and counts["customer_client"] + counts["job_project"] >= ANALYZE_AFTER_LINKS
+            ):
+                cursor.execute("ANALYZE entities_sourceobject")
     return counts
