@@ -108,11 +108,17 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60 * 60}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Task modules autodiscovery (apps.<app>.tasks) does not reach.
+CELERY_IMPORTS = ["apps.connectors.webhooks.tasks"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     "deliver-due-actions": {"task": "apps.escalations.tasks.deliver_due", "schedule": timedelta(seconds=30)},
     "evaluate-nightly": {"task": "apps.rules.tasks.evaluate_all", "schedule": crontab(hour=2, minute=0)},
     "heartbeat": {"task": "apps.dashboard.tasks.heartbeat", "schedule": timedelta(seconds=30)},
+    "sweep-webhooks": {
+        "task": "apps.connectors.webhooks.tasks.sweep_webhooks",
+        "schedule": timedelta(minutes=1),
+    },
 }
 
 REST_FRAMEWORK = {

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from apps.audit.services import audit_record
+
+from .models import Connection, QuarantinedRecord, StreamState, SyncRun, WebhookDelivery
+
+
+class ConnectionForm(forms.ModelForm):
+    """Secrets are write-only: blank keeps the stored value, and the stored value is never rendered."""
+
+    new_credentials = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text='JSON, e.g. {"access_token": "..."}. Leave blank to keep the stored credentials.',
+    )
+    new_webhook_secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Replaces the current secret; the previous one stays accepted for rotation. Blank keeps it.",
+    )
+
+    class Meta:
+        model = Connection
+        fields = ("slug", "kind", "base_url", "schedule", "options", "enabled")
+
+    def clean_new_credentials(self) -> dict[str, Any] | None:
+        raw = self.cleaned_data.get("new_credentials") or ""
+        if not raw.strip():
+            return None
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+        if not isinstance(value, dict):
+            raise forms.ValidationError("credentials must be a JSON object")
+        return value
+
+
+class StreamInline(admin.TabularInline):
+    model = StreamState
+    extra = 0
+    can_delete = False
+    fields = ("stream", "last_success_at", "record_count", "cursor")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    form = ConnectionForm
+    list_display = ("slug", "kind", "base_url", "enabled", "schedule", "last_run")
+    list_filter = ("kind", "enabled")
+    search_fields = ("slug", "base_url")
+    inlines = [StreamInline]
+    actions = ["resync_now"]
+    fieldsets = [
+        (None, {"fields": ("slug", "kind", "base_url", "schedule", "options", "enabled")}),
+        ("Secrets (write-only, stored encrypted)", {"fields": ("new_credentials", "new_webhook_secret")}),
+    ]
+
+    @admin.display(description="Last sync")
+    def last_run(self, obj: Connection) -> str:
+        run = obj.runs.order_by("-started_at").first()
+        return f"{run.stream} {run.status} {run.started_at:%Y-%m-%d %H:%M}" if run else "never"
+
+    def save_model(self, request: HttpRequest, obj: Connection, form: ConnectionForm, change: bool) -> None:
+        secrets_changed = []
+        if form.cleaned_data.get("new_credentials") is not None:
+            obj.credentials = form.cleaned_data["new_credentials"]
+            secrets_changed.append("credentials")
+        if new_secret := form.cleaned_data.get("new_webhook_secret"):
+            obj.webhook_secrets = [new_secret, *obj.webhook_secrets[:1]]
+            secrets_changed.append("webhook_secret")
+        super().save_model(request, obj, form, change)
+        audit_record(
+            action="connection.changed" if change else "connection.created",
+            actor=request.user,
+            object_type="connection",
+            object_id=obj.slug,
+            data={"fields": sorted(form.changed_data), "secrets_replaced": secrets_changed},
+        )
+
+    @admin.action(description="Resync now (incremental)", permissions=["change"])
+    def resync_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        from .tasks import sync_connection_task
+
+        for connection in queryset:
+            sync_connection_task.delay(connection.pk)
+            audit_record(
+                action="connection.resync_requested",
+                actor=request.user,
+                object_type="connection",
+                object_id=connection.slug,
+            )
+        self.message_user(request, f"Sync queued for {queryset.count()} connection(s).", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(ReadOnlyAdmin):
+    list_display = ("connection", "stream", "status", "full", "started_at", "finished_at", "counts")
+    list_filter = ("status", "connection", "stream")
+    list_select_related = ("connection",)
+
+
+@admin.register(QuarantinedRecord)
+class QuarantinedRecordAdmin(ReadOnlyAdmin):
+    list_display = ("connection", "stream", "external_id", "reason", "created_at")
+    list_filter = ("connection", "stream")
+    list_select_related = ("connection",)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("connection", "event_id", "status", "signature_valid", "received_at", "attempts", "error")
+    list_filter = ("status", "signature_valid", "connection")
+    list_select_related = ("connection",)
+    exclude = ("body",)
