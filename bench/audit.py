@@ -256,6 +256,10 @@ def bench_verify(total: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -265,14 +269,14 @@ def main() -> None:
     parser.add_argument("--verify-entries", type=int, default=200_000)
     parser.add_argument("--verify-runs", type=int, default=3)
     args = parser.parse_args()
-    print("load average at start: {:.2f} {:.2f} {:.2f} ({} CPUs)".format(*os.getloadavg(), os.cpu_count()))
+    print(f"load average at start: {_load()} ({os.cpu_count()} CPUs)")
     _setup()
     ratio = bench_writes(args.n, args.rounds)
     rate = bench_verify(args.verify_entries, args.verify_runs)
     print(
         f"\nsummary: write ratio {ratio:.2f}× (target ≤ {WRITE_TARGET}×), "
         f"verify {rate:,.0f} entries/s (target ≥ {VERIFY_TARGET:,}/s); "
-        "load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+        f"load average at end: {_load()}"
     )
 
 
