@@ -4,7 +4,9 @@ from .services import evaluate_subjects
 from .triggers import SUBJECTS
 
 
-@shared_task(acks_late=True, ignore_result=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+@shared_task(
+    acks_late=True, ignore_result=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5
+)
 def evaluate_subjects_task(subject_type: str, ids: list[int] | None, trigger: str = "sync") -> str:
     """Evaluate live rules on some subjects (safe to repeat: escalations dedupe in the database)."""
     return str(evaluate_subjects(subject_type=subject_type, ids=ids, trigger=trigger))
