@@ -24,7 +24,14 @@ from apps.rules.evaluator import Outcome, RuleValidationError, compile_condition
 from apps.rules.facts import ENTITY_STREAMS, compute_contexts
 from apps.rules.ruleset import parse_rules
 from apps.rules.services import rules_import
-from apps.rules.sql import RuleQuery, batch_outcomes, batch_outcomes_many, condition_sql, outcomes_sql
+from apps.rules.sql import (
+    RuleQuery,
+    batch_outcomes,
+    batch_outcomes_many,
+    condition_sql,
+    matching_ids,
+    outcomes_sql,
+)
 from tests.factories import (
     ChangeOrderFactory,
     ClientFactory,
@@ -204,6 +211,8 @@ def assert_agree(tree: dict[str, Any], max_age: dt.timedelta | None) -> None:
     expected = python_outcomes(tree, max_age)
     got = batch_outcomes(tree, "change_order", now=NOW, max_age=max_age)
     assert got == expected, (tree, max_age)
+    matched = sorted(sid for sid, outcome in expected.items() if outcome == "matched")
+    assert matching_ids(tree, "change_order", now=NOW, max_age=max_age) == matched, (tree, max_age)
 
 
 PROPERTY = settings(
