@@ -1,0 +1,541 @@
+"""Rule evaluation costs at scale, as a report (not a test).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \\
+        .venv/bin/python bench/evaluate.py
+
+Drops and recreates the database ``fulcrum_bench`` on the server of ``DATABASE_URL`` (the named database
+itself is never touched), migrates it, fills it with set-based SQL (``generate_series``): 2,000 clients,
+10,000 projects, 100,000 change orders, invoices, bills and milestones; imports 50 rules (variants of
+the SPEC rule), then times
+
+1. fact computation: ``compute_contexts`` for every change order;
+2. the Python match phase: 50 compiled conditions × every context (``matches`` and ``evaluate``);
+3. the SQL match phase: ``sql.batch_outcomes`` for the SPEC rule, and all 50 rules in one query;
+4. one hand-written SQL query producing the SPEC rule's matches (the physical reference);
+5. the full ``evaluate_subjects`` run (facts + matching + decision writes + escalations) for the SPEC
+   rule, cold (no prior state) and warm (a repeat run), profiled with ``--profile``;
+6. one subject against the 50 rules, facts included, p50/p95 over 200 random subjects.
+
+Targets (the issue): full run ≤ 10 s; match phase ≤ 3× the hand-written SQL; one subject p95 < 20 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import io
+import os
+import pstats
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DB = "fulcrum_bench"
+FULL_RUN_TARGET = 10.0
+MATCH_RATIO_TARGET = 3.0
+ONE_SUBJECT_P95_TARGET = 0.020
+
+SPEC_RULE = """
+- key: co-exec-review
+  name: Change order needs executive judgment
+  subject: change_order
+  when:
+    all:
+      - {fact: change_order.amount, op: gte, value: 50000}
+      - {fact: project.margin_pct, op: lt, value: 12}
+      - any:
+          - {fact: client.missed_last_milestone, op: is, value: true}
+          - {fact: client.days_to_renewal, op: lte, value: 60}
+  route: executive
+  severity: high
+  priority: 10
+  actions: [email_account_manager, email_executives, flag_dashboard, note_crm, note_accounting]
+  cooldown: 7d
+  max_fact_age: 24h
+"""
+
+
+# --- set-up ----------------------------------------------------------------------------------------------
+
+
+def _recreate_database() -> None:
+    """Point DATABASE_URL at a fresh ``fulcrum_bench`` on the same server."""
+    import psycopg
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        sys.exit("DATABASE_URL must name a PostgreSQL server (its database is not touched)")
+    parts = urlsplit(url)
+    admin_url = urlunsplit(parts._replace(path="/postgres", query=""))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+    os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
+
+
+def _setup() -> None:
+    sys.path.insert(0, str(ROOT))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
+    os.environ.setdefault("CONN_MAX_AGE", "0")
+    _recreate_database()
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    print(f"database {BENCH_DB}: created and migrated in {time.perf_counter() - started:.1f} s")
+
+
+# Every column the inserts fill; Sourced columns first. Values are SQL expressions over the series.
+_SOURCED = "source_id, external_id, source_updated_at, content_hash, synced_at"
+
+_FILL = [
+    "SELECT setseed(0.42)",
+    f"""INSERT INTO entities_crmowner ({_SOURCED}, email, name)
+        SELECT %(crm)s, 'o' || g, now(), '', now(), 'owner' || g || '@bench.test', 'Owner ' || g
+        FROM generate_series(1, 50) g""",
+    f"""INSERT INTO entities_client ({_SOURCED}, name, domain, owner_id, owner_ref, renewal_date)
+        SELECT %(crm)s, 'c' || g, now(), '', now(), 'Client ' || g, 'client' || g || '.test',
+            (SELECT min(id) FROM entities_crmowner) + g %% 50, '',
+            CASE WHEN random() < 0.15 THEN NULL ELSE CURRENT_DATE + (random() * 730 - 100)::int END
+        FROM generate_series(1, %(clients)s) g""",
+    f"""INSERT INTO entities_project ({_SOURCED}, client_id, name, number, accounting_ref, contract_value,
+            schedule_status, start_date, completion_date)
+        SELECT %(pm)s, 'p' || g, now(), '', now(), (SELECT min(id) FROM entities_client) + g %% %(clients)s,
+            'Project ' || g, 'P-' || g, '',
+            CASE WHEN random() < 0.03 THEN NULL ELSE round((200000 + random() * 4800000)::numeric, 2) END,
+            (ARRAY['on_track', 'at_risk', 'behind', ''])[1 + floor(random() * 4)::int],
+            CURRENT_DATE - 400, CURRENT_DATE + 200
+        FROM generate_series(1, %(projects)s) g""",
+    """CREATE TEMP TABLE bench_money AS
+        SELECT id, COALESCE(contract_value, 1000000) AS base, random() < 0.1 AS no_income,
+            0.2 + random() * 0.6 AS billed, 0.6 + random() * 0.45 AS cost_ratio
+        FROM entities_project""",
+    f"""INSERT INTO entities_financialline ({_SOURCED}, kind, project_id, job_ref, amount, balance, txn_date,
+            due_date)
+        SELECT %(acc)s, 'inv-' || m.id || '-' || k, now(), '', now(), 'invoice', m.id, '',
+            round((m.base * m.billed / 3)::numeric, 2),
+            CASE WHEN random() < 0.2 THEN round((m.base * m.billed / 3 * random())::numeric, 2) ELSE 0 END,
+            CURRENT_DATE - 120 + k * 30, CURRENT_DATE - 90 + k * 30
+        FROM bench_money m, generate_series(1, 3) k WHERE NOT m.no_income""",
+    f"""INSERT INTO entities_financialline ({_SOURCED}, kind, project_id, job_ref, amount, balance, txn_date,
+            due_date)
+        SELECT %(acc)s, 'bill-' || m.id || '-' || k, now(), '', now(),
+            (ARRAY['bill', 'purchase'])[1 + k %% 2], m.id, '',
+            round((m.base * m.billed * m.cost_ratio / 3)::numeric, 2), NULL, CURRENT_DATE - 100 + k * 30, NULL
+        FROM bench_money m, generate_series(1, 3) k""",
+    f"""INSERT INTO entities_milestone ({_SOURCED}, project_id, project_ref, name, due_date, completed_date)
+        SELECT %(pm)s, 'm-' || s.id || '-' || s.k, now(), '', now(), s.id, 'p' || s.id, 'Milestone ' || s.k,
+            s.due, CASE WHEN random() < 0.3 THEN NULL ELSE s.due + (random() * 20 - 12)::int END
+        FROM (SELECT p.id, k, CURRENT_DATE - 250 + k * 60 + (random() * 30)::int AS due
+              FROM entities_project p, generate_series(1, 4) k) s""",
+    f"""INSERT INTO entities_changeorder ({_SOURCED}, project_id, project_ref, number, title, status, amount,
+            created_upstream_at)
+        SELECT %(pm)s, 'co' || g, now(), '', now(), s.pid, 'p' || s.pid, 'CO-' || g, 'Change ' || g,
+            (ARRAY['draft', 'pending', 'pending', 'pending', 'approved', 'approved', 'rejected', 'void'])
+                [1 + floor(random() * 8)::int],
+            round((random() ^ 4 * 120000)::numeric, 2), now() - random() * interval '400 days'
+        FROM (SELECT g, (SELECT min(id) FROM entities_project) + g %% %(projects)s AS pid
+              FROM generate_series(1, %(change_orders)s) g) s""",
+    "DROP TABLE bench_money",
+]
+
+
+def fill(clients: int, projects: int, change_orders: int) -> None:
+    from django.db import connection
+    from django.utils import timezone
+
+    from apps.connectors.models import Connection, StreamState
+    from apps.rules.facts import ENTITY_STREAMS
+
+    started = time.perf_counter()
+    conns = {
+        slug: Connection.objects.create(slug=slug, kind=kind, base_url="http://127.0.0.1:9")
+        for slug, kind in (("crm", "hubspot"), ("pm", "procore"), ("accounting", "quickbooks"))
+    }
+    params = {
+        "crm": conns["crm"].pk,
+        "pm": conns["pm"].pk,
+        "acc": conns["accounting"].pk,
+        "clients": clients,
+        "projects": projects,
+        "change_orders": change_orders,
+    }
+    with connection.cursor() as cursor:
+        for statement in _FILL:
+            cursor.execute(statement, params)
+        for table in ("client", "project", "changeorder", "milestone", "financialline"):
+            cursor.execute(f"ANALYZE entities_{table}")
+    synced = timezone.now() - dt.timedelta(minutes=5)
+    owner = {"client": "crm", "financial_line": "accounting"}
+    for entity, streams in ENTITY_STREAMS.items():
+        for stream in streams:
+            StreamState.objects.create(
+                connection=conns[owner.get(entity, "pm")], stream=stream, last_success_at=synced
+            )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM entities_financialline")
+        lines = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM entities_milestone")
+        milestones = cursor.fetchone()[0]
+    print(
+        f"data: {clients:,} clients, {projects:,} projects, {change_orders:,} change orders, "
+        f"{lines:,} invoice/bill lines, {milestones:,} milestones in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def rule_variants(n: int) -> str:
+    """The SPEC rule and ``n - 1`` variants: other thresholds, other facts, other shapes."""
+    rng = random.Random(7)
+    rules = [SPEC_RULE]
+    shapes = [
+        "    all:\n      - {{fact: change_order.amount, op: gte, value: {a}}}\n"
+        "      - {{fact: project.margin_pct, op: lt, value: {m}}}\n"
+        "      - any:\n          - {{fact: client.missed_last_milestone, op: is, value: true}}\n"
+        "          - {{fact: client.days_to_renewal, op: lte, value: {d}}}\n",
+        "    all:\n      - {{fact: change_order.amount_pct_of_contract, op: gte, value: {p}}}\n"
+        "      - {{fact: change_order.status, op: in, value: [pending, draft]}}\n",
+        "    any:\n      - {{fact: project.milestones_missed, op: gte, value: {k}}}\n"
+        "      - {{fact: project.days_behind_schedule, op: gt, value: {b}}}\n",
+        "    all:\n      - {{fact: client.ar_overdue_amount, op: gt, value: {a}}}\n"
+        "      - not: {{fact: project.schedule_status, op: eq, value: on_track}}\n"
+        "      - {{fact: change_order.age_days, op: between, value: [0, {d}]}}\n",
+        "    all:\n      - {{fact: project.change_order_amount_30d, op: gte, value: {a}}}\n"
+        "      - {{fact: project.margin_pct, op: between, value: [-50, {m}]}}\n",
+    ]
+    for i in range(1, n):
+        when = shapes[i % len(shapes)].format(
+            a=rng.choice([10000, 25000, 40000, 50000, 75000]),
+            m=rng.choice([5, 8, 10, 12, 15, 20]),
+            d=rng.choice([30, 60, 90, 120]),
+            p=rng.choice([1, 2, 3, 5]),
+            k=rng.choice([1, 2, 3]),
+            b=rng.choice([5, 10, 20]),
+        )
+        rules.append(
+            f"- key: variant-{i:02d}\n  name: Variant {i}\n  subject: change_order\n  when:\n{when}"
+            f"  route: standard\n  severity: medium\n  priority: {100 + i}\n  actions: [flag_dashboard]\n"
+            "  max_fact_age: 24h\n"
+        )
+    return "".join(rules)
+
+
+# The physical reference: only the four facts the SPEC rule reads, with the facts query's own arithmetic.
+HAND_WRITTEN = """
+WITH money AS (
+    SELECT project_id,
+        SUM(amount) FILTER (WHERE kind = 'invoice') AS income,
+        SUM(amount) FILTER (WHERE kind IN ('bill', 'purchase')) AS cost
+    FROM entities_financialline WHERE deleted_at IS NULL GROUP BY project_id
+), last_ms AS (
+    SELECT client_id, bool_or(missed) AS missed FROM (
+        SELECT p.client_id, (m.completed_date IS NULL OR m.completed_date > m.due_date) AS missed,
+            RANK() OVER (PARTITION BY p.client_id ORDER BY m.due_date DESC) AS recency
+        FROM entities_milestone m JOIN entities_project p ON p.id = m.project_id
+        WHERE m.deleted_at IS NULL AND p.deleted_at IS NULL AND m.due_date < %(today)s
+    ) ranked WHERE recency = 1 GROUP BY client_id
+)
+SELECT co.id FROM entities_changeorder co
+JOIN entities_project p ON p.id = co.project_id
+JOIN money ON money.project_id = p.id
+LEFT JOIN entities_client c ON c.id = p.client_id
+LEFT JOIN last_ms ON last_ms.client_id = c.id
+WHERE co.deleted_at IS NULL AND co.amount >= 50000
+  AND ROUND((money.income - COALESCE(money.cost, 0)) / NULLIF(money.income, 0) * 100, 4) < 12
+  AND (last_ms.missed OR c.renewal_date - %(today)s <= 60)
+ORDER BY co.id
+"""
+
+
+# --- measuring ---------------------------------------------------------------------------------------------
+
+
+def timed(run: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
+    """(median seconds, last result) over ``repeat`` runs."""
+    times = []
+    result = None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def line(label: str, seconds: float, count: int | None = None, unit: str = "subjects") -> None:
+    rate = f"{count / seconds:12,.0f} {unit}/s" if count else ""
+    print(f"  {label:<58}{seconds:8.2f} s {rate}")
+
+
+def verdict(ok: bool) -> str:
+    return "OK" if ok else "MISSED"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--change-orders", type=int, default=100_000)
+    parser.add_argument("--projects", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=2_000)
+    parser.add_argument("--rules", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each query timing (median)")
+    parser.add_argument("--samples", type=int, default=200, help="subjects for the one-subject latency")
+    parser.add_argument("--profile", action="store_true", help="profile a third (warm) evaluate_subjects run")
+    args = parser.parse_args()
+
+    _setup()
+    fill(args.clients, args.projects, args.change_orders)
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from apps.rules.evaluator import compile_condition
+    from apps.rules.facts import compute_contexts, evaluation_date
+    from apps.rules.models import Decision, Rule
+    from apps.rules.services import evaluate_subjects, live_versions, rules_import
+    from apps.rules.sql import RuleQuery, batch_outcomes, batch_outcomes_many, matching_ids
+
+    started = time.perf_counter()
+    rules_import(text=rule_variants(args.rules), actor="system:bench")
+    versions = live_versions("change_order")
+    print(f"rules: {len(versions)} imported in {time.perf_counter() - started:.1f} s")
+    spec_version = next(v for v in versions if v.rule.key == "co-exec-review")
+    now = timezone.now()
+    n = args.change_orders
+    compiled = [
+        (compile_condition(v.spec["when"], "change_order"), RuleQuery.of(v).max_age) for v in versions
+    ]
+    print(
+        f"\nmachine: {os.cpu_count()} cores, load average {_load()}; "
+        f"{n:,} change orders; {len(versions)} rules\n"
+    )
+
+    # 1. facts
+    facts_s, contexts = timed(lambda: list(compute_contexts("change_order", now=now)), args.repeat)
+    line("1. facts: compute_contexts, every change order", facts_s, len(contexts))
+
+    # 2. Python match phase
+    def python_match(full: bool) -> list[dict[int, str]]:
+        out: list[dict[int, str]] = [{} for _ in compiled]
+        for ctx in contexts:
+            values, ages = ctx.values, ctx.ages
+            for result, (condition, max_age) in zip(out, compiled, strict=True):
+                if full:
+                    result[ctx.subject_id] = condition.evaluate(
+                        values, ages=ages, max_age=max_age
+                    ).outcome.value
+                else:
+                    result[ctx.subject_id] = condition.matches(values, ages=ages, max_age=max_age).value
+        return out
+
+    py_s, py_outcomes = timed(lambda: python_match(False))
+    line(f"2. Python match, {len(compiled)} rules (matches, short-circuit)", py_s, n * len(compiled), "evals")
+    py_full_s, _ = timed(lambda: python_match(True))
+    line(
+        f"   Python match, {len(compiled)} rules (evaluate, with trace)",
+        py_full_s,
+        n * len(compiled),
+        "evals",
+    )
+
+    # 3. SQL match phase
+    spec_sql_s, spec_sql = timed(lambda: batch_outcomes(spec_version, now=now), args.repeat)
+    line("3. SQL: batch_outcomes, the SPEC rule (facts + match)", spec_sql_s, n)
+    ids_s, spec_ids = timed(lambda: matching_ids(spec_version, now=now), args.repeat)
+    line("   SQL: matching_ids, the SPEC rule (WHERE over the facts)", ids_s, n)
+    many_s, many = timed(lambda: batch_outcomes_many(versions, "change_order", now=now), args.repeat)
+    line(f"   SQL: batch_outcomes_many, {len(versions)} rules in one query", many_s, n)
+    agree = many == py_outcomes
+    print(f"   SQL outcomes == Python outcomes for all {len(versions)} rules × {n:,} subjects: {agree}")
+
+    # 4. the physical reference
+    today = evaluation_date(now)
+
+    def hand_written() -> list[int]:
+        with connection.cursor() as cursor:
+            cursor.execute(HAND_WRITTEN, {"today": today})
+            return [row[0] for row in cursor.fetchall()]
+
+    hand_s, hand_ids = timed(hand_written, args.repeat)
+    line("4. hand-written SQL for the SPEC rule (matches only)", hand_s, n)
+    spec_matches = sorted(sid for sid, o in spec_sql.items() if o == "matched")
+    print(
+        f"   same matches as batch_outcomes and matching_ids: {spec_matches == hand_ids == spec_ids} "
+        f"({len(hand_ids):,} matches)"
+    )
+
+    # 5. full run, the SPEC rule alone (50 rules would write 5 million decisions per run)
+    Rule.objects.exclude(key="co-exec-review").update(enabled=False)
+    timings = []
+    for label in ("cold: no prior state", "warm: repeat run"):
+        started = time.perf_counter()
+        report = evaluate_subjects(subject_type="change_order", trigger="schedule")
+        seconds = time.perf_counter() - started
+        timings.append(seconds)
+        line(f"5. evaluate_subjects, SPEC rule, {label}", seconds, report.subjects)
+        print(f"     {report}")
+    if args.profile:
+        profile_full_run(evaluate_subjects)
+    print(f"   decisions stored: {Decision.objects.count():,}")
+    Rule.objects.update(enabled=True)
+
+    # 6. one subject, 50 rules, facts included
+    rng = random.Random(11)
+    ids = rng.sample([c.subject_id for c in contexts], min(args.samples, len(contexts)))
+    latencies = []
+    for sid in ids:
+        started = time.perf_counter()
+        [ctx] = list(compute_contexts("change_order", [sid], now=now))
+        for condition, max_age in compiled:
+            condition.evaluate(ctx.values, ages=ctx.ages, max_age=max_age)
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    p95 = latencies[int(len(latencies) * 0.95) - 1]
+    print(
+        f"  6. one subject, facts + {len(compiled)} rules: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms"
+    )
+
+    # 7. decision write paths, for the proposal in the report
+    decision_writes(spec_version)
+
+    # targets
+    print(f"\ntargets (load average now {_load()})")
+    full = max(timings)
+    print(
+        f"  full run ≤ {FULL_RUN_TARGET:.0f} s (SPEC rule, worst of cold/warm): {full:.2f} s  "
+        f"{verdict(full <= FULL_RUN_TARGET)}"
+    )
+    print(f"     (cold {timings[0]:.2f} s, warm {timings[1]:.2f} s)")
+    for label, seconds in (
+        ("batch_outcomes (every outcome)", spec_sql_s),
+        ("matching_ids (matches only)", ids_s),
+    ):
+        ratio = seconds / hand_s
+        print(
+            f"  match phase ≤ {MATCH_RATIO_TARGET:.0f}× hand-written SQL, SPEC rule, {label}: "
+            f"{seconds:.2f} s / {hand_s:.2f} s = {ratio:.2f}×  {verdict(ratio <= MATCH_RATIO_TARGET)}"
+        )
+    print(
+        f"     (for reference: {len(versions)} rules in one query {many_s / hand_s:.2f}×, i.e. "
+        f"{many_s / len(versions) / hand_s:.2f}× per rule; the Python path is the facts "
+        f"{facts_s / hand_s:.2f}× plus {py_s / len(compiled) / hand_s:.2f}× per rule)"
+    )
+    print(
+        f"  one subject p95 < {ONE_SUBJECT_P95_TARGET * 1000:.0f} ms: {p95 * 1000:.1f} ms  "
+        f"{verdict(p95 < ONE_SUBJECT_P95_TARGET)}"
+    )
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+PROFILED = (
+    "services.py:{}(evaluate_subjects)",
+    "facts.py:{}(compute_contexts)",
+    "evaluator.py:{}(evaluate)",
+    "base.py:{}(__init__)",
+    "query.py:{}(bulk_create)",
+    "array.py:{}(dump)",
+    "services.py:{}(escalation_fire)",
+    "services.py:{}(_queue_actions)",
+    "services.py:{}(escalation_auto_resolve)",
+    "services.py:{}(audit_record_many)",
+    "services.py:{}(_max_age)",
+    "query.py:{}(__iter__)",
+)
+
+
+def profile_full_run(evaluate_subjects: Callable[..., Any]) -> None:
+    """Where a warm full run spends its time: cumulative seconds of the main suspects (profiled: slower)."""
+    import fnmatch
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    started = time.perf_counter()
+    evaluate_subjects(subject_type="change_order", trigger="schedule")
+    seconds = time.perf_counter() - started
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    print(f"   profile of a third (warm) run, {seconds:.1f} s under the profiler:")
+    rows = []
+    for (path, number, name), (_cc, calls, _tt, cumulative, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        label = f"{Path(path).name}:{number}({name})"
+        if any(fnmatch.fnmatch(label, pattern.format("*")) for pattern in PROFILED):
+            rows.append((cumulative, calls, label))
+    for cumulative, calls, label in sorted(rows, reverse=True):
+        if cumulative >= 0.05:
+            print(f"     {cumulative:8.2f} s {calls:9,d} calls  {label}")
+
+
+def decision_writes(version: Any) -> None:
+    """5,000 decisions with and without the full trace: Django's bulk_create vs. COPY."""
+    import json
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from apps.rules.models import Decision
+
+    sample = (
+        Decision.objects.filter(rule_version=version).exclude(facts=None).exclude(explanation=None).first()
+    )
+    if sample is None:
+        return
+    now = timezone.now()
+    columns = ["rule_version_id", "subject_type", "subject_id", "outcome", "trigger", "evaluated_at", "facts",
+               "explanation", "summary", "suppressed"]  # fmt: skip
+    print("  7. writing 5,000 decisions (for the proposal)")
+    for full in (False, True):
+        rows = [
+            Decision(
+                rule_version=version, subject_type="change_order", subject_id=-(i + 1), outcome="not_matched",
+                trigger="schedule", evaluated_at=now, facts=sample.facts if full else None,
+                explanation=sample.explanation if full else None, summary=sample.summary if full else "",
+            )
+            for i in range(5000)
+        ]  # fmt: skip
+        started = time.perf_counter()
+        for start in range(0, len(rows), 500):
+            with transaction.atomic():
+                Decision.objects.bulk_create(rows[start : start + 500])
+        bulk = time.perf_counter() - started
+        started = time.perf_counter()
+        for start in range(0, len(rows), 500):
+            batch = rows[start : start + 500]
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT nextval('rules_decision_id_seq') FROM generate_series(1, %s)", [len(batch)]
+                )
+                ids = [row[0] for row in cursor.fetchall()]
+                with cursor.cursor.copy(f"COPY rules_decision (id, {', '.join(columns)}) FROM STDIN") as copy:
+                    for pk, d in zip(ids, batch, strict=True):
+                        facts = None if d.facts is None else json.dumps(d.facts)
+                        explanation = None if d.explanation is None else json.dumps(d.explanation)
+                        copy.write_row(
+                            (pk, d.rule_version_id, d.subject_type, d.subject_id, d.outcome, d.trigger,
+                             d.evaluated_at, facts, explanation, d.summary, d.suppressed)
+                        )  # fmt: skip
+        copied = time.perf_counter() - started
+        kind = "with facts + explanation" if full else "slim (no trace)        "
+        print(
+            f"     {kind}: bulk_create {bulk:.2f} s ({5000 / bulk:,.0f}/s), COPY {copied:.2f} s "
+            f"({5000 / copied:,.0f}/s), {bulk / copied:.1f}× faster"
+        )
+
+
+if __name__ == "__main__":
+    main()
