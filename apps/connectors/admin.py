@@ -24,7 +24,7 @@ class ConnectionForm(forms.ModelForm):
     new_webhook_secret = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Replaces the current secret; the previous one stays accepted for rotation. Blank keeps it.",
+        help_text="Replaces the current secret; the previous one stays accepted (rotation). Blank keeps it.",
     )
 
     class Meta:
