@@ -195,3 +195,26 @@ def test_database_errors_surface_as_django_errors_and_leave_the_transaction_usab
         audit_record(action="x" * 81)  # action is varchar(80)
     assert audit_record(action="test.after").prev_hash == "0" * 64
     assert audit_verify().ok
+
+
+@pytest.mark.parametrize("with_init_listener", [False, True])
+def test_returned_entries_are_like_loaded_ones(administrator, with_init_listener):
+    from django.db.models.signals import post_init
+
+    seen = []
+
+    def listener(sender, instance, **kwargs):
+        seen.append(instance)
+
+    if with_init_listener:
+        post_init.connect(listener, sender=AuditEntry)
+    try:
+        entry = audit_record(action="test.loaded", actor=administrator, data={"a": [1, "b"]})
+    finally:
+        post_init.disconnect(listener, sender=AuditEntry)
+    assert bool(seen) == with_init_listener
+    stored = AuditEntry.objects.get(pk=entry.pk)
+    assert entry == stored and not entry._state.adding and entry._state.db == "default"
+    assert entry.actor_user == administrator and entry.get_deferred_fields() == set()
+    fields = [f.attname for f in AuditEntry._meta.concrete_fields]
+    assert [getattr(entry, f) for f in fields] == [getattr(stored, f) for f in fields]
