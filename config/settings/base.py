@@ -46,6 +46,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.audit.middleware.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -115,6 +116,7 @@ CELERY_BEAT_SCHEDULE = {
     "deliver-due-actions": {"task": "apps.escalations.tasks.deliver_due", "schedule": timedelta(seconds=30)},
     "evaluate-nightly": {"task": "apps.rules.tasks.evaluate_all", "schedule": crontab(hour=2, minute=0)},
     "heartbeat": {"task": "apps.dashboard.tasks.heartbeat", "schedule": timedelta(seconds=30)},
+    "audit-anchor": {"task": "apps.audit.tasks.anchor_chain", "schedule": timedelta(minutes=10)},
     "sweep-webhooks": {
         "task": "apps.connectors.webhooks.tasks.sweep_webhooks",
         "schedule": timedelta(minutes=1),

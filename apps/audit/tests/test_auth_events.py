@@ -175,3 +175,30 @@ def test_changes_made_by_post_migrate_handlers_are_not_recorded(user, perm):
         post_migrate.disconnect(dispatch_uid="test-audit-grant")
     assert group.permissions.filter(pk=perm.pk).exists()
     assert not _entries("auth.group.permissions_changed")
+
+
+def test_group_change_through_the_admin_is_attributed_to_the_signed_in_user(client, administrator, outsider):
+    from django.contrib.auth.models import Group
+
+    from apps.audit.models import AuditEntry
+
+    client.force_login(administrator)
+    group = Group.objects.get(name="Executives")
+    response = client.post(
+        f"/admin/auth/user/{outsider.pk}/change/",
+        {
+            "username": outsider.username,
+            "email": outsider.email,
+            "is_active": "on",
+            "groups": [group.pk],
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            "initial-date_joined_0": "2026-01-01",
+            "initial-date_joined_1": "00:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:1500]
+    entry = (
+        AuditEntry.objects.filter(object_id=str(outsider.pk)).exclude(action__startswith="auth.log").last()
+    )
+    assert entry is not None and entry.actor == f"user:{administrator.username}"
