@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from apps.rules.models import Decision, RuleVersion
@@ -34,34 +33,11 @@ WRITE_TARGET = 1.3
 VERIFY_TARGET = 50_000
 
 
-def _recreate_database() -> None:
-    """Point DATABASE_URL at a fresh ``fulcrum_bench_audit`` on the same server."""
-    import psycopg
-
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        sys.exit("DATABASE_URL must name a PostgreSQL server (its database is not touched)")
-    parts = urlsplit(url)
-    admin_url = urlunsplit(parts._replace(path="/postgres", query=""))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
-
-
 def _setup() -> None:
     sys.path.insert(0, str(ROOT))
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
-    os.environ.setdefault("CONN_MAX_AGE", "0")
-    _recreate_database()
-    import django
+    from bench.common import fresh_django_database
 
-    django.setup()
-    from django.core.management import call_command
-
-    started = time.perf_counter()
-    call_command("migrate", verbosity=0)
-    print(f"database {BENCH_DB}: created and migrated in {time.perf_counter() - started:.1f} s")
+    fresh_django_database(BENCH_DB)
 
 
 FACTS = {

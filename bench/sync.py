@@ -19,7 +19,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,22 +34,6 @@ TABLES = [
     "entities_changeorder",
     "entities_submittal",
 ]
-
-
-def _database_url() -> str:
-    from config.services import ensure_services
-
-    ensure_services()
-    return urlunsplit(urlsplit(os.environ["DATABASE_URL"])._replace(path=f"/{DB_NAME}"))
-
-
-def _recreate_database(url: str) -> None:
-    import psycopg
-
-    admin = urlunsplit(urlsplit(url)._replace(path="/postgres"))
-    with psycopg.connect(admin.replace("postgres://", "postgresql://"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
 
 
 def _start_simulator(scale: float, port: int) -> subprocess.Popen[bytes]:
@@ -139,18 +122,9 @@ def _copy_reference() -> tuple[float, int]:
 
 
 def run(scale: float, port: int, *, with_reference: bool) -> dict[str, float]:
-    import django
-    from django.core.management import call_command
-    from django.db import connection
+    from bench.common import fresh_django_database
 
-    url = _database_url()
-    _recreate_database(url)
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
-    django.setup()
-    connection.close()
-    connection.settings_dict["NAME"] = DB_NAME
-    call_command("migrate", verbosity=0)
+    fresh_django_database(DB_NAME)
 
     import apps.rules.triggers as triggers  # no evaluation queued: this measures the sync alone
 
