@@ -57,11 +57,6 @@ class CrmOwner(Sourced):
         return self.name or self.email
 
 
-class ClientQuerySet(SourcedQuerySet):
-    def for_account_manager(self, user: object) -> ClientQuerySet:
-        return self.filter(owner__user=user)
-
-
 class Client(Sourced):
     """A customer company (from the CRM)."""
 
@@ -72,8 +67,6 @@ class Client(Sourced):
     )
     owner_ref = models.CharField(max_length=64, blank=True, help_text="Owner id in the CRM")
     renewal_date = models.DateField(null=True, blank=True)
-
-    objects = ClientQuerySet.as_manager()  # type: ignore[misc]  # narrows Sourced.objects
 
     class Meta(Sourced.Meta):
         ordering = ["name"]

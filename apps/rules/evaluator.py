@@ -594,61 +594,46 @@ class _All(_Node):
         super().__init__(index, path, depth)
         self.children = tuple(children)
 
+    # Kleene logic: one `decisive` child decides the group; otherwise the worst of the rest, starting
+    # from `neutral` (all: F decides, start at T; any: T decides, start at F).
+    key = "all"
+    decisive = _F
+    neutral = _T
+
     def fast(self, facts: _Facts, ages: _Ages, max_s: float | None) -> int:
-        worst = _T
+        decisive = self.decisive
+        worst = self.neutral
         for child in self.children:
             truth = child.fast(facts, ages, max_s)
-            if truth == _F:
-                return _F
+            if truth == decisive:
+                return decisive
             if truth > worst:
                 worst = truth
         return worst
 
     def full(self, facts: _Facts, ages: _Ages, max_s: float | None, trace: list[_Trace]) -> int:
-        worst = _T
-        false = False
-        for child in self.children:
+        decisive = self.decisive
+        worst = self.neutral
+        decided = False
+        for child in self.children:  # no short-circuit: every condition gets its explanation
             truth = child.full(facts, ages, max_s, trace)
-            if truth == _F:
-                false = True
+            if truth == decisive:
+                decided = True
             elif truth > worst:
                 worst = truth
-        result = _F if false else worst
+        result = decisive if decided else worst
         trace[self.index] = _GROUP_TRACE_CACHE[result]
         return result
 
     def tree(self) -> dict[str, Any]:
-        return {"all": [c.tree() for c in self.children]}
+        return {self.key: [c.tree() for c in self.children]}
 
 
 class _Any(_All):
     __slots__ = ()
-
-    def fast(self, facts: _Facts, ages: _Ages, max_s: float | None) -> int:
-        worst = _F
-        for child in self.children:
-            truth = child.fast(facts, ages, max_s)
-            if truth == _T:
-                return _T
-            if truth > worst:
-                worst = truth
-        return worst
-
-    def full(self, facts: _Facts, ages: _Ages, max_s: float | None, trace: list[_Trace]) -> int:
-        worst = _F
-        true = False
-        for child in self.children:
-            truth = child.full(facts, ages, max_s, trace)
-            if truth == _T:
-                true = True
-            elif truth > worst:
-                worst = truth
-        result = _T if true else worst
-        trace[self.index] = _GROUP_TRACE_CACHE[result]
-        return result
-
-    def tree(self) -> dict[str, Any]:
-        return {"any": [c.tree() for c in self.children]}
+    key = "any"
+    decisive = _T
+    neutral = _F
 
 
 class _Not(_Node):

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 
@@ -61,9 +59,6 @@ class RuleVersion(models.Model):
     @property
     def actions(self) -> list[str]:
         return list(self.spec.get("actions", []))
-
-    def field(self, name: str) -> Any:
-        return self.spec.get(name)
 
 
 class Decision(models.Model):
