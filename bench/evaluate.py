@@ -41,25 +41,6 @@ FULL_RUN_TARGET = 10.0
 MATCH_RATIO_TARGET = 3.0
 ONE_SUBJECT_P95_TARGET = 0.020
 
-SPEC_RULE = """
-- key: co-exec-review
-  name: Change order needs executive judgment
-  subject: change_order
-  when:
-    all:
-      - {fact: change_order.amount, op: gte, value: 50000}
-      - {fact: project.margin_pct, op: lt, value: 12}
-      - any:
-          - {fact: client.missed_last_milestone, op: is, value: true}
-          - {fact: client.days_to_renewal, op: lte, value: 60}
-  route: executive
-  severity: high
-  priority: 10
-  actions: [email_account_manager, email_executives, flag_dashboard, note_crm, note_accounting]
-  cooldown: 7d
-  max_fact_age: 24h
-"""
-
 
 # --- set-up ----------------------------------------------------------------------------------------------
 
@@ -170,9 +151,11 @@ def fill(clients: int, projects: int, change_orders: int) -> None:
 
 
 def rule_variants(n: int) -> str:
-    """The SPEC rule and ``n - 1`` variants: other thresholds, other facts, other shapes."""
+    """The SPEC rule (the demo's rules file) and ``n - 1`` variants: other thresholds, facts, shapes."""
+    from apps.accounts.demo import DEMO_RULES
+
     rng = random.Random(7)
-    rules = [SPEC_RULE]
+    rules = [DEMO_RULES.read_text()]
     shapes = [
         "    all:\n      - {{fact: change_order.amount, op: gte, value: {a}}}\n"
         "      - {{fact: project.margin_pct, op: lt, value: {m}}}\n"

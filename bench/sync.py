@@ -54,35 +54,6 @@ def _start_simulator(scale: float, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("simulator did not start")
 
 
-def _connections(base_url: str) -> list[dict]:
-    from apps.simulator import PROCORE_COMPANY_ID, REALM_ID
-
-    common = {"base_url": base_url, "schedule": "", "webhook_secret": "bench"}
-    return [
-        {
-            "slug": "crm",
-            "kind": "hubspot",
-            "credentials": {"access_token": "sim-hubspot-token"},
-            "options": {},
-            **common,
-        },
-        {
-            "slug": "accounting",
-            "kind": "quickbooks",
-            "credentials": {"access_token": "sim-qbo-token"},
-            "options": {"realm_id": REALM_ID},
-            **common,
-        },
-        {
-            "slug": "pm",
-            "kind": "procore",
-            "credentials": {"access_token": "sim-procore-token"},
-            "options": {"company_id": PROCORE_COMPANY_ID},
-            **common,
-        },
-    ]
-
-
 def _sync_all() -> tuple[float, int]:
     from apps.connectors.models import Connection
     from apps.connectors.services import sync_connection
@@ -129,11 +100,12 @@ def run(scale: float, port: int, *, with_reference: bool) -> dict[str, float]:
     import apps.rules.triggers as triggers  # no evaluation queued: this measures the sync alone
 
     triggers.on_entities_changed = lambda changes, trigger="sync": {}
+    from apps.accounts.demo import demo_connections
     from apps.connectors.services import connection_import
 
     sim = _start_simulator(scale, port)
     try:
-        connection_import(data=_connections(f"http://127.0.0.1:{port}"), actor="system:bench")
+        connection_import(data=demo_connections(f"http://127.0.0.1:{port}"), actor="system:bench")
         full_s, full_n = _sync_all()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         body = b'{"fraction": 0.01, "seed": 3}'

@@ -1,12 +1,20 @@
-"""The demo company's people: one login per role (SPEC), with the simulator's account-manager emails."""
+"""The demo company: one login per role (SPEC) with the simulator's account-manager emails, and the
+simulator's connections and rules from ``config/demo/`` (also used by the end-to-end test and benchmarks)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import yaml
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
 from .roles import ACCOUNT_MANAGERS, ADMINISTRATORS, EXECUTIVES, OPERATIONS
+
+DEMO_DIR = Path(__file__).resolve().parents[2] / "config" / "demo"
+DEMO_RULES = DEMO_DIR / "rules.yaml"
 
 DEMO_PASSWORD = "fulcrum-demo"  # noqa: S105 - printed by `make demo`; seed_demo refuses to run with DEBUG off
 
@@ -34,3 +42,9 @@ def seed_demo_users() -> list[str]:
         user.groups.set([Group.objects.get(name=role)])
         made.append(f"{username} / {DEMO_PASSWORD}  ({role})")
     return made
+
+
+def demo_connections(base_url: str) -> list[dict[str, Any]]:
+    """The three simulated systems as a connections file, pointed at a running simulator."""
+    connections: list[dict[str, Any]] = yaml.safe_load((DEMO_DIR / "connections.yaml").read_text())
+    return [{**item, "base_url": base_url} for item in connections]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import Group
 
+from apps.accounts.demo import DEMO_RULES, demo_connections
 from apps.accounts.roles import ACCOUNT_MANAGERS, EXECUTIVES
 from apps.audit.models import AuditEntry
 from apps.audit.services import audit_verify
@@ -35,40 +36,6 @@ STREAMS = {
     "accounting": {"customers", "invoices", "bills", "purchases", "estimates"},
     "pm": {"projects", "vendors", "milestones", "change_orders", "submittals"},
 }
-
-
-def _connections(base_url: str) -> list[dict]:
-    from apps.simulator import PROCORE_COMPANY_ID, REALM_ID
-
-    return [
-        {
-            "slug": "crm",
-            "kind": "hubspot",
-            "base_url": base_url,
-            "credentials": {"access_token": "sim-hubspot-token"},
-            "webhook_secret": "s1",
-            "schedule": "*/15 * * * *",
-            "options": {},
-        },
-        {
-            "slug": "accounting",
-            "kind": "quickbooks",
-            "base_url": base_url,
-            "credentials": {"access_token": "sim-qbo-token"},
-            "webhook_secret": "s2",
-            "schedule": "*/15 * * * *",
-            "options": {"realm_id": REALM_ID},
-        },
-        {
-            "slug": "pm",
-            "kind": "procore",
-            "base_url": base_url,
-            "credentials": {"access_token": "sim-procore-token"},
-            "webhook_secret": "s3",
-            "schedule": "*/15 * * * *",
-            "options": {"company_id": PROCORE_COMPANY_ID},
-        },
-    ]
 
 
 def _sync_through_worker(slug: str) -> None:
@@ -102,8 +69,8 @@ def test_planted_change_orders_escalate_to_executives_and_nothing_else(
     executive.groups.add(Group.objects.get(name=EXECUTIVES))
     maria = UserFactory(username="maria", email="maria.chen@fulcrum-demo.test")
     maria.groups.add(Group.objects.get(name=ACCOUNT_MANAGERS))
-    connection_import(data=_connections(simulator.base_url), actor="system:test")
-    rules_import(text=(ROOT / "config" / "demo" / "rules.yaml").read_text(), actor="system:test")
+    connection_import(data=demo_connections(simulator.base_url), actor="system:test")
+    rules_import(text=DEMO_RULES.read_text(), actor="system:test")
 
     for slug in ("crm", "accounting", "pm"):
         _sync_through_worker(slug)
@@ -130,11 +97,11 @@ def test_planted_change_orders_escalate_to_executives_and_nothing_else(
     }
 
     # Insufficient data is recorded as such, never as a silent "no".
-    insufficient = _planted_ids(planted.get("insufficient", []))
-    if insufficient:
-        ids = ChangeOrder.objects.filter(external_id__in=insufficient).values_list("pk", flat=True)
-        outcomes = set(Decision.objects.filter(subject_id__in=ids).values_list("outcome", flat=True))
-        assert outcomes == {"insufficient_data"}
+    insufficient = _planted_ids(planted["insufficient"])
+    assert insufficient, "the simulator plants insufficient-data cases"
+    ids = ChangeOrder.objects.filter(external_id__in=insufficient).values_list("pk", flat=True)
+    outcomes = set(Decision.objects.filter(subject_id__in=ids).values_list("outcome", flat=True))
+    assert outcomes == {"insufficient_data"}
 
     # One email per escalation to its account manager and one to the executive; none twice.
     assert len(smtp_server.to(executive.email)) == len(matches)

@@ -1,12 +1,7 @@
-from pathlib import Path
-
-import yaml
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.accounts.demo import seed_demo_users
-
-DEMO_DIR = Path(settings.BASE_DIR) / "config" / "demo"
+from apps.accounts.demo import DEMO_RULES, demo_connections, seed_demo_users
 
 
 class Command(BaseCommand):
@@ -28,10 +23,7 @@ class Command(BaseCommand):
 
         for line in seed_demo_users():
             self.stdout.write(f"user {line}")
-        connections = yaml.safe_load((DEMO_DIR / "connections.yaml").read_text())
-        for item in connections:
-            item["base_url"] = simulator_url
-        for connection in connection_import(data=connections, actor="system:seed_demo"):
+        for connection in connection_import(data=demo_connections(simulator_url), actor="system:seed_demo"):
             self.stdout.write(f"connection {connection.slug} ({connection.kind}) → {connection.base_url}")
-        report = rules_import(text=(DEMO_DIR / "rules.yaml").read_text(), actor="system:seed_demo")
+        report = rules_import(text=DEMO_RULES.read_text(), actor="system:seed_demo")
         self.stdout.write(f"rules {report}")
