@@ -12,6 +12,7 @@ stream, from ``StreamState``): a record unchanged upstream is as fresh as the la
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -248,26 +249,27 @@ def fact_ages(now: dt.datetime) -> dict[str, float | None]:
     """Age in seconds of every fact's inputs: the oldest last successful sync among its streams."""
     from apps.connectors.models import StreamState
 
-    last: dict[str, dt.datetime | None] = {}
+    synced: dict[str, list[dt.datetime | None]] = defaultdict(list)  # per stream, one per connection
     for stream, success in StreamState.objects.values_list("stream", "last_success_at"):
-        if stream in last and (last[stream] is None or success is None):
-            last[stream] = None
-        elif stream not in last or (success and last[stream] and success < last[stream]):  # type: ignore[operator]
-            last[stream] = success
-    entity_age: dict[str, float | None] = {}
-    for entity, streams in ENTITY_STREAMS.items():
-        times = [last.get(s) for s in streams if s in last]
-        if not times or any(t is None for t in times):
-            entity_age[entity] = None
-        else:
-            entity_age[entity] = max(0.0, (now - min(t for t in times if t)).total_seconds())
+        synced[stream].append(success)
+
+    def oldest_age(times: list[dt.datetime | None]) -> float | None:
+        # Never synced anywhere (no state, or a state without success): the age is unknown.
+        known = [t for t in times if t is not None]
+        if not times or len(known) < len(times):
+            return None
+        return max(0.0, (now - min(known)).total_seconds())
+
+    entity_age = {
+        entity: oldest_age([t for stream in streams for t in synced.get(stream, [])])
+        for entity, streams in ENTITY_STREAMS.items()
+    }
     ages: dict[str, float | None] = {}
     for fact, inputs in FACT_INPUTS.items():
-        if not inputs:
-            ages[fact] = 0.0
-            continue
-        values = [entity_age.get(e) for e in inputs]
-        ages[fact] = None if any(v is None for v in values) else max(v for v in values if v is not None)
+        input_ages = [entity_age[e] for e in inputs]
+        ages[fact] = (
+            0.0 if not inputs else None if None in input_ages else max(a for a in input_ages if a is not None)
+        )
     return ages
 
 

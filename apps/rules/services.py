@@ -16,6 +16,7 @@ from django.utils import timezone
 from apps.audit.models import canonical_json
 from apps.audit.services import Actor, audit_record, audit_record_many
 
+from .durations import parse_duration
 from .evaluator import CompiledCondition, Evaluation, Outcome, compile_condition
 from .facts import Context, compute_contexts
 from .models import Decision, Rule, RuleVersion, SubjectState
@@ -85,13 +86,17 @@ def rules_export() -> str:
 
 # --- evaluation -------------------------------------------------------------------------------------
 
-_compiled: dict[int, CompiledCondition] = {}
+_compiled: dict[int, tuple[CompiledCondition, dt.timedelta | None]] = {}
 
 
-def _compiled_for(version: RuleVersion) -> CompiledCondition:
+def _compiled_for(version: RuleVersion) -> tuple[CompiledCondition, dt.timedelta | None]:
     # Versions are immutable, so compiling once per version id is safe for the life of the process.
     if version.pk not in _compiled:
-        _compiled[version.pk] = compile_condition(version.spec["when"], version.spec["subject"])
+        max_age = version.spec.get("max_fact_age")
+        _compiled[version.pk] = (
+            compile_condition(version.spec["when"], version.spec["subject"]),
+            parse_duration(max_age) if max_age else None,
+        )
     return _compiled[version.pk]
 
 
@@ -176,9 +181,8 @@ def _evaluate_batch(
         best_route: int | None = None
         best_rule = ""
         for version in versions:
-            evaluation = _compiled_for(version).evaluate(
-                context.values, ages=context.ages, max_age=_max_age(version)
-            )
+            condition, max_age = _compiled_for(version)
+            evaluation = condition.evaluate(context.values, ages=context.ages, max_age=max_age)
             outcome = str(evaluation.outcome.value)
             report.outcomes[outcome] += 1
             state = states.get((version.rule_id, context.subject_id))
@@ -267,10 +271,3 @@ def _evaluate_batch(
         report.auto_resolved += escalation_auto_resolve(
             rule_id=rule_id, subject_type=subject_type, subject_ids=subject_ids, now=now
         )
-
-
-def _max_age(version: RuleVersion) -> dt.timedelta | None:
-    from .durations import parse_duration
-
-    value = version.spec.get("max_fact_age")
-    return parse_duration(value) if value else None
