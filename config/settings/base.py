@@ -29,6 +29,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_filters",
     "django_celery_beat",
     "apps.accounts",
     "apps.audit",
@@ -37,6 +39,9 @@ INSTALLED_APPS = [
     "apps.rules",
     "apps.escalations",
     "apps.dashboard",
+    "apps.quality",
+    "apps.learning",
+    "apps.api",
 ]
 
 MIDDLEWARE = [
