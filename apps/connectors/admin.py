@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from apps.audit.services import audit_record
 
 from .models import Connection, QuarantinedRecord, StreamState, SyncRun, WebhookDelivery
+from .operations import connection_test
 
 
 class ConnectionForm(forms.ModelForm):
@@ -62,7 +63,7 @@ class ConnectionAdmin(admin.ModelAdmin):
     list_filter = ("kind", "enabled")
     search_fields = ("slug", "base_url")
     inlines = [StreamInline]
-    actions = ["resync_now"]
+    actions = ["resync_now", "test_connection"]
     fieldsets = [
         (None, {"fields": ("slug", "kind", "base_url", "schedule", "options", "enabled")}),
         ("Secrets (write-only, stored encrypted)", {"fields": ("new_credentials", "new_webhook_secret")}),
@@ -103,6 +104,17 @@ class ConnectionAdmin(admin.ModelAdmin):
                 object_id=connection.slug,
             )
         self.message_user(request, f"Sync queued for {queryset.count()} connection(s).", messages.SUCCESS)
+
+    @admin.action(description="Test connection (first page of each stream)", permissions=["change"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        for connection in queryset:
+            probes = connection_test(connection=connection, actor=request.user)
+            failed = [p for p in probes if p.error]
+            self.message_user(
+                request,
+                f"{connection.slug}: " + "; ".join(str(p) for p in probes),
+                messages.ERROR if failed else messages.SUCCESS,
+            )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -15,13 +15,13 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from . import hubspot, procore, quickbooks
+from . import generic, hubspot, oauth, procore, quickbooks
 from .common import Request, Response, json_response
 from .faults import FaultPlan, FaultRule
 from .records import Company
-from .state import DEFAULT_TOKENS, SimState
+from .state import DEFAULT_TOKENS, OAuthGrant, SimState
 
-VENDORS = (hubspot.handle, quickbooks.handle, procore.handle)
+VENDORS = (hubspot.handle, quickbooks.handle, procore.handle, generic.handle, oauth.handle)
 REQUEST_LOG_SIZE = 10_000
 
 
@@ -244,6 +244,14 @@ class SimulatorServer:
     @hubspot_search_cap.setter
     def hubspot_search_cap(self, value: int) -> None:
         self.state.hubspot_search_cap = value
+
+    def oauth_enable(
+        self, system: str, *, client_id: str, client_secret: str, refresh_token: str, ttl: float = 3600
+    ) -> OAuthGrant:
+        """From now on ``system`` accepts only access tokens issued by its token endpoint, valid ``ttl`` s."""
+        grant = OAuthGrant(client_id, client_secret, refresh_token, ttl)
+        self.state.oauth[system] = grant
+        return grant
 
     def start(self) -> Self:
         if self._thread is None:

@@ -8,11 +8,12 @@ from .base import BadRecord, ConfigurationError, ConnectorKind, Page, Stream, Un
 from .hubspot import HubSpot
 from .procore import Procore
 from .quickbooks import QuickBooks
+from .rest import Rest
 
 if TYPE_CHECKING:
     from apps.connectors.models import Connection
 
-KINDS: dict[str, type[ConnectorKind]] = {cls.kind: cls for cls in (HubSpot, QuickBooks, Procore)}
+KINDS: dict[str, type[ConnectorKind]] = {cls.kind: cls for cls in (HubSpot, QuickBooks, Procore, Rest)}
 
 __all__ = [
     "KINDS",
