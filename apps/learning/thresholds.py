@@ -1,0 +1,404 @@
+"""Threshold suggestions: sweep each numeric condition of a live rule over stored decision contexts.
+
+For every ``gt`` / ``gte`` / ``lt`` / ``lte`` condition on a money, percent or integer fact, candidate
+thresholds (the distinct observed values of the fact, or quantiles of them when there are more than
+``max_candidates``) replace the condition's value, the others held as they are, and the *same
+evaluator* replays the candidate over the same data a backtest reads (``apps.rules.backtest``: the
+newest stored context per subject, this rule's labelled outcomes). So the figures of a suggestion are
+the backtest's figures for the suggested version.
+
+Expected cost = miss cost × misses + false-alarm cost × false alarms, where
+
+* false alarms are labelled negatives the candidate still matches, plus labelled-negative shadow
+  samples it would match (weighted: one sample stands for ``weight`` unflagged subjects);
+* misses are labelled positives the candidate no longer matches, plus labelled-positive shadow samples
+  (unflagged subjects that escalated and were acted on within the horizon) it does not match.
+
+Only labels that have settled count: closed escalations, and shadow samples past their horizon (or
+already positive). A suggestion is made only when the best candidate is strictly cheaper than the
+current threshold. Applying one writes the rule's draft; a person publishes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import Any, Final
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.audit.services import Actor, audit_record
+from apps.rules.backtest import context_from_snapshot, labels, stored_contexts
+from apps.rules.catalogue import FACTS, FactType
+from apps.rules.durations import parse_duration
+from apps.rules.evaluator import CompiledCondition, Outcome, compile_condition
+from apps.rules.models import Rule, RuleVersion
+from apps.rules.ruleset import rule_from_dict
+
+from .models import LearningSettings, ShadowSample, ThresholdSuggestion
+
+SWEPT_OPS: Final = ("gt", "gte", "lt", "lte")
+SWEPT_TYPES: Final = (FactType.MONEY, FactType.PERCENT, FactType.INT)
+# Candidates are rounded to what a person would type: whole dollars, tenths of a percent.
+_STEP: Final = {FactType.MONEY: Decimal("1"), FactType.PERCENT: Decimal("0.1"), FactType.INT: Decimal("1")}
+_STEP_RE = re.compile(r"\.?([a-z_]+)(?:\[(\d+)\])?")
+
+
+class SuggestionError(ValueError):
+    """Why a suggestion cannot be applied (the draft changed under it, it is not open, ...)."""
+
+
+@dataclass
+class Figures:
+    """One threshold's figures over the replayed contexts, labels and shadow samples."""
+
+    threshold: Any
+    matches: int = 0
+    positive: int = 0  # labelled positives matched
+    negative: int = 0  # labelled negatives matched (false alarms)
+    misses: int = 0  # labelled positives not matched
+    shadow_misses: float = 0.0
+    shadow_false_alarms: float = 0.0
+    expected_cost: float = 0.0
+
+    @property
+    def precision(self) -> float | None:
+        labelled = self.positive + self.negative
+        return self.positive / labelled if labelled else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "matches": self.matches,
+            "positive": self.positive,
+            "negative": self.negative,
+            "precision": self.precision,
+            "misses": self.misses,
+            "shadow_misses": round(self.shadow_misses, 4),
+            "shadow_false_alarms": round(self.shadow_false_alarms, 4),
+            "expected_cost": round(self.expected_cost, 4),
+        }
+
+
+@dataclass
+class _Row:
+    subject_id: int
+    values: dict[str, object]
+    ages: dict[str, Any]
+    label: bool | None
+    weight: float = 1.0
+
+
+@dataclass
+class Sweep:
+    """The result of sweeping one condition: every candidate's figures and the best one."""
+
+    path: str
+    fact: str
+    op: str
+    current: Figures
+    best: Figures
+    candidates: list[Figures]
+    newly_matching: int
+    no_longer_matching: int
+    replayed: int
+    shadow_rows: int
+
+
+# --- the tree --------------------------------------------------------------------------------------------
+
+
+def _steps(path: str) -> list[str | int]:
+    """``when.all[2].not.any[0]`` → ``["all", 2, "not", "any", 0]`` (the leading ``when`` dropped)."""
+    rest = path.removeprefix("when")
+    out: list[str | int] = []
+    for key, index in _STEP_RE.findall(rest):
+        out.append(key)
+        if index:
+            out.append(int(index))
+    return out
+
+
+def leaf_at(tree: dict[str, Any], path: str) -> dict[str, Any]:
+    node: Any = tree
+    for step in _steps(path):
+        node = node[step]
+    if not isinstance(node, dict) or "fact" not in node:
+        raise SuggestionError(f"{path} is not a condition")
+    return node
+
+
+def with_threshold(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``tree`` with the condition at ``path`` testing against ``value``."""
+    changed = copy.deepcopy(tree)
+    leaf_at(changed, path)["value"] = value
+    return changed
+
+
+def _tree_number(value: Decimal) -> Any:
+    # The canonical tree's spelling: whole numbers as ints, other decimals as exact strings.
+    value = value.normalize()
+    return int(value) if value == value.to_integral_value() else format(value, "f")
+
+
+def sweepable(condition: CompiledCondition) -> list[tuple[str, str, str, Any]]:
+    """``(path, fact, op, value)`` of every condition a sweep can move."""
+    return [
+        (path, fact, op, value)
+        for path, fact, op, value in condition.walk()
+        if op in SWEPT_OPS and FACTS[fact].type in SWEPT_TYPES
+    ]
+
+
+# --- the data --------------------------------------------------------------------------------------------
+
+
+def _rows(key: str, subject_type: str) -> tuple[list[_Row], list[_Row]]:
+    """(stored contexts with this rule's labels, settled shadow samples) for ``subject_type``."""
+    known = labels(key, subject_type)
+    stored = []
+    for subject_id, snapshot in stored_contexts(subject_type):
+        values, ages = context_from_snapshot(snapshot)
+        stored.append(_Row(subject_id, values, ages, known.get(subject_id)))
+    shadow = []
+    samples = ShadowSample.objects.filter(subject_type=subject_type, positive__isnull=False).values_list(
+        "subject_id", "facts", "positive", "weight"
+    )
+    for subject_id, snapshot, positive, weight in samples.iterator(chunk_size=2000):
+        values, ages = context_from_snapshot(snapshot)
+        # Shadow facts are judged as fresh: they were computed for the sample, not synced late.
+        shadow.append(_Row(subject_id, values, dict.fromkeys(ages, 0.0), positive, weight))
+    return stored, shadow
+
+
+def _decimal(raw: object) -> Decimal | None:
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def candidate_values(
+    observed: Iterable[object], fact_type: FactType, current: Any, limit: int
+) -> list[Decimal]:
+    """Distinct observed values rounded to a typeable step; quantiles of them past ``limit``."""
+    step = _STEP[fact_type]
+    values = sorted(
+        {v.quantize(step, rounding=ROUND_HALF_EVEN) for v in map(_decimal, observed) if v is not None}
+    )
+    if len(values) > limit > 1:
+        # Evenly spaced ranks over the sorted distinct values: quantiles that are observed values.
+        values = sorted({values[round(i * (len(values) - 1) / (limit - 1))] for i in range(limit)})
+    now = _decimal(current)
+    if now is not None and now not in values:
+        values.append(now)
+        values.sort()
+    return values
+
+
+def _figures(
+    condition: CompiledCondition,
+    max_age: dt.timedelta | None,
+    threshold: Any,
+    stored: list[_Row],
+    shadow: list[_Row],
+    miss_cost: float,
+    false_alarm_cost: float,
+) -> tuple[Figures, list[bool]]:
+    figures = Figures(threshold=threshold)
+    matched_flags = []
+    matched = Outcome.MATCHED
+    for row in stored:
+        hit = condition.matches(row.values, ages=row.ages, max_age=max_age) is matched
+        matched_flags.append(hit)
+        figures.matches += hit
+        if row.label is None:
+            continue
+        if hit:
+            figures.positive += row.label
+            figures.negative += not row.label
+        elif row.label:
+            figures.misses += 1
+    for row in shadow:
+        hit = condition.matches(row.values, ages=row.ages, max_age=max_age) is matched
+        if row.label and not hit:
+            figures.shadow_misses += row.weight
+        elif hit and not row.label:
+            figures.shadow_false_alarms += row.weight
+    figures.expected_cost = miss_cost * (figures.misses + figures.shadow_misses) + false_alarm_cost * (
+        figures.negative + figures.shadow_false_alarms
+    )
+    return figures, matched_flags
+
+
+def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = None) -> list[Sweep]:
+    """Sweep every movable condition of ``version`` (each with the others held at their values)."""
+    settings = settings or LearningSettings.load()
+    spec = version.spec
+    subject_type = str(spec["subject"])
+    tree = spec["when"]
+    condition = compile_condition(tree, subject_type)
+    raw_age = spec.get("max_fact_age")
+    max_age = parse_duration(raw_age) if raw_age else None
+    stored, shadow = _rows(version.rule.key, subject_type)
+    if not stored and not shadow:
+        return []
+    miss_cost, fa_cost = float(settings.miss_cost), float(settings.false_alarm_cost)
+    sweeps = []
+    for path, fact, op, value in sweepable(condition):
+        current, current_flags = _figures(condition, max_age, value, stored, shadow, miss_cost, fa_cost)
+        observed = [r.values.get(fact) for r in stored] + [r.values.get(fact) for r in shadow]
+        results: list[tuple[Figures, list[bool]]] = []
+        for candidate in candidate_values(observed, FACTS[fact].type, value, settings.max_candidates):
+            number = _tree_number(candidate)
+            compiled = compile_condition(with_threshold(tree, path, number), subject_type)
+            results.append(_figures(compiled, max_age, number, stored, shadow, miss_cost, fa_cost))
+        if not results:
+            continue
+        here = _decimal(value) or Decimal(0)
+
+        def rank(item: tuple[Figures, list[bool]], here: Decimal = here) -> tuple[float, Decimal]:
+            # Cheapest first; among equals, the smallest move from today's threshold.
+            return item[0].expected_cost, abs((_decimal(item[0].threshold) or here) - here)
+
+        best, best_flags = min(results, key=rank)
+        newly = sum(1 for a, b in zip(best_flags, current_flags, strict=True) if a and not b)
+        dropped = sum(1 for a, b in zip(best_flags, current_flags, strict=True) if b and not a)
+        sweeps.append(
+            Sweep(
+                path=path,
+                fact=fact,
+                op=op,
+                current=current,
+                best=best,
+                candidates=[f for f, _ in results],
+                newly_matching=newly,
+                no_longer_matching=dropped,
+                replayed=len(stored),
+                shadow_rows=len(shadow),
+            )
+        )
+    return sweeps
+
+
+# --- services --------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def suggestions_generate(*, rule: Rule, actor: Actor = "system:learning") -> list[ThresholdSuggestion]:
+    """Sweep the rule's live version; replace its open suggestions with the ones that cut the cost."""
+    version = rule.live_version
+    if version is None:
+        return []
+    settings = LearningSettings.load()
+    sweeps = sweep_version(version, settings=settings)
+    ThresholdSuggestion.objects.filter(rule=rule, status=ThresholdSuggestion.Status.OPEN).update(
+        status=ThresholdSuggestion.Status.SUPERSEDED
+    )
+    now = timezone.now()
+    made = [
+        ThresholdSuggestion(
+            rule=rule,
+            rule_version=version,
+            path=s.path,
+            fact=s.fact,
+            op=s.op,
+            current_value=s.current.threshold,
+            proposed_value=s.best.threshold,
+            current=s.current.as_json(),
+            proposed=s.best.as_json(),
+            newly_matching=s.newly_matching,
+            no_longer_matching=s.no_longer_matching,
+            replayed=s.replayed,
+            shadow_rows=s.shadow_rows,
+            miss_cost=settings.miss_cost,
+            false_alarm_cost=settings.false_alarm_cost,
+            created_at=now,
+        )
+        for s in sweeps
+        if s.best.expected_cost < s.current.expected_cost and s.best.threshold != s.current.threshold
+    ]
+    ThresholdSuggestion.objects.bulk_create(made)
+    for suggestion in made:
+        audit_record(
+            action="threshold_suggestion.created",
+            actor=actor,
+            object_type="threshold_suggestion",
+            object_id=suggestion.pk,
+            data={
+                "rule": rule.key,
+                "version": version.number,
+                "path": suggestion.path,
+                "fact": suggestion.fact,
+                "op": suggestion.op,
+                "current": suggestion.current,
+                "proposed": suggestion.proposed,
+            },
+        )
+    return made
+
+
+@transaction.atomic
+def suggestion_apply(*, suggestion: ThresholdSuggestion, actor: Actor) -> Rule:
+    """Write the suggested threshold into the rule's draft (not published: a person publishes it)."""
+    suggestion = ThresholdSuggestion.objects.select_for_update().select_related("rule").get(pk=suggestion.pk)
+    if suggestion.status != ThresholdSuggestion.Status.OPEN:
+        raise SuggestionError(f"this suggestion is {suggestion.status}, not open")
+    rule = Rule.objects.select_for_update().get(pk=suggestion.rule_id)
+    draft = rule_from_dict(rule.draft).to_dict()
+    try:
+        leaf = leaf_at(draft["when"], suggestion.path)
+    except (KeyError, IndexError, TypeError) as exc:
+        raise SuggestionError(f"the draft no longer has a condition at {suggestion.path}") from exc
+    if leaf.get("fact") != suggestion.fact or leaf.get("op") != suggestion.op:
+        raise SuggestionError(
+            f"the draft's condition at {suggestion.path} is now {leaf.get('fact')} {leaf.get('op')}, "
+            f"not {suggestion.fact} {suggestion.op}"
+        )
+    before = leaf.get("value")
+    draft["when"] = with_threshold(draft["when"], suggestion.path, suggestion.proposed_value)
+    rule.draft = rule_from_dict(draft).to_dict()  # validates the changed draft before it is stored
+    rule.save(update_fields=["draft", "updated_at"])
+    suggestion.status = ThresholdSuggestion.Status.APPLIED
+    suggestion.decided_at = timezone.now()
+    suggestion.decided_by = actor if getattr(actor, "is_authenticated", False) else None  # type: ignore[assignment]
+    suggestion.save(update_fields=["status", "decided_at", "decided_by"])
+    audit_record(
+        action="threshold_suggestion.applied",
+        actor=actor,
+        object_type="rule",
+        object_id=rule.key,
+        data={
+            "suggestion": suggestion.pk,
+            "path": suggestion.path,
+            "fact": suggestion.fact,
+            "op": suggestion.op,
+            "from": before,
+            "to": suggestion.proposed_value,
+            "published": False,
+        },
+    )
+    return rule
+
+
+@transaction.atomic
+def suggestion_dismiss(*, suggestion: ThresholdSuggestion, actor: Actor) -> None:
+    updated = ThresholdSuggestion.objects.filter(
+        pk=suggestion.pk, status=ThresholdSuggestion.Status.OPEN
+    ).update(status=ThresholdSuggestion.Status.DISMISSED, decided_at=timezone.now())
+    if updated:
+        audit_record(
+            action="threshold_suggestion.dismissed",
+            actor=actor,
+            object_type="threshold_suggestion",
+            object_id=suggestion.pk,
+            data={"rule_version": suggestion.rule_version_id, "path": suggestion.path},
+        )
