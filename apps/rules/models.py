@@ -23,6 +23,11 @@ class Rule(models.Model):
     live_version = models.ForeignKey(
         "RuleVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    shadow_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="While set, the draft is evaluated nightly beside the live version without acting",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -127,3 +132,57 @@ class SubjectState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule.key} {self.subject_type}:{self.subject_id} {self.last_outcome}"
+
+
+class ShadowRun(models.Model):
+    """One evaluation of a rule's draft beside its live version, over every subject, without acting.
+
+    The draft as it was is kept (``spec``), since the draft may change between runs; the sample ids let an
+    operator open the subjects the draft would add or drop.
+    """
+
+    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="shadow_runs")
+    ran_at = models.DateTimeField()
+    spec = models.JSONField(help_text="The draft evaluated, in the rules file shape")
+    live_version = models.ForeignKey(
+        RuleVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
+    subjects = models.PositiveIntegerField(help_text="Subjects evaluated")
+    counts = models.JSONField(help_text="The draft's outcomes: {outcome: count}")
+    live_counts = models.JSONField(default=dict, blank=True, help_text="The live version's outcomes")
+    would_match = models.PositiveIntegerField()
+    added = models.PositiveIntegerField(help_text="Matched by the draft, not by the live version")
+    removed = models.PositiveIntegerField(help_text="Matched by the live version, not by the draft")
+    sample_ids = models.JSONField(default=list, blank=True)
+    added_ids = models.JSONField(default=list, blank=True)
+    removed_ids = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True, help_text="Why the draft could not be evaluated")
+
+    class Meta:
+        ordering = ["-ran_at", "-id"]
+        indexes = [models.Index(fields=["rule", "-ran_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.rule.key} shadow {self.ran_at:%Y-%m-%d %H:%M}"
+
+
+class RulesSettings(models.Model):
+    """Settings administrators change without a deploy (one row, ``pk=1``)."""
+
+    publish_confirm_threshold = models.PositiveIntegerField(
+        default=25,
+        help_text="Ask before publishing a draft that newly matches or drops more subjects than this",
+    )
+
+    class Meta:
+        verbose_name = "rules settings"
+        verbose_name_plural = "rules settings"
+
+    def __str__(self) -> str:
+        return "Rules settings"
+
+    @classmethod
+    def load(cls) -> RulesSettings:
+        settings_row, _created = cls.objects.get_or_create(pk=1)
+        return settings_row
