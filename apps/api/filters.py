@@ -1,0 +1,74 @@
+"""Query-string filters of the list endpoints (django-filter, so they appear in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import django_filters as filters
+from django import forms
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+
+from apps.entities.models import Client, Project
+from apps.escalations.models import Escalation
+from apps.rules.models import Decision, SubjectType
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class IdFilter(filters.NumberFilter):
+    """A row id: whole numbers only (the stock NumberFilter takes decimals)."""
+
+    field_class = forms.IntegerField
+
+
+class EscalationFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=Escalation.Status.choices)
+    route = filters.ChoiceFilter(choices=Escalation.Route.choices)
+    severity = filters.ChoiceFilter(choices=Escalation.Severity.choices)
+    client = IdFilter(field_name="client_id", help_text="Client id")
+    project = IdFilter(field_name="project_id", help_text="Project id")
+    subject_type = filters.ChoiceFilter(choices=SubjectType.choices)
+    open = filters.BooleanFilter(method="filter_open", help_text="Open or acknowledged (true) / closed")
+
+    class Meta:
+        model = Escalation
+        fields = ["status", "route", "severity", "client", "project", "subject_type", "open"]
+
+    def filter_open(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
+        in_open = {"status__in": Escalation.OPEN_STATES}
+        return queryset.filter(**in_open) if value else queryset.exclude(**in_open)
+
+
+class _FlaggedFilter(filters.FilterSet):
+    """``flagged`` is annotated by the viewset (an EXISTS over open escalations)."""
+
+    flagged = filters.BooleanFilter(field_name="flagged", help_text="Has an open escalation")
+
+
+class ClientFilter(_FlaggedFilter):
+    owner_email = filters.CharFilter(field_name="owner__email", lookup_expr="iexact")
+    name = filters.CharFilter(lookup_expr="icontains")
+
+    class Meta:
+        model = Client
+        fields = ["flagged", "owner_email", "name"]
+
+
+class ProjectFilter(_FlaggedFilter):
+    client = IdFilter(field_name="client_id", help_text="Client id")
+    schedule_status = filters.ChoiceFilter(choices=Project.ScheduleStatus.choices)
+    number = filters.CharFilter()
+
+    class Meta:
+        model = Project
+        fields = ["flagged", "client", "schedule_status", "number"]
+
+
+class DecisionFilter(filters.FilterSet):
+    subject_type = filters.ChoiceFilter(choices=SubjectType.choices)
+    subject_id = IdFilter()
+    outcome = filters.ChoiceFilter(choices=Decision.Outcome.choices)
+    rule = filters.CharFilter(field_name="rule_version__rule__key", help_text="Rule key")
+
+    class Meta:
+        model = Decision
+        fields = ["subject_type", "subject_id", "outcome", "rule"]

@@ -1,0 +1,293 @@
+"""What the API shows. Read-only representations; writes go through the action serializers to services.
+
+Every nested object is loaded by the viewsets' ``select_related`` / ``prefetch_related``: a serializer
+here must never trigger a query of its own (the list tests cap the count).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from drf_spectacular.utils import extend_schema_field, inline_serializer
+from rest_framework import serializers
+
+from apps.connectors.models import Connection, StreamState
+from apps.entities.models import Client, Project, Sourced
+from apps.escalations.forms import DISMISS_OUTCOMES, RESOLVE_OUTCOMES
+from apps.escalations.models import Escalation, EscalationEvent
+from apps.rules.models import Decision, Rule, RuleVersion
+
+# --- errors (for the schema) -----------------------------------------------------------------------
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    detail = serializers.JSONField(allow_null=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error response: 400, 401, 403, 404, 405, 409, 429 and 500."""
+
+    error = ErrorBodySerializer()
+
+
+# --- ids in every source system --------------------------------------------------------------------
+
+
+class SourceIdSerializer(serializers.Serializer):
+    system = serializers.CharField(help_text="The connection's slug")
+    kind = serializers.CharField(help_text="hubspot, quickbooks, procore, rest or csv")
+    object_type = serializers.CharField()
+    external_id = serializers.CharField()
+    primary = serializers.BooleanField(help_text="The record this entity was synced from")
+
+
+def source_ids(entity: Sourced, primary_type: str) -> list[dict[str, Any]]:
+    """The entity's own upstream record first, then the crosswalk rows linked to it (prefetched)."""
+    ids = [
+        {
+            "system": entity.source.slug,
+            "kind": entity.source.kind,
+            "object_type": primary_type,
+            "external_id": entity.external_id,
+            "primary": True,
+        }
+    ]
+    ids += [
+        {
+            "system": link.connection.slug,
+            "kind": link.connection.kind,
+            "object_type": link.object_type,
+            "external_id": link.external_id,
+            "primary": False,
+        }
+        for link in entity.links.all()  # type: ignore[attr-defined]
+    ]
+    return ids
+
+
+class ClientRefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Client
+        fields = ["id", "name"]
+
+
+class ProjectRefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "number", "name"]
+
+
+class ClientSerializer(serializers.ModelSerializer):
+    owner = serializers.SerializerMethodField()
+    source_ids = serializers.SerializerMethodField()
+    flagged = serializers.BooleanField(read_only=True, help_text="Has an open escalation")
+
+    class Meta:
+        model = Client
+        fields = ["id", "name", "domain", "owner", "renewal_date", "flagged", "source_ids", "synced_at"]
+
+    @extend_schema_field(
+        inline_serializer(
+            "Owner", {"name": serializers.CharField(), "email": serializers.EmailField()}, allow_null=True
+        )
+    )
+    def get_owner(self, obj: Client) -> dict[str, str] | None:
+        return {"name": obj.owner.name, "email": obj.owner.email} if obj.owner else None
+
+    @extend_schema_field(SourceIdSerializer(many=True))
+    def get_source_ids(self, obj: Client) -> list[dict[str, Any]]:
+        return source_ids(obj, "client")
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    client = ClientRefSerializer(allow_null=True)
+    source_ids = serializers.SerializerMethodField()
+    flagged = serializers.BooleanField(read_only=True, help_text="Has an open escalation")
+
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "number",
+            "name",
+            "client",
+            "contract_value",
+            "schedule_status",
+            "start_date",
+            "completion_date",
+            "flagged",
+            "source_ids",
+            "synced_at",
+        ]
+
+    @extend_schema_field(SourceIdSerializer(many=True))
+    def get_source_ids(self, obj: Project) -> list[dict[str, Any]]:
+        return source_ids(obj, "project")
+
+
+# --- escalations -----------------------------------------------------------------------------------
+
+
+class EscalationEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = EscalationEvent
+        fields = ["kind", "actor", "via", "note", "data", "created_at"]
+
+
+class EscalationSerializer(serializers.ModelSerializer):
+    rule = serializers.CharField(source="rule.key", read_only=True)
+    rule_version = serializers.IntegerField(source="rule_version.number", read_only=True)
+    client = ClientRefSerializer(allow_null=True, read_only=True)
+    project = ProjectRefSerializer(allow_null=True, read_only=True)
+
+    class Meta:
+        model = Escalation
+        fields = [
+            "id",
+            "rule",
+            "rule_version",
+            "subject_type",
+            "subject_id",
+            "subject_label",
+            "client",
+            "project",
+            "route",
+            "severity",
+            "priority",
+            "status",
+            "outcome",
+            "summary",
+            "fire_count",
+            "opened_at",
+            "last_fired_at",
+            "acknowledged_at",
+            "closed_at",
+        ]
+
+
+class EscalationDetailSerializer(EscalationSerializer):
+    """One escalation with its frozen evidence (facts, per-condition explanation) and its timeline."""
+
+    events = EscalationEventSerializer(many=True, read_only=True)
+
+    class Meta(EscalationSerializer.Meta):
+        fields = [*EscalationSerializer.Meta.fields, "evidence", "events"]
+
+
+class NoteSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class ResolveSerializer(NoteSerializer):
+    outcome = serializers.ChoiceField(choices=[(o.value, o.label) for o in RESOLVE_OUTCOMES])
+
+
+class DismissSerializer(NoteSerializer):
+    outcome = serializers.ChoiceField(
+        choices=[(o.value, o.label) for o in DISMISS_OUTCOMES],
+        required=False,
+        default=Escalation.Outcome.FALSE_ALARM.value,
+    )
+
+
+# --- rules and decisions ---------------------------------------------------------------------------
+
+
+class RuleVersionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RuleVersion
+        fields = ["number", "spec", "spec_hash", "published_at"]
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    live_version = RuleVersionSerializer(allow_null=True, read_only=True)
+
+    class Meta:
+        model = Rule
+        fields = ["id", "key", "name", "subject_type", "enabled", "live_version", "updated_at"]
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    rule = serializers.CharField(source="rule_version.rule.key", read_only=True)
+    rule_version = serializers.IntegerField(source="rule_version.number", read_only=True)
+
+    class Meta:
+        model = Decision
+        fields = [
+            "id",
+            "rule",
+            "rule_version",
+            "subject_type",
+            "subject_id",
+            "outcome",
+            "trigger",
+            "evaluated_at",
+            "summary",
+            "suppressed",
+            "escalation",
+            "facts",
+            "explanation",
+        ]
+
+
+# --- connections -----------------------------------------------------------------------------------
+
+
+class StreamStateSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = StreamState
+        fields = ["stream", "last_success_at", "record_count"]
+
+
+class ConnectionSerializer(serializers.ModelSerializer):
+    """A connection's public face. An explicit field list: credentials, webhook secrets and ``options``
+    (vendor settings, which may hold account ids) are never serialised, and ``base_url`` loses any
+    user:password part."""
+
+    base_url = serializers.SerializerMethodField()
+    has_credentials = serializers.SerializerMethodField()
+    has_webhook_secret = serializers.SerializerMethodField()
+    streams = StreamStateSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Connection
+        fields = [
+            "slug",
+            "kind",
+            "base_url",
+            "schedule",
+            "enabled",
+            "has_credentials",
+            "has_webhook_secret",
+            "streams",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_base_url(self, obj: Connection) -> str:
+        if not obj.base_url:
+            return ""
+        parts = urlsplit(obj.base_url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def get_has_credentials(self, obj: Connection) -> bool:
+        return bool(obj.credentials_encrypted)
+
+    def get_has_webhook_secret(self, obj: Connection) -> bool:
+        return bool(obj.webhook_secret_encrypted)
+
+
+class ResyncSerializer(serializers.Serializer):
+    full = serializers.BooleanField(
+        required=False, default=False, help_text="Re-read every record instead of since the cursor"
+    )
+
+
+class ResyncResponseSerializer(serializers.Serializer):
+    connection = serializers.CharField()
+    full = serializers.BooleanField()

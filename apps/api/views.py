@@ -1,0 +1,300 @@
+"""The REST API's viewsets: querysets scoped to the caller, filters, and thin actions over the services.
+
+Each list endpoint runs a fixed number of queries whatever the page size (``select_related`` for the
+foreign keys a row shows, one prefetch per to-many, ``EXISTS`` for ``flagged``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from apps.accounts.roles import can_see_all_escalations
+from apps.connectors.models import Connection, StreamState
+from apps.entities.models import Client, Project, SourceObject
+from apps.escalations import services as escalation_services
+from apps.escalations.models import Escalation, EscalationEvent
+from apps.rules.models import Decision, Rule
+
+from . import filters, serializers
+from .exceptions import Conflict
+from .permissions import CanDecideApprovals, IsAdministrator, RolePermission
+from .services import ConnectionDisabled, connection_resync_request
+
+VIA_API = EscalationEvent.Via.API
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    text = {
+        400: "Invalid input",
+        401: "Not signed in",
+        403: "The caller's role may not do this",
+        404: "No such object, or not visible to the caller",
+        409: "Not allowed in the object's current state",
+        429: "Rate limit exceeded",
+    }
+    return {c: OpenApiResponse(serializers.ErrorSerializer, description=text[c]) for c in codes}
+
+
+READ_ERRORS = _errors(400, 401, 403, 404, 429)  # 400: a bad filter value; 404: a page past the end
+DETAIL_ERRORS = _errors(401, 403, 404, 429)
+ACTION_ERRORS = _errors(400, 401, 403, 404, 409, 429)
+
+
+def _read_schema(serializer: type[BaseSerializer], list_summary: str, one_summary: str) -> dict[str, Any]:
+    return {
+        "list": extend_schema(summary=list_summary, responses={200: serializer(many=True), **READ_ERRORS}),
+        "retrieve": extend_schema(summary=one_summary, responses={200: serializer, **DETAIL_ERRORS}),
+    }
+
+
+class ApiViewSet(viewsets.ReadOnlyModelViewSet):
+    permission_classes = [RolePermission]
+
+
+def _live_links() -> Prefetch:
+    return Prefetch(
+        "links",
+        queryset=SourceObject.objects.filter(deleted_at__isnull=True)
+        .select_related("connection")
+        .order_by("connection__slug", "object_type", "external_id"),
+    )
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Escalations the caller may see",
+        responses={200: serializers.EscalationSerializer(many=True), **READ_ERRORS},
+    ),
+    retrieve=extend_schema(
+        summary="One escalation with its evidence and timeline",
+        responses={200: serializers.EscalationDetailSerializer, **DETAIL_ERRORS},
+    ),
+)
+class EscalationViewSet(ApiViewSet):
+    """Account managers see their own clients' escalations; the other roles see all of them."""
+
+    filterset_class = filters.EscalationFilter
+
+    def get_queryset(self) -> QuerySet[Escalation]:
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no user
+            return Escalation.objects.none()
+        qs = (
+            Escalation.objects.visible_to(self.request.user)
+            .select_related("rule", "rule_version", "client", "project")
+            .order_by("-opened_at", "-pk")
+        )
+        if self.action != "list":
+            qs = qs.prefetch_related("events")
+        return qs
+
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        if self.action == "list":
+            return serializers.EscalationSerializer
+        return serializers.EscalationDetailSerializer
+
+    def _done(self, escalation: Escalation) -> Response:
+        fresh = self.get_queryset().get(pk=escalation.pk)
+        return Response(serializers.EscalationDetailSerializer(fresh).data)
+
+    def _body(self, serializer_class: type[serializers.NoteSerializer]) -> dict[str, Any]:
+        body = serializer_class(data=self.request.data)
+        body.is_valid(raise_exception=True)
+        return dict(body.validated_data)
+
+    @extend_schema(
+        summary="Acknowledge an open escalation",
+        request=serializers.NoteSerializer,
+        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request: Request, pk: str | None = None) -> Response:
+        escalation = self.get_object()
+        body = self._body(serializers.NoteSerializer)
+        escalation_services.escalation_acknowledge(
+            escalation=escalation, actor=request.user, via=VIA_API, note=body["note"]
+        )
+        return self._done(escalation)
+
+    @extend_schema(
+        summary="Resolve an escalation with an outcome",
+        request=serializers.ResolveSerializer,
+        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def resolve(self, request: Request, pk: str | None = None) -> Response:
+        escalation = self.get_object()
+        body = self._body(serializers.ResolveSerializer)
+        escalation_services.escalation_resolve(
+            escalation=escalation, actor=request.user, via=VIA_API, outcome=body["outcome"], note=body["note"]
+        )
+        return self._done(escalation)
+
+    @extend_schema(
+        summary="Dismiss an escalation (default outcome false_alarm)",
+        request=serializers.DismissSerializer,
+        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+    )
+    @action(detail=True, methods=["post"])
+    def dismiss(self, request: Request, pk: str | None = None) -> Response:
+        escalation = self.get_object()
+        body = self._body(serializers.DismissSerializer)
+        escalation_services.escalation_dismiss(
+            escalation=escalation, actor=request.user, via=VIA_API, outcome=body["outcome"], note=body["note"]
+        )
+        return self._done(escalation)
+
+    def _decide(self, request: Request, *, approve: bool) -> Response:
+        escalation = self.get_object()
+        body = self._body(serializers.NoteSerializer)
+        if escalation.subject_type != "change_order":
+            raise Conflict("only change orders are approved or rejected")
+        escalation_services.escalation_decide(
+            escalation=escalation, actor=request.user, via=VIA_API, approve=approve, note=body["note"]
+        )
+        return self._done(escalation)
+
+    @extend_schema(
+        summary="Approve an executive-routed change order (executives)",
+        request=serializers.NoteSerializer,
+        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[RolePermission, CanDecideApprovals])
+    def approve(self, request: Request, pk: str | None = None) -> Response:
+        return self._decide(request, approve=True)
+
+    @extend_schema(
+        summary="Reject an executive-routed change order (executives)",
+        request=serializers.NoteSerializer,
+        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[RolePermission, CanDecideApprovals])
+    def reject(self, request: Request, pk: str | None = None) -> Response:
+        return self._decide(request, approve=False)
+
+
+def _open_escalations() -> QuerySet[Escalation]:
+    return Escalation.objects.open().order_by()
+
+
+@extend_schema_view(
+    **_read_schema(
+        serializers.ClientSerializer,
+        "Clients, with their ids in every source system",
+        "One client",
+    )
+)
+class ClientViewSet(ApiViewSet):
+    serializer_class = serializers.ClientSerializer
+    filterset_class = filters.ClientFilter
+
+    def get_queryset(self) -> QuerySet[Client]:
+        if getattr(self, "swagger_fake_view", False):
+            return Client.objects.none()
+        qs: QuerySet[Client] = Client.objects.filter(deleted_at__isnull=True)
+        if not can_see_all_escalations(self.request.user):
+            qs = qs.filter(owner__user=self.request.user.pk)
+        return (
+            qs.select_related("source", "owner")
+            .annotate(flagged=Exists(_open_escalations().filter(client=OuterRef("pk"))))
+            .prefetch_related(_live_links())
+            .order_by("name", "pk")
+        )
+
+
+@extend_schema_view(
+    **_read_schema(
+        serializers.ProjectSerializer,
+        "Projects, with their ids in every source system",
+        "One project",
+    )
+)
+class ProjectViewSet(ApiViewSet):
+    serializer_class = serializers.ProjectSerializer
+    filterset_class = filters.ProjectFilter
+
+    def get_queryset(self) -> QuerySet[Project]:
+        if getattr(self, "swagger_fake_view", False):
+            return Project.objects.none()
+        qs: QuerySet[Project] = Project.objects.filter(deleted_at__isnull=True)
+        if not can_see_all_escalations(self.request.user):
+            qs = qs.filter(client__owner__user=self.request.user.pk)
+        return (
+            qs.select_related("source", "client")
+            .annotate(flagged=Exists(_open_escalations().filter(project=OuterRef("pk"))))
+            .prefetch_related(_live_links())
+            .order_by("number", "pk")
+        )
+
+
+@extend_schema_view(
+    **_read_schema(
+        serializers.DecisionSerializer,
+        "Rule decisions, newest first (filter by subject_type and subject_id)",
+        "One decision with its facts and explanation",
+    )
+)
+class DecisionViewSet(ApiViewSet):
+    serializer_class = serializers.DecisionSerializer
+    filterset_class = filters.DecisionFilter
+
+    def get_queryset(self) -> QuerySet[Decision]:
+        return Decision.objects.select_related("rule_version__rule").order_by("-evaluated_at", "-pk")
+
+
+@extend_schema_view(
+    **_read_schema(
+        serializers.RuleSerializer,
+        "Rules with their live version",
+        "One rule by key",
+    )
+)
+class RuleViewSet(ApiViewSet):
+    serializer_class = serializers.RuleSerializer
+    lookup_field = "key"
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"
+
+    def get_queryset(self) -> QuerySet[Rule]:
+        return Rule.objects.select_related("live_version").order_by("key")
+
+
+@extend_schema_view(
+    **_read_schema(
+        serializers.ConnectionSerializer,
+        "Connections and their streams (never their secrets)",
+        "One connection by slug",
+    )
+)
+class ConnectionViewSet(ApiViewSet):
+    serializer_class = serializers.ConnectionSerializer
+    lookup_field = "slug"
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"
+
+    def get_queryset(self) -> QuerySet[Connection]:
+        return Connection.objects.prefetch_related(
+            Prefetch("streams", queryset=StreamState.objects.order_by("stream"))
+        ).order_by("slug")
+
+    @extend_schema(
+        summary="Queue a sync of every stream of the connection (administrators)",
+        request=serializers.ResyncSerializer,
+        responses={202: serializers.ResyncResponseSerializer, **ACTION_ERRORS},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[RolePermission, IsAdministrator])
+    def resync(self, request: Request, slug: str | None = None) -> Response:
+        connection = self.get_object()
+        body = serializers.ResyncSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        full = bool(body.validated_data["full"])
+        try:
+            connection_resync_request(connection=connection, actor=request.user, full=full)
+        except ConnectionDisabled as exc:
+            raise Conflict(str(exc)) from exc
+        return Response({"connection": connection.slug, "full": full}, status=status.HTTP_202_ACCEPTED)
