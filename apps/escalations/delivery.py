@@ -2,8 +2,12 @@
 
 A claim is a conditional UPDATE (pending/failed and due, or sending with an expired claim), so two
 workers never send the same row at once and a worker killed mid-send leaves a row that is re-claimed
-when its claim expires. Only timeouts, connection errors, 5xx and 429 are retried, with exponential
-backoff and jitter; anything else, or too many attempts, makes the row dead (listed in admin).
+when its claim expires; the far side drops the repeat by the row's idempotency key.
+
+Only timeouts, connection errors, 5xx and 429 are retried, with exponential backoff, full jitter and a
+cap, a ``Retry-After`` winning when longer; anything else (a 4xx, a refused recipient, an unsafe URL) makes
+the row dead at once with the error, as do too many attempts. Dead rows are the dead-letter list in admin;
+:func:`delivery_replay` queues one again.
 """
 
 from __future__ import annotations
@@ -11,22 +15,62 @@ from __future__ import annotations
 import datetime as dt
 import random
 import smtplib
+from collections.abc import Callable
 from typing import Any
 
 import requests
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
+from django.db import transaction
 from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from .models import Delivery, Escalation
+from apps.audit.services import Actor, audit_record
 
-CLAIM_FOR = dt.timedelta(minutes=5)
+from .models import Delivery, Escalation, EscalationEvent
+from .outbound import OutboundFailed, UnsafeDestination
+
+EMAIL_ACTIONS = ("email_account_manager", "email_executives")
+NOTIFY_ACTION = "notify_stakeholder"
+WRITEBACK_ACTION = "approval_writeback"
 
 
 class PermanentFailure(Exception):
-    """Retrying will not help (a 4xx from upstream, a refused recipient)."""
+    """Retrying will not help (a 4xx from upstream, a refused recipient, an unsafe destination)."""
+
+
+class RetryLater(Exception):
+    """A transient failure; ``after`` is the far side's Retry-After in seconds, when it said one."""
+
+    def __init__(self, message: str, *, after: float | None = None) -> None:
+        super().__init__(message)
+        self.after = after
+
+
+Performer = Callable[[Delivery], dict[str, Any]]
+PERFORMERS: dict[str, Performer] = {}
+
+
+def performs(*actions: str) -> Callable[[Performer], Performer]:
+    """Register the function that delivers these actions (other apps may add their own)."""
+
+    def register(func: Performer) -> Performer:
+        for action in actions:
+            PERFORMERS[action] = func
+        return func
+
+    return register
+
+
+def _conf(name: str, default: float) -> float:
+    return float(settings.FULCRUM.get(name, default))
+
+
+def claim_for() -> dt.timedelta:
+    # Longer than the slowest attempt (HTTP timeout × retries, SMTP timeout), so a live send is never
+    # re-claimed; a killed worker's row waits this long for the sweeper.
+    return dt.timedelta(seconds=_conf("DELIVERY_CLAIM_SECONDS", 300))
 
 
 def _due(now: dt.datetime) -> Q:
@@ -38,12 +82,12 @@ def _due(now: dt.datetime) -> Q:
 def delivery_claim(pk: int, now: dt.datetime | None = None) -> Delivery | None:
     now = now or timezone.now()
     claimed = Delivery.objects.filter(_due(now), pk=pk).update(
-        state=Delivery.State.SENDING, attempts=F("attempts") + 1, claimed_until=now + CLAIM_FOR
+        state=Delivery.State.SENDING, attempts=F("attempts") + 1, claimed_until=now + claim_for()
     )
     if not claimed:
         return None
     return Delivery.objects.select_related(
-        "escalation__client__owner", "escalation__project", "escalation__rule"
+        "escalation__client__owner", "escalation__project__source", "escalation__rule"
     ).get(pk=pk)
 
 
@@ -55,10 +99,15 @@ def due_delivery_ids(limit: int = 200, now: dt.datetime | None = None) -> list[i
     )
 
 
-def backoff(attempts: int) -> dt.timedelta:
-    """Full-jitter exponential backoff: up to 30 s × 2^(attempts-1), capped at an hour."""
-    ceiling = min(3600.0, 30.0 * 2 ** max(0, attempts - 1))
-    return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+def backoff(attempts: int, retry_after: float | None = None) -> dt.timedelta:
+    """Exponential backoff with jitter: base × 2^(attempts-1), drawn from its upper half, capped; a longer
+    Retry-After wins (the far side knows its own budget)."""
+    base, cap = _conf("ACTION_BACKOFF_BASE", 30.0), _conf("ACTION_BACKOFF_CAP", 3600.0)
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    wait = random.uniform(ceiling / 2, ceiling)
+    if retry_after is not None:
+        wait = max(wait, min(retry_after, 86_400.0))
+    return dt.timedelta(seconds=wait)
 
 
 def delivery_attempt(pk: int) -> str:
@@ -70,91 +119,384 @@ def delivery_attempt(pk: int) -> str:
         response = perform(delivery)
     except PermanentFailure as exc:
         return _finish(delivery, Delivery.State.DEAD, error=str(exc))
+    except RetryLater as exc:
+        return _failed(delivery, str(exc), retry_after=exc.after)
     except (OSError, smtplib.SMTPException, requests.RequestException) as exc:
-        if delivery.attempts >= settings.FULCRUM["ACTION_MAX_ATTEMPTS"]:
-            return _finish(
-                delivery, Delivery.State.DEAD, error=f"gave up after {delivery.attempts} attempts: {exc}"
-            )
-        return _finish(delivery, Delivery.State.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return _failed(delivery, f"{type(exc).__name__}: {exc}")
     return _finish(delivery, Delivery.State.DELIVERED, response=response)
 
 
-def _finish(delivery: Delivery, state: str, *, error: str = "", response: dict | None = None) -> str:
+def _failed(delivery: Delivery, error: str, retry_after: float | None = None) -> str:
+    if delivery.attempts >= int(settings.FULCRUM["ACTION_MAX_ATTEMPTS"]):
+        return _finish(
+            delivery, Delivery.State.DEAD, error=f"gave up after {delivery.attempts} attempts: {error}"
+        )
+    return _finish(delivery, Delivery.State.FAILED, error=error, retry_after=retry_after)
+
+
+def _finish(
+    delivery: Delivery,
+    state: str,
+    *,
+    error: str = "",
+    response: dict | None = None,
+    retry_after: float | None = None,
+) -> str:
     now = timezone.now()
     fields: dict[str, Any] = {"state": state, "claimed_until": None, "last_error": error[:2000]}
+    wait = None
     if state == Delivery.State.DELIVERED:
         fields.update(delivered_at=now, response=response or {})
     elif state == Delivery.State.FAILED:
-        fields["next_attempt_at"] = now + backoff(delivery.attempts)
+        wait = backoff(delivery.attempts, retry_after)
+        fields["next_attempt_at"] = now + wait
     # Only the claim holder may finish: a row re-claimed after an expired claim belongs to its new owner.
-    Delivery.objects.filter(pk=delivery.pk, state=Delivery.State.SENDING, attempts=delivery.attempts).update(
-        **fields
-    )
+    finished = Delivery.objects.filter(
+        pk=delivery.pk, state=Delivery.State.SENDING, attempts=delivery.attempts
+    ).update(**fields)
+    if finished and wait is not None:
+        _schedule_retry(delivery.pk, wait)
     return state
 
 
+def _schedule_retry(pk: int, wait: dt.timedelta) -> None:
+    """Inside a worker, put the retry on the broker for when it is due; beat's sweeper stays the safety
+    net (a lost or early message only finds the row not yet due)."""
+    from celery import current_task
+
+    if not current_task or not current_task.request.id:
+        return
+    from .tasks import deliver
+
+    deliver.apply_async((pk,), countdown=wait.total_seconds() + 0.1)
+
+
 def perform(delivery: Delivery) -> dict:
-    action = delivery.action
-    if action in ("email_account_manager", "email_executives"):
-        return send_escalation_email(delivery)
-    if action == "flag_dashboard":
-        return {"flagged": True}
-    if action in ("note_crm", "note_accounting"):
-        return write_note(delivery)
-    raise PermanentFailure(f"unknown action {action!r}")
+    func = PERFORMERS.get(delivery.action)
+    if func is None:
+        raise PermanentFailure(f"unknown action {delivery.action!r}")
+    return func(delivery)
+
+
+@performs("flag_dashboard")
+def flag_dashboard(delivery: Delivery) -> dict:
+    return {"flagged": True}
+
+
+# ---- email --------------------------------------------------------------------------------------------
+
+OP_WORDS = {
+    "eq": "equal to",
+    "ne": "not equal to",
+    "gt": "more than",
+    "gte": "at least",
+    "lt": "less than",
+    "lte": "at most",
+    "between": "between",
+    "in": "one of",
+    "not_in": "none of",
+    "is": "is",
+    "is_null": "empty:",
+    "contains": "containing",
+}
+
+
+def explain_conditions(escalation: Escalation) -> list[dict[str, str]]:
+    """Each condition of the decision in plain words: the fact, what it means, its value, the threshold."""
+    from apps.dashboard.templatetags.fulcrum import format_value
+    from apps.rules.catalogue import FACTS
+
+    facts = escalation.evidence.get("facts") or {}
+    rows = []
+    for node in escalation.evidence.get("explanation") or []:
+        fact = node.get("fact") if isinstance(node, dict) else None
+        if not fact:
+            continue
+        found = facts.get(fact)
+        meta: dict[str, Any] = found if isinstance(found, dict) else {}
+        kind, unit = str(meta.get("type") or ""), str(meta.get("unit") or "")
+        catalogued = FACTS.get(fact)
+        rows.append(
+            {
+                "fact": fact,
+                "meaning": catalogued.description if catalogued else "",
+                "actual": format_value(node.get("actual"), kind, unit),
+                "threshold": f"{OP_WORDS.get(node.get('op', ''), node.get('op', ''))} "
+                f"{format_value(node.get('expected'), kind, unit)}".strip(),
+                "result": {"true": "met", "false": "not met"}.get(
+                    str(node.get("result")), str(node.get("result") or "unknown")
+                ),
+                "text": str(node.get("text") or ""),
+            }
+        )
+    return rows
 
 
 def email_context(escalation: Escalation, recipient: str) -> dict:
+    from .links import link_urls
+
     return {
         "escalation": escalation,
         "recipient": recipient,
         "url": f"{settings.SITE_URL}/escalations/{escalation.pk}/",
         "explanation": [e for e in escalation.evidence.get("explanation", []) if e.get("fact")],
+        "conditions": explain_conditions(escalation),
+        "links": link_urls(escalation=escalation, recipient=recipient),
     }
 
 
-def send_escalation_email(delivery: Delivery) -> dict:
-    escalation = delivery.escalation
-    context = email_context(escalation, delivery.target)
-    subject = f"[Fulcrum] {escalation.severity.title()}: {escalation.rule.name} — {escalation.subject_label}"
+def _send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
     message = EmailMultiAlternatives(
         subject=subject.replace("\n", " ")[:250],
-        body=render_to_string("escalations/email/escalation.txt", context),
+        body=text,
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[delivery.target],
         headers={
-            "Message-ID": f"<{delivery.idempotency_key}@fulcrum>",
-            "X-Fulcrum-Escalation": str(escalation.pk),
+            # Stable across retries: a receiver (or a test) can tell a repeat from a second message.
+            "Message-ID": f"<{delivery.idempotency_key.replace(' ', '_')}@fulcrum>",
+            "X-Fulcrum-Escalation": str(delivery.escalation_id),
         },
     )
-    message.attach_alternative(render_to_string("escalations/email/escalation.html", context), "text/html")
+    message.attach_alternative(html, "text/html")
     try:
         message.send()
     except smtplib.SMTPRecipientsRefused as exc:
         raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+    except smtplib.SMTPResponseException as exc:
+        if exc.smtp_code >= 500:
+            raise PermanentFailure(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+        raise OSError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
     except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
         raise OSError(f"SMTP: {exc}") from exc
     return {"to": delivery.target}
 
 
+@performs(*EMAIL_ACTIONS)
+def send_escalation_email(delivery: Delivery) -> dict:
+    escalation = delivery.escalation
+    context = email_context(escalation, delivery.target)
+    subject = f"[Fulcrum] {escalation.severity.title()}: {escalation.rule.name} — {escalation.subject_label}"
+    return _send_mail(
+        delivery,
+        subject,
+        render_to_string("escalations/email/escalation.txt", context),
+        render_to_string("escalations/email/escalation.html", context),
+    )
+
+
+# ---- stakeholder notices ------------------------------------------------------------------------------
+
+
+def notify_key(escalation_id: int, event_id: int, recipient: str) -> str:
+    return f"esc{escalation_id}:{NOTIFY_ACTION}:ev{event_id}:{recipient}"[:120]
+
+
+def _notify_event_id(idempotency_key: str) -> int:
+    return int(idempotency_key.split(":")[2].removeprefix("ev"))
+
+
+@performs(NOTIFY_ACTION)
+def send_stakeholder_notice(delivery: Delivery) -> dict:
+    escalation = delivery.escalation
+    event = EscalationEvent.objects.get(pk=_notify_event_id(delivery.idempotency_key))
+    context = {
+        "escalation": escalation,
+        "event": event,
+        "outcome": escalation.get_outcome_display() if event.kind != "acknowledged" else "",
+        "url": f"{settings.SITE_URL}/escalations/{escalation.pk}/",
+    }
+    subject = f"[Fulcrum] #{escalation.pk} {event.kind} by {event.actor} — {escalation.subject_label}"
+    return _send_mail(
+        delivery,
+        subject,
+        render_to_string("escalations/email/notice.txt", context),
+        render_to_string("escalations/email/notice.html", context),
+    )
+
+
+# ---- upstream write-backs ------------------------------------------------------------------------------
+
+
+def _upstream(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run an upstream call; sort its failure into retry-later or dead."""
+    from apps.connectors.http import UpstreamError, retry_after_seconds
+
+    try:
+        return call()
+    except UpstreamError as exc:
+        if exc.retryable:  # timeouts, unreachable, 5xx, 429: try again later
+            after = None
+            if exc.response is not None:
+                after = retry_after_seconds(exc.response.headers.get("Retry-After"))
+            raise RetryLater(str(exc), after=after) from exc
+        raise PermanentFailure(f"upstream refused: HTTP {exc.status}: {exc.body or exc}") from exc
+
+
+def _note_text(escalation: Escalation) -> str:
+    return (
+        f"Fulcrum escalation #{escalation.pk} ({escalation.severity}, route {escalation.route}): "
+        f"{escalation.rule.name} — {escalation.subject_label}. Why: {escalation.summary} "
+        f"{settings.SITE_URL}/escalations/{escalation.pk}/"
+    )
+
+
+@performs("note_crm", "note_accounting")
 def write_note(delivery: Delivery) -> dict:
-    from apps.connectors.http import UpstreamError
     from apps.connectors.kinds import get_kind
     from apps.connectors.models import Connection
 
     connection_id, _, record_id = delivery.target.partition(":")
     connection = Connection.objects.get(pk=int(connection_id))
-    escalation = delivery.escalation
-    text = (
-        f"Fulcrum escalation #{escalation.pk} ({escalation.severity}, route {escalation.route}): "
-        f"{escalation.rule.name} — {escalation.subject_label}. Why: {escalation.summary} "
-        f"{settings.SITE_URL}/escalations/{escalation.pk}/"
-    )
     kind = get_kind(connection)
-    try:
-        result = kind.write_note(record_id, text, idempotency_key=delivery.idempotency_key)
-    except UpstreamError as exc:
-        if exc.retryable:  # timeouts, unreachable, 5xx, 429: try again later
-            raise
-        raise PermanentFailure(f"upstream refused the note: HTTP {exc.status}") from exc
+    text = _note_text(delivery.escalation)
+    result = _upstream(lambda: kind.write_note(record_id, text, idempotency_key=delivery.idempotency_key))
     return result if isinstance(result, dict) else {"result": str(result)}
+
+
+@performs("escalate_pm")
+def escalate_pm(delivery: Delivery) -> dict:
+    from .outbound import procore_create_rfi
+
+    escalation = delivery.escalation
+    return _upstream(
+        lambda: procore_create_rfi(
+            escalation=escalation,
+            target=delivery.target,
+            idempotency_key=delivery.idempotency_key,
+            text=_note_text(escalation),
+        )
+    )
+
+
+@performs(WRITEBACK_ACTION)
+def write_back_decision(delivery: Delivery) -> dict:
+    from .outbound import procore_set_change_order_status
+
+    outcome = delivery.escalation.outcome
+    if outcome not in (Escalation.Outcome.APPROVED, Escalation.Outcome.REJECTED):
+        raise PermanentFailure(f"escalation outcome is {outcome!r}, not an approval decision")
+    return _upstream(
+        lambda: procore_set_change_order_status(
+            target=delivery.target, status=str(outcome), idempotency_key=delivery.idempotency_key
+        )
+    )
+
+
+@performs("webhook")
+def send_webhook(delivery: Delivery) -> dict:
+    from .outbound import webhook_send
+
+    try:
+        return webhook_send(
+            escalation=delivery.escalation,
+            endpoint_name=delivery.target,
+            idempotency_key=delivery.idempotency_key,
+        )
+    except UnsafeDestination as exc:
+        raise PermanentFailure(str(exc)) from exc
+    except OutboundFailed as exc:
+        if exc.retryable:
+            raise RetryLater(str(exc), after=exc.retry_after) from exc
+        raise PermanentFailure(str(exc)) from exc
+
+
+# ---- queueing and replay -------------------------------------------------------------------------------
+
+
+def deliveries_queue(deliveries: list[Delivery]) -> list[int]:
+    """Insert outbox rows (an existing idempotency key is left alone) and send them after commit."""
+    Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+    keys = [d.idempotency_key for d in deliveries]
+    ids = list(
+        Delivery.objects.filter(idempotency_key__in=keys, state=Delivery.State.PENDING).values_list(
+            "pk", flat=True
+        )
+    )
+    if ids:
+        from .tasks import deliver
+
+        transaction.on_commit(lambda: [deliver.delay(pk) for pk in ids])
+    return ids
+
+
+@transaction.atomic
+def delivery_replay(*, delivery: Delivery, actor: Actor) -> bool:
+    """Queue a dead (or failed) delivery again from a fresh attempt count; False if it was neither."""
+    replayed = Delivery.objects.filter(
+        pk=delivery.pk, state__in=[Delivery.State.DEAD, Delivery.State.FAILED]
+    ).update(state=Delivery.State.PENDING, attempts=0, next_attempt_at=timezone.now(), claimed_until=None)
+    if not replayed:
+        return False
+    audit_record(
+        action="delivery.replayed",
+        actor=actor,
+        object_type="delivery",
+        object_id=delivery.pk,
+        data={
+            "escalation": delivery.escalation_id,
+            "action": delivery.action,
+            "target": delivery.target,
+            "last_error": delivery.last_error[:500],
+        },
+    )
+    from .tasks import deliver
+
+    transaction.on_commit(lambda: deliver.delay(delivery.pk))
+    return True
+
+
+def stakeholders_notify(*, escalation: Escalation, actor: Actor) -> list[int]:
+    """Tell the other recipients of the escalation's emails that someone acknowledged or closed it.
+
+    Called inside the transition's transaction, right after its event: one outbox row per recipient and
+    event (the key holds the event id), so a repeated call queues nothing new.
+    """
+    event = EscalationEvent.objects.filter(escalation_id=escalation.pk).only("pk").latest("id")
+    actor_email = (getattr(actor, "email", "") or "").lower()
+    recipients = sorted(
+        {
+            target.lower()
+            for target in Delivery.objects.filter(escalation_id=escalation.pk)
+            .exclude(state=Delivery.State.DEAD)
+            .exclude(action=NOTIFY_ACTION)
+            .filter(target__contains="@")
+            .values_list("target", flat=True)
+        }
+        - {actor_email}
+    )
+    now = timezone.now()
+    return deliveries_queue(
+        [
+            Delivery(
+                escalation=escalation,
+                action=NOTIFY_ACTION,
+                target=recipient,
+                idempotency_key=notify_key(escalation.pk, event.pk, recipient),
+                next_attempt_at=now,
+                created_at=now,
+            )
+            for recipient in recipients
+        ]
+    )
+
+
+def decision_write_back(*, escalation: Escalation) -> list[int]:
+    """Queue the executive's approve/reject of a change order for the PM system (one row per escalation)."""
+    from .outbound import change_order_target
+
+    target = change_order_target(escalation)
+    if target is None:
+        return []
+    now = timezone.now()
+    return deliveries_queue(
+        [
+            Delivery(
+                escalation=escalation,
+                action=WRITEBACK_ACTION,
+                target=target,
+                idempotency_key=f"esc{escalation.pk}:{WRITEBACK_ACTION}:{target}"[:120],
+                next_attempt_at=now,
+                created_at=now,
+            )
+        ]
+    )

@@ -19,6 +19,7 @@ from apps.accounts.roles import EXECUTIVES, can_decide_approvals
 from apps.audit.services import Actor, audit_record
 from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Submittal
 
+from .delivery import decision_write_back, stakeholders_notify
 from .models import Delivery, Escalation, EscalationEvent
 
 if TYPE_CHECKING:
@@ -203,6 +204,7 @@ def escalation_acknowledge(
     escalation.acknowledged_at = timezone.now()
     escalation.save(update_fields=["status", "acknowledged_at"])
     _event(escalation, "acknowledged", actor, via, note)
+    stakeholders_notify(escalation=escalation, actor=actor)
     return escalation
 
 
@@ -219,6 +221,7 @@ def _close(
     escalation.closed_at = timezone.now()
     escalation.save(update_fields=["status", "outcome", "closed_at"])
     _event(escalation, status, actor, via, note, outcome=outcome)
+    stakeholders_notify(escalation=escalation, actor=actor)
     return escalation
 
 
@@ -257,9 +260,12 @@ def escalation_decide(
     if escalation.route != Escalation.Route.EXECUTIVE:
         raise TransitionError("only executive-routed escalations are approved or rejected")
     outcome = Escalation.Outcome.APPROVED if approve else Escalation.Outcome.REJECTED
-    return _close(
+    escalation = _close(
         escalation, status=Escalation.Status.RESOLVED, outcome=outcome, actor=actor, via=via, note=note
     )
+    # The decision goes back to the PM system through the outbox (a Procore outage delays it, loses nothing).
+    decision_write_back(escalation=escalation)
+    return escalation
 
 
 # --- the outbox -----------------------------------------------------------------------------------

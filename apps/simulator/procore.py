@@ -11,7 +11,7 @@ import re
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-from .common import Request, Response, json_response, money_str, parse_instant, procore_time
+from .common import Request, Response, json_response, money_str, now_ms, parse_instant, procore_time
 from .names import CO_STATUSES
 from .records import (
     PROCORE_COMPANY_ID,
@@ -229,6 +229,7 @@ ROUTES = [
     ("GET", re.compile(r"/rest/v1\.1/projects/(\d+)/submittals"), "project_submittals"),
     ("GET", re.compile(r"/rest/v1\.1/projects/(\d+)/submittals/(\d+)"), "submittal"),
     ("GET", re.compile(r"/rest/v1\.1/companies/(\d+)/submittals"), "company_submittals"),
+    ("POST", re.compile(r"/rest/v1\.0/projects/(\d+)/rfis"), "create_rfi"),
 ]
 
 
@@ -290,6 +291,8 @@ def _dispatch(state: SimState, req: Request, name: str, args: list[int]) -> Resp
         return paged(state, req, c.view(c.pc_change_orders), render_change_order)
     if name == "company_submittals":
         return paged(state, req, c.view(c.pc_submittals), lambda s: render_submittal(s, c))
+    if name == "create_rfi":
+        return create_rfi(state, req, args[0])
     if name == "project":
         project = c.pc_projects.get(args[0])
         return json_response(200, render_project(project)) if project else error(404, "Project not found")
@@ -343,3 +346,39 @@ def _patch_change_order(state: SimState, req: Request, change_order: PcChangeOrd
         status=status,
     )
     return json_response(200, rendered)
+
+
+def create_rfi(state: SimState, req: Request, project_id: int) -> Response:
+    """``POST /rest/v1.0/projects/{id}/rfis`` ``{"rfi": {"subject", "question": {"body"}}}`` → 201.
+
+    A repeated ``Idempotency-Key`` replays the first answer (Fulcrum's ``escalate_pm`` retries send it).
+    """
+    key = req.header("idempotency-key")
+    if key and f"procore-rfi:{key}" in state.idempotent:
+        return state.idempotent[f"procore-rfi:{key}"]
+    if project_id not in state.company.pc_projects:
+        return error(404, "Project not found")
+    try:
+        rfi = req.json()["rfi"]
+        subject, question = str(rfi["subject"]), str(rfi["question"]["body"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
+        return error(400, 'expected a JSON body {"rfi": {"subject": ..., "question": {"body": ...}}}')
+    if not subject.strip():
+        return error(422, {"subject": ["can't be blank"]})
+    rfi_id = 8_000_000 + state.next_id()
+    created = procore_time(now_ms())
+    state.record_note("procore", project_id, question, key, kind="rfi", id=rfi_id, subject=subject)
+    body = {
+        "id": rfi_id,
+        "number": str(rfi_id % 10_000),
+        "subject": subject,
+        "status": "open",
+        "project_id": project_id,
+        "questions": [{"body": question}],
+        "created_at": created,
+        "updated_at": created,
+    }
+    response = json_response(201, body)
+    if key:
+        state.idempotent[f"procore-rfi:{key}"] = response
+    return response

@@ -184,6 +184,15 @@ FULCRUM = {
     "HTTP_BACKOFF_CAP": env.float("FULCRUM_HTTP_BACKOFF_CAP", default=30.0),
     "HTTP_MAX_RETRY_AFTER": env.float("FULCRUM_HTTP_MAX_RETRY_AFTER", default=120.0),
     "ACTION_MAX_ATTEMPTS": env.int("FULCRUM_ACTION_MAX_ATTEMPTS", default=8),
+    # Outbox retries: base × 2^(attempt-1) seconds with jitter, capped; a claim outlives the slowest attempt.
+    "ACTION_BACKOFF_BASE": env.float("FULCRUM_ACTION_BACKOFF_BASE", default=30.0),
+    "ACTION_BACKOFF_CAP": env.float("FULCRUM_ACTION_BACKOFF_CAP", default=3600.0),
+    "DELIVERY_CLAIM_SECONDS": env.float("FULCRUM_DELIVERY_CLAIM_SECONDS", default=300.0),
+    # The `webhook` action: {"name": {"url": ..., "secret": "whsec_..."}}, as JSON in the environment.
+    "OUTBOUND_WEBHOOKS": env.json("FULCRUM_OUTBOUND_WEBHOOKS", default={}),
+    "OUTBOUND_TIMEOUT": env.float("FULCRUM_OUTBOUND_TIMEOUT", default=15.0),
+    # Outbound calls to private, loopback, link-local... addresses are refused unless this is on (demo, tests).
+    "OUTBOUND_ALLOW_PRIVATE": env.bool("FULCRUM_OUTBOUND_ALLOW_PRIVATE", default=False),
     "EMAIL_LINK_MAX_AGE": timedelta(days=env.int("FULCRUM_EMAIL_LINK_DAYS", default=7)),
     "AUDIT_ANCHOR_FILE": env(
         "FULCRUM_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / ".data" / "audit-anchor.log")
