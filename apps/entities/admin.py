@@ -1,16 +1,19 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from .models import (
     ChangeOrder,
     Client,
     CrmOwner,
     FinancialLine,
+    MatchCandidate,
     Milestone,
     Project,
+    ResolutionSettings,
     SourceObject,
     Submittal,
     Vendor,
 )
+from .resolution import candidate_link, candidate_merge, candidate_reject
 
 SOURCE_FIELDS = ("source", "external_id", "source_updated_at", "content_hash", "synced_at", "deleted_at")
 
@@ -96,3 +99,92 @@ class SourceObjectAdmin(admin.ModelAdmin):
     search_fields = ("name", "match_key", "external_id")
     raw_id_fields = ("client", "project")
     show_full_result_count = False
+
+
+class SettingsAdmin(admin.ModelAdmin):
+    """The single row of thresholds: created on first visit, never deleted."""
+
+    list_display = ("__str__", "auto_link_threshold", "review_threshold", "updated_at")
+
+    def has_add_permission(self, request, obj=None):
+        return not ResolutionSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        ResolutionSettings.current()
+        return super().changelist_view(request, extra_context)
+
+
+admin.site.register(ResolutionSettings, SettingsAdmin)
+
+
+def _decide_each(modeladmin, request, queryset, decide, verb: str) -> None:
+    done, failed = 0, []
+    for candidate in queryset.filter(status=MatchCandidate.Status.PENDING):
+        try:
+            decide(candidate=candidate, actor=request.user)
+        except ValueError as exc:
+            failed.append(f"{candidate}: {exc}")
+        else:
+            done += 1
+    modeladmin.message_user(request, f"{verb} {done} candidate(s).")
+    for message in failed:
+        modeladmin.message_user(request, message, level=messages.WARNING)
+
+
+@admin.action(description="Link: the record is this entity", permissions=["change"])
+def link_selected(modeladmin, request, queryset):
+    _decide_each(modeladmin, request, queryset, candidate_link, "Linked")
+
+
+@admin.action(description="Reject: not a match (never proposed again)", permissions=["change"])
+def reject_selected(modeladmin, request, queryset):
+    _decide_each(modeladmin, request, queryset, candidate_reject, "Rejected")
+
+
+@admin.action(description="Merge: the record's entity is a duplicate of this one", permissions=["change"])
+def merge_selected(modeladmin, request, queryset):
+    _decide_each(modeladmin, request, queryset, candidate_merge, "Merged")
+
+
+@admin.register(MatchCandidate)
+class MatchCandidateAdmin(admin.ModelAdmin):
+    """The review queue: fuzzy pairs between the two thresholds, best score first."""
+
+    list_display = ("left", "left_entity", "right", "score_display", "status", "decided_by", "decided_at")
+    list_select_related = [
+        "source_object__connection",
+        "source_object__client",
+        "source_object__project",
+        "client",
+        "project",
+        "decided_by",
+    ]
+    list_filter = ("status", ("client", admin.EmptyFieldListFilter))
+    search_fields = ("source_object__name", "client__name", "project__name", "project__number")
+    actions = [link_selected, reject_selected, merge_selected]
+    readonly_fields = ("source_object", "client", "project", "score", "status", "decided_by", "decided_at")
+    show_full_result_count = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="record", ordering="source_object__name")
+    def left(self, obj: MatchCandidate) -> str:
+        so = obj.source_object
+        return f"{so.connection.slug}: {so.object_type} {so.name}"
+
+    @admin.display(description="record is now")
+    def left_entity(self, obj: MatchCandidate) -> str:
+        so = obj.source_object
+        return str(so.client or so.project or "—")
+
+    @admin.display(description="candidate")
+    def right(self, obj: MatchCandidate) -> str:
+        return str(obj.right)
+
+    @admin.display(description="score", ordering="score")
+    def score_display(self, obj: MatchCandidate) -> str:
+        return f"{obj.score:.1f}"

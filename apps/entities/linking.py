@@ -11,9 +11,11 @@ What is matched, all exactly (equal keys, no similarity scores):
 * a project's client: the client of its job's parent customer;
 * money, milestones, change orders and submittals: the record their ``*_ref`` names in the same connection.
 
-A key that matches several candidates links none (ambiguity is left for a person). Crosswalk rows whose
-``match_method`` is anything else (set by a person or a later fuzzy matcher) are never touched here. Each
-statement only writes rows whose value changes, so running this twice changes nothing the second time.
+A record pointing at a project merged into another (entity resolution) is linked to the survivor; merged
+clients and projects are never matched by key. A key that matches several candidates links none (ambiguity
+is left for a person). Crosswalk rows whose ``match_method`` is anything else (set by a person or by
+``resolution.py``'s fuzzy matcher) are never touched here. Each statement only writes rows whose value
+changes, so running this twice changes nothing the second time.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
         SET client_id = s.new_id, match_method = CASE WHEN s.new_id IS NULL THEN '' ELSE 'domain' END
         FROM (SELECT so2.id, c.id AS new_id FROM entities_sourceobject so2
               LEFT JOIN (SELECT domain, min(id) AS id FROM entities_client
-                         WHERE deleted_at IS NULL AND domain <> '' GROUP BY domain HAVING count(*) = 1) c
+                         WHERE deleted_at IS NULL AND merged_into_id IS NULL AND domain <> ''
+                         GROUP BY domain HAVING count(*) = 1) c
                    ON c.domain = so2.match_key
               WHERE so2.object_type = 'customer' AND so2.match_method IN ('', 'domain')) s
         WHERE so.id = s.id AND so.client_id IS DISTINCT FROM s.new_id
@@ -73,10 +76,10 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
                           WHEN n.id IS NOT NULL THEN 'project_number' ELSE '' END AS method
               FROM entities_sourceobject so2
               LEFT JOIN (SELECT accounting_ref, min(id) AS id FROM entities_project
-                         WHERE deleted_at IS NULL AND accounting_ref <> ''
+                         WHERE deleted_at IS NULL AND merged_into_id IS NULL AND accounting_ref <> ''
                          GROUP BY accounting_ref HAVING count(*) = 1) r ON r.accounting_ref = so2.external_id
               LEFT JOIN (SELECT number, min(id) AS id FROM entities_project
-                         WHERE deleted_at IS NULL AND number <> ''
+                         WHERE deleted_at IS NULL AND merged_into_id IS NULL AND number <> ''
                          GROUP BY number HAVING count(*) = 1) n ON n.number = so2.match_key
               WHERE so2.object_type = 'job' AND so2.match_method IN ('', 'origin_id', 'project_number')) s
         WHERE so.id = s.id AND (so.project_id IS DISTINCT FROM s.new_id OR so.match_method <> s.method)
@@ -118,7 +121,7 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
             key,
             f"""
             UPDATE {table} x SET project_id = s.new_id
-            FROM (SELECT x2.id, p.id AS new_id FROM {table} x2
+            FROM (SELECT x2.id, COALESCE(p.merged_into_id, p.id) AS new_id FROM {table} x2
                   LEFT JOIN entities_project p
                        ON p.source_id = x2.source_id AND p.external_id = x2.project_ref) s
             WHERE x.id = s.id AND x.project_id IS DISTINCT FROM s.new_id

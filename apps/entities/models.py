@@ -67,6 +67,14 @@ class Client(Sourced):
     )
     owner_ref = models.CharField(max_length=64, blank=True, help_text="Owner id in the CRM")
     renewal_date = models.DateField(null=True, blank=True)
+    merged_into = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Set when merged as a duplicate: everything that pointed here now points there",
+    )
 
     class Meta(Sourced.Meta):
         ordering = ["name"]
@@ -95,6 +103,14 @@ class Project(Sourced):
     schedule_status = models.CharField(max_length=12, choices=ScheduleStatus.choices, blank=True)
     start_date = models.DateField(null=True, blank=True)
     completion_date = models.DateField(null=True, blank=True)
+    merged_into = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Set when merged as a duplicate: everything that pointed here now points there",
+    )
 
     class Meta(Sourced.Meta):
         ordering = ["number"]
@@ -245,3 +261,83 @@ class SourceObject(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_type} {self.external_id} {self.name}"
+
+
+class ResolutionSettings(models.Model):
+    """The fuzzy-matching thresholds, one row edited in admin (``ResolutionSettings.current()``).
+
+    A name score at or above ``auto_link_threshold`` links without a person; from ``review_threshold`` up to
+    it the pair waits in the review queue; below, the record becomes an entity of its own.
+    """
+
+    auto_link_threshold = models.FloatField(default=92.0)
+    review_threshold = models.FloatField(default=75.0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "resolution settings"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(review_threshold__lte=models.F("auto_link_threshold")),
+                name="resolution_review_below_auto",
+            ),
+            models.CheckConstraint(condition=Q(id=1), name="resolution_settings_singleton"),
+        ]
+
+    def __str__(self) -> str:
+        return f"auto-link ≥ {self.auto_link_threshold:g}, review ≥ {self.review_threshold:g}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.pk = 1
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def current(cls) -> ResolutionSettings:
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
+
+
+class MatchCandidate(models.Model):
+    """A fuzzy pair: a crosswalk record (left) that may be the same as a canonical client or project (right).
+
+    Unique per pair whatever its status, so a pair decided once ("not a match") is never proposed again.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        LINKED = "linked"
+        REJECTED = "rejected"
+        MERGED = "merged"
+
+    source_object = models.ForeignKey(SourceObject, on_delete=models.CASCADE, related_name="candidates")
+    client = models.ForeignKey(
+        Client, null=True, blank=True, on_delete=models.CASCADE, related_name="match_candidates"
+    )
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="match_candidates"
+    )
+    score = models.FloatField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-score"]
+        constraints = [
+            models.UniqueConstraint(fields=["source_object", "client"], name="uniq_candidate_client"),
+            models.UniqueConstraint(fields=["source_object", "project"], name="uniq_candidate_project"),
+            models.CheckConstraint(
+                condition=Q(client__isnull=True) ^ Q(project__isnull=True), name="candidate_one_right"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "-score"])]
+
+    def __str__(self) -> str:
+        return f"{self.source_object.name} ~ {self.right} ({self.score:.0f})"
+
+    @property
+    def right(self) -> Client | Project | None:
+        return self.client or self.project
