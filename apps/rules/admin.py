@@ -1,35 +1,50 @@
 from __future__ import annotations
 
-from django import forms
+from typing import Any
+
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
 
-from .models import Decision, Rule, RuleVersion, SubjectState
+from .diff import spec_diff, spec_yaml
+from .editor import describe
+from .forms import RuleEditorForm
+from .models import Decision, Rule, RulesSettings, RuleVersion, SubjectState
+from .preview import PreviewResult, needs_confirmation, preview_draft
+from .ruleset import RulesFileError
+from .shadow import rule_shadow_start, rule_shadow_stop, shadow_evaluate
+from .versions import rule_draft_save, rule_restore
+
+# Where a subject of each type opens in admin (samples on the preview and shadow pages).
+SUBJECT_ADMIN = {
+    "change_order": ("entities", "changeorder"),
+    "project": ("entities", "project"),
+    "client": ("entities", "client"),
+    "submittal": ("entities", "submittal"),
+}
 
 
-class RuleForm(forms.ModelForm):
-    class Meta:
-        model = Rule
-        fields = ("key", "enabled", "draft")
+def subject_links(subject_type: str, ids: list[int]) -> list[tuple[int, str, str]]:
+    """``[(id, label, admin url)]`` with one query for the labels."""
+    from django.apps import apps
 
-    def clean(self) -> dict:
-        from .ruleset import RulesFileError, rule_from_dict
-
-        data = super().clean() or {}
-        draft = data.get("draft")
-        if isinstance(draft, dict):
-            draft = {**draft, "key": data.get("key") or draft.get("key")}
-            try:
-                spec = rule_from_dict(draft)
-            except RulesFileError as exc:
-                raise forms.ValidationError(
-                    [p.message if not p.path else f"{p.path}: {p.message}" for p in exc.errors]
-                ) from exc
-            data["draft"] = spec.to_dict()
-            self.instance.name = spec.name
-            self.instance.subject_type = spec.subject
-        return data
+    app_label, model_name = SUBJECT_ADMIN[subject_type]
+    model = apps.get_model(app_label, model_name)
+    found = model._default_manager.in_bulk(ids)
+    return [
+        (
+            pk,
+            str(found[pk]) if pk in found else f"#{pk}",
+            reverse(f"admin:{app_label}_{model_name}_change", args=[pk]),
+        )
+        for pk in ids
+    ]
 
 
 class VersionInline(admin.TabularInline):
@@ -38,29 +53,343 @@ class VersionInline(admin.TabularInline):
     can_delete = False
     fields = ("number", "published_at", "published_by", "spec_hash")
     readonly_fields = fields
+    ordering = ("-number",)
 
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RuleVersion]:
+        return super().get_queryset(request).select_related("published_by")
+
+
+_EDIT_FIELDSETS = (
+    (None, {"fields": ("key", "name", "description", "subject", "enabled")}),
+    ("Conditions", {"fields": ("when",)}),
+    (
+        "What happens on a match",
+        {"fields": ("route", "severity", "priority", "actions", "cooldown", "max_fact_age", "auto_resolve")},
+    ),
+    ("Preview and shadow", {"fields": ("status", "shadow_summary")}),
+)
+_VIEW_FIELDSETS = (
+    (None, {"fields": ("key", "name", "subject_type", "enabled")}),
+    ("Draft", {"fields": ("conditions", "draft_yaml")}),
+    ("Preview and shadow", {"fields": ("status", "shadow_summary")}),
+)
 
 
 @admin.register(Rule)
 class RuleAdmin(admin.ModelAdmin):
-    form = RuleForm
-    list_display = ("key", "name", "subject_type", "enabled", "live_version", "updated_at")
+    """The rule editor: draft, preview, publish (with confirmation), versions and their diff, shadow."""
+
+    form = RuleEditorForm
+    list_display = ("key", "name", "subject_type", "enabled", "live", "in_shadow", "updated_at")
     list_filter = ("subject_type", "enabled")
     list_select_related = ("live_version",)
     search_fields = ("key", "name")
     inlines = [VersionInline]
     actions = ["publish"]
+    readonly_fields = ("status", "shadow_summary", "conditions", "draft_yaml")
+
+    # --- pages --------------------------------------------------------------------------------------
+
+    def get_fieldsets(self, request: HttpRequest, obj: Rule | None = None) -> Any:
+        if obj is not None and not self.has_change_permission(request, obj):
+            return _VIEW_FIELDSETS
+        if obj is None:
+            return _EDIT_FIELDSETS[:3]
+        return _EDIT_FIELDSETS
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<path:object_id>/preview/", view(self.preview_view), name="rules_rule_preview"),
+            path("<path:object_id>/publish/", view(self.publish_view), name="rules_rule_publish"),
+            path("<path:object_id>/versions/", view(self.versions_view), name="rules_rule_versions"),
+            path(
+                "<path:object_id>/versions/<int:number>/restore/",
+                view(self.restore_view),
+                name="rules_rule_restore",
+            ),
+            path("<path:object_id>/shadow/", view(self.shadow_view), name="rules_rule_shadow"),
+            *super().get_urls(),
+        ]
+
+    def save_model(self, request: HttpRequest, obj: Rule, form: Any, change: bool) -> None:
+        rule_draft_save(rule=obj, draft=form.cleaned_data["draft"], enabled=obj.enabled, actor=request.user)
+
+    # --- columns and read-only fields -------------------------------------------------------------------
+
+    @admin.display(description="live", ordering="live_version__number")
+    def live(self, obj: Rule) -> str:
+        return f"v{obj.live_version.number}" if obj.live_version else "—"
+
+    @admin.display(description="shadow", boolean=True)
+    def in_shadow(self, obj: Rule) -> bool:
+        return obj.shadow_since is not None
+
+    @admin.display(description="draft")
+    def status(self, obj: Rule) -> str:
+        if obj.pk is None:
+            return "—"
+        live = obj.live_version
+        if live is None:
+            state = "never published"
+        elif live.spec == obj.draft:
+            state = f"same as live v{live.number}"
+        else:
+            state = f"changed since live v{live.number}: preview it, then publish"
+        links = format_html_join(
+            " · ",
+            '<a href="{}">{}</a>',
+            [
+                (reverse("admin:rules_rule_preview", args=[obj.pk]), "Preview"),
+                (reverse("admin:rules_rule_versions", args=[obj.pk]), "Versions and diff"),
+                (reverse("admin:rules_rule_shadow", args=[obj.pk]), "Shadow mode"),
+            ],
+        )
+        return format_html("{} — {}", state, links)
+
+    @admin.display(description="latest shadow run")
+    def shadow_summary(self, obj: Rule) -> str:
+        if obj.pk is None:
+            return "—"
+        run = obj.shadow_runs.select_related("live_version").first()
+        since = f"in shadow since {obj.shadow_since:%Y-%m-%d %H:%M}" if obj.shadow_since else "not in shadow"
+        if run is None:
+            return format_html("{}; no run yet", since)
+        if run.error:
+            return format_html(
+                "{}; {:%Y-%m-%d %H:%M}: the draft could not be evaluated: {}", since, run.ran_at, run.error
+            )
+        against = f"v{run.live_version.number}" if run.live_version else "no live version"
+        return format_html(
+            "{}; {:%Y-%m-%d %H:%M}: would match {} of {} (against {}: {} added, {} removed)",
+            since,
+            run.ran_at,
+            run.would_match,
+            run.subjects,
+            against,
+            run.added,
+            run.removed,
+        )
+
+    @admin.display(description="conditions")
+    def conditions(self, obj: Rule) -> str:
+        lines = describe(obj.draft.get("when")) if isinstance(obj.draft, dict) else []
+        return format_html_join("", '<div class="rule-depth-{}">{}</div>', lines)
+
+    @admin.display(description="draft as YAML")
+    def draft_yaml(self, obj: Rule) -> str:
+        return format_html("<pre>{}</pre>", spec_yaml(obj.draft) if isinstance(obj.draft, dict) else "")
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    def _rule(self, request: HttpRequest, object_id: str, *, change: bool) -> Rule:
+        rule = self.get_object(request, object_id)
+        if rule is None:
+            raise Http404("no such rule")
+        allowed = (
+            self.has_change_permission(request, rule) if change else self.has_view_permission(request, rule)
+        )
+        if not allowed:
+            raise PermissionDenied
+        return rule
+
+    def _context(self, request: HttpRequest, rule: Rule, title: str, **extra: Any) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": rule,
+            "rule": rule,
+            "title": title,
+            "has_change_permission": self.has_change_permission(request, rule),
+            "change_url": reverse("admin:rules_rule_change", args=[rule.pk]),
+            **extra,
+        }
+
+    def _preview(self, request: HttpRequest, rule: Rule) -> PreviewResult | None:
+        try:
+            return preview_draft(rule)
+        except RulesFileError as exc:
+            self.message_user(request, f"{rule.key}: the draft is not a valid rule: {exc}", messages.ERROR)
+            return None
+
+    def _preview_context(self, result: PreviewResult) -> dict[str, Any]:
+        outcomes = ("matched", "not_matched", "insufficient_data")
+        return {
+            "result": result,
+            "rows": [
+                (o.replace("_", " "), result.counts.get(o, 0), result.live_counts.get(o)) for o in outcomes
+            ],
+            "samples": subject_links(result.subject_type, result.samples),
+            "added": subject_links(result.subject_type, result.new),
+            "removed": subject_links(result.subject_type, result.gone),
+        }
+
+    # --- preview and publish ------------------------------------------------------------------------
+
+    def preview_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        rule = self._rule(request, object_id, change=False)
+        result = self._preview(request, rule)
+        if result is None:
+            return HttpResponseRedirect(reverse("admin:rules_rule_change", args=[rule.pk]))
+        threshold = RulesSettings.load().publish_confirm_threshold
+        context = self._context(
+            request,
+            rule,
+            f"Preview of {rule.key}",
+            threshold=threshold,
+            confirm=needs_confirmation(result, threshold),
+            **self._preview_context(result),
+        )
+        return TemplateResponse(request, "admin/rules/rule/preview.html", context)
+
+    def publish_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """GET: the preview and a Publish button. POST: publish, unless the preview crosses the
+        threshold and the form did not carry the explicit confirmation."""
+        rule = self._rule(request, object_id, change=True)
+        result = self._preview(request, rule)
+        change_url = reverse("admin:rules_rule_change", args=[rule.pk])
+        if result is None:
+            return HttpResponseRedirect(change_url)
+        threshold = RulesSettings.load().publish_confirm_threshold
+        confirm = needs_confirmation(result, threshold)
+        if request.method == "POST" and (not confirm or request.POST.get("confirm") == "yes"):
+            self._publish([rule], request)
+            return HttpResponseRedirect(change_url)
+        context = self._context(
+            request,
+            rule,
+            f"Publish {rule.key}?",
+            threshold=threshold,
+            confirm=confirm,
+            asked=request.method == "POST",
+            **self._preview_context(result),
+        )
+        return TemplateResponse(request, "admin/rules/rule/publish.html", context)
+
+    def _publish(self, rules: list[Rule], request: HttpRequest) -> int:
+        from .services import rule_publish
+
+        published = 0
+        for rule in rules:
+            try:
+                version = rule_publish(rule=rule, actor=request.user)
+            except RulesFileError as exc:
+                self.message_user(request, f"{rule.key}: not published: {exc}", messages.ERROR)
+                continue
+            published += 1
+            self.message_user(request, f"{rule.key}: v{version.number} is live.", messages.SUCCESS)
+        return published
 
     @admin.action(
         description="Publish the draft of the selected rules as new versions", permissions=["change"]
     )
-    def publish(self, request: HttpRequest, queryset: QuerySet[Rule]) -> None:
-        from .services import rule_publish
+    def publish(self, request: HttpRequest, queryset: QuerySet[Rule]) -> HttpResponse | None:
+        rules = list(queryset.select_related("live_version"))
+        threshold = RulesSettings.load().publish_confirm_threshold
+        previews = [(rule, self._preview(request, rule)) for rule in rules]
+        valid = [(rule, result) for rule, result in previews if result is not None]
+        risky = [(rule, result) for rule, result in valid if needs_confirmation(result, threshold)]
+        if risky and request.POST.get("confirm") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": "Publish these rules?",
+                "threshold": threshold,
+                "risky": risky,
+                "rules": [rule for rule, _ in valid],
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/rules/rule/publish_confirmation.html", context)
+        self._publish([rule for rule, _ in valid], request)
+        return None
 
-        published = [rule_publish(rule=rule, actor=request.user) for rule in queryset]
-        self.message_user(request, f"{len(published)} rule(s) published.", messages.SUCCESS)
+    # --- versions ---------------------------------------------------------------------------------------
+
+    def versions_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        rule = self._rule(request, object_id, change=False)
+        versions = list(rule.versions.select_related("published_by").order_by("-number"))
+        by_number = {str(v.number): v for v in versions}
+        specs: dict[str, tuple[str, dict[str, Any]]] = {n: (f"v{n}", v.spec) for n, v in by_number.items()}
+        specs["draft"] = ("draft", rule.draft)
+        live = str(rule.live_version.number) if rule.live_version else None
+        default_old = live or (str(versions[1].number) if len(versions) > 1 else None)
+        old_key = request.GET.get("old", default_old or "")
+        new_key = request.GET.get("new", "draft")
+        if new_key not in specs:
+            new_key = "draft"
+        old = specs.get(old_key)
+        new_label, new_spec = specs[new_key]
+        diff = spec_diff(
+            old[1] if old else None, new_spec, old_label=old[0] if old else "(nothing)", new_label=new_label
+        )
+        context = self._context(
+            request,
+            rule,
+            f"Versions of {rule.key}",
+            versions=versions,
+            choices=[("draft", "draft"), *[(n, f"v{n}") for n in by_number]],
+            old_key=old_key,
+            new_key=new_key,
+            diff=diff,
+            live=live,
+        )
+        return TemplateResponse(request, "admin/rules/rule/versions.html", context)
+
+    def restore_view(self, request: HttpRequest, object_id: str, number: int) -> HttpResponse:
+        rule = self._rule(request, object_id, change=True)
+        version = get_object_or_404(RuleVersion, rule=rule, number=number)
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:rules_rule_versions", args=[rule.pk]))
+        rule_restore(rule=rule, version=version, actor=request.user)
+        self.message_user(
+            request,
+            f"{rule.key}: v{number} is now the draft. Preview and publish it to make it live.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:rules_rule_change", args=[rule.pk]))
+
+    # --- shadow -----------------------------------------------------------------------------------------
+
+    def shadow_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        rule = self._rule(request, object_id, change=request.method == "POST")
+        if request.method == "POST":
+            action = request.POST.get("do")
+            try:
+                if action == "start":
+                    rule_shadow_start(rule=rule, actor=request.user)
+                    self.message_user(
+                        request, f"{rule.key}: the draft runs in shadow nightly.", messages.SUCCESS
+                    )
+                elif action == "stop":
+                    rule_shadow_stop(rule=rule, actor=request.user)
+                    self.message_user(request, f"{rule.key}: shadow mode stopped.", messages.SUCCESS)
+                elif action == "run":
+                    shadow_evaluate(rules=[rule])
+                    self.message_user(request, f"{rule.key}: shadow run stored.", messages.SUCCESS)
+            except RulesFileError as exc:
+                self.message_user(
+                    request, f"{rule.key}: the draft is not a valid rule: {exc}", messages.ERROR
+                )
+            return HttpResponseRedirect(reverse("admin:rules_rule_shadow", args=[rule.pk]))
+        runs = list(rule.shadow_runs.select_related("live_version")[:20])
+        latest = runs[0] if runs else None
+        context = self._context(
+            request,
+            rule,
+            f"Shadow mode of {rule.key}",
+            runs=runs,
+            latest=latest,
+            samples=subject_links(latest.subject_type, latest.sample_ids) if latest else [],
+            added=subject_links(latest.subject_type, latest.added_ids) if latest else [],
+            removed=subject_links(latest.subject_type, latest.removed_ids) if latest else [],
+        )
+        return TemplateResponse(request, "admin/rules/rule/shadow.html", context)
 
 
 @admin.register(RuleVersion)
@@ -71,13 +400,26 @@ class RuleVersionAdmin(admin.ModelAdmin):
     list_select_related = ("rule", "published_by")
     readonly_fields = [f.name for f in RuleVersion._meta.fields]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(RulesSettings)
+class RulesSettingsAdmin(admin.ModelAdmin):
+    """The one settings row; administrators set the publish confirmation threshold here."""
+
+    list_display = ("__str__", "publish_confirm_threshold")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and not RulesSettings.objects.exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -97,10 +439,10 @@ class DecisionAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Decision._meta.fields]
     show_full_result_count = False
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -122,9 +464,9 @@ class SubjectStateAdmin(admin.ModelAdmin):
     fields = (*readonly_fields, "snoozed_until", "snooze_reason")
     show_full_result_count = False
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def save_model(self, request, obj, form, change):
-        obj.snoozed_by = request.user if obj.snoozed_until else None
+    def save_model(self, request: HttpRequest, obj: SubjectState, form: Any, change: bool) -> None:
+        obj.snoozed_by_id = request.user.pk if obj.snoozed_until else None
         super().save_model(request, obj, form, change)

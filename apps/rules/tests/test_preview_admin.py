@@ -1,0 +1,202 @@
+"""The admin preview of a draft and the confirmation step before publishing a wide-reaching one."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from apps.connectors.models import StreamState
+from apps.rules.facts import ENTITY_STREAMS
+from apps.rules.models import Rule, RulesSettings
+from apps.rules.preview import preview_draft
+from apps.rules.ruleset import parse_rules
+from apps.rules.services import rules_import
+from tests.factories import (
+    ChangeOrderFactory,
+    ClientFactory,
+    ConnectionFactory,
+    CrmOwnerFactory,
+    FinancialLineFactory,
+    ProjectFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+RULE = """
+- key: big-co
+  name: Big change order on a thin margin
+  subject: change_order
+  when:
+    all:
+      - {fact: change_order.amount, op: gte, value: AMOUNT}
+      - {fact: project.margin_pct, op: lt, value: 12}
+  route: executive
+  severity: high
+  actions: [flag_dashboard]
+  max_fact_age: 24h
+"""
+
+
+def rule_yaml(amount=50000, key="big-co"):
+    return RULE.replace("AMOUNT", str(amount)).replace("big-co", key)
+
+
+def draft_for(amount):
+    return parse_rules(rule_yaml(amount=amount))[0].to_dict()
+
+
+def fresh_streams(age=dt.timedelta(minutes=5)):
+    synced = timezone.now() - age
+    for entity, streams in ENTITY_STREAMS.items():
+        conn = ConnectionFactory(slug=f"src-{entity}")
+        for stream in streams:
+            StreamState.objects.update_or_create(
+                connection=conn, stream=stream, defaults={"last_success_at": synced}
+            )
+
+
+def change_order(amount, income="1000000", cost="910000"):
+    """A change order whose project's margin is (income - cost) / income: 9% by default."""
+    project = ProjectFactory(client=ClientFactory(owner=CrmOwnerFactory()))
+    if income is not None:
+        FinancialLineFactory(project=project, kind="invoice", amount=Decimal(income))
+    FinancialLineFactory(project=project, kind="bill", amount=Decimal(cost))
+    return ChangeOrderFactory(project=project, amount=Decimal(amount))
+
+
+@pytest.fixture
+def company():
+    """Four change orders on 9% margins: the live rule (≥ 50,000) matches ``big`` and ``huge``; ``mid``
+    matches only a draft at ≥ 10,000; ``no_income`` has no margin, so it is insufficient data."""
+    fresh_streams()
+    rules_import(text=rule_yaml(), actor="system:test")
+    return {
+        "rule": Rule.objects.get(key="big-co"),
+        "big": change_order("60000"),
+        "huge": change_order("90000"),
+        "mid": change_order("20000"),
+        "no_income": change_order("70000", income=None),
+    }
+
+
+def set_threshold(value):
+    RulesSettings.objects.update_or_create(pk=1, defaults={"publish_confirm_threshold": value})
+
+
+def test_preview_page_shows_the_numbers_of_preview_draft(client, ops_manager, company):
+    rule = company["rule"]
+    rule.draft = draft_for(10000)
+    rule.save()
+    client.force_login(ops_manager)
+
+    response = client.get(reverse("admin:rules_rule_preview", args=[rule.pk]))
+
+    assert response.status_code == 200
+    expected = preview_draft(Rule.objects.get(pk=rule.pk))
+    shown = response.context["result"]
+    assert (shown.subjects, shown.counts, shown.live_counts) == (
+        expected.subjects,
+        expected.counts,
+        expected.live_counts,
+    )
+    assert (shown.new, shown.gone, shown.new_count, shown.gone_count) == (
+        expected.new,
+        expected.gone,
+        expected.new_count,
+        expected.gone_count,
+    )
+    assert sorted(shown.samples) == sorted(expected.samples)
+    # Independent of preview_draft: the data was built so that these are the answers.
+    assert shown.matches == 3 and shown.live_matches == 2
+    assert shown.new == [company["mid"].pk] and shown.gone_count == 0
+    page = response.content.decode()
+    for key in ("big", "huge", "mid"):
+        assert reverse("admin:entities_changeorder_change", args=[company[key].pk]) in page
+    assert f'<strong class="rule-matches">{expected.matches}</strong>' in page
+
+
+def test_preview_of_an_invalid_draft_goes_back_with_the_problem(client, ops_manager, company):
+    rule = company["rule"]
+    rule.draft = {**rule.draft, "when": {"fact": "change_order.amount", "op": "contains", "value": 1}}
+    rule.save()
+    client.force_login(ops_manager)
+
+    response = client.get(reverse("admin:rules_rule_preview", args=[rule.pk]), follow=True)
+
+    assert response.redirect_chain[-1][0] == reverse("admin:rules_rule_change", args=[rule.pk])
+    assert "not a valid rule" in response.content.decode()
+
+
+def test_publish_above_the_threshold_needs_the_confirmation(client, ops_manager, company):
+    rule = company["rule"]
+    rule.draft = draft_for(10000)  # newly matches one change order
+    rule.save()
+    set_threshold(0)
+    client.force_login(ops_manager)
+    url = reverse("admin:rules_rule_publish", args=[rule.pk])
+
+    asked = client.post(url, {})
+
+    assert asked.status_code == 200 and asked.context["confirm"] is True
+    assert 'name="confirm"' in asked.content.decode()
+    rule.refresh_from_db()
+    assert rule.live_version.number == 1 and rule.versions.count() == 1
+
+    confirmed = client.post(url, {"confirm": "yes"})
+
+    assert confirmed.status_code == 302
+    rule.refresh_from_db()
+    assert rule.live_version.number == 2 and rule.live_version.spec == draft_for(10000)
+
+
+def test_publish_within_the_threshold_goes_through_at_once(client, ops_manager, company):
+    rule = company["rule"]
+    rule.draft = draft_for(10000)
+    rule.save()
+    set_threshold(1)
+    client.force_login(ops_manager)
+
+    response = client.post(reverse("admin:rules_rule_publish", args=[rule.pk]), {})
+
+    assert response.status_code == 302
+    rule.refresh_from_db()
+    assert rule.live_version.number == 2
+
+
+def test_publish_action_on_the_changelist_asks_first_then_publishes(client, ops_manager, company):
+    rule = company["rule"]
+    rule.draft = draft_for(10000)
+    rule.save()
+    set_threshold(0)
+    client.force_login(ops_manager)
+    url = reverse("admin:rules_rule_changelist")
+    chosen = {"action": "publish", "_selected_action": [rule.pk]}
+
+    asked = client.post(url, chosen)
+
+    assert asked.status_code == 200
+    assert "admin/rules/rule/publish_confirmation.html" in [t.name for t in asked.templates]
+    assert Rule.objects.get(pk=rule.pk).live_version.number == 1
+
+    done = client.post(url, {**chosen, "confirm": "yes"})
+
+    assert done.status_code == 302
+    assert Rule.objects.get(pk=rule.pk).live_version.number == 2
+
+
+def test_executive_can_preview_but_not_publish(client, executive, company):
+    executive.is_staff = True  # the role's group has view permissions; admin also needs staff
+    executive.save()
+    rule = company["rule"]
+    client.force_login(executive)
+
+    assert client.get(reverse("admin:rules_rule_preview", args=[rule.pk])).status_code == 200
+    assert (
+        client.post(reverse("admin:rules_rule_publish", args=[rule.pk]), {"confirm": "yes"}).status_code
+        == 403
+    )
+    assert Rule.objects.get(pk=rule.pk).versions.count() == 1
