@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -23,6 +23,8 @@ from .models import Decision, Rule, RuleVersion, SubjectState
 from .ruleset import dump_rules, parse_rules, rule_from_dict
 
 _ROUTE_RANK = {"executive": 0, "standard": 1}
+# The outcome a subject has before any state exists: a first non-match is not a change worth a trace.
+_QUIET = Outcome.NOT_MATCHED.value
 
 
 def _spec_hash(spec: dict[str, Any]) -> str:
@@ -129,6 +131,11 @@ def live_versions(subject_type: str) -> list[RuleVersion]:
     return sorted((v for v in versions if v), key=lambda v: (int(v.spec.get("priority", 100)), v.rule.key))
 
 
+# From this many subjects on, outcomes are computed in SQL first and only the subjects that need a
+# trace (a match, a change of outcome) take the per-subject path.
+BULK_THRESHOLD = 200
+
+
 def evaluate_subjects(
     *,
     subject_type: str,
@@ -143,6 +150,10 @@ def evaluate_subjects(
     versions = live_versions(subject_type)
     if not versions or (ids is not None and not ids):
         return report
+    if ids is None or len(ids) >= BULK_THRESHOLD:
+        ids = _settle_quiet_subjects(subject_type, versions, ids, trigger, now, report)
+        if not ids:
+            return report
     batch: list[Context] = []
     for context in compute_contexts(subject_type, ids, now=now):
         batch.append(context)
@@ -154,6 +165,71 @@ def evaluate_subjects(
     return report
 
 
+_DECISION_COPY = (
+    "COPY rules_decision (rule_version_id, subject_type, subject_id, outcome, trigger, evaluated_at, "
+    "summary, suppressed) FROM STDIN"
+)
+
+
+def _prior_outcomes(
+    subject_type: str, versions: list[RuleVersion], ids: Sequence[int] | None
+) -> dict[tuple[int, int], str]:
+    states = SubjectState.objects.filter(rule__in=[v.rule_id for v in versions], subject_type=subject_type)
+    if ids is not None:
+        states = states.filter(subject_id__in=ids)
+    return {(r, s): o for r, s, o in states.values_list("rule_id", "subject_id", "last_outcome")}
+
+
+@transaction.atomic
+def _settle_quiet_subjects(
+    subject_type: str,
+    versions: list[RuleVersion],
+    ids: Sequence[int] | None,
+    trigger: str,
+    now: dt.datetime,
+    report: EvaluationReport,
+) -> list[int]:
+    """Evaluate every live rule in one SQL query; settle the quiet subjects here and return the rest.
+
+    A subject is quiet when no rule matches it and no rule's outcome changed (no state means "not
+    matched"): it gets one slim decision row per rule, written with COPY, and nothing else happens. The
+    others — usually a few percent — need the traced path (facts snapshot, explanation, escalations,
+    auto-resolve), so their ids are returned. SQL and the evaluator are proven equal by property tests.
+    """
+    from .sql import batch_outcomes_many
+
+    outcomes = batch_outcomes_many(versions, subject_type, ids, now)
+    prior = _prior_outcomes(subject_type, versions, ids)
+    traced: set[int] = set()
+    for version, result in zip(versions, outcomes, strict=True):
+        for subject_id, outcome in result.items():
+            if outcome == Outcome.MATCHED or prior.get((version.rule_id, subject_id), _QUIET) != outcome:
+                traced.add(subject_id)
+    stamp = now.isoformat()
+    with connection.cursor() as cursor, cursor.cursor.copy(_DECISION_COPY) as copy:
+        for version, result in zip(versions, outcomes, strict=True):
+            head = f"{version.pk}\t{subject_type}\t"
+            tail = f"\t{trigger}\t{stamp}\t\t\n"
+            lines = [
+                f"{head}{subject_id}\t{outcome}{tail}"
+                for subject_id, outcome in result.items()
+                if subject_id not in traced
+            ]
+            copy.write("".join(lines))
+            report.outcomes.update(o for s, o in result.items() if s not in traced)
+    quiet = len(outcomes[0].keys() - traced)
+    report.subjects += quiet
+    if quiet:
+        # Keep "last evaluated" true for the quiet subjects that have a state (a non-default outcome).
+        states = SubjectState.objects.filter(
+            rule__in=[v.rule_id for v in versions], subject_type=subject_type
+        )
+        if ids is not None:
+            states = states.filter(subject_id__in=ids)
+        states.exclude(subject_id__in=traced).update(last_evaluated_at=now)
+    return sorted(traced)
+
+
 @transaction.atomic
 def _evaluate_batch(
     contexts: list[Context],
@@ -162,6 +238,7 @@ def _evaluate_batch(
     now: dt.datetime,
     report: EvaluationReport,
 ) -> None:
+    from apps.escalations.refire import escalations_refire
     from apps.escalations.services import escalation_auto_resolve, escalation_fire
 
     subject_type = contexts[0].subject_type
@@ -186,7 +263,7 @@ def _evaluate_batch(
             outcome = str(evaluation.outcome.value)
             report.outcomes[outcome] += 1
             state = states.get((version.rule_id, context.subject_id))
-            changed = state is None or state.last_outcome != outcome
+            changed = (state.last_outcome if state else _QUIET) != outcome
             decision = Decision(
                 rule_version=version,
                 subject_type=subject_type,
@@ -217,6 +294,8 @@ def _evaluate_batch(
             elif evaluation.outcome == Outcome.NOT_MATCHED and version.spec.get("auto_resolve", True):
                 resolved.append((version, context, decision))
             decisions.append(decision)
+            if state is None and outcome == _QUIET:
+                continue  # no state means "not matched"; thousands of rows saved per run
             new_states.append(
                 SubjectState(
                     rule_id=version.rule_id,
@@ -226,6 +305,9 @@ def _evaluate_batch(
                     last_evaluated_at=now,
                 )
             )
+    before = len(fired)
+    fired = escalations_refire(subject_type=subject_type, fired=fired, now=now)
+    report.escalations_refired += before - len(fired)
     Decision.objects.bulk_create(decisions)
     audit_record_many(
         [

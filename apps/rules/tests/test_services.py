@@ -11,6 +11,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from apps.connectors.models import StreamState
+from apps.entities.models import ChangeOrder
 from apps.escalations.models import Escalation
 from apps.rules.facts import ENTITY_STREAMS
 from apps.rules.models import Decision, Rule, RuleVersion, SubjectState
@@ -134,15 +135,67 @@ class TestEvaluation:
             "flag_dashboard",
         ]
 
-    def test_a_repeat_non_match_keeps_only_a_slim_decision(self):
+    @pytest.mark.parametrize("bulk", [False, True], ids=["traced path", "SQL-first path"])
+    def test_traces_are_kept_for_matches_and_changes_of_outcome_only(self, bulk, monkeypatch):
+        if bulk:
+            monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)
         fresh_streams()
         co = risky_change_order(amount="100")
         rules_import(text=rule_yaml(), actor="system:test")
-        evaluate_subjects(subject_type="change_order", ids=[co.pk])
-        evaluate_subjects(subject_type="change_order", ids=[co.pk])
-        first, second = Decision.objects.order_by("id")
-        assert first.outcome == second.outcome == "not_matched"
-        assert first.facts is not None and second.facts is None
+
+        def run(amount: str) -> Decision:
+            ChangeOrder.objects.filter(pk=co.pk).update(amount=Decimal(amount))
+            evaluate_subjects(subject_type="change_order", ids=[co.pk])
+            return Decision.objects.order_by("-id").first()
+
+        # No state yet means "not matched": a first non-match is not a change.
+        steps = [run("100"), run("100"), run("60000"), run("60000"), run("100"), run("100")]
+        assert [d.outcome for d in steps] == ["not_matched"] * 2 + ["matched"] * 2 + ["not_matched"] * 2
+        assert [d.facts is not None for d in steps] == [False, False, True, True, True, False]
+        assert [bool(d.explanation) for d in steps] == [False, False, True, True, True, False]
+        assert SubjectState.objects.get().last_outcome == "not_matched"
+
+    def test_sql_first_and_traced_paths_write_the_same_decisions(self, monkeypatch):
+        fresh_streams()
+        cos = [risky_change_order(amount=a) for a in ("100", "60000", "70000", "49999.99")]
+        stale = risky_change_order(income="0", cost="5000")  # null margin: insufficient data
+        rules_import(text=rule_yaml(), actor="system:test")
+        ids = [c.pk for c in [*cos, stale]]
+
+        def outcomes() -> list[tuple[int, str, bool, str]]:
+            rows = Decision.objects.order_by("subject_id").values_list(
+                "subject_id", "outcome", "facts", "suppressed"
+            )
+            return [(s, o, f is not None, x) for s, o, f, x in rows]
+
+        traced_report = evaluate_subjects(subject_type="change_order", ids=ids)
+        traced = outcomes()
+        Escalation.objects.all().delete()
+        Decision.objects.all().delete()
+        SubjectState.objects.all().delete()
+        monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)
+        bulk_report = evaluate_subjects(subject_type="change_order", ids=ids)
+        assert outcomes() == traced
+        assert (
+            bulk_report.outcomes
+            == traced_report.outcomes
+            == {
+                "matched": 2,
+                "not_matched": 2,
+                "insufficient_data": 1,
+            }
+        )
+        assert bulk_report.subjects == traced_report.subjects == 5
+        assert bulk_report.escalations_opened == 2
+
+    def test_a_full_run_evaluates_every_subject(self):
+        fresh_streams()
+        cos = [risky_change_order(amount=a) for a in ("100", "60000")]
+        rules_import(text=rule_yaml(), actor="system:test")
+        report = evaluate_subjects(subject_type="change_order")  # ids=None: the SQL-first path
+        assert report.subjects == 2 and report.escalations_opened == 1
+        assert Escalation.objects.get().subject_id == cos[1].pk
+        assert Decision.objects.count() == 2
 
     def test_stale_inputs_are_insufficient_data_not_a_decision(self):
         fresh_streams(age=dt.timedelta(hours=30))

@@ -1,0 +1,78 @@
+"""Re-firing open escalations in bulk: the batch-evaluation counterpart of ``escalation_fire``'s re-fire.
+
+A nightly run re-matches thousands of subjects whose escalation is already open. Each needs its counter
+bumped and its evidence refreshed, and nothing else (no event, no action): one locking SELECT and one
+UPDATE per batch instead of four queries per match.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .models import Escalation
+
+if TYPE_CHECKING:
+    from apps.rules.evaluator import Evaluation
+    from apps.rules.facts import Context
+    from apps.rules.models import Decision, RuleVersion
+
+REFIRED = "already open: re-fire counted"
+
+
+def escalation_evidence(version: RuleVersion, context: Context, evaluation: Evaluation) -> dict[str, Any]:
+    """What an escalation keeps of the match that opened or last re-fired it."""
+    return {
+        "facts": context.snapshot(),
+        "explanation": evaluation.to_json()["explanation"],
+        "outcome": str(evaluation.outcome.value),
+        "rule_version": version.number,
+    }
+
+
+def escalations_refire(
+    *,
+    subject_type: str,
+    fired: Sequence[tuple[RuleVersion, Context, Evaluation, Decision]],
+    now: dt.datetime,
+) -> list[tuple[RuleVersion, Context, Evaluation, Decision]]:
+    """Re-fire the open escalations among ``fired`` matches; return the matches that have none.
+
+    Must run inside the caller's transaction, before the decisions are written: each re-fired
+    decision gets its escalation and reason set here. The rows stay locked until commit, so a
+    concurrent close cannot slip between this read and the update.
+    """
+    if not fired:
+        return []
+    rule_ids = {version.rule_id for version, *_ in fired}
+    subject_ids = {context.subject_id for _, context, *_ in fired}
+    open_now = {
+        (e.rule_id, e.subject_id): e
+        for e in Escalation.objects.select_for_update()
+        .filter(
+            rule_id__in=rule_ids,
+            subject_type=subject_type,
+            subject_id__in=subject_ids,
+            status__in=Escalation.OPEN_STATES,
+        )
+        .only("id", "rule_id", "subject_id", "fire_count")
+    }
+    rest = []
+    refired = []
+    for version, context, evaluation, decision in fired:
+        escalation = open_now.get((version.rule_id, context.subject_id))
+        if escalation is None:
+            rest.append((version, context, evaluation, decision))
+            continue
+        escalation.fire_count += 1
+        escalation.last_fired_at = now
+        escalation.evidence = escalation_evidence(version, context, evaluation)
+        escalation.summary = evaluation.summary()
+        decision.escalation = escalation
+        decision.suppressed = REFIRED
+        refired.append(escalation)
+    Escalation.objects.bulk_update(
+        refired, ["fire_count", "last_fired_at", "evidence", "summary"], batch_size=500
+    )
+    return rest
