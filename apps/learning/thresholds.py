@@ -257,7 +257,10 @@ def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = N
         current, current_flags = _figures(condition, max_age, value, stored, shadow, miss_cost, fa_cost)
         observed = [r.values.get(fact) for r in stored] + [r.values.get(fact) for r in shadow]
         results: list[tuple[Figures, list[bool]]] = []
-        for candidate in candidate_values(observed, FACTS[fact].type, value, settings.max_candidates):
+        fact_type = FACTS[fact].type
+        for candidate in candidate_values(observed, fact_type, value, settings.max_candidates):
+            # A strict bound at an observed value would exclude that value: move it one step out.
+            candidate += {"lt": _STEP[fact_type], "gt": -_STEP[fact_type]}.get(op, Decimal(0))
             number = _tree_number(candidate)
             compiled = compile_condition(with_threshold(tree, path, number), subject_type)
             results.append(_figures(compiled, max_age, number, stored, shadow, miss_cost, fa_cost))

@@ -7,9 +7,12 @@ from typing import Any
 
 from django.utils import timezone
 
+from apps.connectors.models import StreamState
 from apps.escalations.models import Escalation
+from apps.rules.facts import ENTITY_STREAMS
 from apps.rules.models import Decision, Rule, RuleVersion
 from apps.rules.services import rule_publish
+from tests.factories import ConnectionFactory
 
 T0 = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -100,6 +103,17 @@ def escalation(
         acknowledged_at=opened + ack_after if ack_after is not None else None,
         closed_at=opened + closed_after if closed_after is not None else None,
     )
+
+
+def fresh_streams() -> None:
+    """Every stream synced five minutes ago, so live evaluation sees fresh facts."""
+    synced = timezone.now() - dt.timedelta(minutes=5)
+    for entity, streams in ENTITY_STREAMS.items():
+        connection = ConnectionFactory(slug=f"src-{entity}")
+        for stream in streams:
+            StreamState.objects.update_or_create(
+                connection=connection, stream=stream, defaults={"last_success_at": synced}
+            )
 
 
 def now() -> dt.datetime:

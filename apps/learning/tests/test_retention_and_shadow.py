@@ -1,0 +1,142 @@
+"""Retention prunes only old heavy payloads; the shadow sample draws unflagged subjects and labels them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.management import call_command
+
+from apps.audit.models import AuditEntry
+from apps.escalations.models import Escalation
+from apps.learning.models import LearningSettings, ShadowSample
+from apps.learning.retention import decisions_prune
+from apps.learning.shadow import shadow_sample_take, shadow_samples_label
+from apps.rules.models import Decision
+from apps.rules.services import evaluate_subjects
+from tests.factories import ClientFactory, FinancialLineFactory, ProjectFactory
+
+from .builders import decision, escalation, fresh_streams, now, publish, snapshot
+
+pytestmark = pytest.mark.django_db
+
+DAY = dt.timedelta(days=1)
+
+
+def test_retention_prunes_only_old_heavy_payloads_and_keeps_slim_fields_and_audit():
+    LearningSettings.objects.update_or_create(pk=1, defaults={"retention_days": 30})
+    version = publish("prune", {"all": [{"fact": "project.margin_pct", "op": "lt", "value": 10}]})
+    today = now()
+    facts = snapshot(project__margin_pct="5")
+    rows = Decision.objects.bulk_create(
+        [
+            decision(version, 1, at=today - 90 * DAY, facts=facts),  # old, a newer context exists: pruned
+            decision(version, 1, at=today - 60 * DAY, facts=facts),  # old, a newer context exists: pruned
+            decision(version, 1, at=today - 5 * DAY, facts=facts),  # recent: kept
+            decision(version, 2, at=today - 90 * DAY, facts=facts),  # old but project 2's newest: kept
+            decision(version, 2, at=today - 80 * DAY, outcome="not_matched"),  # already slim
+        ]
+    )
+    call_command("verify_audit", "--no-anchor")  # the chain is intact before
+    audit_before = list(AuditEntry.objects.order_by("id").values_list("id", "hash"))
+
+    assert decisions_prune(now=today) == 2
+
+    after = {d.pk: d for d in Decision.objects.all()}
+    old1, old2, recent, only, slim = (after[r.pk] for r in rows)
+    for pruned in (old1, old2):
+        assert pruned.facts is None and pruned.explanation is None
+        # The slim row stays: outcome, rule version, subject, trigger, time, summary.
+        assert (pruned.outcome, pruned.rule_version_id, pruned.subject_id, pruned.trigger) == (
+            "matched",
+            version.pk,
+            1,
+            "sync",
+        )
+        assert pruned.summary == "matched on 1" and pruned.evaluated_at < today - 30 * DAY
+    assert recent.facts == facts and recent.explanation is not None
+    assert only.facts == facts, "the newest context of a subject is what backtests replay"
+    assert slim.facts is None and slim.outcome == "not_matched"
+    # Audit entries are untouched; the prune itself is one new entry.
+    assert (
+        list(AuditEntry.objects.filter(id__lte=audit_before[-1][0]).values_list("id", "hash")) == audit_before
+    )
+    assert AuditEntry.objects.get(action="decisions.pruned").data["rows"] == 2
+    call_command("verify_audit", "--no-anchor")
+    assert decisions_prune(now=today) == 0, "a second run finds nothing"
+
+
+def test_retention_works_in_batches():
+    LearningSettings.objects.update_or_create(pk=1, defaults={"retention_days": 1})
+    version = publish("prune-batch", {"all": [{"fact": "project.margin_pct", "op": "lt", "value": 10}]})
+    today = now()
+    Decision.objects.bulk_create(
+        decision(version, 7, at=today - (10 + i) * DAY, facts=snapshot(project__margin_pct="1"))
+        for i in range(25)
+    )
+    assert decisions_prune(now=today, batch=10) == 24
+    assert Decision.objects.filter(facts__isnull=False).count() == 1
+    assert AuditEntry.objects.filter(action="decisions.pruned").count() == 3
+
+
+@pytest.fixture
+def projects():
+    """Six projects: two on thin margins (the live rule flags them), four healthy."""
+    fresh_streams()
+    client = ClientFactory()
+    out = []
+    for cost in ("95000", "92000", "60000", "50000", "40000", "30000"):
+        project = ProjectFactory(client=client)
+        FinancialLineFactory(project=project, kind="invoice", amount="100000")
+        FinancialLineFactory(project=project, kind="bill", amount=cost)
+        out.append(project)
+    publish("thin", {"all": [{"fact": "project.margin_pct", "op": "lt", "value": 10}]})
+    evaluate_subjects(subject_type="project")
+    return out
+
+
+def test_shadow_sample_draws_only_unflagged_subjects_with_their_facts(projects):
+    flagged = {p.pk for p in projects[:2]}
+    assert set(Escalation.objects.values_list("subject_id", flat=True)) == flagged
+    samples = shadow_sample_take(subject_type="project", size=3)
+    assert len(samples) == 3
+    assert not {s.subject_id for s in samples} & flagged
+    assert all(s.weight == pytest.approx(4 / 3) for s in samples)  # four unflagged, three drawn
+    margins = {s.facts["project.margin_pct"]["value"] for s in samples}
+    assert margins <= {"40.0000", "50.0000", "60.0000", "70.0000"}
+    everyone = shadow_sample_take(subject_type="project", size=50)
+    assert {s.subject_id for s in everyone} == {p.pk for p in projects[2:]}
+    assert AuditEntry.objects.filter(action="shadow_sample.taken").count() == 2
+
+
+def test_shadow_labels_positive_on_an_acted_escalation_negative_after_the_horizon(projects):
+    LearningSettings.objects.update_or_create(pk=1, defaults={"shadow_horizon_days": 30})
+    sampled_at = now() - 40 * DAY
+    healthy = projects[2:]
+    assert shadow_sample_take(subject_type="project", size=0) == []
+    ShadowSample.objects.bulk_create(
+        ShadowSample(subject_type="project", subject_id=p.pk, sampled_at=sampled_at, facts={})
+        for p in healthy
+    )
+    recent = ShadowSample.objects.create(
+        subject_type="project", subject_id=healthy[0].pk, sampled_at=now(), facts={}
+    )
+    version = publish("later", {"all": [{"fact": "project.margin_pct", "op": "gt", "value": 1}]})
+    acted, dismissed, still_open, late = healthy
+    Escalation.objects.bulk_create(
+        [
+            escalation(version, acted.pk, opened=sampled_at + 3 * DAY, closed_after=DAY, outcome="actioned"),
+            escalation(
+                version, dismissed.pk, opened=sampled_at + 3 * DAY, closed_after=DAY, outcome="false_alarm"
+            ),
+            escalation(version, still_open.pk, opened=sampled_at + 5 * DAY),
+            escalation(version, late.pk, opened=sampled_at + 35 * DAY, closed_after=DAY, outcome="actioned"),
+        ]
+    )
+    assert shadow_samples_label() == (1, 2)
+    labels = dict(ShadowSample.objects.filter(sampled_at=sampled_at).values_list("subject_id", "positive"))
+    assert labels == {acted.pk: True, dismissed.pk: False, still_open.pk: None, late.pk: False}
+    assert ShadowSample.objects.get(subject_id=acted.pk, sampled_at=sampled_at).escalation is not None
+    recent.refresh_from_db()
+    assert recent.positive is None, "inside its horizon and nothing acted on yet"
+    assert shadow_samples_label() == (0, 0)
