@@ -1,9 +1,19 @@
+import itertools
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .models import Delivery, Escalation, EscalationEvent
+from .models import (
+    Delivery,
+    Escalation,
+    EscalationEvent,
+    EscalationPolicy,
+    PolicyLevel,
+    SuppressedNotification,
+)
 
 
 class EventInline(admin.TabularInline):
@@ -36,6 +46,17 @@ class DeliveryInline(admin.TabularInline):
         return False
 
 
+class SuppressedInline(admin.TabularInline):
+    model = SuppressedNotification
+    extra = 0
+    can_delete = False
+    readonly_fields = ("created_at", "action", "target", "reason", "detail", "deferred_until")
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Escalation)
 class EscalationAdmin(admin.ModelAdmin):
     list_display = (
@@ -49,12 +70,14 @@ class EscalationAdmin(admin.ModelAdmin):
         "outcome",
         "fire_count",
         "opened_at",
+        "policy_progress",
+        "next_step_at",
     )
     list_filter = ("status", "route", "severity", "rule")
     list_select_related = ("rule", "client")
     search_fields = ("subject_label", "client__name")
     readonly_fields = [f.name for f in Escalation._meta.fields]
-    inlines = [EventInline, DeliveryInline]
+    inlines = [EventInline, DeliveryInline, SuppressedInline]
     show_full_result_count = False
 
     def has_add_permission(self, request):
@@ -62,6 +85,14 @@ class EscalationAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Escalation]:
         return Escalation.objects.visible_to(request.user).select_related("rule", "client")
+
+    @admin.display(description="policy")
+    def policy_progress(self, obj: Escalation) -> str:
+        levels = (obj.policy_snapshot or {}).get("levels") or []
+        if not levels:
+            return "—"
+        reminders = f", {obj.policy_reminders} reminder(s)" if obj.policy_reminders else ""
+        return f"{obj.policy_snapshot.get('name')}: level {obj.policy_level}/{len(levels)}{reminders}"
 
 
 @admin.register(Delivery)
@@ -102,3 +133,100 @@ class DeliveryAdmin(admin.ModelAdmin):
         for pk in ids:
             deliver.delay(pk)
         self.message_user(request, f"{len(ids)} deliveries queued again.", messages.SUCCESS)
+
+
+class LevelFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        waits = sorted(
+            (form.cleaned_data["position"], form.cleaned_data["wait_hours"])
+            for form in self.forms
+            if form.cleaned_data
+            and not form.cleaned_data.get("DELETE")
+            and form.cleaned_data.get("position") is not None
+            and form.cleaned_data.get("wait_hours") is not None
+        )
+        # Waits count from when the escalation opened, so a later level must wait at least as long.
+        for (_, earlier), (position, later) in itertools.pairwise(waits):
+            if later < earlier:
+                raise forms.ValidationError(
+                    f"Level {position} waits {later} business hours, less than the level before it "
+                    f"({earlier}); waits count from when the escalation opened."
+                )
+
+
+class LevelInline(admin.TabularInline):
+    model = PolicyLevel
+    formset = LevelFormSet
+    extra = 1
+    fields = (
+        "position",
+        "wait_hours",
+        "condition",
+        "target",
+        "group",
+        "address",
+        "repeat_hours",
+        "max_repeats",
+    )
+
+
+@admin.register(EscalationPolicy)
+class EscalationPolicyAdmin(admin.ModelAdmin):
+    """Escalation policies; an escalation freezes its route's policy when it opens."""
+
+    list_display = ("name", "route_label", "business_hours", "level_count", "digest_executives")
+    inlines = [LevelInline]
+    fieldsets = (
+        (None, {"fields": ("name", "description", "route", "digest_executives")}),
+        ("Business hours", {"fields": ("business_days", "day_start", "day_end", "timezone")}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EscalationPolicy]:
+        from django.db.models import Count
+
+        return super().get_queryset(request).annotate(levels_n=Count("levels"))
+
+    @admin.display(description="route")
+    def route_label(self, obj: EscalationPolicy) -> str:
+        return obj.route or "default (any route without its own policy)"
+
+    @admin.display(description="business hours")
+    def business_hours(self, obj: EscalationPolicy) -> str:
+        return f"days {obj.business_days}, {obj.day_start}:00–{obj.day_end}:00 {obj.timezone or ''}".strip()
+
+    @admin.display(description="levels", ordering="levels_n")
+    def level_count(self, obj: EscalationPolicy) -> int:
+        return obj.levels_n  # type: ignore[attr-defined]
+
+
+class ReasonFilter(admin.SimpleListFilter):
+    title = "reason"
+    parameter_name = "reason"
+
+    def lookups(self, request, model_admin):
+        return SuppressedNotification.Reason.choices
+
+    def queryset(self, request, queryset):
+        return queryset.filter(reason=self.value()) if self.value() else queryset
+
+
+@admin.register(SuppressedNotification)
+class SuppressedNotificationAdmin(admin.ModelAdmin):
+    """Every notification the noise controls held back, deferred or batched, with its reason."""
+
+    list_display = ("created_at", "escalation", "action", "target", "reason", "detail", "deferred_until")
+    list_filter = (ReasonFilter, "action")
+    list_select_related = ("escalation__rule",)
+    search_fields = ("target",)
+    readonly_fields = [f.name for f in SuppressedNotification._meta.fields]
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

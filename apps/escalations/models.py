@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import zoneinfo
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -78,6 +83,26 @@ class Escalation(models.Model):
     last_fired_at = models.DateTimeField()
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Escalation policy, frozen when the escalation opens (apps/escalations/policies.py): later edits
+    # to the policy or the rule do not rewrite what this escalation does or why it opened.
+    policy = models.ForeignKey(
+        "EscalationPolicy", null=True, blank=True, on_delete=models.SET_NULL, related_name="escalations"
+    )
+    policy_snapshot = models.JSONField(default=dict, blank=True, help_text="The policy and its levels")
+    opened_evidence = models.JSONField(
+        default=dict, blank=True, help_text="The rule evidence when it opened (evidence follows re-fires)"
+    )
+    policy_step = models.PositiveIntegerField(default=0, help_text="Policy steps applied so far")
+    policy_level = models.PositiveSmallIntegerField(default=0, help_text="Policy levels processed so far")
+    policy_reminders = models.PositiveSmallIntegerField(
+        default=0, help_text="Reminders sent for the last level that fired"
+    )
+    policy_level_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last level fired; reminders count from here"
+    )
+    next_step_at = models.DateTimeField(null=True, blank=True)
+    step_token = models.UUIDField(null=True, blank=True, editable=False)
+    step_claimed_until = models.DateTimeField(null=True, blank=True)
 
     objects = EscalationQuerySet.as_manager()
 
@@ -93,6 +118,10 @@ class Escalation(models.Model):
         indexes = [
             models.Index(fields=["status", "route"]),
             models.Index(fields=["subject_type", "subject_id"]),
+            # The policy sweeper's and auditor's scan: only rows with a step to come are indexed.
+            models.Index(
+                fields=["next_step_at"], condition=Q(next_step_at__isnull=False), name="escalation_due_step"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -156,8 +185,173 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+        indexes = [
+            models.Index(fields=["state", "next_attempt_at"]),
+            # The per-recipient hourly cap counts recent rows per target.
+            models.Index(fields=["target", "created_at"]),
+        ]
         verbose_name_plural = "deliveries"
 
     def __str__(self) -> str:
         return f"{self.action} → {self.target} ({self.state})"
+
+
+_WEEKDAYS = RegexValidator(r"^[1-7](,[1-7])*$", "ISO weekdays separated by commas: 1 = Monday … 7 = Sunday")
+
+
+def _validate_timezone(value: str) -> None:
+    if value:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValidationError(f"{value!r} is not a known time zone (e.g. America/Chicago)") from exc
+
+
+class EscalationPolicy(models.Model):
+    """Who hears about an open escalation, and when, if nobody acts: ordered levels in business hours.
+
+    The policy for an escalation is the one for its route; the policy with no route is the default.
+    Escalations freeze the policy when they open, so editing a policy changes only new escalations.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    route = models.CharField(
+        max_length=10,
+        choices=Escalation.Route.choices,
+        blank=True,
+        unique=True,
+        help_text="The route this policy applies to; leave empty for the default policy (one of each)",
+    )
+    business_days = models.CharField(
+        max_length=13, default="1,2,3,4,5", validators=[_WEEKDAYS], help_text="1 = Monday … 7 = Sunday"
+    )
+    day_start = models.PositiveSmallIntegerField(
+        default=9, validators=[MaxValueValidator(23)], help_text="Business hours start (hour)"
+    )
+    day_end = models.PositiveSmallIntegerField(
+        default=17, validators=[MinValueValidator(1), MaxValueValidator(24)], help_text="… and end (hour)"
+    )
+    timezone = models.CharField(
+        max_length=64, blank=True, validators=[_validate_timezone], help_text="Empty: the company's time zone"
+    )
+    digest_executives = models.BooleanField(
+        default=False,
+        help_text="Executives get one digest per period listing new escalations instead of one email each",
+    )
+
+    class Meta:
+        verbose_name_plural = "escalation policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.day_end is not None and self.day_start is not None and self.day_end <= self.day_start:
+            raise ValidationError({"day_end": "Business hours must end after they start."})
+
+
+class PolicyLevel(models.Model):
+    """One level of a policy: after ``wait_hours`` business hours from opening, if the condition still
+    holds, notify the target; optionally remind every ``repeat_hours`` business hours, at most
+    ``max_repeats`` times, while the condition holds."""
+
+    class Condition(models.TextChoices):
+        NOT_ACKNOWLEDGED = "not_acknowledged", "not acknowledged"
+        NOT_RESOLVED = "not_resolved", "not resolved"
+
+    class Target(models.TextChoices):
+        ACCOUNT_MANAGER = "account_manager", "the client's account manager"
+        EXECUTIVES = "executives", "the executives"
+        GROUP = "group", "a group"
+        ADDRESS = "address", "an email address"
+
+    policy = models.ForeignKey(EscalationPolicy, on_delete=models.CASCADE, related_name="levels")
+    position = models.PositiveSmallIntegerField()
+    wait_hours = models.DecimalField(
+        max_digits=7, decimal_places=2, help_text="Business hours after the escalation opened"
+    )
+    condition = models.CharField(max_length=20, choices=Condition.choices, default=Condition.NOT_ACKNOWLEDGED)
+    target = models.CharField(max_length=20, choices=Target.choices)
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.PROTECT)
+    address = models.EmailField(blank=True)
+    repeat_hours = models.DecimalField(
+        max_digits=7,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Remind every N business hours while the condition holds (empty: no reminders)",
+    )
+    max_repeats = models.PositiveSmallIntegerField(
+        default=3, validators=[MaxValueValidator(20)], help_text="At most this many reminders"
+    )
+
+    class Meta:
+        ordering = ["policy", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "position"], name="one_level_per_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy} level {self.position}"
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if self.wait_hours is not None and self.wait_hours <= Decimal(0):
+            errors["wait_hours"] = "The wait must be more than zero business hours."
+        if self.repeat_hours is not None and self.repeat_hours <= Decimal(0):
+            errors["repeat_hours"] = "The reminder interval must be more than zero (or empty for none)."
+        if self.target == self.Target.ADDRESS and not self.address:
+            errors["address"] = "An address is required when the target is an address."
+        if self.target == self.Target.GROUP and self.group_id is None:
+            errors["group"] = "A group is required when the target is a group."
+        if errors:
+            raise ValidationError(errors)
+
+
+class DigestItem(models.Model):
+    """One escalation listed in a digest email (a ``Delivery`` with action ``digest``)."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="digest_items")
+    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="digest_items")
+    added_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["added_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "escalation"], name="one_digest_item_per_escalation")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.escalation_id} in digest {self.delivery_id}"
+
+
+class SuppressedNotification(models.Model):
+    """A notification to a person that was not sent as planned, and why (noise controls).
+
+    ``deferred`` (quiet hours) and ``digest`` still reach the person later, through ``delivery``;
+    ``capped`` never does.
+    """
+
+    class Reason(models.TextChoices):
+        QUIET_HOURS = "quiet_hours", "deferred: quiet hours"
+        DIGEST = "digest", "batched into a digest"
+        CAPPED = "capped", "suppressed: hourly cap per recipient"
+
+    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="suppressed")
+    action = models.CharField(max_length=40)
+    target = models.CharField(max_length=255)
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    detail = models.CharField(max_length=300, blank=True)
+    delivery = models.ForeignKey(
+        Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="suppressions"
+    )
+    deferred_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["reason", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} → {self.target}: {self.reason}"

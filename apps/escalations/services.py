@@ -20,7 +20,7 @@ from apps.audit.services import Actor, audit_record
 from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Submittal
 
 from .delivery import decision_write_back, stakeholders_notify
-from .models import Delivery, Escalation, EscalationEvent
+from .models import Escalation, EscalationEvent
 
 if TYPE_CHECKING:
     from apps.rules.evaluator import Evaluation
@@ -95,6 +95,8 @@ def escalation_fire(
     from apps.rules.durations import parse_duration
     from apps.rules.models import SubjectState
 
+    from .policies import policy_start
+
     evidence = {
         "facts": context.snapshot(),
         "explanation": evaluation.to_json()["explanation"],
@@ -125,6 +127,7 @@ def escalation_fire(
                     priority=int(version.spec.get("priority", 100)),
                     summary=evaluation.summary(),
                     evidence=evidence,
+                    opened_evidence=evidence,
                     opened_at=now,
                     last_fired_at=now,
                 )
@@ -145,6 +148,8 @@ def escalation_fire(
                 version=version.number,
                 route=escalation.route,
             )
+            # The policy is frozen before the first actions: its digest setting decides how they go out.
+            policy_start(escalation=escalation, now=now)
             _queue_actions(escalation, version.actions, now)
             return "opened"
     existing.fire_count += 1
@@ -291,7 +296,9 @@ def action_targets(escalation: Escalation, action: str) -> list[str]:
 
 
 def _queue_actions(escalation: Escalation, actions: list[str], now: dt.datetime) -> None:
-    deliveries = []
+    from .noise import Notice, notify
+
+    notices: list[Notice] = []
     for action in actions:
         targets = action_targets(escalation, action)
         if not targets:
@@ -303,20 +310,8 @@ def _queue_actions(escalation: Escalation, actions: list[str], now: dt.datetime)
                 note=f"{action}: no target",
                 action=action,
             )
-        for target in targets:
-            deliveries.append(
-                Delivery(
-                    escalation=escalation,
-                    action=action,
-                    target=target,
-                    idempotency_key=f"esc{escalation.pk}:{action}:{target}"[:120],
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
-    created = Delivery.objects.bulk_create(deliveries)
-    ids = [d.pk for d in created if d.pk]
-    if ids:
-        from .tasks import deliver
-
-        transaction.on_commit(lambda: [deliver.delay(pk) for pk in ids])
+        notices.extend(
+            Notice(action, target, f"esc{escalation.pk}:{action}:{target}"[:120]) for target in targets
+        )
+    # Emails to people pass the noise controls (digest, quiet hours, hourly cap); the rest go straight out.
+    notify(escalation=escalation, notices=notices, now=now, new=True)

@@ -1,6 +1,8 @@
 from celery import shared_task
 
+from . import noise  # noqa: F401  (registers the digest and policy-email senders with the outbox)
 from .delivery import delivery_attempt, due_delivery_ids
+from .policies import policy_audit, policy_claim_due, policy_release_closed, policy_step_apply
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -16,3 +18,25 @@ def deliver_due() -> str:
     for pk in ids:
         delivery_attempt(pk)
     return f"{len(ids)} due"
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def apply_policy_step(escalation_id: int, step: int, token: str) -> str:
+    """One policy step; a duplicate or late copy finds the token moved on and does nothing."""
+    return policy_step_apply(escalation_id=escalation_id, step=step, token=token)
+
+
+@shared_task(ignore_result=True)
+def sweep_policy_steps() -> str:
+    """Beat: claim due policy steps (SKIP LOCKED, with a lease) and queue one fenced task per step."""
+    released = policy_release_closed()
+    due = policy_claim_due()
+    for item in due:
+        apply_policy_step.delay(item.escalation_id, item.step, item.token)
+    return f"{len(due)} steps queued, {released} closed released"
+
+
+@shared_task(ignore_result=True)
+def audit_policies() -> str:
+    """Beat: report escalations whose policy stalled."""
+    return f"{policy_audit()} stalled"

@@ -127,6 +127,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
     },
 }
+    "sweep-policy-steps": {
+        "task": "apps.escalations.tasks.sweep_policy_steps",
+        "schedule": timedelta(minutes=1),
+    },
+    "audit-policies": {"task": "apps.escalations.tasks.audit_policies", "schedule": timedelta(minutes=5)},
 
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header is what makes an anonymous call answer 401 rather than 403.
@@ -194,6 +199,17 @@ FULCRUM = {
     # Outbound calls to private, loopback, link-local... addresses are refused unless this is on (demo, tests).
     "OUTBOUND_ALLOW_PRIVATE": env.bool("FULCRUM_OUTBOUND_ALLOW_PRIVATE", default=False),
     "EMAIL_LINK_MAX_AGE": timedelta(days=env.int("FULCRUM_EMAIL_LINK_DAYS", default=7)),
+    # Escalation policies: steps claimed per sweep, a claim's lease (a lost task is re-queued after it),
+    # and how late a step may be before the auditor reports it.
+    "POLICY_SWEEP_BATCH": env.int("FULCRUM_POLICY_SWEEP_BATCH", default=200),
+    "POLICY_STEP_LEASE": timedelta(minutes=env.int("FULCRUM_POLICY_STEP_LEASE_MINUTES", default=5)),
+    "POLICY_STALL_AFTER": timedelta(minutes=env.int("FULCRUM_POLICY_STALL_MINUTES", default=10)),
+    # Noise controls: executives' digest of new escalations (also per policy), quiet hours as local
+    # "start-end" hours (e.g. "22-7"; empty = off), emails per recipient per hour (0 = no cap).
+    "EXECUTIVE_DIGEST": env.bool("FULCRUM_EXECUTIVE_DIGEST", default=False),
+    "DIGEST_PERIOD": timedelta(minutes=env.int("FULCRUM_DIGEST_MINUTES", default=60)),
+    "QUIET_HOURS": env("FULCRUM_QUIET_HOURS", default=""),
+    "RECIPIENT_HOURLY_CAP": env.int("FULCRUM_RECIPIENT_HOURLY_CAP", default=30),
     "AUDIT_ANCHOR_FILE": env(
         "FULCRUM_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / ".data" / "audit-anchor.log")
     ),

@@ -1,0 +1,251 @@
+"""Noise controls between an escalation and people's inboxes: executive digest, quiet hours, hourly cap.
+
+Every notification to a person passes :func:`notify` on its way into the outbox. It is sent now,
+deferred to the end of quiet hours, batched into a digest, or suppressed by the per-recipient hourly
+cap; each notification not sent now as planned leaves a :class:`SuppressedNotification` with its reason.
+Upstream notes, the dashboard flag and webhooks are not notifications to a person and pass untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import smtplib
+import zoneinfo
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMultiAlternatives
+from django.db import connection, transaction
+from django.db.models import Count
+from django.template.loader import render_to_string
+
+from .delivery import PermanentFailure, performs, send_escalation_email
+from .models import Delivery, DigestItem, Escalation, SuppressedNotification
+
+EMAIL_ACTIONS = frozenset({"email_account_manager", "email_executives", "email_group", "email_address"})
+DIGEST = "digest"
+_EPOCH = dt.datetime(2000, 1, 3, tzinfo=dt.UTC)  # a Monday: digest periods align to whole periods from it
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One planned outbox row: an action for one target, with its idempotency key."""
+
+    action: str
+    target: str
+    key: str
+
+
+def quiet_until(now: dt.datetime) -> dt.datetime | None:
+    """The end of the quiet hours ``now`` falls in (``FULCRUM["QUIET_HOURS"]`` as ``"22-7"``, local
+    hours of ``TIME_ZONE``), or None outside them or when quiet hours are off."""
+    spec = (settings.FULCRUM.get("QUIET_HOURS") or "").strip()
+    if not spec:
+        return None
+    try:
+        start, end = (int(part) for part in spec.split("-"))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"FULCRUM QUIET_HOURS {spec!r}: write start-end hours, e.g. 22-7") from exc
+    if not (0 <= start <= 23 and 0 <= end <= 23) or start == end:
+        raise ImproperlyConfigured(f"FULCRUM QUIET_HOURS {spec!r}: hours 0-23, start different from end")
+    tz = zoneinfo.ZoneInfo(settings.TIME_ZONE)
+    local = now.astimezone(tz)
+    hour = local.hour + local.minute / 60 + local.second / 3600
+    day = local.date()
+    if start < end:
+        quiet = start <= hour < end
+    else:  # across midnight: 22-7 is quiet from 22:00 until 07:00 the next day
+        quiet = hour >= start or hour < end
+        if hour >= start:
+            day += dt.timedelta(days=1)
+    if not quiet:
+        return None
+    return dt.datetime.combine(day, dt.time(end), tzinfo=tz).astimezone(dt.UTC)
+
+
+def _bypasses_quiet_hours(escalation: Escalation, action: str) -> bool:
+    return action == "email_executives" and escalation.severity == Escalation.Severity.CRITICAL
+
+
+def _digest_on(escalation: Escalation) -> bool:
+    if escalation.severity == Escalation.Severity.CRITICAL:
+        return False  # a critical item is worth its own email
+    snapshot = escalation.policy_snapshot or {}
+    return bool(snapshot.get("digest_executives") or settings.FULCRUM.get("EXECUTIVE_DIGEST"))
+
+
+def _lock_recipients(targets: list[str]) -> None:
+    """Serialise cap accounting per recipient (transaction-scoped advisory locks, in a fixed order)."""
+    if not targets:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('fulcrum-recipient:' || t)) "
+            "FROM (SELECT t FROM unnest(%s::text[]) AS t ORDER BY t) AS ordered",
+            [sorted(set(targets))],
+        )
+
+
+def _recent_counts(targets: list[str], now: dt.datetime) -> Counter[str]:
+    rows = (
+        Delivery.objects.filter(
+            target__in=set(targets),
+            action__in=EMAIL_ACTIONS | {DIGEST},
+            created_at__gt=now - dt.timedelta(hours=1),
+        )
+        .values("target")
+        .annotate(n=Count("id"))
+    )
+    return Counter({row["target"]: row["n"] for row in rows})
+
+
+def _open_digest(escalation: Escalation, target: str, now: dt.datetime) -> Delivery | None:
+    """This period's digest for the target, still collecting, locked; None if it is already sending."""
+    period: dt.timedelta = settings.FULCRUM["DIGEST_PERIOD"]
+    start = _EPOCH + ((now - _EPOCH) // period) * period
+    end = start + period
+    send_at = quiet_until(end) or end
+    digest, _ = Delivery.objects.get_or_create(
+        idempotency_key=f"digest:{start:%Y%m%dT%H%M%S}:{target}"[:120],
+        defaults={
+            "escalation": escalation,
+            "action": DIGEST,
+            "target": target,
+            "next_attempt_at": send_at,
+            "created_at": now,
+        },
+    )
+    # The sender's claim is an UPDATE of this row: holding the lock, a pending digest stays pending
+    # until this transaction commits the new item, so the sender always sees it.
+    locked = Delivery.objects.select_for_update().get(pk=digest.pk)
+    return locked if locked.state == Delivery.State.PENDING else None
+
+
+def notify(*, escalation: Escalation, notices: list[Notice], now: dt.datetime, new: bool) -> list[int]:
+    """Put notices into the outbox through the noise controls (caller's transaction).
+
+    ``new`` marks the notices of a newly opened escalation (the ones a digest may batch). Returns the
+    ids of rows due now; they are queued for a worker after commit, the rest are swept when due.
+    """
+    people = [n.target for n in notices if n.action in EMAIL_ACTIONS]
+    _lock_recipients(people)
+    recent = _recent_counts(people, now) if people else Counter()
+    cap: int = settings.FULCRUM.get("RECIPIENT_HOURLY_CAP") or 0
+    quiet = quiet_until(now)
+    digest_on = new and _digest_on(escalation)
+    rows: list[Delivery] = []
+    suppressed: list[SuppressedNotification] = []
+    deferred_keys: dict[str, SuppressedNotification] = {}
+
+    def record(notice: Notice, reason: str, detail: str, **extra: Any) -> SuppressedNotification:
+        row = SuppressedNotification(
+            escalation=escalation,
+            action=notice.action,
+            target=notice.target,
+            reason=reason,
+            detail=detail[:300],
+            created_at=now,
+            **extra,
+        )
+        suppressed.append(row)
+        return row
+
+    for notice in notices:
+        due = now
+        if notice.action in EMAIL_ACTIONS:
+            if digest_on and notice.action == "email_executives":
+                digest = _open_digest(escalation, notice.target, now)
+                if digest is not None:
+                    DigestItem.objects.get_or_create(
+                        delivery=digest, escalation=escalation, defaults={"added_at": now}
+                    )
+                    record(
+                        notice,
+                        SuppressedNotification.Reason.DIGEST,
+                        f"in the digest sent at {digest.next_attempt_at:%Y-%m-%d %H:%M} UTC",
+                        delivery=digest,
+                        deferred_until=digest.next_attempt_at,
+                    )
+                    continue
+            if cap and recent[notice.target] >= cap:
+                record(
+                    notice,
+                    SuppressedNotification.Reason.CAPPED,
+                    f"{recent[notice.target]} notifications to this recipient in the last hour; cap {cap}",
+                )
+                continue
+            recent[notice.target] += 1
+            if quiet and not _bypasses_quiet_hours(escalation, notice.action):
+                due = quiet
+                deferred_keys[notice.key] = record(
+                    notice,
+                    SuppressedNotification.Reason.QUIET_HOURS,
+                    f"quiet hours {settings.FULCRUM['QUIET_HOURS']}: sent at {quiet:%Y-%m-%d %H:%M} UTC",
+                    deferred_until=quiet,
+                )
+        rows.append(
+            Delivery(
+                escalation=escalation,
+                action=notice.action,
+                target=notice.target,
+                idempotency_key=notice.key,
+                next_attempt_at=due,
+                created_at=now,
+            )
+        )
+    created = Delivery.objects.bulk_create(rows)
+    for delivery in created:
+        if delivery.idempotency_key in deferred_keys:
+            deferred_keys[delivery.idempotency_key].delivery = delivery
+    SuppressedNotification.objects.bulk_create(suppressed)
+    ids = [d.pk for d in created if d.pk and d.next_attempt_at <= now]
+    if ids:
+        from .tasks import deliver
+
+        transaction.on_commit(lambda: [deliver.delay(pk) for pk in ids])
+    return ids
+
+
+# --- sending ----------------------------------------------------------------------------------------
+
+
+# A policy level's email to a group member or an address is the escalation email itself.
+performs("email_group", "email_address")(send_escalation_email)
+
+
+@performs(DIGEST)
+def send_digest(delivery: Delivery) -> dict:
+    """One email listing the escalations batched into this digest."""
+    items = list(
+        DigestItem.objects.filter(delivery=delivery)
+        .select_related("escalation__rule", "escalation__client")
+        .order_by("added_at", "id")
+    )
+    escalations = [item.escalation for item in items]
+    context = {
+        "recipient": delivery.target,
+        "site_url": settings.SITE_URL,
+        "items": [
+            {"escalation": e, "url": f"{settings.SITE_URL}/escalations/{e.pk}/"}
+            for e in sorted(escalations, key=lambda e: (Escalation.SEVERITY_RANK.get(e.severity, 9), e.pk))
+        ],
+    }
+    count = len(escalations)
+    message = EmailMultiAlternatives(
+        subject=f"[Fulcrum] Digest: {count} new escalation{'s' if count != 1 else ''}",
+        body=render_to_string("escalations/email/digest.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[delivery.target],
+        headers={"Message-ID": f"<digest-{delivery.pk}@fulcrum>", "X-Fulcrum-Digest": str(delivery.pk)},
+    )
+    message.attach_alternative(render_to_string("escalations/email/digest.html", context), "text/html")
+    try:
+        message.send()
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+    except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
+        raise OSError(f"SMTP: {exc}") from exc
+    return {"to": delivery.target, "escalations": [e.pk for e in escalations]}
