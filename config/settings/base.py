@@ -126,12 +126,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.connectors.webhooks.tasks.sweep_webhooks",
         "schedule": timedelta(minutes=1),
     },
-}
     "sweep-policy-steps": {
         "task": "apps.escalations.tasks.sweep_policy_steps",
         "schedule": timedelta(minutes=1),
     },
     "audit-policies": {"task": "apps.escalations.tasks.audit_policies", "schedule": timedelta(minutes=5)},
+}
 
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header is what makes an anonymous call answer 401 rather than 403.
