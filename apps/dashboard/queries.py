@@ -12,11 +12,12 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import Case, Count, Exists, IntegerField, OuterRef, QuerySet, Subquery, Value, When
-from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce
 
 from apps.accounts.roles import ADMINISTRATORS, EXECUTIVES, OPERATIONS, ROLES
-from apps.entities.models import Client, CrmOwner, Project
+from apps.entities.models import ChangeOrder, Client, CrmOwner, Project
 from apps.escalations.models import Delivery, Escalation, EscalationEvent, EscalationQuerySet
+from apps.rules.facts import compute_contexts
 
 # critical > high > medium > low, as Escalation.SEVERITY_RANK, computable in SQL.
 SEVERITY_RANK = Case(
@@ -29,6 +30,7 @@ OPEN_FIRST = Case(
 )
 DASHBOARD_ROLES = (EXECUTIVES, OPERATIONS, ADMINISTRATORS)
 APPROVAL_QUEUE_LIMIT = 100
+OPEN_CHANGE_ORDER_STATES = (ChangeOrder.Status.DRAFT, ChangeOrder.Status.PENDING)
 
 
 def roles_of(user: Any) -> frozenset[str]:
@@ -70,15 +72,18 @@ def flagged_projects(filters: EscalationFilters) -> QuerySet[Project]:
     """Projects with open escalations, worst severity first, then the most recently fired.
 
     Each project carries ``open_count``, ``worst_rank``, ``worst_id`` (its worst open escalation),
-    ``latest_fired_at`` and ``margin_pct`` (from the newest escalation evidence that has the fact).
+    ``latest_fired_at`` and ``open_change_orders`` (draft or pending in the PM system).
     """
     open_here = filters.apply(Escalation.objects.open()).filter(project=OuterRef("pk")).order_by()
     worst = open_here.annotate(rank=SEVERITY_RANK).order_by("rank", "-last_fired_at", "-pk")
     counted = open_here.values("project").annotate(n=Count("pk")).values("n")
-    margin = (
-        Escalation.objects.filter(project=OuterRef("pk"), evidence__facts__has_key="project.margin_pct")
-        .order_by("-last_fired_at", "-pk")
-        .values(v=KT("evidence__facts__project.margin_pct__value"))[:1]
+    open_cos = (
+        ChangeOrder.objects.live()
+        .filter(project=OuterRef("pk"), status__in=OPEN_CHANGE_ORDER_STATES)
+        .order_by()
+        .values("project")
+        .annotate(n=Count("pk"))
+        .values("n")
     )
     return (
         Project.objects.filter(Exists(open_here))
@@ -87,7 +92,7 @@ def flagged_projects(filters: EscalationFilters) -> QuerySet[Project]:
             worst_rank=Subquery(worst.values("rank")[:1]),
             worst_id=Subquery(worst.values("pk")[:1]),
             latest_fired_at=Subquery(open_here.order_by("-last_fired_at").values("last_fired_at")[:1]),
-            margin_pct=Subquery(margin),
+            open_change_orders=Coalesce(Subquery(open_cos, output_field=IntegerField()), 0),
         )
         .select_related("client__owner")
         .order_by("worst_rank", "-latest_fired_at", "number", "pk")
@@ -99,6 +104,20 @@ def attach_worst_escalations(projects: list[Project]) -> list[Project]:
     by_id = Escalation.objects.select_related("rule").in_bulk([p.worst_id for p in projects])  # type: ignore[attr-defined]
     for project in projects:
         project.worst = by_id.get(project.worst_id)  # type: ignore[attr-defined]
+    return projects
+
+
+def attach_context(projects: list[Project]) -> list[Project]:
+    """Set ``project.facts`` to its live SPEC facts (project.* and client.*) with their ages.
+
+    The rules' own fact SQL for the page's projects only: one set-based query (plus one for the sync
+    ages), so the dashboard and the rules can never disagree about a margin or a renewal countdown.
+    """
+    if not projects:
+        return projects
+    contexts = {c.subject_id: c.snapshot() for c in compute_contexts("project", [p.pk for p in projects])}
+    for project in projects:
+        project.facts = contexts.get(project.pk, {})  # type: ignore[attr-defined]
     return projects
 
 

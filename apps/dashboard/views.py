@@ -12,12 +12,14 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from apps.accounts.roles import ACCOUNT_MANAGERS, can_decide_approvals
+from apps.accounts.roles import ACCOUNT_MANAGERS, ADMINISTRATORS, EXECUTIVES
 from apps.escalations.forms import DashboardFilterForm
 
-from . import queries
+from . import queries, trends
 
 PAGE_SIZE = 50
+# The dashboard reloads itself this often (paused while someone is using a form on it).
+REFRESH_SECONDS = 60
 
 
 def role_required(*roles: str) -> Callable:
@@ -56,8 +58,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     form = DashboardFilterForm(request.GET)
     filters = queries.EscalationFilters(**{k: v for k, v in form.values().items() if v not in (None, "")})
     page = Paginator(queries.flagged_projects(filters), PAGE_SIZE).get_page(request.GET.get("page"))
-    page.object_list = queries.attach_worst_escalations(list(page.object_list))
-    can_decide = can_decide_approvals(request.user)
+    page.object_list = queries.attach_context(queries.attach_worst_escalations(list(page.object_list)))
+    # From the roles already fetched for this request (can_decide_approvals would query again).
+    can_decide = bool(queries.roles_of(request.user) & {EXECUTIVES, ADMINISTRATORS})
+    trend = trends.trends()
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -72,5 +76,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "can_decide": can_decide,
             "approvals": queries.approval_queue(filters) if can_decide else [],
             "approval_limit": queries.APPROVAL_QUEUE_LIMIT,
+            "trends": trend,
+            "trend_rows": trend.day_rows(),
+            "week_rows": list(zip(trend.weeks, trend.median_resolve_hours, strict=True)),
+            "refresh_seconds": REFRESH_SECONDS,
         },
     )

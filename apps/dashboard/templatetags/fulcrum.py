@@ -212,3 +212,33 @@ def humanize_key(value: Any) -> str:
 def get_fact(facts: Any, name: str) -> Any:
     """``facts|get_fact:"change_order.amount"``: fact names contain dots, which template lookups split on."""
     return facts.get(name) if isinstance(facts, dict) else None
+
+
+@register.filter
+def glance(fact: Any) -> str:
+    """A fact for a dense table cell: its formatted value, or a dash when there is none."""
+    if not isinstance(fact, dict) or fact.get("value") is None:
+        return "—"
+    unit = str(fact.get("unit") or "")
+    # "3 count" says nothing "3" does not; the column header names what is counted.
+    return format_value(fact.get("value"), str(fact.get("type") or ""), "" if unit == "count" else unit)
+
+
+@register.filter
+def positive(fact: Any) -> bool:
+    """Whether a fact (or a bare value) is a number above zero: marks a cell for attention."""
+    value = fact.get("value") if isinstance(fact, dict) else fact
+    number = _decimal(value)
+    return number is not None and number > 0
+
+
+@register.filter
+def oldest_age(facts: Any) -> str:
+    """The age of the least fresh input among a row's facts, in words (``synced 2 h ago``)."""
+    if not isinstance(facts, dict):
+        return age_words(None)
+    ages = [f.get("age_s") for f in facts.values() if isinstance(f, dict)]
+    known = [float(a) for a in ages if a is not None]
+    if not ages or len(known) < len(ages):
+        return "some inputs never synced"
+    return age_words(max(known))
