@@ -1,0 +1,25 @@
+from celery import shared_task
+from celery.signals import task_success
+from django.core.cache import cache
+
+from .services import quality_scan
+
+# Scans queued by the syncs of one burst collapse into one: a marker lives until the scan starts.
+_QUEUED = "quality:scan-queued"
+AFTER_SYNC_DELAY = 30
+
+
+@shared_task(ignore_result=True)
+def quality_scan_task() -> str:
+    """Scan every check (after syncs, coalesced, and nightly); safe to repeat."""
+    cache.delete(_QUEUED)
+    totals = quality_scan()
+    return "; ".join(f"{kind}: {counts}" for kind, counts in totals.items())
+
+
+@task_success.connect
+def _after_sync(sender: object = None, **kwargs: object) -> None:
+    if getattr(sender, "name", "") == "apps.connectors.tasks.sync_connection_task" and cache.add(
+        _QUEUED, 1, timeout=10 * AFTER_SYNC_DELAY
+    ):
+        quality_scan_task.apply_async(countdown=AFTER_SYNC_DELAY)
