@@ -132,6 +132,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
     },
     "audit-policies": {"task": "apps.escalations.tasks.audit_policies", "schedule": timedelta(minutes=5)},
+    "resolve-entities": {
+        "task": "apps.entities.tasks.resolve_entities_task",
+        "schedule": timedelta(minutes=15),
+    },
+    "quality-scan-nightly": {
+        "task": "apps.quality.tasks.quality_scan_task",
+        "schedule": crontab(hour=1, minute=30),
+    },
 }
 
 REST_FRAMEWORK = {
@@ -190,6 +198,10 @@ FULCRUM = {
     "HTTP_BACKOFF_CAP": env.float("FULCRUM_HTTP_BACKOFF_CAP", default=30.0),
     "HTTP_MAX_RETRY_AFTER": env.float("FULCRUM_HTTP_MAX_RETRY_AFTER", default=120.0),
     "ACTION_MAX_ATTEMPTS": env.int("FULCRUM_ACTION_MAX_ATTEMPTS", default=8),
+    # Data quality: a project's contract value and estimates differing by more than this percent conflict;
+    # live records of an entity falling by more than this percent are a volume drop.
+    "QUALITY_CONFLICT_PCT": env.float("FULCRUM_QUALITY_CONFLICT_PCT", default=10.0),
+    "QUALITY_VOLUME_DROP_PCT": env.float("FULCRUM_QUALITY_VOLUME_DROP_PCT", default=30.0),
     # Outbox retries: base × 2^(attempt-1) seconds with jitter, capped; a claim outlives the slowest attempt.
     "ACTION_BACKOFF_BASE": env.float("FULCRUM_ACTION_BACKOFF_BASE", default=30.0),
     "ACTION_BACKOFF_CAP": env.float("FULCRUM_ACTION_BACKOFF_CAP", default=3600.0),
