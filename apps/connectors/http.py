@@ -100,6 +100,8 @@ class HttpClient:
         backoff_cap: float | None = None,
         max_retry_after: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        budget: Callable[[], float] | None = None,
+        reauthorize: Callable[[Mapping[str, str]], Mapping[str, str]] | None = None,
     ) -> None:
         conf: dict[str, Any] = settings.FULCRUM
         self.base_url = base_url.rstrip("/") + "/"
@@ -116,6 +118,10 @@ class HttpClient:
             max_retry_after if max_retry_after is not None else float(conf.get("HTTP_MAX_RETRY_AFTER", 120.0))
         )
         self.sleep = sleep
+        # Before every call: waits for the vendor tenant's shared budget, returns seconds waited.
+        self.budget = budget
+        # On a 401, with the rejected headers: fresh auth headers (an OAuth refresh) to retry once.
+        self.reauthorize = reauthorize
         self.stats = CallStats()
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "Fulcrum/0.1"})
@@ -146,7 +152,10 @@ class HttpClient:
         shown = safe_url(requests.Request(method, url, params=kwargs.get("params")).prepare().url or url)
         kwargs.setdefault("timeout", self.timeout)
         attempt = 0
+        reauthorized = False
         while True:
+            if self.budget is not None:
+                self.stats.rate_limited_seconds += self.budget()
             self.stats.api_calls += 1
             response: requests.Response | None = None
             try:
@@ -168,6 +177,12 @@ class HttpClient:
                         return response.json(), response
                     except ValueError:
                         problem = f"HTTP {status} with a body that is not JSON"
+                elif status == 401 and self.reauthorize is not None and not reauthorized:
+                    # An expired or revoked access token: refresh once and send again (not a retry).
+                    reauthorized = True
+                    rejected = {k: str(v) for k, v in self.session.headers.items()}
+                    self.session.headers.update(self.reauthorize(rejected))
+                    continue
                 elif status not in RETRY_STATUSES:
                     raise self._error(method, shown, problem, status, response, retryable=False)
             wait = self._backoff(attempt)

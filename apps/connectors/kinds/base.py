@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -85,6 +85,11 @@ class ConnectorKind:
 
     kind: ClassVar[str]
     stream_classes: ClassVar[list[type[Stream]]] = []
+    # OAuth2 token endpoint for refreshing access tokens ("" = static tokens); options.token_url overrides.
+    token_url: ClassVar[str] = ""
+    token_basic_auth: ClassVar[bool] = True  # client id/secret as HTTP Basic (else form fields)
+    # The vendor's published request budget per tenant: (calls, seconds); options.rate_budget overrides.
+    rate_budget_default: ClassVar[tuple[int, float] | None] = None
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -107,13 +112,70 @@ class ConnectorKind:
         return value
 
     def auth_headers(self) -> dict[str, str]:
-        token = self.connection.credentials.get("access_token")
+        credentials = self.connection.credentials
+        if self.refreshable(credentials):
+            from apps.connectors.oauth import expiring
+
+            if expiring(credentials):
+                self._refresh(rejected_token=None)
+                credentials = self.connection.credentials
+        token = credentials.get("access_token")
         if not token:
             raise ConfigurationError(f"connection {self.connection.slug!r} has no credentials.access_token")
         return {"Authorization": f"Bearer {token}"}
 
+    def refreshable(self, credentials: Mapping[str, Any] | None = None) -> bool:
+        """Whether this connection renews its access token itself (an OAuth kind holding a refresh token)."""
+        credentials = self.connection.credentials if credentials is None else credentials
+        return bool(self.token_url and credentials.get("refresh_token"))
+
+    def _refresh(self, rejected_token: str | None) -> None:
+        from apps.connectors.oauth import oauth_refresh
+
+        oauth_refresh(
+            connection=self.connection,
+            token_url=str((self.connection.options or {}).get("token_url") or self.token_url),
+            rejected_token=rejected_token,
+            basic_auth=self.token_basic_auth,
+        )
+
+    def _reauthorize(self, rejected: Mapping[str, str]) -> dict[str, str]:
+        self._refresh(rejected_token=rejected.get("Authorization", "").partition(" ")[2] or None)
+        return self.auth_headers()
+
+    def tenant(self) -> str:
+        """Whose request budget calls of this connection spend: the vendor account behind the base URL."""
+        return urlsplit(self.connection.base_url).netloc
+
+    def rate_budget(self) -> Callable[[], float] | None:
+        """The shared budget waited on before each call: options.rate_budget {calls, seconds}, or false."""
+        from apps.connectors.ratelimit import RateBudget
+
+        configured = (self.connection.options or {}).get("rate_budget", self.rate_budget_default)
+        if not configured:
+            return None
+        if isinstance(configured, dict):
+            try:
+                calls, seconds = int(configured["calls"]), float(configured["seconds"])
+            except (KeyError, TypeError, ValueError):
+                raise ConfigurationError(
+                    f"connection {self.connection.slug!r}: options.rate_budget needs calls and seconds"
+                ) from None
+        else:
+            calls, seconds = configured
+        return RateBudget(f"{self.kind}:{self.tenant()}", calls, seconds)
+
+    def http(self, headers: Mapping[str, str] | None = None) -> HttpClient:
+        """An HTTP client with this connection's auth, shared rate budget and (OAuth kinds) token refresh."""
+        return HttpClient(
+            self.connection.base_url,
+            headers={**self.auth_headers(), **(headers or {})},
+            budget=self.rate_budget(),
+            reauthorize=self._reauthorize if self.refreshable() else None,
+        )
+
     def client(self) -> HttpClient:
-        return HttpClient(self.connection.base_url, headers=self.auth_headers())
+        return self.http()
 
     def settle(self) -> dt.timedelta:
         """How far behind now incremental windows end (options.settle_seconds overrides, e.g. 0 for tests)."""

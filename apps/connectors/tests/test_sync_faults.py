@@ -176,6 +176,6 @@ def test_a_wrong_token_fails_the_run_without_retrying(connections: dict[str, Con
 
 
 def test_unknown_kinds_are_refused_clearly(db: Any) -> None:
-    connection = Connection.objects.create(slug="inhouse", kind="rest", base_url="http://127.0.0.1:9")
-    with pytest.raises(UnknownKind, match="'rest' is not available"):
+    connection = Connection.objects.create(slug="inhouse", kind="sftp", base_url="http://127.0.0.1:9")
+    with pytest.raises(UnknownKind, match="'sftp' is not available"):
         get_kind(connection)

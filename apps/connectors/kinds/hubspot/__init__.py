@@ -16,6 +16,7 @@ class HubSpot(ConnectorKind):
     kind = "hubspot"
     # Owners first: companies link to them.
     stream_classes: ClassVar[list[type[Stream]]] = [Owners, Companies]
+    rate_budget_default = (100, 10.0)  # a private app's burst limit per account
 
     def write_note(self, target: str, text: str, idempotency_key: str) -> dict[str, Any]:
         """A note on company ``target``. HubSpot has no idempotency keys: the outbox guards repeats."""

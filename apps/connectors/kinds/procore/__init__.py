@@ -14,15 +14,20 @@ class Procore(ConnectorKind):
     kind = "procore"
     # Projects and vendors first: the others link to them.
     stream_classes: ClassVar[list[type[Stream]]] = [Projects, Vendors, Milestones, ChangeOrders, Submittals]
+    token_url = "https://login.procore.com/oauth/token"  # noqa: S105 - a URL, not a secret
+    token_basic_auth = False
+    # 3,600 calls per rolling hour; a ten-minute window of a sixth of it never exceeds that.
+    rate_budget_default = (600, 600.0)
 
     @property
     def company_id(self) -> str:
         return str(self.option("company_id"))
 
     def client(self) -> HttpClient:
-        return HttpClient(
-            self.connection.base_url, headers={**self.auth_headers(), "Procore-Company-Id": self.company_id}
-        )
+        return self.http({"Procore-Company-Id": self.company_id})
+
+    def tenant(self) -> str:
+        return f"{super().tenant()}/{self.company_id}"
 
     def fetch_records(self, client: HttpClient, stream: Stream, ids: list[str]) -> list[Record]:
         """The current records with these ids (the stream's list endpoint with ``filters[id][]``)."""

@@ -13,6 +13,11 @@ from .streams import MINOR_VERSION, Bills, Customers, Estimates, Invoices, Purch
 class QuickBooks(ConnectorKind):
     kind = "quickbooks"
     stream_classes: ClassVar[list[type[Stream]]] = [Customers, Invoices, Bills, Purchases, Estimates]
+    token_url = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"  # noqa: S105
+    rate_budget_default = (500, 60.0)  # per realm per minute
+
+    def tenant(self) -> str:
+        return f"{super().tenant()}/{self.realm}"
 
     @property
     def realm(self) -> str:

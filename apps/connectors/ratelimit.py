@@ -1,0 +1,80 @@
+"""One request budget per vendor tenant, shared by every worker through Redis.
+
+A fixed window per (kind, tenant): each upstream call INCRements the window's counter (the first one sets its
+expiry); past the limit the caller sleeps until the window ends. One Lua script makes the check atomic, so
+any number of processes share the budget without a race. The vendors' own 429s still get ``Retry-After``
+handling in the HTTP client: this budget only keeps us from provoking them.
+
+Redis unavailable means no budget rather than no sync: the vendor's 429s remain the backstop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import cache
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# KEYS[1] the window's counter; ARGV[1] window in ms, ARGV[2] calls allowed. Returns 0 (go) or ms to wait.
+_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if n <= tonumber(ARGV[2]) then return 0 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return ttl
+"""
+
+
+@cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def redis_url() -> str:
+    conf = getattr(settings, "FULCRUM", {})
+    return str(conf.get("RATE_BUDGET_REDIS_URL") or settings.CELERY_BROKER_URL)
+
+
+class RateBudget:
+    """``calls`` per ``seconds`` for one key; ``wait()`` blocks until a call may go, returns the wait."""
+
+    def __init__(
+        self,
+        key: str,
+        calls: int,
+        seconds: float,
+        *,
+        url: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.key = f"fulcrum:rate:{key}"
+        self.calls = calls
+        self.window_ms = max(1, int(seconds * 1000))
+        self.url = url or redis_url()
+        self.sleep = sleep
+
+    def __call__(self) -> float:
+        return self.wait()
+
+    def wait(self) -> float:
+        waited = 0.0
+        while True:
+            try:
+                client = _client(self.url)
+                pause_ms = int(client.eval(_SCRIPT, 1, self.key, self.window_ms, self.calls))
+            except redis.RedisError as exc:
+                logger.warning(
+                    "rate budget %s unavailable (%s): calling without it", self.key, type(exc).__name__
+                )
+                return waited
+            if pause_ms <= 0:
+                return waited
+            pause = pause_ms / 1000
+            self.sleep(pause)
+            waited += pause
