@@ -92,8 +92,9 @@ def test_a_refused_refresh_fails_the_run_with_a_clear_error_and_no_token(
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_workers_hitting_401_refresh_once(simulator: SimulatorServer, fast_http: None) -> None:
-    from .conftest import connection_file
     from apps.connectors.services import connection_import
+
+    from .conftest import connection_file
 
     grant = simulator.oauth_enable("procore", refresh_token="rt-initial", ttl=3600, **CLIENT)
     [pm] = [
