@@ -5,6 +5,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from apps.rules.models import Rule
+
 
 class LearningSettings(models.Model):
     """The admin-set knobs of the learning loop: one row (pk 1), created on first read.
@@ -177,3 +179,11 @@ class RiskScore(models.Model):
 
     def __str__(self) -> str:
         return f"project {self.project_id}: {self.score:.3f} (v{self.risk_model.version})"
+
+
+class RuleAnalytics(Rule):
+    """Admin entry for the rule analytics page (a proxy: no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = verbose_name_plural = "rule analytics"

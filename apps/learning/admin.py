@@ -1,0 +1,256 @@
+"""Admin for the learning loop: rule analytics, threshold suggestions, risk models, shadow sample, settings.
+
+The learning models carry no role permissions of their own: whoever may read rules (operations
+managers, executives, administrators) may read these pages, and whoever may change rules (operations
+managers, administrators) may change the settings and apply or dismiss a suggestion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from apps.rules.models import Rule
+
+from .analytics import Breakdown, rule_analytics, rules_fired_together
+from .models import LearningSettings, RiskModel, RuleAnalytics, ShadowSample, ThresholdSuggestion
+from .services import learning_settings_update
+from .thresholds import SuggestionError, suggestion_apply, suggestion_dismiss
+
+VIEW_RULES = "rules.view_rule"
+CHANGE_RULES = "rules.change_rule"
+PERIODS = {"30": 30, "90": 90, "365": 365, "all": None}
+
+
+def _hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 72 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+class _RulePermissions:
+    """Read with ``rules.view_rule``, change with ``rules.change_rule``; nobody adds or deletes."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(VIEW_RULES)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(VIEW_RULES)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _row(b: Breakdown) -> dict[str, Any]:
+    return {
+        "label": b.label,
+        "escalations": b.escalations,
+        "labelled": b.labelled,
+        "precision": _pct(b.precision),
+        "false_alarm_ratio": _pct(b.false_alarm_ratio),
+        "ack": f"{_hours(b.acknowledge.p50)} / {_hours(b.acknowledge.p90)}",
+        "ack_n": b.acknowledge.n,
+        "resolve": f"{_hours(b.resolve.p50)} / {_hours(b.resolve.p90)}",
+        "resolve_n": b.resolve.n,
+    }
+
+
+@admin.register(RuleAnalytics)
+class RuleAnalyticsAdmin(_RulePermissions, admin.ModelAdmin):
+    """One page of analytics per rule version instead of a change list."""
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        rule_key = request.GET.get("rule") or None
+        period = request.GET.get("period", "90")
+        days = PERIODS.get(period, 90)
+        since = timezone.now() - dt.timedelta(days=days) if days else None
+        settings = LearningSettings.load()
+        stats = rule_analytics(rule_key=rule_key, since=since)
+        versions = [
+            {
+                "key": s.key,
+                "fires": s.fires,
+                "subjects": s.subjects,
+                "repeat_ratio": _pct(s.repeat_ratio),
+                "outcomes": sorted(s.outcomes.items()),
+                "summary": _row(s),
+                "by_route": [_row(b) for b in s.by_route],
+                "by_account_manager": [_row(b) for b in s.by_account_manager],
+            }
+            for s in stats
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Rule analytics",
+            "opts": self.model._meta,
+            "versions": versions,
+            "pairs": rules_fired_together(
+                window=dt.timedelta(hours=settings.cofire_window_hours), rule_key=rule_key, since=since
+            ),
+            "window_hours": settings.cofire_window_hours,
+            "rules": list(Rule.objects.order_by("key").values_list("key", flat=True)),
+            "rule_key": rule_key or "",
+            "period": period if period in PERIODS else "90",
+            "periods": list(PERIODS),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/learning/analytics.html", context)
+
+
+@admin.register(ThresholdSuggestion)
+class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
+    list_display = (
+        "rule",
+        "condition",
+        "change",
+        "matches",
+        "precision",
+        "expected_cost",
+        "newly_matching",
+        "no_longer_matching",
+        "status",
+        "created_at",
+    )
+    list_filter = ("status",)
+    list_select_related = ("rule", "rule_version")
+    search_fields = ("rule__key", "fact")
+    actions = ("apply_selected", "dismiss_selected")
+    readonly_fields = [f.name for f in ThresholdSuggestion._meta.fields]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(CHANGE_RULES)
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        return super().get_actions(request) if request.user.has_perm(CHANGE_RULES) else {}
+
+    @admin.display(description="condition")
+    def condition(self, obj: ThresholdSuggestion) -> str:
+        return f"{obj.fact} {obj.op} (v{obj.rule_version.number}, {obj.path})"
+
+    @admin.display(description="threshold")
+    def change(self, obj: ThresholdSuggestion) -> str:
+        return f"{obj.current_value} → {obj.proposed_value}"
+
+    @admin.display(description="matches")
+    def matches(self, obj: ThresholdSuggestion) -> str:
+        return f"{obj.current['matches']} → {obj.proposed['matches']}"
+
+    @admin.display(description="precision")
+    def precision(self, obj: ThresholdSuggestion) -> str:
+        return f"{_pct(obj.current['precision'])} → {_pct(obj.proposed['precision'])}"
+
+    @admin.display(description="expected cost")
+    def expected_cost(self, obj: ThresholdSuggestion) -> str:
+        before, after = obj.current["expected_cost"], obj.proposed["expected_cost"]
+        return f"{before:g} → {after:g} ({after - before:+g})"
+
+    @admin.action(description="Apply: write the threshold into the rule's draft (publish it on the rule)")
+    def apply_selected(self, request: HttpRequest, queryset: QuerySet[ThresholdSuggestion]) -> None:
+        applied = 0
+        for suggestion in queryset:
+            try:
+                suggestion_apply(suggestion=suggestion, actor=request.user)
+            except SuggestionError as exc:
+                self.message_user(request, f"{suggestion}: {exc}", messages.WARNING)
+            else:
+                applied += 1
+        if applied:
+            self.message_user(
+                request, f"{applied} suggestion(s) written to draft(s); review and publish them on the rule."
+            )
+
+    @admin.action(description="Dismiss")
+    def dismiss_selected(self, request: HttpRequest, queryset: QuerySet[ThresholdSuggestion]) -> None:
+        for suggestion in queryset:
+            suggestion_dismiss(suggestion=suggestion, actor=request.user)
+        self.message_user(request, f"{queryset.count()} suggestion(s) handled.")
+
+
+@admin.register(RiskModel)
+class RiskModelAdmin(_RulePermissions, admin.ModelAdmin):
+    list_display = ("version", "trained_at", "n_samples", "n_positive", "cv_auc")
+    readonly_fields = (
+        "version",
+        "trained_at",
+        "n_samples",
+        "n_positive",
+        "intercept",
+        "metrics",
+        "explanation",
+    )
+    exclude = ("features", "coefficients", "means", "scales")
+
+    @admin.display(description="cross-validated AUC")
+    def cv_auc(self, obj: RiskModel) -> str:
+        value = obj.metrics.get("cv_auc")
+        return "—" if value is None else f"{value:.3f}"
+
+    @admin.display(description="coefficients (per standard deviation, log-odds)")
+    def explanation(self, obj: RiskModel) -> str:
+        rows = sorted(obj.coefficients.items(), key=lambda kv: abs(kv[1]), reverse=True)
+        return format_html(
+            "<table><tr><th>feature</th><th>coefficient</th><th>mean</th><th>std</th></tr>{}</table>",
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (name, f"{coef:+.3f}", f"{obj.means.get(name, '')}", f"{obj.scales.get(name, '')}")
+                    for name, coef in rows
+                ),
+            ),
+        )
+
+
+@admin.register(ShadowSample)
+class ShadowSampleAdmin(_RulePermissions, admin.ModelAdmin):
+    list_display = ("subject_type", "subject_id", "sampled_at", "weight", "positive", "labelled_at")
+    list_filter = ("subject_type", "positive")
+    show_full_result_count = False
+    readonly_fields = [f.name for f in ShadowSample._meta.fields]
+
+
+@admin.register(LearningSettings)
+class LearningSettingsAdmin(_RulePermissions, admin.ModelAdmin):
+    """A singleton: the change list goes straight to the one row."""
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(CHANGE_RULES)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        obj = LearningSettings.load()
+        return HttpResponseRedirect(reverse("admin:learning_learningsettings_change", args=[obj.pk]))
+
+    def save_model(self, request: HttpRequest, obj: LearningSettings, form: Any, change: bool) -> None:
+        learning_settings_update(
+            settings=obj,
+            changed=list(form.changed_data),
+            actor=request.user,
+        )

@@ -1,0 +1,43 @@
+"""Nightly learning work (beat, after the nightly evaluation): each task calls one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from apps.rules.models import Rule
+
+from .ranking import risk_model_train, risk_scores_refresh
+from .retention import decisions_prune
+from .shadow import sampled_subject_types, shadow_sample_take, shadow_samples_label
+from .thresholds import suggestions_generate
+
+
+@shared_task(ignore_result=True, soft_time_limit=1800)
+def shadow_nightly() -> str:
+    """Label the samples whose answer is now known, then draw tonight's (a rerun adds a few rows more)."""
+    positive, negative = shadow_samples_label()
+    drawn = {st: len(shadow_sample_take(subject_type=st)) for st in sampled_subject_types()}
+    return f"labelled {positive} positive, {negative} negative; sampled {drawn}"
+
+
+@shared_task(ignore_result=True, soft_time_limit=3600)
+def suggest_thresholds() -> str:
+    """Sweep every enabled live rule; each run supersedes the previous open suggestions (safe to repeat)."""
+    made = 0
+    for rule in Rule.objects.filter(enabled=True, live_version__isnull=False).select_related("live_version"):
+        made += len(suggestions_generate(rule=rule))
+    return f"{made} suggestions"
+
+
+@shared_task(ignore_result=True, soft_time_limit=1800)
+def train_risk_model() -> str:
+    """Retrain (a new version each night once enough labels exist) and rescore flagged projects."""
+    model = risk_model_train()
+    scored = risk_scores_refresh()
+    return f"model {model.version if model else 'not trained (too few labels)'}; {scored} projects scored"
+
+
+@shared_task(ignore_result=True, soft_time_limit=3600)
+def prune_decisions() -> str:
+    """Retention: null old decision payloads in batches (idempotent)."""
+    return f"{decisions_prune()} decisions pruned"
