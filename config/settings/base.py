@@ -127,6 +127,20 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.connectors.webhooks.tasks.sweep_webhooks",
         "schedule": timedelta(minutes=1),
     },
+    # The learning loop, after the nightly evaluation (02:00).
+    "learning-shadow": {"task": "apps.learning.tasks.shadow_nightly", "schedule": crontab(hour=2, minute=30)},
+    "learning-thresholds": {
+        "task": "apps.learning.tasks.suggest_thresholds",
+        "schedule": crontab(hour=3, minute=0),
+    },
+    "learning-risk-model": {
+        "task": "apps.learning.tasks.train_risk_model",
+        "schedule": crontab(hour=3, minute=30),
+    },
+    "learning-retention": {
+        "task": "apps.learning.tasks.prune_decisions",
+        "schedule": crontab(hour=4, minute=0),
+    },
     "sweep-policy-steps": {
         "task": "apps.escalations.tasks.sweep_policy_steps",
         "schedule": timedelta(minutes=1),
