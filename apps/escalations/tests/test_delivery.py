@@ -7,7 +7,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from apps.escalations.delivery import delivery_attempt, delivery_claim
+from apps.escalations.delivery import backoff, delivery_attempt, delivery_claim
 from apps.escalations.models import Delivery
 
 from .helpers import make_escalation
@@ -103,3 +103,142 @@ def test_a_claim_excludes_other_workers_until_it_expires():
 def test_flag_dashboard_is_recorded_as_delivered():
     delivery = _delivery(make_escalation(), action="flag_dashboard", target="dashboard")
     assert delivery_attempt(delivery.pk) == "delivered"
+
+
+# ---- retry classification, upstream actions against the simulator, replay ---------------------------
+
+
+def test_backoff_grows_with_jitter_and_stays_under_its_cap(settings):
+    settings.FULCRUM = {**settings.FULCRUM, "ACTION_BACKOFF_BASE": 10.0, "ACTION_BACKOFF_CAP": 300.0}
+    first = {backoff(1).total_seconds() for _ in range(50)}
+    assert all(5.0 <= s <= 10.0 for s in first) and len(first) > 1  # jittered
+    assert all(20.0 <= backoff(3).total_seconds() <= 40.0 for _ in range(20))
+    assert all(150.0 <= backoff(30).total_seconds() <= 300.0 for _ in range(20))  # capped
+    assert backoff(1, retry_after=900).total_seconds() == 900  # a longer Retry-After wins
+
+
+def test_a_temporary_smtp_refusal_is_retried_and_a_permanent_one_is_dead(monkeypatch):
+    temporary, permanent = _delivery(make_escalation()), _delivery(make_escalation(), target="x@y.test")
+
+    def answer(code):
+        def send(*args, **kwargs):
+            raise smtplib.SMTPDataError(code, b"go away")
+
+        return send
+
+    monkeypatch.setattr("django.core.mail.EmailMessage.send", answer(451))
+    assert delivery_attempt(temporary.pk) == "failed"
+    monkeypatch.setattr("django.core.mail.EmailMessage.send", answer(554))
+    assert delivery_attempt(permanent.pk) == "dead"
+    permanent.refresh_from_db()
+    assert "SMTP 554" in permanent.last_error
+
+
+@pytest.fixture
+def simulator():
+    from apps.simulator import SimulatorServer, generate_company
+
+    with SimulatorServer(generate_company(seed=42, scale=0.05)).start() as server:
+        yield server
+
+
+@pytest.fixture
+def pm(simulator, settings):
+    from apps.simulator import PROCORE_COMPANY_ID
+    from tests.factories import ConnectionFactory
+
+    settings.FULCRUM = {**settings.FULCRUM, "HTTP_MAX_RETRIES": 0}  # the outbox retries, not the client
+    connection = ConnectionFactory(
+        slug="pm", kind="procore", base_url=simulator.base_url, options={"company_id": PROCORE_COMPANY_ID}
+    )
+    connection.base_url = simulator.base_url
+    connection.options = {"company_id": PROCORE_COMPANY_ID}
+    connection.credentials = {"access_token": "sim-procore-token"}
+    connection.save()
+    return connection
+
+
+def _procore_escalation(simulator, pm, **extra):
+    from apps.entities.models import ChangeOrder
+
+    co_sim = next(iter(simulator.company.pc_change_orders.values()))
+    escalation = make_escalation(**extra)
+    project = escalation.project
+    project.source, project.external_id = pm, str(co_sim.project_id)
+    project.save(update_fields=["source", "external_id"])
+    ChangeOrder.objects.filter(pk=escalation.subject_id).update(
+        source=pm, external_id=str(co_sim.id), project_ref=str(co_sim.project_id)
+    )
+    escalation.refresh_from_db()
+    return escalation, co_sim
+
+
+def test_escalate_pm_creates_one_rfi_despite_500s_and_a_lost_answer(simulator, pm):
+    from apps.escalations.outbound import pm_targets
+
+    escalation, co_sim = _procore_escalation(simulator, pm)
+    [target] = pm_targets(escalation)
+    delivery = _delivery(escalation, action="escalate_pm", target=target)
+    simulator.faults.add("status", path_prefix="/rest/v1.0/projects/", method="POST", status=500, count=2)
+    assert delivery_attempt(delivery.pk) == "failed"
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    assert delivery_attempt(delivery.pk) == "failed"
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    assert delivery_attempt(delivery.pk) == "delivered"
+    # The worker died after the RFI was created but before recording it: the row is sent again.
+    Delivery.objects.filter(pk=delivery.pk).update(state="pending", next_attempt_at=timezone.now())
+    assert delivery_attempt(delivery.pk) == "delivered"
+    rfis = [n for n in simulator.notes if n.get("kind") == "rfi"]
+    assert len(rfis) == 1
+    assert rfis[0]["target"] == co_sim.project_id and rfis[0]["idempotency_key"] == delivery.idempotency_key
+    delivery.refresh_from_db()
+    assert delivery.response["rfi_id"] == str(rfis[0]["id"])
+
+
+def test_an_approval_is_written_back_to_the_change_order_in_procore(simulator, pm, executive):
+    from apps.escalations.delivery import WRITEBACK_ACTION
+    from apps.escalations.services import escalation_decide
+
+    escalation, co_sim = _procore_escalation(simulator, pm)
+    escalation_decide(escalation=escalation, actor=executive, approve=False, note="too dear")
+    writeback = Delivery.objects.get(escalation=escalation, action=WRITEBACK_ACTION)
+    assert delivery_attempt(writeback.pk) == "delivered"
+    assert simulator.company.pc_change_orders[co_sim.id].status == "rejected"
+    writeback.refresh_from_db()
+    assert writeback.response == {"change_order": str(co_sim.id), "status": "rejected"}
+
+
+def test_a_4xx_from_upstream_is_dead_at_once(simulator, pm):
+    escalation, co_sim = _procore_escalation(simulator, pm, outcome="approved")
+    target = f"{pm.pk}:{co_sim.project_id}:999999999"  # no such change order: 404
+    delivery = _delivery(escalation, action="approval_writeback", target=target)
+    assert delivery_attempt(delivery.pk) == "dead"
+    delivery.refresh_from_db()
+    assert delivery.attempts == 1 and "HTTP 404" in delivery.last_error
+
+
+def test_a_429_from_upstream_waits_its_retry_after(simulator, pm):
+    escalation, co_sim = _procore_escalation(simulator, pm)
+    delivery = _delivery(escalation, action="escalate_pm", target=f"{pm.pk}:{co_sim.project_id}")
+    simulator.faults.add("rate_limit", path_prefix="/rest/", retry_after=900, count=1)
+    before = timezone.now()
+    assert delivery_attempt(delivery.pk) == "failed"
+    delivery.refresh_from_db()
+    assert delivery.next_attempt_at >= before + dt.timedelta(seconds=900)
+
+
+def test_replay_requeues_a_dead_delivery_from_a_fresh_count(
+    administrator, django_capture_on_commit_callbacks
+):
+    from apps.audit.models import AuditEntry
+    from apps.escalations.delivery import delivery_replay
+
+    delivery = _delivery(make_escalation(), state="dead", attempts=8, last_error="gave up")
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert delivery_replay(delivery=delivery, actor=administrator) is True
+    assert len(callbacks) == 1  # the send is queued after commit
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == ("pending", 0)
+    assert AuditEntry.objects.filter(action="delivery.replayed", object_id=str(delivery.pk)).exists()
+    assert delivery_attempt(delivery.pk) == "delivered"
+    assert delivery_replay(delivery=delivery, actor=administrator) is False  # delivered stays delivered

@@ -1,0 +1,255 @@
+"""Signed email links: GET confirms, only POST acts; expired, tampered, reused or foreign ones do nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+import time_machine
+from django.core import mail, signing
+from django.test import Client
+from django.utils import timezone
+
+from apps.escalations import services
+from apps.escalations.delivery import NOTIFY_ACTION, WRITEBACK_ACTION, delivery_attempt
+from apps.escalations.links import SALT, link_token, link_urls
+from apps.escalations.models import Delivery, Escalation, EscalationEvent
+
+from .helpers import make_escalation
+
+pytestmark = pytest.mark.django_db
+
+
+def _url(token: str) -> str:
+    return f"/escalations/link/{token}/"
+
+
+def _link(escalation, action, recipient) -> str:
+    return _url(link_token(escalation=escalation, action=action, recipient=recipient.email))
+
+
+@pytest.fixture
+def escalation(account_manager):
+    return make_escalation(owner_user=account_manager)
+
+
+def _state(escalation) -> tuple[str, str]:
+    escalation.refresh_from_db()
+    return escalation.status, escalation.outcome
+
+
+def test_get_shows_a_confirmation_page_and_changes_nothing(client, escalation, account_manager):
+    response = client.get(_link(escalation, "acknowledge", account_manager))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert escalation.subject_label in page and escalation.summary in page
+    assert 'method="post"' in page and "csrfmiddlewaretoken" in page
+    assert "Acknowledge" in page
+    assert response["Cache-Control"].startswith("max-age=0")
+    assert _state(escalation) == ("open", "")
+    assert not EscalationEvent.objects.filter(escalation=escalation).exists()
+
+
+def test_post_acts_as_the_recipient_from_the_email_link(client, escalation, account_manager):
+    response = client.post(_link(escalation, "acknowledge", account_manager))
+    assert response.status_code == 200 and "acknowledged" in response.content.decode()
+    assert _state(escalation) == ("acknowledged", "")
+    event = EscalationEvent.objects.get(escalation=escalation, kind="acknowledged")
+    assert (event.actor, event.via) == ("maria", EscalationEvent.Via.EMAIL)
+
+
+def test_resolve_link_offers_the_outcomes_and_records_the_chosen_one(client, escalation, account_manager):
+    url = _link(escalation, "resolve", account_manager)
+    page = client.get(url).content.decode()
+    assert 'name="outcome"' in page and 'value="no_action_needed"' in page
+    assert client.post(url, {"outcome": "no_action_needed", "note": "handled by phone"}).status_code == 200
+    assert _state(escalation) == ("resolved", "no_action_needed")
+    assert EscalationEvent.objects.get(escalation=escalation, kind="resolved").note == "handled by phone"
+
+
+def test_resolve_with_an_outcome_a_person_cannot_set_changes_nothing(client, escalation, account_manager):
+    response = client.post(_link(escalation, "resolve", account_manager), {"outcome": "auto_resolved"})
+    assert response.status_code == 400
+    assert _state(escalation) == ("open", "")
+
+
+def test_the_action_comes_from_the_token_not_the_form(client, escalation, account_manager):
+    response = client.post(
+        _link(escalation, "acknowledge", account_manager), {"action": "dismiss", "outcome": "false_alarm"}
+    )
+    assert response.status_code == 200
+    assert _state(escalation) == ("acknowledged", "")
+
+
+def test_an_expired_link_is_410_and_changes_nothing(client, escalation, account_manager, settings):
+    url = _link(escalation, "acknowledge", account_manager)
+    later = timezone.now() + settings.FULCRUM["EMAIL_LINK_MAX_AGE"] + dt.timedelta(minutes=1)
+    with time_machine.travel(later, tick=False):
+        assert client.get(url).status_code == 410
+        response = client.post(url)
+    assert response.status_code == 410 and "expired" in response.content.decode()
+    assert _state(escalation) == ("open", "")
+
+
+def test_a_link_just_inside_its_lifetime_still_works(client, escalation, account_manager, settings):
+    url = _link(escalation, "acknowledge", account_manager)
+    later = timezone.now() + settings.FULCRUM["EMAIL_LINK_MAX_AGE"] - dt.timedelta(minutes=1)
+    with time_machine.travel(later, tick=False):
+        assert client.post(url).status_code == 200
+    assert _state(escalation) == ("acknowledged", "")
+
+
+def test_a_tampered_link_is_400_and_changes_nothing(client, escalation, account_manager):
+    token = link_token(escalation=escalation, action="acknowledge", recipient=account_manager.email)
+    flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
+    assert client.post(_url(flipped)).status_code == 400
+    # A payload re-encoded with another action but the old signature.
+    _payload, _, rest = token.partition(":")
+    forged = signing.dumps(
+        {**signing.loads(token, salt=SALT), "a": "dismiss"}, salt=SALT, compress=True
+    ).partition(":")[0]
+    assert client.post(_url(f"{forged}:{rest}")).status_code == 400
+    # Signed with another salt (e.g. a token from another feature).
+    other = signing.dumps({"e": escalation.pk, "a": "dismiss", "r": "maria@fulcrum-demo.test", "s": "x"})
+    response = client.post(_url(other))
+    assert response.status_code == 400 and "not valid" in response.content.decode()
+    assert _state(escalation) == ("open", "")
+
+
+def test_a_used_link_is_409_the_second_time(client, escalation, account_manager):
+    url = _link(escalation, "resolve", account_manager)
+    assert client.post(url, {"outcome": "actioned"}).status_code == 200
+    response = client.post(url, {"outcome": "duplicate"})
+    assert response.status_code == 409 and "already been used" in response.content.decode()
+    assert _state(escalation) == ("resolved", "actioned")
+    assert client.get(url).status_code == 409
+
+
+def test_any_transition_kills_every_outstanding_link(client, escalation, account_manager, executive):
+    dismiss = _link(escalation, "dismiss", account_manager)
+    services.escalation_acknowledge(escalation=escalation, actor=executive)
+    assert client.post(dismiss, {"outcome": "false_alarm"}).status_code == 409
+    assert _state(escalation) == ("acknowledged", "")
+
+
+def test_a_refire_or_a_policy_event_does_not_kill_links(client, escalation, account_manager):
+    url = _link(escalation, "acknowledge", account_manager)
+    Escalation.objects.filter(pk=escalation.pk).update(
+        fire_count=5, last_fired_at=timezone.now() + dt.timedelta(hours=1)
+    )
+    EscalationEvent.objects.create(
+        escalation=escalation, kind="reminder", actor="system:policy", via="system", created_at=timezone.now()
+    )
+    assert client.post(url).status_code == 200
+    assert _state(escalation) == ("acknowledged", "")
+
+
+def test_csrf_is_enforced_on_the_post(escalation, account_manager):
+    browser = Client(enforce_csrf_checks=True)
+    url = _link(escalation, "acknowledge", account_manager)
+    assert browser.post(url).status_code == 403
+    assert _state(escalation) == ("open", "")
+    page = browser.get(url).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    assert browser.post(url, {"csrfmiddlewaretoken": token}).status_code == 200
+    assert _state(escalation) == ("acknowledged", "")
+
+
+def test_an_account_manager_cannot_use_an_approve_link(client, escalation, account_manager):
+    response = client.post(_link(escalation, "approve", account_manager))
+    assert response.status_code == 403
+    assert _state(escalation) == ("open", "")
+
+
+def test_a_link_for_another_managers_client_does_nothing(client, escalation, other_account_manager):
+    response = client.post(_link(escalation, "acknowledge", other_account_manager))
+    assert response.status_code == 403
+    assert _state(escalation) == ("open", "")
+
+
+def test_a_recipient_without_an_account_does_nothing(client, escalation):
+    token = link_token(escalation=escalation, action="acknowledge", recipient="nobody@elsewhere.test")
+    assert client.post(_url(token)).status_code == 403
+    assert _state(escalation) == ("open", "")
+
+
+def test_an_executive_approves_from_the_link_and_the_decision_is_queued_for_procore(
+    client, escalation, executive
+):
+    assert client.post(_link(escalation, "approve", executive), {"note": "go"}).status_code == 200
+    assert _state(escalation) == ("resolved", "approved")
+    writeback = Delivery.objects.get(escalation=escalation, action=WRITEBACK_ACTION)
+    co = escalation.project.change_orders.get(pk=escalation.subject_id)
+    assert writeback.target == f"{co.source_id}:{co.project_ref}:{co.external_id}"
+    assert writeback.idempotency_key == f"esc{escalation.pk}:{WRITEBACK_ACTION}:{writeback.target}"
+
+
+def test_emails_carry_links_for_what_each_recipient_may_do(escalation, account_manager, executive, settings):
+    settings.SITE_URL = "https://fulcrum.example"
+    now = timezone.now()
+    for action, person in (("email_account_manager", account_manager), ("email_executives", executive)):
+        delivery = Delivery.objects.create(
+            escalation=escalation,
+            action=action,
+            target=person.email,
+            idempotency_key=f"esc{escalation.pk}:{action}:{person.email}",
+            next_attempt_at=now,
+            created_at=now,
+        )
+        assert delivery_attempt(delivery.pk) == "delivered"
+    to_maria, to_elena = mail.outbox
+    maria_links = re.findall(r"(\w+): (https://fulcrum\.example/escalations/link/\S+/)", to_maria.body)
+    assert [a for a, _ in maria_links] == ["Acknowledge", "Resolve", "Dismiss"]
+    elena_links = dict(re.findall(r"(\w+): (https://fulcrum\.example/escalations/link/\S+/)", to_elena.body))
+    assert {"Approve", "Reject", "Acknowledge", "Resolve", "Dismiss"} == set(elena_links)
+    html = to_maria.alternatives[0][0]
+    assert all(url.replace("&", "&amp;") in html or url in html for _, url in maria_links)
+    # The decision in plain words: the fact, what it means, the actual value and the threshold.
+    assert "change_order.amount" in to_maria.body and "actual: 60000.00" in to_maria.body
+    assert "threshold: at least 50000" in to_maria.body and "; met" in to_maria.body
+    # A link from the email works: the path after SITE_URL is the confirmation page.
+    client = Client()
+    path = maria_links[0][1].removeprefix("https://fulcrum.example")
+    assert client.get(path).status_code == 200
+    assert client.post(path).status_code == 200
+    assert _state(escalation) == ("acknowledged", "")
+
+
+def test_the_links_are_one_per_recipient(escalation, account_manager, executive):
+    maria = dict(link_urls(escalation=escalation, recipient=account_manager.email))
+    elena = dict(link_urls(escalation=escalation, recipient=executive.email))
+    assert maria["acknowledge"] != elena["acknowledge"]
+    assert link_urls(escalation=escalation, recipient="nobody@elsewhere.test") == []
+
+
+def test_stakeholders_hear_once_when_someone_acts(escalation, account_manager, executive):
+    now = timezone.now()
+    for person in (account_manager, executive):
+        Delivery.objects.create(
+            escalation=escalation,
+            action="email_executives",
+            target=person.email,
+            idempotency_key=f"k:{person.email}",
+            state=Delivery.State.DELIVERED,
+            next_attempt_at=now,
+            created_at=now,
+        )
+    services.escalation_acknowledge(escalation=escalation, actor=executive, note="looking")
+    notices = Delivery.objects.filter(escalation=escalation, action=NOTIFY_ACTION)
+    assert list(notices.values_list("target", flat=True)) == [
+        account_manager.email
+    ]  # not the executive who acted
+    services.escalation_resolve(escalation=escalation, actor=account_manager, outcome="actioned")
+    assert sorted(notices.values_list("target", flat=True)) == sorted(
+        [account_manager.email, executive.email]
+    )
+    # Running the helper again for the same event queues nothing new.
+    services.stakeholders_notify(escalation=escalation, actor=account_manager)
+    assert notices.count() == 2
+    for notice in notices.all():
+        assert delivery_attempt(notice.pk) == "delivered", Delivery.objects.get(pk=notice.pk).last_error
+    ack_notice = next(m for m in mail.outbox if m.to == [account_manager.email])
+    assert "acknowledged by elena" in ack_notice.subject and "looking" in ack_notice.body
+    resolve_notice = next(m for m in mail.outbox if m.to == [executive.email])
+    assert "resolved by maria" in resolve_notice.body and "Actioned" in resolve_notice.body
