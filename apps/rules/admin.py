@@ -160,21 +160,14 @@ class RuleAdmin(admin.ModelAdmin):
         run = obj.shadow_runs.select_related("live_version").first()
         since = f"in shadow since {obj.shadow_since:%Y-%m-%d %H:%M}" if obj.shadow_since else "not in shadow"
         if run is None:
-            return format_html("{}; no run yet", since)
+            return f"{since}; no run yet"
+        ran = f"{run.ran_at:%Y-%m-%d %H:%M}"
         if run.error:
-            return format_html(
-                "{}; {:%Y-%m-%d %H:%M}: the draft could not be evaluated: {}", since, run.ran_at, run.error
-            )
+            return f"{since}; {ran}: the draft could not be evaluated: {run.error}"
         against = f"v{run.live_version.number}" if run.live_version else "no live version"
-        return format_html(
-            "{}; {:%Y-%m-%d %H:%M}: would match {} of {} (against {}: {} added, {} removed)",
-            since,
-            run.ran_at,
-            run.would_match,
-            run.subjects,
-            against,
-            run.added,
-            run.removed,
+        return (
+            f"{since}; {ran}: would match {run.would_match} of {run.subjects} "
+            f"(against {against}: {run.added} added, {run.removed} removed)"
         )
 
     @admin.display(description="conditions")

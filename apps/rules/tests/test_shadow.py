@@ -1,0 +1,126 @@
+"""Shadow mode: a draft evaluated beside the live version over every subject, acting on nothing."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from apps.audit.models import AuditEntry
+from apps.escalations.models import Delivery, Escalation
+from apps.rules.models import Decision, Rule, ShadowRun, SubjectState
+from apps.rules.ruleset import RulesFileError, rule_from_dict
+from apps.rules.services import rules_import
+from apps.rules.shadow import rule_shadow_start, rule_shadow_stop, shadow_evaluate, shadow_evaluate_task
+from apps.rules.sql import batch_outcomes
+
+from .test_preview_admin import company, draft_for, rule_yaml  # noqa: F401  (company is a fixture)
+
+pytestmark = pytest.mark.django_db
+
+
+def acted_rows():
+    return (
+        Escalation.objects.count(),
+        Delivery.objects.count(),
+        Decision.objects.count(),
+        SubjectState.objects.count(),
+    )
+
+
+def test_shadow_run_stores_the_would_match_counts_and_acts_on_nothing(company):  # noqa: F811
+    rule = company["rule"]
+    rule.draft = draft_for(10000)
+    rule.save()
+    rule_shadow_start(rule=rule, actor="system:test")
+    before = acted_rows()
+
+    (run,) = shadow_evaluate()
+
+    # Counted independently of the preview code: the SQL batch evaluator on the draft itself.
+    outcomes = batch_outcomes(rule_from_dict(rule.draft))
+    matched = sorted(sid for sid, outcome in outcomes.items() if outcome == "matched")
+    assert matched == sorted(company[k].pk for k in ("big", "huge", "mid"))
+    assert run.would_match == len(matched) == 3
+    assert run.subjects == 4
+    assert run.counts == {"matched": 3, "not_matched": 0, "insufficient_data": 1}
+    assert run.live_counts["matched"] == 2 and run.live_version.number == 1
+    assert (run.added, run.removed) == (1, 0)
+    assert run.added_ids == [company["mid"].pk] and run.removed_ids == []
+    assert sorted(run.sample_ids) == matched
+    assert run.spec == rule.draft and not run.error
+    assert acted_rows() == before == (0, 0, 0, 0)
+    assert AuditEntry.objects.filter(action="rule.shadow_run", object_id="big-co").count() == 1
+
+
+def test_a_draft_that_drops_matches_counts_them_as_removed(company):  # noqa: F811
+    rule = company["rule"]
+    rule.draft = draft_for(80000)  # keeps huge (90,000), drops big (60,000)
+    rule.save()
+
+    (run,) = shadow_evaluate(rules=[rule])
+
+    assert run.would_match == 1 and run.sample_ids == [company["huge"].pk]
+    assert (run.added, run.removed, run.removed_ids) == (0, 1, [company["big"].pk])
+
+
+def test_only_rules_in_shadow_run_and_stopping_ends_it(company):  # noqa: F811
+    rules_import(text=rule_yaml(key="quiet"), actor="system:test")
+    rule = company["rule"]
+    rule_shadow_start(rule=rule, actor="system:test")
+
+    assert [r.rule.key for r in shadow_evaluate()] == ["big-co"]
+    rule_shadow_stop(rule=rule, actor="system:test")
+    assert shadow_evaluate() == []
+    assert ShadowRun.objects.count() == 1
+    actions = list(AuditEntry.objects.filter(object_id="big-co").values_list("action", flat=True))
+    assert "rule.shadow_started" in actions and "rule.shadow_stopped" in actions
+
+
+def test_an_invalid_draft_cannot_start_shadow_and_a_later_broken_one_is_recorded(company):  # noqa: F811
+    rule = company["rule"]
+    broken = {**rule.draft, "when": {"fact": "change_order.amount", "op": "contains", "value": 1}}
+    rule.draft = broken
+    rule.save()
+    with pytest.raises(RulesFileError):
+        rule_shadow_start(rule=rule, actor="system:test")
+    assert Rule.objects.get(pk=rule.pk).shadow_since is None
+
+    (run,) = shadow_evaluate(rules=[rule])
+
+    assert run.error and run.would_match == 0 and run.subjects == 0
+
+
+def test_the_nightly_task_runs_every_shadowed_draft(company):  # noqa: F811
+    rule = company["rule"]
+    rule.draft = draft_for(10000)
+    rule.save()
+    rule_shadow_start(rule=rule, actor="system:test")
+
+    assert shadow_evaluate_task() == "1 shadow run(s): big-co 3"
+
+
+def test_admin_shows_the_latest_shadow_summary_and_starts_and_stops_shadow(
+    client,
+    ops_manager,
+    company,  # noqa: F811
+):
+    rule = company["rule"]
+    rule.draft = draft_for(10000)
+    rule.save()
+    client.force_login(ops_manager)
+    shadow_url = reverse("admin:rules_rule_shadow", args=[rule.pk])
+
+    assert client.post(shadow_url, {"do": "start"}).status_code == 302
+    assert Rule.objects.get(pk=rule.pk).shadow_since is not None
+    assert client.post(shadow_url, {"do": "run"}).status_code == 302
+
+    change_page = client.get(reverse("admin:rules_rule_change", args=[rule.pk])).content.decode()
+    assert "would match 3 of 4 (against v1: 1 added, 0 removed)" in change_page
+    shadow_page = client.get(shadow_url)
+    assert shadow_page.context["latest"].would_match == 3
+    assert (
+        reverse("admin:entities_changeorder_change", args=[company["mid"].pk]) in shadow_page.content.decode()
+    )
+
+    assert client.post(shadow_url, {"do": "stop"}).status_code == 302
+    assert Rule.objects.get(pk=rule.pk).shadow_since is None
