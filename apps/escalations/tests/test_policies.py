@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.audit.models import AuditEntry
+from apps.entities.models import ChangeOrder
 from apps.escalations.models import Delivery, Escalation, EscalationEvent, EscalationPolicy, PolicyLevel
 from apps.escalations.policies import (
     BusinessHours,
@@ -537,3 +538,64 @@ def test_escalation_admin_shows_policy_progress(
     assert "executive policy: level 1/1" in page
     policies = client.get(reverse("admin:escalations_escalationpolicy_changelist"))
     assert policies.status_code == 200 and "executive policy" in policies.content.decode()
+
+
+# --- through a rule match ------------------------------------------------------------------------------
+
+RULE = """
+- key: big-co
+  name: Big change order
+  subject: change_order
+  when:
+    all:
+      - {fact: change_order.amount, op: gte, value: 50000}
+  route: executive
+  severity: high
+  priority: 10
+  actions: [email_account_manager, email_executives, flag_dashboard]
+  cooldown: 7d
+  max_fact_age: 24h
+"""
+
+
+def amount(evidence: dict) -> str:
+    [node] = [n for n in evidence["explanation"] if n.get("fact") == "change_order.amount"]
+    return str(node["actual"])
+
+
+@pytest.mark.django_db
+def test_a_rule_match_freezes_the_policy_and_the_opening_evidence(executive):
+    from apps.connectors.models import StreamState
+    from apps.rules.facts import ENTITY_STREAMS
+    from apps.rules.services import evaluate_subjects, rules_import
+    from tests.factories import ChangeOrderFactory, ConnectionFactory
+
+    make_policy(
+        {"wait_hours": 2, "condition": "not_acknowledged", "target": "executives"}, digest_executives=True
+    )
+    with time_machine.travel(at(MONDAY, 9), tick=False):
+        for entity, streams in ENTITY_STREAMS.items():
+            conn = ConnectionFactory(slug=f"src-{entity}")
+            for stream in streams:
+                StreamState.objects.create(connection=conn, stream=stream, last_success_at=timezone.now())
+        co = ChangeOrderFactory(amount=Decimal("60000"))
+        rules_import(text=RULE, actor="system:test")
+        assert evaluate_subjects(subject_type="change_order", ids=[co.pk]).escalations_opened == 1
+    escalation = Escalation.objects.get()
+    assert escalation.policy_snapshot["levels"][0]["target"] == "executives"
+    assert escalation.next_step_at == at(MONDAY, 11)
+    assert escalation.opened_evidence == escalation.evidence
+    assert amount(escalation.opened_evidence).startswith("60000")
+    # The policy's digest flag batched the executives' first email; the rest went to the outbox as usual.
+    assert sorted(escalation.deliveries.values_list("action", flat=True)) == ["digest", "flag_dashboard"]
+
+    with time_machine.travel(at(MONDAY, 10), tick=False):
+        ChangeOrder.objects.filter(pk=co.pk).update(amount=Decimal("75000"))
+        assert evaluate_subjects(subject_type="change_order", ids=[co.pk]).escalations_refired == 1
+    escalation.refresh_from_db()
+    assert amount(escalation.evidence).startswith("75000")
+    assert amount(escalation.opened_evidence).startswith("60000")
+    assert escalation.next_step_at == at(MONDAY, 11)  # a re-fire does not restart the policy
+    assert sweep(at(MONDAY, 11)) == ["policy_level"]
+    # A policy level is not a "new escalation": it reaches the executive at once, not in a digest.
+    assert step_deliveries(escalation) == [("email_executives", "elena@fulcrum-demo.test")]
