@@ -204,43 +204,39 @@ def candidate_values(
     return values
 
 
-def _figures(
-    condition: CompiledCondition,
-    max_age: dt.timedelta | None,
-    threshold: Any,
-    stored: list[_Row],
-    shadow: list[_Row],
-    miss_cost: float,
-    false_alarm_cost: float,
-) -> tuple[Figures, list[bool]]:
-    figures = Figures(threshold=threshold)
-    matched_flags = []
+def _flags(condition: CompiledCondition, max_age: dt.timedelta | None, rows: list[_Row]) -> Any:
+    import numpy as np
+
     matched = Outcome.MATCHED
-    for row in stored:
-        hit = condition.matches(row.values, ages=row.ages, max_age=max_age) is matched
-        matched_flags.append(hit)
-        figures.matches += hit
-        if row.label is None:
-            continue
-        if hit:
-            figures.positive += row.label
-            figures.negative += not row.label
-        elif row.label:
-            figures.misses += 1
-    for row in shadow:
-        hit = condition.matches(row.values, ages=row.ages, max_age=max_age) is matched
-        if row.label and not hit:
-            figures.shadow_misses += row.weight
-        elif hit and not row.label:
-            figures.shadow_false_alarms += row.weight
-    figures.expected_cost = miss_cost * (figures.misses + figures.shadow_misses) + false_alarm_cost * (
-        figures.negative + figures.shadow_false_alarms
+    return np.fromiter(
+        (condition.matches(r.values, ages=r.ages, max_age=max_age) is matched for r in rows),
+        dtype=bool,
+        count=len(rows),
     )
-    return figures, matched_flags
+
+
+def _leaf_true(op: str, values: Any, threshold: float) -> Any:
+    # NaN (no value) compares false; such rows match the same way whatever the threshold (see below).
+    if op == "lt":
+        return values < threshold
+    if op == "lte":
+        return values <= threshold
+    if op == "gt":
+        return values > threshold
+    return values >= threshold
 
 
 def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = None) -> list[Sweep]:
-    """Sweep every movable condition of ``version`` (each with the others held at their values)."""
+    """Sweep every movable condition of ``version`` (each with the others held at their values).
+
+    The evaluator runs three times per context, not once per candidate: with the rule as it is, with
+    the condition forced true (its threshold beyond every observed value) and forced false. A candidate
+    threshold only decides which of the last two outcomes a context gets, so every candidate is then a
+    vector comparison. A context whose condition is unknown (no value, stale) or an error gets the same
+    outcome from both, whatever the threshold — as the evaluator would give it.
+    """
+    import numpy as np
+
     settings = settings or LearningSettings.load()
     spec = version.spec
     subject_type = str(spec["subject"])
@@ -249,32 +245,65 @@ def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = N
     raw_age = spec.get("max_fact_age")
     max_age = parse_duration(raw_age) if raw_age else None
     stored, shadow = _rows(version.rule.key, subject_type)
-    if not stored and not shadow:
+    rows = stored + shadow
+    if not rows:
         return []
     miss_cost, fa_cost = float(settings.miss_cost), float(settings.false_alarm_cost)
+    is_stored = np.arange(len(rows)) < len(stored)
+    positive = np.array([r.label is True for r in rows])
+    negative = np.array([r.label is False for r in rows])
+    weight = np.array([r.weight for r in rows])
+    current_flags = _flags(condition, max_age, rows)
     sweeps = []
     for path, fact, op, value in sweepable(condition):
-        current, current_flags = _figures(condition, max_age, value, stored, shadow, miss_cost, fa_cost)
-        observed = [r.values.get(fact) for r in stored] + [r.values.get(fact) for r in shadow]
-        results: list[tuple[Figures, list[bool]]] = []
         fact_type = FACTS[fact].type
-        for candidate in candidate_values(observed, fact_type, value, settings.max_candidates):
+        numbers = [_decimal(r.values.get(fact)) for r in rows]
+        present = [n for n in numbers if n is not None]
+        if not present:
+            continue
+        low, high = _tree_number(min(present) - 1), _tree_number(max(present) + 1)
+        forced_true, forced_false = (high, low) if op in ("lt", "lte") else (low, high)
+        if_true = _flags(
+            compile_condition(with_threshold(tree, path, forced_true), subject_type), max_age, rows
+        )
+        if_false = _flags(
+            compile_condition(with_threshold(tree, path, forced_false), subject_type), max_age, rows
+        )
+        observed = np.array([np.nan if n is None else float(n) for n in numbers])
+
+        def figures(threshold: Any, flags: Any) -> Figures:
+            hit_stored = flags & is_stored
+            missed = ~flags
+            shadow_rows = ~is_stored
+            f = Figures(
+                threshold=threshold,
+                matches=int(hit_stored.sum()),
+                positive=int((hit_stored & positive).sum()),
+                negative=int((hit_stored & negative).sum()),
+                misses=int((missed & is_stored & positive).sum()),
+                shadow_misses=float(weight[missed & shadow_rows & positive].sum()),
+                shadow_false_alarms=float(weight[flags & shadow_rows & negative].sum()),
+            )
+            f.expected_cost = miss_cost * (f.misses + f.shadow_misses) + fa_cost * (
+                f.negative + f.shadow_false_alarms
+            )
+            return f
+
+        current = figures(value, current_flags)
+        results: list[tuple[Figures, Any]] = []
+        for candidate in candidate_values(present, fact_type, value, settings.max_candidates):
             # A strict bound at an observed value would exclude that value: move it one step out.
             candidate += {"lt": _STEP[fact_type], "gt": -_STEP[fact_type]}.get(op, Decimal(0))
-            number = _tree_number(candidate)
-            compiled = compile_condition(with_threshold(tree, path, number), subject_type)
-            results.append(_figures(compiled, max_age, number, stored, shadow, miss_cost, fa_cost))
-        if not results:
-            continue
+            flags = np.where(_leaf_true(op, observed, float(candidate)), if_true, if_false)
+            results.append((figures(_tree_number(candidate), flags), flags))
         here = _decimal(value) or Decimal(0)
 
-        def rank(item: tuple[Figures, list[bool]], here: Decimal = here) -> tuple[float, Decimal]:
+        def rank(item: tuple[Figures, Any], here: Decimal = here) -> tuple[float, Decimal]:
             # Cheapest first; among equals, the smallest move from today's threshold.
             return item[0].expected_cost, abs((_decimal(item[0].threshold) or here) - here)
 
         best, best_flags = min(results, key=rank)
-        newly = sum(1 for a, b in zip(best_flags, current_flags, strict=True) if a and not b)
-        dropped = sum(1 for a, b in zip(best_flags, current_flags, strict=True) if b and not a)
+        in_stored = slice(0, len(stored))
         sweeps.append(
             Sweep(
                 path=path,
@@ -283,8 +312,8 @@ def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = N
                 current=current,
                 best=best,
                 candidates=[f for f, _ in results],
-                newly_matching=newly,
-                no_longer_matching=dropped,
+                newly_matching=int((best_flags & ~current_flags)[in_stored].sum()),
+                no_longer_matching=int((current_flags & ~best_flags)[in_stored].sum()),
                 replayed=len(stored),
                 shadow_rows=len(shadow),
             )
