@@ -116,15 +116,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60 * 60}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Task modules autodiscovery (apps.<app>.tasks) does not reach.
-CELERY_IMPORTS = ["apps.connectors.webhooks.tasks", "apps.rules.shadow"]
+CELERY_IMPORTS = ["apps.connectors.webhooks.tasks"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     "deliver-due-actions": {"task": "apps.escalations.tasks.deliver_due", "schedule": timedelta(seconds=30)},
     "evaluate-nightly": {"task": "apps.rules.tasks.evaluate_all", "schedule": crontab(hour=2, minute=0)},
-    "shadow-nightly": {
-        "task": "apps.rules.shadow.shadow_evaluate_task",
-        "schedule": crontab(hour=2, minute=30),
-    },
     "heartbeat": {"task": "apps.dashboard.tasks.heartbeat", "schedule": timedelta(seconds=30)},
     "audit-anchor": {"task": "apps.audit.tasks.anchor_chain", "schedule": timedelta(minutes=10)},
     "sweep-webhooks": {
@@ -235,12 +231,12 @@ FULCRUM = {
     "POLICY_SWEEP_BATCH": env.int("FULCRUM_POLICY_SWEEP_BATCH", default=200),
     "POLICY_STEP_LEASE": timedelta(minutes=env.int("FULCRUM_POLICY_STEP_LEASE_MINUTES", default=5)),
     "POLICY_STALL_AFTER": timedelta(minutes=env.int("FULCRUM_POLICY_STALL_MINUTES", default=10)),
-    # Noise controls: executives' digest of new escalations (also per policy), quiet hours as local
-    # "start-end" hours (e.g. "22-7"; empty = off), emails per recipient per hour (0 = no cap).
+    # Noise controls, all off unless set: executives' digest of new escalations (also per policy), quiet
+    # hours as local "start-end" hours (e.g. "22-7"), emails per recipient per hour (0 = no cap).
     "EXECUTIVE_DIGEST": env.bool("FULCRUM_EXECUTIVE_DIGEST", default=False),
     "DIGEST_PERIOD": timedelta(minutes=env.int("FULCRUM_DIGEST_MINUTES", default=60)),
     "QUIET_HOURS": env("FULCRUM_QUIET_HOURS", default=""),
-    "RECIPIENT_HOURLY_CAP": env.int("FULCRUM_RECIPIENT_HOURLY_CAP", default=30),
+    "RECIPIENT_HOURLY_CAP": env.int("FULCRUM_RECIPIENT_HOURLY_CAP", default=0),
     "AUDIT_ANCHOR_FILE": env(
         "FULCRUM_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / ".data" / "audit-anchor.log")
     ),
