@@ -116,11 +116,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60 * 60}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Task modules autodiscovery (apps.<app>.tasks) does not reach.
-CELERY_IMPORTS = ["apps.connectors.webhooks.tasks"]
+CELERY_IMPORTS = ["apps.connectors.webhooks.tasks", "apps.rules.shadow"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     "deliver-due-actions": {"task": "apps.escalations.tasks.deliver_due", "schedule": timedelta(seconds=30)},
     "evaluate-nightly": {"task": "apps.rules.tasks.evaluate_all", "schedule": crontab(hour=2, minute=0)},
+    "shadow-nightly": {
+        "task": "apps.rules.shadow.shadow_evaluate_task",
+        "schedule": crontab(hour=2, minute=30),
+    },
     "heartbeat": {"task": "apps.dashboard.tasks.heartbeat", "schedule": timedelta(seconds=30)},
     "audit-anchor": {"task": "apps.audit.tasks.anchor_chain", "schedule": timedelta(minutes=10)},
     "sweep-webhooks": {
