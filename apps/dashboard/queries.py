@@ -170,6 +170,52 @@ def timeline(escalation: Escalation) -> list[TimelineEntry]:
     return entries
 
 
+@dataclass(frozen=True)
+class ChannelStatus:
+    """Where one action (email the account manager, a CRM note, ...) stands across its targets."""
+
+    action: str
+    targets: int
+    by_state: dict[str, int]
+    last_error: str
+
+    @property
+    def delivered(self) -> int:
+        return self.by_state.get(Delivery.State.DELIVERED, 0)
+
+    @property
+    def waiting(self) -> int:
+        return self.by_state.get(Delivery.State.PENDING, 0) + self.by_state.get(Delivery.State.SENDING, 0)
+
+    @property
+    def failed(self) -> int:
+        return self.by_state.get(Delivery.State.FAILED, 0)
+
+    @property
+    def dead(self) -> int:
+        return self.by_state.get(Delivery.State.DEAD, 0)
+
+    @property
+    def settled(self) -> bool:
+        return self.delivered == self.targets
+
+
+def delivery_channels(entries: list[TimelineEntry]) -> list[ChannelStatus]:
+    """Per-action delivery status from the timeline's deliveries (already fetched: no query)."""
+    grouped: dict[str, list[Delivery]] = {}
+    for entry in entries:
+        if isinstance(entry.item, Delivery):
+            grouped.setdefault(entry.item.action, []).append(entry.item)
+    channels = []
+    for action, deliveries in grouped.items():
+        counts: dict[str, int] = {}
+        for delivery in deliveries:
+            counts[delivery.state] = counts.get(delivery.state, 0) + 1
+        errors = [d.last_error for d in deliveries if d.last_error and d.state != Delivery.State.DELIVERED]
+        channels.append(ChannelStatus(action, len(deliveries), counts, errors[-1] if errors else ""))
+    return channels
+
+
 def my_escalations(user: Any, status: str = "") -> EscalationQuerySet:
     """The account manager's own escalations (clients they own): open first, worst first, newest first."""
     qs = Escalation.objects.visible_to(user).filter(client__owner__user=user)

@@ -56,12 +56,14 @@ def escalation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     escalation = queries.escalation_for_page(request.user, pk)
     if escalation is None:
         raise Http404("No such escalation.")
+    timeline = queries.timeline(escalation)
     return render(
         request,
         "escalations/detail.html",
         {
             "escalation": escalation,
-            "timeline": queries.timeline(escalation),
+            "timeline": timeline,
+            "channels": queries.delivery_channels(timeline),
             "actions": actions_for(escalation, can_decide=can_decide_approvals(request.user)),
             **_action_context(),
         },

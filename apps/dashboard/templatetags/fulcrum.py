@@ -242,3 +242,11 @@ def oldest_age(facts: Any) -> str:
     if not ages or len(known) < len(ages):
         return "some inputs never synced"
     return age_words(max(known))
+
+
+@register.simple_tag
+def fulcrum_admin_home() -> dict[str, Any]:
+    """The operator panels of the admin home (``templates/admin/index.html``)."""
+    from apps.dashboard.admin_home import admin_home
+
+    return admin_home()
