@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
 from django.utils import timezone
 
-from apps.connectors.models import StreamState
+from apps.connectors.models import Connection, StreamState
 from apps.escalations.models import Escalation
 from apps.rules.facts import ENTITY_STREAMS
 from apps.rules.models import Decision, Rule, RuleVersion
@@ -109,10 +109,10 @@ def fresh_streams() -> None:
     """Every stream synced five minutes ago, so live evaluation sees fresh facts."""
     synced = timezone.now() - dt.timedelta(minutes=5)
     for entity, streams in ENTITY_STREAMS.items():
-        connection = ConnectionFactory(slug=f"src-{entity}")
+        source = cast(Connection, ConnectionFactory(slug=f"src-{entity}"))
         for stream in streams:
             StreamState.objects.update_or_create(
-                connection=connection, stream=stream, defaults={"last_success_at": synced}
+                connection=source, stream=stream, defaults={"last_success_at": synced}
             )
 
 
