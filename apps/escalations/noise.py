@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.mail import EmailMultiAlternatives
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count
 from django.template.loader import render_to_string
 
@@ -77,18 +77,6 @@ def _digest_on(escalation: Escalation) -> bool:
     return bool(snapshot.get("digest_executives") or settings.FULCRUM.get("EXECUTIVE_DIGEST"))
 
 
-def _lock_recipients(targets: list[str]) -> None:
-    """Serialise cap accounting per recipient (transaction-scoped advisory locks, in a fixed order)."""
-    if not targets:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('fulcrum-recipient:' || t)) "
-            "FROM (SELECT t FROM unnest(%s::text[]) AS t ORDER BY t) AS ordered",
-            [sorted(set(targets))],
-        )
-
-
 def _recent_counts(targets: list[str], now: dt.datetime) -> Counter[str]:
     rows = (
         Delivery.objects.filter(
@@ -131,7 +119,9 @@ def notify(*, escalation: Escalation, notices: list[Notice], now: dt.datetime, n
     ids of rows due now; they are queued for a worker after commit, the rest are swept when due.
     """
     people = [n.target for n in notices if n.action in EMAIL_ACTIONS]
-    _lock_recipients(people)
+    # The cap counts committed rows: concurrent transactions may each pass it once (an overshoot of at
+    # most the number of concurrent evaluations). Per-recipient locks would make it exact, but a batch
+    # opening many escalations would take them across calls in no global order and could deadlock.
     recent = _recent_counts(people, now) if people else Counter()
     cap: int = settings.FULCRUM.get("RECIPIENT_HOURLY_CAP") or 0
     quiet = quiet_until(now)

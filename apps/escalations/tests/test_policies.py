@@ -599,3 +599,36 @@ def test_a_rule_match_freezes_the_policy_and_the_opening_evidence(executive):
     assert sweep(at(MONDAY, 11)) == ["policy_level"]
     # A policy level is not a "new escalation": it reaches the executive at once, not in a digest.
     assert step_deliveries(escalation) == [("email_executives", "elena@fulcrum-demo.test")]
+
+
+@pytest.mark.django_db
+def test_the_beat_tasks_queue_fenced_steps_and_report_stalls(account_manager, monkeypatch):
+    from apps.escalations import tasks
+
+    queued: list[tuple] = []
+    monkeypatch.setattr(tasks.apply_policy_step, "delay", lambda *args: queued.append(args))
+    make_policy({"wait_hours": 1, "condition": "not_resolved", "target": "account_manager"})
+    escalation = open_escalation(at(MONDAY, 9), owner_user=account_manager)
+    with time_machine.travel(at(MONDAY, 10), tick=False):
+        assert tasks.sweep_policy_steps() == "1 steps queued, 0 closed released"
+        assert queued == [(escalation.pk, 0, str(escalation.step_token))]
+        assert tasks.sweep_policy_steps().startswith("0 steps queued")  # claimed: not queued twice
+        assert tasks.apply_policy_step(*queued[0]) == "policy_level"
+        assert tasks.apply_policy_step(*queued[0]) == "stale"
+    with time_machine.travel(at(MONDAY, 12), tick=False):
+        Escalation.objects.filter(pk=escalation.pk).update(
+            next_step_at=at(MONDAY, 10), step_token=uuid.uuid4()
+        )
+        assert tasks.audit_policies() == "1 stalled"
+
+
+@pytest.mark.django_db
+def test_policy_notifications_respect_quiet_hours(account_manager, settings):
+    settings.TIME_ZONE = "America/Chicago"
+    settings.FULCRUM = {**settings.FULCRUM, "QUIET_HOURS": "12-13", "RECIPIENT_HOURLY_CAP": 0}
+    make_policy({"wait_hours": 3, "condition": "not_resolved", "target": "account_manager"})
+    escalation = open_escalation(at(MONDAY, 9), owner_user=account_manager)
+    assert sweep(at(MONDAY, 12)) == ["policy_level"]
+    delivery = Delivery.objects.get(idempotency_key__startswith=f"esc{escalation.pk}:s0:")
+    assert delivery.next_attempt_at == at(MONDAY, 13)
+    assert escalation.suppressed.get().reason == "quiet_hours"
