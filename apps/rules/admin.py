@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -81,13 +81,50 @@ _VIEW_FIELDSETS = (
 )
 
 
+class DraftStateFilter(admin.SimpleListFilter):
+    """Which drafts wait for a publish: the operational question on the rules list."""
+
+    title = "draft"
+    parameter_name = "draft"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("unpublished", "never published"),
+            ("changed", "changed since live"),
+            ("same", "same as live"),
+            ("shadow", "in shadow"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Rule]) -> QuerySet[Rule]:
+        same = Q(live_version__isnull=False, draft=F("live_version__spec"))
+        match self.value():
+            case "unpublished":
+                return queryset.filter(live_version__isnull=True)
+            case "changed":
+                return queryset.filter(live_version__isnull=False).exclude(same)
+            case "same":
+                return queryset.filter(same)
+            case "shadow":
+                return queryset.filter(shadow_since__isnull=False)
+        return queryset
+
+
 @admin.register(Rule)
 class RuleAdmin(admin.ModelAdmin):
     """The rule editor: draft, preview, publish (with confirmation), versions and their diff, shadow."""
 
     form = RuleEditorForm
-    list_display = ("key", "name", "subject_type", "enabled", "live", "in_shadow", "updated_at")
-    list_filter = ("subject_type", "enabled")
+    list_display = (
+        "key",
+        "name",
+        "subject_type",
+        "enabled",
+        "live",
+        "draft_state",
+        "in_shadow",
+        "updated_at",
+    )
+    list_filter = (DraftStateFilter, "subject_type", "enabled")
     list_select_related = ("live_version",)
     search_fields = ("key", "name")
     inlines = [VersionInline]
@@ -126,6 +163,12 @@ class RuleAdmin(admin.ModelAdmin):
     @admin.display(description="live", ordering="live_version__number")
     def live(self, obj: Rule) -> str:
         return f"v{obj.live_version.number}" if obj.live_version else "—"
+
+    @admin.display(description="draft")
+    def draft_state(self, obj: Rule) -> str:
+        if obj.live_version is None:
+            return "never published"
+        return "same as live" if obj.draft == obj.live_version.spec else "changed"
 
     @admin.display(description="shadow", boolean=True)
     def in_shadow(self, obj: Rule) -> bool:

@@ -168,30 +168,33 @@ class RuleEditorForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if self.errors:
-            return data
-        when = normalise_tree(data.get("when"))
+        if "when" not in data:
+            return data  # unreadable JSON: its field already says why
+        when = normalise_tree(data["when"])
+        # Validate the draft even when another field failed, so every problem shows in one round; a
+        # field that failed is left out (its default, or a placeholder for a required one) and keeps
+        # only its own message.
         draft: dict[str, Any] = {
-            "key": data.get("key") or self.instance.key,
-            "name": data["name"],
-            "subject": data["subject"],
+            "key": data.get("key") or self.instance.key or "placeholder",
+            "name": data.get("name") or "placeholder",
+            "subject": data.get("subject") or SubjectType.CHANGE_ORDER,
             "when": when,
-            "route": data["route"],
-            "severity": data["severity"],
-            "priority": data["priority"],
-            "actions": list(data.get("actions") or []),
-            "cooldown": data["cooldown"],
-            "max_fact_age": data["max_fact_age"],
-            "auto_resolve": bool(data.get("auto_resolve")),
         }
+        for name in ("route", "severity", "priority", "cooldown", "max_fact_age"):
+            if data.get(name) is not None:
+                draft[name] = data[name]
+        draft["actions"] = list(data.get("actions") or [])
+        draft["auto_resolve"] = bool(data.get("auto_resolve"))
         if data.get("description"):
             draft["description"] = data["description"]
         try:
-            self.spec = rule_from_dict(draft)
+            spec = rule_from_dict(draft)
         except RulesFileError as exc:
             self._place(exc, when)
             return data
-        data["draft"] = self.spec.to_dict()
+        if not self.errors:
+            self.spec = spec
+            data["draft"] = spec.to_dict()
         return data
 
     def _place(self, exc: RulesFileError, when: Any) -> None:
@@ -201,6 +204,8 @@ class RuleEditorForm(forms.ModelForm):
                 continue
             field = problem.path.split("[")[0].split(".")[0]
             target = field if field in self.fields else None
+            if target is not None and target in self.errors:
+                continue  # the field's own message already says it
             self.add_error(target, problem.message if target else str(problem))
         if in_when:
             widget = self.fields["when"].widget

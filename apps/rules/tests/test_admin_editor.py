@@ -289,3 +289,33 @@ def test_describe_reads_a_tree_aloud():
     assert (1, "change_order.amount at least 50,000 USD") in lines
     assert (2, "client.days_to_renewal between 0 days and 60 days") in lines
     assert (1, "not:") in lines
+
+
+def test_a_bad_duration_does_not_hide_the_condition_problems():
+    tree = {"all": [{"fact": "change_order.amount", "op": "gte", "value": "lots"}]}
+    form = RuleEditorForm(data=form_data(cooldown="soon", when=json.dumps(tree)))
+
+    assert not form.is_valid()
+    assert "is not a duration" in form.errors["cooldown"][0]
+    assert len(form.errors["cooldown"]) == 1
+    assert form.errors["when"][0].startswith("Condition all #1 (change_order.amount): value:")
+
+
+def test_draft_filter_finds_unpublished_changed_and_shadowed_rules(client, ops_manager):
+    rules_import(text=rule_yaml(key="same") + rule_yaml(key="changed"), actor="system:test")
+    changed = Rule.objects.get(key="changed")
+    changed.draft = {**changed.draft, "severity": "low", "key": "changed"}
+    changed.shadow_since = changed.updated_at
+    changed.save()
+    Rule.objects.create(key="fresh", name="Fresh", subject_type="change_order", draft={})
+    client.force_login(ops_manager)
+    url = reverse("admin:rules_rule_changelist")
+
+    def keys(value):
+        response = client.get(url, {"draft": value})
+        return sorted(rule.key for rule in response.context["cl"].result_list)
+
+    assert keys("unpublished") == ["fresh"]
+    assert keys("changed") == ["changed"]
+    assert keys("same") == ["same"]
+    assert keys("shadow") == ["changed"]
