@@ -53,7 +53,7 @@ class Trends:
 # A project is flagged on a day if one of its escalations was open at any moment of that day.
 _FLAGGED_PER_DAY = """
 SELECT day::date, COUNT(DISTINCT e.project_id)
-FROM generate_series(%(first)s::date, %(last)s::date, interval '1 day') AS day
+FROM generate_series(%(first)s::timestamp, %(last)s::timestamp, interval '1 day') AS day
 LEFT JOIN escalations_escalation e
   ON e.project_id IS NOT NULL
  AND e.opened_at < ((day + interval '1 day') AT TIME ZONE %(tz)s)
