@@ -1,17 +1,24 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
+from functools import partial
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils import timezone
 
 from apps.audit.services import audit_record
 
-from .models import Connection, QuarantinedRecord, StreamState, SyncRun, WebhookDelivery
-from .operations import connection_test
+from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun, WebhookDelivery
+from .operations import connection_resync_from, connection_test
+from .services import _schedule_save
 
 
 class ConnectionForm(forms.ModelForm):
@@ -45,11 +52,23 @@ class ConnectionForm(forms.ModelForm):
         return value
 
 
+class ResyncFromForm(forms.Form):
+    since = forms.DateTimeField(
+        help_text="Streams re-read records changed since then; nothing is deleted (YYYY-MM-DD HH:MM, site time)."
+    )
+
+    def clean_since(self) -> dt.datetime:
+        since: dt.datetime = self.cleaned_data["since"]
+        if since > timezone.now():
+            raise forms.ValidationError("the date is in the future")
+        return since
+
+
 class StreamInline(admin.TabularInline):
     model = StreamState
     extra = 0
     can_delete = False
-    fields = ("stream", "last_success_at", "record_count", "cursor")
+    fields = ("stream", "last_success_at", "last_reconciled_at", "record_count", "cursor")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -63,7 +82,7 @@ class ConnectionAdmin(admin.ModelAdmin):
     list_filter = ("kind", "enabled")
     search_fields = ("slug", "base_url")
     inlines = [StreamInline]
-    actions = ["resync_now", "test_connection"]
+    actions = ["resync_now", "resync_from_date", "rebuild", "reconcile_now", "test_connection"]
     fieldsets = [
         (None, {"fields": ("slug", "kind", "base_url", "schedule", "options", "enabled")}),
         ("Secrets (write-only, stored encrypted)", {"fields": ("new_credentials", "new_webhook_secret")}),
@@ -83,6 +102,7 @@ class ConnectionAdmin(admin.ModelAdmin):
             obj.webhook_secrets = [new_secret, *obj.webhook_secrets[:1]]
             secrets_changed.append("webhook_secret")
         super().save_model(request, obj, form, change)
+        _schedule_save(obj)
         audit_record(
             action="connection.changed" if change else "connection.created",
             actor=request.user,
@@ -104,6 +124,61 @@ class ConnectionAdmin(admin.ModelAdmin):
                 object_id=connection.slug,
             )
         self.message_user(request, f"Sync queued for {queryset.count()} connection(s).", messages.SUCCESS)
+
+    @admin.action(description="Resync from date (keep data)", permissions=["change"])
+    def resync_from_date(
+        self, request: HttpRequest, queryset: QuerySet[Connection]
+    ) -> TemplateResponse | None:
+        form = ResyncFromForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            for connection in queryset:
+                connection_resync_from(
+                    connection=connection, since=form.cleaned_data["since"], actor=request.user
+                )
+            self.message_user(
+                request,
+                f"Cursors moved back to {form.cleaned_data['since']:%Y-%m-%d %H:%M} and sync queued for "
+                f"{queryset.count()} connection(s); no data was deleted.",
+                messages.SUCCESS,
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Resync from date",
+            "form": form,
+            "connections": queryset,
+            "action": "resync_from_date",
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/connectors/resync_from.html", context)
+
+    @admin.action(
+        description="Rebuild (full re-read; tombstone the unseen only if it succeeds)", permissions=["change"]
+    )
+    def rebuild(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        from .tasks import rebuild_connection_task
+
+        for connection in queryset:
+            actor = f"user:{request.user.get_username()}"
+            transaction.on_commit(partial(rebuild_connection_task.delay, connection.pk, actor))
+            audit_record(
+                action="connection.rebuild_requested",
+                actor=request.user,
+                object_type="connection",
+                object_id=connection.slug,
+            )
+        self.message_user(request, f"Rebuild queued for {queryset.count()} connection(s).", messages.SUCCESS)
+
+    @admin.action(
+        description="Reconcile now (id sweep: deleted upstream → tombstones)", permissions=["change"]
+    )
+    def reconcile_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        from .tasks import reconcile_connection_task
+
+        for connection in queryset:
+            transaction.on_commit(partial(reconcile_connection_task.delay, connection.pk))
+        self.message_user(request, f"Id sweep queued for {queryset.count()} connection(s).", messages.SUCCESS)
 
     @admin.action(description="Test connection (first page of each stream)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
@@ -137,6 +212,20 @@ class SyncRunAdmin(ReadOnlyAdmin):
 @admin.register(QuarantinedRecord)
 class QuarantinedRecordAdmin(ReadOnlyAdmin):
     list_display = ("connection", "stream", "external_id", "reason", "created_at")
+    list_filter = ("connection", "stream")
+    list_select_related = ("connection",)
+
+
+@admin.register(SchemaDrift)
+class SchemaDriftAdmin(ReadOnlyAdmin):
+    list_display = (
+        "connection",
+        "stream",
+        "new_fields",
+        "missing_fields",
+        "example_external_id",
+        "detected_at",
+    )
     list_filter = ("connection", "stream")
     list_select_related = ("connection",)
 

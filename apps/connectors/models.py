@@ -64,6 +64,13 @@ class StreamState(models.Model):
     cursor = models.JSONField(default=dict, blank=True, help_text="{'updated_at': iso, 'id': str}")
     last_success_at = models.DateTimeField(null=True, blank=True)
     record_count = models.IntegerField(default=0)
+    fields = models.JSONField(
+        default=list, blank=True, help_text="Upstream field paths seen so far (drift is measured against it)"
+    )
+    missing_fields = models.JSONField(
+        default=list, blank=True, help_text="Known fields reported missing and not seen since"
+    )
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["connection", "stream"], name="uniq_stream_state")]
@@ -121,6 +128,24 @@ class QuarantinedRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.connection.slug}/{self.stream}/{self.external_id}: {self.reason[:40]}"
+
+
+class SchemaDrift(models.Model):
+    """A page whose records carried upstream fields never seen before, or lacked ones always seen."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="drift")
+    stream = models.CharField(max_length=60)
+    run = models.ForeignKey(SyncRun, null=True, blank=True, on_delete=models.SET_NULL)
+    new_fields = models.JSONField(default=list, blank=True)
+    missing_fields = models.JSONField(default=list, blank=True)
+    example_external_id = models.CharField(max_length=64, blank=True)
+    detected_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-detected_at"]
+
+    def __str__(self) -> str:
+        return f"{self.connection.slug}/{self.stream}: +{len(self.new_fields)} -{len(self.missing_fields)}"
 
 
 class WebhookDelivery(models.Model):

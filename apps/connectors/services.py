@@ -21,16 +21,20 @@ from apps.audit.services import Actor, audit_record
 from apps.entities.linking import link_entities
 from apps.entities.loaders import upsert_rows
 
+from .drift import compare, field_paths
 from .http import UpstreamError
 from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, get_kind
 from .kinds.base import ConnectorKind, cursor_key
-from .models import Connection, QuarantinedRecord, StreamState, SyncRun
+from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun
 
 logger = logging.getLogger(__name__)
 
 # A running sync that has not heartbeat for this long belongs to a dead worker.
 STALE_AFTER = dt.timedelta(minutes=10)
 SYNC_TASK = "apps.connectors.tasks.sync_connection_task"
+RECONCILE_TASK = "apps.connectors.tasks.reconcile_connection_task"
+# The id sweep's default schedule (options.reconcile_schedule overrides): nightly, off the quarter hours.
+RECONCILE_SCHEDULE = "17 3 * * *"
 # The entity keys the rules react to (apps.rules.triggers); crosswalk rows reach them through linking.
 ENTITY_KEYS = frozenset(
     {"client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line", "crm_owner"}
@@ -111,20 +115,25 @@ def _schedule_save(connection: Connection) -> None:
     """Keep the connection's django-celery-beat entry in step with its schedule."""
     from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-    name = f"sync connection {connection.slug}"
-    if not connection.schedule.strip():
-        PeriodicTask.objects.filter(name=name).update(enabled=False)
-        return
-    cron, _ = CrontabSchedule.objects.get_or_create(**_cron(connection.schedule), timezone=settings.TIME_ZONE)
-    PeriodicTask.objects.update_or_create(
-        name=name,
-        defaults={
-            "task": SYNC_TASK,
-            "crontab": cron,
-            "args": json.dumps([connection.pk]),
-            "enabled": connection.enabled,
-        },
-    )
+    reconcile = str((connection.options or {}).get("reconcile_schedule") or RECONCILE_SCHEDULE)
+    for name, task, schedule in (
+        (f"sync connection {connection.slug}", SYNC_TASK, connection.schedule),
+        # The sweep follows the sync: a connection nobody schedules is not swept either.
+        (f"reconcile connection {connection.slug}", RECONCILE_TASK, reconcile if connection.schedule else ""),
+    ):
+        if not schedule.strip():
+            PeriodicTask.objects.filter(name=name).update(enabled=False)
+            continue
+        cron, _ = CrontabSchedule.objects.get_or_create(**_cron(schedule), timezone=settings.TIME_ZONE)
+        PeriodicTask.objects.update_or_create(
+            name=name,
+            defaults={
+                "task": task,
+                "crontab": cron,
+                "args": json.dumps([connection.pk]),
+                "enabled": connection.enabled,
+            },
+        )
 
 
 @transaction.atomic
@@ -236,8 +245,19 @@ class _RunLost(Exception):
 
 
 @transaction.atomic
-def _store_page(run: SyncRun, stream: Stream, page: Page, counts: dict[str, Any]) -> list[int]:
-    """Upsert one page, quarantine its bad records and save the cursor: all or nothing."""
+def _store_page(
+    run: SyncRun,
+    stream: Stream,
+    page: Page,
+    counts: dict[str, Any],
+    learning: bool = False,
+    seen_ids: set[str] | None = None,
+) -> list[int]:
+    """Upsert one page, quarantine its bad records and save the cursor: all or nothing.
+
+    ``learning``: the stream's first run, which learns its upstream fields rather than reporting drift.
+    ``seen_ids`` collects the external ids read (a rebuild tombstones the rest).
+    """
     connection = run.connection
     now = timezone.now()
     rows, raws, bad = [], [], []
@@ -247,6 +267,8 @@ def _store_page(run: SyncRun, stream: Stream, page: Page, counts: dict[str, Any]
             raws.append(raw)
         except BadRecord as exc:
             bad.append((raw, exc.reason))
+    if seen_ids is not None:
+        seen_ids.update(row["external_id"] for row in rows)
     result = upsert_rows(stream.model, source_id=connection.pk, rows=rows, now=now)
     by_row = {id(row): raw for row, raw in zip(rows, raws, strict=True)}
     bad += [(by_row[id(row)], reason) for row, reason in result.rejected]
@@ -264,7 +286,8 @@ def _store_page(run: SyncRun, stream: Stream, page: Page, counts: dict[str, Any]
     state = StreamState.objects.select_for_update().get(connection=connection, stream=stream.name)
     state.cursor = max(state.cursor or {}, page.cursor, key=cursor_key)
     state.record_count += result.inserted
-    state.save(update_fields=["cursor", "record_count"])
+    _note_drift(run, stream, page, state, learning)
+    state.save(update_fields=["cursor", "record_count", "fields", "missing_fields"])
     counts["pages"] += 1
     counts["seen"] += len(page.records)
     counts["inserted"] += result.inserted
@@ -276,6 +299,33 @@ def _store_page(run: SyncRun, stream: Stream, page: Page, counts: dict[str, Any]
     ):
         raise _RunLost(f"{connection.slug}/{stream.name}: run {run.pk} was expired by another worker")
     return result.changed_ids
+
+
+def _note_drift(run: SyncRun, stream: Stream, page: Page, state: StreamState, learning: bool) -> None:
+    """Record a drift finding when the page's upstream fields differ from what the stream has seen."""
+    if not page.records:
+        return
+    drift = compare(
+        state.fields or [], state.missing_fields or [], field_paths(page.records), len(page.records)
+    )
+    if (drift.new or drift.missing) and not learning:
+        first = page.records[0] if isinstance(page.records[0], dict) else {}
+        SchemaDrift.objects.create(
+            connection=run.connection,
+            stream=stream.name,
+            run=run,
+            new_fields=drift.new,
+            missing_fields=drift.missing,
+            example_external_id=str(first.get("id") or first.get("Id") or "")[:64],
+        )
+        logger.warning(
+            "schema drift %s/%s: new %s, missing %s",
+            run.connection.slug,
+            stream.name,
+            drift.new,
+            drift.missing,
+        )
+    state.fields, state.missing_fields = drift.known, drift.still_missing
 
 
 def _finish(run: SyncRun, status: str, counts: dict[str, Any], error: str = "") -> None:
@@ -293,11 +343,16 @@ def _finish(run: SyncRun, status: str, counts: dict[str, Any], error: str = "") 
 
 
 def _sync_stream(
-    connection: Connection, stream_name: str, full: bool, progress: Progress | None
+    connection: Connection,
+    stream_name: str,
+    full: bool,
+    progress: Progress | None,
+    seen_ids: set[str] | None = None,
 ) -> tuple[SyncRun, set[int]]:
     stream = get_kind(connection).stream(stream_name)
     run = _claim(connection, stream_name, full)
     state, _ = StreamState.objects.get_or_create(connection=connection, stream=stream_name)
+    learning = not state.fields
     counts: dict[str, Any] = {**dict.fromkeys(COUNT_KEYS, 0), "rate_limited_seconds": 0.0}
     changed: set[int] = set()
     client = None
@@ -306,7 +361,7 @@ def _sync_stream(
         client = stream.kind.client()
         for page in stream.pages(client, {} if full else dict(state.cursor or {}), full):
             counts.update(_client_counts(client))
-            changed.update(_store_page(run, stream, page, counts))
+            changed.update(_store_page(run, stream, page, counts, learning, seen_ids))
             if progress:
                 progress(stream_name, len(page.records))
     except UpstreamError as exc:
@@ -375,9 +430,11 @@ def sync_connection(
     full: bool = False,
     streams: list[str] | None = None,
     progress: Progress | None = None,
+    seen_ids: dict[str, set[str]] | None = None,
 ) -> list[SyncRun]:
     """Sync the kind's streams in order, link entities, and tell the rules what changed.
 
+    ``seen_ids``, when given, collects each stream's external ids read (a rebuild tombstones the rest).
     Stops at the first stream that does not succeed: an upstream that ran out our retries on one stream
     would do the same on the next, and linking what was committed is still worth doing.
     """
@@ -388,7 +445,8 @@ def sync_connection(
     for stream in kind.streams:
         if wanted is not None and stream.name not in wanted:
             continue
-        run, changed = _sync_stream(connection, stream.name, full, progress)
+        stream_seen = seen_ids.setdefault(stream.name, set()) if seen_ids is not None else None
+        run, changed = _sync_stream(connection, stream.name, full, progress, stream_seen)
         runs.append(run)
         if changed:
             changes.setdefault(stream.entity, set()).update(changed)

@@ -35,3 +35,32 @@ def summarise(connection: Connection, runs: list[SyncRun]) -> str:
     status = failed[0].status if failed else "succeeded"
     tail = f": {failed[0].error}" if failed and failed[0].error else ""
     return f"{connection.slug} {status}: " + "; ".join(parts) + tail
+
+
+@shared_task(acks_late=True, max_retries=0, ignore_result=True)
+def reconcile_connection_task(connection_id: int) -> str:
+    """The scheduled id sweep: records gone upstream become tombstones."""
+    from .operations import connection_reconcile
+
+    connection = Connection.objects.filter(pk=connection_id, enabled=True).first()
+    if connection is None:
+        return f"connection {connection_id} missing or disabled"
+    results = connection_reconcile(connection=connection)
+    return f"{connection.slug}: " + "; ".join(
+        f"{r.stream} listed={r.listed} tombstoned={r.tombstoned}" + (f" ({r.error})" if r.error else "")
+        for r in results
+    )
+
+
+@shared_task(acks_late=True, max_retries=0, ignore_result=True)
+def rebuild_connection_task(connection_id: int, actor: str = "system:rebuild") -> str:
+    from .operations import connection_rebuild
+
+    connection = Connection.objects.filter(pk=connection_id).first()
+    if connection is None:
+        return f"connection {connection_id} no longer exists"
+    try:
+        result = connection_rebuild(connection=connection, actor=actor)
+    except SyncAlreadyRunning as exc:
+        return f"skipped: {exc}"
+    return summarise(connection, result.runs) + f"; tombstoned {result.tombstoned}"

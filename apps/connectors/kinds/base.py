@@ -79,6 +79,10 @@ class Stream(ABC):
     def normalise(self, raw: Record) -> Record:
         """The entity's fields, with ``external_id`` and ``source_updated_at``; or raise BadRecord."""
 
+    def scope(self) -> dict[str, Any]:
+        """Filters picking this stream's rows among the connection's in ``model`` (streams may share one)."""
+        return {}
+
 
 class ConnectorKind:
     """A vendor: its streams in load order (parents before children), auth and write-backs."""

@@ -124,6 +124,9 @@ class Invoices(QueryStream):
     entity = "financial_line"
     entity_name = "Invoice"
 
+    def scope(self) -> dict[str, Any]:
+        return {"kind": FinancialLine.Kind.INVOICE.value}
+
     def normalise(self, raw: Record) -> Record:
         return {
             **self.base(raw),
@@ -141,6 +144,9 @@ class Estimates(QueryStream):
     model = FinancialLine
     entity = "financial_line"
     entity_name = "Estimate"
+
+    def scope(self) -> dict[str, Any]:
+        return {"kind": FinancialLine.Kind.ESTIMATE.value}
 
     def normalise(self, raw: Record) -> Record:
         return {
@@ -160,6 +166,9 @@ class ExpenseLines(QueryStream):
     model = FinancialLine
     entity = "financial_line"
     line_kind: ClassVar[str]
+
+    def scope(self) -> dict[str, Any]:
+        return {"kind": self.line_kind}
 
     def explode(self, records: list[Record]) -> list[Record]:
         lines = []
