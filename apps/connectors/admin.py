@@ -54,7 +54,7 @@ class ConnectionForm(forms.ModelForm):
 
 class ResyncFromForm(forms.Form):
     since = forms.DateTimeField(
-        help_text="Streams re-read records changed since then; nothing is deleted (YYYY-MM-DD HH:MM, site time)."
+        help_text="Streams re-read records changed since then; nothing is deleted (site time)."
     )
 
     def clean_since(self) -> dt.datetime:

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 from typing import Any
 
-import pytest
 from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -159,7 +158,7 @@ def test_each_schedule_becomes_beat_entries_for_sync_and_the_id_sweep(db: None) 
     items = connection_file("http://127.0.0.1:9")
     items[2]["schedule"] = "5 * * * *"
     items[2]["options"]["reconcile_schedule"] = "0 4 * * 0"
-    [crm, accounting, pm] = connection_import(data=items, actor="system:test")
+    [crm, _accounting, _pm] = connection_import(data=items, actor="system:test")
 
     tasks = {t.name: t for t in PeriodicTask.objects.all()}
 
