@@ -6,8 +6,9 @@ suffixes removed), in chunks through ``rapidfuzz.process.cdist`` (C, vectorised;
 An accounting job still without a project is scored against the projects of the client its customer links to.
 Then, with the thresholds of :class:`ResolutionSettings`:
 
-* one score at or above ``auto_link_threshold`` links (method ``fuzzy``);
-* scores from ``review_threshold`` (or several above the auto threshold: ambiguous) wait as pending
+* a best score at or above ``auto_link_threshold`` links (method ``fuzzy``) if it beats the runner-up by
+  ``AUTO_LINK_MARGIN`` points;
+* scores from ``review_threshold`` (or two near-equal ones above the auto threshold) wait as pending
   :class:`MatchCandidate` rows for a person to link, reject or merge;
 * nothing above ``review_threshold``: a customer becomes a client of its own (method ``new``); a job stays
   unlinked, since projects are owned by the PM system.
@@ -38,6 +39,8 @@ from .models import Client, MatchCandidate, Project, ResolutionSettings, SourceO
 ACTOR = "system:resolution"
 # Left names scored per cdist call: a 256 × 10k float32 matrix is 10 MB.
 CHUNK = 256
+# An auto-link must beat the runner-up by this much: two near-equal high scores are for a person to choose.
+AUTO_LINK_MARGIN = 5.0
 # Pending candidates kept per record: the best few are enough for a person to choose from.
 MAX_CANDIDATES = 3
 # Change-set keys the rules react to (apps.rules.triggers.affected_subjects).
@@ -45,7 +48,7 @@ RULE_KEYS = ("client", "project", "milestone", "change_order", "submittal", "ven
 
 LEGAL_WORDS = frozenset({
     "the", "inc", "incorporated", "llc", "ltd", "limited", "co", "company", "corp", "corporation",
-    "plc", "lp", "llp", "pllc", "gmbh", "pc",
+    "plc", "lp", "llp", "pllc", "gmbh", "pc", "group",
 })  # fmt: skip
 _NON_WORD = re.compile(r"[^\w\s]+")
 
@@ -90,9 +93,10 @@ def _route(
 ) -> tuple[int | None, list[tuple[int, float]]]:
     """(right to auto-link or None, pairs for the review queue) for one left's hits, best first."""
     hits.sort(key=lambda h: -h[1])
-    above = [h for h in hits if h[1] >= settings.auto_link_threshold]
-    if len(above) == 1:
-        return above[0][0], []
+    if hits and hits[0][1] >= settings.auto_link_threshold:
+        runner_up = hits[1][1] if len(hits) > 1 else 0.0
+        if hits[0][1] - runner_up >= AUTO_LINK_MARGIN:
+            return hits[0][0], []
     return None, hits[:MAX_CANDIDATES]
 
 
