@@ -195,3 +195,24 @@ def test_api_refuses_account_managers_and_anonymous(client, account_manager, dat
     client.force_login(account_manager)
     assert client.get("/api/analytics/rules/").status_code == 403
     assert client.get("/api/analytics/suggestions/").status_code == 403
+
+
+def test_suggestion_changelist_query_count_does_not_grow(
+    client, ops_manager, data, django_assert_max_num_queries
+):
+    _, suggestion = data
+    for i in range(15):
+        ThresholdSuggestion.objects.create(
+            **{
+                f.name: getattr(suggestion, f.name)
+                for f in ThresholdSuggestion._meta.fields
+                if f.name not in ("id", "status")
+            }
+            | {"status": "superseded", "path": f"when.all[{i}]"}
+        )
+    client.force_login(ops_manager)
+    with django_assert_max_num_queries(12):
+        response = client.get(reverse("admin:learning_thresholdsuggestion_changelist"))
+    assert (
+        response.status_code == 200 and response.content.count(b'field-change">25 \xe2\x86\x92 15.1<') == 16
+    )
