@@ -13,6 +13,7 @@ the row dead at once with the error, as do too many attempts. Dead rows are the 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import random
 import smtplib
 from collections.abc import Callable
@@ -245,6 +246,13 @@ def email_context(escalation: Escalation, recipient: str) -> dict:
     }
 
 
+def message_id(delivery: Delivery) -> str:
+    """Stable across retries, so a receiver (or a test) can tell a repeat from a second message; the key
+    itself holds ``:`` and ``@``, which a Message-ID's left part may not."""
+    digest = hashlib.sha256(delivery.idempotency_key.encode()).hexdigest()[:24]
+    return f"<{delivery.pk}.{digest}@fulcrum>"
+
+
 def _send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
     message = EmailMultiAlternatives(
         subject=subject.replace("\n", " ")[:250],
@@ -252,8 +260,7 @@ def _send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[delivery.target],
         headers={
-            # Stable across retries: a receiver (or a test) can tell a repeat from a second message.
-            "Message-ID": f"<{delivery.idempotency_key.replace(' ', '_')}@fulcrum>",
+            "Message-ID": message_id(delivery),
             "X-Fulcrum-Escalation": str(delivery.escalation_id),
         },
     )

@@ -130,3 +130,128 @@ def wait_for(predicate, timeout: float = 120, interval: float = 0.5, message: st
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
+
+
+# ---- delivery fault tests (tests/e2e/test_delivery_faults.py) ----------------------------------------
+
+
+class StoppableSmtp:
+    """An aiosmtpd server on a fixed port that can go down (connection refused) and come back."""
+
+    def __init__(self) -> None:
+        self.mailbox = Mailbox()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.mailbox.port = self.port
+        self.controller: Controller | None = None
+        # When aiosmtpd accepted each message (time.time()), by Message-ID: the bench's "email accepted".
+        self.accepted_at: dict[str, float] = {}
+
+    def start(self) -> None:
+        if self.controller is None:
+            handler = _TimedMailbox(self)
+            self.controller = Controller(handler, hostname="127.0.0.1", port=self.port)
+            self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+class _TimedMailbox:
+    def __init__(self, smtp: StoppableSmtp) -> None:
+        self.smtp = smtp
+
+    async def handle_DATA(self, server, session, envelope):
+        result = await self.smtp.mailbox.handle_DATA(server, session, envelope)
+        if result.startswith("250"):
+            with self.smtp.mailbox.lock:
+                message = self.smtp.mailbox.messages[-1]
+                self.smtp.accepted_at.setdefault(str(message["Message-ID"]), time.time())
+        return result
+
+
+@pytest.fixture
+def stoppable_smtp():
+    smtp = StoppableSmtp()
+    smtp.start()
+    yield smtp
+    smtp.stop()
+
+
+# Fast outbox retries for tests that break things on purpose; the outbox (not the HTTP client) retries.
+FAST_DELIVERY_ENV = {
+    "FULCRUM_ACTION_BACKOFF_BASE": "1",
+    "FULCRUM_ACTION_BACKOFF_CAP": "2",
+    "FULCRUM_HTTP_MAX_RETRIES": "0",
+    "FULCRUM_HTTP_TIMEOUT": "6",
+    "FULCRUM_DELIVERY_CLAIM_SECONDS": "10",
+    "EMAIL_TIMEOUT": "5",
+}
+
+
+@pytest.fixture
+def start_worker(transactional_db, stoppable_smtp, tmp_path):
+    """Start Celery workers in their own process groups (so a test can SIGKILL one mid-task)."""
+    import signal
+
+    started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(extra_env: dict[str, str] | None = None, concurrency: int = 2) -> subprocess.Popen:
+        if not started:
+            celery_app.control.purge()
+        env = {
+            **os.environ,
+            "DATABASE_URL": _test_database_url(),
+            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "EMAIL_URL": f"smtp://127.0.0.1:{stoppable_smtp.port}",
+            "DJANGO_SETTINGS_MODULE": "config.settings.e2e",
+            "SITE_URL": "http://fulcrum.test",
+            **FAST_DELIVERY_ENV,
+            **(extra_env or {}),
+        }
+        log = tmp_path / f"worker-{len(started)}.log"
+        with open(log, "wb") as out:
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "config",
+                    "worker",
+                    "-c",
+                    str(concurrency),
+                    "-l",
+                    "info",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "-n",
+                    f"e2e-{os.getpid()}-{len(started)}@%h",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append((worker, log))
+        deadline = time.monotonic() + 60
+        name = f"e2e-{os.getpid()}-{len(started) - 1}@"
+        while not any(name in key for reply in celery_app.control.ping(timeout=0.5) for key in reply):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"celery worker did not start:\n{log.read_text()[-3000:]}")
+        return worker
+
+    yield start
+    for worker, log in started:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+        print(f"--- {log.name}\n{log.read_text()[-4000:]}")
