@@ -25,8 +25,6 @@ from .models import Decision, Rule, RuleVersion, SubjectState
 from .ruleset import dump_rules, parse_rules, rule_from_dict
 
 _ROUTE_RANK = {"executive": 0, "standard": 1}
-# The outcome a subject has before any state exists: a first non-match is not a change worth a trace.
-_QUIET = Outcome.NOT_MATCHED.value
 
 
 def _spec_hash(spec: dict[str, Any]) -> str:
@@ -193,10 +191,11 @@ def _settle_quiet_subjects(
 ) -> list[int]:
     """Evaluate every live rule in one SQL query; settle the quiet subjects here and return the rest.
 
-    A subject is quiet when no rule matches it and no rule's outcome changed (no state means "not
-    matched"): it gets one slim decision row per rule, written with COPY, and nothing else happens. The
-    others — usually a few percent — need the traced path (facts snapshot, explanation, escalations,
-    auto-resolve), so their ids are returned. SQL and the evaluator are proven equal by property tests.
+    A subject is quiet when no rule matches it and every rule's outcome is the one it had last time:
+    it gets one slim decision row per rule, written with COPY, and nothing else happens. The others —
+    a first evaluation (whose context backtests replay later), a change of outcome, a match; usually a
+    few percent — need the traced path, so their ids are returned. SQL and the evaluator are proven
+    equal by property tests.
     """
     from .sql import batch_outcomes_many
 
@@ -205,7 +204,7 @@ def _settle_quiet_subjects(
     traced: set[int] = set()
     for version, result in zip(versions, outcomes, strict=True):
         for subject_id, outcome in result.items():
-            if outcome == Outcome.MATCHED or prior.get((version.rule_id, subject_id), _QUIET) != outcome:
+            if outcome == Outcome.MATCHED or prior.get((version.rule_id, subject_id)) != outcome:
                 traced.add(subject_id)
     stamp = now.isoformat()
     with connection.cursor() as cursor, cursor.cursor.copy(_DECISION_COPY) as copy:
@@ -274,6 +273,28 @@ def _insert_decisions(decisions: list[Decision]) -> None:
         cursor.execute(_INSERT_DECISIONS, [json.dumps(rows, cls=DjangoJSONEncoder)])
 
 
+_UPSERT_STATES = """
+    INSERT INTO rules_subjectstate (rule_id, subject_type, subject_id, last_outcome, last_evaluated_at,
+                                    snooze_reason)
+    SELECT v.rule_id, v.subject_type, v.subject_id, v.last_outcome, v.last_evaluated_at, ''
+      FROM jsonb_to_recordset(%s::jsonb)
+        AS v(rule_id bigint, subject_type text, subject_id bigint, last_outcome text,
+             last_evaluated_at timestamptz)
+    ON CONFLICT (rule_id, subject_type, subject_id)
+    DO UPDATE SET last_outcome = EXCLUDED.last_outcome, last_evaluated_at = EXCLUDED.last_evaluated_at
+"""
+
+
+def _upsert_states(states: list[SubjectState]) -> None:
+    """Record each (rule, subject)'s latest outcome; cooldowns and snoozes are left as they are."""
+    if not states:
+        return
+    fields = ("rule_id", "subject_type", "subject_id", "last_outcome", "last_evaluated_at")
+    document = json.dumps([{f: getattr(s, f) for f in fields} for s in states], cls=DjangoJSONEncoder)
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT_STATES, [document])
+
+
 @transaction.atomic
 def _evaluate_batch(
     contexts: list[Context],
@@ -307,7 +328,7 @@ def _evaluate_batch(
             outcome = str(evaluation.outcome.value)
             report.outcomes[outcome] += 1
             state = states.get((version.rule_id, context.subject_id))
-            changed = (state.last_outcome if state else _QUIET) != outcome
+            changed = state is None or state.last_outcome != outcome
             decision = Decision(
                 rule_version=version,
                 subject_type=subject_type,
@@ -338,8 +359,6 @@ def _evaluate_batch(
             elif evaluation.outcome == Outcome.NOT_MATCHED and version.spec.get("auto_resolve", True):
                 resolved.append((version, context, decision))
             decisions.append(decision)
-            if state is None and outcome == _QUIET:
-                continue  # no state means "not matched"; thousands of rows saved per run
             new_states.append(
                 SubjectState(
                     rule_id=version.rule_id,
@@ -374,12 +393,7 @@ def _evaluate_batch(
         ],
         actor="system:rules",
     )
-    SubjectState.objects.bulk_create(
-        new_states,
-        update_conflicts=True,
-        unique_fields=["rule", "subject_type", "subject_id"],
-        update_fields=["last_outcome", "last_evaluated_at"],
-    )
+    _upsert_states(new_states)
     for version, context, evaluation, decision in fired:
         result = escalation_fire(
             version=version, context=context, evaluation=evaluation, decision=decision, now=now

@@ -148,11 +148,11 @@ class TestEvaluation:
             evaluate_subjects(subject_type="change_order", ids=[co.pk])
             return Decision.objects.order_by("-id").first()
 
-        # No state yet means "not matched": a first non-match is not a change.
+        # A first evaluation keeps its context (backtests replay it); a repeat of the same non-match does not.
         steps = [run("100"), run("100"), run("60000"), run("60000"), run("100"), run("100")]
         assert [d.outcome for d in steps] == ["not_matched"] * 2 + ["matched"] * 2 + ["not_matched"] * 2
-        assert [d.facts is not None for d in steps] == [False, False, True, True, True, False]
-        assert [bool(d.explanation) for d in steps] == [False, False, True, True, True, False]
+        assert [d.facts is not None for d in steps] == [True, False, True, True, True, False]
+        assert [bool(d.explanation) for d in steps] == [True, False, True, True, True, False]
         assert SubjectState.objects.get().last_outcome == "not_matched"
 
     def test_sql_first_and_traced_paths_write_the_same_decisions(self, monkeypatch):
