@@ -77,7 +77,7 @@ def test_thresholds_route_pairs_to_auto_link_review_and_new_entity(accounting: C
     riverside = ClientFactory(name="Riverside Builders", domain="riverside.com")
     exact = crosswalk(accounting, "customer", "c0", "Acme (billing)", match_key="acme.com")
     auto = crosswalk(accounting, "customer", "c1", "ACME Construction LLC")  # 100
-    review = crosswalk(accounting, "customer", "c2", "Riverside Builders Group")  # 85.7
+    review = crosswalk(accounting, "customer", "c2", "Riverside Build Co")  # 90.9
     new = crosswalk(accounting, "customer", "c3", "Granite Peak Partners")  # < 75 against both
     link_entities()
 
@@ -104,8 +104,8 @@ def test_thresholds_route_pairs_to_auto_link_review_and_new_entity(accounting: C
 
 def test_thresholds_are_admin_settings(accounting: Connection) -> None:
     riverside = ClientFactory(name="Riverside Builders")
-    so = crosswalk(accounting, "customer", "c2", "Riverside Builders Group")  # 85.7
-    ResolutionSettings.objects.create(auto_link_threshold=85, review_threshold=60)
+    so = crosswalk(accounting, "customer", "c2", "Riverside Build Co")  # 90.9
+    ResolutionSettings.objects.create(auto_link_threshold=90, review_threshold=60)
 
     entities_resolve(propagate=False)
 
@@ -127,7 +127,7 @@ def test_two_clients_above_the_auto_threshold_go_to_review(accounting: Connectio
 
 def test_not_a_match_is_remembered(accounting: Connection, administrator: Any) -> None:
     ClientFactory(name="Riverside Builders")
-    so = crosswalk(accounting, "customer", "c2", "Riverside Builders Group")
+    so = crosswalk(accounting, "customer", "c2", "Riverside Build Co")
     entities_resolve(propagate=False)
     candidate = so.candidates.get()
 
@@ -140,16 +140,16 @@ def test_not_a_match_is_remembered(accounting: Connection, administrator: Any) -
     assert (candidate.status, candidate.decided_by) == (Status.REJECTED, administrator)
     assert so.candidates.count() == 1  # never proposed again
     # With its only proposal rejected, the customer becomes a client of its own.
-    assert so.match_method == "new" and so.client.name == "Riverside Builders Group"
+    assert so.match_method == "new" and so.client.name == "Riverside Build Co"
     assert actions("entities.match_rejected") == ["entities.match_rejected"]
 
 
 def test_link_from_the_queue_links_the_record_and_closes_its_other_proposals(
     accounting: Connection, administrator: Any
 ) -> None:
-    a = ClientFactory(name="Riverside Builders")
-    ClientFactory(name="Riverside Build Group")
-    so = crosswalk(accounting, "customer", "c2", "Riverside Builders Group")
+    a = ClientFactory(name="Riverside Builders")  # 83.7
+    ClientFactory(name="Riverside Builder Supply")  # 98.0
+    so = crosswalk(accounting, "customer", "c2", "Riverside Builders Supply Co")
     ResolutionSettings.objects.create(auto_link_threshold=99, review_threshold=60)
     entities_resolve(propagate=False)
     chosen = so.candidates.get(client=a)
