@@ -44,6 +44,28 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
+FIGURE_ROWS = (
+    ("matches", "matches (stored contexts)"),
+    ("positive", "labelled positives matched"),
+    ("negative", "labelled negatives matched (false alarms)"),
+    ("precision", "precision"),
+    ("misses", "labelled positives missed"),
+    ("shadow_misses", "estimated misses (shadow sample, weighted)"),
+    ("shadow_false_alarms", "estimated false alarms (shadow sample, weighted)"),
+    ("expected_cost", "expected cost"),
+)
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def _points(before: float | None, after: float | None) -> str:
+    if before is None or after is None:
+        return "—"
+    return f"{100 * (after - before):+.1f} points"
+
+
 class _RulePermissions:
     """Read with ``rules.view_rule``, change with ``rules.change_rule``; nobody adds or deletes."""
 
@@ -141,13 +163,31 @@ class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
     list_select_related = ("rule", "rule_version")
     search_fields = ("rule__key", "fact")
     actions = ("apply_selected", "dismiss_selected")
-    readonly_fields = [f.name for f in ThresholdSuggestion._meta.fields]
+    readonly_fields = ["figures", *(f.name for f in ThresholdSuggestion._meta.fields)]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(CHANGE_RULES)
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         return super().get_actions(request) if request.user.has_perm(CHANGE_RULES) else {}
+
+    @admin.display(description="current vs proposed")
+    def figures(self, obj: ThresholdSuggestion) -> str:
+        rows = []
+        for key, label in FIGURE_ROWS:
+            before, after = obj.current.get(key), obj.proposed.get(key)
+            if key == "precision":
+                shown = (_pct(before), _pct(after), _points(before, after))
+            else:
+                delta = "—" if before is None or after is None else f"{after - before:+g}"
+                shown = (_number(before), _number(after), delta)
+            rows.append((label, *shown))
+        return format_html(
+            "<table><tr><th></th><th>current ({})</th><th>proposed ({})</th><th>delta</th></tr>{}</table>",
+            obj.current_value,
+            obj.proposed_value,
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
 
     @admin.display(description="condition")
     def condition(self, obj: ThresholdSuggestion) -> str:

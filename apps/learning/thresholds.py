@@ -327,6 +327,9 @@ def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = N
 @transaction.atomic
 def suggestions_generate(*, rule: Rule, actor: Actor = "system:learning") -> list[ThresholdSuggestion]:
     """Sweep the rule's live version; replace its open suggestions with the ones that cut the cost."""
+    # One sweep per rule at a time: a second concurrent run waits here instead of colliding on the
+    # one-open-suggestion-per-condition index.
+    rule = Rule.objects.select_for_update(of=("self",)).select_related("live_version").get(pk=rule.pk)
     version = rule.live_version
     if version is None:
         return []

@@ -216,3 +216,15 @@ def test_suggestion_changelist_query_count_does_not_grow(
     assert (
         response.status_code == 200 and response.content.count(b'field-change">25 \xe2\x86\x92 15.1<') == 16
     )
+
+
+def test_suggestion_detail_shows_current_vs_proposed_vs_delta(client, ops_manager, data):
+    _, suggestion = data
+    client.force_login(ops_manager)
+    text = client.get(
+        reverse("admin:learning_thresholdsuggestion_change", args=[suggestion.pk])
+    ).content.decode()
+    assert "<th>current (25)</th><th>proposed (15.1)</th>" in text
+    assert "<tr><td>matches (stored contexts)</td><td>2</td><td>1</td><td>-1</td></tr>" in text
+    assert "<tr><td>precision</td><td>50.0%</td><td>100.0%</td><td>+50.0 points</td></tr>" in text
+    assert "<tr><td>expected cost</td><td>3</td><td>1</td><td>-2</td></tr>" in text
