@@ -31,28 +31,14 @@ from .services import ConnectionDisabled, connection_resync_request
 VIA_API = EscalationEvent.Via.API
 
 
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    text = {
-        400: "Invalid input",
-        401: "Not signed in",
-        403: "The caller's role may not do this",
-        404: "No such object, or not visible to the caller",
-        409: "Not allowed in the object's current state",
-        429: "Rate limit exceeded",
-    }
-    return {c: OpenApiResponse(serializers.ErrorSerializer, description=text[c]) for c in codes}
+# The generic error responses (400, 401, 403, 404, 429) are added to every operation by apps.api.schema.
+CONFLICT = {
+    409: OpenApiResponse(serializers.ErrorSerializer, description="Not allowed in the object's current state")
+}
 
 
-READ_ERRORS = _errors(400, 401, 403, 404, 429)  # 400: a bad filter value; 404: a page past the end
-DETAIL_ERRORS = _errors(401, 403, 404, 429)
-ACTION_ERRORS = _errors(400, 401, 403, 404, 409, 429)
-
-
-def _read_schema(serializer: type[BaseSerializer], list_summary: str, one_summary: str) -> dict[str, Any]:
-    return {
-        "list": extend_schema(summary=list_summary, responses={200: serializer(many=True), **READ_ERRORS}),
-        "retrieve": extend_schema(summary=one_summary, responses={200: serializer, **DETAIL_ERRORS}),
-    }
+def _read_schema(list_summary: str, one_summary: str) -> dict[str, Any]:
+    return {"list": extend_schema(summary=list_summary), "retrieve": extend_schema(summary=one_summary)}
 
 
 class ApiViewSet(viewsets.ReadOnlyModelViewSet):
@@ -69,14 +55,7 @@ def _live_links() -> Prefetch:
 
 
 @extend_schema_view(
-    list=extend_schema(
-        summary="Escalations the caller may see",
-        responses={200: serializers.EscalationSerializer(many=True), **READ_ERRORS},
-    ),
-    retrieve=extend_schema(
-        summary="One escalation with its evidence and timeline",
-        responses={200: serializers.EscalationDetailSerializer, **DETAIL_ERRORS},
-    ),
+    **_read_schema("Escalations the caller may see", "One escalation with its evidence and timeline")
 )
 class EscalationViewSet(ApiViewSet):
     """Account managers see their own clients' escalations; the other roles see all of them."""
@@ -112,7 +91,7 @@ class EscalationViewSet(ApiViewSet):
     @extend_schema(
         summary="Acknowledge an open escalation",
         request=serializers.NoteSerializer,
-        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+        responses={200: serializers.EscalationDetailSerializer, **CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def acknowledge(self, request: Request, pk: str | None = None) -> Response:
@@ -126,7 +105,7 @@ class EscalationViewSet(ApiViewSet):
     @extend_schema(
         summary="Resolve an escalation with an outcome",
         request=serializers.ResolveSerializer,
-        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+        responses={200: serializers.EscalationDetailSerializer, **CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def resolve(self, request: Request, pk: str | None = None) -> Response:
@@ -140,7 +119,7 @@ class EscalationViewSet(ApiViewSet):
     @extend_schema(
         summary="Dismiss an escalation (default outcome false_alarm)",
         request=serializers.DismissSerializer,
-        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+        responses={200: serializers.EscalationDetailSerializer, **CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def dismiss(self, request: Request, pk: str | None = None) -> Response:
@@ -164,7 +143,7 @@ class EscalationViewSet(ApiViewSet):
     @extend_schema(
         summary="Approve an executive-routed change order (executives)",
         request=serializers.NoteSerializer,
-        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+        responses={200: serializers.EscalationDetailSerializer, **CONFLICT},
     )
     @action(detail=True, methods=["post"], permission_classes=[RolePermission, CanDecideApprovals])
     def approve(self, request: Request, pk: str | None = None) -> Response:
@@ -173,7 +152,7 @@ class EscalationViewSet(ApiViewSet):
     @extend_schema(
         summary="Reject an executive-routed change order (executives)",
         request=serializers.NoteSerializer,
-        responses={200: serializers.EscalationDetailSerializer, **ACTION_ERRORS},
+        responses={200: serializers.EscalationDetailSerializer, **CONFLICT},
     )
     @action(detail=True, methods=["post"], permission_classes=[RolePermission, CanDecideApprovals])
     def reject(self, request: Request, pk: str | None = None) -> Response:
@@ -186,7 +165,6 @@ def _open_escalations() -> QuerySet[Escalation]:
 
 @extend_schema_view(
     **_read_schema(
-        serializers.ClientSerializer,
         "Clients, with their ids in every source system",
         "One client",
     )
@@ -211,7 +189,6 @@ class ClientViewSet(ApiViewSet):
 
 @extend_schema_view(
     **_read_schema(
-        serializers.ProjectSerializer,
         "Projects, with their ids in every source system",
         "One project",
     )
@@ -236,7 +213,6 @@ class ProjectViewSet(ApiViewSet):
 
 @extend_schema_view(
     **_read_schema(
-        serializers.DecisionSerializer,
         "Rule decisions, newest first (filter by subject_type and subject_id)",
         "One decision with its facts and explanation",
     )
@@ -251,7 +227,6 @@ class DecisionViewSet(ApiViewSet):
 
 @extend_schema_view(
     **_read_schema(
-        serializers.RuleSerializer,
         "Rules with their live version",
         "One rule by key",
     )
@@ -267,7 +242,6 @@ class RuleViewSet(ApiViewSet):
 
 @extend_schema_view(
     **_read_schema(
-        serializers.ConnectionSerializer,
         "Connections and their streams (never their secrets)",
         "One connection by slug",
     )
@@ -285,7 +259,7 @@ class ConnectionViewSet(ApiViewSet):
     @extend_schema(
         summary="Queue a sync of every stream of the connection (administrators)",
         request=serializers.ResyncSerializer,
-        responses={202: serializers.ResyncResponseSerializer, **ACTION_ERRORS},
+        responses={202: serializers.ResyncResponseSerializer, **CONFLICT},
     )
     @action(detail=True, methods=["post"], permission_classes=[RolePermission, IsAdministrator])
     def resync(self, request: Request, slug: str | None = None) -> Response:

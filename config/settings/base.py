@@ -179,7 +179,7 @@ REST_FRAMEWORK = {
     # JSON only: the browsable API's pages would need inline scripts the CSP refuses.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.api.schema.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Fulcrum API",
@@ -194,7 +194,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"EscalationOutcomeEnum": "apps.escalations.models.Escalation.Outcome"},
+    "ENUM_NAME_OVERRIDES": {
+        "EscalationOutcomeEnum": "apps.escalations.models.Escalation.Outcome",
+        "EscalationStatusEnum": "apps.escalations.models.Escalation.Status",
+    },
 }
 
 LOGGING = {

@@ -50,7 +50,7 @@ def token_client(user) -> APIClient:
 
 
 @pytest.fixture
-def as_persona(request):
+def as_persona(db, request):
     """``as_persona("executive")`` → an APIClient authenticated by that persona's token."""
 
     def make(name: str) -> APIClient:
