@@ -97,6 +97,11 @@ class SyncRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     counts = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    worker = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text="host:pid of the process running it (dead ones are expired at once)",
+    )
 
     class Meta:
         ordering = ["-started_at"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -216,14 +218,48 @@ def connection_export() -> list[dict[str, Any]]:
 # ---- sync --------------------------------------------------------------------------------------------
 
 
+def _worker() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_gone(worker: str) -> bool:
+    """Whether ``host:pid`` names a process on this host that no longer exists (killed, crashed)."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's worker: only its heartbeat can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _expire_lost_runs(connection: Connection, stream: str, now: dt.datetime) -> None:
+    """Fail the stream's running runs whose worker is gone: no heartbeat for STALE_AFTER, or (same host)
+    a process that no longer exists. Their committed pages and cursor stay; the next run resumes there."""
+    stale_after = dt.timedelta(
+        seconds=float(settings.FULCRUM.get("SYNC_STALE_AFTER_SECONDS", STALE_AFTER.total_seconds()))
+    )
+    running = SyncRun.objects.filter(connection=connection, stream=stream, status=SyncRun.Status.RUNNING)
+    running.filter(heartbeat_at__lt=now - stale_after).update(
+        status=SyncRun.Status.FAILED,
+        finished_at=now,
+        error=f"no heartbeat for {stale_after.total_seconds():.0f} s: worker lost",
+    )
+    for run in running.exclude(worker=""):
+        if _process_gone(run.worker):
+            SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
+                status=SyncRun.Status.FAILED,
+                finished_at=now,
+                error=f"worker {run.worker} is gone (killed or crashed); the next run resumes at its cursor",
+            )
+
+
 def _claim(connection: Connection, stream: str, full: bool) -> SyncRun:
     now = timezone.now()
-    SyncRun.objects.filter(
-        connection=connection,
-        stream=stream,
-        status=SyncRun.Status.RUNNING,
-        heartbeat_at__lt=now - STALE_AFTER,
-    ).update(status=SyncRun.Status.FAILED, finished_at=now, error="no heartbeat for 10 minutes: worker lost")
+    _expire_lost_runs(connection, stream, now)
     try:
         with transaction.atomic():
             return SyncRun.objects.create(
@@ -233,6 +269,7 @@ def _claim(connection: Connection, stream: str, full: bool) -> SyncRun:
                 started_at=now,
                 heartbeat_at=now,
                 counts=dict.fromkeys(COUNT_KEYS, 0),
+                worker=_worker(),
             )
     except IntegrityError as exc:
         if "one_running_sync_per_stream" not in str(exc):

@@ -52,14 +52,16 @@ class ListStream(Stream):
     def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
         started = dt.datetime.now(dt.UTC)
         path = self.path.format(company=self.kind.company_id)
+        # options.per_page lowers the page size (never above the API's cap), e.g. to keep pages short.
+        per_page = min(PER_PAGE, int((self.kind.connection.options or {}).get("per_page") or PER_PAGE))
 
         def fetch(since: dt.datetime | None, offset: int) -> tuple[list[Record], bool]:
             params: dict[str, Any] = {
                 **self.query_params(),
                 "filters[updated_at]": f"{_iso(since or BEGINNING)}...{_iso(started)}",
                 "sort": "updated_at",
-                "page": offset // PER_PAGE + 1,  # offsets are whole pages (keyset_pages steps by full pages)
-                "per_page": PER_PAGE,
+                "page": offset // per_page + 1,  # offsets are whole pages (keyset_pages steps by full pages)
+                "per_page": per_page,
             }
             data, response = client.request_json("GET", path, params=params)
             if not isinstance(data, list):
@@ -73,7 +75,7 @@ class ListStream(Stream):
             updated_at=_updated,
             record_id=lambda r: r.get("id", ""),
             since=cursor_start(cursor, full),
-            page_size=PER_PAGE,
+            page_size=per_page,
             cursor=cursor,
             cursor_cap=started - self.kind.settle(),
         )
