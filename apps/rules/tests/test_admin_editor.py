@@ -319,3 +319,105 @@ def test_draft_filter_finds_unpublished_changed_and_shadowed_rules(client, ops_m
     assert keys("changed") == ["changed"]
     assert keys("same") == ["same"]
     assert keys("shadow") == ["changed"]
+
+
+# --- the editor's script, in headless Chromium ------------------------------------------------------------
+
+
+@pytest.fixture
+def chromium_page(live_server):
+    import os
+
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("/usr/bin/chromium is not installed (Debian package chromium)")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop runs in this thread
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--headless=new"]
+        )
+        context = browser.new_context(base_url=live_server.url)
+        page = context.new_page()
+        page.errors = []
+        # Console errors (a CSP violation, a script error) and failed loads other than the favicon.
+        page.on(
+            "console",
+            lambda m: (
+                page.errors.append(m.text)
+                if m.type == "error" and not m.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
+        page.on(
+            "response",
+            lambda r: (
+                page.errors.append(f"{r.status} {r.url}")
+                if r.status >= 400 and not r.url.endswith("/favicon.ico")
+                else None
+            ),
+        )
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        yield page
+        browser.close()
+
+
+def _sign_in(page, user):
+    from django.conf import settings
+    from django.test import Client
+
+    session = Client()
+    session.force_login(user)
+    cookie = session.cookies[settings.SESSION_COOKIE_NAME]
+    page.context.add_cookies([{"name": cookie.key, "value": cookie.value, "url": page.url_base}])
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_script_builds_a_nested_rule_with_operators_per_type(chromium_page, live_server):
+    from django.contrib.auth.models import Group
+
+    from apps.accounts.roles import OPERATIONS
+    from tests.factories import UserFactory
+
+    user = UserFactory(username="olivia", is_staff=True)
+    user.groups.add(Group.objects.get(name=OPERATIONS))
+    page = chromium_page
+    page.url_base = live_server.url
+    _sign_in(page, user)
+    page.goto("/admin/rules/rule/add/")
+    assert page.is_visible(".rule-tree") and not page.is_visible("#id_when")
+
+    page.fill("#id_key", "made-in-the-browser")
+    page.fill("#id_name", "Made in the browser")
+    page.locator(".rule-leaf input").first.fill("75000")
+    page.locator(".rule-group-head button", has_text="+ group").first.click()
+    nested = page.locator(".rule-leaf").nth(1)
+    nested.locator("select.rule-fact").select_option("client.missed_last_milestone")
+    options = nested.locator("select.rule-op option").evaluate_all("os => os.map(o => o.value)")
+    assert options == list(operators_for("bool"))
+    assert "the most recently due milestone" in nested.locator(".rule-help").inner_text()
+    page.locator(".rule-group-head button", has_text="+ condition").nth(1).click()
+    renewal = page.locator(".rule-leaf").nth(2)
+    renewal.locator("select.rule-fact").select_option("client.days_to_renewal")
+    renewal.locator("select.rule-op").select_option("between")
+    renewal.locator(".rule-value input").nth(0).fill("0")
+    renewal.locator(".rule-value input").nth(1).fill("60")
+    submittal = page.locator(".rule-leaf").first.locator("option[value='submittal.revision']")
+    assert submittal.is_disabled()  # a change order rule cannot see submittal facts
+    page.locator("input[name=_save]").click()
+    page.wait_for_load_state()
+
+    rule = Rule.objects.get(key="made-in-the-browser")
+    assert rule.draft["when"] == {
+        "all": [
+            {"fact": "change_order.amount", "op": "gte", "value": 75000},
+            {
+                "any": [
+                    {"fact": "client.missed_last_milestone", "op": "is", "value": True},
+                    {"fact": "client.days_to_renewal", "op": "between", "value": [0, 60]},
+                ]
+            },
+        ]
+    }
+    assert page.errors == []
