@@ -149,6 +149,13 @@ class FiredTogetherView(APIView):
         return Response(CoFiringSerializer(pairs, many=True).data)
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter(
+            "status", str, enum=[c.value for c in ThresholdSuggestion.Status], description="filter"
+        )
+    ]
+)
 class SuggestionListView(ListAPIView[ThresholdSuggestion]):
     """Threshold suggestions, open ones first (``?status=`` to filter)."""
 

@@ -141,3 +141,14 @@ def test_raising_the_threshold_above_the_model_sample_turns_ranking_off(threshol
     threshold.min_labels_for_ranking = 1000
     threshold.save()
     assert rank_projects([1]) is None
+
+
+def test_ranking_a_page_of_projects_is_a_fixed_number_of_queries(threshold, django_assert_max_num_queries):
+    labelled_escalations(210)
+    risk_model_train()
+    few = [project_with_margin("100000", "90000").pk for _ in range(2)]
+    many = [project_with_margin("100000", "80000").pk for _ in range(8)]
+    with django_assert_max_num_queries(4):
+        assert len(rank_projects(few)) == 2
+    with django_assert_max_num_queries(4):
+        assert len(rank_projects(few + many)) == 10
