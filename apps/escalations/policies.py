@@ -17,7 +17,7 @@ import uuid
 import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -29,6 +29,9 @@ from django.utils import timezone
 from apps.audit.services import audit_record
 
 from .models import Escalation, EscalationPolicy, PolicyLevel
+
+if TYPE_CHECKING:
+    from .noise import Notice
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +188,7 @@ def policy_start(*, escalation: Escalation, now: dt.datetime) -> None:
     escalation.save(update_fields=["policy", "policy_snapshot", "next_step_at", "step_token"])
 
 
-def level_notices(escalation: Escalation, level: dict[str, Any], step: int) -> list[Any]:
+def level_notices(escalation: Escalation, level: dict[str, Any], step: int) -> list[Notice]:
     """The notifications one level (or its reminder) sends, keyed per step so a step sends once."""
     from .noise import Notice
     from .services import action_targets

@@ -11,12 +11,14 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.contrib.auth.models import Group
+from django.core import mail
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.entities.models import ChangeOrder
+from apps.escalations.delivery import delivery_attempt
 from apps.escalations.models import Delivery, Escalation, EscalationEvent, EscalationPolicy, PolicyLevel
 from apps.escalations.policies import (
     BusinessHours,
@@ -460,6 +462,10 @@ def test_a_group_level_emails_the_groups_active_members(account_manager, ops_man
     assert escalation.policy_snapshot["levels"][0]["group"] == "Operations managers"
     sweep(at(MONDAY, 10))
     assert step_deliveries(escalation) == [("email_group", "olivia@fulcrum-demo.test")]
+    # The outbox knows how to send a policy email to a group member: the escalation email itself.
+    assert delivery_attempt(Delivery.objects.get(action="email_group").pk) == "delivered"
+    [message] = mail.outbox
+    assert message.to == ["olivia@fulcrum-demo.test"] and escalation.subject_label in message.subject
 
 
 # --- admin -------------------------------------------------------------------------------------------
