@@ -111,6 +111,13 @@ def test_business_hours_follow_the_policy_time_zone():
     assert utc_hours.add(FRIDAY_16, Decimal(4)) == dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
 
 
+def test_business_hours_keep_local_opening_times_across_a_dst_change():
+    hours = BusinessHours(days=frozenset(range(1, 6)), start=8, end=17, tz=CHI)
+    # Clocks go forward on Sunday 14 March 2027: Monday still opens at 08:00 local (13:00 UTC, not 14:00).
+    friday = dt.datetime(2027, 3, 12, 16, tzinfo=CHI)
+    assert hours.add(friday, Decimal(4)) == dt.datetime(2027, 3, 15, 16, tzinfo=dt.UTC)
+
+
 # --- levels --------------------------------------------------------------------------------------
 
 
