@@ -325,7 +325,9 @@ def test_draft_filter_finds_unpublished_changed_and_shadowed_rules(client, ops_m
 
 
 @pytest.fixture
-def chromium_page(live_server):
+def chromium_page(transactional_db, live_server):
+    # The database fixture first, so the session-scoped live server (and its connection) stops before
+    # the test database is dropped.
     import os
 
     if not os.path.exists("/usr/bin/chromium"):

@@ -200,3 +200,21 @@ def test_executive_can_preview_but_not_publish(client, executive, company):
         == 403
     )
     assert Rule.objects.get(pk=rule.pk).versions.count() == 1
+
+
+def test_administrator_sets_the_threshold_that_publishing_uses(client, administrator, ops_manager, company):
+    client.force_login(administrator)
+    assert (
+        client.post(reverse("admin:rules_rulessettings_add"), {"publish_confirm_threshold": "0"}).status_code
+        == 302
+    )
+    assert RulesSettings.load().publish_confirm_threshold == 0
+    assert client.get(reverse("admin:rules_rulessettings_add")).status_code == 403  # one row only
+    rule = company["rule"]
+    rule.draft = draft_for(10000)
+    rule.save()
+    client.force_login(ops_manager)
+
+    response = client.get(reverse("admin:rules_rule_publish", args=[rule.pk]))
+
+    assert response.context["threshold"] == 0 and response.context["confirm"] is True

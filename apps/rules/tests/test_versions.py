@@ -108,3 +108,13 @@ def test_restore_refuses_a_version_of_another_rule(three_versions):
     other = Rule.objects.get(key="other").live_version
     with pytest.raises(ValueError, match="another rule"):
         rule_restore(rule=three_versions, version=other, actor="system:test")
+
+
+def test_a_draft_too_broken_to_validate_still_diffs_as_plain_yaml(three_versions):
+    v3 = three_versions.versions.get(number=3)
+    broken = {**v3.spec, "severity": "urgent"}
+
+    lines = spec_diff(v3.spec, broken, old_label="v3", new_label="draft")
+
+    changed = [line.text for line in lines if line.kind in ("add", "del")]
+    assert "+  severity: urgent" in changed
