@@ -324,7 +324,12 @@ def policy_audit(*, now: dt.datetime | None = None) -> int:
     )
     count = len(overdue) + len(stuck)
     if count:
-        logger.warning("stalled escalation policies: overdue %s, nothing scheduled %s", overdue, stuck)
+        logger.warning(
+            "%d stalled escalation policies; overdue: %s; nothing scheduled: %s (first 20 of each)",
+            count,
+            overdue[:20],
+            stuck[:20],
+        )
         audit_record(
             action="escalation.policy_stalled",
             actor="system:policy-auditor",
