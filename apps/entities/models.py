@@ -273,6 +273,9 @@ class ResolutionSettings(models.Model):
     auto_link_threshold = models.FloatField(default=92.0)
     review_threshold = models.FloatField(default=75.0)
     updated_at = models.DateTimeField(auto_now=True)
+    last_run_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="Start of the last resolution pass"
+    )
 
     class Meta:
         verbose_name = verbose_name_plural = "resolution settings"
@@ -289,6 +292,8 @@ class ResolutionSettings(models.Model):
 
     def save(self, *args: object, **kwargs: object) -> None:
         self.pk = 1
+        # New thresholds: the next pass scores every record again, not only what changed since the last.
+        self.last_run_at = None
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 
     @classmethod

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from rapidfuzz import fuzz, process
@@ -43,6 +43,7 @@ CHUNK = 256
 AUTO_LINK_MARGIN = 5.0
 # Pending candidates kept per record: the best few are enough for a person to choose from.
 MAX_CANDIDATES = 3
+_RESOLUTION_LOCK = 0x52534C56  # "RSLV"
 # Change-set keys the rules react to (apps.rules.triggers.affected_subjects).
 RULE_KEYS = ("client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line")
 
@@ -105,12 +106,20 @@ def _known_pairs(left_ids: list[int], column: str) -> set[tuple[int, int]]:
     return set(pairs.values_list("source_object_id", column))
 
 
+_CUSTOMER_FIELDS: tuple[str, ...] = ("id", "name", "client_id", "match_method", "connection_id")
+_CUSTOMER_FIELDS += ("external_id", "match_key", "synced_at")
+
+
+def _changed(left: dict[str, Any], since: Any) -> bool:
+    return left["match_method"] == "" or since is None or left["synced_at"] >= since
+
+
 def _resolve_customers(settings: ResolutionSettings, result: ResolutionResult, now: Any) -> None:
     rows = (
         SourceObject.objects.filter(object_type=SourceObject.Type.CUSTOMER, deleted_at__isnull=True)
         .filter(Q(client__isnull=True, match_method="") | Q(match_method="new"))
         .exclude(candidates__status=MatchCandidate.Status.PENDING)
-        .values("id", "name", "client_id", "match_method", "connection_id", "external_id", "match_key")
+        .values(*_CUSTOMER_FIELDS)
         .order_by("id")
     )
     lefts: list[dict[str, Any]] = [{**row} for row in rows]
@@ -118,19 +127,27 @@ def _resolve_customers(settings: ResolutionSettings, result: ResolutionResult, n
         return
     rights = list(
         Client.objects.filter(deleted_at__isnull=True, merged_into__isnull=True)
-        .values_list("id", "name")
+        .values_list("id", "name", "synced_at")
         .order_by("id")
     )
+    since = settings.last_run_at
+    # A customer that is already a client of its own was scored against every client by an earlier pass;
+    # unless it changed since, only clients written since then can give it a new pair.
+    fresh = [i for i, left in enumerate(lefts) if _changed(left, since)]
+    stale = [i for i, left in enumerate(lefts) if not _changed(left, since)]
+    changed_rights = [j for j, right in enumerate(rights) if since is None or right[2] >= since]
     known = _known_pairs([left["id"] for left in lefts], "client_id")
+    names = [normalise_name(name) for _, name, _ in rights]
     hits: dict[int, list[tuple[int, float]]] = {}
-    for i, j, score in score_pairs(
-        [normalise_name(left["name"]) for left in lefts],
-        [normalise_name(name) for _, name in rights],
-        cutoff=settings.review_threshold,
-    ):
-        left, client_id = lefts[i], rights[j][0]
-        if client_id != left["client_id"] and (left["id"], client_id) not in known:
-            hits.setdefault(i, []).append((client_id, score))
+    for left_idx, right_idx in ((fresh, range(len(rights))), (stale, changed_rights)):
+        for i, j, score in score_pairs(
+            [normalise_name(lefts[i]["name"]) for i in left_idx],
+            [names[j] for j in right_idx],
+            cutoff=settings.review_threshold,
+        ):
+            left, client_id = lefts[left_idx[i]], rights[right_idx[j]][0]
+            if client_id != left["client_id"] and (left["id"], client_id) not in known:
+                hits.setdefault(left_idx[i], []).append((client_id, score))
 
     links: list[SourceObject] = []
     candidates: list[MatchCandidate] = []
@@ -300,12 +317,15 @@ def _propagate(changes: dict[str, set[int]]) -> None:
 @transaction.atomic
 def entities_resolve(*, propagate: bool = True) -> ResolutionResult:
     """Fuzzy-match customers, then jobs (a customer linked now lets its jobs be scored in the same pass)."""
+    with connection.cursor() as cursor:  # one pass at a time: two would propose the same pairs
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_RESOLUTION_LOCK])
     settings = ResolutionSettings.current()
     now = timezone.now()
     result = ResolutionResult()
     _resolve_customers(settings, result, now)
     link_entities(result.changes)
     _resolve_jobs(settings, result, now)
+    ResolutionSettings.objects.filter(pk=settings.pk).update(last_run_at=now)
     if propagate:
         _propagate(result.changes)
     return result

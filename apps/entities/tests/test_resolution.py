@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.connectors.models import Connection
+from apps.entities import resolution
 from apps.entities.linking import link_entities
 from apps.entities.models import (
     ChangeOrder,
@@ -28,6 +29,7 @@ from apps.entities.resolution import (
     entities_resolve,
     entity_merge,
     normalise_name,
+    score_pairs,
 )
 from tests.factories import (
     ChangeOrderFactory,
@@ -286,3 +288,38 @@ def test_review_queue_admin_lists_and_decides_in_bounded_queries(
     second.refresh_from_db()
     assert (first.status, second.status) == (Status.REJECTED, Status.LINKED)
     assert second.decided_by == administrator
+
+
+def test_own_entities_are_rescored_after_new_thresholds_or_against_new_clients(
+    accounting: Connection, administrator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = ClientFactory(name="Riverside Builders")
+    settings = ResolutionSettings.objects.create(auto_link_threshold=95, review_threshold=92)
+    so = crosswalk(accounting, "customer", "c2", "Riverside Build Co")  # 90.9: a client of its own
+    entities_resolve(propagate=False)
+    entities_resolve(propagate=False)
+    so.refresh_from_db()
+    assert so.match_method == "new" and not so.candidates.exists()
+
+    settings.review_threshold = 80
+    settings.save()  # a lower threshold: every record is scored again
+    entities_resolve(propagate=False)
+    candidate = so.candidates.get()
+    assert candidate.client == first
+
+    candidate_reject(candidate=candidate, actor=administrator)
+    later = ClientFactory(name="Riverside Build Company")  # written after the last pass
+    sizes: list[tuple[int, int]] = []
+
+    def spy(lefts: list[str], rights: list[str], **kwargs: Any) -> Any:
+        sizes.append((len(lefts), len(rights)))
+        return score_pairs(lefts, rights, **kwargs)
+
+    monkeypatch.setattr(resolution, "score_pairs", spy)
+    entities_resolve(propagate=False)
+    # Nothing unlinked; the customer's own entity is scored against the one new client only.
+    assert sizes == [(0, 3), (1, 1)]
+    assert dict(so.candidates.values_list("client", "status")) == {
+        first.pk: Status.REJECTED,
+        later.pk: Status.PENDING,
+    }
