@@ -11,10 +11,11 @@ import datetime as dt
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -167,6 +168,20 @@ class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(CHANGE_RULES)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.sweep_view)
+        return [path("sweep/", view, name="learning_thresholdsuggestion_sweep"), *super().get_urls()]
+
+    def sweep_view(self, request: HttpRequest) -> HttpResponse:
+        """Queue tonight's sweep now (after commit; the task is the same one beat runs)."""
+        if request.method != "POST" or not request.user.has_perm(CHANGE_RULES):
+            return HttpResponseForbidden("Only operators who may change rules start a sweep (POST).")
+        from .tasks import suggest_thresholds
+
+        transaction.on_commit(suggest_thresholds.delay)
+        self.message_user(request, "Threshold sweep queued; new suggestions appear here when it finishes.")
+        return HttpResponseRedirect(reverse("admin:learning_thresholdsuggestion_changelist"))
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         return super().get_actions(request) if request.user.has_perm(CHANGE_RULES) else {}

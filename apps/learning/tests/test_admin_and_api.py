@@ -228,3 +228,24 @@ def test_suggestion_detail_shows_current_vs_proposed_vs_delta(client, ops_manage
     assert "<tr><td>matches (stored contexts)</td><td>2</td><td>1</td><td>-1</td></tr>" in text
     assert "<tr><td>precision</td><td>50.0%</td><td>100.0%</td><td>+50.0 points</td></tr>" in text
     assert "<tr><td>expected cost</td><td>3</td><td>1</td><td>-2</td></tr>" in text
+
+
+def test_sweep_now_queues_the_nightly_task_after_commit(
+    client, ops_manager, executive, data, monkeypatch, django_capture_on_commit_callbacks
+):
+    from apps.learning import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.suggest_thresholds, "delay", lambda: queued.append(1))
+    url = reverse("admin:learning_thresholdsuggestion_sweep")
+    executive.is_staff = True
+    executive.save()
+    client.force_login(executive)
+    assert client.post(url).status_code == 403
+    client.force_login(ops_manager)
+    page = client.get(reverse("admin:learning_thresholdsuggestion_changelist")).content.decode()
+    assert url in page
+    assert client.get(url).status_code == 403, "GET changes nothing"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url)
+    assert response.status_code == 302 and queued == [1]
