@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH, HEIGHT = 640, 220
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 44, 12, 12, 40
+WIDTH, HEIGHT = 480, 240
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 40, 14, 26, 46
 # Colour-blind-safe pair (Okabe-Ito blue and vermilion); series are also told apart by dash and legend.
 PALETTE = (("#0072b2", ""), ("#d55e00", "6 3"), ("#009e73", "2 2"))
 
@@ -29,14 +29,19 @@ class Series:
 
 
 def nice_max(value: float) -> float:
-    """The smallest 1/2/5 × 10^n at or above ``value`` (at least 1), for a readable top gridline."""
-    if value <= 1:
-        return 1.0
-    magnitude = 10 ** (len(str(int(value))) - 1)
-    for step in (1, 2, 5, 10):
-        if value <= step * magnitude:
-            return float(step * magnitude)
-    return float(10 * magnitude)  # pragma: no cover - the loop's last step always fits
+    """The top of the y axis: four gridline steps of 1/2/5 × 10^n (at least 1 each) covering ``value``.
+
+    Four steps of a round number keep every tick a round number (0, 5, 10, 15, 20), and counts never
+    get fractional ticks.
+    """
+    needed = max(value, 0) / 4
+    step = 1.0
+    while step < needed:
+        for factor in (2, 2.5, 2):  # 1 → 2 → 5 → 10 → 20 → 50 ...
+            step *= factor
+            if step >= needed:
+                break
+    return step * 4
 
 
 def _number(value: float) -> str:
@@ -69,14 +74,14 @@ def _axes(labels: Sequence[str], xs: Sequence[float], top: float, unit: str) -> 
         )
     out.append("</g>")
     if unit:
-        out.append(f'<text class="unit" x="4" y="{PAD_TOP + 4}">{escape(unit)}</text>')
+        out.append(f'<text class="unit" x="4" y="{PAD_TOP - 12}">{escape(unit)}</text>')
     # At most ~7 x labels so they never overlap.
     step = max(1, -(-len(labels) // 7))
     for i, (label, x) in enumerate(zip(labels, xs, strict=True)):
         if i % step:
             continue
         out.append(
-            f'<text class="tick" x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 16}" text-anchor="middle">'
+            f'<text class="tick" x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 17}" text-anchor="middle">'
             f"{escape(label)}</text>"
         )
     return out
@@ -97,14 +102,14 @@ def _legend(series: Sequence[Series]) -> list[str]:
     x = PAD_LEFT
     for i, s in enumerate(series):
         colour, dash = PALETTE[i % len(PALETTE)]
-        y = HEIGHT - 10
+        y = HEIGHT - 6
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         out.append(
             f'<line class="legend-line" x1="{x}" x2="{x + 18}" y1="{y - 4}" y2="{y - 4}" '
             f'stroke="{colour}"{dash_attr}/>'
         )
         out.append(f'<text class="legend" x="{x + 24}" y="{y}">{escape(s.name)}</text>')
-        x += 40 + 8 * len(s.name)
+        x += 40 + 9 * len(s.name)
     return out
 
 
@@ -158,6 +163,11 @@ def bar_chart(
             f"<title>{escape(labels[i])}: {escape(_number(round(value, 1)))} {escape(unit)}</title></rect>"
         )
     known = [v for v in values if v is not None]
+    if not known:
+        body.append(
+            f'<text class="empty" x="{(WIDTH + PAD_LEFT) / 2:.1f}" y="{HEIGHT / 2:.1f}" '
+            f'text-anchor="middle">No data in this period</text>'
+        )
     description = (
         f"{len(known)} of {len(values)} periods with data; highest {_number(round(max(known), 1))} {unit}."
         if known

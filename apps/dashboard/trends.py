@@ -141,7 +141,7 @@ def trends(now: dt.datetime | None = None) -> Trends:
         resolve_chart=charts.bar_chart(
             chart_id="chart-resolve",
             title="Median time to resolve per week, last 13 weeks",
-            labels=[f"wk {label}" for label in week_labels],
+            labels=week_labels,
             values=median_values,
             unit="hours",
         ),

@@ -234,14 +234,14 @@ def positive(fact: Any) -> bool:
 
 @register.filter
 def oldest_age(facts: Any) -> str:
-    """The age of the least fresh input among a row's facts, in words (``synced 2 h ago``)."""
+    """The age of the least fresh input among a row's facts, in words (``data synced 2 h ago``)."""
     if not isinstance(facts, dict):
-        return age_words(None)
+        return "data age unknown"
     ages = [f.get("age_s") for f in facts.values() if isinstance(f, dict)]
     known = [float(a) for a in ages if a is not None]
     if not ages or len(known) < len(ages):
         return "some inputs never synced"
-    return age_words(max(known))
+    return f"data {age_words(max(known))}"
 
 
 @register.simple_tag

@@ -89,14 +89,14 @@ def test_bar_chart_scales_to_a_round_top_and_skips_missing_weeks():
     )
     assert svg.count("<rect") == 2
     ticks = re.findall(r'text-anchor="end">([^<]+)<', svg)
-    assert ticks[-1] == "10"  # nice_max(7.5)
+    assert ticks == ["0", "2", "4", "6", "8"]  # four round steps covering 7.5
     heights = [float(h) for h in re.findall(r'height="([0-9.]+)"', svg)]
     assert heights[1] / heights[0] == pytest.approx(7.5 / 3.0, rel=0.01)
     assert "2 of 3 periods with data; highest 7.5 hours." in svg
 
 
 @pytest.mark.parametrize(
-    ("value", "top"), [(0, 1), (0.4, 1), (3, 5), (7.5, 10), (12, 20), (51, 100), (500, 500)]
+    ("value", "top"), [(0, 4), (0.4, 4), (3, 4), (4, 4), (7.5, 8), (12, 20), (51, 80), (500, 800)]
 )
 def test_nice_max(value, top):
     assert charts.nice_max(value) == top
