@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from functools import partial
@@ -8,14 +9,22 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from apps.audit.services import audit_record
 
+from .csv_import import csv_import, csv_preview
+from .kinds import ConfigurationError
+from .kinds.csv import CsvMapping, entity_fields, read_csv
+from .kinds.rest.options import ENTITIES
 from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun, WebhookDelivery
 from .operations import connection_resync_from, connection_test
 from .services import _schedule_save
@@ -64,6 +73,34 @@ class ResyncFromForm(forms.Form):
         return since
 
 
+class CsvUploadForm(forms.Form):
+    """Step one uploads the file (kept in the session for the next steps); each submit previews or imports."""
+
+    file = forms.FileField(required=False, help_text="UTF-8 CSV with a header row. Kept until you import.")
+    entity = forms.ChoiceField(choices=[(name, name) for name in sorted(ENTITIES)])
+    id_column = forms.CharField(help_text="The column holding each record's id in the source.")
+    updated_column = forms.CharField(
+        required=False, help_text="Optional: the column with each record's last-modified time."
+    )
+    columns = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 60}),
+        help_text='JSON {"CSV column": "entity field"}; blank maps columns named like a field to it.',
+    )
+
+    def clean_columns(self) -> dict[str, str] | None:
+        raw = (self.cleaned_data.get("columns") or "").strip()
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not valid JSON: {exc.msg}") from exc
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise forms.ValidationError("expected a JSON object of column names to field names")
+        return value
+
+
 class StreamInline(admin.TabularInline):
     model = StreamState
     extra = 0
@@ -79,14 +116,95 @@ class StreamInline(admin.TabularInline):
 class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
     list_display = ("slug", "kind", "base_url", "enabled", "schedule", "last_run")
+    readonly_fields = ("csv_upload",)
     list_filter = ("kind", "enabled")
     search_fields = ("slug", "base_url")
     inlines = [StreamInline]
     actions = ["resync_now", "resync_from_date", "rebuild", "reconcile_now", "test_connection"]
     fieldsets = [
-        (None, {"fields": ("slug", "kind", "base_url", "schedule", "options", "enabled")}),
+        (None, {"fields": ("slug", "kind", "base_url", "schedule", "options", "enabled", "csv_upload")}),
         ("Secrets (write-only, stored encrypted)", {"fields": ("new_credentials", "new_webhook_secret")}),
     ]
+
+    def get_urls(self) -> list[Any]:
+        custom = [
+            path(
+                "<path:object_id>/csv-upload/",
+                self.admin_site.admin_view(self.csv_upload_view),
+                name="connectors_connection_csv_upload",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def csv_upload_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Upload, map, preview and import a CSV into one entity (csv connections)."""
+        connection = self.get_object(request, object_id)
+        if connection is None or not self.has_change_permission(request, connection):
+            raise PermissionDenied
+        if connection.kind != Connection.Kind.CSV:
+            self.message_user(request, "CSV upload is for csv connections.", messages.ERROR)
+            return redirect("admin:connectors_connection_change", connection.pk)
+        session_key = f"csv_upload:{connection.pk}"
+        form = CsvUploadForm(request.POST or None, request.FILES or None)
+        preview = None
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            if upload is not None:
+                data = upload.read()
+                request.session[session_key] = base64.b64encode(data).decode()
+            else:
+                data = base64.b64decode(request.session.get(session_key, ""))
+            if not data:
+                form.add_error("file", "upload a file first")
+            else:
+                try:
+                    headers, _rows = read_csv(data)
+                    entity = form.cleaned_data["entity"]
+                    columns = form.cleaned_data["columns"] or {
+                        h: h
+                        for h in headers
+                        if h in entity_fields(entity) and h != form.cleaned_data["id_column"]
+                    }
+                    mapping = CsvMapping(
+                        entity=entity,
+                        id_column=form.cleaned_data["id_column"].strip(),
+                        updated_column=form.cleaned_data["updated_column"].strip(),
+                        columns=columns,
+                    )
+                    if "import" in request.POST:
+                        run = csv_import(
+                            connection=connection, data=data, mapping=mapping, actor=request.user
+                        )
+                        request.session.pop(session_key, None)
+                        c = run.counts
+                        self.message_user(
+                            request,
+                            f"Imported {c['seen']} rows: {c['inserted']} new, {c['updated']} updated, "
+                            f"{c['unchanged']} unchanged, {c['quarantined']} quarantined.",
+                            messages.SUCCESS,
+                        )
+                        return redirect("admin:connectors_connection_change", connection.pk)
+                    preview = csv_preview(connection=connection, data=data, mapping=mapping)
+                except ConfigurationError as exc:
+                    form.add_error(None, str(exc))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"CSV upload into {connection.slug}",
+            "form": form,
+            "preview": preview,
+            "connection": connection,
+            "has_file": bool(request.session.get(session_key)),
+            "entity_fields": {name: entity_fields(name) for name in sorted(ENTITIES)},
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/connectors/csv_upload.html", context)
+
+    @admin.display(description="CSV")
+    def csv_upload(self, obj: Connection) -> str:
+        if obj.pk is None or obj.kind != Connection.Kind.CSV:
+            return "-"
+        url = reverse("admin:connectors_connection_csv_upload", args=[obj.pk])
+        return format_html('<a href="{}">Upload, preview and import a CSV</a>', url)
 
     @admin.display(description="Last sync")
     def last_run(self, obj: Connection) -> str:

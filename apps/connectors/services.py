@@ -87,7 +87,8 @@ def _validate_item(index: int, item: Any, seen: set[str]) -> list[str]:
     if item.get("kind") not in KINDS:
         errors.append(f"{where}: kind {item.get('kind')!r} is not one of {', '.join(sorted(KINDS))}")
     try:
-        URLValidator(schemes=["http", "https"])(item.get("base_url") or "")
+        if item.get("kind") != "csv" or item.get("base_url"):  # an uploaded file has no upstream URL
+            URLValidator(schemes=["http", "https"])(item.get("base_url") or "")
     except ValidationError:
         errors.append(f"{where}: base_url {item.get('base_url')!r} is not an http(s) URL")
     credentials = item.get("credentials", {})
@@ -158,7 +159,7 @@ def connection_import(*, data: list[dict[str, Any]], actor: Actor) -> list[Conne
         changed = []
         for name, default in (
             ("kind", None),
-            ("base_url", None),
+            ("base_url", ""),
             ("schedule", ""),
             ("options", {}),
             ("enabled", True),

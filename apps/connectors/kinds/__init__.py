@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import BadRecord, ConfigurationError, ConnectorKind, Page, Stream, UnknownKind, UnknownStream
+from .csv import Csv
 from .hubspot import HubSpot
 from .procore import Procore
 from .quickbooks import QuickBooks
@@ -13,7 +14,7 @@ from .rest import Rest
 if TYPE_CHECKING:
     from apps.connectors.models import Connection
 
-KINDS: dict[str, type[ConnectorKind]] = {cls.kind: cls for cls in (HubSpot, QuickBooks, Procore, Rest)}
+KINDS: dict[str, type[ConnectorKind]] = {cls.kind: cls for cls in (HubSpot, QuickBooks, Procore, Rest, Csv)}
 
 __all__ = [
     "KINDS",

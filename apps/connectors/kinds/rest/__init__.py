@@ -42,7 +42,7 @@ def _next_link(link_header: str | None) -> str | None:
     return None
 
 
-def _convert(field: models.Field[Any, Any], value: Any) -> Any:
+def convert_value(field: models.Field[Any, Any], value: Any) -> Any:
     """An upstream JSON value as the entity field's Python type; BadRecord names what is wrong."""
     if value in (None, ""):
         if isinstance(field, models.CharField | models.TextField):
@@ -183,7 +183,7 @@ class RestStream(Stream):
             raise BadRecord(f"record without {self.config.id_path}")
         row: Record = {"external_id": str(record_id), "source_updated_at": self._updated(raw)}
         for name, path, field in self._targets:
-            row[name] = _convert(field, dig(raw, path))
+            row[name] = convert_value(field, dig(raw, path))
         return row
 
 
