@@ -8,15 +8,15 @@ The draft's condition and the live version's are evaluated over current data in 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from django.utils import timezone
 
 from .evaluator import Outcome
-from .ruleset import rule_from_dict
+from .ruleset import RulesFileError, RuleSpec, rule_from_dict
 from .sql import RuleQuery, batch_outcomes_many
 
 SAMPLE: Final = 10
@@ -102,10 +102,65 @@ def preview_draft(
     if live_query is not None and live_query.subject_type == spec.subject:
         queries.append(live_query)  # one query computes the facts once for both
     results = batch_outcomes_many(queries, spec.subject, now=now)
+    if live_query is None or live_query.subject_type == spec.subject:
+        return _compare(rule, spec, results[0], results[1] if len(results) > 1 else None, now)
+    # The draft moved the rule to another subject type: everything it matches is new, everything the
+    # live version matches is gone.
     drafted = results[0]
+    live = batch_outcomes_many([live_query], live_query.subject_type, now=now)[0]
     matched = Outcome.MATCHED.value
     draft_matches = [sid for sid, outcome in drafted.items() if outcome == matched]
-    result = PreviewResult(
+    gone_ids = [sid for sid, outcome in live.items() if outcome == matched]
+    return _with(
+        _drafted(rule, spec, drafted, draft_matches, now),
+        new=draft_matches,
+        gone=gone_ids,
+        live_version=version.number,
+        live_counts=_counts(live),
+    )
+
+
+def preview_drafts(
+    rules: Sequence[Any], *, now: dt.datetime | None = None
+) -> list[PreviewResult | RulesFileError]:
+    """:func:`preview_draft` for several rules' drafts, with one facts query per subject type (shadow
+    runs): each rule's result, or the ``RulesFileError`` of an invalid draft, in the order given."""
+    now = now or timezone.now()
+    out: list[PreviewResult | RulesFileError | None] = [None] * len(rules)
+    groups: dict[str, list[tuple[int, Any, RuleSpec]]] = defaultdict(list)
+    for i, rule in enumerate(rules):
+        try:
+            spec = rule_from_dict({**rule.draft, "key": rule.key})
+        except RulesFileError as exc:
+            out[i] = exc
+            continue
+        version = rule.live_version
+        if version is not None and version.spec.get("subject") != spec.subject:
+            out[i] = preview_draft(rule, now=now)  # rare: compared across two subject types
+            continue
+        groups[spec.subject].append((i, rule, spec))
+    for subject_type, members in groups.items():
+        queries: list[RuleQuery] = []
+        slots: list[tuple[int, Any, RuleSpec, int, int | None]] = []
+        for i, rule, spec in members:
+            draft_slot = len(queries)
+            queries.append(RuleQuery.of(spec))
+            live_slot = None
+            if rule.live_version is not None:
+                live_slot = len(queries)
+                queries.append(RuleQuery.of(rule.live_version))
+            slots.append((i, rule, spec, draft_slot, live_slot))
+        results = batch_outcomes_many(queries, subject_type, now=now)
+        for i, rule, spec, draft_slot, live_slot in slots:
+            live = results[live_slot] if live_slot is not None else None
+            out[i] = _compare(rule, spec, results[draft_slot], live, now)
+    return [r for r in out if r is not None]
+
+
+def _drafted(
+    rule: Any, spec: RuleSpec, drafted: Mapping[int, str], draft_matches: list[int], now: dt.datetime
+) -> PreviewResult:
+    return PreviewResult(
         rule_key=rule.key,
         subject_type=spec.subject,
         evaluated_at=now,
@@ -113,17 +168,18 @@ def preview_draft(
         counts=_counts(drafted),
         samples=draft_matches[:SAMPLE],
     )
-    if version is None or live_query is None:
+
+
+def _compare(
+    rule: Any, spec: RuleSpec, drafted: Mapping[int, str], live: Mapping[int, str] | None, now: dt.datetime
+) -> PreviewResult:
+    """The draft's outcomes against the live version's, both over the same subjects."""
+    matched = Outcome.MATCHED.value
+    draft_matches = [sid for sid, outcome in drafted.items() if outcome == matched]
+    result = _drafted(rule, spec, drafted, draft_matches, now)
+    version = rule.live_version
+    if version is None or live is None:
         return _with(result, new=draft_matches, gone=[])
-    if len(results) > 1:
-        live = results[1]
-    else:  # the draft moved the rule to another subject type: everything it matches is new
-        live = batch_outcomes_many([live_query], live_query.subject_type, now=now)[0]
-    if live_query.subject_type != spec.subject:
-        gone_ids = [sid for sid, outcome in live.items() if outcome == matched]
-        return _with(
-            result, new=draft_matches, gone=gone_ids, live_version=version.number, live_counts=_counts(live)
-        )
     new_ids = [sid for sid in draft_matches if live.get(sid) != matched]
     gone_ids = [sid for sid, outcome in live.items() if outcome == matched and drafted.get(sid) != matched]
     return _with(result, new=new_ids, gone=gone_ids, live_version=version.number, live_counts=_counts(live))

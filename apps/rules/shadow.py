@@ -2,8 +2,9 @@
 
 A run writes one :class:`ShadowRun` summary per rule (would-match count, added and removed against the
 live version, sample ids) and nothing else: no decisions, no subject states, no escalations, no
-deliveries. It uses the preview's evaluation (:func:`apps.rules.preview.preview_draft`, SQL that agrees
-with the evaluator subject by subject), so the shadow summary and the admin preview cannot disagree.
+deliveries. It uses the preview's evaluation (:func:`apps.rules.preview.preview_drafts`, SQL that agrees
+with the evaluator subject by subject; one facts query per subject type for all the drafts), so the
+shadow summary and the admin preview cannot disagree.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from django.utils import timezone
 from apps.audit.services import Actor, audit_record, audit_record_many
 
 from .models import Rule, ShadowRun
-from .preview import preview_draft
+from .preview import PreviewResult, preview_drafts
 from .ruleset import RulesFileError, rule_from_dict
 
 
@@ -45,11 +46,9 @@ def rule_shadow_stop(*, rule: Rule, actor: Actor) -> Rule:
     return rule
 
 
-def _run(rule: Rule, now: dt.datetime) -> ShadowRun:
+def _run(rule: Rule, result: PreviewResult | RulesFileError, now: dt.datetime) -> ShadowRun:
     draft = {**rule.draft, "key": rule.key}
-    try:
-        result = preview_draft(rule, draft=draft, now=now)
-    except RulesFileError as exc:
+    if isinstance(result, RulesFileError):
         # The draft was edited into an invalid state after shadowing started: record it, act on nothing.
         return ShadowRun(
             rule=rule,
@@ -62,7 +61,7 @@ def _run(rule: Rule, now: dt.datetime) -> ShadowRun:
             would_match=0,
             added=0,
             removed=0,
-            error=str(exc),
+            error=str(result),
         )
     return ShadowRun(
         rule=rule,
@@ -90,7 +89,11 @@ def shadow_evaluate(
     now = now or timezone.now()
     if rules is None:
         rules = list(Rule.objects.filter(shadow_since__isnull=False).select_related("live_version"))
-    runs = ShadowRun.objects.bulk_create([_run(rule, now) for rule in rules])
+    rules = list(rules)
+    results = preview_drafts(rules, now=now)  # one facts query per subject type for all the drafts
+    runs = ShadowRun.objects.bulk_create(
+        [_run(rule, result, now) for rule, result in zip(rules, results, strict=True)]
+    )
     audit_record_many(
         [
             {

@@ -124,3 +124,43 @@ def test_admin_shows_the_latest_shadow_summary_and_starts_and_stops_shadow(
 
     assert client.post(shadow_url, {"do": "stop"}).status_code == 302
     assert Rule.objects.get(pk=rule.pk).shadow_since is None
+
+
+def test_several_drafts_share_one_evaluation_and_agree_with_preview_draft(company):  # noqa: F811
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from apps.rules.preview import preview_draft, preview_drafts
+
+    rules_import(text=rule_yaml(key="second", amount=80000), actor="system:test")
+    first = company["rule"]
+    first.draft = draft_for(10000)
+    first.save()
+    second = Rule.objects.select_related("live_version").get(key="second")
+    second.draft = {**draft_for(60000), "key": "second"}
+    second.save()
+    never = Rule.objects.create(
+        key="never",
+        name="Never published",
+        subject_type="change_order",
+        draft={**draft_for(90000), "key": "never"},
+    )
+    now = timezone.now()
+    rules = [Rule.objects.select_related("live_version").get(pk=r.pk) for r in (first, second, never)]
+
+    with CaptureQueriesContext(connection) as together:
+        results = preview_drafts(rules, now=now)
+    with CaptureQueriesContext(connection) as alone:
+        preview_drafts(rules[:1], now=now)
+
+    def comparable(result):
+        # SQL returns rows unordered; with fewer matches than the sample size the sets are complete.
+        data = result.to_json()
+        return {k: sorted(v) if k in ("samples", "new", "gone") else v for k, v in data.items()}
+
+    assert [comparable(r) for r in results] == [comparable(preview_draft(rule, now=now)) for rule in rules]
+    assert [r.matches for r in results] == [3, 2, 1]
+    assert (results[1].new_count, results[1].gone_count) == (1, 0)  # v1 at 80,000 matched huge only
+    assert results[2].live_version is None and results[2].new_count == 1
+    assert len(together.captured_queries) == len(alone.captured_queries)
