@@ -164,3 +164,17 @@ def test_several_drafts_share_one_evaluation_and_agree_with_preview_draft(compan
     assert (results[1].new_count, results[1].gone_count) == (1, 0)  # v1 at 80,000 matched huge only
     assert results[2].live_version is None and results[2].new_count == 1
     assert len(together.captured_queries) == len(alone.captured_queries)
+
+
+def test_executive_reads_the_shadow_page_but_cannot_start_shadow(client, executive, company):  # noqa: F811
+    executive.is_staff = True  # the group grants view permissions; entering admin also needs staff
+    executive.save()
+    rule = company["rule"]
+    client.force_login(executive)
+    url = reverse("admin:rules_rule_shadow", args=[rule.pk])
+
+    page = client.get(url)
+
+    assert page.status_code == 200 and 'value="start"' not in page.content.decode()
+    assert client.post(url, {"do": "start"}).status_code == 403
+    assert Rule.objects.get(pk=rule.pk).shadow_since is None
