@@ -190,3 +190,16 @@ def test_account_manager_resolves_from_their_queue_with_an_outcome(page, account
     mine.refresh_from_db()
     assert (mine.status, mine.outcome) == (Escalation.Status.RESOLVED, "no_action_needed")
     screenshot(page, "my-escalations")
+
+
+@pytest.mark.parametrize(
+    "url", ["/admin/", "/admin/rules/rule/add/", "/admin/escalations/escalation/", "/api/docs/"]
+)
+def test_bundled_uis_run_under_the_csp(page, administrator, url):
+    """The CSP forbids inline script and style: Django admin, the rule editor and Swagger UI must not need them."""
+    sign_in(page, administrator)
+    response = page.goto(url)
+    assert response is not None and response.status == 200
+    page.wait_for_load_state("networkidle")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert _csp_violations(page) == [], page.watched.console_errors

@@ -66,6 +66,14 @@ def test_every_page_carries_the_csp_without_inline_script_or_style(
         client.logout()
 
 
+def test_only_swagger_ui_may_inline_styles_and_nothing_may_inline_script(client, administrator):
+    client.force_login(administrator)
+    docs = client.get("/api/docs/")["Content-Security-Policy"]
+    assert "style-src 'self' 'unsafe-inline'" in docs and "script-src 'self';" in docs
+    dashboard = client.get(reverse("dashboard"))["Content-Security-Policy"]
+    assert "unsafe-inline" not in dashboard
+
+
 def test_a_view_that_sets_its_own_policy_keeps_it():
     from django.http import HttpResponse
 
