@@ -168,6 +168,24 @@ def test_a_link_for_another_managers_client_does_nothing(client, escalation, oth
     assert _state(escalation) == ("open", "")
 
 
+def test_a_crm_owner_address_reaches_its_linked_user(client, account_manager):
+    from tests.factories import CrmOwnerFactory
+
+    escalation = make_escalation(owner_user=account_manager)
+    CrmOwnerFactory(email="m.chen@crm.example.test", user=account_manager)
+    token = link_token(escalation=escalation, action="acknowledge", recipient="M.Chen@crm.example.test")
+    assert client.post(_url(token)).status_code == 200
+    assert EscalationEvent.objects.get(escalation=escalation, kind="acknowledged").actor == "maria"
+
+
+def test_an_address_shared_by_two_accounts_does_nothing(client, escalation, account_manager):
+    from tests.factories import UserFactory
+
+    UserFactory(username="maria2", email=account_manager.email.upper())
+    assert client.post(_link(escalation, "acknowledge", account_manager)).status_code == 403
+    assert _state(escalation) == ("open", "")
+
+
 def test_a_recipient_without_an_account_does_nothing(client, escalation):
     token = link_token(escalation=escalation, action="acknowledge", recipient="nobody@elsewhere.test")
     assert client.post(_url(token)).status_code == 403
