@@ -22,7 +22,7 @@ class RolePermission(BasePermission):
     the connection resync write, and both add a stricter check of their own).
     """
 
-    message = "Your account has no role that may use this part of the API."
+    message = "Your role does not allow this."
 
     def has_permission(self, request: Request, view: Any) -> bool:
         user = request.user
