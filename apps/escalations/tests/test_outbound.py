@@ -228,12 +228,14 @@ def test_without_the_allow_setting_a_loopback_hook_is_dead_and_never_called(hook
 
 
 @pytest.mark.django_db
-def test_the_connected_address_is_checked_too(receiver, settings, monkeypatch):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_connected_address_is_checked_too(receiver, settings, monkeypatch, scheme):
     """DNS rebinding: the name looked public when checked, but the socket reached loopback."""
     settings.FULCRUM = {**settings.FULCRUM, "OUTBOUND_ALLOW_PRIVATE": False}
     monkeypatch.setattr(outbound, "check_destination", lambda url: None)
+    url = receiver.url.replace("http", scheme, 1)
     with pytest.raises(UnsafeDestination, match=r"connected to 127\.0\.0\.1"):
-        outbound.guarded_post(f"{receiver.url}/x", body=b"{}", headers={}, timeout=5)
+        outbound.guarded_post(f"{url}/x", body=b"{}", headers={}, timeout=5)
     assert receiver.received == []
 
 
