@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 import zoneinfo
 from decimal import Decimal
@@ -29,6 +30,9 @@ from apps.escalations.policies import (
     policy_step_apply,
 )
 from apps.escalations.services import escalation_acknowledge, escalation_resolve
+
+# The end-to-end fixtures (a real Celery worker on the broker, an aiosmtpd server), for the last test.
+from tests.e2e.conftest import celery_worker, smtp_server, wait_for  # noqa: F401
 
 from .helpers import make_escalation
 
@@ -645,3 +649,38 @@ def test_policy_notifications_respect_quiet_hours(account_manager, settings):
     delivery = Delivery.objects.get(idempotency_key__startswith=f"esc{escalation.pk}:s0:")
     assert delivery.next_attempt_at == at(MONDAY, 13)
     assert escalation.suppressed.get().reason == "quiet_hours"
+
+
+# --- with a real worker ------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("celery_worker")
+def test_a_step_queued_twice_through_a_real_worker_emails_once(request, account_manager):
+    from apps.escalations import tasks
+
+    smtp = request.getfixturevalue("smtp_server")
+
+    make_policy(
+        {"wait_hours": 1, "condition": "not_resolved", "target": "address", "address": "ops@example.test"},
+        start=0,
+        end=24,
+        business_days="1,2,3,4,5,6,7",
+    )
+    escalation = make_escalation(owner_user=account_manager)
+    opened = timezone.now() - dt.timedelta(hours=2)
+    Escalation.objects.filter(pk=escalation.pk).update(opened_at=opened)
+    escalation.refresh_from_db()
+    policy_start(escalation=escalation, now=opened)
+    assert tasks.sweep_policy_steps().startswith("1 steps queued")
+    # The broker delivers the same step twice (a redelivery after a lost ack, or a re-queued lease).
+    tasks.apply_policy_step.delay(escalation.pk, 0, str(escalation.step_token))
+    wait_for(lambda: smtp.to("ops@example.test"), timeout=60, message="the level's email")
+    wait_for(
+        lambda: not Delivery.objects.exclude(state="delivered").exists(), timeout=30, message="outbox drained"
+    )
+    time.sleep(2)  # room for a second email, if the duplicate were to send one
+    assert len(smtp.to("ops@example.test")) == 1
+    assert policy_events(escalation) == ["policy_level"]
+    escalation.refresh_from_db()
+    assert escalation.policy_step == 1 and escalation.next_step_at is None
