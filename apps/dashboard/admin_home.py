@@ -1,4 +1,4 @@
-"""The admin home for operators, in four queries: sync health, the outbox, open work, noisy rules."""
+"""The admin home for operators in five queries: sync health, data quality, outbox, open work, noisy rules."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from apps.connectors.models import Connection, SyncRun
 from apps.escalations.models import Delivery, Escalation
+from apps.quality.models import Finding
 from apps.rules.models import Decision
 
 # A stream is stale after twice its schedule's interval (freshness: warn at 2×); without a schedule
@@ -99,6 +100,21 @@ def connection_health(now: dt.datetime) -> list[StreamHealth]:
     return out
 
 
+def open_findings() -> list[dict[str, Any]]:
+    """Open data-quality findings per kind, errors and warnings apart (kinds with none are left out)."""
+    rows = (
+        Finding.objects.filter(resolved_at__isnull=True)
+        .values("kind")
+        .annotate(
+            errors=Count("pk", filter=Q(severity=Finding.Severity.ERROR)),
+            warnings=Count("pk", filter=Q(severity=Finding.Severity.WARN)),
+        )
+        .order_by("-errors", "-warnings", "kind")
+    )
+    labels = dict(Finding.Kind.choices)
+    return [{**row, "label": labels.get(row["kind"], row["kind"])} for row in rows]
+
+
 def outbox_counts() -> dict[str, int]:
     return Delivery.objects.aggregate(
         dead=Count("pk", filter=Q(state=Delivery.State.DEAD)),
@@ -135,6 +151,7 @@ def admin_home(now: dt.datetime | None = None) -> dict[str, Any]:
         "streams": streams,
         "failing": sum(1 for s in streams if s.state == "failing"),
         "stale": sum(1 for s in streams if s.state == "stale"),
+        "findings": open_findings(),
         "outbox": outbox_counts(),
         "escalations": open_escalation_counts(),
         "top_rules": top_rules(now),

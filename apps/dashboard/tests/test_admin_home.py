@@ -12,6 +12,7 @@ from apps.connectors.models import Connection, StreamState, SyncRun
 from apps.dashboard.admin_home import schedule_interval
 from apps.escalations.models import Delivery, Escalation
 from apps.escalations.tests.test_pages import XSS, login, make_escalation, make_rule
+from apps.quality.models import Finding
 from apps.rules.models import Decision
 
 
@@ -113,6 +114,20 @@ def health_data():
         )
     )
     Decision.objects.bulk_create(decisions)
+    findings = [("orphan", "error"), ("orphan", "warn"), ("orphan", "error"), ("freshness", "warn")]
+    Finding.objects.bulk_create(
+        Finding(key=f"k{i}", kind=kind, check_name="c", severity=sev, first_seen=now, last_seen=now)
+        for i, (kind, sev) in enumerate(findings)
+    )
+    Finding.objects.create(
+        key="gone",
+        kind="conflict",
+        check_name="c",
+        severity="error",
+        first_seen=now,
+        last_seen=now,
+        resolved_at=now,
+    )
 
 
 def test_admin_home_shows_operators_what_needs_them(
@@ -137,6 +152,12 @@ def test_admin_home_shows_operators_what_needs_them(
     }
     assert "health-ok" in rows["pm-fresh"] and "health-failing" in rows["crm-broken"]
     assert "health-stale" in rows["acct-idle"] and "never" in rows["csv-never"]
+
+    quality = _panel(body, "panel-quality")
+    orphans = quality[quality.index("Orphan") :].split("</tr>")[0]
+    assert orphans.count('<td class="fulcrum-num">') == 2 and ">2</td>" in orphans and ">1</td>" in orphans
+    assert "Freshness" in quality and "conflict" not in quality.lower()  # resolved findings are not shown
+    assert quality.index("Orphan") < quality.index("Freshness")  # errors first
 
     outbox = _panel(body, "panel-outbox")
     assert 'state__exact=dead">3</a>' in outbox and 'state__exact=failed">2</a>' in outbox
@@ -169,6 +190,7 @@ def test_admin_home_escapes_synced_text(client, administrator):
 def test_admin_home_when_nothing_is_set_up(client, administrator):
     body = login(client, administrator).get(reverse("admin:index")).content.decode()
     assert "No connections yet." in body and "No rule matched in the last 7 days." in body
+    assert "No open findings." in body
 
 
 @pytest.mark.parametrize(
