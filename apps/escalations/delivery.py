@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import random
 import smtplib
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from apps.audit.services import Actor, audit_record
 
 from .models import Delivery, Escalation, EscalationEvent
 from .outbound import OutboundFailed, UnsafeDestination
+
+logger = logging.getLogger(__name__)
 
 EMAIL_ACTIONS = ("email_account_manager", "email_executives")
 NOTIFY_ACTION = "notify_stakeholder"
@@ -169,7 +172,10 @@ def _schedule_retry(pk: int, wait: dt.timedelta) -> None:
         return
     from .tasks import deliver
 
-    deliver.apply_async((pk,), countdown=wait.total_seconds() + 0.1)
+    try:
+        deliver.apply_async((pk,), countdown=wait.total_seconds() + 0.1)
+    except Exception:  # the broker is down: the row is recorded as failed, and the sweeper will find it
+        logger.warning("could not schedule the retry of delivery %s; beat's sweeper will", pk, exc_info=True)
 
 
 def perform(delivery: Delivery) -> dict:

@@ -46,7 +46,7 @@ def _outcomes(action: str) -> list[tuple[str, str]]:
 
 
 @never_cache
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def email_link(request: HttpRequest, token: str) -> HttpResponse:
     try:
         link = link_check(token)

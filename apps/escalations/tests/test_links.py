@@ -47,6 +47,7 @@ def test_get_shows_a_confirmation_page_and_changes_nothing(client, escalation, a
     assert 'method="post"' in page and "csrfmiddlewaretoken" in page
     assert "Acknowledge" in page
     assert response["Cache-Control"].startswith("max-age=0")
+    assert client.head(_link(escalation, "acknowledge", account_manager)).status_code == 200  # scanners
     assert _state(escalation) == ("open", "")
     assert not EscalationEvent.objects.filter(escalation=escalation).exists()
 
