@@ -5,7 +5,9 @@ Checks (ANCHORS "Connectors and sync" 11):
 * ``freshness``: a stream's last success older than 2× (warn) or 4× (error) its connection's schedule
   interval; a stream that never succeeded is an error;
 * ``missing_field``: a project without client (error) or contract value, a client without an owner in the
-  CRM, a pending or approved change order of zero amount, a milestone without due date;
+  CRM, a pending or approved change order of zero amount, a milestone without due date, and a record
+  quarantined for a missing or invalid field (a change order without amount) that no valid version has
+  replaced since (error);
 * ``orphan``: a record whose parent is not present (a change order, milestone or submittal whose project
   reference names no project; money charged to a job the accounting crosswalk does not hold; a job whose
   customer is missing; a client whose CRM owner is missing);
@@ -265,6 +267,41 @@ def freshness_rows(now: dt.datetime) -> list[Row]:
     return rows
 
 
+_QUARANTINED = """
+    SELECT DISTINCT ON (q.external_id) q.id, q.connection_id, q.stream, 'error',
+           jsonb_build_object('external_id', q.external_id, 'reason', q.reason, 'at', q.created_at)
+    FROM connectors_quarantinedrecord q
+    WHERE q.connection_id = %(connection)s AND q.stream = %(stream)s AND q.external_id <> ''
+      AND NOT EXISTS (SELECT 1 FROM {table} t WHERE t.{source} = q.connection_id
+                      AND t.external_id = q.external_id AND t.synced_at >= q.created_at)
+    ORDER BY q.external_id, q.created_at DESC
+"""
+
+
+def _quarantine_checks(now: dt.datetime) -> tuple[int, int]:
+    """Records refused by validation (a change order without amount) that no valid version has replaced
+    since: missing from Fulcrum altogether. One statement per (connection, stream) that has any."""
+    from apps.connectors.kinds import UnknownKind, UnknownStream, get_kind
+    from apps.connectors.models import QuarantinedRecord
+    from apps.entities.loaders import source_column
+
+    new = seen = 0
+    pairs = QuarantinedRecord.objects.values_list("connection", "stream").distinct().order_by()
+    connections = Connection.objects.in_bulk({c for c, _ in pairs})
+    for connection_id, stream in pairs:
+        try:
+            model = get_kind(connections[connection_id]).stream(stream).model
+        except (UnknownKind, UnknownStream):
+            continue
+        select = _QUARANTINED.replace("{table}", model._meta.db_table).replace(
+            "{source}", source_column(model)
+        )
+        params = {"now": now, "connection": connection_id, "stream": stream}
+        n, s = _upsert(Kind.MISSING_FIELD, "record.quarantined", "quarantined_record", select, params)
+        new, seen = new + n, seen + s
+    return new, seen
+
+
 # Entity tables whose live rows are counted per connection for volume drops.
 VOLUME_TABLES: dict[str, tuple[str, str]] = {
     "client": ("entities_client", "source_id"),
@@ -334,6 +371,8 @@ def quality_scan(
     for kind, check, subject_type, select in _SQL_CHECKS:
         if kind in wanted:
             add(kind, _upsert(kind, check, subject_type, select, params))
+    if Kind.MISSING_FIELD in wanted:
+        add(Kind.MISSING_FIELD, _quarantine_checks(now))
     if Kind.FRESHNESS in wanted:
         add(
             Kind.FRESHNESS,

@@ -228,3 +228,26 @@ def test_a_burst_of_syncs_queues_one_scan(monkeypatch: pytest.MonkeyPatch) -> No
     tasks._after_sync(sender=tasks.quality_scan_task)  # any other task: nothing
     assert queued == [{"countdown": tasks.AFTER_SYNC_DELAY}]
     cache.delete(tasks._QUEUED)
+
+
+def test_a_quarantined_change_order_is_missing_until_a_valid_version_arrives(db: None) -> None:
+    from apps.connectors.models import QuarantinedRecord
+
+    pm = ConnectionFactory(slug="pm", kind=Connection.Kind.PROCORE)
+    for reason in ("not an amount: 'x'", "missing amount"):  # quarantined twice: the latest counts
+        QuarantinedRecord.objects.create(
+            connection=pm, stream="change_orders", external_id="77", payload={"id": 77}, reason=reason
+        )
+    QuarantinedRecord.objects.create(
+        connection=pm, stream="no_such_stream", external_id="1", payload={}, reason="?"
+    )
+
+    scan(Kind.MISSING_FIELD)
+
+    finding = Finding.objects.get(check_name="record.quarantined", resolved_at__isnull=True)
+    assert (finding.severity, finding.stream, finding.connection) == ("error", "change_orders", pm)
+    assert finding.detail["external_id"] == "77" and finding.detail["reason"] == "missing amount"
+
+    ChangeOrderFactory(source=pm, external_id="77", synced_at=timezone.now())
+    assert scan(Kind.MISSING_FIELD)["resolved"] == 1
+    assert not Finding.objects.filter(check_name="record.quarantined", resolved_at__isnull=True).exists()
