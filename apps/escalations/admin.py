@@ -4,7 +4,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
 from .models import (
     Delivery,
@@ -120,19 +119,11 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Replay selected failed or dead deliveries", permissions=["change"])
     def replay(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        from .tasks import deliver
+        from .delivery import delivery_replay
 
-        ids = list(
-            queryset.filter(state__in=[Delivery.State.DEAD, Delivery.State.FAILED]).values_list(
-                "pk", flat=True
-            )
-        )
-        Delivery.objects.filter(pk__in=ids).update(
-            state=Delivery.State.PENDING, next_attempt_at=timezone.now()
-        )
-        for pk in ids:
-            deliver.delay(pk)
-        self.message_user(request, f"{len(ids)} deliveries queued again.", messages.SUCCESS)
+        replayable = queryset.filter(state__in=[Delivery.State.DEAD, Delivery.State.FAILED])
+        count = sum(delivery_replay(delivery=delivery, actor=request.user) for delivery in replayable)
+        self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)
 
 
 class LevelFormSet(forms.BaseInlineFormSet):

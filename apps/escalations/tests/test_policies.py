@@ -684,3 +684,35 @@ def test_a_step_queued_twice_through_a_real_worker_emails_once(request, account_
     assert policy_events(escalation) == ["policy_level"]
     escalation.refresh_from_db()
     assert escalation.policy_step == 1 and escalation.next_step_at is None
+
+
+@pytest.mark.django_db
+def test_admin_replay_requeues_dead_deliveries_through_the_audited_service(client, administrator):
+    escalation = make_escalation()
+    now = timezone.now()
+    dead, delivered = (
+        Delivery.objects.create(
+            escalation=escalation,
+            action="email_account_manager",
+            target="x@example.test",
+            idempotency_key=f"k{state}",
+            state=state,
+            attempts=8,
+            next_attempt_at=now,
+            created_at=now,
+            last_error="gave up",
+        )
+        for state in ("dead", "delivered")
+    )
+    client.force_login(administrator)
+    response = client.post(
+        reverse("admin:escalations_delivery_changelist"),
+        {"action": "replay", "_selected_action": [dead.pk, delivered.pk]},
+        follow=True,
+    )
+    assert "1 deliveries queued again." in response.content.decode()
+    dead.refresh_from_db()
+    delivered.refresh_from_db()
+    assert (dead.state, dead.attempts) == ("pending", 0) and delivered.state == "delivered"
+    entry = AuditEntry.objects.get(action="delivery.replayed")
+    assert entry.object_id == str(dead.pk) and entry.actor == "user:avery"
