@@ -24,14 +24,15 @@ def _paths(value: dict[str, Any], prefix: str, depth: int, out: set[str]) -> Non
 def field_paths(records: Iterable[Any]) -> set[str]:
     """Every dotted path to a leaf in any of the records (lists are leaves; nested objects are followed)."""
     out: set[str] = set()
-    shapes: set[int] = set()
+    shapes: set[tuple[Any, ...]] = set()
     for record in records:
-        if not isinstance(record, dict):
+        if type(record) is not dict:
             continue
-        # Most records of a page share one shape: skip those whose keys and nested keys were already seen.
-        shape = hash(tuple(record))
-        nested = [k for k, v in record.items() if isinstance(v, dict)]
-        if not nested and shape in shapes:
+        # Most records of a page share one shape (their keys and their nested objects' keys): walk each
+        # shape once. Building the shape is C-level tuple work, a few microseconds a record; deeper
+        # levels than the first are compared only for the records whose shape is new.
+        shape = (tuple(record), *(tuple(v) for v in record.values() if type(v) is dict))
+        if shape in shapes:
             continue
         shapes.add(shape)
         _paths(record, "", 0, out)

@@ -40,3 +40,24 @@ def test_test_connection_reports_first_page_counts_and_errors(
     [error] = [m for m in shown if m.startswith("bad:")]
     assert "HTTP 401" in error and "wrong" not in error
     assert AuditEntry.objects.filter(action="connection.tested").count() == 2
+
+
+def test_connector_admin_pages_load_for_staff(
+    client: Any, ops_manager: Any, administrator: Any, simulator: SimulatorServer, fast_http: None
+) -> None:
+    from apps.connectors.models import SchemaDrift
+    from apps.connectors.services import connection_import, sync_connection
+
+    connection = rest_connection(simulator, "page")
+    sync_connection(connection=connection, streams=["projects"])
+    SchemaDrift.objects.create(connection=connection, stream="projects", new_fields=["x"], missing_fields=[])
+    [upload] = connection_import(data=[{"slug": "sheet", "kind": "csv"}], actor="system:test")
+    for user in (ops_manager, administrator):
+        client.force_login(user)
+        for name in ("schemadrift", "syncrun", "quarantinedrecord", "connection"):
+            page = client.get(reverse(f"admin:connectors_{name}_changelist"))
+            assert page.status_code == 200, (user, name)
+        assert b"projects" in client.get(reverse("admin:connectors_schemadrift_changelist")).content
+        for obj in (connection, upload):
+            page = client.get(reverse("admin:connectors_connection_change", args=[obj.pk]))
+            assert page.status_code == 200, (user, obj)
