@@ -31,6 +31,7 @@ _VIEW_ALL = [
     "connectors.syncrun",
     "connectors.streamstate",
     "connectors.quarantinedrecord",
+    "connectors.schemadrift",
     "audit.auditentry",
 ]
 
