@@ -27,7 +27,6 @@ from .models import Delivery, DigestItem, Escalation, SuppressedNotification
 
 EMAIL_ACTIONS = frozenset({"email_account_manager", "email_executives", "email_group", "email_address"})
 DIGEST = "digest"
-_EPOCH = dt.datetime(2000, 1, 3, tzinfo=dt.UTC)  # a Monday: digest periods align to whole periods from it
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,11 @@ def _recent_counts(targets: list[str], now: dt.datetime) -> Counter[str]:
 def _open_digest(escalation: Escalation, target: str, now: dt.datetime) -> Delivery | None:
     """This period's digest for the target, still collecting, locked; None if it is already sending."""
     period: dt.timedelta = settings.FULCRUM["DIGEST_PERIOD"]
-    start = _EPOCH + ((now - _EPOCH) // period) * period
+    # Whole periods of local wall-clock time from a Monday midnight (aware datetimes sharing one tzinfo
+    # subtract as wall clocks): a daily digest closes at the company's midnight, an hourly one on the hour.
+    tz = zoneinfo.ZoneInfo(settings.TIME_ZONE)
+    epoch = dt.datetime(2000, 1, 3, tzinfo=tz)
+    start = epoch + ((now.astimezone(tz) - epoch) // period) * period
     end = start + period
     send_at = quiet_until(end) or end
     digest, _ = Delivery.objects.get_or_create(

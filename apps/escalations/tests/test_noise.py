@@ -118,6 +118,19 @@ def test_a_policy_can_turn_the_digest_on_and_critical_escalations_bypass_it(nois
     assert immediate.escalation.severity == "critical" and immediate.next_attempt_at == at(MONDAY, 10, 1)
 
 
+def test_a_daily_digest_closes_at_the_companys_midnight_unless_that_is_quiet(noise, executive):
+    noise.FULCRUM.update(EXECUTIVE_DIGEST=True, DIGEST_PERIOD=dt.timedelta(days=1))
+    fire(at(MONDAY, 10), ["email_executives"], client_name="A")
+    fire(at(MONDAY, 23, 50), ["email_executives"], client_name="B")
+    [digest] = Delivery.objects.filter(action="digest")
+    assert digest.next_attempt_at == at(MONDAY + dt.timedelta(days=1), 0)
+    assert digest.digest_items.count() == 2
+    noise.FULCRUM["QUIET_HOURS"] = "22-7"
+    fire(at(MONDAY + dt.timedelta(days=1), 10), ["email_executives"], client_name="C")
+    later = Delivery.objects.filter(action="digest").exclude(pk=digest.pk).get()
+    assert later.next_attempt_at == at(MONDAY + dt.timedelta(days=2), 7)  # midnight is quiet: 07:00
+
+
 def test_without_the_digest_executives_get_one_email_each(noise, executive):
     for i in range(2):
         fire(at(MONDAY, 10), ["email_executives"], client_name=f"C{i}")
