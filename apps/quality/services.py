@@ -411,7 +411,8 @@ def finding_accept(*, finding: Finding, actor: Actor) -> None:
 
 
 def summary() -> dict[str, Any]:
-    """Open findings by kind and severity, and by check, for the admin's summary page (two queries)."""
+    """Open findings by kind and severity and by check, and every stream's freshness, for the admin's
+    summary page (three queries)."""
     from django.db.models import Count
 
     open_findings = Finding.objects.filter(resolved_at__isnull=True)
@@ -423,4 +424,13 @@ def summary() -> dict[str, Any]:
         .annotate(n=Count("id"))
         .order_by("-n", "check_name")
     )
-    return {"by_kind": by_kind, "by_check": by_check, "connections": Connection.objects.count()}
+    now = timezone.now()
+    streams = []
+    for state in StreamState.objects.select_related("connection").order_by("connection__slug", "stream"):
+        interval = schedule_interval(state.connection.schedule) if state.connection.schedule else None
+        age = now - state.last_success_at if state.last_success_at else None
+        status = "unscheduled" if interval is None else "never" if age is None else "ok"
+        if interval is not None and age is not None:
+            status = "error" if age > 4 * interval else "warn" if age > 2 * interval else "ok"
+        streams.append({"state": state, "interval": interval, "age": age, "status": status})
+    return {"by_kind": by_kind, "by_check": by_check, "streams": streams}

@@ -198,6 +198,11 @@ def test_data_quality_admin_pages_in_bounded_queries(
     db: None, administrator: Any, client: Any, django_assert_max_num_queries: Any
 ) -> None:
     ProjectFactory.create_batch(25, client=None)
+    pm = ConnectionFactory(slug="pm")
+    Connection.objects.filter(pk=pm.pk).update(schedule="*/15 * * * *")  # the factory gets, not sets
+    for i, minutes in enumerate((0, 20, 40, 55, 80)):
+        ago = timezone.now() - dt.timedelta(minutes=minutes)
+        StreamState.objects.create(connection=pm, stream=f"stream{i}", last_success_at=ago)
     quality_scan()
     client.force_login(administrator)
     url = reverse("admin:quality_finding_changelist")
@@ -209,6 +214,8 @@ def test_data_quality_admin_pages_in_bounded_queries(
     with django_assert_max_num_queries(8):
         response = client.get(reverse("admin:quality_finding_summary"))
     assert response.status_code == 200 and b"project.client" in response.content
+    statuses = [row["status"] for row in response.context["summary"]["streams"]]
+    assert statuses == ["ok", "ok", "warn", "warn", "error"]  # at */15: warn after 30 min, error after 60
 
     client.post(url, {"action": "accept_selected", "_selected_action": [Finding.objects.first().pk]})
     assert Finding.objects.filter(resolved_at__isnull=False).count() == 1
