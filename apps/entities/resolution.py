@@ -13,8 +13,9 @@ Then, with the thresholds of :class:`ResolutionSettings`:
 * nothing above ``review_threshold``: a customer becomes a client of its own (method ``new``); a job stays
   unlinked, since projects are owned by the PM system.
 
-A customer that became its own client keeps being scored against the other clients, but only ever into the
-review queue: merging is for a person to decide. Every pair is stored once whatever its fate, so a pair
+A customer that became its own client keeps being scored against clients written since (and proposed, at
+100, for a client arriving later with its domain), but only ever into the review queue: merging is for a
+person to decide. Every pair is stored once whatever its fate, so a pair
 rejected as "not a match" is never proposed again. Every link, new entity and merge is audited.
 """
 
@@ -127,7 +128,7 @@ def _resolve_customers(settings: ResolutionSettings, result: ResolutionResult, n
         return
     rights = list(
         Client.objects.filter(deleted_at__isnull=True, merged_into__isnull=True)
-        .values_list("id", "name", "synced_at")
+        .values_list("id", "name", "synced_at", "domain")
         .order_by("id")
     )
     since = settings.last_run_at
@@ -137,7 +138,7 @@ def _resolve_customers(settings: ResolutionSettings, result: ResolutionResult, n
     stale = [i for i, left in enumerate(lefts) if not _changed(left, since)]
     changed_rights = [j for j, right in enumerate(rights) if since is None or right[2] >= since]
     known = _known_pairs([left["id"] for left in lefts], "client_id")
-    names = [normalise_name(name) for _, name, _ in rights]
+    names = [normalise_name(name) for _, name, _, _ in rights]
     hits: dict[int, list[tuple[int, float]]] = {}
     for left_idx, right_idx in ((fresh, range(len(rights))), (stale, changed_rights)):
         for i, j, score in score_pairs(
@@ -148,6 +149,17 @@ def _resolve_customers(settings: ResolutionSettings, result: ResolutionResult, n
             left, client_id = lefts[left_idx[i]], rights[right_idx[j]][0]
             if client_id != left["client_id"] and (left["id"], client_id) not in known:
                 hits.setdefault(left_idx[i], []).append((client_id, score))
+    # A customer that became a client of its own before the CRM client with its domain arrived: the exact
+    # key the domain pass no longer looks at (it leaves such records alone) is proposed as a sure pair.
+    by_domain: dict[str, list[int]] = {}
+    for client_id, _, _, domain in rights:
+        if domain:
+            by_domain.setdefault(domain, []).append(client_id)
+    for i, left in enumerate(lefts):
+        same = by_domain.get(left["match_key"], []) if left["match_method"] == "new" else []
+        if len(same) == 1 and same[0] != left["client_id"] and (left["id"], same[0]) not in known:
+            others = [h for h in hits.get(i, []) if h[0] != same[0]]
+            hits[i] = [(same[0], 100.0), *others]
 
     links: list[SourceObject] = []
     candidates: list[MatchCandidate] = []

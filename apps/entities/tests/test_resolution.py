@@ -323,3 +323,19 @@ def test_own_entities_are_rescored_after_new_thresholds_or_against_new_clients(
         first.pk: Status.REJECTED,
         later.pk: Status.PENDING,
     }
+
+
+def test_own_entity_is_proposed_for_a_later_client_with_its_domain(accounting: Connection) -> None:
+    so = crosswalk(accounting, "customer", "c1", "Acme Billing Dept", match_key="acme.com")
+    entities_resolve(propagate=False)
+    so.refresh_from_db()
+    assert so.match_method == "new"
+
+    crm_client = ClientFactory(name="Consolidated Widgets", domain="acme.com")  # no name likeness
+    entities_resolve(propagate=False)
+    link_entities()  # the exact domain pass leaves a record that is its own client alone
+
+    so.refresh_from_db()
+    assert so.match_method == "new"
+    candidate = so.candidates.get()
+    assert (candidate.client, candidate.score, candidate.status) == (crm_client, 100.0, Status.PENDING)
