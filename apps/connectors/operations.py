@@ -79,22 +79,45 @@ class SweepResult:
     changed: dict[str, set[int]] = field(default_factory=dict)
 
 
+class TooManyGone(Exception):
+    """A sweep would tombstone an implausible share of a stream: more likely a short answer than deletes."""
+
+
+# A sweep refusing to tombstone more than this share of a stream's live records (options override it);
+# a listing cut short by a misconfigured filter must not erase the data. Rebuild is the deliberate path.
+SWEEP_MAX_FRACTION = 0.5
+SWEEP_ALWAYS_ALLOWED = 20
+
+
 def _tombstone(
-    connection: Connection, stream: Stream, present: set[str], before: dt.datetime, now: dt.datetime
+    connection: Connection,
+    stream: Stream,
+    present: set[str],
+    before: dt.datetime,
+    now: dt.datetime,
+    max_fraction: float | None = None,
 ) -> list[int]:
     """Mark the stream's live rows whose ids upstream no longer lists as deleted; their primary keys.
 
     Rows synced after ``before`` (the listing's start) are spared: a webhook may have stored a record
-    created upstream after the listing passed it.
+    created upstream after the listing passed it. With ``max_fraction``, TooManyGone instead of marking
+    more than that share of the live rows (beyond a small absolute number).
     """
     model = stream.model
-    rows = model.objects.filter(  # type: ignore[attr-defined]
-        **{source_column(model): connection.pk},
-        **stream.scope(),
-        deleted_at__isnull=True,
-        synced_at__lt=before,
-    ).exclude(external_id__in=RawSQL("SELECT unnest(%s::text[])", (sorted(present),)))
+    live = model.objects.filter(  # type: ignore[attr-defined]
+        **{source_column(model): connection.pk}, **stream.scope(), deleted_at__isnull=True
+    )
+    rows = live.filter(synced_at__lt=before).exclude(
+        external_id__in=RawSQL("SELECT unnest(%s::text[])", (sorted(present),))
+    )
     ids = list(rows.values_list("pk", flat=True))
+    if max_fraction is not None and len(ids) > SWEEP_ALWAYS_ALLOWED:
+        total = live.count()
+        if len(ids) > max_fraction * total:
+            raise TooManyGone(
+                f"would tombstone {len(ids)} of {total} live records (listed {len(present)}): refused; "
+                "check the connection, or run Rebuild to confirm the deletes"
+            )
     if ids:
         model.objects.filter(pk__in=ids).update(deleted_at=now)  # type: ignore[attr-defined]
     return ids
@@ -148,8 +171,12 @@ def connection_reconcile(*, connection: Connection, streams: list[str] | None = 
                 result.error, status = str(exc), SyncRun.Status.PARTIAL
             else:
                 result.listed = len(present)
+                limit = float((connection.options or {}).get("reconcile_max_fraction", SWEEP_MAX_FRACTION))
                 with transaction.atomic():
-                    ids = _tombstone(connection, stream, present, started, timezone.now())
+                    try:
+                        ids = _tombstone(connection, stream, present, started, timezone.now(), limit)
+                    except TooManyGone as exc:
+                        ids, result.error, status = [], str(exc), SyncRun.Status.PARTIAL
                     result.tombstoned = len(ids)
                     if ids:
                         result.changed[stream.entity] = set(ids)

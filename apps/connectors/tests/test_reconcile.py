@@ -205,3 +205,21 @@ def test_new_and_missing_upstream_fields_are_recorded_as_drift(
     assert drift.missing_fields == ["total_value"]
     sync_connection(connection=pm, streams=["projects"], full=True)
     assert SchemaDrift.objects.count() == 1  # reported once, not on every page of every run
+
+
+def test_a_sweep_refuses_to_tombstone_most_of_a_stream_unless_the_limit_is_raised(
+    connections: dict[str, Connection], company: Company
+) -> None:
+    pm = connections["pm"]
+    sync_connection(connection=pm, streams=["projects", "vendors", "milestones"])
+    milestones = sorted(k for k, t in company.pc_tasks.items() if t.milestone)
+    for task in milestones[: int(len(milestones) * 0.6)]:  # most of the stream gone: suspicious
+        company.delete("procore", "task", task)
+
+    [result] = connection_reconcile(connection=pm, streams=["milestones"])
+
+    assert result.tombstoned == 0 and "refused" in result.error
+    assert SyncRun.objects.filter(connection=pm, stream="milestones").first().status == "partial"
+    pm.options = {**pm.options, "reconcile_max_fraction": 1.0}
+    [forced] = connection_reconcile(connection=pm, streams=["milestones"])
+    assert forced.tombstoned == int(len(milestones) * 0.6) and not forced.error
