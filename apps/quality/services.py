@@ -391,6 +391,13 @@ def quality_scan(
     return totals
 
 
+def findings_prune(*, now: dt.datetime | None = None) -> int:
+    """Delete findings resolved more than ``FULCRUM["QUALITY_RETENTION_DAYS"]`` (default 90) days ago."""
+    cutoff = (now or timezone.now()) - dt.timedelta(days=_setting("QUALITY_RETENTION_DAYS", 90))
+    deleted, _ = Finding.objects.filter(resolved_at__lt=cutoff).delete()
+    return deleted
+
+
 @transaction.atomic
 def finding_accept(*, finding: Finding, actor: Actor) -> None:
     """A person accepts a finding as it is (a real drop in volume): resolved, the baseline moved, audited."""

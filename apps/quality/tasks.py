@@ -2,7 +2,7 @@ from celery import shared_task
 from celery.signals import task_success
 from django.core.cache import cache
 
-from .services import quality_scan
+from .services import findings_prune, quality_scan
 
 # Scans queued by the syncs of one burst collapse into one: a marker lives until the scan starts.
 _QUEUED = "quality:scan-queued"
@@ -14,7 +14,8 @@ def quality_scan_task() -> str:
     """Scan every check (after syncs, coalesced, and nightly); safe to repeat."""
     cache.delete(_QUEUED)
     totals = quality_scan()
-    return "; ".join(f"{kind}: {counts}" for kind, counts in totals.items())
+    pruned = findings_prune()
+    return "; ".join(f"{kind}: {counts}" for kind, counts in totals.items()) + f"; pruned {pruned}"
 
 
 @task_success.connect

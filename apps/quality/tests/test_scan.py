@@ -258,3 +258,19 @@ def test_a_quarantined_change_order_is_missing_until_a_valid_version_arrives(db:
     ChangeOrderFactory(source=pm, external_id="77", synced_at=timezone.now())
     assert scan(Kind.MISSING_FIELD)["resolved"] == 1
     assert not Finding.objects.filter(check_name="record.quarantined", resolved_at__isnull=True).exists()
+
+
+def test_resolved_findings_are_pruned_after_the_retention(db: None) -> None:
+    from apps.quality.services import findings_prune
+
+    project = ProjectFactory(client=None)
+    long_ago = timezone.now() - dt.timedelta(days=100)
+    scan(Kind.MISSING_FIELD, long_ago)
+    Project.objects.filter(pk=project.pk).update(client=ClientFactory())
+    scan(Kind.MISSING_FIELD, long_ago + dt.timedelta(days=1))  # resolved 99 days ago
+    ProjectFactory(client=None)
+    scan(Kind.MISSING_FIELD)  # open now
+
+    assert findings_prune() == 1
+    remaining = Finding.objects.filter(check_name="project.client")
+    assert list(remaining.values_list("resolved_at", flat=True)) == [None]
