@@ -25,6 +25,7 @@ from .csv_import import csv_import, csv_preview
 from .kinds import ConfigurationError
 from .kinds.csv import CsvMapping, entity_fields, read_csv
 from .kinds.rest.options import ENTITIES
+from .kinds.rest.options import parse_options as parse_rest_options
 from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun, WebhookDelivery
 from .operations import connection_resync_from, connection_test
 from .services import _schedule_save
@@ -47,6 +48,15 @@ class ConnectionForm(forms.ModelForm):
     class Meta:
         model = Connection
         fields = ("slug", "kind", "base_url", "schedule", "options", "enabled")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if cleaned.get("kind") == Connection.Kind.REST:
+            try:
+                parse_rest_options(cleaned.get("options"))
+            except ConfigurationError as exc:
+                self.add_error("options", str(exc))
+        return cleaned
 
     def clean_new_credentials(self) -> dict[str, Any] | None:
         raw = self.cleaned_data.get("new_credentials") or ""

@@ -27,6 +27,7 @@ from .drift import compare, field_paths
 from .http import UpstreamError
 from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, get_kind
 from .kinds.base import ConnectorKind, cursor_key
+from .kinds.rest.options import parse_options as parse_rest_options
 from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,11 @@ def _validate_item(index: int, item: Any, seen: set[str]) -> list[str]:
             errors.append(f"{where}: schedule {schedule!r}: {exc}")
     if not isinstance(item.get("options", {}), dict):
         errors.append(f"{where}: options must be a mapping")
+    elif item.get("kind") == "rest":
+        try:
+            parse_rest_options(item.get("options", {}))
+        except ConfigurationError as exc:
+            errors.append(f"{where}: {exc}")
     if not isinstance(item.get("enabled", True), bool):
         errors.append(f"{where}: enabled must be true or false")
     return errors

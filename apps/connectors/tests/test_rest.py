@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from decimal import Decimal
 from typing import Any
@@ -40,7 +41,7 @@ CO_FIELDS = {
 
 
 def rest_options(style: str) -> dict[str, Any]:
-    shape = STYLE_SHAPES[style]
+    shape = copy.deepcopy(STYLE_SHAPES[style])
 
     def stream(name: str, entity: str, fields: dict[str, str]) -> dict[str, Any]:
         return {
@@ -51,16 +52,18 @@ def rest_options(style: str) -> dict[str, Any]:
             "id_path": "id",
             "updated_at_path": "meta.updated_at",
             "fields": fields,
-            **shape,
+            **copy.deepcopy(shape),
         }
 
-    return {
-        "streams": [
-            stream("projects", "project", PROJECT_FIELDS),
-            stream("change_orders", "change_order", CO_FIELDS),
-        ],
-        "settle_seconds": 0,
-    }
+    return copy.deepcopy(
+        {
+            "streams": [
+                stream("projects", "project", PROJECT_FIELDS),
+                stream("change_orders", "change_order", CO_FIELDS),
+            ],
+            "settle_seconds": 0,
+        }
+    )
 
 
 def rest_connection(simulator: SimulatorServer, style: str, slug: str = "inhouse") -> Connection:
@@ -155,3 +158,39 @@ def test_invalid_options_are_refused_with_a_message_naming_the_problem(
 
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace("[", r"\[")):
         _ = get_kind(connection).streams
+
+
+def test_rest_options_are_checked_when_the_connections_file_is_imported(db: None) -> None:
+    from apps.connectors.services import ConnectionFileError
+
+    options = rest_options("page")
+    options["streams"][0]["pagination"]["style"] = "scroll"
+    item = {"slug": "inhouse", "kind": "rest", "base_url": "http://127.0.0.1:9", "options": options}
+
+    with pytest.raises(ConnectionFileError, match=r"item 1 \(inhouse\): .*pagination.style 'scroll'"):
+        connection_import(data=[item], actor="system:test")
+    assert not Connection.objects.filter(slug="inhouse").exists()
+
+
+def test_the_admin_form_refuses_invalid_rest_options(client: Any, administrator: Any) -> None:
+    from django.urls import reverse
+
+    client.force_login(administrator)
+    options = rest_options("page")
+    options["streams"][0]["entity"] = "widget"
+    import json
+
+    page = client.post(
+        reverse("admin:connectors_connection_add"),
+        {
+            "slug": "inhouse",
+            "kind": "rest",
+            "base_url": "http://127.0.0.1:9",
+            "schedule": "",
+            "options": json.dumps(options),
+            "enabled": "on",
+        },
+    )
+
+    assert page.status_code == 200 and "entity &#x27;widget&#x27; is not one of" in page.content.decode()
+    assert not Connection.objects.filter(slug="inhouse").exists()

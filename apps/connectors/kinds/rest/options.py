@@ -80,7 +80,7 @@ PAGINATION_KEYS = frozenset(
 )
 MAX_PAGE_SIZE = 1000
 # Foreign keys that linking sets from the *_ref fields, never mapped directly.
-RELATIONS = frozenset({"project", "client", "owner", "vendor", "user"})
+RELATIONS = frozenset({"project", "client", "owner", "vendor", "user", "merged_into"})
 
 
 @dataclass(frozen=True)
