@@ -50,22 +50,62 @@ class Trends:
         return rows[::-1]
 
 
-# A project is flagged on a day if one of its escalations was open at any moment of that day.
-_FLAGGED_PER_DAY = """
-SELECT day::date, COUNT(DISTINCT e.project_id)
-FROM generate_series(%(first)s::timestamp, %(last)s::timestamp, interval '1 day') AS day
-LEFT JOIN escalations_escalation e
-  ON e.project_id IS NOT NULL
- AND e.opened_at < ((day + interval '1 day') AT TIME ZONE %(tz)s)
- AND (e.closed_at IS NULL OR e.closed_at >= (day AT TIME ZONE %(tz)s))
-GROUP BY day ORDER BY day
+# A project is flagged on a day if one of its escalations was open at any moment of that (local) day:
+# opened on or before it and not closed before it. Each escalation is a span of day numbers in the
+# window; a project's overlapping spans are merged (gaps and islands), and each merged span adds +1 on
+# its first day and -1 after its last, so the per-day count is a running sum of those changes. The
+# work grows with the number of escalations, not with escalations × days (joining the calendar to
+# every escalation cost 100-600 ms at 4,000 escalations; expanding each span per day made the planner
+# guess a million rows and JIT-compile for a second).
+_FLAGGED_CHANGES = """
+WITH spans AS (
+    SELECT e.project_id,
+        GREATEST((e.opened_at AT TIME ZONE %(tz)s)::date - %(first)s::date, 0) AS first_i,
+        LEAST(COALESCE((e.closed_at AT TIME ZONE %(tz)s)::date, %(last)s::date), %(last)s::date)
+            - %(first)s::date AS last_i
+    FROM escalations_escalation e
+    WHERE e.project_id IS NOT NULL AND e.opened_at < %(window_end)s
+      AND (e.closed_at IS NULL OR e.closed_at >= %(window_start)s)
+), ordered AS (
+    SELECT project_id, first_i, last_i,
+        MAX(last_i) OVER (PARTITION BY project_id ORDER BY first_i, last_i
+                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reach
+    FROM spans
+), islands AS (
+    SELECT project_id, first_i, last_i,
+        COUNT(*) FILTER (WHERE reach IS NULL OR first_i > reach)
+            OVER (PARTITION BY project_id ORDER BY first_i, last_i) AS island
+    FROM ordered
+), merged AS (
+    SELECT MIN(first_i) AS first_i, MAX(last_i) AS last_i FROM islands GROUP BY project_id, island
+)
+SELECT i, SUM(change) FROM (
+    SELECT first_i AS i, 1 AS change FROM merged
+    UNION ALL
+    SELECT last_i + 1, -1 FROM merged
+) changes
+GROUP BY i
 """
 
 
 def flagged_per_day(first: dt.date, last: dt.date) -> dict[dt.date, int]:
+    window_start = timezone.make_aware(dt.datetime.combine(first, dt.time()))
+    window_end = timezone.make_aware(dt.datetime.combine(last + dt.timedelta(days=1), dt.time()))
+    params = {
+        "first": first,
+        "last": last,
+        "tz": settings.TIME_ZONE,
+        "window_start": window_start,
+        "window_end": window_end,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(_FLAGGED_PER_DAY, {"first": first, "last": last, "tz": settings.TIME_ZONE})
-        return dict(cursor.fetchall())
+        cursor.execute(_FLAGGED_CHANGES, params)
+        changes = dict(cursor.fetchall())
+    counts, running = {}, 0
+    for i in range((last - first).days + 1):
+        running += int(changes.get(i, 0))
+        counts[first + dt.timedelta(days=i)] = running
+    return counts
 
 
 def opened_per_day(since: dt.datetime) -> dict[tuple[dt.date, str], int]:

@@ -109,3 +109,30 @@ def test_dashboard_draws_the_three_charts_with_their_numbers(client, executive):
     for chart_id in ("chart-flagged", "chart-opened", "chart-resolve"):
         assert f'id="{chart_id}"' in body
     assert "<details" in body and "Median hours to resolve" in body
+
+
+def test_flagged_per_day_matches_a_day_by_day_count_for_overlapping_and_gapped_spans(noon):
+    """Merged spans and running sums agree with counting each day the slow way."""
+    import random
+
+    rng = random.Random(7)
+    projects = [ProjectFactory() for _ in range(4)]
+    spans = []
+    for _ in range(14):
+        project = rng.choice(projects)
+        start = rng.randint(0, 100)  # some begin before the 90-day window
+        end = None if rng.random() < 0.3 else rng.randint(max(0, start - 20), start)
+        opened = noon - dt.timedelta(days=start, hours=rng.randint(-11, 11))
+        closed = (
+            None if end is None else max(opened, noon - dt.timedelta(days=end, hours=rng.randint(-11, 0)))
+        )
+        _at(make_escalation(project=project), opened, closed=closed)
+        spans.append((project.pk, opened, closed))
+    result = trends.trends(now=noon)
+    for day, count in zip(result.days, result.flagged_per_day, strict=True):
+        start = timezone.make_aware(dt.datetime.combine(day, dt.time()))
+        end = start + dt.timedelta(days=1)
+        expected = {
+            pk for pk, opened, closed in spans if opened < end and (closed is None or closed >= start)
+        }
+        assert count == len(expected), day
