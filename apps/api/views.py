@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from django.db.models import Exists, Model, OuterRef, Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -16,7 +16,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from apps.accounts.roles import can_see_all_escalations
 from apps.connectors.models import Connection, StreamState
 from apps.entities.models import Client, Project, SourceObject
 from apps.escalations import services as escalation_services
@@ -25,7 +24,7 @@ from apps.rules.models import Decision, Rule, RuleVersion
 
 from . import filters, serializers
 from .exceptions import Conflict
-from .permissions import CanDecideApprovals, IsAdministrator, RolePermission
+from .permissions import CanDecideApprovals, IsAdministrator, RolePermission, sees_everything
 from .services import ConnectionDisabled, connection_resync_request
 
 VIA_API = EscalationEvent.Via.API
@@ -43,6 +42,7 @@ def _read_schema(list_summary: str, one_summary: str) -> dict[str, Any]:
 
 class ApiViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [RolePermission]
+    model: type[Model]  # what RolePermission checks the view/change permission of
 
 
 def _live_links() -> Prefetch:
@@ -60,6 +60,7 @@ def _live_links() -> Prefetch:
 class EscalationViewSet(ApiViewSet):
     """Account managers see their own clients' escalations; the other roles see all of them."""
 
+    model = Escalation
     filterset_class = filters.EscalationFilter
 
     def get_queryset(self) -> QuerySet[Escalation]:
@@ -174,6 +175,7 @@ def _open_escalations() -> QuerySet[Escalation]:
     )
 )
 class ClientViewSet(ApiViewSet):
+    model = Client
     serializer_class = serializers.ClientSerializer
     filterset_class = filters.ClientFilter
 
@@ -181,7 +183,7 @@ class ClientViewSet(ApiViewSet):
         if getattr(self, "swagger_fake_view", False):
             return Client.objects.none()
         qs: QuerySet[Client] = Client.objects.filter(deleted_at__isnull=True)
-        if not can_see_all_escalations(self.request.user):
+        if not sees_everything(self.request.user):
             qs = qs.filter(owner__user=self.request.user.pk)
         return (
             qs.select_related("source", "owner")
@@ -198,6 +200,7 @@ class ClientViewSet(ApiViewSet):
     )
 )
 class ProjectViewSet(ApiViewSet):
+    model = Project
     serializer_class = serializers.ProjectSerializer
     filterset_class = filters.ProjectFilter
 
@@ -205,7 +208,7 @@ class ProjectViewSet(ApiViewSet):
         if getattr(self, "swagger_fake_view", False):
             return Project.objects.none()
         qs: QuerySet[Project] = Project.objects.filter(deleted_at__isnull=True)
-        if not can_see_all_escalations(self.request.user):
+        if not sees_everything(self.request.user):
             qs = qs.filter(client__owner__user=self.request.user.pk)
         return (
             qs.select_related("source", "client")
@@ -222,6 +225,7 @@ class ProjectViewSet(ApiViewSet):
     )
 )
 class DecisionViewSet(ApiViewSet):
+    model = Decision
     serializer_class = serializers.DecisionSerializer
     filterset_class = filters.DecisionFilter
 
@@ -236,6 +240,7 @@ class DecisionViewSet(ApiViewSet):
     )
 )
 class RuleViewSet(ApiViewSet):
+    model = Rule
     serializer_class = serializers.RuleSerializer
     lookup_field = "key"
     lookup_value_regex = r"[-a-zA-Z0-9_]+"
@@ -251,6 +256,7 @@ class RuleViewSet(ApiViewSet):
     )
 )
 class ConnectionViewSet(ApiViewSet):
+    model = Connection
     serializer_class = serializers.ConnectionSerializer
     lookup_field = "slug"
     lookup_value_regex = r"[-a-zA-Z0-9_]+"

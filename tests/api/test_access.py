@@ -121,3 +121,18 @@ def test_decisions_and_rules_are_visible_to_the_roles_that_see_everything(as_per
         api = as_persona(persona)
         assert api.get("/api/decisions/").json()["count"] == 1
         assert api.get(f"/api/rules/{version.rule.key}/").status_code == 200
+
+
+@pytest.mark.parametrize("persona", PERSONAS)
+def test_role_grants_answers_what_has_perm_answers(db, request, persona):
+    """The permission check reads the role table instead of querying; the groups must agree with it."""
+    from django.contrib.auth.models import Permission
+
+    from apps.api.permissions import role_grants
+
+    user = request.getfixturevalue(persona)
+    if user.is_superuser:  # has_perm is always true for a superuser; the role table is the narrower rule
+        user.is_superuser = False
+    for perm in Permission.objects.select_related("content_type"):
+        name = f"{perm.content_type.app_label}.{perm.codename}"
+        assert role_grants(user, name) == user.has_perm(name), name

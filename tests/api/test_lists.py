@@ -187,9 +187,9 @@ LIST_PATHS = [
     "/api/rules/",
     "/api/connections/",
 ]
-# Token + user, roles, the role check for scoping, two for model permissions, COUNT, the page, and for
-# escalations one IN query per related table (rule, version, client, project).
-MAX_QUERIES = 12
+# Token and user, the user's roles, COUNT, the page, one prefetch per to-many; escalations add the
+# scoping role check of ``visible_to`` and one IN query per related table (rule, version, client, project).
+MAX_QUERIES = 9
 
 
 def _count(api, path: str, rows: int) -> int:
