@@ -31,6 +31,9 @@ return ttl
 """
 
 
+_warned: set[str] = set()
+
+
 @cache
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
@@ -69,9 +72,11 @@ class RateBudget:
                 client = _client(self.url)
                 pause_ms = int(client.eval(_SCRIPT, 1, self.key, self.window_ms, self.calls))
             except redis.RedisError as exc:
-                logger.warning(
-                    "rate budget %s unavailable (%s): calling without it", self.key, type(exc).__name__
-                )
+                if self.key not in _warned:  # once per process and key, not on every call
+                    _warned.add(self.key)
+                    logger.warning(
+                        "rate budget %s unavailable (%s): calling without it", self.key, type(exc).__name__
+                    )
                 return waited
             if pause_ms <= 0:
                 return waited

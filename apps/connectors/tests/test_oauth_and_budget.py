@@ -181,3 +181,9 @@ def test_a_malformed_budget_option_is_a_configuration_error(connections: dict[st
 
     with pytest.raises(ConfigurationError, match="rate_budget needs calls and seconds"):
         get_kind(pm).client()
+
+
+def test_without_redis_calls_go_ahead_unbudgeted() -> None:
+    budget = RateBudget(f"test:{uuid.uuid4()}", 1, 60, url="redis://127.0.0.1:1/0")  # nothing listens there
+
+    assert [budget.wait(), budget.wait(), budget.wait()] == [0.0, 0.0, 0.0]
