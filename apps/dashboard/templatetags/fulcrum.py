@@ -11,11 +11,14 @@ from typing import Any
 
 from django import template
 from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString, mark_safe
 
 from apps.accounts.roles import ACCOUNT_MANAGERS
 from apps.dashboard.queries import DASHBOARD_ROLES, roles_of
 
 register = template.Library()
+SELECTED = mark_safe(" selected")
 
 OPERATOR_WORDS = {
     "eq": "equals",
@@ -250,3 +253,14 @@ def fulcrum_admin_home() -> dict[str, Any]:
     from apps.dashboard.admin_home import admin_home
 
     return admin_home()
+
+
+@register.simple_tag
+def select_options(choices: Any, selected: Any) -> SafeString:
+    """``<option>`` elements for (value, label) pairs, escaped; built in Python because a filter may
+    list a thousand clients and the template engine costs ~50 µs per loop iteration."""
+    return format_html_join(
+        "",
+        '<option value="{}"{}>{}</option>',
+        ((value, SELECTED if value == selected else "", label) for value, label in choices or ()),
+    )
