@@ -258,11 +258,21 @@ def _resolve_jobs(settings: ResolutionSettings, result: ResolutionResult, now: A
             deleted_at__isnull=True,
             merged_into__isnull=True,
         )
-        .exclude(links__object_type=SourceObject.Type.JOB, links__deleted_at__isnull=True)
-        .values_list("client_id", "id", "name")
+        .exclude(
+            models.Exists(
+                SourceObject.objects.filter(
+                    project=models.OuterRef("pk"), object_type=SourceObject.Type.JOB, deleted_at__isnull=True
+                )
+            )
+        )
+        .values_list("client_id", "id", "name", "number")
     )
-    for client_id, project_id, name in projects:
-        by_client.setdefault(client_id, []).append((project_id, normalise_name(name)))
+    for client_id, project_id, name, number in projects:
+        # Job names often carry the project number ("P-10001 Riverside Clinic"): score both spellings.
+        block = by_client.setdefault(client_id, [])
+        block.append((project_id, normalise_name(name)))
+        if number:
+            block.append((project_id, normalise_name(f"{number} {name}")))
     known = _known_pairs([left["id"] for left in lefts], "project_id")
     links: list[SourceObject] = []
     candidates: list[MatchCandidate] = []
@@ -278,9 +288,12 @@ def _resolve_jobs(settings: ResolutionSettings, result: ResolutionResult, now: A
             score_cutoff=settings.review_threshold,
             limit=None,
         )
-        hits = [
-            (choices[j][0], float(score)) for _, score, j in found if (left["id"], choices[j][0]) not in known
-        ]
+        best: dict[int, float] = {}
+        for _, score, j in found:
+            project_id = choices[j][0]
+            if (left["id"], project_id) not in known:
+                best[project_id] = max(best.get(project_id, 0.0), float(score))
+        hits = list(best.items())
         auto, review = _route(hits, settings)
         if auto is not None:
             links.append(SourceObject(id=left["id"], project_id=auto, match_method="fuzzy"))

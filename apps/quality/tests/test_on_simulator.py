@@ -87,13 +87,39 @@ def test_resolution_and_scan_after_a_real_sync(synced: dict[str, Connection]) ->
             outcome[
                 "queued with the right one" if truth[so.pk] in pending else so.match_method or "other"
             ] += 1
-    print(f"\nname-only resolution of {len(truth)} customers: {dict(outcome)}; {by_name}")
+    print(f"\nname-only resolution of {len(truth)} customers: {dict(outcome)}; {by_name.auto_linked} linked")
     assert outcome["wrong"] == 0 and outcome["right"] + outcome["queued with the right one"] == len(truth)
+    # Jobs too, without project numbers or origin ids: matched by name within their customer's client.
+    jobs = SourceObject.objects.filter(object_type="job")
+    job_truth = dict(jobs.values_list("id", "project_id"))
+    job_keys = dict(jobs.values_list("id", "match_key"))
+    refs = dict(Project.objects.values_list("id", "accounting_ref"))
+    jobs.update(match_key="", project=None, match_method="")
+    Project.objects.update(accounting_ref="")
+    jobs_by_name = entities_resolve(propagate=False)
+    job_outcome = Counter()
+    for so in jobs.prefetch_related("candidates"):
+        pending = {c.project_id for c in so.candidates.all() if c.status == "pending"}
+        if so.match_method == "fuzzy":
+            job_outcome["right" if so.project_id == job_truth[so.pk] else "wrong"] += 1
+        else:
+            job_outcome["queued with the right one" if job_truth[so.pk] in pending else "other"] += 1
+    print(
+        f"name-only resolution of {len(job_truth)} jobs: {dict(job_outcome)}; "
+        f"{jobs_by_name.auto_linked} linked"
+    )
+    assert job_outcome["wrong"] == 0 and job_outcome["right"] >= 0.9 * len(job_truth)
+    for so_id, key in job_keys.items():
+        jobs.filter(pk=so_id).update(match_key=key, match_method="")
+    for project_id, ref in refs.items():
+        Project.objects.filter(pk=project_id).update(accounting_ref=ref)
+    jobs.update(project=None)
     for so_id, key in keys.items():  # domains back: exact keys link them again, to the same clients
         SourceObject.objects.filter(pk=so_id).update(client=None, match_key=key, match_method="")
     MatchCandidate.objects.all().delete()
     assert link_entities()["customer_client"] == len(truth)
     assert dict(customers.values_list("id", "client_id")) == truth
+    assert dict(jobs.values_list("id", "project_id")) == job_truth
 
     totals = quality_scan()
     checks = Counter(
