@@ -1,7 +1,7 @@
 """The REST API's viewsets: querysets scoped to the caller, filters, and thin actions over the services.
 
-Each list endpoint runs a fixed number of queries whatever the page size (``select_related`` for the
-foreign keys a row shows, one prefetch per to-many, ``EXISTS`` for ``flagged``).
+Each list endpoint runs a fixed number of queries whatever the page size (``select_related`` or one IN
+query per related table a row shows, one prefetch per to-many, ``EXISTS`` for ``flagged``).
 """
 
 from __future__ import annotations
