@@ -11,7 +11,7 @@ from typing import Any
 
 from django import template
 from django.utils import timezone
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from apps.accounts.roles import ACCOUNT_MANAGERS
@@ -264,3 +264,25 @@ def select_options(choices: Any, selected: Any) -> SafeString:
         '<option value="{}"{}>{}</option>',
         ((value, SELECTED if value == selected else "", label) for value, label in choices or ()),
     )
+
+
+SEVERITY_ICONS = {"critical": "◆", "high": "▲", "medium": "■", "low": "▽"}
+
+
+@register.filter
+def severity_badge(severity: Any) -> SafeString:
+    """A severity as an icon and a word, never colour alone (a filter, not an include: lists render
+    one per row, and an include costs a template render each)."""
+    name = str(severity or "")
+    return format_html(
+        '<span class="badge severity-{}"><span class="badge-icon" aria-hidden="true">{}</span> {}</span>',
+        name,
+        SEVERITY_ICONS.get(name, "▽"),
+        name.capitalize(),
+    )
+
+
+@register.filter
+def status_badge(status: Any) -> SafeString:
+    name = str(status or "")
+    return format_html('<span class="status status-{}">{}</span>', name, name.capitalize())
