@@ -10,6 +10,7 @@ ROLES = (OPERATIONS, EXECUTIVES, ACCOUNT_MANAGERS, ADMINISTRATORS)
 
 # Model permissions per role (app_label.codename). Administrators are superusers-in-all-but-name.
 _CONFIG_MODELS = ["connectors.connection", "rules.rule", "entities.sourceobject"]
+_CONFIG_MODELS += ["entities.matchcandidate", "entities.resolutionsettings", "quality.finding"]
 _VIEW_ALL = [
     "entities.client",
     "entities.project",
@@ -20,6 +21,7 @@ _VIEW_ALL = [
     "entities.financialline",
     "entities.crmowner",
     "entities.sourceobject",
+    *["entities.matchcandidate", "entities.resolutionsettings", "quality.finding", "quality.volumebaseline"],
     "rules.rule",
     "rules.ruleversion",
     "rules.decision",

@@ -339,3 +339,23 @@ def test_own_entity_is_proposed_for_a_later_client_with_its_domain(accounting: C
     assert so.match_method == "new"
     candidate = so.candidates.get()
     assert (candidate.client, candidate.score, candidate.status) == (crm_client, 100.0, Status.PENDING)
+
+
+def test_operations_managers_work_the_review_queue(
+    accounting: Connection, ops_manager: Any, account_manager: Any, client: Any
+) -> None:
+    riverside = ClientFactory(name="Riverside Builders")
+    so = crosswalk(accounting, "customer", "c2", "Riverside Build Co")
+    entities_resolve(propagate=False)
+    candidate = so.candidates.get()
+    url = reverse("admin:entities_matchcandidate_changelist")
+
+    client.force_login(account_manager)
+    assert client.get(url).status_code == 302  # not staff: sent to the login page
+
+    client.force_login(ops_manager)
+    assert client.get(url).status_code == 200
+    client.post(url, {"action": "link_selected", "_selected_action": [candidate.pk]})
+    so.refresh_from_db()
+    assert so.client == riverside
+    assert client.get(reverse("admin:quality_finding_changelist")).status_code == 200
