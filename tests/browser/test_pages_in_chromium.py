@@ -203,3 +203,4 @@ def test_bundled_uis_run_under_the_csp(page, administrator, url):
     page.wait_for_load_state("networkidle")
     assert "default-src 'self'" in response.headers["content-security-policy"]
     assert _csp_violations(page) == [], page.watched.console_errors
+    screenshot(page, "csp-" + url.strip("/").replace("/", "-"))
