@@ -249,19 +249,21 @@ def _expire_lost_runs(connection: Connection, stream: str, now: dt.datetime) -> 
     stale_after = dt.timedelta(
         seconds=float(settings.FULCRUM.get("SYNC_STALE_AFTER_SECONDS", STALE_AFTER.total_seconds()))
     )
-    running = SyncRun.objects.filter(connection=connection, stream=stream, status=SyncRun.Status.RUNNING)
-    running.filter(heartbeat_at__lt=now - stale_after).update(
-        status=SyncRun.Status.FAILED,
-        finished_at=now,
-        error=f"no heartbeat for {stale_after.total_seconds():.0f} s: worker lost",
-    )
-    for run in running.exclude(worker=""):
-        if _process_gone(run.worker):
-            SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
-                status=SyncRun.Status.FAILED,
-                finished_at=now,
-                error=f"worker {run.worker} is gone (killed or crashed); the next run resumes at its cursor",
-            )
+    running = SyncRun.objects.filter(
+        connection=connection, stream=stream, status=SyncRun.Status.RUNNING
+    ).values_list("pk", "heartbeat_at", "worker")
+    # One read, usually empty: claiming is on every stream's path, including 1% incremental syncs.
+    for pk, heartbeat_at, worker in running:
+        if heartbeat_at < now - stale_after:
+            error = f"no heartbeat for {stale_after.total_seconds():.0f} s: worker lost"
+        elif worker and _process_gone(worker):
+            error = f"worker {worker} is gone (killed or crashed); the next run resumes at its cursor"
+        else:
+            continue
+        # Guarded on the status: the worker may have finished meanwhile.
+        SyncRun.objects.filter(pk=pk, status=SyncRun.Status.RUNNING).update(
+            status=SyncRun.Status.FAILED, finished_at=now, error=error
+        )
 
 
 def _claim(connection: Connection, stream: str, full: bool) -> SyncRun:
