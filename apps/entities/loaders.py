@@ -178,12 +178,18 @@ def upsert_rows(
     quoted = [connection.ops.quote_name(c) for c in cols]
     updated = [c for c in [*(_column(fields[n]) for n in content_cols), "content_hash"] if c != "external_id"]
     assignments = ", ".join(f"{q} = EXCLUDED.{q}" for q in map(connection.ops.quote_name, updated))
+    # A record back upstream is live again, unless entity resolution merged it into another: it stays a
+    # tombstone pointing at its survivor (its content is still kept current).
+    revive, tombstoned = "NULL", f"{table}.deleted_at IS NOT NULL"
+    if "merged_into" in fields:
+        revive = f"CASE WHEN {table}.merged_into_id IS NULL THEN NULL ELSE {table}.deleted_at END"
+        tombstoned += f" AND {table}.merged_into_id IS NULL"
     sql = f"""
         INSERT INTO {table} ({src}, synced_at, {", ".join(quoted)})
         SELECT %s, %s, v.* FROM unnest({", ".join(f"%s::{t}" for t in types)}) AS v({", ".join(quoted)})
         ON CONFLICT ({src}, external_id) DO UPDATE SET
-            {assignments}, synced_at = EXCLUDED.synced_at, deleted_at = NULL
-        WHERE ({table}.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR {table}.deleted_at IS NOT NULL)
+            {assignments}, synced_at = EXCLUDED.synced_at, deleted_at = {revive}
+        WHERE ({table}.content_hash IS DISTINCT FROM EXCLUDED.content_hash OR ({tombstoned}))
           AND {table}.source_updated_at <= EXCLUDED.source_updated_at
         RETURNING {table}.id, ({table}.xmax = 0) AS inserted
     """  # noqa: S608 - identifiers come from model metadata; every value is a bound parameter

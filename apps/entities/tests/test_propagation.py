@@ -118,3 +118,23 @@ def test_nothing_changed_queues_nothing(
         on_entities_changed({k: v for k, v in changes.items() if v})
 
     assert queued == []
+
+
+def test_a_merged_duplicate_stays_merged_when_its_source_sends_it_again(db: None, administrator: Any) -> None:
+    from apps.entities.resolution import entity_merge
+
+    crm = ConnectionFactory(slug="crm")
+    t0 = timezone.now() - dt.timedelta(hours=1)
+    upsert_rows(Client, source_id=crm.pk, rows=[client_row("dup", "Acme Inc", t0)], now=t0)
+    duplicate = Client.objects.get(external_id="dup")
+    survivor = ClientFactory(name="Acme")
+    entity_merge(duplicate=duplicate, survivor=survivor, actor=administrator)
+
+    t1 = t0 + dt.timedelta(minutes=5)
+    same = upsert_rows(Client, source_id=crm.pk, rows=[client_row("dup", "Acme Inc", t1)], now=t1)
+    edited = upsert_rows(Client, source_id=crm.pk, rows=[client_row("dup", "Acme, Inc.", t1)], now=t1)
+
+    duplicate.refresh_from_db()
+    assert same.changed_ids == [] and edited.changed_ids == [duplicate.pk]
+    assert duplicate.name == "Acme, Inc." and duplicate.merged_into == survivor
+    assert duplicate.deleted_at is not None  # still a tombstone: rules and links see only the survivor
