@@ -77,8 +77,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "approvals": queries.approval_queue(filters) if can_decide else [],
             "approval_limit": queries.APPROVAL_QUEUE_LIMIT,
             "trends": trend,
-            "trend_rows": trend.day_rows(),
-            "week_rows": list(zip(trend.weeks, trend.median_resolve_hours, strict=True)),
+            "trend_rows": [(day, [flagged, *opened]) for day, flagged, opened in trend.day_rows()],
+            "week_rows": [(w, [h]) for w, h in zip(trend.weeks, trend.median_resolve_hours, strict=True)][
+                ::-1
+            ],
             "refresh_seconds": REFRESH_SECONDS,
         },
     )

@@ -286,3 +286,26 @@ def severity_badge(severity: Any) -> SafeString:
 def status_badge(status: Any) -> SafeString:
     name = str(status or "")
     return format_html('<span class="status status-{}">{}</span>', name, name.capitalize())
+
+
+@register.simple_tag
+def trend_table_rows(rows: Any) -> SafeString:
+    """``<tr>``s of (date, [numbers]) for the tables behind the charts (90 rows: built in Python)."""
+    return format_html_join(
+        "",
+        '<tr><th scope="row"><time datetime="{}">{}</time></th>{}</tr>',
+        (
+            (
+                day.isoformat(),
+                f"{day:%b} {day.day}",
+                format_html_join(
+                    "", '<td class="num">{}</td>', (("—" if n is None else _number_text(n),) for n in numbers)
+                ),
+            )
+            for day, numbers in rows or ()
+        ),
+    )
+
+
+def _number_text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -109,6 +109,14 @@ def test_dashboard_draws_the_three_charts_with_their_numbers(client, executive):
     for chart_id in ("chart-flagged", "chart-opened", "chart-resolve"):
         assert f'id="{chart_id}"' in body
     assert "<details" in body and "Median hours to resolve" in body
+    today = timezone.localdate()
+    monday = today - dt.timedelta(days=today.weekday())
+    # the numbers behind the charts: this week's median is the one escalation's 3 hours
+    assert (
+        f'<time datetime="{monday.isoformat()}">{monday:%b} {monday.day}</time></th><td class="num">3</td>'
+        in body
+    )
+    assert f'<tr><th scope="row"><time datetime="{today.isoformat()}">' in body
 
 
 def test_flagged_per_day_matches_a_day_by_day_count_for_overlapping_and_gapped_spans(noon):
