@@ -196,7 +196,7 @@ def test_account_manager_resolves_from_their_queue_with_an_outcome(page, account
     "url", ["/admin/", "/admin/rules/rule/add/", "/admin/escalations/escalation/", "/api/docs/"]
 )
 def test_bundled_uis_run_under_the_csp(page, administrator, url):
-    """The CSP forbids inline script and style: Django admin, the rule editor and Swagger UI must not need them."""
+    """Django admin, the rule editor and Swagger UI run under the CSP: no inline script anywhere."""
     sign_in(page, administrator)
     response = page.goto(url)
     assert response is not None and response.status == 200
