@@ -232,6 +232,28 @@ def _resolve_customers(settings: ResolutionSettings, result: ResolutionResult, n
     )
 
 
+def _follow_customers(result: ResolutionResult, now: Any) -> None:
+    """A client made from a customer lives and dies with it: tombstoned when the customer is gone upstream,
+    live again when it comes back (a merged one stays merged)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE entities_client c
+            SET deleted_at = CASE WHEN so.deleted_at IS NULL THEN NULL ELSE %s::timestamptz END,
+                synced_at = %s
+            FROM entities_sourceobject so
+            WHERE so.match_method = 'new' AND so.client_id = c.id AND c.merged_into_id IS NULL
+              AND c.source_id = so.connection_id AND c.external_id = so.external_id
+              AND (c.deleted_at IS NULL) <> (so.deleted_at IS NULL)
+            RETURNING c.id
+            """,
+            [now, now],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    if ids:
+        result.changes.setdefault("client", set()).update(ids)
+
+
 def _resolve_jobs(settings: ResolutionSettings, result: ResolutionResult, now: Any) -> None:
     # A job is scored only against the projects of its customer's client: a small block per client.
     parent = SourceObject.objects.filter(
@@ -347,6 +369,7 @@ def entities_resolve(*, propagate: bool = True) -> ResolutionResult:
     settings = ResolutionSettings.current()
     now = timezone.now()
     result = ResolutionResult()
+    _follow_customers(result, now)
     _resolve_customers(settings, result, now)
     link_entities(result.changes)
     _resolve_jobs(settings, result, now)

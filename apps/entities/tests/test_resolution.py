@@ -359,3 +359,21 @@ def test_operations_managers_work_the_review_queue(
     so.refresh_from_db()
     assert so.client == riverside
     assert client.get(reverse("admin:quality_finding_changelist")).status_code == 200
+
+
+def test_a_client_made_from_a_customer_follows_its_tombstone(accounting: Connection) -> None:
+    so = crosswalk(accounting, "customer", "c7", "Granite Peak Partners")
+    entities_resolve(propagate=False)
+    so.refresh_from_db()
+    made = so.client
+
+    SourceObject.objects.filter(pk=so.pk).update(deleted_at=timezone.now())  # gone upstream
+    gone = entities_resolve(propagate=False)
+    made.refresh_from_db()
+    assert made.deleted_at is not None and gone.changes == {"client": {made.pk}}
+
+    SourceObject.objects.filter(pk=so.pk).update(deleted_at=None)  # back
+    entities_resolve(propagate=False)
+    made.refresh_from_db()
+    assert made.deleted_at is None
+    assert entities_resolve(propagate=False).changes == {}
