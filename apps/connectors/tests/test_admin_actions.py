@@ -61,3 +61,44 @@ def test_connector_admin_pages_load_for_staff(
         for obj in (connection, upload):
             page = client.get(reverse("admin:connectors_connection_change", args=[obj.pk]))
             assert page.status_code == 200, (user, obj)
+
+
+def test_rebuild_and_reconcile_actions_queue_their_tasks_after_commit(
+    client: Any,
+    administrator: Any,
+    simulator: SimulatorServer,
+    fast_http: None,
+    monkeypatch: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    import apps.connectors.tasks as tasks
+
+    queued: list[tuple[str, tuple[Any, ...]]] = []
+    monkeypatch.setattr(tasks.rebuild_connection_task, "delay", lambda *a: queued.append(("rebuild", a)))
+    monkeypatch.setattr(tasks.reconcile_connection_task, "delay", lambda *a: queued.append(("reconcile", a)))
+    connection = rest_connection(simulator, "page")
+    client.force_login(administrator)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _action(client, "rebuild", [connection])
+        _action(client, "reconcile_now", [connection])
+
+    assert queued == [("rebuild", (connection.pk, "user:avery")), ("reconcile", (connection.pk,))]
+    assert AuditEntry.objects.filter(action="connection.rebuild_requested").count() == 1
+
+
+def test_the_reconcile_and_rebuild_tasks_run_their_services(
+    db: None, simulator: SimulatorServer, fast_http: None
+) -> None:
+    from apps.connectors.tasks import rebuild_connection_task, reconcile_connection_task
+    from apps.entities.models import Project
+
+    connection = rest_connection(simulator, "cursor")
+    rebuilt = rebuild_connection_task(connection.pk)
+    assert rebuilt.startswith("inhouse succeeded") and "'projects': 0" in rebuilt
+    simulator.company.delete("procore", "project", sorted(simulator.company.pc_projects)[0])
+
+    swept = reconcile_connection_task(connection.pk)
+
+    assert "projects listed=" in swept and "tombstoned=1" in swept
+    assert Project.objects.filter(source=connection, deleted_at__isnull=False).count() == 1
