@@ -274,3 +274,17 @@ def test_resolved_findings_are_pruned_after_the_retention(db: None) -> None:
     assert findings_prune() == 1
     remaining = Finding.objects.filter(check_name="project.client")
     assert list(remaining.values_list("resolved_at", flat=True)) == [None]
+
+
+def test_scan_and_resolve_commands(db: None) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    ProjectFactory(client=None)
+    out = StringIO()
+    call_command("quality_scan", "--kind", "missing_field", stdout=out)
+    assert out.getvalue() == "missing_field: 1 new, 1 seen, 0 resolved\n"  # the project without client
+    out = StringIO()
+    call_command("resolve_entities", stdout=out)
+    assert out.getvalue() == "auto-linked 0, queued 0 for review, 0 new client(s)\n"
