@@ -1,10 +1,23 @@
 from django.contrib import admin
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from .models import Finding, VolumeBaseline
 from .services import finding_accept, summary
+
+# Where a finding's subject is shown in admin.
+SUBJECT_ADMIN = {
+    "client": "entities_client",
+    "project": "entities_project",
+    "change_order": "entities_changeorder",
+    "milestone": "entities_milestone",
+    "submittal": "entities_submittal",
+    "financial_line": "entities_financialline",
+    "source_object": "entities_sourceobject",
+    "quarantined_record": "connectors_quarantinedrecord",
+}
 
 
 class OpenFilter(admin.SimpleListFilter):
@@ -61,9 +74,16 @@ class FindingAdmin(admin.ModelAdmin):
 
     @admin.display(description="subject")
     def subject(self, obj: Finding) -> str:
-        if obj.subject_id is not None:
-            return f"{obj.subject_type} {obj.subject_id}"
-        return obj.stream
+        if obj.subject_id is None:
+            return obj.stream
+        label = f"{obj.subject_type} {obj.subject_id}"
+        if obj.subject_type not in SUBJECT_ADMIN:
+            return label
+        try:
+            url = reverse(f"admin:{SUBJECT_ADMIN[obj.subject_type]}_change", args=[obj.subject_id])
+        except NoReverseMatch:
+            return label
+        return format_html('<a href="{}">{}</a>', url, label)
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.summary_view)

@@ -210,6 +210,8 @@ def test_data_quality_admin_pages_in_bounded_queries(
     with django_assert_max_num_queries(12):
         response = client.get(url, {"open": "yes", "kind": "missing_field", "severity": "error"})
     assert response.status_code == 200 and response.content.count(b"project.client") >= 25
+    some = Finding.objects.filter(check_name="project.client").first()
+    assert reverse("admin:entities_project_change", args=[some.subject_id]).encode() in response.content
 
     with django_assert_max_num_queries(8):
         response = client.get(reverse("admin:quality_finding_summary"))
