@@ -11,6 +11,9 @@ ROLES = (OPERATIONS, EXECUTIVES, ACCOUNT_MANAGERS, ADMINISTRATORS)
 # Model permissions per role (app_label.codename). Administrators are superusers-in-all-but-name.
 _CONFIG_MODELS = ["connectors.connection", "rules.rule", "entities.sourceobject"]
 _CONFIG_MODELS += ["entities.matchcandidate", "entities.resolutionsettings", "quality.finding"]
+# What operations managers tune: escalation policies, rule settings, the learning loop's knobs.
+_CONFIG_MODELS += ["escalations.escalationpolicy", "escalations.policylevel", "rules.rulessettings"]
+_CONFIG_MODELS += ["learning.learningsettings", "learning.thresholdsuggestion"]
 _VIEW_ALL = [
     "entities.client",
     "entities.project",
@@ -34,7 +37,12 @@ _VIEW_ALL = [
     "connectors.streamstate",
     "connectors.quarantinedrecord",
     "connectors.schemadrift",
+    "connectors.webhookdelivery",
     "audit.auditentry",
+    *["escalations.escalationpolicy", "escalations.policylevel", "escalations.suppressednotification"],
+    *["rules.rulessettings", "rules.shadowrun"],
+    *["learning.learningsettings", "learning.shadowsample", "learning.thresholdsuggestion"],
+    *["learning.riskmodel", "learning.riskscore", "learning.ruleanalytics"],
 ]
 
 

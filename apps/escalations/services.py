@@ -21,6 +21,7 @@ from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Sub
 
 from .delivery import decision_write_back, stakeholders_notify
 from .models import Escalation, EscalationEvent
+from .outbound import pm_targets, webhook_targets
 
 if TYPE_CHECKING:
     from apps.rules.evaluator import Evaluation
@@ -292,6 +293,10 @@ def action_targets(escalation: Escalation, action: str) -> list[str]:
     if action == "note_accounting":
         links = SourceObject.objects.filter(client=client, object_type="customer", deleted_at__isnull=True)
         return [f"{link.connection_id}:{link.external_id}" for link in links] if client else []
+    if action == "escalate_pm":
+        return pm_targets(escalation)
+    if action == "webhook":
+        return webhook_targets()
     return []
 
 

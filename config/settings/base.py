@@ -232,7 +232,6 @@ FULCRUM = {
     "OUTBOUND_TIMEOUT": env.float("FULCRUM_OUTBOUND_TIMEOUT", default=15.0),
     # Outbound calls to private, loopback, link-local... addresses are refused unless this is on (demo, tests).
     "OUTBOUND_ALLOW_PRIVATE": env.bool("FULCRUM_OUTBOUND_ALLOW_PRIVATE", default=False),
-    "EMAIL_LINK_MAX_AGE": timedelta(days=env.int("FULCRUM_EMAIL_LINK_DAYS", default=7)),
     # Escalation policies: steps claimed per sweep, a claim's lease (a lost task is re-queued after it),
     # and how late a step may be before the auditor reports it.
     "POLICY_SWEEP_BATCH": env.int("FULCRUM_POLICY_SWEEP_BATCH", default=200),
@@ -244,6 +243,7 @@ FULCRUM = {
     "DIGEST_PERIOD": timedelta(minutes=env.int("FULCRUM_DIGEST_MINUTES", default=60)),
     "QUIET_HOURS": env("FULCRUM_QUIET_HOURS", default=""),
     "RECIPIENT_HOURLY_CAP": env.int("FULCRUM_RECIPIENT_HOURLY_CAP", default=0),
+    "EMAIL_LINK_MAX_AGE": timedelta(days=env.int("FULCRUM_EMAIL_LINK_DAYS", default=7)),
     "AUDIT_ANCHOR_FILE": env(
         "FULCRUM_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / ".data" / "audit-anchor.log")
     ),

@@ -262,3 +262,20 @@ def test_a_timeout_is_retried(hook, receiver, settings, monkeypatch):
         listener.close()
     hook.refresh_from_db()
     assert "timed out" in hook.last_error
+
+
+@pytest.mark.django_db
+def test_a_rule_with_webhook_and_escalate_pm_actions_queues_one_row_per_target(settings):
+    from apps.escalations.services import action_targets
+
+    settings.FULCRUM = {
+        **settings.FULCRUM,
+        "OUTBOUND_WEBHOOKS": {"ops": {"url": "https://hooks.example.com/a", "secret": SECRET}},
+    }
+    escalation = make_escalation()
+    assert action_targets(escalation, "webhook") == ["ops"]
+    project = escalation.project
+    assert project.source.kind == "procore"
+    assert action_targets(escalation, "escalate_pm") == [f"{project.source_id}:{project.external_id}"]
+    escalation.project = None  # a client-level subject: no PM record to open an item on
+    assert action_targets(escalation, "escalate_pm") == []
