@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from apps.connectors.http import UpstreamError
 from apps.connectors.kinds import ConfigurationError, get_kind
 from apps.connectors.models import Connection, QuarantinedRecord
 from apps.connectors.services import connection_import, sync_connection
@@ -194,3 +195,28 @@ def test_the_admin_form_refuses_invalid_rest_options(client: Any, administrator:
 
     assert page.status_code == 200 and "entity &#x27;widget&#x27; is not one of" in page.content.decode()
     assert not Connection.objects.filter(slug="inhouse").exists()
+
+
+def test_a_link_header_to_another_host_is_not_followed_with_our_token(
+    db: None, simulator: SimulatorServer, fast_http: None
+) -> None:
+    import requests
+
+    connection = rest_connection(simulator, "link")
+    stream = get_kind(connection).stream("projects")
+    client = get_kind(connection).client()
+    asked: list[str] = []
+
+    def fake(method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
+        asked.append(path)
+        response = requests.Response()
+        response.headers["Link"] = '<http://evil.example/generic/link/projects?page=2>; rel="next"'
+        record = {"id": 1, "meta": {"updated_at": "2026-01-01T00:00:00Z"}, "attributes": {"title": "x"}}
+        return [record], response
+
+    client.request_json = fake  # type: ignore[method-assign]
+    pages = stream.pages(client, {}, True)
+    assert len(next(pages).records) == 1
+    with pytest.raises(UpstreamError, match="leads to another host"):
+        next(pages)
+    assert asked == ["/generic/link/projects"]

@@ -168,6 +168,13 @@ class RestStream(Stream):
                 following = _next_link(response.headers.get("Link"))
                 if not following or not records:
                     return
+                following = client.url(following)
+                if urlsplit(following).netloc != urlsplit(client.base_url).netloc:
+                    # The session carries the bearer token: never send it where the upstream points us.
+                    raise UpstreamError(
+                        f"GET {path}: Link rel=next leads to another host ({urlsplit(following).netloc})",
+                        status=200,
+                    )
                 path, params = following, None
             else:
                 token = dig(body, pagination.next_cursor_path)
