@@ -11,12 +11,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Case, Count, Exists, IntegerField, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from apps.accounts.roles import ADMINISTRATORS, EXECUTIVES, OPERATIONS, ROLES
 from apps.entities.models import ChangeOrder, Client, CrmOwner, Project
 from apps.escalations.models import Delivery, Escalation, EscalationEvent, EscalationQuerySet
+from apps.learning.models import LearningSettings, RiskModel, RiskScore
 from apps.rules.facts import compute_contexts
 
 # critical > high > medium > low, as Escalation.SEVERITY_RANK, computable in SQL.
@@ -69,11 +82,28 @@ class EscalationFilters:
         return qs
 
 
+def _learned_risk() -> Subquery:
+    """The project's stored score from the newest risk model, NULL unless that model was trained on
+    enough labelled outcomes (the admin-set minimum): then severity ranks alone."""
+    newest = RiskModel.objects.order_by("-version").values("pk")[:1]
+    minimum = Coalesce(
+        Subquery(LearningSettings.objects.values("min_labels_for_ranking")[:1]),
+        Value(LearningSettings._meta.get_field("min_labels_for_ranking").default),
+    )
+    scores = RiskScore.objects.filter(
+        project_id=OuterRef("pk"), risk_model=Subquery(newest), risk_model__n_samples__gte=minimum
+    )
+    return Subquery(scores.values("score")[:1], output_field=FloatField())
+
+
 def flagged_projects(filters: EscalationFilters) -> QuerySet[Project]:
-    """Projects with open escalations, worst severity first, then the most recently fired.
+    """Projects with open escalations, by learned risk once a usable model exists, else (and among equals)
+    worst severity first, then the most recently fired.
 
     Each project carries ``open_count``, ``worst_rank``, ``worst_id`` (its worst open escalation),
-    ``latest_fired_at`` and ``open_change_orders`` (draft or pending in the PM system).
+    ``latest_fired_at``, ``open_change_orders`` (draft or pending in the PM system) and ``risk`` (the
+    learned score, or None). A project flagged since the last scoring has no score yet and comes first:
+    it is new, and the hourly rescoring places it.
     """
     open_here = filters.apply(Escalation.objects.open()).filter(project=OuterRef("pk")).order_by()
     worst = open_here.annotate(rank=SEVERITY_RANK).order_by("rank", "-last_fired_at", "-pk")
@@ -94,9 +124,10 @@ def flagged_projects(filters: EscalationFilters) -> QuerySet[Project]:
             worst_id=Subquery(worst.values("pk")[:1]),
             latest_fired_at=Subquery(open_here.order_by("-last_fired_at").values("last_fired_at")[:1]),
             open_change_orders=Coalesce(Subquery(open_cos, output_field=IntegerField()), 0),
+            risk=_learned_risk(),
         )
         .select_related("client__owner")
-        .order_by("worst_rank", "-latest_fired_at", "number", "pk")
+        .order_by(F("risk").desc(nulls_first=True), "worst_rank", "-latest_fired_at", "number", "pk")
     )
 
 

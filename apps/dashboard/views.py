@@ -74,6 +74,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "filter_query": query.urlencode(),
             "choices": queries.filter_choices(),
             "can_decide": can_decide,
+            "ranked_by_risk": any(getattr(p, "risk", None) is not None for p in page.object_list),
             "approvals": queries.approval_queue(filters) if can_decide else [],
             "approval_limit": queries.APPROVAL_QUEUE_LIMIT,
             "trends": trend,

@@ -37,6 +37,12 @@ def train_risk_model() -> str:
     return f"model {model.version if model else 'not trained (too few labels)'}; {scored} projects scored"
 
 
+@shared_task(ignore_result=True, soft_time_limit=600)
+def rescore_projects() -> str:
+    """Hourly: score projects flagged since the nightly run with the current model (no retraining)."""
+    return f"{risk_scores_refresh()} projects scored"
+
+
 @shared_task(ignore_result=True, soft_time_limit=3600)
 def prune_decisions() -> str:
     """Retention: null old decision payloads in batches (idempotent)."""

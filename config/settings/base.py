@@ -141,6 +141,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.learning.tasks.train_risk_model",
         "schedule": crontab(hour=3, minute=30),
     },
+    "learning-risk-scores": {
+        "task": "apps.learning.tasks.rescore_projects",
+        "schedule": crontab(minute=15),
+    },
     "learning-retention": {
         "task": "apps.learning.tasks.prune_decisions",
         "schedule": crontab(hour=4, minute=0),

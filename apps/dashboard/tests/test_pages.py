@@ -120,6 +120,43 @@ def test_flagged_projects_rank_by_worst_severity_then_most_recent(client, execut
     assert str(closed.project) not in body
 
 
+def _risk_model(n_samples: int):
+    from apps.learning.models import RiskModel
+
+    version = RiskModel.objects.count() + 1
+    return RiskModel.objects.create(
+        version=version, trained_at=timezone.now(), n_samples=n_samples, n_positive=n_samples // 2,
+        features=[], coefficients={}, intercept=0.0, means={}, scales={},
+    )  # fmt: skip
+
+
+def test_a_usable_learned_risk_model_ranks_above_severity(client, executive):
+    from apps.learning.models import RiskScore
+
+    critical = make_escalation(severity="critical", summary="critical but low risk")
+    low = make_escalation(severity="low", summary="low but high risk")
+    unscored = make_escalation(severity="medium", summary="flagged since the last scoring")
+    browser = login(client, executive)
+
+    def ranked() -> list[int]:
+        body = flagged(dashboard(browser))
+        return sorted((critical, low, unscored), key=lambda e: body.index(str(e.project)))
+
+    model = _risk_model(n_samples=150)  # fewer labels than the default minimum of 200: not used
+    for escalation, score in ((critical, 0.1), (low, 0.9)):
+        RiskScore.objects.create(
+            project_id=escalation.project_id, risk_model=model, score=score, scored_at=timezone.now()
+        )
+    assert ranked() == [critical, unscored, low]
+    assert "Ranked by severity" in dashboard(browser)
+    type(model).objects.filter(pk=model.pk).update(n_samples=250)
+    assert ranked() == [unscored, low, critical]  # new first, then by score
+    body = dashboard(browser)
+    assert "Ranked by the learned risk model" in body and "0.90" in body
+    _risk_model(n_samples=400)  # a newer model whose scores are not stored yet: no stale ranking
+    assert ranked() == [critical, unscored, low]
+
+
 def test_flagged_project_row_shows_what_an_executive_needs(client, executive, account_manager):
     renewing = make_client(owner_user=account_manager, name="Harborview Medical Partners", renewal_in_days=45)
     project = ProjectFactory(client=renewing, number="P-7001", name="Tower B")
