@@ -190,7 +190,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Escalations and the actions on them, clients and projects with their ids in every source "
         "system, rule decisions, rules and connections. Authenticate with a session or "
-        "`Authorization: Token <key>`; errors are `{\"error\": {\"code\", \"message\", \"detail\"}}`."
+        '`Authorization: Token <key>`; errors are `{"error": {"code", "message", "detail"}}`.'
     ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -234,7 +234,7 @@ FULCRUM = {
     # The `webhook` action: {"name": {"url": ..., "secret": "whsec_..."}}, as JSON in the environment.
     "OUTBOUND_WEBHOOKS": env.json("FULCRUM_OUTBOUND_WEBHOOKS", default={}),
     "OUTBOUND_TIMEOUT": env.float("FULCRUM_OUTBOUND_TIMEOUT", default=15.0),
-    # Outbound calls to private, loopback, link-local... addresses are refused unless this is on (demo, tests).
+    # Outbound calls to private, loopback, link-local... addresses are refused unless on (demo, tests).
     "OUTBOUND_ALLOW_PRIVATE": env.bool("FULCRUM_OUTBOUND_ALLOW_PRIVATE", default=False),
     # Escalation policies: steps claimed per sweep, a claim's lease (a lost task is re-queued after it),
     # and how late a step may be before the auditor reports it.
