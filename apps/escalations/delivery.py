@@ -362,7 +362,11 @@ def write_note(delivery: Delivery) -> dict:
     connection = Connection.objects.get(pk=int(connection_id))
     kind = get_kind(connection)
     text = _note_text(delivery.escalation)
-    result = _upstream(lambda: kind.write_note(record_id, text, idempotency_key=delivery.idempotency_key))
+    result = _upstream(
+        lambda: kind.write_note(
+            record_id, text, idempotency_key=delivery.idempotency_key, retry=delivery.attempts > 1
+        )
+    )
     return result if isinstance(result, dict) else {"result": str(result)}
 
 

@@ -128,6 +128,8 @@ def handle(state: SimState, req: Request) -> Response | None:
         )
     if path == "/crm/v3/objects/notes" and method == "POST":
         return create_note(state, req)
+    if path == "/crm/v3/objects/notes/search" and method == "POST":
+        return search_notes(state, req)
     return error(404, f"Unable to route {method} {req.path}", "OBJECT_NOT_FOUND")
 
 
@@ -337,6 +339,22 @@ def list_owners(state: SimState, req: Request) -> Response:
 
 
 # ---- write-back -------------------------------------------------------------------------------------
+
+
+def search_notes(state: SimState, req: Request) -> Response:
+    """Notes whose body holds every CONTAINS_TOKEN word of one filter group (what write-backs ask)."""
+    try:
+        filters = [f for group in req.json().get("filterGroups") or [] for f in group.get("filters") or []]
+        words = [str(f["value"]).lower() for f in filters if f.get("propertyName") == "hs_note_body"]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return error(400, f"Invalid search: {exc!s}", "VALIDATION_ERROR")
+    hits = [
+        n
+        for n in state.notes
+        if n["system"] == "hubspot" and all(w in n["body"].lower().split() for w in words)
+    ]
+    results = [{"id": n["id"], "properties": {"hs_note_body": n["body"]}} for n in hits[:1]]
+    return json_response(200, {"total": len(hits), "results": results})
 
 
 def create_note(state: SimState, req: Request) -> Response:

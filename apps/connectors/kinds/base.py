@@ -186,8 +186,13 @@ class ConnectorKind:
         value = (self.connection.options or {}).get("settle_seconds")
         return SETTLE if value is None else dt.timedelta(seconds=float(value))
 
-    def write_note(self, target: str, text: str, idempotency_key: str) -> dict[str, Any]:
-        """Attach ``text`` to the upstream record ``target``; safe to call twice with the same key."""
+    def write_note(
+        self, target: str, text: str, idempotency_key: str, *, retry: bool = False
+    ) -> dict[str, Any]:
+        """Attach ``text`` to the upstream record ``target``; safe to call twice with the same key.
+
+        ``retry`` says an earlier attempt may have reached the upstream (a timeout, a 5xx, a worker killed
+        mid-call): a kind without idempotency keys looks for that note before writing another."""
         raise NotImplementedError(f"{self.kind} connections do not support notes yet")
 
 

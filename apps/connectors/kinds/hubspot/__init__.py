@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar
 
 from django.utils import timezone
@@ -12,18 +13,53 @@ from apps.connectors.kinds.base import ConnectorKind, Record, Stream
 from .streams import COMPANY_PROPERTIES, NOTE_TO_COMPANY, Companies, Owners
 
 
+def note_token(idempotency_key: str) -> str:
+    """One searchable word naming the outbox row that wrote a note."""
+    return "fulcrum-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]
+
+
 class HubSpot(ConnectorKind):
     kind = "hubspot"
     # Owners first: companies link to them.
     stream_classes: ClassVar[list[type[Stream]]] = [Owners, Companies]
     rate_budget_default = (100, 10.0)  # a private app's burst limit per account
 
-    def write_note(self, target: str, text: str, idempotency_key: str) -> dict[str, Any]:
-        """A note on company ``target``. HubSpot has no idempotency keys: the outbox guards repeats."""
+    def write_note(
+        self, target: str, text: str, idempotency_key: str, *, retry: bool = False
+    ) -> dict[str, Any]:
+        """A note on company ``target``. HubSpot has no idempotency keys, so each note carries a token
+        derived from the key, and a retry first searches for a note with that token: a note written by
+        an attempt whose answer was lost (timeout, 5xx after the write, worker killed) is not written twice.
+        """
+        token = note_token(idempotency_key)
         client = self.client()
         try:
+            if retry:
+                found = client.post_json(
+                    "/crm/v3/objects/notes/search",
+                    {
+                        "filterGroups": [
+                            {
+                                "filters": [
+                                    {
+                                        "propertyName": "hs_note_body",
+                                        "operator": "CONTAINS_TOKEN",
+                                        "value": token,
+                                    }
+                                ]
+                            }
+                        ],
+                        "properties": ["hs_note_body"],
+                        "limit": 1,
+                    },
+                )
+                if found.get("results"):
+                    return {"id": str(found["results"][0].get("id", "")), "deduplicated": True}
             body = {
-                "properties": {"hs_note_body": text, "hs_timestamp": timezone.now().isoformat()},
+                "properties": {
+                    "hs_note_body": f"{text}\n\nRef: {token}",
+                    "hs_timestamp": timezone.now().isoformat(),
+                },
                 "associations": [
                     {
                         "to": {"id": target},

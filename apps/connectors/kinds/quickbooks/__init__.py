@@ -23,7 +23,9 @@ class QuickBooks(ConnectorKind):
     def realm(self) -> str:
         return str(self.option("realm_id"))
 
-    def write_note(self, target: str, text: str, idempotency_key: str) -> dict[str, Any]:
+    def write_note(
+        self, target: str, text: str, idempotency_key: str, *, retry: bool = False
+    ) -> dict[str, Any]:
         """An Attachable note on customer/job ``target``; QBO replays its answer for a repeated requestid."""
         client = self.client()
         body = {"Note": text, "AttachableRef": [{"EntityRef": {"type": "Customer", "value": target}}]}
