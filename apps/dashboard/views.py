@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 
 from apps.accounts.roles import ACCOUNT_MANAGERS, ADMINISTRATORS, EXECUTIVES
 from apps.escalations.forms import DashboardFilterForm
+from apps.learning.models import RiskModel
 
 from . import queries, trends
 
@@ -53,6 +54,16 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html")
 
 
+def risk_weights(top: int = 6) -> list[tuple[str, float]]:
+    """The current risk model's largest coefficients (per standard deviation of each fact): what the
+    learned ranking weighs, shown beside it as its explanation."""
+    model = RiskModel.objects.order_by("-version").only("version", "coefficients").first()
+    if model is None:
+        return []
+    weights = sorted(model.coefficients.items(), key=lambda kv: abs(kv[1]), reverse=True)
+    return [(name, float(weight)) for name, weight in weights[:top]]
+
+
 @role_required(*queries.DASHBOARD_ROLES)
 def dashboard(request: HttpRequest) -> HttpResponse:
     form = DashboardFilterForm(request.GET)
@@ -74,7 +85,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "filter_query": query.urlencode(),
             "choices": queries.filter_choices(),
             "can_decide": can_decide,
-            "ranked_by_risk": any(getattr(p, "risk", None) is not None for p in page.object_list),
+            "risk_weights": risk_weights()
+            if any(getattr(p, "risk", None) is not None for p in page.object_list)
+            else [],
             "approvals": queries.approval_queue(filters) if can_decide else [],
             "approval_limit": queries.APPROVAL_QUEUE_LIMIT,
             "trends": trend,

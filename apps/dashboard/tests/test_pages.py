@@ -126,7 +126,8 @@ def _risk_model(n_samples: int):
     version = RiskModel.objects.count() + 1
     return RiskModel.objects.create(
         version=version, trained_at=timezone.now(), n_samples=n_samples, n_positive=n_samples // 2,
-        features=[], coefficients={}, intercept=0.0, means={}, scales={},
+        features=["project.margin_pct"], intercept=0.0, means={}, scales={},
+        coefficients={"project.margin_pct": -1.25, "project.margin_pct__missing": 0.5},
     )  # fmt: skip
 
 
@@ -153,6 +154,7 @@ def test_a_usable_learned_risk_model_ranks_above_severity(client, executive):
     assert ranked() == [unscored, low, critical]  # new first, then by score
     body = dashboard(browser)
     assert "Ranked by the learned risk model" in body and "0.90" in body
+    assert 'project.margin_pct</th><td class="num">-1.25</td><td>no, lowers it' in body
     _risk_model(n_samples=400)  # a newer model whose scores are not stored yet: no stale ranking
     assert ranked() == [critical, unscored, low]
 
