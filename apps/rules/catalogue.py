@@ -150,6 +150,12 @@ _CATALOGUE: tuple[Fact, ...] = (
         "project.schedule_status", _T, "", "on_track / at_risk / behind, as the PM system reports it", "pm",
         choices=("on_track", "at_risk", "behind"),
     ),
+    # Beyond SPEC's table: a data-quality finding a rule can refuse to act on (e.g. `eq 0`).
+    Fact(
+        "project.data_quality_errors", _I, "count",
+        "open data-quality findings of error severity on the project or its change orders, milestones "
+        "and submittals (missing fields, orphans, cross-system conflicts)", "fulcrum",
+    ),
     Fact("client.days_to_renewal", _I, "days", "contract renewal date − today; null without one", "crm"),
     Fact(
         "client.missed_last_milestone", _B, "",

@@ -39,6 +39,7 @@ FACT_INPUTS: dict[str, tuple[str, ...]] = {
     "project.milestones_missed": ("milestone",),
     "project.days_behind_schedule": ("milestone",),
     "project.schedule_status": ("project",),
+    "project.data_quality_errors": (),
     "client.days_to_renewal": ("client",),
     "client.missed_last_milestone": ("milestone", "project"),
     "client.ar_overdue_amount": ("financial_line",),
@@ -72,7 +73,8 @@ project_facts AS (
         COALESCE(co30.total, 0) AS "project.change_order_amount_30d",
         COALESCE(ms.missed, 0) AS "project.milestones_missed",
         COALESCE(ms.behind, 0) AS "project.days_behind_schedule",
-        NULLIF(p.schedule_status, '') AS "project.schedule_status"
+        NULLIF(p.schedule_status, '') AS "project.schedule_status",
+        COALESCE(dq.n, 0) AS "project.data_quality_errors"
     FROM entities_project p
     LEFT JOIN (
         SELECT project_id,
@@ -98,6 +100,19 @@ project_facts AS (
           AND project_id IN (SELECT project_id FROM scope_projects)
         GROUP BY project_id
     ) ms ON ms.project_id = p.id
+    LEFT JOIN (
+        -- Open error findings on the project itself or on one of its records.
+        SELECT COALESCE(co.project_id, m.project_id, s.project_id, f.subject_id) AS project_id, COUNT(*) AS n
+        FROM quality_finding f
+        LEFT JOIN entities_changeorder co ON f.subject_type = 'change_order' AND co.id = f.subject_id
+        LEFT JOIN entities_milestone m ON f.subject_type = 'milestone' AND m.id = f.subject_id
+        LEFT JOIN entities_submittal s ON f.subject_type = 'submittal' AND s.id = f.subject_id
+        WHERE f.resolved_at IS NULL AND f.severity = 'error'
+          AND f.subject_type IN ('project', 'change_order', 'milestone', 'submittal')
+          AND COALESCE(co.project_id, m.project_id, s.project_id, f.subject_id)
+              IN (SELECT project_id FROM scope_projects)
+        GROUP BY 1
+    ) dq ON dq.project_id = p.id
     WHERE p.id IN (SELECT project_id FROM scope_projects)
 )"""
 

@@ -224,3 +224,28 @@ def test_fact_ages_follow_the_least_fresh_input_stream():
     assert ctx.ages["project.margin_pct"] == 30 * 3600
     assert ctx.ages["client.days_to_renewal"] is None  # the CRM was never synced
     assert ctx.ages["client.open_escalations"] == 0
+
+
+def test_data_quality_errors_count_open_error_findings_on_the_project_and_its_records():
+    from apps.quality.models import Finding
+
+    project, other = ProjectFactory(), ProjectFactory()
+    co = ChangeOrderFactory(project=project)
+    milestone = MilestoneFactory(project=project)
+
+    def finding(key, subject_type, subject_id, severity="error", resolved=False):
+        Finding.objects.create(
+            key=key, kind="missing_field", check_name=key, severity=severity, subject_type=subject_type,
+            subject_id=subject_id, first_seen=NOW, last_seen=NOW, resolved_at=NOW if resolved else None,
+        )  # fmt: skip
+
+    assert context("project", project.pk)["project.data_quality_errors"] == 0
+    finding("p", "project", project.pk)
+    finding("co", "change_order", co.pk)
+    finding("m", "milestone", milestone.pk)
+    finding("warn", "project", project.pk, severity="warn")  # warnings do not count
+    finding("old", "change_order", co.pk, resolved=True)  # nor resolved findings
+    finding("elsewhere", "project", other.pk)
+    assert context("project", project.pk)["project.data_quality_errors"] == 3
+    assert context("change_order", co.pk)["project.data_quality_errors"] == 3  # seen from its change orders
+    assert context("project", other.pk)["project.data_quality_errors"] == 1
