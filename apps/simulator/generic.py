@@ -9,7 +9,9 @@
 
 Every style filters with ``updated_since`` (inclusive, ISO 8601) and lists oldest first by (updated, id).
 Records nest their fields (``attributes.*``, ``meta.updated_at``) to exercise the dotted-path mapping.
-Bearer token as for the other vendors (system ``rest``).
+``GET /generic/{style}/{resource}/{id}`` answers one record as the bare object (404 once deleted): what
+id-only webhooks fetch. ``rest_event`` builds the Standard Webhooks event for a record (see
+``webhooks.standard_delivery``). Bearer token as for the other vendors (system ``rest``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from .state import SimState
 
 STYLES = ("cursor", "page", "offset", "link")
 MAX_PAGE = 1000
-ROUTE = re.compile(r"/generic/(cursor|page|offset|link)/(projects|change_orders|vendors)")
+ROUTE = re.compile(r"/generic/(cursor|page|offset|link)/(projects|change_orders|vendors)(?:/([^/]+))?")
+# Our object types (as ``change_record`` and ``Company.delete`` name them) -> the generic resource.
+RESOURCES = {"project": "projects", "change_order": "change_orders", "vendor": "vendors"}
+EVENT_VERBS = {"create": "created", "update": "updated", "delete": "deleted"}
 
 
 def render_project(p: PcProject) -> dict[str, Any]:
@@ -108,8 +113,10 @@ def handle(state: SimState, req: Request) -> Response | None:
         return json_response(404, {"error": f"no such resource: {req.path}"})
     if req.method != "GET":
         return json_response(405, {"error": f"{req.method} is not allowed here"})
-    style, resource = match.groups()
+    style, resource, record_id = match.groups()
     view, render = _resources(state)[resource]
+    if record_id is not None:
+        return _detail(state, resource, record_id, render)
     try:
         since = req.q("updated_since")
         with state.company.lock:
@@ -117,6 +124,37 @@ def handle(state: SimState, req: Request) -> Response | None:
             return _page(req, style, records, render)
     except ValueError as exc:
         return json_response(400, {"error": str(exc)})
+
+
+def _detail(
+    state: SimState, resource: str, record_id: str, render: Callable[[Any], dict[str, Any]]
+) -> Response:
+    table = state.company.table("procore", resource.removesuffix("s"))
+    with state.company.lock:
+        record = table.get(int(record_id)) if record_id.isdigit() else None
+        if record is None:
+            return json_response(404, {"error": f"no {resource} record {record_id}"})
+        return json_response(200, render(record))
+
+
+def rest_event(
+    object_type: str, record: Any, operation: str = "update", *, full: bool = True
+) -> dict[str, Any]:
+    """The Standard Webhooks event the generic API sends for ``record``: ``{"type", "data"}``.
+
+    ``object_type``: ``project`` / ``change_order`` / ``vendor`` (or the resource name); ``full``: the
+    rendered record in ``data``, else ``{"id": ...}`` only (the receiver fetches it).
+    """
+    resource = RESOURCES.get(object_type, object_type)
+    renderers: dict[str, Callable[[Any], dict[str, Any]]] = {
+        "projects": render_project,
+        "change_orders": render_change_order,
+        "vendors": render_vendor,
+    }
+    if resource not in renderers:
+        raise ValueError(f"the generic API has no resource {object_type!r}")
+    data = renderers[resource](record) if full else {"id": record.id}
+    return {"type": f"{resource}.{EVENT_VERBS[operation.lower()]}", "data": data}
 
 
 def _page(req: Request, style: str, records: list[Any], render: Callable[[Any], dict[str, Any]]) -> Response:

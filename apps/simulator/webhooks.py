@@ -216,14 +216,29 @@ def standard_delivery(
     return headers, body
 
 
+def standard_event_delivery(
+    secrets: str | list[str],
+    event: dict[str, Any],
+    msg_id: str | None = None,
+    timestamp: int | None = None,
+) -> tuple[Headers, bytes]:
+    """``event`` (``{"type", "data"}``, e.g. from ``generic.rest_event``) signed as ``standard_delivery``."""
+    return standard_delivery(secrets, event["type"], event["data"], msg_id=msg_id, timestamp=timestamp)
+
+
 # ---- upstream changes paired with their events --------------------------------------------------------
 
 
 def change_record(
     company: Company, system: str, object_type: str, record_id: str | int, seed: int = 1, **fields: Any
 ) -> Any:
-    """Edit one upstream record (``fields``, or a realistic mutation) and bump its modified time."""
+    """Edit one upstream record (``fields``, or a realistic mutation) and bump its modified time.
+
+    ``system`` ``rest``: the generic API, which serves Procore's records.
+    """
     from .mutations import apply_mutation
+
+    system = "procore" if system.lower() == "rest" else system
 
     with company.lock:
         table = company.table(system, object_type)
@@ -248,6 +263,10 @@ def event_for(system: str, object_type: str, record: Any, operation: str = "upda
         return hubspot_event(record.id, f"{object_type}.{kind}", occurred_at=record.updated)
     if system == "quickbooks":
         return qbo_entity(object_type, record.id, op.capitalize(), last_updated=record.updated)
+    if system == "rest":
+        from .generic import rest_event
+
+        return rest_event(object_type, record, op)
     if system == "procore":
         return procore_event(
             object_type,
@@ -290,5 +309,6 @@ __all__ = [
     "qbo_signature",
     "send",
     "standard_delivery",
+    "standard_event_delivery",
     "standard_signature",
 ]

@@ -4,8 +4,9 @@ Events are hints, delivered at least once and out of order. Where the vendor sen
 Procore) the current record is fetched and applied through ``upsert_rows``, which only ever overwrites with a
 newer version and writes nothing for unchanged content; a record asked for and no longer found upstream,
 and every delete event, becomes a tombstone (``deleted_at``) guarded the same way. Standard Webhooks
-deliveries carry the record itself. All writes of one delivery, its links and its "processed" mark commit
-together: a worker dying midway leaves the row ``processing`` for the sweeper, and nothing half-applied.
+(``rest``) deliveries carry the record itself, or only its id (fetched through the stream's
+``detail_path``). All writes of one delivery, its links and its "processed" mark commit together: a worker
+dying midway leaves the row ``processing`` for the sweeper, and nothing half-applied.
 """
 
 from __future__ import annotations
@@ -141,7 +142,11 @@ def _fetch(
         client.close()
 
 
-def _doc_id(raw: dict[str, Any]) -> str:
+def _doc_id(stream: Stream, raw: dict[str, Any]) -> str:
+    """A fetched record's upstream id: where the stream says (rest: ``id_path``), else ``id`` / ``Id``."""
+    record_id = getattr(stream, "record_id", None)
+    if record_id is not None:
+        return str(record_id(raw) or "")
     return str(raw.get("id", raw.get("Id", "")))
 
 
@@ -155,7 +160,7 @@ def _apply(
 ) -> set[int]:
     """Upsert what was fetched (or sent), tombstone what is gone; return the changed entity ids."""
     lines = isinstance(stream, ExpenseLines)  # one entity row per job-charged line: "<doc id>:<line id>"
-    found = {_doc_id(doc): doc for doc in docs}
+    found = {_doc_id(stream, doc): doc for doc in docs}
     raws: list[dict[str, Any]] = list(found.values())
     if isinstance(stream, ExpenseLines):
         raws = stream.explode(raws)

@@ -328,10 +328,13 @@ def _standard_hints(payload: Any, options: Mapping[str, Any], headers: Headers) 
         raise Malformed("type must be '<stream>.<created|updated|deleted>'")
     data = payload.get("data")
     if not isinstance(data, dict) or not data:
-        raise Malformed("data must be the record, a JSON object")
+        raise Malformed("data must be the record, or {'id': ...}, a JSON object")
     stamp = headers.get("webhook-timestamp", "")
     at = dt.datetime.fromtimestamp(int(stamp), tz=dt.UTC) if stamp.isdigit() else None
     op = "delete" if match.group(2) == "deleted" else "upsert"
+    if set(data) == {"id"}:
+        # Id only ("thin" event): processing fetches the current record through the stream's detail_path.
+        return [Hint(match.group(1), _id(data["id"], "data.id"), op, at)]
     return [Hint(match.group(1), str(data.get("id") or ""), op, at, data)]
 
 

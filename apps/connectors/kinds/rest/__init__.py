@@ -6,13 +6,14 @@ import datetime as dt
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.db import models
 
 from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import (
     BadRecord,
+    ConfigurationError,
     ConnectorKind,
     Cursor,
     Page,
@@ -102,6 +103,11 @@ class RestStream(Stream):
 
     def _id(self, raw: Record) -> Any:
         return dig(raw, self.config.id_path)
+
+    def record_id(self, raw: Record) -> str:
+        """The record's upstream id as text (webhook processing matches fetched records to events by it)."""
+        value = self._id(raw)
+        return "" if value is None else str(value)
 
     def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
         started = dt.datetime.now(dt.UTC)
@@ -204,6 +210,35 @@ class Rest(ConnectorKind):
 
     def tenant(self) -> str:
         return urlsplit(self.connection.base_url).netloc
+
+    def fetch_records(self, client: HttpClient, stream: Stream, ids: list[str]) -> list[Record]:
+        """The current records with these ids, one ``detail_path`` read each; ones gone (404) omitted.
+
+        For id-only webhooks: the id comes from a signed event but is still quoted as one path segment, so
+        no event can steer the read (and the bearer token) to another path or host.
+        """
+        assert isinstance(stream, RestStream)
+        config = stream.config
+        if not config.detail_path:
+            raise ConfigurationError(
+                f"stream {config.name!r} has no detail_path: id-only webhook events cannot be fetched"
+            )
+        found: list[Record] = []
+        for record_id in ids:
+            if record_id in ("", ".", ".."):
+                continue
+            path = config.detail_path.replace("{id}", quote(record_id, safe=""))
+            try:
+                body, _ = client.request_json("GET", path)
+            except UpstreamError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            record = dig(body, config.detail_record_path) if config.detail_record_path else body
+            if not isinstance(record, dict):
+                raise UpstreamError(f"GET {path}: expected a record (a JSON object)", status=200)
+            found.append(record)
+        return found
 
     def stream(self, name: str) -> Stream:
         streams = self.streams

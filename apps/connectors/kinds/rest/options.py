@@ -13,7 +13,9 @@
         "updated_since_param": "updated_since",   # optional: without it every run reads everything
         "records_path": "data",             # dotted path to the list; "" when the body is the list
         "id_path": "id", "updated_at_path": "meta.updated_at",
-        "fields": {"name": "attributes.title", "number": "attributes.code"}   # entity field -> dotted path
+        "fields": {"name": "attributes.title", "number": "attributes.code"},  # entity field -> dotted path
+        "detail_path": "/api/projects/{id}",  # optional: one record by id, for id-only webhooks
+        "detail_record_path": ""            # dotted path to the record in that answer; "" = the body
     }]}
 
 The endpoint must list oldest first by update time when ``updated_since`` is given (the cursor saved per page
@@ -65,6 +67,8 @@ STREAM_KEYS = frozenset(
         "id_path",
         "updated_at_path",
         "fields",
+        "detail_path",
+        "detail_record_path",
     }
 )
 PAGINATION_KEYS = frozenset(
@@ -111,6 +115,8 @@ class StreamConfig:
     records_path: str = "data"
     id_path: str = "id"
     updated_at_path: str = "updated_at"
+    detail_path: str = ""
+    detail_record_path: str = ""
     model: type[models.Model] = field(default=Project, compare=False)
 
 
@@ -189,9 +195,22 @@ def _stream(index: int, raw: Any, seen: set[str], errors: list[str]) -> StreamCo
         ),
         id_path=_text(raw.get("id_path", "id"), f"{where}.id_path", errors),
         updated_at_path=_text(raw.get("updated_at_path", "updated_at"), f"{where}.updated_at_path", errors),
+        detail_path=_detail_path(raw.get("detail_path", ""), where, errors),
+        detail_record_path=_text(
+            raw.get("detail_record_path", ""), f"{where}.detail_record_path", errors, allow_empty=True
+        ),
         model=model or Project,
     )
     return config
+
+
+def _detail_path(value: Any, where: str, errors: list[str]) -> str:
+    path = _text(value, f"{where}.detail_path", errors, allow_empty=True)
+    if path and path.count("{id}") != 1:
+        errors.append(f"{where}.detail_path must contain {{id}} once, e.g. /api/projects/{{id}}")
+    elif path and ("{" in path.replace("{id}", "") or "}" in path.replace("{id}", "")):
+        errors.append(f"{where}.detail_path may contain no braces other than {{id}}")
+    return path
 
 
 def parse_options(options: Any) -> list[StreamConfig]:
