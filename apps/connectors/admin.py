@@ -48,6 +48,8 @@ class ConnectionForm(forms.ModelForm):
     class Meta:
         model = Connection
         fields = ("slug", "kind", "base_url", "schedule", "options", "enabled")
+        # A base URL typed without a scheme is https (Django 6's default; said explicitly until then).
+        field_classes = {"base_url": partial(forms.URLField, assume_scheme="https")}
 
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}

@@ -152,7 +152,7 @@ def test_note_endpoint_failing_then_recovering_writes_exactly_one_note(
     simulator.faults.add("status", path_prefix="/crm/v3/objects/notes", method="POST", status=500, count=3)
     start_worker()
     evaluate_subjects_task.delay("change_order", [co], "sync")
-    wait_for(lambda: _all_delivered(1), timeout=40, message="the note delivered after the 500s")
+    wait_for(lambda: _all_delivered(1), timeout=90, message="the note delivered after the 500s")
     note = Delivery.objects.get()
     assert note.attempts == 4  # three 500s, then the note
     hubspot = [n for n in simulator.notes if n["system"] == "hubspot"]

@@ -164,7 +164,9 @@ def test_admin_login_is_rate_limited_too(client, ops_manager):
 
 
 def _production_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    # Not the test process's settings module, nor the async escape hatch the browser tests switch on.
+    dropped = {"DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(
         SECRET_KEY=secrets.token_urlsafe(64),
         FIELD_ENCRYPTION_KEY="prod-like-key",
