@@ -21,21 +21,11 @@ from .editor import (
     normalise_tree,
 )
 from .models import Rule, SubjectType
-from .ruleset import ACTIONS, ROUTES, SEVERITIES, RulesFileError, RuleSpec, rule_from_dict
+from .ruleset import ACTIONS, FIELDS, ROUTES, SEVERITIES, RulesFileError, RuleSpec, rule_from_dict
 
 _DEFAULT_WHEN = {"all": [{"fact": "change_order.amount", "op": "gte", "value": 50000}]}
-_DRAFT_FIELDS = (
-    "name",
-    "description",
-    "subject",
-    "route",
-    "severity",
-    "priority",
-    "actions",
-    "cooldown",
-    "max_fact_age",
-    "auto_resolve",
-)
+# The rules file's fields the form edits one by one; the key is fixed and the condition has its widget.
+_DRAFT_FIELDS = tuple(name for name in FIELDS if name not in ("key", "when"))
 
 
 class ConditionTreeWidget(forms.Textarea):
