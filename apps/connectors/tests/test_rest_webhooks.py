@@ -14,22 +14,24 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import requests
 from django.test import Client as HttpClient
 
 from apps.connectors.kinds import ConfigurationError, get_kind
 from apps.connectors.kinds.base import parse_datetime
 from apps.connectors.models import Connection, WebhookDelivery
 from apps.connectors.services import connection_import, sync_connection
-from apps.connectors.webhooks import schemes
+from apps.connectors.webhooks import schemes, tasks
 from apps.connectors.webhooks.processing import process_delivery
 from apps.entities.models import ChangeOrder, Project
 from apps.simulator import Company, SimulatorServer
 from apps.simulator.common import procore_time
-from apps.simulator.generic import rest_event
+from apps.simulator.generic import render_project, rest_event
 from apps.simulator.webhooks import (
     change_record,
     event_for,
     new_standard_secret,
+    send,
     standard_delivery,
     standard_event_delivery,
     standard_signature,
@@ -213,6 +215,25 @@ def test_a_deleted_event_tombstones_and_a_late_update_cannot_resurrect(
     assert project(inhouse, target).deleted_at == entity.deleted_at
 
 
+def test_a_deleted_event_carrying_the_record_is_versioned_by_it(
+    inhouse: Connection, company: Company, client: HttpClient
+) -> None:
+    target = sorted(company.pc_projects)[9]
+    held = project(inhouse, target)
+    record = change_record(company, "rest", "project", target, name="Last Words")
+    company.delete("procore", "project", target)
+
+    deliver(client, *standard_event_delivery(SECRET, rest_event("project", record, "delete")))
+
+    entity = project(inhouse, target)
+    assert entity.deleted_at is not None and held.deleted_at is None
+    # The update event for the record's last version, sent before the deletion and delivered after it,
+    # carries the same version as the deleted record: it must not bring it back.
+    assert entity.source_updated_at >= version(record.updated)
+    _, late = deliver(client, *standard_event_delivery(SECRET, rest_event("project", record)))
+    assert late.counts["changed"] == 0 and project(inhouse, target).deleted_at is not None
+
+
 def test_an_id_only_update_for_a_record_gone_upstream_tombstones_it(
     inhouse: Connection, company: Company, client: HttpClient
 ) -> None:
@@ -352,6 +373,17 @@ def test_a_body_over_one_mebibyte_is_413(inhouse: Connection, company: Company, 
 # ---- configuration ---------------------------------------------------------------------------------------
 
 
+def test_an_event_for_a_stream_not_synced_is_accepted_and_ignored(
+    inhouse: Connection, client: HttpClient
+) -> None:
+    delivery, outcome = deliver(
+        client, *standard_delivery(SECRET, "invoices.updated", {"id": "INV-1", "total": "10.00"})
+    )
+
+    assert delivery.status == Status.PROCESSED
+    assert outcome.counts == {"hints": 0, "changed": 0, "tombstoned": 0, "quarantined": 0}
+
+
 def test_an_id_only_event_without_detail_path_fails_for_good(
     inhouse: Connection, company: Company, client: HttpClient
 ) -> None:
@@ -424,3 +456,69 @@ def test_standard_delivery_signs_what_the_receiver_verifies() -> None:
     with pytest.raises(schemes.Rejected):
         schemes.verify("rest", inbound, [new_standard_secret(seed=13)])
     assert len(headers["webhook-signature"].split()) == 2
+
+
+# ---- the simulator's side --------------------------------------------------------------------------------
+
+
+def test_the_generic_api_serves_one_record_by_id(company: Company, simulator: SimulatorServer) -> None:
+    target = sorted(company.pc_projects)[0]
+    url = f"{simulator.base_url.rstrip('/')}/generic/link/projects/{target}"
+    auth = {"Authorization": "Bearer sim-rest-token"}
+
+    found = requests.get(url, headers=auth, timeout=5)
+    assert found.status_code == 200
+    assert found.json() == json.loads(json.dumps(render_project(company.pc_projects[target])))
+
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url + "x", headers=auth, timeout=5).status_code == 404
+    company.delete("procore", "project", target)
+    assert requests.get(url, headers=auth, timeout=5).status_code == 404
+
+
+# ---- over real HTTP --------------------------------------------------------------------------------------
+
+
+def test_deliveries_over_http_are_stored_once_and_queued_after_commit(
+    transactional_db: None,
+    live_server: Any,
+    company: Company,
+    simulator: SimulatorServer,
+    fast_http: None,
+    rule_calls: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The receiver under a real server (raw bytes off the socket, its own commits); the simulator sends."""
+    queued: list[int] = []
+    monkeypatch.setattr(
+        tasks.process_webhook_delivery, "apply_async", lambda args, **kw: queued.append(args[0])
+    )
+    [connection] = connection_import(
+        data=[
+            {
+                "slug": "inhouse",
+                "kind": "rest",
+                "base_url": simulator.base_url,
+                "credentials": {"access_token": "sim-rest-token"},
+                "webhook_secret": [SECRET, PREVIOUS],
+                "options": with_detail_paths(),
+            }
+        ],
+        actor="system:test",
+    )
+    url = f"{live_server.url}/webhooks/inhouse/"
+    target = sorted(company.pc_projects)[3]
+    record = change_record(company, "rest", "project", target, name="Over The Wire")
+    headers, body = standard_event_delivery(PREVIOUS, rest_event("project", record, full=False))
+
+    status, answer = send(url, headers, body)
+    again = send(url, headers, body)
+    forged = send(url, *standard_event_delivery(new_standard_secret(seed=5), rest_event("project", record)))
+
+    assert status == 202 and answer["status"] == "accepted"
+    assert again == (200, {"status": "duplicate"})
+    assert forged[0] == 401
+    assert queued == [answer["id"]]  # once, after the insert committed; never for the duplicate or forgery
+    assert process_delivery(answer["id"]).status == "processed"
+    assert project(connection, target).name == "Over The Wire"
+    assert WebhookDelivery.objects.filter(status=Status.REJECTED).count() == 1

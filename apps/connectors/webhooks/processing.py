@@ -204,11 +204,17 @@ def _apply(
 
 
 def _deleted_key(stream: Stream, hint: Hint, now: dt.datetime) -> tuple[str, dt.datetime]:
-    """The external id and version of a deleted record: from the record when one came with the event."""
+    """The external id and version of a deleted record: the id from the record when one came with the event.
+
+    A deletion comes after the record's last update, so its version is just past that update's (or the
+    event's time, when later): at the record's own time it would tie with the last update event, and that
+    event, delivered late, would bring the record back. Whole-second timestamps tie often.
+    """
     if hint.data is not None:
         try:
             row = stream.normalise(hint.data)
-            return str(row["external_id"]), row["source_updated_at"]
+            after: dt.datetime = row["source_updated_at"] + dt.timedelta(microseconds=1)
+            return str(row["external_id"]), max(after, hint.at) if hint.at else after
         except (BadRecord, KeyError):
             pass
     return hint.external_id, hint.at or now

@@ -317,7 +317,15 @@ def _procore_hints(payload: Any, options: Mapping[str, Any], headers: Headers) -
     return [Hint(stream, resource_id, op, _time(payload.get("timestamp")))]
 
 
-_STANDARD_TYPE = re.compile(r"^([a-z][a-z0-9_]*)\.(created|updated|deleted)$")
+_STANDARD_TYPE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)\.(created|updated|deleted)$")
+
+
+def _configured_streams(options: Mapping[str, Any]) -> set[str] | None:
+    """The rest connection's stream names, or None when the options do not list them (checked elsewhere)."""
+    streams = options.get("streams")
+    if not isinstance(streams, list):
+        return None
+    return {s["name"] for s in streams if isinstance(s, dict) and isinstance(s.get("name"), str)}
 
 
 def _standard_hints(payload: Any, options: Mapping[str, Any], headers: Headers) -> list[Hint]:
@@ -334,8 +342,13 @@ def _standard_hints(payload: Any, options: Mapping[str, Any], headers: Headers) 
     op = "delete" if match.group(2) == "deleted" else "upsert"
     if set(data) == {"id"}:
         # Id only ("thin" event): processing fetches the current record through the stream's detail_path.
-        return [Hint(match.group(1), _id(data["id"], "data.id"), op, at)]
-    return [Hint(match.group(1), str(data.get("id") or ""), op, at, data)]
+        hint = Hint(match.group(1), _id(data["id"], "data.id"), op, at)
+    else:
+        hint = Hint(match.group(1), str(data.get("id") or ""), op, at, data)
+    configured = _configured_streams(options)
+    if configured is not None and hint.stream not in configured:
+        return []  # a stream this connection does not sync: ignored, as other vendors' unsynced objects
+    return [hint]
 
 
 HINTS: dict[str, Callable[[Any, Mapping[str, Any], Headers], list[Hint]]] = {
