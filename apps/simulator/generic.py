@@ -73,6 +73,13 @@ def render_vendor(v: PcVendor) -> dict[str, Any]:
     }
 
 
+RENDERERS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "projects": render_project,
+    "change_orders": render_change_order,
+    "vendors": render_vendor,
+}
+
+
 def _resources(state: SimState) -> dict[str, tuple[View[Any], Callable[[Any], dict[str, Any]]]]:
     c = state.company
     return {
@@ -114,9 +121,9 @@ def handle(state: SimState, req: Request) -> Response | None:
     if req.method != "GET":
         return json_response(405, {"error": f"{req.method} is not allowed here"})
     style, resource, record_id = match.groups()
+    if record_id is not None:  # before the sorted views: a read by id must not rebuild them
+        return _detail(state, resource, record_id)
     view, render = _resources(state)[resource]
-    if record_id is not None:
-        return _detail(state, resource, record_id, render)
     try:
         since = req.q("updated_since")
         with state.company.lock:
@@ -126,15 +133,13 @@ def handle(state: SimState, req: Request) -> Response | None:
         return json_response(400, {"error": str(exc)})
 
 
-def _detail(
-    state: SimState, resource: str, record_id: str, render: Callable[[Any], dict[str, Any]]
-) -> Response:
-    table = state.company.table("procore", resource.removesuffix("s"))
+def _detail(state: SimState, resource: str, record_id: str) -> Response:
     with state.company.lock:
+        table = state.company.table("procore", resource.removesuffix("s"))
         record = table.get(int(record_id)) if record_id.isdigit() else None
         if record is None:
             return json_response(404, {"error": f"no {resource} record {record_id}"})
-        return json_response(200, render(record))
+        return json_response(200, RENDERERS[resource](record))
 
 
 def rest_event(
@@ -146,14 +151,9 @@ def rest_event(
     rendered record in ``data``, else ``{"id": ...}`` only (the receiver fetches it).
     """
     resource = RESOURCES.get(object_type, object_type)
-    renderers: dict[str, Callable[[Any], dict[str, Any]]] = {
-        "projects": render_project,
-        "change_orders": render_change_order,
-        "vendors": render_vendor,
-    }
-    if resource not in renderers:
+    if resource not in RENDERERS:
         raise ValueError(f"the generic API has no resource {object_type!r}")
-    data = renderers[resource](record) if full else {"id": record.id}
+    data = RENDERERS[resource](record) if full else {"id": record.id}
     return {"type": f"{resource}.{EVENT_VERBS[operation.lower()]}", "data": data}
 
 

@@ -9,6 +9,7 @@ import copy
 import dataclasses
 import datetime as dt
 import json
+import random
 import time
 from decimal import Decimal
 from typing import Any
@@ -192,6 +193,37 @@ def test_an_older_version_never_overwrites_a_newer_one(
     entity = project(inhouse, target)
     assert entity.name == "Newer Name" and entity.source_updated_at == version(newer.updated)
     assert late.counts["changed"] == 0
+
+
+def test_a_shuffled_burst_with_duplicates_ends_at_the_newest_versions(
+    inhouse: Connection, company: Company, client: HttpClient
+) -> None:
+    """Three versions of 20 projects, full and id-only events, 20% sent twice, in random order: the
+    database ends exactly at upstream's newest versions, each delivery stored once."""
+    rng = random.Random(3)
+    targets = sorted(company.pc_projects)[10:30]
+    deliveries = []
+    for target in targets:
+        for n in range(3):
+            record = copy.copy(change_record(company, "rest", "project", target, name=f"{target} v{n}"))
+            deliveries.append(
+                standard_event_delivery(SECRET, rest_event("project", record, full=rng.random() < 0.7))
+            )
+    deliveries += rng.sample(deliveries, len(deliveries) // 5)
+    rng.shuffle(deliveries)
+
+    answers = [post(client, headers, body) for headers, body in deliveries]
+    accepted = [a.json()["id"] for a in answers if a.status_code == 202]
+    outcomes = [process_delivery(delivery_id) for delivery_id in accepted]
+
+    assert [a.status_code for a in answers].count(200) == len(deliveries) - 60
+    assert len(accepted) == WebhookDelivery.objects.count() == 60
+    assert all(o.status == "processed" for o in outcomes)
+    for target in targets:
+        upstream = company.pc_projects[target]
+        entity = project(inhouse, target)
+        assert (entity.name, entity.source_updated_at) == (f"{target} v2", version(upstream.updated))
+        assert upstream.name == f"{target} v2"
 
 
 # ---- deletes ---------------------------------------------------------------------------------------------
