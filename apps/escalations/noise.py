@@ -125,8 +125,8 @@ def notify(*, escalation: Escalation, notices: list[Notice], now: dt.datetime, n
     # The cap counts committed rows: concurrent transactions may each pass it once (an overshoot of at
     # most the number of concurrent evaluations). Per-recipient locks would make it exact, but a batch
     # opening many escalations would take them across calls in no global order and could deadlock.
-    recent = _recent_counts(people, now) if people else Counter()
     cap: int = settings.FULCRUM.get("RECIPIENT_HOURLY_CAP") or 0
+    recent = _recent_counts(people, now) if people and cap else Counter()
     quiet = quiet_until(now)
     digest_on = new and _digest_on(escalation)
     rows: list[Delivery] = []
