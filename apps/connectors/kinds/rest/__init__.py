@@ -212,7 +212,7 @@ class Rest(ConnectorKind):
         return urlsplit(self.connection.base_url).netloc
 
     def fetch_records(self, client: HttpClient, stream: Stream, ids: list[str]) -> list[Record]:
-        """The current records with these ids, one ``detail_path`` read each; ones gone (404) omitted.
+        """The current records with these ids, one ``detail_path`` read each; ones gone (404, 410) omitted.
 
         For id-only webhooks: the id comes from a signed event but is still quoted as one path segment, so
         no event can steer the read (and the bearer token) to another path or host.
@@ -231,7 +231,7 @@ class Rest(ConnectorKind):
             try:
                 body, _ = client.request_json("GET", path)
             except UpstreamError as exc:
-                if exc.status == 404:
+                if exc.status in (404, 410):
                     continue
                 raise
             record = dig(body, config.detail_record_path) if config.detail_record_path else body
