@@ -334,9 +334,36 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyAdmin):
-    list_display = ("connection", "stream", "status", "full", "started_at", "finished_at", "counts")
+    """Runs with their progress: counts and the heartbeat are committed with every page, so the list is
+    live; it reloads itself while a run is under way (``change_list.html`` of this model)."""
+
+    list_display = ("connection", "stream", "status", "full", "started_at", "progress", "last_heartbeat")
     list_filter = ("status", "connection", "stream")
     list_select_related = ("connection",)
+    readonly_fields = ("counts",)
+
+    @admin.display(description="progress")
+    def progress(self, run: SyncRun) -> str:
+        counts = run.counts or {}
+        parts = [f"{counts.get(k, 0):,} {k}" for k in ("pages", "seen", "inserted", "updated", "quarantined")]
+        waited = counts.get("rate_limited_seconds")
+        if waited:
+            parts.append(f"{waited:.0f} s rate-limited")
+        return " · ".join(parts)
+
+    @admin.display(description="heartbeat", ordering="heartbeat_at")
+    def last_heartbeat(self, run: SyncRun) -> str:
+        if run.status != SyncRun.Status.RUNNING:
+            return f"finished {run.finished_at:%H:%M:%S}" if run.finished_at else "—"
+        return f"{(timezone.now() - run.heartbeat_at).total_seconds():.0f} s ago"
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        running = SyncRun.objects.filter(status=SyncRun.Status.RUNNING).exists()
+        return super().changelist_view(
+            request, {**(extra_context or {}), "refresh_seconds": 5 if running else 0}
+        )
 
 
 @admin.register(QuarantinedRecord)

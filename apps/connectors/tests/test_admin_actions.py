@@ -102,3 +102,33 @@ def test_the_reconcile_and_rebuild_tasks_run_their_services(
 
     assert "projects listed=" in swept and "tombstoned=1" in swept
     assert Project.objects.filter(source=connection, deleted_at__isnull=False).count() == 1
+
+
+def test_the_run_list_shows_live_progress_and_reloads_while_a_run_is_under_way(
+    client: Any, administrator: Any
+) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from apps.connectors.models import SyncRun
+
+    connection = Connection.objects.create(slug="crm-live", kind="hubspot", base_url="http://127.0.0.1:9")
+    now = timezone.now()
+    counts = {"pages": 3, "seen": 600, "inserted": 550, "updated": 40, "quarantined": 2}
+    run = SyncRun.objects.create(
+        connection=connection, stream="companies", started_at=now, heartbeat_at=now - dt.timedelta(seconds=4),
+        counts={**counts, "rate_limited_seconds": 12.4},
+    )  # fmt: skip
+    client.force_login(administrator)
+
+    page = client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
+    assert "3 pages · 600 seen · 550 inserted · 40 updated · 2 quarantined · 12 s rate-limited" in page
+    assert "4 s ago" in page or "5 s ago" in page
+    assert '<meta http-equiv="refresh" content="5">' in page
+
+    SyncRun.objects.filter(pk=run.pk).update(status="success", finished_at=now)
+    assert (
+        'http-equiv="refresh"'
+        not in client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
+    )
