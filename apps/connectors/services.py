@@ -499,7 +499,8 @@ def sync_connection(
         if run.status != SyncRun.Status.SUCCEEDED:
             break
     _refresh_statistics(kind, runs)
-    link_entities(changes)
+    # Incremental: link only where this sync's changes can have moved a link; a full sync re-links all.
+    link_entities(changes, touched=None if full else {key: set(ids) for key, ids in changes.items()})
     relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}
     if relevant:
         from apps.rules.triggers import on_entities_changed

@@ -20,6 +20,8 @@ changes, so running this twice changes nothing the second time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
@@ -110,7 +112,8 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
         UPDATE entities_financialline f SET project_id = s.new_id
         FROM (SELECT f2.id, job.project_id AS new_id FROM entities_financialline f2
               LEFT JOIN entities_sourceobject job ON job.connection_id = f2.source_id
-                   AND job.external_id = f2.job_ref AND job.object_type = 'job') s
+                   AND job.external_id = f2.job_ref AND job.object_type = 'job'
+              WHERE {scope}) s
         WHERE f.id = s.id AND f.project_id IS DISTINCT FROM s.new_id
         RETURNING f.id
         """,
@@ -123,7 +126,8 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
             UPDATE {table} x SET project_id = s.new_id
             FROM (SELECT x2.id, COALESCE(p.merged_into_id, p.id) AS new_id FROM {table} x2
                   LEFT JOIN entities_project p
-                       ON p.source_id = x2.source_id AND p.external_id = x2.project_ref) s
+                       ON p.source_id = x2.source_id AND p.external_id = x2.project_ref
+                  WHERE {{scope}}) s
             WHERE x.id = s.id AND x.project_id IS DISTINCT FROM s.new_id
             RETURNING x.id
             """,  # noqa: S608 - fixed table names
@@ -140,7 +144,8 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
         """
         UPDATE entities_submittal x SET vendor_id = s.new_id
         FROM (SELECT x2.id, v.id AS new_id FROM entities_submittal x2
-              LEFT JOIN entities_vendor v ON v.source_id = x2.source_id AND v.external_id = x2.vendor_ref) s
+              LEFT JOIN entities_vendor v ON v.source_id = x2.source_id AND v.external_id = x2.vendor_ref
+              WHERE {scope}) s
         WHERE x.id = s.id AND x.vendor_id IS DISTINCT FROM s.new_id
         RETURNING x.id
         """,
@@ -148,21 +153,78 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
 ]
 
 
+# A sync's linking (``touched`` given) considers only the rows of the large child tables whose link can
+# have moved: those the sync inserted or changed, those not linked yet (a parent that arrived after its
+# child, a run killed between its pages and its linking), and money charged to a job whose project this
+# pass or the sync changed. Nothing else a sync writes can move them: a parent's key is never updated and
+# deleting a parent does not unlink its children; merges, which do move them, run the full pass.
+_SCOPES: dict[str, tuple[str, str, str]] = {  # statement: (entity key of its rows, its table, the rows)
+    "financial_line_project": (
+        "financial_line",
+        "entities_financialline",
+        """f2.id = ANY(ARRAY(
+               SELECT unnest(%(ids)s::bigint[])
+               UNION ALL SELECT id FROM entities_financialline WHERE project_id IS NULL
+               UNION ALL SELECT f3.id FROM entities_sourceobject j
+                         JOIN entities_financialline f3
+                              ON f3.source_id = j.connection_id AND f3.job_ref = j.external_id
+                         WHERE j.id = ANY(%(jobs)s::bigint[])))""",
+    ),
+    **{
+        f"{key}_project": (
+            key,
+            table,
+            f"""x2.id = ANY(ARRAY(SELECT unnest(%(ids)s::bigint[])
+                                  UNION ALL SELECT id FROM {table} WHERE project_id IS NULL))""",  # noqa: S608
+        )
+        for key, table in (
+            ("milestone", "entities_milestone"),
+            ("change_order", "entities_changeorder"),
+            ("submittal", "entities_submittal"),
+        )
+    },
+    "submittal_vendor": (
+        "submittal",
+        "entities_submittal",
+        """x2.id = ANY(ARRAY(SELECT unnest(%(ids)s::bigint[])
+                              UNION ALL SELECT id FROM entities_submittal WHERE vendor_id IS NULL))""",
+    ),
+}
+# Beyond this many ids a scoped statement is slower than the whole-table one (a first sync, a bulk change).
+SCOPED_MAX = 20_000
+
 # Crosswalk links filled at once after which the crosswalk's statistics are refreshed: the statements
 # derived from it (a project's client) otherwise plan as nested loops on "no row has a project yet".
 ANALYZE_AFTER_LINKS = 500
 
 
 @transaction.atomic
-def link_entities(changes: dict[str, set[int]] | None = None) -> dict[str, int]:
-    """Run every exact-key link; return how many rows each changed, adding their ids to ``changes``."""
+def link_entities(
+    changes: dict[str, set[int]] | None = None, *, touched: Mapping[str, Iterable[int]] | None = None
+) -> dict[str, int]:
+    """Run every exact-key link; return how many rows each changed, adding their ids to ``changes``.
+
+    ``touched``: the ids (by entity key) a sync just inserted or changed, when every earlier write was linked
+    already; the large child tables are then linked only where that can change anything (``_SCOPES``).
+    """
     users = connection.ops.quote_name(get_user_model()._meta.db_table)
+    scoped = None if touched is None else {key: sorted(ids) for key, ids in touched.items()}
     counts: dict[str, int] = {}
+    relinked_jobs: list[int] = []
     with connection.cursor() as cursor:
         for name, key, sql in _STATEMENTS:
-            cursor.execute(sql.replace("{users}", users))
+            scope, params = "TRUE", None
+            if scoped is not None and name in _SCOPES:
+                own, _table, condition = _SCOPES[name]
+                own_ids = scoped.get(own, [])
+                jobs = sorted({*scoped.get("source_object", []), *relinked_jobs})
+                if len(own_ids) + len(jobs) <= SCOPED_MAX:
+                    scope, params = condition, {"ids": own_ids, "jobs": jobs}
+            cursor.execute(sql.replace("{users}", users).replace("{scope}", scope), params)
             ids = [row[0] for row in cursor.fetchall()]
             counts[name] = len(ids)
+            if name == "job_project":
+                relinked_jobs = ids
             if changes is not None and key is not None and ids:
                 changes.setdefault(key, set()).update(ids)
             if (
@@ -170,4 +232,8 @@ def link_entities(changes: dict[str, set[int]] | None = None) -> dict[str, int]:
                 and counts["customer_client"] + counts["job_project"] >= ANALYZE_AFTER_LINKS
             ):
                 cursor.execute("ANALYZE entities_sourceobject")
+            elif name in _SCOPES and len(ids) >= ANALYZE_AFTER_LINKS:
+                # Statistics taken when the rows were inserted say "no row is linked": scoped passes
+                # would then read the whole table for the unlinked ones.
+                cursor.execute(f"ANALYZE {_SCOPES[name][1]}")
     return counts

@@ -179,3 +179,60 @@ def test_links_stay_within_their_own_connection(world: World) -> None:
 
     orphan.refresh_from_db()
     assert orphan.project is None
+
+
+# ---- a sync's scoped pass (``touched``) --------------------------------------------------------------
+
+
+def test_a_scoped_pass_reaches_what_a_full_pass_would(world: World) -> None:
+    link_entities()
+    o = world.objects
+    # What a sync brings: a project arriving after children that named it, a change order moved to
+    # another project, and a job whose project number now points elsewhere (money follows the job).
+    late = ProjectFactory(client=None, number="P-9", accounting_ref="")
+    early_child = MilestoneFactory(project=None, project_ref=late.external_id)
+    ChangeOrder = type(o["change_order"])
+    ChangeOrder.objects.filter(pk=o["change_order"].pk).update(project_ref=late.external_id)
+    SourceObject.objects.filter(pk=world.job2.pk).update(match_key="P-9")
+    changes: dict[str, set[int]] = {}
+
+    counts = link_entities(
+        changes,
+        touched={
+            "project": {late.pk},
+            "change_order": {o["change_order"].pk},
+            "source_object": {world.job2.pk},
+        },
+    )
+
+    refreshed(early_child, o["change_order"], o["line2"], world.job2)
+    assert early_child.project == late and o["change_order"].project == late
+    assert world.job2.project == late and o["line2"].project == late
+    assert counts["milestone_project"] == 1 and counts["financial_line_project"] == 1
+    assert changes["financial_line"] == {o["line2"].pk}
+    assert set(link_entities().values()) == {0}  # nothing left for the full pass
+
+
+def test_a_scoped_pass_leaves_child_rows_it_was_not_told_about(world: World) -> None:
+    link_entities()
+    change_order = world.objects["change_order"]
+    type(change_order).objects.filter(pk=change_order.pk).update(project_ref=world.by_ref.external_id)
+
+    scoped = link_entities(touched={})
+    full = link_entities()
+
+    assert scoped["change_order_project"] == 0 and full["change_order_project"] == 1
+
+
+def test_a_large_change_set_links_the_whole_table(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    import apps.entities.linking as linking
+
+    link_entities()
+    change_order, milestone = world.objects["change_order"], world.objects["milestone"]
+    type(change_order).objects.filter(pk=change_order.pk).update(project_ref=world.by_ref.external_id)
+    monkeypatch.setattr(linking, "SCOPED_MAX", 1)
+
+    counts = link_entities(touched={"change_order": {0, -1}, "milestone": {milestone.pk}})
+
+    refreshed(change_order)
+    assert change_order.project == world.by_ref and counts["change_order_project"] == 1
