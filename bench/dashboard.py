@@ -202,7 +202,7 @@ def profile(path: str) -> None:
     for query in ctx.captured_queries:
         print(f"  {float(query['time']) * 1000:7.1f} ms  {query['sql'][:150]}")
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+    pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(30)
     print(out.getvalue())
 
 

@@ -72,7 +72,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     page.object_list = queries.attach_context(queries.attach_worst_escalations(list(page.object_list)))
     # From the roles already fetched for this request (can_decide_approvals would query again).
     can_decide = bool(queries.roles_of(request.user) & {EXECUTIVES, ADMINISTRATORS})
-    trend = trends.trends()
+    trend = trends.cached_trends()
     query = request.GET.copy()
     query.pop("page", None)
     return render(

@@ -144,3 +144,18 @@ def test_flagged_per_day_matches_a_day_by_day_count_for_overlapping_and_gapped_s
             pk for pk, opened, closed in spans if opened < end and (closed is None or closed >= start)
         }
         assert count == len(expected), day
+
+
+def test_cached_trends_are_reused_until_an_escalation_opens_or_closes(noon, django_assert_num_queries):
+    day = dt.timedelta(days=1)
+    first = make_escalation(project=ProjectFactory())
+    _at(first, noon - 2 * day)
+    before = trends.cached_trends(now=noon)
+    with django_assert_num_queries(1):  # only the key's aggregate
+        assert trends.cached_trends(now=noon) == before
+    _at(make_escalation(project=ProjectFactory()), noon - 1 * day)  # opened
+    opened = trends.cached_trends(now=noon)
+    assert opened.flagged_per_day[-2:] == [2, 2] and before.flagged_per_day[-2:] == [1, 1]
+    _at(first, noon - 2 * day, closed=noon - 1 * day)  # closed
+    assert trends.cached_trends(now=noon).flagged_per_day[-1] == 1
+    assert trends.cached_trends(now=noon + day).days[-1] == timezone.localdate(noon + day)  # a new day
