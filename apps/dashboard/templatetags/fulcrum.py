@@ -6,12 +6,13 @@ Everything returns plain strings or dicts; autoescaping does the rest (never mar
 from __future__ import annotations
 
 import datetime as dt
+import html
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import template
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from apps.accounts.roles import ACCOUNT_MANAGERS
@@ -255,14 +256,20 @@ def fulcrum_admin_home() -> dict[str, Any]:
     return admin_home()
 
 
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
 @register.simple_tag
 def select_options(choices: Any, selected: Any) -> SafeString:
     """``<option>`` elements for (value, label) pairs, escaped; built in Python because a filter may
     list a thousand clients and the template engine costs ~50 µs per loop iteration."""
-    return format_html_join(
-        "",
-        '<option value="{}"{}>{}</option>',
-        ((value, SELECTED if value == selected else "", label) for value, label in choices or ()),
+    # html.escape directly: format_html's lazy-aware escaping costs ~25 µs an option, 1,000 options a page.
+    return mark_safe(  # noqa: S308 - every interpolated value is escaped here
+        "".join(
+            f'<option value="{_esc(value)}"{SELECTED if value == selected else ""}>{_esc(label)}</option>'
+            for value, label in choices or ()
+        )
     )
 
 
@@ -291,19 +298,13 @@ def status_badge(status: Any) -> SafeString:
 @register.simple_tag
 def trend_table_rows(rows: Any) -> SafeString:
     """``<tr>``s of (date, [numbers]) for the tables behind the charts (90 rows: built in Python)."""
-    return format_html_join(
-        "",
-        '<tr><th scope="row"><time datetime="{}">{}</time></th>{}</tr>',
-        (
-            (
-                day.isoformat(),
-                f"{day:%b} {day.day}",
-                format_html_join(
-                    "", '<td class="num">{}</td>', (("—" if n is None else _number_text(n),) for n in numbers)
-                ),
-            )
+    return mark_safe(  # noqa: S308 - dates are formatted here and numbers escaped
+        "".join(
+            f'<tr><th scope="row"><time datetime="{day.isoformat()}">{day:%b} {day.day}</time></th>'
+            + "".join(f'<td class="num">{_esc("—" if n is None else _number_text(n))}</td>' for n in numbers)
+            + "</tr>"
             for day, numbers in rows or ()
-        ),
+        )
     )
 
 

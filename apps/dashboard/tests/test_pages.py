@@ -284,6 +284,16 @@ def test_dashboard_escapes_synced_text(client, executive):
     body = dashboard(login(client, executive))
     assert XSS not in body
     assert body.count(ESCAPED_XSS) >= 3  # flagged row, approval queue, client filter
+    assert f">{ESCAPED_XSS}</option>" in body  # the filter's options are built in Python: escaped there
+
+
+def test_select_options_escape_values_and_labels():
+    from apps.dashboard.templatetags.fulcrum import select_options
+
+    html = select_options([('"><b>', XSS), (2, "Plain")], 2)
+    assert html == (
+        f'<option value="&quot;&gt;&lt;b&gt;">{ESCAPED_XSS}</option><option value="2" selected>Plain</option>'
+    )
 
 
 # --- presentation helpers (no database) -----------------------------------------------------------
