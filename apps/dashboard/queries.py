@@ -44,6 +44,9 @@ OPEN_FIRST = Case(
 DASHBOARD_ROLES = (EXECUTIVES, OPERATIONS, ADMINISTRATORS)
 # Worst first; more than a screenful is a triage job for the filters, not a longer list.
 APPROVAL_QUEUE_LIMIT = 25
+# What a list row never shows: the escalation's frozen evidence and policy, the rule's draft (kilobytes of
+# JSON each, parsed for nothing).
+LIST_DEFERRED = ("evidence", "opened_evidence", "policy_snapshot", "rule__draft")
 OPEN_CHANGE_ORDER_STATES = (ChangeOrder.Status.DRAFT, ChangeOrder.Status.PENDING)
 
 
@@ -133,7 +136,11 @@ def flagged_projects(filters: EscalationFilters) -> QuerySet[Project]:
 
 def attach_worst_escalations(projects: list[Project]) -> list[Project]:
     """Set ``project.worst`` to its worst open escalation (with its rule), in one query for the page."""
-    by_id = Escalation.objects.select_related("rule").in_bulk([p.worst_id for p in projects])  # type: ignore[attr-defined]
+    by_id = (
+        Escalation.objects.select_related("rule")
+        .defer(*LIST_DEFERRED)
+        .in_bulk([p.worst_id for p in projects])  # type: ignore[attr-defined]
+    )
     for project in projects:
         project.worst = by_id.get(project.worst_id)  # type: ignore[attr-defined]
     return projects
@@ -160,6 +167,7 @@ def approval_queue(filters: EscalationFilters) -> list[Escalation]:
     )
     return list(
         qs.select_related("rule", "client", "project")
+        .defer(*(f for f in LIST_DEFERRED if f != "evidence"))  # the queue shows the amount from it
         .annotate(rank=SEVERITY_RANK)
         .order_by("rank", "opened_at", "pk")[:APPROVAL_QUEUE_LIMIT]
     )
