@@ -7,12 +7,14 @@ simulated systems, and prints the URLs and logins. Ctrl-C stops everything it st
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from zoneinfo import ZoneInfo
 
 from config.services import BASE_DIR, DATA_DIR, STARTED_ENV, ensure_services, stop_postgres, stop_redis
 
@@ -68,6 +70,16 @@ class Stack:
                 os.killpg(child.pid, signal.SIGKILL)
 
 
+def company_today() -> str:
+    """Today in the company's time zone. The simulator plants its dates relative to the day it is given,
+    and the facts count days in TIME_ZONE (Django sets the process time zone to it; the simulator runs
+    without Django, in the machine's zone): between midnight UTC and midnight in Chicago the two days
+    differ, and the planted "renewal in exactly 60 days" was 61 days away in the demo."""
+    from config.settings.base import TIME_ZONE
+
+    return dt.datetime.now(ZoneInfo(TIME_ZONE)).date().isoformat()
+
+
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     os.environ.setdefault("DEBUG", "1")
@@ -77,7 +89,8 @@ def main() -> int:
     stack = Stack()
     try:
         print("demo: starting the upstream simulator and the mail sink", flush=True)
-        stack.start("simulator", PY, "-m", "apps.simulator", "--port", str(SIM_PORT))
+        today = company_today()
+        stack.start("simulator", PY, "-m", "apps.simulator", "--port", str(SIM_PORT), "--today", today)
         stack.start(
             "mailsink",
             PY,
