@@ -667,7 +667,7 @@ def test_malicious_values_are_only_strings() -> None:
 def test_the_rule_modules_contain_no_dynamic_code() -> None:
     forbidden = {"eval", "exec", "compile", "__import__", "getattr", "setattr", "globals", "locals"}
     rules = Path(__file__).resolve().parent.parent
-    for name in ("catalogue.py", "evaluator.py", "ruleset.py", "durations.py"):
+    for name in ("catalogue.py", "evaluator.py", "values.py", "wording.py", "ruleset.py", "durations.py"):
         module = ast.parse((rules / name).read_text())
         calls = {
             node.func.id
