@@ -2,70 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal
-
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
-from apps.connectors.models import StreamState
-from apps.rules.facts import ENTITY_STREAMS
 from apps.rules.models import Rule, RulesSettings
 from apps.rules.preview import preview_draft
 from apps.rules.ruleset import parse_rules
 from apps.rules.services import rules_import
-from tests.factories import (
-    ChangeOrderFactory,
-    ClientFactory,
-    ConnectionFactory,
-    CrmOwnerFactory,
-    FinancialLineFactory,
-    ProjectFactory,
-)
+
+# The backtest tests' rule and change orders: previews and backtests are checked on the same data.
+from apps.rules.tests.test_backtest import change_order, fresh_streams, rule_yaml
 
 pytestmark = pytest.mark.django_db
-
-RULE = """
-- key: big-co
-  name: Big change order on a thin margin
-  subject: change_order
-  when:
-    all:
-      - {fact: change_order.amount, op: gte, value: AMOUNT}
-      - {fact: project.margin_pct, op: lt, value: 12}
-  route: executive
-  severity: high
-  actions: [flag_dashboard]
-  max_fact_age: 24h
-"""
-
-
-def rule_yaml(amount=50000, key="big-co"):
-    return RULE.replace("AMOUNT", str(amount)).replace("big-co", key)
 
 
 def draft_for(amount):
     return parse_rules(rule_yaml(amount=amount))[0].to_dict()
-
-
-def fresh_streams(age=dt.timedelta(minutes=5)):
-    synced = timezone.now() - age
-    for entity, streams in ENTITY_STREAMS.items():
-        conn = ConnectionFactory(slug=f"src-{entity}")
-        for stream in streams:
-            StreamState.objects.update_or_create(
-                connection=conn, stream=stream, defaults={"last_success_at": synced}
-            )
-
-
-def change_order(amount, income="1000000", cost="910000"):
-    """A change order whose project's margin is (income - cost) / income: 9% by default."""
-    project = ProjectFactory(client=ClientFactory(owner=CrmOwnerFactory()))
-    if income is not None:
-        FinancialLineFactory(project=project, kind="invoice", amount=Decimal(income))
-    FinancialLineFactory(project=project, kind="bill", amount=Decimal(cost))
-    return ChangeOrderFactory(project=project, amount=Decimal(amount))
 
 
 @pytest.fixture
@@ -79,7 +31,7 @@ def company():
         "big": change_order("60000"),
         "huge": change_order("90000"),
         "mid": change_order("20000"),
-        "no_income": change_order("70000", income=None),
+        "no_income": change_order("70000", margin_income=None),
     }
 
 
