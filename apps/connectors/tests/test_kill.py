@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
@@ -30,11 +31,13 @@ PAGE_DELAY = 0.15  # seconds per change-order page: the kill lands mid-stream
 
 
 def _sync_process(slug: str) -> subprocess.Popen[bytes]:
-    db = db_connection.settings_dict
+    # The configured server's URL with the test database's name: its query (the embedded server's
+    # ``?host=<socket dir>``) must survive, so rebuild from the URL rather than from HOST and PORT.
+    parts = urlsplit(os.environ["DATABASE_URL"])
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": urlunsplit(parts._replace(path="/" + db_connection.settings_dict["NAME"])),
         "FULCRUM_HTTP_MAX_RETRIES": "2",
     }
     return subprocess.Popen(
