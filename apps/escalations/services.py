@@ -22,6 +22,7 @@ from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Sub
 from .delivery import decision_write_back, stakeholders_notify
 from .models import Escalation, EscalationEvent
 from .outbound import pm_targets, webhook_targets
+from .refire import REFIRED, escalation_evidence
 
 if TYPE_CHECKING:
     from apps.rules.evaluator import Evaluation
@@ -98,12 +99,7 @@ def escalation_fire(
 
     from .policies import policy_start
 
-    evidence = {
-        "facts": context.snapshot(),
-        "explanation": evaluation.to_json()["explanation"],
-        "outcome": str(evaluation.outcome.value),
-        "rule_version": version.number,
-    }
+    evidence = escalation_evidence(version, context, evaluation)
     key = {"rule_id": version.rule_id, "subject_type": context.subject_type, "subject_id": context.subject_id}
     existing = Escalation.objects.select_for_update().filter(**key, status__in=Escalation.OPEN_STATES).first()
     if existing is None:
@@ -159,7 +155,7 @@ def escalation_fire(
     existing.summary = evaluation.summary()
     existing.save(update_fields=["fire_count", "last_fired_at", "evidence", "summary"])
     decision.escalation = existing
-    decision.suppressed = "already open: re-fire counted"
+    decision.suppressed = REFIRED
     decision.save(update_fields=["escalation", "suppressed"])
     return "refired"
 
