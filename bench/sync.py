@@ -1,10 +1,10 @@
 """Sync benchmark: a full pull of the simulated company over loopback, then a 1% incremental pull,
 against the physical reference: a raw psycopg COPY of the same normalised rows into the same tables.
 
-    python bench/sync.py [--scale 17] [--small-scale 4]
+    python bench/sync.py [--scale 17] [--small-scale 4] [--port 8791] [--database fulcrum_bench_sync]
 
-Uses a dedicated database ``fulcrum_bench_sync`` on the server of DATABASE_URL (dropped and migrated
-each run). The simulator runs in its own process so that it does not share the GIL with the sync.
+Uses a dedicated database (``--database``, default ``fulcrum_bench_sync``) on the server of DATABASE_URL
+(dropped and migrated each run): give concurrent runs different names and ports. The simulator runs in its own process so that it does not share the GIL with the sync.
 Prints records/s, peak RSS (this process: the sync side), and the ratio to COPY. A report, not a test.
 """
 
@@ -102,10 +102,10 @@ def _reset_rate_budgets(port: int) -> None:
         client.delete(key)
 
 
-def run(scale: float, port: int, *, with_reference: bool) -> dict[str, float]:
+def run(scale: float, port: int, *, with_reference: bool, database: str = DB_NAME) -> dict[str, float]:
     from bench.common import fresh_django_database
 
-    fresh_django_database(DB_NAME)
+    fresh_django_database(database)
 
     import apps.rules.triggers as triggers  # no evaluation queued: this measures the sync alone
 
@@ -146,11 +146,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=17.0)
     parser.add_argument("--small-scale", type=float, default=4.0)
     parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--database", default=DB_NAME, help="the database to drop, create and fill")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(repr(run(args.scale, args.port, with_reference=args.reference)))
+        print(repr(run(args.scale, args.port, with_reference=args.reference, database=args.database)))
         return
     results = []
     for scale, reference in ((args.small_scale, []), (args.scale, ["--reference"])):
@@ -165,6 +166,8 @@ def main() -> None:
                     str(scale),
                     "--port",
                     str(args.port),
+                    "--database",
+                    args.database,
                     *reference,
                 ],
                 cwd=ROOT,
