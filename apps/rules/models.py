@@ -134,6 +134,29 @@ class SubjectState(models.Model):
         return f"{self.rule.key} {self.subject_type}:{self.subject_id} {self.last_outcome}"
 
 
+class PendingEvaluation(models.Model):
+    """A subject whose inputs changed and that waits for evaluation: the coalescing queue.
+
+    Written in the same transaction as the change that caused it, one row per subject however many
+    changes arrive, and deleted in the same transaction as the evaluation that consumed it — so a burst
+    of deliveries for one subject is evaluated once, and a worker killed mid-evaluation loses nothing.
+    """
+
+    subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
+    subject_id = models.BigIntegerField()
+    trigger = models.CharField(max_length=10, choices=Decision.Trigger.choices)
+    queued_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["subject_type", "subject_id"], name="uniq_pending_evaluation")
+        ]
+        indexes = [models.Index(fields=["queued_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.subject_type}:{self.subject_id} ({self.trigger})"
+
+
 class ShadowRun(models.Model):
     """One evaluation of a rule's draft beside its live version, over every subject, without acting.
 

@@ -1,7 +1,7 @@
 from celery import shared_task
 
 from .services import evaluate_subjects
-from .triggers import SUBJECTS
+from .triggers import SUBJECTS, flush_scheduled_clear, pending_flush
 
 
 @shared_task(
@@ -18,3 +18,12 @@ def evaluate_all(trigger: str = "schedule") -> str:
     return "; ".join(
         f"{st}: {evaluate_subjects(subject_type=st, ids=None, trigger=trigger)}" for st in SUBJECTS
     )
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def evaluate_pending() -> str:
+    """Evaluate the subjects marked since the last flush (queued at the end of a coalescing window, and by
+    beat every minute for anything a lost task left behind)."""
+    flush_scheduled_clear()
+    done = pending_flush()
+    return ", ".join(f"{k} {v}" for k, v in sorted(done.items())) or "nothing pending"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
+import contextlib
+from functools import cache
 
-from django.db import transaction
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from redis.exceptions import RedisError
 
 from apps.entities.models import ChangeOrder, Project, Submittal
 
@@ -39,11 +43,92 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
 
 
 def on_entities_changed(changes: dict[str, set[int]], trigger: str = "sync") -> dict[str, int]:
-    """Queue evaluation of the affected subjects after the current transaction commits."""
-    from .tasks import evaluate_subjects_task
+    """Mark the affected subjects for evaluation, in the caller's transaction, and make sure a flush runs.
 
+    Marks coalesce: a subject already waiting is not queued twice, so a burst of webhook deliveries about
+    one client becomes one evaluation of each dependent subject when the burst's window closes.
+    """
     affected = affected_subjects(changes)
-    for subject_type, ids in affected.items():
-        if ids:
-            transaction.on_commit(partial(evaluate_subjects_task.delay, subject_type, sorted(ids), trigger))
+    marked = pending_add(affected, trigger)
+    if marked:
+        transaction.on_commit(flush_soon)
     return {k: len(v) for k, v in affected.items()}
+
+
+_PENDING_INSERT = """
+    INSERT INTO rules_pendingevaluation (subject_type, subject_id, trigger, queued_at)
+    SELECT %s, id, %s, now() FROM unnest(%s::bigint[]) AS id
+    ON CONFLICT (subject_type, subject_id) DO NOTHING
+"""
+
+
+def pending_add(subjects: dict[str, set[int]], trigger: str) -> int:
+    """Queue subjects for evaluation (one row per subject, however often it is marked); rows inserted."""
+    inserted = 0
+    with connection.cursor() as cursor:
+        for subject_type, ids in subjects.items():
+            if ids:
+                cursor.execute(_PENDING_INSERT, [subject_type, trigger, sorted(ids)])
+                inserted += cursor.rowcount
+    return inserted
+
+
+_FLUSH_KEY = "fulcrum:rules:flush-scheduled"
+
+
+def flush_soon() -> None:
+    """Schedule one flush at the end of the coalescing window, unless one is already scheduled.
+
+    The Redis key is only an optimisation against queueing a task per delivery: without Redis a flush is
+    queued each time, and the beat sweep flushes whatever a lost task left behind.
+    """
+    from .tasks import evaluate_pending
+
+    window = float(settings.FULCRUM["EVALUATION_COALESCE_SECONDS"])
+    try:
+        scheduled = _redis().set(_FLUSH_KEY, "1", nx=True, px=int(max(window, 1.0) * 10_000))
+    except RedisError:
+        scheduled = True
+    if scheduled:
+        evaluate_pending.apply_async(countdown=window)
+
+
+def flush_scheduled_clear() -> None:
+    """A flush is starting: later marks must schedule another one (it may not see their rows)."""
+    with contextlib.suppress(RedisError):
+        _redis().delete(_FLUSH_KEY)
+
+
+@cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
+    """Evaluate waiting subjects, oldest first, ``limit`` per transaction; returns subjects per type.
+
+    Rows are claimed with ``FOR UPDATE SKIP LOCKED`` (two flushes never take the same subject) and
+    deleted in the evaluation's own transaction: if it fails or the worker dies, they stay queued.
+    """
+    from .models import PendingEvaluation
+    from .services import evaluate_subjects
+
+    done: dict[str, int] = {}
+    while True:
+        with transaction.atomic():
+            claimed = list(
+                PendingEvaluation.objects.select_for_update(skip_locked=True)
+                .order_by("queued_at", "pk")
+                .values_list("pk", "subject_type", "subject_id", "trigger")[:limit]
+            )
+            if not claimed:
+                return done
+            groups: dict[tuple[str, str], list[int]] = {}
+            for _pk, subject_type, subject_id, trigger in claimed:
+                groups.setdefault((subject_type, trigger), []).append(subject_id)
+            for (subject_type, trigger), ids in sorted(groups.items()):
+                evaluate_subjects(subject_type=subject_type, ids=sorted(ids), trigger=trigger)
+                done[subject_type] = done.get(subject_type, 0) + len(ids)
+            PendingEvaluation.objects.filter(pk__in=[row[0] for row in claimed]).delete()
+        if len(claimed) < limit:
+            return done

@@ -120,6 +120,7 @@ CELERY_IMPORTS = ["apps.connectors.webhooks.tasks", "apps.rules.shadow"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     "deliver-due-actions": {"task": "apps.escalations.tasks.deliver_due", "schedule": timedelta(seconds=30)},
+    "evaluate-pending": {"task": "apps.rules.tasks.evaluate_pending", "schedule": timedelta(minutes=1)},
     "evaluate-nightly": {"task": "apps.rules.tasks.evaluate_all", "schedule": crontab(hour=2, minute=0)},
     "shadow-nightly": {
         "task": "apps.rules.shadow.shadow_evaluate_task",
@@ -248,6 +249,8 @@ FULCRUM = {
     "QUIET_HOURS": env("FULCRUM_QUIET_HOURS", default=""),
     "RECIPIENT_HOURLY_CAP": env.int("FULCRUM_RECIPIENT_HOURLY_CAP", default=0),
     "EMAIL_LINK_MAX_AGE": timedelta(days=env.int("FULCRUM_EMAIL_LINK_DAYS", default=7)),
+    # Changes to a subject within this many seconds are evaluated once (webhook bursts, sync pages).
+    "EVALUATION_COALESCE_SECONDS": env.float("FULCRUM_EVALUATION_COALESCE_SECONDS", default=2.0),
     "AUDIT_ANCHOR_FILE": env(
         "FULCRUM_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / ".data" / "audit-anchor.log")
     ),

@@ -1,13 +1,14 @@
 """Change propagation (issue 3 §10): only records whose content changed mark dependent subjects.
 
 The loader returns the ids it actually wrote (new, or content changed, and not older); linking adds the
-rows whose links moved; the rules' trigger maps those to subjects and queues one evaluation per subject type
-after commit.
+rows whose links moved; the rules' trigger maps those to subjects and marks each once for the coalesced
+evaluation (apps/rules/tests/test_coalescing.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +17,8 @@ from django.utils import timezone
 from apps.entities.linking import link_entities
 from apps.entities.loaders import upsert_rows
 from apps.entities.models import Client
-from apps.rules import tasks
+from apps.rules import triggers
+from apps.rules.models import PendingEvaluation
 from apps.rules.triggers import affected_subjects, on_entities_changed
 from tests.factories import ChangeOrderFactory, ClientFactory, ConnectionFactory, ProjectFactory
 
@@ -33,12 +35,19 @@ def client_row(external_id: str, name: str, updated: dt.datetime) -> dict[str, A
 
 
 @pytest.fixture
-def queued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[int]]]:
-    calls: list[tuple[str, list[int]]] = []
-    monkeypatch.setattr(
-        tasks.evaluate_subjects_task, "delay", lambda st, ids, trigger: calls.append((st, ids))
-    )
-    return calls
+def queued(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[tuple[str, list[int]]]]:
+    """The subjects waiting for evaluation, per subject type (no flush is scheduled)."""
+    monkeypatch.setattr(triggers, "flush_soon", lambda: None)
+
+    def read() -> list[tuple[str, list[int]]]:
+        waiting: dict[str, list[int]] = {}
+        for subject_type, subject_id in PendingEvaluation.objects.order_by("subject_id").values_list(
+            "subject_type", "subject_id"
+        ):
+            waiting.setdefault(subject_type, []).append(subject_id)
+        return sorted(waiting.items())
+
+    return read
 
 
 def test_only_changed_content_comes_back_from_the_loader(db: None) -> None:
@@ -82,7 +91,7 @@ def test_a_client_change_marks_its_projects_and_their_change_orders(db: None) ->
 
 
 def test_a_burst_is_coalesced_into_one_evaluation_per_subject_type(
-    db: None, queued: list[tuple[str, list[int]]], django_capture_on_commit_callbacks: Any
+    db: None, queued: Callable[[], list[tuple[str, list[int]]]], django_capture_on_commit_callbacks: Any
 ) -> None:
     crm = ConnectionFactory(slug="crm")
     now = timezone.now()
@@ -101,11 +110,11 @@ def test_a_burst_is_coalesced_into_one_evaluation_per_subject_type(
 
     # One page changed a client, one repeated another unchanged: only the first client's subjects are
     # queued, once per subject type (its project has no change orders or submittals to mark).
-    assert sorted(queued) == [("client", [clients[0].pk]), ("project", [projects[0].pk])]
+    assert queued() == [("client", [clients[0].pk]), ("project", [projects[0].pk])]
 
 
 def test_nothing_changed_queues_nothing(
-    db: None, queued: list[tuple[str, list[int]]], django_capture_on_commit_callbacks: Any
+    db: None, queued: Callable[[], list[tuple[str, list[int]]]], django_capture_on_commit_callbacks: Any
 ) -> None:
     crm = ConnectionFactory(slug="crm")
     now = timezone.now()
@@ -117,7 +126,7 @@ def test_nothing_changed_queues_nothing(
         link_entities(changes)
         on_entities_changed({k: v for k, v in changes.items() if v})
 
-    assert queued == []
+    assert queued() == []
 
 
 def test_a_merged_duplicate_stays_merged_when_its_source_sends_it_again(db: None, administrator: Any) -> None:

@@ -1,0 +1,149 @@
+"""Coalescing (issues 3 §10, 4 §5): a burst of changes to one subject is evaluated once, and nothing is lost.
+
+Marks are rows of ``PendingEvaluation`` written in the change's own transaction; a flush claims them with
+SKIP LOCKED and deletes them in the evaluation's transaction. Redis only keeps one flush per window queued.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from apps.rules import services, tasks, triggers
+from apps.rules.models import Decision, PendingEvaluation
+from apps.rules.services import rules_import
+from apps.rules.triggers import on_entities_changed, pending_flush
+from tests.factories import ChangeOrderFactory, ProjectFactory
+
+from .test_services import fresh_streams, risky_change_order, rule_yaml
+
+
+@pytest.fixture
+def scheduled(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Countdowns of the flushes queued (recorded instead of sent to the broker); the guard key is reset."""
+    countdowns: list[float] = []
+    monkeypatch.setattr(tasks.evaluate_pending, "apply_async", lambda countdown: countdowns.append(countdown))
+    triggers.flush_scheduled_clear()
+    yield countdowns
+    triggers.flush_scheduled_clear()
+
+
+@pytest.mark.django_db
+def test_a_burst_of_changes_to_one_project_is_evaluated_once(
+    scheduled: list[float], django_capture_on_commit_callbacks: Any
+) -> None:
+    rules_import(text=rule_yaml(), actor="system:test")
+    fresh_streams()
+    co = risky_change_order()
+    sibling = ChangeOrderFactory(project=co.project)
+
+    for _ in range(5):  # five webhook deliveries about the same project, each its own transaction
+        with django_capture_on_commit_callbacks(execute=True):
+            on_entities_changed({"project": {co.project_id}}, trigger="webhook")
+
+    assert scheduled == [settings.FULCRUM["EVALUATION_COALESCE_SECONDS"]]  # one flush for the burst
+    waiting = set(PendingEvaluation.objects.values_list("subject_type", "subject_id", "trigger"))
+    assert ("change_order", co.pk, "webhook") in waiting and (
+        "change_order",
+        sibling.pk,
+        "webhook",
+    ) in waiting
+
+    assert pending_flush()["change_order"] == 2
+    decisions = Decision.objects.filter(subject_type="change_order")
+    assert sorted(decisions.values_list("subject_id", flat=True)) == sorted([co.pk, sibling.pk])
+    assert set(decisions.values_list("trigger", flat=True)) == {"webhook"}
+    assert decisions.get(subject_id=co.pk).outcome == Decision.Outcome.MATCHED
+    assert not PendingEvaluation.objects.exists()
+    assert pending_flush() == {}
+
+
+@pytest.mark.django_db
+def test_a_started_flush_lets_later_changes_schedule_the_next_one(scheduled: list[float]) -> None:
+    project = ProjectFactory()
+    on_entities_changed({"project": {project.pk}})
+    triggers.flush_soon()
+    assert len(scheduled) == 1
+
+    tasks.evaluate_pending()  # clears the guard first: marks arriving during it need another flush
+    triggers.flush_soon()
+    assert len(scheduled) == 2
+
+
+@pytest.mark.django_db
+def test_without_redis_every_change_queues_a_flush(
+    scheduled: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Down:
+        def set(self, *args: Any, **kwargs: Any) -> None:
+            raise RedisConnectionError("redis is down")
+
+        delete = set
+
+    monkeypatch.setattr(triggers, "_redis", lambda: Down())
+    triggers.flush_soon()
+    triggers.flush_soon()
+    triggers.flush_scheduled_clear()  # a flush starting without Redis carries on
+    assert len(scheduled) == 2
+
+
+@pytest.mark.django_db
+def test_a_failed_evaluation_keeps_its_subjects_queued(
+    scheduled: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = ProjectFactory()
+    on_entities_changed({"project": {project.pk}})
+
+    def crash(**kwargs: Any) -> None:
+        raise RuntimeError("worker lost its database mid-evaluation")
+
+    monkeypatch.setattr(services, "evaluate_subjects", crash)
+    with pytest.raises(RuntimeError):
+        pending_flush()
+    assert PendingEvaluation.objects.filter(subject_type="project", subject_id=project.pk).exists()
+
+    monkeypatch.undo()
+    assert pending_flush()["project"] == 1
+    assert not PendingEvaluation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_flushes_never_evaluate_one_subject_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    PendingEvaluation.objects.bulk_create(
+        PendingEvaluation(subject_type="project", subject_id=i, trigger="sync", queued_at="2026-11-24T00:00Z")
+        for i in range(1, 401)
+    )
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def record(*, subject_type: str, ids: list[int], trigger: str) -> None:
+        time.sleep(0.05)  # hold the claim while the other flush looks
+        with lock:
+            seen.extend(ids)
+
+    monkeypatch.setattr(services, "evaluate_subjects", record)
+    errors: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            pending_flush(limit=50)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=flush) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(seen) == list(range(1, 401))  # every subject once: none skipped, none twice
+    assert not PendingEvaluation.objects.exists()
