@@ -4,8 +4,9 @@ against the physical reference: a raw psycopg COPY of the same normalised rows i
     python bench/sync.py [--scale 17] [--small-scale 4] [--port 8791] [--database fulcrum_bench_sync]
 
 Uses a dedicated database (``--database``, default ``fulcrum_bench_sync``) on the server of DATABASE_URL
-(dropped and migrated each run): give concurrent runs different names and ports. The simulator runs in its own process so that it does not share the GIL with the sync.
-Prints records/s, peak RSS (this process: the sync side), and the ratio to COPY. A report, not a test.
+(dropped and migrated each run): give concurrent runs different names and ports. The simulator runs in
+its own process so that it does not share the GIL with the sync. Prints records/s, peak RSS (this
+process: the sync side), and the ratio to COPY. A report, not a test.
 """
 
 from __future__ import annotations

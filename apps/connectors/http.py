@@ -7,13 +7,16 @@ wins: the vendor knows its own budget. Tokens travel in headers only and never r
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import random
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -25,6 +28,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Query parameters that may carry a secret in some vendor's API; scrubbed from every URL we report.
 _SECRET_PARAMS = ("token", "secret", "key", "password", "signature", "code")
 BODY_EXCERPT = 300
+T = TypeVar("T")
 
 
 class UpstreamError(requests.HTTPError):
@@ -228,3 +232,155 @@ class HttpClient:
 
     def post_json(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Any:
         return self.request_json("POST", path, json=body, headers=dict(headers or {}))[0]
+
+
+# ---- reading ahead ------------------------------------------------------------------------------------
+
+
+class PrefetchCancelled(Exception):
+    """Raised inside the read-ahead thread when the sync stopped taking pages (its retries end here)."""
+
+
+def _refuse_database(*args: Any) -> Any:
+    raise RuntimeError("the read-ahead thread must not use the database (fetch only)")
+
+
+class Prefetch(Iterator[T]):
+    """Iterate ``items`` (a stream's pages) one item ahead, on a thread of its own.
+
+    While the caller stores item N, the thread produces item N+1 (the HTTP call and its JSON parse) and
+    then waits: never more than one item ahead, so memory stays one page. The items arrive in order, and
+    anything the producer raises (an ``UpstreamError`` after its retries) is raised to the caller when it
+    asks for that item, i.e. after every earlier item was stored and its cursor committed, exactly as if it
+    were read serially.
+
+    The thread never touches the database: queries from it raise. The one step of a fetch that needs the
+    database, refreshing an expired OAuth token (``client.reauthorize``), is handed to the caller's thread
+    and runs there between items, outside any page's transaction. ``close()`` (or leaving the ``with``)
+    stops the thread: a fetch in its retry or budget waits is cut short.
+    """
+
+    def __init__(self, items: Iterable[T], client: HttpClient | None = None) -> None:
+        self._items = iter(items)
+        self._client = client
+        # Thread to caller: ("item", x), ("end",), ("error", exc) or ("call", fn, args, reply).
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._go = threading.Semaphore(0)  # caller to thread: produce one more item
+        self._stop = threading.Event()
+        self._pending = self._done = False
+        self._restore: list[tuple[Any, str, Any]] = []
+        self._thread = threading.Thread(target=self._run, name="sync-prefetch", daemon=True)
+        self._caller = threading.get_ident()
+        if client is not None:
+            self._patch(client, "sleep", self._sleeper(client.sleep))
+            if client.reauthorize is not None:
+                self._patch(client, "reauthorize", self._on_caller(client.reauthorize))
+            budget_sleep = getattr(client.budget, "sleep", None)
+            if budget_sleep is not None:
+                self._patch(client.budget, "sleep", self._sleeper(budget_sleep))
+        self._thread.start()
+
+    def _patch(self, owner: Any, name: str, value: Any) -> None:
+        self._restore.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+    def _sleeper(self, sleep: Callable[[float], None]) -> Callable[[float], None]:
+        def interruptible(seconds: float) -> None:
+            if self._stop.is_set():
+                raise PrefetchCancelled()
+            if sleep is time.sleep:
+                self._stop.wait(seconds)
+            else:
+                sleep(seconds)
+            if self._stop.is_set():
+                raise PrefetchCancelled()
+
+        return interruptible
+
+    def _on_caller(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def forwarded(*args: Any) -> Any:
+            if threading.get_ident() == self._caller:
+                return fn(*args)
+            reply: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+            self._inbox.put(("call", fn, args, reply))
+            while True:
+                try:
+                    ok, value = reply.get(timeout=0.5)
+                except queue.Empty:
+                    if self._stop.is_set():
+                        raise PrefetchCancelled() from None
+                    continue
+                if ok:
+                    return value
+                raise value
+
+        return forwarded
+
+    def _run(self) -> None:
+        from django.db import connections
+
+        try:
+            with contextlib.ExitStack() as guards:
+                for alias in connections:
+                    guards.enter_context(connections[alias].execute_wrapper(_refuse_database))
+                while True:
+                    self._go.acquire()
+                    if self._stop.is_set():
+                        return
+                    try:
+                        item = next(self._items)
+                    except StopIteration:
+                        self._inbox.put(("end",))
+                        return
+                    except BaseException as exc:  # handed to the caller, raised where it asks for the item
+                        self._inbox.put(("error", exc))
+                        return
+                    self._inbox.put(("item", item))
+        finally:
+            connections.close_all()  # only this thread's, and only if a refused query opened one
+
+    def __iter__(self) -> Prefetch[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        if not self._pending:
+            self._pending = True
+            self._go.release()
+        while True:
+            message = self._inbox.get()
+            if message[0] == "call":
+                _, fn, args, reply = message
+                try:
+                    reply.put((True, fn(*args)))
+                except Exception as exc:
+                    reply.put((False, exc))
+                continue
+            self._pending = False
+            if message[0] == "item":
+                # Read the next one while the caller stores this one.
+                self._pending = True
+                self._go.release()
+                return cast(T, message[1])
+            self._done = True
+            if message[0] == "error":
+                raise message[1]
+            raise StopIteration
+
+    def close(self, wait: float = 5.0) -> None:
+        """Stop reading ahead; wait up to ``wait`` seconds for a fetch under way (its answer is dropped)."""
+        self._done = True
+        self._stop.set()
+        self._go.release()
+        self._thread.join(wait)
+        if not self._thread.is_alive():  # else it keeps the interruptible waits and the caller-run refresh
+            for owner, name, value in reversed(self._restore):
+                setattr(owner, name, value)
+            self._restore.clear()
+
+    def __enter__(self) -> Prefetch[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

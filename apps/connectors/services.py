@@ -24,7 +24,7 @@ from apps.entities.linking import link_entities
 from apps.entities.loaders import upsert_rows
 
 from .drift import compare, field_paths
-from .http import UpstreamError
+from .http import Prefetch, UpstreamError
 from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, get_kind
 from .kinds.base import ConnectorKind, cursor_key
 from .kinds.rest.options import parse_options as parse_rest_options
@@ -405,11 +405,14 @@ def _sync_stream(
     status, error = SyncRun.Status.SUCCEEDED, ""
     try:
         client = stream.kind.client()
-        for page in stream.pages(client, {} if full else dict(state.cursor or {}), full):
-            counts.update(_client_counts(client))
-            changed.update(_store_page(run, stream, page, counts, learning, seen_ids))
-            if progress:
-                progress(stream_name, len(page.records))
+        # The next page is fetched while this one is stored; an upstream error surfaces when its page is
+        # asked for, after every earlier page and its cursor were committed.
+        with Prefetch(stream.pages(client, {} if full else dict(state.cursor or {}), full), client) as pages:
+            for page in pages:
+                counts.update(_client_counts(client))
+                changed.update(_store_page(run, stream, page, counts, learning, seen_ids))
+                if progress:
+                    progress(stream_name, len(page.records))
     except UpstreamError as exc:
         # Committed pages stay, and so does their cursor: the next run resumes from there.
         status = SyncRun.Status.PARTIAL if exc.retryable else SyncRun.Status.FAILED

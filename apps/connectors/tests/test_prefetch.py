@@ -1,0 +1,179 @@
+"""Reading the next page while one is stored: order, one page ahead at most, errors where serial reading
+raises them, no database from the read-ahead thread, and the sync's guarantees kept."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import apps.connectors.kinds.procore.streams as procore_streams
+import apps.connectors.services as services
+from apps.connectors.http import HttpClient, Prefetch, UpstreamError
+from apps.connectors.models import Connection, StreamState, SyncRun
+from apps.connectors.services import sync_connection
+from apps.entities.models import ChangeOrder
+from apps.simulator import Company, SimulatorServer
+
+CHANGE_ORDERS = "/rest/v1.0/companies/4242/change_order_packages"
+
+
+def _wait_until(condition: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return bool(condition())
+
+
+def test_items_arrive_in_order_and_never_more_than_one_ahead() -> None:
+    produced: list[int] = []
+
+    def pages() -> Iterator[int]:
+        for n in range(5):
+            produced.append(n)
+            yield n
+
+    taken = []
+    with Prefetch(pages()) as ahead:
+        for item in ahead:
+            taken.append(item)
+            # The next item is read while this one is "stored", and no further.
+            ahead_by_one = min(item + 2, 5)
+            assert _wait_until(lambda n=ahead_by_one: len(produced) == n, timeout=2)  # type: ignore[misc]
+            time.sleep(0.05)
+            assert len(produced) == ahead_by_one
+
+    assert taken == [0, 1, 2, 3, 4]
+
+
+def test_an_error_reading_ahead_is_raised_only_after_the_items_before_it() -> None:
+    def pages() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise UpstreamError("GET /x: HTTP 503 after 4 attempts", status=503, retryable=True)
+
+    taken = []
+    with pytest.raises(UpstreamError, match="503"), Prefetch(pages()) as ahead:
+        for item in ahead:
+            taken.append(item)
+
+    assert taken == [1, 2]
+
+
+@pytest.mark.django_db
+def test_the_read_ahead_thread_cannot_use_the_database() -> None:
+    def pages() -> Iterator[int]:
+        Connection.objects.count()
+        yield 1
+
+    with pytest.raises(RuntimeError, match="must not use the database"), Prefetch(pages()) as ahead:
+        list(ahead)
+
+
+def test_a_token_refresh_needed_while_reading_ahead_runs_on_the_callers_thread() -> None:
+    ran_on = []
+
+    def reauthorize(rejected: Any) -> dict[str, str]:
+        ran_on.append(threading.get_ident())
+        return {"Authorization": "Bearer fresh"}
+
+    client = HttpClient("http://127.0.0.1:9/", reauthorize=reauthorize, sleep=lambda s: None)
+
+    def pages() -> Iterator[str]:
+        assert client.reauthorize is not None
+        yield client.reauthorize({})["Authorization"]
+
+    with Prefetch(pages(), client) as ahead:
+        assert list(ahead) == ["Bearer fresh"]
+
+    assert ran_on == [threading.get_ident()]
+    assert client.reauthorize is reauthorize  # put back once the thread is done
+
+
+def test_closing_cuts_short_a_read_ahead_waiting_to_retry() -> None:
+    waits: list[float] = []
+    client = HttpClient("http://127.0.0.1:9/", max_retries=5)
+
+    def pages() -> Iterator[int]:
+        yield 1
+        waits.append(60.0)
+        client.sleep(60.0)  # a long backoff before the next attempt
+        yield 2
+
+    started = time.monotonic()
+    with Prefetch(pages(), client) as ahead:
+        assert next(ahead) == 1
+        assert _wait_until(lambda: waits)
+    assert time.monotonic() - started < 5
+
+
+def test_a_failure_fetching_the_page_read_ahead_keeps_the_stored_page_and_its_cursor_and_ends_partial(
+    connections: dict[str, Connection],
+    company: Company,
+    simulator: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(procore_streams, "PER_PAGE", 50)
+    pm = connections["pm"]
+    simulator.faults.add("status", path_prefix=CHANGE_ORDERS, status=503, skip=1, count=None)
+    requested = lambda: sum(CHANGE_ORDERS in path for _m, path in simulator.requests_log)  # noqa: E731
+    store = services._store_page
+    concurrent = []
+
+    def storing(*args: Any, **kwargs: Any) -> list[int]:
+        # Page 2 is requested (and fails for good) while page 1 is still being stored.
+        concurrent.append(_wait_until(lambda: requested() >= 2))
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(services, "_store_page", storing)
+    simulator.requests_log.clear()
+
+    partial = sync_connection(connection=pm, streams=["change_orders"])[0]
+
+    assert concurrent == [True]
+    assert partial.status == SyncRun.Status.PARTIAL and "503 after 4 attempts" in partial.error
+    assert partial.counts["pages"] == 1 and partial.counts["inserted"] == ChangeOrder.objects.count() == 50
+    assert partial.counts["api_calls"] == 1 + 4
+    state = StreamState.objects.get(connection=pm, stream="change_orders")
+    newest = max(ChangeOrder.objects.all(), key=lambda c: (c.source_updated_at, c.external_id))
+    assert state.cursor["updated_at"] == newest.source_updated_at.isoformat()
+    assert state.last_success_at is None
+
+    simulator.faults.clear()
+    resumed = sync_connection(connection=pm, streams=["change_orders"])[0]
+
+    assert resumed.status == SyncRun.Status.SUCCEEDED
+    assert ChangeOrder.objects.count() == len(company.pc_change_orders)  # nothing skipped
+
+
+def test_a_page_that_cannot_be_stored_stops_the_read_ahead_and_fails_the_run(
+    connections: dict[str, Connection],
+    simulator: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+) -> None:
+    monkeypatch.setattr(procore_streams, "PER_PAGE", 50)
+    settings.FULCRUM = {**settings.FULCRUM, "HTTP_BACKOFF_BASE": 30.0, "HTTP_BACKOFF_CAP": 30.0}
+    simulator.faults.add("status", path_prefix=CHANGE_ORDERS, status=503, skip=1, count=None)
+    requested = lambda: sum(CHANGE_ORDERS in path for _m, path in simulator.requests_log)  # noqa: E731
+
+    def broken(*args: Any, **kwargs: Any) -> list[int]:
+        _wait_until(lambda: requested() >= 2)  # the read-ahead is now in its (long) backoff
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(services, "_store_page", broken)
+    simulator.requests_log.clear()
+    started = time.monotonic()
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        sync_connection(connection=connections["pm"], streams=["change_orders"])
+
+    assert time.monotonic() - started < 10  # the backoff was cut short, not waited out
+    run = SyncRun.objects.get(stream="change_orders")
+    assert run.status == SyncRun.Status.FAILED and "disk full" in run.error
+    assert ChangeOrder.objects.count() == 0
