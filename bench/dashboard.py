@@ -3,8 +3,9 @@
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev CELERY_BROKER_URL=redis://127.0.0.1:6379/11 \\
         .venv/bin/python bench/dashboard.py
 
-Drops and recreates the database ``fulcrum_api_bench`` on the server of ``DATABASE_URL`` (the named
-database itself is never touched), migrates it, and fills it like ``bench/evaluate.py`` (set-based SQL:
+Drops and recreates the database ``fulcrum_api_bench`` (or ``--database NAME``) on the server of
+``DATABASE_URL`` (the named database itself is never touched), migrates it, and fills it like
+``bench/evaluate.py`` (set-based SQL:
 2,000 clients, 10,000 projects, their change orders, invoices, bills and milestones), then with
 ``bulk_create``: 1,000 flagged projects (one open escalation each, mixed routes and severities), 3,000
 escalations closed over the last 90 days (the trend charts), and each project's QuickBooks job in the
@@ -47,7 +48,7 @@ PAGES = [
 ]
 
 
-def _setup(*, reuse: bool) -> None:
+def _setup(*, reuse: bool, database: str = BENCH_DB) -> None:
     sys.path.insert(0, str(ROOT))
     os.environ["API_THROTTLE_USER"] = "100000000/hour"
     if reuse:
@@ -56,13 +57,13 @@ def _setup(*, reuse: bool) -> None:
         import django
 
         parts = urlsplit(os.environ["DATABASE_URL"])
-        os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
+        os.environ["DATABASE_URL"] = urlunsplit(parts._replace(path=f"/{database}"))
         os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.test"
         django.setup()
         return
     from bench.common import fresh_django_database
 
-    fresh_django_database(BENCH_DB)
+    fresh_django_database(database)
 
 
 def fill_escalations(seed: int = 7) -> None:
@@ -260,12 +261,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--change-orders", type=int, default=30_000)
     parser.add_argument(
-        "--reuse", action="store_true", help=f"time the existing {BENCH_DB} database again, no refill"
+        "--database",
+        default=BENCH_DB,
+        help=f"the bench database's name (default {BENCH_DB}): a distinct one keeps concurrent runs apart",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="time the existing --database database again, no refill"
     )
     parser.add_argument("--profile", metavar="PATH", help="profile one request of PATH instead of timing")
     args = parser.parse_args()
 
-    _setup(reuse=args.reuse)
+    _setup(reuse=args.reuse, database=args.database)
     if not args.reuse:
         from bench.evaluate import fill
 

@@ -1,12 +1,13 @@
 """Read-side queries for the pages people look at: the dashboard, one escalation, an account manager's queue.
 
 Each page runs a fixed number of queries whatever the number of rows (the page tests cap them): projects
-are ranked with correlated subqueries in one statement, and what a row shows is fetched in one more.
+are ranked in one statement grouping their open escalations, and what a row shows is fetched in one more.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from django.db.models import (
     F,
     FloatField,
     IntegerField,
+    Max,
+    Min,
     OuterRef,
     QuerySet,
     Subquery,
@@ -85,64 +88,90 @@ class EscalationFilters:
         return qs
 
 
-def _learned_risk() -> Subquery:
-    """The project's stored score from the newest risk model, NULL unless that model was trained on
-    enough labelled outcomes (the admin-set minimum): then severity ranks alone."""
+def _learned_risk(project: str = "pk") -> Subquery:
+    """The stored score of the project at ``project`` (an outer column) from the newest risk model, NULL
+    unless that model was trained on enough labelled outcomes (the admin-set minimum): then severity
+    ranks alone."""
     newest = RiskModel.objects.order_by("-version").values("pk")[:1]
     minimum = Coalesce(
         Subquery(LearningSettings.objects.values("min_labels_for_ranking")[:1]),
         Value(LearningSettings._meta.get_field("min_labels_for_ranking").default),
     )
     scores = RiskScore.objects.filter(
-        project_id=OuterRef("pk"), risk_model=Subquery(newest), risk_model__n_samples__gte=minimum
+        project_id=OuterRef(project), risk_model=Subquery(newest), risk_model__n_samples__gte=minimum
     )
     return Subquery(scores.values("score")[:1], output_field=FloatField())
 
 
-def flagged_projects(filters: EscalationFilters) -> QuerySet[Project]:
-    """Projects with open escalations, by learned risk once a usable model exists, else (and among equals)
-    worst severity first, then the most recently fired.
+def flagged_projects(filters: EscalationFilters) -> QuerySet[Any, Mapping[str, Any]]:
+    """The ranking of projects with open escalations, as rows of ``project_id``, ``open_count``,
+    ``worst_rank``, ``latest_fired_at`` and ``risk`` (the learned score, or None): by learned risk once a
+    usable model exists, else (and among equals) worst severity first, then the most recently fired.
 
-    Each project carries ``open_count``, ``worst_rank``, ``worst_id`` (its worst open escalation),
-    ``latest_fired_at``, ``open_change_orders`` (draft or pending in the PM system) and ``risk`` (the
-    learned score, or None). A project flagged since the last scoring has no score yet and comes first:
-    it is new, and the hourly rescoring places it.
+    A project flagged since the last scoring has no score yet and comes first: it is new, and the hourly
+    rescoring places it. One pass over the open escalations grouped by project (a correlated subquery
+    per flagged project for each figure cost twice as much), so paging it is cheap; what a row shows is
+    fetched for the page only, by ``page_projects``.
     """
-    open_here = filters.apply(Escalation.objects.open()).filter(project=OuterRef("pk")).order_by()
-    worst = open_here.annotate(rank=SEVERITY_RANK).order_by("rank", "-last_fired_at", "-pk")
-    counted = open_here.values("project").annotate(n=Count("pk")).values("n")
+    return (
+        filters.apply(Escalation.objects.open())
+        .filter(project__isnull=False)
+        .values("project_id")
+        .annotate(
+            open_count=Count("pk"),
+            worst_rank=Min(SEVERITY_RANK),
+            latest_fired_at=Max("last_fired_at"),
+            # An aggregate of the per-project score (the same on every row of a group), not a GROUP BY
+            # term: grouped, it was computed again inside the paginator's count.
+            risk=Max(_learned_risk("project_id")),
+        )
+        .order_by(
+            F("risk").desc(nulls_first=True),
+            "worst_rank",
+            "-latest_fired_at",
+            "project__number",
+            "project_id",
+        )
+    )
+
+
+def page_projects(rows: list[Mapping[str, Any]], filters: EscalationFilters) -> list[Project]:
+    """The page's projects in ranking order, each with its ranking figures, ``worst`` (its worst open
+    escalation under the filters, with its rule), ``open_change_orders`` (draft or pending in the PM
+    system) and its client and account manager: one query for the page.
+
+    A project whose escalations all closed since the ranking is no longer flagged and is left out.
+    """
     open_cos = (
         ChangeOrder.objects.live()
-        .filter(project=OuterRef("pk"), status__in=OPEN_CHANGE_ORDER_STATES)
+        .filter(project=OuterRef("project_id"), status__in=OPEN_CHANGE_ORDER_STATES)
         .order_by()
         .values("project")
         .annotate(n=Count("pk"))
         .values("n")
     )
-    return (
-        Project.objects.filter(Exists(open_here))
-        .annotate(
-            open_count=Subquery(counted, output_field=IntegerField()),
-            worst_rank=Subquery(worst.values("rank")[:1]),
-            worst_id=Subquery(worst.values("pk")[:1]),
-            latest_fired_at=Subquery(open_here.order_by("-last_fired_at").values("last_fired_at")[:1]),
-            open_change_orders=Coalesce(Subquery(open_cos, output_field=IntegerField()), 0),
-            risk=_learned_risk(),
-        )
-        .select_related("client__owner")
-        .order_by(F("risk").desc(nulls_first=True), "worst_rank", "-latest_fired_at", "number", "pk")
-    )
-
-
-def attach_worst_escalations(projects: list[Project]) -> list[Project]:
-    """Set ``project.worst`` to its worst open escalation (with its rule), in one query for the page."""
-    by_id = (
-        Escalation.objects.select_related("rule")
+    worst = (
+        filters.apply(Escalation.objects.open())
+        .filter(project_id__in=[row["project_id"] for row in rows])
+        .select_related("rule", "project__client__owner")
         .defer(*LIST_DEFERRED)
-        .in_bulk([p.worst_id for p in projects])  # type: ignore[attr-defined]
+        .annotate(open_change_orders=Coalesce(Subquery(open_cos, output_field=IntegerField()), 0))
+        # DISTINCT ON keeps the first row of each project in this order: its worst escalation.
+        .order_by("project_id", SEVERITY_RANK, "-last_fired_at", "-pk")
+        .distinct("project_id")
     )
-    for project in projects:
-        project.worst = by_id.get(project.worst_id)  # type: ignore[attr-defined]
+    by_project = {escalation.project_id: escalation for escalation in worst}
+    projects = []
+    for row in rows:
+        escalation = by_project.get(row["project_id"])
+        project = escalation.project if escalation is not None else None
+        if escalation is None or project is None:
+            continue
+        for name in ("open_count", "worst_rank", "latest_fired_at", "risk"):
+            setattr(project, name, row[name])
+        project.worst, project.worst_id = escalation, escalation.pk  # type: ignore[attr-defined]
+        project.open_change_orders = escalation.open_change_orders  # type: ignore[attr-defined]
+        projects.append(project)
     return projects
 
 
@@ -162,14 +191,19 @@ def attach_context(projects: list[Project]) -> list[Project]:
 
 def approval_queue(filters: EscalationFilters) -> list[Escalation]:
     """Open executive-route change orders awaiting a decision: worst first, then the longest waiting."""
-    qs = filters.apply(
+    order = ("rank", "opened_at", "pk")
+    waiting = filters.apply(
         Escalation.objects.open().filter(route=Escalation.Route.EXECUTIVE, subject_type="change_order")
     )
+    # The queue's rows are picked from the escalations alone, then joined: joined first, every waiting
+    # escalation's client, project and rule were read only to be sorted away.
+    first = waiting.annotate(rank=SEVERITY_RANK).order_by(*order).values("pk")[:APPROVAL_QUEUE_LIMIT]
     return list(
-        qs.select_related("rule", "client", "project")
+        Escalation.objects.filter(pk__in=first)
+        .select_related("rule", "client", "project")
         .defer(*(f for f in LIST_DEFERRED if f != "evidence"))  # the queue shows the amount from it
         .annotate(rank=SEVERITY_RANK)
-        .order_by("rank", "opened_at", "pk")[:APPROVAL_QUEUE_LIMIT]
+        .order_by(*order)
     )
 
 

@@ -69,7 +69,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     form = DashboardFilterForm(request.GET)
     filters = queries.EscalationFilters(**{k: v for k, v in form.values().items() if v not in (None, "")})
     page = Paginator(queries.flagged_projects(filters), PAGE_SIZE).get_page(request.GET.get("page"))
-    page.object_list = queries.attach_context(queries.attach_worst_escalations(list(page.object_list)))
+    projects = queries.attach_context(queries.page_projects(list(page.object_list), filters))
     # From the roles already fetched for this request (can_decide_approvals would query again).
     can_decide = bool(queries.roles_of(request.user) & {EXECUTIVES, ADMINISTRATORS})
     trend = trends.cached_trends()
@@ -82,11 +82,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "form": form,
             "filters": filters,
             "page": page,
+            "projects": projects,
             "filter_query": query.urlencode(),
             "choices": queries.filter_choices(),
             "can_decide": can_decide,
             "risk_weights": risk_weights()
-            if any(getattr(p, "risk", None) is not None for p in page.object_list)
+            if any(getattr(p, "risk", None) is not None for p in projects)
             else [],
             "approvals": queries.approval_queue(filters) if can_decide else [],
             "approval_limit": queries.APPROVAL_QUEUE_LIMIT,
