@@ -158,24 +158,26 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
 # child, a run killed between its pages and its linking), and money charged to a job whose project this
 # pass or the sync changed. Nothing else a sync writes can move them: a parent's key is never updated and
 # deleting a parent does not unlink its children; merges, which do move them, run the full pass.
-_SCOPES: dict[str, tuple[str, str, str]] = {  # statement: (entity key of its rows, its table, the rows)
+_SCOPES: dict[str, tuple[str, str, str, str]] = {
+    # statement: (entity key of its rows, its table, the alias its statement gives it, the rows' ids)
     "financial_line_project": (
         "financial_line",
         "entities_financialline",
-        """f2.id = ANY(ARRAY(
-               SELECT unnest(%(ids)s::bigint[])
-               UNION ALL SELECT id FROM entities_financialline WHERE project_id IS NULL
-               UNION ALL SELECT f3.id FROM entities_sourceobject j
-                         JOIN entities_financialline f3
-                              ON f3.source_id = j.connection_id AND f3.job_ref = j.external_id
-                         WHERE j.id = ANY(%(jobs)s::bigint[])))""",
+        "f2",
+        """SELECT unnest(%(ids)s::bigint[])
+           UNION ALL SELECT id FROM entities_financialline WHERE project_id IS NULL
+           UNION ALL SELECT f3.id FROM entities_sourceobject j
+                     JOIN entities_financialline f3
+                          ON f3.source_id = j.connection_id AND f3.job_ref = j.external_id
+                     WHERE j.id = ANY(%(jobs)s::bigint[])""",
     ),
     **{
         f"{key}_project": (
             key,
             table,
-            f"""x2.id = ANY(ARRAY(SELECT unnest(%(ids)s::bigint[])
-                                  UNION ALL SELECT id FROM {table} WHERE project_id IS NULL))""",  # noqa: S608
+            "x2",
+            f"""SELECT unnest(%(ids)s::bigint[])
+                UNION ALL SELECT id FROM {table} WHERE project_id IS NULL""",  # noqa: S608
         )
         for key, table in (
             ("milestone", "entities_milestone"),
@@ -186,11 +188,13 @@ _SCOPES: dict[str, tuple[str, str, str]] = {  # statement: (entity key of its ro
     "submittal_vendor": (
         "submittal",
         "entities_submittal",
-        """x2.id = ANY(ARRAY(SELECT unnest(%(ids)s::bigint[])
-                              UNION ALL SELECT id FROM entities_submittal WHERE vendor_id IS NULL))""",
+        "x2",
+        """SELECT unnest(%(ids)s::bigint[])
+           UNION ALL SELECT id FROM entities_submittal WHERE vendor_id IS NULL""",
     ),
 }
-# Beyond this many ids a scoped statement is slower than the whole-table one (a first sync, a bulk change).
+# Beyond this many rows a scoped statement is slower than the whole-table one (a first sync, a bulk change):
+# at 10k projects, linking the 234k money rows of a first sync took 7.8 s scoped and 5.1 s whole-table.
 SCOPED_MAX = 20_000
 
 # Crosswalk links filled at once after which the crosswalk's statistics are refreshed: the statements
@@ -215,11 +219,20 @@ def link_entities(
         for name, key, sql in _STATEMENTS:
             scope, params = "TRUE", None
             if scoped is not None and name in _SCOPES:
-                own, _table, condition = _SCOPES[name]
+                own, _table, alias, rows = _SCOPES[name]
                 own_ids = scoped.get(own, [])
                 jobs = sorted({*scoped.get("source_object", []), *relinked_jobs})
                 if len(own_ids) + len(jobs) <= SCOPED_MAX:
-                    scope, params = condition, {"ids": own_ids, "jobs": jobs}
+                    # The rows not linked yet and the money of relinked jobs count too (a first sync
+                    # whose money arrived before its projects): counted only up to the limit.
+                    scope_params = {"ids": own_ids, "jobs": jobs}
+                    cursor.execute(
+                        f"SELECT count(*) FROM ({rows} LIMIT {SCOPED_MAX + 1}) r",  # noqa: S608
+                        scope_params,
+                    )
+                    (count,) = cursor.fetchone() or (0,)
+                    if count <= SCOPED_MAX:
+                        scope, params = f"{alias}.id = ANY(ARRAY({rows}))", scope_params
             cursor.execute(sql.replace("{users}", users).replace("{scope}", scope), params)
             ids = [row[0] for row in cursor.fetchall()]
             counts[name] = len(ids)
