@@ -249,6 +249,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each query timing (median)")
     parser.add_argument("--samples", type=int, default=200, help="subjects for the one-subject latency")
     parser.add_argument("--profile", action="store_true", help="profile a third (warm) evaluate_subjects run")
+    parser.add_argument(
+        "--profile-cold",
+        action="store_true",
+        help="after the timed runs, clear decisions, states and escalations and profile a cold run again",
+    )
+    parser.add_argument(
+        "--full-run-only",
+        action="store_true",
+        help="skip phases 1-4, 6 and 7: only the cold and warm full runs (for iterating on them)",
+    )
+    parser.add_argument(
+        "--profile-top", type=int, default=0, help="also print the N functions with most own time"
+    )
     args = parser.parse_args()
 
     _setup()
@@ -277,6 +290,10 @@ def main() -> None:
         f"\nmachine: {os.cpu_count()} cores, load average {_load()}; "
         f"{n:,} change orders; {len(versions)} rules\n"
     )
+
+    if args.full_run_only:
+        full_runs(args, evaluate_subjects, Rule, Decision)
+        return
 
     # 1. facts
     facts_s, contexts = timed(lambda: list(compute_contexts("change_order", now=now)), args.repeat)
@@ -333,19 +350,7 @@ def main() -> None:
     )
 
     # 5. full run, the SPEC rule alone (50 rules would write 5 million decisions per run)
-    Rule.objects.exclude(key="co-exec-review").update(enabled=False)
-    timings = []
-    for label in ("cold: no prior state", "warm: repeat run"):
-        started = time.perf_counter()
-        report = evaluate_subjects(subject_type="change_order", trigger="schedule")
-        seconds = time.perf_counter() - started
-        timings.append(seconds)
-        line(f"5. evaluate_subjects, SPEC rule, {label}", seconds, report.subjects)
-        print(f"     {report}")
-    if args.profile:
-        profile_full_run(evaluate_subjects)
-    print(f"   decisions stored: {Decision.objects.count():,}")
-    Rule.objects.update(enabled=True)
+    timings = full_runs(args, evaluate_subjects, Rule, Decision)
 
     # 6. one subject, 50 rules, facts included
     rng = random.Random(11)
@@ -395,6 +400,43 @@ def main() -> None:
     )
 
 
+def full_runs(
+    args: argparse.Namespace, evaluate_subjects: Callable[..., Any], Rule: Any, Decision: Any
+) -> list[float]:
+    """The SPEC rule alone over every change order: cold (no prior state), then warm; profiles on request."""
+    Rule.objects.exclude(key="co-exec-review").update(enabled=False)
+    timings = []
+    for label in ("cold: no prior state", "warm: repeat run"):
+        started = time.perf_counter()
+        cpu = time.process_time()
+        report = evaluate_subjects(subject_type="change_order", trigger="schedule")
+        seconds = time.perf_counter() - started
+        timings.append(seconds)
+        line(f"5. evaluate_subjects, SPEC rule, {label}", seconds, report.subjects)
+        print(f"     {report}; this process's CPU {time.process_time() - cpu:.2f} s; load {_load()}")
+    if args.profile:
+        profile_full_run(evaluate_subjects, "warm", args.profile_top)
+    if args.profile_cold:
+        _clear_evaluations()
+        profile_full_run(evaluate_subjects, "cold", args.profile_top)
+    print(f"   decisions stored: {Decision.objects.count():,}")
+    Rule.objects.update(enabled=True)
+    return timings
+
+
+def _clear_evaluations() -> None:
+    """Back to 'no prior state': no decisions, subject states, escalations or outbox rows (the audit
+    chain is append-only and keeps its entries)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE rules_decision, rules_subjectstate, escalations_escalation, "
+            "escalations_escalationevent, escalations_delivery, escalations_digestitem, "
+            "escalations_suppressednotification CASCADE"
+        )
+
+
 def _load() -> str:
     try:
         return " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -415,11 +457,29 @@ PROFILED = (
     "services.py:{}(audit_record_many)",
     "services.py:{}(_max_age)",
     "query.py:{}(__iter__)",
+    "services.py:{}(_settle_quiet_subjects)",
+    "services.py:{}(_evaluate_batch)",
+    "services.py:{}(_insert_decisions)",
+    "services.py:{}(_upsert_states)",
+    "services.py:{}(audit_record)",
+    "services.py:{}(_event)",
+    "services.py:{}(subject_parties)",
+    "services.py:{}(action_targets)",
+    "refire.py:{}(escalations_refire)",
+    "opening.py:{}(*)",
+    "noise.py:{}(notify*)",
+    "policies.py:{}(policy_*)",
+    "evaluator.py:{}(to_json)",
+    "evaluator.py:{}(summary)",
+    "facts.py:{}(snapshot)",
+    "encoder.py:{}(encode)",
+    "tasks.py:{}(<lambda>)",
+    "task.py:{}(delay)",
 )
 
 
-def profile_full_run(evaluate_subjects: Callable[..., Any]) -> None:
-    """Where a warm full run spends its time: cumulative seconds of the main suspects (profiled: slower)."""
+def profile_full_run(evaluate_subjects: Callable[..., Any], label: str = "warm", top: int = 0) -> None:
+    """Where a full run spends its time: cumulative seconds of the main suspects (profiled: slower)."""
     import fnmatch
 
     profiler = cProfile.Profile()
@@ -429,15 +489,22 @@ def profile_full_run(evaluate_subjects: Callable[..., Any]) -> None:
     seconds = time.perf_counter() - started
     profiler.disable()
     stats = pstats.Stats(profiler, stream=io.StringIO())
-    print(f"   profile of a third (warm) run, {seconds:.1f} s under the profiler:")
+    print(f"   profile of a {label} run, {seconds:.1f} s under the profiler:")
     rows = []
     for (path, number, name), (_cc, calls, _tt, cumulative, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         label = f"{Path(path).name}:{number}({name})"
         if any(fnmatch.fnmatch(label, pattern.format("*")) for pattern in PROFILED):
             rows.append((cumulative, calls, label))
-    for cumulative, calls, label in sorted(rows, reverse=True):
+    for cumulative, calls, name in sorted(rows, reverse=True):
         if cumulative >= 0.05:
-            print(f"     {cumulative:8.2f} s {calls:9,d} calls  {label}")
+            print(f"     {cumulative:8.2f} s {calls:9,d} calls  {name}")
+    if top:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+        print(out.getvalue())
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top * 2)
+        print(out.getvalue())
 
 
 def decision_writes(version: Any) -> None:

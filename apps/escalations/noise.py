@@ -12,6 +12,7 @@ import datetime as dt
 import smtplib
 import zoneinfo
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,8 +90,9 @@ def _recent_counts(targets: list[str], now: dt.datetime) -> Counter[str]:
     return Counter({row["target"]: row["n"] for row in rows})
 
 
-def _open_digest(escalation: Escalation, target: str, now: dt.datetime) -> Delivery | None:
-    """This period's digest for the target, still collecting, locked; None if it is already sending."""
+def _open_digest(escalation: Escalation, target: str, now: dt.datetime) -> tuple[Delivery | None, bool]:
+    """This period's digest for the target, still collecting, locked (None if it is already sending),
+    and whether this call created it."""
     period: dt.timedelta = settings.FULCRUM["DIGEST_PERIOD"]
     # Whole periods of local wall-clock time from a Monday midnight (aware datetimes sharing one tzinfo
     # subtract as wall clocks): a daily digest closes at the company's midnight, an hourly one on the hour.
@@ -99,7 +101,7 @@ def _open_digest(escalation: Escalation, target: str, now: dt.datetime) -> Deliv
     start = epoch + ((now.astimezone(tz) - epoch) // period) * period
     end = start + period
     send_at = quiet_until(end) or end
-    digest, _ = Delivery.objects.get_or_create(
+    digest, created = Delivery.objects.get_or_create(
         idempotency_key=f"digest:{start:%Y%m%dT%H%M%S}:{target}"[:120],
         defaults={
             "escalation": escalation,
@@ -112,7 +114,7 @@ def _open_digest(escalation: Escalation, target: str, now: dt.datetime) -> Deliv
     # The sender's claim is an UPDATE of this row: holding the lock, a pending digest stays pending
     # until this transaction commits the new item, so the sender always sees it.
     locked = Delivery.objects.select_for_update().get(pk=digest.pk)
-    return locked if locked.state == Delivery.State.PENDING else None
+    return (locked if locked.state == Delivery.State.PENDING else None), created
 
 
 def notify(*, escalation: Escalation, notices: list[Notice], now: dt.datetime, new: bool) -> list[int]:
@@ -121,80 +123,104 @@ def notify(*, escalation: Escalation, notices: list[Notice], now: dt.datetime, n
     ``new`` marks the notices of a newly opened escalation (the ones a digest may batch). Returns the
     ids of rows due now; they are queued for a worker after commit, the rest are swept when due.
     """
-    people = [n.target for n in notices if n.action in EMAIL_ACTIONS]
+    return notify_many(items=[(escalation, notices)], now=now, new=new)
+
+
+def notify_many(
+    *, items: Sequence[tuple[Escalation, list[Notice]]], now: dt.datetime, new: bool
+) -> list[int]:
+    """:func:`notify` for several escalations at once, with the same outcome as calling it for each in
+    order: the hourly cap counts the rows queued for earlier items (as it counts committed and earlier
+    rows of this transaction), a digest is opened once per recipient and lists every item. One query
+    counts recent rows, one inserts the outbox rows, one the suppressions."""
     # The cap counts committed rows: concurrent transactions may each pass it once (an overshoot of at
     # most the number of concurrent evaluations). Per-recipient locks would make it exact, but a batch
     # opening many escalations would take them across calls in no global order and could deadlock.
     cap: int = settings.FULCRUM.get("RECIPIENT_HOURLY_CAP") or 0
-    recent = _recent_counts(people, now) if people and cap else Counter()
+    people = sorted({n.target for _, notices in items for n in notices if n.action in EMAIL_ACTIONS})
+    # Rows to each recipient in the last hour, as a count query would see them before each item.
+    counted = _recent_counts(people, now) if people and cap else Counter()
     quiet = quiet_until(now)
-    digest_on = new and _digest_on(escalation)
+    digests: dict[str, Delivery | None] = {}
+    digest_items: list[DigestItem] = []
     rows: list[Delivery] = []
     suppressed: list[SuppressedNotification] = []
     deferred_keys: dict[str, SuppressedNotification] = {}
 
-    def record(notice: Notice, reason: str, detail: str, **extra: Any) -> SuppressedNotification:
-        row = SuppressedNotification(
-            escalation=escalation,
-            action=notice.action,
-            target=notice.target,
-            reason=reason,
-            detail=detail[:300],
-            created_at=now,
-            **extra,
-        )
-        suppressed.append(row)
-        return row
+    for escalation, notices in items:
+        digest_on = new and _digest_on(escalation)
+        recent: Counter[str] = Counter()  # this item's own rows, on top of what was counted before it
+        opened: list[str] = []  # digests this item created: counted from the next item on
 
-    for notice in notices:
-        due = now
-        if notice.action in EMAIL_ACTIONS:
-            if digest_on and notice.action == "email_executives":
-                digest = _open_digest(escalation, notice.target, now)
-                if digest is not None:
-                    DigestItem.objects.get_or_create(
-                        delivery=digest, escalation=escalation, defaults={"added_at": now}
-                    )
-                    record(
-                        notice,
-                        SuppressedNotification.Reason.DIGEST,
-                        f"in the digest sent at {digest.next_attempt_at:%Y-%m-%d %H:%M} UTC",
-                        delivery=digest,
-                        deferred_until=digest.next_attempt_at,
-                    )
-                    continue
-            if cap and recent[notice.target] >= cap:
-                record(
-                    notice,
-                    SuppressedNotification.Reason.CAPPED,
-                    f"{recent[notice.target]} notifications to this recipient in the last hour; cap {cap}",
-                )
-                continue
-            recent[notice.target] += 1
-            if quiet and not _bypasses_quiet_hours(escalation, notice.action):
-                due = quiet
-                deferred_keys[notice.key] = record(
-                    notice,
-                    SuppressedNotification.Reason.QUIET_HOURS,
-                    f"quiet hours {settings.FULCRUM['QUIET_HOURS']}: sent at {quiet:%Y-%m-%d %H:%M} UTC",
-                    deferred_until=quiet,
-                )
-        rows.append(
-            Delivery(
-                escalation=escalation,
+        def record(notice: Notice, reason: str, detail: str, **extra: Any) -> SuppressedNotification:
+            row = SuppressedNotification(
+                escalation=escalation,  # noqa: B023 - used within this iteration only
                 action=notice.action,
                 target=notice.target,
-                idempotency_key=notice.key,
-                next_attempt_at=due,
+                reason=reason,
+                detail=detail[:300],
                 created_at=now,
+                **extra,
             )
-        )
-    created = Delivery.objects.bulk_create(rows)
-    for delivery in created:
+            suppressed.append(row)
+            return row
+
+        for notice in notices:
+            due = now
+            if notice.action in EMAIL_ACTIONS:
+                if digest_on and notice.action == "email_executives":
+                    if notice.target not in digests:
+                        digests[notice.target], created = _open_digest(escalation, notice.target, now)
+                        if created:
+                            opened.append(notice.target)
+                    digest = digests[notice.target]
+                    if digest is not None:
+                        digest_items.append(DigestItem(delivery=digest, escalation=escalation, added_at=now))
+                        record(
+                            notice,
+                            SuppressedNotification.Reason.DIGEST,
+                            f"in the digest sent at {digest.next_attempt_at:%Y-%m-%d %H:%M} UTC",
+                            delivery=digest,
+                            deferred_until=digest.next_attempt_at,
+                        )
+                        continue
+                sent = counted[notice.target] + recent[notice.target]
+                if cap and sent >= cap:
+                    record(
+                        notice,
+                        SuppressedNotification.Reason.CAPPED,
+                        f"{sent} notifications to this recipient in the last hour; cap {cap}",
+                    )
+                    continue
+                recent[notice.target] += 1
+                if quiet and not _bypasses_quiet_hours(escalation, notice.action):
+                    due = quiet
+                    deferred_keys[notice.key] = record(
+                        notice,
+                        SuppressedNotification.Reason.QUIET_HOURS,
+                        f"quiet hours {settings.FULCRUM['QUIET_HOURS']}: sent at {quiet:%Y-%m-%d %H:%M} UTC",
+                        deferred_until=quiet,
+                    )
+            rows.append(
+                Delivery(
+                    escalation=escalation,
+                    action=notice.action,
+                    target=notice.target,
+                    idempotency_key=notice.key,
+                    next_attempt_at=due,
+                    created_at=now,
+                )
+            )
+        if cap:
+            counted.update(recent)
+            counted.update(opened)
+    DigestItem.objects.bulk_create(digest_items, ignore_conflicts=True)
+    created_rows = Delivery.objects.bulk_create(rows)
+    for delivery in created_rows:
         if delivery.idempotency_key in deferred_keys:
             deferred_keys[delivery.idempotency_key].delivery = delivery
     SuppressedNotification.objects.bulk_create(suppressed)
-    ids = [d.pk for d in created if d.pk and d.next_attempt_at <= now]
+    ids = [d.pk for d in created_rows if d.pk and d.next_attempt_at <= now]
     if ids:
         from .tasks import deliver
 

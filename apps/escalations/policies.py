@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import uuid
 import zoneinfo
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -108,11 +109,17 @@ class _Plan:
 
 def policy_for_route(route: str) -> EscalationPolicy | None:
     """The route's policy, else the default policy (empty route), with levels and groups loaded."""
+    return policies_for_routes([route])[route]
+
+
+def policies_for_routes(routes: Iterable[str]) -> dict[str, EscalationPolicy | None]:
+    """:func:`policy_for_route` for several routes in one query (and one for the levels)."""
+    wanted = set(routes)
     levels = Prefetch("levels", queryset=PolicyLevel.objects.select_related("group").order_by("position"))
     found = {
-        p.route: p for p in EscalationPolicy.objects.filter(route__in=[route, ""]).prefetch_related(levels)
+        p.route: p for p in EscalationPolicy.objects.filter(route__in=[*wanted, ""]).prefetch_related(levels)
     }
-    return found.get(route) or found.get("")
+    return {route: found.get(route) or found.get("") for route in wanted}
 
 
 def policy_snapshot(policy: EscalationPolicy) -> dict[str, Any]:
@@ -177,15 +184,29 @@ def condition_holds(condition: str, status: str) -> bool:
 
 def policy_start(*, escalation: Escalation, now: dt.datetime) -> None:
     """Freeze the route's policy on a new escalation and schedule its first step (caller's transaction)."""
-    policy = policy_for_route(escalation.route)
-    if policy is None:
-        return
-    escalation.policy = policy
-    escalation.policy_snapshot = policy_snapshot(policy)
-    plan = _plan(escalation)
-    escalation.next_step_at = plan.due if plan else None
-    escalation.step_token = uuid.uuid4() if plan else None
-    escalation.save(update_fields=["policy", "policy_snapshot", "next_step_at", "step_token"])
+    if policies_freeze([escalation]):
+        escalation.save(update_fields=["policy", "policy_snapshot", "next_step_at", "step_token"])
+
+
+def policies_freeze(escalations: Sequence[Escalation]) -> list[Escalation]:
+    """Set each escalation's frozen policy and first step in memory (the caller saves or inserts them);
+    returns the escalations that have a policy. Policies are read once for all routes."""
+    policies = policies_for_routes({e.route for e in escalations})
+    snapshots: dict[int, dict[str, Any]] = {}
+    frozen = []
+    for escalation in escalations:
+        policy = policies[escalation.route]
+        if policy is None:
+            continue
+        if policy.pk not in snapshots:
+            snapshots[policy.pk] = policy_snapshot(policy)
+        escalation.policy = policy
+        escalation.policy_snapshot = snapshots[policy.pk]
+        plan = _plan(escalation)
+        escalation.next_step_at = plan.due if plan else None
+        escalation.step_token = uuid.uuid4() if plan else None
+        frozen.append(escalation)
+    return frozen
 
 
 def level_notices(escalation: Escalation, level: dict[str, Any], step: int) -> list[Notice]:

@@ -25,14 +25,31 @@ if TYPE_CHECKING:
 REFIRED = "already open: re-fire counted"
 
 
-def escalation_evidence(version: RuleVersion, context: Context, evaluation: Evaluation) -> dict[str, Any]:
-    """What an escalation keeps of the match that opened or last re-fired it."""
+def escalation_evidence(
+    version: RuleVersion, context: Context, evaluation: Evaluation, decision: Decision | None = None
+) -> dict[str, Any]:
+    """What an escalation keeps of the match that opened or last re-fired it.
+
+    A traced decision of the same match already holds the facts snapshot and the explanation: they are
+    reused rather than built again (the same values).
+    """
+    if decision is not None and decision.facts is not None and decision.explanation:
+        facts, explanation = decision.facts, decision.explanation["explanation"]
+    else:
+        facts, explanation = context.snapshot(), evaluation.to_json()["explanation"]
     return {
-        "facts": context.snapshot(),
-        "explanation": evaluation.to_json()["explanation"],
+        "facts": facts,
+        "explanation": explanation,
         "outcome": str(evaluation.outcome.value),
         "rule_version": version.number,
     }
+
+
+def match_summary(evaluation: Evaluation, decision: Decision | None = None) -> str:
+    """The match's one-line summary (the traced decision's when it has one: the same text)."""
+    if decision is not None and decision.explanation:
+        return decision.summary
+    return evaluation.summary()
 
 
 def escalations_refire(
@@ -71,8 +88,8 @@ def escalations_refire(
             continue
         escalation.fire_count += 1
         escalation.last_fired_at = now
-        escalation.evidence = escalation_evidence(version, context, evaluation)
-        escalation.summary = evaluation.summary()
+        escalation.evidence = escalation_evidence(version, context, evaluation, decision)
+        escalation.summary = match_summary(evaluation, decision)
         decision.escalation = escalation
         decision.suppressed = REFIRED
         refired.append(escalation)

@@ -8,26 +8,30 @@ commit and queueing loses nothing).
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.db import models, transaction
+from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from apps.accounts.roles import EXECUTIVES, can_decide_approvals
-from apps.audit.services import Actor, audit_record
+from apps.audit.services import Actor, audit_record_many
 from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Submittal
 
 from .delivery import decision_write_back, stakeholders_notify
 from .models import Escalation, EscalationEvent
 from .outbound import pm_targets, webhook_targets
-from .refire import REFIRED, escalation_evidence
 
 if TYPE_CHECKING:
     from apps.rules.evaluator import Evaluation
     from apps.rules.facts import Context
     from apps.rules.models import Decision, RuleVersion
+
+    from .noise import Notice
 
 
 class TransitionError(Exception):
@@ -50,40 +54,88 @@ def _event(
     at: dt.datetime | None = None,
     **data: Any,
 ) -> None:
-    now = at or timezone.now()
-    EscalationEvent.objects.create(
-        escalation=escalation,
-        kind=kind,
-        actor=_actor_name(actor),
-        via=via,
-        note=note,
-        data=data,
-        created_at=now,
+    _events([(escalation, kind, note, at, data)], actor, via)
+
+
+# An event to record: the escalation, its kind, a note, when (None: now) and its data.
+EventSpec = tuple[Escalation, str, str, "dt.datetime | None", dict[str, Any]]
+
+
+def _events(specs: Sequence[EventSpec], actor: Actor, via: str) -> None:
+    """Record events by one actor with their audit entries: one INSERT and one append to the chain."""
+    if not specs:
+        return
+    name = _actor_name(actor)
+    now = timezone.now()
+    EscalationEvent.objects.bulk_create(
+        [
+            EscalationEvent(
+                escalation=escalation,
+                kind=kind,
+                actor=name,
+                via=via,
+                note=note,
+                data=data,
+                created_at=at or now,
+            )
+            for escalation, kind, note, at, data in specs
+        ]
     )
-    audit_record(
-        action=f"escalation.{kind}",
+    audit_record_many(
+        [
+            {
+                "action": f"escalation.{kind}",
+                "object_type": "escalation",
+                "object_id": escalation.pk,
+                "data": {
+                    "via": via,
+                    "note": note,
+                    "status": escalation.status,
+                    "outcome": escalation.outcome,
+                    **data,
+                },
+            }
+            for escalation, kind, note, _at, data in specs
+        ],
         actor=actor,
-        object_type="escalation",
-        object_id=escalation.pk,
-        data={"via": via, "note": note, "status": escalation.status, "outcome": escalation.outcome, **data},
     )
 
 
 def subject_parties(subject_type: str, subject_id: int) -> tuple[str, Project | None, Client | None]:
     """A human label for the subject and the project and client it belongs to."""
+    return subjects_parties(subject_type, [subject_id])[subject_id]
+
+
+Parties = tuple[str, "Project | None", "Client | None"]
+
+
+def subjects_parties(subject_type: str, subject_ids: Sequence[int]) -> dict[int, Parties]:
+    """:func:`subject_parties` for many subjects of one type in one query. The clients come with their
+    owners (the account manager's email is an action target). A missing subject raises DoesNotExist."""
+    ids = set(subject_ids)
+    found: dict[int, Parties] = {}
     if subject_type == "change_order":
-        co = ChangeOrder.objects.select_related("project__client").get(pk=subject_id)
-        project = co.project
-        label = f"CO {co.number} {co.title} on {project}" if project else f"CO {co.number} {co.title}"
-        return label, project, project.client if project else None
-    if subject_type == "submittal":
-        sub = Submittal.objects.select_related("project__client").get(pk=subject_id)
-        return str(sub), sub.project, sub.project.client if sub.project else None
-    if subject_type == "project":
-        project = Project.objects.select_related("client").get(pk=subject_id)
-        return str(project), project, project.client
-    client = Client.objects.get(pk=subject_id)
-    return str(client), None, client
+        for co in ChangeOrder.objects.select_related("project__client__owner").filter(pk__in=ids):
+            project = co.project
+            label = f"CO {co.number} {co.title} on {project}" if project else f"CO {co.number} {co.title}"
+            found[co.pk] = (label, project, project.client if project else None)
+        model: type[models.Model] = ChangeOrder
+    elif subject_type == "submittal":
+        for sub in Submittal.objects.select_related("project__client__owner").filter(pk__in=ids):
+            found[sub.pk] = (str(sub), sub.project, sub.project.client if sub.project else None)
+        model = Submittal
+    elif subject_type == "project":
+        for project in Project.objects.select_related("client__owner").filter(pk__in=ids):
+            found[project.pk] = (str(project), project, project.client)
+        model = Project
+    else:
+        for client in Client.objects.select_related("owner").filter(pk__in=ids):
+            found[client.pk] = (str(client), None, client)
+        model = Client
+    missing = ids - found.keys()
+    if missing:
+        raise model.DoesNotExist(f"{subject_type} {sorted(missing)[:10]} no longer exist")  # type: ignore[attr-defined]
+    return found
 
 
 def escalation_fire(
@@ -91,73 +143,14 @@ def escalation_fire(
 ) -> str:
     """Open an escalation for a match, or bump the open one. Returns opened / refired / cooldown.
 
-    The partial unique index on open (rule, subject) is the race-safe claim: of two concurrent
-    evaluations, one INSERT wins and the other becomes a re-fire.
+    One match through the batch path (:func:`apps.escalations.opening.escalations_fire`).
     """
-    from apps.rules.durations import parse_duration
-    from apps.rules.models import SubjectState
+    from .opening import escalations_fire
 
-    from .policies import policy_start
-
-    evidence = escalation_evidence(version, context, evaluation)
-    key = {"rule_id": version.rule_id, "subject_type": context.subject_type, "subject_id": context.subject_id}
-    existing = Escalation.objects.select_for_update().filter(**key, status__in=Escalation.OPEN_STATES).first()
-    if existing is None:
-        state = SubjectState.objects.filter(**key).only("cooldown_until").first()
-        if state and state.cooldown_until and state.cooldown_until > now:
-            decision.suppressed = f"cooldown until {state.cooldown_until:%Y-%m-%d %H:%M}"
-            decision.save(update_fields=["suppressed"])
-            return "cooldown"
-        label, project, client = subject_parties(context.subject_type, context.subject_id)
-        try:
-            with transaction.atomic():
-                escalation = Escalation.objects.create(
-                    rule_id=version.rule_id,
-                    rule_version=version,
-                    subject_type=context.subject_type,
-                    subject_id=context.subject_id,
-                    subject_label=label[:300],
-                    client=client,
-                    project=project,
-                    route=version.route,
-                    severity=version.spec.get("severity", "medium"),
-                    priority=int(version.spec.get("priority", 100)),
-                    summary=evaluation.summary(),
-                    evidence=evidence,
-                    opened_evidence=evidence,
-                    opened_at=now,
-                    last_fired_at=now,
-                )
-        except IntegrityError:
-            existing = Escalation.objects.select_for_update().get(**key, status__in=Escalation.OPEN_STATES)
-        else:
-            cooldown = parse_duration(version.spec.get("cooldown", "7d"))
-            SubjectState.objects.filter(**key).update(cooldown_until=now + cooldown)
-            decision.escalation = escalation
-            decision.save(update_fields=["escalation"])
-            _event(
-                escalation,
-                "opened",
-                "system:rules",
-                "system",
-                at=now,
-                rule=version.rule.key,
-                version=version.number,
-                route=escalation.route,
-            )
-            # The policy is frozen before the first actions: its digest setting decides how they go out.
-            policy_start(escalation=escalation, now=now)
-            _queue_actions(escalation, version.actions, now)
-            return "opened"
-    existing.fire_count += 1
-    existing.last_fired_at = now
-    existing.evidence = evidence
-    existing.summary = evaluation.summary()
-    existing.save(update_fields=["fire_count", "last_fired_at", "evidence", "summary"])
-    decision.escalation = existing
-    decision.suppressed = REFIRED
-    decision.save(update_fields=["escalation", "suppressed"])
-    return "refired"
+    [result] = escalations_fire(
+        subject_type=context.subject_type, fired=[(version, context, evaluation, decision)], now=now
+    )
+    return result
 
 
 def escalation_auto_resolve(
@@ -275,44 +268,96 @@ def escalation_decide(
 
 def action_targets(escalation: Escalation, action: str) -> list[str]:
     """Where one action goes for this escalation: email addresses or upstream record references."""
-    client = escalation.client
+    return actions_targets([escalation], action)[0]
+
+
+def actions_targets(escalations: Sequence[Escalation], action: str) -> list[list[str]]:
+    """:func:`action_targets` for many escalations: at most one query per action, not per escalation.
+
+    The escalations' clients (with their owners) and projects are read from the instances, so a
+    batch loads them beforehand (:func:`subjects_parties` does).
+    """
     if action == "email_account_manager":
-        owner = client.owner if client else None
-        return [owner.email] if owner and owner.email else []
+        found = []
+        for escalation in escalations:
+            client = escalation.client
+            owner = client.owner if client else None
+            found.append([owner.email] if owner and owner.email else [])
+        return found
     if action == "email_executives":
         users = get_user_model().objects.filter(groups__name=EXECUTIVES, is_active=True).exclude(email="")
-        return sorted({u.email for u in users})
+        emails = sorted({email for email in users.values_list("email", flat=True)})
+        return [list(emails) for _ in escalations]
     if action == "flag_dashboard":
-        return ["dashboard"]
+        return [["dashboard"] for _ in escalations]
     if action == "note_crm":
-        return [f"{client.source_id}:{client.external_id}"] if client else []
+        found = []
+        for escalation in escalations:
+            client = escalation.client
+            found.append([f"{client.source_id}:{client.external_id}"] if client else [])
+        return found
     if action == "note_accounting":
-        links = SourceObject.objects.filter(client=client, object_type="customer", deleted_at__isnull=True)
-        return [f"{link.connection_id}:{link.external_id}" for link in links] if client else []
+        client_ids = {e.client_id for e in escalations if e.client_id is not None}
+        links: dict[int, list[str]] = defaultdict(list)
+        if client_ids:
+            for client_id, connection_id, external_id in (
+                SourceObject.objects.filter(
+                    client_id__in=client_ids, object_type="customer", deleted_at__isnull=True
+                )
+                .order_by("pk")
+                .values_list("client_id", "connection_id", "external_id")
+            ):
+                links[client_id].append(f"{connection_id}:{external_id}")
+        return [list(links.get(e.client_id, [])) if e.client_id is not None else [] for e in escalations]
     if action == "escalate_pm":
-        return pm_targets(escalation)
+        projects = [e.project for e in escalations if e.project is not None]
+        if len(projects) > 1:
+            prefetch_related_objects(projects, "source")
+        return [pm_targets(e) for e in escalations]
     if action == "webhook":
-        return webhook_targets()
-    return []
+        names = webhook_targets()
+        return [list(names) for _ in escalations]
+    return [[] for _ in escalations]
+
+
+# The notices one escalation's actions send, and the events of actions that had no target.
+Planned = tuple[list["Notice"], list[EventSpec]]
+
+
+def actions_plan(items: Sequence[tuple[Escalation, Sequence[str]]]) -> list[Planned]:
+    """What each escalation's rule actions become: outbox notices, or an ``action_skipped`` event when
+    an action has no target. Targets are looked up once per action for all the escalations."""
+    from .noise import Notice
+
+    wanted: dict[str, list[int]] = defaultdict(list)
+    for index, (_escalation, actions) in enumerate(items):
+        for action in dict.fromkeys(actions):
+            wanted[action].append(index)
+    targets: dict[tuple[int, str], list[str]] = {}
+    for action, indexes in wanted.items():
+        per_escalation = actions_targets([items[i][0] for i in indexes], action)
+        targets.update(((i, action), t) for i, t in zip(indexes, per_escalation, strict=True))
+    planned: list[Planned] = []
+    for index, (escalation, actions) in enumerate(items):
+        notices: list[Notice] = []
+        skipped: list[EventSpec] = []
+        for action in actions:
+            found = targets[(index, action)]
+            if not found:
+                skipped.append(
+                    (escalation, "action_skipped", f"{action}: no target", None, {"action": action})
+                )
+            notices.extend(
+                Notice(action, target, f"esc{escalation.pk}:{action}:{target}"[:120]) for target in found
+            )
+        planned.append((notices, skipped))
+    return planned
 
 
 def _queue_actions(escalation: Escalation, actions: list[str], now: dt.datetime) -> None:
-    from .noise import Notice, notify
+    from .noise import notify
 
-    notices: list[Notice] = []
-    for action in actions:
-        targets = action_targets(escalation, action)
-        if not targets:
-            _event(
-                escalation,
-                "action_skipped",
-                "system:rules",
-                "system",
-                note=f"{action}: no target",
-                action=action,
-            )
-        notices.extend(
-            Notice(action, target, f"esc{escalation.pk}:{action}:{target}"[:120]) for target in targets
-        )
+    [(notices, skipped)] = actions_plan([(escalation, actions)])
+    _events(skipped, "system:rules", "system")
     # Emails to people pass the noise controls (digest, quiet hours, hourly cap); the rest go straight out.
     notify(escalation=escalation, notices=notices, now=now, new=True)

@@ -303,8 +303,9 @@ def _evaluate_batch(
     now: dt.datetime,
     report: EvaluationReport,
 ) -> None:
+    from apps.escalations.opening import escalations_fire
     from apps.escalations.refire import escalations_refire
-    from apps.escalations.services import escalation_auto_resolve, escalation_fire
+    from apps.escalations.services import escalation_auto_resolve
 
     subject_type = contexts[0].subject_type
     ids = [c.subject_id for c in contexts]
@@ -394,10 +395,7 @@ def _evaluate_batch(
         actor="system:rules",
     )
     _upsert_states(new_states)
-    for version, context, evaluation, decision in fired:
-        result = escalation_fire(
-            version=version, context=context, evaluation=evaluation, decision=decision, now=now
-        )
+    for result in escalations_fire(subject_type=subject_type, fired=fired, now=now) if fired else []:
         if result == "opened":
             report.escalations_opened += 1
         elif result == "refired":

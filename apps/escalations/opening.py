@@ -1,0 +1,272 @@
+"""Opening escalations for many matches at once: the set-based path behind every rule match.
+
+The first run of a new rule can match thousands of subjects with no open escalation. Each one needs its
+escalation row, its subject's label, project and client, the "opened" event and its audit entry, the
+frozen policy, the cooldown, its decision pointing at it and the outbox rows of its actions through the
+noise controls. Here each of those is one statement for the whole batch, not ~17 per match;
+``services.escalation_fire`` is this function with one match.
+
+The claim is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` against the partial unique index on
+open (rule, subject): a row that another transaction opened first is not inserted (the INSERT waits for
+that transaction, as a single INSERT hitting the index would), and its match becomes a re-fire of that
+escalation in the next round.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+
+from .models import Escalation
+from .refire import escalation_evidence, escalations_refire, match_summary
+
+if TYPE_CHECKING:
+    from apps.rules.evaluator import Evaluation
+    from apps.rules.facts import Context
+    from apps.rules.models import Decision, RuleVersion
+
+Fired = tuple["RuleVersion", "Context", "Evaluation", "Decision"]
+
+OPENED, REFIRED_RESULT, COOLDOWN = "opened", "refired", "cooldown"
+
+_CLAIM_FIELDS = {
+    "rule_id": "bigint",
+    "rule_version_id": "bigint",
+    "subject_id": "bigint",
+    "subject_label": "text",
+    "client_id": "bigint",
+    "project_id": "bigint",
+    "route": "text",
+    "severity": "text",
+    "priority": "integer",
+    "summary": "text",
+    "evidence": "jsonb",
+    "policy_id": "bigint",
+    "policy_snapshot": "jsonb",
+    "next_step_at": "timestamptz",
+    "step_token": "uuid",
+}
+# Built from the constant names above only; the rows travel as one bound JSON parameter. The opening
+# evidence is the evidence (sent once); the row's other columns take the values a new escalation has.
+_CLAIM = f"""
+    INSERT INTO escalations_escalation (
+        {", ".join(_CLAIM_FIELDS)}, opened_evidence, subject_type, status, outcome, fire_count, opened_at,
+        last_fired_at, policy_step, policy_level, policy_reminders)
+    SELECT {", ".join(f"v.{name}" for name in _CLAIM_FIELDS)}, v.evidence, %(subject_type)s, 'open', '', 1,
+           %(now)s, %(now)s, 0, 0, 0
+      FROM jsonb_to_recordset(%(rows)s::jsonb)
+        AS v({", ".join(f"{name} {kind}" for name, kind in _CLAIM_FIELDS.items())})
+    ON CONFLICT (rule_id, subject_type, subject_id) WHERE status IN ('open', 'acknowledged') DO NOTHING
+    RETURNING id, rule_id, subject_id
+"""  # noqa: S608
+
+_COOLDOWNS = """
+    UPDATE rules_subjectstate s SET cooldown_until = v.until
+      FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS v(rule_id, subject_id, until)
+     WHERE s.rule_id = v.rule_id AND s.subject_type = %s AND s.subject_id = v.subject_id
+"""
+
+_DECISIONS = """
+    UPDATE rules_decision d SET escalation_id = v.escalation_id, suppressed = v.suppressed
+      FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(id, escalation_id, suppressed)
+     WHERE d.id = v.id
+"""
+
+
+@transaction.atomic
+def escalations_fire(*, subject_type: str, fired: Sequence[Fired], now: dt.datetime) -> list[str]:
+    """Open an escalation for each match, or bump the open one; per match: opened / refired / cooldown.
+
+    The same rows, events, audit entries and outbox rows as opening them one at a time in this order
+    (the hourly cap sees the rows queued for earlier matches). Each decision gets its escalation and
+    suppression reason; those already stored are updated in one statement.
+    """
+    results = [""] * len(fired)
+    opened: dict[int, Escalation] = {}
+    pending = list(range(len(fired)))
+    while pending:
+        pending = _round(subject_type, fired, pending, now, results, opened)
+    order = sorted(opened)
+    _after_opening(subject_type, [(fired[i], opened[i]) for i in order], now)
+    _store_decisions([decision for *_, decision in fired])
+    return results
+
+
+def _round(
+    subject_type: str,
+    fired: Sequence[Fired],
+    pending: list[int],
+    now: dt.datetime,
+    results: list[str],
+    opened: dict[int, Escalation],
+) -> list[int]:
+    """One pass over the pending matches: re-fire those with an open escalation, hold those in
+    cooldown, claim the rest. Returns the matches to look at again: a claim another transaction won,
+    a second match of the same (rule, subject)."""
+    from .policies import policies_freeze
+    from .services import subjects_parties
+
+    # The open ones are re-fired and stay locked until commit, as in the batch path's re-fire.
+    rest = escalations_refire(subject_type=subject_type, fired=[fired[i] for i in pending], now=now)
+    unopened = {id(decision) for *_, decision in rest}
+    candidates = []
+    for i in pending:
+        if id(fired[i][3]) in unopened:
+            candidates.append(i)
+        else:
+            results[i] = REFIRED_RESULT
+    if not candidates:
+        return []
+    cooldowns = _cooldowns(subject_type, [fired[i] for i in candidates])
+    claims: list[int] = []
+    again: list[int] = []
+    seen: set[tuple[int, int]] = set()
+    for i in candidates:
+        version, context, _evaluation, decision = fired[i]
+        key = (version.rule_id, context.subject_id)
+        until = cooldowns.get(key)
+        if until and until > now:
+            decision.suppressed = f"cooldown until {until:%Y-%m-%d %H:%M}"
+            results[i] = COOLDOWN
+        elif key in seen:
+            again.append(i)  # the first match of the pair opens it; this one re-fires it next round
+        else:
+            seen.add(key)
+            claims.append(i)
+    if not claims:
+        return again
+    parties = subjects_parties(subject_type, [fired[i][1].subject_id for i in claims])
+    escalations = []
+    for i in claims:
+        version, context, evaluation, decision = fired[i]
+        label, project, client = parties[context.subject_id]
+        evidence = escalation_evidence(version, context, evaluation, decision)
+        escalations.append(
+            Escalation(
+                rule_id=version.rule_id,
+                rule_version=version,
+                subject_type=subject_type,
+                subject_id=context.subject_id,
+                subject_label=label[:300],
+                client=client,
+                project=project,
+                route=version.route,
+                severity=version.spec.get("severity", "medium"),
+                priority=int(version.spec.get("priority", 100)),
+                summary=match_summary(evaluation, decision),
+                evidence=evidence,
+                opened_evidence=evidence,
+                opened_at=now,
+                last_fired_at=now,
+            )
+        )
+    # The policy is frozen before the first actions: its digest setting decides how they go out.
+    policies_freeze(escalations)
+    _claim(subject_type, escalations, now)
+    for i, escalation in zip(claims, escalations, strict=True):
+        if escalation.pk is None:
+            again.append(i)  # another transaction opened it first: a re-fire, next round
+        else:
+            fired[i][3].escalation = escalation
+            results[i] = OPENED
+            opened[i] = escalation
+    return sorted(again)
+
+
+def _after_opening(subject_type: str, items: list[tuple[Fired, Escalation]], now: dt.datetime) -> None:
+    """Cooldowns, the "opened" events with their audit entries, and the actions' outbox rows."""
+    from apps.rules.durations import parse_duration
+
+    from .noise import notify_many
+    from .services import EventSpec, _events, actions_plan
+
+    if not items:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _COOLDOWNS,
+            [
+                [version.rule_id for (version, *_), _e in items],
+                [context.subject_id for (_v, context, *_), _e in items],
+                [now + parse_duration(version.spec.get("cooldown", "7d")) for (version, *_), _e in items],
+                subject_type,
+            ],
+        )
+    planned = actions_plan([(escalation, version.actions) for (version, *_), escalation in items])
+    events: list[EventSpec] = []
+    for ((version, *_), escalation), (_notices, skipped) in zip(items, planned, strict=True):
+        data = {"rule": version.rule.key, "version": version.number, "route": escalation.route}
+        events.append((escalation, "opened", "", now, data))
+        events.extend(skipped)
+    _events(events, "system:rules", "system")
+    # Emails to people pass the noise controls (digest, quiet hours, hourly cap); the rest go straight out.
+    notify_many(
+        items=[(escalation, notices) for (_, escalation), (notices, _) in zip(items, planned, strict=True)],
+        now=now,
+        new=True,
+    )
+
+
+def _store_decisions(decisions: list[Decision]) -> None:
+    """Write the escalation and suppression reason of decisions already stored (the batch path stores
+    them before opening; a decision not stored yet carries them into its INSERT)."""
+    stored = [d for d in decisions if d.pk is not None and not d._state.adding]
+    if not stored:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _DECISIONS,
+            [[d.pk for d in stored], [d.escalation_id for d in stored], [d.suppressed for d in stored]],
+        )
+
+
+def _cooldowns(subject_type: str, items: Sequence[Fired]) -> dict[tuple[int, int], dt.datetime | None]:
+    from apps.rules.models import SubjectState
+
+    rules = {version.rule_id for version, *_ in items}
+    subjects = {context.subject_id for _, context, *_ in items}
+    return {
+        (rule_id, subject_id): until
+        for rule_id, subject_id, until in SubjectState.objects.filter(
+            rule_id__in=rules, subject_type=subject_type, subject_id__in=subjects
+        ).values_list("rule_id", "subject_id", "cooldown_until")
+    }
+
+
+def _claim(subject_type: str, escalations: list[Escalation], now: dt.datetime) -> None:
+    """Insert the escalations nobody opened meanwhile and set their primary keys (None: lost)."""
+    rows: list[dict[str, Any]] = []
+    for e in escalations:
+        rows.append(
+            {
+                "rule_id": e.rule_id,
+                "rule_version_id": e.rule_version_id,
+                "subject_id": e.subject_id,
+                "subject_label": e.subject_label,
+                "client_id": e.client_id,
+                "project_id": e.project_id,
+                "route": e.route,
+                "severity": e.severity,
+                "priority": e.priority,
+                "summary": e.summary,
+                "evidence": e.evidence,
+                "policy_id": e.policy_id,
+                "policy_snapshot": e.policy_snapshot,
+                "next_step_at": e.next_step_at,
+                "step_token": e.step_token,
+            }
+        )
+    document = json.dumps(rows, cls=DjangoJSONEncoder)
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, {"subject_type": subject_type, "now": now, "rows": document})
+        ids = {(rule_id, subject_id): pk for pk, rule_id, subject_id in cursor.fetchall()}
+    for e in escalations:
+        pk = ids.get((e.rule_id, e.subject_id))
+        if pk is not None:
+            e.pk = pk
+            e._state.adding, e._state.db = False, connection.alias
