@@ -222,6 +222,42 @@ class View(Generic[R]):
         )
         return self.records if start == 0 and end == len(self.keys) else self.records[start:end]
 
+    def moved(self, changes: list[tuple[R, tuple[int, int]]]) -> View[R]:
+        """This view once ``changes`` (each a record and its key before) had ``updated`` changed in place.
+
+        The order a fresh sort gives, in time linear in the view with no per-record Python work: after a
+        1% mutation re-sorting every table (0.5 s at scale 17) made the first pages of an incremental
+        sync wait on work proportional to the whole data set."""
+        records, keys = self.records, self.keys
+        gone = set()
+        for record, (old_updated, old_id) in changes:
+            lo = bisect.bisect_left(keys, old_updated)
+            hi = bisect.bisect_right(keys, old_updated, lo)
+            # Within one ``updated`` the order is by numeric id, and ids never change.
+            at = bisect.bisect_left(records, old_id, lo, hi, key=lambda r: int(r.id))
+            if at >= hi or records[at] is not record:
+                return View.of(sorted(records, key=record_key))  # not where this view had it: start over
+            gone.add(at)
+        kept: list[R] = []
+        kept_keys: list[int] = []
+        start = 0
+        for at in sorted(gone):
+            kept += records[start:at]
+            kept_keys += keys[start:at]
+            start = at + 1
+        kept += records[start:]
+        kept_keys += keys[start:]
+        by_updated: dict[int, list[R]] = {}
+        for record, _old in changes:
+            by_updated.setdefault(record.updated, []).append(record)
+        for updated, block in by_updated.items():
+            lo = bisect.bisect_left(kept_keys, updated)
+            hi = bisect.bisect_right(kept_keys, updated, lo)
+            merged = sorted([*kept[lo:hi], *block], key=record_key)
+            kept[lo:hi] = merged
+            kept_keys[lo:hi] = [updated] * len(merged)
+        return View(kept, kept_keys)
+
 
 TABLE_ALIASES = {"milestone": "task", "schedule_task": "task", "change_order_package": "change_order"}
 
@@ -306,6 +342,15 @@ class Company:
     def changed(self) -> None:
         self._views.clear()
 
+    def _reorder(self, moved: dict[int, list[tuple[Any, tuple[int, int]]]]) -> None:
+        """Bring the cached views up to date after records changed ``updated`` in place (``moved``: by
+        ``id(table)``, each record with its key before): what ``changed`` would rebuild, without re-sorting."""
+        for table_id, changes in moved.items():
+            view = self._views.get(table_id)
+            if view is not None:
+                self._views[table_id] = view.moved(changes)
+            self._views.pop(-table_id, None)  # per-project views: regrouped from the view when next asked
+
     # ---- writes ------------------------------------------------------------------------------------
 
     def write_time(self, now: datetime | None = None) -> int:
@@ -342,13 +387,17 @@ class Company:
             count = min(len(everything), max(1, round(len(everything) * fraction)))
             touched = sorted(rng.sample(everything, count), key=lambda k: (k[0], k[1], str(k[2])))
             stamp = self.write_time(now)
+            tables = self.tables
+            moved: dict[int, list[tuple[Any, tuple[int, int]]]] = {}
             for system, object_type, rid in touched:
-                record = self.tables[(system, object_type)][rid]
+                table = tables[(system, object_type)]
+                record = table[rid]
+                moved.setdefault(id(table), []).append((record, record_key(record)))
                 apply_mutation(self, system, object_type, record, rng)
                 record.updated = stamp
                 if hasattr(record, "sync_token"):
                     record.sync_token += 1
-            self.changed()
+            self._reorder(moved)
             return touched
 
     def reset(self) -> None:
