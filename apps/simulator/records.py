@@ -344,7 +344,7 @@ class Company:
 
     def _reorder(self, moved: dict[int, list[tuple[Any, tuple[int, int]]]]) -> None:
         """Bring the cached views up to date after records changed ``updated`` in place (``moved``: by
-        ``id(table)``, each record with its key before): what ``changed`` would rebuild, without re-sorting."""
+        ``id(table)``, each record with its key before): what ``changed`` would rebuild, without a sort."""
         for table_id, changes in moved.items():
             view = self._views.get(table_id)
             if view is not None:
