@@ -3,6 +3,7 @@
 Hashing is ``sha256(prev_hash + canonical_json(content))`` (``AuditEntry.compute_hash``). The write and
 verify paths below produce exactly that canonical text without building model instances: the content
 dict always has the same six keys, so its JSON is assembled around the separately serialised ``data``.
+``data`` is stored as that very text (``JSONTextField``), so verification hashes it as read.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import connection, transaction
+from django.db import DataError, connection, transaction
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
-from .models import AuditEntry, canonical_json
+from .models import AuditEntry
 
 GENESIS = "0" * 64
 # One chain means one writer at a time: a transaction-scoped advisory lock orders appends.
@@ -33,22 +33,26 @@ Actor = AbstractBaseUser | AnonymousUser | str | None
 
 # canonical_json's output, from the C encoder without the circular-reference bookkeeping (data that
 # came from JSON cannot be circular; circular input to a write still fails, with a RecursionError).
+# NaN and infinities are refused (ValueError) as jsonb refuses them: JSON lookups cast data to jsonb.
 _json_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
 _c_encoder = json.encoder.c_make_encoder  # type: ignore[attr-defined]
 if _c_encoder is not None:
-    _encode = _c_encoder(None, str, _json_str, None, ":", ",", True, False, True)
+    _encode = _c_encoder(None, str, _json_str, None, ":", ",", True, False, False)
 
     def _canonical(data: Any) -> str:
         return "".join(_encode(data, 0))
 
 else:  # pragma: no cover - CPython always has the C accelerator
-    _canonical = canonical_json
+    _canonical = functools.partial(json.dumps, sort_keys=True, separators=(",", ":"), allow_nan=False)
 _load_one: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 # ^ one JSON value from offset 0; the text is known-good JSON
 
 _SECRET_WORDS = ("secret", "token", "password", "credential")
 # A key json.dumps made from an int/float/bool/None key; such keys are refused (see _stored_data).
 _NON_STR_KEY = re.compile(r'[{,]"(?:[-0-9]|true"|false"|null"|NaN"|Infinity")')
+# Escapes in ASCII JSON, one whole escape per match; group 1 is one that jsonb refuses: \u0000 or an
+# unpaired surrogate (a pair is consumed by the first branch).
+_ESCAPE = re.compile(r"\\(?:ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|(u0000|ud[89a-f][0-9a-f]{2})|.)")
 
 
 def _actor_fields(actor: Actor) -> tuple[str, int | None]:
@@ -77,29 +81,19 @@ def _redact(data: Any) -> Any:
     return data
 
 
-def _as_postgres_returns(data: Any) -> Any:
-    """Floats as jsonb gives them back: numeric has no -0 and prints ≥ 1e16 without an exponent (an int)."""
-    if isinstance(data, dict):
-        return {k: _as_postgres_returns(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_as_postgres_returns(v) for v in data]
-    if isinstance(data, float) and math.isfinite(data):
-        if data == 0:
-            return 0.0
-        if abs(data) >= 1e16:
-            return int(data)
-    return data
-
-
 def _stored_data(data: Any) -> tuple[str, Any]:
-    """The canonical JSON of redacted ``data`` as PostgreSQL will store and return it, and that value.
+    """The canonical JSON of redacted ``data``, which is both hashed and stored, and its value as read back.
 
-    With str keys only, ``canonical_json(json.loads(text)) == text``, so one dump and one load give both
-    the hashed text and the value the entry holds. Redaction can only change something when a secret
-    word occurs in the text (a ``\\u`` escape could hide one); otherwise the dump of the data as given is
-    already the dump of the redacted data. Only floats that jsonb rewrites take another pass.
+    With str keys only, ``canonical_json(json.loads(text)) == text``, so one dump and one load give both.
+    Redaction can only change something when a secret word occurs in the text (a ``\\u`` escape could
+    hide one); otherwise the dump of the data as given is already the dump of the redacted data. What
+    jsonb would refuse (NaN, infinities, ``\\u0000``, unpaired surrogates) is refused here, so that JSON
+    lookups, which cast the column to jsonb, work on every entry.
     """
-    text = _canonical(data)
+    try:
+        text = _canonical(data)
+    except ValueError as exc:  # NaN or an infinity
+        raise DataError(f"audit data: {exc}") from exc
     lowered = text.lower()
     if (
         "secret" in lowered
@@ -110,11 +104,11 @@ def _stored_data(data: Any) -> tuple[str, Any]:
         or _NON_STR_KEY.search(text)
     ):
         text = _canonical(_redact(data))
-    value = _load_one(text, 0)[0]
-    if "e+" in text or "-0.0" in text:
-        value = _as_postgres_returns(value)
-        text = _canonical(value)
-    return text, value
+        if "\\u" in text and any(m.group(1) for m in _ESCAPE.finditer(text)):
+            raise DataError(
+                "audit data: \\u0000 or an unpaired surrogate cannot be stored (jsonb refuses them)"
+            )
+    return text, _load_one(text, 0)[0]
 
 
 def _content_json(
@@ -179,6 +173,7 @@ def _append(items: list[dict[str, Any]], actor: Actor) -> list[AuditEntry]:
         head = f"\t{now_iso}\t{_copy_text(actor_name)}\t{user}\t"
         entries: list[AuditEntry] = []
         lines: list[str] = []
+        loaded = _entry_maker(alias)
         # Rows go out in small chunks, so the server inserts and indexes them while the next ones
         # are prepared here (a failure inside the block aborts the COPY; atomic() rolls back).
         with connection.wrap_database_errors, cursor.cursor.copy(_COPY_SQL) as copy:
@@ -204,23 +199,28 @@ def _append(items: list[dict[str, Any]], actor: Actor) -> list[AuditEntry]:
                     copy.write("".join(lines))
                     lines.clear()
                 values = (pk, now, actor_name, actor_id, action, object_type, object_id, value, prev, digest)
-                entries.append(_loaded(alias, values))
+                entries.append(loaded(values))
                 prev = digest
             if lines:
                 copy.write("".join(lines))
     return entries
 
 
-def _loaded(alias: str, values: tuple[Any, ...]) -> AuditEntry:
-    """``AuditEntry.from_db(alias, fields, values)`` without Model.__init__ when nobody listens to its
+def _entry_maker(alias: str) -> Callable[[tuple[Any, ...]], AuditEntry]:
+    """``AuditEntry.from_db(alias, fields, values)``, without Model.__init__ when nobody listens to its
     init signals (a fifth of the cost of an append went into building the returned instances)."""
     if pre_init.has_listeners(AuditEntry) or post_init.has_listeners(AuditEntry):
-        return AuditEntry.from_db(alias, _FIELD_NAMES, values)
-    entry = AuditEntry.__new__(AuditEntry)
-    state = ModelState()
-    state.adding, state.db = False, alias
-    entry.__dict__.update(zip(_FIELD_NAMES, values, strict=True), _state=state)
-    return entry
+        return functools.partial(AuditEntry.from_db, alias, _FIELD_NAMES)
+    new, names = AuditEntry.__new__, _FIELD_NAMES
+
+    def make(values: tuple[Any, ...]) -> AuditEntry:
+        entry = new(AuditEntry)
+        state = ModelState()
+        state.adding, state.db = False, alias
+        entry.__dict__.update(zip(names, values, strict=True), _state=state)
+        return entry
+
+    return make
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -265,7 +265,7 @@ def audit_verify(*, batch_size: int = 5000) -> ChainReport:
 # formats it faster than psycopg parses a timestamptz.
 _SELECT_SQL = (
     "SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US'), actor, action, "
-    "object_type, object_id, data::text, prev_hash, hash "
+    "object_type, object_id, data, prev_hash, hash "
     "FROM audit_auditentry WHERE id > %s ORDER BY id LIMIT %s"
 )
 
@@ -286,7 +286,7 @@ def verify_chain(*, checkpoints: Sequence[Checkpoint] = (), batch_size: int = 50
     prev = GENESIS
     checked = 0
     last_id = 0
-    enc, canonical, load, sha256 = _json_str, _canonical, _load_one, hashlib.sha256
+    enc, sha256 = _json_str, hashlib.sha256
     with connection.cursor() as cursor, ThreadPoolExecutor(1, thread_name_prefix="audit-verify") as pool:
         raw = cursor.cursor
 
@@ -308,7 +308,7 @@ def verify_chain(*, checkpoints: Sequence[Checkpoint] = (), batch_size: int = 50
                     created_at = created_at[:-7]
                 content = (
                     f'{{"action":{enc(action)},"actor":{enc(actor)},"created_at":"{created_at}+00:00",'
-                    f'"data":{canonical(load(data, 0)[0])},"object_id":{enc(object_id)},'
+                    f'"data":{data},"object_id":{enc(object_id)},'
                     f'"object_type":{enc(object_type)}}}'
                 )
                 if sha256((prev + content).encode()).hexdigest() != digest:

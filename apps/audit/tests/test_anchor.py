@@ -53,7 +53,7 @@ def _rewrite_from(entries: list[AuditEntry], index: int, data: dict) -> None:
         entry.hash = entry.compute_hash()
         statements.append(
             (
-                "UPDATE audit_auditentry SET data = %s::jsonb, prev_hash = %s, hash = %s WHERE id = %s",
+                "UPDATE audit_auditentry SET data = %s, prev_hash = %s, hash = %s WHERE id = %s",
                 [canonical_json(entry.data), entry.prev_hash, entry.hash, entry.pk],
             )
         )
