@@ -6,6 +6,7 @@ Everything returns plain strings or dicts; autoescaping does the rest (never mar
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import html
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -273,6 +274,29 @@ def select_options(choices: Any, selected: Any) -> SafeString:
     )
 
 
+@register.simple_tag
+def flagged_rows(projects: Any, risk_weights: Any) -> SafeString:
+    """The flagged-projects table's rows (built in Python: ``apps/dashboard/rows.py`` says why)."""
+    from apps.dashboard.rows import flagged_rows as build
+
+    return build(projects or (), show_risk=bool(risk_weights))
+
+
+@register.simple_tag(takes_context=True)
+def approval_rows(context: template.Context, approvals: Any) -> SafeString:
+    """The approval queue's rows, each form with the page's CSRF token and a way back to this page."""
+    from django.template.defaulttags import CsrfTokenNode
+
+    from apps.dashboard.rows import approval_rows as build
+
+    request = context.get("request")
+    return build(
+        approvals or (),
+        csrf_input=CsrfTokenNode().render(context),
+        next_url=request.get_full_path() if request is not None else "",
+    )
+
+
 SEVERITY_ICONS = {"critical": "◆", "high": "▲", "medium": "■", "low": "▽"}
 
 
@@ -280,7 +304,11 @@ SEVERITY_ICONS = {"critical": "◆", "high": "▲", "medium": "■", "low": "▽
 def severity_badge(severity: Any) -> SafeString:
     """A severity as an icon and a word, never colour alone (a filter, not an include: lists render
     one per row, and an include costs a template render each)."""
-    name = str(severity or "")
+    return _severity_badge(str(severity or ""))
+
+
+@functools.lru_cache(maxsize=32)  # a handful of severities; format_html costs ~20 µs a row otherwise
+def _severity_badge(name: str) -> SafeString:
     return format_html(
         '<span class="badge severity-{}"><span class="badge-icon" aria-hidden="true">{}</span> {}</span>',
         name,
