@@ -48,8 +48,6 @@ _load_one: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once 
 # ^ one JSON value from offset 0; the text is known-good JSON
 
 _SECRET_WORDS = ("secret", "token", "password", "credential")
-# A key json.dumps made from an int/float/bool/None key; such keys are refused (see _stored_data).
-_NON_STR_KEY = re.compile(r'[{,]"(?:[-0-9]|true"|false"|null"|NaN"|Infinity")')
 # Escapes in ASCII JSON, one whole escape per match; group 1 is one that jsonb refuses: \u0000 or an
 # unpaired surrogate (a pair is consumed by the first branch).
 _ESCAPE = re.compile(r"\\(?:ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|(u0000|ud[89a-f][0-9a-f]{2})|.)")
@@ -86,7 +84,9 @@ def _stored_data(data: Any) -> tuple[str, Any]:
 
     With str keys only, ``canonical_json(json.loads(text)) == text``, so one dump and one load give both.
     Redaction can only change something when a secret word occurs in the text (a ``\\u`` escape could
-    hide one); otherwise the dump of the data as given is already the dump of the redacted data. What
+    hide one); otherwise the dump of the data as given is already the dump of the redacted data. When
+    the value read back differs from the data (a non-str key, which the careful path refuses, or a
+    value dumped with ``str`` such as a Decimal), the careful path runs too. What
     jsonb would refuse (NaN, infinities, ``\\u0000``, unpaired surrogates) is refused here, so that JSON
     lookups, which cast the column to jsonb, work on every entry.
     """
@@ -94,6 +94,7 @@ def _stored_data(data: Any) -> tuple[str, Any]:
         text = _canonical(data)
     except ValueError as exc:  # NaN or an infinity
         raise DataError(f"audit data: {exc}") from exc
+    value = _load_one(text, 0)[0]
     lowered = text.lower()
     if (
         "secret" in lowered
@@ -101,14 +102,22 @@ def _stored_data(data: Any) -> tuple[str, Any]:
         or "password" in lowered
         or "credential" in lowered  # the _SECRET_WORDS
         or "\\u" in text
-        or _NON_STR_KEY.search(text)
+        or _differs(value, data)
     ):
         text = _canonical(_redact(data))
         if "\\u" in text and any(m.group(1) for m in _ESCAPE.finditer(text)):
             raise DataError(
                 "audit data: \\u0000 or an unpaired surrogate cannot be stored (jsonb refuses them)"
             )
-    return text, _load_one(text, 0)[0]
+        value = _load_one(text, 0)[0]
+    return text, value
+
+
+def _differs(value: Any, data: Any) -> bool:
+    try:
+        return bool(value != data)
+    except Exception:  # an odd __eq__ somewhere in the data (dumped with str): take the careful path
+        return True
 
 
 def _content_json(
