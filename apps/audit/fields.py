@@ -25,7 +25,7 @@ def _as_jsonb(lhs: Any, field: JSONField[Any, Any]) -> Any:
     return lhs
 
 
-class JSONTextField(JSONField):  # type: ignore[type-arg]
+class JSONTextField(JSONField):
     """JSON in a text column; see the module docstring."""
 
     description = "JSON kept as text"
