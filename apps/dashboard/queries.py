@@ -47,12 +47,9 @@ OPEN_FIRST = Case(
 DASHBOARD_ROLES = (EXECUTIVES, OPERATIONS, ADMINISTRATORS)
 # Worst first; more than a screenful is a triage job for the filters, not a longer list.
 APPROVAL_QUEUE_LIMIT = 25
-# What a list row never shows: the escalation's frozen evidence and policy, the rule's draft (kilobytes of
-# JSON each, parsed for nothing).
-LIST_DEFERRED = ("evidence", "opened_evidence", "policy_snapshot", "rule__draft")
-# What a flagged-project row and an approval-queue row show, and nothing else: each column read is
-# decoded into Python for 50 rows a request (a dozen timestamps a row cost ~0.1 ms), and the query-count
-# tests fail if the template reaches for a field left out.
+# What a flagged-project row and an approval-queue row show (rows.py), and nothing else: not the frozen
+# evidence, policy or rule draft (kilobytes of JSON each), nor a dozen timestamps a row (~0.1 ms a row to
+# decode). The query-count test fails if a row reaches for a field left out.
 FLAGGED_ROW_FIELDS = (
     *("project", "rule", "severity", "summary", "rule__name"),
     *("project__number", "project__name", "project__client"),
