@@ -9,6 +9,7 @@ import os
 import re
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from celery.schedules import crontab
@@ -21,12 +22,12 @@ from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
 from apps.entities.linking import link_entities
-from apps.entities.loaders import upsert_rows
+from apps.entities.loaders import PreparedRows, prepare_rows, upsert_prepared
 
 from .drift import compare, field_paths
 from .http import Prefetch, UpstreamError
 from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, get_kind
-from .kinds.base import ConnectorKind, cursor_key
+from .kinds.base import ConnectorKind, Record, cursor_key
 from .kinds.rest.options import parse_options as parse_rest_options
 from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun
 
@@ -290,6 +291,32 @@ class _RunLost(Exception):
     """Our run was expired by another worker (heartbeat too old): stop without writing more."""
 
 
+@dataclass(frozen=True)
+class _PreparedPage:
+    """A page with the Python work of storing it done: normalised, checked, encoded, its fields listed."""
+
+    page: Page
+    rows: list[Record]
+    raws: list[Record]
+    bad: list[tuple[Record, str]]
+    loaded: PreparedRows
+    paths: set[str]
+
+
+def _prepare_page(stream: Stream, page: Page) -> _PreparedPage:
+    """Everything of ``_store_page`` that needs no database: run on the read-ahead thread, it overlaps the
+    previous page's upsert (the sync alternated between its own CPU and the database's)."""
+    rows, raws, bad = [], [], []
+    for raw in page.records:
+        try:
+            rows.append(stream.normalise(raw))
+            raws.append(raw)
+        except BadRecord as exc:
+            bad.append((raw, exc.reason))
+    paths = field_paths(page.records) if page.records else set()
+    return _PreparedPage(page, rows, raws, bad, prepare_rows(stream.model, rows), paths)
+
+
 @transaction.atomic
 def _store_page(
     run: SyncRun,
@@ -298,24 +325,22 @@ def _store_page(
     counts: dict[str, Any],
     learning: bool = False,
     seen_ids: set[str] | None = None,
+    prepared: _PreparedPage | None = None,
 ) -> list[int]:
     """Upsert one page, quarantine its bad records and save the cursor: all or nothing.
 
     ``learning``: the stream's first run, which learns its upstream fields rather than reporting drift.
-    ``seen_ids`` collects the external ids read (a rebuild tombstones the rest).
+    ``seen_ids`` collects the external ids read (a rebuild tombstones the rest). ``prepared``: the page's
+    ``_prepare_page``, when the caller did it ahead.
     """
     connection = run.connection
     now = timezone.now()
-    rows, raws, bad = [], [], []
-    for raw in page.records:
-        try:
-            rows.append(stream.normalise(raw))
-            raws.append(raw)
-        except BadRecord as exc:
-            bad.append((raw, exc.reason))
+    if prepared is None:
+        prepared = _prepare_page(stream, page)
+    rows, raws, bad = prepared.rows, prepared.raws, list(prepared.bad)
     if seen_ids is not None:
         seen_ids.update(row["external_id"] for row in rows)
-    result = upsert_rows(stream.model, source_id=connection.pk, rows=rows, now=now)
+    result = upsert_prepared(prepared.loaded, source_id=connection.pk, now=now)
     by_row = {id(row): raw for row, raw in zip(rows, raws, strict=True)}
     bad += [(by_row[id(row)], reason) for row, reason in result.rejected]
     QuarantinedRecord.objects.bulk_create(
@@ -332,7 +357,7 @@ def _store_page(
     state = StreamState.objects.select_for_update().get(connection=connection, stream=stream.name)
     state.cursor = max(state.cursor or {}, page.cursor, key=cursor_key)
     state.record_count += result.inserted
-    _note_drift(run, stream, page, state, learning)
+    _note_drift(run, stream, page, state, learning, prepared.paths)
     state.save(update_fields=["cursor", "record_count", "fields", "missing_fields"])
     counts["pages"] += 1
     counts["seen"] += len(page.records)
@@ -347,13 +372,13 @@ def _store_page(
     return result.changed_ids
 
 
-def _note_drift(run: SyncRun, stream: Stream, page: Page, state: StreamState, learning: bool) -> None:
+def _note_drift(
+    run: SyncRun, stream: Stream, page: Page, state: StreamState, learning: bool, paths: set[str]
+) -> None:
     """Record a drift finding when the page's upstream fields differ from what the stream has seen."""
     if not page.records:
         return
-    drift = compare(
-        state.fields or [], state.missing_fields or [], field_paths(page.records), len(page.records)
-    )
+    drift = compare(state.fields or [], state.missing_fields or [], paths, len(page.records))
     if (drift.new or drift.missing) and not learning:
         first = page.records[0] if isinstance(page.records[0], dict) else {}
         SchemaDrift.objects.create(
@@ -405,12 +430,14 @@ def _sync_stream(
     status, error = SyncRun.Status.SUCCEEDED, ""
     try:
         client = stream.kind.client()
-        # The next page is fetched while this one is stored; an upstream error surfaces when its page is
-        # asked for, after every earlier page and its cursor were committed.
-        with Prefetch(stream.pages(client, {} if full else dict(state.cursor or {}), full), client) as pages:
-            for page in pages:
+        # The next page is fetched and prepared while this one is stored; an upstream error surfaces when
+        # its page is asked for, after every earlier page and its cursor were committed.
+        pages = stream.pages(client, {} if full else dict(state.cursor or {}), full)
+        with Prefetch((_prepare_page(stream, page) for page in pages), client) as prepared_pages:
+            for prepared in prepared_pages:
                 counts.update(_client_counts(client))
-                changed.update(_store_page(run, stream, page, counts, learning, seen_ids))
+                page = prepared.page
+                changed.update(_store_page(run, stream, page, counts, learning, seen_ids, prepared))
                 if progress:
                     progress(stream_name, len(page.records))
     except UpstreamError as exc:

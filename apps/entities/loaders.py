@@ -228,26 +228,44 @@ def _document(rows: list[Row]) -> str:
     return "[" + ",".join(items) + "]"
 
 
-def upsert_rows(
-    model: type[models.Model], *, source_id: int, rows: list[Row], now: dt.datetime
-) -> UpsertResult:
-    """Insert new records, update changed ones that are not older, leave the rest untouched."""
-    result = UpsertResult()
+@dataclass(frozen=True)
+class PreparedRows:
+    """A page's rows checked and encoded for its upsert: all the Python work, none of the database's."""
+
+    model: type[models.Model]
+    count: int  # rows given
+    keys: tuple[str, ...]
+    document: str  # "" when no row is valid
+    rejected: list[tuple[Row, str]]
+
+
+def prepare_rows(model: type[models.Model], rows: list[Row]) -> PreparedRows:
+    """Validate, deduplicate and encode ``rows`` for ``upsert_prepared``. Touches no database, so a sync
+    prepares the next page on its read-ahead thread while this one is written."""
+    rejected: list[tuple[Row, str]] = []
     valid: list[Row] = []
     for row in rows:
         reason = validate_row(model, row)
         if reason:
-            result.rejected.append((row, reason))
+            rejected.append((row, reason))
         else:
             valid.append(row)
     unique = _newest_per_key(valid)
     if not unique:
-        return result
+        return PreparedRows(model, len(rows), (), "", rejected)
     keys = {k for row in unique for k in row}
     if keys & (_BOOKKEEPING - {"source_updated_at"}):
         raise ValueError(f"records for {model.__name__} may not set {sorted(keys & _BOOKKEEPING)}")
-    statement = _statement(model, tuple(sorted(keys)))
-    params: dict[str, Any] = {"source": source_id, "now": now, "page": _document(unique)}
+    return PreparedRows(model, len(rows), tuple(sorted(keys)), _document(unique), rejected)
+
+
+def upsert_prepared(prepared: PreparedRows, *, source_id: int, now: dt.datetime) -> UpsertResult:
+    """Write a prepared page: insert new records, update changed ones that are not older."""
+    result = UpsertResult(rejected=list(prepared.rejected))
+    if not prepared.document:
+        return result
+    statement = _statement(prepared.model, prepared.keys)
+    params: dict[str, Any] = {"source": source_id, "now": now, "page": prepared.document}
     params.update((name, f.get_default()) for name, f in statement.defaults)
     with connection.cursor() as cursor:
         cursor.execute(statement.sql, params)
@@ -255,5 +273,12 @@ def upsert_rows(
     result.changed_ids = [pk for pk, _ in returned]
     result.inserted = sum(1 for _, inserted in returned if inserted)
     result.updated = len(returned) - result.inserted
-    result.unchanged = len(rows) - len(result.rejected) - len(returned)
+    result.unchanged = prepared.count - len(result.rejected) - len(returned)
     return result
+
+
+def upsert_rows(
+    model: type[models.Model], *, source_id: int, rows: list[Row], now: dt.datetime
+) -> UpsertResult:
+    """Insert new records, update changed ones that are not older, leave the rest untouched."""
+    return upsert_prepared(prepare_rows(model, rows), source_id=source_id, now=now)
