@@ -262,6 +262,11 @@ def main() -> None:
     parser.add_argument(
         "--profile-top", type=int, default=0, help="also print the N functions with most own time"
     )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="time the full runs' main steps (inclusive wall seconds, no profiler overhead)",
+    )
     args = parser.parse_args()
 
     _setup()
@@ -406,7 +411,10 @@ def full_runs(
     """The SPEC rule alone over every change order: cold (no prior state), then warm; profiles on request."""
     Rule.objects.exclude(key="co-exec-review").update(enabled=False)
     timings = []
+    phases = Phases() if args.phases else None
     for label in ("cold: no prior state", "warm: repeat run"):
+        if phases:
+            phases.reset()
         started = time.perf_counter()
         cpu = time.process_time()
         report = evaluate_subjects(subject_type="change_order", trigger="schedule")
@@ -414,6 +422,8 @@ def full_runs(
         timings.append(seconds)
         line(f"5. evaluate_subjects, SPEC rule, {label}", seconds, report.subjects)
         print(f"     {report}; this process's CPU {time.process_time() - cpu:.2f} s; load {_load()}")
+        if phases:
+            phases.show()
     if args.profile:
         profile_full_run(evaluate_subjects, "warm", args.profile_top)
     if args.profile_cold:
@@ -422,6 +432,82 @@ def full_runs(
     print(f"   decisions stored: {Decision.objects.count():,}")
     Rule.objects.update(enabled=True)
     return timings
+
+
+# Steps of a full run, timed inclusively (nested steps count in their callers too).
+PHASE_STEPS = {
+    "apps.rules.services": (
+        "_settle_quiet_subjects",
+        "_evaluate_batch",
+        "_insert_decisions",
+        "_upsert_states",
+        "audit_record_many",
+        "compute_contexts",
+    ),
+    "apps.escalations.refire": ("escalations_refire",),
+    "apps.escalations.opening": ("escalations_fire", "_round", "_after_opening", "_claim"),
+    "apps.escalations.noise": ("notify_many", "deliveries_dispatch"),
+}
+
+
+class Phases:
+    """Wall seconds and calls per step, by wrapping the module-level functions (a generator is timed
+    inside each of its steps)."""
+
+    def __init__(self) -> None:
+        import importlib
+        import inspect
+
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        for module_name, names in PHASE_STEPS.items():
+            module = importlib.import_module(module_name)
+            for name in names:
+                func = getattr(module, name, None)
+                if func is None:
+                    continue
+                label = f"{module_name.rsplit('.', 1)[-1]}.{name}"
+                wrap = self._generator if inspect.isgeneratorfunction(func) else self._function
+                setattr(module, name, wrap(func, label))
+
+    def _add(self, label: str, seconds: float, call: bool) -> None:
+        self.seconds[label] = self.seconds.get(label, 0.0) + seconds
+        self.calls[label] = self.calls.get(label, 0) + call
+
+    def _function(self, func: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self._add(label, time.perf_counter() - started, True)
+
+        return timed_call
+
+    def _generator(self, func: Callable[..., Any], label: str) -> Callable[..., Any]:
+        def timed_generator(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            items = func(*args, **kwargs)
+            self._add(label, time.perf_counter() - started, True)
+            while True:
+                started = time.perf_counter()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    self._add(label, time.perf_counter() - started, False)
+                    return
+                self._add(label, time.perf_counter() - started, False)
+                yield item
+
+        return timed_generator
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+    def show(self) -> None:
+        for label, seconds in sorted(self.seconds.items(), key=lambda kv: -kv[1]):
+            print(f"       {seconds:8.2f} s {self.calls[label]:7,d} calls  {label}")
 
 
 def _clear_evaluations() -> None:

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.template.loader import render_to_string
 
-from .delivery import PermanentFailure, performs, send_escalation_email
+from .delivery import PermanentFailure, deliveries_dispatch, performs, send_escalation_email
 from .models import Delivery, DigestItem, Escalation, SuppressedNotification
 
 EMAIL_ACTIONS = frozenset({"email_account_manager", "email_executives", "email_group", "email_address"})
@@ -222,9 +222,7 @@ def notify_many(
     SuppressedNotification.objects.bulk_create(suppressed)
     ids = [d.pk for d in created_rows if d.pk and d.next_attempt_at <= now]
     if ids:
-        from .tasks import deliver
-
-        transaction.on_commit(lambda: [deliver.delay(pk) for pk in ids])
+        transaction.on_commit(lambda: deliveries_dispatch(ids))
     return ids
 
 

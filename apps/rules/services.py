@@ -231,32 +231,35 @@ def _settle_quiet_subjects(
     return sorted(traced)
 
 
-_DECISION_FIELDS = {
-    "id": "bigint",
-    "rule_version_id": "bigint",
-    "subject_type": "text",
-    "subject_id": "bigint",
-    "outcome": "text",
-    "trigger": "text",
-    "evaluated_at": "timestamptz",
-    "facts": "jsonb",
-    "explanation": "jsonb",
-    "summary": "text",
-    "suppressed": "text",
-    "escalation_id": "bigint",
-}
-# Built from the constant names above only; the rows travel as one bound JSON parameter.
-_INSERT_DECISIONS = (
-    f"INSERT INTO rules_decision ({', '.join(_DECISION_FIELDS)}) "  # noqa: S608
-    "SELECT * FROM jsonb_to_recordset(%s::jsonb) "
-    f"AS v({', '.join(f'{name} {kind}' for name, kind in _DECISION_FIELDS.items())})"
+_DECISION_COLUMNS = (
+    "id, rule_version_id, subject_type, subject_id, outcome, trigger, evaluated_at, facts, explanation, "
+    "summary, suppressed, escalation_id"
 )
 
 
-def _insert_decisions(decisions: list[Decision]) -> None:
-    """Insert traced decisions as one JSON document: ``bulk_create`` spends most of its time escaping
-    JSON inside PostgreSQL arrays in Python. Ids are drawn from the sequence first, so the instances
-    get their primary keys (later ``save(update_fields=...)`` calls and audit entries need them)."""
+@dataclass(slots=True)
+class _Traced:
+    """A decision that nothing but its row needs (not a match): its trace, if kept, already as JSON."""
+
+    rule_version_id: int
+    subject_id: int
+    outcome: str
+    facts: str | None
+    explanation: str | None
+    summary: str
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
+
+
+def _insert_decisions(
+    decisions: Sequence[Decision | _Traced], *, subject_type: str, trigger: str, evaluated_at: dt.datetime
+) -> None:
+    """Insert a batch's traced decisions with one COPY (PostgreSQL parses each trace once; a JSON
+    document of the batch was parsed whole, then taken apart). Ids are drawn from the sequence first,
+    in order, so the :class:`Decision` instances get their primary keys (their escalation and audit
+    entries need them)."""
     if not decisions:
         return
     with connection.cursor() as cursor:
@@ -265,34 +268,42 @@ def _insert_decisions(decisions: list[Decision]) -> None:
             [len(decisions)],
         )
         ids = [row[0] for row in cursor.fetchall()]
-        rows = []
-        for pk, d in zip(ids, decisions, strict=True):
-            d.pk = pk
-            d._state.adding, d._state.db = False, connection.alias
-            rows.append({name: getattr(d, name) for name in _DECISION_FIELDS})
-        cursor.execute(_INSERT_DECISIONS, [json.dumps(rows, cls=DjangoJSONEncoder)])
+        with cursor.cursor.copy(f"COPY rules_decision ({_DECISION_COLUMNS}) FROM STDIN") as copy:
+            for pk, d in zip(ids, decisions, strict=True):
+                if isinstance(d, _Traced):
+                    copy.write_row(
+                        (pk, d.rule_version_id, subject_type, d.subject_id, d.outcome, trigger, evaluated_at,
+                         d.facts, d.explanation, d.summary, "", None)
+                    )  # fmt: skip
+                    continue
+                d.pk = pk
+                d._state.adding, d._state.db = False, connection.alias
+                copy.write_row(
+                    (pk, d.rule_version_id, d.subject_type, d.subject_id, d.outcome, d.trigger,
+                     d.evaluated_at, _json_or_null(d.facts), _json_or_null(d.explanation), d.summary,
+                     d.suppressed, d.escalation_id)
+                )  # fmt: skip
 
 
 _UPSERT_STATES = """
     INSERT INTO rules_subjectstate (rule_id, subject_type, subject_id, last_outcome, last_evaluated_at,
                                     snooze_reason)
-    SELECT v.rule_id, v.subject_type, v.subject_id, v.last_outcome, v.last_evaluated_at, ''
-      FROM jsonb_to_recordset(%s::jsonb)
-        AS v(rule_id bigint, subject_type text, subject_id bigint, last_outcome text,
-             last_evaluated_at timestamptz)
+    SELECT v.rule_id, %(subject_type)s, v.subject_id, v.last_outcome, %(now)s, ''
+      FROM unnest(%(rules)s::bigint[], %(subjects)s::bigint[], %(outcomes)s::text[])
+        AS v(rule_id, subject_id, last_outcome)
     ON CONFLICT (rule_id, subject_type, subject_id)
     DO UPDATE SET last_outcome = EXCLUDED.last_outcome, last_evaluated_at = EXCLUDED.last_evaluated_at
 """
 
 
-def _upsert_states(states: list[SubjectState]) -> None:
-    """Record each (rule, subject)'s latest outcome; cooldowns and snoozes are left as they are."""
+def _upsert_states(subject_type: str, now: dt.datetime, states: Sequence[tuple[int, int, str]]) -> None:
+    """Record each (rule, subject, outcome) as the latest; cooldowns and snoozes are left as they are."""
     if not states:
         return
-    fields = ("rule_id", "subject_type", "subject_id", "last_outcome", "last_evaluated_at")
-    document = json.dumps([{f: getattr(s, f) for f in fields} for s in states], cls=DjangoJSONEncoder)
+    params: dict[str, Any] = {"subject_type": subject_type, "now": now}
+    params["rules"], params["subjects"], params["outcomes"] = (list(c) for c in zip(*states, strict=True))
     with connection.cursor() as cursor:
-        cursor.execute(_UPSERT_STATES, [document])
+        cursor.execute(_UPSERT_STATES, params)
 
 
 @transaction.atomic
@@ -315,21 +326,46 @@ def _evaluate_batch(
             rule__in=[v.rule_id for v in versions], subject_type=subject_type, subject_id__in=ids
         )
     }
-    decisions: list[Decision] = []
+    compiled = [(version, *_compiled_for(version)) for version in versions]
+    decisions: list[Decision | _Traced] = []
+    matched: list[Decision] = []
     fired: list[tuple[RuleVersion, Context, Evaluation, Decision]] = []
-    resolved: list[tuple[RuleVersion, Context, Decision]] = []
-    new_states: list[SubjectState] = []
+    resolved: dict[int, list[int]] = defaultdict(list)
+    new_states: list[tuple[int, int, str]] = []
+    outcomes = report.outcomes
     for context in contexts:
         report.subjects += 1
         best_route: int | None = None
         best_rule = ""
-        for version in versions:
-            condition, max_age = _compiled_for(version)
+        snapshot_json: str | None = None
+        for version, condition, max_age in compiled:
             evaluation = condition.evaluate(context.values, ages=context.ages, max_age=max_age)
             outcome = str(evaluation.outcome.value)
-            report.outcomes[outcome] += 1
+            outcomes[outcome] += 1
             state = states.get((version.rule_id, context.subject_id))
-            changed = state is None or state.last_outcome != outcome
+            new_states.append((version.rule_id, context.subject_id, outcome))
+            if evaluation.outcome != Outcome.MATCHED:
+                if state is None or state.last_outcome != outcome:
+                    # A first evaluation or a change of outcome keeps its trace (backtests replay it).
+                    if snapshot_json is None:
+                        snapshot_json = context.snapshot_json()
+                    trace = evaluation.to_json()
+                    decisions.append(
+                        _Traced(
+                            version.pk,
+                            context.subject_id,
+                            outcome,
+                            snapshot_json,
+                            json.dumps(trace, cls=DjangoJSONEncoder),
+                            trace["summary"],
+                        )
+                    )
+                else:
+                    decisions.append(_Traced(version.pk, context.subject_id, outcome, None, None, ""))
+                if evaluation.outcome == Outcome.NOT_MATCHED and version.spec.get("auto_resolve", True):
+                    resolved[version.rule_id].append(context.subject_id)
+                continue
+            trace = evaluation.to_json()
             decision = Decision(
                 rule_version=version,
                 subject_type=subject_type,
@@ -337,42 +373,30 @@ def _evaluate_batch(
                 outcome=outcome,
                 trigger=trigger,
                 evaluated_at=now,
+                facts=context.snapshot(),
+                explanation=trace,
+                summary=trace["summary"],
             )
-            if evaluation.outcome == Outcome.MATCHED or changed:
-                decision.facts = context.snapshot()
-                decision.explanation = evaluation.to_json()
-                decision.summary = evaluation.summary()
-            if evaluation.outcome == Outcome.MATCHED:
-                rank = _ROUTE_RANK.get(version.route, 1)
-                if best_route is not None and rank > best_route:
-                    # A higher route already escalated this subject (DMN-style inhibition).
-                    decision.suppressed = f"suppressed by higher route rule {best_rule}"
-                    report.suppressed += 1
-                elif state and state.snoozed_until and state.snoozed_until > now:
-                    decision.suppressed = (
-                        f"snoozed until {state.snoozed_until:%Y-%m-%d %H:%M} ({state.snooze_reason})"
-                    )
-                    report.suppressed += 1
-                else:
-                    fired.append((version, context, evaluation, decision))
-                if best_route is None or rank < best_route:
-                    best_route, best_rule = rank, version.rule.key
-            elif evaluation.outcome == Outcome.NOT_MATCHED and version.spec.get("auto_resolve", True):
-                resolved.append((version, context, decision))
-            decisions.append(decision)
-            new_states.append(
-                SubjectState(
-                    rule_id=version.rule_id,
-                    subject_type=subject_type,
-                    subject_id=context.subject_id,
-                    last_outcome=outcome,
-                    last_evaluated_at=now,
+            rank = _ROUTE_RANK.get(version.route, 1)
+            if best_route is not None and rank > best_route:
+                # A higher route already escalated this subject (DMN-style inhibition).
+                decision.suppressed = f"suppressed by higher route rule {best_rule}"
+                report.suppressed += 1
+            elif state and state.snoozed_until and state.snoozed_until > now:
+                decision.suppressed = (
+                    f"snoozed until {state.snoozed_until:%Y-%m-%d %H:%M} ({state.snooze_reason})"
                 )
-            )
+                report.suppressed += 1
+            else:
+                fired.append((version, context, evaluation, decision))
+            if best_route is None or rank < best_route:
+                best_route, best_rule = rank, version.rule.key
+            decisions.append(decision)
+            matched.append(decision)
     before = len(fired)
     fired = escalations_refire(subject_type=subject_type, fired=fired, now=now)
     report.escalations_refired += before - len(fired)
-    _insert_decisions(decisions)
+    _insert_decisions(decisions, subject_type=subject_type, trigger=trigger, evaluated_at=now)
     audit_record_many(
         [
             {
@@ -389,12 +413,11 @@ def _evaluate_batch(
                     "trigger": d.trigger,
                 },
             }
-            for d in decisions
-            if d.outcome == Outcome.MATCHED
+            for d in matched
         ],
         actor="system:rules",
     )
-    _upsert_states(new_states)
+    _upsert_states(subject_type, now, new_states)
     for result in escalations_fire(subject_type=subject_type, fired=fired, now=now) if fired else []:
         if result == "opened":
             report.escalations_opened += 1
@@ -402,10 +425,7 @@ def _evaluate_batch(
             report.escalations_refired += 1
         else:
             report.suppressed += 1
-    by_rule: dict[int, list[int]] = defaultdict(list)
-    for version, context, _decision in resolved:
-        by_rule[version.rule_id].append(context.subject_id)
-    for rule_id, subject_ids in by_rule.items():
+    for rule_id, subject_ids in resolved.items():
         report.auto_resolved += escalation_auto_resolve(
             rule_id=rule_id, subject_type=subject_type, subject_ids=subject_ids, now=now
         )
