@@ -518,9 +518,9 @@ def sync_connection(
     wanted = [kind.stream(name).name for name in streams] if streams else None
     runs: list[SyncRun] = []
     changes: dict[str, set[int]] = {}
-    for stream in kind.streams:
-        if wanted is not None and stream.name not in wanted:
-            continue
+    selected = [stream for stream in kind.streams if wanted is None or stream.name in wanted]
+    analysed: set[type[Any]] = set()
+    for index, stream in enumerate(selected):
         stream_seen = seen_ids.setdefault(stream.name, set()) if seen_ids is not None else None
         run, changed = _sync_stream(connection, stream.name, full, progress, stream_seen)
         runs.append(run)
@@ -528,7 +528,12 @@ def sync_connection(
             changes.setdefault(stream.entity, set()).update(changed)
         if run.status != SyncRun.Status.SUCCEEDED:
             break
-    _refresh_statistics(kind, runs)
+        # A table is analysed once its last stream is done, before the streams after it: children join
+        # their parents (projects, vendors) as they are inserted, planned on these statistics.
+        if stream.model not in {later.model for later in selected[index + 1 :]}:
+            _refresh_statistics(kind, [r for r in runs if kind.stream(r.stream).model is stream.model])
+            analysed.add(stream.model)
+    _refresh_statistics(kind, [r for r in runs if kind.stream(r.stream).model not in analysed])
     # Incremental: link only where this sync's changes can have moved a link; a full sync re-links all.
     link_entities(changes, touched=None if full else {key: set(ids) for key, ids in changes.items()})
     relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}

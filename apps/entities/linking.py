@@ -197,6 +197,38 @@ _SCOPES: dict[str, tuple[str, str, str, str]] = {
 # at 10k projects, linking the 234k money rows of a first sync took 7.8 s scoped and 5.1 s whole-table.
 SCOPED_MAX = 20_000
 
+# Links a child can take the moment it is inserted (model label -> (column, key field, expression over the
+# inserted row ``v`` and its connection ``%(source)s``)), the same rule as its statement above: a first sync
+# then writes each child once instead of inserting it and updating it again here. Updates are left to the
+# statements, which also correct anything these could not know yet (a parent that arrives later).
+INSERT_LINKS: dict[str, list[tuple[str, str, str]]] = {
+    **{
+        label: [
+            (
+                "project_id",
+                "project_ref",
+                "(SELECT COALESCE(p.merged_into_id, p.id) FROM entities_project p"
+                " WHERE p.source_id = %(source)s AND p.external_id = v.project_ref)",
+            )
+        ]
+        for label in ("entities.Milestone", "entities.ChangeOrder")
+    },
+    "entities.Submittal": [
+        (
+            "project_id",
+            "project_ref",
+            "(SELECT COALESCE(p.merged_into_id, p.id) FROM entities_project p"
+            " WHERE p.source_id = %(source)s AND p.external_id = v.project_ref)",
+        ),
+        (
+            "vendor_id",
+            "vendor_ref",
+            "(SELECT o.id FROM entities_vendor o"
+            " WHERE o.source_id = %(source)s AND o.external_id = v.vendor_ref)",
+        ),
+    ],
+}
+
 # Crosswalk links filled at once after which the crosswalk's statistics are refreshed: the statements
 # derived from it (a project's client) otherwise plan as nested loops on "no row has a project yet".
 ANALYZE_AFTER_LINKS = 500

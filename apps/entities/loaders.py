@@ -23,6 +23,8 @@ from typing import Any
 
 from django.db import connection, models
 
+from .linking import INSERT_LINKS
+
 Row = dict[str, Any]
 # Fields the loader sets itself or that are not part of an upstream record's content.
 _BOOKKEEPING = {"source_updated_at", "content_hash", "synced_at", "deleted_at"}
@@ -194,6 +196,10 @@ def _statement(model: type[models.Model], keys: tuple[str, ...]) -> _Statement:
         ):
             columns.append(quote(_column(f)))
             values.append(default_of(f))
+    for column, key, expression in INSERT_LINKS.get(meta.label, []):
+        if key in keys and quote(column) not in columns:
+            columns.append(quote(column))
+            values.append(expression)
     updated = [quote(_column(fields[k])) for k in keys if k != "external_id"] + ["content_hash"]
     assignments = ", ".join(f"{c} = EXCLUDED.{c}" for c in updated)
     # A record back upstream is live again, unless entity resolution merged it into another: it stays a

@@ -168,3 +168,37 @@ def test_one_statement_per_page_whatever_its_size(pm: Connection) -> None:
     with CaptureQueriesContext(db_connection) as queries:
         again = upsert_rows(Submittal, source_id=pm.pk, rows=rows, now=timezone.now())
     assert (len(queries), again.unchanged, again.changed_ids) == (1, 2500, [])
+
+
+def test_a_child_whose_parent_is_already_here_is_linked_as_it_is_inserted(pm: Connection) -> None:
+    from apps.entities.linking import link_entities
+    from apps.entities.models import Project, Vendor
+
+    now = timezone.now()
+    upsert_rows(
+        Project,
+        source_id=pm.pk,
+        rows=[
+            {"external_id": e, "source_updated_at": T0, "name": e, "contract_value": Decimal(1)}
+            for e in ("p1", "p2")
+        ],
+        now=now,
+    )
+    upsert_rows(
+        Vendor, source_id=pm.pk, rows=[{"external_id": "v1", "source_updated_at": T0, "name": "V"}], now=now
+    )
+    p1, p2 = Project.objects.get(external_id="p1"), Project.objects.get(external_id="p2")
+    Project.objects.filter(pk=p2.pk).update(merged_into=p1, deleted_at=now)
+    rows = [
+        submittal("1", vendor_ref="v1"),
+        submittal("2", project_ref="p2"),
+        submittal("3", project_ref="p9"),
+    ]
+
+    upsert_rows(Submittal, source_id=pm.pk, rows=rows, now=now)
+
+    linked = {s.external_id: (s.project_id, s.vendor_id) for s in Submittal.objects.all()}
+    vendor = Vendor.objects.get().pk
+    assert linked == {"1": (p1.pk, vendor), "2": (p1.pk, None), "3": (None, None)}
+    counts = link_entities()  # the linking pass agrees: nothing left to change
+    assert counts["submittal_project"] == counts["submittal_vendor"] == 0
