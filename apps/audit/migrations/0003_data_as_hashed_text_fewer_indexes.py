@@ -3,8 +3,9 @@
 ``data`` goes from jsonb to text holding exactly the canonical JSON that each entry's hash was computed
 over, i.e. ``canonical_json(json.loads(data::text))``, which is what verification re-derived until now:
 an intact entry still verifies and an entry edited before this migration still fails. The text is
-written in chunks of ids into a new column (the append-only trigger is off for that, inside this
-migration's transaction), which then replaces the jsonb one.
+computed in chunks of ids, copied to a temporary table and set in one UPDATE (the append-only trigger
+off for it, inside this migration's transaction, after the dropped indexes are gone) on a new column,
+which then replaces the jsonb one.
 
 Indexes dropped: ``hash`` (unique, plus its LIKE twin: random keys, the most expensive to maintain,
 read by nothing), ``actor_user_id`` (no query filters on it) and the LIKE twin of ``action`` (no
@@ -31,8 +32,8 @@ def _canonical(text: str) -> str:
 
 def data_to_text(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE audit_auditentry ADD COLUMN data_text text")
-        cursor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER audit_entry_append_only")
+        cursor.execute("CREATE TEMPORARY TABLE audit_canonical (id bigint, data text) ON COMMIT DROP")
+        raw = cursor.cursor
         last = 0
         while True:
             cursor.execute(
@@ -42,13 +43,17 @@ def data_to_text(apps, schema_editor):
             rows = cursor.fetchall()
             if not rows:
                 break
-            cursor.execute(
-                "UPDATE audit_auditentry a SET data_text = v.text "
-                "FROM unnest(%s::bigint[], %s::text[]) AS v(id, text) WHERE a.id = v.id",
-                [[pk for pk, _ in rows], [_canonical(text) for _, text in rows]],
-            )
+            with raw.copy("COPY audit_canonical (id, data) FROM STDIN") as copy:
+                for pk, text in rows:
+                    copy.write_row((pk, _canonical(text)))
             last = rows[-1][0]
+        cursor.execute("ALTER TABLE audit_auditentry ADD COLUMN data_text text")
+        cursor.execute("ALTER TABLE audit_auditentry DISABLE TRIGGER audit_entry_append_only")
+        cursor.execute(
+            "UPDATE audit_auditentry a SET data_text = c.data FROM audit_canonical c WHERE a.id = c.id"
+        )
         cursor.execute("ALTER TABLE audit_auditentry ENABLE TRIGGER audit_entry_append_only")
+        cursor.execute("DROP TABLE audit_canonical")
         cursor.execute("ALTER TABLE audit_auditentry DROP COLUMN data")
         cursor.execute("ALTER TABLE audit_auditentry RENAME COLUMN data_text TO data")
         cursor.execute("ALTER TABLE audit_auditentry ALTER COLUMN data SET NOT NULL")
@@ -66,16 +71,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.SeparateDatabaseAndState(
-            state_operations=[
-                migrations.AlterField(
-                    model_name="auditentry",
-                    name="data",
-                    field=apps.audit.fields.JSONTextField(default=dict),
-                ),
-            ],
-            database_operations=[migrations.RunPython(data_to_text, data_to_jsonb)],
-        ),
         migrations.AlterField(
             model_name="auditentry",
             name="actor_user",
@@ -115,6 +110,16 @@ class Migration(migrations.Migration):
                     "ON audit_auditentry (action varchar_pattern_ops);",
                 ),
             ],
+        ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name="auditentry",
+                    name="data",
+                    field=apps.audit.fields.JSONTextField(default=dict),
+                ),
+            ],
+            database_operations=[migrations.RunPython(data_to_text, data_to_jsonb)],
         ),
         migrations.AddIndex(
             model_name="auditentry",
