@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 
+from apps.audit.services import audit_record_many
+
 from .models import Escalation
 from .refire import escalation_evidence, escalations_refire, match_summary
 
@@ -79,21 +81,35 @@ _DECISIONS = """
 
 
 @transaction.atomic
-def escalations_fire(*, subject_type: str, fired: Sequence[Fired], now: dt.datetime) -> list[str]:
+def escalations_fire(
+    *,
+    subject_type: str,
+    fired: Sequence[Fired],
+    now: dt.datetime,
+    audit: list[dict[str, Any]] | None = None,
+) -> list[str]:
     """Open an escalation for each match, or bump the open one; per match: opened / refired / cooldown.
 
     The same rows, events, audit entries and outbox rows as opening them one at a time in this order
     (the hourly cap sees the rows queued for earlier matches). Each decision gets its escalation and
     suppression reason; those already stored are updated in one statement.
+
+    The audit entries (actor ``system:rules``) are appended last, or added to ``audit`` for the caller
+    to append at the end of its transaction: the chain's lock is held until commit, so a transaction
+    that took it and then waited for a row lock (a state, an open escalation, a claim) could deadlock
+    with the holder of that row waiting for the chain.
     """
+    entries: list[dict[str, Any]] = [] if audit is None else audit
     results = [""] * len(fired)
     opened: dict[int, Escalation] = {}
     pending = list(range(len(fired)))
     while pending:
         pending = _round(subject_type, fired, pending, now, results, opened)
     order = sorted(opened)
-    _after_opening(subject_type, [(fired[i], opened[i]) for i in order], now)
+    _after_opening(subject_type, [(fired[i], opened[i]) for i in order], now, entries)
     _store_decisions([decision for *_, decision in fired])
+    if audit is None:
+        audit_record_many(entries, actor="system:rules")
     return results
 
 
@@ -178,7 +194,9 @@ def _round(
     return sorted(again)
 
 
-def _after_opening(subject_type: str, items: list[tuple[Fired, Escalation]], now: dt.datetime) -> None:
+def _after_opening(
+    subject_type: str, items: list[tuple[Fired, Escalation]], now: dt.datetime, audit: list[dict[str, Any]]
+) -> None:
     """Cooldowns, the "opened" events with their audit entries, and the actions' outbox rows."""
     from apps.rules.durations import parse_duration
 
@@ -203,7 +221,7 @@ def _after_opening(subject_type: str, items: list[tuple[Fired, Escalation]], now
         data = {"rule": version.rule.key, "version": version.number, "route": escalation.route}
         events.append((escalation, "opened", "", now, data))
         events.extend(skipped)
-    _events(events, "system:rules", "system")
+    _events(events, "system:rules", "system", audit=audit)
     # Emails to people pass the noise controls (digest, quiet hours, hourly cap); the rest go straight out.
     notify_many(
         items=[(escalation, notices) for (_, escalation), (notices, _) in zip(items, planned, strict=True)],
@@ -226,16 +244,10 @@ def _store_decisions(decisions: list[Decision]) -> None:
 
 
 def _cooldowns(subject_type: str, items: Sequence[Fired]) -> dict[tuple[int, int], dt.datetime | None]:
-    from apps.rules.models import SubjectState
+    from apps.rules.services import subject_states
 
-    rules = {version.rule_id for version, *_ in items}
-    subjects = {context.subject_id for _, context, *_ in items}
-    return {
-        (rule_id, subject_id): until
-        for rule_id, subject_id, until in SubjectState.objects.filter(
-            rule_id__in=rules, subject_type=subject_type, subject_id__in=subjects
-        ).values_list("rule_id", "subject_id", "cooldown_until")
-    }
+    keys = [(version.rule_id, context.subject_id) for version, context, *_ in items]
+    return {key: state.cooldown_until for key, state in subject_states(subject_type, keys).items()}
 
 
 def _claim(subject_type: str, escalations: list[Escalation], now: dt.datetime) -> None:

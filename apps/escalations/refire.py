@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -52,6 +52,45 @@ def match_summary(evaluation: Evaluation, decision: Decision | None = None) -> s
     return evaluation.summary()
 
 
+# One probe of the partial unique index per (rule, subject): the LIMIT keeps the planner from scanning
+# every open escalation of the rule instead, as it does on statistics taken before a first run opened
+# thousands of them.
+_OPEN = """
+    SELECT e.* FROM unnest(%(rules)s::bigint[], %(subjects)s::bigint[]) AS k(rule_id, subject_id)
+    CROSS JOIN LATERAL (
+        SELECT {columns} FROM escalations_escalation e
+         WHERE e.rule_id = k.rule_id AND e.subject_type = %(subject_type)s AND e.subject_id = k.subject_id
+           AND e.status IN ({open_states})
+         LIMIT 1 {lock}
+    ) e
+"""
+
+
+def open_escalations(
+    subject_type: str,
+    keys: Iterable[tuple[int, int]],
+    *,
+    lock: bool = False,
+    columns: Sequence[str] = ("id", "rule_id", "subject_id", "fire_count"),
+) -> dict[tuple[int, int], Escalation]:
+    """The open escalations of these (rule id, subject id) pairs (only ``columns`` loaded), locked when
+    asked, in key order: concurrent batches lock in one order."""
+    pairs = sorted(set(keys))
+    if not pairs:
+        return {}
+    params = {
+        "rules": [rule for rule, _ in pairs],
+        "subjects": [subject for _, subject in pairs],
+        "subject_type": subject_type,
+    }
+    query = _OPEN.format(
+        columns=", ".join(columns),
+        open_states=", ".join(f"'{state}'" for state in Escalation.OPEN_STATES),
+        lock="FOR UPDATE" if lock else "",
+    )
+    return {(e.rule_id, e.subject_id): e for e in Escalation.objects.raw(query, params)}
+
+
 def escalations_refire(
     *,
     subject_type: str,
@@ -66,19 +105,9 @@ def escalations_refire(
     """
     if not fired:
         return []
-    rule_ids = {version.rule_id for version, *_ in fired}
-    subject_ids = {context.subject_id for _, context, *_ in fired}
-    open_now = {
-        (e.rule_id, e.subject_id): e
-        for e in Escalation.objects.select_for_update()
-        .filter(
-            rule_id__in=rule_ids,
-            subject_type=subject_type,
-            subject_id__in=subject_ids,
-            status__in=Escalation.OPEN_STATES,
-        )
-        .only("id", "rule_id", "subject_id", "fire_count")
-    }
+    open_now = open_escalations(
+        subject_type, [(version.rule_id, context.subject_id) for version, context, *_ in fired], lock=True
+    )
     rest = []
     refired = []
     for version, context, evaluation, decision in fired:

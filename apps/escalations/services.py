@@ -61,8 +61,14 @@ def _event(
 EventSpec = tuple[Escalation, str, str, "dt.datetime | None", dict[str, Any]]
 
 
-def _events(specs: Sequence[EventSpec], actor: Actor, via: str) -> None:
-    """Record events by one actor with their audit entries: one INSERT and one append to the chain."""
+def _events(
+    specs: Sequence[EventSpec], actor: Actor, via: str, *, audit: list[dict[str, Any]] | None = None
+) -> None:
+    """Record events by one actor with their audit entries: one INSERT and one append to the chain.
+
+    With ``audit``, the entries are added to that list instead, for the caller to append by the same
+    actor when its transaction has taken every row lock it needs (see ``escalations_fire``).
+    """
     if not specs:
         return
     name = _actor_name(actor)
@@ -81,24 +87,25 @@ def _events(specs: Sequence[EventSpec], actor: Actor, via: str) -> None:
             for escalation, kind, note, at, data in specs
         ]
     )
-    audit_record_many(
-        [
-            {
-                "action": f"escalation.{kind}",
-                "object_type": "escalation",
-                "object_id": escalation.pk,
-                "data": {
-                    "via": via,
-                    "note": note,
-                    "status": escalation.status,
-                    "outcome": escalation.outcome,
-                    **data,
-                },
-            }
-            for escalation, kind, note, _at, data in specs
-        ],
-        actor=actor,
-    )
+    entries = [
+        {
+            "action": f"escalation.{kind}",
+            "object_type": "escalation",
+            "object_id": escalation.pk,
+            "data": {
+                "via": via,
+                "note": note,
+                "status": escalation.status,
+                "outcome": escalation.outcome,
+                **data,
+            },
+        }
+        for escalation, kind, note, _at, data in specs
+    ]
+    if audit is None:
+        audit_record_many(entries, actor=actor)
+    else:
+        audit.extend(entries)
 
 
 def subject_parties(subject_type: str, subject_id: int) -> tuple[str, Project | None, Client | None]:
@@ -154,23 +161,43 @@ def escalation_fire(
 
 
 def escalation_auto_resolve(
-    *, rule_id: int, subject_type: str, subject_ids: list[int], now: dt.datetime
+    *,
+    rule_id: int,
+    subject_type: str,
+    subject_ids: list[int],
+    now: dt.datetime,
+    audit: list[dict[str, Any]] | None = None,
 ) -> int:
-    """Close open escalations whose rule stopped matching (outcome ``auto_resolved``)."""
-    count = 0
-    for escalation in Escalation.objects.select_for_update().filter(
-        rule_id=rule_id,
-        subject_type=subject_type,
-        subject_id__in=subject_ids,
-        status__in=Escalation.OPEN_STATES,
-    ):
+    """Close open escalations whose rule stopped matching (outcome ``auto_resolved``).
+
+    ``audit``: as for ``escalations_fire``, a list that receives the audit entries (actor
+    ``system:rules``) instead of appending them here.
+    """
+    from .refire import open_escalations
+
+    found = open_escalations(
+        subject_type,
+        [(rule_id, subject_id) for subject_id in subject_ids],
+        lock=True,
+        columns=["id", "rule_id", "subject_id", "status", "outcome", "closed_at"],
+    )
+    closing = list(found.values())
+    if not closing:
+        return 0
+    Escalation.objects.filter(pk__in=[e.pk for e in closing]).update(
+        status=Escalation.Status.RESOLVED, outcome=Escalation.Outcome.AUTO_RESOLVED, closed_at=now
+    )
+    for escalation in closing:
         escalation.status = Escalation.Status.RESOLVED
         escalation.outcome = Escalation.Outcome.AUTO_RESOLVED
         escalation.closed_at = now
-        escalation.save(update_fields=["status", "outcome", "closed_at"])
-        _event(escalation, "resolved", "system:rules", "system", note="rule stopped matching")
-        count += 1
-    return count
+    _events(
+        [(escalation, "resolved", "rule stopped matching", None, {}) for escalation in closing],
+        "system:rules",
+        "system",
+        audit=audit,
+    )
+    return len(closing)
 
 
 # --- transitions by people ----------------------------------------------------------------------

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,12 +171,39 @@ _DECISION_COPY = (
 )
 
 
+# One probe of the unique index per (rule, subject): the LIMIT keeps the planner from turning the
+# lookup into a scan of every state of the rule, which it does on statistics taken before a first run
+# filled the table (a scan per batch grew to 0.2 s at 100k states).
+_STATES = """
+    SELECT s.* FROM unnest(%(rules)s::bigint[], %(subjects)s::bigint[]) AS k(rule_id, subject_id)
+    CROSS JOIN LATERAL (
+        SELECT * FROM rules_subjectstate s
+         WHERE s.rule_id = k.rule_id AND s.subject_type = %(subject_type)s AND s.subject_id = k.subject_id
+         LIMIT 1
+    ) s
+"""
+
+
+def subject_states(subject_type: str, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], SubjectState]:
+    """The subject states of these (rule id, subject id) pairs that exist."""
+    pairs = sorted(set(keys))
+    if not pairs:
+        return {}
+    params = {
+        "rules": [rule for rule, _ in pairs],
+        "subjects": [subject for _, subject in pairs],
+        "subject_type": subject_type,
+    }
+    return {(s.rule_id, s.subject_id): s for s in SubjectState.objects.raw(_STATES, params)}
+
+
 def _prior_outcomes(
     subject_type: str, versions: list[RuleVersion], ids: Sequence[int] | None
 ) -> dict[tuple[int, int], str]:
-    states = SubjectState.objects.filter(rule__in=[v.rule_id for v in versions], subject_type=subject_type)
     if ids is not None:
-        states = states.filter(subject_id__in=ids)
+        keys = [(v.rule_id, subject_id) for v in versions for subject_id in ids]
+        return {key: s.last_outcome for key, s in subject_states(subject_type, keys).items()}
+    states = SubjectState.objects.filter(rule__in=[v.rule_id for v in versions], subject_type=subject_type)
     return {(r, s): o for r, s, o in states.values_list("rule_id", "subject_id", "last_outcome")}
 
 
@@ -285,25 +312,66 @@ def _insert_decisions(
                 )  # fmt: skip
 
 
-_UPSERT_STATES = """
+# The batch's claim on its subjects: one statement, rows in key order, that locks every (rule, subject)
+# state of the batch, inserting the missing ones with their new outcome. Taking them all at once, in
+# one order, is what keeps concurrent evaluations of the same subject from deadlocking (a lock on the
+# existing rows first and an upsert of the new ones later took them in two passes). An existing row
+# keeps its outcome here and returns it: the prior outcome decides what is traced. ``xmax = 0`` tells
+# a row this statement inserted from one it updated (PostgreSQL's usual upsert idiom; an updated row
+# carries this transaction's id).
+_CLAIM_STATES = """
     INSERT INTO rules_subjectstate (rule_id, subject_type, subject_id, last_outcome, last_evaluated_at,
                                     snooze_reason)
     SELECT v.rule_id, %(subject_type)s, v.subject_id, v.last_outcome, %(now)s, ''
+      FROM unnest(%(rules)s::bigint[], %(subjects)s::bigint[], %(outcomes)s::text[]) WITH ORDINALITY
+        AS v(rule_id, subject_id, last_outcome, position)
+     ORDER BY v.position
+    ON CONFLICT (rule_id, subject_type, subject_id)
+    DO UPDATE SET last_evaluated_at = EXCLUDED.last_evaluated_at
+    RETURNING rule_id, subject_id, xmax = 0, last_outcome, snoozed_until, snooze_reason
+"""
+
+_SET_OUTCOMES = """
+    UPDATE rules_subjectstate s SET last_outcome = v.last_outcome
       FROM unnest(%(rules)s::bigint[], %(subjects)s::bigint[], %(outcomes)s::text[])
         AS v(rule_id, subject_id, last_outcome)
-    ON CONFLICT (rule_id, subject_type, subject_id)
-    DO UPDATE SET last_outcome = EXCLUDED.last_outcome, last_evaluated_at = EXCLUDED.last_evaluated_at
+     WHERE s.rule_id = v.rule_id AND s.subject_type = %(subject_type)s AND s.subject_id = v.subject_id
 """
 
 
-def _upsert_states(subject_type: str, now: dt.datetime, states: Sequence[tuple[int, int, str]]) -> None:
-    """Record each (rule, subject, outcome) as the latest; cooldowns and snoozes are left as they are."""
-    if not states:
-        return
-    params: dict[str, Any] = {"subject_type": subject_type, "now": now}
-    params["rules"], params["subjects"], params["outcomes"] = (list(c) for c in zip(*states, strict=True))
+@dataclass(slots=True)
+class _Prior:
+    """A subject state as the batch found it (None outcome: the batch created it)."""
+
+    last_outcome: str | None
+    snoozed_until: dt.datetime | None
+    snooze_reason: str
+
+
+def _columns(rows: Sequence[tuple[int, int, str]]) -> dict[str, list[Any]]:
+    rules, subjects, outcomes = (list(column) for column in zip(*rows, strict=True))
+    return {"rules": rules, "subjects": subjects, "outcomes": outcomes}
+
+
+def _claim_states(
+    subject_type: str, now: dt.datetime, outcomes: dict[tuple[int, int], str]
+) -> dict[tuple[int, int], _Prior]:
+    """Lock (creating them with their outcome) the states of these (rule, subject) pairs; return
+    them as they were. ``last_evaluated_at`` is set to ``now`` on every one."""
+    rows = sorted((rule, subject, outcome) for (rule, subject), outcome in outcomes.items())
     with connection.cursor() as cursor:
-        cursor.execute(_UPSERT_STATES, params)
+        cursor.execute(_CLAIM_STATES, {"subject_type": subject_type, "now": now, **_columns(rows)})
+        return {
+            (rule, subject): _Prior(None if created else outcome, snoozed_until, reason)
+            for rule, subject, created, outcome, snoozed_until, reason in cursor.fetchall()
+        }
+
+
+def _set_outcomes(subject_type: str, changed: Sequence[tuple[int, int, str]]) -> None:
+    """Record the new outcome of states that existed with another one (rows the claim locked)."""
+    if changed:
+        with connection.cursor() as cursor:
+            cursor.execute(_SET_OUTCOMES, {"subject_type": subject_type, **_columns(changed)})
 
 
 @transaction.atomic
@@ -319,33 +387,46 @@ def _evaluate_batch(
     from apps.escalations.services import escalation_auto_resolve
 
     subject_type = contexts[0].subject_type
-    ids = [c.subject_id for c in contexts]
-    states = {
-        (s.rule_id, s.subject_id): s
-        for s in SubjectState.objects.select_for_update().filter(
-            rule__in=[v.rule_id for v in versions], subject_type=subject_type, subject_id__in=ids
-        )
-    }
     compiled = [(version, *_compiled_for(version)) for version in versions]
+    # Outcomes depend on the context alone: evaluate first, then claim the states with them.
+    evaluated = [
+        (
+            context,
+            [
+                condition.evaluate(context.values, ages=context.ages, max_age=max_age)
+                for _, condition, max_age in compiled
+            ],
+        )
+        for context in contexts
+    ]
+    states = _claim_states(
+        subject_type,
+        now,
+        {
+            (version.rule_id, context.subject_id): str(evaluation.outcome.value)
+            for context, evaluations in evaluated
+            for version, evaluation in zip(versions, evaluations, strict=True)
+        },
+    )
     decisions: list[Decision | _Traced] = []
     matched: list[Decision] = []
     fired: list[tuple[RuleVersion, Context, Evaluation, Decision]] = []
     resolved: dict[int, list[int]] = defaultdict(list)
-    new_states: list[tuple[int, int, str]] = []
+    changed_states: list[tuple[int, int, str]] = []
     outcomes = report.outcomes
-    for context in contexts:
+    for context, evaluations in evaluated:
         report.subjects += 1
         best_route: int | None = None
         best_rule = ""
         snapshot_json: str | None = None
-        for version, condition, max_age in compiled:
-            evaluation = condition.evaluate(context.values, ages=context.ages, max_age=max_age)
+        for (version, _condition, _max_age), evaluation in zip(compiled, evaluations, strict=True):
             outcome = str(evaluation.outcome.value)
             outcomes[outcome] += 1
-            state = states.get((version.rule_id, context.subject_id))
-            new_states.append((version.rule_id, context.subject_id, outcome))
+            state = states[(version.rule_id, context.subject_id)]
+            if state.last_outcome is not None and state.last_outcome != outcome:
+                changed_states.append((version.rule_id, context.subject_id, outcome))
             if evaluation.outcome != Outcome.MATCHED:
-                if state is None or state.last_outcome != outcome:
+                if state.last_outcome != outcome:
                     # A first evaluation or a change of outcome keeps its trace (backtests replay it).
                     if snapshot_json is None:
                         snapshot_json = context.snapshot_json()
@@ -382,7 +463,7 @@ def _evaluate_batch(
                 # A higher route already escalated this subject (DMN-style inhibition).
                 decision.suppressed = f"suppressed by higher route rule {best_rule}"
                 report.suppressed += 1
-            elif state and state.snoozed_until and state.snoozed_until > now:
+            elif state.snoozed_until and state.snoozed_until > now:
                 decision.suppressed = (
                     f"snoozed until {state.snoozed_until:%Y-%m-%d %H:%M} ({state.snooze_reason})"
                 )
@@ -397,28 +478,30 @@ def _evaluate_batch(
     fired = escalations_refire(subject_type=subject_type, fired=fired, now=now)
     report.escalations_refired += before - len(fired)
     _insert_decisions(decisions, subject_type=subject_type, trigger=trigger, evaluated_at=now)
-    audit_record_many(
-        [
-            {
-                "action": "decision.matched",
-                "object_type": "decision",
-                "object_id": d.pk,
-                "data": {
-                    "rule": d.rule_version.rule.key,
-                    "version": d.rule_version.number,
-                    "subject": f"{d.subject_type}:{d.subject_id}",
-                    "summary": d.summary,
-                    "facts": d.facts,
-                    "suppressed": d.suppressed,
-                    "trigger": d.trigger,
-                },
-            }
-            for d in matched
-        ],
-        actor="system:rules",
-    )
-    _upsert_states(subject_type, now, new_states)
-    for result in escalations_fire(subject_type=subject_type, fired=fired, now=now) if fired else []:
+    # The audit chain's lock is held until commit, so the batch appends to it last, after every row
+    # lock it takes (states, open escalations, claims): taking the chain first and then waiting for a
+    # row whose holder waits for the chain is a deadlock. The decisions' entries say what they said
+    # when stored (opening may add a cooldown reason afterwards).
+    audit = [
+        {
+            "action": "decision.matched",
+            "object_type": "decision",
+            "object_id": d.pk,
+            "data": {
+                "rule": d.rule_version.rule.key,
+                "version": d.rule_version.number,
+                "subject": f"{d.subject_type}:{d.subject_id}",
+                "summary": d.summary,
+                "facts": d.facts,
+                "suppressed": d.suppressed,
+                "trigger": d.trigger,
+            },
+        }
+        for d in matched
+    ]
+    _set_outcomes(subject_type, changed_states)
+    results = escalations_fire(subject_type=subject_type, fired=fired, now=now, audit=audit) if fired else []
+    for result in results:
         if result == "opened":
             report.escalations_opened += 1
         elif result == "refired":
@@ -427,5 +510,6 @@ def _evaluate_batch(
             report.suppressed += 1
     for rule_id, subject_ids in resolved.items():
         report.auto_resolved += escalation_auto_resolve(
-            rule_id=rule_id, subject_type=subject_type, subject_ids=subject_ids, now=now
+            rule_id=rule_id, subject_type=subject_type, subject_ids=subject_ids, now=now, audit=audit
         )
+    audit_record_many(audit, actor="system:rules")
