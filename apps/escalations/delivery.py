@@ -423,7 +423,7 @@ def send_webhook(delivery: Delivery) -> dict:
 # Publishing one task costs about a millisecond; a bulk opening queues a few rows per escalation. Past
 # this many rows, one message carries this many (Celery's built-in ``starmap`` runs them in turn in one
 # worker, each attempt as if its own task); up to it, each row is its own task, sent in parallel.
-DISPATCH_CHUNK = 32
+DISPATCH_CHUNK = 64
 
 
 def deliveries_dispatch(ids: list[int]) -> None:

@@ -1,0 +1,68 @@
+"""Handing outbox rows to workers: one task per row for a few, chunked messages for many."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from apps.escalations import delivery
+from apps.escalations.models import Delivery
+
+# The end-to-end fixtures (a real Celery worker on the broker, an aiosmtpd server).
+from tests.e2e.conftest import celery_worker, smtp_server, wait_for  # noqa: F401
+
+from .helpers import make_escalation
+
+
+def _rows(count: int) -> list[int]:
+    escalation = make_escalation()
+    now = timezone.now()
+    created = Delivery.objects.bulk_create(
+        Delivery(
+            escalation=escalation,
+            action="flag_dashboard",
+            target=f"dashboard-{i}",
+            idempotency_key=f"esc{escalation.pk}:flag_dashboard:{i}",
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for i in range(count)
+    )
+    return [d.pk for d in created]
+
+
+@pytest.mark.django_db
+def test_a_few_rows_are_one_task_each_and_many_go_in_chunks(monkeypatch):
+    from apps.escalations import tasks
+
+    single: list[int] = []
+    chunked: list[tuple[list, int]] = []
+
+    class Chunks:
+        def __init__(self, items: list, size: int) -> None:
+            chunked.append((items, size))
+
+        def apply_async(self) -> None:
+            pass
+
+    monkeypatch.setattr(tasks.deliver, "delay", single.append)
+    monkeypatch.setattr(tasks.deliver, "chunks", Chunks)
+    few = list(range(delivery.DISPATCH_CHUNK))
+    delivery.deliveries_dispatch(few)
+    assert single == few and chunked == []
+    many = list(range(delivery.DISPATCH_CHUNK + 1))
+    delivery.deliveries_dispatch(many)
+    assert single == few and chunked == [([(pk,) for pk in many], delivery.DISPATCH_CHUNK)]
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("celery_worker")
+def test_chunked_rows_are_all_delivered_by_a_real_worker():
+    ids = _rows(2 * delivery.DISPATCH_CHUNK + 5)
+    delivery.deliveries_dispatch(ids)
+    wait_for(
+        lambda: Delivery.objects.filter(pk__in=ids, state="delivered").count() == len(ids),
+        timeout=90,
+        message="every chunked row delivered",
+    )
+    assert set(Delivery.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}

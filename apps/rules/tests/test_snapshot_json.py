@@ -1,0 +1,55 @@
+"""A decision's facts snapshot written as JSON text is the snapshot itself, whatever the values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pytest
+from django.core.serializers.json import DjangoJSONEncoder
+
+from apps.rules.catalogue import facts_for
+from apps.rules.facts import Context
+
+NAMES = [f.name for f in facts_for("change_order")]
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -7,
+    2**70,
+    Decimal("9.0000"),
+    Decimal("-0.50"),
+    Decimal("1E+3"),
+    Decimal("NaN"),
+    dt.date(2026, 11, 24),
+    dt.datetime(2026, 11, 24, 3, 4, 5, tzinfo=dt.UTC),
+    1.5,
+    "pending",
+    'quote " backslash \\ tab \t newline \n',
+    "naïve ≥ 12% — ok",
+    "",
+]
+
+
+def _as_stored(context: Context) -> object:
+    return json.loads(json.dumps(context.snapshot(), cls=DjangoJSONEncoder))
+
+
+@pytest.mark.parametrize("shift", range(len(ODD_VALUES)))
+def test_snapshot_json_is_the_snapshot(shift):
+    values = {name: ODD_VALUES[(i + shift) % len(ODD_VALUES)] for i, name in enumerate(NAMES)}
+    ages = {name: (None if i % 5 == 0 else 300.0 + i) for i, name in enumerate(NAMES)}
+    context = Context("change_order", 1, values, ages)
+    assert json.loads(context.snapshot_json()) == _as_stored(context)
+
+
+def test_fragments_follow_the_ages_of_each_context():
+    values = {name: 1 for name in NAMES}
+    first = Context("change_order", 1, values, {name: 10.0 for name in NAMES})
+    second = Context("change_order", 2, values, {name: 20.0 for name in NAMES})
+    missing = Context("change_order", 3, values, {})
+    for context in (first, second, missing, first):
+        assert json.loads(context.snapshot_json()) == _as_stored(context)
