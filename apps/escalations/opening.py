@@ -269,8 +269,9 @@ def _claim(subject_type: str, escalations: list[Escalation], now: dt.datetime) -
                 "evidence": e.evidence,
                 "policy_id": e.policy_id,
                 "policy_snapshot": e.policy_snapshot,
-                "next_step_at": e.next_step_at,
-                "step_token": e.step_token,
+                # isoformat() keeps the microseconds (DjangoJSONEncoder would cut them to milliseconds).
+                "next_step_at": e.next_step_at.isoformat() if e.next_step_at else None,
+                "step_token": str(e.step_token) if e.step_token else None,
             }
         )
     document = json.dumps(rows, cls=DjangoJSONEncoder)

@@ -44,7 +44,7 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 # Inside the quiet hours (0-23 local) and business hours; the noise controls all read this instant.
-MONDAY_10 = dt.datetime(2026, 11, 23, 10, 0, tzinfo=zoneinfo.ZoneInfo("America/Chicago"))
+MONDAY_10 = dt.datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=zoneinfo.ZoneInfo("America/Chicago"))
 
 RULES = """
 - key: exec-rule
@@ -330,6 +330,11 @@ def test_opening_a_batch_gives_what_one_at_a_time_gives(noisy, monkeypatch):
     assert any(kind == "action_skipped" for _, kind, *_ in batch["events"])
     assert any(action == "digest" for _, _, action, *_ in batch["deliveries"])
     assert batch["dispatched"], "rows due now (critical email to executives bypasses quiet hours)"
+    # The frozen policy's first step, to the microsecond: two business hours after opening.
+    steps = set(
+        Escalation.objects.filter(route="executive", opened_at=now).values_list("next_step_at", flat=True)
+    )
+    assert steps == {now + dt.timedelta(hours=2)}
 
 
 def test_a_claim_lost_to_another_transaction_becomes_a_refire(monkeypatch, settings):
