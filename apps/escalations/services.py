@@ -19,7 +19,7 @@ from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
 from apps.accounts.roles import EXECUTIVES, can_decide_approvals
-from apps.audit.services import Actor, audit_record_many
+from apps.audit.services import Actor, audit_record, audit_record_many
 from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Submittal
 
 from .delivery import decision_write_back, stakeholders_notify
@@ -87,7 +87,7 @@ def _events(
             for escalation, kind, note, at, data in specs
         ]
     )
-    entries = [
+    entries: list[dict[str, Any]] = [
         {
             "action": f"escalation.{kind}",
             "object_type": "escalation",
@@ -102,10 +102,12 @@ def _events(
         }
         for escalation, kind, note, _at, data in specs
     ]
-    if audit is None:
-        audit_record_many(entries, actor=actor)
-    else:
+    if audit is not None:
         audit.extend(entries)
+    elif len(entries) == 1:  # a person's transition: no savepoint around a single append
+        audit_record(actor=actor, **entries[0])
+    else:
+        audit_record_many(entries, actor=actor)
 
 
 def subject_parties(subject_type: str, subject_id: int) -> tuple[str, Project | None, Client | None]:
