@@ -138,14 +138,18 @@ class PendingEvaluation(models.Model):
     """A subject whose inputs changed and that waits for evaluation: the coalescing queue.
 
     Written in the same transaction as the change that caused it, one row per subject however many
-    changes arrive, and deleted in the same transaction as the evaluation that consumed it — so a burst
-    of deliveries for one subject is evaluated once, and a worker killed mid-evaluation loses nothing.
+    changes arrive. A flush claims rows for a lease, evaluates them in the evaluation's own transactions
+    and then deletes the rows it still holds: a subject marked again meanwhile loses the claim and stays
+    queued, and a worker killed mid-evaluation leaves its rows to be claimed again when the lease ends —
+    so a burst of deliveries for one subject is evaluated once, and nothing is lost.
     """
 
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
     subject_id = models.BigIntegerField()
     trigger = models.CharField(max_length=10, choices=Decision.Trigger.choices)
     queued_at = models.DateTimeField()
+    claim = models.UUIDField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import uuid
 from functools import cache
 
 import redis
@@ -55,15 +57,18 @@ def on_entities_changed(changes: dict[str, set[int]], trigger: str = "sync") -> 
     return {k: len(v) for k, v in affected.items()}
 
 
+# A subject already waiting is not queued twice; one a flush holds is released from its claim, so the
+# flush that is evaluating it (perhaps from data older than this change) does not delete the mark.
 _PENDING_INSERT = """
     INSERT INTO rules_pendingevaluation (subject_type, subject_id, trigger, queued_at)
     SELECT %s, id, %s, now() FROM unnest(%s::bigint[]) AS id
-    ON CONFLICT (subject_type, subject_id) DO NOTHING
+    ON CONFLICT (subject_type, subject_id) DO UPDATE SET claim = NULL, claimed_until = NULL
+    WHERE rules_pendingevaluation.claim IS NOT NULL
 """
 
 
 def pending_add(subjects: dict[str, set[int]], trigger: str) -> int:
-    """Queue subjects for evaluation (one row per subject, however often it is marked); rows inserted."""
+    """Queue subjects for evaluation (one row per subject, however often it is marked); rows queued."""
     inserted = 0
     with connection.cursor() as cursor:
         for subject_type, ids in subjects.items():
@@ -104,31 +109,51 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
-def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
-    """Evaluate waiting subjects, oldest first, ``limit`` per transaction; returns subjects per type.
+# Longer than any flush of ``limit`` subjects takes: a claim outliving it means the worker died.
+CLAIM_LEASE = dt.timedelta(minutes=15)
 
-    Rows are claimed with ``FOR UPDATE SKIP LOCKED`` (two flushes never take the same subject) and
-    deleted in the evaluation's own transaction: if it fails or the worker dies, they stay queued.
+_CLAIM = """
+    UPDATE rules_pendingevaluation SET claim = %(claim)s, claimed_until = now() + %(lease)s
+     WHERE id IN (SELECT id FROM rules_pendingevaluation
+                   WHERE claimed_until IS NULL OR claimed_until < now()
+                   ORDER BY queued_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+    RETURNING subject_type, subject_id, trigger
+"""
+
+
+def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
+    """Evaluate waiting subjects, oldest first, ``limit`` at a time; returns subjects per type.
+
+    Each round claims rows for a lease (``SKIP LOCKED``: two flushes never take the same subject),
+    evaluates them in the evaluation's own transactions (so no flush holds locks across batches), then
+    deletes the rows it still holds. A failed evaluation releases its claim; a killed worker's claim
+    lapses after ``CLAIM_LEASE``. Either way the subjects are evaluated again, never lost.
     """
-    from .models import PendingEvaluation
     from .services import evaluate_subjects
 
     done: dict[str, int] = {}
     while True:
-        with transaction.atomic():
-            claimed = list(
-                PendingEvaluation.objects.select_for_update(skip_locked=True)
-                .order_by("queued_at", "pk")
-                .values_list("pk", "subject_type", "subject_id", "trigger")[:limit]
-            )
-            if not claimed:
-                return done
-            groups: dict[tuple[str, str], list[int]] = {}
-            for _pk, subject_type, subject_id, trigger in claimed:
-                groups.setdefault((subject_type, trigger), []).append(subject_id)
+        claim = uuid.uuid4()
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM, {"claim": claim, "lease": CLAIM_LEASE, "limit": limit})
+            claimed = cursor.fetchall()
+        if not claimed:
+            return done
+        groups: dict[tuple[str, str], list[int]] = {}
+        for subject_type, subject_id, trigger in claimed:
+            groups.setdefault((subject_type, trigger), []).append(subject_id)
+        try:
             for (subject_type, trigger), ids in sorted(groups.items()):
                 evaluate_subjects(subject_type=subject_type, ids=sorted(ids), trigger=trigger)
                 done[subject_type] = done.get(subject_type, 0) + len(ids)
-            PendingEvaluation.objects.filter(pk__in=[row[0] for row in claimed]).delete()
+        except BaseException:
+            _claim_end(claim, "UPDATE rules_pendingevaluation SET claim = NULL, claimed_until = NULL")
+            raise
+        _claim_end(claim, "DELETE FROM rules_pendingevaluation")
         if len(claimed) < limit:
             return done
+
+
+def _claim_end(claim: uuid.UUID, statement: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"{statement} WHERE claim = %s", [claim])

@@ -18,6 +18,8 @@ class Migration(migrations.Migration):
                 ('subject_id', models.BigIntegerField()),
                 ('trigger', models.CharField(choices=[('sync', 'Sync'), ('webhook', 'Webhook'), ('schedule', 'Schedule'), ('manual', 'Manual')], max_length=10)),
                 ('queued_at', models.DateTimeField()),
+                ('claim', models.UUIDField(blank=True, null=True)),
+                ('claimed_until', models.DateTimeField(blank=True, null=True)),
             ],
             options={
                 'indexes': [models.Index(fields=['queued_at'], name='rules_pendi_queued__cbb1a6_idx')],

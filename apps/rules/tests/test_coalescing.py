@@ -1,18 +1,22 @@
 """Coalescing (issues 3 §10, 4 §5): a burst of changes to one subject is evaluated once, and nothing is lost.
 
-Marks are rows of ``PendingEvaluation`` written in the change's own transaction; a flush claims them with
-SKIP LOCKED and deletes them in the evaluation's transaction. Redis only keeps one flush per window queued.
+Marks are rows of ``PendingEvaluation`` written in the change's own transaction; a flush claims them for a
+lease with SKIP LOCKED, evaluates, and deletes the rows it still holds. Redis only keeps one flush per window
+queued.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from apps.rules import services, tasks, triggers
@@ -111,6 +115,50 @@ def test_a_failed_evaluation_keeps_its_subjects_queued(
     monkeypatch.undo()
     assert pending_flush()["project"] == 1
     assert not PendingEvaluation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_subject_marked_again_while_it_is_evaluated_stays_queued(
+    scheduled: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = ProjectFactory()
+    on_entities_changed({"project": {project.pk}})
+    evaluated: list[list[int]] = []
+
+    def evaluate(*, subject_type: str, ids: list[int], trigger: str) -> None:
+        if subject_type != "project":
+            return
+        evaluated.append(ids)
+        if len(evaluated) == 1:  # a webhook about the project lands mid-evaluation
+            on_entities_changed({"project": {project.pk}}, trigger="webhook")
+
+    monkeypatch.setattr(services, "evaluate_subjects", evaluate)
+    pending_flush()
+    row = PendingEvaluation.objects.get(subject_type="project", subject_id=project.pk)
+    assert (row.claim, row.trigger) == (None, "sync")  # released, not deleted
+
+    pending_flush()
+    assert evaluated == [[project.pk], [project.pk]] and not PendingEvaluation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_dead_workers_claim_is_taken_again_when_its_lease_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    project = ProjectFactory()
+    held = timezone.now() + dt.timedelta(minutes=5)
+    PendingEvaluation.objects.create(
+        subject_type="project",
+        subject_id=project.pk,
+        trigger="sync",
+        queued_at=timezone.now(),
+        claim=uuid.uuid4(),
+        claimed_until=held,
+    )
+    evaluated: list[int] = []
+    monkeypatch.setattr(services, "evaluate_subjects", lambda **kw: evaluated.extend(kw["ids"]))
+
+    assert pending_flush() == {}  # another worker holds it
+    PendingEvaluation.objects.update(claimed_until=timezone.now() - dt.timedelta(seconds=1))
+    assert pending_flush() == {"project": 1} and evaluated == [project.pk]
 
 
 @pytest.mark.django_db(transaction=True)
