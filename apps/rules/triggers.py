@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import uuid
 from functools import cache
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -135,7 +136,8 @@ def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
     while True:
         claim = uuid.uuid4()
         with connection.cursor() as cursor:
-            cursor.execute(_CLAIM, {"claim": claim, "lease": CLAIM_LEASE, "limit": limit})
+            params: dict[str, Any] = {"claim": claim, "lease": CLAIM_LEASE, "limit": limit}
+            cursor.execute(_CLAIM, params)
             claimed = cursor.fetchall()
         if not claimed:
             return done
