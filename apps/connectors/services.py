@@ -326,13 +326,24 @@ def _store_page(
     learning: bool = False,
     seen_ids: set[str] | None = None,
     prepared: _PreparedPage | None = None,
+    *,
+    durable: bool = True,
 ) -> list[int]:
     """Upsert one page, quarantine its bad records and save the cursor: all or nothing.
 
     ``learning``: the stream's first run, which learns its upstream fields rather than reporting drift.
     ``seen_ids`` collects the external ids read (a rebuild tombstones the rest). ``prepared``: the page's
     ``_prepare_page``, when the caller did it ahead.
+
+    ``durable=False`` (a sync's pages) commits without waiting for the WAL flush. A page is a copy of
+    upstream data and its cursor travels in the same transaction, so a server crash can only lose the
+    last few pages and their cursor together (PostgreSQL recovers a prefix of the commits), and the next
+    run reads them again; every later synchronous commit (the run's end, the evaluation marks) flushes
+    them first. Saves an fsync per page. An upload (CSV) stays durable: there is nothing to read again.
     """
+    if not durable:
+        with db_connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
     connection = run.connection
     now = timezone.now()
     if prepared is None:
@@ -437,7 +448,9 @@ def _sync_stream(
             for prepared in prepared_pages:
                 counts.update(_client_counts(client))
                 page = prepared.page
-                changed.update(_store_page(run, stream, page, counts, learning, seen_ids, prepared))
+                changed.update(
+                    _store_page(run, stream, page, counts, learning, seen_ids, prepared, durable=False)
+                )
                 if progress:
                     progress(stream_name, len(page.records))
     except UpstreamError as exc:

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.test.utils import CaptureQueriesContext
 
 from apps.connectors.models import Connection, StreamState, SyncRun
 from apps.connectors.services import sync_connection
@@ -199,3 +200,26 @@ def test_recent_edits_are_read_now_and_again_next_run(
     assert cursor_at <= second.finished_at - dt.timedelta(seconds=60)  # type: ignore[operator]
     assert first.counts["updated"] == len(projects)
     assert second.counts["seen"] >= len(projects) and second.counts["updated"] == 0
+
+
+def test_sync_pages_commit_without_waiting_for_the_wal_but_a_csv_upload_waits(
+    connections: dict[str, Connection], rule_calls: list[Any]
+) -> None:
+    """Pages can be read again after a crash (their cursor is lost with them); an upload cannot."""
+    from django.db import connection as db
+
+    from apps.connectors.csv_import import csv_import
+    from apps.connectors.services import connection_import
+
+    from .test_csv import FILE, MAPPING
+
+    with CaptureQueriesContext(db) as synced:
+        runs = sync_connection(connection=connections["crm"])
+    pages = sum(r.counts["pages"] for r in runs)
+    async_commits = [q for q in synced.captured_queries if q["sql"] == "SET LOCAL synchronous_commit = off"]
+    assert pages and len(async_commits) == pages
+
+    [upload] = connection_import(data=[{"slug": "spreadsheet", "kind": "csv"}], actor="system:test")
+    with CaptureQueriesContext(db) as uploaded:
+        csv_import(connection=upload, data=FILE, mapping=MAPPING, actor="system:test")
+    assert not [q for q in uploaded.captured_queries if "synchronous_commit" in q["sql"]]
