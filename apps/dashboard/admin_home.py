@@ -1,4 +1,5 @@
-"""The admin home for operators in five queries: sync health, data quality, outbox, open work, noisy rules."""
+"""The admin home for operators in six queries: sync health, data quality, outbox, the evaluation queue,
+open work, noisy rules."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, Min, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from apps.connectors.models import Connection, SyncRun
 from apps.escalations.models import Delivery, Escalation
 from apps.quality.models import Finding
-from apps.rules.models import Decision
+from apps.rules.models import Decision, PendingEvaluation
 
 # A stream is stale after twice its schedule's interval (freshness: warn at 2×); without a schedule
 # we can read, after a day.
@@ -123,6 +124,16 @@ def outbox_counts() -> dict[str, int]:
     )
 
 
+# Marks are flushed seconds after a change (beat re-runs a lost flush every minute): older is a stall.
+EVALUATION_STALL = dt.timedelta(minutes=5)
+
+
+def evaluation_queue(now: dt.datetime) -> dict[str, Any]:
+    """Subjects waiting for evaluation (``PendingEvaluation``) and how long the oldest has waited."""
+    queue = PendingEvaluation.objects.aggregate(waiting=Count("pk"), oldest=Min("queued_at"))
+    return {**queue, "stalled": bool(queue["oldest"] and now - queue["oldest"] > EVALUATION_STALL)}
+
+
 def open_escalation_counts() -> dict[str, int]:
     open_ = Escalation.objects.open()
     return open_.aggregate(
@@ -153,6 +164,7 @@ def admin_home(now: dt.datetime | None = None) -> dict[str, Any]:
         "stale": sum(1 for s in streams if s.state == "stale"),
         "findings": open_findings(),
         "outbox": outbox_counts(),
+        "evaluation": evaluation_queue(now),
         "escalations": open_escalation_counts(),
         "top_rules": top_rules(now),
     }

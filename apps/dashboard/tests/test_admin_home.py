@@ -13,7 +13,7 @@ from apps.dashboard.admin_home import admin_home, schedule_interval
 from apps.escalations.models import Delivery, Escalation
 from apps.escalations.tests.test_pages import XSS, login, make_escalation, make_rule
 from apps.quality.models import Finding
-from apps.rules.models import Decision
+from apps.rules.models import Decision, PendingEvaluation
 
 
 def _panel(body: str, panel_id: str) -> str:
@@ -84,6 +84,10 @@ def health_data():
     _delivery(escalation, Delivery.State.DEAD, 3)
     _delivery(escalation, Delivery.State.FAILED, 2)
     _delivery(escalation, Delivery.State.DELIVERED, 4)
+    PendingEvaluation.objects.bulk_create(
+        PendingEvaluation(subject_type="project", subject_id=pk, trigger="webhook", queued_at=now - ago)
+        for pk, ago in ((1, dt.timedelta(minutes=10)), (2, dt.timedelta(seconds=1)))
+    )
     noisy, quiet = make_rule(name="Noisy rule"), make_rule(name="Quiet rule")
     old = make_rule(name="Last month's rule")
     decisions = []
@@ -133,9 +137,9 @@ def health_data():
 def test_admin_home_shows_operators_what_needs_them(
     client, ops_manager, health_data, django_assert_max_num_queries, django_assert_num_queries
 ):
-    # The panels are five queries whatever the number of connections, streams or rules; the rest of
+    # The panels are six queries whatever the number of connections, streams or rules; the rest of
     # the page is Django's admin index (sessions, permissions, other apps' singleton checks).
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(6):
         admin_home()
     login(client, ops_manager)
     with django_assert_max_num_queries(20):
@@ -165,6 +169,10 @@ def test_admin_home_shows_operators_what_needs_them(
 
     outbox = _panel(body, "panel-outbox")
     assert 'state__exact=dead">3</a>' in outbox and 'state__exact=failed">2</a>' in outbox
+    # Two subjects waiting for evaluation, the oldest for ten minutes: a stalled flush.
+    waiting = outbox[outbox.index("waiting for evaluation") :].split("</div>")[0]
+    assert "<dd>2 (oldest queued 10" in waiting
+    assert outbox.count('class="health-failing"') == 2  # dead letters and the stalled queue
 
     escalations = _panel(body, "panel-escalations")
     assert 'status__exact=open">2</a>' in escalations  # open and acknowledged, not the resolved one
