@@ -421,21 +421,22 @@ def send_webhook(delivery: Delivery) -> dict:
 
 
 # Publishing one task costs about a millisecond; a bulk opening queues a few rows per escalation. Past
-# this many rows, one message carries this many (Celery's built-in ``starmap`` runs them in turn in one
-# worker, each attempt as if its own task); up to it, each row is its own task, sent in parallel.
+# this many rows, one message carries this many (``deliver_many`` sends them in turn in one worker, one
+# row's failure not stopping the others); up to it, each row is its own task, sent in parallel.
 DISPATCH_CHUNK = 64
 
 
 def deliveries_dispatch(ids: list[int]) -> None:
     """Hand outbox rows to workers (call after commit). A lost message delays a row, never loses it:
     beat's sweeper sends every due row."""
-    from .tasks import deliver
+    from .tasks import deliver, deliver_many
 
     if len(ids) <= DISPATCH_CHUNK:
         for pk in ids:
             deliver.delay(pk)
     else:
-        deliver.chunks([(pk,) for pk in ids], DISPATCH_CHUNK).apply_async()
+        for start in range(0, len(ids), DISPATCH_CHUNK):
+            deliver_many.delay(ids[start : start + DISPATCH_CHUNK])
 
 
 def deliveries_queue(deliveries: list[Delivery]) -> list[int]:

@@ -1,14 +1,32 @@
+import logging
+
 from celery import shared_task
 
 from . import noise  # noqa: F401  (registers the digest and policy-email senders with the outbox)
 from .delivery import delivery_attempt, due_delivery_ids
 from .policies import policy_audit, policy_claim_due, policy_release_closed, policy_step_apply
 
+logger = logging.getLogger(__name__)
+
 
 @shared_task(acks_late=True, ignore_result=True)
 def deliver(delivery_id: int) -> str:
     """Send one outbox row (safe to run twice: the claim is a conditional UPDATE)."""
     return delivery_attempt(delivery_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def deliver_many(delivery_ids: list[int]) -> str:
+    """Send outbox rows in turn; one row's unexpected error is logged and the rest still go (the row
+    stays due, and beat's sweeper tries it again)."""
+    failed = 0
+    for pk in delivery_ids:
+        try:
+            delivery_attempt(pk)
+        except Exception:
+            failed += 1
+            logger.exception("delivery %s failed unexpectedly; the sweeper retries it", pk)
+    return f"{len(delivery_ids) - failed} attempted, {failed} failed"
 
 
 @shared_task(ignore_result=True)

@@ -32,6 +32,9 @@ def _canonical(text: str) -> str:
 
 def data_to_text(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
+        # Appends wait for the migration: an entry written between the copy and the column swap would be
+        # left without its text (and SET NOT NULL would fail the deploy).
+        cursor.execute("LOCK TABLE audit_auditentry IN SHARE MODE")
         cursor.execute("CREATE TEMPORARY TABLE audit_canonical (id bigint, data text) ON COMMIT DROP")
         raw = cursor.cursor
         last = 0

@@ -36,23 +36,32 @@ def test_a_few_rows_are_one_task_each_and_many_go_in_chunks(monkeypatch):
     from apps.escalations import tasks
 
     single: list[int] = []
-    chunked: list[tuple[list, int]] = []
-
-    class Chunks:
-        def __init__(self, items: list, size: int) -> None:
-            chunked.append((items, size))
-
-        def apply_async(self) -> None:
-            pass
-
+    chunked: list[list[int]] = []
     monkeypatch.setattr(tasks.deliver, "delay", single.append)
-    monkeypatch.setattr(tasks.deliver, "chunks", Chunks)
+    monkeypatch.setattr(tasks.deliver_many, "delay", chunked.append)
     few = list(range(delivery.DISPATCH_CHUNK))
     delivery.deliveries_dispatch(few)
     assert single == few and chunked == []
-    many = list(range(delivery.DISPATCH_CHUNK + 1))
+    many = list(range(2 * delivery.DISPATCH_CHUNK + 1))
     delivery.deliveries_dispatch(many)
-    assert single == few and chunked == [([(pk,) for pk in many], delivery.DISPATCH_CHUNK)]
+    assert single == few and chunked == [many[:64], many[64:128], many[128:]]
+
+
+@pytest.mark.django_db
+def test_one_rows_unexpected_error_does_not_stop_the_rest_of_its_chunk(monkeypatch):
+    from apps.escalations import tasks
+
+    attempted: list[int] = []
+
+    def attempt(pk: int) -> str:
+        attempted.append(pk)
+        if pk == 2:
+            raise ValueError("a template error in one row")
+        return "delivered"
+
+    monkeypatch.setattr(tasks, "delivery_attempt", attempt)
+    assert tasks.deliver_many([1, 2, 3]) == "2 attempted, 1 failed"
+    assert attempted == [1, 2, 3]
 
 
 @pytest.mark.e2e
