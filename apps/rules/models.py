@@ -140,8 +140,9 @@ class PendingEvaluation(models.Model):
     Written in the same transaction as the change that caused it, one row per subject however many
     changes arrive. A flush claims rows for a lease, evaluates them in the evaluation's own transactions
     and then deletes the rows it still holds: a subject marked again meanwhile loses the claim and stays
-    queued, and a worker killed mid-evaluation leaves its rows to be claimed again when the lease ends —
-    so a burst of deliveries for one subject is evaluated once, and nothing is lost.
+    queued, a failed evaluation is tried again later (backing off), and a worker killed mid-evaluation
+    leaves its rows to be claimed again when the lease ends — so a burst of deliveries for one subject is
+    evaluated once, and nothing is lost.
     """
 
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
@@ -149,13 +150,16 @@ class PendingEvaluation(models.Model):
     trigger = models.CharField(max_length=10, choices=Decision.Trigger.choices)
     queued_at = models.DateTimeField()
     claim = models.UUIDField(null=True, blank=True)
-    claimed_until = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(
+        null=True, blank=True, help_text="A claim's lease, or after a failed evaluation when to try again"
+    )
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Failed evaluations so far")
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["subject_type", "subject_id"], name="uniq_pending_evaluation")
         ]
-        indexes = [models.Index(fields=["queued_at"])]
+        indexes = [models.Index(fields=["queued_at"]), models.Index(fields=["claim"])]
 
     def __str__(self) -> str:
         return f"{self.subject_type}:{self.subject_id} ({self.trigger})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import uuid
 from functools import cache
 from typing import Any
@@ -14,6 +15,8 @@ from django.db import connection, transaction
 from redis.exceptions import RedisError
 
 from apps.entities.models import ChangeOrder, Project, Submittal
+
+logger = logging.getLogger(__name__)
 
 SUBJECTS = ("change_order", "project", "client", "submittal")
 
@@ -52,31 +55,36 @@ def on_entities_changed(changes: dict[str, set[int]], trigger: str = "sync") -> 
     one client becomes one evaluation of each dependent subject when the burst's window closes.
     """
     affected = affected_subjects(changes)
-    marked = pending_add(affected, trigger)
-    if marked:
+    if pending_add(affected, trigger):
+        # Even when every subject was already waiting: a flush running now may have skipped the rows
+        # this transaction holds locked (Redis keeps it to one scheduled flush per window).
         transaction.on_commit(flush_soon)
     return {k: len(v) for k, v in affected.items()}
 
 
-# A subject already waiting is not queued twice; one a flush holds is released from its claim, so the
-# flush that is evaluating it (perhaps from data older than this change) does not delete the mark.
+# A subject already waiting is not queued twice; it takes the latest trigger, and one that a flush holds
+# is released from its claim, so the flush evaluating it (perhaps from data older than this change) does
+# not delete the mark. A failed subject's retry time (claimed_until without a claim) is kept. Rows are
+# locked in subject order (and types in sorted order) as the flush's deletes are, so the two cannot
+# deadlock.
 _PENDING_INSERT = """
-    INSERT INTO rules_pendingevaluation (subject_type, subject_id, trigger, queued_at)
-    SELECT %s, id, %s, now() FROM unnest(%s::bigint[]) AS id
-    ON CONFLICT (subject_type, subject_id) DO UPDATE SET claim = NULL, claimed_until = NULL
-    WHERE rules_pendingevaluation.claim IS NOT NULL
+    INSERT INTO rules_pendingevaluation AS p (subject_type, subject_id, trigger, queued_at, attempts)
+    SELECT %s, id, %s, now(), 0 FROM unnest(%s::bigint[]) AS id ORDER BY id
+    ON CONFLICT (subject_type, subject_id) DO UPDATE
+       SET trigger = EXCLUDED.trigger, claim = NULL,
+           claimed_until = CASE WHEN p.claim IS NULL THEN p.claimed_until END
 """
 
 
 def pending_add(subjects: dict[str, set[int]], trigger: str) -> int:
-    """Queue subjects for evaluation (one row per subject, however often it is marked); rows queued."""
-    inserted = 0
+    """Queue subjects for evaluation (one row per subject, however often it is marked); subjects marked."""
+    marked = 0
     with connection.cursor() as cursor:
-        for subject_type, ids in subjects.items():
+        for subject_type, ids in sorted(subjects.items()):
             if ids:
                 cursor.execute(_PENDING_INSERT, [subject_type, trigger, sorted(ids)])
-                inserted += cursor.rowcount
-    return inserted
+                marked += len(ids)
+    return marked
 
 
 _FLUSH_KEY = "fulcrum:rules:flush-scheduled"
@@ -110,7 +118,8 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
 
 
-# Longer than any flush of ``limit`` subjects takes: a claim outliving it means the worker died.
+# Longer than any evaluation of one group of ``limit`` subjects takes (renewed before each group): a claim
+# outliving it means the worker died.
 CLAIM_LEASE = dt.timedelta(minutes=15)
 
 _CLAIM = """
@@ -120,14 +129,31 @@ _CLAIM = """
                    ORDER BY queued_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     RETURNING subject_type, subject_id, trigger
 """
+_RENEW = "UPDATE rules_pendingevaluation SET claimed_until = now() + %(lease)s WHERE claim = %(claim)s"
+# Rows being marked again right now are skipped: the marker releases them from the claim (re-queued).
+_HELD = """
+    SELECT id FROM rules_pendingevaluation
+     WHERE claim = %(claim)s AND subject_type = %(subject_type)s AND subject_id = ANY(%(ids)s)
+     ORDER BY subject_id FOR UPDATE SKIP LOCKED
+"""
+_DONE = f"DELETE FROM rules_pendingevaluation WHERE id IN ({_HELD})"  # noqa: S608 - constants only
+# Tried again after 1, 2, 4 ... minutes, at most an hour apart; the admin home flags the wait.
+_FAILED = f"""
+    UPDATE rules_pendingevaluation
+       SET claim = NULL, attempts = attempts + 1,
+           claimed_until = now() + make_interval(mins => least(power(2, attempts)::int, 60))
+     WHERE id IN ({_HELD})
+"""  # noqa: S608 - constants only
+_RELEASE = "UPDATE rules_pendingevaluation SET claim = NULL, claimed_until = NULL WHERE claim = %(claim)s"
 
 
 def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
-    """Evaluate waiting subjects, oldest first, ``limit`` at a time; returns subjects per type.
+    """Evaluate waiting subjects, oldest first, ``limit`` at a time; returns subjects evaluated per type.
 
-    Each round claims rows for a lease (``SKIP LOCKED``: two flushes never take the same subject),
-    evaluates them in the evaluation's own transactions (so no flush holds locks across batches), then
-    deletes the rows it still holds. A failed evaluation releases its claim; a killed worker's claim
+    Each round claims rows for a lease (``SKIP LOCKED``: two flushes never take the same subject) and
+    evaluates them per subject type in the evaluation's own transactions (so no flush holds locks across
+    evaluation batches), deleting each group's rows once it is evaluated. A group whose evaluation fails
+    is logged and tried again later, backing off, while the other groups go on; a killed worker's claim
     lapses after ``CLAIM_LEASE``. Either way the subjects are evaluated again, never lost.
     """
     from .services import evaluate_subjects
@@ -135,10 +161,8 @@ def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
     done: dict[str, int] = {}
     while True:
         claim = uuid.uuid4()
-        with connection.cursor() as cursor:
-            params: dict[str, Any] = {"claim": claim, "lease": CLAIM_LEASE, "limit": limit}
-            cursor.execute(_CLAIM, params)
-            claimed = cursor.fetchall()
+        params: dict[str, Any] = {"claim": claim, "lease": CLAIM_LEASE, "limit": limit}
+        claimed = _run(_CLAIM, params, fetch=True)
         if not claimed:
             return done
         groups: dict[tuple[str, str], list[int]] = {}
@@ -146,16 +170,26 @@ def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
             groups.setdefault((subject_type, trigger), []).append(subject_id)
         try:
             for (subject_type, trigger), ids in sorted(groups.items()):
-                evaluate_subjects(subject_type=subject_type, ids=sorted(ids), trigger=trigger)
+                group = {**params, "subject_type": subject_type, "ids": sorted(ids)}
+                _run(_RENEW, params)
+                try:
+                    evaluate_subjects(subject_type=subject_type, ids=group["ids"], trigger=trigger)
+                except Exception:
+                    logger.exception(
+                        "evaluating %d %s subjects failed; they are tried again later", len(ids), subject_type
+                    )
+                    _run(_FAILED, group)
+                    continue
+                _run(_DONE, group)
                 done[subject_type] = done.get(subject_type, 0) + len(ids)
-        except BaseException:
-            _claim_end(claim, "UPDATE rules_pendingevaluation SET claim = NULL, claimed_until = NULL")
+        except BaseException:  # the worker is stopping: what this flush still holds is free at once
+            _run(_RELEASE, params)
             raise
-        _claim_end(claim, "DELETE FROM rules_pendingevaluation")
         if len(claimed) < limit:
             return done
 
 
-def _claim_end(claim: uuid.UUID, statement: str) -> None:
+def _run(statement: str, params: dict[str, Any], *, fetch: bool = False) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
-        cursor.execute(f"{statement} WHERE claim = %s", [claim])
+        cursor.execute(statement, params)
+        return cursor.fetchall() if fetch else []

@@ -19,6 +19,7 @@ from django.db import connection
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from apps.entities.models import Project
 from apps.rules import services, tasks, triggers
 from apps.rules.models import Decision, PendingEvaluation
 from apps.rules.services import rules_import
@@ -81,6 +82,20 @@ def test_a_started_flush_lets_later_changes_schedule_the_next_one(scheduled: lis
 
 
 @pytest.mark.django_db
+def test_marking_a_subject_that_already_waits_still_makes_sure_a_flush_follows(
+    scheduled: list[float], django_capture_on_commit_callbacks: Any
+) -> None:
+    project = ProjectFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        on_entities_changed({"project": {project.pk}})
+    triggers.flush_scheduled_clear()  # a flush starts; it may skip the row the next change holds locked
+    with django_capture_on_commit_callbacks(execute=True):
+        on_entities_changed({"project": {project.pk}}, trigger="webhook")
+    assert len(scheduled) == 2
+    assert PendingEvaluation.objects.filter(subject_type="project").count() == 1
+
+
+@pytest.mark.django_db
 def test_without_redis_every_change_queues_a_flush(
     scheduled: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,23 +113,50 @@ def test_without_redis_every_change_queues_a_flush(
 
 
 @pytest.mark.django_db
-def test_a_failed_evaluation_keeps_its_subjects_queued(
+def test_a_failing_group_is_tried_again_later_and_the_others_go_on(
     scheduled: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = ProjectFactory()
-    on_entities_changed({"project": {project.pk}})
+    on_entities_changed({"project": {project.pk}})  # marks the project and its client
+    evaluated: list[str] = []
 
-    def crash(**kwargs: Any) -> None:
-        raise RuntimeError("worker lost its database mid-evaluation")
+    def evaluate(*, subject_type: str, ids: list[int], trigger: str) -> None:
+        if subject_type == "project":
+            raise RuntimeError("a rule that cannot be evaluated on this project")
+        evaluated.append(subject_type)
 
-    monkeypatch.setattr(services, "evaluate_subjects", crash)
-    with pytest.raises(RuntimeError):
-        pending_flush()
-    assert PendingEvaluation.objects.filter(subject_type="project", subject_id=project.pk).exists()
+    monkeypatch.setattr(services, "evaluate_subjects", evaluate)
+    assert pending_flush() == {"client": 1}  # no exception: the client went on, the project waits
+    row = PendingEvaluation.objects.get()
+    assert (row.subject_type, row.claim, row.attempts) == ("project", None, 1)
+    assert row.claimed_until > timezone.now() + dt.timedelta(seconds=50)  # backs off a minute
+    assert pending_flush() == {}  # not before its time
+
+    PendingEvaluation.objects.update(claimed_until=timezone.now() - dt.timedelta(seconds=1))
+    assert pending_flush() == {}
+    row.refresh_from_db()
+    assert row.attempts == 2 and row.claimed_until > timezone.now() + dt.timedelta(seconds=110)  # then two
 
     monkeypatch.undo()
-    assert pending_flush()["project"] == 1
-    assert not PendingEvaluation.objects.exists()
+    PendingEvaluation.objects.update(claimed_until=timezone.now() - dt.timedelta(seconds=1))
+    assert pending_flush() == {"project": 1}
+    assert evaluated == ["client"] and not PendingEvaluation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_stopping_worker_frees_what_its_flush_still_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    ProjectFactory()
+    on_entities_changed({"project": set(Project.objects.values_list("pk", flat=True))})
+
+    def stop(**kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(services, "evaluate_subjects", stop)
+    with pytest.raises(KeyboardInterrupt):
+        pending_flush()
+    assert set(PendingEvaluation.objects.values_list("claim", "claimed_until", "attempts")) == {
+        (None, None, 0)
+    }
 
 
 @pytest.mark.django_db
@@ -135,7 +177,7 @@ def test_a_subject_marked_again_while_it_is_evaluated_stays_queued(
     monkeypatch.setattr(services, "evaluate_subjects", evaluate)
     pending_flush()
     row = PendingEvaluation.objects.get(subject_type="project", subject_id=project.pk)
-    assert (row.claim, row.trigger) == (None, "sync")  # released, not deleted
+    assert (row.claim, row.trigger) == (None, "webhook")  # released, not deleted; the latest trigger
 
     pending_flush()
     assert evaluated == [[project.pk], [project.pk]] and not PendingEvaluation.objects.exists()
