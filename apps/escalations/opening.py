@@ -4,7 +4,7 @@ The first run of a new rule can match thousands of subjects with no open escalat
 escalation row, its subject's label, project and client, the "opened" event and its audit entry, the
 frozen policy, the cooldown, its decision pointing at it and the outbox rows of its actions through the
 noise controls. Here each of those is one statement for the whole batch, not ~17 per match;
-``services.escalation_fire`` is this function with one match.
+A single match (one subject's evaluation) takes the same path with a batch of one.
 
 The claim is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` against the partial unique index on
 open (rule, subject): a row that another transaction opened first is not inserted (the INSERT waits for

@@ -1,4 +1,4 @@
-"""Re-firing open escalations in bulk: the batch-evaluation counterpart of ``escalation_fire``'s re-fire.
+"""Re-firing open escalations in bulk: what a match of an already open (rule, subject) does.
 
 A nightly run re-matches thousands of subjects whose escalation is already open. Each needs its counter
 bumped and its evidence refreshed, and nothing else (no event, no action): one locking SELECT and one

@@ -27,10 +27,6 @@ from .models import Escalation, EscalationEvent
 from .outbound import pm_targets, webhook_targets
 
 if TYPE_CHECKING:
-    from apps.rules.evaluator import Evaluation
-    from apps.rules.facts import Context
-    from apps.rules.models import Decision, RuleVersion
-
     from .noise import Notice
 
 
@@ -110,17 +106,13 @@ def _events(
         audit_record_many(entries, actor=actor)
 
 
-def subject_parties(subject_type: str, subject_id: int) -> tuple[str, Project | None, Client | None]:
-    """A human label for the subject and the project and client it belongs to."""
-    return subjects_parties(subject_type, [subject_id])[subject_id]
-
-
 Parties = tuple[str, "Project | None", "Client | None"]
 
 
 def subjects_parties(subject_type: str, subject_ids: Sequence[int]) -> dict[int, Parties]:
-    """:func:`subject_parties` for many subjects of one type in one query. The clients come with their
-    owners (the account manager's email is an action target). A missing subject raises DoesNotExist."""
+    """A human label for each subject and the project and client it belongs to, in one query. The
+    clients come with their owners (the account manager's email is an action target). A missing
+    subject raises DoesNotExist."""
     ids = set(subject_ids)
     found: dict[int, Parties] = {}
     if subject_type == "change_order":
@@ -145,21 +137,6 @@ def subjects_parties(subject_type: str, subject_ids: Sequence[int]) -> dict[int,
     if missing:
         raise model.DoesNotExist(f"{subject_type} {sorted(missing)[:10]} no longer exist")  # type: ignore[attr-defined]
     return found
-
-
-def escalation_fire(
-    *, version: RuleVersion, context: Context, evaluation: Evaluation, decision: Decision, now: dt.datetime
-) -> str:
-    """Open an escalation for a match, or bump the open one. Returns opened / refired / cooldown.
-
-    One match through the batch path (:func:`apps.escalations.opening.escalations_fire`).
-    """
-    from .opening import escalations_fire
-
-    [result] = escalations_fire(
-        subject_type=context.subject_type, fired=[(version, context, evaluation, decision)], now=now
-    )
-    return result
 
 
 def escalation_auto_resolve(
