@@ -35,7 +35,8 @@ _warned: set[str] = set()
 
 
 @cache
-def _client(url: str) -> redis.Redis:
+def redis_client(url: str) -> redis.Redis:
+    """One client (connection pool) per Redis URL per process, failing fast: callers degrade, not hang."""
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
@@ -69,7 +70,7 @@ class RateBudget:
         waited = 0.0
         while True:
             try:
-                client = _client(self.url)
+                client = redis_client(self.url)
                 pause_ms = int(client.eval(_SCRIPT, 1, self.key, self.window_ms, self.calls))
             except redis.RedisError as exc:
                 if self.key not in _warned:  # once per process and key, not on every call

@@ -192,26 +192,12 @@ def flag_dashboard(delivery: Delivery) -> dict:
 
 # ---- email --------------------------------------------------------------------------------------------
 
-OP_WORDS = {
-    "eq": "equal to",
-    "ne": "not equal to",
-    "gt": "more than",
-    "gte": "at least",
-    "lt": "less than",
-    "lte": "at most",
-    "between": "between",
-    "in": "one of",
-    "not_in": "none of",
-    "is": "is",
-    "is_null": "empty:",
-    "contains": "containing",
-}
-
 
 def explain_conditions(escalation: Escalation) -> list[dict[str, str]]:
     """Each condition of the decision in plain words: the fact, what it means, its value, the threshold."""
     from apps.dashboard.templatetags.fulcrum import format_value
     from apps.rules.catalogue import FACTS
+    from apps.rules.wording import OPERATOR_PHRASES
 
     facts = escalation.evidence.get("facts") or {}
     rows = []
@@ -228,7 +214,7 @@ def explain_conditions(escalation: Escalation) -> list[dict[str, str]]:
                 "fact": fact,
                 "meaning": catalogued.description if catalogued else "",
                 "actual": format_value(node.get("actual"), kind, unit),
-                "threshold": f"{OP_WORDS.get(node.get('op', ''), node.get('op', ''))} "
+                "threshold": f"{OPERATOR_PHRASES.get(node.get('op', ''), node.get('op', ''))} "
                 f"{format_value(node.get('expected'), kind, unit)}".strip(),
                 "result": {"true": "met", "false": "not met"}.get(
                     str(node.get("result")), str(node.get("result") or "unknown")

@@ -52,20 +52,6 @@ def match_summary(evaluation: Evaluation, decision: Decision | None = None) -> s
     return evaluation.summary()
 
 
-# One probe of the partial unique index per (rule, subject): the LIMIT keeps the planner from scanning
-# every open escalation of the rule instead, as it does on statistics taken before a first run opened
-# thousands of them.
-_OPEN = """
-    SELECT e.* FROM unnest(%(rules)s::bigint[], %(subjects)s::bigint[]) AS k(rule_id, subject_id)
-    CROSS JOIN LATERAL (
-        SELECT {columns} FROM escalations_escalation e
-         WHERE e.rule_id = k.rule_id AND e.subject_type = %(subject_type)s AND e.subject_id = k.subject_id
-           AND e.status IN ({open_states})
-         LIMIT 1 {lock}
-    ) e
-"""
-
-
 def open_escalations(
     subject_type: str,
     keys: Iterable[tuple[int, int]],
@@ -74,21 +60,14 @@ def open_escalations(
     columns: Sequence[str] = ("id", "rule_id", "subject_id", "fire_count"),
 ) -> dict[tuple[int, int], Escalation]:
     """The open escalations of these (rule id, subject id) pairs (only ``columns`` loaded), locked when
-    asked, in key order: concurrent batches lock in one order."""
-    pairs = sorted(set(keys))
-    if not pairs:
-        return {}
-    params = {
-        "rules": [rule for rule, _ in pairs],
-        "subjects": [subject for _, subject in pairs],
-        "subject_type": subject_type,
-    }
-    query = _OPEN.format(
-        columns=", ".join(columns),
-        open_states=", ".join(f"'{state}'" for state in Escalation.OPEN_STATES),
-        lock="FOR UPDATE" if lock else "",
+    asked, in key order: concurrent batches lock in one order. One probe of the partial unique index on
+    open (rule, subject) per pair."""
+    from apps.rules.services import rows_by_rule_subject
+
+    open_states = ", ".join(f"'{state}'" for state in Escalation.OPEN_STATES)
+    return rows_by_rule_subject(
+        Escalation, subject_type, keys, columns=columns, where=f"t.status IN ({open_states})", lock=lock
     )
-    return {(e.rule_id, e.subject_id): e for e in Escalation.objects.raw(query, params)}
 
 
 def escalations_refire(

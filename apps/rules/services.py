@@ -8,11 +8,11 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Model
 from django.utils import timezone
 
 from apps.audit.models import canonical_json
@@ -23,6 +23,8 @@ from .evaluator import CompiledCondition, Evaluation, Outcome, compile_condition
 from .facts import Context, compute_contexts
 from .models import Decision, Rule, RuleVersion, SubjectState
 from .ruleset import dump_rules, parse_rules, rule_from_dict
+
+M = TypeVar("M", bound=Model)
 
 _ROUTE_RANK = {"executive": 0, "standard": 1}
 
@@ -176,21 +178,32 @@ _DECISION_COPY = (
 )
 
 
-# One probe of the unique index per (rule, subject): the LIMIT keeps the planner from turning the
-# lookup into a scan of every state of the rule, which it does on statistics taken before a first run
-# filled the table (a scan per batch grew to 0.2 s at 100k states).
-_STATES = """
-    SELECT s.* FROM unnest(%(rules)s::bigint[], %(subjects)s::bigint[]) AS k(rule_id, subject_id)
+# One probe of an index on (rule, subject) per pair: the LIMIT keeps the planner from turning the lookup
+# into a scan of every row of the rule, which it does on statistics taken before a first run filled the
+# table (a scan per batch grew to 0.2 s at 100k states). Table, columns and condition are code constants.
+_BY_RULE_SUBJECT = """
+    SELECT t.* FROM unnest(%(rules)s::bigint[], %(subjects)s::bigint[]) AS k(rule_id, subject_id)
     CROSS JOIN LATERAL (
-        SELECT * FROM rules_subjectstate s
-         WHERE s.rule_id = k.rule_id AND s.subject_type = %(subject_type)s AND s.subject_id = k.subject_id
-         LIMIT 1
-    ) s
+        SELECT {columns} FROM {table} t
+         WHERE t.rule_id = k.rule_id AND t.subject_type = %(subject_type)s AND t.subject_id = k.subject_id
+               {where}
+         LIMIT 1 {lock}
+    ) t
 """
 
 
-def subject_states(subject_type: str, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], SubjectState]:
-    """The subject states of these (rule id, subject id) pairs that exist."""
+def rows_by_rule_subject(
+    model: type[M],
+    subject_type: str,
+    keys: Iterable[tuple[int, int]],
+    *,
+    columns: Sequence[str] = ("*",),
+    where: str = "",
+    lock: bool = False,
+) -> dict[tuple[int, int], M]:
+    """The row of ``model`` (keyed by rule, subject type and subject) for each (rule id, subject id) pair
+    that has one, ``where`` it holds; locked when asked, in key order (concurrent batches lock in one
+    order)."""
     pairs = sorted(set(keys))
     if not pairs:
         return {}
@@ -199,7 +212,18 @@ def subject_states(subject_type: str, keys: Iterable[tuple[int, int]]) -> dict[t
         "subjects": [subject for _, subject in pairs],
         "subject_type": subject_type,
     }
-    return {(s.rule_id, s.subject_id): s for s in SubjectState.objects.raw(_STATES, params)}
+    query = _BY_RULE_SUBJECT.format(
+        columns=", ".join(columns),
+        table=model._meta.db_table,
+        where=f"AND {where}" if where else "",
+        lock="FOR UPDATE" if lock else "",
+    )
+    return {(row.rule_id, row.subject_id): row for row in model.objects.raw(query, params)}  # type: ignore[attr-defined]
+
+
+def subject_states(subject_type: str, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], SubjectState]:
+    """The subject states of these (rule id, subject id) pairs that exist."""
+    return rows_by_rule_subject(SubjectState, subject_type, keys)
 
 
 def _prior_outcomes(

@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
-from functools import cache
 from typing import Any
 
 import redis
@@ -113,9 +112,10 @@ def flush_scheduled_clear() -> None:
         _redis().delete(_FLUSH_KEY)
 
 
-@cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2, socket_connect_timeout=2)
+    from apps.connectors.ratelimit import redis_client
+
+    return redis_client(settings.CELERY_BROKER_URL)
 
 
 # Longer than any evaluation of one group of ``limit`` subjects takes (renewed before each group): a claim

@@ -51,14 +51,22 @@ def _listing(values: Sequence[object], fact: Fact, *, unit: bool) -> str:
 
 
 _SYMBOLS: Final = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤"}
-_PHRASES: Final = {
+# Each operator as the phrase before a threshold ("at least $50,000"): explanations and emails.
+OPERATOR_PHRASES: Final = {
     "eq": "equal to",
     "ne": "not equal to",
     "gt": "more than",
     "gte": "at least",
     "lt": "less than",
     "lte": "at most",
+    "between": "between",
+    "in": "one of",
+    "not_in": "none of",
+    "is": "is",
+    "is_null": "empty:",
+    "contains": "containing",
 }
+_PHRASES: Final = {op: OPERATOR_PHRASES[op] for op in _SYMBOLS}
 
 
 def _age_text(seconds: float) -> str:
