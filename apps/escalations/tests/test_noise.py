@@ -32,20 +32,6 @@ def at(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=CHI)
 
 
-@pytest.fixture
-def noise(settings):
-    """Settings with every control off; each test turns on what it exercises."""
-    settings.TIME_ZONE = "America/Chicago"
-    settings.FULCRUM = {
-        **settings.FULCRUM,
-        "EXECUTIVE_DIGEST": False,
-        "DIGEST_PERIOD": dt.timedelta(hours=1),
-        "QUIET_HOURS": "",
-        "RECIPIENT_HOURLY_CAP": 0,
-    }
-    return settings
-
-
 def fire(when: dt.datetime, actions: list[str], **extra):
     """An escalation opening at ``when`` with these rule actions, through the policy and the outbox."""
     severity = extra.pop("severity", "high")

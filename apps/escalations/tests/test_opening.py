@@ -75,17 +75,10 @@ RULES = """
 
 
 @pytest.fixture
-def noisy(settings):
+def noisy(noise):
     """Every noise control on: an hourly cap of 2, quiet hours around the clock, a digest policy."""
-    settings.TIME_ZONE = "America/Chicago"
-    settings.FULCRUM = {
-        **settings.FULCRUM,
-        "EXECUTIVE_DIGEST": False,
-        "DIGEST_PERIOD": dt.timedelta(hours=1),
-        "QUIET_HOURS": "0-23",
-        "RECIPIENT_HOURLY_CAP": 2,
-    }
-    return settings
+    noise.FULCRUM = {**noise.FULCRUM, "QUIET_HOURS": "0-23", "RECIPIENT_HOURLY_CAP": 2}
+    return noise
 
 
 def _world(now: dt.datetime) -> list[int]:
