@@ -28,6 +28,7 @@ _VIEW_ALL = [
     "rules.rule",
     "rules.ruleversion",
     "rules.decision",
+    "rules.evaluationrun",
     "rules.subjectstate",
     "escalations.escalation",
     "escalations.escalationevent",

@@ -10,7 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 
 from apps.entities.models import Client, Project
 from apps.escalations.models import Escalation
-from apps.rules.models import Decision, SubjectType
+from apps.rules.models import Decision, EvaluationRun, SubjectType
 
 
 @extend_schema_field(OpenApiTypes.INT)
@@ -72,3 +72,16 @@ class DecisionFilter(filters.FilterSet):
     class Meta:
         model = Decision
         fields = ["subject_type", "subject_id", "outcome", "rule"]
+
+
+class EvaluationRunFilter(filters.FilterSet):
+    subject_type = filters.ChoiceFilter(choices=SubjectType.choices)
+    subject_id = IdFilter(method="_evaluated", help_text="Only the runs that evaluated this subject")
+    trigger = filters.ChoiceFilter(choices=Decision.Trigger.choices)
+
+    class Meta:
+        model = EvaluationRun
+        fields = ["subject_type", "subject_id", "trigger"]
+
+    def _evaluated(self, queryset: QuerySet[EvaluationRun], name: str, value: int) -> QuerySet[EvaluationRun]:
+        return queryset.filter(subject_ids__contains=[value])  # the GIN index on subject_ids

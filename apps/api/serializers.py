@@ -16,7 +16,7 @@ from apps.connectors.models import Connection, StreamState
 from apps.entities.models import Client, Project, Sourced
 from apps.escalations.forms import DISMISS_OUTCOMES, RESOLVE_OUTCOMES
 from apps.escalations.models import Escalation, EscalationEvent
-from apps.rules.models import Decision, Rule, RuleVersion
+from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
 
 # --- errors (for the schema) -----------------------------------------------------------------------
 
@@ -230,6 +230,23 @@ class DecisionSerializer(serializers.ModelSerializer):
             "escalation",
             "facts",
             "explanation",
+        ]
+
+
+class EvaluationRunSerializer(serializers.ModelSerializer):
+    """A bulk run's summary; its subject ids are left out (100k of them in a nightly run)."""
+
+    class Meta:
+        model = EvaluationRun
+        fields = [
+            "id",
+            "subject_type",
+            "trigger",
+            "evaluated_at",
+            "completed_at",
+            "subjects",
+            "outcomes",
+            "ages",
         ]
 
 

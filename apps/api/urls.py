@@ -18,6 +18,7 @@ router.register("escalations", views.EscalationViewSet, basename="escalation")
 router.register("clients", views.ClientViewSet, basename="client")
 router.register("projects", views.ProjectViewSet, basename="project")
 router.register("decisions", views.DecisionViewSet, basename="decision")
+router.register("evaluation-runs", views.EvaluationRunViewSet, basename="evaluation-run")
 router.register("rules", views.RuleViewSet, basename="rule")
 router.register("connections", views.ConnectionViewSet, basename="connection")
 

@@ -20,7 +20,7 @@ from apps.connectors.models import Connection, StreamState
 from apps.entities.models import Client, Project, SourceObject
 from apps.escalations import services as escalation_services
 from apps.escalations.models import Escalation, EscalationEvent
-from apps.rules.models import Decision, Rule, RuleVersion
+from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
 
 from . import filters, serializers
 from .exceptions import Conflict
@@ -231,6 +231,23 @@ class DecisionViewSet(ApiViewSet):
 
     def get_queryset(self) -> QuerySet[Decision]:
         return Decision.objects.select_related("rule_version__rule").order_by("-evaluated_at", "-pk")
+
+
+@extend_schema_view(
+    **_read_schema(
+        "Bulk evaluation runs, newest first (filter by subject_type, subject_id, trigger). A run's pairs "
+        "without a decision of that run repeated the outcome of their rule's previous decision for the "
+        "subject (not_matched when there is none).",
+        "One bulk evaluation run with its per-rule outcome counts",
+    )
+)
+class EvaluationRunViewSet(ApiViewSet):
+    model = EvaluationRun
+    serializer_class = serializers.EvaluationRunSerializer
+    filterset_class = filters.EvaluationRunFilter
+
+    def get_queryset(self) -> QuerySet[EvaluationRun]:
+        return EvaluationRun.objects.defer("subject_ids").order_by("-evaluated_at", "-pk")
 
 
 @extend_schema_view(

@@ -9,6 +9,9 @@ The newest payload per subject is kept whatever its age: backtests and threshold
 that context, and a subject nobody touched for months would otherwise drop out of them. Audit entries
 are never touched (they are append-only in the database anyway); escalations keep their own evidence.
 
+Bulk evaluation runs older than the retention age lose their list of subjects the same way (a nightly
+run's is 100k ids); their per-rule counts stay.
+
 Pruning runs in batches of ``batch`` rows so one nightly run never holds long row locks.
 """
 
@@ -40,8 +43,15 @@ WHERE id IN (
 """
 
 
+_PRUNE_RUNS_SQL = """
+UPDATE rules_evaluationrun SET subject_ids = '{}'
+WHERE evaluated_at < %(cutoff)s AND cardinality(subject_ids) > 0
+"""
+
+
 def decisions_prune(*, now: dt.datetime | None = None, batch: int = 10_000) -> int:
-    """Null the payloads of decisions older than the retention age; returns how many were pruned."""
+    """Null the payloads of decisions older than the retention age (returns how many) and empty the
+    subject lists of older bulk runs."""
     now = now or timezone.now()
     cutoff = now - dt.timedelta(days=LearningSettings.load().retention_days)
     total = 0
@@ -59,4 +69,7 @@ def decisions_prune(*, now: dt.datetime | None = None, batch: int = 10_000) -> i
                 )
         total += pruned
         if pruned < batch:
-            return total
+            break
+    with connection.cursor() as cursor:
+        cursor.execute(_PRUNE_RUNS_SQL, {"cutoff": cutoff})
+    return total

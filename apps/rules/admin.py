@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from .diff import spec_diff, spec_yaml
 from .editor import describe
 from .forms import RuleEditorForm
-from .models import Decision, Rule, RulesSettings, RuleVersion, SubjectState
+from .models import Decision, EvaluationRun, Rule, RulesSettings, RuleVersion, SubjectState
 from .preview import PreviewResult, needs_confirmation, preview_draft
 from .ruleset import RulesFileError
 from .shadow import rule_shadow_start, rule_shadow_stop, shadow_evaluate
@@ -474,6 +474,50 @@ class DecisionAdmin(admin.ModelAdmin):
     list_select_related = ("rule_version__rule",)
     readonly_fields = [f.name for f in Decision._meta.fields]
     show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(EvaluationRun)
+class EvaluationRunAdmin(admin.ModelAdmin):
+    """Bulk runs: what each rule found and how many decisions it traced; the rest were repeats."""
+
+    list_display = ("evaluated_at", "subject_type", "trigger", "subjects", "traced", "completed_at")
+    list_filter = ("subject_type", "trigger")
+    fields = ("evaluated_at", "completed_at", "subject_type", "trigger", "subjects", "outcome_table", "ages")
+    readonly_fields = fields
+    show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[EvaluationRun]:
+        return super().get_queryset(request).defer("subject_ids")
+
+    @admin.display(description="decisions traced")
+    def traced(self, run: EvaluationRun) -> int:
+        return sum(int(counts.get("decisions", 0)) for counts in run.outcomes)
+
+    @admin.display(description="outcomes per rule")
+    def outcome_table(self, run: EvaluationRun) -> str:
+        columns = ("matched", "not_matched", "insufficient_data", "decisions")
+        return format_html(
+            "<table><tr><th>rule</th>{}</tr>{}</table>",
+            format_html_join("", "<th>{}</th>", ((c.replace("_", " "),) for c in columns)),
+            format_html_join(
+                "",
+                "<tr><td>{} v{}</td>{}</tr>",
+                (
+                    (
+                        counts.get("rule"),
+                        counts.get("version"),
+                        format_html_join("", "<td>{}</td>", ((counts.get(c, 0),) for c in columns)),
+                    )
+                    for counts in run.outcomes
+                ),
+            ),
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

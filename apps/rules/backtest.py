@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import json
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -248,24 +249,56 @@ def context_from_snapshot(snapshot: object) -> tuple[dict[str, object], dict[str
     return values, ages
 
 
+# The newest stored context per subject: a traced decision's facts, or the snapshot its first bulk run
+# took of a subject no decision traced (values only; the ages are the run's). At the same instant the
+# decision wins: it has the ages and sources of each fact.
+_CONTEXTS = """
+SELECT DISTINCT ON (subject_id) subject_id, facts, values, ages FROM (
+    SELECT d.subject_id, d.evaluated_at AS at, 0 AS rank, d.id AS tie, d.facts::text AS facts,
+           NULL::text AS values, NULL::text AS ages
+      FROM rules_decision d
+     WHERE d.subject_type = %(subject_type)s AND d.facts IS NOT NULL AND d.evaluated_at >= %(since)s
+    UNION ALL
+    SELECT s.subject_id, r.evaluated_at, 1, s.id, NULL, s."values"::text, r.ages::text
+      FROM rules_contextsnapshot s JOIN rules_evaluationrun r ON r.id = s.run_id
+     WHERE s.subject_type = %(subject_type)s AND r.evaluated_at >= %(since)s
+) c
+ORDER BY subject_id, at DESC, rank, tie DESC
+LIMIT %(limit)s
+"""
+
+
 def stored_contexts(
     subject_type: str, *, since: dt.datetime | None = None, limit: int = DEFAULT_LIMIT
 ) -> Iterator[tuple[int, Any]]:
-    """``(subject_id, facts snapshot)`` of the newest decision with a snapshot per subject, streamed.
+    """``(subject_id, facts snapshot)`` of the newest stored context per subject, streamed, in the shape
+    of ``Decision.facts``.
 
     Yields up to ``limit + 1`` rows so that the caller can tell that the limit cut the replay short.
     """
-    from .models import Decision
+    from django.db import connection
 
-    qs = Decision.objects.filter(subject_type=subject_type, facts__isnull=False)
-    if since is not None:
-        qs = qs.filter(evaluated_at__gte=since)
-    rows = (
-        qs.order_by("subject_id", "-evaluated_at", "-id")
-        .distinct("subject_id")
-        .values_list("subject_id", "facts")[: limit + 1]  # one more, to tell "limit reached"
-    )
-    yield from rows.iterator(chunk_size=_CHUNK)
+    params = {
+        "subject_type": subject_type,
+        "since": since or dt.datetime.min.replace(tzinfo=dt.UTC),
+        "limit": limit + 1,  # one more, to tell "limit reached"
+    }
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(_CONTEXTS, params)
+        while rows := cursor.fetchmany(_CHUNK):
+            for subject_id, facts, values, ages in rows:
+                if facts is not None:
+                    yield subject_id, json.loads(facts)
+                    continue
+                # Snapshot values are JSON numbers: read money and percentages as exact decimals.
+                run_ages = json.loads(ages)
+                yield (
+                    subject_id,
+                    {
+                        name: {"value": value, "age_s": run_ages.get(name)}
+                        for name, value in json.loads(values, parse_float=Decimal).items()
+                    },
+                )
 
 
 def labels(key: str, subject_type: str) -> dict[int, bool]:

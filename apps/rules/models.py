@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 
 
@@ -70,7 +72,9 @@ class Decision(models.Model):
     """One evaluation of one rule version on one subject: outcome, inputs and why.
 
     Matches and changes of outcome keep the full trace (``facts`` with ages, ``explanation``); a
-    repeat of the same non-match keeps only the slim columns.
+    repeat of the same non-match keeps only the slim columns when evaluated on its own, and no row at
+    all in a bulk run, which summarises its repeats in an :class:`EvaluationRun`. A (rule, subject)
+    pair that was never decided otherwise counts as ``not_matched``.
     """
 
     class Outcome(models.TextChoices):
@@ -110,14 +114,80 @@ class Decision(models.Model):
         return f"{self.rule_version} {self.subject_type}:{self.subject_id} {self.outcome}"
 
 
+class EvaluationRun(models.Model):
+    """One bulk evaluation of a subject type's live rules: the summary of every pair it did not trace.
+
+    A nightly run over 100k subjects and 50 rules makes 5 million (rule, subject) evaluations; nearly all
+    repeat the outcome they had (ANCHORS, Rules 6: trace matches and changes, summarise the rest). Those
+    get no :class:`Decision` row. The run records which subjects it evaluated and, per rule version, how
+    many outcomes of each kind it found and how many decisions it traced. So for any rule, subject and
+    run: the subject is in ``subject_ids`` and has a decision of that run (``evaluated_at``), or it
+    repeated the outcome of that rule's previous decision for it (``not_matched`` when there is none).
+    """
+
+    subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
+    trigger = models.CharField(max_length=10, choices=Decision.Trigger.choices)
+    evaluated_at = models.DateTimeField()
+    completed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its last traced decision was written (empty: not finished)"
+    )
+    subjects = models.PositiveIntegerField(default=0, help_text="Subjects evaluated")
+    subject_ids = ArrayField(
+        models.BigIntegerField(), default=list, blank=True, help_text="The subjects evaluated, in id order"
+    )
+    ages = models.JSONField(
+        default=dict, blank=True, help_text="{fact: age in seconds of its inputs} when the run evaluated"
+    )
+    outcomes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Per rule version: {rule, version, rule_version_id, matched, not_matched, "
+        "insufficient_data, decisions}",
+    )
+
+    class Meta:
+        ordering = ["-evaluated_at", "-id"]
+        indexes = [
+            models.Index(fields=["subject_type", "-evaluated_at"]),
+            GinIndex(fields=["subject_ids"], name="rules_evalrun_subjects_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject_type} run {self.evaluated_at:%Y-%m-%d %H:%M} ({self.subjects} subjects)"
+
+
+class ContextSnapshot(models.Model):
+    """A subject's facts as its first bulk evaluation saw them, for backtests of subjects no decision
+    traced (their ages are the run's). Written once per subject; a traced decision's facts are newer."""
+
+    run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="snapshots")
+    subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
+    subject_id = models.BigIntegerField()
+    values = models.JSONField(help_text="{fact: value}")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["subject_type", "subject_id"], name="uniq_context_snapshot")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject_type}:{self.subject_id} context"
+
+
 class SubjectState(models.Model):
-    """The last outcome of a rule for a subject, its cooldown and snooze: the race-safe claim point."""
+    """The last outcome of a rule for a subject, its cooldown and snooze: the race-safe claim point.
+
+    Bulk runs create states only for the pairs they trace: a pair with no state has never been
+    decided otherwise than ``not_matched``.
+    """
 
     rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="states")
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
     subject_id = models.BigIntegerField()
     last_outcome = models.CharField(max_length=20, choices=Decision.Outcome.choices)
-    last_evaluated_at = models.DateTimeField()
+    last_evaluated_at = models.DateTimeField(
+        help_text="When the last decision of this pair was recorded (a bulk run's quiet repeats leave it)"
+    )
     cooldown_until = models.DateTimeField(null=True, blank=True)
     snoozed_until = models.DateTimeField(null=True, blank=True)
     snoozed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

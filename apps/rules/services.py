@@ -133,8 +133,9 @@ def live_versions(subject_type: str) -> list[RuleVersion]:
     return sorted((v for v in versions if v), key=lambda v: (int(v.spec.get("priority", 100)), v.rule.key))
 
 
-# From this many subjects on, outcomes are computed in SQL first and only the subjects that need a
-# trace (a match, a change of outcome) take the per-subject path.
+# From this many subjects on, the evaluation is a bulk run (:mod:`apps.rules.runs`): outcomes are
+# computed in SQL first and only the pairs that need a trace (a match, a change of outcome) take the
+# per-subject path; the rest are summarised in the run.
 BULK_THRESHOLD = 200
 
 
@@ -152,30 +153,34 @@ def evaluate_subjects(
     commits (about half a second for 2,000 first evaluations); fewer, larger batches cost fewer round
     trips and commits.
     """
+    from .runs import run_complete, run_start
+
     now = now or timezone.now()
     report = EvaluationReport()
     versions = live_versions(subject_type)
     if not versions or (ids is not None and not ids):
         return report
+    pairs: dict[int, frozenset[int]] | None = None
+    run = None
     if ids is None or len(ids) >= BULK_THRESHOLD:
-        ids = _settle_quiet_subjects(subject_type, versions, ids, trigger, now, report)
-        if not ids:
+        run, pairs = run_start(subject_type, versions, ids, trigger, now)
+        report.subjects = run.subjects
+        for counts in run.outcomes:
+            report.outcomes.update({o: n for o, n in counts.items() if o in Decision.Outcome.values and n})
+        if not pairs:
             return report
+        ids = sorted(pairs)
     batch: list[Context] = []
     for context in compute_contexts(subject_type, ids, now=now):
         batch.append(context)
         if len(batch) >= batch_size:
-            _evaluate_batch(batch, versions, trigger, now, report)
+            _evaluate_batch(batch, versions, trigger, now, report, pairs)
             batch = []
     if batch:
-        _evaluate_batch(batch, versions, trigger, now, report)
+        _evaluate_batch(batch, versions, trigger, now, report, pairs)
+    if run is not None:
+        run_complete(run, timezone.now())
     return report
-
-
-_DECISION_COPY = (
-    "COPY rules_decision (rule_version_id, subject_type, subject_id, outcome, trigger, evaluated_at, "
-    "summary, suppressed) FROM STDIN"
-)
 
 
 # One probe of an index on (rule, subject) per pair: the LIMIT keeps the planner from turning the lookup
@@ -224,67 +229,6 @@ def rows_by_rule_subject(
 def subject_states(subject_type: str, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], SubjectState]:
     """The subject states of these (rule id, subject id) pairs that exist."""
     return rows_by_rule_subject(SubjectState, subject_type, keys)
-
-
-def _prior_outcomes(
-    subject_type: str, versions: list[RuleVersion], ids: Sequence[int] | None
-) -> dict[tuple[int, int], str]:
-    if ids is not None:
-        keys = [(v.rule_id, subject_id) for v in versions for subject_id in ids]
-        return {key: s.last_outcome for key, s in subject_states(subject_type, keys).items()}
-    states = SubjectState.objects.filter(rule__in=[v.rule_id for v in versions], subject_type=subject_type)
-    return {(r, s): o for r, s, o in states.values_list("rule_id", "subject_id", "last_outcome")}
-
-
-@transaction.atomic
-def _settle_quiet_subjects(
-    subject_type: str,
-    versions: list[RuleVersion],
-    ids: Sequence[int] | None,
-    trigger: str,
-    now: dt.datetime,
-    report: EvaluationReport,
-) -> list[int]:
-    """Evaluate every live rule in one SQL query; settle the quiet subjects here and return the rest.
-
-    A subject is quiet when no rule matches it and every rule's outcome is the one it had last time:
-    it gets one slim decision row per rule, written with COPY, and nothing else happens. The others —
-    a first evaluation (whose context backtests replay later), a change of outcome, a match; usually a
-    few percent — need the traced path, so their ids are returned. SQL and the evaluator are proven
-    equal by property tests.
-    """
-    from .sql import batch_outcomes_many
-
-    outcomes = batch_outcomes_many(versions, subject_type, ids, now)
-    prior = _prior_outcomes(subject_type, versions, ids)
-    traced: set[int] = set()
-    for version, result in zip(versions, outcomes, strict=True):
-        for subject_id, outcome in result.items():
-            if outcome == Outcome.MATCHED or prior.get((version.rule_id, subject_id)) != outcome:
-                traced.add(subject_id)
-    stamp = now.isoformat()
-    with connection.cursor() as cursor, cursor.cursor.copy(_DECISION_COPY) as copy:
-        for version, result in zip(versions, outcomes, strict=True):
-            head = f"{version.pk}\t{subject_type}\t"
-            tail = f"\t{trigger}\t{stamp}\t\t\n"
-            lines = [
-                f"{head}{subject_id}\t{outcome}{tail}"
-                for subject_id, outcome in result.items()
-                if subject_id not in traced
-            ]
-            copy.write("".join(lines))
-            report.outcomes.update(o for s, o in result.items() if s not in traced)
-    quiet = len(outcomes[0].keys() - traced)
-    report.subjects += quiet
-    if quiet:
-        # Keep "last evaluated" true for the quiet subjects that have a state (a non-default outcome).
-        states = SubjectState.objects.filter(
-            rule__in=[v.rule_id for v in versions], subject_type=subject_type
-        )
-        if ids is not None:
-            states = states.filter(subject_id__in=ids)
-        states.exclude(subject_id__in=traced).update(last_evaluated_at=now)
-    return sorted(traced)
 
 
 _DECISION_COPY_FULL = (
@@ -348,7 +292,8 @@ _SET_OUTCOMES = """
 
 @dataclass(slots=True)
 class _Prior:
-    """A subject state as the batch found it (None outcome: the batch created it)."""
+    """A subject state as the batch found it (None outcome: the batch created it, and the pair, never
+    decided before, counts as not matched)."""
 
     last_outcome: str | None
     snoozed_until: dt.datetime | None
@@ -388,7 +333,10 @@ def _evaluate_batch(
     trigger: str,
     now: dt.datetime,
     report: EvaluationReport,
+    pairs: dict[int, frozenset[int]] | None = None,
 ) -> None:
+    """Evaluate, decide and act on a batch of subjects, every rule on each or, in a bulk run, only the
+    ``pairs`` it left to trace (``{subject id: rule ids}``; the run counted the outcomes)."""
     from apps.escalations.opening import escalations_fire
     from apps.escalations.refire import escalations_refire
     from apps.escalations.services import escalation_auto_resolve
@@ -400,8 +348,9 @@ def _evaluate_batch(
         (
             context,
             [
-                condition.evaluate(context.values, ages=context.ages, max_age=max_age)
-                for _, condition, max_age in compiled
+                (version, condition.evaluate(context.values, ages=context.ages, max_age=max_age))
+                for version, condition, max_age in compiled
+                if pairs is None or version.rule_id in pairs[context.subject_id]
             ],
         )
         for context in contexts
@@ -412,7 +361,7 @@ def _evaluate_batch(
         {
             (version.rule_id, context.subject_id): str(evaluation.outcome.value)
             for context, evaluations in evaluated
-            for version, evaluation in zip(versions, evaluations, strict=True)
+            for version, evaluation in evaluations
         },
     )
     matched: list[Decision] = []
@@ -422,26 +371,28 @@ def _evaluate_batch(
     outcomes = report.outcomes
     explain = json.JSONEncoder(separators=(",", ":"), default=DjangoJSONEncoder().default).encode
     with connection.cursor() as cursor:
-        ids = iter(_reserve_decision_ids(cursor, len(contexts) * len(versions)))
+        ids = iter(_reserve_decision_ids(cursor, sum(len(evaluations) for _, evaluations in evaluated)))
         # The decisions that need nothing more (not a match) stream into PostgreSQL while the rest of
         # the batch is evaluated: it parses their traces on the other core. Matches wait for their
         # escalation and go in after.
         with cursor.cursor.copy(_DECISION_COPY_FULL) as copy:
             for context, evaluations in evaluated:
-                report.subjects += 1
+                report.subjects += pairs is None
                 best_route: int | None = None
                 best_rule = ""
                 snapshot_json: str | None = None
-                for (version, _condition, _max_age), evaluation in zip(compiled, evaluations, strict=True):
+                for version, evaluation in evaluations:
                     pk = next(ids)
                     outcome = str(evaluation.outcome.value)
-                    outcomes[outcome] += 1
+                    if pairs is None:
+                        outcomes[outcome] += 1
                     state = states[(version.rule_id, context.subject_id)]
                     if state.last_outcome is not None and state.last_outcome != outcome:
                         changed_states.append((version.rule_id, context.subject_id, outcome))
                     if evaluation.outcome != Outcome.MATCHED:
-                        if state.last_outcome != outcome:
-                            # A first evaluation or a change of outcome keeps its trace (backtests replay it).
+                        if (state.last_outcome or Outcome.NOT_MATCHED.value) != outcome:
+                            # A change of outcome keeps its trace (a pair never decided before was
+                            # not matched).
                             if snapshot_json is None:
                                 snapshot_json = context.snapshot_json()
                             trace = evaluation.to_json()

@@ -45,12 +45,14 @@ from .evaluator import CompiledCondition, Outcome, compile_condition
 from .facts import _query, evaluation_date, fact_ages
 
 __all__ = [
+    "OutcomeSets",
     "RuleQuery",
     "batch_outcomes",
     "batch_outcomes_many",
     "condition_sql",
     "facts_params",
     "matching_ids",
+    "outcome_sets_many",
     "outcomes_many_sql",
     "outcomes_sql",
 ]
@@ -372,3 +374,39 @@ def batch_outcomes_many(
                 for result, truth in zip(results, row[1:], strict=True):
                     result[subject] = _UNKNOWN if truth is None else _FROM_BOOL[truth]
     return results
+
+
+@dataclass(frozen=True)
+class OutcomeSets:
+    """What one query found for many rules: every subject evaluated (in id order) and, per rule, the
+    subjects it matched and those it could not decide; every other subject did not match."""
+
+    subject_ids: list[int]
+    matched: list[frozenset[int]]
+    unknown: list[frozenset[int]]
+
+
+def outcome_sets_many(
+    rules: Sequence[RuleQuery | object],
+    subject_type: str,
+    ids: Sequence[int] | None = None,
+    now: dt.datetime | None = None,
+    *,
+    ages: Mapping[str, float | None] | None = None,
+) -> OutcomeSets:
+    """Every rule's outcomes as sets, aggregated in the database: one row of arrays comes back instead
+    of a row per subject, and only the matched and undecided subjects cross over one by one (a few
+    percent of 5 million pairs in a nightly run)."""
+    queries = [r if isinstance(r, RuleQuery) else RuleQuery.of(r, subject_type) for r in rules]
+    if not queries or (ids is not None and not ids):
+        return OutcomeSets([], [frozenset() for _ in queries], [frozenset() for _ in queries])
+    sql, params = outcomes_many_sql(queries, subject_type, ids=ids, now=now, ages=ages)
+    aggregates = ["array_agg(o.subject_id ORDER BY o.subject_id)"]
+    for i in range(len(queries)):
+        aggregates.append(f"array_agg(o.subject_id) FILTER (WHERE o.r{i})")
+        aggregates.append(f"array_agg(o.subject_id) FILTER (WHERE o.r{i} IS NULL)")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(aggregates)} FROM ({sql}) o", params)  # noqa: S608
+        row = cursor.fetchone()
+    sets = [frozenset(ids or ()) for ids in row[1:]]
+    return OutcomeSets(list(row[0] or ()), sets[0::2], sets[1::2])

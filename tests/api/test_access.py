@@ -18,6 +18,7 @@ LISTS = {
     "/api/clients/": ALL_ROLES,
     "/api/projects/": ALL_ROLES,
     "/api/decisions/": SEE_ALL,
+    "/api/evaluation-runs/": SEE_ALL,
     "/api/rules/": SEE_ALL,
     "/api/connections/": SEE_ALL,
 }

@@ -8,9 +8,11 @@ import json
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from apps.connectors.models import StreamState
 from apps.escalations.models import Escalation
+from apps.rules.models import EvaluationRun
 from tests.factories import ConnectionFactory, ProjectFactory
 
 from .conftest import link, make_client, make_decision, make_escalation, make_rule
@@ -99,6 +101,31 @@ def test_decisions_for_one_subject(as_persona):
     assert body["count"] == 2
     assert [d["id"] for d in body["results"]] == [d.pk for d in reversed(mine)]
     assert body["results"][0]["rule"] == version.rule.key and body["results"][0]["rule_version"] == 1
+
+
+def test_evaluation_runs_that_evaluated_one_subject(as_persona):
+    version = make_rule()
+    now = timezone.now()
+
+    def run(ids: list[int], subject_type: str = "change_order") -> EvaluationRun:
+        counts = {"rule": version.rule.key, "version": 1, "rule_version_id": version.pk, "matched": 0}
+        return EvaluationRun.objects.create(
+            subject_type=subject_type, trigger="schedule", evaluated_at=now, subjects=len(ids),
+            subject_ids=ids, outcomes=[counts],
+        )  # fmt: skip
+
+    mine = [run([40, 41, 42]), run([41])]
+    run([40, 42])
+    run([41], "project")
+    body = (
+        as_persona("executive")
+        .get("/api/evaluation-runs/", {"subject_type": "change_order", "subject_id": 41})
+        .json()
+    )
+    assert [r["id"] for r in body["results"]] == [r.pk for r in reversed(mine)]
+    assert body["results"][1]["subjects"] == 3
+    assert body["results"][1]["outcomes"][0]["rule"] == version.rule.key
+    assert "subject_ids" not in body["results"][0]  # 100k of them in a nightly run
 
 
 def test_rules_show_their_live_version(as_persona):

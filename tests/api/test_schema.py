@@ -36,6 +36,7 @@ def test_schema_lists_every_spec_endpoint(client):
         "/api/clients/",
         "/api/projects/",
         "/api/decisions/",
+        "/api/evaluation-runs/",
         "/api/rules/",
         "/api/connections/",
         "/api/connections/{slug}/resync/",

@@ -14,7 +14,7 @@ from apps.connectors.models import StreamState
 from apps.entities.models import ChangeOrder
 from apps.escalations.models import Escalation
 from apps.rules.facts import ENTITY_STREAMS
-from apps.rules.models import Decision, Rule, RuleVersion, SubjectState
+from apps.rules.models import ContextSnapshot, Decision, EvaluationRun, Rule, RuleVersion, SubjectState
 from apps.rules.ruleset import RulesFileError
 from apps.rules.services import evaluate_subjects, rule_publish, rules_export, rules_import
 from tests.factories import (
@@ -135,10 +135,7 @@ class TestEvaluation:
             "flag_dashboard",
         ]
 
-    @pytest.mark.parametrize("bulk", [False, True], ids=["traced path", "SQL-first path"])
-    def test_traces_are_kept_for_matches_and_changes_of_outcome_only(self, bulk, monkeypatch):
-        if bulk:
-            monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)
+    def test_traces_are_kept_for_matches_and_changes_of_outcome_only(self):
         fresh_streams()
         co = risky_change_order(amount="100")
         rules_import(text=rule_yaml(), actor="system:test")
@@ -148,14 +145,45 @@ class TestEvaluation:
             evaluate_subjects(subject_type="change_order", ids=[co.pk])
             return Decision.objects.order_by("-id").first()
 
-        # A first evaluation keeps its context (backtests replay it); a repeat of the same non-match does not.
+        # A pair never decided before was not matched: its first non-match is a repeat, kept slim.
         steps = [run("100"), run("100"), run("60000"), run("60000"), run("100"), run("100")]
         assert [d.outcome for d in steps] == ["not_matched"] * 2 + ["matched"] * 2 + ["not_matched"] * 2
-        assert [d.facts is not None for d in steps] == [True, False, True, True, True, False]
-        assert [bool(d.explanation) for d in steps] == [True, False, True, True, True, False]
+        assert [d.facts is not None for d in steps] == [False, False, True, True, True, False]
+        assert [bool(d.explanation) for d in steps] == [False, False, True, True, True, False]
         assert SubjectState.objects.get().last_outcome == "not_matched"
 
-    def test_sql_first_and_traced_paths_write_the_same_decisions(self, monkeypatch):
+    def test_a_bulk_run_traces_matches_and_changes_and_summarises_the_rest(self, monkeypatch):
+        monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)
+        fresh_streams()
+        co = risky_change_order(amount="100")
+        rules_import(text=rule_yaml(), actor="system:test")
+
+        def run(amount: str) -> None:
+            ChangeOrder.objects.filter(pk=co.pk).update(amount=Decimal(amount))
+            evaluate_subjects(subject_type="change_order", ids=[co.pk])
+
+        for amount in ("100", "100", "60000", "60000", "100", "100"):
+            run(amount)
+        decisions = Decision.objects.order_by("id")
+        assert [(d.outcome, d.facts is not None, bool(d.explanation)) for d in decisions] == [
+            ("matched", True, True),
+            ("matched", True, True),
+            ("not_matched", True, True),
+        ]
+        runs = EvaluationRun.objects.order_by("id")
+        assert [r.subject_ids for r in runs] == [[co.pk]] * 6
+        assert all(r.completed_at for r in runs)
+        assert [(r.outcomes[0]["matched"], r.outcomes[0]["decisions"]) for r in runs] == [
+            (0, 0),
+            (0, 0),
+            (1, 1),
+            (1, 1),
+            (0, 1),
+            (0, 0),
+        ]
+        assert SubjectState.objects.get().last_outcome == "not_matched"
+
+    def test_sql_first_and_traced_paths_write_the_same_traces(self, monkeypatch):
         fresh_streams()
         cos = [risky_change_order(amount=a) for a in ("100", "60000", "70000", "49999.99")]
         stale = risky_change_order(income="0", cost="5000")  # null margin: insufficient data
@@ -175,7 +203,10 @@ class TestEvaluation:
         SubjectState.objects.all().delete()
         monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)
         bulk_report = evaluate_subjects(subject_type="change_order", ids=ids)
-        assert outcomes() == traced
+        # The same traces; the two not-matched first evaluations are slim rows on one path and the
+        # run's summary on the other.
+        assert outcomes() == [row for row in traced if row[2]]
+        assert [row[1] for row in traced if not row[2]] == ["not_matched", "not_matched"]
         assert (
             bulk_report.outcomes
             == traced_report.outcomes
@@ -187,6 +218,16 @@ class TestEvaluation:
         )
         assert bulk_report.subjects == traced_report.subjects == 5
         assert bulk_report.escalations_opened == 2
+        [run] = EvaluationRun.objects.all()
+        assert run.outcomes[0] | {"rule_version_id": 0} == {
+            "rule": "big-co",
+            "version": 1,
+            "rule_version_id": 0,
+            "matched": 2,
+            "not_matched": 2,
+            "insufficient_data": 1,
+            "decisions": 3,
+        }
 
     def test_a_full_run_evaluates_every_subject(self):
         fresh_streams()
@@ -195,7 +236,10 @@ class TestEvaluation:
         report = evaluate_subjects(subject_type="change_order")  # ids=None: the SQL-first path
         assert report.subjects == 2 and report.escalations_opened == 1
         assert Escalation.objects.get().subject_id == cos[1].pk
-        assert Decision.objects.count() == 2
+        assert Decision.objects.get().subject_id == cos[1].pk  # the quiet one is in the run's summary
+        run = EvaluationRun.objects.get()
+        assert (run.subjects, run.subject_ids) == (2, [c.pk for c in cos])
+        assert set(ContextSnapshot.objects.values_list("subject_id", flat=True)) == {c.pk for c in cos}
 
     def test_stale_inputs_are_insufficient_data_not_a_decision(self):
         fresh_streams(age=dt.timedelta(hours=30))

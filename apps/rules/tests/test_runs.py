@@ -1,0 +1,129 @@
+"""Bulk evaluation runs: what they trace, what they summarise, and the contexts they keep for backtests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from apps.entities.models import ChangeOrder
+from apps.learning.models import LearningSettings
+from apps.learning.retention import decisions_prune
+from apps.rules.backtest import context_from_snapshot, stored_contexts
+from apps.rules.facts import compute_contexts
+from apps.rules.models import ContextSnapshot, Decision, EvaluationRun, SubjectState
+from apps.rules.services import evaluate_subjects, rules_import
+
+from .test_services import fresh_streams, risky_change_order, rule_yaml
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def three():
+    """A match, a non-match and an undecidable change order (null margin), and the rule."""
+    fresh_streams()
+    cos = {
+        "match": risky_change_order(amount="60000"),
+        "quiet": risky_change_order(amount="100"),
+        "unknown": risky_change_order(income="0", cost="5000"),
+    }
+    rules_import(text=rule_yaml(), actor="system:test")
+    return cos
+
+
+def full_run():
+    return evaluate_subjects(subject_type="change_order", trigger="schedule")
+
+
+def test_a_run_records_its_subjects_counts_and_ages(three):
+    full_run()
+    run = EvaluationRun.objects.get()
+    assert run.subject_ids == sorted(c.pk for c in three.values()) and run.subjects == 3
+    assert run.trigger == "schedule" and run.completed_at >= run.evaluated_at
+    [counts] = run.outcomes
+    assert (counts["rule"], counts["version"]) == ("big-co", 1)
+    assert (counts["matched"], counts["not_matched"], counts["insufficient_data"]) == (1, 1, 1)
+    assert counts["decisions"] == 2  # the match and the change from never-decided to undecidable
+    assert 0 < run.ages["change_order.amount"] < 3600
+
+
+def test_states_are_kept_only_for_pairs_decided_otherwise_than_not_matched(three):
+    full_run()
+    states = dict(SubjectState.objects.values_list("subject_id", "last_outcome"))
+    assert states == {three["match"].pk: "matched", three["unknown"].pk: "insufficient_data"}
+    full_run()
+    # The repeat traces the match again and nothing else; the undecidable one stays quiet.
+    assert EvaluationRun.objects.order_by("-id").first().outcomes[0]["decisions"] == 1
+    assert Decision.objects.filter(subject_id=three["unknown"].pk).count() == 1
+
+
+def test_a_change_back_to_not_matched_is_traced_and_recorded(three):
+    full_run()
+    ChangeOrder.objects.filter(pk=three["match"].pk).update(amount=Decimal("10"))
+    full_run()
+    latest = Decision.objects.filter(subject_id=three["match"].pk).order_by("-id").first()
+    assert latest.outcome == "not_matched" and latest.facts and latest.explanation
+    assert SubjectState.objects.get(subject_id=three["match"].pk).last_outcome == "not_matched"
+
+
+def test_a_subject_gone_from_the_run_is_not_judged(three):
+    full_run()
+    ChangeOrder.objects.filter(pk=three["match"].pk).update(deleted_at=timezone.now())
+    full_run()
+    run = EvaluationRun.objects.order_by("-id").first()
+    assert three["match"].pk not in run.subject_ids and run.outcomes[0]["decisions"] == 0
+    assert SubjectState.objects.get(subject_id=three["match"].pk).last_outcome == "matched"
+
+
+def test_a_failed_trace_leaves_the_run_incomplete_and_the_next_run_traces_again(three, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr("apps.rules.services._evaluate_batch", broken)
+    with pytest.raises(RuntimeError):
+        full_run()
+    assert EvaluationRun.objects.get().completed_at is None
+    assert not SubjectState.objects.exists() and not Decision.objects.exists()
+    monkeypatch.undo()
+    full_run()
+    assert EvaluationRun.objects.order_by("-id").first().outcomes[0]["decisions"] == 2
+    assert Decision.objects.filter(outcome="matched").count() == 1
+
+
+def test_every_subject_gets_one_snapshot_equal_to_its_context(three):
+    full_run()
+    full_run()
+    assert ContextSnapshot.objects.count() == 3
+    contexts = {c.subject_id: c for c in compute_contexts("change_order")}
+    snapshot = ContextSnapshot.objects.get(subject_id=three["quiet"].pk)
+    stored = dict(stored_contexts("change_order"))
+    values, ages = context_from_snapshot(stored[three["quiet"].pk])
+    assert values == contexts[three["quiet"].pk].values  # Decimals and dates come back exact
+    assert isinstance(values["change_order.amount"], Decimal)
+    assert ages == {name: snapshot.run.ages[name] for name in values}
+
+
+def test_backtests_take_the_newest_context_a_traced_decision_over_an_older_snapshot(three):
+    full_run()
+    stored = dict(stored_contexts("change_order"))
+    # The match's decision of the same run wins over its snapshot: it has the sources too.
+    assert stored[three["match"].pk]["change_order.amount"]["source"] == "pm"
+    assert "source" not in stored[three["quiet"].pk]["change_order.amount"]
+    assert len(stored) == 3
+
+
+def test_retention_empties_old_runs_subject_lists_and_keeps_their_counts(three):
+    full_run()
+    LearningSettings.objects.update_or_create(pk=1, defaults={"retention_days": 30})
+    decisions_prune(now=timezone.now() + dt.timedelta(days=31))
+    run = EvaluationRun.objects.get()
+    assert run.subject_ids == [] and run.outcomes[0]["matched"] == 1
+
+
+def test_small_evaluations_are_not_runs(three):
+    evaluate_subjects(subject_type="change_order", ids=[three["quiet"].pk])
+    assert not EvaluationRun.objects.exists()
+    assert Decision.objects.get().facts is None  # a never-decided pair that did not match: slim
