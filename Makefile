@@ -27,7 +27,7 @@ lint:
 	$(PY) -m ruff format --check .
 
 typecheck:
-	$(PY) -m mypy apps config
+	$(PY) -m mypy apps config bench
 
 migrations-check:
 	$(PY) manage.py makemigrations --check --dry-run

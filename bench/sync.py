@@ -96,9 +96,9 @@ def _copy_reference() -> tuple[float, int]:
 def _reset_rate_budgets(port: int) -> None:
     """Forget earlier runs' calls against this simulator port: the shared per-tenant budgets live in Redis
     for up to ten minutes (Procore's window), and back-to-back bench runs would otherwise wait them out."""
-    from apps.connectors.ratelimit import _client, redis_url
+    from apps.connectors.ratelimit import redis_client, redis_url
 
-    client = _client(redis_url())
+    client = redis_client(redis_url())
     for key in client.scan_iter(match=f"fulcrum:rate:*127.0.0.1:{port}*"):
         client.delete(key)
 

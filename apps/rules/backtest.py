@@ -278,7 +278,7 @@ def stored_contexts(
     """
     from django.db import connection
 
-    params = {
+    params: dict[str, Any] = {
         "subject_type": subject_type,
         "since": since or dt.datetime.min.replace(tzinfo=dt.UTC),
         "limit": limit + 1,  # one more, to tell "limit reached"
