@@ -101,16 +101,28 @@ def _stored_data(data: Any) -> tuple[str, Any]:
         or "token" in lowered
         or "password" in lowered
         or "credential" in lowered  # the _SECRET_WORDS
-        or "\\u" in text
+        or ("\\u" in text and _escapes_hide_letters(text))
         or _differs(value, data)
     ):
         text = _canonical(_redact(data))
-        if "\\u" in text and any(m.group(1) for m in _ESCAPE.finditer(text)):
-            raise DataError(
-                "audit data: \\u0000 or an unpaired surrogate cannot be stored (jsonb refuses them)"
-            )
         value = _load_one(text, 0)[0]
+    if "\\u" in text and any(m.group(1) for m in _ESCAPE.finditer(text)):
+        raise DataError("audit data: \\u0000 or an unpaired surrogate cannot be stored (jsonb refuses them)")
     return text, value
+
+
+_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-f]{4})")
+
+
+def _escapes_hide_letters(text: str) -> bool:
+    """Whether an escaped character could lower-case into ASCII letters, and so spell a secret word in a
+    key that the text does not show (the Kelvin sign lower-cases to ``k``). The encoder escapes only
+    non-ASCII and control characters, so text with ``≥`` or ``é`` in it (decision summaries, names)
+    stays on the fast path."""
+    for match in _UNICODE_ESCAPE.finditer(text):
+        if any("a" <= c <= "z" for c in chr(int(match.group(1), 16)).lower()):
+            return True
+    return False
 
 
 def _differs(value: Any, data: Any) -> bool:

@@ -127,16 +127,24 @@ def run_start(
                 "decisions": len(pairs),
             }
         )
-    run = EvaluationRun.objects.create(
+    run = EvaluationRun(
         subject_type=subject_type,
         trigger=trigger,
         evaluated_at=now,
         subjects=len(evaluated),
-        subject_ids=sets.subject_ids,
         ages={fact.name: ages.get(fact.name) for fact in facts_for(subject_type)},
         outcomes=summary,
         completed_at=None if traced else now,
     )
+    run.save()
+    # The ids go in as one array parameter: through the model field they cost 0.9 s for 100k (each
+    # element prepared on its own).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE rules_evaluationrun SET subject_ids = %s::bigint[] WHERE id = %s",
+            [sets.subject_ids, run.pk],
+        )
+    run.subject_ids = sets.subject_ids
     store_snapshots(run, sets.subject_ids, now)
     return run, {subject_id: frozenset(rules) for subject_id, rules in traced.items()}
 

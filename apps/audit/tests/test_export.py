@@ -161,6 +161,24 @@ def test_redaction_takes_the_careful_path_when_a_secret_word_appears_anywhere(db
     assert audit_verify().ok
 
 
+def test_an_escaped_character_that_lower_cases_into_a_secret_word_is_redacted(db):
+    # The key's text shows "to\\u212aen": no secret word, yet it lower-cases to "token".
+    entry = audit_record(action="test.redact", data={"nested": [{"to\u212aen": "kelvin-k key"}]})
+    assert entry.data == {"nested": [{"to\u212aen": "[redacted]"}]}
+
+
+def test_other_escaped_text_stays_on_the_fast_path(db, monkeypatch):
+    def careful(data):
+        raise AssertionError("redaction walk taken")
+
+    monkeypatch.setattr("apps.audit.services._redact", careful)
+    data = {"summary": "amount 60,000.00 \u2265 50,000.00 for Café Zoë", "İ": "dotted capital i"}
+    with pytest.raises(AssertionError, match="redaction walk"):
+        audit_record(action="test.fast", data=data)  # İ lower-cases to i + a combining dot
+    del data["İ"]
+    assert audit_record(action="test.fast", data=data).data == data
+
+
 def test_non_string_keys_are_refused(db):
     with pytest.raises(TypeError, match="keys must be strings"):
         audit_record(action="test.keys", data={"ok": {10: "a", 9: "b"}})
