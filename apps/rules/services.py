@@ -150,7 +150,7 @@ def evaluate_subjects(
     """Evaluate every live rule of ``subject_type`` on the given subjects (all when ``ids`` is None).
 
     Each batch of ``batch_size`` subjects is one transaction holding its subjects' states until it
-    commits (about half a second for 2,000 first evaluations); fewer, larger batches cost fewer round
+    commits (about half a second for 2,000 traced subjects); fewer, larger batches cost fewer round
     trips and commits.
     """
     from .runs import run_complete, run_start
