@@ -32,6 +32,7 @@ from apps.escalations.policies import (
 from apps.escalations.services import escalation_acknowledge, escalation_resolve
 
 # The end-to-end fixtures (a real Celery worker on the broker, an aiosmtpd server), for the last test.
+from tests.concurrency import run_concurrently
 from tests.e2e.conftest import celery_worker, smtp_server, wait_for  # noqa: F401
 
 from .helpers import make_escalation
@@ -347,30 +348,17 @@ def test_two_concurrent_sweepers_fire_each_step_once(account_manager, no_broker)
         open_escalation(at(MONDAY, 9), owner_user=account_manager, client_name=f"C{i}") for i in range(12)
     ]
     now = at(MONDAY, 10)
-    barrier = threading.Barrier(2)
     results: list[str] = []
-    errors: list[BaseException] = []
 
     def sweeper() -> None:
-        try:
-            barrier.wait()
-            for _ in range(3):  # a few rounds each, so both race over the same rows
-                for due in policy_claim_due(now=now, limit=5):
-                    results.append(
-                        policy_step_apply(
-                            escalation_id=due.escalation_id, step=due.step, token=due.token, now=now
-                        )
-                    )
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+        for _ in range(3):  # a few rounds each, so both race over the same rows
+            for due in policy_claim_due(now=now, limit=5):
+                step = policy_step_apply(
+                    escalation_id=due.escalation_id, step=due.step, token=due.token, now=now
+                )
+                results.append(step)
 
-    threads = [threading.Thread(target=sweeper) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    errors = run_concurrently(sweeper, threads=2)
     assert errors == []
     assert sorted(results) == ["policy_level"] * 12
     assert EscalationEvent.objects.filter(kind="policy_level").count() == 12
@@ -383,25 +371,13 @@ def test_the_same_step_applied_concurrently_applies_once(account_manager, no_bro
     make_policy({"wait_hours": 1, "condition": "not_resolved", "target": "account_manager"})
     escalation = open_escalation(at(MONDAY, 9), owner_user=account_manager)
     now = at(MONDAY, 10)
-    barrier = threading.Barrier(4)
     results: list[str] = []
 
     def run() -> None:
-        try:
-            barrier.wait()
-            results.append(
-                policy_step_apply(
-                    escalation_id=escalation.pk, step=0, token=str(escalation.step_token), now=now
-                )
-            )
-        finally:
-            connection.close()
+        token = str(escalation.step_token)
+        results.append(policy_step_apply(escalation_id=escalation.pk, step=0, token=token, now=now))
 
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    assert run_concurrently(run, threads=4) == []
     assert sorted(results) == ["policy_level"] + ["stale"] * 3
     assert len(step_deliveries(escalation)) == 1
 

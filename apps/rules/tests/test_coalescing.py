@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -24,6 +23,7 @@ from apps.rules import services, tasks, triggers
 from apps.rules.models import Decision, PendingEvaluation
 from apps.rules.services import rules_import
 from apps.rules.triggers import on_entities_changed, pending_flush
+from tests.concurrency import run_concurrently
 from tests.factories import ChangeOrderFactory, ProjectFactory
 
 from .test_services import fresh_streams, risky_change_order, rule_yaml
@@ -218,22 +218,7 @@ def test_two_concurrent_flushes_never_evaluate_one_subject_twice(monkeypatch: py
             seen.extend(ids)
 
     monkeypatch.setattr(services, "evaluate_subjects", record)
-    errors: list[BaseException] = []
-
-    def flush() -> None:
-        try:
-            pending_flush(limit=50)
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=flush) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
+    errors = run_concurrently(lambda: pending_flush(limit=50), threads=2)
     assert errors == []
     assert sorted(seen) == list(range(1, 401))  # every subject once: none skipped, none twice
     assert not PendingEvaluation.objects.exists()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from apps.connectors.models import StreamState
@@ -17,6 +16,7 @@ from apps.rules.facts import ENTITY_STREAMS
 from apps.rules.models import ContextSnapshot, Decision, EvaluationRun, Rule, RuleVersion, SubjectState
 from apps.rules.ruleset import RulesFileError
 from apps.rules.services import evaluate_subjects, rule_publish, rules_export, rules_import
+from tests.concurrency import run_concurrently
 from tests.factories import (
     ChangeOrderFactory,
     ClientFactory,
@@ -329,23 +329,7 @@ def test_eight_concurrent_evaluations_of_one_subject_make_one_escalation():
     fresh_streams()
     co = risky_change_order()
     rules_import(text=rule_yaml(), actor="system:test")
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            barrier.wait()
-            evaluate_subjects(subject_type="change_order", ids=[co.pk])
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = run_concurrently(lambda: evaluate_subjects(subject_type="change_order", ids=[co.pk]), threads=8)
     assert errors == []
     escalation = Escalation.objects.get()
     assert escalation.fire_count == 8
