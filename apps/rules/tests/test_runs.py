@@ -127,3 +127,13 @@ def test_small_evaluations_are_not_runs(three):
     evaluate_subjects(subject_type="change_order", ids=[three["quiet"].pk])
     assert not EvaluationRun.objects.exists()
     assert Decision.objects.get().facts is None  # a never-decided pair that did not match: slim
+
+
+def test_a_partial_run_stores_the_snapshots_of_its_own_subjects_only(three, monkeypatch):
+    monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)
+    evaluate_subjects(subject_type="change_order", ids=[three["quiet"].pk])
+    assert list(ContextSnapshot.objects.values_list("subject_id", flat=True)) == [three["quiet"].pk]
+    evaluate_subjects(subject_type="change_order", ids=[three["quiet"].pk, three["match"].pk])
+    snapshots = ContextSnapshot.objects.order_by("id").values_list("subject_id", "run_id")
+    first, second = EvaluationRun.objects.order_by("id").values_list("id", flat=True)
+    assert list(snapshots) == [(three["quiet"].pk, first), (three["match"].pk, second)]
