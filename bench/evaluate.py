@@ -267,7 +267,7 @@ def main() -> None:
     parser.add_argument(
         "--full-run-only",
         action="store_true",
-        help="skip phases 1-4, 6 and 7: only the cold and warm full runs (for iterating on them)",
+        help="skip phases 1-4 and 6: only the cold and warm full runs (for iterating on them)",
     )
     parser.add_argument(
         "--profile-top", type=int, default=0, help="also print the N functions with most own time"
@@ -389,9 +389,6 @@ def main() -> None:
     print(
         f"  6. one subject, facts + {len(compiled)} rules: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms"
     )
-
-    # 7. decision write paths, for the proposal in the report
-    decision_writes(spec_version)
 
     # targets
     print(f"\ntargets (load average now {_load()})")
@@ -561,11 +558,9 @@ PROFILED = (
     "base.py:{}(__init__)",
     "query.py:{}(bulk_create)",
     "array.py:{}(dump)",
-    "services.py:{}(escalation_fire)",
     "services.py:{}(_queue_actions)",
     "services.py:{}(escalation_auto_resolve)",
     "services.py:{}(audit_record_many)",
-    "services.py:{}(_max_age)",
     "query.py:{}(__iter__)",
     "runs.py:{}(*)",
     "sql.py:{}(outcome_sets_many)",
@@ -573,7 +568,6 @@ PROFILED = (
     "services.py:{}(_insert_decisions)",
     "services.py:{}(audit_record)",
     "services.py:{}(_event)",
-    "services.py:{}(subject_parties)",
     "services.py:{}(action_targets)",
     "refire.py:{}(escalations_refire)",
     "opening.py:{}(*)",
@@ -615,62 +609,6 @@ def profile_full_run(evaluate_subjects: Callable[..., Any], label: str = "warm",
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top * 2)
         print(out.getvalue())
-
-
-def decision_writes(version: Any) -> None:
-    """5,000 decisions with and without the full trace: Django's bulk_create vs. COPY."""
-    import json
-
-    from django.db import connection, transaction
-    from django.utils import timezone
-
-    from apps.rules.models import Decision
-
-    sample = (
-        Decision.objects.filter(rule_version=version).exclude(facts=None).exclude(explanation=None).first()
-    )
-    if sample is None:
-        return
-    now = timezone.now()
-    columns = ["rule_version_id", "subject_type", "subject_id", "outcome", "trigger", "evaluated_at", "facts",
-               "explanation", "summary", "suppressed"]  # fmt: skip
-    print("  7. writing 5,000 decisions (for the proposal)")
-    for full in (False, True):
-        rows = [
-            Decision(
-                rule_version=version, subject_type="change_order", subject_id=-(i + 1), outcome="not_matched",
-                trigger="schedule", evaluated_at=now, facts=sample.facts if full else None,
-                explanation=sample.explanation if full else None, summary=sample.summary if full else "",
-            )
-            for i in range(5000)
-        ]  # fmt: skip
-        started = time.perf_counter()
-        for start in range(0, len(rows), 500):
-            with transaction.atomic():
-                Decision.objects.bulk_create(rows[start : start + 500])
-        bulk = time.perf_counter() - started
-        started = time.perf_counter()
-        for start in range(0, len(rows), 500):
-            batch = rows[start : start + 500]
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT nextval('rules_decision_id_seq') FROM generate_series(1, %s)", [len(batch)]
-                )
-                ids = [row[0] for row in cursor.fetchall()]
-                with cursor.cursor.copy(f"COPY rules_decision (id, {', '.join(columns)}) FROM STDIN") as copy:
-                    for pk, d in zip(ids, batch, strict=True):
-                        facts = None if d.facts is None else json.dumps(d.facts)
-                        explanation = None if d.explanation is None else json.dumps(d.explanation)
-                        copy.write_row(
-                            (pk, d.rule_version_id, d.subject_type, d.subject_id, d.outcome, d.trigger,
-                             d.evaluated_at, facts, explanation, d.summary, d.suppressed)
-                        )  # fmt: skip
-        copied = time.perf_counter() - started
-        kind = "with facts + explanation" if full else "slim (no trace)        "
-        print(
-            f"     {kind}: bulk_create {bulk:.2f} s ({5000 / bulk:,.0f}/s), COPY {copied:.2f} s "
-            f"({5000 / copied:,.0f}/s), {bulk / copied:.1f}× faster"
-        )
 
 
 if __name__ == "__main__":
