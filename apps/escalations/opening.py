@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from apps.audit.services import audit_record_many
 
 from .models import Escalation
-from .refire import escalation_evidence, escalations_refire, match_summary
+from .refire import EVIDENCE, escalations_refire
 
 if TYPE_CHECKING:
     from apps.rules.evaluator import Evaluation
@@ -46,23 +46,27 @@ _CLAIM_FIELDS = {
     "route": "text",
     "severity": "text",
     "priority": "integer",
-    "summary": "text",
-    "evidence": "jsonb",
     "policy_id": "bigint",
     "policy_snapshot": "jsonb",
     "next_step_at": "timestamptz",
     "step_token": "uuid",
 }
-# Built from the constant names above only; the rows travel as one bound JSON parameter. The opening
-# evidence is the evidence (sent once); the row's other columns take the values a new escalation has.
+# Built from the constant names above only; the rows travel as one bound JSON parameter, in the order
+# the ids are to be drawn. The summary and the evidence (opening and current, the same at first) come
+# from the match's stored decision; the row's other columns take the values a new escalation has.
 _CLAIM = f"""
     INSERT INTO escalations_escalation (
-        {", ".join(_CLAIM_FIELDS)}, opened_evidence, subject_type, status, outcome, fire_count, opened_at,
-        last_fired_at, policy_step, policy_level, policy_reminders)
-    SELECT {", ".join(f"v.{name}" for name in _CLAIM_FIELDS)}, v.evidence, %(subject_type)s, 'open', '', 1,
-           %(now)s, %(now)s, 0, 0, 0
+        {", ".join(_CLAIM_FIELDS)}, summary, evidence, opened_evidence, subject_type, status, outcome,
+        fire_count, opened_at, last_fired_at, policy_step, policy_level, policy_reminders)
+    SELECT {", ".join(f"v.{name}" for name in _CLAIM_FIELDS)}, d.summary, ev.evidence, ev.evidence,
+           %(subject_type)s, 'open', '', 1, %(now)s, %(now)s, 0, 0, 0
       FROM jsonb_to_recordset(%(rows)s::jsonb)
-        AS v({", ".join(f"{name} {kind}" for name, kind in _CLAIM_FIELDS.items())})
+        AS v({", ".join(f"{name} {kind}" for name, kind in _CLAIM_FIELDS.items())}, decision_id bigint,
+             position bigint)
+      JOIN rules_decision d ON d.id = v.decision_id
+      JOIN rules_ruleversion rv ON rv.id = d.rule_version_id
+     CROSS JOIN LATERAL (SELECT {EVIDENCE} AS evidence) ev
+     ORDER BY v.position
     ON CONFLICT (rule_id, subject_type, subject_id) WHERE status IN ('open', 'acknowledged') DO NOTHING
     RETURNING id, rule_id, subject_id
 """  # noqa: S608
@@ -159,9 +163,8 @@ def _round(
     parties = subjects_parties(subject_type, [fired[i][1].subject_id for i in claims])
     escalations = []
     for i in claims:
-        version, context, evaluation, decision = fired[i]
+        version, context, _evaluation, decision = fired[i]
         label, project, client = parties[context.subject_id]
-        evidence = escalation_evidence(version, context, evaluation, decision)
         escalations.append(
             Escalation(
                 rule_id=version.rule_id,
@@ -174,16 +177,14 @@ def _round(
                 route=version.route,
                 severity=version.spec.get("severity", "medium"),
                 priority=int(version.spec.get("priority", 100)),
-                summary=match_summary(evaluation, decision),
-                evidence=evidence,
-                opened_evidence=evidence,
+                summary=decision.summary,
                 opened_at=now,
                 last_fired_at=now,
             )
         )
     # The policy is frozen before the first actions: its digest setting decides how they go out.
     policies_freeze(escalations)
-    _claim(subject_type, escalations, now)
+    _claim(subject_type, escalations, [fired[i][3] for i in claims], now)
     for i, escalation in zip(claims, escalations, strict=True):
         if escalation.pk is None:
             again.append(i)  # another transaction opened it first: a re-fire, next round
@@ -250,10 +251,17 @@ def _cooldowns(subject_type: str, items: Sequence[Fired]) -> dict[tuple[int, int
     return {key: state.cooldown_until for key, state in subject_states(subject_type, keys).items()}
 
 
-def _claim(subject_type: str, escalations: list[Escalation], now: dt.datetime) -> None:
-    """Insert the escalations nobody opened meanwhile and set their primary keys (None: lost)."""
+def _claim(
+    subject_type: str, escalations: list[Escalation], decisions: list[Decision], now: dt.datetime
+) -> None:
+    """Insert the escalations nobody opened meanwhile and set their primary keys (None: lost).
+
+    Their summary and evidence are their decisions', which must be stored: the instances leave the
+    evidence deferred (read from the row if asked for), as the database built it."""
+    if any(decision.pk is None or decision._state.adding for decision in decisions):
+        raise ValueError("an escalation's evidence is read from its decision: store the decisions first")
     rows: list[dict[str, Any]] = []
-    for e in escalations:
+    for position, (e, decision) in enumerate(zip(escalations, decisions, strict=True)):
         rows.append(
             {
                 "rule_id": e.rule_id,
@@ -265,13 +273,13 @@ def _claim(subject_type: str, escalations: list[Escalation], now: dt.datetime) -
                 "route": e.route,
                 "severity": e.severity,
                 "priority": e.priority,
-                "summary": e.summary,
-                "evidence": e.evidence,
                 "policy_id": e.policy_id,
                 "policy_snapshot": e.policy_snapshot,
                 # isoformat() keeps the microseconds (DjangoJSONEncoder would cut them to milliseconds).
                 "next_step_at": e.next_step_at.isoformat() if e.next_step_at else None,
                 "step_token": str(e.step_token) if e.step_token else None,
+                "decision_id": decision.pk,
+                "position": position,
             }
         )
     document = json.dumps(rows, cls=DjangoJSONEncoder)
@@ -283,3 +291,5 @@ def _claim(subject_type: str, escalations: list[Escalation], now: dt.datetime) -
         if pk is not None:
             e.pk = pk
             e._state.adding, e._state.db = False, connection.alias
+            for name in ("evidence", "opened_evidence"):
+                e.__dict__.pop(name, None)  # deferred: Django reads a missing attribute from the row

@@ -8,11 +8,9 @@ UPDATE per batch instead of four queries per match.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 
 from .models import Escalation
@@ -25,31 +23,11 @@ if TYPE_CHECKING:
 REFIRED = "already open: re-fire counted"
 
 
-def escalation_evidence(
-    version: RuleVersion, context: Context, evaluation: Evaluation, decision: Decision | None = None
-) -> dict[str, Any]:
-    """What an escalation keeps of the match that opened or last re-fired it.
-
-    A traced decision of the same match already holds the facts snapshot and the explanation: they are
-    reused rather than built again (the same values).
-    """
-    if decision is not None and decision.facts is not None and decision.explanation:
-        facts, explanation = decision.facts, decision.explanation["explanation"]
-    else:
-        facts, explanation = context.snapshot(), evaluation.to_json()["explanation"]
-    return {
-        "facts": facts,
-        "explanation": explanation,
-        "outcome": str(evaluation.outcome.value),
-        "rule_version": version.number,
-    }
-
-
-def match_summary(evaluation: Evaluation, decision: Decision | None = None) -> str:
-    """The match's one-line summary (the traced decision's when it has one: the same text)."""
-    if decision is not None and decision.explanation:
-        return decision.summary
-    return evaluation.summary()
+# What an escalation keeps of the match that opened or last re-fired it, read from that match's stored
+# decision ``d`` (and its version ``rv``): the facts snapshot and the per-condition explanation are already
+# there as jsonb, so they are copied in the database instead of encoded again, sent and parsed.
+EVIDENCE = """jsonb_build_object('facts', d.facts, 'explanation', d.explanation -> 'explanation',
+                                 'outcome', d.outcome, 'rule_version', rv.number)"""
 
 
 def open_escalations(
@@ -70,52 +48,67 @@ def open_escalations(
     )
 
 
-def escalations_refire(
-    *,
-    subject_type: str,
-    fired: Sequence[tuple[RuleVersion, Context, Evaluation, Decision]],
-    now: dt.datetime,
-) -> list[tuple[RuleVersion, Context, Evaluation, Decision]]:
-    """Re-fire the open escalations among ``fired`` matches; return the matches that have none.
+Fired = tuple["RuleVersion", "Context", "Evaluation", "Decision"]
 
-    Must run inside the caller's transaction, before the decisions are written: each re-fired
-    decision gets its escalation and reason set here. The rows stay locked until commit, so a
-    concurrent close cannot slip between this read and the update.
+
+def refires_lock(
+    subject_type: str, fired: Sequence[Fired]
+) -> tuple[list[tuple[Escalation, Decision]], list[Fired]]:
+    """Lock the open escalations among ``fired`` matches and point each re-firing decision at its
+    escalation; returns (the re-fired escalations with their decisions, the matches that have none).
+
+    The rows stay locked until commit, so a concurrent close cannot slip between this read and
+    :func:`refires_write`. A decision not stored yet carries its escalation into its INSERT.
     """
     if not fired:
-        return []
+        return [], []
     open_now = open_escalations(
         subject_type, [(version.rule_id, context.subject_id) for version, context, *_ in fired], lock=True
     )
-    rest = []
-    refired = []
+    rest: list[Fired] = []
+    refired: list[tuple[Escalation, Decision]] = []
     for version, context, evaluation, decision in fired:
         escalation = open_now.get((version.rule_id, context.subject_id))
         if escalation is None:
             rest.append((version, context, evaluation, decision))
             continue
-        escalation.fire_count += 1
-        escalation.last_fired_at = now
-        escalation.evidence = escalation_evidence(version, context, evaluation, decision)
-        escalation.summary = match_summary(evaluation, decision)
         decision.escalation = escalation
         decision.suppressed = REFIRED
-        refired.append(escalation)
-    if refired:
-        # One JSON document rather than bulk_update's CASE per row and field (its SQL alone cost more
-        # than the update) or arrays of JSON (escaped in Python).
-        document = json.dumps(
-            [{"id": e.pk, "evidence": e.evidence, "summary": e.summary} for e in refired],
-            cls=DjangoJSONEncoder,
+        refired.append((escalation, decision))
+    return refired, rest
+
+
+def refires_write(refired: Sequence[tuple[Escalation, Decision]], now: dt.datetime) -> None:
+    """Bump the counters of escalations :func:`refires_lock` locked and refresh their evidence and
+    summary from the decisions, which must be stored by now: one UPDATE."""
+    if not refired:
+        return
+    if any(decision.pk is None or decision._state.adding for _, decision in refired):
+        raise ValueError("a re-fire's evidence is read from its decision: store the decisions first")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _REFIRE,
+            [now, [escalation.pk for escalation, _ in refired], [decision.pk for _, decision in refired]],
         )
-        with connection.cursor() as cursor:
-            cursor.execute(_REFIRE, [now, document])
+    for escalation, _decision in refired:
+        escalation.fire_count += 1
+        escalation.last_fired_at = now
+
+
+def escalations_refire(*, subject_type: str, fired: Sequence[Fired], now: dt.datetime) -> list[Fired]:
+    """Re-fire the open escalations among ``fired`` matches, whose decisions are stored; return the
+    matches that have none. Inside the caller's transaction (the rows stay locked until commit)."""
+    refired, rest = refires_lock(subject_type, fired)
+    refires_write(refired, now)
     return rest
 
 
-_REFIRE = """
+# Table and column names are constants; the evidence is built from the stored decision.
+_REFIRE = f"""
     UPDATE escalations_escalation e
-       SET fire_count = e.fire_count + 1, last_fired_at = %s, evidence = v.evidence, summary = v.summary
-      FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, evidence jsonb, summary text)
+       SET fire_count = e.fire_count + 1, last_fired_at = %s, evidence = {EVIDENCE}, summary = d.summary
+      FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, decision_id)
+      JOIN rules_decision d ON d.id = v.decision_id
+      JOIN rules_ruleversion rv ON rv.id = d.rule_version_id
      WHERE e.id = v.id
-"""
+"""  # noqa: S608

@@ -338,7 +338,7 @@ def _evaluate_batch(
     """Evaluate, decide and act on a batch of subjects, every rule on each or, in a bulk run, only the
     ``pairs`` it left to trace (``{subject id: rule ids}``; the run counted the outcomes)."""
     from apps.escalations.opening import escalations_fire
-    from apps.escalations.refire import escalations_refire
+    from apps.escalations.refire import refires_lock, refires_write
     from apps.escalations.services import escalation_auto_resolve
 
     subject_type = contexts[0].subject_type
@@ -436,10 +436,12 @@ def _evaluate_batch(
                     if best_route is None or rank < best_route:
                         best_route, best_rule = rank, version.rule.key
                     matched.append(decision)
-    before = len(fired)
-    fired = escalations_refire(subject_type=subject_type, fired=fired, now=now)
-    report.escalations_refired += before - len(fired)
+    # Matches of open escalations re-fire them: locked now, so their decisions go in pointing at them,
+    # and refreshed from those decisions once stored.
+    refired, fired = refires_lock(subject_type, fired)
+    report.escalations_refired += len(refired)
     _insert_decisions(matched)
+    refires_write(refired, now)
     # The audit chain's lock is held until commit, so the batch appends to it last, after every row
     # lock it takes (states, open escalations, claims): taking the chain first and then waiting for a
     # row whose holder waits for the chain is a deadlock. The decisions' entries say what they said

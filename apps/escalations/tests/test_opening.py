@@ -330,6 +330,23 @@ def test_opening_a_batch_gives_what_one_at_a_time_gives(noisy, monkeypatch):
     assert steps == {now + dt.timedelta(hours=2)}
 
 
+def _stored_decision(version: Any, context: Any, evaluation: Any) -> Decision:
+    """A match's traced decision, stored as the batch stores it before opening (escalations read their
+    evidence from it)."""
+    trace = evaluation.to_json()
+    return Decision.objects.create(
+        rule_version=version,
+        subject_type="change_order",
+        subject_id=context.subject_id,
+        outcome="matched",
+        trigger="manual",
+        evaluated_at=timezone.now(),
+        facts=context.snapshot(),
+        explanation=trace,
+        summary=trace["summary"],
+    )
+
+
 def test_a_claim_lost_to_another_transaction_becomes_a_refire(monkeypatch, settings):
     """The INSERT skips a pair another transaction opened after the re-fire check looked: that match
     re-fires the winner's escalation in the next round, as a single INSERT hitting the index did."""
@@ -338,9 +355,7 @@ def test_a_claim_lost_to_another_transaction_becomes_a_refire(monkeypatch, setti
     version = next(v for v in live_versions("change_order") if v.rule.key == "exec-rule")
     [context] = list(compute_contexts("change_order", ids, now=now))
     evaluated = _compiled_for(version)[0].evaluate(context.values, ages=context.ages)
-    decision = Decision(
-        rule_version=version, subject_type="change_order", subject_id=ids[0], outcome="matched"
-    )
+    decision = _stored_decision(version, context, evaluated)
     winner = Escalation.objects.create(
         rule=version.rule,
         rule_version=version,
@@ -369,6 +384,9 @@ def test_a_claim_lost_to_another_transaction_becomes_a_refire(monkeypatch, setti
     assert results == ["refired"] and len(calls) == 2
     winner.refresh_from_db()
     assert winner.fire_count == 2 and Escalation.objects.count() == 4  # the winner and _world's three
+    assert winner.summary == decision.summary and winner.evidence["facts"] == decision.facts
+    assert winner.evidence["explanation"] == decision.explanation["explanation"]
+    assert winner.opened_evidence == {}  # a re-fire refreshes the evidence, not the opening one
     assert decision.escalation == winner and decision.suppressed == "already open: re-fire counted"
     assert not winner.deliveries.exists()
 
@@ -379,10 +397,7 @@ def test_the_same_pair_twice_in_a_batch_opens_once_then_refires(settings):
     version = next(v for v in live_versions("change_order") if v.rule.key == "exec-rule")
     [context] = list(compute_contexts("change_order", ids, now=now))
     evaluated = _compiled_for(version)[0].evaluate(context.values, ages=context.ages)
-    first, second = (
-        Decision(rule_version=version, subject_type="change_order", subject_id=ids[0], outcome="matched")
-        for _ in range(2)
-    )
+    first, second = (_stored_decision(version, context, evaluated) for _ in range(2))
     results = opening.escalations_fire(
         subject_type="change_order",
         fired=[(version, context, evaluated, first), (version, context, evaluated, second)],
@@ -392,6 +407,36 @@ def test_the_same_pair_twice_in_a_batch_opens_once_then_refires(settings):
     escalation = Escalation.objects.get(subject_id=ids[0])
     assert escalation.fire_count == 2 and first.escalation == second.escalation == escalation
     assert escalation.events.filter(kind="opened").count() == 1
+    evidence = {
+        "facts": first.facts,
+        "explanation": first.explanation["explanation"],
+        "outcome": "matched",
+        "rule_version": version.number,
+    }
+    assert escalation.evidence == escalation.opened_evidence == evidence
+    assert escalation.summary == first.summary and "≥" in escalation.summary
+    first.refresh_from_db()
+    assert first.escalation_id == escalation.pk and first.suppressed == ""
+
+
+def test_an_unstored_decision_cannot_open_or_refire(settings):
+    """The evidence is copied from the stored decision: opening from one not stored is a bug, not a
+    silently empty escalation."""
+    now = timezone.now()
+    ids = _world(now)
+    version = next(v for v in live_versions("change_order") if v.rule.key == "exec-rule")
+    for subject_id in (ids[0], ids[3]):  # nothing open yet; open (_world opened it)
+        [context] = list(compute_contexts("change_order", [subject_id], now=now))
+        evaluated = _compiled_for(version)[0].evaluate(context.values, ages=context.ages)
+        decision = Decision(
+            rule_version=version, subject_type="change_order", subject_id=subject_id, outcome="matched"
+        )
+        with pytest.raises(ValueError, match="store the decisions first"), transaction.atomic():
+            opening.escalations_fire(
+                subject_type="change_order", fired=[(version, context, evaluated, decision)], now=now
+            )
+    assert Escalation.objects.filter(subject_id=ids[0]).count() == 0
+    assert Escalation.objects.get(subject_id=ids[3]).fire_count == 1
 
 
 def _queries_to_open(count: int) -> tuple[int, int]:
