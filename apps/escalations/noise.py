@@ -23,6 +23,8 @@ from django.db import transaction
 from django.db.models import Count
 from django.template.loader import render_to_string
 
+from apps.bulk import copy_insert
+
 from .delivery import PermanentFailure, deliveries_dispatch, performs, send_escalation_email
 from .models import Delivery, DigestItem, Escalation, SuppressedNotification
 
@@ -203,7 +205,7 @@ def notify_many(
                     )
             rows.append(
                 Delivery(
-                    escalation=escalation,
+                    escalation_id=escalation.pk,
                     action=notice.action,
                     target=notice.target,
                     idempotency_key=notice.key,
@@ -215,12 +217,12 @@ def notify_many(
             counted.update(recent)
             counted.update(opened)
     DigestItem.objects.bulk_create(digest_items, ignore_conflicts=True)
-    created_rows = Delivery.objects.bulk_create(rows)
-    for delivery in created_rows:
+    copy_insert(rows)
+    for delivery in rows:
         if delivery.idempotency_key in deferred_keys:
             deferred_keys[delivery.idempotency_key].delivery = delivery
-    SuppressedNotification.objects.bulk_create(suppressed)
-    ids = [d.pk for d in created_rows if d.pk and d.next_attempt_at <= now]
+    copy_insert(suppressed)
+    ids = [d.pk for d in rows if d.next_attempt_at <= now]
     if ids:
         transaction.on_commit(lambda: deliveries_dispatch(ids))
     return ids

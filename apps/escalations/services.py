@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from apps.accounts.roles import EXECUTIVES, can_decide_approvals
 from apps.audit.services import Actor, audit_record, audit_record_many
+from apps.bulk import copy_insert
 from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Submittal
 
 from .delivery import decision_write_back, stakeholders_notify
@@ -69,10 +70,10 @@ def _events(
         return
     name = _actor_name(actor)
     now = timezone.now()
-    EscalationEvent.objects.bulk_create(
+    copy_insert(
         [
             EscalationEvent(
-                escalation=escalation,
+                escalation_id=escalation.pk,
                 kind=kind,
                 actor=name,
                 via=via,

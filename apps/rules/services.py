@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from apps.audit.models import canonical_json
 from apps.audit.services import Actor, audit_record, audit_record_many
+from apps.bulk import reserve_ids
 
 from .durations import parse_duration
 from .evaluator import CompiledCondition, Evaluation, Outcome, compile_condition
@@ -153,34 +154,49 @@ def evaluate_subjects(
     commits (about half a second for 2,000 traced subjects); fewer, larger batches cost fewer round
     trips and commits.
     """
-    from .runs import run_complete, run_start
+    from .runs import run_complete, run_start, snapshots_start
 
     now = now or timezone.now()
     report = EvaluationReport()
     versions = live_versions(subject_type)
     if not versions or (ids is not None and not ids):
         return report
-    pairs: dict[int, frozenset[int]] | None = None
-    run = None
-    if ids is None or len(ids) >= BULK_THRESHOLD:
-        run, pairs = run_start(subject_type, versions, ids, trigger, now)
-        report.subjects = run.subjects
-        for counts in run.outcomes:
-            report.outcomes.update({o: n for o, n in counts.items() if o in Decision.Outcome.values and n})
-        if not pairs:
-            return report
-        ids = sorted(pairs)
+    if ids is not None and len(ids) < BULK_THRESHOLD:
+        contexts = compute_contexts(subject_type, ids, now=now)
+        _evaluate_contexts(contexts, versions, trigger, now, report, None, batch_size)
+        return report
+    run, pairs = run_start(subject_type, versions, ids, trigger, now)
+    snapshots_stored = snapshots_start(run, run.subject_ids, now, every_subject=ids is None)
+    report.subjects = run.subjects
+    for counts in run.outcomes:
+        report.outcomes.update({o: n for o, n in counts.items() if o in Decision.Outcome.values and n})
+    try:
+        if pairs:
+            contexts = compute_contexts(subject_type, sorted(pairs), now=now)
+            _evaluate_contexts(contexts, versions, trigger, now, report, pairs, batch_size)
+    finally:
+        snapshots_stored()  # waits even when tracing failed: no thread outlives the run
+    run_complete(run, timezone.now())
+    return report
+
+
+def _evaluate_contexts(
+    contexts: Iterable[Context],
+    versions: list[RuleVersion],
+    trigger: str,
+    now: dt.datetime,
+    report: EvaluationReport,
+    pairs: dict[int, frozenset[int]] | None = None,
+    batch_size: int = 2000,
+) -> None:
     batch: list[Context] = []
-    for context in compute_contexts(subject_type, ids, now=now):
+    for context in contexts:
         batch.append(context)
         if len(batch) >= batch_size:
             _evaluate_batch(batch, versions, trigger, now, report, pairs)
             batch = []
     if batch:
         _evaluate_batch(batch, versions, trigger, now, report, pairs)
-    if run is not None:
-        run_complete(run, timezone.now())
-    return report
 
 
 # One probe of an index on (rule, subject) per pair: the LIMIT keeps the planner from turning the lookup
@@ -235,14 +251,6 @@ _DECISION_COPY_FULL = (
     "COPY rules_decision (id, rule_version_id, subject_type, subject_id, outcome, trigger, evaluated_at, "
     "facts, explanation, summary, suppressed, escalation_id) FROM STDIN"
 )
-
-
-def _reserve_decision_ids(cursor: Any, count: int) -> list[int]:
-    """Primary keys for a batch's decisions, drawn in one statement, in evaluation order."""
-    cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence('rules_decision', 'id')) FROM generate_series(1, %s)", [count]
-    )
-    return [row[0] for row in cursor.fetchall()]
 
 
 def _json_or_null(value: Any) -> str | None:
@@ -371,7 +379,7 @@ def _evaluate_batch(
     outcomes = report.outcomes
     explain = json.JSONEncoder(separators=(",", ":"), default=DjangoJSONEncoder().default).encode
     with connection.cursor() as cursor:
-        ids = iter(_reserve_decision_ids(cursor, sum(len(evaluations) for _, evaluations in evaluated)))
+        ids = iter(reserve_ids("rules_decision", sum(len(evaluations) for _, evaluations in evaluated)))
         # The decisions that need nothing more (not a match) stream into PostgreSQL while the rest of
         # the batch is evaluated: it parses their traces on the other core. Matches wait for their
         # escalation and go in after.

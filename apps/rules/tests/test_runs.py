@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from apps.entities.models import ChangeOrder
@@ -137,3 +139,48 @@ def test_a_partial_run_stores_the_snapshots_of_its_own_subjects_only(three, monk
     snapshots = ContextSnapshot.objects.order_by("id").values_list("subject_id", "run_id")
     first, second = EvaluationRun.objects.order_by("id").values_list("id", flat=True)
     assert list(snapshots) == [(three["quiet"].pk, first), (three["match"].pk, second)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_snapshots_are_written_beside_the_traces(three, monkeypatch):
+    """A run started outside any transaction stores its snapshots on a second connection (a thread)
+    while it traces; it is complete once both are done."""
+    from apps.rules import runs
+
+    writers = []
+    store = runs.store_snapshots
+
+    def recording(*args, **kwargs):
+        writers.append(threading.current_thread().name)
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "store_snapshots", recording)
+    full_run()
+    run = EvaluationRun.objects.get()
+    assert writers == [f"snapshots-run-{run.pk}"]
+    assert ContextSnapshot.objects.filter(run=run).count() == 3 and run.completed_at is not None
+    assert Decision.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_snapshots_fail_the_run_leave_it_incomplete_and_the_next_run_stores_them(three, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("apps.rules.runs.store_snapshots", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        full_run()
+    assert EvaluationRun.objects.get().completed_at is None
+    assert Decision.objects.count() == 2  # the traces committed batch by batch
+    monkeypatch.undo()
+    full_run()
+    latest = EvaluationRun.objects.order_by("-id").first()
+    assert latest.completed_at is not None and ContextSnapshot.objects.filter(run=latest).count() == 3
+
+
+def test_inside_a_transaction_snapshots_are_written_in_it(three):
+    with transaction.atomic():
+        full_run()
+        assert ContextSnapshot.objects.count() == 3  # visible before commit: the same connection
+        transaction.set_rollback(True)
+    assert not ContextSnapshot.objects.exists() and not EvaluationRun.objects.exists()

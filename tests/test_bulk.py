@@ -1,0 +1,97 @@
+"""COPY inserts for the hot paths: the rows ``bulk_create`` would write, with their keys, or nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.forms.models import model_to_dict
+from django.utils import timezone
+
+from apps.audit.models import AuditEntry
+from apps.bulk import copy_insert, reserve_ids
+from apps.connectors.models import Connection
+from apps.escalations.models import Delivery, EscalationEvent
+from apps.escalations.tests.helpers import make_escalation
+
+pytestmark = pytest.mark.django_db
+
+
+def _deliveries(escalation, prefix: str, now: dt.datetime | None = None) -> list[Delivery]:
+    now = now or timezone.now()
+    return [
+        Delivery(
+            escalation_id=escalation.pk,
+            action="email_account_manager",
+            target=f"person{i}@example.test",
+            idempotency_key=f"{prefix}{i}",
+            next_attempt_at=now + dt.timedelta(minutes=i),
+            created_at=now,
+            response={"note": "ünïcode ≥ 50,000", "n": [1, 2.5, None]} if i == 1 else {},
+        )
+        for i in range(3)
+    ]
+
+
+def test_copy_writes_the_rows_bulk_create_writes_with_keys_in_order():
+    escalation = make_escalation()
+    now = timezone.now()
+    copied = copy_insert(_deliveries(escalation, "copy-", now))
+    created = Delivery.objects.bulk_create(_deliveries(escalation, "orm-", now))
+    assert [d.pk for d in copied] == sorted(d.pk for d in copied)
+    assert all(not d._state.adding for d in copied)
+
+    def stored(rows: list[Delivery], prefix: str) -> list[dict]:
+        out = []
+        for row in Delivery.objects.filter(pk__in=[d.pk for d in rows]).order_by("pk"):
+            fields = model_to_dict(row, exclude=["id"])
+            fields["idempotency_key"] = fields["idempotency_key"].removeprefix(prefix)
+            out.append(fields)
+        return out
+
+    assert stored(copied, "copy-") == stored(created, "orm-")
+    assert stored(copied, "copy-")[1]["response"] == {"note": "ünïcode ≥ 50,000", "n": [1, 2.5, None]}
+    assert stored(copied, "copy-")[0]["state"] == "pending" and stored(copied, "copy-")[0]["attempts"] == 0
+
+
+def test_json_that_bulk_create_cannot_encode_is_refused_too():
+    escalation = make_escalation()
+    event = EscalationEvent(
+        escalation_id=escalation.pk,
+        kind="noted",
+        actor="system",
+        via="system",
+        data={"amount": Decimal("60000.10")},  # no encoder on this field: not JSON
+        created_at=timezone.now(),
+    )
+    with pytest.raises(TypeError, match="Decimal"), transaction.atomic():
+        EscalationEvent.objects.bulk_create([event])
+    with pytest.raises(TypeError, match="Decimal"), transaction.atomic():
+        copy_insert([event])
+    assert not EscalationEvent.objects.exists() and event.pk is None
+
+
+def test_a_violation_raises_and_writes_nothing_of_the_batch():
+    escalation = make_escalation()
+    copy_insert(_deliveries(escalation, "dup-")[:1])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        copy_insert(_deliveries(escalation, "dup-"))  # the first row's key is taken
+    assert Delivery.objects.filter(idempotency_key__startswith="dup-").count() == 1
+
+
+@pytest.mark.parametrize(("model", "reason"), [(AuditEntry, "JSONTextField"), (Connection, "auto_now")])
+def test_fields_with_their_own_conversion_are_refused(model, reason):
+    """A custom field (the audit's canonical text) or one that fills itself on save would be written
+    without its conversion: refused before anything is sent."""
+    with pytest.raises(TypeError, match=reason):
+        copy_insert([model()])
+    assert not model.objects.exists()
+
+
+def test_reserved_ids_come_in_order_and_are_not_reused():
+    first = reserve_ids("escalations_delivery", 3)
+    second = reserve_ids("escalations_delivery", 2)
+    assert first == sorted(first) and len(set(first + second)) == 5 and min(second) > max(first)
+    assert reserve_ids("escalations_delivery", 0) == []
