@@ -108,3 +108,33 @@ def copy_insert(objs: Sequence[M]) -> Sequence[M]:
         obj.pk = pk
         obj._state.adding, obj._state.db = False, connection.alias
     return objs
+
+
+def lz4_columns(table: str, *columns: str) -> Any:
+    """A migration operation compressing these large columns with lz4 where the server has it.
+
+    PostgreSQL compresses values over ~2 KB (a decision's facts, an escalation's evidence) with pglz by
+    default; lz4 writes them several times faster, which the first run of 50 rules felt (about 0.6 s of
+    9.8). A server built without lz4 keeps pglz: the columns work the same either way.
+    """
+    from django.db import migrations
+
+    def alter(schema_editor: Any, method: str) -> None:
+        with schema_editor.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+            )
+            row = cursor.fetchone()
+        if not (row and row[0]):
+            return
+        quote = schema_editor.quote_name
+        for column in columns:
+            schema_editor.execute(
+                f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(column)} SET COMPRESSION {method}"
+            )
+
+    return migrations.RunPython(
+        lambda apps, schema_editor: alter(schema_editor, "lz4"),
+        lambda apps, schema_editor: alter(schema_editor, "default"),
+        elidable=False,
+    )

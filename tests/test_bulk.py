@@ -6,7 +6,7 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.forms.models import model_to_dict
 from django.utils import timezone
 
@@ -95,3 +95,27 @@ def test_reserved_ids_come_in_order_and_are_not_reused():
     second = reserve_ids("escalations_delivery", 2)
     assert first == sorted(first) and len(set(first + second)) == 5 and min(second) > max(first)
     assert reserve_ids("escalations_delivery", 0) == []
+
+
+def test_large_json_columns_are_lz4_compressed_where_the_server_has_it():
+    columns = {
+        ("rules_decision", "facts"),
+        ("rules_decision", "explanation"),
+        ("rules_contextsnapshot", "values"),
+        ("escalations_escalation", "evidence"),
+        ("escalations_escalation", "opened_evidence"),
+        ("audit_auditentry", "data"),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        [supported] = cursor.fetchone()
+        cursor.execute(
+            "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute "
+            "WHERE attrelid::regclass::text = ANY(%s) AND attnum > 0",
+            [sorted({table for table, _ in columns})],
+        )
+        methods = {(table, name): method for table, name, method in cursor.fetchall()}
+    assert {key: methods[key] for key in columns} == dict.fromkeys(columns, "l" if supported else "")
+    assert methods[("rules_decision", "summary")] == ""  # only the large ones
