@@ -11,8 +11,7 @@ encrypted or custom field) raises rather than being written without its conversi
 from __future__ import annotations
 
 import json
-import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from django.db import connection, models
@@ -55,55 +54,56 @@ def reserve_ids(table: str, count: int, column: str = "id") -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _json_getter(attname: str, encoder: type[json.JSONEncoder] | None) -> Callable[[Any], Any]:
-    def value(obj: Any) -> Any:
-        data = getattr(obj, attname)
-        return None if data is None else json.dumps(data, cls=encoder)
-
-    return value
-
-
-def _writers(model: type[models.Model]) -> list[tuple[str, Callable[[Any], Any]]]:
-    """(column, value getter) for each concrete field but the primary key."""
-    writers: list[tuple[str, Callable[[Any], Any]]] = []
-    for field in model._meta.concrete_fields:
-        if field.primary_key:
-            continue
-        name = f"{model.__name__}.{field.attname}"
-        if type(field) is models.JSONField:
-            getter = _json_getter(field.attname, field.encoder)
-        elif type(field) in _PLAIN:
-            if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-                raise TypeError(f"{name}: auto_now fields need pre_save; set the value")
-            getter = operator.attrgetter(field.attname)
-        else:
-            raise TypeError(f"{name}: {type(field).__name__} is not a plain field for COPY")
-        writers.append((str(field.column), getter))
-    return writers
+def _encoder(field: models.Field) -> Callable[[Any], Any] | None:
+    """How a value of this field goes into COPY: None for as is, or the field's JSON encoding."""
+    name = f"{field.model.__name__}.{field.attname}"
+    if type(field) is models.JSONField:
+        encoder = field.encoder
+        return lambda data: None if data is None else json.dumps(data, cls=encoder)
+    if type(field) not in _PLAIN:
+        raise TypeError(f"{name}: {type(field).__name__} is not a plain field for COPY")
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        raise TypeError(f"{name}: auto_now fields need pre_save; set the value")
+    return None
 
 
-def copy_insert(objs: Sequence[M]) -> Sequence[M]:
-    """Insert new instances of one model with one COPY; sets their primary keys. Returns ``objs``.
+def copy_rows(model: type[models.Model], rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Insert rows of ``model``, each a mapping of field attnames (``escalation_id``) to values, with one
+    COPY; returns their new primary keys, in order. A field a row leaves out takes its default, as on
+    a new instance. No instances are built (16–32 µs each for the outbox rows and events of a run).
 
-    The same rows as ``bulk_create(objs)`` (no signals either); a constraint violation raises and
-    nothing of the batch is written. Run it inside the caller's transaction.
+    The same rows as ``bulk_create`` (no signals either); a constraint violation raises Django's
+    ``IntegrityError`` and nothing of the batch is written. Run it inside the caller's transaction.
     """
-    if not objs:
-        return objs
-    model = type(objs[0])
+    if not rows:
+        return []
     meta = model._meta
-    writers = _writers(model)
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    plan = [(f.attname, _encoder(f), f.get_default()) for f in fields]
     pk_column = str(meta.pk.column)
-    ids = reserve_ids(meta.db_table, len(objs), pk_column)
-    columns = ", ".join(connection.ops.quote_name(c) for c in (pk_column, *(c for c, _ in writers)))
+    ids = reserve_ids(meta.db_table, len(rows), pk_column)
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(c) for c in (pk_column, *(str(f.column) for f in fields)))
     # Django's error wrapper, as for its own queries: a violation raises IntegrityError, not psycopg's.
     with (
         connection.wrap_database_errors,
         connection.cursor() as cursor,
-        cursor.cursor.copy(f"COPY {connection.ops.quote_name(meta.db_table)} ({columns}) FROM STDIN") as copy,
+        cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy,
     ):
-        for obj, pk in zip(objs, ids, strict=True):
-            copy.write_row((pk, *(value(obj) for _, value in writers)))
+        for pk, row in zip(ids, rows, strict=True):
+            values: list[Any] = [pk]
+            for attname, encode, default in plan:
+                value = row.get(attname, default)
+                values.append(value if encode is None else encode(value))
+            copy.write_row(values)
+    return ids
+
+
+def copy_insert(objs: Sequence[M]) -> Sequence[M]:
+    """:func:`copy_rows` for new instances of one model; sets their primary keys. Returns ``objs``."""
+    if not objs:
+        return objs
+    ids = copy_rows(type(objs[0]), [obj.__dict__ for obj in objs])
     for obj, pk in zip(objs, ids, strict=True):
         obj.pk = pk
         obj._state.adding, obj._state.db = False, connection.alias

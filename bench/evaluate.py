@@ -460,12 +460,15 @@ PHASE_STEPS = {
     "apps.rules.sql": ("outcome_sets_many",),
     "apps.rules.services": (
         "_evaluate_batch",
+        "_claim_states",
         "_insert_decisions",
         "audit_record_many",
         "compute_contexts",
     ),
-    "apps.escalations.refire": ("escalations_refire",),
+    "apps.escalations.refire": ("refires_lock", "refires_write", "escalations_refire"),
     "apps.escalations.opening": ("escalations_fire", "_round", "_after_opening", "_claim"),
+    "apps.escalations.services": ("subjects_parties", "actions_plan", "_events"),
+    "apps.escalations.policies": ("policies_freeze",),
     "apps.escalations.noise": ("notify_many", "deliveries_dispatch"),
 }
 
@@ -483,9 +486,7 @@ class Phases:
         for module_name, names in PHASE_STEPS.items():
             module = importlib.import_module(module_name)
             for name in names:
-                func = getattr(module, name, None)
-                if func is None:
-                    continue
+                func = getattr(module, name)  # a step that no longer exists fails loudly
                 label = f"{module_name.rsplit('.', 1)[-1]}.{name}"
                 wrap = self._generator if inspect.isgeneratorfunction(func) else self._function
                 setattr(module, name, wrap(func, label))
@@ -569,7 +570,8 @@ PROFILED = (
     "services.py:{}(audit_record)",
     "services.py:{}(_event)",
     "services.py:{}(action_targets)",
-    "refire.py:{}(escalations_refire)",
+    "refire.py:{}(refires_*)",
+    "bulk.py:{}(copy_insert)",
     "opening.py:{}(*)",
     "noise.py:{}(notify*)",
     "policies.py:{}(policy_*)",

@@ -11,7 +11,7 @@ from django.forms.models import model_to_dict
 from django.utils import timezone
 
 from apps.audit.models import AuditEntry
-from apps.bulk import copy_insert, reserve_ids
+from apps.bulk import copy_insert, copy_rows, reserve_ids
 from apps.connectors.models import Connection
 from apps.escalations.models import Delivery, EscalationEvent
 from apps.escalations.tests.helpers import make_escalation
@@ -119,3 +119,26 @@ def test_large_json_columns_are_lz4_compressed_where_the_server_has_it():
         methods = {(table, name): method for table, name, method in cursor.fetchall()}
     assert {key: methods[key] for key in columns} == dict.fromkeys(columns, "l" if supported else "")
     assert methods[("rules_decision", "summary")] == ""  # only the large ones
+
+
+def test_rows_given_as_mappings_take_the_field_defaults_they_leave_out():
+    escalation = make_escalation()
+    now = timezone.now()
+    rows = [
+        {
+            "escalation_id": escalation.pk,
+            "action": "flag_dashboard",
+            "target": "dashboard",
+            "idempotency_key": f"row-{i}",
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for i in range(2)
+    ]
+    ids = copy_rows(Delivery, rows)
+    assert ids == sorted(ids) and len(ids) == 2
+    stored = Delivery.objects.get(pk=ids[1])
+    assert stored.idempotency_key == "row-1" and stored.escalation_id == escalation.pk
+    assert (stored.state, stored.attempts, stored.response, stored.last_error) == ("pending", 0, {}, "")
+    assert stored.claimed_until is None and stored.delivered_at is None
+    assert copy_rows(Delivery, []) == []

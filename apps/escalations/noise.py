@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.template.loader import render_to_string
 
-from apps.bulk import copy_insert
+from apps.bulk import copy_insert, copy_rows
 
 from .delivery import PermanentFailure, deliveries_dispatch, performs, send_escalation_email
 from .models import Delivery, DigestItem, Escalation, SuppressedNotification
@@ -145,7 +145,7 @@ def notify_many(
     quiet = quiet_until(now)
     digests: dict[str, Delivery | None] = {}
     digest_items: list[DigestItem] = []
-    rows: list[Delivery] = []
+    rows: list[dict[str, Any]] = []  # the outbox rows, by field
     suppressed: list[SuppressedNotification] = []
     deferred_keys: dict[str, SuppressedNotification] = {}
 
@@ -204,25 +204,25 @@ def notify_many(
                         deferred_until=quiet,
                     )
             rows.append(
-                Delivery(
-                    escalation_id=escalation.pk,
-                    action=notice.action,
-                    target=notice.target,
-                    idempotency_key=notice.key,
-                    next_attempt_at=due,
-                    created_at=now,
-                )
+                {
+                    "escalation_id": escalation.pk,
+                    "action": notice.action,
+                    "target": notice.target,
+                    "idempotency_key": notice.key,
+                    "next_attempt_at": due,
+                    "created_at": now,
+                }
             )
         if cap:
             counted.update(recent)
             counted.update(opened)
     DigestItem.objects.bulk_create(digest_items, ignore_conflicts=True)
-    copy_insert(rows)
-    for delivery in rows:
-        if delivery.idempotency_key in deferred_keys:
-            deferred_keys[delivery.idempotency_key].delivery = delivery
+    ids = copy_rows(Delivery, rows)
+    for pk, row in zip(ids, rows, strict=True):
+        if row["idempotency_key"] in deferred_keys:
+            deferred_keys[row["idempotency_key"]].delivery_id = pk
     copy_insert(suppressed)
-    ids = [d.pk for d in rows if d.next_attempt_at <= now]
+    ids = [pk for pk, row in zip(ids, rows, strict=True) if row["next_attempt_at"] <= now]
     if ids:
         transaction.on_commit(lambda: deliveries_dispatch(ids))
     return ids

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from apps.accounts.roles import EXECUTIVES, can_decide_approvals
 from apps.audit.services import Actor, audit_record, audit_record_many
-from apps.bulk import copy_insert
+from apps.bulk import copy_rows
 from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Submittal
 
 from .delivery import decision_write_back, stakeholders_notify
@@ -70,19 +70,20 @@ def _events(
         return
     name = _actor_name(actor)
     now = timezone.now()
-    copy_insert(
+    copy_rows(
+        EscalationEvent,
         [
-            EscalationEvent(
-                escalation_id=escalation.pk,
-                kind=kind,
-                actor=name,
-                via=via,
-                note=note,
-                data=data,
-                created_at=at or now,
-            )
+            {
+                "escalation_id": escalation.pk,
+                "kind": kind,
+                "actor": name,
+                "via": via,
+                "note": note,
+                "data": data,
+                "created_at": at or now,
+            }
             for escalation, kind, note, at, data in specs
-        ]
+        ],
     )
     entries: list[dict[str, Any]] = [
         {

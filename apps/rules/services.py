@@ -189,6 +189,11 @@ def _evaluate_contexts(
     pairs: dict[int, frozenset[int]] | None = None,
     batch_size: int = 2000,
 ) -> None:
+    """Evaluate the contexts batch by batch, each batch its own transaction (or savepoint).
+
+    Two batches at once, each on its own connection, were tried for the cold run: no faster on 2 cores
+    (Python and PostgreSQL each keep one busy already) and more CPU, so batches run one after another.
+    """
     batch: list[Context] = []
     for context in contexts:
         batch.append(context)
