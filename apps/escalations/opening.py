@@ -206,13 +206,17 @@ def _after_opening(
 
     if not items:
         return
+    until: dict[int, dt.datetime] = {}  # per rule version: its cooldown's end
+    for (version, *_), _e in items:
+        if version.pk not in until:
+            until[version.pk] = now + parse_duration(version.spec.get("cooldown", "7d"))
     with connection.cursor() as cursor:
         cursor.execute(
             _COOLDOWNS,
             [
                 [version.rule_id for (version, *_), _e in items],
                 [context.subject_id for (_v, context, *_), _e in items],
-                [now + parse_duration(version.spec.get("cooldown", "7d")) for (version, *_), _e in items],
+                [until[version.pk] for (version, *_), _e in items],
                 subject_type,
             ],
         )

@@ -243,16 +243,21 @@ class Context:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """JSON-safe facts with age, source, unit and type, for decision records and evidence."""
         out = {}
+        ages = self.ages
         for name, value in self.values.items():
-            fact = FACTS[name]
+            described = _DESCRIBED.get(name)
+            if described is None:
+                fact = FACTS[name]
+                described = _DESCRIBED[name] = (fact.source, fact.unit, str(fact.type.value))
             if isinstance(value, Decimal | dt.date):
                 value = str(value)
+            source, unit, kind = described
             out[name] = {
                 "value": value,
-                "age_s": self.ages.get(name),
-                "source": fact.source,
-                "unit": fact.unit,
-                "type": str(fact.type.value),
+                "age_s": ages.get(name),
+                "source": source,
+                "unit": unit,
+                "type": kind,
             }
         return out
 
@@ -279,6 +284,8 @@ class Context:
         return "{" + ", ".join(parts) + "}"
 
 
+# fact name -> (source, unit, type) as a snapshot shows them.
+_DESCRIBED: dict[str, tuple[str, str, str]] = {}
 # (fact names, their ages) -> the JSON around each fact's value in a snapshot.
 _SNAPSHOT_FRAGMENTS: dict[tuple[tuple[str, ...], tuple[float | None, ...]], tuple[tuple[str, str], ...]] = {}
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for str (ensure_ascii)

@@ -258,21 +258,17 @@ _DECISION_COPY_FULL = (
 )
 
 
-def _json_or_null(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, cls=DjangoJSONEncoder)
-
-
-def _insert_decisions(decisions: Sequence[Decision]) -> None:
-    """Insert decisions that already have their primary keys with one COPY."""
+def _insert_decisions(decisions: Sequence[tuple[Decision, str, str]]) -> None:
+    """Insert decisions that already have their primary keys with one COPY; each comes with its facts
+    and explanation already as JSON text."""
     if not decisions:
         return
     with connection.cursor() as cursor, cursor.cursor.copy(_DECISION_COPY_FULL) as copy:
-        for d in decisions:
+        for d, facts, explanation in decisions:
             d._state.adding, d._state.db = False, connection.alias
             copy.write_row(
                 (d.pk, d.rule_version_id, d.subject_type, d.subject_id, d.outcome, d.trigger,
-                 d.evaluated_at, _json_or_null(d.facts), _json_or_null(d.explanation), d.summary,
-                 d.suppressed, d.escalation_id)
+                 d.evaluated_at, facts, explanation, d.summary, d.suppressed, d.escalation_id)
             )  # fmt: skip
 
 
@@ -377,7 +373,7 @@ def _evaluate_batch(
             for version, evaluation in evaluations
         },
     )
-    matched: list[Decision] = []
+    matched: list[tuple[Decision, str, str]] = []  # with their facts and explanation as JSON
     fired: list[tuple[RuleVersion, Context, Evaluation, Decision]] = []
     resolved: dict[int, list[int]] = defaultdict(list)
     changed_states: list[tuple[int, int, str]] = []
@@ -393,6 +389,8 @@ def _evaluate_batch(
                 report.subjects += pairs is None
                 best_route: int | None = None
                 best_rule = ""
+                # The context's facts, once per subject whatever the number of its traced pairs.
+                snapshot: dict[str, Any] | None = None
                 snapshot_json: str | None = None
                 for version, evaluation in evaluations:
                     pk = next(ids)
@@ -422,6 +420,10 @@ def _evaluate_batch(
                             resolved[version.rule_id].append(context.subject_id)
                         continue
                     trace = evaluation.to_json()
+                    if snapshot is None:
+                        snapshot = context.snapshot()
+                    if snapshot_json is None:
+                        snapshot_json = context.snapshot_json()
                     decision = Decision(
                         pk=pk,
                         rule_version=version,
@@ -430,7 +432,7 @@ def _evaluate_batch(
                         outcome=outcome,
                         trigger=trigger,
                         evaluated_at=now,
-                        facts=context.snapshot(),
+                        facts=snapshot,
                         explanation=trace,
                         summary=trace["summary"],
                     )
@@ -448,7 +450,7 @@ def _evaluate_batch(
                         fired.append((version, context, evaluation, decision))
                     if best_route is None or rank < best_route:
                         best_route, best_rule = rank, version.rule.key
-                    matched.append(decision)
+                    matched.append((decision, snapshot_json, explain(trace)))
     # Matches of open escalations re-fire them: locked now, so their decisions go in pointing at them,
     # and refreshed from those decisions once stored.
     refired, fired = refires_lock(subject_type, fired)
@@ -474,7 +476,7 @@ def _evaluate_batch(
                 "trigger": d.trigger,
             },
         }
-        for d in matched
+        for d, _facts, _explanation in matched
     ]
     _set_outcomes(subject_type, changed_states)
     results = escalations_fire(subject_type=subject_type, fired=fired, now=now, audit=audit) if fired else []
