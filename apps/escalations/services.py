@@ -110,6 +110,16 @@ def _events(
 
 Parties = tuple[str, "Project | None", "Client | None"]
 
+# What labels and action targets read of a subject's project, its client and the client's owner;
+# nothing else is loaded (a first run opens thousands of escalations, and parsing the rows' sync
+# timestamps alone cost more than the rest).
+_CLIENT_FIELDS = ("name", "source", "external_id", "owner__name", "owner__email")
+_PROJECT_FIELDS = ("name", "number", "source", "external_id", *(f"client__{f}" for f in _CLIENT_FIELDS))
+
+
+def _only(prefix: str, fields: Sequence[str]) -> list[str]:
+    return [f"{prefix}{name}" for name in fields]
+
 
 def subjects_parties(subject_type: str, subject_ids: Sequence[int]) -> dict[int, Parties]:
     """A human label for each subject and the project and client it belongs to, in one query. The
@@ -118,21 +128,29 @@ def subjects_parties(subject_type: str, subject_ids: Sequence[int]) -> dict[int,
     ids = set(subject_ids)
     found: dict[int, Parties] = {}
     if subject_type == "change_order":
-        for co in ChangeOrder.objects.select_related("project__client__owner").filter(pk__in=ids):
+        rows = ChangeOrder.objects.select_related("project__client__owner").only(
+            "number", "title", *_only("project__", _PROJECT_FIELDS)
+        )
+        for co in rows.filter(pk__in=ids):
             project = co.project
             label = f"CO {co.number} {co.title} on {project}" if project else f"CO {co.number} {co.title}"
             found[co.pk] = (label, project, project.client if project else None)
         model: type[models.Model] = ChangeOrder
     elif subject_type == "submittal":
-        for sub in Submittal.objects.select_related("project__client__owner").filter(pk__in=ids):
+        rows = Submittal.objects.select_related("project__client__owner").only(
+            "number", "revision", *_only("project__", _PROJECT_FIELDS)
+        )
+        for sub in rows.filter(pk__in=ids):
             found[sub.pk] = (str(sub), sub.project, sub.project.client if sub.project else None)
         model = Submittal
     elif subject_type == "project":
-        for project in Project.objects.select_related("client__owner").filter(pk__in=ids):
+        for project in (
+            Project.objects.select_related("client__owner").only(*_PROJECT_FIELDS).filter(pk__in=ids)
+        ):
             found[project.pk] = (str(project), project, project.client)
         model = Project
     else:
-        for client in Client.objects.select_related("owner").filter(pk__in=ids):
+        for client in Client.objects.select_related("owner").only(*_CLIENT_FIELDS).filter(pk__in=ids):
             found[client.pk] = (str(client), None, client)
         model = Client
     missing = ids - found.keys()

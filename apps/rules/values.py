@@ -217,7 +217,12 @@ def _plain_decimal(d: Decimal) -> str:
 
 
 def _jsonable(value: object) -> Any:
-    if value is None or isinstance(value, bool | int | str):
+    kind = type(value)
+    if value is None or kind is str or kind is int or kind is bool:  # the usual readings, first
+        return value
+    if kind is Decimal:
+        return str(value) if value.is_finite() else None  # type: ignore[attr-defined]
+    if isinstance(value, bool | int | str):
         return value
     if isinstance(value, Decimal):
         return str(value) if value.is_finite() else None
