@@ -128,19 +128,19 @@ def subjects_parties(subject_type: str, subject_ids: Sequence[int]) -> dict[int,
     ids = set(subject_ids)
     found: dict[int, Parties] = {}
     if subject_type == "change_order":
-        rows = ChangeOrder.objects.select_related("project__client__owner").only(
+        cos = ChangeOrder.objects.select_related("project__client__owner").only(
             "number", "title", *_only("project__", _PROJECT_FIELDS)
         )
-        for co in rows.filter(pk__in=ids):
+        for co in cos.filter(pk__in=ids):
             project = co.project
             label = f"CO {co.number} {co.title} on {project}" if project else f"CO {co.number} {co.title}"
             found[co.pk] = (label, project, project.client if project else None)
         model: type[models.Model] = ChangeOrder
     elif subject_type == "submittal":
-        rows = Submittal.objects.select_related("project__client__owner").only(
+        submittals = Submittal.objects.select_related("project__client__owner").only(
             "number", "revision", *_only("project__", _PROJECT_FIELDS)
         )
-        for sub in rows.filter(pk__in=ids):
+        for sub in submittals.filter(pk__in=ids):
             found[sub.pk] = (str(sub), sub.project, sub.project.client if sub.project else None)
         model = Submittal
     elif subject_type == "project":

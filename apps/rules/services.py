@@ -8,7 +8,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -24,6 +24,9 @@ from .evaluator import CompiledCondition, Evaluation, Outcome, compile_condition
 from .facts import Context, compute_contexts
 from .models import Decision, Rule, RuleVersion, SubjectState
 from .ruleset import dump_rules, parse_rules, rule_from_dict
+
+if TYPE_CHECKING:
+    from apps.escalations.models import Escalation
 
 M = TypeVar("M", bound=Model)
 
@@ -258,20 +261,6 @@ _DECISION_COPY_FULL = (
 )
 
 
-def _insert_decisions(decisions: Sequence[tuple[Decision, str, str]]) -> None:
-    """Insert decisions that already have their primary keys with one COPY; each comes with its facts
-    and explanation already as JSON text."""
-    if not decisions:
-        return
-    with connection.cursor() as cursor, cursor.cursor.copy(_DECISION_COPY_FULL) as copy:
-        for d, facts, explanation in decisions:
-            d._state.adding, d._state.db = False, connection.alias
-            copy.write_row(
-                (d.pk, d.rule_version_id, d.subject_type, d.subject_id, d.outcome, d.trigger,
-                 d.evaluated_at, facts, explanation, d.summary, d.suppressed, d.escalation_id)
-            )  # fmt: skip
-
-
 # The batch's claim on its subjects: one statement, rows in key order, that locks every (rule, subject)
 # state of the batch, inserting the missing ones with their new outcome. Taking them all at once, in
 # one order, is what keeps concurrent evaluations of the same subject from deadlocking (a lock on the
@@ -347,7 +336,7 @@ def _evaluate_batch(
     """Evaluate, decide and act on a batch of subjects, every rule on each or, in a bulk run, only the
     ``pairs`` it left to trace (``{subject id: rule ids}``; the run counted the outcomes)."""
     from apps.escalations.opening import escalations_fire
-    from apps.escalations.refire import refires_lock, refires_write
+    from apps.escalations.refire import REFIRED, open_escalations, refires_write
     from apps.escalations.services import escalation_auto_resolve
 
     subject_type = contexts[0].subject_type
@@ -373,22 +362,47 @@ def _evaluate_batch(
             for version, evaluation in evaluations
         },
     )
-    matched: list[tuple[Decision, str, str]] = []  # with their facts and explanation as JSON
+    # Which matches act and which a higher route or a snooze suppresses is known before anything is
+    # written: the open escalations the acting ones re-fire are locked first, so that every decision,
+    # matches included, streams into one COPY pointing at its escalation while the batch is evaluated.
+    suppressed: dict[tuple[int, int], str] = {}
+    acting: list[tuple[int, int]] = []
+    for context, evaluations in evaluated:
+        best_route: int | None = None
+        best_rule = ""
+        for version, evaluation in evaluations:
+            if evaluation.outcome != Outcome.MATCHED:
+                continue
+            key = (version.rule_id, context.subject_id)
+            state = states[key]
+            rank = _ROUTE_RANK.get(version.route, 1)
+            if best_route is not None and rank > best_route:
+                # A higher route already escalated this subject (DMN-style inhibition).
+                suppressed[key] = f"suppressed by higher route rule {best_rule}"
+            elif state.snoozed_until and state.snoozed_until > now:
+                suppressed[key] = (
+                    f"snoozed until {state.snoozed_until:%Y-%m-%d %H:%M} ({state.snooze_reason})"
+                )
+            else:
+                acting.append(key)
+            if best_route is None or rank < best_route:
+                best_route, best_rule = rank, version.rule.key
+    open_now = open_escalations(subject_type, acting, lock=True)
+    report.suppressed += len(suppressed)
+    matched: list[Decision] = []
     fired: list[tuple[RuleVersion, Context, Evaluation, Decision]] = []
+    refired: list[tuple[Escalation, Decision]] = []
     resolved: dict[int, list[int]] = defaultdict(list)
     changed_states: list[tuple[int, int, str]] = []
     outcomes = report.outcomes
     explain = json.JSONEncoder(separators=(",", ":"), default=DjangoJSONEncoder().default).encode
     with connection.cursor() as cursor:
         ids = iter(reserve_ids("rules_decision", sum(len(evaluations) for _, evaluations in evaluated)))
-        # The decisions that need nothing more (not a match) stream into PostgreSQL while the rest of
-        # the batch is evaluated: it parses their traces on the other core. Matches wait for their
-        # escalation and go in after.
+        # The decisions stream into PostgreSQL while the rest of the batch is evaluated: it parses their
+        # traces on the other core.
         with cursor.cursor.copy(_DECISION_COPY_FULL) as copy:
             for context, evaluations in evaluated:
                 report.subjects += pairs is None
-                best_route: int | None = None
-                best_rule = ""
                 # The context's facts, once per subject whatever the number of its traced pairs.
                 snapshot: dict[str, Any] | None = None
                 snapshot_json: str | None = None
@@ -397,7 +411,8 @@ def _evaluate_batch(
                     outcome = str(evaluation.outcome.value)
                     if pairs is None:
                         outcomes[outcome] += 1
-                    state = states[(version.rule_id, context.subject_id)]
+                    key = (version.rule_id, context.subject_id)
+                    state = states[key]
                     if state.last_outcome is not None and state.last_outcome != outcome:
                         changed_states.append((version.rule_id, context.subject_id, outcome))
                     if evaluation.outcome != Outcome.MATCHED:
@@ -435,28 +450,24 @@ def _evaluate_batch(
                         facts=snapshot,
                         explanation=trace,
                         summary=trace["summary"],
+                        suppressed=suppressed.get(key, ""),
                     )
-                    rank = _ROUTE_RANK.get(version.route, 1)
-                    if best_route is not None and rank > best_route:
-                        # A higher route already escalated this subject (DMN-style inhibition).
-                        decision.suppressed = f"suppressed by higher route rule {best_rule}"
-                        report.suppressed += 1
-                    elif state.snoozed_until and state.snoozed_until > now:
-                        decision.suppressed = (
-                            f"snoozed until {state.snoozed_until:%Y-%m-%d %H:%M} ({state.snooze_reason})"
-                        )
-                        report.suppressed += 1
-                    else:
-                        fired.append((version, context, evaluation, decision))
-                    if best_route is None or rank < best_route:
-                        best_route, best_rule = rank, version.rule.key
-                    matched.append((decision, snapshot_json, explain(trace)))
-    # Matches of open escalations re-fire them: locked now, so their decisions go in pointing at them,
-    # and refreshed from those decisions once stored.
-    refired, fired = refires_lock(subject_type, fired)
-    report.escalations_refired += len(refired)
-    _insert_decisions(matched)
+                    decision._state.adding, decision._state.db = False, connection.alias
+                    escalation = open_now.get(key)
+                    if escalation is not None:
+                        decision.escalation, decision.suppressed = escalation, REFIRED
+                        refired.append((escalation, decision))
+                    elif key not in suppressed:
+                        fired.append((version, context, evaluation, decision))  # opens one, below
+                    copy.write_row(
+                        (pk, version.pk, subject_type, context.subject_id, outcome, trigger, now,
+                         snapshot_json, explain(trace), decision.summary, decision.suppressed,
+                         decision.escalation_id)
+                    )  # fmt: skip
+                    matched.append(decision)
+    # The re-fired escalations are refreshed from their decisions, now stored.
     refires_write(refired, now)
+    report.escalations_refired += len(refired)
     # The audit chain's lock is held until commit, so the batch appends to it last, after every row
     # lock it takes (states, open escalations, claims): taking the chain first and then waiting for a
     # row whose holder waits for the chain is a deadlock. The decisions' entries say what they said
@@ -476,7 +487,7 @@ def _evaluate_batch(
                 "trigger": d.trigger,
             },
         }
-        for d, _facts, _explanation in matched
+        for d in matched
     ]
     _set_outcomes(subject_type, changed_states)
     results = escalations_fire(subject_type=subject_type, fired=fired, now=now, audit=audit) if fired else []
