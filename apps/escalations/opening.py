@@ -25,14 +25,10 @@ from django.db import connection, transaction
 from apps.audit.services import audit_record_many
 
 from .models import Escalation
-from .refire import EVIDENCE, escalations_refire
+from .refire import EVIDENCE, Fired, escalations_refire
 
 if TYPE_CHECKING:
-    from apps.rules.evaluator import Evaluation
-    from apps.rules.facts import Context
-    from apps.rules.models import Decision, RuleVersion
-
-Fired = tuple["RuleVersion", "Context", "Evaluation", "Decision"]
+    from apps.rules.models import Decision
 
 OPENED, REFIRED_RESULT, COOLDOWN = "opened", "refired", "cooldown"
 

@@ -51,36 +51,9 @@ def open_escalations(
 Fired = tuple["RuleVersion", "Context", "Evaluation", "Decision"]
 
 
-def refires_lock(
-    subject_type: str, fired: Sequence[Fired]
-) -> tuple[list[tuple[Escalation, Decision]], list[Fired]]:
-    """Lock the open escalations among ``fired`` matches and point each re-firing decision at its
-    escalation; returns (the re-fired escalations with their decisions, the matches that have none).
-
-    The rows stay locked until commit, so a concurrent close cannot slip between this read and
-    :func:`refires_write`. A decision not stored yet carries its escalation into its INSERT.
-    """
-    if not fired:
-        return [], []
-    open_now = open_escalations(
-        subject_type, [(version.rule_id, context.subject_id) for version, context, *_ in fired], lock=True
-    )
-    rest: list[Fired] = []
-    refired: list[tuple[Escalation, Decision]] = []
-    for version, context, evaluation, decision in fired:
-        escalation = open_now.get((version.rule_id, context.subject_id))
-        if escalation is None:
-            rest.append((version, context, evaluation, decision))
-            continue
-        decision.escalation = escalation
-        decision.suppressed = REFIRED
-        refired.append((escalation, decision))
-    return refired, rest
-
-
 def refires_write(refired: Sequence[tuple[Escalation, Decision]], now: dt.datetime) -> None:
-    """Bump the counters of escalations :func:`refires_lock` locked and refresh their evidence and
-    summary from the decisions, which must be stored by now: one UPDATE."""
+    """Bump the counters of open escalations the caller locked and refresh their evidence and summary
+    from the matches' decisions, which must be stored by now: one UPDATE."""
     if not refired:
         return
     if any(decision.pk is None or decision._state.adding for _, decision in refired):
@@ -97,8 +70,22 @@ def refires_write(refired: Sequence[tuple[Escalation, Decision]], now: dt.dateti
 
 def escalations_refire(*, subject_type: str, fired: Sequence[Fired], now: dt.datetime) -> list[Fired]:
     """Re-fire the open escalations among ``fired`` matches, whose decisions are stored; return the
-    matches that have none. Inside the caller's transaction (the rows stay locked until commit)."""
-    refired, rest = refires_lock(subject_type, fired)
+    matches that have none. Inside the caller's transaction: the rows stay locked until commit, so a
+    concurrent close cannot slip between this read and the update."""
+    if not fired:
+        return []
+    open_now = open_escalations(
+        subject_type, [(version.rule_id, context.subject_id) for version, context, *_ in fired], lock=True
+    )
+    rest: list[Fired] = []
+    refired: list[tuple[Escalation, Decision]] = []
+    for version, context, evaluation, decision in fired:
+        escalation = open_now.get((version.rule_id, context.subject_id))
+        if escalation is None:
+            rest.append((version, context, evaluation, decision))
+            continue
+        decision.escalation, decision.suppressed = escalation, REFIRED
+        refired.append((escalation, decision))
     refires_write(refired, now)
     return rest
 
