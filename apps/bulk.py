@@ -1,4 +1,5 @@
-"""Inserting many new model rows at once with COPY, for the hot paths that write thousands per batch.
+"""Bulk work: inserting many new model rows at once with COPY, for the hot paths that write thousands per
+batch, and fewer garbage-collector passes while such a step runs.
 
 ``bulk_create`` compiles an ``INSERT ... VALUES`` with every value passed through its field's
 ``get_db_prep_save``: on the first run of 50 rules, the 21k events and 21k outbox rows of 11,809 new
@@ -10,8 +11,11 @@ encrypted or custom field) raises rather than being written without its conversi
 
 from __future__ import annotations
 
+import gc
 import json
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from django.db import connection, models
@@ -40,6 +44,36 @@ _PLAIN = {
     models.UUIDField,
     models.ForeignKey,
 }
+
+
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextmanager
+def fewer_collections(threshold: int = 50_000) -> Iterator[None]:
+    """Run the garbage collector less often while a bulk step allocates hundreds of thousands of objects
+    that stay alive until it ends (a batch's contexts, states, decisions and escalations).
+
+    With the default threshold (a collection every 700 new container objects, a full pass over the whole
+    heap every hundred of those) the collector took 1.3 s of the 5.2 s of CPU of the first run of 50 rules
+    over 100k change orders: 19 full passes, each over every object Django and the run hold. The previous
+    thresholds come back when the last user in the process leaves.
+    """
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(max(_gc_saved[0], threshold), max(_gc_saved[1], 20), max(_gc_saved[2], 20))
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
 
 
 def reserve_ids(table: str, count: int, column: str = "id") -> list[int]:

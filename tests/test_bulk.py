@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
+import threading
 from decimal import Decimal
 
 import pytest
@@ -11,7 +13,7 @@ from django.forms.models import model_to_dict
 from django.utils import timezone
 
 from apps.audit.models import AuditEntry
-from apps.bulk import copy_insert, copy_rows, reserve_ids
+from apps.bulk import copy_insert, copy_rows, fewer_collections, reserve_ids
 from apps.connectors.models import Connection
 from apps.escalations.models import Delivery, EscalationEvent
 from apps.escalations.tests.helpers import make_escalation
@@ -142,3 +144,27 @@ def test_rows_given_as_mappings_take_the_field_defaults_they_leave_out():
     assert (stored.state, stored.attempts, stored.response, stored.last_error) == ("pending", 0, {}, "")
     assert stored.claimed_until is None and stored.delivered_at is None
     assert copy_rows(Delivery, []) == []
+
+
+def test_fewer_collections_raises_the_thresholds_and_the_last_user_restores_them():
+    before = gc.get_threshold()
+    entered = threading.Barrier(2)
+    leave = threading.Event()
+    seen: list[tuple[int, int, int]] = []
+
+    def other_user() -> None:
+        with fewer_collections():
+            entered.wait()
+            leave.wait()
+
+    thread = threading.Thread(target=other_user)
+    thread.start()
+    with fewer_collections(threshold=40_000):
+        entered.wait()
+        with fewer_collections():  # nested in the same thread
+            seen.append(gc.get_threshold())
+    seen.append(gc.get_threshold())  # the other thread is still inside
+    leave.set()
+    thread.join()
+    assert seen[0][0] >= 40_000 and seen[1] == seen[0]
+    assert gc.get_threshold() == before

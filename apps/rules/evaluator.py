@@ -487,21 +487,23 @@ class Evaluation:
         ``not``, the false ones). For a non-match: the mirror image. For unknown or error: the leaves
         that made it so.
         """
+        # An explicit stack, not a recursive closure: a closure that calls itself is a reference cycle
+        # holding the whole evaluation until the garbage collector runs (33k of them in a first run of
+        # 50 rules made its collections cost 1.4 s).
         found: list[tuple[_Leaf, int]] = []
-
-        def collect(node: _Node, want: int) -> None:
-            if self.trace[node.index][0] != want:
-                return
+        trace = self.trace
+        root = self.condition._root
+        stack: list[tuple[_Node, int]] = [(root, trace[root.index][0])]
+        while stack:
+            node, want = stack.pop()
+            if trace[node.index][0] != want:
+                continue
             if isinstance(node, _Leaf):
                 found.append((node, want))
             elif isinstance(node, _Not):
-                collect(node.child, _NOT[want])
+                stack.append((node.child, _NOT[want]))
             else:
-                for child in _children(node):
-                    collect(child, want)
-
-        root = self.condition._root
-        collect(root, self.trace[root.index][0])
+                stack.extend((child, want) for child in reversed(_children(node)))  # in tree order
         return found
 
     def summary(self) -> str:

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from apps.audit.models import canonical_json
 from apps.audit.services import Actor, audit_record, audit_record_many
-from apps.bulk import reserve_ids
+from apps.bulk import fewer_collections, reserve_ids
 
 from .durations import parse_duration
 from .evaluator import CompiledCondition, Evaluation, Outcome, compile_condition
@@ -168,17 +168,18 @@ def evaluate_subjects(
         contexts = compute_contexts(subject_type, ids, now=now)
         _evaluate_contexts(contexts, versions, trigger, now, report, None, batch_size)
         return report
-    run, pairs = run_start(subject_type, versions, ids, trigger, now)
-    snapshots_stored = snapshots_start(run, run.subject_ids, now, every_subject=ids is None)
-    report.subjects = run.subjects
-    for counts in run.outcomes:
-        report.outcomes.update({o: n for o, n in counts.items() if o in Decision.Outcome.values and n})
-    try:
-        if pairs:
-            contexts = compute_contexts(subject_type, sorted(pairs), now=now)
-            _evaluate_contexts(contexts, versions, trigger, now, report, pairs, batch_size)
-    finally:
-        snapshots_stored()  # waits even when tracing failed: no thread outlives the run
+    with fewer_collections():
+        run, pairs = run_start(subject_type, versions, ids, trigger, now)
+        snapshots_stored = snapshots_start(run, run.subject_ids, now, every_subject=ids is None)
+        report.subjects = run.subjects
+        for counts in run.outcomes:
+            report.outcomes.update({o: n for o, n in counts.items() if o in Decision.Outcome.values and n})
+        try:
+            if pairs:
+                contexts = compute_contexts(subject_type, sorted(pairs), now=now)
+                _evaluate_contexts(contexts, versions, trigger, now, report, pairs, batch_size)
+        finally:
+            snapshots_stored()  # waits even when tracing failed: no thread outlives the run
     run_complete(run, timezone.now())
     return report
 
