@@ -292,12 +292,12 @@ def stored_contexts(
                     continue
                 # Snapshot values are JSON numbers: read money and percentages as exact decimals.
                 run_ages = json.loads(ages)
+                stored = json.loads(values, parse_float=Decimal)
+                if isinstance(stored, list):  # the values in the order of the run's sorted fact names
+                    stored = dict(zip(sorted(run_ages), stored, strict=True))
                 yield (
                     subject_id,
-                    {
-                        name: {"value": value, "age_s": run_ages.get(name)}
-                        for name, value in json.loads(values, parse_float=Decimal).items()
-                    },
+                    {name: {"value": value, "age_s": run_ages.get(name)} for name, value in stored.items()},
                 )
 
 

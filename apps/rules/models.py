@@ -163,7 +163,10 @@ class ContextSnapshot(models.Model):
     run = models.ForeignKey(EvaluationRun, on_delete=models.CASCADE, related_name="snapshots")
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
     subject_id = models.BigIntegerField()
-    values = models.JSONField(help_text="{fact: value}")
+    values = models.JSONField(
+        help_text="The facts' values, in the order of the sorted fact names of the run's ages "
+        "(older snapshots: {fact: value})"
+    )
 
     class Meta:
         constraints = [

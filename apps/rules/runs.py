@@ -108,10 +108,13 @@ def store_snapshots(
         if not missing:
             return 0
         insert = {**facts_params(now, missing), "run": run.pk, "subject_type": run.subject_type}
+        # The values only, in the order of the run's fact names, sorted (ContextSnapshot.values): a third
+        # of the size of {fact: value} objects, and cheaper to build, store and log (100k of them).
         # The facts query's own columns are the fact names (identifiers from the catalogue).
+        values = ", ".join(f"f.{connection.ops.quote_name(name)}" for name in sorted(run.ages))
         cursor.execute(
             'INSERT INTO rules_contextsnapshot (run_id, subject_type, subject_id, "values") '  # noqa: S608
-            f"SELECT %(run)s, %(subject_type)s, f.subject_id, to_jsonb(f) - 'subject_id' "
+            f"SELECT %(run)s, %(subject_type)s, f.subject_id, jsonb_build_array({values}) "
             f"FROM ({_facts_subquery(run.subject_type, True)}) f "
             "ON CONFLICT (subject_type, subject_id) DO NOTHING",
             insert,

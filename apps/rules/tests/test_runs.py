@@ -184,3 +184,19 @@ def test_inside_a_transaction_snapshots_are_written_in_it(three):
         assert ContextSnapshot.objects.count() == 3  # visible before commit: the same connection
         transaction.set_rollback(True)
     assert not ContextSnapshot.objects.exists() and not EvaluationRun.objects.exists()
+
+
+def test_snapshots_hold_the_values_in_the_order_of_the_runs_sorted_fact_names_and_old_objects_still_read(
+    three,
+):
+    full_run()
+    run = EvaluationRun.objects.get()
+    snapshot = ContextSnapshot.objects.get(subject_id=three["quiet"].pk)
+    context = next(c for c in compute_contexts("change_order") if c.subject_id == three["quiet"].pk)
+    assert len(snapshot.values) == len(run.ages) == len(context.values)
+    assert dict(zip(sorted(run.ages), snapshot.values, strict=True))["change_order.amount"] == 100
+    # A snapshot from before (a {fact: value} object) reads the same.
+    as_object = dict(zip(sorted(run.ages), snapshot.values, strict=True))
+    ContextSnapshot.objects.filter(pk=snapshot.pk).update(values=as_object)
+    values, _ages = context_from_snapshot(dict(stored_contexts("change_order"))[three["quiet"].pk])
+    assert values == context.values
