@@ -195,8 +195,9 @@ def _evaluate_contexts(
 ) -> None:
     """Evaluate the contexts batch by batch, each batch its own transaction (or savepoint).
 
-    Two batches at once, each on its own connection, were tried for the cold run: no faster on 2 cores
-    (Python and PostgreSQL each keep one busy already) and more CPU, so batches run one after another.
+    Two batches at once, each on its own connection, were tried (docs/PERFORMANCE.md, session 5): a
+    cold run got faster, a warm one slower, both used more CPU, and concurrent batches would each pass
+    the hourly email cap on their own. So batches run one after another.
     """
     batch: list[Context] = []
     for context in contexts:
