@@ -129,7 +129,9 @@ class EvaluationRun(models.Model):
     trigger = models.CharField(max_length=10, choices=Decision.Trigger.choices)
     evaluated_at = models.DateTimeField()
     completed_at = models.DateTimeField(
-        null=True, blank=True, help_text="When its last traced decision was written (empty: not finished)"
+        null=True,
+        blank=True,
+        help_text="When its traced decisions and context snapshots were all written (empty: not finished)",
     )
     subjects = models.PositiveIntegerField(default=0, help_text="Subjects evaluated")
     subject_ids = ArrayField(
