@@ -84,11 +84,26 @@ class Stream(ABC):
         return {}
 
 
+@dataclass(frozen=True)
+class FieldMapping:
+    """A tenant-specific vendor field the kind reads (a custom property, a custom field, a class name).
+
+    Each connection may name another field in ``options.field_map[name]``; ``default`` is read otherwise.
+    Admin's "Test connection" shows, for a sample record, the value each mapping finds or why it has none.
+    """
+
+    name: str
+    default: str
+    help: str
+
+
 class ConnectorKind:
     """A vendor: its streams in load order (parents before children), auth and write-backs."""
 
     kind: ClassVar[str]
     stream_classes: ClassVar[list[type[Stream]]] = []
+    # The tenant-specific names this kind reads, with today's names as defaults (SPEC "Upstream shapes").
+    field_mappings: ClassVar[tuple[FieldMapping, ...]] = ()
     # OAuth2 token endpoint for refreshing access tokens ("" = static tokens); options.token_url overrides.
     token_url: ClassVar[str] = ""
     token_basic_auth: ClassVar[bool] = True  # client id/secret as HTTP Basic (else form fields)
@@ -114,6 +129,14 @@ class ConnectorKind:
         if value in (None, ""):
             raise ConfigurationError(f"connection {self.connection.slug!r} needs options.{name}")
         return value
+
+    def mapped(self, name: str) -> str:
+        """The vendor field this connection reads for mapping ``name``: options.field_map or the default."""
+        for mapping in self.field_mappings:
+            if mapping.name == name:
+                configured = ((self.connection.options or {}).get("field_map") or {}).get(name)
+                return str(configured or mapping.default)
+        raise KeyError(f"{self.kind} has no field mapping {name!r}")
 
     def auth_headers(self) -> dict[str, str]:
         credentials = self.connection.credentials
