@@ -387,9 +387,39 @@ class SchemaDriftAdmin(ReadOnlyAdmin):
     list_select_related = ("connection",)
 
 
+class IgnoredEventsFilter(admin.SimpleListFilter):
+    """Deliveries whose events changed nothing here (an entity or operation not synced, another realm)."""
+
+    title = "ignored events"
+    parameter_name = "ignored"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Some ignored"), ("no", "None ignored")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.exclude(ignored={})
+        if self.value() == "no":
+            return queryset.filter(ignored={})
+        return queryset
+
+
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("connection", "event_id", "status", "signature_valid", "received_at", "attempts", "error")
-    list_filter = ("status", "signature_valid", "connection")
+    list_display = (
+        "connection",
+        "event_id",
+        "status",
+        "signature_valid",
+        "received_at",
+        "attempts",
+        "ignored_events",
+        "error",
+    )
+    list_filter = ("status", "signature_valid", IgnoredEventsFilter, "connection")
     list_select_related = ("connection",)
     exclude = ("body",)
+
+    @admin.display(description="ignored")
+    def ignored_events(self, obj: WebhookDelivery) -> str:
+        return ", ".join(f"{why} ×{count}" for why, count in sorted((obj.ignored or {}).items()))

@@ -182,6 +182,12 @@ class WebhookDelivery(models.Model):
     error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    ignored = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Events of this delivery that change nothing here, counted by why "
+        "(e.g. {'entity Payment': 1, 'operation Archived': 1})",
+    )
 
     class Meta:
         ordering = ["-received_at"]

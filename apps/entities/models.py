@@ -250,6 +250,12 @@ class SourceObject(models.Model):
     content_hash = models.CharField(max_length=32)
     synced_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True)
+    merged_into_ref = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Merged upstream (a QuickBooks customer merge) into the record with this external id in the "
+        "same connection; this one is a tombstone",
+    )
 
     class Meta:
         constraints = [

@@ -93,6 +93,7 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
     kind = get_kind(connection)
     payload = schemes.decode(bytes(delivery.body))
     hints = schemes.hints(connection.kind, payload, connection.options or {}, delivery.headers or {})
+    ignored = schemes.ignored(connection.kind, payload, connection.options or {})
     by_stream: dict[str, list[Hint]] = defaultdict(list)
     for hint in hints:
         by_stream[hint.stream].append(hint)
@@ -100,7 +101,13 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
     # Upstream calls happen before the transaction: no database locks are held while we wait on a vendor.
     fetched = _fetch(kind, streams, by_stream)
     now = timezone.now()
-    counts = {"hints": len(hints), "changed": 0, "tombstoned": 0, "quarantined": 0}
+    counts = {
+        "hints": len(hints),
+        "changed": 0,
+        "tombstoned": 0,
+        "quarantined": 0,
+        "ignored": sum(ignored.values()),
+    }
     with transaction.atomic():
         changes: dict[str, set[int]] = {}
         for name, stream_hints in by_stream.items():
@@ -117,7 +124,7 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
 
             on_entities_changed(relevant, trigger="webhook")
         WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
-            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error=""
+            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", ignored=ignored
         )
     return counts
 
@@ -190,10 +197,13 @@ def _apply(
     gone: list[tuple[str, dt.datetime]] = []
     asked = {h.external_id for h in hints if h.op == "upsert" and h.data is None}
     gone += [(external_id, now) for external_id in sorted(asked - found.keys())]
+    merged = [(h.external_id, h.merged_into) for h in hints if h.op == "merge"]
     for hint in hints:
-        if hint.op == "delete":
+        if hint.op in ("delete", "merge"):
             gone.append(_deleted_key(stream, hint, now))
     tombstoned = _tombstone(stream.model, connection.pk, gone, now, lines=lines)
+    if merged:
+        tombstoned |= _point_merged(stream.model, connection.pk, merged)
     if lines and found:
         # A document read whole: its lines that are no longer on it (or no longer charged to a job) are gone.
         current = [row["external_id"] for row in rows]
@@ -267,6 +277,24 @@ def _tombstone(
     """  # noqa: S608 - identifiers from model metadata; values are bound parameters
     with db.cursor() as cursor:
         cursor.execute(sql, [now, [k for k, _ in keys], [at for _, at in keys], source_id, keep or []])
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+def _point_merged(model: type[models.Model], source_id: int, pairs: list[tuple[str, str]]) -> set[int]:
+    """Merged-away records (tombstoned just before) point to their survivor, where the model keeps the
+    pointer (the QuickBooks crosswalk's ``merged_into_ref``); return the rows that changed."""
+    if "merged_into_ref" not in {f.name for f in model._meta.get_fields()}:
+        return set()
+    table = db.ops.quote_name(model._meta.db_table)
+    sql = f"""
+        UPDATE {table} t SET merged_into_ref = v.survivor
+        FROM unnest(%s::text[], %s::text[]) AS v(key, survivor)
+        WHERE t.{source_column(model)} = %s AND t.external_id = v.key AND t.deleted_at IS NOT NULL
+          AND t.merged_into_ref IS DISTINCT FROM v.survivor
+        RETURNING t.id
+    """  # noqa: S608 - identifiers from model metadata; values are bound parameters
+    with db.cursor() as cursor:
+        cursor.execute(sql, [[k for k, _ in pairs], [s for _, s in pairs], source_id])
         return {pk for (pk,) in cursor.fetchall()}
 
 

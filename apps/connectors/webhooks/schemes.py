@@ -54,9 +54,10 @@ class Hint:
 
     stream: str
     external_id: str
-    op: str  # "upsert" | "delete"
+    op: str  # "upsert" | "delete" | "merge"
     at: dt.datetime | None = None  # when upstream says it happened, if it says
     data: dict[str, Any] | None = None  # the record itself (Standard Webhooks)
+    merged_into: str = ""  # "merge": the surviving record's external id (this one is gone)
 
 
 def redact(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -181,8 +182,8 @@ def verify(kind: str, inbound: Inbound, secrets: list[str]) -> None:
 def event_id(kind: str, headers: Headers, body: bytes, payload: Any = None) -> str:
     """The delivery's identity for the inbox: the vendor's event id where it has one, else the body's hash.
 
-    HubSpot: the batch's ``eventId`` s joined (hashed when long); QuickBooks: the body's hash (it has no id);
-    Procore: the event's ``ulid`` / ``id``; Standard Webhooks: ``webhook-id``.
+    HubSpot: the batch's ``eventId`` s joined (hashed when long); QuickBooks: see :func:`split` (one row
+    per event); Procore: the event's ``ulid`` / ``id``; Standard Webhooks: ``webhook-id``.
     """
     if kind == "rest":
         msg_id = headers.get("webhook-id", "").strip()
@@ -254,31 +255,198 @@ QBO_STREAMS = {
     "Purchase": "purchases",
     "Estimate": "estimates",
 }
+# The operations of Intuit's webhooks entity table (Create, Update, Delete, Merge, Void, Emailed):
+# https://developer.intuit.com/app/developer/qbo/docs/develop/webhooks (Step 3). A void or an e-mailing
+# changes the record (TotalAmt, EmailStatus): fetched like an update.
+QBO_UPSERT_OPERATIONS = frozenset({"Create", "Update", "Void", "Emailed"})
+QBO_OPERATIONS = QBO_UPSERT_OPERATIONS | {"Delete", "Merge"}
+# CloudEvents ``type`` is ``qbo.<entity>.<verb>.v<N>`` (Intuit's example: ``qbo.account.created.v1``,
+# https://blogs.intuit.com/2025/11/12/upcoming-change-to-webhooks-payload-structure/). Only ``created`` is
+# shown there; the other verbs are the legacy operations in the same past tense (see docs/vendors).
+QBO_CLOUD_VERBS = {
+    "created": "Create",
+    "updated": "Update",
+    "deleted": "Delete",
+    "merged": "Merge",
+    "voided": "Void",
+    "emailed": "Emailed",
+}
+_QBO_CLOUD_TYPE = re.compile(r"^qbo\.([A-Za-z0-9]+)\.([A-Za-z]+)\.v\d+$")
 
 
-def _quickbooks_hints(payload: Any, options: Mapping[str, Any], headers: Headers) -> list[Hint]:
-    if not isinstance(payload, dict) or not isinstance(payload.get("eventNotifications"), list):
-        raise Malformed("expected {'eventNotifications': [...]}")
-    realm = str(options.get("realm_id") or "")
-    hints = []
-    for index, notification in enumerate(payload["eventNotifications"]):
+@dataclass(frozen=True)
+class QboEvent:
+    """One QuickBooks change event, from either format, with its inbox identity (``key``).
+
+    ``ignored`` names why it changes nothing here (``entity Payment``, ``operation Archived``,
+    ``realm 123``); ``deleted_id`` is the merged-away record of a ``Merge``; ``raw`` is the event as sent.
+    """
+
+    key: str
+    realm: str
+    entity: str
+    entity_id: str
+    operation: str
+    at: dt.datetime | None
+    deleted_id: str
+    raw: dict[str, Any]
+    cloud: bool
+    ignored: str = ""
+
+
+def _bounded(key: str) -> str:
+    return key if len(key) <= _MAX_EVENT_ID else body_hash(key.encode())
+
+
+def _qbo_ignored(entity: str, operation: str, realm: str, options: Mapping[str, Any]) -> str:
+    wanted = str(options.get("realm_id") or "")
+    if wanted and realm != wanted:
+        return f"realm {realm}"
+    if entity not in QBO_STREAMS:
+        return f"entity {entity}"
+    if operation not in QBO_OPERATIONS:
+        return f"operation {operation}"
+    return ""
+
+
+def _cloud_events(events: list[Any], options: Mapping[str, Any]) -> list[QboEvent]:
+    """Intuit's CloudEvents: a JSON array of events (``specversion``, ``id``, ``type``, ``time``,
+    ``intuitentityid``, ``intuitaccountid``, ``data``), one entity change each. The ``intuit-signature`` is
+    computed as for the legacy format (Intuit's SDKs verify both with the same function)."""
+    out = []
+    for index, event in enumerate(events):
+        where = f"event {index}"
+        if not isinstance(event, dict):
+            raise Malformed(f"{where} is not an object")
+        for name in ("specversion", "id", "type"):
+            if not isinstance(event.get(name), str) or not event[name].strip():
+                raise Malformed(f"{where}: CloudEvents attribute {name!r} must be a non-empty string")
+        event_type = event["type"].strip()
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        match = _QBO_CLOUD_TYPE.match(event_type)
+        entity_id = ""
+        realm = str(event.get("intuitaccountid") or "")
+        if match:
+            entity_id = _id(event.get("intuitentityid"), f"{where}: intuitentityid")
+            if not realm:
+                raise Malformed(f"{where}: intuitaccountid (the realm) is missing")
+        noun, verb = (match.group(1), match.group(2).lower()) if match else ("", "")
+        entity = next((name for name in QBO_STREAMS if name.lower() == noun.lower()), noun)
+        operation = QBO_CLOUD_VERBS.get(verb, verb)
+        # Not documented for CloudEvents: where a merge names the merged-away record. The legacy field's
+        # name is read from ``data`` or as an extension attribute when present.
+        deleted = data.get("deletedId") or event.get("deletedid") or ""
+        ignored = f"type {event_type}" if not match else _qbo_ignored(entity, operation, realm, options)
+        out.append(
+            QboEvent(
+                key=_bounded("ce:" + event["id"].strip()),
+                realm=realm,
+                entity=entity,
+                entity_id=entity_id,
+                operation=operation,
+                at=_time(event.get("time")),
+                deleted_id=str(deleted) if isinstance(deleted, str | int) else "",
+                raw=event,
+                cloud=True,
+                ignored=ignored,
+            )
+        )
+    return out
+
+
+def _legacy_events(notifications: list[Any], options: Mapping[str, Any]) -> list[QboEvent]:
+    """The legacy ``eventNotifications`` format (``realmId``, ``dataChangeEvent.entities[]`` with
+    ``name``, ``id``, ``operation``, ``lastUpdated`` and, for merges, ``deletedId``):
+    https://developer.intuit.com/app/developer/qbo/docs/develop/webhooks/managing-webhooks-notifications.
+    It has no event id: an event is identified by what it says (the same change delivered twice is the
+    same event)."""
+    out = []
+    for index, notification in enumerate(notifications):
         if not isinstance(notification, dict):
             raise Malformed(f"eventNotifications[{index}] is not an object")
         entities = (notification.get("dataChangeEvent") or {}).get("entities")
         if not isinstance(entities, list):
             raise Malformed(f"eventNotifications[{index}].dataChangeEvent.entities must be a list")
-        other_realm = realm and str(notification.get("realmId") or "") != realm
+        realm = str(notification.get("realmId") or "")
         for number, entity in enumerate(entities):
             where = f"eventNotifications[{index}].entities[{number}]"
             if not isinstance(entity, dict) or not isinstance(entity.get("name"), str):
                 raise Malformed(f"{where}: expected an object with name, id and operation")
             entity_id = _id(entity.get("id"), f"{where}.id")
-            stream = QBO_STREAMS.get(entity["name"])
-            if other_realm or stream is None:
-                continue
-            op = "delete" if str(entity.get("operation", "")).lower() == "delete" else "upsert"
-            hints.append(Hint(stream, entity_id, op, _time(entity.get("lastUpdated"))))
+            operation = str(entity.get("operation") or "")
+            deleted = entity.get("deletedId")
+            identity = [realm, entity["name"], entity_id, operation, entity.get("lastUpdated"), deleted]
+            digest = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()
+            out.append(
+                QboEvent(
+                    key="qbo:" + digest[:40],
+                    realm=realm,
+                    entity=entity["name"],
+                    entity_id=entity_id,
+                    operation=operation,
+                    at=_time(entity.get("lastUpdated")),
+                    deleted_id=str(deleted) if isinstance(deleted, str | int) and str(deleted) else "",
+                    raw=entity,
+                    cloud=False,
+                    ignored=_qbo_ignored(entity["name"], operation, realm, options),
+                )
+            )
+    return out
+
+
+def quickbooks_events(payload: Any, options: Mapping[str, Any]) -> list[QboEvent]:
+    """Every event of a QuickBooks delivery in either format, in order; Malformed for any other shape."""
+    if isinstance(payload, dict) and "specversion" in payload:
+        payload = [payload]  # one event in CloudEvents' structured mode
+    if isinstance(payload, list):
+        if not payload:
+            raise Malformed("expected a non-empty JSON array of CloudEvents")
+        return _cloud_events(payload, options)
+    if isinstance(payload, dict) and isinstance(payload.get("eventNotifications"), list):
+        return _legacy_events(payload["eventNotifications"], options)
+    raise Malformed("expected a JSON array of CloudEvents or {'eventNotifications': [...]}")
+
+
+def _quickbooks_hints(payload: Any, options: Mapping[str, Any], headers: Headers) -> list[Hint]:
+    hints = []
+    for event in quickbooks_events(payload, options):
+        if event.ignored:
+            continue
+        stream = QBO_STREAMS[event.entity]
+        if event.operation == "Delete":
+            hints.append(Hint(stream, event.entity_id, "delete", event.at))
+            continue
+        hints.append(Hint(stream, event.entity_id, "upsert", event.at))
+        if event.operation == "Merge" and event.deleted_id and event.deleted_id != event.entity_id:
+            # The survivor is fetched; the merged-away record is gone and points to it.
+            hints.append(Hint(stream, event.deleted_id, "merge", event.at, merged_into=event.entity_id))
     return hints
+
+
+def _quickbooks_split(payload: Any, body: bytes) -> list[tuple[str, bytes]]:
+    """One inbox row per event: a batch is stored event by event, so a redelivered event (alone or in
+    another batch) is a duplicate. A single-event delivery keeps its raw, signed bytes."""
+    events = quickbooks_events(payload, {})
+    if len(events) == 1:
+        return [(events[0].key, body)]
+    parts = []
+    for event in events:
+        if event.cloud:
+            part: Any = [event.raw]
+        else:
+            part = {
+                "eventNotifications": [{"realmId": event.realm, "dataChangeEvent": {"entities": [event.raw]}}]
+            }
+        parts.append((event.key, json.dumps(part, separators=(",", ":")).encode()))
+    return parts or [(body_hash(body), body)]
+
+
+def _quickbooks_ignored(payload: Any, options: Mapping[str, Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in quickbooks_events(payload, options):
+        if event.ignored:
+            counts[event.ignored] = counts.get(event.ignored, 0) + 1
+    return counts
 
 
 PROCORE_STREAMS = {
@@ -370,3 +538,22 @@ def decode(body: bytes) -> Any:
 def hints(kind: str, payload: Any, options: Mapping[str, Any], headers: Headers) -> list[Hint]:
     """What ``payload`` says changed, for a connection of ``kind`` with ``options``; or Malformed."""
     return HINTS[kind](payload, options, headers)
+
+
+SPLITTERS: dict[str, Callable[[Any, bytes], list[tuple[str, bytes]]]] = {"quickbooks": _quickbooks_split}
+IGNORED: dict[str, Callable[[Any, Mapping[str, Any]], dict[str, int]]] = {"quickbooks": _quickbooks_ignored}
+
+
+def split(kind: str, headers: Headers, body: bytes, payload: Any) -> list[tuple[str, bytes]]:
+    """The inbox rows of one verified delivery: ``(event id, body)`` each. Kinds whose batches carry
+    several independent events (QuickBooks) store one row per event; the others one row per delivery."""
+    splitter = SPLITTERS.get(kind)
+    if splitter is None:
+        return [(event_id(kind, headers, body, payload), body)]
+    return splitter(payload, body)
+
+
+def ignored(kind: str, payload: Any, options: Mapping[str, Any]) -> dict[str, int]:
+    """Events of a delivery that change nothing here, counted by why (``{"entity Payment": 1}``)."""
+    counter = IGNORED.get(kind)
+    return counter(payload, options) if counter else {}

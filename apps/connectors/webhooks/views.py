@@ -2,10 +2,12 @@
 
 Order of checks: size (413, before the body is read past 1 MiB), connection (404), signature and timestamp
 (401; the delivery is kept as ``rejected`` for forensics, at most ``REJECTED_CAP`` per connection and sender
-per ``REJECTED_WINDOW``), shape (400). A valid delivery is inserted with ``ON CONFLICT DO NOTHING`` on
-(connection, event id): a redelivery answers ``{"status": "duplicate"}`` and changes nothing; a new one is
-queued once the insert has committed and answered 202 ``{"status": "accepted", "id": ...}``. No session,
-no CSRF: the signature is the authentication.
+per ``REJECTED_WINDOW``), shape (400; kept the same way, with ``signature_valid`` true). A valid delivery is
+inserted with ``ON CONFLICT DO NOTHING`` on (connection, event id), one row per event where the vendor
+batches independent events (QuickBooks, ``schemes.split``): a redelivery answers ``{"status":
+"duplicate"}`` and changes nothing; new rows are queued once the insert has committed and answered 202
+``{"status": "accepted", "id": <first new row>, "ids": [...]}``. No session, no CSRF: the signature is the
+authentication.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ CONNECTION_TTL = 5.0
 _INSERT = f"""
     INSERT INTO {WebhookDelivery._meta.db_table}
         (connection_id, event_id, received_at, headers, body, signature_valid, status, status_changed_at,
-         attempts, error, remote_addr)
-    VALUES (%s, %s, %s, %s::jsonb, %s, true, 'received', %s, 0, '', %s::inet)
+         attempts, error, remote_addr, ignored)
+    SELECT %s, e.event_id, %s, %s::jsonb, e.body, true, 'received', %s, 0, '', %s::inet, '{{}}'::jsonb
+    FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS e(event_id, body, n)
+    ORDER BY e.n
     ON CONFLICT DO NOTHING
     RETURNING id
 """  # noqa: S608 - the table name comes from model metadata; values are bound parameters
@@ -124,9 +128,17 @@ def _uris(request: HttpRequest) -> tuple[str, ...]:
 
 
 def _store_rejected(
-    endpoint: Endpoint, request: HttpRequest, headers: dict[str, str], body: bytes, reason: str
+    endpoint: Endpoint,
+    request: HttpRequest,
+    headers: dict[str, str],
+    body: bytes,
+    reason: str,
+    *,
+    signature_valid: bool = False,
 ) -> None:
-    """Keep a refused delivery for forensics, unless this sender already filled its allowance."""
+    """Keep a refused delivery for forensics, unless this sender already filled its allowance.
+
+    ``signature_valid``: authentic but malformed (400) rather than not from the vendor (401)."""
     now = timezone.now()
     addr = _remote_addr(request)
     recent = WebhookDelivery.objects.filter(
@@ -143,7 +155,7 @@ def _store_rejected(
         received_at=now,
         headers=schemes.redact(headers.items()),
         body=body,
-        signature_valid=False,
+        signature_valid=signature_valid,
         status=WebhookDelivery.Status.REJECTED,
         status_changed_at=now,
         error=reason,
@@ -188,18 +200,23 @@ def receive(request: HttpRequest, slug: str) -> JsonResponse:
     try:
         payload = schemes.decode(body)
         schemes.hints(endpoint.kind, payload, endpoint.options, headers)
+        parts = dict(schemes.split(endpoint.kind, headers, body, payload))  # one body per event id
     except schemes.Malformed as exc:
+        _store_rejected(endpoint, request, headers, body, f"malformed: {exc}", signature_valid=True)
         return _error(400, str(exc))
 
     now = timezone.now()
-    event_id = schemes.event_id(endpoint.kind, headers, body, payload)
     stored = json.dumps(schemes.redact(headers.items()))
     # One statement, committed on its own (or with the request's transaction under ATOMIC_REQUESTS); the
-    # task is queued once the row is committed, so a worker always finds it.
+    # tasks are queued once the rows are committed, so a worker always finds them.
     with db.cursor() as cursor:
-        cursor.execute(_INSERT, [endpoint.pk, event_id, now, stored, body, now, _remote_addr(request)])
-        row = cursor.fetchone()
-    if row is None:
+        cursor.execute(
+            _INSERT,
+            [endpoint.pk, now, stored, now, _remote_addr(request), list(parts), list(parts.values())],
+        )
+        ids = sorted(pk for (pk,) in cursor.fetchall())
+    if not ids:
         return JsonResponse({"status": "duplicate"}, status=200)
-    transaction.on_commit(partial(enqueue, row[0]))
-    return JsonResponse({"status": "accepted", "id": row[0]}, status=202)
+    for pk in ids:
+        transaction.on_commit(partial(enqueue, pk))
+    return JsonResponse({"status": "accepted", "id": ids[0], "ids": ids}, status=202)
