@@ -253,8 +253,8 @@ class SourceObject(models.Model):
     merged_into_ref = models.CharField(
         max_length=64,
         blank=True,
-        help_text="Merged upstream (a QuickBooks customer merge) into the record with this external id in the "
-        "same connection; this one is a tombstone",
+        help_text="Merged upstream (a QuickBooks customer merge) into the record with this external id "
+        "in the same connection; this one is a tombstone",
     )
 
     class Meta:

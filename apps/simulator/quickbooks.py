@@ -227,16 +227,25 @@ def _literal(token: str) -> str:
     return token[1:-1].replace("\\'", "'") if token.startswith("'") else token
 
 
+# The date-time literals Intuit's docs show: a date ('2015-03-01'), a local date-time, or one with an offset
+# ('2011-08-10T10:20:30-0700', '2015-12-23T09:00-07:00'). Neither "Z" nor fractions of a second appear.
+_DOCUMENTED_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2})?([+-]\d{2}:?\d{2})?)?$")
+
+
 def _time_ms(text: str) -> int:
+    # An unencoded "+" arrives as a space: parse_instant restores it, and so does this check.
+    candidate = re.sub(r"(\d) (\d\d:?\d\d)$", r"\1+\2", text.strip())
+    if not _DOCUMENTED_TIME.match(candidate):
+        raise QueryError(f"invalid date-time '{text}': not a documented literal form")
     try:
-        return parse_instant(text, QBO_TZ)
+        return parse_instant(candidate, QBO_TZ)
     except ValueError as exc:
         raise QueryError(f"invalid date-time '{text}'") from exc
 
 
+# The documented operators (IN, =, <, >, <=, >=, LIKE); LIKE is not served here. "!=" is not one of them.
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq,
-    "!=": operator.ne,
     ">": operator.gt,
     ">=": operator.ge,
     "<": operator.lt,
@@ -308,11 +317,11 @@ def parse_query(text: str) -> Query:
                     elif op not in (">", ">=", "<", "<="):
                         raise QueryError(f"operator {op} is not supported on {name}")
                 elif name == "MetaData.CreateTime":
-                    if op not in _OPS or op == "!=":
+                    if op not in _OPS:
                         raise QueryError(f"operator {op} is not supported on {name}")
                     query.predicates.append(_predicate("created", op, _time_ms(value)))
                 else:
-                    if op not in ("=", "!="):
+                    if op != "=":
                         raise QueryError(f"operator {op} is not supported on {name}")
                     attr = {"Id": "id", "Job": "is_job", "Active": "active"}[name]
                     want: Any = value if name == "Id" else value.lower() == "true"
@@ -323,26 +332,32 @@ def parse_query(text: str) -> Query:
                 break
             i += 1
     query.since = (lo, lo_open, hi, hi_open)
-    if upper[i : i + 1] == ["ORDERBY"] or upper[i : i + 2] == ["ORDER", "BY"]:
-        i += 1 if upper[i] == "ORDERBY" else 2
-        while True:
-            name = _FIELDS.get(toks[i].lower()) if i < len(toks) else None
-            if name not in ("MetaData.LastUpdatedTime", "MetaData.CreateTime", "Id"):
-                raise QueryError(f"cannot ORDERBY {toks[i] if i < len(toks) else '<end>'}")
-            descending = upper[i + 1 : i + 2] == ["DESC"]
-            i += 2 if upper[i + 1 : i + 2] in (["DESC"], ["ASC"]) else 1
-            query.order.append((str(name), descending))
-            if upper[i : i + 1] != [","]:
-                break
-            i += 1
+    if upper[i : i + 2] == ["ORDER", "BY"]:
+        raise QueryError('Encountered "ORDER BY"; the clause is ORDERBY')
+    # ORDERBY one property, optionally ASC or DESC: the form Intuit's docs show
+    # ("ORDERBY MetaData.LastUpdatedTime DESC"); a list of properties is not shown, so not accepted.
+    if upper[i : i + 1] == ["ORDERBY"]:
+        i += 1
+        name = _FIELDS.get(toks[i].lower()) if i < len(toks) else None
+        if name not in ("MetaData.LastUpdatedTime", "MetaData.CreateTime", "Id"):
+            raise QueryError(f"cannot ORDERBY {toks[i] if i < len(toks) else '<end>'}")
+        descending = upper[i + 1 : i + 2] == ["DESC"]
+        i += 2 if upper[i + 1 : i + 2] in (["DESC"], ["ASC"]) else 1
+        query.order.append((str(name), descending))
+        if upper[i : i + 1] == [","]:
+            raise QueryError('Encountered ","; ORDERBY takes one property')
+    seen: list[str] = []
     while i < len(toks):
         word = upper[i]
         if (
             word not in ("STARTPOSITION", "MAXRESULTS")
+            or word in seen
+            or (word == "STARTPOSITION" and "MAXRESULTS" in seen)
             or i + 1 >= len(toks)
             or not toks[i + 1].lstrip("-").isdigit()
         ):
-            raise QueryError(f'Encountered "{toks[i]}"; expected STARTPOSITION n or MAXRESULTS n')
+            raise QueryError(f'Encountered "{toks[i]}"; expected STARTPOSITION n MAXRESULTS n, in that order')
+        seen.append(word)
         number = int(toks[i + 1])
         if word == "STARTPOSITION":
             if number < 1:
@@ -357,12 +372,10 @@ def parse_query(text: str) -> Query:
 
 
 def _sorted(records: list[Any], order: list[tuple[str, bool]]) -> list[Any]:
-    if not order or order in (
-        [("MetaData.LastUpdatedTime", False)],
-        [("MetaData.LastUpdatedTime", False), ("Id", False)],
-    ):
+    # Views are sorted by (LastUpdatedTime, numeric Id): ties keep a stable order between requests.
+    if not order or order == [("MetaData.LastUpdatedTime", False)]:
         return records
-    if order in ([("MetaData.LastUpdatedTime", True)], [("MetaData.LastUpdatedTime", True), ("Id", True)]):
+    if order == [("MetaData.LastUpdatedTime", True)]:
         return records[::-1]
     getters = {
         "MetaData.LastUpdatedTime": lambda r: r.updated,
@@ -443,6 +456,8 @@ def handle(state: SimState, req: Request) -> Response | None:
             return run_query(state, req, unquote_plus(req.body.decode("utf-8")))
     if resource == "attachable" and req.method == "POST" and record_id is None:
         return attach_note(state, req)
+    if resource == "cdc" and req.method == "GET" and record_id is None:
+        return change_data_capture(state, req)
     entity = next((e for e in ENTITIES if e.lower() == resource), None)
     if entity and record_id and req.method == "GET":
         record = tables(state.company)[entity].get(record_id)
@@ -456,6 +471,88 @@ def handle(state: SimState, req: Request) -> Response | None:
             )
         return json_response(200, {entity: render(record, state.company), "time": _time()})
     return fault(400, "Unsupported Operation", f"Operation {req.method} {resource} is not supported.", "114")
+
+
+# ---- change data capture -----------------------------------------------------------------------------
+
+CDC_MAX_OBJECTS = 1000  # per entity per response
+CDC_LOOKBACK_DAYS = 30
+# Entities the CDC operation does not serve (the docs' exception list).
+CDC_UNSUPPORTED = ("JournalCode", "TaxAgency", "TimeActivity", "TaxCode", "TaxRate")
+
+
+def change_data_capture(state: SimState, req: Request) -> Response:
+    """``GET /v3/company/{realmId}/cdc?entities=<list>&changedSince=<dateTime>``: every listed entity
+    changed since then, full payloads, deleted ones as ``{"Id", "status": "Deleted", "MetaData"}``; at most
+    1000 objects per entity; changedSince within the last 30 days.
+    https://developer.intuit.com/app/developer/qbo/docs/learn/explore-the-quickbooks-online-api/change-data-capture
+    """
+    names = [n.strip() for n in (req.q("entities") or "").split(",") if n.strip()]
+    since_text = req.q("changedSince") or ""
+    if not names or not since_text:
+        return fault(400, "Request has invalid or unsupported property", "entities and changedSince", "2010")
+    try:
+        since = _time_ms(since_text)
+    except QueryError as exc:
+        return fault(400, "Request has invalid or unsupported property", f"changedSince: {exc}", "2010")
+    if since < now_ms() - CDC_LOOKBACK_DAYS * 86_400_000:
+        return fault(
+            400,
+            "Request has invalid or unsupported property",
+            f"changedSince must be within the last {CDC_LOOKBACK_DAYS} days",
+            "2010",
+        )
+    company = state.company
+    responses: list[dict[str, Any]] = []
+    with company.lock:
+        for name in names:
+            entity = next((e for e in ENTITIES if e.lower() == name.lower()), None)
+            if entity is None or name in CDC_UNSUPPORTED:
+                return fault(400, "Unsupported Operation", f"CDC is not supported for {name}", "114")
+            live = [
+                (r.updated, int(r.id), render(r, company))
+                for r in company.view(tables(company)[entity]).between(since, None)
+            ]
+            gone = [
+                (
+                    ms,
+                    int(rid),
+                    {
+                        "domain": "QBO",
+                        "status": "Deleted",
+                        "Id": rid,
+                        "MetaData": {"LastUpdatedTime": qbo_time(ms)},
+                    },
+                )
+                for rid, ms in company.qbo_deleted.get(entity, {}).items()
+                if ms >= since
+            ]
+            changed = [doc for _, _, doc in sorted(live + gone, key=lambda t: (t[0], t[1]))]
+            changed = changed[:CDC_MAX_OBJECTS]
+            if changed:
+                responses.append({entity: changed, "startPosition": 1, "maxResults": len(changed)})
+    body = {"CDCResponse": [{"QueryResponse": responses or [{}]}], "time": _time()}
+    return json_response(200, body, [("intuit_tid", str(uuid.uuid4()))])
+
+
+def merge_customers(company: Company, survivor_id: str, merged_id: str) -> int:
+    """Merge customer ``merged_id`` into ``survivor_id`` as QuickBooks does: the merged-away customer is
+    deleted and its transactions now belong to the survivor. Returns the merge's time (epoch ms)."""
+    with company.lock:
+        survivor = company.qbo_customers[survivor_id]
+        stamp = company.write_time()
+        for table in (company.qbo_invoices, company.qbo_estimates):
+            for txn in table.values():
+                if txn.customer_id == merged_id:
+                    txn.customer_id, txn.updated, txn.sync_token = survivor_id, stamp, txn.sync_token + 1
+        for customer in company.qbo_customers.values():
+            if customer.parent_id == merged_id:
+                customer.parent_id, customer.updated = survivor_id, stamp
+        survivor.updated, survivor.sync_token = stamp, survivor.sync_token + 1
+        company.delete("quickbooks", "customer", merged_id)
+        company.qbo_deleted["Customer"][merged_id] = stamp
+        company.changed()
+        return stamp
 
 
 def attach_note(state: SimState, req: Request) -> Response:

@@ -284,6 +284,8 @@ class Company:
     pc_submittals: dict[int, PcSubmittal] = field(default_factory=dict)
     pc_vendors: dict[int, PcVendor] = field(default_factory=dict)
     planted: dict[str, Any] = field(default_factory=dict)
+    # QuickBooks keeps deletions for change data capture: entity name -> id -> when deleted (epoch ms).
+    qbo_deleted: dict[str, dict[str, int]] = field(default_factory=dict)
     protected: set[tuple[str, str, str | int]] = field(default_factory=set)  # planted: keep rule facts
     healthy_projects: set[int] = field(default_factory=set)  # may carry change orders >= 50,000
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -369,6 +371,10 @@ class Company:
             if key not in table:
                 raise KeyError(f"{system}/{object_type} {record_id} does not exist")
             del table[key]
+            if system.lower() == "quickbooks":
+                entity = {"customer": "Customer", "vendor": "Vendor"}.get(object_type.lower())
+                entity = entity or object_type.lower().capitalize()
+                self.qbo_deleted.setdefault(entity, {})[str(key)] = self.write_time()
             self.changed()
 
     def mutate(

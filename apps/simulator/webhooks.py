@@ -8,8 +8,13 @@ Schemes:
 
 * HubSpot v3: ``X-HubSpot-Signature-v3`` = base64(HMAC-SHA256(client secret, method + URI + body +
   timestamp)), ``X-HubSpot-Request-Timestamp`` in epoch milliseconds; the body is a JSON array of events.
-* QuickBooks: ``intuit-signature`` = base64(HMAC-SHA256(verifier token, body)); the body is
-  ``{"eventNotifications": [{"realmId", "dataChangeEvent": {"entities": [...]}}]}``; ids only.
+* QuickBooks: ``intuit-signature`` = base64(HMAC-SHA256(verifier token, body)) for both of Intuit's body
+  formats: CloudEvents (a JSON array of events with ``specversion``, ``id``, ``source``, ``type``
+  ``qbo.<entity>.<verb>.v1``, ``time``, ``intuitentityid``, ``intuitaccountid``, ``data``; mandatory for
+  apps since 2026, https://blogs.intuit.com/2025/11/12/upcoming-change-to-webhooks-payload-structure/) and
+  the legacy ``{"eventNotifications": [{"realmId", "dataChangeEvent": {"entities": [...]}}]}``
+  (https://developer.intuit.com/app/developer/qbo/docs/develop/webhooks/managing-webhooks-notifications);
+  ids only.
 * Procore: the ``Authorization`` header carries the value configured on the hook; one event per POST.
 * Standard Webhooks (``rest``): ``webhook-id``, ``webhook-timestamp`` (epoch seconds) and
   ``webhook-signature`` ``v1,<base64 HMAC-SHA256(key, id.timestamp.body)>`` (space-separated for several
@@ -30,7 +35,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from .common import procore_time, qbo_time
+from .common import hubspot_time, procore_time, qbo_time
 from .records import PROCORE_COMPANY_ID, REALM_ID, Company
 
 Headers = dict[str, str]
@@ -134,16 +139,73 @@ def qbo_delivery(
 
 
 def qbo_entity(
-    name: str, entity_id: str | int, operation: str = "Update", last_updated: int | None = None
+    name: str,
+    entity_id: str | int,
+    operation: str = "Update",
+    last_updated: int | None = None,
+    deleted_id: str | int | None = None,
 ) -> dict[str, Any]:
-    """One changed entity: ``name`` as QuickBooks spells it (``Invoice``) or our object type (``invoice``)."""
+    """One changed entity: ``name`` as QuickBooks spells it (``Invoice``) or our object type (``invoice``);
+    a ``Merge`` names the merged-away record in ``deletedId`` (Intuit's SDKs: "Deleted entityId for merge
+    operations")."""
     ms = last_updated if last_updated is not None else int(time.time() * 1000)
-    return {
+    entity = {
         "name": QBO_ENTITY_NAMES.get(name, name),
         "id": str(entity_id),
         "operation": operation,
         "lastUpdated": qbo_time(ms),
     }
+    if deleted_id is not None:
+        entity["deletedId"] = str(deleted_id)
+    return entity
+
+
+# The legacy operation as the CloudEvents ``type`` verb (``Create`` -> ``qbo.<entity>.created.v1``).
+QBO_CLOUD_VERBS = {
+    "Create": "created",
+    "Update": "updated",
+    "Delete": "deleted",
+    "Merge": "merged",
+    "Void": "voided",
+    "Emailed": "emailed",
+}
+# The ``source`` of Intuit's example event (an opaque app identifier).
+QBO_CLOUD_SOURCE = "intuit.dsnBgbseACLLRZNxo2dfc4evmEJdxde58xeeYcZliOU="
+
+
+def qbo_cloud_event(
+    name: str,
+    entity_id: str | int,
+    operation: str = "Update",
+    time_ms: int | None = None,
+    realm_id: str = REALM_ID,
+    event_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One CloudEvents-format event, shaped as Intuit's example (``qbo.account.created.v1``)."""
+    ms = time_ms if time_ms is not None else int(time.time() * 1000)
+    entity = QBO_ENTITY_NAMES.get(name, name)
+    verb = QBO_CLOUD_VERBS.get(operation, operation.lower())
+    return {
+        "specversion": "1.0",
+        "id": event_id or str(uuid.uuid4()),
+        "source": QBO_CLOUD_SOURCE,
+        "type": f"qbo.{entity.lower()}.{verb}.v1",
+        "datacontenttype": "application/json",
+        "time": hubspot_time(ms),  # RFC 3339 UTC, as Intuit's "2025-09-10T21:31:25.179851517Z"
+        "intuitentityid": str(entity_id),
+        "intuitaccountid": realm_id,
+        "data": data or {},
+    }
+
+
+def qbo_cloud_delivery(verifier: str, events: list[dict[str, Any]]) -> tuple[Headers, bytes]:
+    """A CloudEvents batch (see ``qbo_cloud_event``) signed like every QuickBooks delivery."""
+    body = _json(events)
+    return {
+        "Content-Type": "application/cloudevents+json",  # as Intuit warns CloudEvents may arrive
+        "intuit-signature": qbo_signature(verifier, body),
+    }, body
 
 
 # ---- Procore ------------------------------------------------------------------------------------------
@@ -263,6 +325,8 @@ def event_for(system: str, object_type: str, record: Any, operation: str = "upda
         return hubspot_event(record.id, f"{object_type}.{kind}", occurred_at=record.updated)
     if system == "quickbooks":
         return qbo_entity(object_type, record.id, op.capitalize(), last_updated=record.updated)
+    if system == "quickbooks-cloudevents":
+        return qbo_cloud_event(object_type, record.id, op.capitalize(), time_ms=record.updated)
     if system == "rest":
         from .generic import rest_event
 
@@ -304,6 +368,8 @@ __all__ = [
     "new_standard_secret",
     "procore_delivery",
     "procore_event",
+    "qbo_cloud_delivery",
+    "qbo_cloud_event",
     "qbo_delivery",
     "qbo_entity",
     "qbo_signature",

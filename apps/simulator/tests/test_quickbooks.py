@@ -122,9 +122,7 @@ def test_where_conditions_and_count(client: Client) -> None:
 
 
 def test_orderby_desc_and_empty_result(client: Client) -> None:
-    rows = client.query(
-        "SELECT * FROM Estimate ORDERBY MetaData.LastUpdatedTime DESC, Id DESC MAXRESULTS 50"
-    ).json()
+    rows = client.query("SELECT * FROM Estimate ORDERBY MetaData.LastUpdatedTime DESC MAXRESULTS 50").json()
     keys = [(r["MetaData"]["LastUpdatedTime"], int(r["Id"])) for r in rows["QueryResponse"]["Estimate"]]
     assert keys == sorted(keys, reverse=True) and len(keys) == 50
     by_id = client.query("SELECT * FROM Estimate ORDERBY Id MAXRESULTS 20").json()["QueryResponse"][
@@ -146,6 +144,34 @@ def test_query_errors(client: Client) -> None:
     assert _fault(client.query("SELECT * FROM Invoice WHERE Job = true"))
     assert _fault(client.query("SELECT * FROM Invoice ORDERBY TotalAmt"))
     assert _fault(client.query("SELECT * FROM Invoice LIMIT 5"))
+
+
+def test_forms_the_query_docs_do_not_show_are_refused_with_intuits_fault(client: Client) -> None:
+    """ORDERBY (one word, one property), the documented operators and date-time literals, STARTPOSITION
+    before MAXRESULTS: https://developer.intuit.com/app/developer/qbo/docs/learn/explore-the-quickbooks-online-api/data-queries"""
+    refused = [
+        "SELECT * FROM Invoice ORDER BY MetaData.LastUpdatedTime",
+        "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime, Id",
+        "SELECT * FROM Invoice WHERE Id != '1'",
+        "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '2026-01-01T00:00:00Z'",
+        "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '2026-01-01T00:00:00.123-08:00'",
+        "SELECT * FROM Invoice MAXRESULTS 10 STARTPOSITION 1",
+        "SELECT * FROM Invoice STARTPOSITION 1 STARTPOSITION 2",
+    ]
+    for text in refused:
+        answer = client.query(text)
+        assert answer.status_code == 400, text
+        fault = answer.json()["Fault"]
+        assert fault["type"] == "ValidationFault" and fault["Error"][0]["code"] == "4000", text
+    accepted = [
+        "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '2026-01-01T00:00:00+00:00'"
+        " ORDERBY MetaData.LastUpdatedTime STARTPOSITION 1 MAXRESULTS 1000",
+        "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '2011-08-10T10:20:30-0700'",
+        "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '2015-03-01'",
+        "SELECT * FROM Invoice ORDERBY MetaData.LastUpdatedTime ASC",
+    ]
+    for text in accepted:
+        assert client.query(text).status_code == 200, text
 
 
 def test_post_query_and_single_reads(fresh: Client) -> None:

@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar
 
 from apps.connectors.http import HttpClient
-from apps.connectors.kinds.base import ConnectorKind, Record, Stream
+from apps.connectors.kinds.base import ConnectorKind, FieldMapping, Record, Stream
 
 from .streams import MINOR_VERSION, Bills, Customers, Estimates, Invoices, Purchases, QueryStream
+
+# Intuit's requestid: "a maximum of 50 characters for all operations except batch", unique per company;
+# a repeated one gets the first answer replayed instead of a second create
+# (https://blogs.intuit.com/2015/04/06/15346/ "Request ID update for QuickBooks Online integration").
+REQUEST_ID_MAX = 50
+
+
+def request_id(idempotency_key: str) -> str:
+    """The requestid for an outbox key: the key itself when it fits, else a UUID derived from it (never a
+    truncation: two long keys sharing a prefix would replay one note for the other)."""
+    if len(idempotency_key) <= REQUEST_ID_MAX:
+        return idempotency_key
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"fulcrum:{idempotency_key}"))
 
 
 class QuickBooks(ConnectorKind):
     kind = "quickbooks"
     stream_classes: ClassVar[list[type[Stream]]] = [Customers, Invoices, Bills, Purchases, Estimates]
+    # How jobs are told from customers. Today's rule is the defaults: a Customer with Job=true, its parent
+    # in ParentRef (https://developer.intuit.com/app/developer/qbo/docs/api/accounting/all-entities/customer).
+    field_mappings: ClassVar[tuple[FieldMapping, ...]] = (
+        FieldMapping("job_flag", "Job", "Customer field that is true for a job (sub-customer)"),
+        FieldMapping("job_parent", "ParentRef", "Customer reference field naming a job's parent customer"),
+        FieldMapping(
+            "job_customer_type",
+            "",
+            "CustomerTypeRef value or name that also marks a customer as a job (empty: the flag alone)",
+        ),
+    )
     token_url = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"  # noqa: S105
     rate_budget_default = (500, 60.0)  # per realm per minute
 
@@ -26,14 +51,16 @@ class QuickBooks(ConnectorKind):
     def write_note(
         self, target: str, text: str, idempotency_key: str, *, retry: bool = False
     ) -> dict[str, Any]:
-        """An Attachable note on customer/job ``target``; QBO replays its answer for a repeated requestid."""
+        """An Attachable note on customer/job ``target``
+        (https://developer.intuit.com/app/developer/qbo/docs/api/accounting/all-entities/attachable);
+        QBO replays its first answer for a repeated ``requestid``, so a retry never creates a second one."""
         client = self.client()
         body = {"Note": text, "AttachableRef": [{"EntityRef": {"type": "Customer", "value": target}}]}
         try:
             answer = client.request(
                 "POST",
                 f"/v3/company/{self.realm}/attachable",
-                params={"requestid": idempotency_key[:50]},
+                params={"requestid": request_id(idempotency_key), "minorversion": MINOR_VERSION},
                 json=body,
             ).json()
         finally:

@@ -1,4 +1,13 @@
-"""QuickBooks Online's query pager and record shapes (Accounting API v3)."""
+"""QuickBooks Online's query pager and record shapes (Accounting API v3).
+
+Queries use only the forms of Intuit's "Query operations and syntax" page
+(https://developer.intuit.com/app/developer/qbo/docs/learn/explore-the-quickbooks-online-api/data-queries):
+``SELECT * FROM <Entity> [WHERE MetaData.LastUpdatedTime >= '<date-time>'] ORDERBY MetaData.LastUpdatedTime
+STARTPOSITION n MAXRESULTS 1000`` and ``WHERE Id IN ('1', '2')``. The date-time literal carries an explicit
+UTC offset (the docs' literals carry offsets: ``'2011-08-10T10:20:30-0700'``); ORDERBY names one property,
+as the docs' example does (a property list is not shown there). ``minorversion=75``: the lowest minor
+version Intuit still serves (https://blogs.intuit.com/2025/01/21/changes-to-our-accounting-api-that-may-impact-your-application/).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +41,12 @@ MINOR_VERSION = "75"
 PROJECT_NUMBER = re.compile(r"^\s*([A-Za-z]{0,6}-?\d[\w.-]*)\s")
 
 
+def query_time(moment: dt.datetime) -> str:
+    """A query date-time literal: whole seconds in UTC with an explicit offset (QBO times have no
+    fractions; rounding down only re-reads)."""
+    return f"{moment.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S}+00:00"
+
+
 def _updated(record: Record) -> dt.datetime:
     return parse_datetime((record.get("MetaData") or {}).get("LastUpdatedTime"))
 
@@ -52,12 +67,11 @@ class QueryStream(Stream):
         def fetch(since: dt.datetime | None, offset: int) -> tuple[list[Record], bool]:
             where = ""
             if since is not None:
-                # Whole seconds in UTC: QBO times have no fractions, and rounding down only re-reads.
-                where = f" WHERE MetaData.LastUpdatedTime >= '{since.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S}Z'"
+                where = f" WHERE MetaData.LastUpdatedTime >= '{query_time(since)}'"
             # QBO's own query language, not SQL: a fixed entity name and a formatted time, no user input.
-            order = (
-                f"ORDERBY MetaData.LastUpdatedTime, Id STARTPOSITION {offset + 1} MAXRESULTS {MAX_RESULTS}"
-            )
+            # Records sharing a timestamp have no documented tie order: keyset_pages re-reads from the last
+            # timestamp of each page, so only a page-full of records in one second relies on it.
+            order = f"ORDERBY MetaData.LastUpdatedTime STARTPOSITION {offset + 1} MAXRESULTS {MAX_RESULTS}"
             query = f"SELECT * FROM {self.entity_name}{where} {order}"  # noqa: S608
             data = client.get_json(path, params={"query": query, "minorversion": MINOR_VERSION})
             records = list((data.get("QueryResponse") or {}).get(self.entity_name) or [])
@@ -92,13 +106,25 @@ class Customers(QueryStream):
     entity = "source_object"
     entity_name = "Customer"
 
+    def is_job(self, raw: Record) -> bool:
+        """A job by the mapped flag field (default ``Job``), or by the mapped customer type when the
+        connection names one (a tenant that types its jobs instead of nesting them)."""
+        if raw.get(self.kind.mapped("job_flag")):
+            return True
+        job_type = self.kind.mapped("job_customer_type")
+        if not job_type:
+            return False
+        ref = raw.get("CustomerTypeRef")
+        return isinstance(ref, dict) and job_type in (str(ref.get("value") or ""), str(ref.get("name") or ""))
+
     def normalise(self, raw: Record) -> Record:
         row = self.base(raw)
         name = str(raw.get("DisplayName") or "").strip()
-        if raw.get("Job"):
-            parent = _ref(raw.get("ParentRef"))
+        if self.is_job(raw):
+            parent_field = self.kind.mapped("job_parent")
+            parent = _ref(raw.get(parent_field))
             if not parent:
-                raise BadRecord("job without ParentRef")
+                raise BadRecord(f"job without {parent_field}")
             match = PROJECT_NUMBER.match(name + " ")
             return {
                 **row,
