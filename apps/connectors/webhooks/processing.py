@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,17 +102,43 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
     # Upstream calls happen before the transaction: no database locks are held while we wait on a vendor.
     fetched = _fetch(kind, streams, by_stream)
     now = timezone.now()
+
+    def finish() -> None:
+        WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
+            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", ignored=ignored
+        )
+        if connection.kind == "quickbooks":
+            from apps.connectors.kinds.quickbooks.catchup import after_delivery
+
+            after_delivery(delivery)
+
+    counts = apply_changes(connection, kind, dict(by_stream), fetched, now, trigger="webhook", finish=finish)
+    counts["ignored"] = sum(ignored.values())
+    return counts
+
+
+def apply_changes(
+    connection: Connection,
+    kind: ConnectorKind,
+    by_stream: dict[str, list[Hint]],
+    fetched: dict[str, list[dict[str, Any]]],
+    now: dt.datetime,
+    *,
+    trigger: str,
+    finish: Callable[[], None] | None = None,
+) -> dict[str, int]:
+    """Apply hints and the records fetched for them in one transaction: version-guarded upserts, tombstones,
+    merges, links, the rules told; ``finish`` runs last inside the same transaction."""
     counts = {
-        "hints": len(hints),
+        "hints": sum(len(h) for h in by_stream.values()),
         "changed": 0,
         "tombstoned": 0,
         "quarantined": 0,
-        "ignored": sum(ignored.values()),
     }
     with transaction.atomic():
         changes: dict[str, set[int]] = {}
         for name, stream_hints in by_stream.items():
-            stream = streams[name]
+            stream = kind.stream(name)
             changed = _apply(connection, stream, stream_hints, fetched.get(name, []), now, counts)
             if changed:
                 changes.setdefault(stream.entity, set()).update(changed)
@@ -122,10 +149,9 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
         if relevant:
             from apps.rules.triggers import on_entities_changed
 
-            on_entities_changed(relevant, trigger="webhook")
-        WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
-            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", ignored=ignored
-        )
+            on_entities_changed(relevant, trigger=trigger)
+        if finish is not None:
+            finish()
     return counts
 
 

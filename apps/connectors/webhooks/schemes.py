@@ -322,7 +322,7 @@ def _cloud_events(events: list[Any], options: Mapping[str, Any]) -> list[QboEven
             if not isinstance(event.get(name), str) or not event[name].strip():
                 raise Malformed(f"{where}: CloudEvents attribute {name!r} must be a non-empty string")
         event_type = event["type"].strip()
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        data: dict[str, Any] = event["data"] if isinstance(event.get("data"), dict) else {}
         match = _QBO_CLOUD_TYPE.match(event_type)
         entity_id = ""
         realm = str(event.get("intuitaccountid") or "")

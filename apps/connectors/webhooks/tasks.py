@@ -44,3 +44,19 @@ def enqueue(delivery_id: int) -> None:
         process_webhook_delivery.apply_async((delivery_id,), retry=False)
     except Exception:
         logger.warning("could not queue webhook delivery %s; the sweeper will", delivery_id, exc_info=True)
+
+
+@shared_task(acks_late=True, max_retries=3, ignore_result=True, autoretry_for=(OSError,), retry_backoff=60)
+def catch_up_quickbooks(connection_id: int, since: str) -> str:
+    """After webhook silence (see ``kinds.quickbooks.catchup``): re-read what changed since ``since`` with
+    Intuit's CDC. Safe to run twice: every write goes through the version-guarded upsert."""
+    import datetime as dt
+
+    from apps.connectors.kinds.quickbooks.catchup import quickbooks_catch_up
+    from apps.connectors.models import Connection
+
+    connection = Connection.objects.filter(pk=connection_id, enabled=True, kind="quickbooks").first()
+    if connection is None:
+        return f"connection {connection_id}: not an enabled QuickBooks connection"
+    counts = quickbooks_catch_up(connection=connection, since=dt.datetime.fromisoformat(since))
+    return f"quickbooks {connection.slug} caught up: {counts}"

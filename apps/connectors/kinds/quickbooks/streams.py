@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from apps.connectors.http import HttpClient
@@ -61,7 +61,7 @@ class QueryStream(Stream):
     entity_name: ClassVar[str]
     kind: QuickBooks
 
-    def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
+    def _fetcher(self, client: HttpClient) -> Callable[[dt.datetime | None, int], tuple[list[Record], bool]]:
         path = f"/v3/company/{self.kind.realm}/query"
 
         def fetch(since: dt.datetime | None, offset: int) -> tuple[list[Record], bool]:
@@ -77,9 +77,12 @@ class QueryStream(Stream):
             records = list((data.get("QueryResponse") or {}).get(self.entity_name) or [])
             return records, len(records) >= MAX_RESULTS  # QBO says nothing more: a short page is the last
 
+        return fetch
+
+    def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
         started = dt.datetime.now(dt.UTC)
         yield from keyset_pages(
-            fetch,
+            self._fetcher(client),
             updated_at=_updated,
             record_id=lambda r: r.get("Id", ""),
             since=cursor_start(cursor, full),
@@ -88,6 +91,18 @@ class QueryStream(Stream):
             cursor_cap=started - self.kind.settle(),
             explode=self.explode,
         )
+
+    def documents_since(self, client: HttpClient, since: dt.datetime) -> Iterator[list[Record]]:
+        """Whole documents (not exploded into lines) updated since ``since``, page by page."""
+        for page in keyset_pages(
+            self._fetcher(client),
+            updated_at=_updated,
+            record_id=lambda r: r.get("Id", ""),
+            since=since,
+            page_size=MAX_RESULTS,
+            cursor={},
+        ):
+            yield page.records
 
     def explode(self, records: list[Record]) -> list[Record]:
         return records
