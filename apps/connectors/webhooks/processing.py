@@ -113,7 +113,8 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
             after_delivery(delivery)
 
     counts = apply_changes(connection, kind, dict(by_stream), fetched, now, trigger="webhook", finish=finish)
-    counts["ignored"] = sum(ignored.values())
+    if connection.kind in schemes.IGNORED:
+        counts["ignored"] = sum(ignored.values())
     return counts
 
 

@@ -540,6 +540,8 @@ def hints(kind: str, payload: Any, options: Mapping[str, Any], headers: Headers)
     return HINTS[kind](payload, options, headers)
 
 
+# Kinds whose authentic but malformed deliveries are kept (status rejected, signature_valid) for forensics.
+KEEP_MALFORMED = frozenset({"quickbooks"})
 SPLITTERS: dict[str, Callable[[Any, bytes], list[tuple[str, bytes]]]] = {"quickbooks": _quickbooks_split}
 IGNORED: dict[str, Callable[[Any, Mapping[str, Any]], dict[str, int]]] = {"quickbooks": _quickbooks_ignored}
 

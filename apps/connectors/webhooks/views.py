@@ -2,12 +2,12 @@
 
 Order of checks: size (413, before the body is read past 1 MiB), connection (404), signature and timestamp
 (401; the delivery is kept as ``rejected`` for forensics, at most ``REJECTED_CAP`` per connection and sender
-per ``REJECTED_WINDOW``), shape (400; kept the same way, with ``signature_valid`` true). A valid delivery is
-inserted with ``ON CONFLICT DO NOTHING`` on (connection, event id), one row per event where the vendor
-batches independent events (QuickBooks, ``schemes.split``): a redelivery answers ``{"status":
-"duplicate"}`` and changes nothing; new rows are queued once the insert has committed and answered 202
-``{"status": "accepted", "id": <first new row>, "ids": [...]}``. No session, no CSRF: the signature is the
-authentication.
+per ``REJECTED_WINDOW``), shape (400; QuickBooks keeps it the same way, ``signature_valid`` true). A valid
+delivery is inserted with ``ON CONFLICT DO NOTHING`` on (connection, event id), one row per event where
+the vendor batches independent events (QuickBooks, ``schemes.split``): a redelivery answers
+``{"status": "duplicate"}`` and changes nothing; new rows are queued once the insert has committed and
+answered 202 ``{"status": "accepted", "id": <first new row>, "ids": [...]}``. No session, no CSRF: the
+signature is the authentication.
 """
 
 from __future__ import annotations
@@ -202,7 +202,8 @@ def receive(request: HttpRequest, slug: str) -> JsonResponse:
         schemes.hints(endpoint.kind, payload, endpoint.options, headers)
         parts = dict(schemes.split(endpoint.kind, headers, body, payload))  # one body per event id
     except schemes.Malformed as exc:
-        _store_rejected(endpoint, request, headers, body, f"malformed: {exc}", signature_valid=True)
+        if endpoint.kind in schemes.KEEP_MALFORMED:
+            _store_rejected(endpoint, request, headers, body, f"malformed: {exc}", signature_valid=True)
         return _error(400, str(exc))
 
     now = timezone.now()
