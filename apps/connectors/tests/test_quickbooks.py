@@ -314,3 +314,22 @@ def test_a_retried_note_with_a_long_key_creates_one_attachable(
 
     assert first == retried != other
     assert [n["target"] for n in simulator.notes] == [job, job]
+
+
+def test_admin_lists_ignored_events_with_their_reason_and_filters_them(
+    accounting: Connection, company: Company, client: HttpClient, administrator: Any
+) -> None:
+    from django.urls import reverse
+
+    invoice = sorted(company.qbo_invoices, key=int)[0]
+    events = [qbo_cloud_event("Payment", 7, "Create"), qbo_cloud_event("invoice", invoice)]
+    process_all(post(client, *qbo_cloud_delivery(VERIFIER, events)).json()["ids"])
+    client.force_login(administrator)
+    url = reverse("admin:connectors_webhookdelivery_changelist")
+
+    ignored = client.get(url, {"ignored": "yes"})
+    applied = client.get(url, {"ignored": "no"})
+
+    assert ignored.status_code == applied.status_code == 200
+    assert b"entity payment \xc3\x97" in ignored.content and ignored.context["cl"].result_count == 1
+    assert b"entity payment" not in applied.content and applied.context["cl"].result_count == 1
