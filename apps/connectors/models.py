@@ -206,6 +206,8 @@ class WebhookDelivery(models.Model):
                 condition=Q(status__in=["received", "processing", "failed"]),
                 name="webhook_delivery_pending",
             ),
+            # A connection's deliveries by arrival: the QuickBooks catch-up looks for the previous one.
+            models.Index(fields=["connection", "received_at"], name="webhook_delivery_arrival"),
             # The cap on stored rejected deliveries per connection and sender.
             models.Index(
                 fields=["connection", "remote_addr", "received_at"],
