@@ -3,10 +3,12 @@
 Events are hints, delivered at least once and out of order. Where the vendor sends ids (HubSpot, QuickBooks,
 Procore) the current record is fetched and applied through ``upsert_rows``, which only ever overwrites with a
 newer version and writes nothing for unchanged content; a record asked for and no longer found upstream,
-and every delete event, becomes a tombstone (``deleted_at``) guarded the same way. Standard Webhooks
-(``rest``) deliveries carry the record itself, or only its id (fetched through the stream's
-``detail_path``). All writes of one delivery, its links and its "processed" mark commit together: a worker
-dying midway leaves the row ``processing`` for the sweeper, and nothing half-applied.
+and every delete event, becomes a tombstone (``deleted_at``) guarded the same way; a merge (QuickBooks)
+tombstones the merged-away record and points it at the survivor. Events a delivery carries for things not
+synced are counted on the row (``ignored``); ``apply_changes`` is shared with the QuickBooks CDC catch-up.
+Standard Webhooks (``rest``) deliveries carry the record itself, or only its id (fetched through the
+stream's ``detail_path``). All writes of one delivery, its links and its "processed" mark commit together:
+a worker dying midway leaves the row ``processing`` for the sweeper, and nothing half-applied.
 """
 
 from __future__ import annotations
