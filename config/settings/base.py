@@ -258,4 +258,8 @@ FULCRUM = {
     "AUDIT_ANCHOR_FILE": env(
         "FULCRUM_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / ".data" / "audit-anchor.log")
     ),
+    # Where signed anchors go: a path, s3://bucket/prefix?... (object lock) or syslog://host:port
+    # (apps/audit/sinks.py); empty means AUDIT_ANCHOR_FILE. The first key signs, all verify (rotation).
+    "AUDIT_ANCHOR_SINK": env("AUDIT_ANCHOR_SINK", default=""),
+    "AUDIT_ANCHOR_KEYS": env.list("AUDIT_ANCHOR_KEY", default=["dev-only-audit-anchor-key"]),
 }

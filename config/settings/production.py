@@ -9,6 +9,8 @@ DEBUG = False
 SECRET_KEY = env("SECRET_KEY")
 FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+# Audit anchors are signed with a key kept apart from the database (SPEC "Operations").
+FULCRUM = {**FULCRUM, "AUDIT_ANCHOR_KEYS": env.list("AUDIT_ANCHOR_KEY")}  # noqa: F405
 
 # One JSON object per line, with the request or task id (SPEC "Operations").
 LOG_FORMAT = env("LOG_FORMAT", default="json")
