@@ -45,6 +45,8 @@ from .evaluator import CompiledCondition, Outcome, compile_condition
 from .facts import _query, evaluation_date, fact_ages
 
 __all__ = [
+    "LIVE_RULES_WARN",
+    "RULES_PER_QUERY",
     "OutcomeSets",
     "RuleQuery",
     "batch_outcomes",
@@ -54,8 +56,6 @@ __all__ = [
     "matching_ids",
     "outcome_sets_many",
     "outcomes_many_sql",
-    "RULES_PER_QUERY",
-    "LIVE_RULES_WARN",
     "outcomes_sql",
 ]
 
