@@ -13,7 +13,16 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(task_id)s] %(message)s"
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s %(ids)s%(message)s"
+
+
+class PlainFormatter(logging.Formatter):
+    """The plain format, with ``[request_id task_id] `` only when the line belongs to one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ids = [i for i in (getattr(record, "request_id", None), getattr(record, "task_id", None)) if i]
+        record.ids = f"[{' '.join(ids)}] " if ids else ""
+        return super().format(record)
 
 
 class JsonLineFormatter(JsonFormatter):
@@ -50,7 +59,9 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
     if log_format not in ("plain", "json"):
         raise ValueError(f"LOG_FORMAT must be 'plain' or 'json', not {log_format!r}")
     formatter: dict[str, str] = (
-        {"()": "apps.ops.logs.JsonLineFormatter"} if log_format == "json" else {"format": PLAIN_FORMAT}
+        {"()": "apps.ops.logs.JsonLineFormatter"}
+        if log_format == "json"
+        else {"()": "apps.ops.logs.PlainFormatter", "format": PLAIN_FORMAT}
     )
     return {
         "version": 1,

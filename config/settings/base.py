@@ -229,6 +229,8 @@ FULCRUM = {
     "HTTP_BACKOFF_BASE": env.float("FULCRUM_HTTP_BACKOFF_BASE", default=0.5),
     "HTTP_BACKOFF_CAP": env.float("FULCRUM_HTTP_BACKOFF_CAP", default=30.0),
     "HTTP_MAX_RETRY_AFTER": env.float("FULCRUM_HTTP_MAX_RETRY_AFTER", default=120.0),
+    # In a worker, a shared rate-budget wait longer than this re-queues the task with a countdown.
+    "RATE_BUDGET_MAX_SLEEP": env.float("FULCRUM_RATE_BUDGET_MAX_SLEEP", default=1.0),
     "ACTION_MAX_ATTEMPTS": env.int("FULCRUM_ACTION_MAX_ATTEMPTS", default=8),
     # Data quality: a project's contract value and estimates differing by more than this percent conflict;
     # live records of an entity falling by more than this percent are a volume drop.
