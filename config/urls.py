@@ -3,9 +3,11 @@ from django.urls import include, path
 
 from apps.dashboard.health import healthz
 from apps.dashboard.security import RateLimitedLoginView, RateLimitedPasswordResetView
+from apps.ops.metrics import metrics
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/password_reset/", RateLimitedPasswordResetView.as_view(), name="password_reset"),

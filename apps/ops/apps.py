@@ -9,6 +9,7 @@ class OpsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import context
+        from . import context, metrics
 
         context.connect_celery_signals()
+        metrics.connect_celery_signals()

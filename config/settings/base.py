@@ -5,6 +5,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from kombu import Queue
 
 from apps.ops.logs import logging_config
 
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every line logged while serving a request carries its id (apps/ops/context.py).
     "apps.ops.context.RequestIdMiddleware",
+    "apps.ops.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "apps.dashboard.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -123,6 +125,19 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60 * 60}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Separate queues so a long sync never delays an email: the Procfile's worker consumes all four by default;
+# scale out with workers per queue (WORKER_QUEUES=delivery, ...; docs/OPERATIONS.md). Webhook processing,
+# beat's sweeps and the metrics snapshot stay on the default queue.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [Queue("celery"), Queue("sync"), Queue("evaluation"), Queue("delivery")]
+CELERY_TASK_ROUTES = {
+    "apps.connectors.tasks.*": {"queue": "sync"},
+    "apps.entities.tasks.*": {"queue": "sync"},
+    "apps.quality.tasks.*": {"queue": "sync"},
+    "apps.rules.*": {"queue": "evaluation"},
+    "apps.learning.tasks.*": {"queue": "evaluation"},
+    "apps.escalations.tasks.*": {"queue": "delivery"},
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Task modules autodiscovery (apps.<app>.tasks) does not reach.
 CELERY_IMPORTS = ["apps.connectors.webhooks.tasks", "apps.rules.shadow"]
@@ -137,6 +152,9 @@ CELERY_BEAT_SCHEDULE = {
     },
     "heartbeat": {"task": "apps.dashboard.tasks.heartbeat", "schedule": timedelta(seconds=30)},
     "audit-anchor": {"task": "apps.audit.tasks.anchor_chain", "schedule": timedelta(minutes=10)},
+    # /metrics reads what these store (apps/ops).
+    "metrics-snapshot": {"task": "apps.ops.tasks.metrics_snapshot", "schedule": timedelta(seconds=15)},
+    "verify-audit": {"task": "apps.ops.tasks.verify_audit", "schedule": timedelta(hours=1)},
     "sweep-webhooks": {
         "task": "apps.connectors.webhooks.tasks.sweep_webhooks",
         "schedule": timedelta(minutes=1),
@@ -213,6 +231,9 @@ SPECTACULAR_SETTINGS = {
         "EscalationStatusEnum": "apps.escalations.models.Escalation.Status",
     },
 }
+
+# /metrics: when set, required as "Authorization: Bearer <token>".
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
 
 # LOG_FORMAT: "plain" for a terminal, "json" (one object per line, production's default) for shipping;
 # every line carries the request or task id (apps/ops/logs.py).
