@@ -5,7 +5,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from apps.ops.logs import logging_config
 
@@ -129,7 +129,11 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # scale out with workers per queue (WORKER_QUEUES=delivery, ...; docs/OPERATIONS.md). Webhook processing,
 # beat's sweeps and the metrics snapshot stay on the default queue.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_QUEUES = [Queue("celery"), Queue("sync"), Queue("evaluation"), Queue("delivery")]
+# Each queue bound with its own routing key: sharing the default key would copy every message into all four.
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange("celery", type="direct"), routing_key=name)
+    for name in ("celery", "sync", "evaluation", "delivery")
+]
 CELERY_TASK_ROUTES = {
     "apps.connectors.tasks.*": {"queue": "sync"},
     "apps.entities.tasks.*": {"queue": "sync"},

@@ -45,3 +45,21 @@ def test_every_registered_task_has_a_queue_of_those_four():
     assert len(ours) >= 20
     for name in ours:
         assert app.amqp.router.route({}, name)["queue"].name in app.amqp.queues, name
+
+
+def test_each_queue_has_its_own_routing_key():
+    keys = {name: queue.routing_key for name, queue in app.amqp.queues.items()}
+    assert keys == {"celery": "celery", "sync": "sync", "evaluation": "evaluation", "delivery": "delivery"}
+
+
+def test_a_routed_message_lands_in_its_queue_only():
+    """On the real broker: one message to ``sync`` is one message in ``sync`` and none elsewhere."""
+    from apps.connectors.tasks import sync_connection_task
+
+    app.control.purge()
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        sync_connection_task.apply_async(args=(0,))
+        lengths = {name: client.llen(name) for name in app.amqp.queues}
+    app.control.purge()
+    assert lengths == {"celery": 0, "sync": 1, "evaluation": 0, "delivery": 0}
