@@ -11,7 +11,8 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -63,6 +64,16 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     return response
 
 
+@csrf_exempt  # an unknown path is 404 whatever the method; CSRF's HTML 403 must not answer first
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown paths under /api/ answer in the API's shape, not with the HTML 404 page."""
     return JsonResponse(error_body("not_found", "No such endpoint."), status=404)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """``CSRF_FAILURE_VIEW``: JSON under /api/ (every answer there is JSON), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("permission_denied", f"CSRF check failed: {reason}"), status=403)
+    from django.views.csrf import csrf_failure as django_csrf_failure
+
+    return django_csrf_failure(request, reason=reason)

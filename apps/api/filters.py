@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters as filters
 from django import forms
 from django.db.models import QuerySet
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
 from apps.entities.models import Client, Project
 from apps.escalations.models import Escalation
 from apps.rules.models import Decision, EvaluationRun, SubjectType
 
+# Ids are PostgreSQL bigint: a value past it answered 500 ("bigint out of range", issue 19).
+ID_MIN, ID_MAX = 1, 2**63 - 1
 
-@extend_schema_field(OpenApiTypes.INT)
+
+class IdField(forms.IntegerField):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", ID_MIN)
+        kwargs.setdefault("max_value", ID_MAX)
+        super().__init__(*args, **kwargs)
+
+
+@extend_schema_field({"type": "integer", "format": "int64", "minimum": ID_MIN, "maximum": ID_MAX})
 class IdFilter(filters.NumberFilter):
-    """A row id: whole numbers only (the stock NumberFilter takes decimals)."""
+    """A row id: whole numbers within bigint only (the stock NumberFilter takes decimals); else 400."""
 
-    field_class = forms.IntegerField
+    field_class = IdField
 
 
 class EscalationFilter(filters.FilterSet):

@@ -6,17 +6,26 @@ any number of processes share the budget without a race. The vendors' own 429s s
 handling in the HTTP client: this budget only keeps us from provoking them.
 
 Redis unavailable means no budget rather than no sync: the vendor's 429s remain the backstop.
+
+In a Celery worker (``defer_long_waits(True)``, set when the worker starts) a wait longer than
+``FULCRUM["RATE_BUDGET_MAX_SLEEP"]`` is not slept: ``RateBudgetDeferred`` (a retryable ``UpstreamError``)
+ends the call, the sync run stops *partial* at its last committed page, and the task re-queues itself
+with a countdown (``take_deferral()``), so the worker's slot goes to the emails and evaluations queued
+behind it instead of to a sleep (issue 19).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from functools import cache
 
 import redis
 from django.conf import settings
+
+from .http import UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +41,47 @@ return ttl
 
 
 _warned: set[str] = set()
+_defer = False
+_deferred_for = 0.0
+_deferred_lock = threading.Lock()
+
+
+class RateBudgetDeferred(UpstreamError):
+    """The shared budget is spent for longer than a worker should sleep: try again after ``retry_after``."""
+
+    def __init__(self, key: str, retry_after: float) -> None:
+        super().__init__(f"rate budget {key} spent: deferred {retry_after:.1f} s", retryable=True)
+        self.retry_after = retry_after
+
+
+def defer_long_waits(enabled: bool) -> None:
+    """On in Celery workers (apps/ops connects it to ``worker_init``): long waits raise, never sleep."""
+    global _defer
+    _defer = enabled
+
+
+def take_deferral() -> float:
+    """The longest wait deferred in this process since the last call (0 if none), and forget it."""
+    global _deferred_for
+    with _deferred_lock:
+        wait, _deferred_for = _deferred_for, 0.0
+    return wait
+
+
+def _note_deferral(wait: float) -> None:
+    global _deferred_for
+    with _deferred_lock:
+        _deferred_for = max(_deferred_for, wait)
 
 
 @cache
 def redis_client(url: str) -> redis.Redis:
     """One client (connection pool) per Redis URL per process, failing fast: callers degrade, not hang."""
     return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _max_sleep() -> float:
+    return float(getattr(settings, "FULCRUM", {}).get("RATE_BUDGET_MAX_SLEEP", 1.0))
 
 
 def redis_url() -> str:
@@ -82,5 +126,8 @@ class RateBudget:
             if pause_ms <= 0:
                 return waited
             pause = pause_ms / 1000
+            if _defer and pause > _max_sleep():
+                _note_deferral(pause)
+                raise RateBudgetDeferred(self.key, pause)
             self.sleep(pause)
             waited += pause

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from celery import shared_task
 
+from . import ratelimit
 from .models import Connection, SyncRun
 from .services import SyncAlreadyRunning, sync_connection
 
@@ -17,10 +20,17 @@ def sync_connection_task(connection_id: int, full: bool = False) -> str:
         return f"connection {connection_id} no longer exists"
     if not connection.enabled:
         return f"{connection.slug}: disabled, skipped"
+    ratelimit.take_deferral()  # a previous task's, in this process
     try:
         runs = sync_connection(connection=connection, full=full)
     except SyncAlreadyRunning as exc:
         return f"skipped: {exc}"
+    wait = ratelimit.take_deferral()
+    if wait:
+        # The shared budget is spent: come back when it refills instead of sleeping in this slot. The
+        # runs ended partial at their last committed page, so the next one resumes from there.
+        sync_connection_task.apply_async((connection_id, full), countdown=math.ceil(wait))
+        return f"{summarise(connection, runs)}; rate budget spent, re-queued in {math.ceil(wait)} s"
     return summarise(connection, runs)
 
 

@@ -19,9 +19,9 @@ from typing import Any
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import user_login_failed
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordResetForm
 from django.contrib.auth.models import AnonymousUser
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, PasswordResetView
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse
 
@@ -196,7 +196,86 @@ class RateLimitedLoginView(LoginView):
     authentication_form = RateLimitedAuthenticationForm
 
     def form_invalid(self, form: AuthenticationForm) -> HttpResponse:
-        response = super().form_invalid(form)
-        if any(e.code == "locked_out" for e in form.non_field_errors().as_data()):
+        return lockout_to_429(super().form_invalid(form))
+
+
+def lockout_to_429(response: HttpResponse) -> HttpResponse:
+    """A login page refused for a lockout answers 429, whichever login view rendered it (site or admin)."""
+    form = (getattr(response, "context_data", None) or {}).get("form")
+    if form is not None and any(e.code == "locked_out" for e in form.non_field_errors().as_data()):
+        response.status_code = 429
+    return response
+
+
+def admin_login_limited(login: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Wraps ``admin.site.login`` so its lockout answers 429 like the site's login page."""
+
+    def view(request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        return lockout_to_429(login(request, extra_context))
+
+    return view
+
+
+# --- password reset throttling ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResetLimits:
+    """Reset requests allowed per ``window_s``: per address, and per email address asked about."""
+
+    per_address: int = 5
+    per_email: int = 3
+    window_s: int = 60 * 60
+
+
+RESET_LIMITS = ResetLimits()
+
+
+def _hit(key: str, limit: int, window_s: int) -> bool:
+    """Count one request on ``key``; True while within ``limit`` for the window."""
+    now = time.time()
+    state = cache.get(key)
+    if not isinstance(state, dict) or state.get("window_ends", 0) <= now:
+        state = {"count": 0, "window_ends": now + window_s}
+    state["count"] += 1
+    cache.set(key, state, timeout=window_s * 2)
+    return bool(state["count"] <= limit)
+
+
+def password_reset_request(*, email: str, address: str) -> bool:
+    """Count and audit one reset request; False when it is over a limit (and nothing is sent)."""
+    normalised = email.strip().lower()
+    by_address = _hit(
+        f"fulcrum:reset:addr:{hashlib.sha256(address.encode()).hexdigest()}",
+        RESET_LIMITS.per_address,
+        RESET_LIMITS.window_s,
+    )
+    by_email = _hit(
+        f"fulcrum:reset:email:{hashlib.sha256(normalised.encode()).hexdigest()}",
+        RESET_LIMITS.per_email,
+        RESET_LIMITS.window_s,
+    )
+    allowed = by_address and by_email
+    audit_record(
+        action="auth.password_reset_requested" if allowed else "auth.password_reset_throttled",
+        actor=AnonymousUser(),
+        object_type="user",
+        object_id="",
+        data={"email": normalised[:254], "ip": address},
+    )
+    return allowed
+
+
+class RateLimitedPasswordResetView(PasswordResetView):
+    """Django's reset form with a limit per address and per email; every request is audited."""
+
+    def form_valid(self, form: PasswordResetForm) -> HttpResponse:
+        email = str(form.cleaned_data.get("email") or "")
+        if not password_reset_request(email=email, address=client_address(self.request)):
+            # On the field: the admin's reset template shows field errors only.
+            form.add_error("email", "Too many password reset requests. Try again later.")
+            response = self.form_invalid(form)
             response.status_code = 429
-        return response
+            response["Retry-After"] = str(RESET_LIMITS.window_s)
+            return response
+        return super().form_valid(form)

@@ -133,7 +133,11 @@ class Escalation(models.Model):
 
 
 class EscalationEvent(models.Model):
-    """Append-only timeline of an escalation: who did what, when, and from where."""
+    """Append-only timeline of an escalation: who did what, when, and from where.
+
+    Enforced by the database like the audit table: UPDATE, DELETE and TRUNCATE are refused (triggers,
+    migration 0005), and an escalation with events cannot be deleted (PROTECT).
+    """
 
     class Via(models.TextChoices):
         WEB = "web"
@@ -141,7 +145,7 @@ class EscalationEvent(models.Model):
         API = "api"
         SYSTEM = "system"
 
-    escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="events")
+    escalation = models.ForeignKey(Escalation, on_delete=models.PROTECT, related_name="events")
     kind = models.CharField(max_length=30)
     actor = models.CharField(max_length=150)
     via = models.CharField(max_length=10, choices=Via.choices)

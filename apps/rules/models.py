@@ -88,6 +88,8 @@ class Decision(models.Model):
         WEBHOOK = "webhook"
         SCHEDULE = "schedule"
         MANUAL = "manual"
+        # An entity-resolution link or merge changed what a subject's facts see (apps/entities/resolution.py).
+        RESOLUTION = "resolution"
 
     rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="decisions")
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)

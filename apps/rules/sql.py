@@ -45,6 +45,8 @@ from .evaluator import CompiledCondition, Outcome, compile_condition
 from .facts import _query, evaluation_date, fact_ages
 
 __all__ = [
+    "LIVE_RULES_WARN",
+    "RULES_PER_QUERY",
     "OutcomeSets",
     "RuleQuery",
     "batch_outcomes",
@@ -354,16 +356,34 @@ def batch_outcomes(
     return batch_outcomes_many([rule], rule.subject_type, ids, now)[0]
 
 
+# PostgreSQL allows 1,664 columns in a select list; outcome_sets_many selects 1 + 2 per rule (832 rules
+# broke every bulk run, issue 19). Past this many rules a run is split into several queries, each
+# computing the facts again: correct for any number of rules, slower past it (import_rules warns at
+# LIVE_RULES_WARN live rules of one subject type).
+RULES_PER_QUERY = 400
+LIVE_RULES_WARN = RULES_PER_QUERY
+
+
 def batch_outcomes_many(
     rules: Sequence[RuleQuery | object],
     subject_type: str,
     ids: Sequence[int] | None = None,
     now: dt.datetime | None = None,
 ) -> list[dict[int, str]]:
-    """One ``{subject_id: outcome}`` per rule, from a single query that computes the facts once."""
+    """One ``{subject_id: outcome}`` per rule, from a single query that computes the facts once
+    (one query per ``RULES_PER_QUERY`` rules)."""
     queries = [r if isinstance(r, RuleQuery) else RuleQuery.of(r, subject_type) for r in rules]
     if not queries or (ids is not None and not ids):
         return [{} for _ in queries]
+    if len(queries) > RULES_PER_QUERY:
+        now = now or timezone.now()
+        return [
+            result
+            for start in range(0, len(queries), RULES_PER_QUERY)
+            for result in batch_outcomes_many(
+                queries[start : start + RULES_PER_QUERY], subject_type, ids, now
+            )
+        ]
     sql, params = outcomes_many_sql(queries, subject_type, ids=ids, now=now)
     results: list[dict[int, str]] = [{} for _ in queries]
     with connection.cursor() as cursor:
@@ -400,6 +420,22 @@ def outcome_sets_many(
     queries = [r if isinstance(r, RuleQuery) else RuleQuery.of(r, subject_type) for r in rules]
     if not queries or (ids is not None and not ids):
         return OutcomeSets([], [frozenset() for _ in queries], [frozenset() for _ in queries])
+    if len(queries) > RULES_PER_QUERY:
+        # The first part fixes the subjects; the others evaluate exactly those (a subject created
+        # between two parts would otherwise be matched by some rules of the run and unknown to it).
+        now = now or timezone.now()
+        first = outcome_sets_many(queries[:RULES_PER_QUERY], subject_type, ids, now, ages=ages)
+        matched, unknown = list(first.matched), list(first.unknown)
+        for start in range(RULES_PER_QUERY, len(queries), RULES_PER_QUERY):
+            part = queries[start : start + RULES_PER_QUERY]
+            if not first.subject_ids:
+                matched += [frozenset()] * len(part)
+                unknown += [frozenset()] * len(part)
+                continue
+            more = outcome_sets_many(part, subject_type, first.subject_ids, now, ages=ages)
+            matched += more.matched
+            unknown += more.unknown
+        return OutcomeSets(first.subject_ids, matched, unknown)
     sql, params = outcomes_many_sql(queries, subject_type, ids=ids, now=now, ages=ages)
     aggregates = ["array_agg(o.subject_id ORDER BY o.subject_id)"]
     for i in range(len(queries)):

@@ -5,6 +5,9 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from kombu import Exchange, Queue
+
+from apps.ops.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -42,9 +45,13 @@ INSTALLED_APPS = [
     "apps.quality",
     "apps.learning",
     "apps.api",
+    "apps.ops",
 ]
 
 MIDDLEWARE = [
+    # First: every line logged while serving a request carries its id (apps/ops/context.py).
+    "apps.ops.context.RequestIdMiddleware",
+    "apps.ops.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "apps.dashboard.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -85,6 +92,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# JSON under /api/, Django's page elsewhere.
+CSRF_FAILURE_VIEW = "apps.api.exceptions.csrf_failure"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
@@ -110,10 +119,29 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Workers log through LOGGING (JSON in production, with the task id) instead of Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60 * 60}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# Separate queues so a long sync never delays an email: the Procfile's worker consumes all four by default;
+# scale out with workers per queue (WORKER_QUEUES=delivery, ...; docs/OPERATIONS.md). Webhook processing,
+# beat's sweeps and the metrics snapshot stay on the default queue.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+# Each queue bound with its own routing key: sharing the default key would copy every message into all four.
+CELERY_TASK_QUEUES = [
+    Queue(name, Exchange("celery", type="direct"), routing_key=name)
+    for name in ("celery", "sync", "evaluation", "delivery")
+]
+CELERY_TASK_ROUTES = {
+    "apps.connectors.tasks.*": {"queue": "sync"},
+    "apps.entities.tasks.*": {"queue": "sync"},
+    "apps.quality.tasks.*": {"queue": "sync"},
+    "apps.rules.*": {"queue": "evaluation"},
+    "apps.learning.tasks.*": {"queue": "evaluation"},
+    "apps.escalations.tasks.*": {"queue": "delivery"},
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Task modules autodiscovery (apps.<app>.tasks) does not reach.
 CELERY_IMPORTS = ["apps.connectors.webhooks.tasks", "apps.rules.shadow"]
@@ -128,6 +156,9 @@ CELERY_BEAT_SCHEDULE = {
     },
     "heartbeat": {"task": "apps.dashboard.tasks.heartbeat", "schedule": timedelta(seconds=30)},
     "audit-anchor": {"task": "apps.audit.tasks.anchor_chain", "schedule": timedelta(minutes=10)},
+    # /metrics reads what these store (apps/ops).
+    "metrics-snapshot": {"task": "apps.ops.tasks.metrics_snapshot", "schedule": timedelta(seconds=15)},
+    "verify-audit": {"task": "apps.ops.tasks.verify_audit", "schedule": timedelta(hours=1)},
     "sweep-webhooks": {
         "task": "apps.connectors.webhooks.tasks.sweep_webhooks",
         "schedule": timedelta(minutes=1),
@@ -205,14 +236,14 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
+# /metrics: when set, required as "Authorization: Bearer <token>".
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+
+# LOG_FORMAT: "plain" for a terminal, "json" (one object per line, production's default) for shipping;
+# every line carries the request or task id (apps/ops/logs.py).
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
 
 # Fulcrum
 FULCRUM = {
@@ -223,6 +254,8 @@ FULCRUM = {
     "HTTP_BACKOFF_BASE": env.float("FULCRUM_HTTP_BACKOFF_BASE", default=0.5),
     "HTTP_BACKOFF_CAP": env.float("FULCRUM_HTTP_BACKOFF_CAP", default=30.0),
     "HTTP_MAX_RETRY_AFTER": env.float("FULCRUM_HTTP_MAX_RETRY_AFTER", default=120.0),
+    # In a worker, a shared rate-budget wait longer than this re-queues the task with a countdown.
+    "RATE_BUDGET_MAX_SLEEP": env.float("FULCRUM_RATE_BUDGET_MAX_SLEEP", default=1.0),
     "ACTION_MAX_ATTEMPTS": env.int("FULCRUM_ACTION_MAX_ATTEMPTS", default=8),
     # Data quality: a project's contract value and estimates differing by more than this percent conflict;
     # live records of an entity falling by more than this percent are a volume drop.
@@ -254,4 +287,8 @@ FULCRUM = {
     "AUDIT_ANCHOR_FILE": env(
         "FULCRUM_AUDIT_ANCHOR_FILE", default=str(BASE_DIR / ".data" / "audit-anchor.log")
     ),
+    # Where signed anchors go: a path, s3://bucket/prefix?... (object lock) or syslog://host:port
+    # (apps/audit/sinks.py); empty means AUDIT_ANCHOR_FILE. The first key signs, all verify (rotation).
+    "AUDIT_ANCHOR_SINK": env("AUDIT_ANCHOR_SINK", default=""),
+    "AUDIT_ANCHOR_KEYS": env.list("AUDIT_ANCHOR_KEY", default=["dev-only-audit-anchor-key"]),
 }

@@ -1,12 +1,20 @@
 """Production: everything from base, tightened. Secrets must come from the environment."""
 
+from apps.ops.logs import logging_config
+
 from .base import *  # noqa: F403
-from .base import CELERY_BROKER_URL, env
+from .base import CELERY_BROKER_URL, LOG_LEVEL, env
 
 DEBUG = False
 SECRET_KEY = env("SECRET_KEY")
 FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+# Audit anchors are signed with a key kept apart from the database (SPEC "Operations").
+FULCRUM = {**FULCRUM, "AUDIT_ANCHOR_KEYS": env.list("AUDIT_ANCHOR_KEY")}  # noqa: F405
+
+# One JSON object per line, with the request or task id (SPEC "Operations").
+LOG_FORMAT = env("LOG_FORMAT", default="json")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -13,3 +13,7 @@ STORAGES = {
 # Serve static files from the app folders without collectstatic (no STATIC_ROOT in tests).
 WHITENOISE_AUTOREFRESH = True
 WHITENOISE_USE_FINDERS = True
+
+# pytest-django empties tables with TRUNCATE between transactional tests; the append-only tables refuse
+# TRUNCATE except in a test_* database whose session sets this (apps/audit/migrations/0005).
+DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c fulcrum.allow_truncate=on"  # noqa: F405

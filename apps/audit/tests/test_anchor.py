@@ -8,7 +8,13 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from apps.audit.anchor import anchor_write, audit_verify_with_anchor, read_anchors
+from apps.audit.anchor import (
+    anchor_keys,
+    anchor_signature,
+    anchor_write,
+    audit_verify_with_anchor,
+    read_anchors,
+)
 from apps.audit.models import AuditEntry, canonical_json
 from apps.audit.services import GENESIS, audit_record, audit_verify
 from apps.audit.tasks import anchor_chain
@@ -162,14 +168,19 @@ def test_a_deleted_anchored_entry_within_a_rewritten_chain_is_named(anchor_file)
     assert f"anchored entry #{entries[2].pk + 1} was deleted" in report.reason
 
 
+def _signed(data: dict) -> str:
+    return json.dumps({**data, "sig": anchor_signature(data, anchor_keys()[0])})
+
+
 def test_anchors_of_another_database_are_ignored(anchor_file):
     _chain(1)
-    anchor_file.parent.mkdir(parents=True)
+    anchor_write()
     foreign = {"at": "2026-01-01T00:00:00+00:00", "last_id": 10**9, "last_hash": "a" * 64, "count": 10**6}
-    anchor_file.write_text(json.dumps({**foreign, "database": "somewhere_else"}) + "\n")
+    with anchor_file.open("a") as handle:
+        handle.write(_signed({**foreign, "database": "somewhere_else"}) + "\n")
     assert audit_verify_with_anchor().ok
     with anchor_file.open("a") as handle:
-        handle.write(json.dumps(foreign) + "\n")  # no database: applies to every database
+        handle.write(_signed(foreign) + "\n")  # no database: applies to every database
     assert not audit_verify_with_anchor().ok
 
 
@@ -186,13 +197,15 @@ def test_a_damaged_anchor_file_is_reported(anchor_file):
 
 def test_verify_audit_options(anchor_file, tmp_path, capsys):
     _chain(2)
-    call_command("verify_audit")
-    assert "no anchor file" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="no anchor file"):
+        call_command("verify_audit")
+    call_command("verify_audit", "--no-anchor")
+    assert "not checked against anchors (--no-anchor)" in capsys.readouterr().out
     call_command("anchor_audit")
     assert "anchored #" in capsys.readouterr().out
     call_command("verify_audit")
     assert "intact: 2 entries; 1 anchors hold" in capsys.readouterr().out
-    with pytest.raises(CommandError, match="anchor file not found"):
+    with pytest.raises(CommandError, match="no anchor file at"):
         call_command("verify_audit", "--anchor", str(tmp_path / "missing.log"))
     other = tmp_path / "other.log"
     anchor_write(path=other)

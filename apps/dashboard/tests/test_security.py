@@ -173,6 +173,7 @@ def _production_env() -> dict[str, str]:
         ALLOWED_HOSTS="fulcrum.example.com",
         DATABASE_URL=os.environ.get("DATABASE_URL", "postgres://127.0.0.1/fulcrum"),
         CELERY_BROKER_URL="redis://127.0.0.1:6379/0",
+        AUDIT_ANCHOR_KEY="prod-like-anchor-key",
     )
     return env
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from apps.connectors.models import StreamState
 from apps.entities.models import ChangeOrder
 from apps.escalations.models import Escalation
+from apps.escalations.tests.helpers import escalations_wipe
 from apps.rules.facts import ENTITY_STREAMS
 from apps.rules.models import ContextSnapshot, Decision, EvaluationRun, Rule, RuleVersion, SubjectState
 from apps.rules.ruleset import RulesFileError
@@ -198,7 +199,7 @@ class TestEvaluation:
 
         traced_report = evaluate_subjects(subject_type="change_order", ids=ids)
         traced = outcomes()
-        Escalation.objects.all().delete()
+        escalations_wipe()  # the event log is append-only
         Decision.objects.all().delete()
         SubjectState.objects.all().delete()
         monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)

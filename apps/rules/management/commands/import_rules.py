@@ -24,3 +24,24 @@ class Command(BaseCommand):
         for bucket in ("created", "updated", "unchanged"):
             if report[bucket]:
                 self.stdout.write(f"{bucket}: {', '.join(report[bucket])}")
+        self._warn_many_rules()
+
+    def _warn_many_rules(self) -> None:
+        from django.db.models import Count
+
+        from apps.rules import sql
+        from apps.rules.models import Rule
+
+        live = (
+            Rule.objects.filter(live_version__isnull=False)
+            .values("subject_type")
+            .annotate(n=Count("pk"))
+            .order_by("subject_type")
+        )
+        for row in live:
+            if row["n"] > sql.LIVE_RULES_WARN:
+                self.stderr.write(
+                    f"warning: {row['n']} live rules of {row['subject_type']}: past {sql.LIVE_RULES_WARN}, "
+                    f"every bulk run computes that subject type's facts once per {sql.RULES_PER_QUERY} "
+                    "rules (docs/OPERATIONS.md, 'Many rules')"
+                )

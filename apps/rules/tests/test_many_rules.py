@@ -1,0 +1,68 @@
+"""Bulk runs work for any number of rules: PostgreSQL's 1,664-column select list is never reached."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+
+from apps.rules import sql
+from apps.rules.sql import RuleQuery, batch_outcomes_many, outcome_sets_many
+from tests.factories import ChangeOrderFactory, ClientFactory, ProjectFactory
+
+pytestmark = pytest.mark.django_db
+
+NOW = dt.datetime(2026, 6, 15, 17, 0, tzinfo=dt.UTC)
+
+
+def _cos(amounts: list[int]) -> list[int]:
+    client = ClientFactory()
+    project = ProjectFactory(client=client)
+    return [ChangeOrderFactory(project=project, amount=Decimal(a), status="pending").pk for a in amounts]
+
+
+def _rules(n: int) -> list[RuleQuery]:
+    # Rule i matches the change orders of at least i × 100.
+    return [
+        RuleQuery({"fact": "change_order.amount", "op": "gte", "value": i * 100}, "change_order", None)
+        for i in range(n)
+    ]
+
+
+def test_840_rules_of_one_subject_type_evaluate_in_bulk():
+    ids = _cos([50, 500, 84_000])
+    rules = _rules(840)  # past the 832 that broke every bulk run
+    sets = outcome_sets_many(rules, "change_order", now=NOW)
+    assert sets.subject_ids == ids
+    assert len(sets.matched) == len(sets.unknown) == 840
+    assert sets.matched[0] == frozenset(ids)
+    assert sets.matched[5] == frozenset(ids[1:])
+    assert sets.matched[839] == frozenset(ids[2:])
+    assert all(not u for u in sets.unknown)
+
+
+def test_chunked_results_equal_one_query(monkeypatch):
+    _cos([0, 150, 320, 999])
+    rules = _rules(9)
+    whole_sets = outcome_sets_many(rules, "change_order", now=NOW)
+    whole_many = batch_outcomes_many(rules, "change_order", now=NOW)
+    monkeypatch.setattr(sql, "RULES_PER_QUERY", 2)
+    assert outcome_sets_many(rules, "change_order", now=NOW) == whole_sets
+    assert batch_outcomes_many(rules, "change_order", now=NOW) == whole_many
+
+
+def test_import_rules_warns_past_the_documented_limit(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sql, "LIVE_RULES_WARN", 2)
+    body = "".join(
+        f"- key: r{i}\n  name: R{i}\n  subject: change_order\n"
+        f"  when: {{fact: change_order.amount, op: gte, value: {i}}}\n"
+        "  route: standard\n  severity: low\n  actions: [flag_dashboard]\n"
+        for i in range(3)
+    )
+    path = tmp_path / "rules.yaml"
+    path.write_text(body)
+    call_command("import_rules", str(path))
+    err = capsys.readouterr().err
+    assert "warning: 3 live rules of change_order: past 2" in err

@@ -1,0 +1,481 @@
+"""Soak: the whole stack under faults for a set time, then checks that nothing was lost or duplicated.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev CELERY_BROKER_URL=redis://127.0.0.1:6379/9 \\
+        .venv/bin/python -m bench.soak [--minutes 10] [--kill-every 60] [--workers 3]
+
+Creates (afresh) and migrates ``fulcrum_bench_soak`` on the server of DATABASE_URL, starts the bundled
+simulator, an aiosmtpd sink, gunicorn (``config/gunicorn.py``, 2 workers), beat and ``--workers`` Celery
+worker processes (``-c 2`` each) on CELERY_BROKER_URL, loads the three connections with a full sync, and
+publishes one rule (a change order of at least 5,000,000 escalates to the executives by email).
+
+For ``--minutes`` it then sends bursts of Procore webhooks, each about a change order just edited upstream
+to a matching amount, some delivered two or three times (duplicates), while faults are injected: upstream
+500 and 429 bursts every 20 s, the SMTP server down 4 s in every 15, and one worker SIGKILLed every
+``--kill-every`` seconds (and restarted). Then the faults stop, the stack drains, and it checks:
+
+- the database equals upstream: every edited change order's amount, and the number of change orders;
+- every action of every escalation delivered exactly once (outbox rows delivered, each email accepted once);
+- one escalation per edited change order, no pending evaluation left, no webhook unprocessed;
+- ``verify_audit`` (with a signed anchor taken at the end) passes.
+
+It prints throughput and p50/p95 from each webhook's first send to its change order's decision and to the
+SMTP server accepting the email, and exits non-zero when a check fails. Target (2-core machine):
+nothing lost or duplicated, webhook → SMTP accepted p95 < 5 s under faults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DB_NAME = "fulcrum_bench_soak"
+THRESHOLD_CENTS = 500_000_000
+RULE = """
+- key: soak-big-co
+  name: Very large change order
+  subject: change_order
+  when: {fact: change_order.amount, op: gte, value: 5000000}
+  route: executive
+  severity: high
+  priority: 10
+  actions: [email_executives]
+  cooldown: 7d
+  max_fact_age: 7d
+"""
+PROCORE_AUTH = "demo-procore-authorization"
+FAST_DELIVERY_ENV = {
+    "FULCRUM_ACTION_BACKOFF_BASE": "1",
+    "FULCRUM_ACTION_BACKOFF_CAP": "2",
+    "FULCRUM_HTTP_MAX_RETRIES": "3",
+    "FULCRUM_HTTP_BACKOFF_BASE": "0.2",
+    "FULCRUM_HTTP_BACKOFF_CAP": "2",
+    "FULCRUM_HTTP_TIMEOUT": "6",
+    "FULCRUM_DELIVERY_CLAIM_SECONDS": "10",
+    "EMAIL_TIMEOUT": "5",
+    "FULCRUM_EVALUATION_COALESCE_SECONDS": "0.5",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class FlappingSmtp:
+    """An aiosmtpd sink on a fixed port that can go down (connection refused) and come back."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.accepted: list[tuple[str, str, float]] = []
+        self.lock = threading.Lock()
+        self.controller: Any = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        stamp = time.time()
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.lock:
+            for to in envelope.rcpt_tos:
+                self.accepted.append((str(message["Message-ID"]), str(to), stamp))
+        return "250 OK"
+
+    def up(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        if self.controller is None:
+            self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+            self.controller.start()
+
+    def down(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+class Stack:
+    """gunicorn, beat and the workers as child processes in their own process groups."""
+
+    def __init__(self, env: dict[str, str], logs: Path, workers: int) -> None:
+        self.env, self.logs, self.count = env, logs, workers
+        self.web_port = _free_port()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.generation = 0
+        self.kills = 0
+
+    def _start(self, name: str, argv: list[str]) -> None:
+        log = open(self.logs / f"soak-{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def start_worker(self, i: int) -> None:
+        self.generation += 1
+        self._start(
+            f"worker{i}",
+            [
+                *(sys.executable, "-m", "celery", "-A", "config", "worker", "-c", "2", "-l", "warning"),
+                *("--without-mingle", "--without-gossip", "-n", f"soak{i}-{self.generation}@%h"),
+            ],
+        )
+
+    def start(self) -> None:
+        self._start(
+            "web",
+            [
+                *(sys.executable, "-m", "gunicorn", "config.wsgi", "-c", "config/gunicorn.py"),
+                *("--bind", f"127.0.0.1:{self.web_port}", "--workers", "2", "--timeout", "60"),
+            ],
+        )
+        self._start("beat", [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "warning"])
+        for i in range(self.count):
+            self.start_worker(i)
+
+    def kill_one(self, rng: random.Random) -> str:
+        name = f"worker{rng.randrange(self.count)}"
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        self.kills += 1
+        self.start_worker(int(name.removeprefix("worker")))
+        return name
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_http(url: str, seconds: float = 90) -> None:
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=10)
+            return
+        except requests.RequestException:
+            time.sleep(0.5)
+    sys.exit(f"{url} did not answer in {seconds:.0f} s")
+
+
+def _setup(simulator: Any) -> None:
+    from django.contrib.auth.models import Group
+
+    from apps.accounts.demo import demo_connections
+    from apps.accounts.roles import EXECUTIVES
+    from apps.connectors.models import Connection
+    from apps.connectors.services import connection_import, sync_connection
+    from apps.rules.services import rules_import
+    from tests.factories import UserFactory
+
+    for name in ("elena", "edgar"):
+        user: Any = UserFactory(username=name, email=f"{name}.exec@fulcrum-demo.test")
+        user.groups.add(Group.objects.get(name=EXECUTIVES))
+    connection_import(data=demo_connections(simulator.base_url), actor="system:soak")
+    started = time.perf_counter()
+    for connection in Connection.objects.order_by("slug"):
+        sync_connection(connection=connection)
+    print(f"initial full sync in {time.perf_counter() - started:.1f} s")
+    rules_import(text=RULE, actor="system:soak")
+
+
+def _faults(simulator: Any, smtp: FlappingSmtp, stack: Stack, args: Any, stop: threading.Event) -> None:
+    rng = random.Random(7)
+    tick = 0
+    next_kill = time.monotonic() + args.kill_every
+    while not stop.wait(1):
+        tick += 1
+        if tick % 20 == 0:  # upstream bursts: 500s, then 429s with Retry-After
+            simulator.faults.add("status", path_prefix="/rest/", status=500, count=6)
+            simulator.faults.add("rate_limit", path_prefix="/rest/", retry_after=2, count=4)
+        if tick % 15 == 0:
+            smtp.down()
+        elif tick % 15 == 4:
+            smtp.up()
+        if args.kill_every and time.monotonic() >= next_kill:
+            print(f"  t+{tick}s SIGKILL {stack.kill_one(rng)}", flush=True)
+            next_kill = time.monotonic() + args.kill_every
+
+
+def _send_webhooks(simulator: Any, url: str, args: Any, sent: dict[int, float], stop_at: float) -> int:
+    from apps.simulator.webhooks import change_record, event_for, procore_delivery, send
+
+    company = simulator.company
+    rng = random.Random(11)
+    candidates = sorted(company.pc_change_orders)
+    rng.shuffle(candidates)
+    posts = 0
+    while time.time() < stop_at and candidates:
+        burst = [candidates.pop() for _ in range(min(args.burst, len(candidates)))]
+        for i, co_id in enumerate(burst):
+            record = change_record(
+                company, "procore", "change_order", co_id, grand_total=THRESHOLD_CENTS + 100 * (len(sent) + i)
+            )
+            headers, body = procore_delivery(PROCORE_AUTH, event_for("procore", "change_order", record))
+            sent.setdefault(co_id, time.time())
+            for _ in range(1 + (rng.random() < 0.3) + (rng.random() < 0.1)):  # duplicates
+                status, answer = send(url, headers, body, timeout=30)
+                posts += 1
+                if status not in (200, 202):
+                    print(f"  webhook answered {status}: {answer}", flush=True)
+        time.sleep(args.interval)
+    return posts
+
+
+def _drain(expected: int, seconds: float) -> dict[str, Any]:
+    from django.db.models import Count
+
+    from apps.connectors.models import WebhookDelivery
+    from apps.escalations.models import Delivery, Escalation
+    from apps.rules.models import PendingEvaluation
+
+    deadline = time.monotonic() + seconds
+    while True:
+        state: dict[str, Any] = {
+            "webhooks_open": WebhookDelivery.objects.exclude(status__in=["processed", "rejected"]).count(),
+            "pending_evaluations": PendingEvaluation.objects.count(),
+            "escalations": Escalation.objects.count(),
+            "deliveries_open": Delivery.objects.exclude(state=Delivery.State.DELIVERED).count(),
+        }
+        done = (
+            not state["webhooks_open"]
+            and not state["pending_evaluations"]
+            and state["escalations"] >= expected
+            and not state["deliveries_open"]
+        )
+        if done or time.monotonic() > deadline:
+            state["outbox"] = dict(Delivery.objects.values_list("state").annotate(n=Count("pk")))
+            return state
+        time.sleep(1)
+
+
+def _check(
+    simulator: Any, smtp: FlappingSmtp, sent: dict[int, float], anchor_dir: Path
+) -> tuple[list[str], dict]:
+    from decimal import Decimal
+
+    from apps.audit.anchor import anchor_write, audit_verify_with_anchor
+    from apps.entities.models import ChangeOrder
+    from apps.escalations.delivery import message_id
+    from apps.escalations.models import Delivery, Escalation
+    from apps.rules.models import Decision, PendingEvaluation
+
+    problems = []
+    company = simulator.company
+    amounts = dict(
+        ChangeOrder.objects.filter(source__slug="pm", external_id__in=[str(i) for i in sent]).values_list(
+            "external_id", "amount"
+        )
+    )
+    wrong = [i for i in sent if amounts.get(str(i)) != Decimal(company.pc_change_orders[i].grand_total) / 100]
+    if wrong:
+        problems.append(f"{len(wrong)} edited change orders differ from upstream, e.g. {wrong[:5]}")
+    live = ChangeOrder.objects.filter(source__slug="pm", deleted_at__isnull=True).count()
+    if live != len(company.pc_change_orders):
+        problems.append(f"{live} change orders in the database, {len(company.pc_change_orders)} upstream")
+    escalations = {int(e.subject_external_id): e for e in _escalations_by_co(Escalation)}
+    missing = [i for i in sent if i not in escalations]
+    if missing:
+        problems.append(f"{len(missing)} edited change orders have no escalation, e.g. {missing[:5]}")
+    if Escalation.objects.count() != len(escalations):
+        problems.append(f"{Escalation.objects.count()} escalations for {len(escalations)} change orders")
+    accepted: dict[tuple[str, str], list[float]] = {}
+    for mid, to, stamp in smtp.accepted:
+        accepted.setdefault((mid, to), []).append(stamp)
+    deliveries = list(Delivery.objects.all())
+    undelivered = [d.pk for d in deliveries if d.state != Delivery.State.DELIVERED]
+    if undelivered:
+        problems.append(f"{len(undelivered)} outbox rows not delivered")
+    never = [d.pk for d in deliveries if not accepted.get((message_id(d), d.target))]
+    twice = [d.pk for d in deliveries if len(accepted.get((message_id(d), d.target), [])) > 1]
+    if never:
+        problems.append(f"emails: {len(never)} outbox rows delivered but never accepted by SMTP")
+    if twice:
+        # SMTP has no idempotency: a worker killed (or a connection cut) after the server's 250 and before
+        # the row is marked delivered sends again, with the same Message-ID, which receivers deduplicate.
+        print(f"  {len(twice)} emails accepted twice with the same Message-ID (at-least-once SMTP)")
+    if len({(message_id(d), d.target) for d in deliveries}) != len(deliveries):
+        problems.append("two outbox rows share a message")
+    if PendingEvaluation.objects.exists():
+        problems.append(f"{PendingEvaluation.objects.count()} pending evaluations left")
+    anchors = anchor_dir / "anchors.log"
+    anchor_write(path=anchors)
+    report = audit_verify_with_anchor(path=anchors)
+    if not report.ok:
+        problems.append(f"verify_audit: {report.reason}")
+    # Latencies, from each change order's first webhook send.
+    decided: list[float] = []
+    emailed: list[float] = []
+    first_decision: dict[int, Any] = {}
+    for subject_id, at in (
+        Decision.objects.filter(outcome="matched")
+        .order_by("evaluated_at")
+        .values_list("subject_id", "evaluated_at")
+    ):
+        first_decision.setdefault(subject_id, at)
+    by_escalation: dict[int, list[float]] = {}
+    for d in deliveries:
+        by_escalation.setdefault(d.escalation_id, []).extend(accepted.get((message_id(d), d.target), []))
+    for co_id, sent_at in sent.items():
+        escalation = escalations.get(co_id)
+        if escalation is None:
+            continue
+        if escalation.subject_id in first_decision:
+            decided.append(first_decision[escalation.subject_id].timestamp() - sent_at)
+        stamps = by_escalation.get(escalation.pk)
+        if stamps:
+            emailed.extend(stamp - sent_at for stamp in stamps)
+    figures = {"decided": decided, "emailed": emailed, "emails": len(smtp.accepted), "audit": report}
+    figures["redelivered"] = len(twice)
+    return problems, figures
+
+
+def _escalations_by_co(model: Any) -> list[Any]:
+    from apps.entities.models import ChangeOrder
+
+    external = dict(ChangeOrder.objects.filter(source__slug="pm").values_list("pk", "external_id"))
+    rows = []
+    for escalation in model.objects.filter(subject_type="change_order"):
+        escalation.subject_external_id = external[escalation.subject_id]
+        rows.append(escalation)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument(
+        "--kill-every", type=float, default=60.0, help="seconds between worker SIGKILLs; 0: none"
+    )
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--burst", type=int, default=5, help="change orders edited per webhook burst")
+    parser.add_argument("--interval", type=float, default=3.0, help="seconds between bursts")
+    parser.add_argument("--scale", type=float, default=0.25, help="simulator company size")
+    # A webhook whose worker was killed mid-processing is re-queued by beat's sweep after 5 minutes.
+    parser.add_argument("--drain", type=float, default=480.0, help="seconds allowed to drain at the end")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(ROOT))
+    from bench.common import fresh_django_database
+
+    fresh_django_database(DB_NAME)
+    from django.conf import settings
+    from django.db import connection
+
+    from apps.simulator import SimulatorServer, generate_company
+    from config.celery import app
+
+    settings.FULCRUM.update({"QUIET_HOURS": "", "RECIPIENT_HOURLY_CAP": 0, "EXECUTIVE_DIGEST": False})
+    import logging
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command lines
+    smtp = FlappingSmtp()
+    smtp.up()
+    simulator = SimulatorServer(generate_company(seed=42, scale=args.scale)).start()
+    workdir = Path(tempfile.mkdtemp(prefix="fulcrum-soak-"))
+    logs = ROOT / ".data" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        **FAST_DELIVERY_ENV,
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "EMAIL_URL": f"smtp://127.0.0.1:{smtp.port}",
+        "DJANGO_SETTINGS_MODULE": "config.settings.e2e",
+        "SITE_URL": "http://fulcrum.soak",
+        "LOG_LEVEL": "WARNING",
+        "CONN_MAX_AGE": "600",
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+        "FULCRUM_AUDIT_ANCHOR_FILE": str(workdir / "beat-anchors.log"),
+    }
+    (workdir / "metrics").mkdir()
+    stack = Stack(env, logs, args.workers)
+    stop = threading.Event()
+    problems: list[str] = []
+    try:
+        _setup(simulator)
+        app.control.purge()
+        stack.start()
+        base = f"http://127.0.0.1:{stack.web_port}"
+        _wait_http(f"{base}/healthz")
+        load = os.getloadavg()[0]
+        print(
+            f"soak: {args.minutes:g} min, {args.workers} workers × 2, kill every {args.kill_every:g} s; "
+            f"{os.cpu_count()} CPUs, load {load:.2f}",
+            flush=True,
+        )
+        faults = threading.Thread(target=_faults, args=(simulator, smtp, stack, args, stop), daemon=True)
+        faults.start()
+        sent: dict[int, float] = {}
+        started = time.time()
+        posts = _send_webhooks(simulator, f"{base}/webhooks/pm/", args, sent, started + args.minutes * 60)
+        sending = time.time() - started
+        stop.set()
+        faults.join()
+        simulator.faults.clear()
+        smtp.up()
+        state = _drain(len(sent), args.drain)
+        drained = time.time() - started
+        print(
+            f"sent {posts} webhook POSTs about {len(sent)} change orders in {sending:.0f} s; "
+            f"drained at {drained:.0f} s"
+        )
+        print(f"after the drain: {state}; worker kills {stack.kills}")
+        problems, figures = _check(simulator, smtp, sent, workdir)
+        print(
+            f"throughput: {posts / sending:.1f} webhooks/s sent, {len(sent) / drained:.2f} escalations/s "
+            f"end to end, {figures['emails']} emails accepted"
+        )
+        for name, values in (
+            ("webhook sent → decision", figures["decided"]),
+            ("webhook sent → email accepted by SMTP", figures["emailed"]),
+        ):
+            if values:
+                print(
+                    f"{name}: n={len(values)} p50 {statistics.median(values):.2f} s, "
+                    f"p95 {_percentile(values, 0.95):.2f} s, max {max(values):.2f} s"
+                )
+        if figures["emailed"]:
+            p95 = _percentile(figures["emailed"], 0.95)
+            print(f"target webhook → SMTP p95 < 5 s: {'met' if p95 < 5 else 'MISSED'}")
+        print(f"verify_audit: {'intact' if figures['audit'].ok else figures['audit'].reason}")
+    finally:
+        stop.set()
+        stack.stop()
+        simulator.stop()
+        smtp.down()
+        app.control.purge()
+        connection.close()
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    print("soak: " + ("PASSED" if not problems else f"FAILED ({len(problems)} problems)"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
