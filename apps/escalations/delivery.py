@@ -193,47 +193,37 @@ def flag_dashboard(delivery: Delivery) -> dict:
 # ---- email --------------------------------------------------------------------------------------------
 
 
-def explain_conditions(escalation: Escalation) -> list[dict[str, str]]:
-    """Each condition of the decision in plain words: the fact, what it means, its value, the threshold."""
-    from apps.dashboard.templatetags.fulcrum import format_value
-    from apps.rules.catalogue import FACTS
-    from apps.rules.wording import OPERATOR_PHRASES
+def explain_conditions(escalation: Escalation) -> list[dict[str, Any]]:
+    """Each condition of the decision in plain words (the one formatter, ``apps/rules/wording.py``): its
+    label, what it means, the sentence, the value and threshold as shown, and whether it held."""
+    from apps.rules.wording import conditions
 
-    facts = escalation.evidence.get("facts") or {}
-    rows = []
-    for node in escalation.evidence.get("explanation") or []:
-        fact = node.get("fact") if isinstance(node, dict) else None
-        if not fact:
-            continue
-        found = facts.get(fact)
-        meta: dict[str, Any] = found if isinstance(found, dict) else {}
-        kind, unit = str(meta.get("type") or ""), str(meta.get("unit") or "")
-        catalogued = FACTS.get(fact)
-        rows.append(
-            {
-                "fact": fact,
-                "meaning": catalogued.description if catalogued else "",
-                "actual": format_value(node.get("actual"), kind, unit),
-                "threshold": f"{OPERATOR_PHRASES.get(node.get('op', ''), node.get('op', ''))} "
-                f"{format_value(node.get('expected'), kind, unit)}".strip(),
-                "result": {"true": "met", "false": "not met"}.get(
-                    str(node.get("result")), str(node.get("result") or "unknown")
-                ),
-                "text": str(node.get("text") or ""),
-            }
-        )
-    return rows
+    return [
+        {
+            "fact": c.fact,
+            "label": c.label,
+            "meaning": c.meaning,
+            "sentence": c.sentence,
+            "actual": c.actual,
+            "threshold": c.expected,
+            "held": c.held,
+            "result": {"true": "met", "false": "not met"}.get(c.result, "no data"),
+        }
+        for c in conditions(escalation.evidence)
+    ]
 
 
 def email_context(escalation: Escalation, recipient: str) -> dict:
     from .links import link_urls
 
+    rows = explain_conditions(escalation)
     return {
         "escalation": escalation,
         "recipient": recipient,
         "url": f"{settings.SITE_URL}/escalations/{escalation.pk}/",
-        "explanation": [e for e in escalation.evidence.get("explanation", []) if e.get("fact")],
-        "conditions": explain_conditions(escalation),
+        "conditions": rows,
+        "held": [row for row in rows if row["held"]],
+        "also_checked": [row for row in rows if not row["held"]],
         "links": link_urls(escalation=escalation, recipient=recipient),
     }
 

@@ -414,7 +414,7 @@ def test_the_same_pair_twice_in_a_batch_opens_once_then_refires(settings):
         "rule_version": version.number,
     }
     assert escalation.evidence == escalation.opened_evidence == evidence
-    assert escalation.summary == first.summary and "≥" in escalation.summary
+    assert escalation.summary == first.summary and "is at least" in escalation.summary
     first.refresh_from_db()
     assert first.escalation_id == escalation.pk and first.suppressed == ""
 
