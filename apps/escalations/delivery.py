@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
 
-from .models import Delivery, Escalation, EscalationEvent
+from .models import Delivery, DigestItem, Escalation, EscalationEvent
 from .outbound import OutboundFailed, UnsafeDestination
 
 logger = logging.getLogger(__name__)
@@ -458,36 +458,35 @@ def delivery_replay(*, delivery: Delivery, actor: Actor) -> bool:
 def stakeholders_notify(*, escalation: Escalation, actor: Actor) -> list[int]:
     """Tell the other recipients of the escalation's emails that someone acknowledged or closed it.
 
-    Called inside the transition's transaction, right after its event: one outbox row per recipient and
-    event (the key holds the event id), so a repeated call queues nothing new.
+    Called inside the transition's transaction, right after its event: one notice per recipient and
+    event (the key holds the event id), so a repeated call queues nothing new. Notices pass the noise
+    controls of each recipient (``noise.py``).
     """
     event = EscalationEvent.objects.filter(escalation_id=escalation.pk).only("pk").latest("id")
     actor_email = (getattr(actor, "email", "") or "").lower()
-    recipients = sorted(
-        {
-            target.lower()
-            for target in Delivery.objects.filter(escalation_id=escalation.pk)
-            .exclude(state=Delivery.State.DEAD)
-            .exclude(action=NOTIFY_ACTION)
-            .filter(target__contains="@")
-            .values_list("target", flat=True)
-        }
-        - {actor_email}
+    told = (
+        Delivery.objects.filter(escalation_id=escalation.pk)
+        .exclude(state=Delivery.State.DEAD)
+        .exclude(action__in=[NOTIFY_ACTION, "digest"])
+        .filter(target__contains="@")
+        .values_list("target", flat=True)
     )
-    now = timezone.now()
-    return deliveries_queue(
-        [
-            Delivery(
-                escalation=escalation,
-                action=NOTIFY_ACTION,
-                target=recipient,
-                idempotency_key=notify_key(escalation.pk, event.pk, recipient),
-                next_attempt_at=now,
-                created_at=now,
-            )
-            for recipient in recipients
-        ]
+    # Those who heard of it in a digest (the digest row belongs to the digest's first escalation).
+    listed = DigestItem.objects.filter(escalation_id=escalation.pk, event__isnull=True).values_list(
+        "delivery__target", flat=True
     )
+    recipients = sorted({t.lower() for t in [*told, *listed]} - {actor_email})
+    from .noise import Notice, notify_many
+
+    # Notices are emails to people like any other: the same quiet hours, digest and cap apply.
+    notices = [Notice(NOTIFY_ACTION, r, notify_key(escalation.pk, event.pk, r)) for r in recipients]
+    queued = set(
+        Delivery.objects.filter(idempotency_key__in=[n.key for n in notices]).values_list(
+            "idempotency_key", flat=True
+        )
+    ) | set(DigestItem.objects.filter(event_id=event.pk).values_list("delivery__target", flat=True))
+    notices = [n for n in notices if n.key not in queued and n.target not in queued]
+    return notify_many(items=[(escalation, notices)], now=timezone.now(), new=False) if notices else []
 
 
 def decision_write_back(*, escalation: Escalation) -> list[int]:
