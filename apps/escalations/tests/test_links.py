@@ -11,6 +11,7 @@ from django.core import mail, signing
 from django.test import Client
 from django.utils import timezone
 
+from apps.accounts.models import NotificationSettings
 from apps.escalations import services
 from apps.escalations.delivery import NOTIFY_ACTION, WRITEBACK_ACTION, delivery_attempt
 from apps.escalations.links import SALT, link_token, link_urls
@@ -243,6 +244,8 @@ def test_the_links_are_one_per_recipient(escalation, account_manager, executive)
 
 
 def test_stakeholders_hear_once_when_someone_acts(escalation, account_manager, executive):
+    # Executives get notices in their digest by default (test_noise_people.py); this one asked for each.
+    NotificationSettings.objects.create(user=executive, digest_minutes=0)
     now = timezone.now()
     for person in (account_manager, executive):
         Delivery.objects.create(
