@@ -322,9 +322,12 @@ def _upstream(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _note_text(escalation: Escalation) -> str:
+    from apps.rules.wording import why
+
     return (
         f"Fulcrum escalation #{escalation.pk} ({escalation.severity}, route {escalation.route}): "
-        f"{escalation.rule.name} — {escalation.subject_label}. Why: {escalation.summary} "
+        f"{escalation.rule.name} — {escalation.subject_label}. "
+        f"Why: {why(escalation.evidence, escalation.summary)}. "
         f"{settings.SITE_URL}/escalations/{escalation.pk}/"
     )
 

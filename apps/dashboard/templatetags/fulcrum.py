@@ -192,7 +192,10 @@ def fact_rows(evidence: Any) -> list[dict[str, Any]]:
             {
                 "name": name,
                 "label": wording.shape_of(name).label,
-                "value": fact_value(fact),
+                "value": wording.reading(
+                    fact.get("value"),
+                    wording.shape_of(name, str(fact.get("type") or ""), str(fact.get("unit") or "")),
+                ),
                 "age": age_words(fact.get("age_s")),
                 "source": fact.get("source") or "",
                 "missing": fact.get("value") is None,
