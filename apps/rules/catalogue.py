@@ -79,6 +79,8 @@ class Fact:
     label: str = ""
     unit_words: tuple[str, str] = ("", "")
     says: tuple[str, str] = ("", "")
+    # The meaning for people who read emails, where ``description`` is a formula (admin shows that).
+    plain: str = ""
     subject: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +94,8 @@ class Fact:
         object.__setattr__(self, "subject", subject)
         if not self.label:
             object.__setattr__(self, "label", attribute.replace("_", " ").capitalize())
+        if not self.plain:
+            object.__setattr__(self, "plain", self.description)
         if self.unit_words == ("", ""):
             words = {"USD": ("US dollar", "US dollars"), "%": ("percent", "percent")}.get(self.unit)
             if words:
@@ -118,6 +122,7 @@ class Fact:
             "unit": self.unit,
             "label": self.label,
             "unit_words": list(self.unit_words),
+            "plain": self.plain,
             "description": self.description,
             "source": self.source,
             "subject": self.subject,
@@ -140,6 +145,7 @@ _CATALOGUE: tuple[Fact, ...] = (
     Fact(
         "change_order.amount_pct_of_contract", _P, "%", "amount / project.contract_value × 100", "pm",
         label="Change order share of contract",
+        plain="the change order's amount as a share of the project's contract value",
     ),
     Fact(
         "change_order.status", _T, "",
@@ -166,6 +172,7 @@ _CATALOGUE: tuple[Fact, ...] = (
         "project.margin_pct", _P, "%",
         "(income_to_date − cost_to_date) / income_to_date × 100; null when income is 0", "accounting",
         label="Margin",
+        plain="income minus costs, as a share of income, from the accounting system",
     ),
     Fact(
         "project.change_orders_30d", _I, "count",
@@ -186,6 +193,7 @@ _CATALOGUE: tuple[Fact, ...] = (
         "project.days_behind_schedule", _I, "days",
         "max over past-due milestones of (completed date or today) − due date; 0 if none", "pm",
         label="Days behind schedule", unit_words=_DAYS,
+        plain="how many days late the project's most overdue milestone is",
     ),
     Fact(
         "project.schedule_status", _T, "", "on_track / at_risk / behind, as the PM system reports it", "pm",
@@ -201,6 +209,7 @@ _CATALOGUE: tuple[Fact, ...] = (
     Fact(
         "client.days_to_renewal", _I, "days", "contract renewal date − today; null without one", "crm",
         label="Days to renewal", unit_words=_DAYS,
+        plain="days until the client's contract renews (from the CRM)",
     ),
     Fact(
         "client.missed_last_milestone", _B, "",
@@ -221,6 +230,7 @@ _CATALOGUE: tuple[Fact, ...] = (
     Fact(
         "submittal.days_overdue", _I, "days", "today − due date when not yet returned; 0 otherwise", "pm",
         label="Days overdue", unit_words=_DAYS,
+        plain="days since the submittal was due, while it has not been returned",
     ),
     Fact(
         "submittal.schedule_critical", _B, "",

@@ -414,7 +414,7 @@ def conditions(evidence: object) -> list[Condition]:
             Condition(
                 fact=name,
                 label=shape.label,
-                meaning=catalogued.description if catalogued else "",
+                meaning=catalogued.plain if catalogued else "",
                 sentence=sentence(shape, op, expected, actual, said),
                 actual=reading(actual, shape, op=op, expected=expected),
                 expected=written(expected, shape),

@@ -71,7 +71,7 @@ def test_the_escalation_page_reads_as_sentences(page, executive, decided):
         "Days to renewal 1 day is at most 60 days"
     )
     why = page.locator("table.explanation")
-    assert "12.0%" not in why.inner_text()
+    assert "12.0%" not in why.inner_text() and "12.0%" not in page.locator("table.context").inner_text()
     key = why.locator("details.fact-key code", has_text="project.margin_pct")
     assert not key.is_visible()  # fact keys wait behind the toggle
     why.locator("details.fact-key summary").nth(1).click()
@@ -95,6 +95,7 @@ def test_the_email_lists_what_held_and_what_was_also_checked(page, decided):
     held, _, also = message.body.partition("Also checked:")
     assert "- The client did not miss its last milestone" in also and "project.margin_pct" not in message.body
     assert "Days to renewal 1 day is at most 60 days" in held
+    assert "income minus costs" in held and "income_to_date" not in message.body  # no formulas
     page.set_content(message.alternatives[0][0])
     assert page.locator("li", has_text="Margin 11.99% is below 12%").count() == 1
     screenshot(page, "escalation_email")

@@ -185,9 +185,16 @@ def fact_rows(evidence: Any) -> list[dict[str, Any]]:
     """The context snapshot: each fact with its value, unit, age and source, sorted by name."""
     if not isinstance(evidence, dict) or not isinstance(evidence.get("facts"), dict):
         return []
+    # A value the rule compared is shown as precisely as in its comparison (11.99%, not 12.0% beside 12%).
+    compared = {
+        str(node["fact"]): (str(node.get("op") or ""), node.get("expected"))
+        for node in reversed(evidence.get("explanation") or [])
+        if isinstance(node, dict) and node.get("fact")
+    }
     rows = []
     for name, fact in sorted(evidence["facts"].items()):
         fact = fact if isinstance(fact, dict) else {"value": fact}
+        op, expected = compared.get(name, ("", None))
         rows.append(
             {
                 "name": name,
@@ -195,6 +202,8 @@ def fact_rows(evidence: Any) -> list[dict[str, Any]]:
                 "value": wording.reading(
                     fact.get("value"),
                     wording.shape_of(name, str(fact.get("type") or ""), str(fact.get("unit") or "")),
+                    op=op,
+                    expected=expected,
                 ),
                 "age": age_words(fact.get("age_s")),
                 "source": fact.get("source") or "",
