@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.core import mail
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -99,3 +100,40 @@ def test_the_email_lists_what_held_and_what_was_also_checked(page, decided):
     page.set_content(message.alternatives[0][0])
     assert page.locator("li", has_text="Margin 11.99% is below 12%").count() == 1
     screenshot(page, "escalation_email")
+
+
+def test_an_executives_digest_and_her_notification_settings(page, executive, account_manager, decided):
+    from apps.escalations import services
+    from apps.escalations.noise import Notice, notify_many
+    from apps.escalations.tasks import deliver_due
+
+    now = timezone.now()
+    with transaction.atomic():
+        notify_many(
+            items=[
+                (decided, [Notice("email_executives", executive.email, f"esc{decided.pk}:email_executives")])
+            ],
+            now=now,
+            new=True,
+        )
+    services.escalation_acknowledge(escalation=decided, actor=account_manager, note="calling the client")
+    [digest] = Delivery.objects.filter(action="digest", target=executive.email)
+    Delivery.objects.filter(pk=digest.pk).update(next_attempt_at=now)  # the period's end, now
+    deliver_due()
+    [message] = [m for m in mail.outbox if m.to == [executive.email]]
+    assert message.subject == "[Fulcrum] Digest: 1 new escalation, 1 update"
+    assert (
+        "Why: Change order amount $60,000.00 is at least $50,000; Margin 11.99% is below 12%" in message.body
+    )
+    assert "Acknowledged by maria" in message.body
+    page.set_content(message.alternatives[0][0])
+    screenshot(page, "digest_email")
+
+    sign_in(page, executive)
+    page.goto(reverse("notification-settings"))
+    assert "one email every hour" in page.locator("main").inner_text()
+    page.fill("#id_time_zone", "Europe/Berlin")
+    page.fill("#id_quiet_hours", "22-7")
+    page.click("main button[type=submit]")
+    assert "22:00 to 7:00" in page.locator("main").inner_text()
+    screenshot(page, "notification_settings")
