@@ -182,8 +182,15 @@ def reading_places(actual: Decimal, shape: Shape, op: str = "", expected: object
     return places
 
 
-def reading(value: object, fact: Fact | Shape | str | None = None, *, op: str = "", expected: object = None,
-            kind: str = "", unit: str = "") -> str:  # fmt: skip
+def reading(
+    value: object,
+    fact: Fact | Shape | str | None = None,
+    *,
+    op: str = "",
+    expected: object = None,
+    kind: str = "",
+    unit: str = "",
+) -> str:
     """A fact's value as read: ``$49,999.99``, ``11.99%``, ``1 day``, ``yes``, ``no data``. With ``op`` and
     ``expected`` (the rule's threshold), precise enough that the shown comparison is true."""
     shape = shape_of(fact, kind, unit)
