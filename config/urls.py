@@ -12,6 +12,7 @@ urlpatterns = [
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/password_reset/", RateLimitedPasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("account/", include("apps.accounts.urls")),
     # Before the pages: where a DRF route name equals a page's (escalation-detail), the page wins reverse().
     path("api/", include("config.api_urls")),
     path("", include("apps.dashboard.urls")),

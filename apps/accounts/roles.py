@@ -14,6 +14,8 @@ _CONFIG_MODELS += ["entities.matchcandidate", "entities.resolutionsettings", "qu
 # What operations managers tune: escalation policies, rule settings, the learning loop's knobs.
 _CONFIG_MODELS += ["escalations.escalationpolicy", "escalations.policylevel", "rules.rulessettings"]
 _CONFIG_MODELS += ["learning.learningsettings", "learning.thresholdsuggestion"]
+# People's own noise settings, which operators adjust for them (an executive drowning in email).
+_CONFIG_MODELS += ["accounts.notificationsettings"]
 _VIEW_ALL = [
     "entities.client",
     "entities.project",
@@ -41,7 +43,7 @@ _VIEW_ALL = [
     "connectors.webhookdelivery",
     "audit.auditentry",
     *["escalations.escalationpolicy", "escalations.policylevel", "escalations.suppressednotification"],
-    *["rules.rulessettings", "rules.shadowrun"],
+    *["rules.rulessettings", "rules.shadowrun", "accounts.notificationsettings"],
     *["learning.learningsettings", "learning.shadowsample", "learning.thresholdsuggestion"],
     *["learning.riskmodel", "learning.riskscore", "learning.ruleanalytics"],
 ]

@@ -60,6 +60,10 @@ def _attention(flag: bool) -> str:
     return " attention" if flag else ""
 
 
+LAST_MISSED_HERE = ' <span class="sub">including the client\'s latest</span>'
+LAST_MISSED_ELSEWHERE = ' <span class="sub">the client\'s latest, on another project, was missed</span>'
+
+
 def flagged_rows(projects: Iterable[Any], *, show_risk: bool) -> SafeString:
     """``<tr>``s of the flagged-projects table (``queries.page_projects`` with ``facts`` attached)."""
     detail = _PkUrl("escalation-detail")
@@ -77,7 +81,11 @@ def flagged_rows(projects: Iterable[Any], *, show_risk: bool) -> SafeString:
             if worst
             else ""
         )
-        last = ' <span class="sub">last one missed</span>' if last_missed else ""
+        # The project's own count next to the client's latest milestone: "0 · last one missed" read as a
+        # contradiction when the missed milestone was on another of the client's projects.
+        last = ""
+        if last_missed:
+            last = LAST_MISSED_HERE if positive(missed) else LAST_MISSED_ELSEWHERE
         client_name = (client.name if client is not None else "") or "no client"
         owned = f" · {_text(owner)}" if owner else ""
         soon = _attention(renewal_soon(renewal))

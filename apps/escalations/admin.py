@@ -26,11 +26,20 @@ class EventInline(admin.TabularInline):
         return False
 
 
+def delivery_what(delivery: Delivery) -> str:
+    """``Note in CRM → Acme Builders`` rather than ``note_crm → 1:5100145159``."""
+    from .words import action_words, target_words
+
+    target = target_words(delivery.action, delivery.target, delivery.escalation)
+    return f"{action_words(delivery.action)} → {target}"
+
+
 class DeliveryInline(admin.TabularInline):
     model = Delivery
     extra = 0
     can_delete = False
     readonly_fields = (
+        "what",
         "action",
         "target",
         "state",
@@ -43,6 +52,10 @@ class DeliveryInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="what")
+    def what(self, delivery: Delivery) -> str:
+        return delivery_what(delivery)
 
 
 class SuppressedInline(admin.TabularInline):
@@ -101,7 +114,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "escalation",
-        "action",
+        "what",
         "target",
         "state",
         "attempts",
@@ -109,13 +122,17 @@ class DeliveryAdmin(admin.ModelAdmin):
         "last_error",
     )
     list_filter = ("state", "action")
-    list_select_related = ("escalation",)
+    list_select_related = ("escalation__client", "escalation__project", "escalation__rule")
     readonly_fields = [f.name for f in Delivery._meta.fields]
     actions = ["replay"]
     show_full_result_count = False
 
     def has_add_permission(self, request):
         return False
+
+    @admin.display(description="what")
+    def what(self, delivery: Delivery) -> str:
+        return delivery_what(delivery)
 
     @admin.action(description="Replay selected failed or dead deliveries", permissions=["change"])
     def replay(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
 
-from .models import Delivery, Escalation, EscalationEvent
+from .models import Delivery, DigestItem, Escalation, EscalationEvent
 from .outbound import OutboundFailed, UnsafeDestination
 
 logger = logging.getLogger(__name__)
@@ -193,47 +193,37 @@ def flag_dashboard(delivery: Delivery) -> dict:
 # ---- email --------------------------------------------------------------------------------------------
 
 
-def explain_conditions(escalation: Escalation) -> list[dict[str, str]]:
-    """Each condition of the decision in plain words: the fact, what it means, its value, the threshold."""
-    from apps.dashboard.templatetags.fulcrum import format_value
-    from apps.rules.catalogue import FACTS
-    from apps.rules.wording import OPERATOR_PHRASES
+def explain_conditions(escalation: Escalation) -> list[dict[str, Any]]:
+    """Each condition of the decision in plain words (the one formatter, ``apps/rules/wording.py``): its
+    label, what it means, the sentence, the value and threshold as shown, and whether it held."""
+    from apps.rules.wording import conditions
 
-    facts = escalation.evidence.get("facts") or {}
-    rows = []
-    for node in escalation.evidence.get("explanation") or []:
-        fact = node.get("fact") if isinstance(node, dict) else None
-        if not fact:
-            continue
-        found = facts.get(fact)
-        meta: dict[str, Any] = found if isinstance(found, dict) else {}
-        kind, unit = str(meta.get("type") or ""), str(meta.get("unit") or "")
-        catalogued = FACTS.get(fact)
-        rows.append(
-            {
-                "fact": fact,
-                "meaning": catalogued.description if catalogued else "",
-                "actual": format_value(node.get("actual"), kind, unit),
-                "threshold": f"{OPERATOR_PHRASES.get(node.get('op', ''), node.get('op', ''))} "
-                f"{format_value(node.get('expected'), kind, unit)}".strip(),
-                "result": {"true": "met", "false": "not met"}.get(
-                    str(node.get("result")), str(node.get("result") or "unknown")
-                ),
-                "text": str(node.get("text") or ""),
-            }
-        )
-    return rows
+    return [
+        {
+            "fact": c.fact,
+            "label": c.label,
+            "meaning": c.meaning,
+            "sentence": c.sentence,
+            "actual": c.actual,
+            "threshold": c.expected,
+            "held": c.held,
+            "result": {"true": "met", "false": "not met"}.get(c.result, "no data"),
+        }
+        for c in conditions(escalation.evidence)
+    ]
 
 
 def email_context(escalation: Escalation, recipient: str) -> dict:
     from .links import link_urls
 
+    rows = explain_conditions(escalation)
     return {
         "escalation": escalation,
         "recipient": recipient,
         "url": f"{settings.SITE_URL}/escalations/{escalation.pk}/",
-        "explanation": [e for e in escalation.evidence.get("explanation", []) if e.get("fact")],
-        "conditions": explain_conditions(escalation),
+        "conditions": rows,
+        "held": [row for row in rows if row["held"]],
+        "also_checked": [row for row in rows if not row["held"]],
         "links": link_urls(escalation=escalation, recipient=recipient),
     }
 
@@ -332,9 +322,12 @@ def _upstream(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _note_text(escalation: Escalation) -> str:
+    from apps.rules.wording import why
+
     return (
         f"Fulcrum escalation #{escalation.pk} ({escalation.severity}, route {escalation.route}): "
-        f"{escalation.rule.name} — {escalation.subject_label}. Why: {escalation.summary} "
+        f"{escalation.rule.name} — {escalation.subject_label}. "
+        f"Why: {why(escalation.evidence, escalation.summary)}. "
         f"{settings.SITE_URL}/escalations/{escalation.pk}/"
     )
 
@@ -468,36 +461,35 @@ def delivery_replay(*, delivery: Delivery, actor: Actor) -> bool:
 def stakeholders_notify(*, escalation: Escalation, actor: Actor) -> list[int]:
     """Tell the other recipients of the escalation's emails that someone acknowledged or closed it.
 
-    Called inside the transition's transaction, right after its event: one outbox row per recipient and
-    event (the key holds the event id), so a repeated call queues nothing new.
+    Called inside the transition's transaction, right after its event: one notice per recipient and
+    event (the key holds the event id), so a repeated call queues nothing new. Notices pass the noise
+    controls of each recipient (``noise.py``).
     """
     event = EscalationEvent.objects.filter(escalation_id=escalation.pk).only("pk").latest("id")
     actor_email = (getattr(actor, "email", "") or "").lower()
-    recipients = sorted(
-        {
-            target.lower()
-            for target in Delivery.objects.filter(escalation_id=escalation.pk)
-            .exclude(state=Delivery.State.DEAD)
-            .exclude(action=NOTIFY_ACTION)
-            .filter(target__contains="@")
-            .values_list("target", flat=True)
-        }
-        - {actor_email}
+    told = (
+        Delivery.objects.filter(escalation_id=escalation.pk)
+        .exclude(state=Delivery.State.DEAD)
+        .exclude(action__in=[NOTIFY_ACTION, "digest"])
+        .filter(target__contains="@")
+        .values_list("target", flat=True)
     )
-    now = timezone.now()
-    return deliveries_queue(
-        [
-            Delivery(
-                escalation=escalation,
-                action=NOTIFY_ACTION,
-                target=recipient,
-                idempotency_key=notify_key(escalation.pk, event.pk, recipient),
-                next_attempt_at=now,
-                created_at=now,
-            )
-            for recipient in recipients
-        ]
+    # Those who heard of it in a digest (the digest row belongs to the digest's first escalation).
+    listed = DigestItem.objects.filter(escalation_id=escalation.pk, event__isnull=True).values_list(
+        "delivery__target", flat=True
     )
+    recipients = sorted({t.lower() for t in [*told, *listed]} - {actor_email})
+    from .noise import Notice, notify_many
+
+    # Notices are emails to people like any other: the same quiet hours, digest and cap apply.
+    notices = [Notice(NOTIFY_ACTION, r, notify_key(escalation.pk, event.pk, r)) for r in recipients]
+    queued = set(
+        Delivery.objects.filter(idempotency_key__in=[n.key for n in notices]).values_list(
+            "idempotency_key", flat=True
+        )
+    ) | set(DigestItem.objects.filter(event_id=event.pk).values_list("delivery__target", flat=True))
+    notices = [n for n in notices if n.key not in queued and n.target not in queued]
+    return notify_many(items=[(escalation, notices)], now=timezone.now(), new=False) if notices else []
 
 
 def decision_write_back(*, escalation: Escalation) -> list[int]:

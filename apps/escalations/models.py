@@ -314,16 +314,29 @@ class PolicyLevel(models.Model):
 
 
 class DigestItem(models.Model):
-    """One escalation listed in a digest email (a ``Delivery`` with action ``digest``)."""
+    """One line of a digest email (a ``Delivery`` with action ``digest``): a new escalation, one the
+    hourly cap held back, or a notice of what someone did (``event``)."""
+
+    class Kind(models.TextChoices):
+        LISTED = "listed", "new escalation"
+        CAPPED = "capped", "held back by the hourly cap"
 
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="digest_items")
     escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="digest_items")
+    event = models.ForeignKey(
+        EscalationEvent, null=True, blank=True, on_delete=models.CASCADE, related_name="digest_items"
+    )
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.LISTED)
     added_at = models.DateTimeField()
 
     class Meta:
         ordering = ["added_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["delivery", "escalation"], name="one_digest_item_per_escalation")
+            models.UniqueConstraint(
+                fields=["delivery", "escalation", "event"],
+                nulls_distinct=False,
+                name="one_digest_item_per_escalation_event",
+            )
         ]
 
     def __str__(self) -> str:
@@ -333,14 +346,14 @@ class DigestItem(models.Model):
 class SuppressedNotification(models.Model):
     """A notification to a person that was not sent as planned, and why (noise controls).
 
-    ``deferred`` (quiet hours) and ``digest`` still reach the person later, through ``delivery``;
-    ``capped`` never does.
+    Each still reaches the person later, through ``delivery``: quiet hours defer the email itself; a
+    digest lists it; past the hourly cap it is rolled into the person's next digest.
     """
 
     class Reason(models.TextChoices):
         QUIET_HOURS = "quiet_hours", "deferred: quiet hours"
         DIGEST = "digest", "batched into a digest"
-        CAPPED = "capped", "suppressed: hourly cap per recipient"
+        CAPPED = "capped", "rolled into the next digest: hourly cap"
 
     escalation = models.ForeignKey(Escalation, on_delete=models.CASCADE, related_name="suppressed")
     action = models.CharField(max_length=40)

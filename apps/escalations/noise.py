@@ -1,9 +1,12 @@
-"""Noise controls between an escalation and people's inboxes: executive digest, quiet hours, hourly cap.
+"""Noise controls between an escalation and people's inboxes: digests, quiet hours, an hourly cap.
 
-Every notification to a person passes :func:`notify` on its way into the outbox. It is sent now,
-deferred to the end of quiet hours, batched into a digest, or suppressed by the per-recipient hourly
-cap; each notification not sent now as planned leaves a :class:`SuppressedNotification` with its reason.
-Upstream notes, the dashboard flag and webhooks are not notifications to a person and pass untouched.
+Every email to a person (escalation emails and notices such as "X acknowledged") passes
+:func:`notify_many` on its way into the outbox, under that person's own settings (``preferences.py``:
+their time zone, quiet hours, digest period and hourly cap, the company defaults where they set none;
+executives get the digest by default). It is sent now, deferred to the end of their quiet hours, listed
+in their next digest, or — past their hourly cap — rolled into their next digest, never dropped. Each
+email not sent now as planned leaves a :class:`SuppressedNotification` with its reason. Upstream notes,
+the dashboard flag and webhooks are not emails to a person and pass untouched.
 """
 
 from __future__ import annotations
@@ -24,10 +27,20 @@ from django.template.loader import render_to_string
 
 from apps.bulk import copy_insert, copy_rows
 
-from .delivery import PermanentFailure, deliveries_dispatch, performs, send_escalation_email
+from .delivery import (
+    NOTIFY_ACTION,
+    PermanentFailure,
+    _notify_event_id,
+    deliveries_dispatch,
+    performs,
+    send_escalation_email,
+)
 from .models import Delivery, DigestItem, Escalation, SuppressedNotification
+from .preferences import Preferences, company_quiet_hours, preferences_for
 
 EMAIL_ACTIONS = frozenset({"email_account_manager", "email_executives", "email_group", "email_address"})
+# Emails to a person: escalation emails and notices of what someone did. All pass the same controls.
+PERSONAL = EMAIL_ACTIONS | {NOTIFY_ACTION}
 DIGEST = "digest"
 
 
@@ -40,29 +53,31 @@ class Notice(NamedTuple):
     key: str
 
 
-def quiet_until(now: dt.datetime) -> dt.datetime | None:
-    """The end of the quiet hours ``now`` falls in (``FULCRUM["QUIET_HOURS"]`` as ``"22-7"``, local
-    hours of ``TIME_ZONE``), or None outside them or when quiet hours are off."""
-    spec = (settings.FULCRUM.get("QUIET_HOURS") or "").strip()
-    if not spec:
+def quiet_until(
+    now: dt.datetime, quiet: tuple[int, int] | str | None = "", tz: zoneinfo.ZoneInfo | None = None
+) -> dt.datetime | None:
+    """The end of the quiet hours ``now`` falls in, or None outside them or when there are none.
+
+    ``quiet`` is (start, end) local hours of ``tz``; by default the company's (``FULCRUM["QUIET_HOURS"]``
+    as ``"22-7"``, in ``TIME_ZONE``)."""
+    if quiet == "":
+        quiet = company_quiet_hours()
+    if isinstance(quiet, str):
+        raise ImproperlyConfigured(f"quiet hours {quiet!r} must be parsed first")
+    if quiet is None:
         return None
-    try:
-        start, end = (int(part) for part in spec.split("-"))
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"FULCRUM QUIET_HOURS {spec!r}: write start-end hours, e.g. 22-7") from exc
-    if not (0 <= start <= 23 and 0 <= end <= 23) or start == end:
-        raise ImproperlyConfigured(f"FULCRUM QUIET_HOURS {spec!r}: hours 0-23, start different from end")
-    tz = zoneinfo.ZoneInfo(settings.TIME_ZONE)
+    start, end = quiet
+    tz = tz or zoneinfo.ZoneInfo(settings.TIME_ZONE)
     local = now.astimezone(tz)
     hour = local.hour + local.minute / 60 + local.second / 3600
     day = local.date()
     if start < end:
-        quiet = start <= hour < end
+        silent = start <= hour < end
     else:  # across midnight: 22-7 is quiet from 22:00 until 07:00 the next day
-        quiet = hour >= start or hour < end
+        silent = hour >= start or hour < end
         if hour >= start:
             day += dt.timedelta(days=1)
-    if not quiet:
+    if not silent:
         return None
     return dt.datetime.combine(day, dt.time(end), tzinfo=tz).astimezone(dt.UTC)
 
@@ -71,18 +86,29 @@ def _bypasses_quiet_hours(escalation: Escalation, action: str) -> bool:
     return action == "email_executives" and escalation.severity == Escalation.Severity.CRITICAL
 
 
-def _digest_on(escalation: Escalation) -> bool:
-    if escalation.severity == Escalation.Severity.CRITICAL:
-        return False  # a critical item is worth its own email
+def _digest_period(
+    escalation: Escalation, notice: Notice, person: Preferences, new: bool
+) -> dt.timedelta | None:
+    """The digest period this notice waits for, or None when it goes out on its own. New escalations
+    (not critical ones: they are worth their own email) and notices of what someone did are batched for a
+    person with a digest; a policy may also batch its executives' emails."""
+    if notice.action == NOTIFY_ACTION:
+        return person.digest
+    if not new or escalation.severity == Escalation.Severity.CRITICAL:
+        return None
+    if person.digest:
+        return person.digest
     snapshot = escalation.policy_snapshot or {}
-    return bool(snapshot.get("digest_executives") or settings.FULCRUM.get("EXECUTIVE_DIGEST"))
+    if notice.action == "email_executives" and snapshot.get("digest_executives"):
+        return person.rollup_period
+    return None
 
 
 def _recent_counts(targets: list[str], now: dt.datetime) -> Counter[str]:
     rows = (
         Delivery.objects.filter(
             target__in=set(targets),
-            action__in=EMAIL_ACTIONS | {DIGEST},
+            action__in=PERSONAL | {DIGEST},
             created_at__gt=now - dt.timedelta(hours=1),
         )
         .values("target")
@@ -91,19 +117,19 @@ def _recent_counts(targets: list[str], now: dt.datetime) -> Counter[str]:
     return Counter({row["target"]: row["n"] for row in rows})
 
 
-def _open_digest(escalation: Escalation, target: str, now: dt.datetime) -> tuple[Delivery | None, bool]:
-    """This period's digest for the target, still collecting, locked (None if it is already sending),
-    and whether this call created it."""
-    period: dt.timedelta = settings.FULCRUM["DIGEST_PERIOD"]
-    # Whole periods of local wall-clock time from a Monday midnight (aware datetimes sharing one tzinfo
-    # subtract as wall clocks): a daily digest closes at the company's midnight, an hourly one on the hour.
-    tz = zoneinfo.ZoneInfo(settings.TIME_ZONE)
-    epoch = dt.datetime(2000, 1, 3, tzinfo=tz)
-    start = epoch + ((now.astimezone(tz) - epoch) // period) * period
+def _open_digest(
+    escalation: Escalation, target: str, now: dt.datetime, period: dt.timedelta, person: Preferences
+) -> tuple[Delivery | None, bool]:
+    """The target's digest for the period ``now`` falls in, still collecting, locked (None if it is
+    already sending), and whether this call created it."""
+    # Whole periods of the person's wall-clock time from a Monday midnight (aware datetimes sharing one
+    # tzinfo subtract as wall clocks): a daily digest closes at their midnight, an hourly one on the hour.
+    epoch = dt.datetime(2000, 1, 3, tzinfo=person.tz)
+    start = epoch + ((now.astimezone(person.tz) - epoch) // period) * period
     end = start + period
-    send_at = quiet_until(end) or end
+    send_at = quiet_until(end, person.quiet, person.tz) or end
     digest, created = Delivery.objects.get_or_create(
-        idempotency_key=f"digest:{start:%Y%m%dT%H%M%S}:{target}"[:120],
+        idempotency_key=f"digest:{start.astimezone(dt.UTC):%Y%m%dT%H%M%S}:{target}"[:120],
         defaults={
             "escalation": escalation,
             "action": DIGEST,
@@ -127,82 +153,122 @@ def notify(*, escalation: Escalation, notices: list[Notice], now: dt.datetime, n
     return notify_many(items=[(escalation, notices)], now=now, new=new)
 
 
+class _Batch:
+    """The rows one :func:`notify_many` call writes, collected for three bulk inserts."""
+
+    def __init__(self, now: dt.datetime, people: dict[str, Preferences]) -> None:
+        self.now = now
+        self.people = people
+        self.digests: dict[tuple[str, dt.timedelta, dt.datetime], Delivery | None] = {}
+        self.opened: list[str] = []  # digests created, counted against the cap from the next item on
+        self.items: list[DigestItem] = []
+        self.rows: list[dict[str, Any]] = []
+        self.suppressed: list[SuppressedNotification] = []
+        self.deferred: dict[str, SuppressedNotification] = {}
+
+    def record(
+        self, escalation: Escalation, notice: Notice, reason: str, detail: str, **extra: Any
+    ) -> SuppressedNotification:
+        row = SuppressedNotification(
+            escalation=escalation,
+            action=notice.action,
+            target=notice.target,
+            reason=reason,
+            detail=detail[:300],
+            created_at=self.now,
+            **extra,
+        )
+        self.suppressed.append(row)
+        return row
+
+    def into_digest(
+        self, escalation: Escalation, notice: Notice, period: dt.timedelta, kind: str
+    ) -> Delivery:
+        """List the notice in the person's digest for this period (the next one if this one is sending)."""
+        person = self.people[notice.target]
+        at = self.now
+        digest: Delivery | None = None
+        while digest is None:
+            key = (notice.target, period, at)
+            if key not in self.digests:
+                self.digests[key], created = _open_digest(escalation, notice.target, at, period, person)
+                if created:
+                    self.opened.append(notice.target)
+            digest = self.digests[key]
+            at += period
+        event_id = _notify_event_id(notice.key) if notice.action == NOTIFY_ACTION else None
+        self.items.append(
+            DigestItem(
+                delivery=digest, escalation=escalation, event_id=event_id, kind=kind, added_at=self.now
+            )
+        )
+        return digest
+
+
 def notify_many(
     *, items: Sequence[tuple[Escalation, list[Notice]]], now: dt.datetime, new: bool
 ) -> list[int]:
     """:func:`notify` for several escalations at once, with the same outcome as calling it for each in
     order: the hourly cap counts the rows queued for earlier items (as it counts committed and earlier
-    rows of this transaction), a digest is opened once per recipient and lists every item. One query
-    counts recent rows, one inserts the outbox rows, one the suppressions."""
+    rows of this transaction), a digest is opened once per recipient and period and lists every item.
+    Each person's own settings apply (``preferences.py``). One query resolves the people, one counts
+    recent rows, one inserts the outbox rows, one the digest items, one the suppressions."""
     # The cap counts committed rows: concurrent transactions may each pass it once (an overshoot of at
     # most the number of concurrent evaluations). Per-recipient locks would make it exact, but a batch
     # opening many escalations would take them across calls in no global order and could deadlock.
-    cap: int = settings.FULCRUM.get("RECIPIENT_HOURLY_CAP") or 0
-    people = sorted({n.target for _, notices in items for n in notices if n.action in EMAIL_ACTIONS})
-    # Rows to each recipient in the last hour, as a count query would see them before each item.
-    counted = _recent_counts(people, now) if people and cap else Counter()
-    quiet = quiet_until(now)
-    digests: dict[str, Delivery | None] = {}
-    digest_items: list[DigestItem] = []
-    rows: list[dict[str, Any]] = []  # the outbox rows, by field
-    suppressed: list[SuppressedNotification] = []
-    deferred_keys: dict[str, SuppressedNotification] = {}
+    targets = sorted({n.target for _, notices in items for n in notices if n.action in PERSONAL})
+    people = preferences_for(targets)
+    capped_people = [t for t in targets if people[t].cap]
+    counted = _recent_counts(capped_people, now) if capped_people else Counter()
+    batch = _Batch(now, people)
 
     for escalation, notices in items:
-        digest_on = new and _digest_on(escalation)
         recent: Counter[str] = Counter()  # this item's own rows, on top of what was counted before it
-        opened: list[str] = []  # digests this item created: counted from the next item on
-
-        def record(notice: Notice, reason: str, detail: str, **extra: Any) -> SuppressedNotification:
-            row = SuppressedNotification(
-                escalation=escalation,  # noqa: B023 - used within this iteration only
-                action=notice.action,
-                target=notice.target,
-                reason=reason,
-                detail=detail[:300],
-                created_at=now,
-                **extra,
-            )
-            suppressed.append(row)
-            return row
-
+        batch.opened = []
         for notice in notices:
             due = now
-            if notice.action in EMAIL_ACTIONS:
-                if digest_on and notice.action == "email_executives":
-                    if notice.target not in digests:
-                        digests[notice.target], created = _open_digest(escalation, notice.target, now)
-                        if created:
-                            opened.append(notice.target)
-                    digest = digests[notice.target]
-                    if digest is not None:
-                        digest_items.append(DigestItem(delivery=digest, escalation=escalation, added_at=now))
-                        record(
-                            notice,
-                            SuppressedNotification.Reason.DIGEST,
-                            f"in the digest sent at {digest.next_attempt_at:%Y-%m-%d %H:%M} UTC",
-                            delivery=digest,
-                            deferred_until=digest.next_attempt_at,
-                        )
-                        continue
+            if notice.action in PERSONAL:
+                person = people[notice.target]
+                period = _digest_period(escalation, notice, person, new)
+                if period is not None:
+                    digest = batch.into_digest(escalation, notice, period, DigestItem.Kind.LISTED)
+                    batch.record(
+                        escalation,
+                        notice,
+                        SuppressedNotification.Reason.DIGEST,
+                        f"in the digest sent at {digest.next_attempt_at:%Y-%m-%d %H:%M} UTC",
+                        delivery=digest,
+                        deferred_until=digest.next_attempt_at,
+                    )
+                    continue
                 sent = counted[notice.target] + recent[notice.target]
-                if cap and sent >= cap:
-                    record(
+                if person.cap and sent >= person.cap:
+                    digest = batch.into_digest(
+                        escalation, notice, person.rollup_period, DigestItem.Kind.CAPPED
+                    )
+                    batch.record(
+                        escalation,
                         notice,
                         SuppressedNotification.Reason.CAPPED,
-                        f"{sent} notifications to this recipient in the last hour; cap {cap}",
+                        f"{sent} emails to this person in the last hour, cap {person.cap}: rolled into "
+                        f"the digest sent at {digest.next_attempt_at:%Y-%m-%d %H:%M} UTC",
+                        delivery=digest,
+                        deferred_until=digest.next_attempt_at,
                     )
                     continue
                 recent[notice.target] += 1
+                quiet = quiet_until(now, person.quiet, person.tz)
                 if quiet and not _bypasses_quiet_hours(escalation, notice.action):
                     due = quiet
-                    deferred_keys[notice.key] = record(
+                    batch.deferred[notice.key] = batch.record(
+                        escalation,
                         notice,
                         SuppressedNotification.Reason.QUIET_HOURS,
-                        f"quiet hours {settings.FULCRUM['QUIET_HOURS']}: sent at {quiet:%Y-%m-%d %H:%M} UTC",
+                        f"quiet hours {person.quiet_spec} ({person.tz.key}): "
+                        f"sent at {quiet:%Y-%m-%d %H:%M} UTC",
                         deferred_until=quiet,
                     )
-            rows.append(
+            batch.rows.append(
                 {
                     "escalation_id": escalation.pk,
                     "action": notice.action,
@@ -212,16 +278,15 @@ def notify_many(
                     "created_at": now,
                 }
             )
-        if cap:
-            counted.update(recent)
-            counted.update(opened)
-    DigestItem.objects.bulk_create(digest_items, ignore_conflicts=True)
-    ids = copy_rows(Delivery, rows)
-    for pk, row in zip(ids, rows, strict=True):
-        if row["idempotency_key"] in deferred_keys:
-            deferred_keys[row["idempotency_key"]].delivery_id = pk
-    copy_insert(suppressed)
-    ids = [pk for pk, row in zip(ids, rows, strict=True) if row["next_attempt_at"] <= now]
+        counted.update(recent)
+        counted.update(batch.opened)
+    DigestItem.objects.bulk_create(batch.items, ignore_conflicts=True)
+    ids = copy_rows(Delivery, batch.rows)
+    for pk, row in zip(ids, batch.rows, strict=True):
+        if row["idempotency_key"] in batch.deferred:
+            batch.deferred[row["idempotency_key"]].delivery_id = pk
+    copy_insert(batch.suppressed)
+    ids = [pk for pk, row in zip(ids, batch.rows, strict=True) if row["next_attempt_at"] <= now]
     if ids:
         transaction.on_commit(lambda: deliveries_dispatch(ids))
     return ids
@@ -236,24 +301,52 @@ performs("email_group", "email_address")(send_escalation_email)
 
 @performs(DIGEST)
 def send_digest(delivery: Delivery) -> dict:
-    """One email listing the escalations batched into this digest."""
-    items = list(
+    """One email with what this digest collected: new escalations (those the hourly cap held back among
+    them, marked), and what people did (acknowledged, resolved ...)."""
+    from apps.rules.wording import why
+
+    rows = list(
         DigestItem.objects.filter(delivery=delivery)
-        .select_related("escalation__rule", "escalation__client")
+        .select_related("escalation__rule", "escalation__client", "event")
         .order_by("added_at", "id")
     )
-    escalations = [item.escalation for item in items]
+    seen: set[int] = set()
+    escalations: list[tuple[Escalation, bool]] = []
+    for item in rows:
+        if item.event_id is None and item.escalation_id not in seen:
+            seen.add(item.escalation_id)
+            escalations.append((item.escalation, item.kind == DigestItem.Kind.CAPPED))
+    escalations.sort(key=lambda pair: (Escalation.SEVERITY_RANK.get(pair[0].severity, 9), pair[0].pk))
+    site = settings.SITE_URL
     context = {
         "recipient": delivery.target,
-        "site_url": settings.SITE_URL,
+        "site_url": site,
         "items": [
-            {"escalation": e, "url": f"{settings.SITE_URL}/escalations/{e.pk}/"}
-            for e in sorted(escalations, key=lambda e: (Escalation.SEVERITY_RANK.get(e.severity, 9), e.pk))
+            {
+                "escalation": e,
+                "why": why(e.evidence, e.summary),
+                "capped": capped,
+                "url": f"{site}/escalations/{e.pk}/",
+            }
+            for e, capped in escalations
+        ],
+        "capped": sum(1 for _, capped in escalations if capped),
+        "notices": [
+            {
+                "escalation": item.escalation,
+                "event": item.event,
+                "url": f"{site}/escalations/{item.escalation_id}/",
+            }
+            for item in rows
+            if item.event is not None
         ],
     }
-    count = len(escalations)
+    count, updates = len(escalations), len(context["notices"])
+    parts = [f"{count} new escalation{'s' if count != 1 else ''}"] if count or not updates else []
+    if updates:
+        parts.append(f"{updates} update{'s' if updates != 1 else ''}")
     message = EmailMultiAlternatives(
-        subject=f"[Fulcrum] Digest: {count} new escalation{'s' if count != 1 else ''}",
+        subject=f"[Fulcrum] Digest: {', '.join(parts)}",
         body=render_to_string("escalations/email/digest.txt", context),
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[delivery.target],
@@ -266,4 +359,4 @@ def send_digest(delivery: Delivery) -> dict:
         raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
     except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
         raise OSError(f"SMTP: {exc}") from exc
-    return {"to": delivery.target, "escalations": [e.pk for e in escalations]}
+    return {"to": delivery.target, "escalations": [e.pk for e, _ in escalations], "updates": updates}

@@ -74,6 +74,13 @@ class Fact:
     description: str
     source: str
     choices: tuple[str, ...] = ()
+    # How people read it: a label ("Margin"), the unit in words (singular, plural: "day", "days"), and for
+    # true/false facts what each value says ("missed its last milestone").
+    label: str = ""
+    unit_words: tuple[str, str] = ("", "")
+    says: tuple[str, str] = ("", "")
+    # The meaning for people who read emails, where ``description`` is a formula (admin shows that).
+    plain: str = ""
     subject: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +92,23 @@ class Fact:
         if self.choices and self.type is not FactType.TEXT:
             raise ValueError(f"fact {self.name}: only text facts have choices")
         object.__setattr__(self, "subject", subject)
+        if not self.label:
+            object.__setattr__(self, "label", attribute.replace("_", " ").capitalize())
+        if not self.plain:
+            object.__setattr__(self, "plain", self.description)
+        if self.unit_words == ("", ""):
+            words = {"USD": ("US dollar", "US dollars"), "%": ("percent", "percent")}.get(self.unit)
+            if words:
+                object.__setattr__(self, "unit_words", words)
+
+    def unit_for(self, count: object) -> str:
+        """The unit in words for a count of it: ``1 day``, ``2 days``; empty when it has none."""
+        one, many = self.unit_words
+        try:
+            single: bool = abs(count) == 1  # type: ignore[arg-type]
+        except TypeError:
+            single = False
+        return one if single else many
 
     @property
     def operators(self) -> tuple[str, ...]:
@@ -96,6 +120,9 @@ class Fact:
             "name": self.name,
             "type": self.type.value,
             "unit": self.unit,
+            "label": self.label,
+            "unit_words": list(self.unit_words),
+            "plain": self.plain,
             "description": self.description,
             "source": self.source,
             "subject": self.subject,
@@ -106,78 +133,115 @@ class Fact:
 
 _M, _P, _I, _T, _B = FactType.MONEY, FactType.PERCENT, FactType.INT, FactType.TEXT, FactType.BOOL
 
-# name, type, unit, description, source[, choices]
+_DAYS = ("day", "days")
+
+# name, type, unit, description, source[, choices], label, unit in words (singular, plural)
 # fmt: off
 _CATALOGUE: tuple[Fact, ...] = (
-    Fact("change_order.amount", _M, "USD", "the change order's total", "pm"),
-    Fact("change_order.amount_pct_of_contract", _P, "%", "amount / project.contract_value × 100", "pm"),
+    Fact(
+        "change_order.amount", _M, "USD", "the change order's total", "pm",
+        label="Change order amount",
+    ),
+    Fact(
+        "change_order.amount_pct_of_contract", _P, "%", "amount / project.contract_value × 100", "pm",
+        label="Change order share of contract",
+        plain="the change order's amount as a share of the project's contract value",
+    ),
     Fact(
         "change_order.status", _T, "",
         "as in the PM system, normalised to draft / pending / approved / rejected / void", "pm",
-        choices=("draft", "pending", "approved", "rejected", "void"),
+        choices=("draft", "pending", "approved", "rejected", "void"), label="Change order status",
     ),
-    Fact("change_order.age_days", _I, "days", "days since it was created", "pm"),
-    Fact("project.contract_value", _M, "USD", "the project's contract value from the PM system", "pm"),
+    Fact(
+        "change_order.age_days", _I, "days", "days since it was created", "pm",
+        label="Change order age", unit_words=_DAYS,
+    ),
+    Fact(
+        "project.contract_value", _M, "USD", "the project's contract value from the PM system", "pm",
+        label="Contract value",
+    ),
     Fact(
         "project.income_to_date", _M, "USD",
-        "sum of invoice totals for the project's job in accounting", "accounting",
+        "sum of invoice totals for the project's job in accounting", "accounting", label="Income to date",
     ),
     Fact(
         "project.cost_to_date", _M, "USD",
-        "sum of bill and purchase lines charged to the project's job", "accounting",
+        "sum of bill and purchase lines charged to the project's job", "accounting", label="Cost to date",
     ),
     Fact(
         "project.margin_pct", _P, "%",
         "(income_to_date − cost_to_date) / income_to_date × 100; null when income is 0", "accounting",
+        label="Margin",
+        plain="income minus costs, as a share of income, from the accounting system",
     ),
     Fact(
         "project.change_orders_30d", _I, "count",
         "change orders on the project created in the last 30 days", "pm",
+        label="Change orders in the last 30 days", unit_words=("change order", "change orders"),
     ),
     Fact(
         "project.change_order_amount_30d", _M, "USD",
         "total of the project's change orders of the last 30 days", "pm",
+        label="Change order total in the last 30 days",
     ),
     Fact(
         "project.milestones_missed", _I, "count",
         "milestones due before today and not completed by their due date", "pm",
+        label="Missed milestones", unit_words=("milestone", "milestones"),
     ),
     Fact(
         "project.days_behind_schedule", _I, "days",
         "max over past-due milestones of (completed date or today) − due date; 0 if none", "pm",
+        label="Days behind schedule", unit_words=_DAYS,
+        plain="how many days late the project's most overdue milestone is",
     ),
     Fact(
         "project.schedule_status", _T, "", "on_track / at_risk / behind, as the PM system reports it", "pm",
-        choices=("on_track", "at_risk", "behind"),
+        choices=("on_track", "at_risk", "behind"), label="Schedule status",
     ),
     # Beyond SPEC's table: a data-quality finding a rule can refuse to act on (e.g. `eq 0`).
     Fact(
         "project.data_quality_errors", _I, "count",
         "open data-quality findings of error severity on the project or its change orders, milestones "
         "and submittals (missing fields, orphans, cross-system conflicts)", "fulcrum",
+        label="Data-quality errors", unit_words=("error", "errors"),
     ),
-    Fact("client.days_to_renewal", _I, "days", "contract renewal date − today; null without one", "crm"),
+    Fact(
+        "client.days_to_renewal", _I, "days", "contract renewal date − today; null without one", "crm",
+        label="Days to renewal", unit_words=_DAYS,
+        plain="days until the client's contract renews (from the CRM)",
+    ),
     Fact(
         "client.missed_last_milestone", _B, "",
         "the most recently due milestone across the client's projects was missed", "pm",
+        label="Missed last milestone",
+        says=("the client missed its last milestone", "the client did not miss its last milestone"),
     ),
     Fact(
         "client.ar_overdue_amount", _M, "USD",
-        "open invoice balances past due for the client's jobs", "accounting",
+        "open invoice balances past due for the client's jobs", "accounting", label="Overdue receivables",
     ),
     Fact(
         "client.open_escalations", _I, "count",
         "escalations on the client's subjects not yet resolved or dismissed", "fulcrum",
+        label="Open escalations", unit_words=("escalation", "escalations"),
     ),
-    Fact("submittal.revision", _I, "", "revision number", "pm"),
-    Fact("submittal.days_overdue", _I, "days", "today − due date when not yet returned; 0 otherwise", "pm"),
+    Fact("submittal.revision", _I, "", "revision number", "pm", label="Submittal revision"),
+    Fact(
+        "submittal.days_overdue", _I, "days", "today − due date when not yet returned; 0 otherwise", "pm",
+        label="Days overdue", unit_words=_DAYS,
+        plain="days since the submittal was due, while it has not been returned",
+    ),
     Fact(
         "submittal.schedule_critical", _B, "",
         "on the critical path / flagged critical in the PM system", "pm",
+        label="Schedule critical",
+        says=("the submittal is on the critical path", "the submittal is not on the critical path"),
     ),
     Fact(
         "vendor.late_submittal_rate", _P, "%",
         "share of the vendor's submittals in the last 365 days returned after due date", "pm",
+        label="Vendor's late submittal rate",
     ),
 )
 # fmt: on

@@ -45,7 +45,7 @@ from .values import (
     _show,
     _tree_value,
 )
-from .wording import _PHRASES, _SYMBOLS, _age_text, _listing, _num, _with_unit
+from .wording import _PHRASES, _SYMBOLS, _age_text, _listing, _num, _with_unit, sentence, sentences
 
 MAX_DEPTH: Final = 10
 MAX_CONDITIONS: Final = 200
@@ -466,7 +466,7 @@ class Evaluation:
         elif truth == _E:
             text = f"{node.name} cannot be compared: {reason} — error"
         else:
-            shown = _with_unit(actual, fact, threshold=False)
+            shown = _with_unit(actual, fact, threshold=False, op=node.op, expected=node.value)
             text = f"{node.name} is {shown}, {node.phrase} — {_VERDICT[truth]}"
         return (
             node.path,
@@ -507,19 +507,16 @@ class Evaluation:
         return found
 
     def summary(self) -> str:
-        """One line: the leaves that decided, e.g. ``change_order.amount 60,000.00 ≥ 50,000.00; ...``."""
+        """One line of sentences: the conditions that decided, e.g. ``Change order amount $60,000.00 is at
+        least $50,000; Margin 9.0% is below 12%``."""
         parts: list[str] = []
         for leaf, want in self.deciding_leaves():
             _, actual, reason, _ = self.trace[leaf.index]
-            if want == _T:
-                parts.append(leaf.compact(actual))
-            elif want == _F:
-                parts.append(f"not {leaf.compact(actual)}")
-            elif want == _U:
-                parts.append(f"{leaf.name} ({'stale data' if reason == 'stale' else 'no data'})")
-            else:
-                parts.append(f"{leaf.name}: {reason}")
-        text = "; ".join(parts)
+            result = "stale" if reason == "stale" else _RESULT[want] if want in (_T, _F) else "unknown"
+            if want == _E:
+                result = "error"
+            parts.append(sentence(leaf.fact, leaf.op, leaf.value, actual, result))
+        text = sentences(parts)
         if self.outcome is Outcome.MATCHED:
             return text
         if self.outcome is Outcome.NOT_MATCHED:

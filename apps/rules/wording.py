@@ -1,28 +1,325 @@
-"""The evaluator's words: values with their units, operators as phrases, ages (no Django)."""
+"""Fulcrum's words for values: the one formatter behind pages, emails, admin and API text (no Django).
+
+Every fact value people read passes here: ``$60,000.00``, ``11.5%``, ``1 day``, ``2 milestones``, ``yes``,
+``no data``. A reading compared with a threshold is shown with as many decimals as it takes for the shown
+comparison to be true of the shown numbers: 11.99 against 12 reads ``11.99% is below 12%``, never
+``12.0% < 12%``. Sentences (:func:`sentence`) say one condition the way a person would: ``Margin 9.0% is
+below 12%``, ``the client missed its last milestone``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
-from typing import Final
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Final
 
-from .catalogue import Fact, FactType
+from .catalogue import FACTS, Fact, FactType
 from .values import _plain_decimal, _show
+
+NO_DATA: Final = "no data"
+_NUMERIC: Final = (FactType.MONEY, FactType.PERCENT, FactType.INT)
+# Readings shown to this many decimals at least (thresholds are shown as written).
+_READING_PLACES: Final = {FactType.MONEY: 2, FactType.PERCENT: 1, FactType.INT: 0}
+_MAX_PLACES: Final = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What the formatter needs to know of a fact: its type, unit, words for the unit and a label."""
+
+    type: FactType | None
+    unit: str = ""
+    unit_words: tuple[str, str] = ("", "")
+    label: str = ""
+    says: tuple[str, str] = ("", "")
+
+    def unit_for(self, count: object) -> str:
+        one, many = self.unit_words
+        try:
+            single: bool = abs(count) == 1  # type: ignore[arg-type]
+        except TypeError:
+            single = False
+        return one if single else many
+
+
+_UNIT_WORDS: Final = {"days": ("day", "days"), "day": ("day", "days"), "hours": ("hour", "hours")}
+
+
+def shape_of(fact: Fact | Shape | str | None = None, kind: str = "", unit: str = "") -> Shape:
+    """The shape of a catalogued fact (by name or object), else one built from a type and a unit as a
+    decision snapshot records them. A ``count`` unit says nothing "3" does not: it is dropped."""
+    if isinstance(fact, Shape):
+        return fact
+    if isinstance(fact, str):
+        name = fact
+        fact = FACTS.get(fact)
+        if fact is None:
+            attribute = name.partition(".")[2] or name
+            label = attribute.replace("_", " ").capitalize()
+            return _loose(kind, unit, label)
+    if isinstance(fact, Fact):
+        return Shape(fact.type, fact.unit, fact.unit_words, fact.label, fact.says)
+    return _loose(kind, unit, "")
+
+
+def _loose(kind: str, unit: str, label: str) -> Shape:
+    try:
+        fact_type: FactType | None = FactType(kind)
+    except ValueError:
+        fact_type = {"number": FactType.INT, "float": FactType.PERCENT, "decimal": FactType.MONEY}.get(kind)
+    words = _UNIT_WORDS.get(unit, ("", ""))
+    return Shape(fact_type, "" if unit == "count" else unit, words, label)
+
+
+def _decimal(value: object) -> Decimal | None:
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def _rounded(number: Decimal, places: int) -> Decimal:
+    return number.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def _grouped(number: Decimal, places: int) -> str:
+    """``1234.5`` → ``1,234.50`` (places ≥ 0), rounded half up."""
+    return f"{_rounded(number, places):,.{places}f}"
+
+
+def _places_of(number: Decimal) -> int:
+    exponent = number.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def _number(number: Decimal, shape: Shape, places: int) -> str:
+    """A number in its unit: ``$60,000.00``, ``11.5%``, ``45 days``, ``60,000.00 EUR``."""
+    if shape.type is FactType.MONEY:
+        text = _grouped(abs(number), places)
+        sign = "-" if number < 0 and text.strip("0.,") else ""
+        return f"{sign}${text}" if shape.unit in ("USD", "") else f"{sign}{text} {shape.unit}"
+    text = _grouped(number, places)
+    if shape.type is FactType.PERCENT:
+        return f"{text}%"
+    words = shape.unit_for(number) if shape.unit_words != ("", "") else shape.unit
+    return f"{text} {words}".strip()
+
+
+def _plain_places(number: Decimal, shape: Shape) -> int:
+    """Decimals of a threshold as written: ``12%``, ``$50,000``, ``$50,000.50`` (cents kept whole)."""
+    places = _places_of(number)
+    if shape.type is FactType.MONEY and places:
+        return max(2, places)
+    return places
+
+
+def _typed(value: object, shape: Shape) -> Any:
+    """A value as the evaluator compares it: numbers as Decimal, dates as dates, the rest as given."""
+    if shape.type in _NUMERIC:
+        return _decimal(value)
+    if shape.type is FactType.DATE and isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _holds(op: str, actual: Any, expected: Any) -> bool | None:
+    """The comparison on these values (None when it cannot be made on them)."""
+    try:
+        if op == "eq":
+            return bool(actual == expected)
+        if op == "ne":
+            return bool(actual != expected)
+        if op == "gt":
+            return bool(actual > expected)
+        if op == "gte":
+            return bool(actual >= expected)
+        if op == "lt":
+            return bool(actual < expected)
+        if op == "lte":
+            return bool(actual <= expected)
+        if op == "between":
+            low, high = expected
+            return bool(low <= actual <= high)
+        if op in ("in", "not_in"):
+            inside = actual in list(expected)
+            return inside if op == "in" else not inside
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def _expected_numbers(expected: object, shape: Shape) -> Any:
+    if isinstance(expected, list | tuple):
+        return tuple(_decimal(v) for v in expected)
+    return _decimal(expected)
+
+
+def reading_places(actual: Decimal, shape: Shape, op: str = "", expected: object = None) -> int:
+    """How many decimals a reading needs: its usual ones, more when rounding would make the shown
+    comparison with the threshold say something false of the shown numbers (11.99 vs 12)."""
+    places = _READING_PLACES.get(shape.type, 0) if shape.type else 0
+    if shape.type is FactType.INT and actual != actual.to_integral_value():
+        places = _places_of(actual)
+    if not op or expected is None:
+        return places
+    numbers = _expected_numbers(expected, shape)
+    truth = _holds(op, actual, numbers)
+    if truth is None:
+        return places
+    exact = max(places, _places_of(actual))
+    while places < min(exact, _MAX_PLACES):
+        if _holds(op, _rounded(actual, places), numbers) == truth:
+            return places
+        places += 1
+    return places
+
+
+def reading(
+    value: object,
+    fact: Fact | Shape | str | None = None,
+    *,
+    op: str = "",
+    expected: object = None,
+    kind: str = "",
+    unit: str = "",
+) -> str:
+    """A fact's value as read: ``$49,999.99``, ``11.99%``, ``1 day``, ``yes``, ``no data``. With ``op`` and
+    ``expected`` (the rule's threshold), precise enough that the shown comparison is true."""
+    shape = shape_of(fact, kind, unit)
+    if value is None or value == "":
+        return NO_DATA
+    if isinstance(value, list | tuple):
+        return ", ".join(reading(v, shape) for v in value)
+    if isinstance(value, bool) or shape.type is FactType.BOOL:
+        return {"true": "yes", "false": "no"}.get(str(value).lower(), str(value))
+    if shape.type in _NUMERIC:
+        number = _decimal(value)
+        if number is None:
+            return _text(value)
+        return _number(number, shape, reading_places(number, shape, op, expected))
+    if shape.type is FactType.DATE:
+        return _date(_typed(value, shape))
+    if shape.type is None:
+        number = _decimal(value) if isinstance(value, int | Decimal) else None
+        if number is not None:
+            return _number(number, shape, _places_of(number))
+    return _text(value)
+
+
+def written(value: object, fact: Fact | Shape | str | None = None, *, kind: str = "", unit: str = "") -> str:
+    """A rule's value as written, in its unit: ``12%``, ``$50,000``, ``60 days``, ``yes``."""
+    shape = shape_of(fact, kind, unit)
+    if value is None or value == "":
+        return NO_DATA
+    if isinstance(value, list | tuple):
+        return ", ".join(written(v, shape) for v in value)
+    if isinstance(value, bool) or shape.type is FactType.BOOL:
+        return {"true": "yes", "false": "no"}.get(str(value).lower(), str(value))
+    if shape.type in _NUMERIC or shape.type is None:
+        number = _decimal(value) if shape.type or isinstance(value, int | Decimal) else None
+        if number is not None:
+            return _number(number, shape, _plain_places(number, shape))
+    if shape.type is FactType.DATE:
+        return _date(_typed(value, shape))
+    return _text(value)
+
+
+def _date(value: object) -> str:
+    if isinstance(value, date):
+        return f"{value:%b} {value.day}, {value.year}"
+    return _text(value)
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else _show(value)
+
+
+# Each comparison as said when it holds and when it does not.
+_SAID: Final = {
+    "eq": ("equals", "does not equal"),
+    "ne": ("does not equal", "equals"),
+    "gt": ("is above", "is not above"),
+    "gte": ("is at least", "is below"),
+    "lt": ("is below", "is not below"),
+    "lte": ("is at most", "is above"),
+    "between": ("is between", "is not between"),
+    "in": ("is one of", "is none of"),
+    "not_in": ("is none of", "is one of"),
+    "contains": ("contains", "does not contain"),
+}
+
+
+def sentence(
+    fact: Fact | Shape | str | None,
+    op: str,
+    expected: object,
+    actual: object,
+    result: str,
+    *,
+    kind: str = "",
+    unit: str = "",
+) -> str:
+    """One condition as a sentence: ``Margin 9.0% is below 12%``. ``result`` is the condition's result
+    as the evaluator recorded it (``true``, ``false``, ``unknown``, ``error``; a reason such as
+    ``stale`` also reads as unknown)."""
+    shape = shape_of(fact, kind, unit)
+    label = shape.label or "The value"
+    if result not in ("true", "false"):
+        if result == "stale":
+            return f"{label}: its data is too old to decide on"
+        if result == "error":
+            return f"{label} could not be compared"
+        return f"{label}: {NO_DATA}"
+    held = result == "true"
+    if op == "is_null":
+        empty = held == bool(expected)
+        return f"{label} has no data" if empty else f"{label} has data ({reading(actual, shape)})"
+    if actual is None:
+        return f"{label}: {NO_DATA}"
+    if op == "is" or shape.type is FactType.BOOL:
+        value = str(actual).lower() == "true" if not isinstance(actual, bool) else actual
+        said = shape.says[0 if value else 1]
+        return said[:1].upper() + said[1:] if said else f"{label}: {reading(value, shape)}"
+    shown_actual = reading(actual, shape, op=op, expected=expected)
+    words = _SAID.get(op, (op, f"not {op}"))[0 if held else 1]
+    if op == "between" and isinstance(expected, list | tuple) and len(expected) == 2:
+        low, high = (written(v, shape) for v in expected)
+        return f"{label} {shown_actual} {words} {low} and {high}"
+    if op in ("in", "not_in") and isinstance(expected, list | tuple):
+        return f"{label} {shown_actual} {words} {', '.join(written(v, shape) for v in expected)}"
+    if op == "contains":
+        return f"{label} “{_text(actual)}” {words} “{_text(expected)}”"
+    return f"{label} {shown_actual} {words} {written(expected, shape)}"
+
+
+def sentences(parts: Sequence[str]) -> str:
+    """Sentences joined into one line, the first capitalised: ``Margin 9.0% is below 12%; the client …``."""
+    text = "; ".join(p for p in parts if p)
+    return text[:1].upper() + text[1:]
+
+
+# --- the evaluator's trace texts (admin, preview, decision records) -----------------------------------
 
 
 def _num(value: object, fact: Fact, *, threshold: bool) -> str:
-    """A value without its unit. Thresholds of percentages read as written (12%), readings to one decimal."""
+    """A value without a unit word, for formulas: thresholds as written, readings in their usual form."""
     if value is None:
-        return "no data"
+        return NO_DATA
     if isinstance(value, bool):
         return "true" if value else "false"
-    if fact.type is FactType.MONEY and isinstance(value, Decimal | int):
-        return f"{value:,.2f}"
-    if fact.type is FactType.PERCENT and isinstance(value, Decimal | int):
-        if threshold:
-            return f"{_plain_decimal(Decimal(value))}%"
-        return f"{value:.1f}%"
+    if fact.type in _NUMERIC and isinstance(value, Decimal | int):
+        number = Decimal(value)
+        shape = shape_of(fact)
+        places = _plain_places(number, shape) if threshold else reading_places(number, shape)
+        return _number(number, Shape(fact.type, "", ("", ""), "", ("", "")), places)
     if isinstance(value, Decimal):
         return _plain_decimal(value)
     if isinstance(value, date):
@@ -34,15 +331,14 @@ def _num(value: object, fact: Fact, *, threshold: bool) -> str:
     return _show(value)
 
 
-def _with_unit(value: object, fact: Fact, *, threshold: bool) -> str:
-    text = _num(value, fact, threshold=threshold)
+def _with_unit(value: object, fact: Fact, *, threshold: bool, op: str = "", expected: object = None) -> str:
     if value is None or isinstance(value, bool):
-        return text
-    if fact.unit == "USD":
-        return f"{text} USD"
-    if fact.unit == "days" and isinstance(value, int):
-        return f"{text} day" if abs(value) == 1 else f"{text} days"
-    return text
+        return _num(value, fact, threshold=threshold)
+    if isinstance(value, Decimal | int) and fact.type in _NUMERIC:
+        if threshold:
+            return written(value, fact)
+        return reading(value, fact, op=op, expected=expected)
+    return _num(value, fact, threshold=threshold)
 
 
 def _listing(values: Sequence[object], fact: Fact, *, unit: bool) -> str:
@@ -81,3 +377,63 @@ def _age_text(seconds: float) -> str:
     if minutes:
         return f"{minutes}m"
     return f"{secs}s"
+
+
+# --- a decision's conditions, as people read them ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One condition of a recorded decision in words; ``held`` says whether it counted toward the match
+    (a false condition under ``not`` holds)."""
+
+    fact: str
+    label: str
+    meaning: str
+    sentence: str
+    actual: str
+    expected: str
+    op: str
+    result: str
+    held: bool
+
+
+def conditions(evidence: object) -> list[Condition]:
+    """The leaf conditions of a decision's evidence (``facts`` and ``explanation`` as the escalation
+    stores them), each with its sentence and whether it held."""
+    if not isinstance(evidence, dict):
+        return []
+    facts = evidence.get("facts") or {}
+    found: list[Condition] = []
+    for node in evidence.get("explanation") or []:
+        if not isinstance(node, dict) or not node.get("fact"):
+            continue
+        name = str(node["fact"])
+        meta = facts.get(name) if isinstance(facts, dict) else None
+        meta = meta if isinstance(meta, dict) else {}
+        shape = shape_of(name, str(meta.get("type") or ""), str(meta.get("unit") or ""))
+        op, expected, actual = str(node.get("op") or ""), node.get("expected"), node.get("actual")
+        result = str(node.get("result") or "")
+        said = "stale" if node.get("reason") == "stale" else result
+        negated = str(node.get("path") or "").count(".not") % 2 == 1
+        catalogued = FACTS.get(name)
+        found.append(
+            Condition(
+                fact=name,
+                label=shape.label,
+                meaning=catalogued.plain if catalogued else "",
+                sentence=sentence(shape, op, expected, actual, said),
+                actual=reading(actual, shape, op=op, expected=expected),
+                expected=written(expected, shape),
+                op=op,
+                result=result,
+                held=(result == "true") != negated and result in ("true", "false"),
+            )
+        )
+    return found
+
+
+def why(evidence: object, fallback: str = "") -> str:
+    """The conditions that held, as one line of sentences (``fallback`` when none were recorded)."""
+    held = [c.sentence for c in conditions(evidence) if c.held]
+    return sentences(held) if held else fallback

@@ -275,9 +275,10 @@ FULCRUM = {
     "POLICY_SWEEP_BATCH": env.int("FULCRUM_POLICY_SWEEP_BATCH", default=200),
     "POLICY_STEP_LEASE": timedelta(minutes=env.int("FULCRUM_POLICY_STEP_LEASE_MINUTES", default=5)),
     "POLICY_STALL_AFTER": timedelta(minutes=env.int("FULCRUM_POLICY_STALL_MINUTES", default=10)),
-    # Noise controls, all off unless set: executives' digest of new escalations (also per policy), quiet
-    # hours as local "start-end" hours (e.g. "22-7"), emails per recipient per hour (0 = no cap).
-    "EXECUTIVE_DIGEST": env.bool("FULCRUM_EXECUTIVE_DIGEST", default=False),
+    # Noise controls: the defaults for people who set none of their own (their notification settings,
+    # apps/accounts/models.py): executives' digest of new escalations (on; also per policy), quiet hours
+    # as local "start-end" hours (e.g. "22-7"), emails per person per hour (0 = no cap).
+    "EXECUTIVE_DIGEST": env.bool("FULCRUM_EXECUTIVE_DIGEST", default=True),
     "DIGEST_PERIOD": timedelta(minutes=env.int("FULCRUM_DIGEST_MINUTES", default=60)),
     "QUIET_HOURS": env("FULCRUM_QUIET_HOURS", default=""),
     "RECIPIENT_HOURLY_CAP": env.int("FULCRUM_RECIPIENT_HOURLY_CAP", default=0),

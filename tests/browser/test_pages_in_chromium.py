@@ -69,7 +69,7 @@ def test_escalation_page_shows_the_explanation(page, executive, flagged):
     explanation = page.locator("table.explanation")
     text = explanation.inner_text()
     assert "change_order.amount" in text and "at least" in text
-    assert "50,000.00 USD" in text and "60,000.00 USD" in text
+    assert "$50,000" in text and "$60,000.00" in text
     assert "Any of the following" in text and "Insufficient data" in text
     context = page.locator("table.context").inner_text()
     assert "synced 2 h ago" in context and "accounting" in context

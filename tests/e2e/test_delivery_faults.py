@@ -20,6 +20,7 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from apps.accounts.demo import demo_connections
+from apps.accounts.models import NotificationSettings
 from apps.accounts.roles import ACCOUNT_MANAGERS, EXECUTIVES
 from apps.connectors.models import Connection, StreamState
 from apps.connectors.services import connection_import
@@ -69,6 +70,8 @@ def company_with_risky_change_orders(simulator, count: int, actions: list[str]) 
     a project at 9% margin and a 60,000 change order; a rule that matches them. Returns the change orders."""
     executive = UserFactory(username="elena", email="elena.exec@fulcrum-demo.test")
     executive.groups.add(Group.objects.get(name=EXECUTIVES))
+    # Executives get a digest by default; these tests count one email per escalation.
+    NotificationSettings.objects.create(user=executive, digest_minutes=0)
     maria = UserFactory(username="maria", email="maria.chen@fulcrum-demo.test")
     maria.groups.add(Group.objects.get(name=ACCOUNT_MANAGERS))
     connection_import(data=demo_connections(simulator.base_url), actor="system:test")

@@ -18,6 +18,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from apps.accounts.roles import ACCOUNT_MANAGERS
 from apps.dashboard.queries import DASHBOARD_ROLES, roles_of
+from apps.rules import wording
 
 register = template.Library()
 SELECTED = mark_safe(" selected")
@@ -86,26 +87,9 @@ def _decimal(value: Any) -> Decimal | None:
 
 
 def format_value(value: Any, kind: str = "", unit: str = "") -> str:
-    """One fact value in words: ``60,000.00 USD``, ``11.5 %``, ``45 days``, ``yes``; ``no data`` for null."""
-    if value is None or value == "":
-        return "no data"
-    if isinstance(value, list | tuple):
-        return ", ".join(format_value(v, kind, unit) for v in value)
-    if kind == "bool" or isinstance(value, bool):
-        return {"true": "yes", "false": "no"}.get(str(value).lower(), str(value))
-    number = _decimal(value) if kind in ("money", "percent", "int", "number", "float", "decimal") else None
-    if number is None:
-        return str(value)
-    if kind == "money":
-        text = f"{number:,.2f}"
-    elif kind == "percent":
-        text = f"{number.quantize(Decimal('0.1')):,}"
-        unit = unit or "%"
-    elif number == number.to_integral_value():
-        text = f"{int(number):,}"
-    else:
-        text = f"{number:,}"
-    return f"{text} {unit}".strip()
+    """One fact value in words (``$60,000.00``, ``11.5%``, ``45 days``, ``yes``; ``no data`` for null): the
+    one formatter, ``apps/rules/wording.py``, which emails and the evaluator's texts use too."""
+    return wording.reading(value, kind=kind, unit=unit)
 
 
 @register.filter
@@ -118,7 +102,7 @@ def fact_value(fact: Any) -> str:
 @register.filter
 def percent(value: Any) -> str:
     number = _decimal(value)
-    return "—" if number is None else f"{number.quantize(Decimal('0.1'))} %"
+    return "—" if number is None else wording.reading(number, kind="percent")
 
 
 @register.filter
@@ -172,16 +156,24 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
         if not isinstance(meta, dict):
             meta = {}
         kind, unit = str(meta.get("type") or ""), str(meta.get("unit") or "")
+        shape = wording.shape_of(fact or None, kind, unit)
+        op, expected, actual = str(node.get("op") or ""), node.get("expected"), node.get("actual")
+        result = str(node.get("result") or "")
+        reason = str(node.get("reason") or "")
         rows.append(
             {
                 "depth": path.count("["),
                 "is_group": not fact,
                 "fact": fact,
-                "op": node.get("op", ""),
-                "expected": "" if not fact else format_value(node.get("expected"), kind, unit),
-                "actual": "" if not fact else format_value(node.get("actual"), kind, unit),
-                "result": node.get("result", ""),
-                "reason": node.get("reason") or "",
+                "label": shape.label if fact else "",
+                "op": op,
+                "expected": "" if not fact else wording.written(expected, shape),
+                "actual": "" if not fact else wording.reading(actual, shape, op=op, expected=expected),
+                "result": result,
+                "reason": reason,
+                "sentence": ""
+                if not fact
+                else wording.sentence(shape, op, expected, actual, "stale" if reason == "stale" else result),
                 "text": node.get("text") or "",
             }
         )
@@ -193,13 +185,26 @@ def fact_rows(evidence: Any) -> list[dict[str, Any]]:
     """The context snapshot: each fact with its value, unit, age and source, sorted by name."""
     if not isinstance(evidence, dict) or not isinstance(evidence.get("facts"), dict):
         return []
+    # A value the rule compared is shown as precisely as in its comparison (11.99%, not 12.0% beside 12%).
+    compared = {
+        str(node["fact"]): (str(node.get("op") or ""), node.get("expected"))
+        for node in reversed(evidence.get("explanation") or [])
+        if isinstance(node, dict) and node.get("fact")
+    }
     rows = []
     for name, fact in sorted(evidence["facts"].items()):
         fact = fact if isinstance(fact, dict) else {"value": fact}
+        op, expected = compared.get(name, ("", None))
         rows.append(
             {
                 "name": name,
-                "value": fact_value(fact),
+                "label": wording.shape_of(name).label,
+                "value": wording.reading(
+                    fact.get("value"),
+                    wording.shape_of(name, str(fact.get("type") or ""), str(fact.get("unit") or "")),
+                    op=op,
+                    expected=expected,
+                ),
                 "age": age_words(fact.get("age_s")),
                 "source": fact.get("source") or "",
                 "missing": fact.get("value") is None,
@@ -338,3 +343,32 @@ def trend_table_rows(rows: Any) -> SafeString:
 
 def _number_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@register.filter
+def action_words(action: Any) -> str:
+    """``note_crm`` → ``Note in CRM``."""
+    from apps.escalations.words import action_words as words
+
+    return words(action)
+
+
+@register.filter
+def delivery_words(delivery: Any) -> str:
+    """One outbox row as ``Note in CRM → Acme Builders``."""
+    from apps.escalations.words import action_words as words
+    from apps.escalations.words import target_words
+
+    escalation = getattr(delivery, "escalation", None)
+    return f"{words(delivery.action)} → {target_words(delivery.action, delivery.target, escalation)}"
+
+
+@register.filter
+def why_line(escalation: Any) -> str:
+    """Why it was flagged, in sentences, from its evidence (the stored one-line summary otherwise)."""
+    return wording.why(getattr(escalation, "evidence", None), str(getattr(escalation, "summary", "") or ""))
+
+
+@register.filter
+def conditions(evidence: Any) -> list[wording.Condition]:
+    return wording.conditions(evidence)

@@ -97,11 +97,11 @@ def test_escalation_page_shows_delivery_status_per_channel(client, executive):
     )
     body = login(client, executive).get(reverse("escalation-detail", args=[escalation.pk])).content.decode()
     channels = body[body.index('id="channels-h"') : body.index('id="timeline-h"')]
-    email = channels[channels.index("Email account manager") :].split("</tr>")[0]
+    email = channels[channels.index("Email to the account manager") :].split("</tr>")[0]
     cells = [c.split(">", 1)[1].split("<", 1)[0] for c in email.split("<td")[1:]]
     assert cells[:5] == ["3", "2", "0", "0", "1"]  # targets, delivered, waiting, failed, dead
     assert "550 mailbox unavailable" in email
-    crm = channels[channels.index("Note crm") :].split("</tr>")[0]
+    crm = channels[channels.index("Note in CRM") :].split("</tr>")[0]
     assert [c.split(">", 1)[1].split("<", 1)[0] for c in crm.split("<td")[1:]][:5] == [
         "1",
         "0",

@@ -175,9 +175,9 @@ def test_flagged_project_row_shows_what_an_executive_needs(client, executive, ac
     assert "P-7001 Tower B" in body and "Harborview Medical Partners" in body
     assert "Maria" in body  # the account manager (CrmOwner name)
     assert "renews in 45 days" in body
-    assert '<td class="num">9.5 %</td>' in body
-    assert '<td class="num attention">20,000.00 USD</td>' in body
-    assert '<td class="num attention">1 <span class="sub">last one missed</span></td>' in body
+    assert '<td class="num">9.5%</td>' in body
+    assert '<td class="num attention">$20,000.00</td>' in body
+    assert '<td class="num attention">1 <span class="sub">including the client\'s latest</span></td>' in body
     assert worst.rule.name in body and "CO 60k on a thin-margin project" in body
     assert f'href="/escalations/{worst.pk}/"' in body
     assert body.count('<td class="num">2</td>') == 2  # open escalations, open (pending) change orders
@@ -255,7 +255,7 @@ def test_approval_queue_lists_executive_change_orders_for_deciders(client, execu
     queue = body[body.index("Waiting for your decision") : body.index("Flagged projects")]
     assert waiting.subject_label in queue and standard.subject_label not in queue
     assert 'value="approve"' in queue and 'value="reject"' in queue and "csrfmiddlewaretoken" in queue
-    assert "60,000.00 USD" in queue
+    assert "$60,000.00" in queue
 
 
 def test_approval_queue_is_hidden_from_operators(client, ops_manager):
@@ -342,9 +342,11 @@ def test_renewal_countdown(days, words):
 @pytest.mark.parametrize(
     ("value", "kind", "unit", "text"),
     [
-        ("60000.00", "money", "USD", "60,000.00 USD"),
-        ("11.456", "percent", "%", "11.5 %"),
+        ("60000.00", "money", "USD", "$60,000.00"),
+        ("11.456", "percent", "%", "11.5%"),
         (45, "int", "days", "45 days"),
+        (1, "int", "days", "1 day"),
+        (2, "int", "count", "2"),
         (True, "bool", "", "yes"),
         (None, "money", "USD", "no data"),
         ("on_track", "text", "", "on_track"),

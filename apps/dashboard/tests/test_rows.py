@@ -31,7 +31,7 @@ REFERENCE_FLAGGED = """{% load fulcrum %}{% for p in projects %}{% with f=p.fact
   </th>
   <td class="renewal{% if p.client.renewal_date|renewal_soon %} attention{% endif %}">{{ p.client.renewal_date|renewal_countdown }}</td>
   {% with missed=f|get_fact:"project.milestones_missed" %}
-  <td class="num{% if missed|positive %} attention{% endif %}">{{ missed|glance }}{% if f|get_fact:"client.missed_last_milestone"|get_fact:"value" %} <span class="sub">last one missed</span>{% endif %}</td>
+  <td class="num{% if missed|positive %} attention{% endif %}">{{ missed|glance }}{% if f|get_fact:"client.missed_last_milestone"|get_fact:"value" %}{% if missed|positive %} <span class="sub">including the client's latest</span>{% else %} <span class="sub">the client's latest, on another project, was missed</span>{% endif %}{% endif %}</td>
   {% endwith %}
   <td class="num">{{ f|get_fact:"project.margin_pct"|glance }}</td>
   <td class="num">{{ p.open_change_orders }}</td>
@@ -113,7 +113,7 @@ def test_flagged_rows_are_the_templates_rows(page_rows):
     assert built == reference
     assert len(page_rows) == 5 and built.count("<tr>") == 5
     assert XSS not in built and built.count(ESCAPED_XSS) == 5  # number, name, client, rule, summary
-    assert 'class="renewal attention"' in built and "no client" in built and "last one missed" in built
+    assert 'class="renewal attention"' in built and "no client" in built and "the client's latest" in built
 
 
 def test_flagged_rows_with_learned_scores_are_the_templates_rows(page_rows):

@@ -11,6 +11,7 @@ from django.core import mail, signing
 from django.test import Client
 from django.utils import timezone
 
+from apps.accounts.models import NotificationSettings
 from apps.escalations import services
 from apps.escalations.delivery import NOTIFY_ACTION, WRITEBACK_ACTION, delivery_attempt
 from apps.escalations.links import SALT, link_token, link_urls
@@ -224,9 +225,9 @@ def test_emails_carry_links_for_what_each_recipient_may_do(escalation, account_m
     assert {"Approve", "Reject", "Acknowledge", "Resolve", "Dismiss"} == set(elena_links)
     html = to_maria.alternatives[0][0]
     assert all(url.replace("&", "&amp;") in html or url in html for _, url in maria_links)
-    # The decision in plain words: the fact, what it means, the actual value and the threshold.
-    assert "change_order.amount" in to_maria.body and "actual: 60000.00" in to_maria.body
-    assert "threshold: at least 50000" in to_maria.body and "; met" in to_maria.body
+    # The decision in plain words: the condition that held as a sentence, and what the fact means.
+    assert "- Change order amount $60,000.00 is at least $50,000" in to_maria.body
+    assert "the change order's total" in to_maria.body and "change_order.amount" not in to_maria.body
     # A link from the email works: the path after SITE_URL is the confirmation page.
     client = Client()
     path = maria_links[0][1].removeprefix("https://fulcrum.example")
@@ -243,6 +244,8 @@ def test_the_links_are_one_per_recipient(escalation, account_manager, executive)
 
 
 def test_stakeholders_hear_once_when_someone_acts(escalation, account_manager, executive):
+    # Executives get notices in their digest by default (test_noise_people.py); this one asked for each.
+    NotificationSettings.objects.create(user=executive, digest_minutes=0)
     now = timezone.now()
     for person in (account_manager, executive):
         Delivery.objects.create(

@@ -195,8 +195,12 @@ def test_the_hourly_cap_suppresses_beyond_n_per_recipient_and_records_why(noise,
     assert Delivery.objects.filter(action="flag_dashboard").count() == 5  # not capped: not an email
     capped = SuppressedNotification.objects.filter(reason="capped")
     assert capped.count() == 2
-    assert all(s.delivery is None and "cap 3" in s.detail for s in capped)
+    # Held back, never dropped: rolled into the person's next digest (the default period, an hour).
+    [digest] = Delivery.objects.filter(action="digest", target="maria@fulcrum-demo.test")
+    assert all(s.delivery == digest and "cap 3" in s.detail for s in capped)
     assert {s.escalation.client.name for s in capped} == {"C3", "C4"}
+    assert digest.next_attempt_at == at(MONDAY, 11)
+    assert sorted(i.escalation.client.name for i in digest.digest_items.filter(kind="capped")) == ["C3", "C4"]
     # An hour after the first three, the recipient can be told again.
     fire(at(MONDAY, 11, 3), ["email_account_manager"], owner_user=account_manager, client_name="C5")
     assert Delivery.objects.filter(action="email_account_manager").count() == 4
@@ -207,7 +211,7 @@ def test_the_cap_is_per_recipient(noise, account_manager, other_account_manager)
     fire(at(MONDAY, 10), ["email_account_manager"], owner_user=account_manager, client_name="A")
     fire(at(MONDAY, 10), ["email_account_manager"], owner_user=other_account_manager, client_name="B")
     fire(at(MONDAY, 10), ["email_account_manager"], owner_user=account_manager, client_name="C")
-    assert sorted(Delivery.objects.values_list("target", flat=True)) == [
+    assert sorted(Delivery.objects.exclude(action="digest").values_list("target", flat=True)) == [
         "james@fulcrum-demo.test",
         "maria@fulcrum-demo.test",
     ]
@@ -229,7 +233,7 @@ def test_suppressed_notifications_are_listed_in_admin_with_their_reason(
     url = reverse("admin:escalations_suppressednotification_changelist")
     with django_assert_max_num_queries(10):
         page = client.get(url).content.decode()
-    assert "suppressed: hourly cap per recipient" in page and "deferred: quiet hours" in page
+    assert "rolled into the next digest: hourly cap" in page and "deferred: quiet hours" in page
     assert client.get(url, {"reason": "capped"}).status_code == 200
     escalation_page = client.get(
         reverse(

@@ -269,10 +269,13 @@ def test_detail_shows_subject_explanation_context_and_timeline(client, executive
     body = login(client, executive).get(detail_url(mine)).content.decode()
     # subject, route, severity (as a word), status
     assert mine.subject_label in body and "Executive" in body and "High" in body and "Open" in body
-    assert mine.summary in body
-    # explanation: operator in words, formatted threshold and actual, result in words, nested groups
-    assert "at least" in body and "50,000.00 USD" in body and "60,000.00 USD" in body
-    assert "less than" in body and "12.0 %" in body
+    # why, in sentences built from the evidence by the one formatter (the stored summary was a formula)
+    assert "Change order amount $60,000.00 is at least $50,000" in body
+    # explanation: operator in words, formatted threshold and actual, result in words, nested groups;
+    # labels first, fact keys behind a details toggle
+    assert "at least" in body and "$50,000" in body and "$60,000.00" in body
+    assert "less than" in body and "12%" in body
+    assert "<summary>Details</summary><code>project.margin_pct" in body
     assert "Any of the following" in body and "Insufficient data" in body and "Met" in body
     # context snapshot: value with unit, data age in words, source
     assert "synced 2 min ago" in body and "synced 2 h ago" in body and "accounting" in body

@@ -203,7 +203,7 @@ def test_stale_fact_is_insufficient_data() -> None:
     assert stale.explanation[0].reason == "stale"
     assert stale.explanation[0].actual == "60000"
     assert stale.explanation[0].text == (
-        "change_order.amount is 60,000.00 USD, but its data is 1d old (limit 1d) — insufficient data"
+        "change_order.amount is $60,000.00, but its data is 1d old (limit 1d) — insufficient data"
     )
     assert compiled.matches(facts, ages={"change_order.amount": 86_401.0}, max_age=day) is UNK
 
@@ -228,7 +228,7 @@ def test_unknown_age_is_stale_only_when_a_limit_is_set() -> None:
     )
     evaluation = compiled.evaluate(facts, max_age=timedelta(hours=1))
     assert evaluation.explanation[0].text == (
-        "change_order.amount is 5.00 USD, but the age of its data is unknown (limit 1h) — insufficient data"
+        "change_order.amount is $5.00, but the age of its data is unknown (limit 1h) — insufficient data"
     )
 
 
@@ -350,8 +350,8 @@ def test_spec_example_matches_with_its_explanation_and_summary() -> None:
     assert evaluation.outcome is Outcome.MATCHED
     assert evaluation.matched
     assert evaluation.summary() == (
-        "change_order.amount 60,000.00 ≥ 50,000.00; project.margin_pct 9.0% < 12%; "
-        "client.days_to_renewal 45 ≤ 60"
+        "Change order amount $60,000.00 is at least $50,000; Margin 9.0% is below 12%; "
+        "Days to renewal 45 days is at most 60 days"
     )
     assert [(r.path, r.result) for r in evaluation.explanation] == [
         ("when", "true"),
@@ -363,7 +363,7 @@ def test_spec_example_matches_with_its_explanation_and_summary() -> None:
     ]
     assert [r.text for r in evaluation.explanation] == [
         "all of 3 conditions — true",
-        "change_order.amount is 60,000.00 USD, at least 50,000.00 USD — true",
+        "change_order.amount is $60,000.00, at least $50,000 — true",
         "project.margin_pct is 9.0%, less than 12% — true",
         "any of 2 conditions — true",
         "client.missed_last_milestone is false, expected true — false",
@@ -389,7 +389,7 @@ def test_explanation_is_not_short_circuited_and_is_json() -> None:
     assert len(evaluation.explanation) == 6  # every condition explained, though the first decided
     assert evaluation.explanation[2].text == "project.margin_pct is unknown (no data) — insufficient data"
     assert evaluation.explanation[2].reason == "null"
-    assert evaluation.summary() == "not matched: not change_order.amount 100.00 ≥ 50,000.00"
+    assert evaluation.summary() == "not matched: Change order amount $100.00 is below $50,000"
     data = evaluation.to_json()
     assert json.loads(json.dumps(data)) == data
     assert data["outcome"] == "not_matched"
@@ -422,7 +422,7 @@ def test_insufficient_data_summary_names_the_missing_facts() -> None:
     facts = {**SPEC_CONTEXT, "project.margin_pct": None}
     evaluation = compiled.evaluate(facts)
     assert evaluation.outcome is UNK
-    assert evaluation.summary() == "insufficient data: project.margin_pct (no data)"
+    assert evaluation.summary() == "insufficient data: Margin: no data"
 
 
 def test_summary_under_not_lists_the_false_leaves() -> None:
@@ -434,7 +434,7 @@ def test_summary_under_not_lists_the_false_leaves() -> None:
     )
     assert (
         evaluation.summary()
-        == "change_order.amount 1,500.00 ≥ 1,000.00; not change_order.status pending = void"
+        == "Change order amount $1,500.00 is at least $1,000; Change order status pending does not equal void"
     )
     assert evaluation.explanation[2].text == "not (the condition below) — true"
 
@@ -470,12 +470,12 @@ def test_summary_under_not_lists_the_false_leaves() -> None:
         (
             leaf("client.ar_overdue_amount", "not_in", [0]),
             {"client.ar_overdue_amount": 1234567.891},
-            "client.ar_overdue_amount is 1,234,567.89 USD, none of 0.00 USD — true",
+            "client.ar_overdue_amount is $1,234,567.89, none of $0 — true",
         ),
         (
             leaf("client.open_escalations", "ne", 0),
             {"client.open_escalations": 2},
-            "client.open_escalations is 2, not equal to 0 — true",
+            "client.open_escalations is 2 escalations, not equal to 0 escalations — true",
         ),
     ],
 )

@@ -1,0 +1,244 @@
+"""The one formatter: every shown comparison is true of the shown numbers (no database).
+
+A person reads "Margin 11.99% is below 12%" and checks it in their head; "12.0% < 12%" for 11.99 made
+people distrust every line. The property below evaluates a condition with the real evaluator, renders
+it the ways people see it (the escalation's one-line summary, the page's and email's sentence built from
+the stored JSON), reads the numbers back from the words and checks the comparison the words state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apps.rules import catalogue
+from apps.rules.catalogue import FACTS, Fact, FactType
+from apps.rules.evaluator import compile_condition
+from apps.rules.wording import conditions, reading, sentence, written
+
+DATE = Fact(
+    "project.due_date", FactType.DATE, "", "the project's due date (test only)", "pm", label="Due date"
+)
+SUBJECT = {"change_order": "change_order", "project": "change_order", "client": "change_order"}
+SUBJECT |= {"submittal": "submittal", "vendor": "submittal"}
+
+# The words a sentence uses for each comparison, and what they claim (op, holds).
+CLAIMS = {
+    "equals": "eq",
+    "does not equal": "ne",
+    "is above": "gt",
+    "is not above": "lte",
+    "is at least": "gte",
+    "is below": "lt",
+    "is not below": "gte",
+    "is at most": "lte",
+}
+_DELTAS = [Decimal(d) for d in ("0", "0.000001", "0.0004", "0.001", "0.004", "0.005", "0.0051", "0.01")]
+_DELTAS += [Decimal(d) for d in ("0.049", "0.05", "0.051", "0.1", "0.5", "0.9999", "1", "37.5")]
+
+
+def number_from(text: str) -> Decimal:
+    """A number back from its words: ``-$1,234.50`` → -1234.50, ``11.99%`` → 11.99, ``3 days`` → 3."""
+    match = re.fullmatch(r"(-?)\$?([\d,]+(?:\.\d+)?)(?:%| [a-z -]+)?", text)
+    assert match, f"not a number in words: {text!r}"
+    return Decimal(match.group(1) + match.group(2).replace(",", ""))
+
+
+def date_from(text: str) -> dt.date:
+    return dt.datetime.strptime(text, "%b %d, %Y").date()  # noqa: DTZ007 - a date, no time
+
+
+def holds(op: str, actual: Any, expected: Any) -> bool:
+    return {
+        "eq": actual == expected,
+        "ne": actual != expected,
+        "gt": actual > expected,
+        "gte": actual >= expected,
+        "lt": actual < expected,
+        "lte": actual <= expected,
+    }[op]
+
+
+def check_sentence(text: str, fact: Fact, op: str, parse: Any) -> None:
+    """The claim a sentence makes about the numbers it shows is true of them."""
+    rest = text.removeprefix(fact.label + " ")
+    assert rest != text, text
+    if op == "between":
+        match = re.fullmatch(r"(.+) (is between|is not between) (.+) and (.+)", rest)
+        assert match, text
+        shown, words, low, high = match.groups()
+        inside = parse(low) <= parse(shown) <= parse(high)
+        assert inside == (words == "is between"), text
+        return
+    if op in ("in", "not_in"):
+        match = re.fullmatch(r"(.+?) (is one of|is none of) (.+)", rest)
+        assert match, text
+        shown, words, listed = match.groups()
+        member = parse(shown) in [parse(v) for v in listed.split(", ")]
+        assert member == (words == "is one of"), text
+        return
+    for words, claimed in sorted(CLAIMS.items(), key=lambda item: -len(item[0])):
+        shown, found, threshold = rest.partition(f" {words} ")
+        if found:
+            assert holds(claimed, parse(shown), parse(threshold)), text
+            return
+    raise AssertionError(f"no comparison in {text!r}")
+
+
+def rendered(fact: Fact, op: str, value: Any, actual: Any) -> list[str]:
+    """Every way a person reads this condition: the summary and the sentence from the stored JSON."""
+    tree = {"fact": fact.name, "op": op, "value": value}
+    compiled = compile_condition(tree, SUBJECT.get(fact.subject, "change_order"))
+    evaluation = compiled.evaluate({fact.name: actual})
+    stored = evaluation.to_json()
+    evidence = {"facts": {fact.name: {"value": stored["explanation"][0]["actual"]}}, **stored}
+    [condition] = conditions(evidence)
+    summary = stored["summary"].removeprefix("not matched: ")
+    return [summary, condition.sentence]
+
+
+NUMERIC = [f for f in FACTS.values() if f.type in (FactType.MONEY, FactType.PERCENT)]
+INTEGER = [f for f in FACTS.values() if f.type is FactType.INT]
+ORDERED = ("eq", "ne", "gt", "gte", "lt", "lte")
+
+
+@st.composite
+def numeric_case(draw: st.DrawFn) -> tuple[Fact, str, Any, Any]:
+    fact = draw(st.sampled_from(NUMERIC))
+    places = draw(st.integers(0, 4))
+    threshold = Decimal(draw(st.integers(-(10**9), 10**9))).scaleb(-places)
+    delta = draw(st.sampled_from(_DELTAS)) * draw(st.sampled_from([1, -1]))
+    actual = threshold + delta
+    op = draw(st.sampled_from((*ORDERED, "between", "in", "not_in")))
+    if op == "between":
+        width = draw(st.sampled_from(_DELTAS))
+        return fact, op, [str(threshold), str(threshold + width)], actual
+    if op in ("in", "not_in"):
+        return fact, op, [str(threshold), str(threshold + draw(st.sampled_from(_DELTAS[1:])))], actual
+    return fact, op, str(threshold), actual
+
+
+@given(numeric_case())
+@settings(max_examples=600, deadline=None)
+def test_money_and_percent_comparisons_read_true_at_and_near_each_threshold(case: tuple) -> None:
+    fact, op, value, actual = case
+    for text in rendered(fact, op, value, actual):
+        check_sentence(text, fact, op, number_from)
+
+
+@given(
+    st.sampled_from(INTEGER),
+    st.sampled_from((*ORDERED, "between", "in", "not_in")),
+    st.integers(-400, 400),
+    st.integers(-3, 3),
+)
+@settings(max_examples=300, deadline=None)
+def test_whole_number_comparisons_read_true_with_their_units(
+    fact: Fact, op: str, limit: int, delta: int
+) -> None:
+    value: Any = [limit, limit + abs(delta)] if op in ("between", "in", "not_in") else limit
+    for text in rendered(fact, op, value, limit + delta):
+        check_sentence(text, fact, op, number_from)
+        if fact.unit_words[1] and op in ORDERED:
+            assert text.endswith(fact.unit_for(limit)), text  # "1 day", "45 days", never "2 count"
+
+
+@given(
+    st.sampled_from(ORDERED),
+    st.dates(dt.date(2020, 1, 1), dt.date(2030, 12, 31)),
+    st.integers(-2, 2),
+)
+@settings(max_examples=150, deadline=None)
+def test_date_comparisons_read_true(op: str, limit: dt.date, delta: int) -> None:
+    with mock.patch.dict(catalogue.FACTS, {DATE.name: DATE}):
+        for text in rendered(DATE, op, limit.isoformat(), limit + dt.timedelta(days=delta)):
+            check_sentence(text, DATE, op, date_from)
+
+
+@given(st.sampled_from([f for f in FACTS.values() if f.type is FactType.BOOL]), st.booleans(), st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_true_false_facts_say_what_the_value_is(fact: Fact, expected: bool, actual: bool) -> None:
+    for text in rendered(fact, "is", expected, actual):
+        said = fact.says[0 if actual else 1]
+        assert text.lower() == said.lower(), text
+
+
+@given(
+    st.sampled_from([f for f in FACTS.values() if f.type is FactType.TEXT]),
+    st.sampled_from(("eq", "ne")),
+    st.data(),
+)
+@settings(max_examples=80, deadline=None)
+def test_text_comparisons_read_true(fact: Fact, op: str, data: st.DataObject) -> None:
+    value, actual = data.draw(st.sampled_from(fact.choices)), data.draw(st.sampled_from(fact.choices))
+    for text in rendered(fact, op, value, actual):
+        check_sentence(text, fact, op, str)
+
+
+# --- examples people reported ---------------------------------------------------------------------------
+
+
+def test_eleven_ninety_nine_is_not_shown_as_twelve_below_twelve() -> None:
+    margin = FACTS["project.margin_pct"]
+    [summary, line] = rendered(margin, "lt", 12, Decimal("11.99"))
+    assert summary == line == "Margin 11.99% is below 12%"
+    [summary, _] = rendered(margin, "lt", 12, Decimal("9"))
+    assert summary == "Margin 9.0% is below 12%"
+
+
+@pytest.mark.parametrize(
+    ("value", "fact", "text"),
+    [
+        (Decimal("60000"), "change_order.amount", "$60,000.00"),
+        (Decimal("-1200.5"), "client.ar_overdue_amount", "-$1,200.50"),
+        (Decimal("11.456"), "project.margin_pct", "11.5%"),
+        (1, "client.days_to_renewal", "1 day"),
+        (45, "client.days_to_renewal", "45 days"),
+        (2, "project.milestones_missed", "2 milestones"),
+        (1, "project.milestones_missed", "1 milestone"),
+        (3, "submittal.revision", "3"),
+        (True, "client.missed_last_milestone", "yes"),
+        (None, "project.margin_pct", "no data"),
+        ("at_risk", "project.schedule_status", "at_risk"),
+    ],
+)
+def test_readings(value: object, fact: str, text: str) -> None:
+    assert reading(value, fact) == text
+
+
+def test_thresholds_read_as_written_and_loose_shapes_drop_a_count_unit() -> None:
+    assert written("12", "project.margin_pct") == "12%"
+    assert written("50000", "change_order.amount") == "$50,000"
+    assert written("50000.5", "change_order.amount") == "$50,000.50"
+    assert reading(3, kind="int", unit="count") == "3"
+    assert reading(1, kind="int", unit="days") == "1 day"
+
+
+def test_every_fact_has_a_label_and_counted_facts_their_unit_in_words() -> None:
+    for fact in FACTS.values():
+        assert fact.label and "_" not in fact.label and "." not in fact.label, fact.name
+        if fact.unit in ("days", "count", "USD", "%"):
+            assert all(fact.unit_words), fact.name
+        if fact.type is FactType.BOOL:
+            assert all(fact.says), fact.name
+
+
+def test_a_condition_that_failed_under_not_held() -> None:
+    evidence = {
+        "facts": {},
+        "explanation": [
+            {"path": "when", "op": "not", "result": "true"},
+            {"path": "when.not", "fact": "change_order.status", "op": "eq", "expected": "void",
+             "actual": "pending", "result": "false"},
+        ],
+    }  # fmt: skip
+    [condition] = conditions(evidence)
+    assert condition.held and condition.sentence == "Change order status pending does not equal void"
+    assert sentence("project.margin_pct", "lt", "12", None, "unknown") == "Margin: no data"
