@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -303,16 +304,78 @@ class _PreparedPage:
     paths: set[str]
 
 
+# What a stream's ``normalise`` may raise on a value it did not expect (``int("1e5")``, ``None["id"]``, a
+# list where an object was documented): the record is quarantined with the error, the stream goes on.
+UNREADABLE = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError)
+
+
+def record_normalise(stream: Stream, raw: Any) -> tuple[Record | None, str]:
+    """The entity fields of one upstream record, or None and why it cannot be stored (its quarantine reason).
+
+    ``BadRecord`` is the streams' own way to refuse a record; any other error reading a value is caught
+    as well, so one unexpected value upstream (every sync page, webhook and CSV row passes here) costs
+    that record only, never the run or the delivery. It is logged with its traceback: a stream refusing
+    every record this way is a bug, and the run's ``quarantined`` count shows it.
+    """
+    try:
+        return stream.normalise(raw), ""
+    except BadRecord as exc:
+        return None, exc.reason
+    except UNREADABLE as exc:
+        logger.warning("stream %s could not read a record", stream.name, exc_info=True)
+        return None, f"unreadable value: {type(exc).__name__}: {exc}"[:2000]
+
+
+def record_external_id(raw: Any) -> str:
+    """The upstream id a quarantined record names, when it has one where vendors put it."""
+    if not isinstance(raw, dict):
+        return ""
+    return str(raw.get("id") or raw.get("Id") or raw.get("external_id") or "")[:64]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as PostgreSQL's jsonb takes it: Python's JSON reader accepts NaN and Infinity (a vendor
+    may send them), jsonb does not, so they are kept as the strings ``"NaN"``, ``"Infinity"``; other
+    non-JSON values (dates, decimals) as their text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def quarantine_records(
+    connection: Connection, stream: str, bad: list[tuple[Any, str]], *, run: SyncRun | None = None
+) -> None:
+    """Keep refused records with their reasons (one insert); payloads made storable first."""
+    QuarantinedRecord.objects.bulk_create(
+        QuarantinedRecord(
+            connection=connection,
+            stream=stream,
+            run=run,
+            payload=jsonable(raw),
+            reason=reason,
+            external_id=record_external_id(raw),
+        )
+        for raw, reason in bad
+    )
+
+
 def _prepare_page(stream: Stream, page: Page) -> _PreparedPage:
     """Everything of ``_store_page`` that needs no database: run on the read-ahead thread, it overlaps the
     previous page's upsert (the sync alternated between its own CPU and the database's)."""
     rows, raws, bad = [], [], []
     for raw in page.records:
-        try:
-            rows.append(stream.normalise(raw))
+        row, reason = record_normalise(stream, raw)
+        if row is None:
+            bad.append((raw, reason))
+        else:
+            rows.append(row)
             raws.append(raw)
-        except BadRecord as exc:
-            bad.append((raw, exc.reason))
     paths = field_paths(page.records) if page.records else set()
     return _PreparedPage(page, rows, raws, bad, prepare_rows(stream.model, rows), paths)
 
@@ -354,17 +417,7 @@ def _store_page(
     result = upsert_prepared(prepared.loaded, source_id=connection.pk, now=now)
     by_row = {id(row): raw for row, raw in zip(rows, raws, strict=True)}
     bad += [(by_row[id(row)], reason) for row, reason in result.rejected]
-    QuarantinedRecord.objects.bulk_create(
-        QuarantinedRecord(
-            connection=connection,
-            stream=stream.name,
-            run=run,
-            payload=raw,
-            reason=reason,
-            external_id=str(raw.get("id") or raw.get("Id") or "")[:64],
-        )
-        for raw, reason in bad
-    )
+    quarantine_records(connection, stream.name, bad, run=run)
     state = StreamState.objects.select_for_update().get(connection=connection, stream=stream.name)
     state.cursor = max(state.cursor or {}, page.cursor, key=cursor_key)
     state.record_count += result.inserted
