@@ -302,6 +302,37 @@ class _PreparedPage:
     bad: list[tuple[Record, str]]
     loaded: PreparedRows
     paths: set[str]
+    versions: frozenset[int] = frozenset()  # the records' (id, version) hashes: what the page brings
+
+
+# A pager that answers "more" with pages this run has already read (a page number the upstream ignores, a
+# cursor token it hands back unchanged, a keyset that cannot leave a tie) would loop for ever or, once it
+# gives up, end a run that read nothing new as a success. This many pages in a row bringing no record the
+# run has not read stop it as failed; one repeated page (vendors do that) is fine.
+STALL_PAGES = 3
+
+
+class _Stalled(Exception):
+    """The pager keeps answering with records this run already read."""
+
+
+class _StallWatch:
+    """Counts consecutive pages that bring nothing new to the run (by record id and version)."""
+
+    def __init__(self) -> None:
+        self.read: set[int] = set()
+        self.idle = 0
+
+    def check(self, prepared: _PreparedPage, cursor: dict[str, Any]) -> None:
+        fresh = prepared.versions - self.read
+        self.read |= fresh
+        self.idle = 0 if fresh else self.idle + 1
+        if self.idle >= STALL_PAGES:
+            raise _Stalled(
+                f"stalled: {self.idle} pages in a row brought no record this run had not read, while the "
+                f"upstream kept answering with more (cursor {cursor.get('updated_at') or 'start'}); "
+                "stopped as failed, the next run resumes at the saved cursor"
+            )
 
 
 # What a stream's ``normalise`` may raise on a value it did not expect (``int("1e5")``, ``None["id"]``, a
@@ -377,7 +408,11 @@ def _prepare_page(stream: Stream, page: Page) -> _PreparedPage:
             rows.append(row)
             raws.append(raw)
     paths = field_paths(page.records) if page.records else set()
-    return _PreparedPage(page, rows, raws, bad, prepare_rows(stream.model, rows), paths)
+    versions = frozenset(
+        [hash((row.get("external_id"), row.get("source_updated_at"))) for row in rows]
+        + [hash((record_external_id(raw), reason)) for raw, reason in bad]
+    )
+    return _PreparedPage(page, rows, raws, bad, prepare_rows(stream.model, rows), paths, versions)
 
 
 @transaction.atomic
@@ -497,10 +532,12 @@ def _sync_stream(
         # The next page is fetched and prepared while this one is stored; an upstream error surfaces when
         # its page is asked for, after every earlier page and its cursor were committed.
         pages = stream.pages(client, {} if full else dict(state.cursor or {}), full)
+        watch = _StallWatch()
         with Prefetch((_prepare_page(stream, page) for page in pages), client) as prepared_pages:
             for prepared in prepared_pages:
                 counts.update(_client_counts(client))
                 page = prepared.page
+                watch.check(prepared, page.cursor)
                 changed.update(
                     _store_page(run, stream, page, counts, learning, seen_ids, prepared, durable=False)
                 )
@@ -510,7 +547,7 @@ def _sync_stream(
         # Committed pages stay, and so does their cursor: the next run resumes from there.
         status = SyncRun.Status.PARTIAL if exc.retryable else SyncRun.Status.FAILED
         error = str(exc)
-    except (ConfigurationError, _RunLost) as exc:
+    except (ConfigurationError, _RunLost, _Stalled) as exc:
         status, error = SyncRun.Status.FAILED, str(exc)
     except Exception as exc:
         if client:
