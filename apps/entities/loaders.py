@@ -77,6 +77,7 @@ class _Check:
     text: bool
     max_length: int | None
     choices: frozenset[Any] | None
+    blank: bool  # "" passes the choices: no value is not a bad value
     limit: Decimal | None  # exclusive bound of abs(value) for a DecimalField, after rounding to ``places``
     places: int
     aware: bool
@@ -116,6 +117,7 @@ def _checks(model: type[models.Model]) -> dict[str, _Check]:
             text=isinstance(f, models.CharField | models.TextField),
             max_length=getattr(f, "max_length", None),
             choices=frozenset(c[0] for c in f.flatchoices) if f.choices else None,
+            blank=f.blank,
             limit=Decimal(10) ** (f.max_digits - f.decimal_places) if decimal else None,  # type: ignore[attr-defined]
             places=f.decimal_places if decimal else 0,  # type: ignore[attr-defined]
             aware=kind == "datetime",
@@ -181,7 +183,7 @@ def validate_row(model: type[models.Model], row: Row) -> str | None:
                 return f"{name} is longer than {check.max_length} characters"
             if "\x00" in value:
                 return f"{name} contains a NUL character"
-        if check.choices is not None and value not in check.choices:
+        if check.choices is not None and value not in check.choices and not (check.blank and value == ""):
             return f"{name} {value!r} is not one of {', '.join(sorted(map(str, check.choices)))}"
         kind = check.kind
         if kind in ("int", "float", "decimal"):

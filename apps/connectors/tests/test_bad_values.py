@@ -90,6 +90,11 @@ def test_validate_row_checks_each_value_against_its_column() -> None:
     assert validate_row(Submittal, {**base, **created, "due_date": "2026-01-01"}) == (
         "due_date is not a date: '2026-01-01'"
     )
+    project = {"external_id": "1", "source_updated_at": base["source_updated_at"], "name": "Pier"}
+    assert validate_row(Project, {**project, "schedule_status": ""}) is None  # blank: no value, not bad
+    assert validate_row(Project, {**project, "schedule_status": "sideways"}) == (
+        "schedule_status 'sideways' is not one of at_risk, behind, on_track"
+    )
     co = {**base, **created, "project_ref": "p", "status": "pending"}
     assert validate_row(ChangeOrder, {**co, "amount": Decimal("999999999999.99")}) is None
     # PostgreSQL rounds to two places before it checks the precision: this one would overflow.
@@ -115,6 +120,7 @@ JOBS = {
     "rounding": '{"id": "8", "updated": "%s", "title": "G", "value": 999999999999.995}',
     "date": '{"id": "9", "updated": "%s", "title": "H", "start": "99999999999999999999"}',
     "largest": '{"id": "11", "updated": "%s", "title": "I", "value": 999999999999.99}',
+    "unknown": '{"id": "12", "updated": "%s", "title": "J", "value": "10", "health": "sideways"}',
 }
 SUBMITTALS = {
     "good": '{"id": "s1", "updated": "%s", "title": "Steel", "rev": 2}',
@@ -132,6 +138,7 @@ EXPECTED_REASONS = {
     "7": "contract_value 1000000000000.00 is out of range",
     "8": "contract_value 1000000000000.00 is out of range",
     "9": "date-time out of range: '99999999999999999999'",
+    "12": "schedule_status 'sideways' is not one of at_risk, behind, on_track",
     "s2": "revision 99999999999 is out of range",
     "s3": "unreadable value: OverflowError: cannot convert float infinity to integer",
     "s4": "revision is not a whole number: '1e5'",
@@ -164,7 +171,12 @@ def rest_connection(upstream: Upstream) -> Connection:
                                 "jobs",
                                 "project",
                                 "/jobs",
-                                {"name": "title", "contract_value": "value", "start_date": "start"},
+                                {
+                                    "name": "title",
+                                    "contract_value": "value",
+                                    "start_date": "start",
+                                    "schedule_status": "health",
+                                },
                             ),
                             "detail_path": "/jobs/{id}",
                         },
@@ -199,7 +211,7 @@ def test_bad_values_on_a_sync_page_are_quarantined_and_the_run_succeeds_every_ti
         assert [(r.stream, r.status) for r in runs] == [("jobs", "succeeded"), ("subs", "succeeded")], [
             r.error for r in runs
         ]
-        assert runs[0].counts["quarantined"] == 8 and runs[1].counts["quarantined"] == 3
+        assert runs[0].counts["quarantined"] == 9 and runs[1].counts["quarantined"] == 3
         assert quarantined(connection, run__in=runs) == EXPECTED_REASONS, attempt
 
     projects = dict(Project.objects.filter(source=connection).values_list("external_id", "contract_value"))
@@ -222,8 +234,9 @@ def test_quarantined_values_are_counted_in_admin(
     runs = client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
     listed = client.get(reverse("admin:connectors_quarantinedrecord_changelist")).content.decode()
 
-    assert "8 quarantined" in runs and "3 quarantined" in runs
+    assert "9 quarantined" in runs and "3 quarantined" in runs
     assert "amount out of range: &#x27;1e26&#x27;" in listed
+    assert "schedule_status &#x27;sideways&#x27; is not one of" in listed
     assert "revision 99999999999 is out of range" in listed
 
 
