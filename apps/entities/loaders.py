@@ -80,6 +80,7 @@ class _Check:
     blank: bool  # "" passes the choices: no value is not a bad value
     limit: Decimal | None  # exclusive bound of abs(value) for a DecimalField, after rounding to ``places``
     places: int
+    safe: Decimal  # below this in absolute value, no rounding can reach ``limit``
     aware: bool
     kind: str  # what the column stores: "int", "float", "decimal", "bool", "date", "datetime" or "" (text)
     int_range: tuple[int, int] | None
@@ -107,6 +108,7 @@ def _checks(model: type[models.Model]) -> dict[str, _Check]:
     for name, f in _fields(model).items():
         kind = _kind(f)
         decimal = kind == "decimal"
+        limit = Decimal(10) ** (f.max_digits - f.decimal_places) if decimal else None  # type: ignore[attr-defined]
         int_range = None
         if kind == "int":
             target = f.target_field if isinstance(f, models.ForeignKey) else f
@@ -118,8 +120,9 @@ def _checks(model: type[models.Model]) -> dict[str, _Check]:
             max_length=getattr(f, "max_length", None),
             choices=frozenset(c[0] for c in f.flatchoices) if f.choices else None,
             blank=f.blank,
-            limit=Decimal(10) ** (f.max_digits - f.decimal_places) if decimal else None,  # type: ignore[attr-defined]
+            limit=limit,
             places=f.decimal_places if decimal else 0,  # type: ignore[attr-defined]
+            safe=limit - 1 if limit is not None else Decimal(0),
             aware=kind == "datetime",
             kind=kind,
             int_range=int_range,
@@ -129,6 +132,9 @@ def _checks(model: type[models.Model]) -> dict[str, _Check]:
 
 def _number_problem(name: str, value: Any, check: _Check) -> str | None:
     """Why a number cannot go into its column: wrong type, not finite, beyond the column's range."""
+    kind = type(value)
+    if kind is Decimal and check.limit is not None and value.is_finite() and -check.safe < value < check.safe:
+        return None  # the common case, decided in three comparisons
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return f"{name} is not a number: {value!r}"
     if check.kind == "int":
@@ -186,22 +192,27 @@ def validate_row(model: type[models.Model], row: Row) -> str | None:
         if check.choices is not None and value not in check.choices and not (check.blank and value == ""):
             return f"{name} {value!r} is not one of {', '.join(sorted(map(str, check.choices)))}"
         kind = check.kind
-        if kind in ("int", "float", "decimal"):
-            if problem := _number_problem(name, value, check):
-                return problem
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                return f"{name} is not true or false: {value!r}"
+        if not kind:
+            continue
+        # Each branch first accepts the common exact type in a comparison or two: this runs per value.
+        if kind == "datetime":
+            if type(value) is dt.datetime and value.tzinfo is dt.UTC:
+                continue
+            if not isinstance(value, dt.datetime) or value.tzinfo is None:
+                return f"{name} is not an aware date-time"
+            if not 1 < value.year < 9999:
+                try:  # only an instant at the calendar's edge can lack a UTC equivalent
+                    value.astimezone(dt.UTC)
+                except OverflowError:
+                    return f"{name} {value.isoformat()} is out of range"
         elif kind == "date":
             if not isinstance(value, dt.date):
                 return f"{name} is not a date: {value!r}"
-        elif kind == "datetime":
-            if not isinstance(value, dt.datetime) or value.tzinfo is None:
-                return f"{name} is not an aware date-time"
-            try:
-                value.astimezone(dt.UTC)
-            except OverflowError:
-                return f"{name} {value.isoformat()} is out of range"
+        elif kind == "bool":
+            if type(value) is not bool:
+                return f"{name} is not true or false: {value!r}"
+        elif problem := _number_problem(name, value, check):
+            return problem
     return None
 
 
