@@ -75,7 +75,8 @@ def connection_test(*, connection: Connection, actor: Actor) -> list[StreamProbe
 # reports it, unless an administrator confirms); then each one is asked for by id upstream (the kind's
 # ``fetch_records``, as webhooks use), and only those upstream no longer returns become tombstones. A stream
 # that cannot be read by id (HubSpot owners, a rest stream without ``detail_path``) instead re-lists what
-# changed since the listing began, which covers every edit made while it ran.
+# changed since the listing began: that covers every edit made before the re-read starts, leaving only
+# the seconds of the re-read itself (a record edited then is kept by the next sweep's re-check).
 
 
 @dataclass
