@@ -76,7 +76,7 @@ def connection_test(*, connection: Connection, actor: Actor) -> list[StreamProbe
 # ``fetch_records``, as webhooks use), and only those upstream no longer returns become tombstones. A stream
 # that cannot be read by id (HubSpot owners, a rest stream without ``detail_path``) instead re-lists what
 # changed since the listing began: that covers every edit made before the re-read starts, leaving only
-# the seconds of the re-read itself (a record edited then is kept by the next sweep's re-check).
+# the seconds of the re-read itself (a record edited then and tombstoned is revived by the next sync).
 
 
 @dataclass
