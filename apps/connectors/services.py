@@ -410,7 +410,8 @@ def _prepare_page(stream: Stream, page: Page) -> _PreparedPage:
     paths = field_paths(page.records) if page.records else set()
     versions = frozenset(
         [hash((row.get("external_id"), row.get("source_updated_at"))) for row in rows]
-        + [hash((record_external_id(raw), reason)) for raw, reason in bad]
+        # A refused record may lack an id: its whole content tells one from another (they are few).
+        + [hash(json.dumps(jsonable(raw), sort_keys=True)) for raw, _ in bad]
     )
     return _PreparedPage(page, rows, raws, bad, prepare_rows(stream.model, rows), paths, versions)
 

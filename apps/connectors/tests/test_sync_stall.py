@@ -107,3 +107,21 @@ def test_a_page_repeated_now_and_then_is_not_a_stall(db: None, fast_http: None, 
 
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert Project.objects.count() == 5
+
+
+def test_pages_of_distinct_records_without_ids_are_not_a_stall(db: None, fast_http: None) -> None:
+    nameless = [[{"updated": UPDATED, "title": f"No id {page}-{n}"} for n in (1, 2)] for page in range(4)]
+    pages = [*nameless, [job(1)]]
+    with serve() as upstream:
+
+        def answer(query: dict[str, str]) -> tuple[int, dict[str, str], str]:
+            number = int(query.get("page", "1"))
+            return 200, {}, json.dumps({"data": pages[number - 1] if number <= len(pages) else []})
+
+        upstream.routes["/jobs"] = answer
+        connection = _connection(upstream, {"style": "page", "page_size": 2})
+
+        [run] = sync_connection(connection=connection)
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert run.counts["quarantined"] == 8 and Project.objects.count() == 1
