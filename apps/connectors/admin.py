@@ -19,6 +19,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from apps.accounts.roles import ADMINISTRATORS
 from apps.audit.services import audit_record
 
 from .csv_import import csv_import, csv_preview
@@ -132,7 +133,15 @@ class ConnectionAdmin(admin.ModelAdmin):
     list_filter = ("kind", "enabled")
     search_fields = ("slug", "base_url")
     inlines = [StreamInline]
-    actions = ["resync_now", "resync_from_date", "rebuild", "reconcile_now", "test_connection"]
+    actions = [
+        "resync_now",
+        "resync_from_date",
+        "rebuild",
+        "reconcile_now",
+        "rebuild_confirming_deletes",
+        "reconcile_confirming_deletes",
+        "test_connection",
+    ]
     fieldsets = [
         (None, {"fields": ("slug", "kind", "base_url", "schedule", "options", "enabled", "csv_upload")}),
         ("Secrets (write-only, stored encrypted)", {"fields": ("new_credentials", "new_webhook_secret")}),
@@ -309,6 +318,46 @@ class ConnectionAdmin(admin.ModelAdmin):
         for connection in queryset:
             transaction.on_commit(partial(reconcile_connection_task.delay, connection.pk))
         self.message_user(request, f"Id sweep queued for {queryset.count()} connection(s).", messages.SUCCESS)
+
+    def _confirm_mass_delete(self, request: HttpRequest, queryset: QuerySet[Connection], task: Any) -> None:
+        """Queue a sweep or Rebuild that may tombstone more than the mass-delete guard allows."""
+        for connection in queryset:
+            actor = f"user:{request.user.get_username()}"
+            transaction.on_commit(partial(task.delay, connection.pk, actor, True))
+            audit_record(
+                action="connection.mass_delete_confirmed",
+                actor=request.user,
+                object_type="connection",
+                object_id=connection.slug,
+                data={"task": task.name},
+            )
+        self.message_user(
+            request,
+            f"Queued for {queryset.count()} connection(s), with the mass-delete guard lifted once.",
+            messages.WARNING,
+        )
+
+    @admin.action(
+        description="Rebuild, confirming mass deletes (lifts the guard once; administrators)",
+        permissions=["confirm_deletes"],
+    )
+    def rebuild_confirming_deletes(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        from .tasks import rebuild_connection_task
+
+        self._confirm_mass_delete(request, queryset, rebuild_connection_task)
+
+    @admin.action(
+        description="Reconcile, confirming mass deletes (lifts the guard once; administrators)",
+        permissions=["confirm_deletes"],
+    )
+    def reconcile_confirming_deletes(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        from .tasks import reconcile_connection_task
+
+        self._confirm_mass_delete(request, queryset, reconcile_connection_task)
+
+    def has_confirm_deletes_permission(self, request: HttpRequest) -> bool:
+        # Tombstoning most of a stream is the administrators' call, like credentials and "Resync now".
+        return bool(request.user.is_superuser or request.user.groups.filter(name=ADMINISTRATORS).exists())
 
     @admin.action(description="Test connection (first page of each stream)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:

@@ -11,10 +11,10 @@ from apps.audit.services import Actor, audit_record
 from apps.entities.linking import link_entities
 from apps.entities.loaders import validate_row
 
-from .kinds import BadRecord, ConfigurationError, get_kind
+from .kinds import ConfigurationError, get_kind
 from .kinds.csv import CsvMapping, CsvStream, read_csv
 from .models import Connection, StreamState, SyncRun
-from .services import COUNT_KEYS, ENTITY_KEYS, _claim, _finish, _store_page
+from .services import COUNT_KEYS, ENTITY_KEYS, _claim, _finish, _store_page, record_normalise
 
 SAMPLE_ROWS = 10
 MAX_FAILURES_SHOWN = 200
@@ -41,12 +41,11 @@ def csv_preview(*, connection: Connection, data: bytes, mapping: CsvMapping) -> 
     stream = CsvStream(get_kind(connection), mapping, data, timezone.now())
     for line, row in rows:
         preview.total += 1
-        try:
-            normalised = stream.normalise({"_line": line, **row})
-            reason = validate_row(mapping.model, normalised)
-        except BadRecord as exc:
-            reason = exc.reason
-        if reason:
+        # Every row passes the checks an import makes; a value no parser expected fails its row only.
+        normalised, reason = record_normalise(stream, {"_line": line, **row})
+        if normalised is not None:
+            reason = validate_row(mapping.model, normalised) or ""
+        if normalised is None or reason:
             preview.failed += 1
             if len(preview.failures) < MAX_FAILURES_SHOWN:
                 preview.failures.append((line, reason.removeprefix(f"line {line}: ")))

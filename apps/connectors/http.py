@@ -3,6 +3,14 @@
 Retries cover what is worth retrying and nothing else: timeouts, connection errors, 5xx and 429. Waits are
 exponential with full jitter (AWS "Exponential Backoff and Jitter"), except that a ``Retry-After`` header
 wins: the vendor knows its own budget. Tokens travel in headers only and never reach logs, errors or counts.
+
+A write (POST or PATCH, RFC 9110 §9.2.2: not idempotent) is sent again only when it cannot have reached the
+vendor (the connection was never made) or the vendor refused it unread (429, a 401 answered by a token
+refresh). Once the request may have arrived (a read timeout, a reset, a 5xx, a 2xx whose answer was cut)
+its outcome is unknown: the client raises ``UpstreamError(outcome_unknown=True)`` at once, and the caller's
+outbox retries later, knowing it must first look for what the lost attempt wrote (HubSpot notes) or
+resend the same idempotency key (QuickBooks ``requestid``). A POST that only reads (HubSpot's CRM search,
+``POST /crm/v3/objects/{objectType}/search``) is retried like a GET; ``idempotent=`` says so explicitly.
 """
 
 from __future__ import annotations
@@ -21,10 +29,16 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Methods whose repetition has the effect of one request (RFC 9110 §9.2.2): retried on any transient failure.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# POST paths that only read: HubSpot's CRM search API (POST because the query is the body), documented at
+# https://developers.hubspot.com/docs/api/crm/search (objects/{objectType}/search).
+QUERY_POST_SUFFIXES = ("/search",)
 # Query parameters that may carry a secret in some vendor's API; scrubbed from every URL we report.
 _SECRET_PARAMS = ("token", "secret", "key", "password", "signature", "code")
 BODY_EXCERPT = 300
@@ -46,6 +60,7 @@ class UpstreamError(requests.HTTPError):
         body: str = "",
         retryable: bool = False,
         response: requests.Response | None = None,
+        outcome_unknown: bool = False,
     ) -> None:
         super().__init__(message, response=response)
         self.status = status
@@ -53,6 +68,8 @@ class UpstreamError(requests.HTTPError):
         self.body = body
         # True when the upstream was unavailable rather than refusing us: trying later may work.
         self.retryable = retryable
+        # True when a write may have taken effect although no answer says so: look before writing again.
+        self.outcome_unknown = outcome_unknown
 
 
 @dataclass
@@ -74,6 +91,17 @@ def safe_url(url: str) -> str:
         (k, "***" if any(s in k.lower() for s in _SECRET_PARAMS) else v) for k, v in parse_qsl(parts.query)
     ]
     return urlunsplit(parts._replace(query=urlencode(query, safe="[]:*.,' ")))
+
+
+def never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request failed before any byte of it can have reached the server: no connection was
+    made (refused, unresolvable host, connect timeout). Everything else may have been received."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.exceptions.ProxyError):
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return isinstance(reason, NewConnectionError | ConnectTimeoutError)
+    return False
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -140,18 +168,35 @@ class HttpClient:
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * (2**attempt)))
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send one request, retrying transient failures; return a 2xx response or raise UpstreamError."""
-        return self._send(method, path, False, kwargs)[1]
+    def request(
+        self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """Send one request, retrying transient failures; return a 2xx response or raise UpstreamError.
 
-    def request_json(self, method: str, path: str, **kwargs: Any) -> tuple[Any, requests.Response]:
-        """Like ``request``, and a 2xx answer whose body is not JSON (cut mid-body) is retried too."""
-        return self._send(method, path, True, kwargs)
+        ``idempotent`` (default: by method, and POST queries such as HubSpot's search) decides whether a
+        request that may have reached the vendor is sent again; a write never is (see the module doc)."""
+        return self._send(method, path, False, idempotent, kwargs)[1]
+
+    def request_json(
+        self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
+    ) -> tuple[Any, requests.Response]:
+        """Like ``request``, and a 2xx answer whose body is not JSON (cut mid-body) is retried too (a read)
+        or reported as an unknown outcome (a write)."""
+        return self._send(method, path, True, idempotent, kwargs)
+
+    def _idempotent(self, method: str, url: str, declared: bool | None) -> bool:
+        if declared is not None:
+            return declared
+        method = method.upper()
+        if method in IDEMPOTENT_METHODS:
+            return True
+        return method == "POST" and urlsplit(url).path.rstrip("/").endswith(QUERY_POST_SUFFIXES)
 
     def _send(
-        self, method: str, path: str, expect_json: bool, kwargs: dict[str, Any]
+        self, method: str, path: str, expect_json: bool, idempotent: bool | None, kwargs: dict[str, Any]
     ) -> tuple[Any, requests.Response]:
         url = self.url(path)
+        repeatable = self._idempotent(method, url, idempotent)
         # The full URL (with query) for errors and logs; the request itself still sends ``params``.
         shown = safe_url(requests.Request(method, url, params=kwargs.get("params")).prepare().url or url)
         kwargs.setdefault("timeout", self.timeout)
@@ -171,6 +216,8 @@ class HttpClient:
             ) as exc:
                 problem = f"{type(exc).__name__}"
                 status = 0
+                if not repeatable and not never_sent(exc):
+                    raise self._unknown(method, shown, problem, status, None) from exc
             else:
                 status = response.status_code
                 problem = f"HTTP {status}"
@@ -181,6 +228,8 @@ class HttpClient:
                         return response.json(), response
                     except ValueError:
                         problem = f"HTTP {status} with a body that is not JSON"
+                        if not repeatable:  # the write happened; its answer was lost on the way
+                            raise self._unknown(method, shown, problem, status, response) from None
                 elif status == 401 and self.reauthorize is not None and not reauthorized:
                     # An expired or revoked access token: refresh once and send again (not a retry).
                     reauthorized = True
@@ -189,6 +238,9 @@ class HttpClient:
                     continue
                 elif status not in RETRY_STATUSES:
                     raise self._error(method, shown, problem, status, response, retryable=False)
+                elif status != 429 and not repeatable:
+                    # A 5xx may come after the write took effect; a 429 refused the request unread.
+                    raise self._unknown(method, shown, problem, status, response)
             wait = self._backoff(attempt)
             advised = (
                 retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
@@ -227,11 +279,31 @@ class HttpClient:
             message, status=status, url=url, body=body, retryable=retryable, response=response
         )
 
+    def _unknown(
+        self, method: str, url: str, problem: str, status: int, response: requests.Response | None
+    ) -> UpstreamError:
+        """A write that may have taken effect: not sent again here; the outbox retries and looks first."""
+        error = self._error(
+            method, url, f"{problem}; the write may have taken effect", status, response, retryable=True
+        )
+        error.outcome_unknown = True
+        logger.info("upstream %s %s: %s; not resent (outcome unknown)", method, url, problem)
+        return error
+
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request_json("GET", path, params=params)[0]
 
-    def post_json(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> Any:
-        return self.request_json("POST", path, json=body, headers=dict(headers or {}))[0]
+    def post_json(
+        self,
+        path: str,
+        body: Any,
+        headers: Mapping[str, str] | None = None,
+        *,
+        idempotent: bool | None = None,
+    ) -> Any:
+        return self.request_json("POST", path, json=body, headers=dict(headers or {}), idempotent=idempotent)[
+            0
+        ]
 
 
 # ---- reading ahead ------------------------------------------------------------------------------------

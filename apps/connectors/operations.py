@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import transaction
 from django.db.models.expressions import RawSQL
@@ -16,7 +17,7 @@ from .http import HttpClient, UpstreamError
 from .kinds import BadRecord, ConfigurationError, Stream, get_kind
 from .kinds.base import make_cursor
 from .models import Connection, StreamState, SyncRun
-from .services import ENTITY_KEYS
+from .services import ENTITY_KEYS, UNREADABLE
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,16 @@ def connection_test(*, connection: Connection, actor: Actor) -> list[StreamProbe
 
 
 # ---- reconciliation: deletes upstream become tombstones ----------------------------------------------
+#
+# A listing cannot prove a record gone: the pagers list up to their own start (an edit during the listing
+# moves a record past that bound and out of the list), a page may come back short, a filter may be wrong.
+# So a record missing from the listing is only a *candidate*. Candidates are counted against the stream's
+# live records first (the mass-delete guard: more than a share of them stops the sweep or Rebuild and
+# reports it, unless an administrator confirms); then each one is asked for by id upstream (the kind's
+# ``fetch_records``, as webhooks use), and only those upstream no longer returns become tombstones. A stream
+# that cannot be read by id (HubSpot owners, a rest stream without ``detail_path``) instead re-lists what
+# changed since the listing began: that covers every edit made before the re-read starts, leaving only
+# the seconds of the re-read itself (a record edited then and tombstoned is revived by the next sync).
 
 
 @dataclass
@@ -75,6 +86,7 @@ class SweepResult:
     stream: str
     listed: int = 0
     tombstoned: int = 0
+    spared: int = 0  # candidates upstream still had when asked again (edited during the listing)
     error: str = ""
     changed: dict[str, set[int]] = field(default_factory=dict)
 
@@ -83,26 +95,28 @@ class TooManyGone(Exception):
     """A sweep would tombstone an implausible share of a stream: more likely a short answer than deletes."""
 
 
-# A sweep refusing to tombstone more than this share of a stream's live records (options override it);
-# a listing cut short by a misconfigured filter must not erase the data. Rebuild is the deliberate path.
+# A sweep or Rebuild refusing to tombstone more than this share of a stream's live records (options
+# override it); a listing cut short by a misconfigured filter must not erase the data. An administrator
+# confirms a real mass delete with the "confirm mass deletes" actions (``confirm_mass_delete``).
 SWEEP_MAX_FRACTION = 0.5
 SWEEP_ALWAYS_ALLOWED = 20
 
 
-def _tombstone(
-    connection: Connection,
-    stream: Stream,
-    present: set[str],
-    before: dt.datetime,
-    now: dt.datetime,
-    max_fraction: float | None = None,
-) -> list[int]:
-    """Mark the stream's live rows whose ids upstream no longer lists as deleted; their primary keys.
+@dataclass
+class _Candidates:
+    """Live rows of a stream missing from a listing: primary key -> external id."""
 
-    Rows synced after ``before`` (the listing's start) are spared: a webhook may have stored a record
-    created upstream after the listing passed it. With ``max_fraction``, TooManyGone instead of marking
-    more than that share of the live rows (beyond a small absolute number).
-    """
+    stream: Stream
+    rows: dict[int, str]
+    live: int
+    listed: int
+
+
+def _candidates(
+    connection: Connection, stream: Stream, present: set[str], before: dt.datetime
+) -> _Candidates:
+    """The stream's live rows whose ids the listing lacks. Rows synced after ``before`` (the listing's
+    start) are left out: a webhook may have stored a record created upstream after the listing passed it."""
     model = stream.model
     live = model.objects.filter(  # type: ignore[attr-defined]
         **{source_column(model): connection.pk}, **stream.scope(), deleted_at__isnull=True
@@ -110,14 +124,76 @@ def _tombstone(
     rows = live.filter(synced_at__lt=before).exclude(
         external_id__in=RawSQL("SELECT unnest(%s::text[])", (sorted(present),))
     )
-    ids = list(rows.values_list("pk", flat=True))
-    if max_fraction is not None and len(ids) > SWEEP_ALWAYS_ALLOWED:
-        total = live.count()
-        if len(ids) > max_fraction * total:
-            raise TooManyGone(
-                f"would tombstone {len(ids)} of {total} live records (listed {len(present)}): refused; "
-                "check the connection, or run Rebuild to confirm the deletes"
-            )
+    found = dict(rows.values_list("pk", "external_id"))
+    return _Candidates(stream, found, live.count() if found else 0, len(present))
+
+
+def max_fraction(connection: Connection) -> float:
+    return float((connection.options or {}).get("reconcile_max_fraction", SWEEP_MAX_FRACTION))
+
+
+def _guard(candidates: _Candidates, limit: float | None) -> None:
+    """TooManyGone when the candidates are more than ``limit`` of the live rows (beyond a few)."""
+    count = len(candidates.rows)
+    if limit is None or count <= SWEEP_ALWAYS_ALLOWED or count <= limit * candidates.live:
+        return
+    raise TooManyGone(
+        f"would tombstone {count} of {candidates.live} live records (listed {candidates.listed}): refused "
+        f"above {limit:.0%}; check the connection, or confirm the mass delete (admin action, or raise "
+        "options.reconcile_max_fraction)"
+    )
+
+
+def _still_upstream(
+    stream: Stream, client: HttpClient, external_ids: set[str], since: dt.datetime
+) -> set[str]:
+    """Which of ``external_ids`` upstream has now: asked by id, or re-listed from ``since`` when the stream
+    cannot be read by id. UpstreamError propagates (then nothing is tombstoned)."""
+    if not external_ids:
+        return set()
+    fetch = getattr(stream.kind, "fetch_records", None)
+    explode = getattr(stream, "explode", None)  # a document fetched whole holds its "<doc>:<line>" rows
+    raws: list[Any] = []
+    try:
+        if fetch is None:
+            raise NotImplementedError
+        wanted = {i.partition(":")[0] for i in external_ids} if explode else set(external_ids)
+        raws = list(fetch(client, stream, sorted(wanted)))
+        if explode:
+            raws = explode(raws)
+    except (NotImplementedError, ConfigurationError, AssertionError):
+        # Every record edited since the listing began (less the lookback) is read again.
+        raws = [raw for page in stream.pages(client, make_cursor(since, ""), False) for raw in page.records]
+    seen: set[str] = set()
+    for raw in raws:
+        try:
+            seen.add(str(stream.normalise(raw)["external_id"]))
+        except (BadRecord, *UNREADABLE):  # unreadable now, but there: not gone
+            record_id = getattr(stream, "record_id", None)
+            if record_id is not None:
+                seen.add(str(record_id(raw)))
+            elif isinstance(raw, dict):
+                seen.add(str(raw.get("id", raw.get("Id", ""))))
+    return seen & external_ids
+
+
+def _confirmed(candidates: _Candidates, client: HttpClient, since: dt.datetime) -> dict[int, str]:
+    """The candidates upstream really no longer has."""
+    still = _still_upstream(candidates.stream, client, set(candidates.rows.values()), since)
+    return {pk: external_id for pk, external_id in candidates.rows.items() if external_id not in still}
+
+
+def _tombstone(
+    connection: Connection, stream: Stream, rows: dict[int, str], before: dt.datetime, now: dt.datetime
+) -> list[int]:
+    """Mark confirmed-gone rows deleted; a row revived or re-synced since (a webhook) is left alone."""
+    if not rows:
+        return []
+    model = stream.model
+    gone = model.objects.filter(  # type: ignore[attr-defined]
+        pk__in=list(rows), deleted_at__isnull=True, synced_at__lt=before
+    )
+    ids = sorted(gone.values_list("pk", flat=True))
     if ids:
         model.objects.filter(pk__in=ids).update(deleted_at=now)  # type: ignore[attr-defined]
     return ids
@@ -130,7 +206,7 @@ def _listed_ids(stream: Stream, client: HttpClient) -> set[str]:
         for raw in page.records:
             try:
                 present.add(stream.normalise(raw)["external_id"])
-            except BadRecord:
+            except (BadRecord, *UNREADABLE):
                 continue  # never stored, so nothing local to keep or tombstone
     return present
 
@@ -145,14 +221,23 @@ def _claim_sweep(connection: Connection, stream: str) -> SyncRun | None:
         return None
 
 
-def connection_reconcile(*, connection: Connection, streams: list[str] | None = None) -> list[SweepResult]:
+def connection_reconcile(
+    *,
+    connection: Connection,
+    streams: list[str] | None = None,
+    confirm_mass_delete: bool = False,
+    actor: Actor = "system:reconcile",
+) -> list[SweepResult]:
     """The id sweep: list each stream's upstream ids and tombstone local records upstream no longer has.
 
-    Cursor syncs never see hard deletes; this does. A stream whose listing fails tombstones nothing.
+    Cursor syncs never see hard deletes; this does. A stream whose listing fails tombstones nothing; one
+    whose candidates exceed the mass-delete guard stops as *partial* with the count in its error, unless
+    ``confirm_mass_delete``; each candidate is asked for again by id before it becomes a tombstone.
     """
     kind = get_kind(connection)
     results = []
     client = kind.client()
+    limit = None if confirm_mass_delete else max_fraction(connection)
     try:
         for stream in kind.streams:
             if streams is not None and stream.name not in streams:
@@ -167,25 +252,38 @@ def connection_reconcile(*, connection: Connection, streams: list[str] | None = 
             status = SyncRun.Status.SUCCEEDED
             try:
                 present = _listed_ids(stream, client)
+                result.listed = len(present)
+                candidates = _candidates(connection, stream, present, started)
+                _guard(candidates, limit)
+                gone = _confirmed(candidates, client, started)
             except UpstreamError as exc:
                 result.error, status = str(exc), SyncRun.Status.PARTIAL
+            except TooManyGone as exc:
+                result.error, status = str(exc), SyncRun.Status.PARTIAL
+                audit_record(
+                    action="connection.tombstones_refused",
+                    actor=actor,
+                    object_type="connection",
+                    object_id=connection.slug,
+                    data={"stream": stream.name, "error": str(exc)},
+                )
             else:
-                result.listed = len(present)
-                limit = float((connection.options or {}).get("reconcile_max_fraction", SWEEP_MAX_FRACTION))
+                result.spared = len(candidates.rows) - len(gone)
                 with transaction.atomic():
-                    try:
-                        ids = _tombstone(connection, stream, present, started, timezone.now(), limit)
-                    except TooManyGone as exc:
-                        ids, result.error, status = [], str(exc), SyncRun.Status.PARTIAL
+                    ids = _tombstone(connection, stream, gone, started, timezone.now())
                     result.tombstoned = len(ids)
                     if ids:
                         result.changed[stream.entity] = set(ids)
                         audit_record(
                             action="connection.tombstoned",
-                            actor="system:reconcile",
+                            actor=actor,
                             object_type="connection",
                             object_id=connection.slug,
-                            data={"stream": stream.name, "count": len(ids)},
+                            data={
+                                "stream": stream.name,
+                                "count": len(ids),
+                                "confirmed_mass_delete": confirm_mass_delete,
+                            },
                         )
                     StreamState.objects.filter(connection=connection, stream=stream.name).update(
                         last_reconciled_at=started
@@ -198,6 +296,7 @@ def connection_reconcile(*, connection: Connection, streams: list[str] | None = 
                     "reconcile": True,
                     "listed": result.listed,
                     "tombstoned": result.tombstoned,
+                    "spared": result.spared,
                     "api_calls": client.stats.api_calls,
                 },
             )
@@ -247,17 +346,24 @@ def connection_resync_from(*, connection: Connection, since: dt.datetime, actor:
 class RebuildResult:
     runs: list[SyncRun]
     tombstoned: dict[str, int]
+    refused: dict[str, str] = field(default_factory=dict)  # stream -> why the mass-delete guard stopped it
+    spared: dict[str, int] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
-        return all(run.status == SyncRun.Status.SUCCEEDED for run in self.runs)
+        return all(run.status == SyncRun.Status.SUCCEEDED for run in self.runs) and not self.refused
 
 
-def connection_rebuild(*, connection: Connection, actor: Actor) -> RebuildResult:
+def connection_rebuild(
+    *, connection: Connection, actor: Actor, confirm_mass_delete: bool = False
+) -> RebuildResult:
     """Re-read everything, then (only if every stream succeeded) tombstone what the re-read did not see.
 
     Live data is never removed first: the upsert overwrites in place, so readers see old or new rows,
-    never none; a failed rebuild leaves the last good state plus whatever newer records it stored.
+    never none; a failed rebuild leaves the last good state plus whatever newer records it stored. The
+    tombstones pass the id sweep's checks: the mass-delete guard over every stream first (any stream over
+    it and nothing is tombstoned, the refusal audited, unless ``confirm_mass_delete``), then each candidate
+    asked for again by id.
     """
     from .services import sync_connection
 
@@ -265,24 +371,8 @@ def connection_rebuild(*, connection: Connection, actor: Actor) -> RebuildResult
     seen: dict[str, set[str]] = {}
     runs = sync_connection(connection=connection, full=True, seen_ids=seen)
     result = RebuildResult(runs, {})
-    if result.succeeded and len(runs) == len(get_kind(connection).streams):
-        changes = []
-        with transaction.atomic():
-            kind = get_kind(connection)
-            for stream in kind.streams:
-                ids = _tombstone(connection, stream, seen.get(stream.name, set()), started, timezone.now())
-                result.tombstoned[stream.name] = len(ids)
-                if ids:
-                    changes.append({stream.entity: set(ids)})
-            audit_record(
-                action="connection.rebuilt",
-                actor=actor,
-                object_type="connection",
-                object_id=connection.slug,
-                data={"tombstoned": result.tombstoned},
-            )
-        _tell_rules(changes)
-    else:
+    kind = get_kind(connection)
+    if not (result.succeeded and len(runs) == len(kind.streams)):
         audit_record(
             action="connection.rebuild_failed",
             actor=actor,
@@ -290,4 +380,59 @@ def connection_rebuild(*, connection: Connection, actor: Actor) -> RebuildResult
             object_id=connection.slug,
             data={"runs": [f"{r.stream} {r.status}" for r in runs]},
         )
+        return result
+    limit = None if confirm_mass_delete else max_fraction(connection)
+    candidates = [
+        _candidates(connection, stream, seen.get(stream.name, set()), started) for stream in kind.streams
+    ]
+    for found in candidates:
+        try:
+            _guard(found, limit)
+        except TooManyGone as exc:
+            result.refused[found.stream.name] = str(exc)
+    if result.refused:
+        audit_record(
+            action="connection.rebuild_refused",
+            actor=actor,
+            object_type="connection",
+            object_id=connection.slug,
+            data={"refused": result.refused},
+        )
+        return result
+    client = kind.client()
+    try:
+        confirmed = [(found, _confirmed(found, client, started)) for found in candidates]
+    except UpstreamError as exc:
+        result.refused["*"] = f"could not confirm the deletes: {exc}"
+        audit_record(
+            action="connection.rebuild_failed",
+            actor=actor,
+            object_type="connection",
+            object_id=connection.slug,
+            data={"error": result.refused["*"]},
+        )
+        return result
+    finally:
+        client.close()
+    changes = []
+    with transaction.atomic():
+        for found, gone in confirmed:
+            name = found.stream.name
+            ids = _tombstone(connection, found.stream, gone, started, timezone.now())
+            result.tombstoned[name] = len(ids)
+            result.spared[name] = len(found.rows) - len(gone)
+            if ids:
+                changes.append({found.stream.entity: set(ids)})
+        audit_record(
+            action="connection.rebuilt",
+            actor=actor,
+            object_type="connection",
+            object_id=connection.slug,
+            data={
+                "tombstoned": result.tombstoned,
+                "spared": {k: v for k, v in result.spared.items() if v},
+                "confirmed_mass_delete": confirm_mass_delete,
+            },
+        )
+    _tell_rules(changes)
     return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -301,6 +302,98 @@ class _PreparedPage:
     bad: list[tuple[Record, str]]
     loaded: PreparedRows
     paths: set[str]
+    versions: frozenset[int] = frozenset()  # the records' (id, version) hashes: what the page brings
+
+
+# A pager that answers "more" with pages this run has already read (a page number the upstream ignores, a
+# cursor token it hands back unchanged, a keyset that cannot leave a tie) would loop for ever or, once it
+# gives up, end a run that read nothing new as a success. This many pages in a row bringing no record the
+# run has not read stop it as failed; one repeated page (vendors do that) is fine.
+STALL_PAGES = 3
+
+
+class _Stalled(Exception):
+    """The pager keeps answering with records this run already read."""
+
+
+class _StallWatch:
+    """Counts consecutive pages that bring nothing new to the run (by record id and version)."""
+
+    def __init__(self) -> None:
+        self.read: set[int] = set()
+        self.idle = 0
+
+    def check(self, prepared: _PreparedPage, cursor: dict[str, Any]) -> None:
+        fresh = prepared.versions - self.read
+        self.read |= fresh
+        self.idle = 0 if fresh else self.idle + 1
+        if self.idle >= STALL_PAGES:
+            raise _Stalled(
+                f"stalled: {self.idle} pages in a row brought no record this run had not read, while the "
+                f"upstream kept answering with more (cursor {cursor.get('updated_at') or 'start'}); "
+                "stopped as failed, the next run resumes at the saved cursor"
+            )
+
+
+# What a stream's ``normalise`` may raise on a value it did not expect (``int("1e5")``, ``None["id"]``, a
+# list where an object was documented): the record is quarantined with the error, the stream goes on.
+UNREADABLE = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError)
+
+
+def record_normalise(stream: Stream, raw: Any) -> tuple[Record | None, str]:
+    """The entity fields of one upstream record, or None and why it cannot be stored (its quarantine reason).
+
+    ``BadRecord`` is the streams' own way to refuse a record; any other error reading a value is caught
+    as well, so one unexpected value upstream (every sync page, webhook and CSV row passes here) costs
+    that record only, never the run or the delivery. It is logged with its traceback: a stream refusing
+    every record this way is a bug, and the run's ``quarantined`` count shows it.
+    """
+    try:
+        return stream.normalise(raw), ""
+    except BadRecord as exc:
+        return None, exc.reason
+    except UNREADABLE as exc:
+        logger.warning("stream %s could not read a record", stream.name, exc_info=True)
+        return None, f"unreadable value: {type(exc).__name__}: {exc}"[:2000]
+
+
+def record_external_id(raw: Any) -> str:
+    """The upstream id a quarantined record names, when it has one where vendors put it."""
+    if not isinstance(raw, dict):
+        return ""
+    return str(raw.get("id") or raw.get("Id") or raw.get("external_id") or "")[:64]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as PostgreSQL's jsonb takes it: Python's JSON reader accepts NaN and Infinity (a vendor
+    may send them), jsonb does not, so they are kept as the strings ``"NaN"``, ``"Infinity"``; other
+    non-JSON values (dates, decimals) as their text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("inf", "Infinity").replace("nan", "NaN")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def quarantine_records(
+    connection: Connection, stream: str, bad: list[tuple[Any, str]], *, run: SyncRun | None = None
+) -> None:
+    """Keep refused records with their reasons (one insert); payloads made storable first."""
+    QuarantinedRecord.objects.bulk_create(
+        QuarantinedRecord(
+            connection=connection,
+            stream=stream,
+            run=run,
+            payload=jsonable(raw),
+            reason=reason,
+            external_id=record_external_id(raw),
+        )
+        for raw, reason in bad
+    )
 
 
 def _prepare_page(stream: Stream, page: Page) -> _PreparedPage:
@@ -308,13 +401,19 @@ def _prepare_page(stream: Stream, page: Page) -> _PreparedPage:
     previous page's upsert (the sync alternated between its own CPU and the database's)."""
     rows, raws, bad = [], [], []
     for raw in page.records:
-        try:
-            rows.append(stream.normalise(raw))
+        row, reason = record_normalise(stream, raw)
+        if row is None:
+            bad.append((raw, reason))
+        else:
+            rows.append(row)
             raws.append(raw)
-        except BadRecord as exc:
-            bad.append((raw, exc.reason))
     paths = field_paths(page.records) if page.records else set()
-    return _PreparedPage(page, rows, raws, bad, prepare_rows(stream.model, rows), paths)
+    versions = frozenset(
+        [hash((row.get("external_id"), row.get("source_updated_at"))) for row in rows]
+        # A refused record may lack an id: its whole content tells one from another (they are few).
+        + [hash(json.dumps(jsonable(raw), sort_keys=True)) for raw, _ in bad]
+    )
+    return _PreparedPage(page, rows, raws, bad, prepare_rows(stream.model, rows), paths, versions)
 
 
 @transaction.atomic
@@ -354,17 +453,7 @@ def _store_page(
     result = upsert_prepared(prepared.loaded, source_id=connection.pk, now=now)
     by_row = {id(row): raw for row, raw in zip(rows, raws, strict=True)}
     bad += [(by_row[id(row)], reason) for row, reason in result.rejected]
-    QuarantinedRecord.objects.bulk_create(
-        QuarantinedRecord(
-            connection=connection,
-            stream=stream.name,
-            run=run,
-            payload=raw,
-            reason=reason,
-            external_id=str(raw.get("id") or raw.get("Id") or "")[:64],
-        )
-        for raw, reason in bad
-    )
+    quarantine_records(connection, stream.name, bad, run=run)
     state = StreamState.objects.select_for_update().get(connection=connection, stream=stream.name)
     state.cursor = max(state.cursor or {}, page.cursor, key=cursor_key)
     state.record_count += result.inserted
@@ -444,10 +533,12 @@ def _sync_stream(
         # The next page is fetched and prepared while this one is stored; an upstream error surfaces when
         # its page is asked for, after every earlier page and its cursor were committed.
         pages = stream.pages(client, {} if full else dict(state.cursor or {}), full)
+        watch = _StallWatch()
         with Prefetch((_prepare_page(stream, page) for page in pages), client) as prepared_pages:
             for prepared in prepared_pages:
                 counts.update(_client_counts(client))
                 page = prepared.page
+                watch.check(prepared, page.cursor)
                 changed.update(
                     _store_page(run, stream, page, counts, learning, seen_ids, prepared, durable=False)
                 )
@@ -457,7 +548,7 @@ def _sync_stream(
         # Committed pages stay, and so does their cursor: the next run resumes from there.
         status = SyncRun.Status.PARTIAL if exc.retryable else SyncRun.Status.FAILED
         error = str(exc)
-    except (ConfigurationError, _RunLost) as exc:
+    except (ConfigurationError, _RunLost, _Stalled) as exc:
         status, error = SyncRun.Status.FAILED, str(exc)
     except Exception as exc:
         if client:

@@ -48,14 +48,19 @@ def summarise(connection: Connection, runs: list[SyncRun]) -> str:
 
 
 @shared_task(acks_late=True, max_retries=0, ignore_result=True)
-def reconcile_connection_task(connection_id: int) -> str:
-    """The scheduled id sweep: records gone upstream become tombstones."""
+def reconcile_connection_task(
+    connection_id: int, actor: str = "system:reconcile", confirm_mass_delete: bool = False
+) -> str:
+    """The scheduled id sweep: records gone upstream become tombstones (``confirm_mass_delete``: an
+    administrator confirmed more than the guard's share)."""
     from .operations import connection_reconcile
 
     connection = Connection.objects.filter(pk=connection_id, enabled=True).first()
     if connection is None:
         return f"connection {connection_id} missing or disabled"
-    results = connection_reconcile(connection=connection)
+    results = connection_reconcile(
+        connection=connection, actor=actor, confirm_mass_delete=confirm_mass_delete
+    )
     return f"{connection.slug}: " + "; ".join(
         f"{r.stream} listed={r.listed} tombstoned={r.tombstoned}" + (f" ({r.error})" if r.error else "")
         for r in results
@@ -63,14 +68,20 @@ def reconcile_connection_task(connection_id: int) -> str:
 
 
 @shared_task(acks_late=True, max_retries=0, ignore_result=True)
-def rebuild_connection_task(connection_id: int, actor: str = "system:rebuild") -> str:
+def rebuild_connection_task(
+    connection_id: int, actor: str = "system:rebuild", confirm_mass_delete: bool = False
+) -> str:
     from .operations import connection_rebuild
 
     connection = Connection.objects.filter(pk=connection_id).first()
     if connection is None:
         return f"connection {connection_id} no longer exists"
     try:
-        result = connection_rebuild(connection=connection, actor=actor)
+        result = connection_rebuild(
+            connection=connection, actor=actor, confirm_mass_delete=confirm_mass_delete
+        )
     except SyncAlreadyRunning as exc:
         return f"skipped: {exc}"
+    if result.refused:
+        return summarise(connection, result.runs) + f"; nothing tombstoned: {result.refused}"
     return summarise(connection, result.runs) + f"; tombstoned {result.tombstoned}"

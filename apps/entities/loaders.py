@@ -15,10 +15,11 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from django.db import connection, models
@@ -76,28 +77,102 @@ class _Check:
     text: bool
     max_length: int | None
     choices: frozenset[Any] | None
-    limit: Decimal | None  # exclusive bound of abs(value) for a DecimalField
+    blank: bool  # "" passes the choices: no value is not a bad value
+    limit: Decimal | None  # exclusive bound of abs(value) for a DecimalField, after rounding to ``places``
+    places: int
+    safe: Decimal  # below this in absolute value, no rounding can reach ``limit``
     aware: bool
+    kind: str  # what the column stores: "int", "float", "decimal", "bool", "date", "datetime" or "" (text)
+    int_range: tuple[int, int] | None
+
+
+def _kind(f: models.Field[Any, Any]) -> str:
+    if isinstance(f, models.BooleanField):
+        return "bool"
+    if isinstance(f, models.DecimalField):
+        return "decimal"
+    if isinstance(f, models.FloatField):
+        return "float"
+    if isinstance(f, models.IntegerField | models.ForeignKey):
+        return "int"
+    if isinstance(f, models.DateTimeField):
+        return "datetime"
+    if isinstance(f, models.DateField):
+        return "date"
+    return ""
 
 
 @functools.cache
 def _checks(model: type[models.Model]) -> dict[str, _Check]:
     checks = {}
     for name, f in _fields(model).items():
-        decimal = isinstance(f, models.DecimalField)
+        kind = _kind(f)
+        decimal = kind == "decimal"
+        limit = Decimal(10) ** (f.max_digits - f.decimal_places) if decimal else None  # type: ignore[attr-defined]
+        int_range = None
+        if kind == "int":
+            target = f.target_field if isinstance(f, models.ForeignKey) else f
+            low, high = connection.ops.integer_field_range(target.get_internal_type())
+            int_range = (int(low), int(high)) if low is not None and high is not None else None
         checks[name] = _Check(
             null=f.null,
             text=isinstance(f, models.CharField | models.TextField),
             max_length=getattr(f, "max_length", None),
             choices=frozenset(c[0] for c in f.flatchoices) if f.choices else None,
-            limit=Decimal(10) ** (f.max_digits - f.decimal_places) if decimal else None,  # type: ignore[attr-defined]
-            aware=isinstance(f, models.DateTimeField),
+            blank=f.blank,
+            limit=limit,
+            places=f.decimal_places if decimal else 0,  # type: ignore[attr-defined]
+            safe=limit - 1 if limit is not None else Decimal(0),
+            aware=kind == "datetime",
+            kind=kind,
+            int_range=int_range,
         )
     return checks
 
 
+def _number_problem(name: str, value: Any, check: _Check) -> str | None:
+    """Why a number cannot go into its column: wrong type, not finite, beyond the column's range."""
+    kind = type(value)
+    if kind is Decimal and check.limit is not None and value.is_finite() and -check.safe < value < check.safe:
+        return None  # the common case, decided in three comparisons
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return f"{name} is not a number: {value!r}"
+    if check.kind == "int":
+        if not isinstance(value, int):
+            return f"{name} is not a whole number: {value!r}"
+        if check.int_range and not check.int_range[0] <= value <= check.int_range[1]:
+            return f"{name} {value} is out of range"
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} is not a finite number: {value!r}"
+    if isinstance(value, Decimal) and not value.is_finite():
+        return f"{name} is not a finite number: {value!r}"
+    if check.limit is not None:
+        amount = Decimal(value) if isinstance(value, int) else value
+        if not isinstance(amount, Decimal):
+            return f"{name} is not a decimal amount: {value!r}"
+        # PostgreSQL rounds to the column's places first: 999999999999.995 overflows numeric(14, 2).
+        if (
+            amount.adjusted() >= check.limit.adjusted()
+            or abs(amount.quantize(Decimal(1).scaleb(-check.places), rounding=ROUND_HALF_UP, context=_WIDE))
+            >= check.limit
+        ):
+            return f"{name} {value} is out of range"
+    return None
+
+
+# Enough digits to round any amount below a column's limit (numeric columns hold at most 1000 digits).
+_WIDE = Context(prec=1100)
+
+
 def validate_row(model: type[models.Model], row: Row) -> str | None:
-    """Why the database would refuse this row, checked up front so one bad record cannot fail a page."""
+    """Why the database would refuse this row, checked up front so one bad record cannot fail a page.
+
+    Each value must be of its column's type and within its range (text length, NUL characters, choices,
+    whole numbers within the integer column, finite amounts within the decimal column's precision, aware
+    date-times that exist in UTC): a value PostgreSQL would refuse fails the one record here, with its
+    reason, instead of the page's single statement.
+    """
     checks = _checks(model)
     for name, value in row.items():
         check = checks.get(name)
@@ -114,12 +189,30 @@ def validate_row(model: type[models.Model], row: Row) -> str | None:
                 return f"{name} is longer than {check.max_length} characters"
             if "\x00" in value:
                 return f"{name} contains a NUL character"
-        if check.choices is not None and value not in check.choices:
+        if check.choices is not None and value not in check.choices and not (check.blank and value == ""):
             return f"{name} {value!r} is not one of {', '.join(sorted(map(str, check.choices)))}"
-        if check.limit is not None and abs(value) >= check.limit:
-            return f"{name} {value} is out of range"
-        if check.aware and (not isinstance(value, dt.datetime) or value.tzinfo is None):
-            return f"{name} is not an aware date-time"
+        kind = check.kind
+        if not kind:
+            continue
+        # Each branch first accepts the common exact type in a comparison or two: this runs per value.
+        if kind == "datetime":
+            if type(value) is dt.datetime and value.tzinfo is dt.UTC:
+                continue
+            if not isinstance(value, dt.datetime) or value.tzinfo is None:
+                return f"{name} is not an aware date-time"
+            if not 1 < value.year < 9999:
+                try:  # only an instant at the calendar's edge can lack a UTC equivalent
+                    value.astimezone(dt.UTC)
+                except OverflowError:
+                    return f"{name} {value.isoformat()} is out of range"
+        elif kind == "date":
+            if not isinstance(value, dt.date):
+                return f"{name} is not a date: {value!r}"
+        elif kind == "bool":
+            if type(value) is not bool:
+                return f"{name} is not true or false: {value!r}"
+        elif problem := _number_problem(name, value, check):
+            return problem
     return None
 
 

@@ -6,8 +6,10 @@ when its claim expires; the far side drops the repeat by the row's idempotency k
 
 Only timeouts, connection errors, 5xx and 429 are retried, with exponential backoff, full jitter and a
 cap, a ``Retry-After`` winning when longer; anything else (a 4xx, a refused recipient, an unsafe URL) makes
-the row dead at once with the error, as do too many attempts. Dead rows are the dead-letter list in admin;
-:func:`delivery_replay` queues one again.
+the row dead at once with the error, as do too many attempts. Upstream writes are retried here and only
+here: the HTTP client sends a write once unless it never left (``apps.connectors.http``), so a lost answer
+costs one outbox attempt and the next one looks before writing (``outcome_may_exist``). Dead rows are the
+dead-letter list in admin; :func:`delivery_replay` queues one again.
 """
 
 from __future__ import annotations
@@ -332,6 +334,14 @@ def _note_text(escalation: Escalation) -> str:
     )
 
 
+def outcome_may_exist(delivery: Delivery) -> bool:
+    """Whether an earlier attempt of this row may already have acted upstream, so a write without an
+    idempotency key must look for its result first: any attempt after the first (the HTTP client never
+    resends a write whose outcome is unknown, so the first retry after a cut 2xx is the outbox's), and the
+    first attempt of a replayed row, which keeps its last error while its count starts again."""
+    return delivery.attempts > 1 or bool(delivery.last_error)
+
+
 @performs("note_crm", "note_accounting")
 def write_note(delivery: Delivery) -> dict:
     from apps.connectors.kinds import get_kind
@@ -343,7 +353,7 @@ def write_note(delivery: Delivery) -> dict:
     text = _note_text(delivery.escalation)
     result = _upstream(
         lambda: kind.write_note(
-            record_id, text, idempotency_key=delivery.idempotency_key, retry=delivery.attempts > 1
+            record_id, text, idempotency_key=delivery.idempotency_key, retry=outcome_may_exist(delivery)
         )
     )
     return result if isinstance(result, dict) else {"result": str(result)}

@@ -6,7 +6,9 @@ the nightly run, so the single and bulk paths cannot disagree. Aggregates are co
 projects and clients in scope.
 
 Each fact's *age* is the age of the least fresh stream feeding it (the last successful sync of that
-stream, from ``StreamState``): a record unchanged upstream is as fresh as the last sync that saw it.
+stream, from ``StreamState``): a record unchanged upstream is as fresh as the last sync that saw it. A stream
+feeds the entity it loads, whatever it is called: a ``rest`` stream named ``jobs`` that loads projects ages
+``project.*`` facts as Procore's ``projects`` does, and a CSV upload (``csv:<entity>``) its entity.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ FACT_INPUTS: dict[str, tuple[str, ...]] = {
     "vendor.late_submittal_rate": ("submittal",),
 }
 
-# Which upstream streams load each entity (stream names shared by the connector kinds).
+# The stream names the built-in kinds give each entity's streams. Ages go by the entity a connection's
+# stream loads (``stream_entity``); these names only place a state whose connection cannot say (a kind no
+# longer registered, options that no longer parse, a stream since removed).
 ENTITY_STREAMS: dict[str, tuple[str, ...]] = {
     "client": ("companies",),
     "project": ("projects",),
@@ -321,13 +325,39 @@ def evaluation_date(now: dt.datetime | None = None) -> dt.date:
     return timezone.localtime(now or timezone.now()).date()
 
 
+_ENTITY_OF_NAME = {name: entity for entity, names in ENTITY_STREAMS.items() for name in names}
+
+
+def stream_entity(connection: Any, stream: str, kinds: dict[int, Any] | None = None) -> str | None:
+    """The entity ``stream`` of ``connection`` loads: asked of its connector kind (a ``rest`` stream's
+    options name it), else from a CSV upload's name (``csv:<entity>``), else from the built-in names."""
+    from apps.connectors.kinds import get_kind
+
+    kinds = {} if kinds is None else kinds
+    try:
+        if connection.pk not in kinds:
+            kinds[connection.pk] = get_kind(connection)
+        return str(kinds[connection.pk].stream(stream).entity)
+    except (LookupError, ValueError):  # UnknownKind, UnknownStream, ConfigurationError
+        pass
+    if stream.startswith("csv:"):
+        return stream.removeprefix("csv:")
+    return _ENTITY_OF_NAME.get(stream)
+
+
 def fact_ages(now: dt.datetime) -> dict[str, float | None]:
-    """Age in seconds of every fact's inputs: the oldest last successful sync among its streams."""
+    """Age in seconds of every fact's inputs: the oldest last successful sync among the streams that
+    load each input entity, in any connection, whatever the streams are called."""
     from apps.connectors.models import StreamState
 
-    synced: dict[str, list[dt.datetime | None]] = defaultdict(list)  # per stream, one per connection
-    for stream, success in StreamState.objects.values_list("stream", "last_success_at"):
-        synced[stream].append(success)
+    synced: dict[str, list[dt.datetime | None]] = defaultdict(list)  # per entity, one per stream state
+    kinds: dict[int, Any] = {}
+    for state in StreamState.objects.select_related("connection").only(
+        "stream", "last_success_at", "connection__slug", "connection__kind", "connection__options"
+    ):
+        entity = stream_entity(state.connection, state.stream, kinds)
+        if entity is not None:
+            synced[entity].append(state.last_success_at)
 
     def oldest_age(times: list[dt.datetime | None]) -> float | None:
         # Never synced anywhere (no state, or a state without success): the age is unknown.
@@ -336,10 +366,7 @@ def fact_ages(now: dt.datetime) -> dict[str, float | None]:
             return None
         return max(0.0, (now - min(known)).total_seconds())
 
-    entity_age = {
-        entity: oldest_age([t for stream in streams for t in synced.get(stream, [])])
-        for entity, streams in ENTITY_STREAMS.items()
-    }
+    entity_age = {entity: oldest_age(synced.get(entity, [])) for entity in ENTITY_STREAMS}
     ages: dict[str, float | None] = {}
     for fact, inputs in FACT_INPUTS.items():
         input_ages = [entity_age[e] for e in inputs]

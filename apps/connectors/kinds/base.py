@@ -9,6 +9,7 @@ the cursor each page reports, in one transaction per page.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -289,12 +290,22 @@ def keyset_pages(
 # ---- field parsing shared by the kinds -------------------------------------------------------------
 
 
+def _from_epoch_ms(value: Any) -> dt.datetime:
+    """Epoch milliseconds; a value no calendar can hold (1e20, NaN, inf) is a bad record, not a crash."""
+    try:
+        return dt.datetime.fromtimestamp(int(value) / 1000, tz=dt.UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise BadRecord(f"date-time out of range: {value!r}") from exc
+
+
 def parse_datetime(value: Any) -> dt.datetime:
     """An aware datetime from ISO 8601 (``Z`` or offset) or epoch milliseconds; naive input is UTC."""
     if isinstance(value, dt.datetime):
         moment = value
+    elif isinstance(value, bool):
+        raise BadRecord(f"not a date-time: {value!r}")
     elif isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
-        moment = dt.datetime.fromtimestamp(int(value) / 1000, tz=dt.UTC)
+        moment = _from_epoch_ms(value)
     elif isinstance(value, str) and value:
         try:
             moment = dt.datetime.fromisoformat(value.replace("z", "Z"))
@@ -302,7 +313,13 @@ def parse_datetime(value: Any) -> dt.datetime:
             raise BadRecord(f"not a date-time: {value!r}") from exc
     else:
         raise BadRecord(f"missing date-time: {value!r}")
-    return moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
+    moment = moment if timezone.is_aware(moment) else moment.replace(tzinfo=dt.UTC)
+    try:
+        # Stored and hashed in UTC: an instant at the calendar's edge (0001-01-01T00:00+05:00) has no UTC.
+        moment.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise BadRecord(f"date-time out of range: {value!r}") from exc
+    return moment
 
 
 def parse_date(value: Any) -> dt.date | None:
@@ -311,27 +328,43 @@ def parse_date(value: Any) -> dt.date | None:
         return None
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
+    if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        raise BadRecord(f"not a date: {value!r}")
     text = str(value)
     if text.isdigit() and len(text) > 8:
-        return dt.datetime.fromtimestamp(int(text) / 1000, tz=dt.UTC).date()
+        return _from_epoch_ms(text).date()
     try:
         return dt.date.fromisoformat(text[:10])
     except ValueError as exc:
         raise BadRecord(f"not a date: {value!r}") from exc
 
 
+# Far beyond any amount a business system holds (entity columns hold < 10**12), far below what
+# Decimal's default 28-digit context can quantize: a larger value is refused here with its reason.
+MONEY_LIMIT = Decimal(10) ** 15
+
+
 def parse_money(value: Any, *, required: bool = True) -> Decimal | None:
-    """Decimal with two places; QBO sends JSON numbers, Procore strings."""
-    if value in (None, ""):
+    """Decimal with two places; QBO sends JSON numbers, Procore strings.
+
+    Anything that is not a finite amount below ``MONEY_LIMIT`` (``1e30``, ``-1e26``, ``NaN``, ``Infinity``,
+    ``true``, ``"12 USD"``) raises BadRecord naming the value, so its record is quarantined and the stream
+    goes on; the entity column's own precision is checked by the loader (``validate_row``).
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             raise BadRecord("missing amount")
         return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise BadRecord(f"not an amount: {value!r}")
     try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
+        amount = Decimal(value.strip() if isinstance(value, str) else str(value))
+    except (InvalidOperation, ValueError) as exc:
         raise BadRecord(f"not an amount: {value!r}") from exc
     if not amount.is_finite():
         raise BadRecord(f"not an amount: {value!r}")
+    if abs(amount) >= MONEY_LIMIT:
+        raise BadRecord(f"amount out of range: {value!r}")
     return amount.quantize(Decimal("0.01"))
 
 

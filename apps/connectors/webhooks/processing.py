@@ -36,8 +36,8 @@ from apps.connectors.kinds import (
     get_kind,
 )
 from apps.connectors.kinds.quickbooks.streams import ExpenseLines
-from apps.connectors.models import Connection, QuarantinedRecord, WebhookDelivery
-from apps.connectors.services import ENTITY_KEYS
+from apps.connectors.models import Connection, WebhookDelivery
+from apps.connectors.services import ENTITY_KEYS, quarantine_records, record_normalise
 from apps.entities.linking import link_entities
 from apps.entities.loaders import source_column, upsert_rows
 
@@ -203,23 +203,15 @@ def _apply(
     raws += [h.data for h in hints if h.op == "upsert" and h.data is not None]
     rows, bad = [], []
     for raw in raws:
-        try:
-            rows.append(stream.normalise(raw))
-        except BadRecord as exc:
-            bad.append((raw, exc.reason))
+        row, reason = record_normalise(stream, raw)
+        if row is None:
+            bad.append((raw, reason))
+        else:
+            rows.append(row)
     result = upsert_rows(stream.model, source_id=connection.pk, rows=rows, now=now)
     bad += [(row, reason) for row, reason in result.rejected]
     if bad:
-        QuarantinedRecord.objects.bulk_create(
-            QuarantinedRecord(
-                connection=connection,
-                stream=stream.name,
-                payload=_jsonable(raw),
-                reason=f"webhook: {reason}",
-                external_id=str(raw.get("id") or raw.get("Id") or raw.get("external_id") or "")[:64],
-            )
-            for raw, reason in bad
-        )
+        quarantine_records(connection, stream.name, [(raw, f"webhook: {reason}") for raw, reason in bad])
         counts["quarantined"] += len(bad)
     changed = set(result.changed_ids)
 
@@ -267,13 +259,6 @@ def _doc_version(stream: Stream, doc: dict[str, Any], now: dt.datetime) -> dt.da
         except BadRecord:
             pass
     return now
-
-
-def _jsonable(raw: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: v if isinstance(v, str | int | float | bool | dict | list | None) else str(v)
-        for k, v in raw.items()
-    }
 
 
 def _tombstone(

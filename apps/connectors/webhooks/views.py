@@ -1,6 +1,6 @@
 """``POST /webhooks/<slug>/``: verify, store in the inbox, queue on commit, answer fast.
 
-Order of checks: size (413, before the body is read past 1 MiB), connection (404), signature and timestamp
+Order of checks: size (413, before the body is read past 1 MiB, chunked bodies included), connection (404), signature and timestamp
 (401; the delivery is kept as ``rejected`` for forensics, at most ``REJECTED_CAP`` per connection and sender
 per ``REJECTED_WINDOW``), shape (400; QuickBooks keeps it the same way, ``signature_valid`` true). A valid
 delivery is inserted with ``ON CONFLICT DO NOTHING`` on (connection, event id), one row per event where
@@ -163,6 +163,31 @@ def _store_rejected(
     )
 
 
+def _read_body(request: HttpRequest) -> bytes:
+    """The raw body, at most ``MAX_BODY + 1`` bytes (one more than allowed tells "too large").
+
+    A sender may stream its body (``Transfer-Encoding: chunked``, no ``Content-Length``). The WSGI server
+    (gunicorn) decodes the chunks and ends ``wsgi.input`` at the last one, but Django's request reads a body
+    of unknown length as empty (it bounds the stream by ``CONTENT_LENGTH``, absent here), so such a body is
+    read from ``wsgi.input`` itself, in pieces, never more than the cap.
+    """
+    chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+    if not chunked or request.META.get("CONTENT_LENGTH"):
+        return request.read(schemes.MAX_BODY + 1)
+    stream = request.META.get("wsgi.input")
+    if stream is None:
+        return b""
+    parts: list[bytes] = []
+    size = 0
+    while size <= schemes.MAX_BODY:
+        part = stream.read(min(65536, schemes.MAX_BODY + 1 - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
 @csrf_exempt
 def receive(request: HttpRequest, slug: str) -> JsonResponse:
     if request.method != "POST":
@@ -175,7 +200,7 @@ def receive(request: HttpRequest, slug: str) -> JsonResponse:
         return _error(400, "Content-Length is not a number")
     if declared > schemes.MAX_BODY:
         return _error(413, f"body larger than {schemes.MAX_BODY} bytes")
-    body = request.read(schemes.MAX_BODY + 1)
+    body = _read_body(request)
     if len(body) > schemes.MAX_BODY:
         return _error(413, f"body larger than {schemes.MAX_BODY} bytes")
 
