@@ -211,7 +211,14 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "filters": {"client_error_without_traceback": {"()": "config.logfilters.ClientErrorWithoutTraceback"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # Django's own "django" logger prints to the console when DEBUG is on and propagates to the root,
+        # which prints again: every 4xx was logged twice. Only the root's handler prints now.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.request": {"filters": ["client_error_without_traceback"]},
+    },
 }
 
 # Fulcrum
