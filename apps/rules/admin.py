@@ -611,18 +611,32 @@ class EvaluationRunAdmin(admin.ModelAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         run = self.get_object(request, object_id)
-        running = run is not None and run.state in ("queued", "evaluating")
+        running = run is not None and self._state(run) in ("queued", "evaluating")
         extra = {**(extra_context or {}), "refresh_seconds": self.REFRESH_SECONDS if running else 0}
         return super().change_view(request, object_id, form_url, extra)
 
+    @staticmethod
+    def _state(run: EvaluationRun) -> str:
+        """The run's state, where an unfinished run older than a task may live stopped part-way (its
+        worker died or tracing failed; the next run traces again)."""
+        from .publishing import stale_after
+
+        state = run.state
+        if state == "evaluating" and run.evaluated_at < timezone.now() - stale_after():
+            return "incomplete"
+        return state
+
     @admin.display(description="state")
     def state(self, run: EvaluationRun) -> str:
-        if run.state == "failed":
-            return f"failed: {run.error}"
-        if run.state == "queued":
-            return "queued: waiting for a worker"
-        if run.state == "evaluating":
-            return "evaluating…"
+        match self._state(run):
+            case "failed":
+                return f"failed: {run.error}"
+            case "queued":
+                return "queued: waiting for a worker"
+            case "evaluating":
+                return "evaluating…"
+            case "incomplete":
+                return "incomplete: it stopped before its traces and snapshots were all written"
         return "complete"
 
     @admin.display(description="decisions traced")

@@ -68,7 +68,7 @@ def publish_runs_requeue(
     return len(waiting)
 
 
-def _stale_after() -> dt.timedelta:
+def stale_after() -> dt.timedelta:
     # A run started longer ago than a task may live was lost with its worker (acks_late re-delivers the
     # task): it may be claimed again. Re-running is safe: escalations dedupe in the database.
     return dt.timedelta(seconds=int(settings.CELERY_TASK_TIME_LIMIT) + 60)
@@ -81,7 +81,7 @@ def publish_run_perform(*, run_id: int) -> str:
     now = timezone.now()
     claimed = (
         EvaluationRun.objects.filter(pk=run_id, completed_at__isnull=True, error="")
-        .filter(Q(started_at__isnull=True) | Q(started_at__lt=now - _stale_after()))
+        .filter(Q(started_at__isnull=True) | Q(started_at__lt=now - stale_after()))
         .update(started_at=now, evaluated_at=now)
     )
     if not claimed:

@@ -182,3 +182,18 @@ def test_publishing_in_admin_leads_to_the_run_page_which_reloads_until_complete(
     rule_page = client.get(reverse("admin:rules_rule_change", args=[rule.pk])).content.decode()
     assert reverse("admin:rules_evaluationrun_change", args=[run.pk]) in rule_page
     assert "3 escalations opened" in rule_page
+
+
+def test_a_run_that_stopped_long_ago_is_shown_incomplete_and_its_page_does_not_reload(
+    client, ops_manager, matches, settings
+):
+    evaluate_subjects(subject_type="change_order")  # no rule yet: nothing
+    rules_import(text=rule_yaml(), actor="system:test")
+    long_ago = timezone.now() - dt.timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 120)
+    run = publish_runs().get()
+    EvaluationRun.objects.filter(pk=run.pk).update(started_at=long_ago, evaluated_at=long_ago)
+    client.force_login(ops_manager)
+
+    page = client.get(reverse("admin:rules_evaluationrun_change", args=[run.pk])).content.decode()
+
+    assert "incomplete: it stopped before" in page and 'http-equiv="refresh"' not in page
