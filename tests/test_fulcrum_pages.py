@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.log import configure_logging
 from django.views.defaults import server_error
 
-from apps.connectors.models import SyncRun
+from apps.connectors.models import StreamState, SyncRun
 from apps.rules.models import Decision
 from tests.factories import ChangeOrderFactory, ConnectionFactory
 
@@ -50,13 +50,22 @@ def test_admin_times_are_all_in_the_company_time_zone(client, administrator, set
         heartbeat_at=noon_utc,
         finished_at=noon_utc,
     )
+
+    StreamState.objects.create(
+        connection=connection,
+        stream="companies",
+        last_success_at=noon_utc,
+        cursor={"updated_at": "2026-01-15T18:04:59+00:00", "id": "42"},
+    )
     client.force_login(administrator)
 
     connections = client.get(reverse("admin:connectors_connection_changelist")).content.decode()
     runs = client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
+    one = client.get(reverse("admin:connectors_connection_change", args=[connection.pk])).content.decode()
 
     assert "companies succeeded 2026-01-15 12:05" in connections and "18:05" not in connections
     assert "finished 12:05:00" in runs and "18:05" not in runs
+    assert "updated since 2026-01-15 12:04:59 CST (after id 42)" in one and "18:0" not in one
 
 
 def test_decisions_list_names_their_subjects_with_one_query_per_page(

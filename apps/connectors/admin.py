@@ -119,11 +119,25 @@ class StreamInline(admin.TabularInline):
     model = StreamState
     extra = 0
     can_delete = False
-    fields = ("stream", "last_success_at", "last_reconciled_at", "record_count", "cursor")
+    fields = ("stream", "last_success_at", "last_reconciled_at", "record_count", "position")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="cursor")
+    def position(self, state: StreamState) -> str:
+        """Where the next incremental read starts, in TIME_ZONE like every other time on the page (the
+        stored cursor keeps the vendor's UTC)."""
+        cursor = state.cursor or {}
+        try:
+            moment = dt.datetime.fromisoformat(str(cursor["updated_at"]))
+        except (KeyError, ValueError):
+            return json.dumps(cursor) if cursor else "—"
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment, dt.UTC)
+        after = f" (after id {cursor['id']})" if cursor.get("id") else ""
+        return f"updated since {timezone.localtime(moment):%Y-%m-%d %H:%M:%S %Z}{after}"
 
 
 @admin.register(Connection)
