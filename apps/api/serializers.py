@@ -236,16 +236,27 @@ class DecisionSerializer(serializers.ModelSerializer):
 class EvaluationRunSerializer(serializers.ModelSerializer):
     """A bulk run's summary; its subject ids are left out (100k of them in a nightly run)."""
 
+    state = serializers.ChoiceField(
+        choices=["queued", "evaluating", "complete", "failed"],
+        read_only=True,
+        help_text="A run publishing queued waits for a worker, evaluates, then completes (or fails)",
+    )
+
     class Meta:
         model = EvaluationRun
         fields = [
             "id",
             "subject_type",
             "trigger",
+            "state",
+            "queued_at",
+            "started_at",
             "evaluated_at",
             "completed_at",
             "subjects",
             "outcomes",
+            "progress",
+            "error",
             "ages",
         ]
 
@@ -302,6 +313,17 @@ class ConnectionSerializer(serializers.ModelSerializer):
 class ResyncSerializer(serializers.Serializer):
     full = serializers.BooleanField(
         required=False, default=False, help_text="Re-read every record instead of since the cursor"
+    )
+
+
+class PublishResponseSerializer(serializers.Serializer):
+    rule = serializers.CharField()
+    version = serializers.IntegerField(help_text="The live version after the call")
+    published = serializers.BooleanField(help_text="False when the draft equals the live version")
+    evaluation_run = serializers.IntegerField(
+        allow_null=True,
+        help_text="The run evaluating the new version over every subject of its type now "
+        "(/api/evaluation-runs/{id}/); null when nothing new was published or the rule is disabled",
     )
 
 

@@ -12,6 +12,7 @@ from django.db.models import Exists, Model, OuterRef, Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
@@ -21,6 +22,8 @@ from apps.entities.models import Client, Project, SourceObject
 from apps.escalations import services as escalation_services
 from apps.escalations.models import Escalation, EscalationEvent
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
+from apps.rules.ruleset import RulesFileError
+from apps.rules.services import rule_publish
 
 from . import filters, serializers
 from .exceptions import Conflict
@@ -264,6 +267,31 @@ class RuleViewSet(ApiViewSet):
 
     def get_queryset(self) -> QuerySet[Rule]:
         return Rule.objects.select_related("live_version").order_by("key")
+
+    @extend_schema(
+        summary="Publish the rule's draft as a new version; a worker evaluates it over every subject of "
+        "its type at once (operations managers and administrators)",
+        request=None,
+        responses={200: serializers.PublishResponseSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def publish(self, request: Request, key: str | None = None) -> Response:
+        rule = self.get_object()
+        before = rule.live_version_id
+        try:
+            version = rule_publish(rule=rule, actor=request.user)
+        except RulesFileError as exc:
+            raise ValidationError({"draft": [str(problem) for problem in exc.errors]}) from exc
+        run = version.publish_runs.filter(completed_at__isnull=True).order_by("-pk").first()
+        published = version.pk != before
+        return Response(
+            {
+                "rule": rule.key,
+                "version": version.number,
+                "published": published,
+                "evaluation_run": run.pk if run is not None and published else None,
+            }
+        )
 
 
 @extend_schema_view(

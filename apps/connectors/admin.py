@@ -11,19 +11,20 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Max, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
-from apps.accounts.roles import ADMINISTRATORS
+from apps.accounts.roles import ADMINISTRATORS, in_role
 from apps.audit.services import audit_record
 
 from .csv_import import csv_import, csv_preview
-from .kinds import ConfigurationError
+from .kinds import ConfigurationError, get_kind
 from .kinds.csv import CsvMapping, entity_fields, read_csv
 from .kinds.rest.options import ENTITIES
 from .kinds.rest.options import parse_options as parse_rest_options
@@ -118,11 +119,25 @@ class StreamInline(admin.TabularInline):
     model = StreamState
     extra = 0
     can_delete = False
-    fields = ("stream", "last_success_at", "last_reconciled_at", "record_count", "cursor")
+    fields = ("stream", "last_success_at", "last_reconciled_at", "record_count", "position")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="cursor")
+    def position(self, state: StreamState) -> str:
+        """Where the next incremental read starts, in TIME_ZONE like every other time on the page (the
+        stored cursor keeps the vendor's UTC)."""
+        cursor = state.cursor or {}
+        try:
+            moment = dt.datetime.fromisoformat(str(cursor["updated_at"]))
+        except (KeyError, ValueError):
+            return json.dumps(cursor) if cursor else "—"
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment, dt.UTC)
+        after = f" (after id {cursor['id']})" if cursor.get("id") else ""
+        return f"updated since {timezone.localtime(moment):%Y-%m-%d %H:%M:%S %Z}{after}"
 
 
 @admin.register(Connection)
@@ -148,14 +163,114 @@ class ConnectionAdmin(admin.ModelAdmin):
     ]
 
     def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
         custom = [
             path(
                 "<path:object_id>/csv-upload/",
-                self.admin_site.admin_view(self.csv_upload_view),
+                view(self.csv_upload_view),
                 name="connectors_connection_csv_upload",
-            )
+            ),
+            path("<path:object_id>/resync/", view(self.resync_view), name="connectors_connection_resync"),
+            path(
+                "<path:object_id>/sync-progress/",
+                view(self.sync_progress_view),
+                name="connectors_connection_sync_progress",
+            ),
         ]
         return custom + super().get_urls()
+
+    # --- Resync now and its progress ----------------------------------------------------------------
+
+    def has_resync_permission(self, request: HttpRequest, obj: Connection | None = None) -> bool:
+        """SPEC "Who uses it": "Resync now" is the Administrators' (operations managers edit mappings)."""
+        return in_role(request.user, ADMINISTRATORS)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra = {**(extra_context or {}), "can_resync": self.has_resync_permission(request)}
+        return super().change_view(request, object_id, form_url, extra)
+
+    def resync_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """POST: queue an incremental sync of this connection, then show its progress."""
+        from apps.api.services import ConnectionDisabled, connection_resync_request
+
+        connection = self.get_object(request, object_id)
+        if connection is None:
+            raise Http404("no such connection")
+        if not self.has_resync_permission(request, connection):
+            raise PermissionDenied
+        if request.method != "POST":
+            return redirect("admin:connectors_connection_change", connection.pk)
+        requested = timezone.now()
+        # The runs of this sync are the ones after the newest run now: ids, not the database's clock
+        # (a run's started_at is its transaction's start, which another server's clock may not match).
+        after = SyncRun.objects.aggregate(newest=Max("pk"))["newest"] or 0
+        try:
+            connection_resync_request(connection=connection, actor=request.user)
+        except ConnectionDisabled as exc:
+            self.message_user(request, f"Not synced: {exc}. Enable it first.", messages.ERROR)
+            return redirect("admin:connectors_connection_change", connection.pk)
+        self.message_user(request, f"Sync of {connection.slug} queued.", messages.SUCCESS)
+        url = reverse("admin:connectors_connection_sync_progress", args=[connection.pk])
+        return redirect(f"{url}?{urlencode({'after': after, 'since': requested.isoformat()})}")
+
+    def sync_progress_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Each stream's run since the request (or running now), live: the page reloads every few
+        seconds until every stream has finished (SyncRun counts are committed with every page)."""
+        connection = self.get_object(request, object_id)
+        if connection is None:
+            raise Http404("no such connection")
+        if not self.has_view_permission(request, connection):
+            raise PermissionDenied
+        # after: the newest run id when the sync was requested (no parameter: the latest run of each
+        # stream); since: when it was requested.
+        try:
+            after = int(request.GET.get("after", ""))
+        except ValueError:
+            after = None
+        try:
+            since: dt.datetime | None = dt.datetime.fromisoformat(request.GET.get("since", ""))
+        except ValueError:
+            since = None
+        if since is not None and timezone.is_naive(since):
+            since = timezone.make_aware(since)
+        selected = connection.runs.all()
+        if after is not None:
+            selected = selected.filter(Q(pk__gt=after) | Q(status=SyncRun.Status.RUNNING))
+        runs = list(selected.order_by("pk"))
+        latest: dict[str, SyncRun] = {}
+        for run in runs:
+            latest[run.stream] = run  # the newest run of each stream
+        try:
+            known = [stream.name for stream in get_kind(connection).streams]
+        except ConfigurationError:  # options that no longer parse: the streams it has state for
+            known = list(connection.streams.values_list("stream", flat=True))
+        rows = [(stream, latest.get(stream)) for stream in [*known, *sorted(set(latest) - set(known))]]
+        waiting = [stream for stream, run in rows if run is None]
+        running = [stream for stream, run in rows if run and run.status == SyncRun.Status.RUNNING]
+        # Stop reloading once every stream ran, or when a worker has not picked the sync up for
+        # 10 minutes (the page then says so instead of spinning).
+        stalled = not runs and since is not None and timezone.now() - since > dt.timedelta(minutes=10)
+        done = not running and not waiting
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": connection,
+            "connection": connection,
+            "title": f"Sync of {connection.slug}",
+            "since": since,
+            "rows": [(stream, run, _run_progress(run) if run else "") for stream, run in rows],
+            "done": done,
+            "stalled": stalled,
+            "refresh_seconds": 0 if done or stalled else 2,
+            "can_resync": self.has_resync_permission(request, connection),
+        }
+        return TemplateResponse(request, "admin/connectors/connection/sync_progress.html", context)
 
     def csv_upload_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """Upload, map, preview and import a CSV into one entity (csv connections)."""
@@ -230,7 +345,11 @@ class ConnectionAdmin(admin.ModelAdmin):
     @admin.display(description="Last sync")
     def last_run(self, obj: Connection) -> str:
         run = obj.runs.order_by("-started_at").first()
-        return f"{run.stream} {run.status} {run.started_at:%Y-%m-%d %H:%M}" if run else "never"
+        return (
+            f"{run.stream} {run.status} {timezone.localtime(run.started_at):%Y-%m-%d %H:%M}"
+            if run
+            else "never"
+        )
 
     def save_model(self, request: HttpRequest, obj: Connection, form: ConnectionForm, change: bool) -> None:
         secrets_changed = []
@@ -250,7 +369,7 @@ class ConnectionAdmin(admin.ModelAdmin):
             data={"fields": sorted(form.changed_data), "secrets_replaced": secrets_changed},
         )
 
-    @admin.action(description="Resync now (incremental)", permissions=["change"])
+    @admin.action(description="Resync now (incremental)", permissions=["resync"])
     def resync_now(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         from .tasks import sync_connection_task
 
@@ -276,7 +395,8 @@ class ConnectionAdmin(admin.ModelAdmin):
                 )
             self.message_user(
                 request,
-                f"Cursors moved back to {form.cleaned_data['since']:%Y-%m-%d %H:%M} and sync queued for "
+                f"Cursors moved back to {timezone.localtime(form.cleaned_data['since']):%Y-%m-%d %H:%M} and "
+                f"sync queued for "
                 f"{queryset.count()} connection(s); no data was deleted.",
                 messages.SUCCESS,
             )
@@ -381,6 +501,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+def _run_progress(run: SyncRun) -> str:
+    counts = run.counts or {}
+    parts = [f"{counts.get(k, 0):,} {k}" for k in ("pages", "seen", "inserted", "updated", "quarantined")]
+    waited = counts.get("rate_limited_seconds")
+    if waited:
+        parts.append(f"{waited:.0f} s rate-limited")
+    return " · ".join(parts)
+
+
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyAdmin):
     """Runs with their progress: counts and the heartbeat are committed with every page, so the list is
@@ -393,17 +522,12 @@ class SyncRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="progress")
     def progress(self, run: SyncRun) -> str:
-        counts = run.counts or {}
-        parts = [f"{counts.get(k, 0):,} {k}" for k in ("pages", "seen", "inserted", "updated", "quarantined")]
-        waited = counts.get("rate_limited_seconds")
-        if waited:
-            parts.append(f"{waited:.0f} s rate-limited")
-        return " · ".join(parts)
+        return _run_progress(run)
 
     @admin.display(description="heartbeat", ordering="heartbeat_at")
     def last_heartbeat(self, run: SyncRun) -> str:
         if run.status != SyncRun.Status.RUNNING:
-            return f"finished {run.finished_at:%H:%M:%S}" if run.finished_at else "—"
+            return f"finished {timezone.localtime(run.finished_at):%H:%M:%S}" if run.finished_at else "—"
         return f"{(timezone.now() - run.heartbeat_at).total_seconds():.0f} s ago"
 
     def changelist_view(

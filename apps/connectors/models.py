@@ -18,7 +18,9 @@ class Connection(models.Model):
         REST = "rest", "Generic REST"
         CSV = "csv", "CSV upload"
 
-    slug = models.SlugField(unique=True, help_text="Used in URLs: /webhooks/<slug>/")
+    slug = models.SlugField(
+        unique=True, help_text="Used in webhook URLs: /webhooks/SLUG/ (slug crm: /webhooks/crm/)"
+    )
     kind = models.CharField(max_length=20, choices=Kind.choices)
     base_url = models.URLField(blank=True)
     credentials_encrypted = models.TextField(blank=True, editable=False)

@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 
 class Heartbeat(models.Model):
@@ -8,4 +9,4 @@ class Heartbeat(models.Model):
     beat_at = models.DateTimeField()
 
     def __str__(self) -> str:
-        return f"{self.name} @ {self.beat_at:%H:%M:%S}"
+        return f"{self.name} @ {timezone.localtime(self.beat_at):%H:%M:%S}"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
+from django.utils import timezone
 
 from apps.audit.services import audit_record_many
 
@@ -147,7 +148,7 @@ def _round(
         key = (version.rule_id, context.subject_id)
         until = cooldowns.get(key)
         if until and until > now:
-            decision.suppressed = f"cooldown until {until:%Y-%m-%d %H:%M}"
+            decision.suppressed = f"cooldown until {timezone.localtime(until):%Y-%m-%d %H:%M %Z}"
             results[i] = COOLDOWN
         elif key in seen:
             again.append(i)  # the first match of the pair opens it; this one re-fires it next round

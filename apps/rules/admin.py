@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from django.contrib import admin, messages
@@ -10,6 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from .diff import spec_diff, spec_yaml
@@ -47,6 +49,37 @@ def subject_links(subject_type: str, ids: list[int]) -> list[tuple[int, str, str
     ]
 
 
+class SubjectColumn:
+    """A ``subject`` column with the subject's name linked to its page, not its id: the labels of a
+    changelist page are read with one query per subject type (``get_changelist_instance``)."""
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)  # type: ignore[misc]
+        ids: dict[str, list[int]] = defaultdict(list)
+        rows = list(changelist.result_list)  # evaluates (and caches) the page's queryset
+        for row in rows:
+            ids[row.subject_type].append(row.subject_id)
+        links = {
+            (subject_type, pk): (label, url)
+            for subject_type, pks in ids.items()
+            if subject_type in SUBJECT_ADMIN
+            for pk, label, url in subject_links(subject_type, pks)
+        }
+        for row in rows:
+            row._subject_link = links.get((row.subject_type, row.subject_id))
+        return changelist
+
+    @admin.display(description="subject", ordering="subject_id")
+    def subject(self, obj: Any) -> str:
+        link = getattr(obj, "_subject_link", None)
+        if link is None and obj.subject_type in SUBJECT_ADMIN:  # a page other than the changelist
+            [(_, *link)] = subject_links(obj.subject_type, [obj.subject_id])
+        if link is None:
+            return f"{obj.subject_type} #{obj.subject_id}"
+        label, url = link
+        return format_html('<a href="{}">{}</a>', url, label)
+
+
 class VersionInline(admin.TabularInline):
     model = RuleVersion
     extra = 0
@@ -72,13 +105,24 @@ _EDIT_FIELDSETS = (
         "What happens on a match",
         {"fields": ("route", "severity", "priority", "actions", "cooldown", "max_fact_age", "auto_resolve")},
     ),
-    ("Preview and shadow", {"fields": ("status", "shadow_summary")}),
+    ("Preview and shadow", {"fields": ("status", "publish_run", "shadow_summary")}),
 )
 _VIEW_FIELDSETS = (
     (None, {"fields": ("key", "name", "subject_type", "enabled")}),
     ("Draft", {"fields": ("conditions", "draft_yaml")}),
-    ("Preview and shadow", {"fields": ("status", "shadow_summary")}),
+    ("Preview and shadow", {"fields": ("status", "publish_run", "shadow_summary")}),
 )
+
+
+def _local(moment: Any) -> str:
+    """A time as every admin page shows it: in ``TIME_ZONE`` (Django's own columns are localised too)."""
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M}"
+
+
+def _run_summary(run: EvaluationRun) -> str:
+    if run.state != "complete":
+        return run.state
+    return f"complete, {run.subjects:,} subjects, {int(run.progress.get('opened', 0)):,} escalations opened"
 
 
 class DraftStateFilter(admin.SimpleListFilter):
@@ -129,7 +173,7 @@ class RuleAdmin(admin.ModelAdmin):
     search_fields = ("key", "name")
     inlines = [VersionInline]
     actions = ["publish"]
-    readonly_fields = ("status", "shadow_summary", "conditions", "draft_yaml")
+    readonly_fields = ("status", "publish_run", "shadow_summary", "conditions", "draft_yaml")
 
     # --- pages --------------------------------------------------------------------------------------
 
@@ -196,15 +240,35 @@ class RuleAdmin(admin.ModelAdmin):
         )
         return format_html("{} — {}", state, links)
 
+    @admin.display(description="last publish")
+    def publish_run(self, obj: Rule) -> str:
+        if obj.pk is None:
+            return "—"
+        run = (
+            EvaluationRun.objects.filter(published_versions__rule=obj)
+            .defer("subject_ids", "ages")
+            .order_by("-queued_at", "-pk")
+            .first()
+        )
+        if run is None:
+            return "not evaluated by a publish yet"
+        return format_html(
+            '<a href="{}">{} run queued {}</a>: {}',
+            reverse("admin:rules_evaluationrun_change", args=[run.pk]),
+            run.subject_type.replace("_", " "),
+            _local(run.queued_at) if run.queued_at else "",
+            _run_summary(run),
+        )
+
     @admin.display(description="latest shadow run")
     def shadow_summary(self, obj: Rule) -> str:
         if obj.pk is None:
             return "—"
         run = obj.shadow_runs.select_related("live_version").first()
-        since = f"in shadow since {obj.shadow_since:%Y-%m-%d %H:%M}" if obj.shadow_since else "not in shadow"
+        since = f"in shadow since {_local(obj.shadow_since)}" if obj.shadow_since else "not in shadow"
         if run is None:
             return f"{since}; no run yet"
-        ran = f"{run.ran_at:%Y-%m-%d %H:%M}"
+        ran = _local(run.ran_at)
         if run.error:
             return f"{since}; {ran}: the draft could not be evaluated: {run.error}"
         against = f"v{run.live_version.number}" if run.live_version else "no live version"
@@ -264,6 +328,7 @@ class RuleAdmin(admin.ModelAdmin):
             "samples": subject_links(result.subject_type, result.samples),
             "added": subject_links(result.subject_type, result.new),
             "removed": subject_links(result.subject_type, result.gone),
+            "estimate_sentence": result.estimate.sentence(result.subject_type) if result.estimate else "",
         }
 
     # --- preview and publish ------------------------------------------------------------------------
@@ -295,8 +360,11 @@ class RuleAdmin(admin.ModelAdmin):
         threshold = RulesSettings.load().publish_confirm_threshold
         confirm = needs_confirmation(result, threshold)
         if request.method == "POST" and (not confirm or request.POST.get("confirm") == "yes"):
-            self._publish([rule], request)
-            return HttpResponseRedirect(change_url)
+            runs = self._publish([rule], request)
+            # Straight to the run publishing queued: the operator watches it open the escalations.
+            return HttpResponseRedirect(
+                reverse("admin:rules_evaluationrun_change", args=[runs[0].pk]) if runs else change_url
+            )
         context = self._context(
             request,
             rule,
@@ -308,19 +376,36 @@ class RuleAdmin(admin.ModelAdmin):
         )
         return TemplateResponse(request, "admin/rules/rule/publish.html", context)
 
-    def _publish(self, rules: list[Rule], request: HttpRequest) -> int:
+    def _publish(self, rules: list[Rule], request: HttpRequest) -> list[EvaluationRun]:
+        """Publish each rule; returns the runs publishing queued (one per new version of an enabled
+        rule)."""
         from .services import rule_publish
 
-        published = 0
+        runs: list[EvaluationRun] = []
         for rule in rules:
             try:
                 version = rule_publish(rule=rule, actor=request.user)
             except RulesFileError as exc:
                 self.message_user(request, f"{rule.key}: not published: {exc}", messages.ERROR)
                 continue
-            published += 1
-            self.message_user(request, f"{rule.key}: v{version.number} is live.", messages.SUCCESS)
-        return published
+            # None: the draft equals the live version (nothing new), or the rule is disabled.
+            run = version.publish_runs.filter(completed_at__isnull=True).order_by("-pk").first()
+            if run is None:
+                self.message_user(request, f"{rule.key}: v{version.number} is live.", messages.SUCCESS)
+                continue
+            runs.append(run)
+            self.message_user(
+                request,
+                format_html(
+                    '{}: v{} is live. A worker is evaluating every {} now: <a href="{}">follow the run</a>.',
+                    rule.key,
+                    version.number,
+                    run.subject_type.replace("_", " "),
+                    reverse("admin:rules_evaluationrun_change", args=[run.pk]),
+                ),
+                messages.SUCCESS,
+            )
+        return runs
 
     @admin.action(
         description="Publish the draft of the selected rules as new versions", permissions=["change"]
@@ -460,12 +545,12 @@ class RulesSettingsAdmin(admin.ModelAdmin):
 
 
 @admin.register(Decision)
-class DecisionAdmin(admin.ModelAdmin):
+class DecisionAdmin(SubjectColumn, admin.ModelAdmin):
     list_display = (
         "evaluated_at",
         "rule_version",
         "subject_type",
-        "subject_id",
+        "subject",
         "outcome",
         "suppressed",
         "trigger",
@@ -484,20 +569,137 @@ class DecisionAdmin(admin.ModelAdmin):
 
 @admin.register(EvaluationRun)
 class EvaluationRunAdmin(admin.ModelAdmin):
-    """Bulk runs: what each rule found and how many decisions it traced; the rest were repeats."""
+    """Bulk runs: what each rule found and how many decisions it traced; the rest were repeats. A run
+    publishing queued is followed here live: its page reloads until the run is complete."""
 
-    list_display = ("evaluated_at", "subject_type", "trigger", "subjects", "traced", "completed_at")
+    list_display = (
+        "evaluated_at",
+        "subject_type",
+        "trigger",
+        "state",
+        "subjects",
+        "traced",
+        "opened",
+        "completed_at",
+    )
     list_filter = ("subject_type", "trigger")
-    fields = ("evaluated_at", "completed_at", "subject_type", "trigger", "subjects", "outcome_table", "ages")
+    fields = (
+        "state",
+        "evaluated_at",
+        "completed_at",
+        "subject_type",
+        "trigger",
+        "published",
+        "subjects",
+        "progress_line",
+        "outcome_table",
+        "opened_escalations",
+        "ages",
+    )
     readonly_fields = fields
     show_full_result_count = False
+    REFRESH_SECONDS = 2
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[EvaluationRun]:
         return super().get_queryset(request).defer("subject_ids")
 
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        run = self.get_object(request, object_id)
+        running = run is not None and self._state(run) in ("queued", "evaluating")
+        extra = {**(extra_context or {}), "refresh_seconds": self.REFRESH_SECONDS if running else 0}
+        return super().change_view(request, object_id, form_url, extra)
+
+    @staticmethod
+    def _state(run: EvaluationRun) -> str:
+        """The run's state, where an unfinished run older than a task may live stopped part-way (its
+        worker died or tracing failed; the next run traces again)."""
+        from .publishing import stale_after
+
+        state = run.state
+        if state == "evaluating" and run.evaluated_at < timezone.now() - stale_after():
+            return "incomplete"
+        return state
+
+    @admin.display(description="state")
+    def state(self, run: EvaluationRun) -> str:
+        match self._state(run):
+            case "failed":
+                return f"failed: {run.error}"
+            case "queued":
+                return "queued: waiting for a worker"
+            case "evaluating":
+                return "evaluating…"
+            case "incomplete":
+                return "incomplete: it stopped before its traces and snapshots were all written"
+        return "complete"
+
     @admin.display(description="decisions traced")
     def traced(self, run: EvaluationRun) -> int:
         return sum(int(counts.get("decisions", 0)) for counts in run.outcomes)
+
+    @admin.display(description="escalations opened")
+    def opened(self, run: EvaluationRun) -> int | str:
+        return int(run.progress["opened"]) if "opened" in run.progress else "—"
+
+    @admin.display(description="published")
+    def published(self, run: EvaluationRun) -> str:
+        versions = run.published_versions.select_related("rule").order_by("rule__key")
+        if not versions:
+            return "—"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{} v{}</a>',
+            ((reverse("admin:rules_rule_change", args=[v.rule_id]), v.rule.key, v.number) for v in versions),
+        )
+
+    @admin.display(description="progress")
+    def progress_line(self, run: EvaluationRun) -> str:
+        p = run.progress
+        if run.state == "queued":
+            return "not started"
+        if not p:
+            return "evaluating every live rule in SQL…" if run.state == "evaluating" else "—"
+        return (
+            f"{p.get('traced', 0):,} of {p.get('to_trace', 0):,} subjects with a match or a change traced; "
+            f"escalations opened {p.get('opened', 0):,}, re-fired {p.get('refired', 0):,}, "
+            f"suppressed {p.get('suppressed', 0):,}, auto-resolved {p.get('auto_resolved', 0):,}"
+        )
+
+    @admin.display(description="escalations it opened")
+    def opened_escalations(self, run: EvaluationRun) -> str:
+        from apps.escalations.models import Escalation
+
+        if run.state == "queued":
+            return "—"
+        # A run's escalations open at its evaluation time (``escalations_fire(now=...)``).
+        opened = Escalation.objects.filter(
+            subject_type=run.subject_type, opened_at=run.evaluated_at
+        ).select_related("rule")
+        shown = list(opened.order_by("pk")[:100])
+        if not shown:
+            return "none yet" if run.state == "evaluating" else "none"
+        items = format_html_join(
+            "",
+            '<li><a href="{}">#{} {}</a> · {} · {}</li>',
+            (
+                (
+                    reverse("admin:escalations_escalation_change", args=[e.pk]),
+                    e.pk,
+                    e.subject_label,
+                    e.rule.key,
+                    e.route,
+                )
+                for e in shown
+            ),
+        )
+        more = len(shown) == 100 and opened.count() > 100
+        return format_html('<ul class="run-escalations">{}</ul>{}', items, " and more" if more else "")
 
     @admin.display(description="outcomes per rule")
     def outcome_table(self, run: EvaluationRun) -> str:
@@ -527,10 +729,10 @@ class EvaluationRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(SubjectState)
-class SubjectStateAdmin(admin.ModelAdmin):
+class SubjectStateAdmin(SubjectColumn, admin.ModelAdmin):
     """Cooldowns and snoozes per (rule, subject); a snooze needs an expiry and a reason."""
 
-    list_display = ("rule", "subject_type", "subject_id", "last_outcome", "cooldown_until", "snoozed_until")
+    list_display = ("rule", "subject_type", "subject", "last_outcome", "cooldown_until", "snoozed_until")
     list_filter = ("last_outcome", "subject_type")
     list_select_related = ("rule",)
     readonly_fields = (

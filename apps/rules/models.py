@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
+from django.utils import timezone
 
 
 class SubjectType(models.TextChoices):
@@ -90,6 +91,7 @@ class Decision(models.Model):
         MANUAL = "manual"
         # An entity-resolution link or merge changed what a subject's facts see (apps/entities/resolution.py).
         RESOLUTION = "resolution"
+        PUBLISH = "publish"
 
     rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="decisions")
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
@@ -148,6 +150,22 @@ class EvaluationRun(models.Model):
         help_text="Per rule version: {rule, version, rule_version_id, matched, not_matched, "
         "insufficient_data, decisions}",
     )
+    # A run queued by publishing (SPEC "Outcomes — Publishing") exists from the publish on: queued
+    # (``started_at`` empty), evaluating, tracing (``progress`` counts up batch by batch), complete.
+    published_versions = models.ManyToManyField(
+        RuleVersion,
+        blank=True,
+        related_name="publish_runs",
+        help_text="The versions whose publishing queued it",
+    )
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When publishing queued it")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker began evaluating")
+    progress = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="{traced, to_trace, opened, refired, suppressed, auto_resolved}, updated after each batch",
+    )
+    error = models.TextField(blank=True, help_text="Why the run failed (empty: it did not)")
 
     class Meta:
         ordering = ["-evaluated_at", "-id"]
@@ -157,7 +175,19 @@ class EvaluationRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.subject_type} run {self.evaluated_at:%Y-%m-%d %H:%M} ({self.subjects} subjects)"
+        when = timezone.localtime(self.evaluated_at)
+        return f"{self.subject_type} run {when:%Y-%m-%d %H:%M} ({self.subjects} subjects)"
+
+    @property
+    def state(self) -> str:
+        """queued, evaluating, complete or failed (a run that was never queued starts evaluating)."""
+        if self.error:
+            return "failed"
+        if self.completed_at is not None:
+            return "complete"
+        if self.queued_at is not None and self.started_at is None:
+            return "queued"
+        return "evaluating"
 
 
 class ContextSnapshot(models.Model):
@@ -272,7 +302,7 @@ class ShadowRun(models.Model):
         indexes = [models.Index(fields=["rule", "-ran_at"])]
 
     def __str__(self) -> str:
-        return f"{self.rule.key} shadow {self.ran_at:%Y-%m-%d %H:%M}"
+        return f"{self.rule.key} shadow {timezone.localtime(self.ran_at):%Y-%m-%d %H:%M}"
 
 
 class RulesSettings(models.Model):

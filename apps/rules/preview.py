@@ -10,14 +10,17 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final
 
 from django.utils import timezone
 
 from .evaluator import Outcome
 from .ruleset import RulesFileError, RuleSpec, rule_from_dict
 from .sql import RuleQuery, batch_outcomes_many
+
+if TYPE_CHECKING:
+    from .publishing import PublishEstimate
 
 SAMPLE: Final = 10
 
@@ -38,6 +41,8 @@ class PreviewResult:
     gone: list[int] = field(default_factory=list)
     new_count: int = 0
     gone_count: int = 0
+    # What publishing this draft now would do (the single-rule preview only; shadow runs skip it).
+    estimate: PublishEstimate | None = None
 
     @property
     def matches(self) -> int:
@@ -101,9 +106,18 @@ def preview_draft(
     live_query = RuleQuery.of(version) if version is not None else None
     if live_query is not None and live_query.subject_type == spec.subject:
         queries.append(live_query)  # one query computes the facts once for both
-    results = batch_outcomes_many(queries, spec.subject, now=now)
+    higher = _higher_route_versions(rule, spec)
+    results = batch_outcomes_many([*queries, *(RuleQuery.of(v) for v in higher)], spec.subject, now=now)
+    higher_matched = {
+        sid
+        for outcomes in results[len(queries) :]
+        for sid, o in outcomes.items()
+        if o == Outcome.MATCHED.value
+    }
+    results = results[: len(queries)]
     if live_query is None or live_query.subject_type == spec.subject:
-        return _compare(rule, spec, results[0], results[1] if len(results) > 1 else None, now)
+        result = _compare(rule, spec, results[0], results[1] if len(results) > 1 else None, now)
+        return _with_estimate(result, rule, results[0], higher_matched, now)
     # The draft moved the rule to another subject type: everything it matches is new, everything the
     # live version matches is gone.
     drafted = results[0]
@@ -111,13 +125,49 @@ def preview_draft(
     matched = Outcome.MATCHED.value
     draft_matches = [sid for sid, outcome in drafted.items() if outcome == matched]
     gone_ids = [sid for sid, outcome in live.items() if outcome == matched]
-    return _with(
+    result = _with(
         _drafted(rule, spec, drafted, draft_matches, now),
         new=draft_matches,
         gone=gone_ids,
         live_version=version.number,
         live_counts=_counts(live),
     )
+    return _with_estimate(result, rule, drafted, higher_matched, now)
+
+
+def _higher_route_versions(rule: Any, spec: RuleSpec) -> list[Any]:
+    """The live versions that would take a subject the draft matches away from it: an evaluation walks
+    the rules in priority order and a match on a higher route suppresses the lower routes after it
+    (``services._evaluate_batch``)."""
+    from .services import _ROUTE_RANK, live_versions
+
+    rank = _ROUTE_RANK.get(spec.route, 1)
+    order = (spec.priority, rule.key)
+    return [
+        v
+        for v in live_versions(spec.subject)
+        if v.rule_id != getattr(rule, "pk", None)
+        and _ROUTE_RANK.get(v.route, 1) < rank
+        and (int(v.spec.get("priority", 100)), v.rule.key) < order
+    ]
+
+
+def _with_estimate(
+    result: PreviewResult, rule: Any, drafted: Mapping[int, str], higher_matched: set[int], now: dt.datetime
+) -> PreviewResult:
+    from .publishing import publish_estimate
+
+    matched = [sid for sid, outcome in drafted.items() if outcome == Outcome.MATCHED.value]
+    estimate = publish_estimate(
+        rule_id=getattr(rule, "pk", None),
+        enabled=bool(getattr(rule, "enabled", True)),
+        subject_type=result.subject_type,
+        subjects=result.subjects,
+        matched=matched,
+        higher_matched=higher_matched,
+        now=now,
+    )
+    return replace(result, estimate=estimate)
 
 
 def preview_drafts(

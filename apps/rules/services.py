@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,7 +22,7 @@ from apps.bulk import fewer_collections, reserve_ids
 from .durations import parse_duration
 from .evaluator import CompiledCondition, Evaluation, Outcome, compile_condition
 from .facts import Context, compute_contexts
-from .models import Decision, Rule, RuleVersion, SubjectState
+from .models import Decision, EvaluationRun, Rule, RuleVersion, SubjectState
 from .ruleset import dump_rules, parse_rules, rule_from_dict
 
 if TYPE_CHECKING:
@@ -38,8 +38,13 @@ def _spec_hash(spec: dict[str, Any]) -> str:
 
 
 @transaction.atomic
-def rule_publish(*, rule: Rule, actor: Actor) -> RuleVersion:
-    """Freeze the rule's draft into a new immutable version and make it live (no-op if unchanged)."""
+def rule_publish(*, rule: Rule, actor: Actor, evaluate: bool = True) -> RuleVersion:
+    """Freeze the rule's draft into a new immutable version and make it live (no-op if unchanged).
+
+    A new version is evaluated over every subject of its type by a worker right after commit
+    (:mod:`apps.rules.publishing`); ``evaluate=False`` leaves that to the caller (``rules_import``
+    queues one run per subject type for all the rules it published).
+    """
     spec = rule_from_dict(rule.draft).to_dict()
     rule = Rule.objects.select_for_update().get(pk=rule.pk)
     if rule.live_version and rule.live_version.spec_hash == _spec_hash(spec):
@@ -64,6 +69,10 @@ def rule_publish(*, rule: Rule, actor: Actor) -> RuleVersion:
         object_id=rule.key,
         data={"version": number, "spec": spec},
     )
+    if evaluate:
+        from .publishing import publish_runs_queue
+
+        publish_runs_queue(versions=[version])
     return version
 
 
@@ -72,6 +81,7 @@ def rules_import(*, text: str, actor: Actor) -> dict[str, list[str]]:
     """Import a rules file: all or nothing; a changed rule gets a new published version."""
     specs = parse_rules(text)  # raises RulesFileError with every problem and its line
     report: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
+    published: list[RuleVersion] = []
     for spec in specs:
         data = spec.to_dict()
         rule, created = Rule.objects.get_or_create(
@@ -81,9 +91,14 @@ def rules_import(*, text: str, actor: Actor) -> dict[str, list[str]]:
         if not created:
             rule.draft = data
             rule.save(update_fields=["draft", "updated_at"])
-        version = rule_publish(rule=rule, actor=actor)
+        version = rule_publish(rule=rule, actor=actor, evaluate=False)
         bucket = "created" if created else ("unchanged" if version.pk == before else "updated")
         report[bucket].append(spec.key)
+        if version.pk != before:
+            published.append(version)
+    from .publishing import publish_runs_queue
+
+    publish_runs_queue(versions=published)
     return report
 
 
@@ -150,26 +165,30 @@ def evaluate_subjects(
     trigger: str = Decision.Trigger.MANUAL,
     now: dt.datetime | None = None,
     batch_size: int = 2000,
+    run: EvaluationRun | None = None,
 ) -> EvaluationReport:
     """Evaluate every live rule of ``subject_type`` on the given subjects (all when ``ids`` is None).
 
     Each batch of ``batch_size`` subjects is one transaction holding its subjects' states until it
     commits (about half a second for 2,000 traced subjects); fewer, larger batches cost fewer round
-    trips and commits.
+    trips and commits. ``run``: a queued run (publishing) that this evaluation fills in, instead of a
+    new one; a bulk run's ``progress`` is updated after every batch.
     """
-    from .runs import run_complete, run_start, snapshots_start
+    from .runs import run_complete, run_progress, run_start, snapshots_start
 
     now = now or timezone.now()
     report = EvaluationReport()
     versions = live_versions(subject_type)
     if not versions or (ids is not None and not ids):
+        if run is not None:
+            run_complete(run, timezone.now(), report)  # nothing live to evaluate: done at once
         return report
-    if ids is not None and len(ids) < BULK_THRESHOLD:
+    if ids is not None and len(ids) < BULK_THRESHOLD and run is None:
         contexts = compute_contexts(subject_type, ids, now=now)
         _evaluate_contexts(contexts, versions, trigger, now, report, None, batch_size)
         return report
     with fewer_collections():
-        run, pairs = run_start(subject_type, versions, ids, trigger, now)
+        run, pairs = run_start(subject_type, versions, ids, trigger, now, run=run)
         snapshots_stored = snapshots_start(run, run.subject_ids, now, every_subject=ids is None)
         report.subjects = run.subjects
         for counts in run.outcomes:
@@ -177,10 +196,17 @@ def evaluate_subjects(
         try:
             if pairs:
                 contexts = compute_contexts(subject_type, sorted(pairs), now=now)
-                _evaluate_contexts(contexts, versions, trigger, now, report, pairs, batch_size)
+                done = 0
+
+                def batch_done(subjects: int) -> None:
+                    nonlocal done
+                    done += subjects
+                    run_progress(run, report, traced=done, to_trace=len(pairs))
+
+                _evaluate_contexts(contexts, versions, trigger, now, report, pairs, batch_size, batch_done)
         finally:
             snapshots_stored()  # waits even when tracing failed: no thread outlives the run
-    run_complete(run, timezone.now())
+    run_complete(run, timezone.now(), report, to_trace=len(pairs))
     return report
 
 
@@ -192,8 +218,10 @@ def _evaluate_contexts(
     report: EvaluationReport,
     pairs: dict[int, frozenset[int]] | None = None,
     batch_size: int = 2000,
+    batch_done: Callable[[int], None] | None = None,
 ) -> None:
-    """Evaluate the contexts batch by batch, each batch its own transaction (or savepoint).
+    """Evaluate the contexts batch by batch, each batch its own transaction (or savepoint);
+    ``batch_done(subjects)`` after each one.
 
     Two batches at once, each on its own connection, were tried (docs/PERFORMANCE.md, session 5): a
     cold run got faster, a warm one slower, both used more CPU, and concurrent batches would each pass
@@ -204,9 +232,13 @@ def _evaluate_contexts(
         batch.append(context)
         if len(batch) >= batch_size:
             _evaluate_batch(batch, versions, trigger, now, report, pairs)
+            if batch_done is not None:
+                batch_done(len(batch))
             batch = []
     if batch:
         _evaluate_batch(batch, versions, trigger, now, report, pairs)
+        if batch_done is not None:
+            batch_done(len(batch))
 
 
 # One probe of an index on (rule, subject) per pair: the LIMIT keeps the planner from turning the lookup
@@ -382,9 +414,8 @@ def _evaluate_batch(
                 # A higher route already escalated this subject (DMN-style inhibition).
                 suppressed[key] = f"suppressed by higher route rule {best_rule}"
             elif state.snoozed_until and state.snoozed_until > now:
-                suppressed[key] = (
-                    f"snoozed until {state.snoozed_until:%Y-%m-%d %H:%M} ({state.snooze_reason})"
-                )
+                until = timezone.localtime(state.snoozed_until)
+                suppressed[key] = f"snoozed until {until:%Y-%m-%d %H:%M %Z} ({state.snooze_reason})"
             else:
                 acting.append(key)
             if best_route is None or rank < best_route:

@@ -1,7 +1,7 @@
 """``POST /webhooks/<slug>/``: verify, store in the inbox, queue on commit, answer fast.
 
-Order of checks: size (413, before the body is read past 1 MiB, chunked bodies included), connection (404), signature and timestamp
-(401; the delivery is kept as ``rejected`` for forensics, at most ``REJECTED_CAP`` per connection and sender
+Order of checks: size (413, before the body is read past 1 MiB, chunked bodies included), connection
+(404), signature and timestamp (401; the delivery is kept as ``rejected`` for forensics, at most ``REJECTED_CAP`` per connection and sender
 per ``REJECTED_WINDOW``), shape (400; QuickBooks keeps it the same way, ``signature_valid`` true). A valid
 delivery is inserted with ``ON CONFLICT DO NOTHING`` on (connection, event id), one row per event where
 the vendor batches independent events (QuickBooks, ``schemes.split``): a redelivery answers

@@ -23,6 +23,12 @@ from .test_services import fresh_streams, risky_change_order, rule_yaml
 pytestmark = pytest.mark.django_db
 
 
+def bulk_runs():
+    """The runs these tests make (publishing also queues one per published version; no worker runs it
+    here, and apps/rules/tests/test_publishing.py tests it)."""
+    return EvaluationRun.objects.exclude(trigger="publish")
+
+
 @pytest.fixture
 def three():
     """A match, a non-match and an undecidable change order (null margin), and the rule."""
@@ -42,7 +48,7 @@ def full_run():
 
 def test_a_run_records_its_subjects_counts_and_ages(three):
     full_run()
-    run = EvaluationRun.objects.get()
+    run = bulk_runs().get()
     assert run.subject_ids == sorted(c.pk for c in three.values()) and run.subjects == 3
     assert run.trigger == "schedule" and run.completed_at >= run.evaluated_at
     [counts] = run.outcomes
@@ -58,7 +64,7 @@ def test_states_are_kept_only_for_pairs_decided_otherwise_than_not_matched(three
     assert states == {three["match"].pk: "matched", three["unknown"].pk: "insufficient_data"}
     full_run()
     # The repeat traces the match again and nothing else; the undecidable one stays quiet.
-    assert EvaluationRun.objects.order_by("-id").first().outcomes[0]["decisions"] == 1
+    assert bulk_runs().order_by("-id").first().outcomes[0]["decisions"] == 1
     assert Decision.objects.filter(subject_id=three["unknown"].pk).count() == 1
 
 
@@ -75,7 +81,7 @@ def test_a_subject_gone_from_the_run_is_not_judged(three):
     full_run()
     ChangeOrder.objects.filter(pk=three["match"].pk).update(deleted_at=timezone.now())
     full_run()
-    run = EvaluationRun.objects.order_by("-id").first()
+    run = bulk_runs().order_by("-id").first()
     assert three["match"].pk not in run.subject_ids and run.outcomes[0]["decisions"] == 0
     assert SubjectState.objects.get(subject_id=three["match"].pk).last_outcome == "matched"
 
@@ -87,11 +93,11 @@ def test_a_failed_trace_leaves_the_run_incomplete_and_the_next_run_traces_again(
     monkeypatch.setattr("apps.rules.services._evaluate_batch", broken)
     with pytest.raises(RuntimeError):
         full_run()
-    assert EvaluationRun.objects.get().completed_at is None
+    assert bulk_runs().get().completed_at is None
     assert not SubjectState.objects.exists() and not Decision.objects.exists()
     monkeypatch.undo()
     full_run()
-    assert EvaluationRun.objects.order_by("-id").first().outcomes[0]["decisions"] == 2
+    assert bulk_runs().order_by("-id").first().outcomes[0]["decisions"] == 2
     assert Decision.objects.filter(outcome="matched").count() == 1
 
 
@@ -121,13 +127,13 @@ def test_retention_empties_old_runs_subject_lists_and_keeps_their_counts(three):
     full_run()
     LearningSettings.objects.update_or_create(pk=1, defaults={"retention_days": 30})
     decisions_prune(now=timezone.now() + dt.timedelta(days=31))
-    run = EvaluationRun.objects.get()
+    run = bulk_runs().get()
     assert run.subject_ids == [] and run.outcomes[0]["matched"] == 1
 
 
 def test_small_evaluations_are_not_runs(three):
     evaluate_subjects(subject_type="change_order", ids=[three["quiet"].pk])
-    assert not EvaluationRun.objects.exists()
+    assert not bulk_runs().exists()
     assert Decision.objects.get().facts is None  # a never-decided pair that did not match: slim
 
 
@@ -137,7 +143,7 @@ def test_a_partial_run_stores_the_snapshots_of_its_own_subjects_only(three, monk
     assert list(ContextSnapshot.objects.values_list("subject_id", flat=True)) == [three["quiet"].pk]
     evaluate_subjects(subject_type="change_order", ids=[three["quiet"].pk, three["match"].pk])
     snapshots = ContextSnapshot.objects.order_by("id").values_list("subject_id", "run_id")
-    first, second = EvaluationRun.objects.order_by("id").values_list("id", flat=True)
+    first, second = bulk_runs().order_by("id").values_list("id", flat=True)
     assert list(snapshots) == [(three["quiet"].pk, first), (three["match"].pk, second)]
 
 
@@ -156,7 +162,7 @@ def test_outside_a_transaction_snapshots_are_written_beside_the_traces(three, mo
 
     monkeypatch.setattr(runs, "store_snapshots", recording)
     full_run()
-    run = EvaluationRun.objects.get()
+    run = bulk_runs().get()
     assert writers == [f"snapshots-run-{run.pk}"]
     assert ContextSnapshot.objects.filter(run=run).count() == 3 and run.completed_at is not None
     assert Decision.objects.count() == 2
@@ -170,11 +176,11 @@ def test_failed_snapshots_fail_the_run_leave_it_incomplete_and_the_next_run_stor
     monkeypatch.setattr("apps.rules.runs.store_snapshots", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         full_run()
-    assert EvaluationRun.objects.get().completed_at is None
+    assert bulk_runs().get().completed_at is None
     assert Decision.objects.count() == 2  # the traces committed batch by batch
     monkeypatch.undo()
     full_run()
-    latest = EvaluationRun.objects.order_by("-id").first()
+    latest = bulk_runs().order_by("-id").first()
     assert latest.completed_at is not None and ContextSnapshot.objects.filter(run=latest).count() == 3
 
 
@@ -183,14 +189,14 @@ def test_inside_a_transaction_snapshots_are_written_in_it(three):
         full_run()
         assert ContextSnapshot.objects.count() == 3  # visible before commit: the same connection
         transaction.set_rollback(True)
-    assert not ContextSnapshot.objects.exists() and not EvaluationRun.objects.exists()
+    assert not ContextSnapshot.objects.exists() and not bulk_runs().exists()
 
 
 def test_snapshots_hold_the_values_in_the_order_of_the_runs_sorted_fact_names_and_old_objects_still_read(
     three,
 ):
     full_run()
-    run = EvaluationRun.objects.get()
+    run = bulk_runs().get()
     snapshot = ContextSnapshot.objects.get(subject_id=three["quiet"].pk)
     context = next(c for c in compute_contexts("change_order") if c.subject_id == three["quiet"].pk)
     assert len(snapshot.values) == len(run.ages) == len(context.values)

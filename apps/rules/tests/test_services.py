@@ -44,6 +44,12 @@ RULE = """
 """
 
 
+def bulk_runs():
+    """The runs these tests make (publishing also queues one per published version; no worker runs it
+    here, and apps/rules/tests/test_publishing.py tests it)."""
+    return EvaluationRun.objects.exclude(trigger="publish")
+
+
 def rule_yaml(key="big-co", route="executive", priority=10, amount=50000):
     return (
         RULE.replace("big-co", key)
@@ -171,7 +177,7 @@ class TestEvaluation:
             ("matched", True, True),
             ("not_matched", True, True),
         ]
-        runs = EvaluationRun.objects.order_by("id")
+        runs = bulk_runs().order_by("id")
         assert [r.subject_ids for r in runs] == [[co.pk]] * 6
         assert all(r.completed_at for r in runs)
         assert [(r.outcomes[0]["matched"], r.outcomes[0]["decisions"]) for r in runs] == [
@@ -219,7 +225,7 @@ class TestEvaluation:
         )
         assert bulk_report.subjects == traced_report.subjects == 5
         assert bulk_report.escalations_opened == 2
-        [run] = EvaluationRun.objects.all()
+        [run] = bulk_runs().all()
         assert run.outcomes[0] | {"rule_version_id": 0} == {
             "rule": "big-co",
             "version": 1,
@@ -238,7 +244,7 @@ class TestEvaluation:
         assert report.subjects == 2 and report.escalations_opened == 1
         assert Escalation.objects.get().subject_id == cos[1].pk
         assert Decision.objects.get().subject_id == cos[1].pk  # the quiet one is in the run's summary
-        run = EvaluationRun.objects.get()
+        run = bulk_runs().get()
         assert (run.subjects, run.subject_ids) == (2, [c.pk for c in cos])
         assert set(ContextSnapshot.objects.values_list("subject_id", flat=True)) == {c.pk for c in cos}
 
