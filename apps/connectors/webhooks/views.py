@@ -1,13 +1,13 @@
 """``POST /webhooks/<slug>/``: verify, store in the inbox, queue on commit, answer fast.
 
-Order of checks: size (413, before the body is read past 1 MiB, chunked bodies included), connection
-(404), signature and timestamp (401; the delivery is kept as ``rejected`` for forensics, at most ``REJECTED_CAP`` per connection and sender
-per ``REJECTED_WINDOW``), shape (400; QuickBooks keeps it the same way, ``signature_valid`` true). A valid
-delivery is inserted with ``ON CONFLICT DO NOTHING`` on (connection, event id), one row per event where
-the vendor batches independent events (QuickBooks, ``schemes.split``): a redelivery answers
-``{"status": "duplicate"}`` and changes nothing; new rows are queued once the insert has committed and
-answered 202 ``{"status": "accepted", "id": <first new row>, "ids": [...]}``. No session, no CSRF: the
-signature is the authentication.
+Order of checks: size (413, before the body is read past 1 MiB, chunked bodies included), connection (404),
+signature and timestamp (401; the delivery is kept as ``rejected`` for forensics, at most ``REJECTED_CAP``
+per connection and sender per ``REJECTED_WINDOW``), shape (400; QuickBooks keeps it the same way,
+``signature_valid`` true). A valid delivery is inserted with ``ON CONFLICT DO NOTHING`` on (connection,
+event id), one row per event where the vendor batches independent events (QuickBooks, ``schemes.split``): a
+redelivery answers ``{"status": "duplicate"}`` and changes nothing; new rows are queued once the insert has
+committed and answered 202 ``{"status": "accepted", "id": <first new row>, "ids": [...]}``. No session, no
+CSRF: the signature is the authentication.
 """
 
 from __future__ import annotations
