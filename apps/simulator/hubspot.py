@@ -201,8 +201,14 @@ def _predicate(flt: dict[str, Any]) -> Callable[[HsCompany], bool]:
     return check
 
 
-def _sort(records: list[HsCompany], sorts: Any) -> list[HsCompany]:
-    """Records arrive sorted by (hs_lastmodifieddate, id).  No sorts = by id."""
+def _scrambled(object_id: str) -> int:
+    return (int(object_id) * 2654435761) % 4294967291
+
+
+def _sort(records: list[HsCompany], sorts: Any, shuffle_ties: bool = False) -> list[HsCompany]:
+    """Records arrive sorted by (hs_lastmodifieddate, id).  No sorts = by id.  One sort rule only, as HubSpot
+    ("Only one sorting rule can be applied to any search"); ``shuffle_ties`` scrambles the order among
+    records sharing the sorted value, which HubSpot leaves undefined."""
     if not sorts:
         return sorted(records, key=lambda c: int(c.id))
     first = sorts[0]
@@ -215,8 +221,14 @@ def _sort(records: list[HsCompany], sorts: Any) -> list[HsCompany]:
         )
     else:
         raise ValueError("sorts must be property names or {propertyName, direction}")
-    if prop != "hs_lastmodifieddate":
+    if len(sorts) > 1:
+        raise ValueError("only one sort rule can be applied to a search")
+    if prop == "hs_object_id":
+        records = sorted(records, key=lambda c: int(c.id))
+    elif prop != "hs_lastmodifieddate":
         records = sorted(records, key=lambda c: (str(_record_value(c, prop) or ""), int(c.id)))
+    elif shuffle_ties:
+        records = sorted(records, key=lambda c: (c.updated, _scrambled(c.id)))
     return records[::-1] if descending else records
 
 
@@ -266,7 +278,7 @@ def search(state: SimState, req: Request) -> Response:
         records = state.company.view(state.company.hs_companies).records
         if predicates:
             records = [c for c in records if any(all(p(c) for p in group) for group in predicates)]
-        records = _sort(records, body.get("sorts"))
+        records = _sort(records, body.get("sorts"), state.hubspot_shuffle_ties)
     except (ValueError, AttributeError, TypeError) as exc:
         return error(400, f"There was a problem with the request. {exc}", "VALIDATION_ERROR")
     properties = body.get("properties") or None

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from django.db import models
 from django.utils import timezone
 
-from apps.connectors.http import HttpClient
+from apps.connectors.http import HttpClient, UpstreamError
 
 if TYPE_CHECKING:
     from apps.connectors.models import Connection
@@ -278,12 +278,25 @@ def keyset_pages(
             return
         last_ts = updated_at(records[-1])
         if updated_at(records[0]) != last_ts:
-            offset = 0
+            next_since, next_offset = last_ts, 0
         else:
             # One timestamp fills the page: step through it by offset (or, for HubSpot, by id). By the page
             # size, not the records received: a vendor that repeats a record on a page must not shift us.
-            offset = offset + page_size if since == last_ts else page_size
-        since = last_ts
+            next_offset = offset + page_size if since == last_ts else page_size
+            next_since = last_ts
+        if since is not None and (next_since, next_offset) <= (since, offset):
+            # The upstream said "more" but its page leaves us where we were (or earlier): asking again would
+            # read the same page forever while the run looked busy and, once stopped, successful.
+            raise PagingStalled(
+                f"a page ending at {last_ts.isoformat()} does not move past {since.isoformat()} "
+                f"(offset {offset}) although the upstream says more records follow"
+            )
+        since, offset = next_since, next_offset
+
+
+class PagingStalled(UpstreamError):
+    """An upstream page that says more records follow but moves the walk nowhere: the run ends as an error
+    (not a success that read nothing new), and the next run starts again from the saved cursor."""
 
 
 # ---- field parsing shared by the kinds -------------------------------------------------------------
