@@ -389,7 +389,23 @@ class SchemaDriftAdmin(ReadOnlyAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("connection", "event_id", "status", "signature_valid", "received_at", "attempts", "error")
+    list_display = (
+        "connection",
+        "event_id",
+        "status",
+        "signature_valid",
+        "received_at",
+        "attempts",
+        "ignored_events",
+        "error",
+    )
     list_filter = ("status", "signature_valid", "connection")
     list_select_related = ("connection",)
     exclude = ("body",)
+
+    @admin.display(description="ignored events")
+    def ignored_events(self, obj: WebhookDelivery) -> str:
+        """Events the delivery held that were deliberately not applied (other objects, associations,
+        unreadable ones), by type: a batch is never refused for them."""
+        types = (obj.summary or {}).get("ignored_types") or {}
+        return ", ".join(f"{name}: {count}" for name, count in sorted(types.items())) or "-"

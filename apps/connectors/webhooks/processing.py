@@ -37,6 +37,8 @@ from apps.connectors.models import Connection, QuarantinedRecord, WebhookDeliver
 from apps.connectors.services import ENTITY_KEYS
 from apps.entities.linking import link_entities
 from apps.entities.loaders import source_column, upsert_rows
+from apps.entities.models import Client, Project
+from apps.entities.resolution import entity_merge
 
 from . import schemes
 from .schemes import Hint
@@ -49,6 +51,8 @@ SWEEP_BATCH = 500
 # Failures that trying again cannot fix (the row stays failed with its error for a person to see).
 PERMANENT = (UnknownKind, UnknownStream, ConfigurationError, schemes.Malformed, NotImplementedError)
 Status = WebhookDelivery.Status
+FETCHED = ("upsert", "merge")  # hints whose record is read again upstream (a merge: the survivor)
+MERGE_ACTOR = "system:webhooks"
 
 
 @dataclass
@@ -92,7 +96,8 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
     connection = delivery.connection
     kind = get_kind(connection)
     payload = schemes.decode(bytes(delivery.body))
-    hints = schemes.hints(connection.kind, payload, connection.options or {}, delivery.headers or {})
+    parsed = schemes.events(connection.kind, payload, connection.options or {}, delivery.headers or {})
+    hints = parsed.hints
     by_stream: dict[str, list[Hint]] = defaultdict(list)
     for hint in hints:
         by_stream[hint.stream].append(hint)
@@ -100,12 +105,14 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
     # Upstream calls happen before the transaction: no database locks are held while we wait on a vendor.
     fetched = _fetch(kind, streams, by_stream)
     now = timezone.now()
-    counts = {"hints": len(hints), "changed": 0, "tombstoned": 0, "quarantined": 0}
+    ignored = sum(parsed.ignored.values())
+    counts = {"hints": len(hints), "changed": 0, "tombstoned": 0, "quarantined": 0, "merged": 0}
     with transaction.atomic():
         changes: dict[str, set[int]] = {}
         for name, stream_hints in by_stream.items():
             stream = streams[name]
             changed = _apply(connection, stream, stream_hints, fetched.get(name, []), now, counts)
+            changed |= _merge(connection, stream, stream_hints, now, counts)
             if changed:
                 changes.setdefault(stream.entity, set()).update(changed)
         counts["changed"] = sum(len(ids) for ids in changes.values())
@@ -116,17 +123,20 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
             from apps.rules.triggers import on_entities_changed
 
             on_entities_changed(relevant, trigger="webhook")
+        summary = {**counts, "ignored": ignored, "ignored_types": parsed.ignored}
         WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
-            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error=""
+            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", summary=summary
         )
-    return counts
+    # merged/ignored only when there were any: most kinds' deliveries never have them.
+    extra = {key: value for key, value in (("merged", counts.pop("merged")), ("ignored", ignored)) if value}
+    return {**counts, **extra}
 
 
 def _fetch(
     kind: ConnectorKind, streams: dict[str, Stream], by_stream: dict[str, list[Hint]]
 ) -> dict[str, list[dict[str, Any]]]:
     wanted = {
-        name: sorted({h.external_id for h in hints if h.op == "upsert" and h.data is None})
+        name: sorted({h.external_id for h in hints if h.op in FETCHED and h.data is None})
         for name, hints in by_stream.items()
     }
     wanted = {name: ids for name, ids in wanted.items() if ids}
@@ -188,7 +198,7 @@ def _apply(
     changed = set(result.changed_ids)
 
     gone: list[tuple[str, dt.datetime]] = []
-    asked = {h.external_id for h in hints if h.op == "upsert" and h.data is None}
+    asked = {h.external_id for h in hints if h.op in FETCHED and h.data is None}
     gone += [(external_id, now) for external_id in sorted(asked - found.keys())]
     for hint in hints:
         if hint.op == "delete":
@@ -201,6 +211,35 @@ def _apply(
         tombstoned |= _tombstone(stream.model, connection.pk, versions, now, lines=True, keep=current)
     counts["tombstoned"] += len(tombstoned)
     return changed | tombstoned
+
+
+def _merge(
+    connection: Connection, stream: Stream, hints: list[Hint], now: dt.datetime, counts: dict[str, int]
+) -> set[int]:
+    """Upstream merges become merges here: each record merged away is merged into the survivor's entity
+    (links, projects, money and escalations move over; ``merged_into`` remembers), or tombstoned when the
+    survivor is not held (the fetch found it gone, or the model has no merges). Returns changed ids."""
+    merges = [h for h in hints if h.op == "merge" and h.merged]
+    if not merges:
+        return set()
+    model = stream.model
+    changed: set[int] = set()
+    for hint in merges:
+        live = model._default_manager.filter(source=connection, deleted_at__isnull=True)
+        survivor = live.filter(external_id=hint.external_id).first()
+        for gone in hint.merged:
+            duplicate = live.filter(external_id=gone).first()
+            if duplicate is None:
+                continue
+            if isinstance(survivor, Client | Project) and isinstance(duplicate, Client | Project):
+                entity_merge(duplicate=duplicate, survivor=survivor, actor=MERGE_ACTOR)
+                counts["merged"] += 1
+                changed |= {duplicate.pk, survivor.pk}
+            else:
+                tombstoned = _tombstone(model, connection.pk, [(gone, hint.at or now)], now)
+                counts["tombstoned"] += len(tombstoned)
+                changed |= tombstoned
+    return changed
 
 
 def _deleted_key(stream: Stream, hint: Hint, now: dt.datetime) -> tuple[str, dt.datetime]:

@@ -44,8 +44,8 @@ CONNECTION_TTL = 5.0
 _INSERT = f"""
     INSERT INTO {WebhookDelivery._meta.db_table}
         (connection_id, event_id, received_at, headers, body, signature_valid, status, status_changed_at,
-         attempts, error, remote_addr)
-    VALUES (%s, %s, %s, %s::jsonb, %s, true, 'received', %s, 0, '', %s::inet)
+         attempts, error, summary, remote_addr)
+    VALUES (%s, %s, %s, %s::jsonb, %s, true, 'received', %s, 0, '', '{{}}'::jsonb, %s::inet)
     ON CONFLICT DO NOTHING
     RETURNING id
 """  # noqa: S608 - the table name comes from model metadata; values are bound parameters
