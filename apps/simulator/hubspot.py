@@ -65,7 +65,9 @@ def render_company(c: HsCompany, properties: list[str] | None) -> dict[str, Any]
     """One company object; ``properties`` None = HubSpot's defaults.  Unknown names are ignored."""
     values = company_properties(c)
     wanted = list(properties) if properties else list(DEFAULT_PROPERTIES)
-    props = {name: values[name] for name in wanted if name in values}
+    # A property never set is left out: HubSpot's OpenAPI types every property value as a string
+    # (SimplePublicObject.properties in PublicApiSpecs/CRM/Companies/Rollouts/424/v3/companies.json).
+    props = {name: values[name] for name in wanted if values.get(name) is not None}
     for always in ("createdate", "hs_lastmodifieddate", "hs_object_id"):
         props[always] = values[always]
     return {
@@ -365,7 +367,16 @@ def search_notes(state: SimState, req: Request) -> Response:
         for n in state.notes
         if n["system"] == "hubspot" and all(w in n["body"].lower().split() for w in words)
     ]
-    results = [{"id": n["id"], "properties": {"hs_note_body": n["body"]}} for n in hits[:1]]
+    results = [
+        {
+            "id": n["id"],
+            "properties": {"hs_note_body": n["body"], "hs_object_id": n["id"]},
+            "createdAt": n["received_at"],
+            "updatedAt": n["received_at"],
+            "archived": False,
+        }
+        for n in hits[:1]
+    ]
     return json_response(200, {"total": len(hits), "results": results})
 
 

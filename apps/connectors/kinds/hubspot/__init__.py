@@ -61,7 +61,9 @@ class HubSpot(ConnectorKind):
                             }
                         ],
                         "properties": ["hs_note_body"],
+                        "sorts": [{"propertyName": "hs_createdate", "direction": "ASCENDING"}],
                         "limit": 1,
+                        "after": "0",
                     },
                 )
                 if found.get("results"):
@@ -80,9 +82,10 @@ class HubSpot(ConnectorKind):
                     }
                 ],
             }
-            note = client.post_json(
-                "/crm/v3/objects/notes", body, headers={"Idempotency-Key": idempotency_key}
-            )
+            # No Idempotency-Key header: HubSpot's notes API documents none (spec collection:
+            # PublicApiSpecs/CRM/Notes/Rollouts/424/v3/notes.json); the token in the body, searched for on
+            # retry, is what prevents a second note.
+            note = client.post_json("/crm/v3/objects/notes", body)
         finally:
             client.close()
         return {"id": str(note.get("id", ""))}

@@ -141,6 +141,7 @@ class Companies(Stream):
                 "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
                 "properties": properties,
                 "limit": SEARCH_PAGE,
+                "after": "0",  # always a query's first page (the 10,000-result cap never binds)
             }
             data = client.post_json(SEARCH_PATH, body)
             results = list(data.get("results") or [])
