@@ -407,9 +407,8 @@ def create_note(state: SimState, req: Request) -> Response:
     note_id = str(60_000_000_000 + state.next_id())
     created = hubspot_time(now_ms())
     for target in targets or [""]:
-        state.record_note(
-            "hubspot", target, text, req.header("idempotency-key"), id=note_id, hs_timestamp=stamp
-        )
+        # HubSpot documents no idempotency key for notes: a header of that name is ignored, not remembered.
+        state.record_note("hubspot", target, text, None, id=note_id, hs_timestamp=stamp)
     properties = {
         "hs_note_body": text,
         "hs_timestamp": stamp,
