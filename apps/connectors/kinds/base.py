@@ -265,7 +265,10 @@ def keyset_pages(
     of vendor documents into the stream's records (a bill into its job-charged lines).
     """
     offset = 0
+    asked: set[tuple[dt.datetime | None, int]] = set()
+    previous: list[Any] = []
     while True:
+        asked.add((since, offset))
         records, more = fetch(since, offset)
         if records:
             last = records[-1]
@@ -284,13 +287,17 @@ def keyset_pages(
             # size, not the records received: a vendor that repeats a record on a page must not shift us.
             next_offset = offset + page_size if since == last_ts else page_size
             next_since = last_ts
-        if since is not None and (next_since, next_offset) <= (since, offset):
-            # The upstream said "more" but its page leaves us where we were (or earlier): asking again would
-            # read the same page forever while the run looked busy and, once stopped, successful.
+        ids = [record_id(r) for r in records]
+        if (next_since, next_offset) in asked or ids == previous:
+            # The upstream says "more" but would have us ask again what we asked (or answers the same page
+            # to a new question): looping would read nothing new forever, and a run stopped at some point
+            # would look successful.
             raise PagingStalled(
-                f"a page ending at {last_ts.isoformat()} does not move past {since.isoformat()} "
-                f"(offset {offset}) although the upstream says more records follow"
+                f"a page ending at {last_ts.isoformat()} does not move past "
+                f"{since.isoformat() if since else 'the start'} (offset {offset}) although the upstream says "
+                "more records follow"
             )
+        previous = ids
         since, offset = next_since, next_offset
 
 

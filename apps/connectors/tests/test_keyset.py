@@ -86,3 +86,27 @@ def test_an_upstream_ignoring_the_time_filter_is_an_error_not_an_endless_loop() 
 
     with pytest.raises(PagingStalled, match="does not move"):
         walk(ignores_since, 2, since=BASE)
+
+
+def test_an_upstream_answering_the_same_page_to_every_offset_is_an_error() -> None:
+    records = upstream([(5, 1)], seed=2)
+
+    def ignores_offset(since: dt.datetime | None, offset: int) -> tuple[list[Record], bool]:
+        return records[:2], True  # one timestamp, always the same two, always "more"
+
+    with pytest.raises(PagingStalled, match="does not move"):
+        walk(ignores_offset, 2, since=BASE)
+
+
+def test_a_tie_just_below_a_fractional_cursor_is_walked_not_refused() -> None:
+    """QuickBooks rounds ``since`` down to whole seconds: a full page of one second just below ``since`` is
+    a tie to walk by offset (the cursor cap carries fractions), not an upstream going backwards."""
+    records = upstream([(7, 10), (2, 11)], seed=3)
+    since = BASE + dt.timedelta(seconds=10, milliseconds=400)
+
+    def rounds_down(since: dt.datetime | None, offset: int) -> tuple[list[Record], bool]:
+        floor = since.replace(microsecond=0) if since else None
+        return Vendor(records, 3)(floor, offset)
+
+    pages = walk(rounds_down, 3, since=since)
+    assert {r["id"] for p in pages for r in p.records} == {r["id"] for r in records}
