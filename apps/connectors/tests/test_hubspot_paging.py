@@ -221,6 +221,9 @@ def test_a_tie_of_any_size_over_loopback_is_loaded_and_incremental_sync_goes_on_
 
     simulator.state.hubspot_shuffle_ties = True
     crm = connections["crm"]
+    if tie >= 10_000:  # ~55 searches: the real 4/s search budget would only add waiting to the test
+        crm.options = {**crm.options, "search_rate_budget": False}
+        crm.save()
     sync_stream(connection=crm, stream="owners")
     _plant_tie(company, tie, dt.datetime.now(dt.UTC) - dt.timedelta(minutes=4))
     first = sync_stream(connection=crm, stream="companies", full=True)
@@ -248,3 +251,46 @@ def test_a_search_that_ignores_its_filters_fails_the_run_instead_of_succeeding(
     run = sync_stream(connection=connections["crm"], stream="companies", full=True)
     assert run.status == "failed"
     assert "does not move past" in run.error
+
+
+# ---- the search endpoints' own rate limit ----------------------------------------------------------------
+
+
+def test_the_search_budget_is_hubspots_per_second_search_limit_shared_per_account() -> None:
+    from apps.connectors.kinds.base import ConfigurationError
+    from apps.connectors.kinds.hubspot.streams import search_budget
+
+    connection = Connection(slug="crm", kind="hubspot", base_url="https://api.hubapi.com", options={})
+    budget = search_budget(HubSpot(connection))
+    assert budget is not None
+    assert (budget.key, budget.calls, budget.window_ms) == (
+        "fulcrum:rate:hubspot-search:api.hubapi.com",
+        4,
+        1000,
+    )
+    connection.options = {"search_rate_budget": {"calls": 2, "seconds": 1}}
+    assert search_budget(HubSpot(connection)).calls == 2  # type: ignore[union-attr]
+    connection.options = {"search_rate_budget": False}
+    assert search_budget(HubSpot(connection)) is None
+    connection.options = {"search_rate_budget": {"calls": "x"}}
+    with pytest.raises(ConfigurationError, match="search_rate_budget"):
+        search_budget(HubSpot(connection))
+
+
+def test_every_search_waits_on_the_search_budget_and_the_wait_is_counted(
+    page_size: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page_size(3)
+    waits: list[int] = []
+
+    def budget() -> float:
+        waits.append(1)
+        return 0.25
+
+    monkeypatch.setattr(hubspot_streams, "search_budget", lambda kind: budget)
+    company = world([(2, 1), (6, 5), (2, 9)])
+    state = SimState(company, dict(DEFAULT_TOKENS))
+    client = InProcess(state)
+    list(Companies(kind()).pages(client, {}, True))  # type: ignore[arg-type]
+    assert len(waits) == len(client.bodies) > 3
+    assert client.stats.rate_limited_seconds == pytest.approx(0.25 * len(waits))
