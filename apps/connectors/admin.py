@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Max, Q, QuerySet
@@ -24,13 +25,27 @@ from apps.accounts.roles import ADMINISTRATORS, in_role
 from apps.audit.services import audit_record
 
 from .csv_import import csv_import, csv_preview
-from .kinds import ConfigurationError, get_kind
+from .kinds import KINDS, ConfigurationError, get_kind
 from .kinds.csv import CsvMapping, entity_fields, read_csv
 from .kinds.rest.options import ENTITIES
 from .kinds.rest.options import parse_options as parse_rest_options
+from .mappings import connection_field_mappings
 from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun, WebhookDelivery
 from .operations import connection_resync_from, connection_test
 from .services import _schedule_save
+
+FIELD_MAP_PREFIX = "field_map__"
+FIELD_NAME_MAX = 200
+
+
+def field_map_fields(kind: str | None) -> list[tuple[str, str, Any]]:
+    """(form field name, kind, FieldMapping) of one kind's mappings, or of every kind's when None."""
+    kinds = [KINDS[kind]] if kind in KINDS else ([] if kind else list(KINDS.values()))
+    return [
+        (f"{FIELD_MAP_PREFIX}{cls.kind}__{mapping.name}", cls.kind, mapping)
+        for cls in kinds
+        for mapping in cls.field_mappings
+    ]
 
 
 class ConnectionForm(forms.ModelForm):
@@ -53,14 +68,54 @@ class ConnectionForm(forms.ModelForm):
         # A base URL typed without a scheme is https (Django 6's default; said explicitly until then).
         field_classes = {"base_url": partial(forms.URLField, assume_scheme="https")}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        current = self.instance.kind if self.instance.pk else None
+        mapped = ((self.instance.options or {}).get("field_map") or {}) if current else {}
+        for key, kind, mapping in field_map_fields(current):
+            self.fields[key] = forms.CharField(
+                required=False,
+                max_length=FIELD_NAME_MAX,
+                label=mapping.name if current else f"{kind}: {mapping.name}",
+                initial=mapped.get(mapping.name, ""),
+                widget=forms.TextInput(attrs={"placeholder": mapping.default, "size": 40}),
+                help_text=f"{mapping.help} Blank reads the default, {mapping.default}.",
+            )
+
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
+        self._clean_field_map(cleaned)
         if cleaned.get("kind") == Connection.Kind.REST:
             try:
                 parse_rest_options(cleaned.get("options"))
             except ConfigurationError as exc:
                 self.add_error("options", str(exc))
         return cleaned
+
+    def _clean_field_map(self, cleaned: dict[str, Any]) -> None:
+        """The mapping fields of the chosen kind become ``options.field_map`` (blank: the kind's default)."""
+        kind = cleaned.get("kind")
+        fields = [(key, mapping) for key, k, mapping in field_map_fields(None) if k == kind]
+        if not fields or not isinstance(cleaned.get("options"), dict | type(None)):
+            return
+        options = dict(cleaned.get("options") or {})
+        chosen = {}
+        for key, mapping in fields:
+            value = str(cleaned.get(key) or "").strip()
+            if any(ord(ch) < 32 for ch in value):
+                self.add_error(key, "a field name cannot hold control characters or line breaks")
+            elif value and value != mapping.default:
+                chosen[mapping.name] = value
+        others = {
+            name: value
+            for name, value in (options.get("field_map") or {}).items()
+            if name not in {mapping.name for _, mapping in fields}
+        }
+        if chosen or others:
+            options["field_map"] = {**others, **chosen}
+        else:
+            options.pop("field_map", None)
+        cleaned["options"] = options
 
     def clean_new_credentials(self) -> dict[str, Any] | None:
         raw = self.cleaned_data.get("new_credentials") or ""
@@ -161,6 +216,25 @@ class ConnectionAdmin(admin.ModelAdmin):
         (None, {"fields": ("slug", "kind", "base_url", "schedule", "options", "enabled", "csv_upload")}),
         ("Secrets (write-only, stored encrypted)", {"fields": ("new_credentials", "new_webhook_secret")}),
     ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Connection | None = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        names: list[Any] = [key for key, _, _ in field_map_fields(obj.kind if obj else None)]
+        if names:
+            fieldsets.insert(
+                1,
+                (
+                    "Field mappings (tenant-specific vendor field names; blank = the default shown)",
+                    {"fields": names},
+                ),
+            )
+        return fieldsets
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        # The mapping fields are the form's own (added per kind in __init__), not the model's.
+        fields = flatten_fieldsets(self.get_fieldsets(request, obj))
+        kwargs["fields"] = [name for name in fields if not name.startswith(FIELD_MAP_PREFIX)]
+        return super().get_form(request, obj, change, **kwargs)
 
     def get_urls(self) -> list[Any]:
         view = self.admin_site.admin_view
@@ -489,6 +563,16 @@ class ConnectionAdmin(admin.ModelAdmin):
                 f"{connection.slug}: " + "; ".join(str(p) for p in probes),
                 messages.ERROR if failed else messages.SUCCESS,
             )
+            if failed:
+                continue
+            # Each field mapping against a sample of real records: the vendor field read and what it holds.
+            mappings = connection_field_mappings(connection=connection)
+            if mappings:
+                self.message_user(
+                    request,
+                    f"{connection.slug} field mappings: " + "; ".join(str(m) for m in mappings),
+                    messages.WARNING if any(m.reason for m in mappings) else messages.SUCCESS,
+                )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -183,6 +183,11 @@ class WebhookDelivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    summary = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What processing did with the events: applied, merged, and ignored counted by event type",
+    )
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
     ignored = models.JSONField(
         default=dict,

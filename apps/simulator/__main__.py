@@ -26,8 +26,16 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="aware ISO timestamp, e.g. 2026-11-23T12:00:00+00:00 (default: now)",
     )
+    parser.add_argument(
+        "--name-variants",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="spell some clients differently in accounting than in the CRM (default: on)",
+    )
     args = parser.parse_args(argv)
-    company = generate_company(seed=args.seed, scale=args.scale, today=args.today, now=args.now)
+    company = generate_company(
+        seed=args.seed, scale=args.scale, today=args.today, now=args.now, name_variants=args.name_variants
+    )
     server = SimulatorServer(company, host=args.host, port=args.port).start()
     stop = threading.Event()
 

@@ -45,6 +45,7 @@ from .records import (
     QboTxn,
     QboVendor,
 )
+from .variants import variant
 
 EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 SPAN_S = 730 * 86_400  # timestamps spread over the last two years
@@ -73,13 +74,20 @@ class _ProjectPlan:
     co_ids: list[int] = field(default_factory=list)
 
 
+VARIANT_SHARE = 0.125  # of the clients not planted, when name variants are on
+
+
 class _Generator:
-    def __init__(self, seed: int, scale: float, today: date, now: datetime) -> None:
+    def __init__(
+        self, seed: int, scale: float, today: date, now: datetime, name_variants: bool = False
+    ) -> None:
         self.rng = random.Random(seed)
+        # Its own generator: turning variants on changes no other record of the company.
+        self.variant_rng = random.Random(seed * 7_919 + 17) if name_variants else None
         self.scale = scale
         self.today = today
         self.now_s = int(now.timestamp())
-        self.c = Company(seed=seed, scale=scale, today=today, now=now)
+        self.c = Company(seed=seed, scale=scale, today=today, now=now, name_variants=name_variants)
         self.c._clock = self.now_s * 1000
         self.batches = sorted(self.now_s - 3_600 - self.rng.randint(0, SPAN_S) for _ in range(40))
         self.name_seq = 0
@@ -254,6 +262,39 @@ class _Generator:
                 self.c.protected.update(
                     {("hubspot", "company", hs_id), ("quickbooks", "customer", plan.customer_id)}
                 )
+
+    def name_variants(self, plans: list[_ClientPlan]) -> list[dict[str, str]]:
+        """Some accounting customers spelled differently from their CRM company (``variants.variant``), with
+        a billing address on another domain, so that no exact key links them. Planted clients keep their
+        exact keys: the planted scenario never depends on resolution."""
+        rng = self.variant_rng
+        if rng is None:
+            return []
+        out = []
+        hubspot_by_name = {h.name: h.id for h in self.c.hs_companies.values()}
+        names = [p.name for p in plans]
+        for plan in plans:
+            if plan.planted is not None or rng.random() >= VARIANT_SHARE:
+                continue
+            name, style = variant(plan.name, rng.random() < 0.3, names)
+            if not name:
+                continue
+            customer = self.c.qbo_customers[plan.customer_id]
+            billing = re.sub("[^a-z0-9]", "", name.lower())[:20] or "billing"
+            customer.display_name = customer.company_name = customer.fully_qualified_name = name
+            customer.web = None
+            customer.email = f"payables@{billing}-ap.net"
+            out.append(
+                {
+                    "hubspot_id": hubspot_by_name[plan.name],
+                    "hubspot_name": plan.name,
+                    "quickbooks_id": customer.id,
+                    "quickbooks_name": name,
+                    "style": style,
+                    "expected": "auto_link" if style == "upper" else "review",
+                }
+            )
+        return out
 
     def project_plans(self, clients: list[_ClientPlan]) -> list[_ProjectPlan]:
         background = [c for c in clients if c.planted is None]
@@ -575,6 +616,7 @@ class _Generator:
         self.vendors()
         client_plans = self.client_plans()
         self.clients(client_plans)
+        variants = self.name_variants(client_plans)
         plans = self.project_plans(client_plans)
         pc_vendor_ids, qbo_vendor_ids = list(c.pc_vendors), list(c.qbo_vendors)
         docs: list[QboTxn] = []
@@ -622,6 +664,8 @@ class _Generator:
             tables[doc.kind][doc.id] = doc
         self.balances(docs)
         c.planted = self.report(plans)
+        if variants:
+            c.planted["name_variants"] = variants
         c._clock = max((r.updated for t in c.tables.values() for r in t.values()), default=c._clock)
         return c
 
@@ -694,9 +738,17 @@ class _Generator:
 
 
 def generate_company(
-    seed: int = 42, scale: float = 1.0, today: date | None = None, now: datetime | None = None
+    seed: int = 42,
+    scale: float = 1.0,
+    today: date | None = None,
+    now: datetime | None = None,
+    *,
+    name_variants: bool = False,
 ) -> Company:
-    """Generate the deterministic company.  Dates are relative to ``today``, timestamps to ``now``."""
+    """Generate the deterministic company.  Dates are relative to ``today``, timestamps to ``now``.
+
+    ``name_variants``: about one client in eight is spelled differently in accounting, with no shared
+    domain (``planted["name_variants"]`` lists them): work for entity resolution (the demo turns it on)."""
     if scale <= 0:
         raise ValueError("scale must be positive")
     now = now or datetime.now(UTC)
@@ -705,7 +757,7 @@ def generate_company(
     enabled = gc.isenabled()
     gc.disable()  # hundreds of thousands of small, acyclic records: collection passes only cost time
     try:
-        return _Generator(seed, scale, today or date.today(), now).run()  # noqa: DTZ011 - contract: local date
+        return _Generator(seed, scale, today or date.today(), now, name_variants).run()  # noqa: DTZ011 - contract: local date
     finally:
         if enabled:
             gc.enable()

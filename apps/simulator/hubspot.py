@@ -65,7 +65,9 @@ def render_company(c: HsCompany, properties: list[str] | None) -> dict[str, Any]
     """One company object; ``properties`` None = HubSpot's defaults.  Unknown names are ignored."""
     values = company_properties(c)
     wanted = list(properties) if properties else list(DEFAULT_PROPERTIES)
-    props = {name: values[name] for name in wanted if name in values}
+    # A property never set is left out: HubSpot's OpenAPI types every property value as a string
+    # (SimplePublicObject.properties in PublicApiSpecs/CRM/Companies/Rollouts/424/v3/companies.json).
+    props = {name: values[name] for name in wanted if values.get(name) is not None}
     for always in ("createdate", "hs_lastmodifieddate", "hs_object_id"):
         props[always] = values[always]
     return {
@@ -201,8 +203,14 @@ def _predicate(flt: dict[str, Any]) -> Callable[[HsCompany], bool]:
     return check
 
 
-def _sort(records: list[HsCompany], sorts: Any) -> list[HsCompany]:
-    """Records arrive sorted by (hs_lastmodifieddate, id).  No sorts = by id."""
+def _scrambled(object_id: str) -> int:
+    return (int(object_id) * 2654435761) % 4294967291
+
+
+def _sort(records: list[HsCompany], sorts: Any, shuffle_ties: bool = False) -> list[HsCompany]:
+    """Records arrive sorted by (hs_lastmodifieddate, id).  No sorts = by id.  One sort rule only, as HubSpot
+    ("Only one sorting rule can be applied to any search"); ``shuffle_ties`` scrambles the order among
+    records sharing the sorted value, which HubSpot leaves undefined."""
     if not sorts:
         return sorted(records, key=lambda c: int(c.id))
     first = sorts[0]
@@ -215,8 +223,14 @@ def _sort(records: list[HsCompany], sorts: Any) -> list[HsCompany]:
         )
     else:
         raise ValueError("sorts must be property names or {propertyName, direction}")
-    if prop != "hs_lastmodifieddate":
+    if len(sorts) > 1:
+        raise ValueError("only one sort rule can be applied to a search")
+    if prop == "hs_object_id":
+        records = sorted(records, key=lambda c: int(c.id))
+    elif prop != "hs_lastmodifieddate":
         records = sorted(records, key=lambda c: (str(_record_value(c, prop) or ""), int(c.id)))
+    elif shuffle_ties:
+        records = sorted(records, key=lambda c: (c.updated, _scrambled(c.id)))
     return records[::-1] if descending else records
 
 
@@ -266,7 +280,7 @@ def search(state: SimState, req: Request) -> Response:
         records = state.company.view(state.company.hs_companies).records
         if predicates:
             records = [c for c in records if any(all(p(c) for p in group) for group in predicates)]
-        records = _sort(records, body.get("sorts"))
+        records = _sort(records, body.get("sorts"), state.hubspot_shuffle_ties)
     except (ValueError, AttributeError, TypeError) as exc:
         return error(400, f"There was a problem with the request. {exc}", "VALIDATION_ERROR")
     properties = body.get("properties") or None
@@ -353,7 +367,16 @@ def search_notes(state: SimState, req: Request) -> Response:
         for n in state.notes
         if n["system"] == "hubspot" and all(w in n["body"].lower().split() for w in words)
     ]
-    results = [{"id": n["id"], "properties": {"hs_note_body": n["body"]}} for n in hits[:1]]
+    results = [
+        {
+            "id": n["id"],
+            "properties": {"hs_note_body": n["body"], "hs_object_id": n["id"]},
+            "createdAt": n["received_at"],
+            "updatedAt": n["received_at"],
+            "archived": False,
+        }
+        for n in hits[:1]
+    ]
     return json_response(200, {"total": len(hits), "results": results})
 
 
@@ -384,9 +407,8 @@ def create_note(state: SimState, req: Request) -> Response:
     note_id = str(60_000_000_000 + state.next_id())
     created = hubspot_time(now_ms())
     for target in targets or [""]:
-        state.record_note(
-            "hubspot", target, text, req.header("idempotency-key"), id=note_id, hs_timestamp=stamp
-        )
+        # HubSpot documents no idempotency key for notes: a header of that name is ignored, not remembered.
+        state.record_note("hubspot", target, text, None, id=note_id, hs_timestamp=stamp)
     properties = {
         "hs_note_body": text,
         "hs_timestamp": stamp,

@@ -361,3 +361,35 @@ EXPENSE_MEMOS = (
     "Temporary power",
     "Testing and inspection",
 )
+
+# How accounting spells a client the CRM knows by its full name (a bookkeeper's abbreviations, a billing
+# suffix, upper case with a legal suffix): cross-system name variants for entity resolution to work on.
+ABBREVIATIONS = {
+    "Builders": "Bldrs",
+    "Development": "Dev",
+    "Properties": "Props",
+    "Holdings": "Hldgs",
+    "Medical": "Med",
+    "Center": "Ctr",
+    "Centers": "Ctrs",
+    "Health": "Hlth",
+    "System": "Sys",
+    "School": "Sch",
+    "District": "Dist",
+    "Realty": "Rlty",
+    "Partners": "Ptnrs",
+    "Hospitality": "Hosp",
+    "Logistics": "Logist",
+    "Manufacturing": "Mfg",
+    "Capital": "Cap",
+    "Senior": "Sr",
+    "University": "Univ",
+    "Industrial": "Indust",
+    "Housing": "Hsg",
+    "Authority": "Auth",
+    "Community": "Comm",
+    "College": "Coll",
+    "Investments": "Invest",
+    "Ventures": "Vent",
+}
+BILLING_SUFFIXES = ("AP", "Billing", "Acct")

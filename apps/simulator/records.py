@@ -270,6 +270,7 @@ class Company:
     scale: float
     today: date
     now: datetime
+    name_variants: bool = False  # accounting spells some clients differently from the CRM (no shared domain)
     owners: dict[str, HsOwner] = field(default_factory=dict)
     hs_companies: dict[str, HsCompany] = field(default_factory=dict)
     qbo_customers: dict[str, QboCustomer] = field(default_factory=dict)
@@ -410,7 +411,9 @@ class Company:
         """Regenerate from the original parameters, in place (references to this object stay valid)."""
         from .generator import generate_company
 
-        fresh = generate_company(self.seed, self.scale, self.today, self.now)
+        fresh = generate_company(
+            self.seed, self.scale, self.today, self.now, name_variants=self.name_variants
+        )
         with self.lock:
             for name in self.__dataclass_fields__:
                 if name != "lock":

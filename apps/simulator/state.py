@@ -64,6 +64,9 @@ class SimState:
     tokens: dict[str, str]
     notes: list[dict[str, Any]] = field(default_factory=list)
     hubspot_search_cap: int = 10_000
+    # HubSpot documents no order among records sharing the sort property's value: shuffled when True (a
+    # client that assumes id order within a tie is caught), by id otherwise.
+    hubspot_shuffle_ties: bool = False
     idempotent: dict[str, Response] = field(default_factory=dict)  # QuickBooks ?requestid= replays
     lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))

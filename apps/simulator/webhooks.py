@@ -34,6 +34,7 @@ import urllib.error
 import urllib.request
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 from .common import hubspot_time, procore_time, qbo_time
 from .records import PROCORE_COMPANY_ID, REALM_ID, Company
@@ -73,7 +74,8 @@ def _b64_hmac(key: bytes, message: bytes) -> str:
 
 
 def hubspot_signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
-    message = method.upper().encode() + uri.encode() + body + timestamp.encode()
+    """v3: over the URI with its percent-encoded characters decoded, as HubSpot signs it."""
+    message = method.upper().encode() + unquote(uri).encode() + body + timestamp.encode()
     return _b64_hmac(secret.encode(), message)
 
 
@@ -120,6 +122,78 @@ def hubspot_event(
         event.update({"propertyName": "name", "propertyValue": ""})
     event.update(extra)
     return event
+
+
+# Fields of the event kinds HubSpot adds to the same batches (changelog "New subscription types for
+# webhooks" and "Public Beta: Generic Webhook Subscriptions"): no ``objectId`` on association changes,
+# ``objectTypeId`` on the generic ``object.*`` events ("0-1" contacts, "0-2" companies).
+HUBSPOT_OBJECT_TYPES = {"contact": "0-1", "company": "0-2", "deal": "0-3", "ticket": "0-5"}
+
+
+def hubspot_association_change(
+    from_id: str | int,
+    to_id: str | int,
+    association_type: str = "COMPANY_TO_CONTACT",
+    removed: bool = False,
+    subscription_type: str = "company.associationChange",
+    **extra: Any,
+) -> dict[str, Any]:
+    """An association added (or ``removed``) between two objects: ``fromObjectId``/``toObjectId``."""
+    event = hubspot_event(0, subscription_type, **extra)
+    del event["objectId"]
+    event.update(
+        {
+            "associationType": association_type,
+            "fromObjectId": int(from_id),
+            "toObjectId": int(to_id),
+            "associationRemoved": removed,
+            "isPrimaryAssociation": False,
+        }
+    )
+    return event
+
+
+def hubspot_merge(
+    primary_id: str | int,
+    merged_ids: list[str | int],
+    new_id: str | int | None = None,
+    subscription_type: str = "company.merge",
+    **extra: Any,
+) -> dict[str, Any]:
+    """Companies ``merged_ids`` merged into ``primary_id`` (or into a new record ``new_id``)."""
+    survivor = new_id if new_id is not None else primary_id
+    event = hubspot_event(survivor, subscription_type, **extra)
+    event.update(
+        {
+            "primaryObjectId": int(primary_id),
+            "mergedObjectIds": [int(i) for i in merged_ids],
+            "newObjectId": int(survivor),
+            "numberOfPropertiesMoved": 3,
+        }
+    )
+    return event
+
+
+def hubspot_object_event(
+    object_type: str, object_id: str | int, action: str = "propertyChange", **extra: Any
+) -> dict[str, Any]:
+    """A generic ``object.<action>`` event for ``object_type`` (``company``, ``contact``, ...)."""
+    event = hubspot_event(object_id, f"object.{action}", **extra)
+    event["objectTypeId"] = HUBSPOT_OBJECT_TYPES.get(object_type, object_type)
+    return event
+
+
+def hubspot_mixed_batch(company_id: str | int, other_company_id: str | int) -> list[dict[str, Any]]:
+    """One batch as HubSpot sends a busy portal's: a company change beside a contact's, an association
+    change, a merge of ``other_company_id`` into ``company_id`` and generic ``object.*`` events."""
+    return [
+        hubspot_event(company_id, "company.propertyChange"),
+        hubspot_event(901, "contact.creation"),
+        hubspot_association_change(company_id, 902),
+        hubspot_merge(company_id, [other_company_id]),
+        hubspot_object_event("company", company_id, "propertyChange"),
+        hubspot_object_event("contact", 903, "creation"),
+    ]
 
 
 # ---- QuickBooks ---------------------------------------------------------------------------------------
@@ -362,8 +436,12 @@ def send(url: str, headers: Headers, body: bytes, timeout: float = 10.0) -> tupl
 __all__ = [
     "change_record",
     "event_for",
+    "hubspot_association_change",
     "hubspot_delivery",
     "hubspot_event",
+    "hubspot_merge",
+    "hubspot_mixed_batch",
+    "hubspot_object_event",
     "hubspot_signature",
     "new_standard_secret",
     "procore_delivery",

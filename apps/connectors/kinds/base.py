@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from django.db import models
 from django.utils import timezone
 
-from apps.connectors.http import HttpClient
+from apps.connectors.http import HttpClient, UpstreamError
 
 if TYPE_CHECKING:
     from apps.connectors.models import Connection
@@ -266,7 +266,10 @@ def keyset_pages(
     of vendor documents into the stream's records (a bill into its job-charged lines).
     """
     offset = 0
+    asked: set[tuple[dt.datetime | None, int]] = set()
+    previous: list[Any] = []
     while True:
+        asked.add((since, offset))
         records, more = fetch(since, offset)
         if records:
             last = records[-1]
@@ -279,12 +282,29 @@ def keyset_pages(
             return
         last_ts = updated_at(records[-1])
         if updated_at(records[0]) != last_ts:
-            offset = 0
+            next_since, next_offset = last_ts, 0
         else:
             # One timestamp fills the page: step through it by offset (or, for HubSpot, by id). By the page
             # size, not the records received: a vendor that repeats a record on a page must not shift us.
-            offset = offset + page_size if since == last_ts else page_size
-        since = last_ts
+            next_offset = offset + page_size if since == last_ts else page_size
+            next_since = last_ts
+        ids = [record_id(r) for r in records]
+        if (next_since, next_offset) in asked or ids == previous:
+            # The upstream says "more" but would have us ask again what we asked (or answers the same page
+            # to a new question): looping would read nothing new forever, and a run stopped at some point
+            # would look successful.
+            raise PagingStalled(
+                f"a page ending at {last_ts.isoformat()} does not move past "
+                f"{since.isoformat() if since else 'the start'} (offset {offset}) although the upstream says "
+                "more records follow"
+            )
+        previous = ids
+        since, offset = next_since, next_offset
+
+
+class PagingStalled(UpstreamError):
+    """An upstream page that says more records follow but moves the walk nowhere: the run ends as an error
+    (not a success that read nothing new), and the next run starts again from the saved cursor."""
 
 
 # ---- field parsing shared by the kinds -------------------------------------------------------------

@@ -40,6 +40,8 @@ from apps.connectors.models import Connection, WebhookDelivery
 from apps.connectors.services import ENTITY_KEYS, quarantine_records, record_normalise
 from apps.entities.linking import link_entities
 from apps.entities.loaders import source_column, upsert_rows
+from apps.entities.models import Client, Project
+from apps.entities.resolution import entity_merge
 
 from . import schemes
 from .schemes import Hint
@@ -52,6 +54,7 @@ SWEEP_BATCH = 500
 # Failures that trying again cannot fix (the row stays failed with its error for a person to see).
 PERMANENT = (UnknownKind, UnknownStream, ConfigurationError, schemes.Malformed, NotImplementedError)
 Status = WebhookDelivery.Status
+MERGE_ACTOR = "system:webhooks"
 
 
 @dataclass
@@ -95,8 +98,8 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
     connection = delivery.connection
     kind = get_kind(connection)
     payload = schemes.decode(bytes(delivery.body))
-    hints = schemes.hints(connection.kind, payload, connection.options or {}, delivery.headers or {})
-    ignored = schemes.ignored(connection.kind, payload, connection.options or {})
+    parsed = schemes.events(connection.kind, payload, connection.options or {}, delivery.headers or {})
+    hints = parsed.hints
     by_stream: dict[str, list[Hint]] = defaultdict(list)
     for hint in hints:
         by_stream[hint.stream].append(hint)
@@ -104,10 +107,17 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
     # Upstream calls happen before the transaction: no database locks are held while we wait on a vendor.
     fetched = _fetch(kind, streams, by_stream)
     now = timezone.now()
+    ignored = sum(parsed.ignored.values())
 
-    def finish() -> None:
+    def finish(counts: dict[str, int]) -> None:
+        summary = {**counts, "ignored": ignored, "ignored_types": parsed.ignored}
         WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
-            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", ignored=ignored
+            status=Status.PROCESSED,
+            processed_at=now,
+            status_changed_at=now,
+            error="",
+            ignored=parsed.ignored,
+            summary=summary,
         )
         if connection.kind == "quickbooks":
             from apps.connectors.kinds.quickbooks.catchup import after_delivery
@@ -115,8 +125,12 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
             after_delivery(delivery)
 
     counts = apply_changes(connection, kind, dict(by_stream), fetched, now, trigger="webhook", finish=finish)
-    if connection.kind in schemes.IGNORED:
-        counts["ignored"] = sum(ignored.values())
+    # merged/ignored only when there were any (kinds that count ignored events always say how many).
+    merged = counts.pop("merged")
+    if merged:
+        counts["merged"] = merged
+    if ignored or connection.kind in schemes.IGNORED:
+        counts["ignored"] = ignored
     return counts
 
 
@@ -128,21 +142,23 @@ def apply_changes(
     now: dt.datetime,
     *,
     trigger: str,
-    finish: Callable[[], None] | None = None,
+    finish: Callable[[dict[str, int]], None] | None = None,
 ) -> dict[str, int]:
     """Apply hints and the records fetched for them in one transaction: version-guarded upserts, tombstones,
-    merges, links, the rules told; ``finish`` runs last inside the same transaction."""
+    merges, links, the rules told; ``finish(counts)`` runs last inside the same transaction."""
     counts = {
         "hints": sum(len(h) for h in by_stream.values()),
         "changed": 0,
         "tombstoned": 0,
         "quarantined": 0,
+        "merged": 0,
     }
     with transaction.atomic():
         changes: dict[str, set[int]] = {}
         for name, stream_hints in by_stream.items():
             stream = kind.stream(name)
             changed = _apply(connection, stream, stream_hints, fetched.get(name, []), now, counts)
+            changed |= _merge(connection, stream, stream_hints, now, counts)
             if changed:
                 changes.setdefault(stream.entity, set()).update(changed)
         counts["changed"] = sum(len(ids) for ids in changes.values())
@@ -154,16 +170,22 @@ def apply_changes(
 
             on_entities_changed(relevant, trigger=trigger)
         if finish is not None:
-            finish()
+            finish(dict(counts))
     return counts
+
+
+def _fetched(hint: Hint) -> bool:
+    """Whether a hint's record is read again upstream: an upsert, or a merge that names its survivor
+    (HubSpot: the hint is the survivor, ``merged`` the ids gone into it). A QuickBooks merge hint is the
+    merged-away record itself (``merged_into`` the survivor): it is gone, nothing to read."""
+    return hint.data is None and (hint.op == "upsert" or (hint.op == "merge" and bool(hint.merged)))
 
 
 def _fetch(
     kind: ConnectorKind, streams: dict[str, Stream], by_stream: dict[str, list[Hint]]
 ) -> dict[str, list[dict[str, Any]]]:
     wanted = {
-        name: sorted({h.external_id for h in hints if h.op == "upsert" and h.data is None})
-        for name, hints in by_stream.items()
+        name: sorted({h.external_id for h in hints if _fetched(h)}) for name, hints in by_stream.items()
     }
     wanted = {name: ids for name, ids in wanted.items() if ids}
     if not wanted:
@@ -216,11 +238,11 @@ def _apply(
     changed = set(result.changed_ids)
 
     gone: list[tuple[str, dt.datetime]] = []
-    asked = {h.external_id for h in hints if h.op == "upsert" and h.data is None}
+    asked = {h.external_id for h in hints if _fetched(h)}
     gone += [(external_id, now) for external_id in sorted(asked - found.keys())]
-    merged = [(h.external_id, h.merged_into) for h in hints if h.op == "merge"]
+    merged = [(h.external_id, h.merged_into) for h in hints if h.op == "merge" and h.merged_into]
     for hint in hints:
-        if hint.op in ("delete", "merge"):
+        if hint.op == "delete" or (hint.op == "merge" and hint.merged_into):
             gone.append(_deleted_key(stream, hint, now))
     tombstoned = _tombstone(stream.model, connection.pk, gone, now, lines=lines)
     if merged:
@@ -232,6 +254,35 @@ def _apply(
         tombstoned |= _tombstone(stream.model, connection.pk, versions, now, lines=True, keep=current)
     counts["tombstoned"] += len(tombstoned)
     return changed | tombstoned
+
+
+def _merge(
+    connection: Connection, stream: Stream, hints: list[Hint], now: dt.datetime, counts: dict[str, int]
+) -> set[int]:
+    """Upstream merges become merges here: each record merged away is merged into the survivor's entity
+    (links, projects, money and escalations move over; ``merged_into`` remembers), or tombstoned when the
+    survivor is not held (the fetch found it gone, or the model has no merges). Returns changed ids."""
+    merges = [h for h in hints if h.op == "merge" and h.merged]
+    if not merges:
+        return set()
+    model = stream.model
+    changed: set[int] = set()
+    for hint in merges:
+        live = model._default_manager.filter(source=connection, deleted_at__isnull=True)
+        survivor = live.filter(external_id=hint.external_id).first()
+        for gone in hint.merged:
+            duplicate = live.filter(external_id=gone).first()
+            if duplicate is None:
+                continue
+            if isinstance(survivor, Client | Project) and isinstance(duplicate, Client | Project):
+                entity_merge(duplicate=duplicate, survivor=survivor, actor=MERGE_ACTOR)
+                counts["merged"] += 1
+                changed |= {duplicate.pk, survivor.pk}
+            else:
+                tombstoned = _tombstone(model, connection.pk, [(gone, hint.at or now)], now)
+                counts["tombstoned"] += len(tombstoned)
+                changed |= tombstoned
+    return changed
 
 
 def _deleted_key(stream: Stream, hint: Hint, now: dt.datetime) -> tuple[str, dt.datetime]:

@@ -15,9 +15,11 @@ import hashlib
 import hmac
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 MAX_BODY = 1024 * 1024  # bytes; larger deliveries are refused with 413 before they are read
 TOLERANCE = 5 * 60  # seconds a signed timestamp may differ from our clock (HubSpot, Standard Webhooks)
@@ -50,14 +52,27 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Hint:
-    """One record that changed upstream (``upsert``: fetch it, or use ``data``) or was deleted."""
+    """One record that changed upstream (``upsert``: fetch it, or use ``data``), was deleted, or absorbed
+    others (``merge``: ``external_id`` survives, fetched like an upsert; ``merged`` are gone into it)."""
 
     stream: str
     external_id: str
     op: str  # "upsert" | "delete" | "merge"
     at: dt.datetime | None = None  # when upstream says it happened, if it says
     data: dict[str, Any] | None = None  # the record itself (Standard Webhooks)
-    merged_into: str = ""  # "merge": the surviving record's external id (this one is gone)
+    # A merge is said one of two ways, as the vendor says it: QuickBooks names the merged-away record and
+    # its survivor (``merged_into``); HubSpot names the survivor and the records gone into it (``merged``).
+    merged_into: str = ""
+    merged: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Events:
+    """What one delivery says: the hints to apply and, by event type, the events deliberately not applied
+    (another object type, an association change, an event too broken to read): counted, never an error."""
+
+    hints: list[Hint]
+    ignored: dict[str, int] = field(default_factory=dict)
 
 
 def redact(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -100,17 +115,40 @@ def _header(inbound: Inbound, name: str) -> str:
 # ---- verification -------------------------------------------------------------------------------------
 
 
+# The characters HubSpot's v3 instructions list to decode in the request URI before signing ("Validate the v3
+# request signature", https://developers.hubspot.com/docs/apps/legacy-apps/authentication/validating-requests).
+_HUBSPOT_DECODED = {
+    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$",
+    "%27": "'", "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
+}  # fmt: skip
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def hubspot_signed_uris(uri: str) -> tuple[str, ...]:
+    """The forms of ``uri`` a v3 signature may cover: with the documented characters decoded, and fully
+    percent-decoded (what HubSpot's own examples do with a URL decoder). Equal for a plain URI."""
+    listed = _PERCENT.sub(lambda m: _HUBSPOT_DECODED.get(m.group(0).upper(), m.group(0)), uri)
+    return tuple(dict.fromkeys((listed, unquote(uri))))
+
+
+def hubspot_v3_signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> bytes:
+    """base64(HMAC-SHA256(client secret, method + URI + body + timestamp)), UTF-8 (HubSpot's v3 scheme)."""
+    return _b64_hmac(secret.encode(), method.upper().encode() + uri.encode() + body + timestamp.encode())
+
+
 def _verify_hubspot(inbound: Inbound, secrets: list[str]) -> None:
+    """v3 only (``X-HubSpot-Signature-v3``): v1 and v2 sign no timestamp, so a captured request could be
+    replayed forever; Fulcrum never accepted them."""
     signature = _header(inbound, "x-hubspot-signature-v3").encode()
     stamp = _header(inbound, "x-hubspot-request-timestamp")
     if not stamp.isdigit():
         raise Rejected("X-HubSpot-Request-Timestamp is not epoch milliseconds")
     _check_time(int(stamp) / 1000, inbound.now)
-    method = inbound.method.upper().encode()
     candidates = (
-        _b64_hmac(secret.encode(), method + uri.encode() + inbound.body + stamp.encode())
+        hubspot_v3_signature(secret, inbound.method, signed, inbound.body, stamp)
         for secret in secrets
         for uri in inbound.uris
+        for signed in hubspot_signed_uris(uri)
     )
     if not _any_equal(candidates, signature):
         raise Rejected("signature does not match")
@@ -182,23 +220,37 @@ def verify(kind: str, inbound: Inbound, secrets: list[str]) -> None:
 def event_id(kind: str, headers: Headers, body: bytes, payload: Any = None) -> str:
     """The delivery's identity for the inbox: the vendor's event id where it has one, else the body's hash.
 
-    HubSpot: the batch's ``eventId`` s joined (hashed when long); QuickBooks: see :func:`split` (one row
-    per event); Procore: the event's ``ulid`` / ``id``; Standard Webhooks: ``webhook-id``.
+    HubSpot: a hash of the batch's events, each without ``attemptNumber`` (see :func:`hubspot_event_key`);
+    QuickBooks: see :func:`split` (one row per event); Procore: the event's ``ulid`` / ``id``; Standard
+    Webhooks: ``webhook-id``.
     """
     if kind == "rest":
         msg_id = headers.get("webhook-id", "").strip()
         if msg_id:
             return msg_id if len(msg_id) <= _MAX_EVENT_ID else body_hash(msg_id.encode())
     elif kind == "hubspot" and isinstance(payload, list) and payload:
-        ids = [str(e.get("eventId", "")) for e in payload if isinstance(e, dict)]
-        if len(ids) == len(payload) and all(ids):
-            joined = ",".join(sorted(ids))
-            return joined if len(joined) <= _MAX_EVENT_ID else body_hash(joined.encode())
+        keys = sorted({hubspot_event_key(event) for event in payload})
+        return "hubspot:" + hashlib.sha256(",".join(keys).encode()).hexdigest()
     elif kind == "procore" and isinstance(payload, dict):
         value = str(payload.get("ulid") or payload.get("id") or "")
         if value:
             return value[:_MAX_EVENT_ID]
     return body_hash(body)
+
+
+def hubspot_event_key(event: Any) -> str:
+    """One HubSpot event's identity: its content without ``attemptNumber``.
+
+    HubSpot documents ``eventId`` as "not guaranteed to be unique" and sends a retried event again with
+    ``attemptNumber`` raised, possibly in a batch of other events. So a redelivered batch (same events, any
+    order, any attempt) is the same delivery, a new batch that shares some events with an earlier one is a
+    new delivery (its shared events are applied again, harmlessly: every write is version-guarded), and two
+    different events that happen to share an ``eventId`` never hide each other.
+    """
+    if isinstance(event, dict):
+        event = {k: v for k, v in event.items() if k != "attemptNumber"}
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # ---- shapes -------------------------------------------------------------------------------------------
@@ -223,29 +275,79 @@ def _id(value: Any, what: str) -> str:
     return str(value).strip()
 
 
-def _hubspot_hints(payload: Any, options: Mapping[str, Any], headers: Headers) -> list[Hint]:
+# CRM object type ids in ``object.*`` events' ``objectTypeId`` ("0-2" is a company): HubSpot's generic webhook
+# subscriptions (https://developers.hubspot.com/changelog/public-beta-generic-webhook-subscriptions).
+HUBSPOT_COMPANY_TYPE = "0-2"
+# Subscription types: HubSpot's webhooks API ``SubscriptionCreateRequest.eventType`` enum
+# (HubSpot-public-api-spec-collection, PublicApiSpecs/Webhooks/Webhooks/Rollouts/147891/v3/webhooks.json).
+_HUBSPOT_UPSERT = {"creation", "propertyChange", "restore"}
+
+
+def _hubspot_events(payload: Any, options: Mapping[str, Any], headers: Headers) -> Events:
+    """Every event of a batch applied or counted as ignored; only a body that is no array is Malformed.
+
+    HubSpot batches mix subscription types: company events, other objects' events, ``associationChange``
+    (``fromObjectId``/``toObjectId``, no ``objectId``), merges (``primaryObjectId``, ``mergedObjectIds``,
+    ``newObjectId``) and the generic ``object.*`` events naming their type in ``objectTypeId``. Refusing the
+    batch for one event it cannot read would make HubSpot retry it and finally drop the good events in it.
+    """
     if not isinstance(payload, list) or not payload:
         raise Malformed("expected a non-empty JSON array of events")
-    hints = []
-    for index, event in enumerate(payload):
-        if not isinstance(event, dict):
-            raise Malformed(f"event {index} is not an object")
-        subscription = event.get("subscriptionType")
-        if not isinstance(subscription, str) or "." not in subscription:
-            raise Malformed(f"event {index}: subscriptionType must be '<object>.<event>'")
-        object_id = _id(event.get("objectId"), f"event {index}: objectId")
-        obj, _, action = subscription.partition(".")
-        if obj != "company":
-            continue  # contacts, deals, ...: not synced
-        at = _time(event.get("occurredAt"))
-        if action == "deletion":
-            hints.append(Hint("companies", object_id, "delete", at))
-            continue
-        hints.append(Hint("companies", object_id, "upsert", at))
-        # A merge leaves the merged-away companies gone: fetching them finds nothing and tombstones them.
-        for other in event.get("mergedObjectIds") or []:
-            hints.append(Hint("companies", _id(other, f"event {index}: mergedObjectIds"), "upsert", at))
-    return hints
+    hints: list[Hint] = []
+    ignored: Counter[str] = Counter()
+    for event in payload:
+        try:
+            hint, label = _hubspot_event(event)
+        except Malformed as exc:
+            hint, label = None, f"unreadable: {exc}"
+        if hint is None:
+            ignored[label] += 1
+        else:
+            hints.append(hint)
+    return Events(hints, dict(ignored))
+
+
+def _hubspot_event(event: Any) -> tuple[Hint | None, str]:
+    """One event's hint, or None and the type it is counted under as ignored."""
+    if not isinstance(event, dict):
+        raise Malformed("an event is not an object")
+    subscription = event.get("subscriptionType")
+    if not isinstance(subscription, str) or "." not in subscription:
+        raise Malformed("subscriptionType is not '<object>.<event>'")
+    obj, _, action = subscription.partition(".")
+    if obj == "object":
+        type_id = str(event.get("objectTypeId") or "")
+        if type_id != HUBSPOT_COMPANY_TYPE:
+            return None, f"{subscription} ({type_id or 'no objectTypeId'})"
+        obj = "company"
+    if obj != "company" or action == "associationChange":
+        return None, subscription  # contacts, deals, ...: not synced; company associations: not held
+    at = _time(event.get("occurredAt"))
+    if action == "merge":
+        return _hubspot_merge(event, at), subscription
+    object_id = _id(event.get("objectId"), "objectId")
+    if action == "deletion":
+        return Hint("companies", object_id, "delete", at), subscription
+    if action in _HUBSPOT_UPSERT:
+        return Hint("companies", object_id, "upsert", at), subscription
+    return None, subscription
+
+
+def _hubspot_merge(event: dict[str, Any], at: dt.datetime | None) -> Hint:
+    """The surviving company (``newObjectId`` when the merge made a new record, else ``primaryObjectId``,
+    else ``objectId``) and the ones merged into it (HubSpot changelog "New subscription types for webhooks":
+    https://developers.hubspot.com/changelog/new-subscription-types-for-webhooks)."""
+    candidates = (event.get("newObjectId"), event.get("primaryObjectId"), event.get("objectId"))
+    survivor = _id(next((c for c in candidates if c not in (None, "")), None), "merge survivor id")
+    merged = event.get("mergedObjectIds") or []
+    if not isinstance(merged, list):
+        raise Malformed("mergedObjectIds is not a list")
+    gone = [_id(other, "mergedObjectIds") for other in merged]
+    if event.get("primaryObjectId") not in (None, ""):
+        gone.append(_id(event["primaryObjectId"], "primaryObjectId"))
+    return Hint(
+        "companies", survivor, "merge", at, merged=tuple(dict.fromkeys(g for g in gone if g != survivor))
+    )
 
 
 QBO_STREAMS = {
@@ -520,7 +622,6 @@ def _standard_hints(payload: Any, options: Mapping[str, Any], headers: Headers) 
 
 
 HINTS: dict[str, Callable[[Any, Mapping[str, Any], Headers], list[Hint]]] = {
-    "hubspot": _hubspot_hints,
     "quickbooks": _quickbooks_hints,
     "procore": _procore_hints,
     "rest": _standard_hints,
@@ -535,9 +636,16 @@ def decode(body: bytes) -> Any:
         raise Malformed(f"body is not JSON: {exc}") from None
 
 
+def events(kind: str, payload: Any, options: Mapping[str, Any], headers: Headers) -> Events:
+    """What ``payload`` says changed and what it holds that is not applied; or Malformed."""
+    if kind == "hubspot":
+        return _hubspot_events(payload, options, headers)
+    return Events(HINTS[kind](payload, options, headers), ignored(kind, payload, options))
+
+
 def hints(kind: str, payload: Any, options: Mapping[str, Any], headers: Headers) -> list[Hint]:
     """What ``payload`` says changed, for a connection of ``kind`` with ``options``; or Malformed."""
-    return HINTS[kind](payload, options, headers)
+    return events(kind, payload, options, headers).hints
 
 
 # Kinds whose authentic but malformed deliveries are kept (status rejected, signature_valid) for forensics.

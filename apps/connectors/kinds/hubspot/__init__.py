@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 from django.utils import timezone
 
 from apps.connectors.http import HttpClient, UpstreamError
-from apps.connectors.kinds.base import ConnectorKind, Record, Stream
+from apps.connectors.kinds.base import ConnectorKind, FieldMapping, Record, Stream
 
-from .streams import COMPANY_PROPERTIES, NOTE_TO_COMPANY, Companies, Owners
+from .streams import NOTE_TO_COMPANY, RENEWAL_DEFAULT, Companies, Owners, company_properties, search_budget
 
 
 def note_token(idempotency_key: str) -> str:
@@ -23,6 +23,14 @@ class HubSpot(ConnectorKind):
     # Owners first: companies link to them.
     stream_classes: ClassVar[list[type[Stream]]] = [Owners, Companies]
     rate_budget_default = (100, 10.0)  # a private app's burst limit per account
+    field_mappings: ClassVar[tuple[FieldMapping, ...]] = (
+        FieldMapping(
+            "renewal_date",
+            RENEWAL_DEFAULT,
+            "The company property holding the contract renewal date (a custom property: its internal name, "
+            "as HubSpot's property settings show it).",
+        ),
+    )
 
     def write_note(
         self, target: str, text: str, idempotency_key: str, *, retry: bool = False
@@ -35,6 +43,9 @@ class HubSpot(ConnectorKind):
         client = self.client()
         try:
             if retry:
+                wait = search_budget(self)
+                if wait is not None:
+                    wait()
                 found = client.post_json(
                     "/crm/v3/objects/notes/search",
                     {
@@ -50,7 +61,9 @@ class HubSpot(ConnectorKind):
                             }
                         ],
                         "properties": ["hs_note_body"],
+                        "sorts": [{"propertyName": "hs_createdate", "direction": "ASCENDING"}],
                         "limit": 1,
+                        "after": "0",
                     },
                 )
                 if found.get("results"):
@@ -69,9 +82,10 @@ class HubSpot(ConnectorKind):
                     }
                 ],
             }
-            note = client.post_json(
-                "/crm/v3/objects/notes", body, headers={"Idempotency-Key": idempotency_key}
-            )
+            # No Idempotency-Key header: HubSpot's notes API documents none (spec collection:
+            # PublicApiSpecs/CRM/Notes/Rollouts/424/v3/notes.json); the token in the body, searched for on
+            # retry, is what prevents a second note.
+            note = client.post_json("/crm/v3/objects/notes", body)
         finally:
             client.close()
         return {"id": str(note.get("id", ""))}
@@ -81,12 +95,13 @@ class HubSpot(ConnectorKind):
         if stream.name != "companies":
             raise NotImplementedError(f"hubspot cannot fetch {stream.name} by id")
         found = []
+        properties = ",".join(company_properties(self))
         for object_id in ids:
             try:
                 found.append(
                     client.get_json(
                         f"/crm/v3/objects/companies/{object_id}",
-                        params={"properties": ",".join(COMPANY_PROPERTIES)},
+                        params={"properties": properties},
                     )
                 )
             except UpstreamError as exc:

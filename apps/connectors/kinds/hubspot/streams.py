@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.utils import timezone
@@ -11,26 +11,38 @@ from django.utils import timezone
 from apps.connectors.http import HttpClient
 from apps.connectors.kinds.base import (
     BadRecord,
+    ConfigurationError,
+    ConnectorKind,
     Cursor,
     Page,
+    PagingStalled,
     Record,
     Stream,
+    cursor_key,
     cursor_start,
     domain_of,
-    keyset_pages,
+    make_cursor,
     parse_date,
     parse_datetime,
 )
 from apps.entities.models import Client, CrmOwner
 
 SEARCH_PATH = "/crm/v3/objects/companies/search"
-SEARCH_PAGE = 200  # the search endpoint's largest `limit`
-# One search query never pages past 10,000 results: we never page by offset (see keyset_pages), and a
-# timestamp shared by a whole page is walked by id instead, so no query gets near it.
+# CRM search (https://developers.hubspot.com/docs/guides/api/crm/search, "Limitations"): at most 200 objects
+# per page and 10,000 results per query; one sort rule per request. The pager below never pages a query (it
+# sends no ``after``): every request is the first page of a narrower query, so the 10,000 cap never binds.
+SEARCH_PAGE = 200
 SEARCH_CAP = 10_000
+# "The search endpoints are rate limited to four requests per second per authentication token", apart from
+# the account's ten-second burst limit: the search operations carry ``x-hubspot-rate-limit-exemptions:
+# [ten-secondly]`` in HubSpot's OpenAPI (PublicApiSpecs/CRM/Companies/Rollouts/424/v3/companies.json) and
+# https://developers.hubspot.com/changelog/crm-search-api-rate-limit-increase states the per-second figure.
+SEARCH_RATE_DEFAULT = (4, 1.0)
 OWNERS_PAGE = 500
 NOTE_TO_COMPANY = 190  # HubSpot-defined association type: note to company
-COMPANY_PROPERTIES = ["name", "domain", "hubspot_owner_id", "contract_renewal_date", "hs_lastmodifieddate"]
+# Read on every company; the renewal date's property is the connection's field mapping (``renewal_date``).
+BASE_PROPERTIES = ("name", "domain", "hubspot_owner_id", "hs_lastmodifieddate")
+RENEWAL_DEFAULT = "contract_renewal_date"
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -46,8 +58,20 @@ def _modified(record: Record) -> dt.datetime:
     return parse_datetime(props.get("hs_lastmodifieddate") or record.get("updatedAt"))
 
 
+def _object_id(record: Record) -> int:
+    try:
+        return int(record["id"])
+    except (KeyError, TypeError, ValueError):
+        raise BadRecord(f"company id is not a number: {record.get('id')!r}") from None
+
+
 def _filter(prop: str, operator: str, value: str) -> dict[str, str]:
     return {"propertyName": prop, "operator": operator, "value": value}
+
+
+def company_properties(kind: ConnectorKind) -> list[str]:
+    """The properties every company read asks for, the mapped renewal-date property among them."""
+    return [*BASE_PROPERTIES, kind.mapped("renewal_date")]
 
 
 class Owners(Stream):
@@ -82,59 +106,115 @@ class Owners(Stream):
 
 
 class Companies(Stream):
+    """Companies changed since the cursor, through CRM search, as a keyset walk over
+    (``hs_lastmodifieddate``, ``hs_object_id``).
+
+    Each request is the first page of a query that starts where the last page ended:
+
+    * ``hs_lastmodifieddate >= T`` sorted by it. A page spanning several times moves ``T`` to its last time
+      (the records sharing it are read again; the upsert dedupes them).
+    * A page that is one time ``T`` throughout: a tie of 200 or more. HubSpot sorts by one property only and
+      documents no order within equal values, so the tie is walked from its start by id:
+      ``hs_lastmodifieddate = T and hs_object_id > last id`` sorted by id, until that query says no more.
+    * Then on strictly after the tie: ``hs_lastmodifieddate > T``. The walk ends only when a time query
+      says no more, whatever the tie's size (an exact multiple of the page included).
+
+    A page that says "more" without moving the walk forward raises :class:`PagingStalled`.
+    """
+
     name = "companies"
     model = Client
     entity = "client"
 
     def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
         started = timezone.now()
-        window_end = _filter(
-            "hs_lastmodifieddate", "LT", _ms(started)
-        )  # edits during the run are the next run's
-        previous: list[Record] = []
+        cap = started - self.kind.settle()
+        properties = company_properties(self.kind)
+        wait = search_budget(self.kind)
+        window_end = _filter("hs_lastmodifieddate", "LT", _ms(started))  # edits during the run: next run
 
-        def search(filters: list[dict[str, str]], sort: str, limit: int) -> tuple[list[Record], bool]:
+        def search(filters: list[dict[str, str]], sort: str) -> tuple[list[Record], bool]:
+            if wait is not None:
+                client.stats.rate_limited_seconds += wait()
             body = {
                 "filterGroups": [{"filters": filters}],
                 "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
-                "properties": COMPANY_PROPERTIES,
-                "limit": limit,
+                "properties": properties,
+                "limit": SEARCH_PAGE,
+                "after": "0",  # always a query's first page (the 10,000-result cap never binds)
             }
             data = client.post_json(SEARCH_PATH, body)
-            return list(data.get("results") or []), bool(
-                ((data.get("paging") or {}).get("next") or {}).get("after")
+            results = list(data.get("results") or [])
+            total = data.get("total")
+            more = bool(((data.get("paging") or {}).get("next") or {}).get("after")) or (
+                isinstance(total, int) and total > len(results)
             )
+            return results, more
 
-        def fetch(since: dt.datetime | None, offset: int) -> tuple[list[Record], bool]:
-            if offset == 0:
-                lower = [_filter("hs_lastmodifieddate", "GTE", _ms(since))] if since else []
-                records, more = search([*lower, window_end], "hs_lastmodifieddate", SEARCH_PAGE)
-            else:
-                assert since is not None
-                # A whole page shared one timestamp: walk the rest of it by id (an offset could reach the
-                # 10,000-result cap), then continue after it.
-                after_id = max(int(r["id"]) for r in previous if _modified(r) == since)
-                tied = [
-                    _filter("hs_lastmodifieddate", "EQ", _ms(since)),
-                    _filter("hs_object_id", "GT", str(after_id)),
-                ]
-                records, more = search(tied, "hs_object_id", SEARCH_PAGE)
-                if not more and len(records) < SEARCH_PAGE:
-                    later = [_filter("hs_lastmodifieddate", "GT", _ms(since)), window_end]
-                    rest, more = search(later, "hs_lastmodifieddate", SEARCH_PAGE - len(records))
-                    records += rest
-            previous[:] = records
-            return records, more
+        since = cursor_start(cursor, full)
+        strictly_after = False  # True right after a tie at ``since`` was walked to its end
+        while True:
+            lower = []
+            if since is not None:
+                lower = [_filter("hs_lastmodifieddate", "GT" if strictly_after else "GTE", _ms(since))]
+            records, more = search([*lower, window_end], "hs_lastmodifieddate")
+            cursor = self._advance(cursor, records, cap)
+            yield Page(records, cursor)
+            if not more:
+                return
+            if not records:
+                raise PagingStalled(f"POST {SEARCH_PATH}: an empty page that says more records follow")
+            first, last = _modified(records[0]), _modified(records[-1])
+            if since is not None and (last < since or (last == since and (strictly_after or first != last))):
+                raise PagingStalled(
+                    f"POST {SEARCH_PATH}: a page ending at {last.isoformat()} does not move past "
+                    f"{since.isoformat()}"
+                )
+            if first != last:
+                since, strictly_after = last, False
+                continue
+            for page in self._walk_tie(search, last, cursor, cap):
+                cursor = page.cursor
+                yield page
+            since, strictly_after = last, True
 
-        yield from keyset_pages(
-            fetch,
-            updated_at=_modified,
-            record_id=lambda r: r["id"],
-            since=cursor_start(cursor, full),
-            page_size=SEARCH_PAGE,
-            cursor=cursor,
-            cursor_cap=started - self.kind.settle(),
-        )
+    def _walk_tie(
+        self,
+        search: Callable[[list[dict[str, str]], str], tuple[list[Record], bool]],
+        moment: dt.datetime,
+        cursor: Cursor,
+        cap: dt.datetime,
+    ) -> Iterator[Page]:
+        """Every company modified at exactly ``moment``, by id from the first (the time-sorted page that
+        found the tie came in no documented order, so it says nothing about which ids were read)."""
+        after = 0
+        while True:
+            tied = [
+                _filter("hs_lastmodifieddate", "EQ", _ms(moment)),
+                _filter("hs_object_id", "GT", str(after)),
+            ]
+            records, more = search(tied, "hs_object_id")
+            cursor = self._advance(cursor, records, cap)
+            yield Page(records, cursor)
+            if not more:
+                return
+            highest = max((_object_id(r) for r in records), default=after)
+            if highest <= after:
+                raise PagingStalled(
+                    f"POST {SEARCH_PATH}: the companies modified at {moment.isoformat()} stop at id {after} "
+                    "while the search says more follow"
+                )
+            after = highest
+
+    @staticmethod
+    def _advance(cursor: Cursor, records: list[Record], cap: dt.datetime) -> Cursor:
+        """The cursor after a page: its newest (time, id) record, never past the settle cap."""
+        if not records:
+            return cursor
+        newest = max(records, key=lambda r: (_modified(r), _object_id(r)))
+        moment = _modified(newest)
+        reached = make_cursor(cap, "") if moment > cap else make_cursor(moment, newest["id"])
+        return max(cursor, reached, key=cursor_key)
 
     def normalise(self, raw: Record) -> Record:
         props = raw.get("properties") or {}
@@ -149,5 +229,26 @@ class Companies(Stream):
             "name": name,
             "domain": domain_of(props.get("domain")),
             "owner_ref": str(props.get("hubspot_owner_id") or ""),
-            "renewal_date": parse_date(props.get("contract_renewal_date")),
+            "renewal_date": parse_date(props.get(self.kind.mapped("renewal_date"))),
         }
+
+
+def search_budget(kind: ConnectorKind) -> Callable[[], float] | None:
+    """CRM search's own per-second limit, shared by every worker calling this account, waited on before each
+    search on top of the account's general budget (which every call waits on). ``options.search_rate_budget``
+    ({calls, seconds}) overrides the documented default; false turns it off."""
+    from apps.connectors.ratelimit import RateBudget
+
+    configured = (kind.connection.options or {}).get("search_rate_budget", SEARCH_RATE_DEFAULT)
+    if not configured:
+        return None
+    try:
+        if isinstance(configured, dict):
+            calls, seconds = int(configured["calls"]), float(configured["seconds"])
+        else:
+            calls, seconds = int(configured[0]), float(configured[1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise ConfigurationError(
+            f"connection {kind.connection.slug!r}: options.search_rate_budget needs calls and seconds"
+        ) from None
+    return RateBudget(f"{kind.kind}-search:{kind.tenant()}", calls, seconds)
