@@ -181,13 +181,12 @@ class WebhookDelivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
-    remote_addr = models.GenericIPAddressField(null=True, blank=True)
-    ignored = models.JSONField(
+    summary = models.JSONField(
         default=dict,
         blank=True,
-        help_text="Events of this delivery that change nothing here, counted by why "
-        "(e.g. {'entity Payment': 1, 'operation Archived': 1})",
+        help_text="What processing did with the events: applied, merged, and ignored counted by event type",
     )
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at"]

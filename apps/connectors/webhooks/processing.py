@@ -5,7 +5,8 @@ Procore) the current record is fetched and applied through ``upsert_rows``, whic
 newer version and writes nothing for unchanged content; a record asked for and no longer found upstream,
 and every delete event, becomes a tombstone (``deleted_at``) guarded the same way; a merge (QuickBooks)
 tombstones the merged-away record and points it at the survivor. Events a delivery carries for things not
-synced are counted on the row (``ignored``); ``apply_changes`` is shared with the QuickBooks CDC catch-up.
+synced are counted on the row (``summary["ignored_types"]``); ``apply_changes`` is shared with the
+QuickBooks CDC catch-up.
 Standard Webhooks (``rest``) deliveries carry the record itself, or only its id (fetched through the
 stream's ``detail_path``). All writes of one delivery, its links and its "processed" mark commit together:
 a worker dying midway leaves the row ``processing`` for the sweeper, and nothing half-applied.
@@ -52,6 +53,7 @@ SWEEP_BATCH = 500
 # Failures that trying again cannot fix (the row stays failed with its error for a person to see).
 PERMANENT = (UnknownKind, UnknownStream, ConfigurationError, schemes.Malformed, NotImplementedError)
 Status = WebhookDelivery.Status
+FETCHED = ("upsert", "merge")  # hints whose record is read again upstream (a merge: the survivor)
 
 
 @dataclass
@@ -105,9 +107,10 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
     fetched = _fetch(kind, streams, by_stream)
     now = timezone.now()
 
-    def finish() -> None:
+    def finish(counts: dict[str, int]) -> None:
+        summary = {**counts, "ignored": sum(ignored.values()), "ignored_types": ignored}
         WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
-            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", ignored=ignored
+            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", summary=summary
         )
         if connection.kind == "quickbooks":
             from apps.connectors.kinds.quickbooks.catchup import after_delivery
@@ -115,7 +118,7 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
             after_delivery(delivery)
 
     counts = apply_changes(connection, kind, dict(by_stream), fetched, now, trigger="webhook", finish=finish)
-    if connection.kind in schemes.IGNORED:
+    if ignored:  # most kinds' deliveries never have any
         counts["ignored"] = sum(ignored.values())
     return counts
 
@@ -128,7 +131,7 @@ def apply_changes(
     now: dt.datetime,
     *,
     trigger: str,
-    finish: Callable[[], None] | None = None,
+    finish: Callable[[dict[str, int]], None] | None = None,
 ) -> dict[str, int]:
     """Apply hints and the records fetched for them in one transaction: version-guarded upserts, tombstones,
     merges, links, the rules told; ``finish`` runs last inside the same transaction."""
@@ -143,6 +146,7 @@ def apply_changes(
         for name, stream_hints in by_stream.items():
             stream = kind.stream(name)
             changed = _apply(connection, stream, stream_hints, fetched.get(name, []), now, counts)
+            changed |= _merge(connection, stream, stream_hints, now, counts)
             if changed:
                 changes.setdefault(stream.entity, set()).update(changed)
         counts["changed"] = sum(len(ids) for ids in changes.values())
@@ -154,7 +158,7 @@ def apply_changes(
 
             on_entities_changed(relevant, trigger=trigger)
         if finish is not None:
-            finish()
+            finish(counts)
     return counts
 
 
@@ -162,7 +166,7 @@ def _fetch(
     kind: ConnectorKind, streams: dict[str, Stream], by_stream: dict[str, list[Hint]]
 ) -> dict[str, list[dict[str, Any]]]:
     wanted = {
-        name: sorted({h.external_id for h in hints if h.op == "upsert" and h.data is None})
+        name: sorted({h.external_id for h in hints if h.op in FETCHED and h.data is None})
         for name, hints in by_stream.items()
     }
     wanted = {name: ids for name, ids in wanted.items() if ids}
@@ -224,15 +228,12 @@ def _apply(
     changed = set(result.changed_ids)
 
     gone: list[tuple[str, dt.datetime]] = []
-    asked = {h.external_id for h in hints if h.op == "upsert" and h.data is None}
+    asked = {h.external_id for h in hints if h.op in FETCHED and h.data is None}
     gone += [(external_id, now) for external_id in sorted(asked - found.keys())]
-    merged = [(h.external_id, h.merged_into) for h in hints if h.op == "merge"]
     for hint in hints:
-        if hint.op in ("delete", "merge"):
+        if hint.op == "delete":
             gone.append(_deleted_key(stream, hint, now))
     tombstoned = _tombstone(stream.model, connection.pk, gone, now, lines=lines)
-    if merged:
-        tombstoned |= _point_merged(stream.model, connection.pk, merged)
     if lines and found:
         # A document read whole: its lines that are no longer on it (or no longer charged to a job) are gone.
         current = [row["external_id"] for row in rows]
@@ -309,11 +310,20 @@ def _tombstone(
         return {pk for (pk,) in cursor.fetchall()}
 
 
-def _point_merged(model: type[models.Model], source_id: int, pairs: list[tuple[str, str]]) -> set[int]:
-    """Merged-away records (tombstoned just before) point to their survivor, where the model keeps the
-    pointer (the QuickBooks crosswalk's ``merged_into_ref``); return the rows that changed."""
-    if "merged_into_ref" not in {f.name for f in model._meta.get_fields()}:
+def _merge(
+    connection: Connection, stream: Stream, hints: list[Hint], now: dt.datetime, counts: dict[str, int]
+) -> set[int]:
+    """Upstream merges: each record merged away is tombstoned (version-guarded, as a delete at the merge's
+    time) and, where the model keeps the pointer (the QuickBooks crosswalk's ``merged_into_ref``), points
+    to its survivor. Returns the rows that changed."""
+    pairs = [(gone, h.external_id, h.at or now) for h in hints if h.op == "merge" for gone in h.merged]
+    if not pairs:
         return set()
+    model = stream.model
+    changed = _tombstone(model, connection.pk, [(gone, at) for gone, _, at in pairs], now)
+    counts["tombstoned"] += len(changed)
+    if "merged_into_ref" not in {f.name for f in model._meta.get_fields()}:
+        return changed
     table = db.ops.quote_name(model._meta.db_table)
     sql = f"""
         UPDATE {table} t SET merged_into_ref = v.survivor
@@ -323,8 +333,10 @@ def _point_merged(model: type[models.Model], source_id: int, pairs: list[tuple[s
         RETURNING t.id
     """  # noqa: S608 - identifiers from model metadata; values are bound parameters
     with db.cursor() as cursor:
-        cursor.execute(sql, [[k for k, _ in pairs], [s for _, s in pairs], source_id])
-        return {pk for (pk,) in cursor.fetchall()}
+        cursor.execute(sql, [[g for g, _, _ in pairs], [s for _, s, _ in pairs], connection.pk])
+        pointed = {pk for (pk,) in cursor.fetchall()}
+    counts["merged"] = counts.get("merged", 0) + len(pointed)
+    return changed | pointed
 
 
 # ---- the sweeper ----------------------------------------------------------------------------------------

@@ -50,14 +50,15 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Hint:
-    """One record that changed upstream (``upsert``: fetch it, or use ``data``) or was deleted."""
+    """One record that changed upstream (``upsert``: fetch it, or use ``data``), was deleted, or absorbed
+    others (``merge``: ``external_id`` survives, fetched like an upsert; ``merged`` are gone into it)."""
 
     stream: str
     external_id: str
     op: str  # "upsert" | "delete" | "merge"
     at: dt.datetime | None = None  # when upstream says it happened, if it says
     data: dict[str, Any] | None = None  # the record itself (Standard Webhooks)
-    merged_into: str = ""  # "merge": the surviving record's external id (this one is gone)
+    merged: tuple[str, ...] = ()
 
 
 def redact(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -416,10 +417,11 @@ def _quickbooks_hints(payload: Any, options: Mapping[str, Any], headers: Headers
         if event.operation == "Delete":
             hints.append(Hint(stream, event.entity_id, "delete", event.at))
             continue
-        hints.append(Hint(stream, event.entity_id, "upsert", event.at))
         if event.operation == "Merge" and event.deleted_id and event.deleted_id != event.entity_id:
             # The survivor is fetched; the merged-away record is gone and points to it.
-            hints.append(Hint(stream, event.deleted_id, "merge", event.at, merged_into=event.entity_id))
+            hints.append(Hint(stream, event.entity_id, "merge", event.at, merged=(event.deleted_id,)))
+        else:
+            hints.append(Hint(stream, event.entity_id, "upsert", event.at))
     return hints
 
 
