@@ -655,9 +655,9 @@ class IgnoredEventsFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value() == "yes":
-            return queryset.exclude(ignored={})
+            return queryset.filter(summary__ignored__gt=0)
         if self.value() == "no":
-            return queryset.filter(ignored={})
+            return queryset.exclude(summary__ignored__gt=0)
         return queryset
 
 
@@ -677,6 +677,9 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_select_related = ("connection",)
     exclude = ("body",)
 
-    @admin.display(description="ignored")
+    @admin.display(description="ignored events")
     def ignored_events(self, obj: WebhookDelivery) -> str:
-        return ", ".join(f"{why} ×{count}" for why, count in sorted((obj.ignored or {}).items()))
+        """Events the delivery held that were deliberately not applied (other objects, associations,
+        unreadable ones), by type: a batch is never refused for them."""
+        types = (obj.summary or {}).get("ignored_types") or {}
+        return ", ".join(f"{name}: {count}" for name, count in sorted(types.items())) or "-"

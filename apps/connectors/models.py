@@ -189,12 +189,6 @@ class WebhookDelivery(models.Model):
         help_text="What processing did with the events: applied, merged, and ignored counted by event type",
     )
     remote_addr = models.GenericIPAddressField(null=True, blank=True)
-    ignored = models.JSONField(
-        default=dict,
-        blank=True,
-        help_text="Events of this delivery that change nothing here, counted by why "
-        "(e.g. {'entity Payment': 1, 'operation Archived': 1})",
-    )
 
     class Meta:
         ordering = ["-received_at"]

@@ -5,7 +5,8 @@ Procore) the current record is fetched and applied through ``upsert_rows``, whic
 newer version and writes nothing for unchanged content; a record asked for and no longer found upstream,
 and every delete event, becomes a tombstone (``deleted_at``) guarded the same way; a merge (QuickBooks)
 tombstones the merged-away record and points it at the survivor. Events a delivery carries for things not
-synced are counted on the row (``ignored``); ``apply_changes`` is shared with the QuickBooks CDC catch-up.
+synced are counted on the row (``summary["ignored_types"]``); ``apply_changes`` is shared with the
+QuickBooks CDC catch-up.
 Standard Webhooks (``rest``) deliveries carry the record itself, or only its id (fetched through the
 stream's ``detail_path``). All writes of one delivery, its links and its "processed" mark commit together:
 a worker dying midway leaves the row ``processing`` for the sweeper, and nothing half-applied.
@@ -55,6 +56,7 @@ SWEEP_BATCH = 500
 PERMANENT = (UnknownKind, UnknownStream, ConfigurationError, schemes.Malformed, NotImplementedError)
 Status = WebhookDelivery.Status
 MERGE_ACTOR = "system:webhooks"
+FETCHED = ("upsert", "merge")  # hints whose record is read again upstream (a merge: the survivor)
 
 
 @dataclass
@@ -107,17 +109,12 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
     # Upstream calls happen before the transaction: no database locks are held while we wait on a vendor.
     fetched = _fetch(kind, streams, by_stream)
     now = timezone.now()
-    ignored = sum(parsed.ignored.values())
+    ignored = parsed.ignored
 
     def finish(counts: dict[str, int]) -> None:
-        summary = {**counts, "ignored": ignored, "ignored_types": parsed.ignored}
+        summary = {**counts, "ignored": sum(ignored.values()), "ignored_types": ignored}
         WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
-            status=Status.PROCESSED,
-            processed_at=now,
-            status_changed_at=now,
-            error="",
-            ignored=parsed.ignored,
-            summary=summary,
+            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", summary=summary
         )
         if connection.kind == "quickbooks":
             from apps.connectors.kinds.quickbooks.catchup import after_delivery
@@ -125,12 +122,11 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
             after_delivery(delivery)
 
     counts = apply_changes(connection, kind, dict(by_stream), fetched, now, trigger="webhook", finish=finish)
-    # merged/ignored only when there were any (kinds that count ignored events always say how many).
-    merged = counts.pop("merged")
-    if merged:
-        counts["merged"] = merged
-    if ignored or connection.kind in schemes.IGNORED:
-        counts["ignored"] = ignored
+    # merged/ignored only when there were any: most kinds' deliveries never have them.
+    if not counts.get("merged"):
+        counts.pop("merged", None)
+    if ignored:
+        counts["ignored"] = sum(ignored.values())
     return counts
 
 
@@ -170,22 +166,16 @@ def apply_changes(
 
             on_entities_changed(relevant, trigger=trigger)
         if finish is not None:
-            finish(dict(counts))
+            finish(counts)
     return counts
-
-
-def _fetched(hint: Hint) -> bool:
-    """Whether a hint's record is read again upstream: an upsert, or a merge that names its survivor
-    (HubSpot: the hint is the survivor, ``merged`` the ids gone into it). A QuickBooks merge hint is the
-    merged-away record itself (``merged_into`` the survivor): it is gone, nothing to read."""
-    return hint.data is None and (hint.op == "upsert" or (hint.op == "merge" and bool(hint.merged)))
 
 
 def _fetch(
     kind: ConnectorKind, streams: dict[str, Stream], by_stream: dict[str, list[Hint]]
 ) -> dict[str, list[dict[str, Any]]]:
     wanted = {
-        name: sorted({h.external_id for h in hints if _fetched(h)}) for name, hints in by_stream.items()
+        name: sorted({h.external_id for h in hints if h.op in FETCHED and h.data is None})
+        for name, hints in by_stream.items()
     }
     wanted = {name: ids for name, ids in wanted.items() if ids}
     if not wanted:
@@ -238,15 +228,12 @@ def _apply(
     changed = set(result.changed_ids)
 
     gone: list[tuple[str, dt.datetime]] = []
-    asked = {h.external_id for h in hints if _fetched(h)}
+    asked = {h.external_id for h in hints if h.op in FETCHED and h.data is None}
     gone += [(external_id, now) for external_id in sorted(asked - found.keys())]
-    merged = [(h.external_id, h.merged_into) for h in hints if h.op == "merge" and h.merged_into]
     for hint in hints:
-        if hint.op == "delete" or (hint.op == "merge" and hint.merged_into):
+        if hint.op == "delete":
             gone.append(_deleted_key(stream, hint, now))
     tombstoned = _tombstone(stream.model, connection.pk, gone, now, lines=lines)
-    if merged:
-        tombstoned |= _point_merged(stream.model, connection.pk, merged)
     if lines and found:
         # A document read whole: its lines that are no longer on it (or no longer charged to a job) are gone.
         current = [row["external_id"] for row in rows]
@@ -254,35 +241,6 @@ def _apply(
         tombstoned |= _tombstone(stream.model, connection.pk, versions, now, lines=True, keep=current)
     counts["tombstoned"] += len(tombstoned)
     return changed | tombstoned
-
-
-def _merge(
-    connection: Connection, stream: Stream, hints: list[Hint], now: dt.datetime, counts: dict[str, int]
-) -> set[int]:
-    """Upstream merges become merges here: each record merged away is merged into the survivor's entity
-    (links, projects, money and escalations move over; ``merged_into`` remembers), or tombstoned when the
-    survivor is not held (the fetch found it gone, or the model has no merges). Returns changed ids."""
-    merges = [h for h in hints if h.op == "merge" and h.merged]
-    if not merges:
-        return set()
-    model = stream.model
-    changed: set[int] = set()
-    for hint in merges:
-        live = model._default_manager.filter(source=connection, deleted_at__isnull=True)
-        survivor = live.filter(external_id=hint.external_id).first()
-        for gone in hint.merged:
-            duplicate = live.filter(external_id=gone).first()
-            if duplicate is None:
-                continue
-            if isinstance(survivor, Client | Project) and isinstance(duplicate, Client | Project):
-                entity_merge(duplicate=duplicate, survivor=survivor, actor=MERGE_ACTOR)
-                counts["merged"] += 1
-                changed |= {duplicate.pk, survivor.pk}
-            else:
-                tombstoned = _tombstone(model, connection.pk, [(gone, hint.at or now)], now)
-                counts["tombstoned"] += len(tombstoned)
-                changed |= tombstoned
-    return changed
 
 
 def _deleted_key(stream: Stream, hint: Hint, now: dt.datetime) -> tuple[str, dt.datetime]:
@@ -345,11 +303,40 @@ def _tombstone(
         return {pk for (pk,) in cursor.fetchall()}
 
 
-def _point_merged(model: type[models.Model], source_id: int, pairs: list[tuple[str, str]]) -> set[int]:
-    """Merged-away records (tombstoned just before) point to their survivor, where the model keeps the
-    pointer (the QuickBooks crosswalk's ``merged_into_ref``); return the rows that changed."""
-    if "merged_into_ref" not in {f.name for f in model._meta.get_fields()}:
+def _merge(
+    connection: Connection, stream: Stream, hints: list[Hint], now: dt.datetime, counts: dict[str, int]
+) -> set[int]:
+    """Upstream merges become merges here. Clients and projects merged away upstream are merged into the
+    survivor's entity (links, projects, money and escalations move over; ``merged_into`` remembers). Any
+    other record merged away, or one whose survivor is not held, is tombstoned (version-guarded, as a delete
+    at the merge's time) and, where the model keeps the pointer (the QuickBooks crosswalk's
+    ``merged_into_ref``), points to its survivor. Returns the rows that changed."""
+    pairs = [(gone, h.external_id, h.at or now) for h in hints if h.op == "merge" for gone in h.merged]
+    if not pairs:
         return set()
+    model = stream.model
+    changed: set[int] = set()
+    if issubclass(model, Client | Project):
+        live = model._default_manager.filter(source=connection, deleted_at__isnull=True)
+        unheld = []
+        for gone, survivor_id, at in pairs:
+            duplicate = live.filter(external_id=gone).first()
+            survivor = live.filter(external_id=survivor_id).first()
+            if duplicate is None:
+                continue
+            if survivor is None:
+                unheld.append((gone, survivor_id, at))
+                continue
+            entity_merge(duplicate=duplicate, survivor=survivor, actor=MERGE_ACTOR)
+            counts["merged"] += 1
+            changed |= {duplicate.pk, survivor.pk}
+        pairs = unheld
+        if not pairs:
+            return changed
+    changed |= _tombstone(model, connection.pk, [(gone, at) for gone, _, at in pairs], now)
+    counts["tombstoned"] += len(changed)
+    if "merged_into_ref" not in {f.name for f in model._meta.get_fields()}:
+        return changed
     table = db.ops.quote_name(model._meta.db_table)
     sql = f"""
         UPDATE {table} t SET merged_into_ref = v.survivor
@@ -359,8 +346,10 @@ def _point_merged(model: type[models.Model], source_id: int, pairs: list[tuple[s
         RETURNING t.id
     """  # noqa: S608 - identifiers from model metadata; values are bound parameters
     with db.cursor() as cursor:
-        cursor.execute(sql, [[k for k, _ in pairs], [s for _, s in pairs], source_id])
-        return {pk for (pk,) in cursor.fetchall()}
+        cursor.execute(sql, [[g for g, _, _ in pairs], [s for _, s, _ in pairs], connection.pk])
+        pointed = {pk for (pk,) in cursor.fetchall()}
+    counts["merged"] += len(pointed)
+    return changed | pointed
 
 
 # ---- the sweeper ----------------------------------------------------------------------------------------

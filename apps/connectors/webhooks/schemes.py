@@ -60,10 +60,7 @@ class Hint:
     op: str  # "upsert" | "delete" | "merge"
     at: dt.datetime | None = None  # when upstream says it happened, if it says
     data: dict[str, Any] | None = None  # the record itself (Standard Webhooks)
-    # A merge is said one of two ways, as the vendor says it: QuickBooks names the merged-away record and
-    # its survivor (``merged_into``); HubSpot names the survivor and the records gone into it (``merged``).
-    merged_into: str = ""
-    merged: tuple[str, ...] = ()
+    merged: tuple[str, ...] = ()  # "merge": the records gone into this one (it survives)
 
 
 @dataclass(frozen=True)
@@ -518,10 +515,11 @@ def _quickbooks_hints(payload: Any, options: Mapping[str, Any], headers: Headers
         if event.operation == "Delete":
             hints.append(Hint(stream, event.entity_id, "delete", event.at))
             continue
-        hints.append(Hint(stream, event.entity_id, "upsert", event.at))
         if event.operation == "Merge" and event.deleted_id and event.deleted_id != event.entity_id:
             # The survivor is fetched; the merged-away record is gone and points to it.
-            hints.append(Hint(stream, event.deleted_id, "merge", event.at, merged_into=event.entity_id))
+            hints.append(Hint(stream, event.entity_id, "merge", event.at, merged=(event.deleted_id,)))
+        else:
+            hints.append(Hint(stream, event.entity_id, "upsert", event.at))
     return hints
 
 

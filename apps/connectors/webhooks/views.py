@@ -46,9 +46,8 @@ CONNECTION_TTL = 5.0
 _INSERT = f"""
     INSERT INTO {WebhookDelivery._meta.db_table}
         (connection_id, event_id, received_at, headers, body, signature_valid, status, status_changed_at,
-         attempts, error, remote_addr, ignored, summary)
-    SELECT %s, e.event_id, %s, %s::jsonb, e.body, true, 'received', %s, 0, '', %s::inet,
-           '{{}}'::jsonb, '{{}}'::jsonb
+         attempts, error, summary, remote_addr)
+    SELECT %s, e.event_id, %s, %s::jsonb, e.body, true, 'received', %s, 0, '', '{{}}'::jsonb, %s::inet
     FROM unnest(%s::text[], %s::bytea[]) WITH ORDINALITY AS e(event_id, body, n)
     ORDER BY e.n
     ON CONFLICT DO NOTHING
