@@ -374,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         "--kill-every", type=float, default=60.0, help="seconds between worker SIGKILLs; 0: none"
     )
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--burst", type=int, default=5, help="change orders edited per webhook burst")
+    # The Procore kind's default budget is 600 calls per 10 minutes: each webhook is one fetch, so the
+    # default load (2 changes every 3 s) stays under one call a second.
+    parser.add_argument("--burst", type=int, default=2, help="change orders edited per webhook burst")
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between bursts")
     parser.add_argument("--scale", type=float, default=0.25, help="simulator company size")
     # A webhook whose worker was killed mid-processing is re-queued by beat's sweep after 5 minutes.

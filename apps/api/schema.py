@@ -41,3 +41,20 @@ class AutoSchema(BaseAutoSchema):
                 response["description"] = ERROR_TEXT[code]
                 responses[code] = response
         return responses
+
+
+# Django's form fields refuse NUL in text (PostgreSQL cannot store it): 400 "Null characters are not
+# allowed". The schema says so, so a client (and schemathesis' positive-data check) knows.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def text_parameters_refuse_nul(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular post-processing hook: a ``pattern`` without NUL on free-text query parameters."""
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = parameter.get("schema", {})
+                free_text = schema.get("type") == "string" and not {"enum", "format", "pattern"} & set(schema)
+                if parameter.get("in") == "query" and free_text:
+                    schema["pattern"] = NO_NUL
+    return result

@@ -7,19 +7,22 @@ handling in the HTTP client: this budget only keeps us from provoking them.
 
 Redis unavailable means no budget rather than no sync: the vendor's 429s remain the backstop.
 
-In a Celery worker (``defer_long_waits(True)``, set when the worker starts) a wait longer than
+Inside ``deferring()`` (the sync task wraps its run in it) a wait longer than
 ``FULCRUM["RATE_BUDGET_MAX_SLEEP"]`` is not slept: ``RateBudgetDeferred`` (a retryable ``UpstreamError``)
 ends the call, the sync run stops *partial* at its last committed page, and the task re-queues itself
-with a countdown (``take_deferral()``), so the worker's slot goes to the emails and evaluations queued
-behind it instead of to a sleep (issue 19).
+with a countdown (``take_deferral()``), so the worker's slot goes to the work queued behind it instead of
+to a sleep (issue 19). The flag is per process, which suits prefork workers (one task per process at a
+time) and reaches the sync's prefetch thread. Webhook processing and outbox write-backs still wait: their
+retry counting would turn a spent budget into failed attempts (found by the soak).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 
 import redis
@@ -55,9 +58,20 @@ class RateBudgetDeferred(UpstreamError):
 
 
 def defer_long_waits(enabled: bool) -> None:
-    """On in Celery workers (apps/ops connects it to ``worker_init``): long waits raise, never sleep."""
+    """Long waits raise instead of sleeping while on (see ``deferring``)."""
     global _defer
     _defer = enabled
+
+
+@contextlib.contextmanager
+def deferring() -> Iterator[None]:
+    """Within: a long budget wait raises ``RateBudgetDeferred`` (noted for ``take_deferral``)."""
+    previous = _defer
+    defer_long_waits(True)
+    try:
+        yield
+    finally:
+        defer_long_waits(previous)
 
 
 def take_deferral() -> float:

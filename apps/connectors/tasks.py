@@ -22,7 +22,8 @@ def sync_connection_task(connection_id: int, full: bool = False) -> str:
         return f"{connection.slug}: disabled, skipped"
     ratelimit.take_deferral()  # a previous task's, in this process
     try:
-        runs = sync_connection(connection=connection, full=full)
+        with ratelimit.deferring():
+            runs = sync_connection(connection=connection, full=full)
     except SyncAlreadyRunning as exc:
         return f"skipped: {exc}"
     wait = ratelimit.take_deferral()

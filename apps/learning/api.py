@@ -130,7 +130,15 @@ class FiredTogetherView(APIView):
     permission_classes = [CanReadRules]
 
     @extend_schema(
-        parameters=[*_FILTERS, OpenApiParameter("window_hours", int, description="default: the setting")],
+        parameters=[
+            *_FILTERS,
+            # The range is stated, so a client (and schemathesis) knows what the view accepts.
+            OpenApiParameter(
+                "window_hours",
+                {"type": "integer", "minimum": 1, "maximum": 24 * 365},
+                description="default: the setting",
+            ),
+        ],
         responses=CoFiringSerializer(many=True),
     )
     def get(self, request: Request) -> Response:

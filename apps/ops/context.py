@@ -113,17 +113,9 @@ def _set_task(tid: str | None, name: str | None, rid: str | None) -> None:
     request_id.set(rid)
 
 
-def _worker_init(**_: Any) -> None:
-    from apps.connectors import ratelimit
-
-    ratelimit.defer_long_waits(True)
-
-
 def connect_celery_signals() -> None:
     from celery import signals
 
-    # In workers a long rate-budget wait re-queues the task instead of sleeping in its slot.
-    signals.worker_init.connect(_worker_init, weak=False, dispatch_uid="fulcrum-ops-worker-init")
     signals.before_task_publish.connect(_publish, weak=False, dispatch_uid="fulcrum-ops-publish")
     signals.task_prerun.connect(_prerun, weak=False, dispatch_uid="fulcrum-ops-prerun")
     signals.task_postrun.connect(_postrun, weak=False, dispatch_uid="fulcrum-ops-postrun")

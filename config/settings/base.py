@@ -230,6 +230,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.api.schema.text_parameters_refuse_nul",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "EscalationOutcomeEnum": "apps.escalations.models.Escalation.Outcome",
         "EscalationStatusEnum": "apps.escalations.models.Escalation.Status",

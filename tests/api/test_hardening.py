@@ -89,3 +89,19 @@ def test_a_csrf_failure_outside_api_keeps_django_page(administrator):
     client.force_login(administrator)
     response = client.post("/accounts/logout/")
     assert response.status_code == 403 and response["Content-Type"].startswith("text/html")
+
+
+def test_the_schema_states_the_cofiring_window_range(client):
+    schema = client.get("/api/schema/?format=json").json()
+    params = {p["name"]: p for p in schema["paths"]["/api/analytics/fired-together/"]["get"]["parameters"]}
+    assert params["window_hours"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 8760}
+
+
+def test_free_text_filters_state_that_nul_is_refused(client, administrator):
+    schema = client.get("/api/schema/?format=json").json()
+    params = {p["name"]: p for p in schema["paths"]["/api/clients/"]["get"]["parameters"]}
+    assert params["owner_email"]["schema"]["pattern"] == "^[^\\u0000]*$"
+    assert "pattern" not in params["flagged"]["schema"]
+    client.force_login(administrator)
+    response = client.get("/api/clients/?owner_email=a%00b")
+    assert response.status_code == 400 and "Null characters" in str(response.json()["error"]["detail"])

@@ -15,10 +15,9 @@ from apps.connectors.tasks import sync_connection_task
 
 @pytest.fixture
 def in_worker():
-    ratelimit.defer_long_waits(True)
     ratelimit.take_deferral()
-    yield
-    ratelimit.defer_long_waits(False)
+    with ratelimit.deferring():
+        yield
     ratelimit.take_deferral()
 
 
@@ -39,7 +38,7 @@ def test_a_short_wait_is_still_slept(in_worker):
     assert 0 < budget.wait() <= 0.3 and len(slept) == 1
 
 
-def test_outside_a_worker_the_wait_is_slept():
+def test_outside_deferring_the_wait_is_slept():
     slept: list[float] = []
     budget = RateBudget(f"test:{uuid.uuid4()}", 1, 60, sleep=slept.append)
     budget.wait()
@@ -52,7 +51,7 @@ def test_outside_a_worker_the_wait_is_slept():
 
 @pytest.mark.django_db
 def test_a_sync_out_of_budget_ends_partial_and_requeues_itself(
-    connections: dict[str, Connection], monkeypatch: pytest.MonkeyPatch, in_worker
+    connections: dict[str, Connection], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import apps.connectors.kinds.procore.streams as procore_streams
 
@@ -75,3 +74,10 @@ def test_a_sync_out_of_budget_ends_partial_and_requeues_itself(
     runs = SyncRun.objects.filter(connection=pm)
     assert runs.filter(status=SyncRun.Status.PARTIAL).exists()
     assert all("rate budget" in r.error for r in runs.filter(status=SyncRun.Status.PARTIAL))
+
+
+def test_deferring_restores_the_previous_mode():
+    assert not ratelimit._defer
+    with ratelimit.deferring():
+        assert ratelimit._defer
+    assert not ratelimit._defer
