@@ -312,3 +312,42 @@ def my_escalations(user: Any, status: str = "") -> EscalationQuerySet:
         .annotate(open_first=OPEN_FIRST, rank=SEVERITY_RANK)
         .order_by("open_first", "rank", "-last_fired_at", "-pk")
     )
+
+
+@dataclass(frozen=True)
+class DecisionFacts:
+    """What an approver confirms: the change order as the PM system has it now, and as it was flagged."""
+
+    number: str
+    title: str
+    status: str
+    amount: str  # formatted, with its unit; "no data" when the change order is gone
+    flagged_amount: str  # the amount in the escalation's evidence, formatted
+
+    @property
+    def amount_changed(self) -> bool:
+        return self.flagged_amount != "no data" and self.amount != self.flagged_amount
+
+
+def decision_facts(escalation: Escalation) -> DecisionFacts | None:
+    """The change order behind an escalation, for the approve/reject confirmation (None for others)."""
+    from apps.dashboard.templatetags.fulcrum import format_value
+
+    if escalation.subject_type != "change_order":
+        return None
+    facts = escalation.evidence.get("facts") if isinstance(escalation.evidence, dict) else None
+    fact = facts.get("change_order.amount") if isinstance(facts, dict) else None
+    fact = fact if isinstance(fact, dict) else {}
+    unit = str(fact.get("unit") or "USD")
+    co = (
+        ChangeOrder.objects.filter(pk=escalation.subject_id)
+        .only("number", "title", "status", "amount")
+        .first()
+    )
+    return DecisionFacts(
+        number=co.number if co else "",
+        title=co.title if co else "",
+        status=co.get_status_display() if co else "no longer in the PM system",
+        amount=format_value(co.amount if co else None, "money", unit),
+        flagged_amount=format_value(fact.get("value"), "money", unit),
+    )
