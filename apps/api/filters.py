@@ -12,6 +12,8 @@ from apps.entities.models import Client, Project
 from apps.escalations.models import Escalation
 from apps.rules.models import Decision, EvaluationRun, SubjectType
 
+from .serializers import PROJECT_FLAGGED_HELP
+
 
 @extend_schema_field(OpenApiTypes.INT)
 class IdFilter(filters.NumberFilter):
@@ -54,6 +56,10 @@ class ClientFilter(_FlaggedFilter):
 
 
 class ProjectFilter(_FlaggedFilter):
+    flagged = filters.BooleanFilter(
+        field_name="flagged",
+        help_text=PROJECT_FLAGGED_HELP,
+    )
     client = IdFilter(field_name="client_id", help_text="Client id")
     schedule_status = filters.ChoiceFilter(choices=Project.ScheduleStatus.choices)
     number = filters.CharFilter()

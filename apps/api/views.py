@@ -226,7 +226,8 @@ class ProjectViewSet(ApiViewSet):
             qs = qs.filter(client__owner__user=self.request.user.pk)
         return (
             qs.select_related("source", "client")
-            .annotate(flagged=Exists(_open_escalations().filter(project=OuterRef("pk"))))
+            # Flagged as on the dashboard: an open escalation whose rule version flags it (SPEC "Actions").
+            .annotate(flagged=Exists(Escalation.objects.flagging().order_by().filter(project=OuterRef("pk"))))
             .prefetch_related(_live_links())
             .order_by("number", "pk")
         )

@@ -114,9 +114,11 @@ def _learned_risk(project: str = "pk") -> Subquery:
 
 
 def flagged_projects(filters: EscalationFilters) -> QuerySet[Any, Mapping[str, Any]]:
-    """The ranking of projects with open escalations, as rows of ``project_id``, ``open_count``,
-    ``worst_rank``, ``latest_fired_at`` and ``risk`` (the learned score, or None): by learned risk once a
-    usable model exists, else (and among equals) worst severity first, then the most recently fired.
+    """The ranking of flagged projects (an open escalation whose rule version includes ``flag_dashboard``
+    concerns the project or one of its change orders or submittals), as rows of ``project_id``,
+    ``open_count`` (those escalations), ``worst_rank``, ``latest_fired_at`` and ``risk`` (the learned
+    score, or None): by learned risk once a usable model exists, else (and among equals) worst severity
+    first, then the most recently fired.
 
     A project flagged since the last scoring has no score yet and comes first: it is new, and the hourly
     rescoring places it. One pass over the open escalations grouped by project (a correlated subquery
@@ -124,7 +126,7 @@ def flagged_projects(filters: EscalationFilters) -> QuerySet[Any, Mapping[str, A
     fetched for the page only, by ``page_projects``.
     """
     return (
-        filters.apply(Escalation.objects.open())
+        filters.apply(Escalation.objects.flagging())
         .filter(project__isnull=False)
         .values("project_id")
         .annotate(
@@ -161,7 +163,7 @@ def page_projects(rows: list[Mapping[str, Any]], filters: EscalationFilters) -> 
         .values("n")
     )
     worst = (
-        filters.apply(Escalation.objects.open())
+        filters.apply(Escalation.objects.flagging())
         .filter(project_id__in=[row["project_id"] for row in rows])
         .select_related("rule", "project__client__owner")
         .only(*FLAGGED_ROW_FIELDS)

@@ -8,10 +8,21 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
+# The rule action that flags the escalation's project on the dashboard and in /api/projects/?flagged=.
+FLAG_ACTION = "flag_dashboard"
+
 
 class EscalationQuerySet(models.QuerySet):
     def open(self) -> EscalationQuerySet:
         return self.filter(status__in=Escalation.OPEN_STATES)
+
+    def flagging(self) -> EscalationQuerySet:
+        """Open escalations whose rule version includes ``flag_dashboard``: what flags a project (SPEC
+        "Actions"). A semi-join on the few rule versions that have it, by JSON containment."""
+        from apps.rules.models import RuleVersion
+
+        flags = RuleVersion.objects.filter(spec__actions__contains=[FLAG_ACTION]).values("pk")
+        return self.open().filter(rule_version_id__in=flags)
 
     def visible_to(self, user: object) -> EscalationQuerySet:
         """Object-level scope: executives, operators and admins see all; account managers their clients'."""

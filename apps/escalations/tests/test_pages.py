@@ -120,10 +120,22 @@ EVIDENCE = {
 
 
 def make_rule(
-    *, name: str = "Change order needs executive judgment", route: str = "executive"
+    *,
+    name: str = "Change order needs executive judgment",
+    route: str = "executive",
+    actions: tuple[str, ...] = ("email_account_manager", "flag_dashboard"),
 ) -> RuleVersion:
+    """A published rule version; its actions include ``flag_dashboard`` unless told otherwise (only those
+    flag a project on the dashboard)."""
     key = f"rule-{next(_keys)}"
-    spec = {"key": key, "name": name, "subject": "change_order", "route": route, "severity": "high"}
+    spec = {
+        "key": key,
+        "name": name,
+        "subject": "change_order",
+        "route": route,
+        "severity": "high",
+        "actions": list(actions),
+    }
     rule = Rule.objects.create(key=key, name=name, subject_type="change_order", draft=spec)
     version = RuleVersion.objects.create(
         rule=rule, number=1, spec=spec, spec_hash=key, published_at=timezone.now()
