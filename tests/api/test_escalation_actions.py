@@ -13,7 +13,8 @@ from .conftest import make_client, make_escalation
 
 @pytest.fixture
 def marias(account_manager):
-    return make_escalation(client=make_client(account_manager))
+    """A standard-route change order of Maria's client: she and the operators may close it too."""
+    return make_escalation(client=make_client(account_manager), route="standard")
 
 
 def test_acknowledge_then_resolve_writes_events_via_api_and_audit(as_persona, account_manager, marias):
@@ -58,7 +59,8 @@ def test_dismiss_accepts_a_dismiss_outcome(as_persona, marias):
     assert response.json()["outcome"] == "duplicate"
 
 
-def test_a_closed_escalation_cannot_be_acknowledged_409(as_persona, marias):
+def test_a_closed_escalation_cannot_be_acknowledged_409(as_persona, account_manager):
+    marias = make_escalation(client=make_client(account_manager))  # executive route: approve applies
     api = as_persona("executive")
     assert api.post(f"/api/escalations/{marias.pk}/dismiss", {}, format="json").status_code == 200
     events_before = EscalationEvent.objects.filter(escalation=marias).count()
