@@ -27,7 +27,7 @@ class EscalationActionForm(forms.Form):
     action = forms.ChoiceField(choices=[(a, a.capitalize()) for a in ACTIONS])
     outcome = forms.ChoiceField(choices=[("", "—"), *Outcome.choices], required=False)
     note = forms.CharField(required=False, max_length=2000, strip=True)
-    confirmed = forms.CharField(required=False, max_length=10)
+    confirmed = forms.CharField(required=False, max_length=20)
 
     def clean(self) -> dict:
         data = super().clean() or {}

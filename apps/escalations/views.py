@@ -60,6 +60,7 @@ def escalation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if escalation is None:
         raise Http404("No such escalation.")
     timeline = queries.timeline(escalation)
+    can_decide = can_decide_approvals(request.user)
     return render(
         request,
         "escalations/detail.html",
@@ -67,7 +68,11 @@ def escalation_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "escalation": escalation,
             "timeline": timeline,
             "channels": queries.delivery_channels(timeline),
-            "actions": actions_for(escalation, can_decide=can_decide_approvals(request.user)),
+            "actions": actions_for(escalation, can_decide=can_decide),
+            # Say why there is no Resolve button rather than leave the person to guess.
+            "waits_for_executive": escalation.is_open
+            and not can_decide
+            and services.awaits_executive_decision(escalation),
             **_action_context(),
         },
     )
