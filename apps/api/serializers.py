@@ -188,6 +188,10 @@ class NoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
+class AddNoteSerializer(NoteSerializer):
+    note = serializers.CharField(max_length=2000, help_text="The note to add to the timeline")
+
+
 class ResolveSerializer(NoteSerializer):
     outcome = serializers.ChoiceField(choices=[(o.value, o.label) for o in RESOLVE_OUTCOMES])
 

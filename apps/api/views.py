@@ -165,13 +165,13 @@ class EscalationViewSet(ApiViewSet):
 
     @extend_schema(
         summary="Add a note to an escalation's timeline (its state does not change)",
-        request=serializers.NoteSerializer,
+        request=serializers.AddNoteSerializer,
         responses={200: serializers.EscalationDetailSerializer, **CONFLICT},
     )
     @action(detail=True, methods=["post"])
     def note(self, request: Request, pk: str | None = None) -> Response:
         escalation = self.get_object()
-        body = self._body(serializers.NoteSerializer)
+        body = self._body(serializers.AddNoteSerializer)
         escalation_services.escalation_note(
             escalation=escalation, actor=request.user, via=VIA_API, note=body["note"]
         )

@@ -57,9 +57,11 @@ class LinkUsed(LinkError):
     status = 409
     title = "This link has already been used"
 
-    def __init__(self, message: str, *, event: EscalationEvent | None = None) -> None:
+    def __init__(self, message: str, *, event: EscalationEvent | None = None, title: str = "") -> None:
         super().__init__(message)
         self.event = event
+        if title:
+            self.title = title
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,16 @@ def spending_event(escalation: Escalation, action: str) -> EscalationEvent | Non
     return EscalationEvent.objects.filter(escalation_id=escalation.pk, kind__in=kinds).order_by("-id").first()
 
 
-def _spent(escalation: Escalation, action: str, event: EscalationEvent | None) -> LinkUsed:
+def _spent(escalation: Escalation, event: EscalationEvent | None) -> LinkUsed:
     if event is None:  # closed with no event to show (data from before the event log): say the state
         return LinkUsed(f"Escalation #{escalation.pk} is {escalation.status}; nothing was done.")
     when = date_format(timezone.localtime(event.created_at), "DATETIME_FORMAT")
     via = {"email": "from an email link", "web": "in Fulcrum", "api": "through the API"}.get(event.via, "")
+    # The title says the state, not "you used this": the person who spent it may be someone else.
     return LinkUsed(
         f"{event.headline} by {event.actor_display} on {when} {via}. Nothing was done.".replace("  ", " "),
         event=event,
+        title=f"Escalation #{escalation.pk} is already {escalation.status}",
     )
 
 
@@ -129,7 +133,7 @@ def link_spent_check(link: Link) -> None:
     """Raise LinkUsed, saying what happened, by whom and when, if the link's action is spent."""
     event = spending_event(link.escalation, link.action)
     if event is not None or not link.escalation.is_open:
-        raise _spent(link.escalation, link.action, event)
+        raise _spent(link.escalation, event)
 
 
 def recipient_user(recipient: str) -> AbstractBaseUser | None:

@@ -141,3 +141,21 @@ def test_session_auth_needs_the_csrf_token(client, account_manager, marias):
     assert response.status_code == 403
     assert "CSRF" in response.json()["error"]["message"]
     assert browser.get(f"/api/escalations/{marias.pk}/").status_code == 200
+
+
+@pytest.mark.parametrize("body", [{}, {"note": ""}, {"note": "   "}])
+def test_a_note_needs_its_text(as_persona, marias, body):
+    response = as_persona("account_manager").post(f"/api/escalations/{marias.pk}/note", body, format="json")
+    assert response.status_code == 400 and response.json()["error"]["detail"]["note"]
+    assert not EscalationEvent.objects.filter(escalation=marias).exists()
+
+
+def test_account_managers_add_notes_to_an_executive_decision_they_cannot_take(as_persona, account_manager):
+    waiting = make_escalation(client=make_client(account_manager))  # executive route
+    api = as_persona("account_manager")
+    response = api.post(f"/api/escalations/{waiting.pk}/note", {"note": "client called"}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "open"
+    assert [(e["kind"], e["note"]) for e in response.json()["events"]] == [("noted", "client called")]
+    refused = api.post(f"/api/escalations/{waiting.pk}/dismiss", {}, format="json")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
+    assert "Executives and Administrators" in refused.json()["error"]["message"]

@@ -131,7 +131,7 @@ def test_a_used_link_is_409_the_second_time_and_says_what_happened(client, stand
     assert client.post(url, {"outcome": "actioned", "note": "called them"}).status_code == 200
     response = client.post(url, {"outcome": "duplicate"})
     page = response.content.decode()
-    assert response.status_code == 409 and "already been used" in page
+    assert response.status_code == 409 and f"Escalation #{standard.pk} is already resolved" in page
     # What happened, by whom, when and from where.
     assert "Resolved: actioned by Maria Lopez on" in page and "from an email link" in page
     assert "called them" in page and "<time datetime=" in page
@@ -158,7 +158,7 @@ def test_closing_spends_every_link_whoever_closed_it(client, standard, account_m
     for url in links:
         response = client.post(url, {"outcome": "actioned"})
         page = response.content.decode()
-        assert response.status_code == 409
+        assert response.status_code == 409 and f"Escalation #{standard.pk} is already dismissed" in page
         assert "Dismissed: duplicate by Elena Park" in page and "through the API" in page
     assert _state(standard) == ("dismissed", "duplicate")
 
