@@ -25,7 +25,7 @@ def ops_manager(db):
 
 @pytest.fixture
 def executive(db):
-    return _person("elena", EXECUTIVES)
+    return _person("elena", EXECUTIVES, first_name="Elena", last_name="Park")
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def administrator(db):
 
 @pytest.fixture
 def account_manager(db):
-    return _person("maria", ACCOUNT_MANAGERS)
+    return _person("maria", ACCOUNT_MANAGERS, first_name="Maria", last_name="Lopez")
 
 
 @pytest.fixture

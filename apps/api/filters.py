@@ -13,6 +13,8 @@ from apps.entities.models import Client, Project
 from apps.escalations.models import Escalation
 from apps.rules.models import Decision, EvaluationRun, SubjectType
 
+from .serializers import PROJECT_FLAGGED_HELP
+
 # Ids are PostgreSQL bigint: a value past it answered 500 ("bigint out of range", issue 19).
 ID_MIN, ID_MAX = 1, 2**63 - 1
 
@@ -65,6 +67,10 @@ class ClientFilter(_FlaggedFilter):
 
 
 class ProjectFilter(_FlaggedFilter):
+    flagged = filters.BooleanFilter(
+        field_name="flagged",
+        help_text=PROJECT_FLAGGED_HELP,
+    )
     client = IdFilter(field_name="client_id", help_text="Client id")
     schedule_status = filters.ChoiceFilter(choices=Project.ScheduleStatus.choices)
     number = filters.CharFilter()

@@ -36,8 +36,8 @@ class RolePermission(BasePermission):
     """Signed in, in one of the four roles, and holding the model permission for the method.
 
     Reading needs ``view_<model>``; any write needs ``change_<model>``. The writes are the escalation
-    actions (scoped by the queryset, checked again by the services), approve/reject and resync (each
-    with a stricter permission class of its own).
+    actions (scoped by the queryset; who may approve, reject, resolve or dismiss what is decided by the
+    escalation services, the same on every channel) and resync (administrators only).
     """
 
     message = "Your role does not allow this."
@@ -63,12 +63,3 @@ class IsAdministrator(BasePermission):
 
     def has_permission(self, request: Request, view: Any) -> bool:
         return ADMINISTRATORS in roles_of(request.user)
-
-
-class CanDecideApprovals(BasePermission):
-    """Approve / reject of executive-routed items: executives (and administrators)."""
-
-    message = "Only executives approve or reject."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(roles_of(request.user) & {EXECUTIVES, ADMINISTRATORS})

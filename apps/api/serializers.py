@@ -102,10 +102,17 @@ class ClientSerializer(serializers.ModelSerializer):
         return source_ids(obj, "client")
 
 
+# SPEC "Actions": what flags a project, on the dashboard and in /api/projects/?flagged=true alike.
+PROJECT_FLAGGED_HELP = (
+    "Flagged on the dashboard: an open escalation whose rule version includes flag_dashboard concerns "
+    "the project or one of its change orders or submittals"
+)
+
+
 class ProjectSerializer(serializers.ModelSerializer):
     client = ClientRefSerializer(allow_null=True)
     source_ids = serializers.SerializerMethodField()
-    flagged = serializers.BooleanField(read_only=True, help_text="Has an open escalation")
+    flagged = serializers.BooleanField(read_only=True, help_text=PROJECT_FLAGGED_HELP)
 
     class Meta:
         model = Project
@@ -179,6 +186,10 @@ class EscalationDetailSerializer(EscalationSerializer):
 
 class NoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class AddNoteSerializer(NoteSerializer):
+    note = serializers.CharField(max_length=2000, help_text="The note to add to the timeline")
 
 
 class ResolveSerializer(NoteSerializer):

@@ -27,7 +27,7 @@ from apps.rules.services import rule_publish
 
 from . import filters, serializers
 from .exceptions import Conflict
-from .permissions import CanDecideApprovals, IsAdministrator, RolePermission, sees_everything
+from .permissions import IsAdministrator, RolePermission, sees_everything
 from .services import ConnectionDisabled, connection_resync_request
 
 VIA_API = EscalationEvent.Via.API
@@ -139,32 +139,46 @@ class EscalationViewSet(ApiViewSet):
         return self._done(escalation)
 
     def _decide(self, request: Request, *, approve: bool) -> Response:
+        # Who may decide and what can be decided is the service's call (SPEC "Decision rights"): 403 for
+        # a role that may not, 409 for anything but a change order on the executive route.
         escalation = self.get_object()
         body = self._body(serializers.NoteSerializer)
-        if escalation.subject_type != "change_order":
-            raise Conflict("only change orders are approved or rejected")
         escalation_services.escalation_decide(
             escalation=escalation, actor=request.user, via=VIA_API, approve=approve, note=body["note"]
         )
         return self._done(escalation)
 
     @extend_schema(
-        summary="Approve an executive-routed change order (executives)",
+        summary="Approve a change order routed to executives (Executives and Administrators)",
         request=serializers.NoteSerializer,
         responses={200: serializers.EscalationDetailSerializer, **CONFLICT},
     )
-    @action(detail=True, methods=["post"], permission_classes=[RolePermission, CanDecideApprovals])
+    @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str | None = None) -> Response:
         return self._decide(request, approve=True)
 
     @extend_schema(
-        summary="Reject an executive-routed change order (executives)",
+        summary="Reject a change order routed to executives (Executives and Administrators)",
         request=serializers.NoteSerializer,
         responses={200: serializers.EscalationDetailSerializer, **CONFLICT},
     )
-    @action(detail=True, methods=["post"], permission_classes=[RolePermission, CanDecideApprovals])
+    @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str | None = None) -> Response:
         return self._decide(request, approve=False)
+
+    @extend_schema(
+        summary="Add a note to an escalation's timeline (its state does not change)",
+        request=serializers.AddNoteSerializer,
+        responses={200: serializers.EscalationDetailSerializer, **CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def note(self, request: Request, pk: str | None = None) -> Response:
+        escalation = self.get_object()
+        body = self._body(serializers.AddNoteSerializer)
+        escalation_services.escalation_note(
+            escalation=escalation, actor=request.user, via=VIA_API, note=body["note"]
+        )
+        return self._done(escalation)
 
 
 def _open_escalations() -> QuerySet[Escalation]:
@@ -215,7 +229,8 @@ class ProjectViewSet(ApiViewSet):
             qs = qs.filter(client__owner__user=self.request.user.pk)
         return (
             qs.select_related("source", "client")
-            .annotate(flagged=Exists(_open_escalations().filter(project=OuterRef("pk"))))
+            # Flagged as on the dashboard: an open escalation whose rule version flags it (SPEC "Actions").
+            .annotate(flagged=Exists(Escalation.objects.flagging().order_by().filter(project=OuterRef("pk"))))
             .prefetch_related(_live_links())
             .order_by("number", "pk")
         )

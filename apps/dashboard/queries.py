@@ -114,9 +114,11 @@ def _learned_risk(project: str = "pk") -> Subquery:
 
 
 def flagged_projects(filters: EscalationFilters) -> QuerySet[Any, Mapping[str, Any]]:
-    """The ranking of projects with open escalations, as rows of ``project_id``, ``open_count``,
-    ``worst_rank``, ``latest_fired_at`` and ``risk`` (the learned score, or None): by learned risk once a
-    usable model exists, else (and among equals) worst severity first, then the most recently fired.
+    """The ranking of flagged projects (an open escalation whose rule version includes ``flag_dashboard``
+    concerns the project or one of its change orders or submittals), as rows of ``project_id``,
+    ``open_count`` (those escalations), ``worst_rank``, ``latest_fired_at`` and ``risk`` (the learned
+    score, or None): by learned risk once a usable model exists, else (and among equals) worst severity
+    first, then the most recently fired.
 
     A project flagged since the last scoring has no score yet and comes first: it is new, and the hourly
     rescoring places it. One pass over the open escalations grouped by project (a correlated subquery
@@ -124,7 +126,7 @@ def flagged_projects(filters: EscalationFilters) -> QuerySet[Any, Mapping[str, A
     fetched for the page only, by ``page_projects``.
     """
     return (
-        filters.apply(Escalation.objects.open())
+        filters.apply(Escalation.objects.flagging())
         .filter(project__isnull=False)
         .values("project_id")
         .annotate(
@@ -161,7 +163,7 @@ def page_projects(rows: list[Mapping[str, Any]], filters: EscalationFilters) -> 
         .values("n")
     )
     worst = (
-        filters.apply(Escalation.objects.open())
+        filters.apply(Escalation.objects.flagging())
         .filter(project_id__in=[row["project_id"] for row in rows])
         .select_related("rule", "project__client__owner")
         .only(*FLAGGED_ROW_FIELDS)
@@ -311,4 +313,43 @@ def my_escalations(user: Any, status: str = "") -> EscalationQuerySet:
         qs.select_related("rule", "client", "project")
         .annotate(open_first=OPEN_FIRST, rank=SEVERITY_RANK)
         .order_by("open_first", "rank", "-last_fired_at", "-pk")
+    )
+
+
+@dataclass(frozen=True)
+class DecisionFacts:
+    """What an approver confirms: the change order as the PM system has it now, and as it was flagged."""
+
+    number: str
+    title: str
+    status: str
+    amount: str  # formatted, with its unit; "no data" when the change order is gone
+    flagged_amount: str  # the amount in the escalation's evidence, formatted
+
+    @property
+    def amount_changed(self) -> bool:
+        return self.flagged_amount != "no data" and self.amount != self.flagged_amount
+
+
+def decision_facts(escalation: Escalation) -> DecisionFacts | None:
+    """The change order behind an escalation, for the approve/reject confirmation (None for others)."""
+    from apps.dashboard.templatetags.fulcrum import format_value
+
+    if escalation.subject_type != "change_order":
+        return None
+    facts = escalation.evidence.get("facts") if isinstance(escalation.evidence, dict) else None
+    fact = facts.get("change_order.amount") if isinstance(facts, dict) else None
+    fact = fact if isinstance(fact, dict) else {}
+    unit = str(fact.get("unit") or "USD")
+    co = (
+        ChangeOrder.objects.filter(pk=escalation.subject_id)
+        .only("number", "title", "status", "amount")
+        .first()
+    )
+    return DecisionFacts(
+        number=co.number if co else "",
+        title=co.title if co else "",
+        status=co.get_status_display() if co else "no longer in the PM system",
+        amount=format_value(co.amount if co else None, "money", unit),
+        flagged_amount=format_value(fact.get("value"), "money", unit),
     )

@@ -54,7 +54,8 @@ class Trends:
         return rows[::-1]
 
 
-# A project is flagged on a day if one of its escalations was open at any moment of that (local) day:
+# A project is flagged on a day if one of its escalations whose rule version includes flag_dashboard
+# was open at any moment of that (local) day:
 # opened on or before it and not closed before it. Each escalation is a span of day numbers in the
 # window; a project's overlapping spans are merged (gaps and islands), and each merged span adds +1 on
 # its first day and -1 after its last, so the per-day count is a running sum of those changes. The
@@ -70,6 +71,9 @@ WITH spans AS (
     FROM escalations_escalation e
     WHERE e.project_id IS NOT NULL AND e.opened_at < %(window_end)s
       AND (e.closed_at IS NULL OR e.closed_at >= %(window_start)s)
+      -- only escalations whose rule version flags the dashboard (SPEC "Actions": flag_dashboard)
+      AND e.rule_version_id IN (
+          SELECT id FROM rules_ruleversion WHERE spec -> 'actions' @> '["flag_dashboard"]'::jsonb)
 ), ordered AS (
     SELECT project_id, first_i, last_i,
         MAX(last_i) OVER (PARTITION BY project_id ORDER BY first_i, last_i

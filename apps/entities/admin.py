@@ -13,7 +13,7 @@ from .models import (
     Submittal,
     Vendor,
 )
-from .resolution import candidate_link, candidate_merge, candidate_reject
+from .resolution import candidate_link, candidate_merge, candidate_reject, candidate_undo
 
 SOURCE_FIELDS = ("source", "external_id", "source_updated_at", "content_hash", "synced_at", "deleted_at")
 
@@ -149,6 +149,22 @@ def merge_selected(modeladmin, request, queryset):
     _decide_each(modeladmin, request, queryset, candidate_merge, "Merged")
 
 
+@admin.action(description="Undo: take back the selected links and merges", permissions=["change"])
+def undo_selected(modeladmin, request, queryset):
+    done, failed = 0, []
+    decided = (MatchCandidate.Status.LINKED, MatchCandidate.Status.MERGED)
+    for candidate in queryset.filter(status__in=decided):
+        try:
+            candidate_undo(candidate=candidate, actor=request.user)
+        except ValueError as exc:
+            failed.append(f"{candidate}: {exc}")
+        else:
+            done += 1
+    modeladmin.message_user(request, f"Undid {done} decision(s); those pairs are pending review again.")
+    for message in failed:
+        modeladmin.message_user(request, message, level=messages.WARNING)
+
+
 @admin.register(MatchCandidate)
 class MatchCandidateAdmin(admin.ModelAdmin):
     """The review queue: fuzzy pairs between the two thresholds, best score first."""
@@ -164,7 +180,7 @@ class MatchCandidateAdmin(admin.ModelAdmin):
     ]
     list_filter = ("status", ("client", admin.EmptyFieldListFilter))
     search_fields = ("source_object__name", "client__name", "project__name", "project__number")
-    actions = [link_selected, reject_selected, merge_selected]
+    actions = [link_selected, reject_selected, merge_selected, undo_selected]
     readonly_fields = ("source_object", "client", "project", "score", "status", "decided_by", "decided_at")
     show_full_result_count = False
 

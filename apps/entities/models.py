@@ -334,6 +334,12 @@ class MatchCandidate(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    undo = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="What a link or merge changed, so the review queue can undo it (empty otherwise)",
+    )
 
     class Meta:
         ordering = ["-score"]

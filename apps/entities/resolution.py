@@ -393,15 +393,24 @@ def _locked(candidate: MatchCandidate) -> MatchCandidate:
     return locked
 
 
-def _close_siblings(candidate: MatchCandidate, actor: Actor) -> None:
-    """Once a record is matched, its other proposals are answered "not this one" (and not proposed again)."""
-    MatchCandidate.objects.filter(
+def _close_siblings(candidate: MatchCandidate, actor: Actor) -> list[int]:
+    """Once a record is matched, its other proposals are answered "not this one" (and not proposed again).
+    Returns their ids (an undo reopens them)."""
+    siblings = MatchCandidate.objects.filter(
         source_object_id=candidate.source_object_id, status=MatchCandidate.Status.PENDING
-    ).exclude(pk=candidate.pk).update(
+    ).exclude(pk=candidate.pk)
+    ids = list(siblings.values_list("pk", flat=True))
+    MatchCandidate.objects.filter(pk__in=ids).update(
         status=MatchCandidate.Status.REJECTED,
         decided_at=timezone.now(),
         decided_by=actor if isinstance(actor, models.Model) else None,
     )
+    return ids
+
+
+def _remember(candidate: MatchCandidate, undo: dict[str, Any]) -> None:
+    MatchCandidate.objects.filter(pk=candidate.pk).update(undo=undo)
+    candidate.undo = undo
 
 
 @transaction.atomic
@@ -412,6 +421,7 @@ def candidate_link(*, candidate: MatchCandidate, actor: Actor) -> None:
     current = so.client_id if candidate.client_id else so.project_id
     if current is not None:
         raise ValueError("the record is already an entity of its own: merge it instead")
+    previous_method = so.match_method
     if candidate.client_id:
         so.client_id = candidate.client_id
     else:
@@ -419,7 +429,8 @@ def candidate_link(*, candidate: MatchCandidate, actor: Actor) -> None:
     so.match_method = "review"
     so.save(update_fields=["client", "project", "match_method"])
     _decide(candidate, MatchCandidate.Status.LINKED, actor)
-    _close_siblings(candidate, actor)
+    siblings = _close_siblings(candidate, actor)
+    _remember(candidate, {"kind": "link", "match_method": previous_method, "siblings": siblings})
     audit_record(
         action="entities.match_linked",
         actor=actor,
@@ -459,11 +470,118 @@ def candidate_merge(*, candidate: MatchCandidate, actor: Actor) -> dict[str, int
         candidate_link(candidate=candidate, actor=actor)
         return {}
     duplicate = type(survivor).objects.get(pk=duplicate_id)
-    moved = entity_merge(duplicate=duplicate, survivor=survivor, actor=actor)
+    moved_ids: dict[str, list[int]] = {}
+    moved = entity_merge(duplicate=duplicate, survivor=survivor, actor=actor, moved_ids=moved_ids)
+    previous_method = so.match_method
     SourceObject.objects.filter(pk=so.pk).update(match_method="merged")
     _decide(candidate, MatchCandidate.Status.MERGED, actor)
-    _close_siblings(candidate, actor)
+    siblings = _close_siblings(candidate, actor)
+    _remember(
+        candidate,
+        {
+            "kind": "merge",
+            "duplicate": duplicate.pk,
+            "moved": moved_ids,
+            "match_method": previous_method,
+            "siblings": siblings,
+        },
+    )
     return moved
+
+
+@transaction.atomic
+def candidate_undo(*, candidate: MatchCandidate, actor: Actor) -> None:
+    """Take back a link or a merge decided in the review queue: the record, and for a merge everything
+    that moved onto the survivor, go back to where they were; the pair and the proposals the decision
+    closed are pending again. Audited like the decision. Rows that changed since (moved by a later
+    merge, relinked by a person) are left as they are."""
+    locked = MatchCandidate.objects.select_for_update().select_related("source_object").get(pk=candidate.pk)
+    undo = locked.undo or {}
+    if locked.status not in (MatchCandidate.Status.LINKED, MatchCandidate.Status.MERGED) or not undo:
+        raise ValueError(f"candidate {locked.pk} is {locked.status}: only a link or a merge can be undone")
+    so = locked.source_object
+    survivor: Client | Project = locked.client or locked.project  # type: ignore[assignment]
+    model = type(survivor)
+    key = model._meta.model_name or ""
+    fk = "client_id" if locked.client_id else "project_id"
+    changes: dict[str, set[int]] = {key: {survivor.pk}}
+    restored: dict[str, int] = {}
+    if undo.get("kind") == "merge":
+        duplicate = model._default_manager.get(pk=undo["duplicate"])
+        if duplicate.merged_into_id != survivor.pk:
+            raise ValueError(f"{duplicate} is no longer merged into {survivor}: it cannot be taken back")
+        restored = _unmerge(duplicate, survivor, undo.get("moved") or {})
+        changes[key].add(duplicate.pk)
+        SourceObject.objects.filter(pk=so.pk, match_method="merged").update(match_method=undo["match_method"])
+    else:
+        if getattr(so, fk) != survivor.pk:
+            raise ValueError(f"the record is no longer linked to {survivor}: nothing to undo")
+        SourceObject.objects.filter(pk=so.pk).update(**{fk: None, "match_method": undo["match_method"]})
+    MatchCandidate.objects.filter(
+        pk__in=undo.get("siblings") or [], status=MatchCandidate.Status.REJECTED
+    ).update(status=MatchCandidate.Status.PENDING, decided_at=None, decided_by=None)
+    MatchCandidate.objects.filter(pk=locked.pk).update(
+        status=MatchCandidate.Status.PENDING, decided_at=None, decided_by=None, undo={}
+    )
+    audit_record(
+        action=f"entities.{'merge' if undo.get('kind') == 'merge' else 'match_link'}_undone",
+        actor=actor,
+        object_type="entities.sourceobject",
+        object_id=so.pk,
+        data={
+            "candidate": locked.pk,
+            "client": locked.client_id,
+            "project": locked.project_id,
+            "decided_by": locked.decided_by_id,
+            "decided_at": locked.decided_at.isoformat() if locked.decided_at else None,
+            "restored": restored,
+        },
+    )
+    _propagate(changes)
+
+
+def _unmerge(
+    duplicate: Client | Project, survivor: Client | Project, moved: dict[str, list[int]]
+) -> dict[str, int]:
+    """Move back what a merge moved (the rows still on the survivor) and bring the duplicate back."""
+    model = type(survivor)
+    dependents = {f"{related._meta.label_lower}.{fk}": (related, fk) for related, fk in _dependents(model)}
+    restored: dict[str, int] = {}
+    for label, ids in moved.items():
+        if label == FOLLOWERS:
+            count = model._default_manager.filter(pk__in=ids, merged_into=survivor).update(
+                merged_into=duplicate
+            )
+        elif label in dependents:
+            related, fk = dependents[label]
+            count = related._default_manager.filter(pk__in=ids, **{fk: survivor.pk}).update(
+                **{fk: duplicate.pk}
+            )
+        else:
+            continue
+        if count:
+            restored[label] = count
+    model._default_manager.filter(pk=duplicate.pk).update(merged_into=None, deleted_at=None)
+    return restored
+
+
+def _repoint(related: type[models.Model], fk: str, old: int, new: int) -> list[int]:
+    """Point ``related.fk`` at ``new`` where it points at ``old``; the ids of the rows changed, from the
+    same statement (a row written between a SELECT and the UPDATE would move unrecorded)."""
+    quote = connection.ops.quote_name
+    column = str(related._meta.get_field(fk).column)  # type: ignore[union-attr]
+    table, pk = related._meta.db_table, str(related._meta.pk.column)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(table)} SET {quote(column)} = %s WHERE {quote(column)} = %s "  # noqa: S608
+            f"RETURNING {quote(pk)}",
+            [new, old],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+# The key of ``moved_ids`` listing earlier duplicates of the duplicate that followed it to the survivor.
+FOLLOWERS = "merged_into"
 
 
 def _dependents(model: type[models.Model]) -> list[tuple[type[models.Model], str]]:
@@ -476,9 +594,18 @@ def _dependents(model: type[models.Model]) -> list[tuple[type[models.Model], str
 
 
 @transaction.atomic
-def entity_merge(*, duplicate: Client | Project, survivor: Client | Project, actor: Actor) -> dict[str, int]:
+def entity_merge(
+    *,
+    duplicate: Client | Project,
+    survivor: Client | Project,
+    actor: Actor,
+    moved_ids: dict[str, list[int]] | None = None,
+) -> dict[str, int]:
     """Move everything that points at ``duplicate`` onto ``survivor`` (crosswalk rows, projects, change
-    orders, money, escalations, ...), tombstone the duplicate and remember where it went. One transaction."""
+    orders, money, escalations, ...), tombstone the duplicate and remember where it went. One transaction.
+
+    ``moved_ids`` receives the ids of the rows moved, per ``"app.model.fk"`` (and ``FOLLOWERS``), for an
+    undo."""
     model = type(survivor)
     if type(duplicate) is not model or duplicate.pk == survivor.pk:
         raise ValueError("merge needs two different entities of the same kind")
@@ -486,11 +613,16 @@ def entity_merge(*, duplicate: Client | Project, survivor: Client | Project, act
         raise ValueError(f"{survivor} is itself merged or deleted")
     moved: dict[str, int] = {}
     for related, fk in _dependents(model):
-        count = related._default_manager.filter(**{fk: duplicate.pk}).update(**{fk: survivor.pk})
-        if count:
-            moved[f"{related._meta.label_lower}.{fk}"] = count
+        ids = _repoint(related, fk, duplicate.pk, survivor.pk)
+        if ids:
+            moved[f"{related._meta.label_lower}.{fk}"] = len(ids)
+            if moved_ids is not None:
+                moved_ids[f"{related._meta.label_lower}.{fk}"] = ids
     # Earlier duplicates of the duplicate follow it, so lookups through merged_into stay one hop deep.
-    model._default_manager.filter(merged_into=duplicate).update(merged_into=survivor)
+    followers = model._default_manager.filter(merged_into=duplicate)
+    if moved_ids is not None:
+        moved_ids[FOLLOWERS] = list(followers.values_list("pk", flat=True))
+    followers.update(merged_into=survivor)
     # Proposals about the duplicate are moot; decided ones stay as history.
     MatchCandidate.objects.filter(
         status=MatchCandidate.Status.PENDING, **{str(model._meta.model_name): duplicate}

@@ -18,17 +18,22 @@ def _choices(outcomes: tuple[Outcome, ...]) -> list[tuple[str, str]]:
 
 
 class EscalationActionForm(forms.Form):
-    """What the act endpoint accepts: ``action``, and for resolve/dismiss an ``outcome``; an optional note."""
+    """What the act endpoint accepts: ``action``, and for resolve/dismiss an ``outcome``; a note (required
+    to add a note). ``confirmed`` repeats the action once the person has seen the confirmation step of an
+    approve or reject."""
 
-    ACTIONS = ("acknowledge", "resolve", "dismiss", "approve", "reject")
+    ACTIONS = ("acknowledge", "resolve", "dismiss", "approve", "reject", "note")
 
     action = forms.ChoiceField(choices=[(a, a.capitalize()) for a in ACTIONS])
     outcome = forms.ChoiceField(choices=[("", "—"), *Outcome.choices], required=False)
     note = forms.CharField(required=False, max_length=2000, strip=True)
+    confirmed = forms.CharField(required=False, max_length=20)
 
     def clean(self) -> dict:
         data = super().clean() or {}
         action, outcome = data.get("action"), data.get("outcome")
+        if action == "note" and not data.get("note"):
+            self.add_error("note", "Write the note to add.")
         if action == "resolve" and outcome not in RESOLVE_OUTCOMES:
             self.add_error(
                 "outcome", "Choose how it was resolved: " + ", ".join(o.label for o in RESOLVE_OUTCOMES)

@@ -1,10 +1,13 @@
 """Signed email links: one action, one escalation, one recipient; expiring, tamper-evident, single-use.
 
-A token is ``django.core.signing`` over ``{e: escalation, a: action, r: recipient, s: state}`` with its own
-salt and a timestamp (``FULCRUM["EMAIL_LINK_MAX_AGE"]``). Single use needs no table: like Django's
-``PasswordResetTokenGenerator``, ``s`` is a keyed hash of the escalation's actionable state — its status
-and the id of its latest transition by a person — so the token dies as soon as anyone acts on it. (Not
-``last_fired_at``: a re-fire must not kill the links in an email the person has not opened yet.)
+A token is ``django.core.signing`` over ``{e: escalation, a: action, r: recipient}`` with its own salt and
+a timestamp (``FULCRUM["EMAIL_LINK_MAX_AGE"]``). Each link in an email is its own token, for one action,
+and using one voids that link only (SPEC "Actions"): every action a link can take is a one-way step of the
+escalation's state machine, so the state says which links are spent and no table is needed —
+"acknowledge" is spent once the escalation is acknowledged, and every link once it is closed (resolved,
+dismissed, approved or rejected), by this link, another one, the page or the API. Acknowledging from an
+email leaves its resolve and dismiss links working. A spent link's page says what happened, by whom and
+when, from the escalation's event log. Re-fires and policy reminders change nothing a link depends on.
 
 GET on a link only shows a confirmation page (mail scanners prefetch links); only POST acts.
 """
@@ -19,7 +22,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
 from django.urls import reverse
-from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils import timezone
+from django.utils.formats import date_format
 
 from apps.accounts.roles import can_decide_approvals
 
@@ -27,8 +31,9 @@ from .models import Escalation, EscalationEvent
 
 SALT = "fulcrum.escalations.email-link"
 ACTIONS = ("acknowledge", "resolve", "dismiss", "approve", "reject")
-# Events that change what a link may do; policy reminders, deliveries and re-fires do not.
-TRANSITIONS = ("acknowledged", "resolved", "dismissed")
+# The events that spend a link: acknowledging spends "acknowledge"; closing spends every link.
+ACKNOWLEDGED = ("acknowledged",)
+CLOSED = ("resolved", "dismissed", "approved", "rejected")
 
 
 class LinkError(Exception):
@@ -52,6 +57,12 @@ class LinkUsed(LinkError):
     status = 409
     title = "This link has already been used"
 
+    def __init__(self, message: str, *, event: EscalationEvent | None = None, title: str = "") -> None:
+        super().__init__(message)
+        self.event = event
+        if title:
+            self.title = title
+
 
 @dataclass(frozen=True)
 class Link:
@@ -62,27 +73,36 @@ class Link:
     recipient: str
 
 
-def state_hash(escalation: Escalation) -> str:
-    last = (
-        EscalationEvent.objects.filter(escalation_id=escalation.pk, kind__in=TRANSITIONS)
-        .order_by("-id")
-        .values_list("id", flat=True)
-        .first()
-    )
-    value = f"{escalation.pk}:{escalation.status}:{last or 0}"
-    return salted_hmac(SALT, value, algorithm="sha256").hexdigest()[:20]
-
-
-def link_token(*, escalation: Escalation, action: str, recipient: str, state: str | None = None) -> str:
+def link_token(*, escalation: Escalation, action: str, recipient: str) -> str:
     if action not in ACTIONS:
         raise ValueError(f"unknown link action {action!r}")
-    payload = {
-        "e": escalation.pk,
-        "a": action,
-        "r": recipient.lower(),
-        "s": state or state_hash(escalation),
-    }
+    payload = {"e": escalation.pk, "a": action, "r": recipient.lower()}
     return signing.dumps(payload, salt=SALT, compress=True)
+
+
+def spending_event(escalation: Escalation, action: str) -> EscalationEvent | None:
+    """The event that spent a link for ``action`` on this escalation, or None while the link is live."""
+    kinds: tuple[str, ...]
+    if not escalation.is_open:
+        kinds = CLOSED
+    elif action == "acknowledge" and escalation.status != Escalation.Status.OPEN:
+        kinds = ACKNOWLEDGED
+    else:
+        return None
+    return EscalationEvent.objects.filter(escalation_id=escalation.pk, kind__in=kinds).order_by("-id").first()
+
+
+def _spent(escalation: Escalation, event: EscalationEvent | None) -> LinkUsed:
+    if event is None:  # closed with no event to show (data from before the event log): say the state
+        return LinkUsed(f"Escalation #{escalation.pk} is {escalation.status}; nothing was done.")
+    when = date_format(timezone.localtime(event.created_at), "DATETIME_FORMAT")
+    via = {"email": "from an email link", "web": "in Fulcrum", "api": "through the API"}.get(event.via, "")
+    # The title says the state, not "you used this": the person who spent it may be someone else.
+    return LinkUsed(
+        f"{event.headline} by {event.actor_display} on {when} {via}. Nothing was done.".replace("  ", " "),
+        event=event,
+        title=f"Escalation #{escalation.pk} is already {escalation.status}",
+    )
 
 
 def link_check(token: str) -> Link:
@@ -97,12 +117,7 @@ def link_check(token: str) -> Link:
     except signing.BadSignature as exc:
         raise LinkInvalid("The link was changed or cut off. Copy the whole link from the email.") from exc
     try:
-        pk, action, recipient, state = (
-            int(payload["e"]),
-            str(payload["a"]),
-            str(payload["r"]),
-            str(payload["s"]),
-        )
+        pk, action, recipient = int(payload["e"]), str(payload["a"]), str(payload["r"])
     except (KeyError, TypeError, ValueError) as exc:
         raise LinkInvalid("The link does not name an escalation and an action.") from exc
     if action not in ACTIONS:
@@ -110,12 +125,15 @@ def link_check(token: str) -> Link:
     escalation = Escalation.objects.select_related("rule", "client__owner", "project").filter(pk=pk).first()
     if escalation is None:
         raise LinkInvalid("The escalation this link was for no longer exists.")
-    if not constant_time_compare(state, state_hash(escalation)):
-        raise LinkUsed(
-            f"Escalation #{escalation.pk} changed since this email was sent (it is now {escalation.status}); "
-            "nothing was done. Open it in Fulcrum to see who acted."
-        )
+    link_spent_check(Link(escalation=escalation, action=action, recipient=recipient))
     return Link(escalation=escalation, action=action, recipient=recipient)
+
+
+def link_spent_check(link: Link) -> None:
+    """Raise LinkUsed, saying what happened, by whom and when, if the link's action is spent."""
+    event = spending_event(link.escalation, link.action)
+    if event is not None or not link.escalation.is_open:
+        raise _spent(link.escalation, event)
 
 
 def recipient_user(recipient: str) -> AbstractBaseUser | None:
@@ -134,27 +152,20 @@ def recipient_user(recipient: str) -> AbstractBaseUser | None:
 
 
 def link_actions(escalation: Escalation, user: AbstractBaseUser | None) -> list[str]:
-    """The actions to offer this person by email, in display order (as the escalation page's buttons)."""
-    if user is None or not escalation.is_open:
+    """The actions to offer this person by email, in display order (as the escalation page's buttons):
+    what their role may do now (the escalation services' decision rights)."""
+    from .services import escalation_actions
+
+    if user is None:
         return []
-    actions = []
-    if (
-        can_decide_approvals(user)
-        and escalation.route == Escalation.Route.EXECUTIVE
-        and escalation.subject_type == "change_order"
-    ):
-        actions += ["approve", "reject"]
-    if escalation.status == Escalation.Status.OPEN:
-        actions.append("acknowledge")
-    return [*actions, "resolve", "dismiss"]
+    return [a for a in escalation_actions(escalation, decider=can_decide_approvals(user)) if a in ACTIONS]
 
 
 def link_urls(*, escalation: Escalation, recipient: str) -> list[tuple[str, str]]:
     """``(action, absolute URL)`` for each link this recipient gets in the escalation's email."""
     user = recipient_user(recipient)
-    state = state_hash(escalation)
     urls = []
     for action in link_actions(escalation, user):
-        token = link_token(escalation=escalation, action=action, recipient=recipient, state=state)
+        token = link_token(escalation=escalation, action=action, recipient=recipient)
         urls.append((action, settings.SITE_URL.rstrip("/") + reverse("escalation-link", args=[token])))
     return urls

@@ -8,10 +8,21 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import Q
 
+# The rule action that flags the escalation's project on the dashboard and in /api/projects/?flagged=.
+FLAG_ACTION = "flag_dashboard"
+
 
 class EscalationQuerySet(models.QuerySet):
     def open(self) -> EscalationQuerySet:
         return self.filter(status__in=Escalation.OPEN_STATES)
+
+    def flagging(self) -> EscalationQuerySet:
+        """Open escalations whose rule version includes ``flag_dashboard``: what flags a project (SPEC
+        "Actions"). A semi-join on the few rule versions that have it, by JSON containment."""
+        from apps.rules.models import RuleVersion
+
+        flags = RuleVersion.objects.filter(spec__actions__contains=[FLAG_ACTION]).values("pk")
+        return self.open().filter(rule_version_id__in=flags)
 
     def visible_to(self, user: object) -> EscalationQuerySet:
         """Object-level scope: executives, operators and admins see all; account managers their clients'."""
@@ -157,7 +168,38 @@ class EscalationEvent(models.Model):
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
-        return f"{self.kind} by {self.actor}"
+        return f"{self.headline} by {self.actor_display}"
+
+    # Kinds whose timeline words are not just the kind capitalised.
+    HEADLINES = {
+        "noted": "Note added",
+        "action_skipped": "Action skipped",
+        "policy_level": "Escalation policy level reached",
+        "policy_level_skipped": "Escalation policy level skipped",
+        "policy_reminder": "Reminder sent",
+        "policy_reminders_stopped": "Reminders stopped",
+    }
+
+    @property
+    def headline(self) -> str:
+        """What happened, in the timeline's words: "Approved", "Resolved: no action needed", ...
+
+        A decision recorded before approvals had their own kind (a ``resolved`` event with outcome
+        ``approved``) reads as the decision it was.
+        """
+        outcome = str((self.data or {}).get("outcome") or "") if isinstance(self.data, dict) else ""
+        if outcome in (Escalation.Outcome.APPROVED, Escalation.Outcome.REJECTED):
+            return Escalation.Outcome(outcome).label
+        words = self.HEADLINES.get(self.kind, self.kind.replace("_", " ").capitalize())
+        if self.kind in ("resolved", "dismissed") and outcome in Escalation.Outcome.values:
+            words += f": {Escalation.Outcome(outcome).label.lower()}"
+        return words
+
+    @property
+    def actor_display(self) -> str:
+        """The person's full name when it was recorded (``data.actor_name``), else the username."""
+        name = (self.data or {}).get("actor_name") if isinstance(self.data, dict) else None
+        return str(name or self.actor)
 
 
 class Delivery(models.Model):

@@ -201,36 +201,124 @@ def escalation_auto_resolve(
 
 # --- transitions by people ----------------------------------------------------------------------
 
+# What a person can do to an escalation, on every channel (API, pages, email links).
+PERSON_ACTIONS = ("acknowledge", "note", "resolve", "dismiss", "approve", "reject")
+DECISIONS = ("approve", "reject")
 
-def _check_can_act(escalation: Escalation, actor: Actor) -> None:
-    if isinstance(actor, str) or actor is None:
-        return
-    if not Escalation.objects.visible_to(actor).filter(pk=escalation.pk).exists():
-        raise PermissionDenied("not your escalation")
+
+class DecisionRightsError(PermissionDenied):
+    """The person's role may not take this action on this escalation (SPEC "Decision rights").
+
+    A ``PermissionDenied``: the API answers 403 with its JSON error, pages and email links show the
+    message; nothing is changed.
+    """
+
+
+class NotApplicable(TransitionError):
+    """Approve or reject asked of anything but a change order on the executive route (the API's 409)."""
+
+
+def awaits_executive_decision(escalation: Escalation) -> bool:
+    """A change order routed to executives: only Executives and Administrators decide or close it."""
+    return escalation.route == Escalation.Route.EXECUTIVE and escalation.subject_type == "change_order"
+
+
+def _refusal(escalation: Escalation, action: str, *, decider: bool) -> Exception | None:
+    """Why a person who may see the escalation may not take ``action`` on it (None: they may)."""
+    if action not in PERSON_ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    if action in DECISIONS:
+        if not decider:
+            return DecisionRightsError("only Executives and Administrators approve or reject change orders")
+        if not awaits_executive_decision(escalation):
+            return NotApplicable(
+                f"only change orders on the executive route are approved or rejected; this is a "
+                f"{escalation.subject_type.replace('_', ' ')} on the {escalation.route} route"
+            )
+    elif action in ("resolve", "dismiss") and not decider and awaits_executive_decision(escalation):
+        return DecisionRightsError(
+            f"this change order waits for an executive decision: only Executives and Administrators may "
+            f"{action} it (you may acknowledge it and add notes)"
+        )
+    return None
+
+
+def escalation_rights_check(*, escalation: Escalation, actor: Actor, action: str) -> None:
+    """Raise unless ``actor`` may take ``action`` on ``escalation`` (whatever its current state).
+
+    The one place decision rights live: every transition below calls it, so the API, the pages, the
+    email links and admin all refuse alike. System actors (``system:...``) pass the role checks, not
+    the applicability of approve and reject.
+    """
+    person = not (actor is None or isinstance(actor, str))
+    if person and not Escalation.objects.visible_to(actor).filter(pk=escalation.pk).exists():
+        raise DecisionRightsError("this escalation is not about one of your clients")
+    refusal = _refusal(escalation, action, decider=not person or can_decide_approvals(actor))
+    if refusal is not None:
+        raise refusal
+
+
+def escalation_actions(escalation: Escalation, *, decider: bool) -> list[str]:
+    """What a person who may see the escalation may do to it now, in display order: the buttons and
+    email links offered (``decider``: an Executive or Administrator). No query: lists call it per row;
+    the transitions check again under the row lock."""
+    wanted = [*DECISIONS, "acknowledge", "resolve", "dismiss", "note"] if escalation.is_open else ["note"]
+    return [
+        action
+        for action in wanted
+        if not (action == "acknowledge" and escalation.status != Escalation.Status.OPEN)
+        and _refusal(escalation, action, decider=decider) is None
+    ]
 
 
 def _locked(escalation: Escalation) -> Escalation:
     return Escalation.objects.select_for_update().get(pk=escalation.pk)
 
 
+def _person_data(actor: Actor) -> dict[str, Any]:
+    """The person's full name beside their username, so the timeline says "Approved by Elena Park"."""
+    if actor is None or isinstance(actor, str) or not actor.is_authenticated:
+        return {}
+    name = str(getattr(actor, "get_full_name", lambda: "")()).strip()
+    return {"actor_name": name} if name else {}
+
+
 @transaction.atomic
 def escalation_acknowledge(
     *, escalation: Escalation, actor: Actor, via: str = "web", note: str = ""
 ) -> Escalation:
-    _check_can_act(escalation, actor)
+    escalation_rights_check(escalation=escalation, actor=actor, action="acknowledge")
     escalation = _locked(escalation)
     if escalation.status != Escalation.Status.OPEN:
         raise TransitionError(f"escalation is {escalation.status}; only open escalations can be acknowledged")
     escalation.status = Escalation.Status.ACKNOWLEDGED
     escalation.acknowledged_at = timezone.now()
     escalation.save(update_fields=["status", "acknowledged_at"])
-    _event(escalation, "acknowledged", actor, via, note)
+    _event(escalation, "acknowledged", actor, via, note, **_person_data(actor))
     stakeholders_notify(escalation=escalation, actor=actor)
     return escalation
 
 
+@transaction.atomic
+def escalation_note(*, escalation: Escalation, actor: Actor, note: str, via: str = "web") -> Escalation:
+    """Add a note to the timeline (and the audit chain); the escalation's state does not change."""
+    escalation_rights_check(escalation=escalation, actor=actor, action="note")
+    if not note.strip():
+        raise TransitionError("a note needs some text")
+    escalation = _locked(escalation)
+    _event(escalation, "noted", actor, via, note.strip(), **_person_data(actor))
+    return escalation
+
+
 def _close(
-    escalation: Escalation, *, status: str, outcome: str, actor: Actor, via: str, note: str
+    escalation: Escalation,
+    *,
+    status: str,
+    outcome: str,
+    actor: Actor,
+    via: str,
+    note: str,
+    kind: str | None = None,
 ) -> Escalation:
     if outcome not in Escalation.Outcome.values or outcome == Escalation.Outcome.AUTO_RESOLVED:
         raise TransitionError(f"{outcome!r} is not an outcome a person can set")
@@ -241,7 +329,7 @@ def _close(
     escalation.outcome = outcome
     escalation.closed_at = timezone.now()
     escalation.save(update_fields=["status", "outcome", "closed_at"])
-    _event(escalation, status, actor, via, note, outcome=outcome)
+    _event(escalation, kind or status, actor, via, note, outcome=outcome, **_person_data(actor))
     stakeholders_notify(escalation=escalation, actor=actor)
     return escalation
 
@@ -250,7 +338,10 @@ def _close(
 def escalation_resolve(
     *, escalation: Escalation, actor: Actor, outcome: str, via: str = "web", note: str = ""
 ) -> Escalation:
-    _check_can_act(escalation, actor)
+    escalation_rights_check(escalation=escalation, actor=actor, action="resolve")
+    if outcome in (Escalation.Outcome.APPROVED, Escalation.Outcome.REJECTED):
+        # An approval is recorded only by approving (it is written back to the PM system).
+        raise TransitionError(f"{outcome!r} is set by approving or rejecting, not by resolving")
     return _close(
         escalation, status=Escalation.Status.RESOLVED, outcome=outcome, actor=actor, via=via, note=note
     )
@@ -265,7 +356,9 @@ def escalation_dismiss(
     via: str = "web",
     note: str = "",
 ) -> Escalation:
-    _check_can_act(escalation, actor)
+    escalation_rights_check(escalation=escalation, actor=actor, action="dismiss")
+    if outcome in (Escalation.Outcome.APPROVED, Escalation.Outcome.REJECTED):
+        raise TransitionError(f"{outcome!r} is set by approving or rejecting, not by dismissing")
     return _close(
         escalation, status=Escalation.Status.DISMISSED, outcome=outcome, actor=actor, via=via, note=note
     )
@@ -275,14 +368,21 @@ def escalation_dismiss(
 def escalation_decide(
     *, escalation: Escalation, actor: Actor, approve: bool, via: str = "web", note: str = ""
 ) -> Escalation:
-    """An executive approves or rejects an item routed to them."""
-    if not isinstance(actor, str) and actor is not None and not can_decide_approvals(actor):
-        raise PermissionDenied("only executives decide executive approvals")
-    if escalation.route != Escalation.Route.EXECUTIVE:
-        raise TransitionError("only executive-routed escalations are approved or rejected")
+    """An executive (or administrator) approves or rejects a change order routed to executives.
+
+    Final: no undo window. The decision is written back to the PM system and the stakeholders are told
+    as soon as it commits, so the pages ask for confirmation (with the amount) before calling this.
+    """
+    escalation_rights_check(escalation=escalation, actor=actor, action="approve" if approve else "reject")
     outcome = Escalation.Outcome.APPROVED if approve else Escalation.Outcome.REJECTED
     escalation = _close(
-        escalation, status=Escalation.Status.RESOLVED, outcome=outcome, actor=actor, via=via, note=note
+        escalation,
+        status=Escalation.Status.RESOLVED,
+        outcome=outcome,
+        actor=actor,
+        via=via,
+        note=note,
+        kind=str(outcome),
     )
     # The decision goes back to the PM system through the outbox (a Procore outage delays it, loses nothing).
     decision_write_back(escalation=escalation)

@@ -5,8 +5,11 @@ The views read through ``apps.dashboard.queries`` and change state only through 
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -18,6 +21,7 @@ from apps.accounts.roles import ACCOUNT_MANAGERS, can_decide_approvals
 from apps.dashboard import queries
 from apps.dashboard.views import role_required
 
+from . import services
 from .forms import EscalationActionForm, StatusFilterForm, dismiss_outcome_choices, resolve_outcome_choices
 from .models import Escalation
 
@@ -28,27 +32,26 @@ DONE = {
     "dismiss": "dismissed",
     "approve": "approved",
     "reject": "rejected",
+    "note": "has your note",
 }
 
 
 def actions_for(escalation: Escalation, *, can_decide: bool) -> frozenset[str]:
-    """The buttons to offer; the services still decide whether the person may act."""
-    if not escalation.is_open:
-        return frozenset()
-    actions = {"resolve", "dismiss"}
-    if escalation.status == Escalation.Status.OPEN:
-        actions.add("acknowledge")
-    if (
-        can_decide
-        and escalation.route == Escalation.Route.EXECUTIVE
-        and escalation.subject_type == "change_order"
-    ):
-        actions |= {"approve", "reject"}
-    return frozenset(actions)
+    """The buttons to offer: what the person's role may do to the escalation in its state (services)."""
+    return frozenset(services.escalation_actions(escalation, decider=can_decide))
 
 
 def _action_context() -> dict:
     return {"resolve_outcomes": resolve_outcome_choices(), "dismiss_outcomes": dismiss_outcome_choices()}
+
+
+def _back(request: HttpRequest, escalation: Escalation) -> str:
+    back = request.POST.get("next", "") or request.GET.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        back = reverse("escalation-detail", args=[escalation.pk])
+    return back
 
 
 @login_required
@@ -57,6 +60,7 @@ def escalation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if escalation is None:
         raise Http404("No such escalation.")
     timeline = queries.timeline(escalation)
+    can_decide = can_decide_approvals(request.user)
     return render(
         request,
         "escalations/detail.html",
@@ -64,25 +68,57 @@ def escalation_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "escalation": escalation,
             "timeline": timeline,
             "channels": queries.delivery_channels(timeline),
-            "actions": actions_for(escalation, can_decide=can_decide_approvals(request.user)),
+            "actions": actions_for(escalation, can_decide=can_decide),
+            # Say why there is no Resolve button rather than leave the person to guess.
+            "waits_for_executive": escalation.is_open
+            and not can_decide
+            and services.awaits_executive_decision(escalation),
             **_action_context(),
         },
+    )
+
+
+@login_required
+def escalation_confirm(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """The confirmation step of an approve or reject: what is decided, for how much, and that it is final.
+
+    GET only shows it; its form posts to the act endpoint with ``confirmed``. A role that may not decide,
+    or an escalation that cannot be decided, gets the reason and no form.
+    """
+    if action not in services.DECISIONS:
+        raise Http404("Only approve and reject are confirmed.")
+    escalation = queries.escalation_for_page(request.user, pk)
+    if escalation is None:
+        raise Http404("No such escalation.")
+    refusal, status = "", 200
+    try:
+        services.escalation_rights_check(escalation=escalation, actor=request.user, action=action)
+        if not escalation.is_open:
+            raise services.TransitionError(f"it is already {escalation.status}")
+    except (PermissionDenied, services.TransitionError) as exc:
+        refusal, status = str(exc), 403 if isinstance(exc, PermissionDenied) else 409
+    return render(
+        request,
+        "escalations/decide_confirm.html",
+        {
+            "escalation": escalation,
+            "action": action,
+            "decision": queries.decision_facts(escalation),
+            "note": request.GET.get("note", "")[:2000],
+            "next": _back(request, escalation),
+            "refusal": refusal,
+        },
+        status=status,
     )
 
 
 @require_POST
 @login_required
 def escalation_act(request: HttpRequest, pk: int) -> HttpResponse:
-    from apps.escalations import services
-
     escalation = queries.escalation_for_page(request.user, pk)
     if escalation is None:
         raise Http404("No such escalation.")
-    back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(
-        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        back = reverse("escalation-detail", args=[escalation.pk])
+    back = _back(request, escalation)
 
     form = EscalationActionForm(request.POST)
     if not form.is_valid():
@@ -93,6 +129,15 @@ def escalation_act(request: HttpRequest, pk: int) -> HttpResponse:
         form.cleaned_data["outcome"],
         form.cleaned_data["note"],
     )
+    try:
+        services.escalation_rights_check(escalation=escalation, actor=request.user, action=action)
+    except (PermissionDenied, services.TransitionError) as exc:
+        messages.error(request, f"Escalation #{escalation.pk} was not changed: {exc}.")
+        return redirect(back)
+    if action in services.DECISIONS and form.cleaned_data["confirmed"] != action:
+        # One click never approves: an approve or reject from any button goes through its confirmation.
+        query = urlencode({"next": back, "note": note})
+        return redirect(f"{reverse('escalation-confirm', args=[escalation.pk, action])}?{query}")
     common = {"escalation": escalation, "actor": request.user, "via": "web", "note": note}
     try:
         if action == "acknowledge":
@@ -101,10 +146,12 @@ def escalation_act(request: HttpRequest, pk: int) -> HttpResponse:
             services.escalation_resolve(outcome=outcome, **common)
         elif action == "dismiss":
             services.escalation_dismiss(outcome=outcome, **common)
+        elif action == "note":
+            services.escalation_note(**common)
         else:
             services.escalation_decide(approve=action == "approve", **common)
-    except services.TransitionError as exc:
-        messages.error(request, f"Escalation #{escalation.pk} was not changed: {exc}")
+    except (PermissionDenied, services.TransitionError) as exc:
+        messages.error(request, f"Escalation #{escalation.pk} was not changed: {exc}.")
     else:
         messages.success(request, f"Escalation #{escalation.pk} {DONE[action]}.")
     return redirect(back)
@@ -118,7 +165,7 @@ def my_escalations(request: HttpRequest) -> HttpResponse:
         request.GET.get("page")
     )
     can_decide = can_decide_approvals(request.user)
-    rows = [(e, actions_for(e, can_decide=can_decide)) for e in page.object_list]
+    rows = [(e, actions_for(e, can_decide=can_decide) - {"note"}) for e in page.object_list]
     query = request.GET.copy()
     query.pop("page", None)
     return render(

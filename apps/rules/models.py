@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -228,17 +229,30 @@ class SubjectState(models.Model):
     cooldown_until = models.DateTimeField(null=True, blank=True)
     snoozed_until = models.DateTimeField(null=True, blank=True)
     snoozed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    snooze_reason = models.CharField(max_length=300, blank=True)
+    snooze_reason = models.CharField(
+        max_length=300, blank=True, help_text="Why the pair is snoozed: required with an expiry"
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["rule", "subject_type", "subject_id"], name="uniq_rule_subject_state"
-            )
+            ),
+            # A snooze has an owner, an expiry and a reason (ANCHORS, Rules 8: a forgotten silence hid
+            # real alerts); a reason of blanks is no reason.
+            models.CheckConstraint(
+                condition=models.Q(snoozed_until__isnull=True) | models.Q(snooze_reason__regex=r"\S"),
+                name="snooze_needs_a_reason",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.rule.key} {self.subject_type}:{self.subject_id} {self.last_outcome}"
+
+    def clean(self) -> None:
+        self.snooze_reason = (self.snooze_reason or "").strip()
+        if self.snoozed_until is not None and not self.snooze_reason:
+            raise ValidationError({"snooze_reason": "A snooze needs a reason: say why it is silenced."})
 
 
 class PendingEvaluation(models.Model):

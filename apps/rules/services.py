@@ -402,24 +402,22 @@ def _evaluate_batch(
     suppressed: dict[tuple[int, int], str] = {}
     acting: list[tuple[int, int]] = []
     for context, evaluations in evaluated:
-        best_route: int | None = None
-        best_rule = ""
-        for version, evaluation in evaluations:
-            if evaluation.outcome != Outcome.MATCHED:
-                continue
+        matches = [version for version, evaluation in evaluations if evaluation.outcome == Outcome.MATCHED]
+        # The highest route among the subject's matches, whatever the rules' priority numbers: an
+        # executive match inhibits every standard one (DMN-style; Alertmanager inhibition). Priority only
+        # orders rules within a route (the first in priority order is named as the inhibitor).
+        best = min((_ROUTE_RANK.get(version.route, 1) for version in matches), default=None)
+        inhibitor = next((v.rule.key for v in matches if _ROUTE_RANK.get(v.route, 1) == best), "")
+        for version in matches:
             key = (version.rule_id, context.subject_id)
             state = states[key]
-            rank = _ROUTE_RANK.get(version.route, 1)
-            if best_route is not None and rank > best_route:
-                # A higher route already escalated this subject (DMN-style inhibition).
-                suppressed[key] = f"suppressed by higher route rule {best_rule}"
+            if _ROUTE_RANK.get(version.route, 1) != best:
+                suppressed[key] = f"suppressed by higher route rule {inhibitor}"
             elif state.snoozed_until and state.snoozed_until > now:
                 until = timezone.localtime(state.snoozed_until)
                 suppressed[key] = f"snoozed until {until:%Y-%m-%d %H:%M %Z} ({state.snooze_reason})"
             else:
                 acting.append(key)
-            if best_route is None or rank < best_route:
-                best_route, best_rule = rank, version.rule.key
     open_now = open_escalations(subject_type, acting, lock=True)
     report.suppressed += len(suppressed)
     matched: list[Decision] = []

@@ -60,8 +60,16 @@ def as_persona(db, request):
 
 
 def make_rule(*, route: str = "executive", subject: str = "change_order") -> RuleVersion:
+    """A published rule version whose actions include flag_dashboard (what flags a project)."""
     key = f"api-rule-{next(_keys)}"
-    spec = {"key": key, "name": f"Rule {key}", "subject": subject, "route": route, "severity": "high"}
+    spec = {
+        "key": key,
+        "name": f"Rule {key}",
+        "subject": subject,
+        "route": route,
+        "severity": "high",
+        "actions": ["email_account_manager", "flag_dashboard"],
+    }
     rule = Rule.objects.create(key=key, name=spec["name"], subject_type=subject, draft=spec)
     version = RuleVersion.objects.create(
         rule=rule, number=1, spec=spec, spec_hash=key, published_at=timezone.now()

@@ -13,7 +13,8 @@ from .conftest import make_client, make_escalation
 
 @pytest.fixture
 def marias(account_manager):
-    return make_escalation(client=make_client(account_manager))
+    """A standard-route change order of Maria's client: she and the operators may close it too."""
+    return make_escalation(client=make_client(account_manager), route="standard")
 
 
 def test_acknowledge_then_resolve_writes_events_via_api_and_audit(as_persona, account_manager, marias):
@@ -58,7 +59,8 @@ def test_dismiss_accepts_a_dismiss_outcome(as_persona, marias):
     assert response.json()["outcome"] == "duplicate"
 
 
-def test_a_closed_escalation_cannot_be_acknowledged_409(as_persona, marias):
+def test_a_closed_escalation_cannot_be_acknowledged_409(as_persona, account_manager):
+    marias = make_escalation(client=make_client(account_manager))  # executive route: approve applies
     api = as_persona("executive")
     assert api.post(f"/api/escalations/{marias.pk}/dismiss", {}, format="json").status_code == 200
     events_before = EscalationEvent.objects.filter(escalation=marias).count()
@@ -139,3 +141,21 @@ def test_session_auth_needs_the_csrf_token(client, account_manager, marias):
     assert response.status_code == 403
     assert "CSRF" in response.json()["error"]["message"]
     assert browser.get(f"/api/escalations/{marias.pk}/").status_code == 200
+
+
+@pytest.mark.parametrize("body", [{}, {"note": ""}, {"note": "   "}])
+def test_a_note_needs_its_text(as_persona, marias, body):
+    response = as_persona("account_manager").post(f"/api/escalations/{marias.pk}/note", body, format="json")
+    assert response.status_code == 400 and response.json()["error"]["detail"]["note"]
+    assert not EscalationEvent.objects.filter(escalation=marias).exists()
+
+
+def test_account_managers_add_notes_to_an_executive_decision_they_cannot_take(as_persona, account_manager):
+    waiting = make_escalation(client=make_client(account_manager))  # executive route
+    api = as_persona("account_manager")
+    response = api.post(f"/api/escalations/{waiting.pk}/note", {"note": "client called"}, format="json")
+    assert response.status_code == 200 and response.json()["status"] == "open"
+    assert [(e["kind"], e["note"]) for e in response.json()["events"]] == [("noted", "client called")]
+    refused = api.post(f"/api/escalations/{waiting.pk}/dismiss", {}, format="json")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
+    assert "Executives and Administrators" in refused.json()["error"]["message"]

@@ -85,10 +85,16 @@ def test_executive_approves_a_change_order_from_the_dashboard(page, executive, f
     page.goto(reverse("dashboard"))
     with page.expect_navigation():
         page.get_by_role("button", name=f"Approve {worst.subject_label}").click()
+    # One click never approves: the confirmation step shows the amount first.
+    assert "60,000.00 USD" in page.locator(".decision-amount").inner_text()
+    worst.refresh_from_db()
+    assert worst.status == Escalation.Status.OPEN
+    with page.expect_navigation():
+        page.get_by_role("button", name="Yes, approve 60,000.00 USD").click()
     assert f"Escalation #{worst.pk} approved." in page.locator(".messages").inner_text()
     worst.refresh_from_db()
     assert (worst.status, worst.outcome) == (Escalation.Status.RESOLVED, Escalation.Outcome.APPROVED)
-    assert worst.events.get(kind="resolved").actor == executive.get_username()
+    assert worst.events.get(kind="approved").actor == executive.get_username()
     assert page.locator("table.flagged tbody tr").count() == 3
     screenshot(page, "dashboard-after-approve")
 
@@ -110,6 +116,17 @@ def test_keyboard_alone_reaches_and_presses_approve(page, executive, flagged):
     # the focus ring is visible (outline from :focus-visible), not suppressed
     assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") != "none"
     screenshot(page, "keyboard-focus-approve")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    # The confirmation step, by keyboard too: Tab to its button and press Enter.
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.name") == "confirmed" or (
+            page.evaluate("document.activeElement.textContent || ''").startswith("Yes, approve")
+        ):
+            break
+    else:
+        pytest.fail("Tab never reached the confirmation button")
     with page.expect_navigation():
         page.keyboard.press("Enter")
     assert f"Escalation #{worst.pk} approved." in page.locator(".messages").inner_text()
@@ -181,7 +198,9 @@ def test_xss_in_a_synced_client_name_renders_as_text(page, live_server, executiv
 
 
 def test_account_manager_resolves_from_their_queue_with_an_outcome(page, account_manager):
-    mine = make_escalation(client=make_client(owner_user=account_manager), summary="Needs a call")
+    mine = make_escalation(
+        client=make_client(owner_user=account_manager), summary="Needs a call", route="standard"
+    )
     sign_in(page, account_manager)
     page.goto(reverse("my-escalations"))
     card = page.locator("li.card", has_text="Needs a call")

@@ -268,7 +268,12 @@ def test_executive_approves_from_the_dashboard_and_comes_back(client, executive)
     waiting = make_escalation(route="executive")
     login(client, executive)
     back = reverse("dashboard") + "?severity=high"
-    response = client.post(reverse("escalation-act", args=[waiting.pk]), {"action": "approve", "next": back})
+    act = reverse("escalation-act", args=[waiting.pk])
+    first = client.post(act, {"action": "approve", "next": back})
+    # The queue's button leads to the confirmation step, which comes back to the dashboard.
+    assert first.status_code == 302 and "/confirm/approve/" in first["Location"]
+    assert f'value="{back}"' in client.get(first["Location"]).content.decode()
+    response = client.post(act, {"action": "approve", "confirmed": "approve", "next": back})
     assert response.status_code == 302 and response["Location"] == back
     waiting.refresh_from_db()
     assert (waiting.status, waiting.outcome) == (Escalation.Status.RESOLVED, Escalation.Outcome.APPROVED)

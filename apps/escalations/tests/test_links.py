@@ -32,7 +32,14 @@ def _link(escalation, action, recipient) -> str:
 
 @pytest.fixture
 def escalation(account_manager):
+    """An executive-route change order: its account manager may only acknowledge it."""
     return make_escalation(owner_user=account_manager)
+
+
+@pytest.fixture
+def standard(account_manager):
+    """A standard-route change order: its account manager acknowledges, resolves and dismisses it."""
+    return make_escalation(owner_user=account_manager, route="standard")
 
 
 def _state(escalation) -> tuple[str, str]:
@@ -61,19 +68,20 @@ def test_post_acts_as_the_recipient_from_the_email_link(client, escalation, acco
     assert (event.actor, event.via) == ("maria", EscalationEvent.Via.EMAIL)
 
 
-def test_resolve_link_offers_the_outcomes_and_records_the_chosen_one(client, escalation, account_manager):
-    url = _link(escalation, "resolve", account_manager)
+def test_resolve_link_offers_the_outcomes_and_records_the_chosen_one(client, standard, account_manager):
+    url = _link(standard, "resolve", account_manager)
     page = client.get(url).content.decode()
     assert 'name="outcome"' in page and 'value="no_action_needed"' in page
     assert client.post(url, {"outcome": "no_action_needed", "note": "handled by phone"}).status_code == 200
-    assert _state(escalation) == ("resolved", "no_action_needed")
-    assert EscalationEvent.objects.get(escalation=escalation, kind="resolved").note == "handled by phone"
+    assert _state(standard) == ("resolved", "no_action_needed")
+    assert EscalationEvent.objects.get(escalation=standard, kind="resolved").note == "handled by phone"
 
 
-def test_resolve_with_an_outcome_a_person_cannot_set_changes_nothing(client, escalation, account_manager):
-    response = client.post(_link(escalation, "resolve", account_manager), {"outcome": "auto_resolved"})
-    assert response.status_code == 400
-    assert _state(escalation) == ("open", "")
+def test_resolve_with_an_outcome_a_person_cannot_set_changes_nothing(client, standard, account_manager):
+    for outcome in ("auto_resolved", "approved"):
+        response = client.post(_link(standard, "resolve", account_manager), {"outcome": outcome})
+        assert response.status_code == 400
+    assert _state(standard) == ("open", "")
 
 
 def test_the_action_comes_from_the_token_not_the_form(client, escalation, account_manager):
@@ -119,19 +127,52 @@ def test_a_tampered_link_is_400_and_changes_nothing(client, escalation, account_
     assert _state(escalation) == ("open", "")
 
 
-def test_a_used_link_is_409_the_second_time(client, escalation, account_manager):
-    url = _link(escalation, "resolve", account_manager)
-    assert client.post(url, {"outcome": "actioned"}).status_code == 200
+def test_a_used_link_is_409_the_second_time_and_says_what_happened(client, standard, account_manager):
+    url = _link(standard, "resolve", account_manager)
+    assert client.post(url, {"outcome": "actioned", "note": "called them"}).status_code == 200
     response = client.post(url, {"outcome": "duplicate"})
-    assert response.status_code == 409 and "already been used" in response.content.decode()
-    assert _state(escalation) == ("resolved", "actioned")
+    page = response.content.decode()
+    assert response.status_code == 409 and f"Escalation #{standard.pk} is already resolved" in page
+    # What happened, by whom, when and from where.
+    assert "Resolved: actioned by Maria Lopez on" in page and "from an email link" in page
+    assert "called them" in page and "<time datetime=" in page
+    assert _state(standard) == ("resolved", "actioned")
     assert client.get(url).status_code == 409
 
 
-def test_any_transition_kills_every_outstanding_link(client, escalation, account_manager, executive):
-    dismiss = _link(escalation, "dismiss", account_manager)
+def test_acknowledging_from_an_email_spends_only_its_acknowledge_link(client, standard, account_manager):
+    acknowledge, resolve, dismiss = (
+        _link(standard, action, account_manager) for action in ("acknowledge", "resolve", "dismiss")
+    )
+    assert client.post(acknowledge).status_code == 200
+    spent = client.get(acknowledge)
+    assert spent.status_code == 409 and "Acknowledged by Maria Lopez" in spent.content.decode()
+    # The same email's other links still work.
+    assert client.get(resolve).status_code == 200 and client.get(dismiss).status_code == 200
+    assert client.post(resolve, {"outcome": "actioned"}).status_code == 200
+    assert _state(standard) == ("resolved", "actioned")
+
+
+def test_closing_spends_every_link_whoever_closed_it(client, standard, account_manager, executive):
+    links = [_link(standard, action, account_manager) for action in ("acknowledge", "resolve", "dismiss")]
+    services.escalation_dismiss(escalation=standard, actor=executive, outcome="duplicate", via="api")
+    for url in links:
+        response = client.post(url, {"outcome": "actioned"})
+        page = response.content.decode()
+        assert response.status_code == 409 and f"Escalation #{standard.pk} is already dismissed" in page
+        assert "Dismissed: duplicate by Elena Park" in page and "through the API" in page
+    assert _state(standard) == ("dismissed", "duplicate")
+
+
+def test_someone_elses_acknowledgement_spends_the_acknowledge_link_only(
+    client, escalation, account_manager, executive
+):
+    acknowledge = _link(escalation, "acknowledge", account_manager)
+    approve = _link(escalation, "approve", executive)
     services.escalation_acknowledge(escalation=escalation, actor=executive)
-    assert client.post(dismiss, {"outcome": "false_alarm"}).status_code == 409
+    response = client.post(acknowledge)
+    assert response.status_code == 409 and "Acknowledged by Elena Park" in response.content.decode()
+    assert client.get(approve).status_code == 200
     assert _state(escalation) == ("acknowledged", "")
 
 
@@ -220,7 +261,8 @@ def test_emails_carry_links_for_what_each_recipient_may_do(escalation, account_m
         assert delivery_attempt(delivery.pk) == "delivered"
     to_maria, to_elena = mail.outbox
     maria_links = re.findall(r"(\w+): (https://fulcrum\.example/escalations/link/\S+/)", to_maria.body)
-    assert [a for a, _ in maria_links] == ["Acknowledge", "Resolve", "Dismiss"]
+    # An executive-route change order: its account manager may only acknowledge it (and add notes).
+    assert [a for a, _ in maria_links] == ["Acknowledge"]
     elena_links = dict(re.findall(r"(\w+): (https://fulcrum\.example/escalations/link/\S+/)", to_elena.body))
     assert {"Approve", "Reject", "Acknowledge", "Resolve", "Dismiss"} == set(elena_links)
     html = to_maria.alternatives[0][0]
@@ -243,7 +285,8 @@ def test_the_links_are_one_per_recipient(escalation, account_manager, executive)
     assert link_urls(escalation=escalation, recipient="nobody@elsewhere.test") == []
 
 
-def test_stakeholders_hear_once_when_someone_acts(escalation, account_manager, executive):
+def test_stakeholders_hear_once_when_someone_acts(standard, account_manager, executive):
+    escalation = standard
     # Executives get notices in their digest by default (test_noise_people.py); this one asked for each.
     NotificationSettings.objects.create(user=executive, digest_minutes=0)
     now = timezone.now()

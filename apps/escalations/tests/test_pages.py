@@ -120,10 +120,22 @@ EVIDENCE = {
 
 
 def make_rule(
-    *, name: str = "Change order needs executive judgment", route: str = "executive"
+    *,
+    name: str = "Change order needs executive judgment",
+    route: str = "executive",
+    actions: tuple[str, ...] = ("email_account_manager", "flag_dashboard"),
 ) -> RuleVersion:
+    """A published rule version; its actions include ``flag_dashboard`` unless told otherwise (only those
+    flag a project on the dashboard)."""
     key = f"rule-{next(_keys)}"
-    spec = {"key": key, "name": name, "subject": "change_order", "route": route, "severity": "high"}
+    spec = {
+        "key": key,
+        "name": name,
+        "subject": "change_order",
+        "route": route,
+        "severity": "high",
+        "actions": list(actions),
+    }
     rule = Rule.objects.create(key=key, name=name, subject_type="change_order", draft=spec)
     version = RuleVersion.objects.create(
         rule=rule, number=1, spec=spec, spec_hash=key, published_at=timezone.now()
@@ -230,6 +242,12 @@ def mine(account_manager) -> Escalation:
     return make_escalation(client=make_client(owner_user=account_manager, name="Harborview Medical Partners"))
 
 
+@pytest.fixture
+def mine_standard(account_manager) -> Escalation:
+    """An open standard-route change-order escalation on a client that ``account_manager`` owns."""
+    return make_escalation(client=make_client(owner_user=account_manager), route="standard")
+
+
 # --- the escalation page --------------------------------------------------------------------------
 
 
@@ -288,7 +306,16 @@ def test_detail_shows_subject_explanation_context_and_timeline(client, executive
 def test_detail_offers_account_manager_their_actions_but_not_the_executive_decision(
     client, account_manager, mine
 ):
+    # An executive-route change order waits for an executive: its account manager acknowledges and notes.
     body = login(client, account_manager).get(detail_url(mine)).content.decode()
+    assert 'value="acknowledge"' in body and 'value="note"' in body
+    assert 'value="resolve"' not in body and 'value="dismiss"' not in body and 'value="approve"' not in body
+
+
+def test_detail_offers_account_manager_resolve_and_dismiss_on_the_standard_route(
+    client, account_manager, mine_standard
+):
+    body = login(client, account_manager).get(detail_url(mine_standard)).content.decode()
     assert 'value="acknowledge"' in body and 'value="resolve"' in body and 'value="dismiss"' in body
     assert 'value="approve"' not in body
 
@@ -301,7 +328,10 @@ def test_detail_offers_executive_the_decision(client, executive, mine):
 def test_closed_escalation_offers_no_actions(client, executive):
     closed = make_escalation(status=Escalation.Status.RESOLVED)
     body = login(client, executive).get(detail_url(closed)).content.decode()
-    assert reverse("escalation-act", args=[closed.pk]) not in body
+    # Only a note can still be added; no transition is offered.
+    for action in ("acknowledge", "resolve", "dismiss", "approve", "reject"):
+        assert f'value="{action}"' not in body
+    assert 'value="note"' in body
     assert "Actioned" in body
 
 
@@ -401,32 +431,51 @@ def test_unknown_action_changes_nothing(client, account_manager, mine):
     assert mine.status == Escalation.Status.OPEN
 
 
-def test_resolve_records_outcome_and_note(client, account_manager, mine):
+def test_resolve_records_outcome_and_note(client, account_manager, mine_standard):
     login(client, account_manager).post(
-        act_url(mine), {"action": "resolve", "outcome": "actioned", "note": "called"}
+        act_url(mine_standard), {"action": "resolve", "outcome": "actioned", "note": "called"}
     )
-    mine.refresh_from_db()
-    assert (mine.status, mine.outcome) == (Escalation.Status.RESOLVED, "actioned")
-    assert mine.events.get(kind="resolved").note == "called"
+    mine_standard.refresh_from_db()
+    assert (mine_standard.status, mine_standard.outcome) == (Escalation.Status.RESOLVED, "actioned")
+    assert mine_standard.events.get(kind="resolved").note == "called"
 
 
-def test_dismiss_defaults_to_false_alarm(client, account_manager, mine):
-    login(client, account_manager).post(act_url(mine), {"action": "dismiss"})
-    mine.refresh_from_db()
-    assert (mine.status, mine.outcome) == (Escalation.Status.DISMISSED, "false_alarm")
+def test_dismiss_defaults_to_false_alarm(client, account_manager, mine_standard):
+    login(client, account_manager).post(act_url(mine_standard), {"action": "dismiss"})
+    mine_standard.refresh_from_db()
+    assert (mine_standard.status, mine_standard.outcome) == (Escalation.Status.DISMISSED, "false_alarm")
 
 
 @pytest.mark.parametrize(("action", "outcome"), [("approve", "approved"), ("reject", "rejected")])
-def test_executive_decides_from_the_page(client, executive, mine, action, outcome):
-    login(client, executive).post(act_url(mine), {"action": action, "next": detail_url(mine)})
+def test_executive_decides_from_the_page_after_confirming(client, executive, mine, action, outcome):
+    login(client, executive)
+    # The button goes to the confirmation step first: nothing is recorded by one click.
+    first = client.post(act_url(mine), {"action": action, "next": detail_url(mine), "note": "ok"})
+    confirm = reverse("escalation-confirm", args=[mine.pk, action])
+    assert first.status_code == 302 and first["Location"].startswith(confirm)
+    mine.refresh_from_db()
+    assert mine.status == Escalation.Status.OPEN and not mine.events.exists()
+    page = client.get(first["Location"]).content.decode()
+    assert "60,000.00 USD" in page and f'name="confirmed" value="{action}"' in page
+    assert 'value="ok"' in page  # the note typed before the step is kept
+    done = client.post(act_url(mine), {"action": action, "confirmed": action, "next": detail_url(mine)})
+    assert done["Location"] == detail_url(mine)
     mine.refresh_from_db()
     assert (mine.status, mine.outcome) == (Escalation.Status.RESOLVED, outcome)
+    body = client.get(detail_url(mine)).content.decode()
+    assert f'<span class="what">{outcome.capitalize()}</span>' in body
+    assert 'by Elena Park <span class="muted">(elena)</span>' in body
 
 
 def test_account_manager_cannot_approve(client, account_manager, mine):
-    assert login(client, account_manager).post(act_url(mine), {"action": "approve"}).status_code == 403
+    login(client, account_manager)
+    for data in ({"action": "approve"}, {"action": "approve", "confirmed": "approve"}):
+        response = client.post(act_url(mine), data, follow=True)
+        assert response.status_code == 200
+        assert "was not changed" in response.content.decode()
+    assert client.get(reverse("escalation-confirm", args=[mine.pk, "approve"])).status_code == 403
     mine.refresh_from_db()
-    assert mine.status == Escalation.Status.OPEN
+    assert mine.status == Escalation.Status.OPEN and not mine.events.exists()
 
 
 def test_act_does_not_redirect_off_site(client, account_manager, mine):
@@ -452,12 +501,21 @@ def test_my_escalations_lists_only_my_clients_open_first(client, account_manager
         status=Escalation.Status.RESOLVED,
         summary="closed one",
         fired_ago=dt.timedelta(minutes=1),
+        route="standard",
     )
     acked = make_escalation(
-        client=my_client, status=Escalation.Status.ACKNOWLEDGED, summary="acked one", severity="low"
+        client=my_client,
+        status=Escalation.Status.ACKNOWLEDGED,
+        summary="acked one",
+        severity="low",
+        route="standard",
     )
     open_ = make_escalation(
-        client=my_client, summary="open one", severity="critical", fired_ago=dt.timedelta(days=2)
+        client=my_client,
+        summary="open one",
+        severity="critical",
+        fired_ago=dt.timedelta(days=2),
+        route="standard",
     )
     make_escalation(client=make_client(owner_user=other_account_manager), summary="someone else's")
     body = login(client, account_manager).get(reverse("my-escalations")).content.decode()

@@ -181,8 +181,9 @@ def test_resolving_stops_every_level(account_manager):
     make_policy(
         {"wait_hours": 1, "condition": "not_resolved", "target": "account_manager"},
         {"wait_hours": 2, "condition": "not_resolved", "target": "account_manager"},
+        route="standard",
     )
-    escalation = open_escalation(at(MONDAY, 9), owner_user=account_manager)
+    escalation = open_escalation(at(MONDAY, 9), owner_user=account_manager, route="standard")
     assert sweep(at(MONDAY, 10)) == ["policy_level"]
     escalation_resolve(escalation=escalation, actor=account_manager, outcome="actioned")
     assert sweep(at(MONDAY, 12)) == []
