@@ -331,7 +331,8 @@ def test_a_rotated_previous_secret_is_accepted_until_removed(
     assert post(client, *standard_event_delivery(SECRET, rest_event("project", record))).status_code == 202
 
 
-@pytest.mark.parametrize(("offset", "status"), [(-301, 401), (301, 401), (-290, 202), (290, 202)])
+# 30 s either side of the 5-minute window: the stamp is taken before the request, and a loaded machine lags.
+@pytest.mark.parametrize(("offset", "status"), [(-330, 401), (330, 401), (-270, 202), (270, 202)])
 def test_timestamps_outside_five_minutes_are_401(
     inhouse: Connection, company: Company, client: HttpClient, offset: int, status: int
 ) -> None:
