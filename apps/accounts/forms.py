@@ -19,5 +19,5 @@ class NotificationSettingsForm(forms.ModelForm):
         }
         widgets = {
             "time_zone": forms.TextInput(attrs={"placeholder": "e.g. Europe/Berlin", "autocomplete": "off"}),
-            "quiet_hours": forms.TextInput(attrs={"placeholder": "e.g. 22-7, or off", "size": 8}),
+            "quiet_hours": forms.TextInput(attrs={"placeholder": "e.g. 22-7, or off"}),
         }

@@ -110,6 +110,19 @@ def simulator_generation(today: str, *, now: dt.datetime | None = None) -> tuple
     return generation, True
 
 
+def load_systems(stack: Stack, *, full: bool) -> None:
+    """Sync the three simulated systems, then resolve what exact keys left unlinked.
+
+    Without the resolution the review queue stayed empty until beat's ``resolve-entities`` (every 15
+    minutes) first ran: the planted QuickBooks name variants ("Alder Manufacturing Billing", "Three Rivers
+    Sch Dist") were neither linked nor queued when the demo printed its URLs.
+    """
+    for slug in ("crm", "accounting", "pm"):
+        # A new day's generation replaces the previous one whole (same ids, newer versions).
+        stack.manage("sync", slug, *(["--full"] if full else []))
+    stack.manage("resolve_entities")
+
+
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     # Off, as users will run it: Fulcrum's own 404/403/500 pages, not Django's debug pages (local settings
@@ -181,9 +194,7 @@ def main() -> int:
             str(DATA_DIR / "celerybeat-schedule"),
         )
         _wait_http(f"http://127.0.0.1:{WEB_PORT}/healthz")
-        for slug in ("crm", "accounting", "pm"):
-            # A new day's generation replaces the previous one whole (same ids, newer versions).
-            stack.manage("sync", slug, *(["--full"] if regenerated else []))
+        load_systems(stack, full=regenerated)
         print(
             f"""
 Fulcrum demo is running.

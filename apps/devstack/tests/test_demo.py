@@ -86,3 +86,30 @@ def test_a_damaged_generation_file_starts_a_new_generation(tmp_path, monkeypatch
     generation, new = demo.simulator_generation("2026-12-05")
 
     assert new and generation["today"] == "2026-12-05"
+
+
+class _RecordingStack:
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, ...]] = []
+
+    def manage(self, *args: str) -> None:
+        self.commands.append(args)
+
+
+def test_the_demo_resolves_entities_after_the_three_syncs():
+    # The review queue of name variants is part of the demo: it must be filled before the URLs are printed,
+    # not 15 minutes later when beat first runs resolve-entities.
+    from apps.devstack import demo
+
+    stack = _RecordingStack()
+    demo.load_systems(stack, full=False)  # type: ignore[arg-type]
+    assert stack.commands == [("sync", "crm"), ("sync", "accounting"), ("sync", "pm"), ("resolve_entities",)]
+
+    stack = _RecordingStack()
+    demo.load_systems(stack, full=True)  # type: ignore[arg-type]
+    assert stack.commands[:3] == [
+        ("sync", "crm", "--full"),
+        ("sync", "accounting", "--full"),
+        ("sync", "pm", "--full"),
+    ]
+    assert stack.commands[3:] == [("resolve_entities",)]

@@ -278,6 +278,25 @@ def test_emails_carry_links_for_what_each_recipient_may_do(escalation, account_m
     assert _state(escalation) == ("acknowledged", "")
 
 
+def test_an_email_without_links_promises_none(escalation):
+    # The demo's other account managers (CRM owners without a Fulcrum account) get no links: their
+    # email must not speak of "the action links".
+    delivery = Delivery.objects.create(
+        escalation=escalation,
+        action="email_account_manager",
+        target="nobody@elsewhere.test",
+        idempotency_key=f"esc{escalation.pk}:email_account_manager:nobody",
+        next_attempt_at=timezone.now(),
+        created_at=timezone.now(),
+    )
+    assert delivery_attempt(delivery.pk) == "delivered"
+    (message,) = mail.outbox
+    html = message.alternatives[0][0]
+    assert "/escalations/link/" not in message.body and "/escalations/link/" not in html
+    assert "action links" not in message.body and "action links" not in html
+    assert "routes escalations about your clients to you" in message.body
+
+
 def test_the_links_are_one_per_recipient(escalation, account_manager, executive):
     maria = dict(link_urls(escalation=escalation, recipient=account_manager.email))
     elena = dict(link_urls(escalation=escalation, recipient=executive.email))
