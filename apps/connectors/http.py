@@ -126,6 +126,11 @@ class HttpClient:
         self.budget = budget
         # On a 401, with the rejected headers: fresh auth headers (an OAuth refresh) to retry once.
         self.reauthorize = reauthorize
+        # After every answer: seconds the vendor's own headers ask us to pause before calling again (e.g.
+        # Procore's X-Rate-Limit-Remaining: 0 until X-Rate-Limit-Reset), or None. The pause holds the shared
+        # budget for every worker when it can (``budget.hold``) and this client in any case.
+        self.pace: Callable[[requests.Response], float | None] | None = None
+        self._resume_at = 0.0  # time.monotonic() before which this client does not call
         self.stats = CallStats()
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "Fulcrum/0.1"})
@@ -158,10 +163,12 @@ class HttpClient:
         attempt = 0
         reauthorized = False
         while True:
+            self._await_resume(method, shown)
             if self.budget is not None:
                 self.stats.rate_limited_seconds += self.budget()
             self.stats.api_calls += 1
             response: requests.Response | None = None
+            paused: float | None = None
             try:
                 response = self.session.request(method, url, **kwargs)
             except (
@@ -174,6 +181,7 @@ class HttpClient:
             else:
                 status = response.status_code
                 problem = f"HTTP {status}"
+                paused = self._paced(response)
                 if status < 400:
                     if not expect_json:
                         return None, response
@@ -193,6 +201,8 @@ class HttpClient:
             advised = (
                 retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
             )
+            if advised is None and status == 429 and paused:
+                advised = paused
             if advised is not None:
                 wait = advised
             if attempt >= self.max_retries or (advised is not None and advised > self.max_retry_after):
@@ -207,6 +217,30 @@ class HttpClient:
                 self.stats.backoff_seconds += wait
             logger.info("upstream %s %s: %s; retry %d in %.2fs", method, shown, problem, attempt, wait)
             self.sleep(wait)
+
+    def _paced(self, response: requests.Response) -> float | None:
+        """Apply the vendor's pacing advice for ``response``: hold the shared budget and this client."""
+        pause = self.pace(response) if self.pace is not None else None
+        if not pause or pause <= 0:
+            return None
+        self._resume_at = max(self._resume_at, time.monotonic() + pause)
+        hold = getattr(self.budget, "hold", None)
+        if hold is not None:
+            hold(pause)
+        return pause
+
+    def _await_resume(self, method: str, shown: str) -> None:
+        """Wait out a pause the vendor asked for; one longer than ``max_retry_after`` ends the run partial."""
+        gap = self._resume_at - time.monotonic()
+        if gap <= 0:
+            return
+        if gap > self.max_retry_after:
+            raise UpstreamError(
+                f"{method} {shown}: the upstream's rate limit resets in {gap:.0f} s; trying again later",
+                retryable=True,
+            )
+        self.stats.rate_limited_seconds += gap
+        self.sleep(gap)
 
     def _error(
         self,

@@ -6,7 +6,7 @@ import random
 from datetime import timedelta
 from typing import Any
 
-from .names import CO_STATUSES, EXPENSE_MEMOS
+from .names import CO_STATUS_ENUM, EXPENSE_MEMOS
 from .records import (
     Company,
     HsCompany,
@@ -87,7 +87,7 @@ def _task(company: Company, record: PcTask, rng: random.Random, protected: bool)
 
 
 def _change_order(company: Company, record: PcChangeOrder, rng: random.Random, protected: bool) -> None:
-    record.status = rng.choice([s for s in CO_STATUSES if s != record.status])
+    record.status = rng.choice([s for s in CO_STATUS_ENUM if s != record.status])
     if protected:
         return
     new_total = round(record.grand_total * rng.uniform(0.9, 1.1))
