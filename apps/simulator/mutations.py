@@ -34,9 +34,12 @@ def apply_mutation(company: Company, system: str, object_type: str, record: Any,
     elif isinstance(record, QboTxn):
         _qbo_txn(record, rng)
     elif isinstance(record, PcProject):
+        # The in-house API (generic.py) serves schedule_status; Procore has none, so a Procore-visible field
+        # changes too.
         record.schedule_status = rng.choice(
             [s for s in ("on_track", "at_risk", "behind") if s != record.schedule_status]
         )
+        record.completion_date += timedelta(days=rng.choice((-7, 7, 14)))
     elif isinstance(record, PcTask):
         _task(company, record, rng, protected)
     elif isinstance(record, PcChangeOrder):

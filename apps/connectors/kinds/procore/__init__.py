@@ -50,9 +50,10 @@ class Procore(ConnectorKind):
     )
     token_url = "https://login.procore.com/oauth/token"  # noqa: S105 - a URL, not a secret
     token_basic_auth = False
-    # A backstop only: the X-Rate-Limit-* headers of each answer pace the calls (rate_limit_pause). The
-    # documented example hourly limit is 3,600 calls; a ten-minute window of a sixth of it never exceeds it.
-    rate_budget_default = (600, 600.0)
+    # The X-Rate-Limit-* headers of each answer pace the calls (rate_limit_pause) and hold this shared budget
+    # for every worker; Procore says to take them as the truth, not an assumed fixed limit. The fixed window
+    # is a backstop against runaway loops only (100 calls/s per tenant over Procore's 10-second spike window).
+    rate_budget_default = (1000, 10.0)
 
     @property
     def company_id(self) -> str:
