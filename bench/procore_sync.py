@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=17.0)
     parser.add_argument("--port", type=int, default=8795)
     parser.add_argument("--database", default="fulcrum_procore_bench")
+    parser.add_argument("--concurrency", type=int, default=0, help="options.concurrency (0: the default)")
     args = parser.parse_args()
     from bench.common import fresh_django_database
 
@@ -42,6 +43,9 @@ def main() -> None:
     try:
         connection_import(data=demo_connections(f"http://127.0.0.1:{args.port}"), actor="system:bench")
         pm = Connection.objects.get(slug="pm")
+        if args.concurrency:
+            pm.options = {**pm.options, "concurrency": args.concurrency}
+            pm.save(update_fields=["options"])
         for label in ("full", "incremental"):
             if label == "incremental":
                 body = b'{"fraction": 0.01, "seed": 3}'

@@ -132,6 +132,7 @@ class HttpClient:
         self.pace: Callable[[requests.Response], float | None] | None = None
         self._resume_at = 0.0  # time.monotonic() before which this client does not call
         self.stats = CallStats()
+        self._stats_lock = threading.Lock()  # a stream may call from several threads (Procore per project)
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "Fulcrum/0.1"})
         self.session.headers.update(headers or {})
@@ -165,8 +166,8 @@ class HttpClient:
         while True:
             self._await_resume(method, shown)
             if self.budget is not None:
-                self.stats.rate_limited_seconds += self.budget()
-            self.stats.api_calls += 1
+                self._count(rate_limited_seconds=self.budget())
+            self._count(api_calls=1)
             response: requests.Response | None = None
             paused: float | None = None
             try:
@@ -210,13 +211,18 @@ class HttpClient:
                     method, shown, f"{problem} after {attempt + 1} attempts", status, response, retryable=True
                 )
             attempt += 1
-            self.stats.retries += 1
+            self._count(retries=1)
             if status == 429:
-                self.stats.rate_limited_seconds += wait
+                self._count(rate_limited_seconds=wait)
             else:
-                self.stats.backoff_seconds += wait
+                self._count(backoff_seconds=wait)
             logger.info("upstream %s %s: %s; retry %d in %.2fs", method, shown, problem, attempt, wait)
             self.sleep(wait)
+
+    def _count(self, **deltas: float) -> None:
+        with self._stats_lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
 
     def _paced(self, response: requests.Response) -> float | None:
         """Apply the vendor's pacing advice for ``response``: hold the shared budget and this client."""
@@ -239,7 +245,7 @@ class HttpClient:
                 f"{method} {shown}: the upstream's rate limit resets in {gap:.0f} s; trying again later",
                 retryable=True,
             )
-        self.stats.rate_limited_seconds += gap
+        self._count(rate_limited_seconds=gap)
         self.sleep(gap)
 
     def _error(

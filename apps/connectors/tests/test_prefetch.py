@@ -130,6 +130,7 @@ def test_a_failure_fetching_the_page_read_ahead_keeps_the_stored_page_and_its_cu
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(procore_streams, "PER_PAGE", 50)
+    monkeypatch.setattr(procore_streams, "CONCURRENCY", 1)  # calls counted exactly, in order
     pm = connections["pm"]
     read, held = first_page_projects(company, 50)
     # Every project after those of the first page fails for good.
@@ -172,6 +173,7 @@ def test_a_page_that_cannot_be_stored_stops_the_read_ahead_and_fails_the_run(
     settings: Any,
 ) -> None:
     monkeypatch.setattr(procore_streams, "PER_PAGE", 50)
+    monkeypatch.setattr(procore_streams, "CONCURRENCY", 1)  # calls counted exactly, in order
     settings.FULCRUM = {**settings.FULCRUM, "HTTP_BACKOFF_BASE": 30.0, "HTTP_BACKOFF_CAP": 30.0}
     read, _held = first_page_projects(simulator.company, 50)
     simulator.faults.add("status", path_prefix=CHANGE_ORDERS, status=503, skip=read, count=None)

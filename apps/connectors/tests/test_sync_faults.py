@@ -80,6 +80,7 @@ def test_exhausted_retries_keep_committed_pages_and_the_next_run_resumes_from_th
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(procore_streams, "PER_PAGE", 50)
+    monkeypatch.setattr(procore_streams, "CONCURRENCY", 1)  # calls counted exactly, in order
     pm = connections["pm"]
     path = "/rest/v1.0/change_order_packages"  # read per project, in project id order
     read, held = first_page_projects(company, 50)

@@ -24,7 +24,10 @@ project-scoped lists, so a run cut short resumes with the projects it finished.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from apps.connectors.http import HttpClient
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from . import Procore
 
 PER_PAGE = paging.PER_PAGE  # tests lower it to make several pages
+CONCURRENCY = 8  # project windows read at once by default (options.concurrency)
 # The key we add to a project-scoped record: the project it was listed under (Procore's records lack it).
 PROJECT_KEY = "_project_id"
 # Change Order Package ``status`` (the enum of the List / Show / Create Change Order Package schemas) to
@@ -172,6 +176,36 @@ class Vendors(CompanyList):
 # ---- project-scoped lists ---------------------------------------------------------------------------
 
 
+def _concurrency(kind: Procore) -> int:
+    """Project windows read at once (options.concurrency). Procore asks apps that call concurrently to tune
+    their concurrency to its limits (rate_limiting.md); its X-Rate-Limit headers pause every reader."""
+    return max(1, int((kind.connection.options or {}).get("concurrency") or CONCURRENCY))
+
+
+def _in_order(
+    read: Callable[[str], list[Record]], projects: list[str], workers: int
+) -> Iterator[tuple[str, list[Record]]]:
+    """``(project, read(project))`` in project order, with up to ``workers`` reads under way ahead of it."""
+    if workers == 1:
+        for pid in projects:
+            yield pid, read(pid)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="procore-projects")
+    try:
+        ahead: deque[tuple[str, Future[list[Record]]]] = deque()
+        queue = iter(projects)
+        for pid in itertools.islice(queue, 2 * workers):
+            ahead.append((pid, pool.submit(read, pid)))
+        while ahead:
+            pid, future = ahead.popleft()
+            records = future.result()  # an upstream error surfaces here, in project order
+            for nxt in itertools.islice(queue, 1):
+                ahead.append((nxt, pool.submit(read, nxt)))
+            yield pid, records
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def project_cursor(cursor: Cursor) -> tuple[dt.datetime | None, dict[str, str]]:
     """(where projects without a cursor of their own start, each project's cursor) from a saved cursor.
 
@@ -231,18 +265,19 @@ class ProjectList(ProcoreStream):
                 "projects": dict(state),
             }
 
-        buffer: list[Record] = []
-        for pid in projects:
+        def read(pid: str) -> list[Record]:
             since = parse_datetime(state[pid]) - LOOKBACK if pid in state else floor
             params = {**self.params(pid), "filters[updated_at]": paging.window(since, started)}
-            for page in paging.read_all(client, self.path(pid), params, per_page):
-                buffer += [
-                    {**raw, PROJECT_KEY: pid} for raw in page if isinstance(raw, dict) and self.keep(raw)
-                ]
-                if len(buffer) >= 2 * per_page:  # a big project: store what we hold, its cursor unmoved
-                    pages += 1
-                    yield Page(_newest_first_seen(buffer), page_cursor())
-                    buffer = []
+            return [
+                {**raw, PROJECT_KEY: pid}
+                for page in paging.read_all(client, self.path(pid), params, per_page)
+                for raw in page
+                if isinstance(raw, dict) and self.keep(raw)
+            ]
+
+        buffer: list[Record] = []
+        for pid, records in _in_order(read, projects, _concurrency(self.kind)):
+            buffer += records
             state[pid] = done
             if len(buffer) >= per_page:  # pages of whole projects, each with its cursor
                 pages += 1
