@@ -46,6 +46,7 @@ class UpstreamError(requests.HTTPError):
         body: str = "",
         retryable: bool = False,
         response: requests.Response | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, response=response)
         self.status = status
@@ -53,6 +54,8 @@ class UpstreamError(requests.HTTPError):
         self.body = body
         # True when the upstream was unavailable rather than refusing us: trying later may work.
         self.retryable = retryable
+        # Seconds the upstream said to wait (Retry-After, or its rate-limit headers via ``pace``), if it did.
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -207,9 +210,11 @@ class HttpClient:
             if advised is not None:
                 wait = advised
             if attempt >= self.max_retries or (advised is not None and advised > self.max_retry_after):
-                raise self._error(
+                error = self._error(
                     method, shown, f"{problem} after {attempt + 1} attempts", status, response, retryable=True
                 )
+                error.retry_after = advised
+                raise error
             attempt += 1
             self._count(retries=1)
             if status == 429:
@@ -244,6 +249,7 @@ class HttpClient:
             raise UpstreamError(
                 f"{method} {shown}: the upstream's rate limit resets in {gap:.0f} s; trying again later",
                 retryable=True,
+                retry_after=gap,
             )
         self._count(rate_limited_seconds=gap)
         self.sleep(gap)
