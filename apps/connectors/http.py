@@ -61,6 +61,7 @@ class UpstreamError(requests.HTTPError):
         retryable: bool = False,
         response: requests.Response | None = None,
         outcome_unknown: bool = False,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, response=response)
         self.status = status
@@ -70,6 +71,8 @@ class UpstreamError(requests.HTTPError):
         self.retryable = retryable
         # True when a write may have taken effect although no answer says so: look before writing again.
         self.outcome_unknown = outcome_unknown
+        # Seconds the upstream said to wait (Retry-After, or its rate-limit headers via ``pace``), if it did.
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -154,7 +157,13 @@ class HttpClient:
         self.budget = budget
         # On a 401, with the rejected headers: fresh auth headers (an OAuth refresh) to retry once.
         self.reauthorize = reauthorize
+        # After every answer: seconds the vendor's own headers ask us to pause before calling again (e.g.
+        # Procore's X-Rate-Limit-Remaining: 0 until X-Rate-Limit-Reset), or None. The pause holds the shared
+        # budget for every worker when it can (``budget.hold``) and this client in any case.
+        self.pace: Callable[[requests.Response], float | None] | None = None
+        self._resume_at = 0.0  # time.monotonic() before which this client does not call
         self.stats = CallStats()
+        self._stats_lock = threading.Lock()  # a stream may call from several threads (Procore per project)
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "Fulcrum/0.1"})
         self.session.headers.update(headers or {})
@@ -203,10 +212,12 @@ class HttpClient:
         attempt = 0
         reauthorized = False
         while True:
+            self._await_resume(method, shown)
             if self.budget is not None:
-                self.stats.rate_limited_seconds += self.budget()
-            self.stats.api_calls += 1
+                self._count(rate_limited_seconds=self.budget())
+            self._count(api_calls=1)
             response: requests.Response | None = None
+            paused: float | None = None
             try:
                 response = self.session.request(method, url, **kwargs)
             except (
@@ -221,6 +232,7 @@ class HttpClient:
             else:
                 status = response.status_code
                 problem = f"HTTP {status}"
+                paused = self._paced(response)
                 if status < 400:
                     if not expect_json:
                         return None, response
@@ -245,20 +257,54 @@ class HttpClient:
             advised = (
                 retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
             )
+            if advised is None and status == 429 and paused:
+                advised = paused
             if advised is not None:
                 wait = advised
             if attempt >= self.max_retries or (advised is not None and advised > self.max_retry_after):
-                raise self._error(
+                error = self._error(
                     method, shown, f"{problem} after {attempt + 1} attempts", status, response, retryable=True
                 )
+                error.retry_after = advised
+                raise error
             attempt += 1
-            self.stats.retries += 1
+            self._count(retries=1)
             if status == 429:
-                self.stats.rate_limited_seconds += wait
+                self._count(rate_limited_seconds=wait)
             else:
-                self.stats.backoff_seconds += wait
+                self._count(backoff_seconds=wait)
             logger.info("upstream %s %s: %s; retry %d in %.2fs", method, shown, problem, attempt, wait)
             self.sleep(wait)
+
+    def _count(self, **deltas: float) -> None:
+        with self._stats_lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
+
+    def _paced(self, response: requests.Response) -> float | None:
+        """Apply the vendor's pacing advice for ``response``: hold the shared budget and this client."""
+        pause = self.pace(response) if self.pace is not None else None
+        if not pause or pause <= 0:
+            return None
+        self._resume_at = max(self._resume_at, time.monotonic() + pause)
+        hold = getattr(self.budget, "hold", None)
+        if hold is not None:
+            hold(pause)
+        return pause
+
+    def _await_resume(self, method: str, shown: str) -> None:
+        """Wait out a pause the vendor asked for; one longer than ``max_retry_after`` ends the run partial."""
+        gap = self._resume_at - time.monotonic()
+        if gap <= 0:
+            return
+        if gap > self.max_retry_after:
+            raise UpstreamError(
+                f"{method} {shown}: the upstream's rate limit resets in {gap:.0f} s; trying again later",
+                retryable=True,
+                retry_after=gap,
+            )
+        self._count(rate_limited_seconds=gap)
+        self.sleep(gap)
 
     def _error(
         self,

@@ -32,8 +32,11 @@ from .http import UpstreamError
 
 logger = logging.getLogger(__name__)
 
-# KEYS[1] the window's counter; ARGV[1] window in ms, ARGV[2] calls allowed. Returns 0 (go) or ms to wait.
+# KEYS[1] the window's counter, KEYS[2] a hold set by ``hold``; ARGV[1] window in ms, ARGV[2] calls allowed.
+# Returns 0 (go) or ms to wait.
 _SCRIPT = """
+local held = redis.call('PTTL', KEYS[2])
+if held > 0 then return held end
 local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 if n <= tonumber(ARGV[2]) then return 0 end
@@ -116,6 +119,7 @@ class RateBudget:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.key = f"fulcrum:rate:{key}"
+        self.hold_key = f"{self.key}:hold"
         self.calls = calls
         self.window_ms = max(1, int(seconds * 1000))
         self.url = url or redis_url()
@@ -124,12 +128,20 @@ class RateBudget:
     def __call__(self) -> float:
         return self.wait()
 
+    def hold(self, seconds: float) -> None:
+        """No call for ``seconds`` by anyone sharing this budget (the vendor said its limit is spent)."""
+        try:
+            client = redis_client(self.url)
+            client.set(self.hold_key, 1, px=max(1, int(seconds * 1000)), nx=False)
+        except redis.RedisError:
+            pass  # the client that saw the headers still pauses itself
+
     def wait(self) -> float:
         waited = 0.0
         while True:
             try:
                 client = redis_client(self.url)
-                pause_ms = int(client.eval(_SCRIPT, 1, self.key, self.window_ms, self.calls))
+                pause_ms = int(client.eval(_SCRIPT, 2, self.key, self.hold_key, self.window_ms, self.calls))
             except redis.RedisError as exc:
                 if self.key not in _warned:  # once per process and key, not on every call
                     _warned.add(self.key)

@@ -316,8 +316,8 @@ def _upstream(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return call()
     except UpstreamError as exc:
         if exc.retryable:  # timeouts, unreachable, 5xx, 429: try again later
-            after = None
-            if exc.response is not None:
+            after = exc.retry_after  # Retry-After, or the vendor's rate-limit reset (Procore)
+            if after is None and exc.response is not None:
                 after = retry_after_seconds(exc.response.headers.get("Retry-After"))
             raise RetryLater(str(exc), after=after) from exc
         raise PermanentFailure(f"upstream refused: HTTP {exc.status}: {exc.body or exc}") from exc

@@ -30,7 +30,7 @@ def _qbo_pages(session: requests.Session, base: str) -> int:
 
 def _procore_pages(session: requests.Session, base: str) -> int:
     pages = 0
-    url: str | None = f"{base}/rest/v1.0/companies/{PROCORE_COMPANY_ID}/change_order_packages?per_page=1000"
+    url: str | None = f"{base}/rest/v1.0/projects?company_id={PROCORE_COMPANY_ID}&per_page=1000"
     headers = {
         "Authorization": f"Bearer {DEFAULT_TOKENS['procore']}",
         "Procore-Company-Id": str(PROCORE_COMPANY_ID),

@@ -49,15 +49,24 @@ def render_project(p: PcProject) -> dict[str, Any]:
     }
 
 
+IN_HOUSE_STATES = {
+    "pricing": "pending",
+    "not_pricing": "pending",
+    "revised": "pending",
+    "proceeding": "pending",
+    "not_proceeding": "pending",
+    "no_charge": "approved",
+}
+
+
 def render_change_order(c: PcChangeOrder) -> dict[str, Any]:
     return {
         "id": c.id,
         "attributes": {
             "number": c.number,
             "title": c.title,
-            "state": c.status.split(" - ")[
-                0
-            ],  # an in-house system with its own words: pending, approved, ...
+            # An in-house system with its own words (draft, pending, approved, rejected, void), not Procore's.
+            "state": IN_HOUSE_STATES.get(c.status, c.status),
             "total": money_str(c.grand_total),
             "project": {"id": c.project_id},
         },

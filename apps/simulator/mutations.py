@@ -6,7 +6,7 @@ import random
 from datetime import timedelta
 from typing import Any
 
-from .names import CO_STATUSES, EXPENSE_MEMOS
+from .names import CO_STATUS_ENUM, EXPENSE_MEMOS
 from .records import (
     Company,
     HsCompany,
@@ -34,9 +34,12 @@ def apply_mutation(company: Company, system: str, object_type: str, record: Any,
     elif isinstance(record, QboTxn):
         _qbo_txn(record, rng)
     elif isinstance(record, PcProject):
+        # The in-house API (generic.py) serves schedule_status; Procore has none, so a Procore-visible field
+        # changes too.
         record.schedule_status = rng.choice(
             [s for s in ("on_track", "at_risk", "behind") if s != record.schedule_status]
         )
+        record.completion_date += timedelta(days=rng.choice((-7, 7, 14)))
     elif isinstance(record, PcTask):
         _task(company, record, rng, protected)
     elif isinstance(record, PcChangeOrder):
@@ -87,7 +90,7 @@ def _task(company: Company, record: PcTask, rng: random.Random, protected: bool)
 
 
 def _change_order(company: Company, record: PcChangeOrder, rng: random.Random, protected: bool) -> None:
-    record.status = rng.choice([s for s in CO_STATUSES if s != record.status])
+    record.status = rng.choice([s for s in CO_STATUS_ENUM if s != record.status])
     if protected:
         return
     new_total = round(record.grand_total * rng.uniform(0.9, 1.1))

@@ -347,7 +347,22 @@ SUBMITTAL_STATUSES = (
     "Approved as Noted",
     "Closed",
 )
-CO_STATUSES = ("draft", "pending - in review", "pending - pricing", "approved", "rejected", "void")
+# Change Order Package ``status``: the enum of Procore's List / Show / Create Change Order Package schemas.
+CO_STATUS_ENUM = (
+    "draft",
+    "not_pricing",
+    "pricing",
+    "pending",
+    "revised",
+    "proceeding",
+    "not_proceeding",
+    "no_charge",
+    "approved",
+    "rejected",
+    "void",
+)
+# The statuses the generator draws (weights in generator.CO_WEIGHTS); mutations use the whole enum.
+CO_STATUSES = ("draft", "pending", "pricing", "approved", "rejected", "void")
 EXPENSE_MEMOS = (
     "Materials",
     "Subcontract labor",

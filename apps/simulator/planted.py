@@ -34,7 +34,7 @@ class PlantedCO:
     outcome: str  # match | near_miss | insufficient
     reason: str
     failing: str | None = None
-    status: str = "pending - in review"
+    status: str = "pending"
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class PlantedClient:
 
 
 def _co(
-    amount: str, outcome: str, reason: str, failing: str | None = None, status: str = "pending - in review"
+    amount: str, outcome: str, reason: str, failing: str | None = None, status: str = "pending"
 ) -> PlantedCO:
     return PlantedCO(amount, outcome, reason, failing, status)
 
@@ -75,7 +75,7 @@ PLANTED: tuple[PlantedClient, ...] = (
                            ((-200, -205), (-120, -118), (-40, -31), (30, None), (120, None)), (
                 _co("72500.00", "match", "missed last milestone (due 40 days ago, 9 days late); margin 8.5%"),
                 _co("50000.00", "match", "boundary: amount exactly 50,000.00; missed last milestone; 8.5%",
-                    status="pending - pricing"),
+                    status="pricing"),
                 _co("49999.99", "near_miss", "amount one cent below 50,000", AMOUNT, status="draft"))),
             PlantedProject("Harborview Parking Structure", "3900000.00", "1150000.00", "1032700.00",
                            ((-300, -301), (-150, -150), (-75, -77), (45, None), (200, None)), (
@@ -223,7 +223,9 @@ def cents(amount: str) -> int:
 
 
 def vendor_records(company: Company) -> dict[str, list[dict[str, Any]]]:
-    """Every record the oracle needs, in the exact vendor JSON shapes (as served over HTTP)."""
+    """Every record the oracle needs, in the exact vendor JSON shapes (as served over HTTP); Procore's
+    project-scoped records (tasks, change order packages) under ``project_id``: the project they are
+    listed under (their own JSON has none)."""
     with company.lock:
         return {
             "hubspot_companies": [
@@ -234,8 +236,13 @@ def vendor_records(company: Company) -> dict[str, list[dict[str, Any]]]:
             "qbo_bills": [quickbooks.render(t) for t in company.qbo_bills.values()],
             "qbo_purchases": [quickbooks.render(t) for t in company.qbo_purchases.values()],
             "pc_projects": [procore.render_project(p) for p in company.pc_projects.values()],
-            "pc_tasks": [procore.render_task(t) for t in company.pc_tasks.values()],
-            "pc_change_orders": [procore.render_change_order(c) for c in company.pc_change_orders.values()],
+            "pc_tasks": [
+                {**procore.render_task(t), "project_id": t.project_id} for t in company.pc_tasks.values()
+            ],
+            "pc_change_orders": [
+                {**procore.render_change_order(c), "project_id": c.project_id}
+                for c in company.pc_change_orders.values()
+            ],
         }
 
 
@@ -316,7 +323,10 @@ def compute_facts(records: Mapping[str, list[dict[str, Any]]], today: date) -> d
         if task.get("milestone") and client:
             done = task.get("actual_finish")
             milestones[client].append(
-                (date.fromisoformat(task["finish"]), date.fromisoformat(done) if done else None)
+                (
+                    date.fromisoformat(task["finish_datetime"][:10]),
+                    date.fromisoformat(done[:10]) if done else None,
+                )
             )
 
     def missed_last(client: str | None) -> bool | None:

@@ -7,6 +7,7 @@ import json
 import socket
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections import deque
@@ -62,9 +63,12 @@ def _vendor_fault_body(path: str, rule: FaultRule) -> tuple[Any, list[tuple[str,
         return {"Fault": {"Error": [error], "type": "SystemFault"}}, []
     if path.startswith("/rest/"):
         if limited:
+            # Procore documents no Retry-After on 429: the reset time is in X-Rate-Limit-Reset.
+            reset = int(time.time()) + rule.retry_after
             return {"errors": "Rate limit exceeded"}, [
                 ("X-Rate-Limit-Limit", "3600"),
                 ("X-Rate-Limit-Remaining", "0"),
+                ("X-Rate-Limit-Reset", str(reset)),
             ]
         return {"errors": "Internal Server Error"}, []
     return {"error": "injected fault"}, []
@@ -165,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif rule.kind in ("status", "rate_limit"):
                 default_body, headers_out = _vendor_fault_body(parts.path, rule)
                 status = 429 if rule.kind == "rate_limit" else rule.status
-                if rule.kind == "rate_limit":
+                if rule.kind == "rate_limit" and not parts.path.startswith("/rest/"):
                     headers_out.append(("Retry-After", str(rule.retry_after)))
                 self._send(
                     json_response(status, rule.body if rule.body is not None else default_body, headers_out)

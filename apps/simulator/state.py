@@ -72,6 +72,10 @@ class SimState:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # OAuth2 per system once enabled (oauth_enable): short-lived access tokens replace the fixed one.
     oauth: dict[str, OAuthGrant] = field(default_factory=dict)
+    # Procore's rate limit as served in X-Rate-Limit-* headers: (calls, window seconds). Generous by default
+    # (a whole-company sync reads every project); tests lower it to see the connector pause.
+    procore_rate: tuple[int, float] = (1_000_000, 3600.0)
+    procore_calls: dict[int, int] = field(default_factory=dict)  # window number -> calls
 
     def next_id(self) -> int:
         with self.lock:

@@ -51,13 +51,15 @@ QBO_ENTITY_NAMES = {
     "purchase": "Purchase",
     "estimate": "Estimate",
 }
+# Procore webhook resource names of the records the simulator serves (company level: Projects, Company
+# Vendors; project level: Tasks, Change Order Packages, Submittals).
 PROCORE_RESOURCE_NAMES = {
     "project": "Projects",
-    "task": "Schedule Tasks",
-    "milestone": "Schedule Tasks",
+    "task": "Tasks",
+    "milestone": "Tasks",
     "change_order": "Change Order Packages",
     "submittal": "Submittals",
-    "vendor": "Vendors",
+    "vendor": "Company Vendors",
 }
 _event_ids = itertools.count(int(time.time()) * 1000)
 
@@ -297,22 +299,48 @@ def procore_event(
     project_id: int | None = None,
     timestamp: int | None = None,
     company_id: int = PROCORE_COMPANY_ID,
+    payload_version: str = "v2.0",
 ) -> dict[str, Any]:
-    """``resource_name`` as Procore spells it (``Change Order Packages``) or our object type."""
+    """One event in a documented payload format (developers.procore.com/documentation/webhooks):
+    ``v2.0`` (legacy), ``v3.0`` (adds ``related_resources``) or ``v4.0`` (string ids, ``resource_type``,
+    ``reason``). ``resource_name`` as Procore spells it (``Change Order Packages``) or our object type."""
     ms = timestamp if timestamp is not None else int(time.time() * 1000)
-    return {
+    name = PROCORE_RESOURCE_NAMES.get(resource_name, resource_name)
+    ulid = uuid.uuid4().hex.upper()[:26]
+    user_id = 7001
+    if payload_version == "v4.0":
+        return {
+            "id": ulid,
+            "timestamp": procore_time(ms).replace("Z", ".000000Z"),
+            "reason": event_type,
+            "company_id": str(company_id),
+            "project_id": str(project_id) if project_id is not None else None,
+            "user_id": str(user_id),
+            "resource_type": name,
+            "resource_id": str(resource_id),
+        }
+    event: dict[str, Any] = {
         "id": next(_event_ids),
-        "ulid": uuid.uuid4().hex.upper()[:26],
-        "user_id": 7001,
+        "ulid": ulid,
+        "timestamp": procore_time(ms).replace("Z", ".000000Z"),
+        "metadata": {
+            "source_user_id": user_id,
+            "source_project_id": project_id,
+            "source_operation_id": None,
+            "source_company_id": company_id,
+            "source_application_id": None,
+        },
+        "user_id": user_id,
         "company_id": company_id,
         "project_id": project_id,
-        "api_version": "v2",
-        "timestamp": procore_time(ms),
-        "resource_name": PROCORE_RESOURCE_NAMES.get(resource_name, resource_name),
-        "resource_id": resource_id,
+        "api_version": payload_version,
         "event_type": event_type,
-        "metadata": {"source_application_id": None, "source_operation_id": None},
+        "resource_name": name,
+        "resource_id": resource_id,
     }
+    if payload_version == "v3.0":
+        event["related_resources"] = []
+    return event
 
 
 # ---- Standard Webhooks ----------------------------------------------------------------------------------
@@ -391,8 +419,11 @@ def change_record(
         return record
 
 
-def event_for(system: str, object_type: str, record: Any, operation: str = "update") -> dict[str, Any]:
-    """The vendor's event for ``record`` (``operation``: create / update / delete)."""
+def event_for(
+    system: str, object_type: str, record: Any, operation: str = "update", payload_version: str = "v2.0"
+) -> dict[str, Any]:
+    """The vendor's event for ``record`` (``operation``: create / update / delete; Procore's
+    ``payload_version``: v2.0, v3.0 or v4.0)."""
     op = operation.lower()
     if system == "hubspot":
         kind = {"create": "creation", "update": "propertyChange", "delete": "deletion"}[op]
@@ -412,6 +443,7 @@ def event_for(system: str, object_type: str, record: Any, operation: str = "upda
             op,
             project_id=getattr(record, "project_id", None),
             timestamp=record.updated,
+            payload_version=payload_version,
         )
     raise ValueError(f"no webhooks for {system}")
 

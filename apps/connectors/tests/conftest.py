@@ -11,6 +11,7 @@ import pytest
 from apps.connectors.models import Connection
 from apps.connectors.services import connection_import
 from apps.simulator import PROCORE_COMPANY_ID, REALM_ID, Company, SimulatorServer, generate_company
+from apps.simulator.procore import SCHEDULE_CRITICAL_FIELD
 
 SCALE = 0.1
 
@@ -37,7 +38,10 @@ def connection_file(base_url: str) -> list[dict[str, Any]]:
             "kind": "procore",
             "base_url": base_url,
             "credentials": {"access_token": "sim-procore-token"},
-            "options": {"company_id": PROCORE_COMPANY_ID},
+            "options": {
+                "company_id": PROCORE_COMPANY_ID,
+                "field_map": {"schedule_critical": SCHEDULE_CRITICAL_FIELD},
+            },
         },
     ]
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 import apps.simulator.procore as sim
 from apps.connectors.kinds import get_kind
+from apps.connectors.kinds.procore.streams import PROJECT_KEY
 from apps.connectors.models import Connection, StreamState, SyncRun
 from apps.connectors.services import _claim, connection_import
 from apps.entities.loaders import content_hash
@@ -61,12 +63,16 @@ MODELS = {
 def _upstream(company: Company, connection: Connection) -> dict[str, dict[str, tuple[str, dt.datetime]]]:
     """Per stream: id -> (content hash of the normalised record, its upstream version), from the simulator."""
     kind = get_kind(connection)
+
+    def listed(render: Any) -> Any:  # a project-scoped record as listed under its project
+        return lambda r: {**render(r), PROJECT_KEY: str(r.project_id)}
+
     tables = {
         "projects": (company.pc_projects, sim.render_project),
         "vendors": (company.pc_vendors, sim.render_vendor),
-        "milestones": ({k: t for k, t in company.pc_tasks.items() if t.milestone}, sim.render_task),
-        "change_orders": (company.pc_change_orders, sim.render_change_order),
-        "submittals": (company.pc_submittals, lambda s: sim.render_submittal(s, company)),
+        "milestones": ({k: t for k, t in company.pc_tasks.items() if t.milestone}, listed(sim.render_task)),
+        "change_orders": (company.pc_change_orders, listed(sim.render_change_order)),
+        "submittals": (company.pc_submittals, listed(lambda s: sim.render_submittal(s, company))),
     }
     out = {}
     for name, (table, render) in tables.items():
@@ -110,7 +116,7 @@ def test_sigkill_mid_sync_then_rerun_leaves_the_database_equal_to_the_upstream(
     items[2]["options"]["per_page"] = 25
     pm = {c.slug: c for c in connection_import(data=items, actor="system:test")}["pm"]
     simulator.faults.add(
-        "delay", path_prefix="/rest/v1.0/companies/4242/change_order_packages", seconds=PAGE_DELAY, count=None
+        "delay", path_prefix="/rest/v1.0/change_order_packages", seconds=PAGE_DELAY, count=None
     )
     total_cos = len(company.pc_change_orders)
 

@@ -18,7 +18,18 @@ from apps.connectors.services import sync_connection
 from apps.entities.models import ChangeOrder
 from apps.simulator import Company, SimulatorServer
 
-CHANGE_ORDERS = "/rest/v1.0/companies/4242/change_order_packages"
+CHANGE_ORDERS = "/rest/v1.0/change_order_packages"  # listed per project (?project_id=)
+
+
+def first_page_projects(company: Company, per_page: int) -> tuple[int, int]:
+    """(projects read, change orders held) when the first page of ``per_page`` change orders is full: the
+    connector reads projects in id order and yields a page once it holds that many records."""
+    held = 0
+    for read, project in enumerate(sorted(company.pc_projects), 1):
+        held += sum(1 for c in company.pc_change_orders.values() if c.project_id == project)
+        if held >= per_page:
+            return read, held
+    raise AssertionError("fewer change orders than a page")
 
 
 def _wait_until(condition: Any, timeout: float = 5.0) -> bool:
@@ -119,15 +130,18 @@ def test_a_failure_fetching_the_page_read_ahead_keeps_the_stored_page_and_its_cu
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(procore_streams, "PER_PAGE", 50)
+    monkeypatch.setattr(procore_streams, "CONCURRENCY", 1)  # calls counted exactly, in order
     pm = connections["pm"]
-    simulator.faults.add("status", path_prefix=CHANGE_ORDERS, status=503, skip=1, count=None)
+    read, held = first_page_projects(company, 50)
+    # Every project after those of the first page fails for good.
+    simulator.faults.add("status", path_prefix=CHANGE_ORDERS, status=503, skip=read, count=None)
     requested = lambda: sum(CHANGE_ORDERS in path for _m, path in simulator.requests_log)  # noqa: E731
     store = services._store_page
     concurrent = []
 
     def storing(*args: Any, **kwargs: Any) -> list[int]:
         # Page 2 is requested (and fails for good) while page 1 is still being stored.
-        concurrent.append(_wait_until(lambda: requested() >= 2))
+        concurrent.append(_wait_until(lambda: requested() >= read + 1))
         return store(*args, **kwargs)
 
     monkeypatch.setattr(services, "_store_page", storing)
@@ -137,11 +151,12 @@ def test_a_failure_fetching_the_page_read_ahead_keeps_the_stored_page_and_its_cu
 
     assert concurrent == [True]
     assert partial.status == SyncRun.Status.PARTIAL and "503 after 4 attempts" in partial.error
-    assert partial.counts["pages"] == 1 and partial.counts["inserted"] == ChangeOrder.objects.count() == 50
-    assert partial.counts["api_calls"] == 1 + 4
+    assert partial.counts["pages"] == 1 and partial.counts["inserted"] == ChangeOrder.objects.count() == held
+    listing = -(-len(company.pc_projects) // 50)  # the project list, 50 a page
+    assert partial.counts["api_calls"] == listing + read + 4
     state = StreamState.objects.get(connection=pm, stream="change_orders")
-    newest = max(ChangeOrder.objects.all(), key=lambda c: (c.source_updated_at, c.external_id))
-    assert state.cursor["updated_at"] == newest.source_updated_at.isoformat()
+    # The projects of the stored page have their cursor; the others start from the beginning next time.
+    assert sorted(state.cursor["projects"], key=int) == [str(p) for p in sorted(company.pc_projects)[:read]]
     assert state.last_success_at is None
 
     simulator.faults.clear()
@@ -158,12 +173,14 @@ def test_a_page_that_cannot_be_stored_stops_the_read_ahead_and_fails_the_run(
     settings: Any,
 ) -> None:
     monkeypatch.setattr(procore_streams, "PER_PAGE", 50)
+    monkeypatch.setattr(procore_streams, "CONCURRENCY", 1)  # calls counted exactly, in order
     settings.FULCRUM = {**settings.FULCRUM, "HTTP_BACKOFF_BASE": 30.0, "HTTP_BACKOFF_CAP": 30.0}
-    simulator.faults.add("status", path_prefix=CHANGE_ORDERS, status=503, skip=1, count=None)
+    read, _held = first_page_projects(simulator.company, 50)
+    simulator.faults.add("status", path_prefix=CHANGE_ORDERS, status=503, skip=read, count=None)
     requested = lambda: sum(CHANGE_ORDERS in path for _m, path in simulator.requests_log)  # noqa: E731
 
     def broken(*args: Any, **kwargs: Any) -> list[int]:
-        _wait_until(lambda: requested() >= 2)  # the read-ahead is now in its (long) backoff
+        _wait_until(lambda: requested() >= read + 1)  # the read-ahead is now in its (long) backoff
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(services, "_store_page", broken)

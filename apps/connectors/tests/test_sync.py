@@ -70,7 +70,9 @@ def test_full_sync_loads_exactly_what_upstream_holds(
     assert project.contract_value == Decimal(upstream.total_value) / 100
     assert (project.number, project.accounting_ref) == (upstream.project_number, upstream.origin_id)
     assert set(ChangeOrder.objects.values_list("status", flat=True)) <= set(ChangeOrder.Status.values)
-    pending = [c for c in company.pc_change_orders.values() if c.status.startswith("pending")]
+    # Procore's "Pending - ..." statuses: in review, pricing, not pricing, revised, (not) proceeding.
+    waiting = {"pending", "pricing", "not_pricing", "revised", "proceeding", "not_proceeding"}
+    pending = [c for c in company.pc_change_orders.values() if c.status in waiting]
     assert ChangeOrder.objects.filter(status="pending").count() == len(pending)
     critical = sum(1 for s in company.pc_submittals.values() if s.schedule_critical)
     assert Submittal.objects.filter(schedule_critical=True).count() == critical

@@ -19,6 +19,7 @@ from apps.entities.models import ChangeOrder, Project
 from apps.simulator import Company, SimulatorServer
 
 from .expected import expected_counts, loaded_counts
+from .test_prefetch import first_page_projects
 from .test_sync import sync_all, total
 
 
@@ -55,7 +56,7 @@ def test_a_5xx_burst_and_a_429_with_retry_after_are_retried_transparently(
     simulator.faults.add("status", path_prefix="/crm/", status=500, count=1)
     simulator.faults.add("rate_limit", path_prefix="/v3/company/", retry_after=1, count=1)
     simulator.faults.add("drop_connection", path_prefix="/rest/v1.1/", count=1)
-    simulator.faults.add("malformed", path_prefix="/rest/v1.0/companies/4242/change_order_packages", count=1)
+    simulator.faults.add("malformed", path_prefix="/rest/v1.0/change_order_packages", count=1)
 
     runs = sync_all(connections)
 
@@ -67,7 +68,9 @@ def test_a_5xx_burst_and_a_429_with_retry_after_are_retried_transparently(
     assert by_stream["owners"]["retries"] == 1
     assert by_stream["projects"]["retries"] == 2
     assert by_stream["submittals"]["retries"] == 1 and by_stream["change_orders"]["retries"] == 1
-    assert total(runs, "api_calls") == total(runs, "pages") + total(runs, "retries")
+    # One call per page and retry; Procore's per-project lists make more calls than (batched) pages.
+    paged = [r for r in runs if r.connection.slug != "pm"]
+    assert total(paged, "api_calls") == total(paged, "pages") + total(paged, "retries")
 
 
 def test_exhausted_retries_keep_committed_pages_and_the_next_run_resumes_from_the_cursor(
@@ -77,18 +80,21 @@ def test_exhausted_retries_keep_committed_pages_and_the_next_run_resumes_from_th
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(procore_streams, "PER_PAGE", 50)
+    monkeypatch.setattr(procore_streams, "CONCURRENCY", 1)  # calls counted exactly, in order
     pm = connections["pm"]
-    path = "/rest/v1.0/companies/4242/change_order_packages"
-    simulator.faults.add("status", path_prefix=path, status=503, skip=3, count=None)
+    path = "/rest/v1.0/change_order_packages"  # read per project, in project id order
+    read, held = first_page_projects(company, 50)
+    simulator.faults.add("status", path_prefix=path, status=503, skip=read, count=None)
 
     partial = sync_connection(connection=pm, streams=["change_orders"])[0]
 
     assert partial.status == SyncRun.Status.PARTIAL
     assert "503 after 4 attempts" in partial.error and "sim-procore-token" not in partial.error
-    assert partial.counts["pages"] == 3 and partial.counts["inserted"] == ChangeOrder.objects.count() > 0
-    assert partial.counts["api_calls"] == 3 + 4
+    assert partial.counts["pages"] == 1 and partial.counts["inserted"] == ChangeOrder.objects.count() == held
+    assert partial.counts["api_calls"] == -(-len(company.pc_projects) // 50) + read + 4
     cursor = StreamState.objects.get(connection=pm, stream="change_orders").cursor
-    assert cursor["updated_at"]
+    finished = sorted(company.pc_projects)[:read]
+    assert sorted(cursor["projects"], key=int) == [str(p) for p in finished]
     assert StreamState.objects.get(connection=pm, stream="change_orders").last_success_at is None
 
     simulator.faults.clear()
@@ -97,13 +103,19 @@ def test_exhausted_retries_keep_committed_pages_and_the_next_run_resumes_from_th
 
     assert resumed.status == SyncRun.Status.SUCCEEDED
     assert ChangeOrder.objects.count() == len(company.pc_change_orders)
-    assert resumed.counts["inserted"] == len(company.pc_change_orders) - partial.counts["inserted"]
-    first = next(p for m, p in simulator.requests_log if path in p)
-    window = parse_qs(urlsplit(first).query)["filters[updated_at]"][0]
-    resumed_from = dt.datetime.fromisoformat(window.split("...")[0])
-    assert resumed_from == dt.datetime.fromisoformat(cursor["updated_at"]).replace(
+    assert resumed.counts["inserted"] == len(company.pc_change_orders) - held
+    windows = {
+        parse_qs(urlsplit(p).query)["project_id"][0]: parse_qs(urlsplit(p).query)["filters[updated_at]"][0]
+        for _m, p in simulator.requests_log
+        if p.startswith(path)
+    }
+    # A finished project resumes from its cursor less the lookback; the others from the beginning.
+    done = str(finished[0])
+    resumed_from = dt.datetime.fromisoformat(windows[done].split("...")[0])
+    assert resumed_from == dt.datetime.fromisoformat(cursor["projects"][done]).replace(
         microsecond=0
     ) - dt.timedelta(seconds=60)
+    assert windows[str(sorted(company.pc_projects)[read])].startswith("2000-01-01T00:00:00Z...")
 
 
 def test_a_connection_stops_at_the_first_stream_that_fails(

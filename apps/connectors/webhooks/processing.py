@@ -185,7 +185,13 @@ def _fetch(
         raise NotImplementedError(f"{kind.kind} connections cannot fetch records by id")
     client: HttpClient = kind.client()
     try:
-        return {name: fetch(client, streams[name], ids) for name, ids in wanted.items()}
+        fetched = {}
+        for name, ids in wanted.items():
+            # Where the vendor scopes a record under a parent (Procore: its project), the event says which.
+            scopes = {h.external_id: h.scope for h in by_stream[name] if h.scope}
+            extra = {"scopes": scopes} if scopes else {}
+            fetched[name] = fetch(client, streams[name], ids, **extra)
+        return fetched
     finally:
         client.close()
 

@@ -61,6 +61,7 @@ class Hint:
     at: dt.datetime | None = None  # when upstream says it happened, if it says
     data: dict[str, Any] | None = None  # the record itself (Standard Webhooks)
     merged: tuple[str, ...] = ()  # "merge": the records gone into this one (it survives)
+    scope: str = ""  # the parent the vendor lists this record under (Procore: its project), if it says
 
 
 @dataclass(frozen=True)
@@ -549,40 +550,48 @@ def _quickbooks_ignored(payload: Any, options: Mapping[str, Any]) -> dict[str, i
     return counts
 
 
+# Procore webhook resource names (the trigger's ``resource_name``; v4.0 calls it ``resource_type``) of the
+# records we sync. The list of names is served by ``GET /rest/v1.0/webhooks/resources``; the names below are
+# the ones Procore's sandbox lists for these tools (company level: Projects, Company Vendors; project level:
+# Tasks, Change Order Packages, Submittals). Older spellings are kept: unknown names are ignored anyway.
 PROCORE_STREAMS = {
     "projects": "projects",
-    "project": "projects",
+    "company_vendors": "vendors",
+    "project_vendors": "vendors",
     "vendors": "vendors",
-    "vendor": "vendors",
-    "schedule_tasks": "milestones",
-    "schedule_task": "milestones",
     "tasks": "milestones",
-    "task": "milestones",
-    "milestones": "milestones",
+    "schedule_tasks": "milestones",
     "change_order_packages": "change_orders",
-    "change_order_package": "change_orders",
-    "change_orders": "change_orders",
     "submittals": "submittals",
-    "submittal": "submittals",
 }
+# Procore payload formats (developers.procore.com/documentation/webhooks, "Payload Formats"): v2.0 (legacy)
+# and v3.0 (adds related_resources) have numeric ids, ``resource_name`` and ``event_type``
+# (create / update / delete); v4.0 has string ids, ``resource_type`` and ``reason`` (more than the three).
+_PROCORE_DELETE = ("delete", "deleted", "destroy", "destroyed")
 
 
 def _procore_hints(payload: Any, options: Mapping[str, Any], headers: Headers) -> list[Hint]:
     if not isinstance(payload, dict):
         raise Malformed("expected a JSON object (one event)")
-    name = payload.get("resource_name")
-    event_type = payload.get("event_type")
-    if not isinstance(name, str) or not isinstance(event_type, str):
-        raise Malformed("an event needs resource_name, resource_id and event_type")
+    v4 = "reason" in payload or "resource_type" in payload
+    name = payload.get("resource_type" if v4 else "resource_name")
+    action = payload.get("reason" if v4 else "event_type")
+    if not isinstance(name, str) or not isinstance(action, str):
+        fields = (
+            "resource_type, resource_id and reason" if v4 else "resource_name, resource_id and event_type"
+        )
+        raise Malformed(f"an event needs {fields}")
     resource_id = _id(payload.get("resource_id"), "resource_id")
     company = str(options.get("company_id") or "")
     if company and payload.get("company_id") not in (None, "") and str(payload["company_id"]) != company:
         return []
-    stream = PROCORE_STREAMS.get(re.sub(r"[\s-]+", "_", name.strip().lower()))
+    stream = PROCORE_STREAMS.get(re.sub(r"[\s/-]+", "_", name.strip().lower()))
     if stream is None:
         return []
-    op = "delete" if event_type.lower() in ("delete", "deleted", "destroy") else "upsert"
-    return [Hint(stream, resource_id, op, _time(payload.get("timestamp")))]
+    project = payload.get("project_id")
+    scope = _id(project, "project_id") if project not in (None, "") else ""
+    op = "delete" if action.lower() in _PROCORE_DELETE else "upsert"
+    return [Hint(stream, resource_id, op, _time(payload.get("timestamp")), scope=scope)]
 
 
 _STANDARD_TYPE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)\.(created|updated|deleted)$")

@@ -11,7 +11,7 @@ from apps.simulator import FaultPlan, FaultRule
 
 from .conftest import Client
 
-COS = "/rest/v1.0/companies/4242/change_order_packages"
+COS = "/rest/v1.0/projects?company_id=4242"
 QUERY = "SELECT * FROM Invoice MAXRESULTS 10"
 
 
@@ -62,7 +62,7 @@ def test_malformed_json(fresh: Client) -> None:
 
 def test_duplicate_page_repeats_previous_last_record(fresh: Client) -> None:
     first = fresh.procore("GET", COS, params={"per_page": 10, "page": 1}).json()
-    fresh.server.faults.add("duplicate_page", path_prefix=COS)
+    fresh.server.faults.add("duplicate_page", path_prefix="/rest/v1.0/projects")
     second = fresh.procore("GET", COS, params={"per_page": 10, "page": 2}).json()
     assert len(second) == 11 and second[0] == first[-1]
     fresh.server.faults.add("duplicate_page", path_prefix="/v3/")

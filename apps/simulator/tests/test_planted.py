@@ -131,13 +131,16 @@ def test_oracle_over_http_equals_planted(client: Client) -> None:
         "qbo_bills": qbo_all(client, "Bill"),
         "qbo_purchases": qbo_all(client, "Purchase"),
         "pc_projects": procore_all(client, "/rest/v1.0/projects?company_id=4242&per_page=1000"),
-        "pc_tasks": procore_all(
-            client, "/rest/v1.0/companies/4242/schedule/tasks?filters[milestone]=true&per_page=1000"
-        ),
-        "pc_change_orders": procore_all(
-            client, "/rest/v1.0/companies/4242/change_order_packages?per_page=1000"
-        ),
+        "pc_tasks": [],
+        "pc_change_orders": [],
     }
+    # Tasks and change order packages are listed per project; their JSON has no project_id.
+    for project in records["pc_projects"]:
+        pid = project["id"]
+        for task in procore_all(client, f"/rest/v1.0/tasks?project_id={pid}&per_page=1000"):
+            records["pc_tasks"].append({**task, "project_id": pid})
+        for co in procore_all(client, f"/rest/v1.0/change_order_packages?project_id={pid}&per_page=1000"):
+            records["pc_change_orders"].append({**co, "project_id": pid})
     company = client.server.company
     assert len(records["pc_change_orders"]) == len(company.pc_change_orders)
     matches, insufficient = evaluate(records, TODAY)

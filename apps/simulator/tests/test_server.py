@@ -40,8 +40,8 @@ def test_control_endpoints(fresh: Client) -> None:
 
 
 def test_requests_log_and_unknown_paths(fresh: Client) -> None:
-    fresh.procore("GET", "/rest/v1.0/companies/4242/vendors?per_page=5")
-    assert ("GET", "/rest/v1.0/companies/4242/vendors?per_page=5") in fresh.server.requests_log
+    fresh.procore("GET", "/rest/v1.0/vendors?company_id=4242&per_page=5")
+    assert ("GET", "/rest/v1.0/vendors?company_id=4242&per_page=5") in fresh.server.requests_log
     resp = fresh.session.get(fresh.base + "/api/nothing")
     assert resp.status_code == 404 and resp.json()["error"]
     assert fresh.procore("DELETE", "/rest/v1.0/projects/1").status_code == 405

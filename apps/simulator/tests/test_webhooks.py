@@ -88,8 +88,27 @@ def test_procore_sends_the_configured_authorization_value() -> None:
         "update",
         12,
     )
-    assert sent["company_id"] == PROCORE_COMPANY_ID and sent["timestamp"] == "2023-11-14T22:13:20Z"
-    assert sent["ulid"] and sent["id"]
+    # The documented v2.0 example's timestamp has microseconds: "2025-02-06T23:34:12.246562Z".
+    assert sent["company_id"] == PROCORE_COMPANY_ID and sent["timestamp"] == "2023-11-14T22:13:20.000000Z"
+    assert sent["ulid"] and sent["id"] and sent["api_version"] == "v2.0"
+
+
+def test_procore_payload_format_v4_has_string_ids_reason_and_resource_type() -> None:
+    event = procore_event(
+        "submittal", 42, "update", project_id=12, timestamp=1_700_000_000_000, payload_version="v4.0"
+    )
+    assert event == {
+        "id": event["id"],
+        "timestamp": "2023-11-14T22:13:20.000000Z",
+        "reason": "update",
+        "company_id": str(PROCORE_COMPANY_ID),
+        "project_id": "12",
+        "user_id": "7001",
+        "resource_type": "Submittals",
+        "resource_id": "42",
+    }
+    v3 = procore_event("submittal", 42, payload_version="v3.0")
+    assert v3["related_resources"] == [] and v3["api_version"] == "v3.0"
 
 
 def test_standard_webhooks_matches_the_published_test_vector() -> None:

@@ -1,129 +1,170 @@
-"""Procore's list pager and record shapes (REST v1.0 / v1.1)."""
+"""Procore's streams and record shapes, on the documented REST v1.0 / v1.1 list actions.
+
+Company-level lists (one query per run):
+- projects: ``GET /rest/v1.0/projects?company_id=`` (List projects; ``filters[updated_at]``, ``filters[id]``,
+  ``filters[by_status]``);
+- vendors: ``GET /rest/v1.0/vendors?company_id=`` (List company vendors; ``filters[updated_at]``).
+
+Project-scoped lists (one query per project and run; the records carry no ``project_id``, so it is the
+project they were listed under):
+- milestones: ``GET /rest/v1.0/tasks?project_id=`` (List tasks, the project schedule;
+  ``filters[updated_at]``), keeping the tasks with ``milestone: true``;
+- change orders: ``GET /rest/v1.0/change_order_packages?project_id=`` (List Change Order Packages;
+  ``filters[updated_at]``, ``filters[id]``);
+- submittals: ``GET /rest/v1.1/projects/{project_id}/submittals`` (List Submittals on a project;
+  ``filters[updated_at]``, ``filters[id]``).
+
+Reference pages: https://developers.procore.com/reference/rest/ (projects, company-vendors, tasks,
+change-order-packages, submittals), as listed path by path by an SDK generated from Procore's OpenAPI
+(``weigandconstruction/procore_python_sdk``). No list documents ``sort=updated_at``: windows are read
+whole (``paging.read_all``) and the cursor moves only after a window is complete; per project for the
+project-scoped lists, so a run cut short resumes with the projects it finished.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from apps.connectors.http import HttpClient, UpstreamError
+from apps.connectors.http import HttpClient
 from apps.connectors.kinds.base import (
+    LOOKBACK,
     BadRecord,
     Cursor,
     Page,
     Record,
     Stream,
     cursor_start,
-    keyset_pages,
+    make_cursor,
     parse_date,
     parse_datetime,
     parse_money,
 )
 from apps.entities.models import ChangeOrder, Milestone, Project, Submittal, Vendor
 
+from . import paging
+
 if TYPE_CHECKING:
     from . import Procore
 
-PER_PAGE = 1000  # the list endpoints' largest per_page
-BEGINNING = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # filters[updated_at] wants both ends of the range
-SCHEDULE_STATUSES = {"on_track", "at_risk", "behind"}
-CO_STATUSES = {s.value for s in ChangeOrder.Status}
-
-
-def _iso(moment: dt.datetime) -> str:
-    return f"{moment.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S}Z"
+PER_PAGE = paging.PER_PAGE  # tests lower it to make several pages
+CONCURRENCY = 8  # project windows read at once by default (options.concurrency)
+# The key we add to a project-scoped record: the project it was listed under (Procore's records lack it).
+PROJECT_KEY = "_project_id"
+# Change Order Package ``status`` (the enum of the List / Show / Create Change Order Package schemas) to
+# SPEC's normalised statuses. Every "Pending - ..." status of Procore's UI (in review, revised, pricing,
+# not pricing, proceeding, not proceeding) is still awaiting a decision; "No Charge" is a decided change
+# performed at no cost (support.procore.com "What are the default statuses for change orders").
+CO_STATUS_MAP: dict[str, str] = {
+    "draft": ChangeOrder.Status.DRAFT,
+    "pending": ChangeOrder.Status.PENDING,
+    "revised": ChangeOrder.Status.PENDING,
+    "pricing": ChangeOrder.Status.PENDING,
+    "not_pricing": ChangeOrder.Status.PENDING,
+    "proceeding": ChangeOrder.Status.PENDING,
+    "not_proceeding": ChangeOrder.Status.PENDING,
+    "approved": ChangeOrder.Status.APPROVED,
+    "no_charge": ChangeOrder.Status.APPROVED,
+    "rejected": ChangeOrder.Status.REJECTED,
+    "void": ChangeOrder.Status.VOID,
+}
+_TRUE = ("true", "1", "yes", "y")
 
 
 def _updated(record: Record) -> dt.datetime:
     return parse_datetime(record.get("updated_at"))
 
 
-def _has_next(link_header: str | None) -> bool:
-    return any('rel="next"' in part for part in (link_header or "").split(","))
+def _per_page(kind: Procore) -> int:
+    # options.per_page lowers the page size (never above ours), e.g. to keep pages short.
+    return min(PER_PAGE, int((kind.connection.options or {}).get("per_page") or PER_PAGE))
 
 
-class ListStream(Stream):
-    """A Procore list endpoint filtered by ``filters[updated_at]=<since>...<run start>``, oldest first."""
+def _newest_first_seen(records: list[Record]) -> list[Record]:
+    """One copy per id (the newest), oldest first: a list may repeat a record across or within pages."""
+    best: dict[Any, Record] = {}
+    for record in records:
+        key = record.get("id")
+        if key not in best or str(record.get("updated_at") or "") >= str(best[key].get("updated_at") or ""):
+            best[key] = record
+    return sorted(best.values(), key=lambda r: (str(r.get("updated_at") or ""), str(r.get("id"))))
 
-    path: ClassVar[str]  # with {company} for the company id
-    params: ClassVar[dict[str, str]] = {}
+
+class ProcoreStream(Stream):
     kind: Procore
-
-    def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
-        started = dt.datetime.now(dt.UTC)
-        path = self.path.format(company=self.kind.company_id)
-        # options.per_page lowers the page size (never above the API's cap), e.g. to keep pages short.
-        per_page = min(PER_PAGE, int((self.kind.connection.options or {}).get("per_page") or PER_PAGE))
-
-        def fetch(since: dt.datetime | None, offset: int) -> tuple[list[Record], bool]:
-            params: dict[str, Any] = {
-                **self.query_params(),
-                "filters[updated_at]": f"{_iso(since or BEGINNING)}...{_iso(started)}",
-                "sort": "updated_at",
-                "page": offset // per_page + 1,  # offsets are whole pages (keyset_pages steps by full pages)
-                "per_page": per_page,
-            }
-            data, response = client.request_json("GET", path, params=params)
-            if not isinstance(data, list):
-                raise UpstreamError(
-                    f"GET {path}: answered {type(data).__name__}, expected a list", status=200
-                )
-            return data, _has_next(response.headers.get("Link"))
-
-        yield from keyset_pages(
-            fetch,
-            updated_at=_updated,
-            record_id=lambda r: r.get("id", ""),
-            since=cursor_start(cursor, full),
-            page_size=per_page,
-            cursor=cursor,
-            cursor_cap=started - self.kind.settle(),
-        )
-
-    def query_params(self) -> dict[str, str]:
-        return dict(self.params)
 
     def base(self, raw: Record) -> Record:
         if raw.get("id") in (None, ""):
             raise BadRecord("record without id")
         return {"external_id": str(raw["id"]), "source_updated_at": _updated(raw)}
 
-    def project_ref(self, raw: Record) -> str:
-        if raw.get("project_id") in (None, ""):
-            raise BadRecord("record without project_id")
-        return str(raw["project_id"])
+
+# ---- company-level lists ---------------------------------------------------------------------------
 
 
-class Projects(ListStream):
+class CompanyList(ProcoreStream):
+    """A company-level list read by windows: ``filters[updated_at]=<cursor - lookback>...<run start>``."""
+
+    path: ClassVar[str]
+
+    def params(self) -> dict[str, Any]:
+        return {"company_id": self.kind.company_id}
+
+    def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
+        started = dt.datetime.now(dt.UTC)
+        params = {**self.params(), "filters[updated_at]": paging.window(cursor_start(cursor, full), started)}
+        pages = paging.read_all(client, self.path, params, _per_page(self.kind))
+        previous = next(pages, None)
+        for page in pages:
+            assert previous is not None
+            yield Page(_newest_first_seen(previous), cursor)  # the window is not complete yet
+            previous = page
+        # The whole window is read: everything updated up to the run's start (less the settle time, for
+        # records still being committed upstream with an earlier timestamp) is ours.
+        yield Page(_newest_first_seen(previous or []), make_cursor(started - self.kind.settle(), ""))
+
+    def by_ids(self, client: HttpClient, ids: list[int]) -> list[Record]:
+        found: list[Record] = []
+        for start in range(0, len(ids), 100):
+            params = {**self.params(), "filters[id][]": ids[start : start + 100]}
+            for page in paging.read_all(client, self.path, params, PER_PAGE):
+                found += page
+        return found
+
+
+class Projects(CompanyList):
     name = "projects"
     model = Project
     entity = "project"
     path = "/rest/v1.0/projects"
 
-    def query_params(self) -> dict[str, str]:
-        return {"company_id": self.kind.company_id}
+    def params(self) -> dict[str, Any]:
+        # Closed projects too: change orders and submittals of a project in closeout still matter.
+        return {"company_id": self.kind.company_id, "filters[by_status]": "All"}
 
     def normalise(self, raw: Record) -> Record:
-        status = str(raw.get("schedule_status") or "").strip().lower().replace(" ", "_").replace("-", "_")
-        if status and status not in SCHEDULE_STATUSES:
-            raise BadRecord(f"unknown schedule_status {raw.get('schedule_status')!r}")
+        # No ``schedule_status`` here: Procore's project has none, so the row keeps what it has (SPEC's
+        # project.schedule_status is then null). Sending "" would be refused as not one of the choices.
         return {
             **self.base(raw),
             "name": str(raw.get("name") or "").strip(),
             "number": str(raw.get("project_number") or "").strip(),
             "accounting_ref": str(raw.get("origin_id") or "").strip(),
             "contract_value": parse_money(raw.get("total_value"), required=False),
-            "schedule_status": status,
             "start_date": parse_date(raw.get("start_date")),
             "completion_date": parse_date(raw.get("completion_date")),
         }
 
 
-class Vendors(ListStream):
+class Vendors(CompanyList):
     name = "vendors"
     model = Vendor
     entity = "vendor"
-    path = "/rest/v1.0/companies/{company}/vendors"
+    path = "/rest/v1.0/vendors"
 
     def normalise(self, raw: Record) -> Record:
         name = str(raw.get("name") or "").strip()
@@ -132,38 +173,199 @@ class Vendors(ListStream):
         return {**self.base(raw), "name": name, "email": str(raw.get("email_address") or "").strip().lower()}
 
 
-class Milestones(ListStream):
+# ---- project-scoped lists ---------------------------------------------------------------------------
+
+
+def _concurrency(kind: Procore) -> int:
+    """Project windows read at once (options.concurrency). Procore asks apps that call concurrently to tune
+    their concurrency to its limits (rate_limiting.md); its X-Rate-Limit headers pause every reader."""
+    return max(1, int((kind.connection.options or {}).get("concurrency") or CONCURRENCY))
+
+
+def _in_order(
+    read: Callable[[str], list[Record]], projects: list[str], workers: int
+) -> Iterator[tuple[str, list[Record]]]:
+    """``(project, read(project))`` in project order, with up to ``workers`` reads under way ahead of it."""
+    if workers == 1:
+        for pid in projects:
+            yield pid, read(pid)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="procore-projects")
+    try:
+        ahead: deque[tuple[str, Future[list[Record]]]] = deque()
+        queue = iter(projects)
+        for pid in itertools.islice(queue, 2 * workers):
+            ahead.append((pid, pool.submit(read, pid)))
+        while ahead:
+            pid, future = ahead.popleft()
+            records = future.result()  # an upstream error surfaces here, in project order
+            for nxt in itertools.islice(queue, 1):
+                ahead.append((nxt, pool.submit(read, nxt)))
+            yield pid, records
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def project_cursor(cursor: Cursor) -> tuple[dt.datetime | None, dict[str, str]]:
+    """(where projects without a cursor of their own start, each project's cursor) from a saved cursor.
+
+    Our cursor is ``{"updated_at": <run start>, "id": <page number>, "floor": iso | None, "projects":
+    {project id: iso}}``. A cursor without ``projects`` (a "Resync from date", or one saved before the
+    per-project reads) means: every project from its ``updated_at``.
+    """
+    if "projects" in cursor:
+        floor = cursor.get("floor")
+        projects = cursor.get("projects") or {}
+        return (parse_datetime(floor) if floor else None), {str(k): str(v) for k, v in projects.items()}
+    start = cursor_start(cursor, False)
+    return (start + LOOKBACK if start else None), {}
+
+
+class ProjectList(ProcoreStream):
+    """A project-scoped list, read per project with its own window and cursor, in pages of ``PER_PAGE``."""
+
+    def path(self, project_id: str) -> str:
+        raise NotImplementedError
+
+    def params(self, project_id: str) -> dict[str, Any]:
+        return {}
+
+    def keep(self, raw: Record) -> bool:
+        return True
+
+    def project_ids(self, client: HttpClient) -> list[str]:
+        """Every project of the company (compact view: id and names only), by id."""
+        params = {
+            "company_id": self.kind.company_id,
+            "filters[by_status]": "All",
+            "serializer_view": "compact",
+        }
+        ids: set[str] = set()
+        for page in paging.read_all(client, Projects.path, params, PER_PAGE):
+            ids.update(str(p["id"]) for p in page if isinstance(p, dict) and p.get("id") not in (None, ""))
+        return sorted(ids, key=lambda i: (len(i), i))
+
+    def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
+        started = dt.datetime.now(dt.UTC)
+        done = make_cursor(started - self.kind.settle(), "")["updated_at"]
+        floor, saved = (None, {}) if full else project_cursor(cursor)
+        per_page = _per_page(self.kind)
+        projects = self.project_ids(client)
+        # Projects no longer listed drop out of the cursor; the others keep theirs until read again.
+        state: dict[str, str] = {pid: saved[pid] for pid in projects if pid in saved}
+        pages = 0
+
+        def page_cursor() -> Cursor:
+            # "updated_at" is the run's start and "id" the page number: each page's cursor sorts after the
+            # saved one and after the page before (the sync keeps the greatest cursor it is given).
+            return {
+                "updated_at": started.isoformat(),
+                "id": f"{pages:09d}",
+                "floor": floor.isoformat() if floor else None,
+                "projects": dict(state),
+            }
+
+        def read(pid: str) -> list[Record]:
+            since = parse_datetime(state[pid]) - LOOKBACK if pid in state else floor
+            params = {**self.params(pid), "filters[updated_at]": paging.window(since, started)}
+            return [
+                {**raw, PROJECT_KEY: pid}
+                for page in paging.read_all(client, self.path(pid), params, per_page)
+                for raw in page
+                if isinstance(raw, dict) and self.keep(raw)
+            ]
+
+        buffer: list[Record] = []
+        for pid, records in _in_order(read, projects, _concurrency(self.kind)):
+            buffer += records
+            state[pid] = done
+            if len(buffer) >= per_page:  # pages of whole projects, each with its cursor
+                pages += 1
+                yield Page(_newest_first_seen(buffer), page_cursor())
+                buffer = []
+        pages += 1
+        yield Page(_newest_first_seen(buffer), page_cursor())
+
+    def by_ids(self, client: HttpClient, project_id: str, ids: list[int]) -> list[Record]:
+        found: list[Record] = []
+        for start in range(0, len(ids), 100):
+            params = {**self.params(project_id), "filters[id][]": ids[start : start + 100]}
+            for page in paging.read_all(client, self.path(project_id), params, PER_PAGE):
+                found += [{**raw, PROJECT_KEY: project_id} for raw in page if isinstance(raw, dict)]
+        return found
+
+    def project_ref(self, raw: Record) -> str:
+        if raw.get(PROJECT_KEY) in (None, ""):
+            raise BadRecord("record without the project it was listed under")
+        return str(raw[PROJECT_KEY])
+
+
+class Milestones(ProjectList):
+    """Schedule tasks flagged ``milestone``. Tasks are the project schedule (imported from P6 / MS Project or
+    kept in Procore) and the only schedule resource with a milestone flag, a planned finish and an actual
+    finish; calendar items and lookaheads have neither."""
+
     name = "milestones"
     model = Milestone
     entity = "milestone"
-    path = "/rest/v1.0/companies/{company}/schedule/tasks"
-    params = {"filters[milestone]": "true"}
+
+    def path(self, project_id: str) -> str:
+        return "/rest/v1.0/tasks"
+
+    def params(self, project_id: str) -> dict[str, Any]:
+        return {"project_id": project_id}
+
+    def keep(self, raw: Record) -> bool:
+        return raw.get("milestone") is True
+
+    def by_ids(self, client: HttpClient, project_id: str, ids: list[int]) -> list[Record]:
+        """Show Task for each id (the tasks list has no ``filters[id]``); a task that is gone or no longer a
+        milestone is left out, so the webhook processing tombstones it."""
+        from apps.connectors.http import UpstreamError
+
+        found: list[Record] = []
+        for task_id in ids:
+            try:
+                data, _ = client.request_json(
+                    "GET", f"/rest/v1.0/tasks/{task_id}", params={"project_id": project_id}
+                )
+            except UpstreamError as exc:
+                if exc.status != 404:
+                    raise
+                continue
+            if isinstance(data, dict) and self.keep(data):
+                found.append({**data, PROJECT_KEY: project_id})
+        return found
 
     def normalise(self, raw: Record) -> Record:
         return {
             **self.base(raw),
             "project_ref": self.project_ref(raw),
-            "name": str(raw.get("name") or "").strip(),
-            "due_date": parse_date(raw.get("finish")),
+            "name": str(raw.get("name") or raw.get("task_name") or "").strip(),
+            "due_date": parse_date(raw.get("finish_datetime")),
             "completed_date": parse_date(raw.get("actual_finish")),
         }
 
 
 def normalise_co_status(value: Any) -> str:
-    """Procore's words to ours: 'pending - in review' and the like are pending; unknown words are refused."""
-    status = str(value or "").strip().lower()
-    if status.startswith("pending"):
-        return ChangeOrder.Status.PENDING.value
-    if status in CO_STATUSES:
-        return status
-    raise BadRecord(f"unknown change order status {value!r}")
+    """Procore's Change Order Package status to draft / pending / approved / rejected / void (CO_STATUS_MAP);
+    a status outside the documented enum is refused (the record is quarantined with the reason)."""
+    status = CO_STATUS_MAP.get(str(value or "").strip().lower())
+    if status is None:
+        raise BadRecord(f"unknown change order status {value!r}")
+    return str(status)
 
 
-class ChangeOrders(ListStream):
+class ChangeOrders(ProjectList):
     name = "change_orders"
     model = ChangeOrder
     entity = "change_order"
-    path = "/rest/v1.0/companies/{company}/change_order_packages"
+
+    def path(self, project_id: str) -> str:
+        return "/rest/v1.0/change_order_packages"
+
+    def params(self, project_id: str) -> dict[str, Any]:
+        return {"project_id": project_id}
 
     def normalise(self, raw: Record) -> Record:
         return {
@@ -177,15 +379,41 @@ class ChangeOrders(ListStream):
         }
 
 
-class Submittals(ListStream):
+def returned_date(approvers: Any) -> dt.date | None:
+    """When a submittal came back: Procore keeps ``returned_date`` per approver (List Submittals v1.1,
+    ``approvers[]``), so the submittal is returned once every approver whose response is required (every
+    approver, when none is marked) has returned it, on the latest of their dates."""
+    if not isinstance(approvers, list) or not approvers:
+        return None
+    people = [a for a in approvers if isinstance(a, dict)]
+    required = [a for a in people if a.get("response_required") is True] or people
+    dates = [parse_date(a.get("returned_date")) for a in required]
+    if not dates or any(d is None for d in dates):
+        return None
+    return max(d for d in dates if d is not None)
+
+
+class Submittals(ProjectList):
     name = "submittals"
     model = Submittal
     entity = "submittal"
-    path = "/rest/v1.1/companies/{company}/submittals"
+
+    def path(self, project_id: str) -> str:
+        return f"/rest/v1.1/projects/{project_id}/submittals"
+
+    def critical(self, raw: Record) -> bool:
+        """The tenant's "schedule critical" custom field (``custom_fields.custom_field_<definition id>``,
+        ``{"data_type", "value"}``), named per connection in ``options.field_map.schedule_critical``."""
+        name = self.kind.mapped("schedule_critical").strip()
+        key = f"custom_field_{name}" if name.isdigit() else name
+        field = (raw.get("custom_fields") or {}).get(key)
+        value = field.get("value") if isinstance(field, dict) else field
+        if isinstance(value, dict):  # a list-of-values entry: {"id", "label"}
+            value = value.get("label")
+        return value is True or str(value).strip().lower() in _TRUE
 
     def normalise(self, raw: Record) -> Record:
         status = raw.get("status")
-        critical = ((raw.get("custom_fields") or {}).get("schedule_critical") or {}).get("value")
         try:
             revision = int(raw.get("revision") or 0)
         except (TypeError, ValueError):
@@ -199,7 +427,7 @@ class Submittals(ListStream):
             "revision": revision,
             "status": str((status.get("name") if isinstance(status, dict) else status) or "").strip(),
             "due_date": parse_date(raw.get("due_date")),
-            "returned_date": parse_date(raw.get("returned_date")),
-            "schedule_critical": critical is True or str(critical).lower() in ("true", "1", "yes"),
+            "returned_date": returned_date(raw.get("approvers")),
+            "schedule_critical": self.critical(raw),
             "created_upstream_at": parse_datetime(raw.get("created_at")),
         }

@@ -1,0 +1,267 @@
+"""Procore specifics: the status mapping, whole-window reads, X-Rate-Limit pacing, per-project cursors and
+webhooks in every payload format, against the simulator over loopback where a server is needed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from django.test import Client as DjangoClient
+
+import apps.connectors.kinds.procore.streams as procore_streams
+from apps.connectors.http import HttpClient, UpstreamError
+from apps.connectors.kinds.base import BadRecord
+from apps.connectors.kinds.procore import paging, rate_limit_pause
+from apps.connectors.kinds.procore.streams import CO_STATUS_MAP, normalise_co_status, returned_date
+from apps.connectors.models import Connection, StreamState, WebhookDelivery
+from apps.connectors.services import sync_connection, sync_stream
+from apps.connectors.webhooks.processing import process_delivery
+from apps.entities.models import ChangeOrder, Milestone, Project, Submittal
+from apps.simulator import Company, SimulatorServer
+from apps.simulator.webhooks import change_record, event_for, procore_delivery
+
+from .contracts import load
+
+PROCORE_AUTH = "Bearer procore-hook-credential"
+
+
+# ---- statuses -------------------------------------------------------------------------------------------
+
+
+def test_every_documented_change_order_status_maps_to_a_spec_status() -> None:
+    documented = load("procore", "change_order_package.schema.json")["properties"]["status"]["enum"]
+    assert sorted(CO_STATUS_MAP) == sorted(documented)
+    mapped = {status: normalise_co_status(status) for status in documented}
+    assert set(mapped.values()) == {"draft", "pending", "approved", "rejected", "void"}
+    pending = ["pending", "revised", "pricing", "not_pricing", "proceeding", "not_proceeding"]
+    assert [mapped[s] for s in pending] == ["pending"] * 6 and mapped["no_charge"] == "approved"
+
+
+@pytest.mark.parametrize("status", ["Pending - In Review", "maybe", "", None])
+def test_a_status_outside_the_enum_is_refused(status: Any) -> None:
+    with pytest.raises(BadRecord, match="unknown change order status"):
+        normalise_co_status(status)
+
+
+def test_returned_only_when_every_required_approver_returned() -> None:
+    architect = {"response_required": True, "returned_date": "2026-05-04"}
+    engineer = {"response_required": True, "returned_date": None}
+    submitter = {"response_required": False, "returned_date": None}
+    assert returned_date([submitter, architect, engineer]) is None
+    engineer["returned_date"] = "2026-04-30"
+    assert str(returned_date([submitter, architect, engineer])) == "2026-05-04"
+    assert str(returned_date([{"returned_date": "2026-01-02"}])) == "2026-01-02"  # none marked: all
+    assert returned_date([]) is None and returned_date(None) is None
+
+
+# ---- whole windows ---------------------------------------------------------------------------------------
+
+
+class FakeResponse:
+    def __init__(self, body: list[dict[str, Any]], total: int, more: bool) -> None:
+        self.body = body
+        self.headers = {"Total": str(total), **({"Link": '<x?page=2>; rel="next"'} if more else {})}
+
+
+class FakeClient:
+    """Answers pages from ``passes``: a list of passes, each a list of (records, Total)."""
+
+    def __init__(self, passes: list[list[tuple[list[dict[str, Any]], int]]]) -> None:
+        self.answers = [
+            FakeResponse(records, total, index < len(one) - 1)
+            for one in passes
+            for index, (records, total) in enumerate(one)
+        ]
+        self.calls: list[dict[str, Any]] = []
+
+    def request_json(self, method: str, path: str, params: dict[str, Any]) -> tuple[Any, FakeResponse]:
+        self.calls.append(params)
+        answer = self.answers.pop(0)
+        return answer.body, answer
+
+
+def test_a_window_that_shrank_while_paged_is_read_again() -> None:
+    # Record 2 was edited between the pages: Total fell from 3 to 2, and record 3 moved onto page 1.
+    unstable = [([{"id": 1}, {"id": 2}], 3), ([], 2)]
+    stable = [([{"id": 1}, {"id": 3}], 2)]
+    client = FakeClient([unstable, stable])
+
+    pages = list(paging.read_all(client, "/rest/v1.0/vendors", {}, 2))  # type: ignore[arg-type]
+
+    assert [r["id"] for page in pages for r in page] == [1, 2, 1, 3]
+    assert [c["page"] for c in client.calls] == [1, 2, 1]
+
+
+def test_a_window_that_never_settles_ends_the_run_partial() -> None:
+    moving = [([{"id": 1}], 3), ([{"id": 2}], 2)]
+    client = FakeClient([moving] * paging.MAX_PASSES)
+    with pytest.raises(UpstreamError, match="changed during each") as caught:
+        list(paging.read_all(client, "/rest/v1.0/vendors", {}, 1))  # type: ignore[arg-type]
+    assert caught.value.retryable
+
+
+# ---- rate limits -----------------------------------------------------------------------------------------
+
+
+def _response(**headers: str) -> requests.Response:
+    response = requests.Response()
+    response.headers.update(headers)
+    return response
+
+
+def test_pause_only_when_the_reported_limit_is_spent() -> None:
+    now = 1_466_182_200.0
+    spent = _response(**{"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "1466182244"})
+    assert rate_limit_pause(spent, now) == pytest.approx(45.0)
+    left = _response(**{"X-Rate-Limit-Remaining": "589", "X-Rate-Limit-Reset": "1466182244"})
+    assert rate_limit_pause(left, now) is None
+    assert rate_limit_pause(_response(), now) is None
+
+
+class Budget:
+    def __init__(self) -> None:
+        self.held: list[float] = []
+
+    def __call__(self) -> float:
+        return 0.0
+
+    def hold(self, seconds: float) -> None:
+        self.held.append(seconds)
+
+
+def test_the_client_waits_out_a_spent_limit_and_holds_the_shared_budget(monkeypatch: Any) -> None:
+    slept: list[float] = []
+    budget = Budget()
+    client = HttpClient("http://upstream.test/", sleep=slept.append, budget=budget)
+    client.pace = lambda response: 3.0 if response.headers.get("X-Rate-Limit-Remaining") == "0" else None
+    answers = iter([_response(**{"X-Rate-Limit-Remaining": "0"}), _response(), _response()])
+
+    def send(*args: Any, **kwargs: Any) -> requests.Response:
+        response = next(answers)
+        response.status_code, response._content = 200, b"[]"
+        return response
+
+    monkeypatch.setattr(client.session, "request", send)
+    client.get_json("/rest/v1.0/vendors")
+    assert budget.held == [3.0] and slept == []
+    client.get_json("/rest/v1.0/vendors")
+    assert len(slept) == 1 and 2.5 < slept[0] <= 3.0
+    assert client.stats.rate_limited_seconds == pytest.approx(slept[0])
+
+
+def test_a_limit_resetting_later_than_we_wait_ends_the_run_partial(monkeypatch: Any) -> None:
+    client = HttpClient("http://upstream.test/", sleep=lambda s: None, max_retry_after=60)
+    client.pace = lambda response: 1800.0
+
+    def send(*args: Any, **kwargs: Any) -> requests.Response:
+        response = _response()
+        response.status_code, response._content = 200, b"[]"
+        return response
+
+    monkeypatch.setattr(client.session, "request", send)
+    client.get_json("/rest/v1.0/vendors")
+    with pytest.raises(UpstreamError, match="resets in") as caught:
+        client.get_json("/rest/v1.0/vendors")
+    assert caught.value.retryable and client.stats.api_calls == 1
+
+
+def test_sync_pauses_at_the_simulators_limit_until_its_reset(
+    connections: dict[str, Connection], simulator: SimulatorServer, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(procore_streams, "PER_PAGE", 2)
+    simulator.state.procore_rate = (3, 2.0)  # 3 calls per 2-second window
+    simulator.state.procore_calls.clear()
+    started = time.monotonic()
+
+    run = sync_stream(connection=connections["pm"], stream="vendors")
+
+    assert run.status == "succeeded", run.error
+    assert run.counts["api_calls"] >= 5 and run.counts["rate_limited_seconds"] > 0
+    assert run.counts["retries"] == 0  # paced by the headers, never refused with a 429
+    assert time.monotonic() - started >= 1.0
+
+
+# ---- per-project cursors and schedule status --------------------------------------------------------------
+
+
+def test_incremental_reads_each_project_from_its_own_cursor(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer
+) -> None:
+    pm = connections["pm"]
+    sync_connection(connection=pm)
+    state = StreamState.objects.get(connection=pm, stream="change_orders")
+    assert set(state.cursor["projects"]) == {str(p) for p in company.pc_projects}
+    assert not Project.objects.exclude(schedule_status="").exists()  # Procore reports none; none refused
+    target = sorted(company.pc_change_orders)[3]
+    change_record(company, "procore", "change_order", target, status="not_proceeding")
+    simulator.requests_log.clear()
+
+    [run] = sync_connection(connection=pm, streams=["change_orders"])
+
+    assert run.counts["seen"] == 1 and ChangeOrder.objects.get(external_id=str(target)).status == "pending"
+    windows = [p for _m, p in simulator.requests_log if p.startswith("/rest/v1.0/change_order_packages")]
+    assert len(windows) == len(company.pc_projects)  # one read per project, none from the beginning
+    assert all("filters%5Bupdated_at%5D=2000-" not in p for p in windows)
+
+
+def test_only_milestone_tasks_are_loaded(connections: dict[str, Connection], company: Company) -> None:
+    sync_connection(connection=connections["pm"], streams=["projects", "milestones"])
+    assert Milestone.objects.count() == sum(1 for t in company.pc_tasks.values() if t.milestone)
+    assert Milestone.objects.filter(due_date__isnull=True).count() == 0
+
+
+# ---- webhooks -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hooks(connections: dict[str, Connection], rule_calls: list[Any]) -> dict[str, Connection]:
+    pm = connections["pm"]
+    pm.webhook_secrets = [PROCORE_AUTH]
+    pm.save()
+    return connections
+
+
+@pytest.fixture
+def client() -> Iterator[DjangoClient]:
+    yield DjangoClient()
+
+
+@pytest.mark.parametrize("version", ["v2.0", "v3.0", "v4.0"])
+def test_each_payload_format_fetches_the_change_order_from_its_project(
+    hooks: dict[str, Connection], company: Company, client: DjangoClient, version: str
+) -> None:
+    sync_stream(connection=hooks["pm"], stream="change_orders")
+    target = sorted(company.pc_change_orders)[7]
+    record = change_record(company, "procore", "change_order", target, status="no_charge")
+    headers, body = procore_delivery(
+        PROCORE_AUTH, event_for("procore", "change_order", record, payload_version=version)
+    )
+
+    answer = client.post("/webhooks/pm/", body, content_type="application/json", headers=headers)
+    assert answer.status_code in (200, 202, 204), answer.content
+    delivery = WebhookDelivery.objects.get()
+    outcome = process_delivery(delivery.pk)
+
+    assert outcome.status == "processed", outcome.error
+    entity = ChangeOrder.objects.get(source=hooks["pm"], external_id=str(target))
+    assert (entity.status, entity.project_ref) == ("approved", str(record.project_id))
+
+
+def test_a_submittal_event_uses_the_mapped_custom_field(
+    hooks: dict[str, Connection], company: Company, client: DjangoClient
+) -> None:
+    target = sorted(company.pc_submittals)[2]
+    record = change_record(company, "procore", "submittal", target, schedule_critical=True)
+    headers, body = procore_delivery(
+        PROCORE_AUTH, event_for("procore", "submittal", record, "create", payload_version="v4.0")
+    )
+    client.post("/webhooks/pm/", body, content_type="application/json", headers=headers)
+
+    outcome = process_delivery(WebhookDelivery.objects.get().pk)
+
+    assert outcome.status == "processed", outcome.error
+    submittal = Submittal.objects.get(external_id=str(target))
+    assert submittal.schedule_critical is True and submittal.project_ref == str(record.project_id)
