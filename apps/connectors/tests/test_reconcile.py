@@ -95,7 +95,8 @@ def test_rebuild_tombstones_the_unseen_only_when_every_stream_succeeded(
     simulator.faults.clear()
     rebuilt = connection_rebuild(connection=pm, actor="system:test")
 
-    assert rebuilt.succeeded and rebuilt.tombstoned["projects"] == 1
+    assert rebuilt.succeeded, rebuilt
+    assert rebuilt.tombstoned["projects"] == 1
     assert live_ids(Project, pm) == {str(i) for i in company.pc_projects}
     assert AuditEntry.objects.filter(action="connection.rebuilt").count() == 1
 

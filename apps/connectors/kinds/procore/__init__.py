@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import requests
 
-from apps.connectors.http import HttpClient
+from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import ConnectorKind, FieldMapping, Record, Stream
 
 from .streams import ChangeOrders, CompanyList, Milestones, ProjectList, Projects, Submittals, Vendors
@@ -88,7 +88,13 @@ class Procore(ConnectorKind):
                 by_project.setdefault(project, []).append(record_id)
         found: list[Record] = []
         for project, project_ids in sorted(by_project.items()):
-            found += stream.by_ids(client, project, project_ids)
+            try:
+                found += stream.by_ids(client, project, project_ids)
+            except UpstreamError as exc:
+                # A project-scoped list answers 404 when the project itself is gone (deleted upstream):
+                # its records went with it, so none of them is found. Any other refusal stays an error.
+                if exc.status != 404:
+                    raise
         return found
 
     def _known_project(self, stream: Stream, external_id: str) -> str:
