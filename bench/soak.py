@@ -67,6 +67,9 @@ FAST_DELIVERY_ENV = {
     "FULCRUM_DELIVERY_CLAIM_SECONDS": "10",
     "EMAIL_TIMEOUT": "5",
     "FULCRUM_EVALUATION_COALESCE_SECONDS": "0.5",
+    # One email per escalation, not the executives' hourly digest (the default): the soak times each
+    # escalation from webhook to SMTP acceptance.
+    "FULCRUM_EXECUTIVE_DIGEST": "0",
 }
 
 
