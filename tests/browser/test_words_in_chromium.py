@@ -69,7 +69,7 @@ def test_the_escalation_page_reads_as_sentences(page, executive, decided):
     lead = page.locator(".page-head .lead").inner_text()
     assert lead == (
         "Change order amount $60,000.00 is at least $50,000; Margin 11.99% is below 12%; "
-        "Days to renewal 1 day is at most 60 days"
+        "1 day to renewal (at most 60)"
     )
     why = page.locator("table.explanation")
     assert "12.0%" not in why.inner_text() and "12.0%" not in page.locator("table.context").inner_text()
@@ -95,7 +95,7 @@ def test_the_email_lists_what_held_and_what_was_also_checked(page, decided):
     assert "Margin 11.99% is below 12%" in message.body
     held, _, also = message.body.partition("Also checked:")
     assert "- The client did not miss its last milestone" in also and "project.margin_pct" not in message.body
-    assert "Days to renewal 1 day is at most 60 days" in held
+    assert "1 day to renewal (at most 60)" in held
     assert "income minus costs" in held and "income_to_date" not in message.body  # no formulas
     page.set_content(message.alternatives[0][0])
     assert page.locator("li", has_text="Margin 11.99% is below 12%").count() == 1
