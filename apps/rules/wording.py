@@ -322,21 +322,24 @@ def sentence(
     return f"{label} {shown_actual} {words} {written(expected, shape)}"
 
 
-def _lower(words: str) -> str:
-    return words[:1].lower() + words[1:]
+def _in_sentence(value: object, shape: Shape) -> str:
+    """A choice's words inside a sentence (``at risk``); any other value as it came (synced text keeps its
+    capitals)."""
+    words = _words(value, shape)
+    return words[:1].lower() + words[1:] if words != _text(value) else words
 
 
 def _chosen(label: str, shape: Shape, op: str, expected: object, actual: object, held: bool) -> str:
     """A text fact with choices, in its words: ``Schedule status is at risk, not on track``, ``Change
     order status is void (none of draft, pending)``; empty when the comparison is not one of these."""
-    shown = _lower(reading(actual, shape))
+    shown = _in_sentence(actual, shape)
     if op in ("eq", "ne"):
         if held == (op == "eq"):
             return f"{label} is {shown}"
-        return f"{label} is {shown}, not {_lower(written(expected, shape))}"
+        return f"{label} is {shown}, not {_in_sentence(expected, shape)}"
     if op in ("in", "not_in") and isinstance(expected, list | tuple):
         inside = held == (op == "in")
-        listed = ", ".join(_lower(written(v, shape)) for v in expected)
+        listed = ", ".join(_in_sentence(v, shape) for v in expected)
         return f"{label} is {shown} ({'one of' if inside else 'none of'} {listed})"
     return ""
 

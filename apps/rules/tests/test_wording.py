@@ -322,6 +322,9 @@ def test_a_condition_that_failed_under_not_held() -> None:
     [condition] = conditions(evidence)
     assert condition.held and condition.sentence == "Change order status is pending, not void"
     assert (condition.actual, condition.expected) == ("Pending", "Void")
+    # A value outside the choices is said as it came, capitals and all.
+    said = sentence("change_order.status", "eq", "pending", "ON HOLD", "false")
+    assert said == "Change order status is ON HOLD, not pending"
     assert sentence("project.margin_pct", "lt", "12", None, "unknown") == "Margin: no data"
 
 
