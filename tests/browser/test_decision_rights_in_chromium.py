@@ -54,14 +54,14 @@ def test_the_executive_approves_after_a_confirmation_showing_the_amount(page, ex
     with page.expect_navigation():
         page.get_by_role("button", name="Approve").click()
     # The confirmation: what, for how much, and that it is final; nothing recorded yet.
-    assert "60,000.00 USD" in page.locator(".decision-amount").inner_text()
+    assert "$60,000.00" in page.locator(".decision-amount").inner_text()
     assert "cannot be undone" in page.locator("#confirm-h + p").inner_text()
     escalation.refresh_from_db()
     assert escalation.status == Escalation.Status.OPEN and not escalation.events.exists()
     page.get_by_label("Note for the record (optional)").fill("Within the contingency")
     screenshot(page, "decision-confirm-approve")
     with page.expect_navigation():
-        page.get_by_role("button", name="Yes, approve 60,000.00 USD").click()
+        page.get_by_role("button", name="Yes, approve $60,000.00").click()
     assert f"Escalation #{escalation.pk} approved." in page.locator(".messages").inner_text()
     escalation.refresh_from_db()
     assert (escalation.status, escalation.outcome) == ("resolved", "approved")
@@ -131,7 +131,7 @@ def test_an_account_manager_cannot_resolve_an_executive_route_change_order_anywh
     # Pages: their queue and the escalation page offer Acknowledge and a note, no Resolve or Dismiss.
     sign_in(page, account_manager)
     page.goto(reverse("my-escalations"))
-    card = page.locator("li.card", has_text=escalation.summary)
+    card = page.locator("li.card", has_text=escalation.subject_label)  # its why is said from the evidence
     assert card.get_by_role("button", name="Acknowledge").is_visible()
     assert card.get_by_role("button", name="Resolve").count() == 0
     page.goto(reverse("escalation-detail", args=[escalation.pk]))
