@@ -27,6 +27,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce
 
 from apps.accounts.roles import ADMINISTRATORS, EXECUTIVES, OPERATIONS, ROLES
@@ -168,6 +169,9 @@ def page_projects(rows: list[Mapping[str, Any]], filters: EscalationFilters) -> 
         .select_related("rule", "project__client__owner")
         .only(*FLAGGED_ROW_FIELDS)
         .annotate(open_change_orders=Coalesce(Subquery(open_cos, output_field=IntegerField()), 0))
+        # Why it was flagged, said from the conditions (rows.py): the explanation alone, not the evidence's
+        # context snapshot, which is most of its size.
+        .annotate(why_explanation=KeyTransform("explanation", "evidence"))
         # DISTINCT ON keeps the first row of each project in this order: its worst escalation.
         .order_by("project_id", SEVERITY_RANK, "-last_fired_at", "-pk")
         .distinct("project_id")

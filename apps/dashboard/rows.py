@@ -30,6 +30,7 @@ from apps.dashboard.templatetags.fulcrum import (
     renewal_soon,
     severity_badge,
 )
+from apps.rules.wording import why as why_words
 
 # Any int the URL patterns accept: each row's URL is the page's one reversed URL with its pk swapped in.
 _PK = 987654321
@@ -56,6 +57,14 @@ class _PkUrl:
         return f"{self.head}{int(pk)}{self.tail}"
 
 
+def _why(escalation: Any) -> str:
+    """Why it was flagged, in sentences from the conditions that held (as the escalation's page says it),
+    from the explanation ``queries.page_projects`` fetched; the stored summary when there is none (an
+    escalation opened before the wording change stored formula text there)."""
+    explanation = getattr(escalation, "why_explanation", None)
+    return why_words({"explanation": explanation}, str(escalation.summary or ""))
+
+
 def _attention(flag: bool) -> str:
     return " attention" if flag else ""
 
@@ -77,7 +86,7 @@ def flagged_rows(projects: Iterable[Any], *, show_risk: bool) -> SafeString:
         last_missed = get_fact(get_fact(facts, "client.missed_last_milestone"), "value")
         why = (
             f'<a href="{detail(worst.pk)}">{_text(worst.rule.name)}</a>\n'
-            f'<div class="summary">{_text(worst.summary)}</div>\n'
+            f'<div class="summary">{_text(_why(worst))}</div>\n'
             if worst
             else ""
         )
@@ -131,7 +140,7 @@ def approval_rows(escalations: Iterable[Any], *, csrf_input: str, next_url: str)
             f"<td>{project}</td>\n"
             f"<td>{severity_badge(e.severity)}</td>\n"
             f'<td class="num">{_text(fact_value(get_fact(evidence, "change_order.amount")))}</td>\n'
-            f"<td>{_text(e.summary)}</td>\n"
+            f"<td>{_text(why_words(e.evidence, e.summary))}</td>\n"
             f'<td><time datetime="{_text(date_filter(opened, "c"))}">'
             f"{_text(timesince_filter(e.opened_at))} ago</time></td>\n"
             "<td>\n"

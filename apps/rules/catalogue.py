@@ -79,6 +79,12 @@ class Fact:
     label: str = ""
     unit_words: tuple[str, str] = ("", "")
     says: tuple[str, str] = ("", "")
+    # A text fact's choices in words, in the order of ``choices`` ("at_risk" → "At risk"; derived when
+    # left empty). The raw value stays in the evaluator's trace, the fact-key details and the API.
+    choice_words: tuple[str, ...] = ()
+    # For a count with a unit word, what it counts in a sentence (singular, plural): "2 missed
+    # milestones (more than 0)" rather than "Missed milestones 2 milestones is above 0 milestones".
+    counted: tuple[str, str] = ("", "")
     # The meaning for people who read emails, where ``description`` is a formula (admin shows that).
     plain: str = ""
     subject: str = field(init=False)
@@ -92,6 +98,13 @@ class Fact:
         if self.choices and self.type is not FactType.TEXT:
             raise ValueError(f"fact {self.name}: only text facts have choices")
         object.__setattr__(self, "subject", subject)
+        if not self.choice_words:
+            said = tuple(choice.replace("_", " ").capitalize() for choice in self.choices)
+            object.__setattr__(self, "choice_words", said)
+        if len(self.choice_words) != len(self.choices):
+            raise ValueError(f"fact {self.name}: one word for each choice")
+        if any(self.counted) and (self.type is not FactType.INT or not all(self.counted)):
+            raise ValueError(f"fact {self.name}: only whole-number facts are counted, singular and plural")
         if not self.label:
             object.__setattr__(self, "label", attribute.replace("_", " ").capitalize())
         if not self.plain:
@@ -127,6 +140,7 @@ class Fact:
             "source": self.source,
             "subject": self.subject,
             "choices": list(self.choices),
+            "choice_words": list(self.choice_words),
             "operators": list(self.operators),
         }
 
@@ -178,6 +192,7 @@ _CATALOGUE: tuple[Fact, ...] = (
         "project.change_orders_30d", _I, "count",
         "change orders on the project created in the last 30 days", "pm",
         label="Change orders in the last 30 days", unit_words=("change order", "change orders"),
+        counted=("change order in the last 30 days", "change orders in the last 30 days"),
     ),
     Fact(
         "project.change_order_amount_30d", _M, "USD",
@@ -188,11 +203,13 @@ _CATALOGUE: tuple[Fact, ...] = (
         "project.milestones_missed", _I, "count",
         "milestones due before today and not completed by their due date", "pm",
         label="Missed milestones", unit_words=("milestone", "milestones"),
+        counted=("missed milestone", "missed milestones"),
     ),
     Fact(
         "project.days_behind_schedule", _I, "days",
         "max over past-due milestones of (completed date or today) − due date; 0 if none", "pm",
         label="Days behind schedule", unit_words=_DAYS,
+        counted=("day behind schedule", "days behind schedule"),
         plain="how many days late the project's most overdue milestone is",
     ),
     Fact(
@@ -205,10 +222,12 @@ _CATALOGUE: tuple[Fact, ...] = (
         "open data-quality findings of error severity on the project or its change orders, milestones "
         "and submittals (missing fields, orphans, cross-system conflicts)", "fulcrum",
         label="Data-quality errors", unit_words=("error", "errors"),
+        counted=("data-quality error", "data-quality errors"),
     ),
     Fact(
         "client.days_to_renewal", _I, "days", "contract renewal date − today; null without one", "crm",
         label="Days to renewal", unit_words=_DAYS,
+        counted=("day to renewal", "days to renewal"),
         plain="days until the client's contract renews (from the CRM)",
     ),
     Fact(
@@ -225,11 +244,13 @@ _CATALOGUE: tuple[Fact, ...] = (
         "client.open_escalations", _I, "count",
         "escalations on the client's subjects not yet resolved or dismissed", "fulcrum",
         label="Open escalations", unit_words=("escalation", "escalations"),
+        counted=("open escalation", "open escalations"),
     ),
     Fact("submittal.revision", _I, "", "revision number", "pm", label="Submittal revision"),
     Fact(
         "submittal.days_overdue", _I, "days", "today − due date when not yet returned; 0 otherwise", "pm",
         label="Days overdue", unit_words=_DAYS,
+        counted=("day overdue", "days overdue"),
         plain="days since the submittal was due, while it has not been returned",
     ),
     Fact(

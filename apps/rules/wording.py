@@ -34,6 +34,10 @@ class Shape:
     unit_words: tuple[str, str] = ("", "")
     label: str = ""
     says: tuple[str, str] = ("", "")
+    # A text fact's choices and their words: ("at_risk", "At risk"), …
+    choices: tuple[tuple[str, str], ...] = ()
+    # What a count of it is, singular and plural ("missed milestone", "missed milestones").
+    counted: tuple[str, str] = ("", "")
 
     def unit_for(self, count: object) -> str:
         one, many = self.unit_words
@@ -60,7 +64,8 @@ def shape_of(fact: Fact | Shape | str | None = None, kind: str = "", unit: str =
             label = attribute.replace("_", " ").capitalize()
             return _loose(kind, unit, label)
     if isinstance(fact, Fact):
-        return Shape(fact.type, fact.unit, fact.unit_words, fact.label, fact.says)
+        choices = tuple(zip(fact.choices, fact.choice_words, strict=True))
+        return Shape(fact.type, fact.unit, fact.unit_words, fact.label, fact.says, choices, fact.counted)
     return _loose(kind, unit, "")
 
 
@@ -211,7 +216,7 @@ def reading(
         number = _decimal(value) if isinstance(value, int | Decimal) else None
         if number is not None:
             return _number(number, shape, _places_of(number))
-    return _text(value)
+    return _words(value, shape)
 
 
 def written(value: object, fact: Fact | Shape | str | None = None, *, kind: str = "", unit: str = "") -> str:
@@ -229,6 +234,15 @@ def written(value: object, fact: Fact | Shape | str | None = None, *, kind: str 
             return _number(number, shape, _plain_places(number, shape))
     if shape.type is FactType.DATE:
         return _date(_typed(value, shape))
+    return _words(value, shape)
+
+
+def _words(value: object, shape: Shape) -> str:
+    """A text value as read: a catalogued choice in its words (``at_risk`` → ``At risk``), the rest as is."""
+    if shape.choices and isinstance(value, str):
+        for choice, words in shape.choices:
+            if value == choice:
+                return words
     return _text(value)
 
 
@@ -288,6 +302,14 @@ def sentence(
         value = str(actual).lower() == "true" if not isinstance(actual, bool) else actual
         said = shape.says[0 if value else 1]
         return said[:1].upper() + said[1:] if said else f"{label}: {reading(value, shape)}"
+    if shape.type is FactType.TEXT and shape.choices:
+        chosen = _chosen(label, shape, op, expected, actual, held)
+        if chosen:
+            return chosen
+    if shape.type is FactType.INT and (shape.counted[1] or shape.unit_words[1]):
+        counted = _counted(label, shape, op, expected, actual, held)
+        if counted:
+            return counted
     shown_actual = reading(actual, shape, op=op, expected=expected)
     words = _SAID.get(op, (op, f"not {op}"))[0 if held else 1]
     if op == "between" and isinstance(expected, list | tuple) and len(expected) == 2:
@@ -298,6 +320,76 @@ def sentence(
     if op == "contains":
         return f"{label} “{_text(actual)}” {words} “{_text(expected)}”"
     return f"{label} {shown_actual} {words} {written(expected, shape)}"
+
+
+def _in_sentence(value: object, shape: Shape) -> str:
+    """A choice's words inside a sentence (``at risk``); any other value as it came (synced text keeps its
+    capitals)."""
+    words = _words(value, shape)
+    return words[:1].lower() + words[1:] if words != _text(value) else words
+
+
+def _chosen(label: str, shape: Shape, op: str, expected: object, actual: object, held: bool) -> str:
+    """A text fact with choices, in its words: ``Schedule status is at risk, not on track``, ``Change
+    order status is void (none of draft, pending)``; empty when the comparison is not one of these."""
+    shown = _in_sentence(actual, shape)
+    if op in ("eq", "ne"):
+        if held == (op == "eq"):
+            return f"{label} is {shown}"
+        return f"{label} is {shown}, not {_in_sentence(expected, shape)}"
+    if op in ("in", "not_in") and isinstance(expected, list | tuple):
+        inside = held == (op == "in")
+        listed = ", ".join(_in_sentence(v, shape) for v in expected)
+        return f"{label} is {shown} ({'one of' if inside else 'none of'} {listed})"
+    return ""
+
+
+# Each comparison of a count as said before its threshold, when it holds and when it does not:
+# "2 missed milestones (more than 0)".
+_COUNT_SAID: Final = {
+    "eq": ("exactly", "not"),
+    "ne": ("not", "exactly"),
+    "gt": ("more than", "not more than"),
+    "gte": ("at least", "less than"),
+    "lt": ("less than", "not less than"),
+    "lte": ("at most", "more than"),
+    "between": ("between", "not between"),
+    "in": ("one of", "none of"),
+    "not_in": ("none of", "one of"),
+}
+
+
+def _bare(value: object) -> str:
+    """A count's threshold without its unit (the sentence says it once): ``60``, ``1,000``, ``2.5``."""
+    number = _decimal(value)
+    return _text(value) if number is None else _grouped(number, _places_of(number))
+
+
+def _counted(label: str, shape: Shape, op: str, expected: object, actual: object, held: bool) -> str:
+    """A count with its unit said once, the way a person writes it: ``2 missed milestones (more than 0)``,
+    ``1 day to renewal (at most 60)``; without words for what it counts, ``Change order age: 45 days, at
+    least 30``. The reading as precise as the comparison needs; empty when not a count."""
+    number = _decimal(actual)
+    said = _COUNT_SAID.get(op)
+    if number is None or said is None:
+        return ""
+    places = reading_places(number, shape, op, expected)
+    shown = _rounded(number, places)
+    words = said[0 if held else 1]
+    if op == "between":
+        if not isinstance(expected, list | tuple) or len(expected) != 2:
+            return ""
+        threshold = f"{_bare(expected[0])} and {_bare(expected[1])}"
+    elif op in ("in", "not_in"):
+        if not isinstance(expected, list | tuple):
+            return ""
+        threshold = ", ".join(_bare(v) for v in expected)
+    else:
+        threshold = _bare(expected)
+    if not shape.counted[1]:
+        return f"{label}: {_number(number, shape, places)}, {words} {threshold}"
+    noun = shape.counted[0 if abs(shown) == 1 and places == 0 else 1]
+    return f"{_grouped(number, places)} {noun} ({words} {threshold})"
 
 
 def sentences(parts: Sequence[str]) -> str:

@@ -131,7 +131,7 @@ def test_an_account_manager_cannot_resolve_an_executive_route_change_order_anywh
     # Pages: their queue and the escalation page offer Acknowledge and a note, no Resolve or Dismiss.
     sign_in(page, account_manager)
     page.goto(reverse("my-escalations"))
-    card = page.locator("li.card", has_text=escalation.summary)
+    card = page.locator("li.card", has_text=escalation.subject_label)  # its why is said from the evidence
     assert card.get_by_role("button", name="Acknowledge").is_visible()
     assert card.get_by_role("button", name="Resolve").count() == 0
     page.goto(reverse("escalation-detail", args=[escalation.pk]))

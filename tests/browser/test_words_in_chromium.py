@@ -69,7 +69,7 @@ def test_the_escalation_page_reads_as_sentences(page, executive, decided):
     lead = page.locator(".page-head .lead").inner_text()
     assert lead == (
         "Change order amount $60,000.00 is at least $50,000; Margin 11.99% is below 12%; "
-        "Days to renewal 1 day is at most 60 days"
+        "1 day to renewal (at most 60)"
     )
     why = page.locator("table.explanation")
     assert "12.0%" not in why.inner_text() and "12.0%" not in page.locator("table.context").inner_text()
@@ -95,7 +95,7 @@ def test_the_email_lists_what_held_and_what_was_also_checked(page, decided):
     assert "Margin 11.99% is below 12%" in message.body
     held, _, also = message.body.partition("Also checked:")
     assert "- The client did not miss its last milestone" in also and "project.margin_pct" not in message.body
-    assert "Days to renewal 1 day is at most 60 days" in held
+    assert "1 day to renewal (at most 60)" in held
     assert "income minus costs" in held and "income_to_date" not in message.body  # no formulas
     page.set_content(message.alternatives[0][0])
     assert page.locator("li", has_text="Margin 11.99% is below 12%").count() == 1
@@ -137,3 +137,60 @@ def test_an_executives_digest_and_her_notification_settings(page, executive, acc
     page.click("main button[type=submit]")
     assert "22:00 to 7:00" in page.locator("main").inner_text()
     screenshot(page, "notification_settings")
+
+
+SCHEDULE_RULE = {
+    "all": [
+        {"fact": "project.milestones_missed", "op": "gt", "value": 0},
+        {"fact": "project.schedule_status", "op": "ne", "value": "on_track"},
+    ]
+}
+
+
+def test_lists_say_why_in_words_for_an_escalation_with_an_old_formula_summary(
+    page, executive, account_manager
+):
+    """An escalation opened before the wording change (its summary is formula text): the executive's
+    dashboard rows and the account manager's list say why from its evidence, text choices in words, the
+    count's unit once; the raw value waits behind the escalation page's Details toggle."""
+    facts = {"project.milestones_missed": 2, "project.schedule_status": "at_risk"}
+    stored = compile_condition(SCHEDULE_RULE, "change_order").evaluate(facts).to_json()
+    meta = {"project.milestones_missed": ("int", "count"), "project.schedule_status": ("text", "")}
+    evidence = {
+        "facts": {
+            name: {"type": meta[name][0], "unit": meta[name][1], "value": v, "age_s": 60, "source": "pm"}
+            for name, v in facts.items()
+        },
+        "explanation": stored["explanation"],
+        "outcome": "matched",
+    }
+    old = "project.milestones_missed 2 > 0; project.schedule_status at_risk ≠ on_track"
+    client = make_client(owner_user=account_manager, name="Acme Builders", renewal_in_days=30)
+    escalation = make_escalation(
+        project=ProjectFactory(client=client, number="P-7002", name="Harbor Lofts"),
+        summary=old,
+        evidence=evidence,
+    )
+    why = "2 missed milestones (more than 0); Schedule status is at risk, not on track"
+
+    sign_in(page, executive)
+    page.goto(reverse("dashboard"))
+    flagged = page.locator("table", has=page.locator("td.why")).first.inner_text()
+    assert why in flagged and old not in page.locator("main").inner_text()
+    assert "at_risk" not in page.locator("main").inner_text()
+    screenshot(page, "dashboard_why_words")
+
+    page.goto(reverse("escalation-detail", args=[escalation.pk]))
+    assert page.locator(".page-head .lead").inner_text() == why
+    table = page.locator("table.explanation")
+    assert "At risk" in table.inner_text() and "On track" in table.inner_text()
+    raw = table.locator("details.fact-key", has_text="project.schedule_status")
+    raw.locator("summary").click()
+    assert "at_risk" in raw.inner_text()  # the raw value stays in the Details view
+    screenshot(page, "escalation_choice_words")
+
+    sign_in(page, account_manager)
+    page.goto(reverse("my-escalations"))
+    card = page.locator("li.card", has_text="Harbor Lofts")
+    assert card.locator("p.summary").inner_text() == why
+    screenshot(page, "my_escalations_why_words")

@@ -164,7 +164,9 @@ def test_flagged_project_row_shows_what_an_executive_needs(client, executive, ac
     renewing = make_client(owner_user=account_manager, name="Harborview Medical Partners", renewal_in_days=45)
     project = ProjectFactory(client=renewing, number="P-7001", name="Tower B")
     worst = make_escalation(project=project, severity="critical", summary="CO 60k on a thin-margin project")
-    make_escalation(project=project, severity="low", route="standard", summary="a lesser one")
+    make_escalation(
+        project=project, severity="low", route="standard", summary="a lesser one", evidence={"facts": {}}
+    )
     # live facts from the synced entities: 9.5 % margin, 20,000 overdue, one missed milestone
     past = timezone.localdate() - dt.timedelta(days=20)
     FinancialLineFactory(project=project, amount=Decimal("100000"), balance=Decimal("20000"), due_date=past)
@@ -178,7 +180,7 @@ def test_flagged_project_row_shows_what_an_executive_needs(client, executive, ac
     assert '<td class="num">9.5%</td>' in body
     assert '<td class="num attention">$20,000.00</td>' in body
     assert '<td class="num attention">1 <span class="sub">including the client\'s latest</span></td>' in body
-    assert worst.rule.name in body and "CO 60k on a thin-margin project" in body
+    assert worst.rule.name in body and WHY_IN_WORDS in body  # why, in words from its evidence
     assert f'href="/escalations/{worst.pk}/"' in body
     assert body.count('<td class="num">2</td>') == 2  # open escalations, open (pending) change orders
     assert "a lesser one" not in body  # only the worst escalation's summary
@@ -361,3 +363,28 @@ def test_renewal_countdown(days, words):
 )
 def test_format_value(value, kind, unit, text):
     assert format_value(value, kind, unit) == text
+
+
+# --- why it was flagged, in words ----------------------------------------------------------------------
+
+# What an escalation opened before the wording change stored as its summary.
+FORMULA_SUMMARY = (
+    "change_order.amount 60,000.00 ≥ 50,000.00; project.margin_pct 9.5 < 12; client.days_to_renewal"
+)
+WHY_IN_WORDS = (
+    "Change order amount $60,000.00 is at least $50,000; Margin 9.5% is below 12%; "
+    "45 days to renewal (at most 60)"
+)
+
+
+def test_rows_say_why_from_the_evidence_not_an_old_formula_summary(client, executive):
+    escalation = make_escalation(summary=FORMULA_SUMMARY)  # flagged and waiting for a decision
+    body = dashboard(login(client, executive))
+    assert FORMULA_SUMMARY not in body and "project.margin_pct" not in body
+    assert body.count(WHY_IN_WORDS) == 2  # the approval queue's row and the flagged project's row
+    assert WHY_IN_WORDS in flagged(body) and str(escalation.project.name) in flagged(body)
+
+
+def test_rows_without_recorded_conditions_keep_the_stored_summary(client, executive):
+    make_escalation(summary="Opened by hand: the client called", evidence={"facts": {}})
+    assert dashboard(login(client, executive)).count("Opened by hand: the client called") == 2

@@ -42,7 +42,7 @@ REFERENCE_FLAGGED = """{% load fulcrum %}{% for p in projects %}{% with f=p.fact
   <td class="why">
     {% if p.worst %}
       <a href="{% url 'escalation-detail' p.worst.pk %}">{{ p.worst.rule.name }}</a>
-      <div class="summary">{{ p.worst.summary }}</div>
+      <div class="summary">{{ p.worst|why_line }}</div>
     {% endif %}
     <div class="sub">{{ f|oldest_age }}</div>
   </td>
@@ -57,7 +57,7 @@ REFERENCE_APPROVALS = """{% load fulcrum %}{% for e in approvals %}
   <td>{% if e.project %}{{ e.project.number }} {{ e.project.name }}{% else %}—{% endif %}</td>
   <td>{{ e.severity|severity_badge }}</td>
   <td class="num">{{ e.evidence.facts|get_fact:"change_order.amount"|fact_value }}</td>
-  <td>{{ e.summary }}</td>
+  <td>{{ e|why_line }}</td>
   <td><time datetime="{{ e.opened_at|date:'c' }}">{{ e.opened_at|timesince }} ago</time></td>
   <td>
     <form method="post" action="{% url 'escalation-act' e.pk %}" class="action-form decide">
@@ -86,7 +86,13 @@ def page_rows(account_manager):
     troubled = ProjectFactory(client=mine, number=f"P-{XSS}", name=f'Tower "B" & {XSS}')
     FinancialLineFactory(project=troubled, amount=Decimal("100000"), balance=Decimal("20000"), due_date=past)
     MilestoneFactory(project=troubled, due_date=past)
-    make_escalation(project=troubled, version=version, severity="critical", summary=f"Summary {XSS}")
+    make_escalation(  # no recorded conditions: the row says its stored summary, escaped
+        project=troubled,
+        version=version,
+        severity="critical",
+        summary=f"Summary {XSS}",
+        evidence={"facts": {}},
+    )
     make_escalation(project=troubled, route="standard", severity="low")
     make_escalation(client=ClientFactory(owner=None, renewal_date=None), severity="medium")
     orphan = ProjectFactory(client=None, name="No client")
@@ -129,7 +135,7 @@ def test_flagged_rows_with_learned_scores_are_the_templates_rows(page_rows):
 
 
 def test_approval_rows_are_the_templates_rows():
-    make_escalation(summary=f"Summary {XSS}", client=make_client(name=XSS))
+    make_escalation(summary=f"Summary {XSS}", client=make_client(name=XSS), evidence={"facts": {}})
     make_escalation(severity="critical", evidence={"facts": {}}, fired_ago=dt.timedelta(days=2))
     make_escalation(evidence={"explanation": []}, fired_ago=dt.timedelta(hours=3))
     approvals = queries.approval_queue(queries.EscalationFilters())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 from decimal import Decimal
 
@@ -456,7 +457,8 @@ def test_executive_decides_from_the_page_after_confirming(client, executive, min
     mine.refresh_from_db()
     assert mine.status == Escalation.Status.OPEN and not mine.events.exists()
     page = client.get(first["Location"]).content.decode()
-    assert "60,000.00 USD" in page and f'name="confirmed" value="{action}"' in page
+    assert "Change order amount $60,000.00 is at least $50,000" in page  # why, from the evidence
+    assert f'name="confirmed" value="{action}"' in page
     assert 'value="ok"' in page  # the note typed before the step is kept
     done = client.post(act_url(mine), {"action": action, "confirmed": action, "next": detail_url(mine)})
     assert done["Location"] == detail_url(mine)
@@ -496,28 +498,30 @@ def test_act_returns_to_the_page_it_came_from(client, account_manager, mine):
 
 def test_my_escalations_lists_only_my_clients_open_first(client, account_manager, other_account_manager):
     my_client = make_client(owner_user=account_manager)
-    closed = make_escalation(
+    # No recorded conditions: each card says its stored summary, which names it here.
+    said = functools.partial(make_escalation, evidence={"facts": {}})
+    closed = said(
         client=my_client,
         status=Escalation.Status.RESOLVED,
         summary="closed one",
         fired_ago=dt.timedelta(minutes=1),
         route="standard",
     )
-    acked = make_escalation(
+    acked = said(
         client=my_client,
         status=Escalation.Status.ACKNOWLEDGED,
         summary="acked one",
         severity="low",
         route="standard",
     )
-    open_ = make_escalation(
+    open_ = said(
         client=my_client,
         summary="open one",
         severity="critical",
         fired_ago=dt.timedelta(days=2),
         route="standard",
     )
-    make_escalation(client=make_client(owner_user=other_account_manager), summary="someone else's")
+    said(client=make_client(owner_user=other_account_manager), summary="someone else's")
     body = login(client, account_manager).get(reverse("my-escalations")).content.decode()
     assert "someone else&#x27;s" not in body and "someone else's" not in body
     assert body.index(open_.summary) < body.index(acked.summary) < body.index(closed.summary)
@@ -528,8 +532,9 @@ def test_my_escalations_lists_only_my_clients_open_first(client, account_manager
 
 def test_my_escalations_status_filter(client, account_manager):
     my_client = make_client(owner_user=account_manager)
-    make_escalation(client=my_client, status=Escalation.Status.RESOLVED, summary="closed one")
-    make_escalation(client=my_client, summary="open one")
+    said = functools.partial(make_escalation, evidence={"facts": {}})  # cards say their summary
+    said(client=my_client, status=Escalation.Status.RESOLVED, summary="closed one")
+    said(client=my_client, summary="open one")
     login(client, account_manager)
     body = client.get(reverse("my-escalations"), {"status": "resolved"}).content.decode()
     assert "closed one" in body and "open one" not in body
@@ -563,3 +568,16 @@ def test_my_escalations_escapes_client_name(client, account_manager):
     make_escalation(client=make_client(owner_user=account_manager, name=XSS), summary=XSS)
     body = login(client, account_manager).get(reverse("my-escalations")).content.decode()
     assert XSS not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+
+
+def test_my_escalations_and_the_confirmation_say_why_from_the_evidence(client, account_manager, executive):
+    """An escalation opened before the wording change stored formula text as its summary: the account
+    manager's list and the approver's confirmation say why in sentences from its evidence, as its page
+    does."""
+    formula = "change_order.amount 60,000.00 ≥ 50,000.00; project.margin_pct 9.5 < 12"
+    why = "Change order amount $60,000.00 is at least $50,000; Margin 9.5% is below 12%"
+    mine = make_escalation(client=make_client(owner_user=account_manager), summary=formula)
+    body = login(client, account_manager).get(reverse("my-escalations")).content.decode()
+    assert formula not in body and "project.margin_pct" not in body and why in body
+    body = login(client, executive).get(reverse("escalation-confirm", args=[mine.pk, "approve"]))
+    assert formula not in body.content.decode() and why in body.content.decode()

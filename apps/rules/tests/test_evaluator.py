@@ -351,7 +351,7 @@ def test_spec_example_matches_with_its_explanation_and_summary() -> None:
     assert evaluation.matched
     assert evaluation.summary() == (
         "Change order amount $60,000.00 is at least $50,000; Margin 9.0% is below 12%; "
-        "Days to renewal 45 days is at most 60 days"
+        "45 days to renewal (at most 60)"
     )
     assert [(r.path, r.result) for r in evaluation.explanation] == [
         ("when", "true"),
@@ -434,7 +434,7 @@ def test_summary_under_not_lists_the_false_leaves() -> None:
     )
     assert (
         evaluation.summary()
-        == "Change order amount $1,500.00 is at least $1,000; Change order status pending does not equal void"
+        == "Change order amount $1,500.00 is at least $1,000; Change order status is pending, not void"
     )
     assert evaluation.explanation[2].text == "not (the condition below) — true"
 

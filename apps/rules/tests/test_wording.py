@@ -66,8 +66,61 @@ def holds(op: str, actual: Any, expected: Any) -> bool:
     }[op]
 
 
+# The words a count's sentence puts before its threshold ("2 missed milestones (more than 0)").
+COUNT_CLAIMS = {
+    "exactly": "eq",
+    "not": "ne",
+    "more than": "gt",
+    "not more than": "lte",
+    "at least": "gte",
+    "less than": "lt",
+    "not less than": "gte",
+    "at most": "lte",
+}
+
+
+def check_count(text: str, fact: Fact, op: str) -> None:
+    """A count's sentence (``2 missed milestones (more than 0)``, ``Change order age: 45 days, at least
+    30``) says its unit once, in agreement with the shown number, and the comparison in
+    brackets is true of the shown numbers."""
+    one, many = fact.counted if fact.counted[1] else fact.unit_words
+    said = re.escape(one) + "|" + re.escape(many)
+    if fact.counted[1]:
+        match = re.fullmatch(rf"(-?[\d,]+(?:\.\d+)?) ({said}) \((.+)\)", text)
+    else:  # "Change order age: 45 days, at least 30"
+        match = re.fullmatch(rf"{re.escape(fact.label)}: (-?[\d,]+(?:\.\d+)?) ({said}), (.+)", text)
+    assert match, text
+    shown, noun, claim = match.groups()
+    number = number_from(shown)
+    assert noun == (one if shown.lstrip("-") == "1" else many), text
+    if fact.counted[1]:  # the label is not said beside what is counted: "2 missed milestones", once
+        assert fact.label.lower() not in text.lower() or fact.label.lower() in noun, text
+    if op == "between":
+        found = re.fullmatch(r"(between|not between) (\S+) and (\S+)", claim)
+        assert found, text
+        inside = number_from(found[2]) <= number <= number_from(found[3])
+        assert inside == (found[1] == "between"), text
+        return
+    if op in ("in", "not_in"):
+        found = re.fullmatch(r"(one of|none of) (.+)", claim)
+        assert found, text
+        member = number in [number_from(v) for v in found[2].split(", ")]
+        assert member == (found[1] == "one of"), text
+        return
+    for words, claimed in sorted(COUNT_CLAIMS.items(), key=lambda item: -len(item[0])):
+        if claim.startswith(words + " "):
+            threshold = claim.removeprefix(words + " ")
+            assert re.fullmatch(r"-?[\d,]+(?:\.\d+)?", threshold), text  # no unit repeated
+            assert holds(claimed, number, number_from(threshold)), text
+            return
+    raise AssertionError(f"no comparison in {text!r}")
+
+
 def check_sentence(text: str, fact: Fact, op: str, parse: Any) -> None:
     """The claim a sentence makes about the numbers it shows is true of them."""
+    if fact.type is FactType.INT and fact.unit_words[1]:
+        check_count(text, fact, op)
+        return
     rest = text.removeprefix(fact.label + " ")
     assert rest != text, text
     if op == "between":
@@ -146,8 +199,8 @@ def test_whole_number_comparisons_read_true_with_their_units(
     value: Any = [limit, limit + abs(delta)] if op in ("between", "in", "not_in") else limit
     for text in rendered(fact, op, value, limit + delta):
         check_sentence(text, fact, op, number_from)
-        if fact.unit_words[1] and op in ORDERED:
-            assert text.endswith(fact.unit_for(limit)), text  # "1 day", "45 days", never "2 count"
+        if fact.unit_words[1]:  # the unit said once: never "2 milestones is above 0 milestones"
+            assert text.count(f" {fact.unit_words[1]} ") + text.endswith(f" {fact.unit_words[1]}") <= 1, text
 
 
 @given(
@@ -176,10 +229,34 @@ def test_true_false_facts_say_what_the_value_is(fact: Fact, expected: bool, actu
     st.data(),
 )
 @settings(max_examples=80, deadline=None)
-def test_text_comparisons_read_true(fact: Fact, op: str, data: st.DataObject) -> None:
+def test_text_comparisons_read_true_in_words(fact: Fact, op: str, data: st.DataObject) -> None:
     value, actual = data.draw(st.sampled_from(fact.choices)), data.draw(st.sampled_from(fact.choices))
+    words = {w.lower(): choice for choice, w in zip(fact.choices, fact.choice_words, strict=True)}
     for text in rendered(fact, op, value, actual):
-        check_sentence(text, fact, op, str)
+        match = re.fullmatch(rf"{re.escape(fact.label)} is ([^,_]+?)(?:, not ([^,_]+))?", text)
+        assert match, text  # "Schedule status is at risk, not on track": words, never at_risk
+        assert words[match[1]] == actual, text
+        if match[2]:
+            assert words[match[2]] == value != actual, text
+        else:
+            assert value == actual, text
+
+
+@given(
+    st.sampled_from([f for f in FACTS.values() if f.type is FactType.TEXT]),
+    st.sampled_from(("in", "not_in")),
+    st.data(),
+)
+@settings(max_examples=60, deadline=None)
+def test_text_memberships_read_true_in_words(fact: Fact, op: str, data: st.DataObject) -> None:
+    listed = data.draw(st.lists(st.sampled_from(fact.choices), min_size=1, max_size=3, unique=True))
+    actual = data.draw(st.sampled_from(fact.choices))
+    words = {w.lower(): choice for choice, w in zip(fact.choices, fact.choice_words, strict=True)}
+    for text in rendered(fact, op, listed, actual):
+        match = re.fullmatch(rf"{re.escape(fact.label)} is ([^_(]+) \((one of|none of) ([^_]+)\)", text)
+        assert match, text
+        assert words[match[1]] == actual and [words[w] for w in match[3].split(", ")] == listed, text
+        assert (actual in listed) == (match[2] == "one of"), text
 
 
 # --- examples people reported ---------------------------------------------------------------------------
@@ -206,7 +283,10 @@ def test_eleven_ninety_nine_is_not_shown_as_twelve_below_twelve() -> None:
         (3, "submittal.revision", "3"),
         (True, "client.missed_last_milestone", "yes"),
         (None, "project.margin_pct", "no data"),
-        ("at_risk", "project.schedule_status", "at_risk"),
+        ("at_risk", "project.schedule_status", "At risk"),
+        ("on_track", "project.schedule_status", "On track"),
+        ("pending", "change_order.status", "Pending"),
+        ("something new", "change_order.status", "something new"),  # an unknown value as it came
     ],
 )
 def test_readings(value: object, fact: str, text: str) -> None:
@@ -240,5 +320,33 @@ def test_a_condition_that_failed_under_not_held() -> None:
         ],
     }  # fmt: skip
     [condition] = conditions(evidence)
-    assert condition.held and condition.sentence == "Change order status pending does not equal void"
+    assert condition.held and condition.sentence == "Change order status is pending, not void"
+    assert (condition.actual, condition.expected) == ("Pending", "Void")
+    # A value outside the choices is said as it came, capitals and all.
+    said = sentence("change_order.status", "eq", "pending", "ON HOLD", "false")
+    assert said == "Change order status is ON HOLD, not pending"
     assert sentence("project.margin_pct", "lt", "12", None, "unknown") == "Margin: no data"
+
+
+def test_counts_say_their_unit_once() -> None:
+    missed = FACTS["project.milestones_missed"]
+    [summary, line] = rendered(missed, "gt", 0, 2)
+    assert summary == line == "2 missed milestones (more than 0)"
+    [summary, _] = rendered(missed, "gt", 0, 1)
+    assert summary == "1 missed milestone (more than 0)"
+    [summary, _] = rendered(FACTS["client.days_to_renewal"], "between", [0, 60], 45)
+    assert summary == "45 days to renewal (between 0 and 60)"
+    [summary, _] = rendered(FACTS["project.data_quality_errors"], "eq", 0, 3)
+    assert summary == "3 data-quality errors (not 0)"
+    [summary, _] = rendered(FACTS["change_order.age_days"], "gte", 30, 45)
+    assert summary == "Change order age: 45 days, at least 30"
+
+
+def test_text_choices_in_words_and_their_raw_values_in_the_trace() -> None:
+    status = FACTS["project.schedule_status"]
+    [summary, line] = rendered(status, "ne", "on_track", "at_risk")
+    assert summary == line == "Schedule status is at risk, not on track"
+    evaluation = compile_condition({"fact": status.name, "op": "ne", "value": "on_track"}, "project")
+    stored = evaluation.evaluate({status.name: "at_risk"}).to_json()
+    assert "at_risk" in stored["explanation"][0]["text"]  # the Details view keeps the raw value
+    assert stored["explanation"][0]["actual"] == "at_risk"  # and so does the stored, machine record
