@@ -48,7 +48,14 @@ TASK_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
 )
 
-WEBHOOK_RESULTS = {202: "accepted", 200: "duplicate", 400: "malformed", 401: "unauthorized", 413: "too_large"}
+WEBHOOK_RESULTS = {
+    202: "accepted",
+    200: "duplicate",
+    400: "malformed",
+    401: "unauthorized",
+    404: "unknown_connection",
+    413: "too_large",
+}
 
 
 # --- the database snapshot ------------------------------------------------------------------------------
@@ -148,7 +155,10 @@ class MetricsMiddleware:
         HTTP_SECONDS.labels(request.method).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels(request.method, str(response.status_code)).inc()
         if request.method == "POST" and request.path.startswith("/webhooks/"):
+            # An unknown slug (404) is not a label: random paths would grow a series each.
             slug = request.path.removeprefix("/webhooks/").strip("/").split("/")[0][:60]
+            if response.status_code == 404:
+                slug = "-"
             WEBHOOKS.labels(slug, WEBHOOK_RESULTS.get(response.status_code, "error")).inc()
         return response
 

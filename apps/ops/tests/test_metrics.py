@@ -146,6 +146,11 @@ def test_webhook_answers_are_counted_by_result(client):
     after = _samples(client.get("/metrics").content.decode())
     assert after[key] == before.get(key, 0) + 1
     assert WebhookDelivery.objects.filter(status="rejected").count() == 1
+    client.post("/webhooks/random-slug-123/", data=b"{}", content_type="application/json")
+    text = client.get("/metrics").content.decode()
+    assert "random-slug-123" not in text
+    unknown = ("fulcrum_webhook_deliveries_total", (("connection", "-"), ("result", "unknown_connection")))
+    assert _samples(text)[unknown] >= 1
 
 
 def test_multiprocess_mode_adds_up_every_process(tmp_path):
