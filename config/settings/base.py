@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "apps.dashboard",
     "apps.quality",
     "apps.learning",
+    "apps.orchestration",
     "apps.api",
     "apps.ops",
 ]
