@@ -82,18 +82,6 @@ def _cpu() -> float:
     return time.process_time() + server
 
 
-def _decision_copy_sql() -> str:
-    """The rules service's own COPY statement for decisions (wherever the rules package keeps it now)."""
-    import importlib
-
-    for module in ("apps.rules.evaluation.services", "apps.rules.services"):
-        try:
-            return str(importlib.import_module(module)._DECISION_COPY_FULL)
-        except (ImportError, AttributeError):
-            continue
-    raise SystemExit("the rules service's _DECISION_COPY_FULL was not found: follow its move")
-
-
 def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple[float, float]:
     """Seconds and CPU seconds to write ``n`` matched decisions the way the rules service writes them (and
     their audit entries); the subjects are chosen beforehand, the JSON is encoded inside the timing as the
@@ -106,8 +94,8 @@ def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple
 
     from apps.audit.services import audit_record_many
     from apps.bulk import reserve_ids
+    from apps.rules.evaluation.services import _DECISION_COPY_FULL as copy_sql
 
-    copy_sql = _decision_copy_sql()
     explain = json.JSONEncoder(separators=(",", ":"), default=DjangoJSONEncoder().default).encode
     batches = [
         [

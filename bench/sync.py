@@ -91,11 +91,11 @@ def _sync_all() -> tuple[float, int, dict[str, float]]:
 
 
 class Marking:
-    """Times ``apps.rules.triggers.on_entities_changed`` where the sync calls it (it imports the function at
-    call time), and counts the subjects it marks. ``off`` replaces it with a no-op (the old bench)."""
+    """Times ``apps.rules.evaluation.triggers.on_entities_changed`` where the sync calls it (it imports
+    the function at call time), and counts the subjects it marks. ``off``: a no-op (the old bench)."""
 
     def __init__(self, *, off: bool) -> None:
-        import apps.rules.triggers as triggers
+        import apps.rules.evaluation.triggers as triggers
 
         self.seconds = 0.0
         self.subjects = 0
