@@ -12,7 +12,8 @@ escalations closed over the last 90 days (the trend charts), and each project's 
 crosswalk (the API's ``source_ids``).
 
 It then serves the app with gunicorn (``config.wsgi``, production settings: the trends cache in Redis as
-deployed, ``--workers`` sync workers, default 3 as in the Procfile) on a free loopback port and times each
+deployed; ``bench/http_settings.py``: static files without the manifest; ``--workers`` sync workers,
+default 3 as in the Procfile) on a free loopback port and times each
 page over HTTP ``--n`` times after ``--warmup`` untimed requests, one request at a time, as a signed-in
 executive (a session cookie), wall time at the client; queries are counted once in-process:
 
@@ -249,7 +250,7 @@ def _gunicorn(workers: int) -> tuple[Any, str]:
         port = sock.getsockname()[1]
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "DJANGO_SETTINGS_MODULE": "bench.http_settings",
         "SECRET_KEY": settings.SECRET_KEY,  # the session cookie made here is valid there
         "FIELD_ENCRYPTION_KEY": ",".join(settings.FIELD_ENCRYPTION_KEY),
         "AUDIT_ANCHOR_KEY": "bench-anchor-key",
@@ -266,14 +267,15 @@ def _gunicorn(workers: int) -> tuple[Any, str]:
         env=env,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            requests.get(f"{base}/healthz", timeout=5)
+            requests.get(f"{base}/healthz", timeout=30)  # any answer (a 503 too) means it serves
             return process, base
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.3)
-    process.kill()
+    process.terminate()
+    process.wait(timeout=20)
     raise SystemExit("gunicorn did not start")
 
 
