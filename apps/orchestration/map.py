@@ -56,6 +56,7 @@ KIND_TITLES = {
 
 # Health states, worst first; each is shown with its words, never by colour alone.
 FAILING, WARNING, OK, IDLE, DISABLED, INFO = "failing", "warning", "ok", "idle", "disabled", "info"
+HEALTH_STATES = (FAILING, WARNING, OK, IDLE, DISABLED, INFO)
 _SEVERITY = {FAILING: 0, WARNING: 1, OK: 2, IDLE: 3, DISABLED: 4, INFO: 5}
 
 OUTCOME_WORDS = dict(Escalation.Outcome.choices)
@@ -373,7 +374,7 @@ def build_map(window: str = DEFAULT_WINDOW, *, now: dt.datetime | None = None) -
                 "changed": int(changed or 0),
                 "runs": int(runs or 0),
                 "failed_runs": int(failed or 0),
-                "lag_seconds": None if lag is None else round(lag, 1),
+                "lag_seconds": None if lag is None else round(lag),
             },
             links=[
                 (
