@@ -52,7 +52,7 @@ class NodeSerializer(serializers.Serializer):
 
 
 class EdgeSerializer(serializers.Serializer):
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.source
     target = serializers.CharField()
     count = serializers.IntegerField(
         allow_null=True, help_text="Records, deliveries or closed escalations along it in the window"
