@@ -17,9 +17,9 @@ from django.utils.safestring import SafeString, mark_safe
 
 from .map import INFO, KIND_TITLES, KINDS, WINDOW_WORDS, Graph, Node
 
-NODE_W, NODE_H, ROW_GAP, COL_GAP = 216, 42, 8, 60
+NODE_W, NODE_H, ROW_GAP, COL_GAP = 200, 42, 8, 44
 PAD, HEAD = 8, 30
-LABEL_CHARS, LINE_CHARS = 30, 38
+LABEL_CHARS, LINE_CHARS = 28, 36
 HEALTH_MARK = {"ok": "✓", "warning": "▲", "failing": "✖", "idle": "○", "disabled": "–", "info": ""}
 
 

@@ -118,6 +118,7 @@ def orchestration_map(request: HttpRequest) -> HttpResponse:
         }
         for kind in KINDS
     ]
+    totals = graph.totals()
     context: dict[str, Any] = {
         "graph": graph,
         "svg": svg.render(graph, focus.id if focus else None),
@@ -135,7 +136,8 @@ def orchestration_map(request: HttpRequest) -> HttpResponse:
         "downstream": [(n, e, svg.node_href(graph, n.id)) for n, e in graph.downstream(focus.id)]
         if focus
         else [],
-        "totals": graph.totals(),
+        "totals": totals,
+        "shown": {key: f"{value:,}" for key, value in totals.items()},
         "tables": tables,
         "can_configure": bool(getattr(request.user, "is_staff", False)),
     }

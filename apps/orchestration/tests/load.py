@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from apps.connectors.models import Connection, StreamState, SyncRun
+from apps.connectors.models import Connection, StreamState, SyncRun, WebhookDelivery
 from apps.escalations.models import Delivery, Escalation
 from apps.rules.catalogue import FACTS, FactType, facts_for
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
@@ -135,6 +135,19 @@ def fill(
                         error="HTTP 503 from upstream" if status == SyncRun.Status.FAILED else "",
                     )
                 )
+    WebhookDelivery.objects.bulk_create(
+        WebhookDelivery(
+            connection=conn,
+            event_id=f"{conn.slug}-{i}",
+            received_at=(at := now - dt.timedelta(minutes=rng.randint(1, 7 * 24 * 60))),
+            status_changed_at=at,
+            status=WebhookDelivery.Status.PROCESSED,
+            body=b"{}",
+            signature_valid=True,
+        )
+        for conn in connections
+        for i in range(40)
+    )
     StreamState.objects.bulk_create(states)
     SyncRun.objects.bulk_create(runs, batch_size=2000)
 
@@ -153,6 +166,21 @@ def fill(
             )
         )
 
+    _activity(
+        versions, now, rng, decisions_per_rule=decisions_per_rule, escalations_per_rule=escalations_per_rule
+    )
+    return Load(connections=connections, rules=[v.rule for v in versions], versions=versions)
+
+
+def _activity(
+    versions: list[RuleVersion],
+    now: dt.datetime,
+    rng: random.Random,
+    *,
+    decisions_per_rule: int,
+    escalations_per_rule: int,
+) -> None:
+    """A week of evaluations, nightly bulk runs, escalations, outbox rows and outcome labels."""
     decisions: list[Decision] = []
     outcomes = (
         [Decision.Outcome.MATCHED] + [Decision.Outcome.NOT_MATCHED] * 6 + [Decision.Outcome.INSUFFICIENT]
@@ -226,11 +254,7 @@ def fill(
             )
     Escalation.objects.bulk_create(escalations, batch_size=2000)
     deliveries: list[Delivery] = []
-    states_pick = [Delivery.State.DELIVERED] * 12 + [
-        Delivery.State.FAILED,
-        Delivery.State.DEAD,
-        Delivery.State.PENDING,
-    ]
+    states_pick = [Delivery.State.DELIVERED] * 30 + [Delivery.State.FAILED, Delivery.State.PENDING]
     for escalation in escalations:
         for action in escalation.rule_version.spec["actions"]:
             state = rng.choice(states_pick)
@@ -250,4 +274,38 @@ def fill(
                 )
             )
     Delivery.objects.bulk_create(deliveries, batch_size=5000)
-    return Load(connections=connections, rules=[v.rule for v in versions], versions=versions)
+
+
+# A company like the demo's: its SPEC rule (config/demo/rules.yaml) and the rules operators add next.
+DEMO_RULES = (
+    ("co-exec-review", "Change order needs executive judgment", "change_order",
+     ["change_order.amount", "project.margin_pct", "client.missed_last_milestone", "client.days_to_renewal"],
+     ["email_account_manager", "email_executives", "flag_dashboard", "note_crm", "note_accounting"]),
+    ("co-large-share", "Change order is a large share of the contract", "change_order",
+     ["change_order.amount_pct_of_contract"], ["email_account_manager", "flag_dashboard"]),
+    ("co-stale-pending", "Change order pending too long", "change_order",
+     ["change_order.status", "change_order.age_days"], ["email_account_manager", "note_crm"]),
+    ("margin-erosion", "Project margin eroding", "project",
+     ["project.margin_pct", "project.change_order_amount_30d"], ["email_executives", "flag_dashboard"]),
+    ("schedule-slip", "Project behind schedule", "project",
+     ["project.days_behind_schedule", "project.milestones_missed"], ["email_account_manager", "escalate_pm"]),
+    ("renewal-at-risk", "Client renewal at risk", "client",
+     ["client.days_to_renewal", "client.missed_last_milestone"], ["email_account_manager", "note_crm"]),
+    ("ar-overdue", "Client has overdue receivables", "client",
+     ["client.ar_overdue_amount"], ["email_account_manager", "note_accounting"]),
+    ("submittal-critical-late", "Schedule-critical submittal overdue", "submittal",
+     ["submittal.schedule_critical", "submittal.days_overdue"], ["escalate_pm", "flag_dashboard"]),
+    ("vendor-late-pattern", "Vendor often late with submittals", "submittal",
+     ["vendor.late_submittal_rate", "submittal.revision"], ["email_executives"]),
+)  # fmt: skip
+
+
+def fill_demo(*, now: dt.datetime | None = None, seed: int = 6) -> Load:
+    """The demo-like company: three systems, 12 streams, the nine rules above, a week of activity."""
+    load = fill(rules=0, now=now, seed=seed)
+    versions = [publish_rule(*rule) for rule in DEMO_RULES]
+    Rule.objects.filter(key="vendor-late-pattern").update(enabled=False)
+    _activity(
+        versions, now or timezone.now(), random.Random(seed), decisions_per_rule=300, escalations_per_rule=8
+    )
+    return Load(connections=load.connections, rules=[v.rule for v in versions], versions=versions)
