@@ -19,7 +19,7 @@ from rest_framework.views import APIView
 from apps.api.permissions import sees_everything
 from apps.api.serializers import ErrorSerializer
 
-from .map import DEFAULT_WINDOW, HEALTH_STATES, KINDS, WINDOWS, Graph, build_map, parse_window
+from .map import DEFAULT_WINDOW, HEALTH_STATES, KINDS, WINDOWS, Graph, cached_map, parse_window
 
 
 class SeesTheMap(BasePermission):
@@ -114,4 +114,4 @@ class OrchestrationMapView(APIView):
         window = parse_window(request.query_params.get("window"))
         if window is None:
             raise ValidationError({"window": f"one of {', '.join(WINDOWS)}"})
-        return Response(GraphSerializer(graph_data(build_map(window))).data)
+        return Response(GraphSerializer(graph_data(cached_map(window))).data)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from django.core.cache import cache
 from django.db import connection as db
 from django.urls import reverse
 from django.utils import timezone
@@ -156,6 +157,21 @@ class Graph:
             "failing": sum(1 for n in self.nodes if n.health == FAILING),
             "warning": sum(1 for n in self.nodes if n.health == WARNING),
         }
+
+
+# The map is read again on every click (each box focuses the page): one build serves the clicks of the
+# next few seconds, for every viewer. The page says when it was built.
+CACHE_SECONDS = 20
+
+
+def cached_map(window: str) -> Graph:
+    """``build_map(window)``, reused for up to ``CACHE_SECONDS``."""
+    key = f"orchestration:map:{window}"
+    graph: Graph | None = cache.get(key)
+    if graph is None:
+        graph = build_map(window)
+        cache.set(key, graph, CACHE_SECONDS)
+    return graph
 
 
 def parse_window(raw: str | None) -> str | None:

@@ -19,7 +19,7 @@ from .map import (
     WINDOW_WORDS,
     WINDOWS,
     Node,
-    build_map,
+    cached_map,
     duration_words,
     parse_window,
 )
@@ -98,7 +98,7 @@ def _cell(value: Any) -> str:
 @role_required(*MAP_ROLES)
 def orchestration_map(request: HttpRequest) -> HttpResponse:
     window = parse_window(request.GET.get("window")) or DEFAULT_WINDOW
-    graph = build_map(window)
+    graph = cached_map(window)
     focus_id = request.GET.get("focus") or None
     focus = graph.by_id.get(focus_id) if focus_id else None
     tables = [

@@ -25,6 +25,15 @@ def _csp_violations(page) -> list[str]:
     return [m for m in page.watched.console_errors if "Content Security Policy" in m]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_map_cache():
+    from django.core.cache import cache
+
+    cache.clear()  # the map is cached per window for a few seconds, in this process's cache
+    yield
+    cache.clear()
+
+
 @pytest.fixture
 def flow():
     """Procore's change orders feed change_order.amount; co-exec-review reads it and emailed executives."""

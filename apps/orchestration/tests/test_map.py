@@ -6,10 +6,11 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from apps.connectors.models import Connection, StreamState, SyncRun, WebhookDelivery
 from apps.escalations.models import Delivery, Escalation
-from apps.orchestration.map import DISABLED, FAILING, IDLE, OK, WARNING, build_map, parse_window
+from apps.orchestration.map import DISABLED, FAILING, IDLE, OK, WARNING, build_map, cached_map, parse_window
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
 from apps.rules.services import evaluate_subjects, rule_publish
 from tests.factories import ChangeOrderFactory, ConnectionFactory, ProjectFactory
@@ -329,3 +330,14 @@ def test_every_node_links_to_where_it_is_configured(pm):
         == "/admin/escalations/escalation/?outcome__exact=false_alarm"
     )
     assert "stream__exact=change_orders" in links[f"stream:{pm.pk}:change_orders"]["Sync runs"]
+
+
+def test_the_cached_map_serves_the_next_clicks_and_is_rebuilt_after_it_expires(pm):
+    from django.core.cache import cache
+
+    first = cached_map("24h")
+    sync_run(pm, "change_orders", timezone.now() - dt.timedelta(minutes=1), 5)
+    assert cached_map("24h") is not None and cached_map("24h").now == first.now
+    assert cached_map("1h").window == "1h"  # one entry per window
+    cache.delete("orchestration:map:24h")  # what the expiry does
+    assert cached_map("24h").by_id[f"stream:{pm.pk}:change_orders"].counts["records"] == 5
