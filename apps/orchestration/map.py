@@ -28,13 +28,13 @@ from django.db import connection as db
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.connectors.models import Connection, StreamState, SyncRun, WebhookDelivery
+from apps.connectors.kinds import stream_entity
+from apps.connectors.models import Connection, StreamState, SyncRun, WebhookDelivery, kind_choices
 from apps.dashboard.admin_home import schedule_interval
 from apps.escalations.models import Delivery, Escalation
 from apps.escalations.words import action_words
-from apps.rules.catalogue import FACTS
-from apps.rules.evaluator import RuleValidationError, compile_condition
-from apps.rules.facts import FACT_INPUTS, stream_entity
+from apps.rules.engine import FACTS, RuleValidationError, compile_condition
+from apps.rules.evaluation.facts import FACT_INPUTS
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
 
 WINDOWS: dict[str, dt.timedelta] = {
@@ -62,7 +62,7 @@ _SEVERITY = {FAILING: 0, WARNING: 1, OK: 2, IDLE: 3, DISABLED: 4, INFO: 5}
 
 OUTCOME_WORDS = dict(Escalation.Outcome.choices)
 _FAILED_RUNS = (SyncRun.Status.FAILED, SyncRun.Status.PARTIAL)
-_EVALUATION_OUTCOMES = tuple(Decision.Outcome.values)
+_EVALUATION_OUTCOMES = tuple(Decision.Verdict.values)
 
 
 @dataclass
@@ -350,6 +350,7 @@ def build_map(window: str = DEFAULT_WINDOW, *, now: dt.datetime | None = None) -
     edges: list[Edge] = []
 
     # Systems and streams.
+    kind_labels = dict(kind_choices())
     kinds_cache: dict[int, Any] = {}
     entity_streams: dict[str, list[str]] = defaultdict(list)
     systems: dict[int, Node] = {}
@@ -363,7 +364,7 @@ def build_map(window: str = DEFAULT_WINDOW, *, now: dt.datetime | None = None) -
                 id=f"system:{pk}",
                 kind="system",
                 label=slug,
-                detail=str(Connection.Kind(kind).label) if kind in Connection.Kind.values else kind,
+                detail=kind_labels.get(kind, kind),
                 counts={"streams": 0, "records": 0, "webhooks": int(webhooks or 0), "failed_runs": 0},
                 links=[
                     ("Connection", _admin("connectors_connection_change", pk)),
@@ -595,11 +596,11 @@ def build_map(window: str = DEFAULT_WINDOW, *, now: dt.datetime | None = None) -
         c = node.counts
         if node.health == DISABLED:
             node.health_text = "Disabled"
-        elif c[Decision.Outcome.ERROR]:
-            node.health, node.health_text = FAILING, f"Failing: {c[Decision.Outcome.ERROR]} errors"
-        elif c[Decision.Outcome.INSUFFICIENT]:
+        elif c[Decision.Verdict.ERROR]:
+            node.health, node.health_text = FAILING, f"Failing: {c[Decision.Verdict.ERROR]} errors"
+        elif c[Decision.Verdict.INSUFFICIENT]:
             node.health = WARNING
-            node.health_text = f"Insufficient data: {c[Decision.Outcome.INSUFFICIENT]} evaluations"
+            node.health_text = f"Insufficient data: {c[Decision.Verdict.INSUFFICIENT]} evaluations"
         elif not c["evaluations"]:
             node.health, node.health_text = IDLE, "Idle: not evaluated in the window"
         else:
@@ -662,7 +663,7 @@ def summarise(node: Node) -> str:
     if node.kind == "fact":
         return f"{c['rules']} rules read it"
     if node.kind == "rule":
-        return f"{c['evaluations']:,} evaluated · {c[Decision.Outcome.MATCHED]:,} matched"
+        return f"{c['evaluations']:,} evaluated · {c[Decision.Verdict.MATCHED]:,} matched"
     if node.kind == "action":
         return f"{c['sent']:,} sent · {c['failed']:,} failed · {c['dead']:,} dead"
     return f"{c['escalations']:,} escalations"

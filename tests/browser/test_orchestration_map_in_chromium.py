@@ -9,7 +9,7 @@ import shutil
 import pytest
 from django.utils import timezone
 
-from apps.connectors.models import Connection, StreamState, SyncRun
+from apps.connectors.models import StreamState, SyncRun
 from apps.escalations.models import Delivery, Escalation
 from apps.orchestration.tests.load import fill_demo, publish_rule
 from tests.factories import ConnectionFactory
@@ -38,10 +38,8 @@ def _fresh_map_cache():
 def flow():
     """Procore's change orders feed change_order.amount; co-exec-review reads it and emailed executives."""
     now = timezone.now()
-    pm = ConnectionFactory(
-        slug="pm", kind=Connection.Kind.PROCORE, schedule="*/15 * * * *", options={"company_id": 1}
-    )
-    crm = ConnectionFactory(slug="crm", kind=Connection.Kind.HUBSPOT, schedule="*/15 * * * *")
+    pm = ConnectionFactory(slug="pm", kind="procore", schedule="*/15 * * * *", options={"company_id": 1})
+    crm = ConnectionFactory(slug="crm", kind="hubspot", schedule="*/15 * * * *")
     StreamState.objects.create(
         connection=pm, stream="change_orders", last_success_at=now - dt.timedelta(minutes=4)
     )

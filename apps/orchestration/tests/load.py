@@ -15,13 +15,13 @@ from django.utils import timezone
 
 from apps.connectors.models import Connection, StreamState, SyncRun, WebhookDelivery
 from apps.escalations.models import Delivery, Escalation
-from apps.rules.catalogue import FACTS, FactType, facts_for
+from apps.rules.engine import FACTS, FactType, facts_for
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
 
 STREAMS = {
-    ("crm", Connection.Kind.HUBSPOT): ("owners", "companies"),
-    ("accounting", Connection.Kind.QUICKBOOKS): ("customers", "invoices", "estimates", "bills", "purchases"),
-    ("pm", Connection.Kind.PROCORE): ("projects", "vendors", "milestones", "change_orders", "submittals"),
+    ("crm", "hubspot"): ("owners", "companies"),
+    ("accounting", "quickbooks"): ("customers", "invoices", "estimates", "bills", "purchases"),
+    ("pm", "procore"): ("projects", "vendors", "milestones", "change_orders", "submittals"),
 }
 ACTION_SETS = (
     ["email_account_manager", "flag_dashboard"],
@@ -183,7 +183,7 @@ def _activity(
     """A week of evaluations, nightly bulk runs, escalations, outbox rows and outcome labels."""
     decisions: list[Decision] = []
     outcomes = (
-        [Decision.Outcome.MATCHED] + [Decision.Outcome.NOT_MATCHED] * 6 + [Decision.Outcome.INSUFFICIENT]
+        [Decision.Verdict.MATCHED] + [Decision.Verdict.NOT_MATCHED] * 6 + [Decision.Verdict.INSUFFICIENT]
     )
     for version in versions:
         for j in range(decisions_per_rule):

@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from apps.connectors.models import Connection, StreamState, SyncRun
+from apps.connectors.models import StreamState, SyncRun
 from apps.orchestration.map import build_map
 from tests.factories import ConnectionFactory
 
@@ -28,7 +28,7 @@ def api(user) -> APIClient:
 
 @pytest.fixture
 def company():
-    pm = ConnectionFactory(slug="pm", kind=Connection.Kind.PROCORE, options={"company_id": 1})
+    pm = ConnectionFactory(slug="pm", kind="procore", options={"company_id": 1})
     StreamState.objects.create(connection=pm, stream="change_orders", last_success_at=timezone.now())
     started = timezone.now() - dt.timedelta(hours=3)
     SyncRun.objects.create(

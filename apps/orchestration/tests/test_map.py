@@ -11,8 +11,8 @@ from django.utils import timezone
 from apps.connectors.models import Connection, StreamState, SyncRun, WebhookDelivery
 from apps.escalations.models import Delivery, Escalation
 from apps.orchestration.map import DISABLED, FAILING, IDLE, OK, WARNING, build_map, cached_map, parse_window
+from apps.rules.evaluation.services import evaluate_subjects, rule_publish
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
-from apps.rules.services import evaluate_subjects, rule_publish
 from tests.factories import ChangeOrderFactory, ConnectionFactory, ProjectFactory
 
 from .load import publish_rule
@@ -85,9 +85,7 @@ def decide(version: RuleVersion, outcome: str, at: dt.datetime, subject_id: int 
 
 @pytest.fixture
 def pm():
-    conn = ConnectionFactory(
-        slug="pm", kind=Connection.Kind.PROCORE, schedule="*/15 * * * *", options={"company_id": 1}
-    )
+    conn = ConnectionFactory(slug="pm", kind="procore", schedule="*/15 * * * *", options={"company_id": 1})
     StreamState.objects.create(connection=conn, stream="change_orders", last_success_at=ago(minutes=5))
     StreamState.objects.create(connection=conn, stream="milestones", last_success_at=ago(hours=3))
     return conn
@@ -96,7 +94,7 @@ def pm():
 @pytest.fixture
 def books():
     conn = ConnectionFactory(
-        slug="books", kind=Connection.Kind.QUICKBOOKS, schedule="*/15 * * * *", options={"realm_id": "1"}
+        slug="books", kind="quickbooks", schedule="*/15 * * * *", options={"realm_id": "1"}
     )
     StreamState.objects.create(connection=conn, stream="invoices", last_success_at=ago(minutes=2))
     return conn

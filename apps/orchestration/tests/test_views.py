@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.connectors.models import Connection, StreamState, SyncRun
+from apps.connectors.models import StreamState, SyncRun
 from apps.dashboard.security import CONTENT_SECURITY_POLICY
 from apps.rules.models import Rule
 from tests.factories import ConnectionFactory
@@ -23,9 +23,7 @@ URL = "/orchestration/"
 @pytest.fixture
 def company():
     now = timezone.now()
-    pm = ConnectionFactory(
-        slug="pm", kind=Connection.Kind.PROCORE, schedule="*/15 * * * *", options={"company_id": 1}
-    )
+    pm = ConnectionFactory(slug="pm", kind="procore", schedule="*/15 * * * *", options={"company_id": 1})
     StreamState.objects.create(
         connection=pm, stream="change_orders", last_success_at=now - dt.timedelta(minutes=3)
     )
