@@ -446,7 +446,7 @@ def zen_expression(condition: dict[str, Any]) -> str:
         return "(" + " or ".join(zen_expression(c) for c in condition["any"]) + ")"
     if "not" in condition:
         return f"not ({zen_expression(condition['not'])})"
-    fact, op, value = condition["fact"], condition["op"], condition.get("value")
+    fact, op, value = condition["fact"], condition["op"], condition["value"]
     if op == "between":
         low, high = value
         return f"({fact} >= {json.dumps(low)} and {fact} <= {json.dumps(high)})"

@@ -281,7 +281,6 @@ def _dlt_change_orders(port: int, database: str) -> dict[str, Any]:
             pipelines_dir=pipelines_dir,
             destination=dlt.destinations.postgres(credentials=credentials),
             dataset_name="dlt_procore",
-            progress=None,
         )
         started = time.perf_counter()
         pipeline.run(rest_api_source(config))
