@@ -473,9 +473,14 @@ def _zen_context(values: dict[str, Any]) -> dict[str, Any]:
 
 def zen_peer(contexts: list[Any], versions: list[Any], compiled: list[Any]) -> None:
     """Pure evaluator vs GoRules ZEN's compiled expressions, every rule × every context, same contexts."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     import zen
+
+    try:
+        zen_version = version("zen-engine")
+    except PackageNotFoundError:  # the shared environment was reinstalled under a running bench
+        zen_version = "?"
 
     expressions = [zen.compile_expression(zen_expression(v.spec["when"])) for v in versions]
     documents = [_zen_context(ctx.values) for ctx in contexts]  # converted beforehand, untimed
@@ -503,7 +508,7 @@ def zen_peer(contexts: list[Any], versions: list[Any], compiled: list[Any]) -> N
     zen_s, zen_matches = timed(theirs)
     agree = sum(a == b for a, b in zip(our_matches, zen_matches, strict=True))
     print(
-        f"  7. peer: GoRules ZEN {version('zen-engine')} compiled expressions, {len(versions)} rules × "
+        f"  7. peer: GoRules ZEN {zen_version} compiled expressions, {len(versions)} rules × "
         f"{len(contexts):,} contexts"
     )
     line("     pure evaluator (matches, with ages and max_age)", ours_s, pairs, "evals")
