@@ -154,6 +154,8 @@ def test_settings_change_is_audited(client, administrator):
         "retention_days": "90",
         "cofire_window_hours": "24",
         "max_candidates": "200",
+        "holdout_fraction": "0.30",
+        "min_holdout_labels": "20",
     }
     response = client.post(url, form)
     assert response.status_code == 302
