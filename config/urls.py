@@ -37,5 +37,6 @@ urlpatterns = [
     path("api/", include("config.api_urls")),
     path("", include("apps.dashboard.urls")),
     path("", include("apps.escalations.urls")),
+    path("learning/", include("apps.learning.urls")),
     path("webhooks/", include("apps.connectors.urls")),
 ]

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("misses/report/", views.miss_report_view, name="learning-report-miss"),
+]
