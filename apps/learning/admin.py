@@ -8,6 +8,7 @@ managers, administrators) may change the settings and apply or dismiss a suggest
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
@@ -20,6 +21,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from apps.rules.models import Rule
+from apps.rules.wording import written
 
 from .analytics import Breakdown, rule_analytics, rules_fired_together
 from .models import LearningSettings, RiskModel, RuleAnalytics, ShadowSample, ThresholdSuggestion
@@ -42,7 +44,7 @@ def _hours(seconds: float | None) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
+    return "—" if value is None else written(Decimal(f"{100 * value:.1f}"), kind="percent")
 
 
 FIGURE_ROWS = (
@@ -58,7 +60,7 @@ FIGURE_ROWS = (
 
 
 def _number(value: float | None) -> str:
-    return "—" if value is None else f"{value:g}"
+    return "—" if value is None else written(Decimal(f"{value:g}"))
 
 
 def _points(before: float | None, after: float | None) -> str:
@@ -121,6 +123,8 @@ class RuleAnalyticsAdmin(_RulePermissions, admin.ModelAdmin):
                 "fires": s.fires,
                 "subjects": s.subjects,
                 "repeat_ratio": _pct(s.repeat_ratio),
+                "recall": _pct(s.recall),
+                "recall_note": s.recall_note,
                 "outcomes": sorted(s.outcomes.items()),
                 "summary": _row(s),
                 "by_route": [_row(b) for b in s.by_route],
@@ -157,6 +161,7 @@ class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
         "expected_cost",
         "newly_matching",
         "no_longer_matching",
+        "held_out",
         "status",
         "created_at",
     )
@@ -164,7 +169,7 @@ class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
     list_select_related = ("rule", "rule_version")
     search_fields = ("rule__key", "fact")
     actions = ("apply_selected", "dismiss_selected")
-    readonly_fields = ["figures", *(f.name for f in ThresholdSuggestion._meta.fields)]
+    readonly_fields = ["figures", "held_out", *(f.name for f in ThresholdSuggestion._meta.fields)]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(CHANGE_RULES)
@@ -202,6 +207,31 @@ class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
             obj.current_value,
             obj.proposed_value,
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="learned on → judged on (held out)")
+    def held_out(self, obj: ThresholdSuggestion) -> str:
+        """Both periods of the time split, each with the current and the proposed threshold's figures."""
+        v = obj.validation or {}
+        rows = []
+        for name, label in (("learn", "learned on"), ("holdout", "held out")):
+            period = v.get(name) or {}
+            cur, new = period.get("current") or {}, period.get("proposed") or {}
+            first, last = (period.get("from") or "")[:10], (period.get("to") or "")[:10]
+            span = f"{first} – {last} ({period.get('cases')} cases)"
+            rows.append(
+                (
+                    label,
+                    span,
+                    f"{_pct(cur.get('false_alarm_ratio'))} → {_pct(new.get('false_alarm_ratio'))}",
+                    f"{_number(cur.get('caught'))} → {_number(new.get('caught'))}",
+                )
+            )
+        return format_html(
+            "<table><tr><th></th><th>period</th><th>false-alarm ratio</th><th>true escalations kept</th>"
+            "</tr>{}</table><p>{}</p>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+            v.get("reason", "validated before the time split existed"),
         )
 
     @admin.display(description="condition")
