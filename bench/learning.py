@@ -93,8 +93,8 @@ def _setup() -> None:
 
 
 def _publish(key: str, condition: dict[str, Any]) -> Any:
+    from apps.rules.evaluation.services import rule_publish
     from apps.rules.models import Rule
-    from apps.rules.services import rule_publish
 
     draft = {
         "key": key,
@@ -118,9 +118,9 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
     from apps.learning.models import LearningSettings, ReportedMiss
     from apps.learning.tests.builders import decision, escalation
     from apps.learning.thresholds import leaf_at, suggestion_apply, suggestions_generate
-    from apps.rules.evaluator import Outcome, compile_condition
+    from apps.rules.engine.evaluator import Verdict, compile_condition
+    from apps.rules.evaluation.services import rule_publish
     from apps.rules.models import Decision, Rule
-    from apps.rules.services import rule_publish
 
     settings = LearningSettings.load()
     settings.miss_cost = settings.false_alarm_cost = Decimal(1)
@@ -131,7 +131,7 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
     rng = random.Random(seed)
     start = dt.datetime(2025, 1, 1, 9, tzinfo=dt.UTC)
     months: dict[str, list[Month]] = {key: [] for key in START_RULES}
-    matched = Outcome.MATCHED
+    matched = Verdict.MATCHED
     for m in range(MONTHS):
         at = start + dt.timedelta(days=30 * m)
         rules = {r.key: r for r in Rule.objects.select_related("live_version")}

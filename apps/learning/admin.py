@@ -20,8 +20,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from apps.rules.engine.wording import written
 from apps.rules.models import Rule
-from apps.rules.wording import written
 
 from .analytics import Breakdown, rule_analytics, rules_fired_together
 from .models import LearningSettings, RiskModel, RuleAnalytics, ShadowSample, ThresholdSuggestion

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
 
-from apps.rules.backtest import NEGATIVE, POSITIVE, context_from_snapshot
+from apps.rules.evaluation.backtest import NEGATIVE, POSITIVE, context_from_snapshot
 
 ESCALATION: Final = "escalation"
 MISS: Final = "miss"

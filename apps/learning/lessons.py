@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from django.db import connection
 
-from apps.rules.backtest import NEGATIVE, POSITIVE
+from apps.rules.evaluation.backtest import NEGATIVE, POSITIVE
 
 MARGIN_TARGET: Final = Decimal("15")
 MIN_COUNT: Final = 5
@@ -170,7 +170,7 @@ def _speed(rows: list[tuple[Any, ...]], labels: dict[str, str] | None = None) ->
 
 
 def _thresholds(spec: dict[str, Any] | str) -> list[tuple[str, str, Any]]:
-    from apps.rules.evaluator import compile_condition
+    from apps.rules.engine.evaluator import compile_condition
 
     if isinstance(spec, str):  # a raw cursor hands jsonb over as text under Django's psycopg setup
         spec = json.loads(spec)
@@ -185,7 +185,7 @@ def _thresholds(spec: dict[str, Any] | str) -> list[tuple[str, str, Any]]:
 def _traits(lessons: Lessons) -> None:
     """Client traits against project success, from each live project's current facts."""
     from apps.entities.models import Project
-    from apps.rules.facts import compute_contexts
+    from apps.rules.evaluation.facts import compute_contexts
 
     facts = {
         c.subject_id: c.values

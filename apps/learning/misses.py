@@ -97,7 +97,7 @@ def facts_as_of(subject_type: str, subject_id: int, at: dt.datetime) -> tuple[di
         if isinstance(values, list):
             values = dict(zip(sorted(ages), values, strict=True))
         return {k: {"value": v, "age_s": ages.get(k)} for k, v in values.items()}, "bulk run"
-    from apps.rules.facts import compute_contexts
+    from apps.rules.evaluation.facts import compute_contexts
 
     for context in compute_contexts(subject_type, [subject_id]):
         return context.snapshot(), "computed when reported"

@@ -31,11 +31,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
-from apps.rules.catalogue import FACTS, FactType
-from apps.rules.durations import parse_duration
-from apps.rules.evaluator import CompiledCondition, Outcome, compile_condition
+from apps.rules.engine.catalogue import FACTS, FactType
+from apps.rules.engine.durations import parse_duration
+from apps.rules.engine.evaluator import CompiledCondition, Verdict, compile_condition
+from apps.rules.engine.ruleset import rule_from_dict
 from apps.rules.models import Rule, RuleVersion
-from apps.rules.ruleset import rule_from_dict
 
 from .cases import SHADOW, Case, Split, Tally, passes_holdout, rule_cases, tally, time_split
 from .models import LearningSettings, ThresholdSuggestion
@@ -211,7 +211,7 @@ def candidate_values(
 def _flags(condition: CompiledCondition, max_age: dt.timedelta | None, rows: list[Case]) -> Any:
     import numpy as np
 
-    matched = Outcome.MATCHED
+    matched = Verdict.MATCHED
     return np.fromiter(
         (condition.matches(r.values, ages=r.ages, max_age=max_age) is matched for r in rows),
         dtype=bool,

@@ -18,7 +18,7 @@ from django.utils import timezone
 from apps.accounts.roles import ADMINISTRATORS, EXECUTIVES, OPERATIONS, in_role
 from apps.dashboard.templatetags.fulcrum import OPERATOR_WORDS
 from apps.dashboard.views import role_required
-from apps.rules.wording import shape_of, written
+from apps.rules.engine.wording import shape_of, written
 
 from .forms import MissForm
 from .lessons import MARGIN_TARGET, MIN_COUNT, Share, Speed, lessons

@@ -19,7 +19,7 @@ from apps.learning.thresholds import (
     suggestions_generate,
     sweep_version,
 )
-from apps.rules.catalogue import FactType
+from apps.rules.engine.catalogue import FactType
 from apps.rules.models import Decision, Rule
 
 from .builders import T0, decision, escalation, publish, snapshot

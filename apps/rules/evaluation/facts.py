@@ -26,7 +26,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.utils import timezone
 
-from .catalogue import FACTS, facts_for
+from apps.rules.engine.catalogue import FACTS, facts_for
 
 # Which canonical entities each fact is computed from (for its age).
 FACT_INPUTS: dict[str, tuple[str, ...]] = {
