@@ -58,6 +58,8 @@ def fulcrum_nav(context: template.Context) -> dict[str, bool]:
     return {
         "dashboard": bool(roles & set(DASHBOARD_ROLES)),
         "my_escalations": ACCOUNT_MANAGERS in roles,
+        "learned": bool(roles & set(DASHBOARD_ROLES)),
+        "report_miss": bool(roles & {*DASHBOARD_ROLES, ACCOUNT_MANAGERS}),
         "admin": bool(user is not None and getattr(user, "is_staff", False)),
     }
 

@@ -78,8 +78,10 @@ def test_nav_follows_the_role(client, executive, account_manager, ops_manager):
     )
     body = dashboard(login(client, ops_manager))
     assert 'href="/admin/"' in body  # staff
+    assert 'href="/learning/learned/"' in body and 'href="/learning/misses/report/"' in body
     body = login(client, account_manager).get(reverse("my-escalations")).content.decode()
     assert 'href="/my/escalations/"' in body and 'href="/dashboard/"' not in body
+    assert 'href="/learning/learned/"' not in body and 'href="/learning/misses/report/"' in body
     # logout is a POST form with a CSRF token, never a link
     assert 'method="post" action="/accounts/logout/"' in body and "csrfmiddlewaretoken" in body
 
