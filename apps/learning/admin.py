@@ -20,11 +20,14 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from apps.rules.engine.ruleset import RulesFileError
 from apps.rules.engine.wording import written
+from apps.rules.evaluation.backtest import BacktestError
 from apps.rules.models import Rule
 
 from .analytics import Breakdown, rule_analytics, rules_fired_together
-from .models import LearningSettings, RiskModel, RuleAnalytics, ShadowSample, ThresholdSuggestion
+from .backtests import backtest_start, timeline_chart
+from .models import BacktestRun, LearningSettings, RiskModel, RuleAnalytics, ShadowSample, ThresholdSuggestion
 from .services import learning_settings_update
 from .thresholds import SuggestionError, suggestion_apply, suggestion_dismiss
 
@@ -41,6 +44,12 @@ def _hours(seconds: float | None) -> str:
     if seconds < 72 * 3600:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+def _day(raw: str | None) -> dt.datetime | None:
+    if not raw:
+        return None
+    return dt.datetime.combine(dt.date.fromisoformat(raw), dt.time.min, tzinfo=dt.UTC)
 
 
 def _pct(value: float | None) -> str:
@@ -148,6 +157,95 @@ class RuleAnalyticsAdmin(_RulePermissions, admin.ModelAdmin):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/learning/analytics.html", context)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("backtest/", view(self.backtest_view), name="learning_backtest"),
+            path("backtest/<int:run_id>/", view(self.backtest_run_view), name="learning_backtest_run"),
+            *super().get_urls(),
+        ]
+
+    def _backtest_context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
+        figures = extra.get("figures")
+        if figures:
+            p, n = figures["precision"]
+            lp, ln = figures["live_precision"]
+            extra.update(
+                chart=timeline_chart(figures),
+                precision=f"{_pct(p / (p + n) if p + n else None)} ({p} of {p + n})",
+                live_precision=f"{_pct(lp / (lp + ln) if lp + ln else None)} ({lp} of {lp + ln})",
+                recall=_pct(figures["recall"]),
+                live_recall=_pct(figures["live_recall"]),
+                examples=[
+                    (
+                        sid,
+                        at[:16].replace("T", " "),
+                        [(name, written(v, name)) for name, v in sorted(values.items())],
+                    )
+                    for sid, at, values in figures["examples"]
+                ],
+                outcomes=sorted(figures["outcomes"].items()),
+            )
+        return {
+            **self.admin_site.each_context(request),
+            "title": "Backtest",
+            "opts": self.model._meta,
+            "rules": list(Rule.objects.order_by("key").values_list("key", flat=True)),
+            **extra,
+        }
+
+    def backtest_view(self, request: HttpRequest) -> HttpResponse:
+        """A rule (live) or its draft over a period: inline when small, on a worker when large."""
+        if not self.has_view_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        key = request.GET.get("rule")
+        context = self._backtest_context(
+            request,
+            rule_key=key or "",
+            use_draft=request.GET.get("what") == "draft",
+            since=request.GET.get("since", ""),
+            until=request.GET.get("until", ""),
+        )
+        if not key:
+            return TemplateResponse(request, "admin/learning/backtest.html", context)
+        rule = Rule.objects.select_related("live_version").filter(key=key).first()
+        if rule is None:
+            messages.error(request, f"No rule {key!r}.")
+            return TemplateResponse(request, "admin/learning/backtest.html", context, status=404)
+        try:
+            since = _day(request.GET.get("since"))
+            until = _day(request.GET.get("until"))
+            figures, run = backtest_start(
+                rule=rule, use_draft=context["use_draft"], since=since, until=until, actor=request.user
+            )
+        except (ValueError, BacktestError, RulesFileError) as exc:
+            messages.error(request, f"The backtest cannot run: {exc}")
+            return TemplateResponse(request, "admin/learning/backtest.html", context, status=400)
+        if run is not None:
+            return HttpResponseRedirect(reverse("admin:learning_backtest_run", args=[run.pk]))
+        context = self._backtest_context(request, **{**context, "figures": figures})
+        return TemplateResponse(request, "admin/learning/backtest.html", context)
+
+    def backtest_run_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        run = BacktestRun.objects.filter(pk=run_id).first()
+        if run is None:
+            return TemplateResponse(
+                request, "admin/learning/backtest.html", self._backtest_context(request), status=404
+            )
+        context = self._backtest_context(
+            request,
+            run=run,
+            rule_key=run.rule_key,
+            use_draft=run.use_draft,
+            since=f"{run.since:%Y-%m-%d}" if run.since else "",
+            until=f"{run.until:%Y-%m-%d}" if run.until else "",
+            figures=run.result,
+            percent=round(100 * run.progress / run.expected) if run.expected else 0,
+        )
+        return TemplateResponse(request, "admin/learning/backtest.html", context)
 
 
 @admin.register(ThresholdSuggestion)

@@ -192,6 +192,42 @@ class ReportedMiss(models.Model):
         return f"missed {self.subject_label} ({self.outcome})"
 
 
+class BacktestRun(models.Model):
+    """A backtest started from admin over a period too large to run inside the request.
+
+    A worker replays it (``apps.learning.tasks.run_backtest``), writing ``progress`` (contexts replayed)
+    as it goes and the figures into ``result`` when done; the admin page reloads until then.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    rule_key = models.CharField(max_length=100)
+    use_draft = models.BooleanField(default=False, help_text="Replay the rule's draft instead of live")
+    draft = models.JSONField(null=True, blank=True, help_text="The draft as it was when started")
+    since = models.DateTimeField(null=True, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    expected = models.PositiveIntegerField(default=0, help_text="Stored contexts in the period")
+    progress = models.PositiveIntegerField(default=0, help_text="Contexts replayed so far")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"backtest {self.rule_key} ({self.status})"
+
+
 class RiskModel(models.Model):
     """A fitted logistic regression over numeric facts, stored as plain numbers (no pickle).
 
