@@ -200,7 +200,8 @@ class MissSerializer(serializers.ModelSerializer):
     rule: serializers.SlugRelatedField[Rule] = serializers.SlugRelatedField(
         slug_field="key", queryset=Rule.objects.all(), required=False, allow_null=True
     )
-    subject_type = serializers.ChoiceField(choices=list(SUBJECT_TYPES))
+    # Checked by the service: a ChoiceField would collide with other "subject_type" enums in the schema.
+    subject_type = serializers.CharField(help_text=f"one of {', '.join(SUBJECT_TYPES)}")
     missed_at = serializers.DateTimeField(required=False, help_text="Default: now")
     reported_by = serializers.CharField(source="reported_by.username", read_only=True, default=None)
 

@@ -23,7 +23,7 @@ from apps.rules.engine.wording import shape_of, written
 from .forms import MissForm
 from .lessons import MARGIN_TARGET, MIN_COUNT, Share, Speed, lessons
 from .misses import can_report, miss_report
-from .models import ReportedMiss
+from .models import LearningSettings, ReportedMiss, RiskModel
 
 
 @login_required
@@ -176,3 +176,45 @@ def learned(request: HttpRequest) -> HttpResponse:
             "min_count": MIN_COUNT,
         },
     )
+
+
+@role_required(EXECUTIVES, OPERATIONS, ADMINISTRATORS)
+def risk_model_page(request: HttpRequest) -> HttpResponse:
+    """The learned ranking's model: what it was trained on, how it did on a later period, its weights."""
+    model = RiskModel.objects.order_by("-version").first()
+    settings = LearningSettings.load()
+    context: dict[str, Any] = {
+        "model": model,
+        "active": model is not None and model.n_samples >= settings.min_labels_for_ranking,
+        "min_labels": settings.min_labels_for_ranking,
+    }
+    if model is not None:
+        metrics = model.metrics or {}
+        split = metrics.get("split") or {}
+        weights = sorted(model.coefficients.items(), key=lambda kv: abs(kv[1]), reverse=True)
+        context.update(
+            split=split,
+            cutoff=(split.get("cutoff") or "")[:10],
+            holdout_auc=metrics.get("holdout_auc"),
+            holdout_note=metrics.get("holdout_note", ""),
+            cv_auc=metrics.get("cv_auc"),
+            calibration=[
+                {
+                    "range": f"{_pct(b['from'])} – {_pct(b['to'])}",
+                    "n": b["n"],
+                    "predicted": _pct(b["predicted"]),
+                    "observed": _pct(b["observed"]),
+                }
+                for b in metrics.get("calibration", [])
+            ],
+            weights=[
+                (
+                    shape_of(name.removesuffix("__missing")).label or name,
+                    "no value" if name.endswith("__missing") else "",
+                    f"{weight:+.2f}",
+                    "raises" if weight > 0 else "lowers",
+                )
+                for name, weight in weights
+            ],
+        )
+    return render(request, "learning/model.html", context)
