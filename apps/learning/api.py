@@ -9,23 +9,24 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.dateparse import parse_date
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework import status as http
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.rules.models import Rule
+from apps.rules.models import Rule, SubjectType
 
 from .analytics import rule_analytics, rules_fired_together
-from .misses import SUBJECT_TYPES, can_report, miss_report
+from .misses import can_report, miss_report
 from .models import LearningSettings, ReportedMiss, RiskModel, ThresholdSuggestion
 from .ranking import current_model
 
@@ -196,12 +197,18 @@ class RiskModelView(APIView):
         return Response(data)
 
 
+class Conflict(APIException):
+    status_code = 409
+    default_detail = "The request contradicts itself or the data."
+    default_code = "conflict"
+
+
 class MissSerializer(serializers.ModelSerializer):
-    rule: serializers.SlugRelatedField[Rule] = serializers.SlugRelatedField(
-        slug_field="key", queryset=Rule.objects.all(), required=False, allow_null=True
+    rule = serializers.CharField(
+        source="rule.key", required=False, allow_null=True, help_text="a rule key (404 if unknown)"
     )
-    # Checked by the service: a ChoiceField would collide with other "subject_type" enums in the schema.
-    subject_type = serializers.CharField(help_text=f"one of {', '.join(SUBJECT_TYPES)}")
+    # The rules' own subject types, so the schema shares one enum with the rest of the API.
+    subject_type = serializers.ChoiceField(choices=SubjectType.choices)
     missed_at = serializers.DateTimeField(required=False, help_text="Default: now")
     reported_by = serializers.CharField(source="reported_by.username", read_only=True, default=None)
 
@@ -240,23 +247,30 @@ class MissListCreateView(ListAPIView[ReportedMiss]):
             qs = qs.filter(reported_by_id=self.request.user.pk)
         return qs
 
-    @extend_schema(request=MissSerializer, responses={201: MissSerializer})
+    @extend_schema(request=MissSerializer, responses={201: MissSerializer, 404: None, 409: None})
     def post(self, request: Request) -> Response:
         serializer = MissSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        key = (data.get("rule") or {}).get("key")
+        rule = Rule.objects.filter(key=key).first() if key else None
+        if key and rule is None:
+            raise NotFound(f"no rule {key!r}")
         try:
             miss = miss_report(
                 subject_type=data["subject_type"],
                 subject_id=data["subject_id"],
                 outcome=data["outcome"],
                 missed_at=data.get("missed_at"),
-                rule=data.get("rule"),
+                rule=rule,
                 note=data.get("note", ""),
                 actor=request.user,
             )
+        except ObjectDoesNotExist as exc:
+            raise NotFound(str(exc)) from exc
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
         except DjangoValidationError as exc:
-            raise ValidationError(exc.messages) from exc
+            # The fields are each valid; together they contradict (a future day, a rule of another type).
+            raise Conflict(exc.messages) from exc
         return Response(MissSerializer(miss).data, status=http.HTTP_201_CREATED)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Final
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,13 +32,13 @@ def _subject(subject_type: str, subject_id: int) -> Any:
         subject_type
     )
     if model is None:
-        raise ValidationError(f"unknown subject type {subject_type!r}; one of {', '.join(SUBJECT_TYPES)}")
+        raise ObjectDoesNotExist(f"unknown subject type {subject_type!r}; one of {', '.join(SUBJECT_TYPES)}")
     related = {"project": ["client__owner"], "client": ["owner"]}.get(
         subject_type, ["project__client__owner"]
     )
     subject = model.objects.select_related(*related).filter(pk=subject_id).first()
     if subject is None:
-        raise ValidationError(f"no {subject_type.replace('_', ' ')} {subject_id}")
+        raise ObjectDoesNotExist(f"no {subject_type.replace('_', ' ')} {subject_id}")
     return subject
 
 

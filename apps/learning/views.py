@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -50,6 +50,8 @@ def miss_report_view(request: HttpRequest) -> HttpResponse:
             except PermissionDenied:
                 form.add_error(None, "You may report misses only on your own clients' subjects.")
                 return render(request, "learning/report_miss.html", {"form": form}, status=403)
+            except ObjectDoesNotExist as exc:
+                form.add_error(None, str(exc))
             except ValidationError as exc:
                 form.add_error(None, "; ".join(exc.messages))
             else:
