@@ -3,7 +3,7 @@ import logging
 from celery import shared_task
 
 from . import noise  # noqa: F401  (registers the digest and policy-email senders with the outbox)
-from .delivery import delivery_attempt, due_delivery_ids
+from .delivery import deliveries_dispatch, delivery_attempt, due_delivery_ids
 from .policies import policy_audit, policy_claim_due, policy_release_closed, policy_step_apply
 
 logger = logging.getLogger(__name__)
@@ -31,10 +31,11 @@ def deliver_many(delivery_ids: list[int]) -> str:
 
 @shared_task(ignore_result=True)
 def deliver_due() -> str:
-    """Beat sweeper: everything due, including rows whose worker died mid-send."""
+    """Beat sweeper: everything due, including rows whose worker died mid-send, handed to the queue of its
+    kind (not sent here: one slow write-back would hold every email behind it in this task)."""
     ids = due_delivery_ids()
-    for pk in ids:
-        delivery_attempt(pk)
+    if ids:
+        deliveries_dispatch(ids)
     return f"{len(ids)} due"
 
 
