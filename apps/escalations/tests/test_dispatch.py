@@ -60,6 +60,22 @@ def test_emails_and_write_backs_go_to_separate_queues(monkeypatch):
 
 
 @pytest.mark.django_db
+def test_the_sweeper_sends_due_emails_itself_and_hands_write_backs_to_their_queue(monkeypatch):
+    from apps.escalations import tasks
+
+    handed: list[list[int]] = []
+    monkeypatch.setattr(tasks, "deliveries_dispatch", handed.append)
+    flags = _rows(2)
+    notes = _rows(2, "note_crm")
+
+    assert tasks.deliver_due() == "4 due, 2 handed to writeback"
+
+    assert handed == [notes]
+    assert set(Delivery.objects.filter(pk__in=flags).values_list("state", flat=True)) == {"delivered"}
+    assert set(Delivery.objects.filter(pk__in=notes).values_list("state", flat=True)) == {"pending"}
+
+
+@pytest.mark.django_db
 def test_one_rows_unexpected_error_does_not_stop_the_rest_of_its_chunk(monkeypatch):
     from apps.escalations import tasks
 
