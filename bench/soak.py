@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=2, help="change orders edited per webhook burst")
     parser.add_argument("--interval", type=float, default=3.0, help="seconds between bursts")
     parser.add_argument("--scale", type=float, default=0.25, help="simulator company size")
-    # A webhook whose worker was killed mid-processing is re-queued by beat's sweep when its lease (30 s) ends.
+    # A webhook whose worker was killed mid-processing is re-queued by beat's sweep when its lease ends.
     parser.add_argument("--drain", type=float, default=300.0, help="seconds allowed to drain at the end")
     args = parser.parse_args(argv)
 
