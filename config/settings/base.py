@@ -266,6 +266,8 @@ FULCRUM = {
     # Webhook processing (apps/connectors/webhooks): a claim older than the lease is presumed lost (a
     # killed worker) and queued again; retries back off from 1 s to 30 s (docs/OPERATIONS.md).
     "WEBHOOK_LEASE_SECONDS": env.float("FULCRUM_WEBHOOK_LEASE_SECONDS", default=30.0),
+    # Pending evaluations claimed by a flush: a killed worker's are taken again after this (+10 ms/subject).
+    "EVALUATION_CLAIM_SECONDS": env.float("FULCRUM_EVALUATION_CLAIM_SECONDS", default=60.0),
     "WEBHOOK_BACKOFF_BASE": env.float("FULCRUM_WEBHOOK_BACKOFF_BASE", default=1.0),
     "WEBHOOK_BACKOFF_CAP": env.float("FULCRUM_WEBHOOK_BACKOFF_CAP", default=30.0),
     "ACTION_MAX_ATTEMPTS": env.int("FULCRUM_ACTION_MAX_ATTEMPTS", default=8),

@@ -702,6 +702,11 @@ def test_a_lost_worker_is_presumed_after_the_lease_not_five_minutes(
         status=Status.PROCESSING, attempts=1, status_changed_at=now - dt.timedelta(seconds=5)
     )
     assert sweep() == []  # within its lease: still someone's
+    queued = accept(
+        client, "inhouse", *standard_delivery(REST_SECRET, "vendors.created", vendor_record("L-2", now, "Q"))
+    )
+    WebhookDelivery.objects.filter(pk=queued).update(status_changed_at=now - dt.timedelta(seconds=40))
+    assert sweep() == []  # never claimed: waiting in a queue, not lost
     WebhookDelivery.objects.filter(pk=delivery_id).update(status_changed_at=now - dt.timedelta(seconds=11))
     assert sweep() == [delivery_id]
     row = WebhookDelivery.objects.get(pk=delivery_id)

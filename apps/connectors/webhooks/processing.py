@@ -67,6 +67,12 @@ MERGE_ACTOR = "system:webhooks"
 FETCHED = ("upsert", "merge")  # hints whose record is read again upstream (a merge: the survivor)
 
 
+# A row never claimed is almost always just queued behind others (a burst): re-queueing it at the lease
+# would only add duplicate messages to the backlog. Its message is lost only with a killed worker's
+# countdown (a deferral), which can wait this long.
+UNCLAIMED_AFTER = dt.timedelta(minutes=2)
+
+
 def lease() -> dt.timedelta:
     """How long a claim (or a queued, unclaimed row) is trusted before the sweeper queues the row again."""
     return dt.timedelta(seconds=float(settings.FULCRUM.get("WEBHOOK_LEASE_SECONDS", 30.0)))
@@ -397,7 +403,8 @@ def _merge(
 
 
 def sweep(now: dt.datetime | None = None) -> list[int]:
-    """Rows to queue again: unclaimed or failed, or processing (a lost worker), for longer than the lease.
+    """Rows to queue again: processing (a lost worker) or failed for longer than the lease, or never
+    claimed for ``UNCLAIMED_AFTER``.
 
     Each returned row's ``status_changed_at`` is moved to now, so the next sweep leaves it alone for another
     lease; stuck ``processing`` rows go back to ``received`` so that they can be claimed (their holder, if
@@ -407,10 +414,8 @@ def sweep(now: dt.datetime | None = None) -> list[int]:
     now = now or timezone.now()
     cutoff = now - lease()
     due = Q(status_changed_at__lt=cutoff) & (
-        Q(status=Status.RECEIVED)
-        | Q(status=Status.PROCESSING)
-        | Q(status=Status.FAILED, attempts__lt=MAX_ATTEMPTS)
-    )
+        Q(status=Status.PROCESSING) | Q(status=Status.FAILED, attempts__lt=MAX_ATTEMPTS)
+    ) | Q(status=Status.RECEIVED, status_changed_at__lt=now - max(lease(), UNCLAIMED_AFTER))
     ids = list(
         WebhookDelivery.objects.filter(due)
         .order_by("status_changed_at")
