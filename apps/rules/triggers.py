@@ -161,7 +161,8 @@ def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
     evaluates them per subject type in the evaluation's own transactions (so no flush holds locks across
     evaluation batches), deleting each group's rows once it is evaluated. A group whose evaluation fails
     is logged and tried again later, backing off, while the other groups go on; a killed worker's claim
-    lapses after ``claim_lease`` (a minute, plus 10 ms a subject). Either way the subjects are evaluated again, never lost.
+    lapses after ``claim_lease`` (a minute, plus 10 ms a subject). Either way the subjects are evaluated
+    again, never lost.
     """
     from .services import evaluate_subjects
 

@@ -204,7 +204,7 @@ def test_a_dead_workers_claim_is_taken_again_when_its_lease_ends(monkeypatch: py
 
 
 @pytest.mark.django_db
-def test_a_claim_lasts_about_a_minute_plus_its_groups_size_not_fifteen(
+def test_a_claim_lasts_a_minute_and_its_group_not_fifteen(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from apps.rules.triggers import claim_lease
