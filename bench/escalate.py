@@ -102,8 +102,8 @@ def _plant(simulator: Any, n: int) -> list[int]:
     from apps.connectors.models import Connection, StreamState
     from apps.connectors.services import connection_import
     from apps.entities.models import SourceObject
-    from apps.rules.facts import ENTITY_STREAMS
-    from apps.rules.services import rules_import
+    from apps.rules.evaluation.facts import ENTITY_STREAMS
+    from apps.rules.evaluation.services import rules_import
     from tests.factories import (
         ChangeOrderFactory,
         ClientFactory,
@@ -230,7 +230,7 @@ def _burst(ids: list[int], args: Any, sink: Sink, simulator: Any, label: str) ->
 
     from apps.escalations.delivery import message_id
     from apps.escalations.models import Delivery, Escalation
-    from apps.rules.services import evaluate_subjects
+    from apps.rules.evaluation.services import evaluate_subjects
 
     rows_before = set(Delivery.objects.values_list("pk", flat=True))
     notes_before = len(simulator.notes)
