@@ -247,8 +247,8 @@ def _latency(args: Any) -> int:
     from apps.connectors.models import Connection, WebhookDelivery
     from apps.connectors.services import connection_import, sync_stream
     from apps.connectors.webhooks.processing import process_delivery
-    from apps.rules.models import Decision
     from apps.rules.evaluation.services import rules_import
+    from apps.rules.models import Decision
     from apps.simulator import SimulatorServer, generate_company
     from apps.simulator.webhooks import change_record, event_for, procore_delivery
     from config.celery import app
