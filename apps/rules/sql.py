@@ -42,7 +42,7 @@ from django.utils import timezone
 from .catalogue import FACTS, FactType, facts_for
 from .durations import parse_duration
 from .evaluator import CompiledCondition, Outcome, compile_condition
-from .facts import _query, evaluation_date, fact_ages
+from .facts import _builtin_query, evaluation_date, fact_ages
 
 __all__ = [
     "LIVE_RULES_WARN",
@@ -157,6 +157,12 @@ def _value(raw: object, fact_type: FactType) -> object:
 def _leaf(
     node: Mapping[str, Any], visible: frozenset[str], stale: frozenset[str], params: _Params, alias: str
 ) -> str:
+    if "other" in node:
+        # A fact compared with another fact: NULL (unknown) when either is NULL or stale, as the evaluator.
+        left, right = _column(node["fact"], visible, alias), _column(node["other"], visible, alias)
+        if node["fact"] in stale or node["other"] in stale:
+            return "NULL::boolean"
+        return f"({left} {_COMPARE[node['op']]} {right})"
     name, op, value = node["fact"], node["op"], node["value"]
     col = _column(name, visible, alias)
     if name in stale:
@@ -229,6 +235,8 @@ def condition_sql(
 
 def facts_params(now: dt.datetime, ids: Sequence[int] | None) -> dict[str, Any]:
     """The parameters of the facts query, exactly as ``facts.compute_contexts`` builds them."""
+    from .custom import params as custom_params
+
     today = evaluation_date(now)
     return {
         "today": today,
@@ -236,6 +244,7 @@ def facts_params(now: dt.datetime, ids: Sequence[int] | None) -> dict[str, Any]:
         "since_365d": today - dt.timedelta(days=365),
         "tz": settings.TIME_ZONE,
         "ids": list(ids) if ids is not None else None,
+        **custom_params(now),
     }
 
 
@@ -246,8 +255,9 @@ def _facts_subquery(subject_type: str, filtered: bool) -> str:
     """The facts query as a subquery. Its final ORDER BY is dropped when present: a sorted subquery
     cannot be flattened into the outer query, which keeps PostgreSQL from skipping the joins of facts
     the condition does not read (and from sorting 100k wide rows for nothing)."""
-    facts = _query(subject_type, filtered)
-    return facts[: -len(_ORDERED)] if facts.endswith(_ORDERED) else facts
+    from .custom import wrap_query
+
+    return wrap_query(_builtin_query(subject_type, filtered), subject_type, filtered, ordered=False)
 
 
 def _ages_for(rules: Sequence[RuleQuery], now: dt.datetime) -> dict[str, float | None]:
