@@ -239,6 +239,12 @@ class CustomFactAdmin(admin.ModelAdmin):
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         pass  # versions are written by the service only
 
+    def construct_change_message(
+        self, request: HttpRequest, form: Any, formsets: Any, add: bool = False
+    ) -> Any:
+        number = form.instance.current.number if form.instance.current else 0
+        return [{"added": {}}] if add else [{"changed": {"fields": [f"definition (v{number})"]}}]
+
     def changeform_view(
         self,
         request: HttpRequest,

@@ -52,7 +52,8 @@ def count_pending(**kw: Any) -> dict[str, Any]:
     spec = {
         "key": "co_pending_30d", "subject": "project", "type": "int", "unit": "count",
         "description": "pending change orders this month", "kind": "aggregate", "related": "change_orders",
-        "function": "count", "filters": [{"field": "status", "op": "eq", "value": "pending"}], "window": "30d",
+        "function": "count", "filters": [{"field": "status", "op": "eq", "value": "pending"}],
+        "window": "30d",
     }  # fmt: skip
     spec.update(kw)
     return spec
@@ -69,7 +70,7 @@ def test_each_save_is_a_new_version_and_is_audited(ops_manager):
     assert installed()["custom.co_pending_30d"].version == 2
     assert installed()["custom.co_pending_30d"].window == dt.timedelta(days=7)
     assert AuditEntry.objects.filter(action="custom_fact.saved").count() == 2
-    with pytest.raises(Exception, match="refus|immutable|not allowed|change"), transaction.atomic():
+    with pytest.raises(Exception, match=r"refus|immutable|not allowed|change"), transaction.atomic():
         CustomFactVersion.objects.filter(pk=first.pk).update(spec={})  # the database refuses
 
 
@@ -84,7 +85,7 @@ def test_a_cycle_is_refused_and_nothing_is_saved(ops_manager):
            "a": "project.income_to_date", "b": "project.cost_to_date"}  # fmt: skip
     custom_fact_save(spec=gap, actor=ops_manager)
     custom_fact_save(spec={**gap, "key": "gap2", "a": "custom.gap"}, actor=ops_manager)
-    with pytest.raises(CustomFactRefused, match="custom.gap → custom.gap2 → custom.gap"):
+    with pytest.raises(CustomFactRefused, match=r"custom\.gap → custom\.gap2 → custom\.gap"):
         custom_fact_save(spec={**gap, "a": "custom.gap2"}, actor=ops_manager)
     assert CustomFactVersion.objects.count() == 2
     assert installed()["custom.gap"].a == "project.income_to_date"
@@ -199,7 +200,8 @@ def build_company(spec) -> None:
                 )  # fmt: skip
             for revision, status, critical, due, returned in p["subs"]:
                 SubmittalFactory(
-                    project=project, vendor=vendor, revision=revision, status=status, schedule_critical=critical,
+                    project=project, vendor=vendor, revision=revision, status=status,
+                    schedule_critical=critical,
                     due_date=None if due is None else TODAY - dt.timedelta(days=due),
                     returned_date=None if due is None or returned is None
                     else TODAY - dt.timedelta(days=due - returned),
@@ -264,6 +266,10 @@ def aggregate_spec(draw, subject: str, key: str):
     }  # fmt: skip
 
 
+def _same_unit(a: cf.Definition, b: cf.Definition) -> bool:
+    return a.unit == b.unit and (a.type is cf.FactType.PERCENT) == (b.type is cf.FactType.PERCENT)
+
+
 def _values(subject: str, python: bool) -> dict[int, dict[str, Any]]:
     return {
         c.subject_id: {k: v for k, v in c.values.items() if k.startswith("custom.")}
@@ -307,8 +313,7 @@ def test_sql_and_python_agree_on_random_custom_facts_for_every_subject_type():
         assume(defs)
         numeric = [n for n, d in defs.items() if d.type in cf._NUMERIC]
         for i, name in enumerate(numeric[:2]):
-            other = next((m for m in numeric if m != name and defs[m].unit == defs[name].unit
-                          and (defs[m].type is cf.FactType.PERCENT) == (defs[name].type is cf.FactType.PERCENT)), None)  # fmt: skip
+            other = next((m for m in numeric if m != name and _same_unit(defs[m], defs[name])), None)
             if other is None:
                 continue
             for kind in ("ratio", "difference"):
@@ -434,8 +439,8 @@ def test_the_batch_run_decides_as_the_event_path(ops_manager):
         projects.append(project)
     ids = [p.pk for p in projects]
     refresh()
-    from apps.rules.sql import batch_outcomes
     from apps.rules.models import Rule
+    from apps.rules.sql import batch_outcomes
 
     version = Rule.objects.get(key="co-burst").live_version
     batch = batch_outcomes(version, ids=None)
@@ -458,3 +463,80 @@ def test_preview_gives_the_value_for_real_subjects_and_saves_nothing(ops_manager
     assert "custom.co_pending_30d" not in installed()
     with pytest.raises(CustomFactRefused):
         preview(count_pending(function="avg"))
+
+
+# --- admin -----------------------------------------------------------------------------------------
+
+
+def form_data(**kw: Any) -> dict[str, Any]:
+    data = {
+        "key": "co_pending_30d", "subject_type": "project", "type": "int", "unit": "count", "description": "",
+        "kind": "aggregate", "related": "change_orders", "function": "count", "field": "",
+        "filters": "status eq pending", "window": "30d", "a": "", "b": "",
+        "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0",
+    }  # fmt: skip
+    data.update(kw)
+    return data
+
+
+def test_an_operations_manager_saves_previews_and_versions_a_custom_fact_in_admin(client, ops_manager):
+    from django.urls import reverse
+
+    project = ProjectFactory()
+    ChangeOrderFactory(project=project, status="pending")
+    client.force_login(ops_manager)
+    add = reverse("admin:rules_customfact_add")
+
+    previewed = client.post(add, form_data(_preview="1"))
+    assert previewed.status_code == 200
+    page = previewed.content.decode()
+    assert 'id="custom-fact-preview"' in page and "count of change orders in the last 30 days" in page
+    assert not CustomFact.objects.exists()
+
+    refused = client.post(add, form_data(type="money", unit="USD"))
+    assert refused.status_code == 200
+    assert "this aggregate is int (count), not money (USD)" in refused.content.decode()
+    assert not CustomFact.objects.exists()
+
+    saved = client.post(add, form_data())
+    assert saved.status_code == 302, saved.content.decode()[:3000]
+    fact = CustomFact.objects.get()
+    assert fact.current.number == 1 and fact.current.spec["filters"] == [
+        {"field": "status", "op": "eq", "value": "pending"}
+    ]
+    change = reverse("admin:rules_customfact_change", args=[fact.pk])
+    assert client.get(change).status_code == 200
+    again = client.post(change, form_data(window="7d"))
+    assert again.status_code == 302
+    assert list(fact.versions.values_list("number", flat=True)) == [2, 1]
+    listing = client.get(reverse("admin:rules_customfact_changelist"))
+    assert "count of change orders in the last 7 days where status = pending" in listing.content.decode()
+
+
+def test_the_rule_editor_offers_custom_facts_to_their_subject_only(client, ops_manager):
+    from django.urls import reverse
+
+    from apps.rules.editor import catalogue_data
+
+    custom_fact_save(spec=count_pending(), actor=ops_manager)
+    data = catalogue_data()
+    assert data["facts"]["custom.co_pending_30d"]["subject"] == "custom:project"
+    assert "custom:project" in data["visible"]["project"]
+    assert "custom:project" not in data["visible"]["change_order"]
+    client.force_login(ops_manager)
+    page = client.get(reverse("admin:rules_rule_add")).content.decode()
+    assert 'value="custom.co_pending_30d"' in page and 'data-subject="custom:project"' in page
+
+
+def test_a_fact_comparison_reads_in_words_on_the_escalation_lists():
+    from apps.rules.wording import conditions
+
+    condition = compile_condition(
+        {"fact": "project.cost_to_date", "op": "gt", "other": "project.income_to_date"}, "project"
+    )
+    evaluation = condition.evaluate(
+        {"project.cost_to_date": Decimal("1200"), "project.income_to_date": Decimal("1000")}
+    )
+    [said] = conditions({"facts": {}, "explanation": evaluation.to_json()["explanation"]})
+    assert said.sentence == "Cost to date $1,200.00 is above Income to date $1,000.00"
+    assert said.held
