@@ -313,7 +313,7 @@ def _tell_rules(changes: list[dict[str, set[int]]]) -> None:
             merged.setdefault(key, set()).update(ids)
     relevant = {key: ids for key, ids in merged.items() if key in ENTITY_KEYS and ids}
     if relevant:
-        from apps.rules.triggers import on_entities_changed
+        from apps.rules.evaluation.triggers import on_entities_changed
 
         on_entities_changed(relevant, trigger="sync")
 

@@ -6,4 +6,4 @@ class RulesConfig(AppConfig):
     label = "rules"
 
     def ready(self) -> None:
-        from . import custom  # noqa: F401  (installs the loader of operator-defined facts)
+        from apps.rules.evaluation import custom  # noqa: F401  (installs the loader of operator-defined facts)

@@ -16,10 +16,10 @@ from django.contrib.admin import helpers
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html, format_html_join
 
-from . import customfacts as cf
-from .catalogue import FactType
-from .custom import CustomFactRefused, custom_fact_save, preview, validate
-from .models import CustomFact, CustomFactVersion
+from apps.rules.engine import customfacts as cf
+from apps.rules.engine.catalogue import FactType
+from apps.rules.evaluation.custom import CustomFactRefused, custom_fact_save, preview, validate
+from apps.rules.models import CustomFact, CustomFactVersion
 
 _FIELD_CHOICES = [
     ("", "—"),
@@ -299,8 +299,8 @@ class CustomFactAdmin(admin.ModelAdmin):
 
     @staticmethod
     def _linked(definition: cf.Definition | None, rows: list[dict[str, Any]]) -> str:
-        from .admin import subject_links
-        from .wording import written
+        from apps.rules.admin import subject_links
+        from apps.rules.engine.wording import written
 
         if definition is None:
             return ""

@@ -60,7 +60,7 @@ FETCHED = ("upsert", "merge")  # hints whose record is read again upstream (a me
 
 
 @dataclass
-class Outcome:
+class DeliveryResult:
     status: str  # processed | failed | skipped
     retry: bool = False
     counts: dict[str, int] = field(default_factory=dict)
@@ -78,11 +78,11 @@ def claim(delivery_id: int) -> WebhookDelivery | None:
     return WebhookDelivery.objects.select_related("connection").get(pk=delivery_id)
 
 
-def process_delivery(delivery_id: int) -> Outcome:
+def process_delivery(delivery_id: int) -> DeliveryResult:
     """Process one stored delivery; never raises for the delivery's own failures (they are recorded)."""
     delivery = claim(delivery_id)
     if delivery is None:
-        return Outcome("skipped")
+        return DeliveryResult("skipped")
     try:
         counts = _process(delivery)
     except Exception as exc:
@@ -92,8 +92,8 @@ def process_delivery(delivery_id: int) -> Outcome:
         )
         retry = not isinstance(exc, PERMANENT) and delivery.attempts < MAX_ATTEMPTS
         logger.warning("webhook delivery %s failed (attempt %s): %s", delivery.pk, delivery.attempts, error)
-        return Outcome("failed", retry=retry, error=error)
-    return Outcome("processed", counts=counts)
+        return DeliveryResult("failed", retry=retry, error=error)
+    return DeliveryResult("processed", counts=counts)
 
 
 def _process(delivery: WebhookDelivery) -> dict[str, int]:
@@ -162,7 +162,7 @@ def apply_changes(
             link_entities(changes)
         relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}
         if relevant:
-            from apps.rules.triggers import on_entities_changed
+            from apps.rules.evaluation.triggers import on_entities_changed
 
             on_entities_changed(relevant, trigger=trigger)
         if finish is not None:

@@ -242,7 +242,7 @@ def test_jobs_are_matched_within_their_customers_client(accounting: Connection) 
 def test_resolution_tells_the_rules_what_it_linked(
     accounting: Connection, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from apps.rules import triggers
+    from apps.rules.evaluation import triggers
     from apps.rules.models import PendingEvaluation
 
     monkeypatch.setattr(triggers, "flush_soon", lambda: None)

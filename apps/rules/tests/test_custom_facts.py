@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from apps.rules import customfacts as cf
-from apps.rules.catalogue import FACTS, custom_definitions, facts_for, is_visible
-from apps.rules.evaluator import Outcome, RuleValidationError, compile_condition
-from apps.rules.sql import condition_sql
+from apps.rules.engine import customfacts as cf
+from apps.rules.engine.catalogue import FACTS, custom_definitions, facts_for, is_visible
+from apps.rules.engine.evaluator import RuleValidationError, Verdict, compile_condition
+from apps.rules.evaluation.sql import condition_sql
 
 NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
 TODAY = NOW.date()
@@ -262,7 +262,7 @@ def test_a_rule_on_a_custom_fact_explains_it_with_its_definition(installed):
     installed(cf.parse_definition(spec(), version=3))
     condition = compile_condition({"fact": "custom.co_pending_30d", "op": "gte", "value": 4}, "project")
     evaluation = condition.evaluate({"custom.co_pending_30d": 4})
-    assert evaluation.outcome is Outcome.MATCHED
+    assert evaluation.outcome is Verdict.MATCHED
     [leaf] = [e for e in evaluation.to_json()["explanation"] if e["fact"]]
     assert (
         "custom.co_pending_30d = 4 change orders — count of change orders in the last 30 days where "
@@ -287,13 +287,13 @@ def test_a_fact_compared_with_another_fact():
     assert condition.facts == {"project.cost_to_date", "project.income_to_date"}
     over = {"project.cost_to_date": Decimal("120"), "project.income_to_date": Decimal("100")}
     evaluation = condition.evaluate(over)
-    assert evaluation.outcome is Outcome.MATCHED
+    assert evaluation.outcome is Verdict.MATCHED
     assert evaluation.summary() == "Cost to date $120.00 is more than Income to date $100.00"
     entry = evaluation.to_json()["explanation"][0]
     assert (entry["other"], entry["expected"], entry["actual"]) == ("project.income_to_date", "100", "120")
     under = {**over, "project.cost_to_date": Decimal("100")}
-    assert condition.matches(under) is Outcome.NOT_MATCHED
-    assert condition.evaluate(under).outcome is Outcome.NOT_MATCHED
+    assert condition.matches(under) is Verdict.NOT_MATCHED
+    assert condition.evaluate(under).outcome is Verdict.NOT_MATCHED
 
 
 def test_a_comparison_with_a_null_or_stale_fact_is_insufficient_data():
@@ -301,16 +301,16 @@ def test_a_comparison_with_a_null_or_stale_fact_is_insufficient_data():
         {"fact": "project.cost_to_date", "op": "gt", "other": "project.income_to_date"}, "project"
     )
     facts = {"project.cost_to_date": Decimal("120"), "project.income_to_date": None}
-    assert condition.evaluate(facts).outcome is Outcome.INSUFFICIENT_DATA
-    assert condition.matches(facts) is Outcome.INSUFFICIENT_DATA
+    assert condition.evaluate(facts).outcome is Verdict.INSUFFICIENT_DATA
+    assert condition.matches(facts) is Verdict.INSUFFICIENT_DATA
     fresh = {"project.cost_to_date": Decimal("120"), "project.income_to_date": Decimal("1")}
     ages = {"project.cost_to_date": 10.0, "project.income_to_date": 10_000.0}
     limit = dt.timedelta(hours=1)
-    assert condition.evaluate(fresh, ages=ages, max_age=limit).outcome is Outcome.INSUFFICIENT_DATA
-    assert condition.matches(fresh, ages=ages, max_age=limit) is Outcome.INSUFFICIENT_DATA
+    assert condition.evaluate(fresh, ages=ages, max_age=limit).outcome is Verdict.INSUFFICIENT_DATA
+    assert condition.matches(fresh, ages=ages, max_age=limit) is Verdict.INSUFFICIENT_DATA
     assert (
         condition.matches(fresh, ages={**ages, "project.income_to_date": 5.0}, max_age=limit)
-        is Outcome.MATCHED
+        is Verdict.MATCHED
     )
 
 

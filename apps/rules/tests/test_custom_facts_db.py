@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from apps.audit.models import AuditEntry
 from apps.escalations.models import Escalation
-from apps.rules import customfacts as cf
-from apps.rules.custom import CustomFactRefused, custom_fact_save, installed, preview, refresh
-from apps.rules.evaluator import compile_condition
-from apps.rules.facts import compute_contexts
+from apps.rules.engine import customfacts as cf
+from apps.rules.evaluation.custom import CustomFactRefused, custom_fact_save, installed, preview, refresh
+from apps.rules.engine.evaluator import compile_condition
+from apps.rules.evaluation.facts import compute_contexts
 from apps.rules.models import CustomFact, CustomFactVersion, Decision
-from apps.rules.services import evaluate_subjects, rules_import
-from apps.rules.sql import batch_outcomes_many
+from apps.rules.evaluation.services import evaluate_subjects, rules_import
+from apps.rules.evaluation.sql import batch_outcomes_many
 from apps.rules.tests.test_backtest import fresh_streams
 from tests.factories import (
     ChangeOrderFactory,
@@ -440,7 +440,7 @@ def test_the_batch_run_decides_as_the_event_path(ops_manager):
     ids = [p.pk for p in projects]
     refresh()
     from apps.rules.models import Rule
-    from apps.rules.sql import batch_outcomes
+    from apps.rules.evaluation.sql import batch_outcomes
 
     version = Rule.objects.get(key="co-burst").live_version
     batch = batch_outcomes(version, ids=None)
@@ -516,7 +516,7 @@ def test_an_operations_manager_saves_previews_and_versions_a_custom_fact_in_admi
 def test_the_rule_editor_offers_custom_facts_to_their_subject_only(client, ops_manager):
     from django.urls import reverse
 
-    from apps.rules.editor import catalogue_data
+    from apps.rules.authoring.editor import catalogue_data
 
     custom_fact_save(spec=count_pending(), actor=ops_manager)
     data = catalogue_data()
@@ -529,7 +529,7 @@ def test_the_rule_editor_offers_custom_facts_to_their_subject_only(client, ops_m
 
 
 def test_a_fact_comparison_reads_in_words_on_the_escalation_lists():
-    from apps.rules.wording import conditions
+    from apps.rules.engine.wording import conditions
 
     condition = compile_condition(
         {"fact": "project.cost_to_date", "op": "gt", "other": "project.income_to_date"}, "project"

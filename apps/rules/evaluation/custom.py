@@ -19,9 +19,9 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import customfacts as cf
-from .catalogue import CUSTOM_PREFIX, custom_definitions, set_custom_loader
-from .customfacts import Definition, DefinitionError, SqlParams
+from apps.rules.engine import customfacts as cf
+from apps.rules.engine.catalogue import CUSTOM_PREFIX, custom_definitions, set_custom_loader
+from apps.rules.engine.customfacts import Definition, DefinitionError, SqlParams
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def installed() -> dict[str, Definition]:
 
 def refresh(*, force: bool = False) -> dict[str, Definition]:
     """Install the current version of every custom fact when they changed since the last install."""
-    from .models import CustomFact
+    from apps.rules.models import CustomFact
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT COALESCE(array_agg(current_id ORDER BY id), '{}') FROM rules_customfact")
@@ -207,7 +207,7 @@ class CustomFactRefused(ValueError):
 
 def validate(spec: Mapping[str, Any]) -> Definition:
     """The definition of ``spec`` against the current custom facts, or :class:`CustomFactRefused`."""
-    from .models import CustomFact
+    from apps.rules.models import CustomFact
 
     current = refresh()
     try:
@@ -240,7 +240,7 @@ def custom_fact_save(*, spec: Mapping[str, Any], actor: Any) -> Any:
     saved when it is refused (:class:`CustomFactRefused`, with every reason)."""
     from apps.audit.services import audit_record
 
-    from .models import CustomFact, CustomFactVersion
+    from apps.rules.models import CustomFact, CustomFactVersion
 
     definition = validate(spec)
     with transaction.atomic():
@@ -270,7 +270,7 @@ def preview(
 ) -> list[dict[str, Any]]:
     """The value of a definition (not saved) for ``sample`` real subjects of its type, computed as
     events compute it; raises :class:`CustomFactRefused` for an invalid one."""
-    from .facts import compute_contexts
+    from apps.rules.evaluation.facts import compute_contexts
 
     definition = validate(spec)
     now = now or timezone.now()

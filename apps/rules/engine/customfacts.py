@@ -30,10 +30,16 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 
-from .catalogue import Fact as CatalogueFact
-from .catalogue import FactType, builtin_fact, custom_fact, is_visible, register_custom_facts
-from .durations import format_duration, parse_duration
-from .values import _RULE_VALUE, _Invalid, _kind, _show
+from apps.rules.engine.catalogue import Fact as CatalogueFact
+from apps.rules.engine.catalogue import (
+    FactType,
+    builtin_fact,
+    custom_fact,
+    is_visible,
+    register_custom_facts,
+)
+from apps.rules.engine.durations import format_duration, parse_duration
+from apps.rules.engine.values import _RULE_VALUE, _Invalid, _kind, _show
 
 KINDS: Final = ("aggregate", "ratio", "difference")
 FUNCTIONS: Final = ("count", "sum", "min", "max", "avg")
@@ -693,7 +699,7 @@ def install(defs: Mapping[str, Definition]) -> None:
 
 def definitions() -> dict[str, Definition]:
     """The installed definitions, by name."""
-    from .catalogue import custom_definitions
+    from apps.rules.engine.catalogue import custom_definitions
 
     return dict(custom_definitions())
 

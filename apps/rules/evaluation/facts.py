@@ -26,7 +26,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.utils import timezone
 
-from .catalogue import CUSTOM_GENERATION, CUSTOM_PREFIX, FACTS, facts_for
+from apps.rules.engine.catalogue import CUSTOM_GENERATION, CUSTOM_PREFIX, FACTS, facts_for
 
 # Which canonical entities each fact is computed from (for its age).
 FACT_INPUTS: dict[str, tuple[str, ...]] = {
@@ -196,7 +196,7 @@ def _query(subject_type: str, filtered: bool, *, custom: bool = True) -> str:
     base = _builtin_query(subject_type, filtered)
     if not custom:
         return base + "\nORDER BY subject_id"
-    from .custom import wrap_query
+    from apps.rules.evaluation.custom import wrap_query
 
     return wrap_query(base, subject_type, filtered, ordered=True)
 
@@ -389,8 +389,8 @@ def fact_ages(now: dt.datetime) -> dict[str, float | None]:
 
     entity_age = {entity: oldest_age(synced.get(entity, [])) for entity in ENTITY_STREAMS}
     ages: dict[str, float | None] = {}
-    from . import customfacts
-    from .custom import installed
+    from apps.rules.engine import customfacts
+    from apps.rules.evaluation.custom import installed
 
     defs = installed()
     every = {**FACT_INPUTS, **{n: customfacts.inputs(d, defs, FACT_INPUTS) for n, d in defs.items()}}
@@ -419,8 +419,8 @@ def compute_contexts(
 
     Operator-defined facts are computed in Python for a few ``ids`` (an event), in SQL otherwise
     (``custom_in_python`` forces either); ``refresh_custom``: install their current versions first."""
-    from .custom import params as custom_params
-    from .custom import python_values, refresh
+    from apps.rules.evaluation.custom import params as custom_params
+    from apps.rules.evaluation.custom import python_values, refresh
 
     now = now or timezone.now()
     if refresh_custom:
