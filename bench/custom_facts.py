@@ -126,9 +126,9 @@ def main() -> None:
 
     from apps.rules.evaluation.custom import custom_fact_save
     from apps.rules.evaluation.facts import compute_contexts
-    from apps.rules.models import Rule
     from apps.rules.evaluation.services import evaluate_subjects, live_versions, rules_import
     from apps.rules.evaluation.sql import batch_outcomes_many
+    from apps.rules.models import Rule
 
     n = args.change_orders
     results: dict[str, dict[str, float]] = {"built-in": {}, "custom": {}}

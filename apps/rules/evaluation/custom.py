@@ -239,7 +239,6 @@ def custom_fact_save(*, spec: Mapping[str, Any], actor: Any) -> Any:
     """Validate ``spec`` and save it as the fact's next version (created when new); audited. Nothing is
     saved when it is refused (:class:`CustomFactRefused`, with every reason)."""
     from apps.audit.services import audit_record
-
     from apps.rules.models import CustomFact, CustomFactVersion
 
     definition = validate(spec)

@@ -11,18 +11,19 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from apps.audit.models import AuditEntry
 from apps.escalations.models import Escalation
 from apps.rules.engine import customfacts as cf
-from apps.rules.evaluation.custom import CustomFactRefused, custom_fact_save, installed, preview, refresh
 from apps.rules.engine.evaluator import compile_condition
+from apps.rules.evaluation.custom import CustomFactRefused, custom_fact_save, installed, preview, refresh
 from apps.rules.evaluation.facts import compute_contexts
-from apps.rules.models import CustomFact, CustomFactVersion, Decision
 from apps.rules.evaluation.services import evaluate_subjects, rules_import
 from apps.rules.evaluation.sql import batch_outcomes_many
+from apps.rules.models import CustomFact, CustomFactVersion, Decision
 from apps.rules.tests.test_backtest import fresh_streams
 from tests.factories import (
     ChangeOrderFactory,
@@ -402,7 +403,7 @@ def test_a_rule_on_a_custom_fact_escalates_and_its_decision_records_the_version(
     FinancialLineFactory(project=project, kind="bill", amount=Decimal("1200"))
     for days in (1, 10, 20, 40):
         ChangeOrderFactory(
-            project=project, status="pending", created_upstream_at=NOW - dt.timedelta(days=days)
+            project=project, status="pending", created_upstream_at=timezone.now() - dt.timedelta(days=days)
         )
     quiet = ProjectFactory()
     ChangeOrderFactory(project=quiet, status="pending")
@@ -434,13 +435,13 @@ def test_the_batch_run_decides_as_the_event_path(ops_manager):
         FinancialLineFactory(project=project, kind="bill", amount=Decimal(900 + 100 * i))
         for _ in range(i):
             ChangeOrderFactory(
-                project=project, status="pending", created_upstream_at=NOW - dt.timedelta(days=2)
+                project=project, status="pending", created_upstream_at=timezone.now() - dt.timedelta(days=2)
             )
         projects.append(project)
     ids = [p.pk for p in projects]
     refresh()
-    from apps.rules.models import Rule
     from apps.rules.evaluation.sql import batch_outcomes
+    from apps.rules.models import Rule
 
     version = Rule.objects.get(key="co-burst").live_version
     batch = batch_outcomes(version, ids=None)
