@@ -140,6 +140,7 @@ class CustomFactForm(forms.ModelForm):
             self.initial.setdefault("filters", _filter_lines(spec.get("filters") or []))
             for name in ("key", "subject_type"):
                 self.fields[name].disabled = True
+        self.fields["key"].help_text = "The fact is named custom.KEY (lowercase letters, digits and _)"
         self.spec: dict[str, Any] = {}
         self.definition: cf.Definition | None = None
 
@@ -181,25 +182,6 @@ class CustomFactForm(forms.ModelForm):
         return data
 
 
-class CustomFactVersionInline(admin.TabularInline):
-    model = CustomFactVersion
-    extra = 0
-    can_delete = False
-    fields = ("number", "saved_at", "saved_by", "definition")
-    readonly_fields = fields
-    ordering = ("-number",)
-
-    @admin.display(description="definition")
-    def definition(self, obj: CustomFactVersion) -> str:
-        return _definition_text(obj.spec, obj.number)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(CustomFact)
 class CustomFactAdmin(admin.ModelAdmin):
     form = CustomFactForm
@@ -207,13 +189,41 @@ class CustomFactAdmin(admin.ModelAdmin):
     list_select_related = ("current",)
     list_filter = ("subject_type",)
     search_fields = ("key",)
-    inlines = [CustomFactVersionInline]
     change_form_template = "admin/rules/customfact/change_form.html"
     fieldsets = [
         (None, {"fields": ["key", "subject_type", "type", "unit", "description", "kind"]}),
         ("Aggregate over related records", {"fields": ["related", "function", "field", "filters", "window"]}),
         ("Ratio or difference of two facts", {"fields": ["a", "b"]}),
     ]
+    readonly_fields = ("versions",)
+
+    def get_fieldsets(self, request: HttpRequest, obj: CustomFact | None = None) -> Any:
+        if obj is None:
+            return self.fieldsets
+        return [
+            *self.fieldsets,
+            ("Versions (each save is one; decisions record the one they read)", {"fields": ["versions"]}),
+        ]
+
+    @admin.display(description="versions")
+    def versions(self, obj: CustomFact) -> str:
+        rows = CustomFactVersion.objects.filter(fact=obj).select_related("saved_by").order_by("-number")
+        return format_html(
+            '<table class="custom-fact-versions"><tbody>{}</tbody></table>',
+            format_html_join(
+                "",
+                "<tr><td>v{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (
+                        v.number,
+                        v.saved_at.strftime("%Y-%m-%d %H:%M"),
+                        v.saved_by or "—",
+                        _definition_text(v.spec, v.number),
+                    )
+                    for v in rows
+                ),
+            ),
+        )
 
     @admin.display(description="fact", ordering="key")
     def name(self, obj: CustomFact) -> str:

@@ -474,7 +474,6 @@ def form_data(**kw: Any) -> dict[str, Any]:
         "key": "co_pending_30d", "subject_type": "project", "type": "int", "unit": "count", "description": "",
         "kind": "aggregate", "related": "change_orders", "function": "count", "field": "",
         "filters": "status eq pending", "window": "30d", "a": "", "b": "",
-        "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0",
     }  # fmt: skip
     data.update(kw)
     return data
