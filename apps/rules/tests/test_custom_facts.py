@@ -350,3 +350,21 @@ def test_a_fact_comparison_compiles_to_sql_over_two_columns_and_is_null_when_sta
     assert params == {}
     sql, _ = condition_sql(tree, "project", stale=frozenset({"project.income_to_date"}))
     assert sql == "NULL::boolean"
+
+
+def test_the_rules_file_reads_and_writes_fact_comparisons_and_reports_them_by_line():
+    from apps.rules.engine.ruleset import RulesFileError, dump_rules, parse_rules
+
+    text = (
+        "- key: thin\n  name: Costs above income\n  subject: project\n  when:\n    all:\n"
+        "      - {fact: project.cost_to_date, op: gt, other: project.income_to_date}\n"
+        "      - {fact: project.margin_pct, op: lt, value: 12}\n"
+    )
+    [spec] = parse_rules(text)
+    assert spec.when["all"][0] == {"fact": "project.cost_to_date", "op": "gt", "other": "project.income_to_date"}
+    assert parse_rules(dump_rules([spec]))[0].to_dict() == spec.to_dict()
+    bad = text.replace("other: project.income_to_date", "other: project.schedule_status")
+    with pytest.raises(RulesFileError) as caught:
+        parse_rules(bad)
+    [problem] = caught.value.errors
+    assert problem.line == 6 and "cannot be compared with project.schedule_status" in problem.message
