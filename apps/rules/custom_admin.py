@@ -284,7 +284,7 @@ class CustomFactAdmin(admin.ModelAdmin):
                 form.add_error(None, str(exc))
         admin_form = helpers.AdminForm(
             form,
-            list(self.get_fieldsets(request, obj)),  # type: ignore[arg-type]
+            list(self.get_fieldsets(request, obj)),
             {},
             self.get_readonly_fields(request, obj),
             model_admin=self,

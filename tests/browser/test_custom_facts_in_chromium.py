@@ -139,6 +139,7 @@ def test_ops_defines_previews_and_uses_a_custom_fact_that_escalates_a_project(
     page.goto(reverse("escalation-detail", args=[opened.get().pk]))
     text = page.inner_text("body")
     screenshot(page, "custom-fact-escalation")
-    assert "custom.co_pending_30d (v1): count of change orders in the last 30 days where status = pending" in text
+    definition = "count of change orders in the last 30 days where status = pending"
+    assert f"custom.co_pending_30d (v1): {definition}" in text
     assert "Cost to date $120,000.00 is above Income to date $100,000.00" in text
     assert not page.watched.dialogs and not page.watched.console_errors

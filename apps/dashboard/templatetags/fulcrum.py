@@ -166,7 +166,8 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
         other = node.get("other")
         if fact and isinstance(other, str) and other:
             # A fact compared with another fact: ``expected`` is the other fact's value.
-            other_meta = facts.get(other) if isinstance(facts.get(other), dict) else {}
+            found = facts.get(other)
+            other_meta: dict[str, Any] = found if isinstance(found, dict) else {}
             other_shape = wording.shape_of(
                 other, str(other_meta.get("type") or ""), str(other_meta.get("unit") or "")
             )

@@ -361,7 +361,8 @@ def test_the_rules_file_reads_and_writes_fact_comparisons_and_reports_them_by_li
         "      - {fact: project.margin_pct, op: lt, value: 12}\n"
     )
     [spec] = parse_rules(text)
-    assert spec.when["all"][0] == {"fact": "project.cost_to_date", "op": "gt", "other": "project.income_to_date"}
+    first = spec.when["all"][0]
+    assert first == {"fact": "project.cost_to_date", "op": "gt", "other": "project.income_to_date"}
     assert parse_rules(dump_rules([spec]))[0].to_dict() == spec.to_dict()
     bad = text.replace("other: project.income_to_date", "other: project.schedule_status")
     with pytest.raises(RulesFileError) as caught:
