@@ -364,7 +364,7 @@ def fact_ages(now: dt.datetime) -> dict[str, float | None]:
     defs = installed()
     every = {**FACT_INPUTS, **{n: customfacts.inputs(d, defs, FACT_INPUTS) for n, d in defs.items()}}
     for fact, inputs in every.items():
-        input_ages = [entity_age[e] for e in inputs]
+        input_ages = [entity_age.get(e) for e in inputs]
         ages[fact] = (
             0.0 if not inputs else None if None in input_ages else max(a for a in input_ages if a is not None)
         )
