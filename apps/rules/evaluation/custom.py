@@ -102,9 +102,12 @@ def _build(
     return joins, columns, params
 
 
-def wrap_query(base: str, subject_type: str, filtered: bool, *, ordered: bool) -> str:
-    """The facts query ``base`` (without its ORDER BY) with a column per custom fact of ``subject_type``."""
-    defs = for_subject(subject_type)
+def wrap_query(
+    base: str, subject_type: str, filtered: bool, *, ordered: bool, names: Iterable[str] | None = None
+) -> str:
+    """The facts query ``base`` (without its ORDER BY) with a column per custom fact of ``subject_type``
+    (only ``names`` and the custom facts they read, when given: a batch run computes what its rules read)."""
+    defs = for_subject(subject_type, names)
     if not defs:
         return base + ("\nORDER BY subject_id" if ordered else "")
     joins, columns, _ = _build(defs, filtered, timezone.now())

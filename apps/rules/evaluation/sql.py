@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -251,13 +251,28 @@ def facts_params(now: dt.datetime, ids: Sequence[int] | None) -> dict[str, Any]:
 _ORDERED: Final = "\nORDER BY subject_id"
 
 
-def _facts_subquery(subject_type: str, filtered: bool) -> str:
+def _tree_facts(tree: object) -> set[str]:
+    """Every fact a (canonical) condition tree reads, ``other`` sides included."""
+    if isinstance(tree, Mapping):
+        found = {str(tree[k]) for k in ("fact", "other") if isinstance(tree.get(k), str)}
+        for key in ("all", "any", "not"):
+            if key in tree:
+                found |= _tree_facts(tree[key])
+        return found
+    if isinstance(tree, list):
+        return set().union(*(_tree_facts(item) for item in tree)) if tree else set()
+    return set()
+
+
+def _facts_subquery(subject_type: str, filtered: bool, reads: Iterable[str] | None = None) -> str:
     """The facts query as a subquery. Its final ORDER BY is dropped when present: a sorted subquery
     cannot be flattened into the outer query, which keeps PostgreSQL from skipping the joins of facts
     the condition does not read (and from sorting 100k wide rows for nothing)."""
     from apps.rules.evaluation.custom import wrap_query
 
-    return wrap_query(_builtin_query(subject_type, filtered), subject_type, filtered, ordered=False)
+    return wrap_query(
+        _builtin_query(subject_type, filtered), subject_type, filtered, ordered=False, names=reads
+    )
 
 
 def _ages_for(rules: Sequence[RuleQuery], now: dt.datetime) -> dict[str, float | None]:
@@ -291,7 +306,8 @@ def outcomes_many_sql(
         expr, rule_params = condition_sql(rule.tree, subject_type, stale=stale, prefix=f"r{i}_p")
         params.update(rule_params)
         columns.append(f"{expr} AS r{i}")
-    facts = _facts_subquery(subject_type, ids is not None)
+    reads = set().union(*(_tree_facts(rule.tree) for rule in rules))
+    facts = _facts_subquery(subject_type, ids is not None, reads)
     # Identifiers come from the catalogue and every value is a bound parameter.
     sql = f"SELECT f.subject_id, {', '.join(columns)} FROM ({facts}) f"  # noqa: S608
     return sql, params
@@ -315,7 +331,7 @@ def outcomes_sql(
     stale = stale_facts(subject_type, max_age, ages)
     expr, params = condition_sql(tree, subject_type, stale=stale)
     params.update(facts_params(now, ids))
-    facts = _facts_subquery(subject_type, ids is not None)
+    facts = _facts_subquery(subject_type, ids is not None, _tree_facts(tree))
     # A simple CASE evaluates the expression once. Identifiers come from the catalogue; values are bound.
     outcome = (
         f"CASE {expr} WHEN TRUE THEN 'matched' WHEN FALSE THEN 'not_matched' ELSE 'insufficient_data' END"
@@ -340,7 +356,7 @@ def matching_ids(
     stale = stale_facts(rule.subject_type, rule.max_age, _ages_for([rule], now))
     expr, params = condition_sql(rule.tree, rule.subject_type, stale=stale)
     params.update(facts_params(now, ids))
-    facts = _facts_subquery(rule.subject_type, ids is not None)
+    facts = _facts_subquery(rule.subject_type, ids is not None, _tree_facts(rule.tree))
     sql = f"SELECT f.subject_id FROM ({facts}) f WHERE {expr} ORDER BY f.subject_id"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

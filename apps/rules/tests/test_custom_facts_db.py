@@ -540,3 +540,19 @@ def test_a_fact_comparison_reads_in_words_on_the_escalation_lists():
     [said] = conditions({"facts": {}, "explanation": evaluation.to_json()["explanation"]})
     assert said.sentence == "Cost to date $1,200.00 is above Income to date $1,000.00"
     assert said.held
+
+
+def test_a_batch_query_computes_only_the_custom_facts_its_rules_read(ops_manager):
+    from apps.rules.evaluation.sql import RuleQuery, outcomes_many_sql
+
+    custom_fact_save(spec=count_pending(), actor=ops_manager)
+    custom_fact_save(spec=count_pending(key="co_all", filters=[]), actor=ops_manager)
+    share = {"key": "pending_share", "subject": "project", "type": "percent", "unit": "%", "kind": "ratio",
+             "a": "custom.co_pending_30d", "b": "custom.co_all"}  # fmt: skip
+    custom_fact_save(spec=share, actor=ops_manager)
+    builtin = RuleQuery({"fact": "project.margin_pct", "op": "lt", "value": 5}, "project")
+    sql, _ = outcomes_many_sql([builtin], "project")
+    assert "custom." not in sql
+    reading = RuleQuery({"fact": "custom.pending_share", "op": "gt", "value": 50}, "project")
+    sql, _ = outcomes_many_sql([reading], "project")
+    assert all(f'"custom.{key}"' in sql for key in ("pending_share", "co_pending_30d", "co_all"))
