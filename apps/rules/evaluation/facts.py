@@ -381,13 +381,15 @@ def compute_contexts(
     ids: Sequence[int] | None = None,
     *,
     now: dt.datetime | None = None,
-    refresh_custom: bool = True,
+    refresh_custom: bool = False,
     custom_in_python: bool | None = None,
 ) -> Iterator[Context]:
     """Yield the context of every live subject of ``subject_type`` (or only ``ids``), in id order.
 
     Operator-defined facts are computed in Python for a few ``ids`` (an event), in SQL otherwise
-    (``custom_in_python`` forces either); ``refresh_custom``: install their current versions first."""
+    (``custom_in_python`` forces either); ``refresh_custom``: install their current versions first (an
+    evaluation does so once at its start; pages that show facts take what the process has installed, and
+    so add no query)."""
     from apps.rules.evaluation.custom import params as custom_params
     from apps.rules.evaluation.custom import python_values, refresh
 
