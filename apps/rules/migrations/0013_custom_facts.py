@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('rules', '0011_merge_20261205_2233'),
+        ('rules', '0012_decision_evaluated_window_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
