@@ -27,6 +27,7 @@ import random
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,13 @@ def _load() -> str:
         return "?"
 
 
+def _count_contexts(now: Any, refresh_custom: bool = True) -> int:
+    """Compute every change order's context (the per-subject path), counting them."""
+    from apps.rules.evaluation.facts import compute_contexts
+
+    return sum(1 for _ in compute_contexts("change_order", now=now, refresh_custom=refresh_custom))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,7 +137,6 @@ def main() -> None:
     from django.utils import timezone
 
     from apps.rules.evaluation.custom import custom_fact_save
-    from apps.rules.evaluation.facts import compute_contexts
     from apps.rules.evaluation.services import evaluate_subjects, live_versions, rules_import
     from apps.rules.evaluation.sql import batch_outcomes_many
     from apps.rules.models import Rule
@@ -153,16 +160,13 @@ def main() -> None:
         )
         now = timezone.now()
         print(f"\n{name}: {os.cpu_count()} cores; {n:,} change orders; {len(chosen)} rules; load {_load()}")
-        seconds, outcomes[name] = timed(
-            lambda c=chosen, t=now: batch_outcomes_many(c, "change_order", now=t), args.repeat
-        )
+        sql_batch = partial(batch_outcomes_many, chosen, "change_order", now=now)
+        seconds, outcomes[name] = timed(sql_batch, args.repeat)
         results[name]["sql"] = seconds
         print(
             f"  SQL batch: facts + {len(chosen)} rules in one query      {seconds:7.2f} s  (load {_load()})"
         )
-        seconds, count = timed(
-            lambda t=now: sum(1 for _ in compute_contexts("change_order", now=t)), args.repeat
-        )
+        seconds, count = timed(partial(_count_contexts, now), args.repeat)
         results[name]["facts"] = seconds
         print(f"  compute_contexts, every change order ({count:,})  {seconds:7.2f} s  (load {_load()})")
         if not args.no_full_run:
@@ -206,14 +210,10 @@ def main() -> None:
             now = timezone.now()
             for name, chosen in sets.items():
                 cf.install(defs)
-                seconds, _ = timed(lambda c=chosen, t=now: batch_outcomes_many(c, "change_order", now=t))
+                seconds, _ = timed(partial(batch_outcomes_many, chosen, "change_order", now=now))
                 rounds[name]["sql"].append(seconds)
                 cf.install(defs if name == "custom" else {})
-                seconds, _ = timed(
-                    lambda t=now: sum(
-                        1 for _ in compute_contexts("change_order", now=t, refresh_custom=False)
-                    )
-                )
+                seconds, _ = timed(partial(_count_contexts, now, refresh_custom=False))
                 rounds[name]["facts"].append(seconds)
             cf.install(defs)
             c, b = rounds["custom"], rounds["built-in"]

@@ -44,7 +44,10 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apps.rules.models import Rule, RuleVersion
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "fulcrum_bench_learning"
@@ -62,6 +65,13 @@ START_RULES = {
     MARGIN_RULE: {"fact": "project.margin_pct", "op": "lt", "value": 25},
     DAYS_RULE: {"fact": "project.days_behind_schedule", "op": "gt", "value": 30},
 }
+
+
+def _live(rules: dict[str, Rule]) -> dict[str, RuleVersion]:
+    """Each rule's live version (every rule of the simulation has one)."""
+    live = {key: r.live_version for key, r in rules.items()}
+    assert all(v is not None for v in live.values()), "every simulated rule is published"
+    return {key: v for key, v in live.items() if v is not None}
 
 
 def _truth(rule: str, facts: dict[str, Any]) -> bool:
@@ -117,7 +127,7 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
     from apps.escalations.models import Escalation
     from apps.learning.models import LearningSettings, ReportedMiss
     from apps.learning.tests.builders import decision, escalation
-    from apps.learning.thresholds import leaf_at, suggestion_apply, suggestions_generate
+    from apps.learning.thresholds import leaf_at, suggestion_apply, suggestions_generate, sweep_version
     from apps.rules.engine.evaluator import Verdict, compile_condition
     from apps.rules.evaluation.services import rule_publish
     from apps.rules.models import Decision, Rule
@@ -135,10 +145,7 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
     for m in range(MONTHS):
         at = start + dt.timedelta(days=30 * m)
         rules = {r.key: r for r in Rule.objects.select_related("live_version")}
-        live = {
-            key: (r.live_version, compile_condition(r.live_version.spec["when"], "project"))
-            for key, r in rules.items()
-        }
+        live = {key: (v, compile_condition(v.spec["when"], "project")) for key, v in _live(rules).items()}
         decisions, escalations, misses = [], [], []
         row = {
             key: Month(threshold=leaf_at(v.spec["when"], "when.all[0]")["value"])
@@ -177,7 +184,8 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
                     if label and key == MARGIN_RULE:
                         # Fixed after the outcome: the stored context a month later looks healthy.
                         fixed = dict(stored)
-                        fixed["project.margin_pct"] = str(Decimal(stored["project.margin_pct"]) + FIX_POINTS)
+                        margin = Decimal(str(stored["project.margin_pct"]))
+                        fixed["project.margin_pct"] = str(margin + FIX_POINTS)
                         decisions.append(
                             decision(
                                 version,
@@ -208,10 +216,8 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
         if FIRST_LOOP_MONTH <= m < MONTHS - 1:
             for key, rule in rules.items():
                 made = suggestions_generate(rule=rule, actor="system:bench")
-                from apps.learning.thresholds import sweep_version
-
                 if not made:
-                    sweeps = sweep_version(rule.live_version)
+                    sweeps = sweep_version(live[key][0])
                     reasons = [s.reason for s in sweeps if s.cheaper]
                     row[key].events.append(
                         "no suggestion" + (f" (not offered: {reasons[0]})" if reasons else " (none cheaper)")
@@ -270,7 +276,7 @@ def report(months: dict[str, list[Month]]) -> bool:
     kept = total_after["tp"] / total_after["tp0"] if total_after["tp0"] else 0.0
     final_margin = float(months[MARGIN_RULE][-1].threshold)
     final_days = float(months[DAYS_RULE][-1].threshold)
-    start_days = float(START_RULES[DAYS_RULE]["value"])
+    start_days = float(str(START_RULES[DAYS_RULE]["value"]))
     verdicts = [
         (f"false alarms cut by ≥ 30% after the changes: {_pct(cut)}", cut >= 0.30),
         (f"≥ 95% of true escalations kept after the changes: {_pct(kept)}", kept >= 0.95),

@@ -374,27 +374,27 @@ def _latency(args: Any) -> int:
             )
         )
         processed: dict[str, dt.datetime] = {}
-        for body_id, at in hooks.filter(status=WebhookDelivery.Status.PROCESSED).values_list(
+        for raw, processed_at in hooks.filter(status=WebhookDelivery.Status.PROCESSED).values_list(
             "body", "processed_at"
         ):
-            co_id = str(json.loads(bytes(body_id))["resource_id"])
-            processed[co_id] = min(at, processed.get(co_id, at))
+            resource = str(json.loads(bytes(raw))["resource_id"])
+            processed[resource] = min(processed_at, processed.get(resource, processed_at))
         first_decision: dict[int, dt.datetime] = {}
-        for subject_id, at in (
+        for subject_id, evaluated_at in (
             Decision.objects.filter(
                 outcome="matched", evaluated_at__gte=dt.datetime.fromtimestamp(began, dt.UTC)
             )
             .order_by("evaluated_at")
             .values_list("subject_id", "evaluated_at")
         ):
-            first_decision.setdefault(subject_id, at)
+            first_decision.setdefault(subject_id, evaluated_at)
         entity_latency, decision_latency = [], []
-        for co_id, at in sent.items():
+        for co_id, sent_at in sent.items():
             if str(co_id) in processed:
-                entity_latency.append(processed[str(co_id)].timestamp() - at)
+                entity_latency.append(processed[str(co_id)].timestamp() - sent_at)
             pk = external.get(str(co_id))
             if pk in first_decision:
-                decision_latency.append(first_decision[pk].timestamp() - at)
+                decision_latency.append(first_decision[pk].timestamp() - sent_at)
         for name, values in (
             ("arrival → entity updated", entity_latency),
             ("arrival → decision", decision_latency),
