@@ -378,7 +378,8 @@ def _latency(args: Any) -> int:
             "body", "processed_at"
         ):
             resource = str(json.loads(bytes(raw))["resource_id"])
-            processed[resource] = min(processed_at, processed.get(resource, processed_at))
+            if processed_at is not None:
+                processed[resource] = min(processed_at, processed.get(resource, processed_at))
         first_decision: dict[int, dt.datetime] = {}
         for subject_id, evaluated_at in (
             Decision.objects.filter(
