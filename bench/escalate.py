@@ -218,7 +218,7 @@ def main() -> None:
 
     from apps.escalations.delivery import message_id
     from apps.escalations.models import Delivery, Escalation
-    from apps.rules.evaluation.services import evaluate_subjects
+    from apps.orchestration.pipeline import evaluate_subjects
     from apps.simulator import SimulatorServer, generate_company
     from config.celery import app
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = "fulcrum_bench"
+BENCH_DB = os.environ.get("FULCRUM_BENCH_DB", "fulcrum_bench")  # one per engineer on a shared server
 FULL_RUN_TARGET = 10.0
 MATCH_RATIO_TARGET = 3.0
 ONE_SUBJECT_P95_TARGET = 0.020
@@ -290,9 +290,10 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
+    from apps.orchestration.pipeline import evaluate_subjects
     from apps.rules.engine.evaluator import compile_condition
     from apps.rules.evaluation.facts import compute_contexts, evaluation_date
-    from apps.rules.evaluation.services import evaluate_subjects, live_versions, rules_import
+    from apps.rules.evaluation.services import live_versions, rules_import
     from apps.rules.evaluation.sql import RuleQuery, batch_outcomes, batch_outcomes_many, matching_ids
     from apps.rules.models import Decision, Rule
 

@@ -690,7 +690,9 @@ def test_the_rule_modules_contain_no_dynamic_code() -> None:
     forbidden = {"eval", "exec", "compile", "__import__", "getattr", "setattr", "globals", "locals"}
     engine = Path(__file__).resolve().parent.parent / "engine"
     names = sorted(path.name for path in engine.glob("*.py"))
-    assert {"catalogue.py", "evaluator.py", "values.py", "wording.py", "ruleset.py", "durations.py"} <= set(names)
+    assert {"catalogue.py", "evaluator.py", "values.py", "wording.py", "ruleset.py", "durations.py"} <= set(
+        names
+    )
     for name in names:
         module = ast.parse((engine / name).read_text())
         calls = {
