@@ -28,7 +28,7 @@ class ConnectionFactory(factory.django.DjangoModelFactory):
         django_get_or_create = ("slug",)
 
     slug = factory.Sequence(lambda n: f"conn{n}")
-    kind = Connection.Kind.PROCORE
+    kind = "procore"
     base_url = "http://127.0.0.1:9"
 
 
@@ -55,7 +55,7 @@ class CrmOwnerFactory(SourcedFactory):
     class Meta:
         model = CrmOwner
 
-    source = factory.SubFactory(ConnectionFactory, slug="crm", kind=Connection.Kind.HUBSPOT)
+    source = factory.SubFactory(ConnectionFactory, slug="crm", kind="hubspot")
     email = factory.Sequence(lambda n: f"owner{n}@example.test")
     name = factory.Sequence(lambda n: f"Owner {n}")
 
@@ -64,7 +64,7 @@ class ClientFactory(SourcedFactory):
     class Meta:
         model = Client
 
-    source = factory.SubFactory(ConnectionFactory, slug="crm", kind=Connection.Kind.HUBSPOT)
+    source = factory.SubFactory(ConnectionFactory, slug="crm", kind="hubspot")
     name = factory.Sequence(lambda n: f"Client {n}")
     domain = factory.Sequence(lambda n: f"client{n}.test")
     renewal_date = None
@@ -109,7 +109,7 @@ class FinancialLineFactory(SourcedFactory):
     class Meta:
         model = FinancialLine
 
-    source = factory.SubFactory(ConnectionFactory, slug="accounting", kind=Connection.Kind.QUICKBOOKS)
+    source = factory.SubFactory(ConnectionFactory, slug="accounting", kind="quickbooks")
     kind = FinancialLine.Kind.INVOICE
     project = factory.SubFactory(ProjectFactory)
     amount = Decimal("100.00")

@@ -107,7 +107,7 @@ def _fresh_streams() -> None:
     synced = timezone.now() - dt.timedelta(minutes=5)
     for entity, streams in ENTITY_STREAMS.items():
         connection = Connection.objects.get_or_create(
-            slug=f"src-{entity}", defaults={"kind": Connection.Kind.PROCORE, "base_url": "http://127.0.0.1:9"}
+            slug=f"src-{entity}", defaults={"kind": "procore", "base_url": "http://127.0.0.1:9"}
         )[0]
         for stream in streams:
             StreamState.objects.update_or_create(

@@ -61,7 +61,7 @@ def crosswalk(
 
 @pytest.fixture
 def accounting(db: None) -> Connection:
-    return ConnectionFactory(slug="accounting", kind=Connection.Kind.QUICKBOOKS)
+    return ConnectionFactory(slug="accounting", kind="quickbooks")
 
 
 def actions(*names: str) -> list[str]:
