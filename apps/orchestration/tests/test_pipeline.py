@@ -97,3 +97,20 @@ def test_the_pipelines_tasks_keep_their_names() -> None:
     assert triggers.task(triggers.EVALUATE_PENDING_TASK) is tasks.evaluate_pending._get_current_object()
     assert tasks.evaluate_all.name == "apps.rules.tasks.evaluate_all"
     assert tasks.evaluate_subjects_task.name == "apps.rules.tasks.evaluate_subjects_task"
+
+
+def test_a_process_that_is_not_a_worker_finds_the_pipelines_tasks() -> None:
+    """Publishing from a web process or a command queues the run task by name: found there too, although
+    nothing in such a process imports apps/orchestration/tasks.py."""
+    import subprocess
+    import sys
+
+    code = (
+        "import django; django.setup(); import sys; "
+        "assert 'apps.orchestration.tasks' not in sys.modules; "
+        "from apps.rules.evaluation.triggers import EVALUATE_RUN_TASK, EVALUATE_PENDING_TASK, task; "
+        "print(task(EVALUATE_RUN_TASK).name, task(EVALUATE_PENDING_TASK).name)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [triggers.EVALUATE_RUN_TASK, triggers.EVALUATE_PENDING_TASK]

@@ -33,7 +33,10 @@ EVALUATE_RUN_TASK = "apps.rules.tasks.evaluate_run_task"
 
 
 def task(name: str) -> Any:
-    """The registered task ``name`` (KeyError if the pipeline's tasks are not loaded)."""
+    """The registered task ``name``. A process that is not a worker (web, a command, a bench) has not
+    imported the apps' task modules yet: they are imported as a worker would (Celery's autodiscovery)."""
+    if name not in current_app.tasks:
+        current_app.loader.import_default_modules()
     return current_app.tasks[name]
 
 
