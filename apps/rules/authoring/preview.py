@@ -138,7 +138,7 @@ def preview_draft(
 def _higher_route_versions(rule: Any, spec: RuleSpec) -> list[Any]:
     """The live versions that would take a subject the draft matches away from it: an evaluation walks
     the rules in priority order and a match on a higher route suppresses the lower routes after it
-    (``services._evaluate_batch``)."""
+    (``apps.orchestration.pipeline.batch_run``)."""
     rank = _ROUTE_RANK.get(spec.route, 1)
     order = (spec.priority, rule.key)
     return [
