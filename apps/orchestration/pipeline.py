@@ -42,6 +42,7 @@ from apps.escalations.services import escalation_auto_resolve
 from apps.quality.services import findings_refresh, scan_due_take
 from apps.rules.authoring.publishing import stale_after
 from apps.rules.evaluation import triggers
+from apps.rules.evaluation.custom import refresh
 from apps.rules.evaluation.facts import Context, compute_contexts
 from apps.rules.evaluation.runs import run_complete, run_progress, run_start, snapshots_start
 from apps.rules.evaluation.services import EvaluationReport, decide, decisions_record, live_versions
@@ -73,6 +74,7 @@ def evaluate_subjects(
     new one; a bulk run's ``progress`` is updated after every batch.
     """
     now = now or timezone.now()
+    refresh()  # the current version of every operator-defined fact, for the whole evaluation
     report = EvaluationReport()
     versions = live_versions(subject_type)
     if not versions or (ids is not None and not ids):
