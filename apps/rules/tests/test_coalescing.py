@@ -228,7 +228,7 @@ def test_a_claim_lasts_a_minute_and_its_group_not_fifteen(
         leases.append(row.claimed_until - timezone.now())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(services, "evaluate_subjects", evaluate)
+    monkeypatch.setattr(pipeline, "evaluate_subjects", evaluate)
     with pytest.raises(KeyboardInterrupt):
         pending_flush()
     [lease] = leases
