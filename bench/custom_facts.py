@@ -136,8 +136,9 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
+    from apps.orchestration.pipeline import evaluate_subjects
     from apps.rules.evaluation.custom import custom_fact_save
-    from apps.rules.evaluation.services import evaluate_subjects, live_versions, rules_import
+    from apps.rules.evaluation.services import live_versions, rules_import
     from apps.rules.evaluation.sql import batch_outcomes_many
     from apps.rules.models import Rule
 

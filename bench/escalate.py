@@ -230,7 +230,7 @@ def _burst(ids: list[int], args: Any, sink: Sink, simulator: Any, label: str) ->
 
     from apps.escalations.delivery import message_id
     from apps.escalations.models import Delivery, Escalation
-    from apps.rules.evaluation.services import evaluate_subjects
+    from apps.orchestration.pipeline import evaluate_subjects
 
     rows_before = set(Delivery.objects.values_list("pk", flat=True))
     notes_before = len(simulator.notes)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = "fulcrum_bench"
+BENCH_DB = os.environ.get("FULCRUM_BENCH_DB", "fulcrum_bench")  # one per engineer on a shared server
 WARM_RUN_TARGET = 4.0
 COLD_RUN_TARGET = 7.0
 MATCH_RATIO_TARGET = 2.0
@@ -302,9 +302,10 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
+    from apps.orchestration.pipeline import evaluate_subjects
     from apps.rules.engine.evaluator import compile_condition
     from apps.rules.evaluation.facts import compute_contexts, evaluation_date
-    from apps.rules.evaluation.services import evaluate_subjects, live_versions, rules_import
+    from apps.rules.evaluation.services import live_versions, rules_import
     from apps.rules.evaluation.sql import RuleQuery, batch_outcomes, batch_outcomes_many, matching_ids
     from apps.rules.models import Decision, Rule
 
@@ -561,14 +562,10 @@ def full_runs(
 PHASE_STEPS = {
     "apps.rules.evaluation.runs": ("run_start", "store_snapshots", "prior_outcomes"),
     "apps.rules.evaluation.sql": ("outcome_sets_many",),
-    "apps.rules.evaluation.services": (
-        "_evaluate_batch",
-        "_claim_states",
-        "audit_record_many",
-        "compute_contexts",
-    ),
+    "apps.rules.evaluation.services": ("decide", "decisions_record", "_claim_states"),
+    "apps.orchestration.pipeline": ("batch_run", "audit_record_many", "compute_contexts", "escalations_open"),
     "apps.escalations.refire": ("refires_write", "escalations_refire"),
-    "apps.escalations.opening": ("escalations_fire", "_round", "_after_opening", "_claim"),
+    "apps.escalations.opening": ("_round", "_after_opening", "_claim"),
     "apps.escalations.services": ("subjects_parties", "actions_plan", "_events"),
     "apps.escalations.policies": ("policies_freeze",),
     "apps.escalations.noise": ("notify_many", "deliveries_dispatch"),
@@ -667,7 +664,7 @@ PROFILED = (
     "query.py:{}(__iter__)",
     "runs.py:{}(*)",
     "sql.py:{}(outcome_sets_many)",
-    "services.py:{}(_evaluate_batch)",
+    "pipeline.py:{}(batch_run)",
     "services.py:{}(audit_record)",
     "services.py:{}(_event)",
     "services.py:{}(action_targets)",

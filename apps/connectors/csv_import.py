@@ -8,13 +8,13 @@ from typing import Any
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
-from apps.entities.linking import link_entities
+from apps.entities.changes import entities_changed_publish
 from apps.entities.loaders import validate_row
 
 from .kinds import ConfigurationError, get_kind
 from .kinds.csv import CsvMapping, CsvStream, read_csv
 from .models import Connection, StreamState, SyncRun
-from .services import COUNT_KEYS, ENTITY_KEYS, _claim, _finish, _store_page, record_normalise
+from .services import COUNT_KEYS, _claim, _finish, _store_page, record_normalise
 
 SAMPLE_ROWS = 10
 MAX_FAILURES_SHOWN = 200
@@ -79,9 +79,5 @@ def csv_import(*, connection: Connection, data: bytes, mapping: CsvMapping, acto
         data={"entity": mapping.entity, "columns": mapping.columns, **{k: counts[k] for k in COUNT_KEYS}},
     )
     changes = {mapping.entity: changed} if changed else {}
-    link_entities(changes)
-    if mapping.entity in ENTITY_KEYS and changed:
-        from apps.rules.evaluation.triggers import on_entities_changed
-
-        on_entities_changed(changes, trigger="sync")
+    entities_changed_publish(changes, trigger="sync")
     return run

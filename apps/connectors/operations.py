@@ -11,13 +11,14 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
+from apps.entities.changes import entities_changed_publish
 from apps.entities.loaders import source_column
 
 from .http import HttpClient, UpstreamError
 from .kinds import BadRecord, ConfigurationError, Stream, get_kind
 from .kinds.base import make_cursor
 from .models import Connection, StreamState, SyncRun
-from .services import ENTITY_KEYS, UNREADABLE
+from .services import UNREADABLE
 
 
 @dataclass(frozen=True)
@@ -293,20 +294,17 @@ def connection_reconcile(
             )
     finally:
         client.close()
-    _tell_rules([r.changed for r in results])
+    _announce([r.changed for r in results])
     return results
 
 
-def _tell_rules(changes: list[dict[str, set[int]]]) -> None:
+def _announce(changes: list[dict[str, set[int]]]) -> None:
+    """Tombstones change what the rules read; they move no link (nothing is linked here)."""
     merged: dict[str, set[int]] = {}
     for change in changes:
         for key, ids in change.items():
             merged.setdefault(key, set()).update(ids)
-    relevant = {key: ids for key, ids in merged.items() if key in ENTITY_KEYS and ids}
-    if relevant:
-        from apps.rules.evaluation.triggers import on_entities_changed
-
-        on_entities_changed(relevant, trigger="sync")
+    entities_changed_publish(merged, trigger="sync", link=False)
 
 
 # ---- resync from a date, rebuild -----------------------------------------------------------------------
@@ -425,5 +423,5 @@ def connection_rebuild(
                 "confirmed_mass_delete": confirm_mass_delete,
             },
         )
-    _tell_rules(changes)
+    _announce(changes)
     return result

@@ -22,7 +22,7 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
-from apps.entities.linking import link_entities
+from apps.entities.changes import entities_changed_publish
 from apps.entities.loaders import PreparedRows, prepare_rows, upsert_prepared
 
 from .drift import compare, field_paths
@@ -40,11 +40,6 @@ SYNC_TASK = "apps.connectors.tasks.sync_connection_task"
 RECONCILE_TASK = "apps.connectors.tasks.reconcile_connection_task"
 # The id sweep's default schedule (options.reconcile_schedule overrides): nightly, off the quarter hours.
 RECONCILE_SCHEDULE = "17 3 * * *"
-# The entity keys the rules react to (apps.rules.evaluation.triggers); crosswalk rows reach them
-# through linking.
-ENTITY_KEYS = frozenset(
-    {"client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line", "crm_owner"}
-)
 COUNT_KEYS = ("pages", "seen", "inserted", "updated", "unchanged", "quarantined", "api_calls", "retries")
 FILE_FIELDS = ("slug", "kind", "base_url", "credentials", "webhook_secret", "schedule", "options", "enabled")
 SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,50}$")
@@ -640,10 +635,7 @@ def sync_connection(
             analysed.add(stream.model)
     _refresh_statistics(kind, [r for r in runs if kind.stream(r.stream).model not in analysed])
     # Incremental: link only where this sync's changes can have moved a link; a full sync re-links all.
-    link_entities(changes, touched=None if full else {key: set(ids) for key, ids in changes.items()})
-    relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}
-    if relevant:
-        from apps.rules.evaluation.triggers import on_entities_changed
-
-        on_entities_changed(relevant, trigger="sync")
+    entities_changed_publish(
+        changes, trigger="sync", touched=None if full else {key: set(ids) for key, ids in changes.items()}
+    )
     return runs

@@ -1,4 +1,5 @@
-"""Read-side queries for the pages people look at: the dashboard, one escalation, an account manager's queue.
+"""Read-side queries for the dashboard (one escalation's page and an account manager's queue read
+``apps.escalations.queries``).
 
 Each page runs a fixed number of queries whatever the number of rows (the page tests cap them): projects
 are ranked in one statement grouping their open escalations, and what a row shows is fetched in one more.
@@ -6,14 +7,11 @@ are ranked in one statement grouping their open escalations, and what a row show
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.models import AnonymousUser
 from django.db.models import (
-    Case,
     Count,
     Exists,
     F,
@@ -25,26 +23,18 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Value,
-    When,
 )
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce
 
-from apps.accounts.roles import ADMINISTRATORS, EXECUTIVES, OPERATIONS, ROLES
+from apps.accounts.access import roles_of
+from apps.accounts.roles import ADMINISTRATORS, EXECUTIVES, OPERATIONS
 from apps.entities.models import ChangeOrder, Client, CrmOwner, Project
-from apps.escalations.models import Delivery, Escalation, EscalationEvent, EscalationQuerySet
+from apps.escalations.models import Escalation
+from apps.escalations.queries import OPEN_FIRST, SEVERITY_RANK
 from apps.learning.models import LearningSettings, RiskModel, RiskScore
 from apps.rules.evaluation.facts import compute_contexts
 
-# critical > high > medium > low, as Escalation.SEVERITY_RANK, computable in SQL.
-SEVERITY_RANK = Case(
-    *(When(severity=name, then=Value(rank)) for name, rank in Escalation.SEVERITY_RANK.items()),
-    default=Value(len(Escalation.SEVERITY_RANK)),
-    output_field=IntegerField(),
-)
-OPEN_FIRST = Case(
-    When(status__in=Escalation.OPEN_STATES, then=Value(0)), default=Value(1), output_field=IntegerField()
-)
 DASHBOARD_ROLES = (EXECUTIVES, OPERATIONS, ADMINISTRATORS)
 # Worst first; more than a screenful is a triage job for the filters, not a longer list.
 APPROVAL_QUEUE_LIMIT = 25
@@ -62,20 +52,6 @@ APPROVAL_ROW_FIELDS = (
     *("client", "client__name", "project", "project__number", "project__name"),
 )
 OPEN_CHANGE_ORDER_STATES = (ChangeOrder.Status.DRAFT, ChangeOrder.Status.PENDING)
-
-
-def roles_of(user: Any) -> frozenset[str]:
-    """The user's role groups, fetched once per request object (navigation asks several times)."""
-    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
-        return frozenset()
-    cached = getattr(user, "_fulcrum_roles", None)
-    if cached is None:
-        if user.is_superuser:
-            cached = frozenset(ROLES)
-        else:
-            cached = frozenset(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
-        user._fulcrum_roles = cached
-    return cached
 
 
 @dataclass(frozen=True)
@@ -237,123 +213,4 @@ def filter_choices() -> dict[str, list[tuple[int, str]]]:
     }
 
 
-def escalation_for_page(user: Any, pk: int) -> Escalation | None:
-    """One escalation the user may see, with everything its page shows from related rows."""
-    return (
-        Escalation.objects.visible_to(user)
-        .select_related("rule", "rule_version", "client__owner", "project")
-        .filter(pk=pk)
-        .first()
-    )
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    at: dt.datetime
-    kind: str  # "event" | "delivery"
-    item: EscalationEvent | Delivery
-
-
-def timeline(escalation: Escalation) -> list[TimelineEntry]:
-    """The escalation's events and outbox deliveries, oldest first, in two queries."""
-    entries = [TimelineEntry(e.created_at, "event", e) for e in escalation.events.all()]
-    entries += [TimelineEntry(d.created_at, "delivery", d) for d in escalation.deliveries.all()]
-    entries.sort(key=lambda entry: (entry.at, entry.kind != "event", entry.item.pk))
-    return entries
-
-
-@dataclass(frozen=True)
-class ChannelStatus:
-    """Where one action (email the account manager, a CRM note, ...) stands across its targets."""
-
-    action: str
-    targets: int
-    by_state: dict[str, int]
-    last_error: str
-
-    @property
-    def delivered(self) -> int:
-        return self.by_state.get(Delivery.State.DELIVERED, 0)
-
-    @property
-    def waiting(self) -> int:
-        return self.by_state.get(Delivery.State.PENDING, 0) + self.by_state.get(Delivery.State.SENDING, 0)
-
-    @property
-    def failed(self) -> int:
-        return self.by_state.get(Delivery.State.FAILED, 0)
-
-    @property
-    def dead(self) -> int:
-        return self.by_state.get(Delivery.State.DEAD, 0)
-
-    @property
-    def settled(self) -> bool:
-        return self.delivered == self.targets
-
-
-def delivery_channels(entries: list[TimelineEntry]) -> list[ChannelStatus]:
-    """Per-action delivery status from the timeline's deliveries (already fetched: no query)."""
-    grouped: dict[str, list[Delivery]] = {}
-    for entry in entries:
-        if isinstance(entry.item, Delivery):
-            grouped.setdefault(entry.item.action, []).append(entry.item)
-    channels = []
-    for action, deliveries in grouped.items():
-        counts: dict[str, int] = {}
-        for delivery in deliveries:
-            counts[delivery.state] = counts.get(delivery.state, 0) + 1
-        errors = [d.last_error for d in deliveries if d.last_error and d.state != Delivery.State.DELIVERED]
-        channels.append(ChannelStatus(action, len(deliveries), counts, errors[-1] if errors else ""))
-    return channels
-
-
-def my_escalations(user: Any, status: str = "") -> EscalationQuerySet:
-    """The account manager's own escalations (clients they own): open first, worst first, newest first."""
-    qs = Escalation.objects.visible_to(user).filter(client__owner__user=user)
-    if status:
-        qs = qs.filter(status=status)
-    return (
-        qs.select_related("rule", "client", "project")
-        .annotate(open_first=OPEN_FIRST, rank=SEVERITY_RANK)
-        .order_by("open_first", "rank", "-last_fired_at", "-pk")
-    )
-
-
-@dataclass(frozen=True)
-class DecisionFacts:
-    """What an approver confirms: the change order as the PM system has it now, and as it was flagged."""
-
-    number: str
-    title: str
-    status: str
-    amount: str  # formatted, with its unit; "no data" when the change order is gone
-    flagged_amount: str  # the amount in the escalation's evidence, formatted
-
-    @property
-    def amount_changed(self) -> bool:
-        return self.flagged_amount != "no data" and self.amount != self.flagged_amount
-
-
-def decision_facts(escalation: Escalation) -> DecisionFacts | None:
-    """The change order behind an escalation, for the approve/reject confirmation (None for others)."""
-    from apps.dashboard.templatetags.fulcrum import format_value
-
-    if escalation.subject_type != "change_order":
-        return None
-    facts = escalation.evidence.get("facts") if isinstance(escalation.evidence, dict) else None
-    fact = facts.get("change_order.amount") if isinstance(facts, dict) else None
-    fact = fact if isinstance(fact, dict) else {}
-    unit = str(fact.get("unit") or "USD")
-    co = (
-        ChangeOrder.objects.filter(pk=escalation.subject_id)
-        .only("number", "title", "status", "amount")
-        .first()
-    )
-    return DecisionFacts(
-        number=co.number if co else "",
-        title=co.title if co else "",
-        status=co.get_status_display() if co else "no longer in the PM system",
-        amount=format_value(co.amount if co else None, "money", unit),
-        flagged_amount=format_value(fact.get("value"), "money", unit),
-    )
+__all__ = ["OPEN_FIRST", "SEVERITY_RANK", "roles_of"]  # imported from here by pages and the API

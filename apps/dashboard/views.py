@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
-from typing import Any
-
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from apps.accounts.access import role_required
 from apps.accounts.roles import ACCOUNT_MANAGERS, ADMINISTRATORS, EXECUTIVES
 from apps.escalations.forms import DashboardFilterForm
 from apps.learning.models import RiskModel
@@ -22,23 +18,6 @@ from . import queries, trends
 PAGE_SIZE = 50
 # The dashboard reloads itself this often (paused while someone is using a form on it).
 REFRESH_SECONDS = 60
-
-
-def role_required(*roles: str) -> Callable:
-    """Anonymous users go to the login page; signed-in users without one of ``roles`` get 403."""
-
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
-            if not queries.roles_of(request.user) & set(roles):
-                raise PermissionDenied("Your role does not include this page.")
-            return view(request, *args, **kwargs)
-
-        return wrapped
-
-    return decorator
 
 
 def home(request: HttpRequest) -> HttpResponse:

@@ -34,6 +34,7 @@ from rapidfuzz import fuzz, process
 
 from apps.audit.services import Actor, audit_record, audit_record_many
 
+from .changes import entities_changed_publish
 from .linking import link_entities
 from .models import Client, MatchCandidate, Project, ResolutionSettings, SourceObject
 
@@ -45,8 +46,6 @@ AUTO_LINK_MARGIN = 5.0
 # Pending candidates kept per record: the best few are enough for a person to choose from.
 MAX_CANDIDATES = 3
 _RESOLUTION_LOCK = 0x52534C56  # "RSLV"
-# Change-set keys the rules react to (apps.rules.evaluation.triggers.affected_subjects).
-RULE_KEYS = ("client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line")
 
 LEGAL_WORDS = frozenset({
     "the", "inc", "incorporated", "llc", "ltd", "limited", "co", "company", "corp", "corporation",
@@ -353,12 +352,7 @@ def _resolve_jobs(settings: ResolutionSettings, result: ResolutionResult, now: A
 def _propagate(changes: dict[str, set[int]]) -> None:
     """Derive what follows from new crosswalk links (a project's client, money's project), then tell the
     rules, after commit, which subjects to re-evaluate."""
-    link_entities(changes)
-    relevant = {key: ids for key, ids in changes.items() if key in RULE_KEYS and ids}
-    if relevant:
-        from apps.rules.evaluation.triggers import on_entities_changed
-
-        on_entities_changed(relevant, trigger="resolution")
+    entities_changed_publish(changes, trigger="resolution")
 
 
 @transaction.atomic

@@ -31,6 +31,10 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
+from apps.connectors.http import UpstreamError, retry_after_seconds
+from apps.connectors.kinds import get_kind
+from apps.connectors.models import Connection
+from apps.rules.engine.wording import conditions, why
 
 from .models import Delivery, DigestItem, Escalation, EscalationEvent
 from .outbound import OutboundFailed, UnsafeDestination
@@ -228,8 +232,6 @@ def explain_conditions(escalation: Escalation) -> list[dict[str, Any]]:
     """Each condition of the decision in plain words (the one formatter,
     ``apps/rules/engine/wording.py``): its label, what it
     means, the sentence, the value and threshold as shown, and whether it held."""
-    from apps.rules.engine.wording import conditions
-
     return [
         {
             "fact": c.fact,
@@ -340,8 +342,6 @@ def send_stakeholder_notice(delivery: Delivery) -> dict:
 
 def _upstream(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run an upstream call; sort its failure into retry-later or dead."""
-    from apps.connectors.http import UpstreamError, retry_after_seconds
-
     try:
         return call()
     except UpstreamError as exc:
@@ -354,8 +354,6 @@ def _upstream(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _note_text(escalation: Escalation) -> str:
-    from apps.rules.engine.wording import why
-
     return (
         f"Fulcrum escalation #{escalation.pk} ({escalation.severity}, route {escalation.route}): "
         f"{escalation.rule.name} — {escalation.subject_label}. "
@@ -374,9 +372,6 @@ def outcome_may_exist(delivery: Delivery) -> bool:
 
 @performs("note_crm", "note_accounting")
 def write_note(delivery: Delivery) -> dict:
-    from apps.connectors.kinds import get_kind
-    from apps.connectors.models import Connection
-
     connection_id, _, record_id = delivery.target.partition(":")
     connection = Connection.objects.get(pk=int(connection_id))
     kind = get_kind(connection)

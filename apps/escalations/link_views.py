@@ -13,9 +13,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from apps.dashboard import queries
-
-from . import services
+from . import queries, services
 from .forms import EscalationActionForm, dismiss_outcome_choices, resolve_outcome_choices
 from .links import Link, LinkError, LinkUsed, link_check, link_spent_check, recipient_user
 from .models import EscalationEvent

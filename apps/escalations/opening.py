@@ -24,9 +24,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record_many
+from apps.rules.engine.durations import parse_duration
+from apps.rules.evaluation.services import subject_states
 
 from .models import Escalation
+from .noise import notify_many
+from .policies import policies_freeze
 from .refire import EVIDENCE, Fired, escalations_refire
+from .services import EventSpec, _events, actions_plan, subjects_parties
 
 if TYPE_CHECKING:
     from apps.rules.models import Decision
@@ -82,36 +87,37 @@ _DECISIONS = """
 
 
 @transaction.atomic
-def escalations_fire(
-    *,
-    subject_type: str,
-    fired: Sequence[Fired],
-    now: dt.datetime,
-    audit: list[dict[str, Any]] | None = None,
-) -> list[str]:
-    """Open an escalation for each match, or bump the open one; per match: opened / refired / cooldown.
+def escalations_fire(*, subject_type: str, fired: Sequence[Fired], now: dt.datetime) -> list[str]:
+    """:func:`escalations_open`, recording its audit entries at once (a caller outside the pipeline)."""
+    results, entries = escalations_open(subject_type=subject_type, fired=fired, now=now)
+    audit_record_many(entries, actor="system:rules")
+    return results
+
+
+@transaction.atomic
+def escalations_open(
+    *, subject_type: str, fired: Sequence[Fired], now: dt.datetime
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """Open an escalation for each match, or bump the open one; per match: opened / refired / cooldown,
+    and the audit entries (actor ``system:rules``), unrecorded.
 
     The same rows, events, audit entries and outbox rows as opening them one at a time in this order
     (the hourly cap sees the rows queued for earlier matches). Each decision gets its escalation and
     suppression reason; those already stored are updated in one statement.
 
-    The audit entries (actor ``system:rules``) are appended last, or added to ``audit`` for the caller
-    to append at the end of its transaction: the chain's lock is held until commit, so a transaction
-    that took it and then waited for a row lock (a state, an open escalation, a claim) could deadlock
-    with the holder of that row waiting for the chain.
+    The entries are for the caller to append at the end of its transaction: the chain's lock is held
+    until commit, so a transaction that took it and then waited for a row lock (a state, an open
+    escalation, a claim) could deadlock with the holder of that row waiting for the chain.
     """
-    entries: list[dict[str, Any]] = [] if audit is None else audit
     results = [""] * len(fired)
     opened: dict[int, Escalation] = {}
     pending = list(range(len(fired)))
     while pending:
         pending = _round(subject_type, fired, pending, now, results, opened)
     order = sorted(opened)
-    _after_opening(subject_type, [(fired[i], opened[i]) for i in order], now, entries)
+    entries = _after_opening(subject_type, [(fired[i], opened[i]) for i in order], now)
     _store_decisions([decision for *_, decision in fired])
-    if audit is None:
-        audit_record_many(entries, actor="system:rules")
-    return results
+    return results, entries
 
 
 def _round(
@@ -125,9 +131,6 @@ def _round(
     """One pass over the pending matches: re-fire those with an open escalation, hold those in
     cooldown, claim the rest. Returns the matches to look at again: a claim another transaction won,
     a second match of the same (rule, subject)."""
-    from .policies import policies_freeze
-    from .services import subjects_parties
-
     # The open ones are re-fired and stay locked until commit, as in the batch path's re-fire.
     rest = escalations_refire(subject_type=subject_type, fired=[fired[i] for i in pending], now=now)
     unopened = {id(decision) for *_, decision in rest}
@@ -193,16 +196,11 @@ def _round(
 
 
 def _after_opening(
-    subject_type: str, items: list[tuple[Fired, Escalation]], now: dt.datetime, audit: list[dict[str, Any]]
-) -> None:
-    """Cooldowns, the "opened" events with their audit entries, and the actions' outbox rows."""
-    from apps.rules.engine.durations import parse_duration
-
-    from .noise import notify_many
-    from .services import EventSpec, _events, actions_plan
-
+    subject_type: str, items: list[tuple[Fired, Escalation]], now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Cooldowns, the "opened" events, and the actions' outbox rows; the events' audit entries."""
     if not items:
-        return
+        return []
     until: dict[int, dt.datetime] = {}  # per rule version: its cooldown's end
     for (version, *_), _e in items:
         if version.pk not in until:
@@ -223,13 +221,14 @@ def _after_opening(
         data = {"rule": version.rule.key, "version": version.number, "route": escalation.route}
         events.append((escalation, "opened", "", now, data))
         events.extend(skipped)
-    _events(events, "system:rules", "system", audit=audit)
+    entries = _events(events, "system:rules", "system", defer_audit=True)
     # Emails to people pass the noise controls (digest, quiet hours, hourly cap); the rest go straight out.
     notify_many(
         items=[(escalation, notices) for (_, escalation), (notices, _) in zip(items, planned, strict=True)],
         now=now,
         new=True,
     )
+    return entries
 
 
 def _store_decisions(decisions: list[Decision]) -> None:
@@ -246,8 +245,6 @@ def _store_decisions(decisions: list[Decision]) -> None:
 
 
 def _cooldowns(subject_type: str, items: Sequence[Fired]) -> dict[tuple[int, int], dt.datetime | None]:
-    from apps.rules.evaluation.services import subject_states
-
     keys = [(version.rule_id, context.subject_id) for version, context, *_ in items]
     return {key: state.cooldown_until for key, state in subject_states(subject_type, keys).items()}
 

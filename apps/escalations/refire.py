@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from django.db import connection
 
+from apps.rules.evaluation.services import rows_by_rule_subject
+
 from .models import Escalation
 
 if TYPE_CHECKING:
@@ -40,8 +42,6 @@ def open_escalations(
     """The open escalations of these (rule id, subject id) pairs (only ``columns`` loaded), locked when
     asked, in key order: concurrent batches lock in one order. One probe of the partial unique index on
     open (rule, subject) per pair."""
-    from apps.rules.evaluation.services import rows_by_rule_subject
-
     open_states = ", ".join(f"'{state}'" for state in Escalation.OPEN_STATES)
     return rows_by_rule_subject(
         Escalation, subject_type, keys, columns=columns, where=f"t.status IN ({open_states})", lock=lock

@@ -26,6 +26,7 @@ from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Sub
 from .delivery import decision_write_back, stakeholders_notify
 from .models import Escalation, EscalationEvent
 from .outbound import pm_targets, webhook_targets
+from .refire import open_escalations
 
 if TYPE_CHECKING:
     from .noise import Notice
@@ -59,15 +60,15 @@ EventSpec = tuple[Escalation, str, str, "dt.datetime | None", dict[str, Any]]
 
 
 def _events(
-    specs: Sequence[EventSpec], actor: Actor, via: str, *, audit: list[dict[str, Any]] | None = None
-) -> None:
+    specs: Sequence[EventSpec], actor: Actor, via: str, *, defer_audit: bool = False
+) -> list[dict[str, Any]]:
     """Record events by one actor with their audit entries: one INSERT and one append to the chain.
 
-    With ``audit``, the entries are added to that list instead, for the caller to append by the same
-    actor when its transaction has taken every row lock it needs (see ``escalations_fire``).
+    With ``defer_audit``, the entries are returned unrecorded, for the caller to append by the same
+    actor when its transaction has taken every row lock it needs (the pipeline's audit batch).
     """
     if not specs:
-        return
+        return []
     name = _actor_name(actor)
     now = timezone.now()
     copy_rows(
@@ -100,12 +101,13 @@ def _events(
         }
         for escalation, kind, note, _at, data in specs
     ]
-    if audit is not None:
-        audit.extend(entries)
-    elif len(entries) == 1:  # a person's transition: no savepoint around a single append
+    if defer_audit:
+        return entries
+    if len(entries) == 1:  # a person's transition: no savepoint around a single append
         audit_record(actor=actor, **entries[0])
     else:
         audit_record_many(entries, actor=actor)
+    return entries
 
 
 Parties = tuple[str, "Project | None", "Client | None"]
@@ -165,15 +167,10 @@ def escalation_auto_resolve(
     subject_type: str,
     subject_ids: list[int],
     now: dt.datetime,
-    audit: list[dict[str, Any]] | None = None,
-) -> int:
-    """Close open escalations whose rule stopped matching (outcome ``auto_resolved``).
-
-    ``audit``: as for ``escalations_fire``, a list that receives the audit entries (actor
-    ``system:rules``) instead of appending them here.
+) -> tuple[int, list[dict[str, Any]]]:
+    """Close open escalations whose rule stopped matching (outcome ``auto_resolved``): how many, and
+    their audit entries (actor ``system:rules``), unrecorded, for the pipeline's audit batch.
     """
-    from .refire import open_escalations
-
     found = open_escalations(
         subject_type,
         [(rule_id, subject_id) for subject_id in subject_ids],
@@ -182,7 +179,7 @@ def escalation_auto_resolve(
     )
     closing = list(found.values())
     if not closing:
-        return 0
+        return 0, []
     Escalation.objects.filter(pk__in=[e.pk for e in closing]).update(
         status=Escalation.Status.RESOLVED, outcome=Escalation.Outcome.AUTO_RESOLVED, closed_at=now
     )
@@ -190,13 +187,13 @@ def escalation_auto_resolve(
         escalation.status = Escalation.Status.RESOLVED
         escalation.outcome = Escalation.Outcome.AUTO_RESOLVED
         escalation.closed_at = now
-    _events(
+    entries = _events(
         [(escalation, "resolved", "rule stopped matching", None, {}) for escalation in closing],
         "system:rules",
         "system",
-        audit=audit,
+        defer_audit=True,
     )
-    return len(closing)
+    return len(closing), entries
 
 
 # --- transitions by people ----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """One escalation's page, an account manager's queue, and the endpoint their buttons post to.
 
-The views read through ``apps.dashboard.queries`` and change state only through the escalation services.
+The views read through ``apps.escalations.queries`` and change state only through the escalation services.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from apps.accounts.access import role_required
 from apps.accounts.roles import ACCOUNT_MANAGERS, can_decide_approvals
-from apps.dashboard import queries
-from apps.dashboard.views import role_required
 from apps.learning.ranking import explain_project
 
-from . import services
+from . import queries, services
 from .forms import EscalationActionForm, StatusFilterForm, dismiss_outcome_choices, resolve_outcome_choices
 from .models import Escalation
 

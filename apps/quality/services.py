@@ -22,6 +22,7 @@ sees again, and resolves open ones of the scanned kinds that it no longer sees.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import itertools
@@ -35,9 +36,11 @@ from django.conf import settings
 from django.db import connection as db
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from apps.audit.services import Actor, audit_record
 from apps.connectors.models import Connection, StreamState
+from apps.connectors.ratelimit import redis_client
 
 from .models import Finding, VolumeBaseline
 
@@ -441,3 +444,55 @@ def summary() -> dict[str, Any]:
             status = "error" if age > 4 * interval else "warn" if age > 2 * interval else "ok"
         streams.append({"state": state, "interval": interval, "age": age, "status": status})
     return {"by_kind": by_kind, "by_check": by_check, "streams": streams}
+
+
+# --- before the pipeline decides ---------------------------------------------------------------------
+
+# Set (after commit) when entities changed; taken by the pipeline, which scans before it decides.
+_SCAN_DUE = "fulcrum:quality:scan-due"
+
+
+def entities_changed_receive(sender: object, **_: object) -> None:
+    """Subscribed to ``apps.entities.changes.entities_changed`` in ``QualityConfig.ready()``: findings
+    are due again before the next decision. Set after commit, so the scan sees the change."""
+    transaction.on_commit(_scan_due_set)
+
+
+def _redis() -> Any:
+    return redis_client(settings.CELERY_BROKER_URL)
+
+
+def _scan_due_set() -> None:
+    # Without Redis, scan_due_take answers yes: the scan runs anyway.
+    with contextlib.suppress(RedisError):
+        _redis().set(_SCAN_DUE, "1")
+
+
+def scan_due_take() -> bool:
+    """Whether entities changed since the last pipeline scan (and clear it). Without Redis: yes."""
+    try:
+        return bool(_redis().getdel(_SCAN_DUE))
+    except RedisError:
+        return True
+
+
+_OPEN_ERRORS = """SELECT key, subject_type, subject_id FROM quality_finding
+                   WHERE resolved_at IS NULL AND severity = 'error'"""
+
+
+def findings_refresh(*, now: dt.datetime | None = None) -> dict[str, set[int]]:
+    """Scan every check; return the subjects whose open error findings changed (opened, resolved, or
+    moved to or from error), ``{subject type: ids}``: what ``data_quality_errors`` facts count."""
+
+    def open_errors() -> set[tuple[str, str, int | None]]:
+        with db.cursor() as cursor:
+            cursor.execute(_OPEN_ERRORS)
+            return set(cursor.fetchall())
+
+    before = open_errors()
+    quality_scan(now=now)
+    changed: dict[str, set[int]] = {}
+    for _key, subject_type, subject_id in before ^ open_errors():
+        if subject_id is not None:
+            changed.setdefault(subject_type, set()).add(subject_id)
+    return changed

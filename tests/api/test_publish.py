@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from apps.rules.authoring.publishing import publish_run_perform
+from apps.orchestration.pipeline import publish_run_perform
 from apps.rules.engine.ruleset import parse_rules
 from apps.rules.evaluation.services import rules_import
 from apps.rules.models import EvaluationRun, Rule

@@ -29,9 +29,9 @@ from apps.entities.models import SourceObject
 from apps.escalations.delivery import message_id
 from apps.escalations.models import Delivery, Escalation
 from apps.escalations.tasks import deliver_due
+from apps.orchestration.tasks import evaluate_subjects_task
 from apps.rules.evaluation.facts import ENTITY_STREAMS
 from apps.rules.evaluation.services import rules_import
-from apps.rules.tasks import evaluate_subjects_task
 from tests.factories import (
     ChangeOrderFactory,
     ClientFactory,

@@ -22,9 +22,9 @@ from apps.connectors.services import connection_import
 from apps.connectors.tasks import sync_connection_task
 from apps.entities.models import ChangeOrder
 from apps.escalations.models import Delivery, Escalation
+from apps.orchestration.tasks import evaluate_all
 from apps.rules.evaluation.services import rules_import
 from apps.rules.models import Decision
-from apps.rules.tasks import evaluate_all
 from tests.factories import UserFactory
 
 from .conftest import wait_for

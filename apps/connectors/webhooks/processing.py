@@ -46,8 +46,8 @@ from apps.connectors.kinds import (
 )
 from apps.connectors.models import Connection, WebhookDelivery
 from apps.connectors.ratelimit import RateBudgetDeferred
-from apps.connectors.services import ENTITY_KEYS, quarantine_records, record_normalise
-from apps.entities.linking import link_entities
+from apps.connectors.services import quarantine_records, record_normalise
+from apps.entities.changes import entities_changed_publish
 from apps.entities.loaders import source_column, upsert_rows
 from apps.entities.models import Client, Project
 from apps.entities.resolution import entity_merge
@@ -195,13 +195,8 @@ def apply_changes(
             if changed:
                 changes.setdefault(stream.entity, set()).update(changed)
         counts["changed"] = sum(len(ids) for ids in changes.values())
-        if changes:  # a repeat or an older version changed nothing: nothing new to link or evaluate
-            link_entities(changes)
-        relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}
-        if relevant:
-            from apps.rules.evaluation.triggers import on_entities_changed
-
-            on_entities_changed(relevant, trigger=trigger)
+        # A repeat or an older version changed nothing: nothing new to link or evaluate.
+        entities_changed_publish(changes, trigger=trigger)
         if finish is not None:
             finish(counts)
     return counts

@@ -28,8 +28,9 @@ from apps.escalations.models import (
     PolicyLevel,
     SuppressedNotification,
 )
+from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.evaluation.facts import ENTITY_STREAMS, compute_contexts
-from apps.rules.evaluation.services import _compiled_for, evaluate_subjects, live_versions, rules_import
+from apps.rules.evaluation.services import _compiled_for, live_versions, rules_import
 from apps.rules.models import Decision, Rule, SubjectState
 from tests.factories import (
     ChangeOrderFactory,

@@ -12,7 +12,7 @@ from apps.escalations.models import Escalation
 from apps.learning.models import LearningSettings, ShadowSample
 from apps.learning.retention import decisions_prune
 from apps.learning.sampling import shadow_sample_take, shadow_samples_label
-from apps.rules.evaluation.services import evaluate_subjects
+from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.models import Decision
 from tests.factories import ClientFactory, FinancialLineFactory, ProjectFactory
 

@@ -9,7 +9,7 @@ import pytest
 from apps.escalations.models import Escalation
 from apps.learning import tasks
 from apps.learning.models import LearningSettings, ShadowSample, ThresholdSuggestion
-from apps.rules.evaluation.services import evaluate_subjects
+from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.models import Decision
 from tests.factories import ClientFactory, FinancialLineFactory, ProjectFactory
 

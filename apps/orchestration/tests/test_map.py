@@ -11,7 +11,8 @@ from django.utils import timezone
 from apps.connectors.models import Connection, StreamState, SyncRun, WebhookDelivery
 from apps.escalations.models import Delivery, Escalation
 from apps.orchestration.map import DISABLED, FAILING, IDLE, OK, WARNING, build_map, cached_map, parse_window
-from apps.rules.evaluation.services import evaluate_subjects, rule_publish
+from apps.orchestration.pipeline import evaluate_subjects
+from apps.rules.evaluation.services import rule_publish
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
 from tests.factories import ChangeOrderFactory, ConnectionFactory, ProjectFactory
 

@@ -12,16 +12,15 @@ import datetime as dt
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from django.utils import timezone
 
+from apps.rules.authoring.publishing import PublishEstimate, publish_estimate
 from apps.rules.engine.evaluator import Verdict
 from apps.rules.engine.ruleset import RulesFileError, RuleSpec, rule_from_dict
+from apps.rules.evaluation.services import _ROUTE_RANK, live_versions
 from apps.rules.evaluation.sql import RuleQuery, batch_outcomes_many
-
-if TYPE_CHECKING:
-    from apps.rules.authoring.publishing import PublishEstimate
 
 SAMPLE: Final = 10
 
@@ -139,9 +138,7 @@ def preview_draft(
 def _higher_route_versions(rule: Any, spec: RuleSpec) -> list[Any]:
     """The live versions that would take a subject the draft matches away from it: an evaluation walks
     the rules in priority order and a match on a higher route suppresses the lower routes after it
-    (``services._evaluate_batch``)."""
-    from apps.rules.evaluation.services import _ROUTE_RANK, live_versions
-
+    (``apps.orchestration.pipeline.batch_run``)."""
     rank = _ROUTE_RANK.get(spec.route, 1)
     order = (spec.priority, rule.key)
     return [
@@ -156,8 +153,6 @@ def _higher_route_versions(rule: Any, spec: RuleSpec) -> list[Any]:
 def _with_estimate(
     result: PreviewResult, rule: Any, drafted: Mapping[int, str], higher_matched: set[int], now: dt.datetime
 ) -> PreviewResult:
-    from apps.rules.authoring.publishing import publish_estimate
-
     matched = [sid for sid, outcome in drafted.items() if outcome == Verdict.MATCHED.value]
     estimate = publish_estimate(
         rule_id=getattr(rule, "pk", None),

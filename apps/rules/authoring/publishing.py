@@ -21,10 +21,13 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from apps.rules.models import Decision, EvaluationRun, RuleVersion, SubjectState
+from apps.rules.evaluation.triggers import EVALUATE_RUN_TASK, task
+from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion, SubjectState
+
+# An escalation's open states (``Escalation.OPEN_STATES``): a match of such a (rule, subject) re-fires it.
+OPEN_STATES = ("open", "acknowledged")
 
 
 def publish_runs_queue(
@@ -32,8 +35,7 @@ def publish_runs_queue(
 ) -> list[EvaluationRun]:
     """Queue one run per subject type of these newly published versions (the caller's transaction
     holds them; the tasks go on commit). Versions of disabled rules are not evaluated."""
-    from apps.rules.tasks import evaluate_run_task
-
+    evaluate_run_task = task(EVALUATE_RUN_TASK)
     now = now or timezone.now()
     by_type: dict[str, list[RuleVersion]] = {}
     for version in versions:
@@ -55,8 +57,7 @@ def publish_runs_requeue(
 ) -> int:
     """Send again the task of each run still queued ``after`` its publish (a worker or the broker lost it,
     or the process died between commit and send). Beat calls this every minute; a run is claimed once."""
-    from apps.rules.tasks import evaluate_run_task
-
+    evaluate_run_task = task(EVALUATE_RUN_TASK)
     now = now or timezone.now()
     waiting = list(
         EvaluationRun.objects.filter(
@@ -72,33 +73,6 @@ def stale_after() -> dt.timedelta:
     # A run started longer ago than a task may live was lost with its worker (acks_late re-delivers the
     # task): it may be claimed again. Re-running is safe: escalations dedupe in the database.
     return dt.timedelta(seconds=int(settings.CELERY_TASK_TIME_LIMIT) + 60)
-
-
-def publish_run_perform(*, run_id: int) -> str:
-    """Evaluate a queued run (the worker's side). Safe to run twice: the second finds it claimed."""
-    from apps.rules.evaluation.services import evaluate_subjects
-
-    now = timezone.now()
-    claimed = (
-        EvaluationRun.objects.filter(pk=run_id, completed_at__isnull=True, error="")
-        .filter(Q(started_at__isnull=True) | Q(started_at__lt=now - stale_after()))
-        .update(started_at=now, evaluated_at=now)
-    )
-    if not claimed:
-        return f"run {run_id}: already taken or finished"
-    run = EvaluationRun.objects.get(pk=run_id)
-    try:
-        report = evaluate_subjects(
-            subject_type=run.subject_type, ids=None, trigger=Decision.Trigger.PUBLISH, now=now, run=run
-        )
-    except ConnectionError:
-        # The task retries these (broker or database blips): let the retry claim the run again.
-        EvaluationRun.objects.filter(pk=run_id).update(started_at=None)
-        raise
-    except Exception as exc:
-        EvaluationRun.objects.filter(pk=run_id).update(error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
-    return f"run {run_id}: {report}"
 
 
 # --- what publishing will do (the preview's sentence) ---------------------------------------------
@@ -155,8 +129,6 @@ def publish_estimate(
     """Count what would hold back each of the draft's ``matched`` subjects from opening an escalation:
     an open one of the rule (re-fired), a cooldown, a snooze, a match of a higher-route rule that runs
     first (``higher_matched``); the rest open one."""
-    from apps.escalations.models import Escalation
-
     remaining = set(matched)
     higher = remaining & set(higher_matched)
     remaining -= higher
@@ -164,13 +136,11 @@ def publish_estimate(
     cooling: set[int] = set()
     snoozed: set[int] = set()
     if rule_id is not None and remaining:
+        # Read through the relation escalations declare on the rule (rules import nothing of theirs).
         already = set(
-            Escalation.objects.filter(
-                rule_id=rule_id,
-                subject_type=subject_type,
-                subject_id__in=remaining,
-                status__in=[Escalation.Status.OPEN, Escalation.Status.ACKNOWLEDGED],
-            ).values_list("subject_id", flat=True)
+            Rule(pk=rule_id)
+            .escalations.filter(subject_type=subject_type, subject_id__in=remaining, status__in=OPEN_STATES)
+            .values_list("subject_id", flat=True)
         )
         remaining -= already
         states = SubjectState.objects.filter(

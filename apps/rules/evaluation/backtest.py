@@ -393,16 +393,18 @@ def period_contexts(
 
 def labels(key: str, subject_type: str) -> dict[int, bool]:
     """``{subject_id: positive?}`` from the outcome of this rule's latest labelled escalation per subject."""
-    from apps.escalations.models import Escalation
+    from apps.rules.models import Rule
 
     found: dict[int, bool] = {}
-    rows = (
-        Escalation.objects.filter(rule__key=key, subject_type=subject_type, outcome__in=POSITIVE + NEGATIVE)
-        .order_by("closed_at", "id")
-        .values_list("subject_id", "outcome")
-    )
-    for subject_id, outcome in rows.iterator(chunk_size=_CHUNK):
-        found[subject_id] = outcome in POSITIVE  # later rows win
+    # Read through the relation escalations declare on the rule (rules import nothing of theirs).
+    for rule in Rule.objects.filter(key=key):
+        rows = (
+            rule.escalations.filter(subject_type=subject_type, outcome__in=POSITIVE + NEGATIVE)
+            .order_by("closed_at", "id")
+            .values_list("subject_id", "outcome")
+        )
+        for subject_id, outcome in rows.iterator(chunk_size=_CHUNK):
+            found[subject_id] = outcome in POSITIVE  # later rows win
     return found
 
 

@@ -30,6 +30,8 @@ from django.db import connection, transaction
 
 from apps.rules.engine.catalogue import facts_for
 from apps.rules.engine.evaluator import Verdict
+from apps.rules.evaluation.facts import fact_ages
+from apps.rules.evaluation.sql import _facts_subquery, facts_params, outcome_sets_many
 from apps.rules.models import EvaluationRun, RuleVersion
 
 if TYPE_CHECKING:
@@ -105,8 +107,6 @@ def store_snapshots(
     ``every_subject``: the run evaluated every live subject, so all the stored ids are read and compared
     here (a NOT EXISTS probe per id of a 100k-element array cost 1.6 s on a run where every subject had
     its snapshot); a partial run (a sync's few hundred subjects) looks up only its own."""
-    from apps.rules.evaluation.sql import _facts_subquery, facts_params
-
     query = "SELECT subject_id FROM rules_contextsnapshot WHERE subject_type = %s"
     params: list[Any] = [run.subject_type]
     if not every_subject:
@@ -184,9 +184,6 @@ def run_start(
     Returns the run and the pairs left to trace, as ``{subject id: rule ids}``. The run is complete
     (``completed_at``) once the caller has traced them and stored the snapshots.
     """
-    from apps.rules.evaluation.facts import fact_ages
-    from apps.rules.evaluation.sql import outcome_sets_many
-
     ages = fact_ages(now)
     sets = outcome_sets_many(versions, subject_type, ids, now, ages=ages)
     priors = prior_outcomes(subject_type, [v.rule_id for v in versions], ids)

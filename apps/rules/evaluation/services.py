@@ -1,4 +1,8 @@
-"""Publishing rules and evaluating them: the writes of the rules app."""
+"""Publishing rules and deciding on subjects: the writes of the rules app.
+
+:func:`decide` evaluates a batch and claims its subject states; :func:`decisions_record` stores the
+decisions. The flow around them (which subjects, batches, transactions, acting on matches, the audit
+batch) is the pipeline's, ``apps.orchestration.pipeline``; nothing here knows about escalations."""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -16,16 +20,13 @@ from django.db.models import Max, Model
 from django.utils import timezone
 
 from apps.audit.models import canonical_json
-from apps.audit.services import Actor, audit_record, audit_record_many
-from apps.bulk import fewer_collections, reserve_ids
+from apps.audit.services import Actor, audit_record
+from apps.bulk import reserve_ids
 from apps.rules.engine.durations import parse_duration
 from apps.rules.engine.evaluator import CompiledCondition, Evaluation, Verdict, compile_condition
 from apps.rules.engine.ruleset import dump_rules, parse_rules, rule_from_dict
-from apps.rules.evaluation.facts import Context, compute_contexts
-from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion, SubjectState
-
-if TYPE_CHECKING:
-    from apps.escalations.models import Escalation
+from apps.rules.evaluation.facts import Context
+from apps.rules.models import Decision, Rule, RuleVersion, SubjectState
 
 M = TypeVar("M", bound=Model)
 
@@ -151,97 +152,6 @@ def live_versions(subject_type: str) -> list[RuleVersion]:
     return sorted((v for v in versions if v), key=lambda v: (int(v.spec.get("priority", 100)), v.rule.key))
 
 
-# From this many subjects on, the evaluation is a bulk run (:mod:`apps.rules.evaluation.runs`): outcomes are
-# computed in SQL first and only the pairs that need a trace (a match, a change of outcome) take the
-# per-subject path; the rest are summarised in the run.
-BULK_THRESHOLD = 200
-
-
-def evaluate_subjects(
-    *,
-    subject_type: str,
-    ids: Sequence[int] | None = None,
-    trigger: str = Decision.Trigger.MANUAL,
-    now: dt.datetime | None = None,
-    batch_size: int = 2000,
-    run: EvaluationRun | None = None,
-) -> EvaluationReport:
-    """Evaluate every live rule of ``subject_type`` on the given subjects (all when ``ids`` is None).
-
-    Each batch of ``batch_size`` subjects is one transaction holding its subjects' states until it
-    commits (about half a second for 2,000 traced subjects); fewer, larger batches cost fewer round
-    trips and commits. ``run``: a queued run (publishing) that this evaluation fills in, instead of a
-    new one; a bulk run's ``progress`` is updated after every batch.
-    """
-    from apps.rules.evaluation.custom import refresh
-    from apps.rules.evaluation.runs import run_complete, run_progress, run_start, snapshots_start
-
-    now = now or timezone.now()
-    refresh()  # the current version of every operator-defined fact, for the whole evaluation
-    report = EvaluationReport()
-    versions = live_versions(subject_type)
-    if not versions or (ids is not None and not ids):
-        if run is not None:
-            run_complete(run, timezone.now(), report)  # nothing live to evaluate: done at once
-        return report
-    if ids is not None and len(ids) < BULK_THRESHOLD and run is None:
-        contexts = compute_contexts(subject_type, ids, now=now)
-        _evaluate_contexts(contexts, versions, trigger, now, report, None, batch_size)
-        return report
-    with fewer_collections():
-        run, pairs = run_start(subject_type, versions, ids, trigger, now, run=run)
-        snapshots_stored = snapshots_start(run, run.subject_ids, now, every_subject=ids is None)
-        report.subjects = run.subjects
-        for counts in run.outcomes:
-            report.outcomes.update({o: n for o, n in counts.items() if o in Decision.Verdict.values and n})
-        try:
-            if pairs:
-                contexts = compute_contexts(subject_type, sorted(pairs), now=now)
-                done = 0
-
-                def batch_done(subjects: int) -> None:
-                    nonlocal done
-                    done += subjects
-                    run_progress(run, report, traced=done, to_trace=len(pairs))
-
-                _evaluate_contexts(contexts, versions, trigger, now, report, pairs, batch_size, batch_done)
-        finally:
-            snapshots_stored()  # waits even when tracing failed: no thread outlives the run
-    run_complete(run, timezone.now(), report, to_trace=len(pairs))
-    return report
-
-
-def _evaluate_contexts(
-    contexts: Iterable[Context],
-    versions: list[RuleVersion],
-    trigger: str,
-    now: dt.datetime,
-    report: EvaluationReport,
-    pairs: dict[int, frozenset[int]] | None = None,
-    batch_size: int = 2000,
-    batch_done: Callable[[int], None] | None = None,
-) -> None:
-    """Evaluate the contexts batch by batch, each batch its own transaction (or savepoint);
-    ``batch_done(subjects)`` after each one.
-
-    Two batches at once, each on its own connection, were tried (docs/PERFORMANCE.md, session 5): a
-    cold run got faster, a warm one slower, both used more CPU, and concurrent batches would each pass
-    the hourly email cap on their own. So batches run one after another.
-    """
-    batch: list[Context] = []
-    for context in contexts:
-        batch.append(context)
-        if len(batch) >= batch_size:
-            _evaluate_batch(batch, versions, trigger, now, report, pairs)
-            if batch_done is not None:
-                batch_done(len(batch))
-            batch = []
-    if batch:
-        _evaluate_batch(batch, versions, trigger, now, report, pairs)
-        if batch_done is not None:
-            batch_done(len(batch))
-
-
 # One probe of an index on (rule, subject) per pair: the LIMIT keeps the planner from turning the lookup
 # into a scan of every row of the rule, which it does on statistics taken before a first run filled the
 # table (a scan per batch grew to 0.2 s at 100k states). Table, columns and condition are code constants.
@@ -359,21 +269,32 @@ def _set_outcomes(subject_type: str, changed: Sequence[tuple[int, int, str]]) ->
             cursor.execute(_SET_OUTCOMES, {"subject_type": subject_type, **_columns(changed)})
 
 
-@transaction.atomic
-def _evaluate_batch(
+@dataclass(slots=True)
+class Decided:
+    """A batch decided: each subject's evaluations and what the rules make of its matches. Only the
+    subject states are written (claimed and locked until the batch commits); nothing else yet."""
+
+    subject_type: str
+    evaluated: list[tuple[Context, list[tuple[RuleVersion, Evaluation]]]]
+    states: dict[tuple[int, int], _Prior]
+    # Matches a higher route or a snooze holds back: (rule id, subject id) → the reason, in words.
+    suppressed: dict[tuple[int, int], str]
+    # Matches that act: neither inhibited by a higher route nor snoozed.
+    acting: list[tuple[int, int]]
+
+
+def decide(
     contexts: list[Context],
     versions: list[RuleVersion],
-    trigger: str,
     now: dt.datetime,
     report: EvaluationReport,
     pairs: dict[int, frozenset[int]] | None = None,
-) -> None:
-    """Evaluate, decide and act on a batch of subjects, every rule on each or, in a bulk run, only the
-    ``pairs`` it left to trace (``{subject id: rule ids}``; the run counted the outcomes)."""
-    from apps.escalations.opening import escalations_fire
-    from apps.escalations.refire import REFIRED, open_escalations, refires_write
-    from apps.escalations.services import escalation_auto_resolve
+) -> Decided:
+    """Evaluate every rule on each context (in a bulk run only the ``pairs`` it left to trace,
+    ``{subject id: rule ids}``), claim the subject states with the outcomes, and say which matches act.
 
+    Pure evaluation and the rules' own decision (route inhibition, snoozes): nothing about what acting
+    means. Call inside the batch's transaction (the states stay locked until it commits)."""
     subject_type = contexts[0].subject_type
     compiled = [(version, *_compiled_for(version)) for version in versions]
     # Outcomes depend on the context alone: evaluate first, then claim the states with them.
@@ -397,9 +318,6 @@ def _evaluate_batch(
             for version, evaluation in evaluations
         },
     )
-    # Which matches act and which a higher route or a snooze suppresses is known before anything is
-    # written: the open escalations the acting ones re-fire are locked first, so that every decision,
-    # matches included, streams into one COPY pointing at its escalation while the batch is evaluated.
     suppressed: dict[tuple[int, int], str] = {}
     acting: list[tuple[int, int]] = []
     for context, evaluations in evaluated:
@@ -419,12 +337,55 @@ def _evaluate_batch(
                 suppressed[key] = f"snoozed until {until:%Y-%m-%d %H:%M %Z} ({state.snooze_reason})"
             else:
                 acting.append(key)
-    open_now = open_escalations(subject_type, acting, lock=True)
     report.suppressed += len(suppressed)
+    return Decided(subject_type, evaluated, states, suppressed, acting)
+
+
+# A match's decision, given the escalation it is filed under when the caller already knows it
+# ((rule id, subject id) → (escalation id, reason shown as ``suppressed``)).
+Links = dict[tuple[int, int], tuple[int, str]]
+
+
+@dataclass(slots=True)
+class Recorded:
+    """The decisions of a batch, stored."""
+
+    # Every match's decision (acting or held back), in evaluation order.
+    matched: list[Decision]
+    # Acting matches without a link: each still needs its escalation (version, context, evaluation, decision).
+    unlinked: list[tuple[RuleVersion, Context, Evaluation, Decision]]
+    # Acting matches the caller linked: (rule id, subject id) → decision.
+    linked: dict[tuple[int, int], Decision]
+    # Per rule whose spec auto-resolves: the subjects it no longer matches.
+    not_matched: dict[int, list[int]]
+    # The matches' audit entries, saying what the decisions said when stored.
+    audit: list[dict[str, Any]]
+
+
+def decisions_record(
+    decided: Decided,
+    *,
+    trigger: str,
+    now: dt.datetime,
+    report: EvaluationReport,
+    links: Links,
+    pairs: dict[int, frozenset[int]] | None = None,
+) -> Recorded:
+    """Store every decision of the batch (one COPY) and the states' changed outcomes.
+
+    A match in ``links`` is filed under that escalation with that reason; the other acting matches come
+    back ``unlinked``. Decision records only: what an escalation does with them is the caller's."""
+    subject_type, evaluated, states, suppressed = (
+        decided.subject_type,
+        decided.evaluated,
+        decided.states,
+        decided.suppressed,
+    )
+    acting = set(decided.acting)
     matched: list[Decision] = []
-    fired: list[tuple[RuleVersion, Context, Evaluation, Decision]] = []
-    refired: list[tuple[Escalation, Decision]] = []
-    resolved: dict[int, list[int]] = defaultdict(list)
+    unlinked: list[tuple[RuleVersion, Context, Evaluation, Decision]] = []
+    linked: dict[tuple[int, int], Decision] = {}
+    not_matched: dict[int, list[int]] = defaultdict(list)
     changed_states: list[tuple[int, int, str]] = []
     outcomes = report.outcomes
     explain = json.JSONEncoder(separators=(",", ":"), default=DjangoJSONEncoder().default).encode
@@ -464,7 +425,7 @@ def _evaluate_batch(
                         if evaluation.outcome == Verdict.NOT_MATCHED and version.spec.get(
                             "auto_resolve", True
                         ):
-                            resolved[version.rule_id].append(context.subject_id)
+                            not_matched[version.rule_id].append(context.subject_id)
                         continue
                     trace = evaluation.to_json()
                     if snapshot is None:
@@ -485,25 +446,20 @@ def _evaluate_batch(
                         suppressed=suppressed.get(key, ""),
                     )
                     decision._state.adding, decision._state.db = False, connection.alias
-                    escalation = open_now.get(key)
-                    if escalation is not None:
-                        decision.escalation, decision.suppressed = escalation, REFIRED
-                        refired.append((escalation, decision))
-                    elif key not in suppressed:
-                        fired.append((version, context, evaluation, decision))  # opens one, below
+                    link = links.get(key)
+                    if link is not None:
+                        decision.escalation_id, decision.suppressed = link
+                        linked[key] = decision
+                    elif key in acting:
+                        unlinked.append((version, context, evaluation, decision))
                     copy.write_row(
                         (pk, version.pk, subject_type, context.subject_id, outcome, trigger, now,
                          snapshot_json, explain(trace), decision.summary, decision.suppressed,
                          decision.escalation_id)
                     )  # fmt: skip
                     matched.append(decision)
-    # The re-fired escalations are refreshed from their decisions, now stored.
-    refires_write(refired, now)
-    report.escalations_refired += len(refired)
-    # The audit chain's lock is held until commit, so the batch appends to it last, after every row
-    # lock it takes (states, open escalations, claims): taking the chain first and then waiting for a
-    # row whose holder waits for the chain is a deadlock. The decisions' entries say what they said
-    # when stored (opening may add a cooldown reason afterwards).
+    _set_outcomes(subject_type, changed_states)
+    # The entries say what the decisions said when stored (acting on them may add a reason afterwards).
     audit = [
         {
             "action": "decision.matched",
@@ -521,17 +477,4 @@ def _evaluate_batch(
         }
         for d in matched
     ]
-    _set_outcomes(subject_type, changed_states)
-    results = escalations_fire(subject_type=subject_type, fired=fired, now=now, audit=audit) if fired else []
-    for result in results:
-        if result == "opened":
-            report.escalations_opened += 1
-        elif result == "refired":
-            report.escalations_refired += 1
-        else:
-            report.suppressed += 1
-    for rule_id, subject_ids in resolved.items():
-        report.auto_resolved += escalation_auto_resolve(
-            rule_id=rule_id, subject_type=subject_type, subject_ids=subject_ids, now=now, audit=audit
-        )
-    audit_record_many(audit, actor="system:rules")
+    return Recorded(matched, unlinked, linked, dict(not_matched), audit)

@@ -6,16 +6,46 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from redis.exceptions import RedisError
 
+from apps.connectors.ratelimit import redis_client
+
 logger = logging.getLogger(__name__)
 
 SUBJECTS = ("change_order", "project", "client", "submittal")
+# The entity keys whose changes reach some subject's facts (crosswalk rows reach them through linking).
+TRIGGER_KEYS = frozenset(
+    {"client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line", "crm_owner"}
+)
+# The Celery tasks evaluating what is marked, registered by the pipeline (apps/orchestration/tasks.py)
+# under these names, which predate it (queued tasks and beat rows carry them). Rules look them up in the
+# app's registry instead of importing the layer above.
+EVALUATE_PENDING_TASK = "apps.rules.tasks.evaluate_pending"
+EVALUATE_RUN_TASK = "apps.rules.tasks.evaluate_run_task"
+
+
+def task(name: str) -> Any:
+    """The registered task ``name``. A process that is not a worker (web, a command, a bench) has not
+    imported the apps' task modules yet: they are imported as a worker would (Celery's autodiscovery)."""
+    if name not in current_app.tasks:
+        current_app.loader.import_default_modules()
+    return current_app.tasks[name]
+
+
+def entities_changed_receive(
+    sender: object, *, changes: dict[str, set[int]], trigger: str, **_: object
+) -> None:
+    """Subscribed to ``apps.entities.changes.entities_changed`` in ``RulesConfig.ready()``."""
+    relevant = {key: ids for key, ids in changes.items() if key in TRIGGER_KEYS and ids}
+    if relevant:
+        on_entities_changed(relevant, trigger=trigger)
 
 
 def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
@@ -84,13 +114,24 @@ _PENDING_INSERT = """
 """
 
 
-def pending_add(subjects: dict[str, set[int]], trigger: str) -> int:
-    """Queue subjects for evaluation (one row per subject, however often it is marked); subjects marked."""
+# Marks that must not override a waiting subject's trigger (data quality's findings follow the change
+# that marked it): a subject already waiting keeps its row as it is.
+_PENDING_INSERT_KEEP = """
+    INSERT INTO rules_pendingevaluation AS p (subject_type, subject_id, trigger, queued_at, attempts)
+    SELECT %s, id, %s, now(), 0 FROM unnest(%s::bigint[]) AS id ORDER BY id
+    ON CONFLICT (subject_type, subject_id) DO NOTHING
+"""
+
+
+def pending_add(subjects: dict[str, set[int]], trigger: str, *, keep: bool = False) -> int:
+    """Queue subjects for evaluation (one row per subject, however often it is marked); subjects marked.
+    ``keep``: a subject already waiting keeps its trigger and claim."""
     marked = 0
+    statement = _PENDING_INSERT_KEEP if keep else _PENDING_INSERT
     with connection.cursor() as cursor:
         for subject_type, ids in sorted(subjects.items()):
             if ids:
-                cursor.execute(_PENDING_INSERT, [subject_type, trigger, sorted(ids)])
+                cursor.execute(statement, [subject_type, trigger, sorted(ids)])
                 marked += len(ids)
     return marked
 
@@ -104,15 +145,13 @@ def flush_soon() -> None:
     The Redis key is only an optimisation against queueing a task per delivery: without Redis a flush is
     queued each time, and the beat sweep flushes whatever a lost task left behind.
     """
-    from apps.rules.tasks import evaluate_pending
-
     window = float(settings.FULCRUM["EVALUATION_COALESCE_SECONDS"])
     try:
         scheduled = _redis().set(_FLUSH_KEY, "1", nx=True, px=int(max(window, 1.0) * 10_000))
     except RedisError:
         scheduled = True
     if scheduled:
-        evaluate_pending.apply_async(countdown=window)
+        task(EVALUATE_PENDING_TASK).apply_async(countdown=window)
 
 
 def flush_scheduled_clear() -> None:
@@ -122,8 +161,6 @@ def flush_scheduled_clear() -> None:
 
 
 def _redis() -> redis.Redis:
-    from apps.connectors.ratelimit import redis_client
-
     return redis_client(settings.CELERY_BROKER_URL)
 
 
@@ -163,18 +200,16 @@ _FAILED = f"""
 _RELEASE = "UPDATE rules_pendingevaluation SET claim = NULL, claimed_until = NULL WHERE claim = %(claim)s"
 
 
-def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
+def pending_flush(*, evaluate: Callable[..., object], limit: int = 5_000) -> dict[str, int]:
     """Evaluate waiting subjects, oldest first, ``limit`` at a time; returns subjects evaluated per type.
 
     Each round claims rows for a lease (``SKIP LOCKED``: two flushes never take the same subject) and
-    evaluates them per subject type in the evaluation's own transactions (so no flush holds locks across
-    evaluation batches), deleting each group's rows once it is evaluated. A group whose evaluation fails
-    is logged and tried again later, backing off, while the other groups go on; a killed worker's claim
-    lapses after ``claim_lease`` (a minute, plus 10 ms a subject). Either way the subjects are evaluated
-    again, never lost.
+    evaluates them per subject type with ``evaluate`` (the pipeline's), in its own transactions (so no
+    flush holds locks across evaluation batches), deleting each group's rows once it is evaluated. A group
+    whose evaluation fails is logged and tried again later, backing off, while the other groups go on; a
+    killed worker's claim lapses after ``claim_lease`` (a minute, plus 10 ms a subject). Either way the
+    subjects are evaluated again, never lost.
     """
-    from apps.rules.evaluation.services import evaluate_subjects
-
     done: dict[str, int] = {}
     while True:
         claim = uuid.uuid4()
@@ -190,7 +225,7 @@ def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
                 group = {**params, "subject_type": subject_type, "ids": sorted(ids)}
                 _run(_RENEW, {**params, "lease": claim_lease(len(ids))})
                 try:
-                    evaluate_subjects(subject_type=subject_type, ids=group["ids"], trigger=trigger)
+                    evaluate(subject_type=subject_type, ids=group["ids"], trigger=trigger)
                 except Exception:
                     logger.exception(
                         "evaluating %d %s subjects failed; they are tried again later", len(ids), subject_type

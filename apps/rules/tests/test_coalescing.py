@@ -19,15 +19,20 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from apps.entities.models import Project
-from apps.rules import tasks
-from apps.rules.evaluation import services, triggers
+from apps.orchestration import pipeline, tasks
+from apps.rules.evaluation import triggers
 from apps.rules.evaluation.services import rules_import
-from apps.rules.evaluation.triggers import on_entities_changed, pending_flush
+from apps.rules.evaluation.triggers import on_entities_changed
 from apps.rules.models import Decision, PendingEvaluation
 from tests.concurrency import run_concurrently
 from tests.factories import ChangeOrderFactory, ProjectFactory
 
 from .test_services import fresh_streams, risky_change_order, rule_yaml
+
+
+def pending_flush(**kwargs: Any) -> dict[str, int]:
+    """The flush with the pipeline's evaluation, looked up at call time (the tests replace it)."""
+    return triggers.pending_flush(evaluate=lambda **kw: pipeline.evaluate_subjects(**kw), **kwargs)
 
 
 @pytest.fixture
@@ -126,7 +131,7 @@ def test_a_failing_group_is_tried_again_later_and_the_others_go_on(
             raise RuntimeError("a rule that cannot be evaluated on this project")
         evaluated.append(subject_type)
 
-    monkeypatch.setattr(services, "evaluate_subjects", evaluate)
+    monkeypatch.setattr(pipeline, "evaluate_subjects", evaluate)
     assert pending_flush() == {"client": 1}  # no exception: the client went on, the project waits
     row = PendingEvaluation.objects.get()
     assert (row.subject_type, row.claim, row.attempts) == ("project", None, 1)
@@ -152,7 +157,7 @@ def test_a_stopping_worker_frees_what_its_flush_still_holds(monkeypatch: pytest.
     def stop(**kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(services, "evaluate_subjects", stop)
+    monkeypatch.setattr(pipeline, "evaluate_subjects", stop)
     with pytest.raises(KeyboardInterrupt):
         pending_flush()
     assert set(PendingEvaluation.objects.values_list("claim", "claimed_until", "attempts")) == {
@@ -175,7 +180,7 @@ def test_a_subject_marked_again_while_it_is_evaluated_stays_queued(
         if len(evaluated) == 1:  # a webhook about the project lands mid-evaluation
             on_entities_changed({"project": {project.pk}}, trigger="webhook")
 
-    monkeypatch.setattr(services, "evaluate_subjects", evaluate)
+    monkeypatch.setattr(pipeline, "evaluate_subjects", evaluate)
     pending_flush()
     row = PendingEvaluation.objects.get(subject_type="project", subject_id=project.pk)
     assert (row.claim, row.trigger) == (None, "webhook")  # released, not deleted; the latest trigger
@@ -197,7 +202,7 @@ def test_a_dead_workers_claim_is_taken_again_when_its_lease_ends(monkeypatch: py
         claimed_until=held,
     )
     evaluated: list[int] = []
-    monkeypatch.setattr(services, "evaluate_subjects", lambda **kw: evaluated.extend(kw["ids"]))
+    monkeypatch.setattr(pipeline, "evaluate_subjects", lambda **kw: evaluated.extend(kw["ids"]))
 
     assert pending_flush() == {}  # another worker holds it
     PendingEvaluation.objects.update(claimed_until=timezone.now() - dt.timedelta(seconds=1))
@@ -223,7 +228,7 @@ def test_a_claim_lasts_a_minute_and_its_group_not_fifteen(
         leases.append(row.claimed_until - timezone.now())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(services, "evaluate_subjects", evaluate)
+    monkeypatch.setattr(pipeline, "evaluate_subjects", evaluate)
     with pytest.raises(KeyboardInterrupt):
         pending_flush()
     [lease] = leases
@@ -245,7 +250,7 @@ def test_two_concurrent_flushes_never_evaluate_one_subject_twice(monkeypatch: py
         with lock:
             seen.extend(ids)
 
-    monkeypatch.setattr(services, "evaluate_subjects", record)
+    monkeypatch.setattr(pipeline, "evaluate_subjects", record)
     errors = run_concurrently(lambda: pending_flush(limit=50), threads=2)
     assert errors == []
     assert sorted(seen) == list(range(1, 401))  # every subject once: none skipped, none twice

@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 
 from apps.audit.models import AuditEntry
 from apps.escalations.models import Escalation
+from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.engine import customfacts as cf
 from apps.rules.engine.evaluator import compile_condition
 from apps.rules.evaluation.custom import CustomFactRefused, custom_fact_save, installed, preview, refresh
 from apps.rules.evaluation.facts import compute_contexts
-from apps.rules.evaluation.services import evaluate_subjects, rules_import
+from apps.rules.evaluation.services import rules_import
 from apps.rules.evaluation.sql import batch_outcomes_many
 from apps.rules.models import CustomFact, CustomFactVersion, Decision
 from apps.rules.tests.test_backtest import fresh_streams

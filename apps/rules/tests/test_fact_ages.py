@@ -16,8 +16,9 @@ from apps.connectors.models import Connection, StreamState
 from apps.connectors.services import connection_import, sync_connection
 from apps.connectors.tests.loopback import record, rest_stream, serve
 from apps.entities.models import Project
+from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.evaluation.facts import ENTITY_STREAMS, compute_contexts, fact_ages, stream_entity
-from apps.rules.evaluation.services import evaluate_subjects, rules_import
+from apps.rules.evaluation.services import rules_import
 from apps.rules.models import Decision
 from tests.factories import ConnectionFactory
 

@@ -10,10 +10,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.escalations.models import Escalation
+from apps.orchestration.pipeline import evaluate_subjects, publish_run_perform
 from apps.rules.authoring.preview import preview_draft
-from apps.rules.authoring.publishing import publish_run_perform, publish_runs_requeue
+from apps.rules.authoring.publishing import publish_runs_requeue
 from apps.rules.engine.ruleset import parse_rules
-from apps.rules.evaluation.services import evaluate_subjects, rule_publish, rules_import
+from apps.rules.evaluation.services import rule_publish, rules_import
 from apps.rules.models import EvaluationRun, Rule, SubjectState
 
 from .test_services import fresh_streams, risky_change_order, rule_yaml
@@ -104,7 +105,7 @@ def test_importing_several_rules_of_one_subject_type_queues_one_run(matches):
 
 
 def test_beat_sends_again_a_run_still_queued_after_a_minute(matches, monkeypatch):
-    from apps.rules import tasks
+    from apps.orchestration import tasks
 
     rules_import(text=rule_yaml(), actor="system:test")
     [run] = publish_runs()

@@ -11,7 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.escalations.models import Escalation
-from apps.rules.evaluation.services import evaluate_subjects, rules_import
+from apps.orchestration.pipeline import evaluate_subjects
+from apps.rules.evaluation.services import rules_import
 from apps.rules.models import Decision, Rule, SubjectState
 
 from .test_services import fresh_streams, risky_change_order, rule_yaml

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandParser
 
-from apps.rules.evaluation.services import evaluate_subjects
+from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.evaluation.triggers import SUBJECTS
 
 
