@@ -55,16 +55,22 @@ def _start_simulator(scale: float, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("simulator did not start")
 
 
-def _sync_all() -> tuple[float, int]:
+def _sync_all(vendors: dict[str, tuple[float, int, int]] | None = None) -> tuple[float, int]:
+    """Sync the three systems; ``vendors`` (if given) gets each one's (seconds, records, API calls)."""
     from apps.connectors.models import Connection
     from apps.connectors.services import sync_connection
 
     started = time.perf_counter()
     seen = 0
     for slug in ("crm", "accounting", "pm"):
+        began, records, calls = time.perf_counter(), 0, 0
         for run in sync_connection(connection=Connection.objects.get(slug=slug)):
             assert run.status == "succeeded", (slug, run.stream, run.status, run.error)
-            seen += int(run.counts.get("seen", 0))
+            records += int(run.counts.get("seen", 0))
+            calls += int(run.counts.get("api_calls", 0))
+        seen += records
+        if vendors is not None:
+            vendors[slug] = (time.perf_counter() - began, records, calls)
     return time.perf_counter() - started, seen
 
 
@@ -118,12 +124,14 @@ def run(scale: float, port: int, *, with_reference: bool, database: str = DB_NAM
     sim = _start_simulator(scale, port)
     try:
         connection_import(data=demo_connections(f"http://127.0.0.1:{port}"), actor="system:bench")
-        full_s, full_n = _sync_all()
+        full_vendors: dict[str, tuple[float, int, int]] = {}
+        incr_vendors: dict[str, tuple[float, int, int]] = {}
+        full_s, full_n = _sync_all(full_vendors)
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         body = b'{"fraction": 0.01, "seed": 3}'
         req = urllib.request.Request(f"http://127.0.0.1:{port}/_sim/mutate", data=body, method="POST")
         urllib.request.urlopen(req, timeout=60)  # noqa: S310
-        incr_s, incr_n = _sync_all()
+        incr_s, incr_n = _sync_all(incr_vendors)
         result = {
             "scale": scale,
             "full_s": full_s,
@@ -132,6 +140,7 @@ def run(scale: float, port: int, *, with_reference: bool, database: str = DB_NAM
             "incr_s": incr_s,
             "incr_records": incr_n,
             "peak_rss_mb": peak_mb,
+            "vendors": {"full": full_vendors, "incr": incr_vendors},
         }
         if with_reference:
             copy_s, copy_n = _copy_reference()
@@ -150,12 +159,18 @@ def main() -> None:
     parser.add_argument("--database", default=DB_NAME, help="the database to drop, create and fill")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--per-vendor", action="store_true", help="only --scale, no COPY reference: each system's figures"
+    )
     args = parser.parse_args()
     if args.child:
         print(repr(run(args.scale, args.port, with_reference=args.reference, database=args.database)))
         return
     results = []
-    for scale, reference in ((args.small_scale, []), (args.scale, ["--reference"])):
+    scales: tuple[tuple[float, list[str]], ...] = ((args.small_scale, []), (args.scale, ["--reference"]))
+    if args.per_vendor:
+        scales = ((args.scale, []),)
+    for scale, reference in scales:
         # Each scale in a fresh process, so peak RSS is that scale's own.
         out = (
             subprocess.run(
@@ -180,6 +195,14 @@ def main() -> None:
             .splitlines()[-1]
         )
         results.append(eval(out, {"__builtins__": {}}))  # noqa: S307 - our own child's repr of a dict
+    if args.per_vendor:
+        [r] = results
+        print(f"scale {r['scale']}: system, sync, seconds, records, records/s, API calls")
+        for label in ("full", "incr"):
+            for slug, (took, records, calls) in r["vendors"][label].items():
+                rate = records / took if took else 0.0
+                print(f"  {slug:10} {label:4} {took:7.2f} s {records:>8,} {rate:9,.0f}/s {calls:>7,} calls")
+        return
     small, big = results
     print(f"machine: {os.cpu_count()} cores; simulator in its own process over loopback")
     for r in results:

@@ -16,6 +16,7 @@ resend the same idempotency key (QuickBooks ``requestid``). A POST that only rea
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import random
@@ -237,7 +238,10 @@ class HttpClient:
                     if not expect_json:
                         return None, response
                     try:
-                        return response.json(), response
+                        # The standard library's parser, not requests' (simplejson when installed, which
+                        # refuses NaN and Infinity): a vendor's NaN is a bad value to quarantine, not a
+                        # page to retry until the run fails.
+                        return json.loads(response.content), response
                     except ValueError:
                         problem = f"HTTP {status} with a body that is not JSON"
                         if not repeatable:  # the write happened; its answer was lost on the way
