@@ -238,9 +238,8 @@ class HttpClient:
                     if not expect_json:
                         return None, response
                     try:
-                        # The standard library's parser, not requests' (simplejson when installed, which
-                        # refuses NaN and Infinity): a vendor's NaN is a bad value to quarantine, not a
-                        # page to retry until the run fails.
+                        # The standard library's reader, not requests' (simplejson when installed, which
+                        # refuses NaN and Infinity, tokens the bad-value quarantine must see).
                         return json.loads(response.content), response
                     except ValueError:
                         problem = f"HTTP {status} with a body that is not JSON"
