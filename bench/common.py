@@ -43,3 +43,25 @@ def fresh_django_database(name: str) -> None:
     started = time.perf_counter()
     call_command("migrate", verbosity=0)
     print(f"database {name}: created and migrated in {time.perf_counter() - started:.1f} s")
+
+
+def load() -> str:
+    """The 1, 5 and 15-minute load averages (``os.getloadavg()``), for a report line."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def say_load(when: str) -> str:
+    """Print and return the load average ``when`` ("before" / "after"), with the machine's core count."""
+    text = f"load average {when}: {load()} ({os.cpu_count()} cores)"
+    print(text, flush=True)
+    return text
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"

@@ -38,5 +38,6 @@ urlpatterns = [
     path("", include("apps.dashboard.urls")),
     path("", include("apps.orchestration.urls")),
     path("", include("apps.escalations.urls")),
+    path("learning/", include("apps.learning.urls")),
     path("webhooks/", include("apps.connectors.urls")),
 ]

@@ -16,6 +16,8 @@ _CONFIG_MODELS += ["escalations.escalationpolicy", "escalations.policylevel", "r
 _CONFIG_MODELS += ["learning.learningsettings", "learning.thresholdsuggestion"]
 # People's own noise settings, which operators adjust for them (an executive drowning in email).
 _CONFIG_MODELS += ["accounts.notificationsettings"]
+# Operator-defined facts (each save is a new version, so "change" never rewrites one).
+_CONFIG_MODELS += ["rules.customfact"]
 _VIEW_ALL = [
     "entities.client",
     "entities.project",
@@ -46,6 +48,7 @@ _VIEW_ALL = [
     *["rules.rulessettings", "rules.shadowrun", "accounts.notificationsettings"],
     *["learning.learningsettings", "learning.shadowsample", "learning.thresholdsuggestion"],
     *["learning.riskmodel", "learning.riskscore", "learning.ruleanalytics"],
+    *["rules.customfact", "rules.customfactversion"],
 ]
 
 

@@ -101,6 +101,13 @@ def flagged_rows(projects: Iterable[Any], *, show_risk: bool) -> SafeString:
         risk = ""
         if show_risk:
             score = '<span class="sub">new</span>' if p.risk is None else _text(floatformat(p.risk, 2))
+            pushed = ", ".join(
+                f"{_text(w['label'])} {_text(w['value'])} {'↑' if w['direction'] == 'up' else '↓'}"
+                for w in getattr(p, "risk_why", ())
+            )
+            if pushed:
+                title = "facts that pushed the learned risk"
+                score += f'<br><span class="sub risk-why" title="{title}">{pushed}</span>'
             risk = f'<td class="num">{score}</td>\n'
         rows.append(
             "<tr>\n"

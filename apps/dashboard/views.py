@@ -15,6 +15,7 @@ from django.shortcuts import redirect, render
 from apps.accounts.roles import ACCOUNT_MANAGERS, ADMINISTRATORS, EXECUTIVES
 from apps.escalations.forms import DashboardFilterForm
 from apps.learning.models import RiskModel
+from apps.learning.ranking import pushes
 
 from . import queries, trends
 
@@ -54,10 +55,10 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html")
 
 
-def risk_weights(top: int = 6) -> list[tuple[str, float]]:
+def risk_weights(top: int = 6, model: RiskModel | None = None) -> list[tuple[str, float]]:
     """The current risk model's largest coefficients (per standard deviation of each fact): what the
     learned ranking weighs, shown beside it as its explanation."""
-    model = RiskModel.objects.order_by("-version").only("version", "coefficients").first()
+    model = model or RiskModel.objects.order_by("-version").only("version", "coefficients").first()
     if model is None:
         return []
     weights = sorted(model.coefficients.items(), key=lambda kv: abs(kv[1]), reverse=True)
@@ -73,6 +74,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     # From the roles already fetched for this request (can_decide_approvals would query again).
     can_decide = bool(queries.roles_of(request.user) & {EXECUTIVES, ADMINISTRATORS})
     trend = trends.cached_trends()
+    weights: list[tuple[str, float]] = []
+    if any(getattr(p, "risk", None) is not None for p in projects):
+        # One read of the model for its weights and for each row's own explanation (from the facts the
+        # page already has): which facts pushed that project up or down.
+        model = RiskModel.objects.order_by("-version").first()
+        weights = risk_weights(model=model) if model else []
+        for p in projects:
+            p.risk_why = pushes(model, getattr(p, "facts", {})) if model else []  # type: ignore[attr-defined]
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -86,9 +95,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "filter_query": query.urlencode(),
             "choices": queries.filter_choices(),
             "can_decide": can_decide,
-            "risk_weights": risk_weights()
-            if any(getattr(p, "risk", None) is not None for p in projects)
-            else [],
+            "risk_weights": weights,
             "approvals": queries.approval_queue(filters) if can_decide else [],
             "approval_limit": queries.APPROVAL_QUEUE_LIMIT,
             "trends": trend,

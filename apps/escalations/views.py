@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 from apps.accounts.roles import ACCOUNT_MANAGERS, can_decide_approvals
 from apps.dashboard import queries
 from apps.dashboard.views import role_required
+from apps.learning.ranking import explain_project
 
 from . import services
 from .forms import EscalationActionForm, StatusFilterForm, dismiss_outcome_choices, resolve_outcome_choices
@@ -70,6 +71,8 @@ def escalation_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "channels": queries.delivery_channels(timeline),
             "actions": actions_for(escalation, can_decide=can_decide),
             # Say why there is no Resolve button rather than leave the person to guess.
+            # The learned ranking's reasons for this project, when a usable model exists.
+            "learned_risk": explain_project(escalation.project_id) if escalation.project_id else None,
             "waits_for_executive": escalation.is_open
             and not can_decide
             and services.awaits_executive_decision(escalation),

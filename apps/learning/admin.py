@@ -8,6 +8,7 @@ managers, administrators) may change the settings and apply or dismiss a suggest
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin, messages
@@ -19,10 +20,14 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from apps.rules.engine.ruleset import RulesFileError
+from apps.rules.engine.wording import written
+from apps.rules.evaluation.backtest import BacktestError
 from apps.rules.models import Rule
 
 from .analytics import Breakdown, rule_analytics, rules_fired_together
-from .models import LearningSettings, RiskModel, RuleAnalytics, ShadowSample, ThresholdSuggestion
+from .backtests import backtest_start, timeline_chart
+from .models import BacktestRun, LearningSettings, RiskModel, RuleAnalytics, ShadowSample, ThresholdSuggestion
 from .services import learning_settings_update
 from .thresholds import SuggestionError, suggestion_apply, suggestion_dismiss
 
@@ -41,8 +46,14 @@ def _hours(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
+def _day(raw: str | None) -> dt.datetime | None:
+    if not raw:
+        return None
+    return dt.datetime.combine(dt.date.fromisoformat(raw), dt.time.min, tzinfo=dt.UTC)
+
+
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
+    return "—" if value is None else written(Decimal(f"{100 * value:.1f}"), kind="percent")
 
 
 FIGURE_ROWS = (
@@ -58,7 +69,7 @@ FIGURE_ROWS = (
 
 
 def _number(value: float | None) -> str:
-    return "—" if value is None else f"{value:g}"
+    return "—" if value is None else written(Decimal(f"{value:g}"))
 
 
 def _points(before: float | None, after: float | None) -> str:
@@ -121,6 +132,8 @@ class RuleAnalyticsAdmin(_RulePermissions, admin.ModelAdmin):
                 "fires": s.fires,
                 "subjects": s.subjects,
                 "repeat_ratio": _pct(s.repeat_ratio),
+                "recall": _pct(s.recall),
+                "recall_note": s.recall_note,
                 "outcomes": sorted(s.outcomes.items()),
                 "summary": _row(s),
                 "by_route": [_row(b) for b in s.by_route],
@@ -145,6 +158,95 @@ class RuleAnalyticsAdmin(_RulePermissions, admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/learning/analytics.html", context)
 
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("backtest/", view(self.backtest_view), name="learning_backtest"),
+            path("backtest/<int:run_id>/", view(self.backtest_run_view), name="learning_backtest_run"),
+            *super().get_urls(),
+        ]
+
+    def _backtest_context(self, request: HttpRequest, **extra: Any) -> dict[str, Any]:
+        figures = extra.get("figures")
+        if figures:
+            p, n = figures["precision"]
+            lp, ln = figures["live_precision"]
+            extra.update(
+                chart=timeline_chart(figures),
+                precision=f"{_pct(p / (p + n) if p + n else None)} ({p} of {p + n})",
+                live_precision=f"{_pct(lp / (lp + ln) if lp + ln else None)} ({lp} of {lp + ln})",
+                recall=_pct(figures["recall"]),
+                live_recall=_pct(figures["live_recall"]),
+                examples=[
+                    (
+                        sid,
+                        at[:16].replace("T", " "),
+                        [(name, written(v, name)) for name, v in sorted(values.items())],
+                    )
+                    for sid, at, values in figures["examples"]
+                ],
+                outcomes=sorted(figures["outcomes"].items()),
+            )
+        return {
+            **self.admin_site.each_context(request),
+            "title": "Backtest",
+            "opts": self.model._meta,
+            "rules": list(Rule.objects.order_by("key").values_list("key", flat=True)),
+            **extra,
+        }
+
+    def backtest_view(self, request: HttpRequest) -> HttpResponse:
+        """A rule (live) or its draft over a period: inline when small, on a worker when large."""
+        if not self.has_view_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        key = request.GET.get("rule")
+        context = self._backtest_context(
+            request,
+            rule_key=key or "",
+            use_draft=request.GET.get("what") == "draft",
+            since=request.GET.get("since", ""),
+            until=request.GET.get("until", ""),
+        )
+        if not key:
+            return TemplateResponse(request, "admin/learning/backtest.html", context)
+        rule = Rule.objects.select_related("live_version").filter(key=key).first()
+        if rule is None:
+            messages.error(request, f"No rule {key!r}.")
+            return TemplateResponse(request, "admin/learning/backtest.html", context, status=404)
+        try:
+            since = _day(request.GET.get("since"))
+            until = _day(request.GET.get("until"))
+            figures, run = backtest_start(
+                rule=rule, use_draft=context["use_draft"], since=since, until=until, actor=request.user
+            )
+        except (ValueError, BacktestError, RulesFileError) as exc:
+            messages.error(request, f"The backtest cannot run: {exc}")
+            return TemplateResponse(request, "admin/learning/backtest.html", context, status=400)
+        if run is not None:
+            return HttpResponseRedirect(reverse("admin:learning_backtest_run", args=[run.pk]))
+        context = self._backtest_context(request, **{**context, "figures": figures})
+        return TemplateResponse(request, "admin/learning/backtest.html", context)
+
+    def backtest_run_view(self, request: HttpRequest, run_id: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        run = BacktestRun.objects.filter(pk=run_id).first()
+        if run is None:
+            return TemplateResponse(
+                request, "admin/learning/backtest.html", self._backtest_context(request), status=404
+            )
+        context = self._backtest_context(
+            request,
+            run=run,
+            rule_key=run.rule_key,
+            use_draft=run.use_draft,
+            since=f"{run.since:%Y-%m-%d}" if run.since else "",
+            until=f"{run.until:%Y-%m-%d}" if run.until else "",
+            figures=run.result,
+            percent=round(100 * run.progress / run.expected) if run.expected else 0,
+        )
+        return TemplateResponse(request, "admin/learning/backtest.html", context)
+
 
 @admin.register(ThresholdSuggestion)
 class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
@@ -157,6 +259,7 @@ class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
         "expected_cost",
         "newly_matching",
         "no_longer_matching",
+        "held_out",
         "status",
         "created_at",
     )
@@ -164,7 +267,7 @@ class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
     list_select_related = ("rule", "rule_version")
     search_fields = ("rule__key", "fact")
     actions = ("apply_selected", "dismiss_selected")
-    readonly_fields = ["figures", *(f.name for f in ThresholdSuggestion._meta.fields)]
+    readonly_fields = ["figures", "held_out", *(f.name for f in ThresholdSuggestion._meta.fields)]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return request.user.has_perm(CHANGE_RULES)
@@ -202,6 +305,31 @@ class ThresholdSuggestionAdmin(_RulePermissions, admin.ModelAdmin):
             obj.current_value,
             obj.proposed_value,
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="learned on → judged on (held out)")
+    def held_out(self, obj: ThresholdSuggestion) -> str:
+        """Both periods of the time split, each with the current and the proposed threshold's figures."""
+        v = obj.validation or {}
+        rows = []
+        for name, label in (("learn", "learned on"), ("holdout", "held out")):
+            period = v.get(name) or {}
+            cur, new = period.get("current") or {}, period.get("proposed") or {}
+            first, last = (period.get("from") or "")[:10], (period.get("to") or "")[:10]
+            span = f"{first} – {last} ({period.get('cases')} cases)"
+            rows.append(
+                (
+                    label,
+                    span,
+                    f"{_pct(cur.get('false_alarm_ratio'))} → {_pct(new.get('false_alarm_ratio'))}",
+                    f"{_number(cur.get('caught'))} → {_number(new.get('caught'))}",
+                )
+            )
+        return format_html(
+            "<table><tr><th></th><th>period</th><th>false-alarm ratio</th><th>true escalations kept</th>"
+            "</tr>{}</table><p>{}</p>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+            v.get("reason", "validated before the time split existed"),
         )
 
     @admin.display(description="condition")

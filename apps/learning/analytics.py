@@ -16,6 +16,11 @@ Definitions (the same labels as ``apps.rules.evaluation.backtest``, so analytics
   opened_at`` for escalations a person closed (auto-resolved ones measure the data, not the people).
   Both as p50/p90 (``percentile_cont``), in seconds — means mislead on long-tailed times.
 * **fire together**: two rules whose escalations opened on the same subject within the window.
+* **recall**: positive / (positive + misses), where the misses are the reported misses about the rule
+  (or about any rule of its subject type) dated while this version was live, plus the shadow samples
+  (weighted) that this rule escalated and someone acted on within the horizon. With neither, recall
+  cannot be estimated — every label comes from a subject the rule already flagged — and is ``None``
+  with ``recall_note`` saying so.
 
 Breakdowns by route and by account manager (the client's CRM owner) come from the same query with
 ``GROUPING SETS``.
@@ -88,14 +93,38 @@ class VersionStats(Breakdown):
     outcomes: dict[str, int] = field(default_factory=dict)
     by_route: list[Breakdown] = field(default_factory=list)
     by_account_manager: list[Breakdown] = field(default_factory=list)
+    misses_reported: int = 0
+    shadow_missed: float = 0.0
+    misses_visible: bool = False  # any reported miss or labelled shadow sample of the subject type
 
     @property
     def repeat_ratio(self) -> float | None:
         return (self.fires - self.subjects) / self.fires if self.fires else None
 
+    @property
+    def recall(self) -> float | None:
+        known = self.positive + self.misses_reported + self.shadow_missed
+        return self.positive / known if self.misses_visible and known else None
+
+    @property
+    def recall_note(self) -> str:
+        if not self.misses_visible:
+            return (
+                "cannot be estimated: no misses reported and no labelled shadow samples, so every label "
+                "comes from a subject this rule already flagged"
+            )
+        if self.recall is None:
+            return "cannot be estimated: no true escalations or misses in this period"
+        return (
+            f"{self.positive} caught of {self.positive} + {self.misses_reported} reported misses"
+            f" + {self.shadow_missed:g} estimated from shadow samples"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         data = super().as_dict()
         data.update(
+            recall=self.recall,
+            recall_note=self.recall_note,
             repeat_ratio=self.repeat_ratio,
             by_route=[b.as_dict() for b in self.by_route],
             by_account_manager=[b.as_dict() for b in self.by_account_manager],
@@ -152,8 +181,32 @@ WHERE e.outcome <> '' {where}
 GROUP BY e.rule_version_id, e.outcome
 """
 
+# Misses attributed to the version live when they happened (the newest published at or before).
+_MISSES_SQL = """
+SELECT v.id, COUNT(*)
+FROM learning_reportedmiss m
+JOIN rules_rule r ON r.subject_type = m.subject_type AND (m.rule_id IS NULL OR m.rule_id = r.id)
+JOIN LATERAL (SELECT v.id FROM rules_ruleversion v
+              WHERE v.rule_id = r.id AND v.published_at <= m.missed_at
+              ORDER BY v.published_at DESC LIMIT 1) v ON TRUE
+WHERE v.id = ANY(%(ids)s) {where}
+GROUP BY v.id
+"""
+
+_SHADOW_MISSED_SQL = """
+SELECT e.rule_version_id, SUM(s.weight)
+FROM learning_shadowsample s JOIN escalations_escalation e ON e.id = s.escalation_id
+WHERE s.positive AND e.rule_version_id = ANY(%(ids)s) {where}
+GROUP BY e.rule_version_id
+"""
+
+_VISIBLE_SQL = """
+SELECT subject_type FROM learning_reportedmiss {where_m}
+UNION SELECT subject_type FROM learning_shadowsample WHERE positive IS NOT NULL {where_s}
+"""
+
 _VERSIONS_SQL = """
-SELECT v.id, r.key, v.number FROM rules_ruleversion v JOIN rules_rule r ON r.id = v.rule_id
+SELECT v.id, r.key, v.number, r.subject_type FROM rules_ruleversion v JOIN rules_rule r ON r.id = v.rule_id
 WHERE v.id = ANY(%(ids)s)
 """
 
@@ -196,7 +249,7 @@ def _timing(n: int, p50: float | None, p90: float | None) -> Timing:
 def rule_analytics(*, rule_key: str | None = None, since: dt.datetime | None = None) -> list[VersionStats]:
     """Analytics of every rule version that fired or escalated (of ``rule_key`` only, if given).
 
-    Four aggregate queries whatever the number of versions, escalations or account managers.
+    Seven aggregate queries whatever the number of versions, escalations or account managers.
     """
     stats: dict[int, VersionStats] = {}
 
@@ -241,11 +294,32 @@ def rule_analytics(*, rule_key: str | None = None, since: dt.datetime | None = N
 
         if not stats:
             return []
-        cursor.execute(_VERSIONS_SQL, {"ids": list(stats)})
-        for version_id, key, number in cursor.fetchall():
+        ids = {"ids": list(stats), "since": since}
+        cursor.execute(_VERSIONS_SQL, ids)
+        subject_types: dict[int, str] = {}
+        for version_id, key, number, subject_type in cursor.fetchall():
             entry = stats[version_id]
             entry.rule_key, entry.version = key, number
             entry.key, entry.label = f"{key} v{number}", f"{key} v{number}"
+            subject_types[version_id] = subject_type
+        cursor.execute(_MISSES_SQL.format(where=" AND m.missed_at >= %(since)s" if since else ""), ids)
+        for version_id, count in cursor.fetchall():
+            stats[version_id].misses_reported = count
+        cursor.execute(
+            _SHADOW_MISSED_SQL.format(where=" AND s.sampled_at >= %(since)s" if since else ""), ids
+        )
+        for version_id, weight in cursor.fetchall():
+            stats[version_id].shadow_missed = float(weight or 0)
+        cursor.execute(
+            _VISIBLE_SQL.format(
+                where_m="WHERE missed_at >= %(since)s" if since else "",
+                where_s="AND sampled_at >= %(since)s" if since else "",
+            ),
+            ids,
+        )
+        visible = {row[0] for row in cursor.fetchall()}
+        for version_id, subject_type in subject_types.items():
+            stats[version_id].misses_visible = subject_type in visible
     for entry in stats.values():
         entry.by_route.sort(key=lambda b: b.key)
         entry.by_account_manager.sort(key=lambda b: b.label)

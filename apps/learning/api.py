@@ -9,20 +9,25 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils.dateparse import parse_date
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework import status as http
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.rules.models import Rule
+from apps.rules.models import Rule, SubjectType
 
 from .analytics import rule_analytics, rules_fired_together
-from .models import LearningSettings, RiskModel, ThresholdSuggestion
+from .misses import can_report, miss_report
+from .models import LearningSettings, ReportedMiss, RiskModel, ThresholdSuggestion
 from .ranking import current_model
 
 
@@ -190,3 +195,82 @@ class RiskModelView(APIView):
             "model": RiskModelSerializer(model).data if model else None,
         }
         return Response(data)
+
+
+class Conflict(APIException):
+    status_code = 409
+    default_detail = "The request contradicts itself or the data."
+    default_code = "conflict"
+
+
+class MissSerializer(serializers.ModelSerializer):
+    rule = serializers.CharField(
+        source="rule.key", required=False, allow_null=True, help_text="a rule key (404 if unknown)"
+    )
+    # The rules' own subject types, so the schema shares one enum with the rest of the API.
+    subject_type = serializers.ChoiceField(choices=SubjectType.choices)
+    missed_at = serializers.DateTimeField(required=False, help_text="Default: now")
+    reported_by = serializers.CharField(source="reported_by.username", read_only=True, default=None)
+
+    class Meta:
+        model = ReportedMiss
+        fields = [
+            "id", "subject_type", "subject_id", "subject_label", "rule", "outcome", "note", "missed_at",
+            "facts", "facts_from", "reported_at", "reported_by",
+        ]  # fmt: skip
+        read_only_fields = ["subject_label", "facts", "facts_from", "reported_at"]
+
+
+class CanReportMisses(BasePermission):
+    message = "Your account may not report misses."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.is_authenticated and can_report(request.user))
+
+
+class MissListCreateView(ListAPIView[ReportedMiss]):
+    """Reported misses (GET; an account manager sees the ones they reported) and report one (POST).
+
+    A miss is a subject that should have been escalated, with what was done about it; it is judged on
+    the subject's stored facts as of ``missed_at``. Account managers may report only on their own
+    clients' subjects (403 otherwise).
+    """
+
+    permission_classes = [CanReportMisses]
+    serializer_class = MissSerializer
+
+    def get_queryset(self) -> Any:
+        from apps.accounts.roles import ADMINISTRATORS, EXECUTIVES, OPERATIONS, in_role
+
+        qs = ReportedMiss.objects.select_related("rule", "reported_by")
+        if not in_role(self.request.user, OPERATIONS, EXECUTIVES, ADMINISTRATORS):
+            qs = qs.filter(reported_by_id=self.request.user.pk)
+        return qs
+
+    @extend_schema(request=MissSerializer, responses={201: MissSerializer, 404: None, 409: None})
+    def post(self, request: Request) -> Response:
+        serializer = MissSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        key = (data.get("rule") or {}).get("key")
+        rule = Rule.objects.filter(key=key).first() if key else None
+        if key and rule is None:
+            raise NotFound(f"no rule {key!r}")
+        try:
+            miss = miss_report(
+                subject_type=data["subject_type"],
+                subject_id=data["subject_id"],
+                outcome=data["outcome"],
+                missed_at=data.get("missed_at"),
+                rule=rule,
+                note=data.get("note", ""),
+                actor=request.user,
+            )
+        except ObjectDoesNotExist as exc:
+            raise NotFound(str(exc)) from exc
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except DjangoValidationError as exc:
+            # The fields are each valid; together they contradict (a future day, a rule of another type).
+            raise Conflict(exc.messages) from exc
+        return Response(MissSerializer(miss).data, status=http.HTTP_201_CREATED)

@@ -40,6 +40,15 @@ class LearningSettings(models.Model):
     max_candidates = models.PositiveIntegerField(
         default=200, help_text="Candidate thresholds tried per numeric condition"
     )
+    holdout_fraction = models.DecimalField(
+        max_digits=3,
+        decimal_places=2,
+        default=Decimal("0.30"),
+        help_text="The latest share of labelled cases held out to validate a suggestion (a time split)",
+    )
+    min_holdout_labels = models.PositiveIntegerField(
+        default=20, help_text="Labelled cases the held-out period needs before any suggestion is offered"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -117,6 +126,11 @@ class ThresholdSuggestion(models.Model):
     shadow_rows = models.PositiveIntegerField(default=0, help_text="Labelled shadow samples used")
     miss_cost = models.DecimalField(max_digits=10, decimal_places=2)
     false_alarm_cost = models.DecimalField(max_digits=10, decimal_places=2)
+    validation = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The time split: learning and held-out periods, each with current and proposed figures",
+    )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField()
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -138,6 +152,80 @@ class ThresholdSuggestion(models.Model):
     @property
     def cost_delta(self) -> float:
         return float(self.proposed["expected_cost"]) - float(self.current["expected_cost"])
+
+
+class ReportedMiss(models.Model):
+    """A subject a person says should have been escalated, with what was done about it.
+
+    ``facts`` are the subject's stored facts as of ``missed_at`` (the newest stored decision context at
+    or before it; computed now when none is stored), so that a miss is judged on the facts of its time
+    like every other label. ``rule`` is optional: without it the miss counts for every rule of the
+    subject type.
+    """
+
+    class Outcome(models.TextChoices):
+        ACTIONED = "actioned"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    subject_type = models.CharField(max_length=20)
+    subject_id = models.BigIntegerField()
+    subject_label = models.CharField(max_length=300)
+    rule = models.ForeignKey(
+        "rules.Rule", null=True, blank=True, on_delete=models.SET_NULL, related_name="reported_misses"
+    )
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    note = models.TextField(blank=True)
+    missed_at = models.DateTimeField(help_text="When it should have been escalated")
+    facts = models.JSONField(help_text="{fact: {value, age_s}} as of missed_at")
+    facts_from = models.CharField(max_length=40, help_text="Where the facts came from")
+    reported_at = models.DateTimeField()
+    reported_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-reported_at", "-id"]
+        indexes = [models.Index(fields=["subject_type", "missed_at"])]
+
+    def __str__(self) -> str:
+        return f"missed {self.subject_label} ({self.outcome})"
+
+
+class BacktestRun(models.Model):
+    """A backtest started from admin over a period too large to run inside the request.
+
+    A worker replays it (``apps.learning.tasks.run_backtest``), writing ``progress`` (contexts replayed)
+    as it goes and the figures into ``result`` when done; the admin page reloads until then.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    rule_key = models.CharField(max_length=100)
+    use_draft = models.BooleanField(default=False, help_text="Replay the rule's draft instead of live")
+    draft = models.JSONField(null=True, blank=True, help_text="The draft as it was when started")
+    since = models.DateTimeField(null=True, blank=True)
+    until = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    expected = models.PositiveIntegerField(default=0, help_text="Stored contexts in the period")
+    progress = models.PositiveIntegerField(default=0, help_text="Contexts replayed so far")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"backtest {self.rule_key} ({self.status})"
 
 
 class RiskModel(models.Model):

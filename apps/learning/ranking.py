@@ -16,6 +16,7 @@ severity.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -86,16 +87,69 @@ def labelled_count() -> int:
     return Escalation.objects.filter(outcome__in=POSITIVE + NEGATIVE).count()
 
 
-def training_rows() -> tuple[list[dict[str, float | None]], list[int]]:
-    """(feature values, labels) of every labelled escalation, from its frozen evidence."""
-    rows = Escalation.objects.filter(outcome__in=POSITIVE + NEGATIVE).values_list(
-        "evidence__facts", "outcome"
+def training_rows(
+    *, dated: list[dt.datetime] | None = None
+) -> tuple[list[dict[str, float | None]], list[int]]:
+    """(feature values, labels) of every labelled escalation, oldest first, from the facts it was opened
+    on (``opened_evidence``; its frozen ``evidence`` when that is empty). ``dated`` receives each row's
+    opening time, for the time split."""
+    rows = (
+        Escalation.objects.filter(outcome__in=POSITIVE + NEGATIVE)
+        .order_by("opened_at", "id")
+        .values_list("opened_evidence", "evidence", "outcome", "opened_at")
     )
     features, labels = [], []
-    for facts, outcome in rows.iterator(chunk_size=2000):
+    for opened, current, outcome, opened_at in rows.iterator(chunk_size=2000):
+        facts = (opened or {}).get("facts") if isinstance(opened, dict) else None
+        if not facts and isinstance(current, dict):
+            facts = current.get("facts")
         features.append(_snapshot_values(facts))
         labels.append(1 if outcome in POSITIVE else 0)
+        if dated is not None:
+            dated.append(opened_at)
     return features, labels
+
+
+HOLDOUT: Final = 0.3
+CALIBRATION_BINS: Final = 5
+
+
+def _held_out(x: Any, y: Any, dated: list[dt.datetime]) -> dict[str, Any]:
+    """Fit on the earlier 70% of the labels, judge on the later 30%: AUC and calibration (a time split)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    cut = int(len(y) * (1 - HOLDOUT))
+    out: dict[str, Any] = {
+        "split": {
+            "train_n": cut,
+            "holdout_n": len(y) - cut,
+            "cutoff": dated[cut].isoformat() if 0 < cut < len(dated) else None,
+        }
+    }
+    if cut < 2 or len(set(y[:cut].tolist())) < 2 or len(set(y[cut:].tolist())) < 2:
+        out["holdout_note"] = "the held-out period needs both outcomes to be judged"
+        return out
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(x[:cut], y[:cut])
+    predicted = model.predict_proba(x[cut:])[:, 1]
+    out["holdout_auc"] = float(roc_auc_score(y[cut:], predicted))
+    bins = []
+    edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
+    for low, high in itertools.pairwise(edges):
+        inside = (predicted >= low) & ((predicted < high) if high < 1 else (predicted <= high))
+        if inside.any():
+            bins.append(
+                {
+                    "from": float(low),
+                    "to": float(high),
+                    "n": int(inside.sum()),
+                    "predicted": float(predicted[inside].mean()),
+                    "observed": float(y[cut:][inside].mean()),
+                }
+            )
+    out["calibration"] = bins
+    return out
 
 
 def _design(
@@ -122,7 +176,8 @@ def risk_model_train(*, actor: Actor = "system:learning", force: bool = False) -
     from sklearn.model_selection import cross_val_score
 
     settings = LearningSettings.load()
-    rows, labels = training_rows()
+    dated: list[dt.datetime] = []
+    rows, labels = training_rows(dated=dated)
     if (len(rows) < settings.min_labels_for_ranking and not force) or len(set(labels)) < 2:
         return None
     means: dict[str, float] = {}
@@ -148,6 +203,7 @@ def risk_model_train(*, actor: Actor = "system:learning", force: bool = False) -
         "train_auc": float(roc_auc_score(y, model.predict_proba(x)[:, 1])),
         "positive_rate": float(y.mean()),
     }
+    metrics.update(_held_out(x, y, dated))
     folds = min(5, int(np.bincount(y).min()))
     if folds >= 2:
         metrics["cv_auc"] = float(
@@ -205,6 +261,38 @@ def contributions(model: RiskModel, values: Mapping[str, float | None]) -> list[
             out.append(
                 Contribution(indicator, True, model.coefficients[indicator], model.coefficients[indicator])
             )
+    return out
+
+
+def pushes(model: RiskModel, snapshot: object, *, top: int = 3) -> list[dict[str, Any]]:
+    """The facts that pushed a project's learned risk up or down the most, in words, from its facts
+    snapshot (``{fact: {value, ...}}``): no query, so a page of projects costs nothing more."""
+    from apps.rules.engine.wording import shape_of, written
+
+    values = _snapshot_values(snapshot)
+    raw = snapshot if isinstance(snapshot, Mapping) else {}
+    parts = sorted(contributions(model, values), key=lambda c: abs(c.contribution), reverse=True)
+    out = []
+    for c in parts[:top]:
+        if abs(c.contribution) < 1e-9:
+            continue
+        name = c.feature.removesuffix(MISSING)
+        label = shape_of(name).label or name
+        entry = raw.get(name)
+        shown = (
+            "no value"
+            if c.feature.endswith(MISSING)
+            else written(entry.get("value") if isinstance(entry, Mapping) else c.value, name)
+        )
+        out.append(
+            {
+                "fact": name,
+                "label": label,
+                "value": shown,
+                "direction": "up" if c.contribution > 0 else "down",
+                "contribution": c.contribution,
+            }
+        )
     return out
 
 
@@ -277,3 +365,18 @@ def risk_scores_refresh(*, now: dt.datetime | None = None) -> int:
         update_fields=["risk_model", "score", "scored_at"],
     )
     return len(values)
+
+
+def explain_project(project_id: int, *, top: int = 3) -> dict[str, Any] | None:
+    """The learned score of one project and the facts that pushed it, in words (None: no usable model)."""
+    model = current_model()
+    if model is None:
+        return None
+    for context in compute_contexts("project", [project_id]):
+        snapshot = context.snapshot()
+        return {
+            "model_version": model.version,
+            "score": score(model, _snapshot_values(snapshot)),
+            "pushes": pushes(model, snapshot, top=top),
+        }
+    return None

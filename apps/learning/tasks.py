@@ -47,3 +47,11 @@ def rescore_projects() -> str:
 def prune_decisions() -> str:
     """Retention: null old decision payloads in batches (idempotent)."""
     return f"{decisions_prune()} decisions pruned"
+
+
+@shared_task(ignore_result=True, soft_time_limit=3600, acks_late=True)
+def run_backtest(run_id: int) -> str:
+    """A backtest from admin too large for the request; only a queued run starts (safe to repeat)."""
+    from .backtests import backtest_run_execute
+
+    return backtest_run_execute(run_id=run_id)

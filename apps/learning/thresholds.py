@@ -1,22 +1,20 @@
-"""Threshold suggestions: sweep each numeric condition of a live rule over stored decision contexts.
+"""Threshold suggestions: sweep each numeric condition of a live rule over the labelled cases.
 
 For every ``gt`` / ``gte`` / ``lt`` / ``lte`` condition on a money, percent or integer fact, candidate
 thresholds (the distinct observed values of the fact, or quantiles of them when there are more than
 ``max_candidates``) replace the condition's value, the others held as they are, and the *same
-evaluator* replays the candidate over the same data a backtest reads (``apps.rules.evaluation.backtest``: the
-newest stored context per subject, this rule's labelled outcomes). So the figures of a suggestion are
-the backtest's figures for the suggested version.
+evaluator* replays the candidate over the cases of ``apps.learning.cases``: each labelled escalation
+with the facts it was decided on, each reported miss and each settled shadow sample with the facts of
+its time. Never a subject's newest context: facts that changed after an outcome do not move a
+suggestion (ANCHORS, Audit and learning 6).
 
-Expected cost = miss cost × misses + false-alarm cost × false alarms, where
-
-* false alarms are labelled negatives the candidate still matches, plus labelled-negative shadow
-  samples it would match (weighted: one sample stands for ``weight`` unflagged subjects);
-* misses are labelled positives the candidate no longer matches, plus labelled-positive shadow samples
-  (unflagged subjects that escalated and were acted on within the horizon) it does not match.
-
-Only labels that have settled count: closed escalations, and shadow samples past their horizon (or
-already positive). A suggestion is made only when the best candidate is strictly cheaper than the
-current threshold. Applying one writes the rule's draft; a person publishes it.
+The cases are split in time. The sweep learns on the earlier part; expected cost = miss cost × misses
++ false-alarm cost × false alarms (a shadow sample weighs ``weight``). The cheapest candidate is then
+judged on the later, held-out part: it is offered only when there it lowers the false-alarm ratio while
+keeping at least 95% of the true escalations the current threshold catches (SPEC "Outcomes"). A
+suggestion shows both periods' figures. Applying one writes the rule's draft; a person publishes it.
+Misses (reported or from shadow samples) are positives the current threshold does not catch, which is
+what makes a looser threshold cheaper.
 """
 
 from __future__ import annotations
@@ -37,10 +35,10 @@ from apps.rules.engine.catalogue import FACTS, FactType
 from apps.rules.engine.durations import parse_duration
 from apps.rules.engine.evaluator import CompiledCondition, Verdict, compile_condition
 from apps.rules.engine.ruleset import rule_from_dict
-from apps.rules.evaluation.backtest import context_from_snapshot, labels, stored_contexts
 from apps.rules.models import Rule, RuleVersion
 
-from .models import LearningSettings, ShadowSample, ThresholdSuggestion
+from .cases import SHADOW, Case, Split, Tally, passes_holdout, rule_cases, tally, time_split
+from .models import LearningSettings, ThresholdSuggestion
 
 SWEPT_OPS: Final = ("gt", "gte", "lt", "lte")
 SWEPT_TYPES: Final = (FactType.MONEY, FactType.PERCENT, FactType.INT)
@@ -86,17 +84,8 @@ class Figures:
 
 
 @dataclass
-class _Row:
-    subject_id: int
-    values: dict[str, object]
-    ages: dict[str, Any]
-    label: bool | None
-    weight: float = 1.0
-
-
-@dataclass
 class Sweep:
-    """The result of sweeping one condition: every candidate's figures and the best one."""
+    """The result of sweeping one condition: every candidate's figures, the best, and its validation."""
 
     path: str
     fact: str
@@ -108,6 +97,39 @@ class Sweep:
     no_longer_matching: int
     replayed: int
     shadow_rows: int
+    split: Split | None = None
+    holdout_current: Tally | None = None
+    holdout_best: Tally | None = None
+    learn_current: Tally | None = None
+    learn_best: Tally | None = None
+    passed: bool = False
+    reason: str = ""
+
+    @property
+    def cheaper(self) -> bool:
+        cheaper = self.best.expected_cost < self.current.expected_cost
+        return cheaper and self.best.threshold != self.current.threshold
+
+    @property
+    def offered(self) -> bool:
+        return self.cheaper and self.passed
+
+    def validation(self) -> dict[str, Any]:
+        split = self.split
+        return {
+            "learn": {
+                **(split.period("learn") if split else {}),
+                "current": self.learn_current.as_json() if self.learn_current else None,
+                "proposed": self.learn_best.as_json() if self.learn_best else None,
+            },
+            "holdout": {
+                **(split.period("holdout") if split else {}),
+                "current": self.holdout_current.as_json() if self.holdout_current else None,
+                "proposed": self.holdout_best.as_json() if self.holdout_best else None,
+            },
+            "passed": self.passed,
+            "reason": self.reason,
+        }
 
 
 # --- the tree --------------------------------------------------------------------------------------------
@@ -158,24 +180,6 @@ def sweepable(condition: CompiledCondition) -> list[tuple[str, str, str, Any]]:
 # --- the data --------------------------------------------------------------------------------------------
 
 
-def _rows(key: str, subject_type: str) -> tuple[list[_Row], list[_Row]]:
-    """(stored contexts with this rule's labels, settled shadow samples) for ``subject_type``."""
-    known = labels(key, subject_type)
-    stored = []
-    for subject_id, snapshot in stored_contexts(subject_type):
-        values, ages = context_from_snapshot(snapshot)
-        stored.append(_Row(subject_id, values, ages, known.get(subject_id)))
-    shadow = []
-    samples = ShadowSample.objects.filter(subject_type=subject_type, positive__isnull=False).values_list(
-        "subject_id", "facts", "positive", "weight"
-    )
-    for subject_id, snapshot, positive, weight in samples.iterator(chunk_size=2000):
-        values, ages = context_from_snapshot(snapshot)
-        # Shadow facts are judged as fresh: they were computed for the sample, not synced late.
-        shadow.append(_Row(subject_id, values, dict.fromkeys(ages, 0.0), positive, weight))
-    return stored, shadow
-
-
 def _decimal(raw: object) -> Decimal | None:
     if raw is None or isinstance(raw, bool):
         return None
@@ -204,7 +208,7 @@ def candidate_values(
     return values
 
 
-def _flags(condition: CompiledCondition, max_age: dt.timedelta | None, rows: list[_Row]) -> Any:
+def _flags(condition: CompiledCondition, max_age: dt.timedelta | None, rows: list[Case]) -> Any:
     import numpy as np
 
     matched = Verdict.MATCHED
@@ -226,13 +230,18 @@ def _leaf_true(op: str, values: Any, threshold: float) -> Any:
     return values >= threshold
 
 
-def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = None) -> list[Sweep]:
+def sweep_version(
+    version: RuleVersion,
+    *,
+    settings: LearningSettings | None = None,
+    cases: list[Case] | None = None,
+) -> list[Sweep]:
     """Sweep every movable condition of ``version`` (each with the others held at their values).
 
-    The evaluator runs three times per context, not once per candidate: with the rule as it is, with
+    The evaluator runs three times per case, not once per candidate: with the rule as it is, with
     the condition forced true (its threshold beyond every observed value) and forced false. A candidate
-    threshold only decides which of the last two outcomes a context gets, so every candidate is then a
-    vector comparison. A context whose condition is unknown (no value, stale) or an error gets the same
+    threshold only decides which of the last two outcomes a case gets, so every candidate is then a
+    vector comparison. A case whose condition is unknown (no value, stale) or an error gets the same
     outcome from both, whatever the threshold — as the evaluator would give it.
     """
     import numpy as np
@@ -244,24 +253,31 @@ def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = N
     condition = compile_condition(tree, subject_type)
     raw_age = spec.get("max_fact_age")
     max_age = parse_duration(raw_age) if raw_age else None
-    stored, shadow = _rows(version.rule.key, subject_type)
-    rows = stored + shadow
-    if not rows:
+    if cases is None:
+        cases = rule_cases(version.rule.key, subject_type)
+    split = time_split(cases, settings.holdout_fraction)
+    rows = split.learn + split.holdout
+    if not split.learn:
         return []
     miss_cost, fa_cost = float(settings.miss_cost), float(settings.false_alarm_cost)
-    is_stored = np.arange(len(rows)) < len(stored)
-    positive = np.array([r.label is True for r in rows])
-    negative = np.array([r.label is False for r in rows])
+    learning = np.arange(len(rows)) < len(split.learn)
+    is_shadow = np.array([r.source == SHADOW for r in rows])
+    is_stored = learning & ~is_shadow
+    shadow_rows = learning & is_shadow
+    positive = np.array([r.positive for r in rows])
+    negative = ~positive
     weight = np.array([r.weight for r in rows])
     current_flags = _flags(condition, max_age, rows)
+    enough = len(split.holdout) >= settings.min_holdout_labels
     sweeps = []
     for path, fact, op, value in sweepable(condition):
         fact_type = FACTS[fact].type
         numbers = [_decimal(r.values.get(fact)) for r in rows]
-        present = [n for n in numbers if n is not None]
+        present = [n for n, learn in zip(numbers, learning, strict=True) if n is not None and learn]
         if not present:
             continue
-        low, high = _tree_number(min(present) - 1), _tree_number(max(present) + 1)
+        everywhere = [n for n in numbers if n is not None]
+        low, high = _tree_number(min(everywhere) - 1), _tree_number(max(everywhere) + 1)
         forced_true, forced_false = (high, low) if op in ("lt", "lte") else (low, high)
         if_true = _flags(
             compile_condition(with_threshold(tree, path, forced_true), subject_type), max_age, rows
@@ -273,15 +289,13 @@ def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = N
 
         def figures(threshold: Any, flags: Any) -> Figures:
             hit_stored = flags & is_stored
-            missed = ~flags
-            shadow_rows = ~is_stored
             f = Figures(
                 threshold=threshold,
                 matches=int(hit_stored.sum()),
                 positive=int((hit_stored & positive).sum()),
                 negative=int((hit_stored & negative).sum()),
-                misses=int((missed & is_stored & positive).sum()),
-                shadow_misses=float(weight[missed & shadow_rows & positive].sum()),
+                misses=int((~flags & is_stored & positive).sum()),
+                shadow_misses=float(weight[~flags & shadow_rows & positive].sum()),
                 shadow_false_alarms=float(weight[flags & shadow_rows & negative].sum()),
             )
             f.expected_cost = miss_cost * (f.misses + f.shadow_misses) + fa_cost * (
@@ -303,21 +317,33 @@ def sweep_version(version: RuleVersion, *, settings: LearningSettings | None = N
             return item[0].expected_cost, abs((_decimal(item[0].threshold) or here) - here)
 
         best, best_flags = min(results, key=rank)
-        in_stored = slice(0, len(stored))
-        sweeps.append(
-            Sweep(
-                path=path,
-                fact=fact,
-                op=op,
-                current=current,
-                best=best,
-                candidates=[f for f, _ in results],
-                newly_matching=int((best_flags & ~current_flags)[in_stored].sum()),
-                no_longer_matching=int((current_flags & ~best_flags)[in_stored].sum()),
-                replayed=len(stored),
-                shadow_rows=len(shadow),
-            )
+        n_learn = len(split.learn)
+        sweep = Sweep(
+            path=path,
+            fact=fact,
+            op=op,
+            current=current,
+            best=best,
+            candidates=[f for f, _ in results],
+            newly_matching=int((best_flags & ~current_flags & is_stored).sum()),
+            no_longer_matching=int((current_flags & ~best_flags & is_stored).sum()),
+            replayed=int(is_stored.sum()),
+            shadow_rows=int(shadow_rows.sum()),
+            split=split,
+            learn_current=tally(split.learn, list(current_flags[:n_learn])),
+            learn_best=tally(split.learn, list(best_flags[:n_learn])),
+            holdout_current=tally(split.holdout, list(current_flags[n_learn:])),
+            holdout_best=tally(split.holdout, list(best_flags[n_learn:])),
         )
+        if not enough:
+            sweep.reason = (
+                f"the held-out period has {len(split.holdout)} labelled cases; "
+                f"{settings.min_holdout_labels} are needed"
+            )
+        else:
+            assert sweep.holdout_current is not None and sweep.holdout_best is not None
+            sweep.passed, sweep.reason = passes_holdout(sweep.holdout_current, sweep.holdout_best)
+        sweeps.append(sweep)
     return sweeps
 
 
@@ -356,10 +382,11 @@ def suggestions_generate(*, rule: Rule, actor: Actor = "system:learning") -> lis
             shadow_rows=s.shadow_rows,
             miss_cost=settings.miss_cost,
             false_alarm_cost=settings.false_alarm_cost,
+            validation=s.validation(),
             created_at=now,
         )
         for s in sweeps
-        if s.best.expected_cost < s.current.expected_cost and s.best.threshold != s.current.threshold
+        if s.offered
     ]
     ThresholdSuggestion.objects.bulk_create(made)
     for suggestion in made:
@@ -376,6 +403,7 @@ def suggestions_generate(*, rule: Rule, actor: Actor = "system:learning") -> lis
                 "op": suggestion.op,
                 "current": suggestion.current,
                 "proposed": suggestion.proposed,
+                "validation": suggestion.validation,
             },
         )
     return made

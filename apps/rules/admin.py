@@ -752,3 +752,6 @@ class SubjectStateAdmin(SubjectColumn, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: SubjectState, form: Any, change: bool) -> None:
         obj.snoozed_by_id = request.user.pk if obj.snoozed_until else None
         super().save_model(request, obj, form, change)
+
+
+from . import custom_admin  # noqa: E402, F401  (operator-defined facts)

@@ -345,3 +345,45 @@ class RulesSettings(models.Model):
     def load(cls) -> RulesSettings:
         settings_row, _created = cls.objects.get_or_create(pk=1)
         return settings_row
+
+
+class CustomFact(models.Model):
+    """An operator-defined fact, ``custom.<key>`` (SPEC "Operator-defined facts"). Every save of its
+    definition in admin is a new immutable :class:`CustomFactVersion`; ``current`` is the one rules read.
+    Key, subject type, type and unit never change (rules that read the fact were validated against them)."""
+
+    key = models.SlugField(max_length=60, unique=True, help_text="The fact is named custom.<key>")
+    subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
+    current = models.ForeignKey(
+        "CustomFactVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"custom.{self.key}"
+
+    @property
+    def name(self) -> str:
+        return f"custom.{self.key}"
+
+
+class CustomFactVersion(models.Model):
+    """One saved definition of a custom fact (never updated; PostgreSQL refuses UPDATE). Decisions
+    record the version of every custom fact in their context."""
+
+    fact = models.ForeignKey(CustomFact, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField(help_text="The validated definition (customfacts.Definition.to_dict)")
+    saved_at = models.DateTimeField()
+    saved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["fact", "-number"]
+        constraints = [models.UniqueConstraint(fields=["fact", "number"], name="uniq_custom_fact_version")]
+
+    def __str__(self) -> str:
+        return f"custom.{self.fact.key} v{self.number}"

@@ -28,6 +28,9 @@
           return { type: "group", kind: kind, children: list.map(toModel) };
         }
       }
+      if (Object.prototype.hasOwnProperty.call(node, "other")) {
+        return { type: "leaf", fact: node.fact || "", op: node.op || "", other: node.other || "" };
+      }
       return { type: "leaf", fact: node.fact || "", op: node.op || "", value: node.value };
     }
     return { type: "leaf", fact: "", op: "", value: "" };
@@ -40,6 +43,7 @@
       tree[model.kind] = model.kind === "not" && children.length === 1 ? children[0] : children;
       return tree;
     }
+    if (model.other !== undefined) return { fact: model.fact, op: model.op, other: model.other };
     return { fact: model.fact, op: model.op, value: model.value };
   }
 
@@ -145,7 +149,31 @@
 
       var valueBox = el("span", { className: "rule-value" });
       var type = info ? info.type : "text";
-      if (leaf.op === "is_null" || leaf.op === "is") {
+      // Compare with a constant value or with another fact ({fact, op, other}).
+      var against = el("select", { className: "rule-against", "aria-label": "Compare with" }, [
+        el("option", { value: "value", text: "a value" }),
+        el("option", { value: "other", text: "another fact" }),
+      ]);
+      against.value = leaf.other !== undefined ? "other" : "value";
+      var comparable = (catalogue.compare_ops || []).indexOf(leaf.op) >= 0;
+      against.disabled = !comparable && leaf.other === undefined;
+      against.addEventListener("change", function () {
+        if (against.value === "other") { leaf.other = ""; delete leaf.value; }
+        else { delete leaf.other; leaf.value = ""; }
+        changed();
+      });
+      if (leaf.other !== undefined) {
+        var otherSelect = picker.content.querySelector("select").cloneNode(true);
+        otherSelect.className = "rule-other";
+        otherSelect.setAttribute("aria-label", "Other fact");
+        Array.prototype.forEach.call(otherSelect.querySelectorAll("option[data-subject]"), function (option) {
+          var same = info && catalogue.facts[option.value] && catalogue.facts[option.value].type === info.type;
+          option.disabled = !same || (prefixes.length > 0 && prefixes.indexOf(option.getAttribute("data-subject")) < 0);
+        });
+        otherSelect.value = leaf.other;
+        otherSelect.addEventListener("change", function () { leaf.other = otherSelect.value; sync(); });
+        valueBox.appendChild(otherSelect);
+      } else if (leaf.op === "is_null" || leaf.op === "is") {
         valueBox.appendChild(valueInput(info, "bool", leaf.value, function (v) { leaf.value = v; sync(); }));
       } else if (leaf.op === "between") {
         var pair = Array.isArray(leaf.value) ? leaf.value.slice(0, 2) : ["", ""];
@@ -174,7 +202,7 @@
       var removeButton = el("button", { type: "button", className: "rule-remove", text: "remove" });
       removeButton.addEventListener("click", remove);
       return el("div", { className: "rule-leaf", "data-path": path }, [
-        el("div", { className: "rule-leaf-row" }, [factSelect, opSelect, valueBox, removeButton]),
+        el("div", { className: "rule-leaf-row" }, [factSelect, opSelect, against, valueBox, removeButton]),
         el("div", { className: "rule-help", text: help }),
         errorList(path),
       ]);

@@ -58,6 +58,8 @@ def fulcrum_nav(context: template.Context) -> dict[str, bool]:
     return {
         "dashboard": bool(roles & set(DASHBOARD_ROLES)),
         "my_escalations": ACCOUNT_MANAGERS in roles,
+        "learned": bool(roles & set(DASHBOARD_ROLES)),
+        "report_miss": bool(roles & {*DASHBOARD_ROLES, ACCOUNT_MANAGERS}),
         "admin": bool(user is not None and getattr(user, "is_staff", False)),
     }
 
@@ -160,6 +162,19 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
         op, expected, actual = str(node.get("op") or ""), node.get("expected"), node.get("actual")
         result = str(node.get("result") or "")
         reason = str(node.get("reason") or "")
+        said = "stale" if reason == "stale" else result
+        sentence = "" if not fact else wording.sentence(shape, op, expected, actual, said)
+        expected_text = "" if not fact else wording.written(expected, shape)
+        other = node.get("other")
+        if fact and isinstance(other, str) and other:
+            # A fact compared with another fact: ``expected`` is the other fact's value.
+            found = facts.get(other)
+            other_meta: dict[str, Any] = found if isinstance(found, dict) else {}
+            other_shape = wording.shape_of(
+                other, str(other_meta.get("type") or ""), str(other_meta.get("unit") or "")
+            )
+            sentence = wording.pair_sentence(shape, op, other_shape, actual, expected, said)
+            expected_text = f"{other_shape.label} ({wording.written(expected, other_shape)})"
         rows.append(
             {
                 "depth": path.count("["),
@@ -167,17 +182,26 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
                 "fact": fact,
                 "label": shape.label if fact else "",
                 "op": op,
-                "expected": "" if not fact else wording.written(expected, shape),
+                "expected": expected_text,
                 "actual": "" if not fact else wording.reading(actual, shape, op=op, expected=expected),
                 "result": result,
                 "reason": reason,
-                "sentence": ""
-                if not fact
-                else wording.sentence(shape, op, expected, actual, "stale" if reason == "stale" else result),
+                "sentence": sentence,
                 "text": node.get("text") or "",
+                "definitions": [
+                    _definition(name, facts) for name in (fact, other) if _definition(name, facts)
+                ],
             }
         )
     return rows
+
+
+def _definition(name: Any, facts: Any) -> str:
+    """An operator-defined fact as the decision recorded it: ``custom.x (v2): count of change orders …``."""
+    meta = facts.get(name) if isinstance(name, str) and isinstance(facts, dict) else None
+    if not isinstance(meta, dict) or not meta.get("definition"):
+        return ""
+    return f"{name} (v{meta.get('version')}): {meta['definition']}"
 
 
 @register.filter

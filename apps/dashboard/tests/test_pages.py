@@ -78,8 +78,10 @@ def test_nav_follows_the_role(client, executive, account_manager, ops_manager):
     )
     body = dashboard(login(client, ops_manager))
     assert 'href="/admin/"' in body  # staff
+    assert 'href="/learning/learned/"' in body and 'href="/learning/misses/report/"' in body
     body = login(client, account_manager).get(reverse("my-escalations")).content.decode()
     assert 'href="/my/escalations/"' in body and 'href="/dashboard/"' not in body
+    assert 'href="/learning/learned/"' not in body and 'href="/learning/misses/report/"' in body
     # logout is a POST form with a CSRF token, never a link
     assert 'method="post" action="/accounts/logout/"' in body and "csrfmiddlewaretoken" in body
 
@@ -156,6 +158,11 @@ def test_a_usable_learned_risk_model_ranks_above_severity(client, executive):
     body = dashboard(browser)
     assert "Ranked by the learned risk model" in body and "0.90" in body
     assert 'project.margin_pct</th><td class="num">-1.25</td><td>no, lowers it' in body
+    # Each row says which facts pushed its project up or down (no margin synced: the gap itself does).
+    assert (
+        '<span class="sub risk-why" title="facts that pushed the learned risk">Margin no value ↑</span>'
+        in body
+    )
     _risk_model(n_samples=400)  # a newer model whose scores are not stored yet: no stale ranking
     assert ranked() == [critical, unscored, low]
 

@@ -581,3 +581,19 @@ def test_my_escalations_and_the_confirmation_say_why_from_the_evidence(client, a
     assert formula not in body and "project.margin_pct" not in body and why in body
     body = login(client, executive).get(reverse("escalation-confirm", args=[mine.pk, "approve"]))
     assert formula not in body.content.decode() and why in body.content.decode()
+
+
+def test_the_escalation_page_explains_the_learned_risk_of_its_project(client, executive):
+    from apps.learning.models import LearningSettings, RiskModel
+
+    LearningSettings.objects.update_or_create(pk=1, defaults={"min_labels_for_ranking": 10})
+    RiskModel.objects.create(
+        version=1, trained_at=timezone.now(), n_samples=50, n_positive=20, features=["project.margin_pct"],
+        intercept=0.0, means={"project.margin_pct": 20.0}, scales={"project.margin_pct": 10.0},
+        coefficients={"project.margin_pct": -1.0, "project.margin_pct__missing": 0.5},
+    )  # fmt: skip
+    escalation = make_escalation()
+    client.force_login(executive)
+    body = client.get(reverse("escalation-detail", args=[escalation.pk])).content.decode()
+    assert 'id="learned-risk"' in body and "risk model v1" in body
+    assert "Margin no value: pushes it up ↑" in body and 'href="/learning/model/"' in body

@@ -101,7 +101,7 @@ def test_analytics_page_shows_hand_checked_figures(client, ops_manager, data):
     assert "thin v1" in text
     assert "Fires <strong>3</strong> on <strong>2</strong> subjects (repeat ratio 33.3%)" in text
     # precision 1 of 2; acknowledge p50 3 h (2 h and 4 h), p90 3.8 h; resolve p50 5 h.
-    assert "<td>50.0%</td><td>50.0%</td><td>3.0 h / 3.8 h (2)</td><td>5.0 h / 5.8 h (2)</td>" in text
+    assert "<td>50%</td><td>50%</td><td>3.0 h / 3.8 h (2)</td><td>5.0 h / 5.8 h (2)</td>" in text
 
 
 def test_analytics_page_is_closed_to_account_managers(client, account_manager, data):
@@ -154,6 +154,8 @@ def test_settings_change_is_audited(client, administrator):
         "retention_days": "90",
         "cofire_window_hours": "24",
         "max_candidates": "200",
+        "holdout_fraction": "0.30",
+        "min_holdout_labels": "20",
     }
     response = client.post(url, form)
     assert response.status_code == 302
@@ -168,7 +170,7 @@ def test_settings_change_is_audited(client, administrator):
 
 def test_api_rule_analytics(client, executive, data, django_assert_max_num_queries):
     client.force_login(executive)
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(11):
         response = client.get("/api/analytics/rules/", {"rule": "thin"})
     assert response.status_code == 200
     [stats] = response.json()
@@ -211,7 +213,7 @@ def test_suggestion_changelist_query_count_does_not_grow(
             | {"status": "superseded", "path": f"when.all[{i}]"}
         )
     client.force_login(ops_manager)
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(15):
         response = client.get(reverse("admin:learning_thresholdsuggestion_changelist"))
     assert (
         response.status_code == 200 and response.content.count(b'field-change">25 \xe2\x86\x92 15.1<') == 16
@@ -226,7 +228,7 @@ def test_suggestion_detail_shows_current_vs_proposed_vs_delta(client, ops_manage
     ).content.decode()
     assert "<th>current (25)</th><th>proposed (15.1)</th>" in text
     assert "<tr><td>matches (stored contexts)</td><td>2</td><td>1</td><td>-1</td></tr>" in text
-    assert "<tr><td>precision</td><td>50.0%</td><td>100.0%</td><td>+50.0 points</td></tr>" in text
+    assert "<tr><td>precision</td><td>50%</td><td>100%</td><td>+50.0 points</td></tr>" in text
     assert "<tr><td>expected cost</td><td>3</td><td>1</td><td>-2</td></tr>" in text
 
 

@@ -176,6 +176,23 @@ def test_since_filters_fires_and_escalations(fixture):
 
 
 def test_analytics_query_count_does_not_grow_with_versions(fixture, django_assert_max_num_queries):
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(7):
         stats = rule_analytics()
     assert {s.key for s in stats} >= {"thin v1", "thin v2", "renewal v1"}
+
+
+def test_recall_is_estimated_only_when_misses_can_be_seen(fixture):
+    from apps.learning.models import ReportedMiss
+
+    v1, _ = fixture
+    stats = by_key(rule_analytics(rule_key="thin"))["thin v1"]
+    assert stats.recall is None and stats.recall_note.startswith("cannot be estimated")
+    ReportedMiss.objects.create(
+        subject_type="project", subject_id=50, subject_label="p50", rule=v1.rule, outcome="actioned",
+        missed_at=v1.published_at, facts={}, facts_from="none", reported_at=v1.published_at,
+    )  # fmt: skip
+    stats = by_key(rule_analytics(rule_key="thin"))
+    # Three caught (actioned, approved, rejected) and one reported miss while v1 was live.
+    assert stats["thin v1"].misses_reported == 1
+    assert stats["thin v1"].recall == pytest.approx(3 / 4)
+    assert stats["thin v2"].misses_reported == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 from decimal import Decimal
@@ -39,6 +40,7 @@ def labelled_escalations(n: int, seed: int = 7) -> None:
             escalation(
                 version,
                 sid,
+                opened=T0 + dt.timedelta(hours=sid),  # in time order, for the time split
                 closed_after=T0 - T0,
                 outcome="actioned" if positive else "false_alarm",
                 facts=facts,
@@ -152,3 +154,27 @@ def test_ranking_a_page_of_projects_is_a_fixed_number_of_queries(threshold, djan
         assert len(rank_projects(few)) == 2
     with django_assert_max_num_queries(4):
         assert len(rank_projects(few + many)) == 10
+
+
+def test_the_model_is_judged_on_a_later_held_out_period_and_explained_in_words(threshold, client, executive):
+    from apps.learning.ranking import explain_project
+
+    labelled_escalations(400)
+    model = risk_model_train()
+    split = model.metrics["split"]
+    assert (split["train_n"], split["holdout_n"]) == (280, 120)
+    assert model.metrics["holdout_auc"] > 0.7
+    bins = model.metrics["calibration"]
+    assert sum(b["n"] for b in bins) == 120
+    assert all(0 <= b["observed"] <= 1 and b["from"] <= b["predicted"] <= b["to"] for b in bins)
+
+    risky = project_with_margin("100000", "98000", missed=3)
+    why = explain_project(risky.pk)
+    pushed = {p["fact"]: p for p in why["pushes"]}
+    assert pushed["project.margin_pct"]["direction"] == "up" and pushed["project.margin_pct"]["value"] == "2%"
+    assert pushed["project.milestones_missed"]["direction"] == "up"
+
+    client.force_login(executive)
+    page = client.get("/learning/model/").content.decode()
+    assert "learned on the first 280, judged on the 120 after" in page
+    assert f"{model.metrics['holdout_auc']:.3f}" in page and 'id="model-calibration"' in page

@@ -32,18 +32,25 @@ def test_nightly_tasks_run_end_to_end():
     assert tasks.shadow_nightly() == "labelled 0 positive, 0 negative; sampled {'project': 2}"
     assert ShadowSample.objects.count() == 2
 
-    # Labelled history for the sweep: margins 5 and 28 flagged; only the first was worth it.
+    # Labelled history for the sweep, in time order: margins 5 and 4 flagged and acted on, 28 and 29
+    # flagged for nothing. The first two teach, the last two are held out.
+    LearningSettings.objects.filter(pk=1).update(min_holdout_labels=2, holdout_fraction="0.5")
+    history = [(9001, "5", "actioned"), (9002, "28", "false_alarm"), (9003, "4", "actioned")]
+    history.append((9004, "29", "false_alarm"))
     Decision.objects.bulk_create(
-        [
-            decision(version, 9001, facts=snapshot(project__margin_pct="5")),
-            decision(version, 9002, facts=snapshot(project__margin_pct="28")),
-        ]
+        decision(version, sid, at=T0 + i * dt.timedelta(days=1), facts=snapshot(project__margin_pct=m))
+        for i, (sid, m, _) in enumerate(history)
     )
     Escalation.objects.bulk_create(
-        [
-            escalation(version, 9001, closed_after=dt.timedelta(hours=1), outcome="actioned"),
-            escalation(version, 9002, closed_after=dt.timedelta(hours=1), outcome="false_alarm"),
-        ]
+        escalation(
+            version,
+            sid,
+            opened=T0 + i * dt.timedelta(days=1),
+            closed_after=dt.timedelta(hours=1),
+            outcome=outcome,
+            facts=snapshot(project__margin_pct=m),
+        )
+        for i, (sid, m, outcome) in enumerate(history)
     )
     assert tasks.suggest_thresholds() == "1 suggestions"
     assert ThresholdSuggestion.objects.get().op == "lt"

@@ -21,9 +21,10 @@ from apps.rules.engine.catalogue import (
     VISIBLE,
     Fact,
     FactType,
+    custom_definitions,
     operators_for,
 )
-from apps.rules.engine.evaluator import GROUPS, RuleProblem
+from apps.rules.engine.evaluator import COMPARE_OPS, GROUPS, RuleProblem
 
 _LIST_OPS: Final = ("in", "not_in", "between")
 _TRUE: Final = frozenset({"true", "yes", "1", "on"})
@@ -57,18 +58,34 @@ def fact_groups() -> list[tuple[str, list[Fact]]]:
     groups: dict[str, list[Fact]] = {}
     for fact in FACTS.values():
         groups.setdefault(fact.subject, []).append(fact)
-    return sorted(groups.items(), key=lambda item: order.get(item[0], len(order)))
+    # Operator-defined facts, one group per subject type that sees them ("custom:project").
+    for fact in sorted(custom_definitions_facts(), key=lambda f: f.name):
+        for subject in fact.applies_to:
+            groups.setdefault(f"custom:{subject}", []).append(fact)
+    return sorted(groups.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
+
+
+def custom_definitions_facts() -> list[Fact]:
+    return [d.as_fact() for d in custom_definitions().values()]
 
 
 def catalogue_data() -> dict[str, Any]:
     """What the editor's script needs, JSON-safe: facts, operators per type, who sees which facts."""
+    facts = {name: {**fact.as_dict(), "label": fact_label(fact)} for name, fact in FACTS.items()}
+    visible = {subject: list(prefixes) for subject, prefixes in VISIBLE.items()}
+    for fact in custom_definitions_facts():
+        [subject] = fact.applies_to
+        facts[fact.name] = {**fact.as_dict(), "label": fact_label(fact), "subject": f"custom:{subject}"}
+    for subject in visible:
+        visible[subject].append(f"custom:{subject}")
     return {
-        "facts": {name: {**fact.as_dict(), "label": fact_label(fact)} for name, fact in FACTS.items()},
+        "facts": facts,
         "operators": {t.value: list(operators_for(t)) for t in FactType},
         "operator_labels": dict(OPERATOR_LABELS),
         "type_labels": {t.value: label for t, label in TYPE_LABELS.items()},
-        "visible": {subject: list(prefixes) for subject, prefixes in VISIBLE.items()},
+        "visible": visible,
         "subjects": list(SUBJECT_TYPES),
+        "compare_ops": list(COMPARE_OPS),
     }
 
 
@@ -178,7 +195,7 @@ def condition_errors_by_path(problems: Sequence[RuleProblem]) -> dict[str, list[
     """``{node path: [messages]}`` so the editor's script can show each message beside its condition."""
     found: dict[str, list[str]] = {}
     for problem in problems:
-        path = re.sub(r"\.(fact|op|value)(\[\d+\])?$", "", problem.path)
+        path = re.sub(r"\.(fact|op|value|other)(\[\d+\])?$", "", problem.path)
         found.setdefault(path, []).append(problem.message)
     return found
 
@@ -215,6 +232,8 @@ def describe(tree: object, depth: int = 0) -> list[tuple[int, str]]:
     op = tree.get("op")
     label = OPERATOR_LABELS.get(op, str(op)) if isinstance(op, str) else str(op)
     value = tree.get("value")
+    if "other" in tree:
+        return [(depth, f"{name} {label} {tree.get('other')}")]
     if op == "is_null":
         text = f"{name} has no data" if value else f"{name} has data"
     elif op == "between" and isinstance(value, list) and len(value) == 2:

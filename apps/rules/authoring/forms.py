@@ -65,6 +65,9 @@ class ConditionTreeWidget(forms.Textarea):
         return mark_safe(render_to_string(self.editor_template_name, context))  # noqa: S308
 
     def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        from apps.rules.evaluation.custom import refresh
+
+        refresh()  # operator-defined facts saved since this process last looked
         context = super().get_context(name, value, attrs)
         try:
             tree = json.loads(value) if isinstance(value, str) else value

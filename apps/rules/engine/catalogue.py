@@ -87,6 +87,10 @@ class Fact:
     counted: tuple[str, str] = ("", "")
     # The meaning for people who read emails, where ``description`` is a formula (admin shows that).
     plain: str = ""
+    # An operator-defined fact (``custom.<key>``): the subject types whose rules see it, and the version
+    # of its definition (apps/rules/customfacts.py). Empty for the built-in facts.
+    applies_to: tuple[str, ...] = ()
+    version: int = 0
     subject: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -268,8 +272,77 @@ _CATALOGUE: tuple[Fact, ...] = (
 # fmt: on
 
 
-def _index(facts: tuple[Fact, ...]) -> dict[str, Fact]:
-    index: dict[str, Fact] = {}
+class FactIndex(dict[str, Fact]):
+    """The built-in facts by name; a ``custom.<key>`` name is looked up among the installed
+    operator-defined facts (iterating gives the built-in ones only)."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = super().get(name)
+        if found is None and isinstance(name, str) and name.startswith(CUSTOM_PREFIX):
+            found = _custom_lookup(name)
+        return default if found is None else found
+
+    def __missing__(self, name: str) -> Fact:
+        found = _custom_lookup(name) if isinstance(name, str) else None
+        if found is None:
+            raise KeyError(name)
+        return found
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and _custom_lookup(name) is not None)
+
+
+CUSTOM_PREFIX = "custom."
+_CUSTOM: dict[str, Fact] = {}
+_CUSTOM_DEFINITIONS: dict[str, Any] = {}
+# Bumped on every install, so caches of what a fact looks like can tell definitions apart.
+CUSTOM_GENERATION = [0]
+
+
+_LOADER: list[Any] = []
+
+
+def set_custom_loader(loader: Any) -> None:
+    """What to call when a ``custom.*`` name is not installed (the Django side loads the definitions)."""
+    _LOADER[:] = [loader]
+
+
+def _custom_lookup(name: str) -> Fact | None:
+    if not name.startswith(CUSTOM_PREFIX):
+        return None
+    found = _CUSTOM.get(name)
+    if found is None and _LOADER:
+        _LOADER[0]()
+        found = _CUSTOM.get(name)
+    return found
+
+
+def register_custom_facts(facts: list[Fact], *, definitions: Any = None) -> None:
+    """Install the operator-defined facts (replacing the previous ones)."""
+    for fact in facts:
+        if not fact.name.startswith(CUSTOM_PREFIX) or not fact.applies_to:
+            raise ValueError(f"{fact.name}: a custom fact is custom.<key> with its subject types")
+    _CUSTOM.clear()
+    _CUSTOM.update({fact.name: fact for fact in facts})
+    _CUSTOM_DEFINITIONS.clear()
+    _CUSTOM_DEFINITIONS.update(definitions or {})
+    CUSTOM_GENERATION[0] += 1
+
+
+def custom_fact(name: str) -> Fact | None:
+    return _CUSTOM.get(name)
+
+
+def custom_definitions() -> dict[str, Any]:
+    return _CUSTOM_DEFINITIONS
+
+
+def builtin_fact(name: str) -> Fact | None:
+    return dict.get(FACTS, name)
+
+
+def _index(facts: tuple[Fact, ...]) -> FactIndex:
+    index = FactIndex()
     known_prefixes = {prefix for prefixes in VISIBLE.values() for prefix in prefixes}
     for fact in facts:
         if fact.name in index:
@@ -280,7 +353,7 @@ def _index(facts: tuple[Fact, ...]) -> dict[str, Fact]:
     return index
 
 
-FACTS: dict[str, Fact] = _index(_CATALOGUE)
+FACTS: FactIndex = _index(_CATALOGUE)
 
 
 def operators_for(fact_type: FactType | str) -> tuple[str, ...]:
@@ -289,6 +362,9 @@ def operators_for(fact_type: FactType | str) -> tuple[str, ...]:
 
 
 def is_visible(fact_name: str, subject_type: str) -> bool:
+    if fact_name.startswith(CUSTOM_PREFIX):
+        custom = _CUSTOM.get(fact_name)
+        return custom is not None and subject_type in custom.applies_to
     return fact_name.partition(".")[0] in VISIBLE.get(subject_type, ())
 
 
@@ -300,4 +376,5 @@ def facts_for(subject_type: str) -> list[Fact]:
         raise ValueError(
             f"unknown subject type {subject_type!r}; choose from {', '.join(SUBJECT_TYPES)}"
         ) from None
-    return [fact for prefix in prefixes for fact in _CATALOGUE if fact.subject == prefix]
+    builtin = [fact for prefix in prefixes for fact in _CATALOGUE if fact.subject == prefix]
+    return builtin + [fact for fact in _CUSTOM.values() if subject_type in fact.applies_to]

@@ -29,7 +29,16 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Final, TypeAlias
 
-from apps.rules.engine.catalogue import FACTS, OPERATORS, SUBJECT_TYPES, VISIBLE, Fact, operators_for
+from apps.rules.engine.catalogue import (
+    CUSTOM_PREFIX,
+    FACTS,
+    OPERATORS,
+    SUBJECT_TYPES,
+    VISIBLE,
+    Fact,
+    is_visible,
+    operators_for,
+)
 from apps.rules.engine.durations import format_duration
 from apps.rules.engine.values import (
     _CONTEXT_VALUE,
@@ -223,6 +232,10 @@ class _Leaf(_Node):
     def tree(self) -> dict[str, Any]:
         return {"fact": self.name, "op": self.op, "value": _tree_value(self.value)}
 
+    def said(self, actual: object, result: str) -> str:
+        """The leaf as a sentence, for summaries."""
+        return sentence(self.fact, self.op, self.value, actual, result)
+
     def compact(self, actual: object) -> str:
         """``project.margin_pct 9.0% < 12%``: the leaf as a formula, for summaries."""
         if self.op == "is":
@@ -232,6 +245,131 @@ class _Leaf(_Node):
                 return f"{self.name} has no data"
             return f"{self.name} has data ({_num(actual, self.fact, threshold=False)})"
         return f"{self.name} {_num(actual, self.fact, threshold=False)} {self.formula}"
+
+
+COMPARE_OPS: Final = ("eq", "ne", "gt", "gte", "lt", "lte")
+
+
+class _Compare(_Leaf):
+    """A fact compared with another fact: ``{fact: a, op: gt, other: b}``. Unknown when either is null
+    or stale; an error when either has a value of the wrong type."""
+
+    __slots__ = ("other", "other_name", "pair_test")
+
+    def __init__(self, index: int, path: str, depth: int, fact: Fact, op: str, other: Fact) -> None:
+        _Node.__init__(self, index, path, depth)
+        self.fact = fact
+        self.name = fact.name
+        self.op = op
+        self.other = other
+        self.other_name = other.name
+        self.value = other.name
+        self.coerce = _CONTEXT_VALUE[fact.type]
+        self.test = _make_test("eq", "")  # unused: a comparison tests a pair
+        self.pair_test = _make_pair_test(op)
+        self.expected = None
+        self.phrase = f"{_PHRASES.get(op, op)} {other.name}"
+        self.formula = f"{_SYMBOLS.get(op, op)} {other.name}"
+        self.when_null = _U
+        self.when_present = None
+
+    def _fresh(self, ages: _Ages, max_s: float) -> tuple[bool, Any]:
+        oldest: Any = None
+        for name in (self.name, self.other_name):
+            age = ages.get(name) if ages is not None else None
+            try:
+                if age is None or not bool(age <= max_s):
+                    return False, age
+            except TypeError:
+                return False, age
+            oldest = age if oldest is None else max(oldest, age)
+        return True, oldest
+
+    def fast(self, facts: _Facts, ages: _Ages, max_s: float | None) -> int:
+        if max_s is not None and not self._fresh(ages, max_s)[0]:
+            return _U
+        a, b = facts.get(self.name), facts.get(self.other_name)
+        if a is None or b is None:
+            return _U
+        try:
+            return (
+                _T
+                if self.pair_test(self.coerce(a, self.fact), _CONTEXT_VALUE[self.other.type](b, self.other))
+                else _F
+            )
+        except _BadContext:
+            return _E
+
+    def full(self, facts: _Facts, ages: _Ages, max_s: float | None, trace: list[_Trace]) -> int:
+        a, b = facts.get(self.name), facts.get(self.other_name)
+        age: Any = None
+        if max_s is not None:
+            fresh, age = self._fresh(ages, max_s)
+            if not fresh:
+                trace[self.index] = (_U, (a, b), "stale", age)
+                return _U
+        if a is None or b is None:
+            trace[self.index] = (_U, (a, b), "null", age)
+            return _U
+        try:
+            pair = (self.coerce(a, self.fact), _CONTEXT_VALUE[self.other.type](b, self.other))
+        except _BadContext as exc:
+            trace[self.index] = (_E, (a, b), str(exc), age)
+            return _E
+        truth = _T if self.pair_test(*pair) else _F
+        trace[self.index] = (truth, pair, "", age)
+        return truth
+
+    def tree(self) -> dict[str, Any]:
+        return {"fact": self.name, "op": self.op, "other": self.other_name}
+
+    def said(self, actual: object, result: str) -> str:
+        a, b = actual if isinstance(actual, tuple) else (None, None)
+        return compare_sentence(self.fact, self.op, self.other, a, b, result)
+
+    def compact(self, actual: object) -> str:
+        a, b = actual if isinstance(actual, tuple) else (None, None)
+        return (
+            f"{self.name} {_num(a, self.fact, threshold=False)} {_SYMBOLS.get(self.op, self.op)} "
+            f"{self.other_name} {_num(b, self.other, threshold=False)}"
+        )
+
+
+def compare_sentence(fact: Fact, op: str, other: Fact, a: object, b: object, result: str) -> str:
+    """``custom.co_count_30d 4 is more than custom.co_count_prev_30d 2``."""
+    if result not in ("true", "false") or a is None or b is None:
+        missing = fact if a is None or b is not None else other
+        return sentence(missing, "eq", None, None, result if result in ("stale", "error") else "unknown")
+    words = _PAIR_WORDS[op][0 if result == "true" else 1]
+    left = _with_unit(a, fact, threshold=False)
+    right = _with_unit(b, other, threshold=False)
+    return f"{fact.label} {left} {words} {other.label} {right}"
+
+
+_PAIR_WORDS: Final = {
+    "eq": ("equals", "does not equal"),
+    "ne": ("differs from", "equals"),
+    "gt": ("is more than", "is not more than"),
+    "gte": ("is at least", "is less than"),
+    "lt": ("is less than", "is not less than"),
+    "lte": ("is at most", "is more than"),
+}
+
+
+def _make_pair_test(op: str) -> Callable[[Any, Any], bool]:
+    if op == "eq":
+        return lambda a, b: bool(a == b)
+    if op == "ne":
+        return lambda a, b: bool(a != b)
+    if op == "gt":
+        return lambda a, b: bool(a > b)
+    if op == "gte":
+        return lambda a, b: bool(a >= b)
+    if op == "lt":
+        return lambda a, b: bool(a < b)
+    if op == "lte":
+        return lambda a, b: bool(a <= b)
+    raise AssertionError(op)
 
 
 def _phrase(fact: Fact, op: str, value: _LeafValue) -> str:
@@ -457,6 +595,8 @@ class Evaluation:
                 text = f"not (the condition below) — {_VERDICT[truth]}"
             return (node.path, "", op, None, None, _RESULT[truth], "", text, node.depth - 1)
         fact = node.fact
+        if isinstance(node, _Compare):
+            return self._explain_compare(node, truth, actual, reason, age)
         if reason == "stale":
             limit = format_duration(self.max_age) if self.max_age else "?"
             if isinstance(age, int | float) and math.isfinite(age):
@@ -483,6 +623,35 @@ class Evaluation:
             node.op,
             node.expected,
             _jsonable(actual),
+            _RESULT[truth],
+            reason,
+            text + _definition_note(fact, actual),
+            node.depth - 1,
+        )
+
+    def _explain_compare(
+        self, node: _Compare, truth: int, actual: Any, reason: str, age: Any
+    ) -> tuple[Any, ...]:
+        a, b = actual if isinstance(actual, tuple) else (None, None)
+        if reason == "stale":
+            text = f"{node.name} or {node.other_name} is too old to decide on — insufficient data"
+        elif reason == "null":
+            missing = node.name if a is None else node.other_name
+            text = f"{missing} is unknown (no data) — insufficient data"
+        elif truth == _E:
+            text = f"{node.name} cannot be compared with {node.other_name}: {reason} — error"
+        else:
+            left = _with_unit(a, node.fact, threshold=False)
+            right = _with_unit(b, node.other, threshold=False)
+            phrase = _PHRASES.get(node.op, node.op)
+            text = f"{node.name} is {left}, {phrase} {node.other_name} ({right}) — {_VERDICT[truth]}"
+        text += _definition_note(node.fact, a) + _definition_note(node.other, b)
+        return (
+            node.path,
+            node.name,
+            node.op,
+            _jsonable(b),
+            _jsonable(a),
             _RESULT[truth],
             reason,
             text,
@@ -524,7 +693,7 @@ class Evaluation:
             result = "stale" if reason == "stale" else _RESULT[want] if want in (_T, _F) else "unknown"
             if want == _E:
                 result = "error"
-            parts.append(sentence(leaf.fact, leaf.op, leaf.value, actual, result))
+            parts.append(leaf.said(actual, result))
         text = sentences(parts)
         if self.outcome is Verdict.MATCHED:
             return text
@@ -539,8 +708,27 @@ class Evaluation:
             "outcome": self.outcome.value,
             "error": self.error,
             "summary": self.summary(),
-            "explanation": [dict(zip(_RESULT_FIELDS, parts, strict=True)) for parts in self._explained],
+            "explanation": [
+                _with_other(dict(zip(_RESULT_FIELDS, parts, strict=True)), node)
+                for parts, node in zip(self._explained, self.condition._nodes, strict=True)
+            ],
         }
+
+
+def _with_other(entry: dict[str, Any], node: _Node) -> dict[str, Any]:
+    """A fact-vs-fact condition's entry also names the other fact (its value is ``expected``)."""
+    if isinstance(node, _Compare):
+        entry["other"] = node.other_name
+    return entry
+
+
+def _definition_note(fact: Fact, actual: object) -> str:
+    """An operator-defined fact is shown with its definition (and version): ``; custom.co_count_30d = 4 —
+    count of change orders in the last 30 days where status = pending (v2)``."""
+    if not fact.name.startswith(CUSTOM_PREFIX):
+        return ""
+    shown = _with_unit(actual, fact, threshold=False) if actual is not None else "no data"
+    return f"; {fact.name} = {shown} — {fact.description} (v{fact.version})"
 
 
 class CompiledCondition:
@@ -555,7 +743,9 @@ class CompiledCondition:
         self.subject_type = subject_type
         leaves = [n for n in nodes if isinstance(n, _Leaf)]
         self.leaf_count = len(leaves)
-        self.facts: frozenset[str] = frozenset(n.name for n in leaves)
+        self.facts: frozenset[str] = frozenset(
+            [n.name for n in leaves] + [n.other_name for n in leaves if isinstance(n, _Compare)]
+        )
 
     def evaluate(
         self,
@@ -599,9 +789,10 @@ class CompiledCondition:
         return self._root.tree()
 
     def walk(self) -> Iterator[tuple[str, str, str, Any]]:
-        """``(path, fact, op, value)`` for every leaf, in tree order, with JSON-safe values."""
+        """``(path, fact, op, value)`` for every leaf with a value (not fact-vs-fact), in tree order, with
+        JSON-safe values."""
         for node in self._nodes:
-            if isinstance(node, _Leaf):
+            if isinstance(node, _Leaf) and not isinstance(node, _Compare):
                 yield node.path, node.name, node.op, _tree_value(node.value)
 
     def __eq__(self, other: object) -> bool:
@@ -683,6 +874,8 @@ class _Compiler:
         index = len(self.nodes)
         self.nodes.append(_Node(index, canonical, depth))
         ok = True
+        if "other" in raw:
+            return self.compare(raw, path, canonical, depth, index)
         for key in raw:
             if key not in ("fact", "op", "value"):
                 self.problem(
@@ -706,6 +899,49 @@ class _Compiler:
         self.nodes[index] = leaf
         return leaf
 
+    def compare(
+        self, raw: Mapping[Any, Any], path: str, canonical: str, depth: int, index: int
+    ) -> _Node | None:
+        ok = True
+        for key in raw:
+            if key not in ("fact", "op", "other"):
+                self.problem(
+                    f"{path}.{key}",
+                    f"unexpected key {_show(key)}; a comparison of two facts has fact, op and other",
+                )
+                ok = False
+        for key in ("fact", "op"):
+            if key not in raw:
+                self.problem(f"{path}.{key}", f"missing {key!r}")
+                ok = False
+        fact = self.fact(raw.get("fact"), f"{path}.fact") if "fact" in raw else None
+        other = self.fact(raw.get("other"), f"{path}.other")
+        op = raw.get("op")
+        if "op" in raw and op not in COMPARE_OPS:
+            self.problem(
+                f"{path}.op", f"{_show(op)} cannot compare two facts; use one of {', '.join(COMPARE_OPS)}"
+            )
+            ok = False
+        if fact is None or other is None or not ok:
+            return None
+        if fact.name == other.name:
+            self.problem(f"{path}.other", f"{fact.name} is compared with itself")
+            return None
+        if fact.type != other.type or (fact.unit or "") != (other.unit or ""):
+            self.problem(
+                f"{path}.other",
+                f"{fact.name} ({fact.type.value}{', ' + fact.unit if fact.unit else ''}) cannot be compared "
+                f"with {other.name} ({other.type.value}{', ' + other.unit if other.unit else ''}): "
+                "they need one type and unit",
+            )
+            return None
+        if op not in operators_for(fact.type):
+            self.problem(f"{path}.op", f"{op!r} does not apply to {fact.name}")
+            return None
+        leaf = _Compare(index, canonical, depth, fact, str(op), other)
+        self.nodes[index] = leaf
+        return leaf
+
     def fact(self, raw: object, path: str) -> Fact | None:
         if not isinstance(raw, str):
             self.problem(path, f"expected a fact name such as change_order.amount, got {_kind(raw)}")
@@ -720,7 +956,7 @@ class _Compiler:
             suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
             self.problem(path, f"unknown fact {_show(raw)}{suggestion}")
             return None
-        if self.subject_type in VISIBLE and fact.subject not in VISIBLE[self.subject_type]:
+        if self.subject_type in VISIBLE and not is_visible(fact.name, self.subject_type):
             sees = ", ".join(f"{p}.*" for p in VISIBLE[self.subject_type])
             self.problem(path, f"{fact.name} is not available to a {self.subject_type} rule (it sees {sees})")
             return None

@@ -509,12 +509,22 @@ def conditions(evidence: object) -> list[Condition]:
         said = "stale" if node.get("reason") == "stale" else result
         negated = str(node.get("path") or "").count(".not") % 2 == 1
         catalogued = FACTS.get(name)
+        said_text = sentence(shape, op, expected, actual, said)
+        other = node.get("other")
+        if isinstance(other, str) and other:
+            # A fact compared with another fact: ``expected`` is the other fact's value.
+            other_meta = facts.get(other) if isinstance(facts, dict) else None
+            other_meta = other_meta if isinstance(other_meta, dict) else {}
+            other_shape = shape_of(
+                other, str(other_meta.get("type") or ""), str(other_meta.get("unit") or "")
+            )
+            said_text = pair_sentence(shape, op, other_shape, actual, expected, said)
         found.append(
             Condition(
                 fact=name,
                 label=shape.label,
                 meaning=catalogued.plain if catalogued else "",
-                sentence=sentence(shape, op, expected, actual, said),
+                sentence=said_text,
                 actual=reading(actual, shape, op=op, expected=expected),
                 expected=written(expected, shape),
                 op=op,
@@ -523,6 +533,15 @@ def conditions(evidence: object) -> list[Condition]:
             )
         )
     return found
+
+
+def pair_sentence(shape: Shape, op: str, other: Shape, actual: object, expected: object, result: str) -> str:
+    """A fact compared with another: ``Cost to date $120.00 is above Income to date $100.00``."""
+    if result not in ("true", "false") or actual is None or expected is None:
+        return sentence(shape, op, None, None, result if result in ("stale", "error") else "unknown")
+    words = _SAID.get(op, (op, f"not {op}"))[0 if result == "true" else 1]
+    label, other_label = shape.label or "The value", other.label or "the other value"
+    return f"{label} {reading(actual, shape)} {words} {other_label} {reading(expected, other)}"
 
 
 def why(evidence: object, fallback: str = "") -> str:

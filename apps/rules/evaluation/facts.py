@@ -28,7 +28,7 @@ from django.utils import timezone
 
 # Which entity a stream loads is the connector kinds' knowledge (ENTITY_STREAMS re-exported for callers).
 from apps.connectors.kinds import ENTITY_STREAMS, stream_entity
-from apps.rules.engine.catalogue import FACTS, facts_for
+from apps.rules.engine.catalogue import CUSTOM_GENERATION, CUSTOM_PREFIX, FACTS, facts_for
 
 # Which canonical entities each fact is computed from (for its age).
 FACT_INPUTS: dict[str, tuple[str, ...]] = {
@@ -180,7 +180,17 @@ def _client_cols(alias: str = "cf") -> str:
     return ", ".join(f'{alias}."{f.name}"' for f in FACTS.values() if f.subject == "client")
 
 
-def _query(subject_type: str, filtered: bool) -> str:
+def _query(subject_type: str, filtered: bool, *, custom: bool = True) -> str:
+    """The facts query of ``subject_type`` (``custom``: with a column per operator-defined fact)."""
+    base = _builtin_query(subject_type, filtered)
+    if not custom:
+        return base + "\nORDER BY subject_id"
+    from apps.rules.evaluation.custom import wrap_query
+
+    return wrap_query(base, subject_type, filtered, ordered=True)
+
+
+def _builtin_query(subject_type: str, filtered: bool) -> str:
     where = "AND t.id = ANY(%(ids)s)" if filtered else ""
     if subject_type == "change_order":
         scope = f"""scope AS (SELECT t.id, t.project_id FROM entities_changeorder t
@@ -221,7 +231,7 @@ def _query(subject_type: str, filtered: bool) -> str:
             LEFT JOIN vendor_facts vf ON vf.vendor_id = s.vendor_id"""
     else:
         raise ValueError(f"unknown subject type {subject_type!r}")
-    return "WITH " + ",\n".join(ctes) + "\n" + select + "\nORDER BY subject_id"
+    return "WITH " + ",\n".join(ctes) + "\n" + select
 
 
 @dataclass(frozen=True)
@@ -241,7 +251,9 @@ class Context:
             described = _DESCRIBED.get(name)
             if described is None:
                 fact = FACTS[name]
-                described = _DESCRIBED[name] = (fact.source, fact.unit, str(fact.type.value))
+                described = (fact.source, fact.unit, str(fact.type.value))
+                if not fact.applies_to:  # a custom fact's definition can change: never cached
+                    _DESCRIBED[name] = described
             if isinstance(value, Decimal | dt.date):
                 value = str(value)
             source, unit, kind = described
@@ -252,6 +264,10 @@ class Context:
                 "unit": unit,
                 "type": kind,
             }
+            if name.startswith(CUSTOM_PREFIX):
+                fact = FACTS[name]
+                out[name]["version"] = fact.version
+                out[name]["definition"] = fact.description
         return out
 
     def snapshot_json(self) -> str:
@@ -261,14 +277,14 @@ class Context:
         are rendered once into fragments around its value (a first run stores 100k snapshots).
         """
         names = tuple(self.values)
-        key = (names, tuple(self.ages.get(name) for name in names))
+        key = (names, tuple(self.ages.get(name) for name in names), CUSTOM_GENERATION[0])
         fragments = _SNAPSHOT_FRAGMENTS.get(key)
         if fragments is None:
             if len(_SNAPSHOT_FRAGMENTS) > 64:
                 _SNAPSHOT_FRAGMENTS.clear()
             fragments = _SNAPSHOT_FRAGMENTS[key] = tuple(
                 (f'{_json_str(name)}: {{"value": ', _fact_tail(name, age))
-                for name, age in zip(*key, strict=True)
+                for name, age in zip(key[0], key[1], strict=True)
             )
         values = self.values.values()
         parts = [
@@ -280,15 +296,20 @@ class Context:
 # fact name -> (source, unit, type) as a snapshot shows them.
 _DESCRIBED: dict[str, tuple[str, str, str]] = {}
 # (fact names, their ages) -> the JSON around each fact's value in a snapshot.
-_SNAPSHOT_FRAGMENTS: dict[tuple[tuple[str, ...], tuple[float | None, ...]], tuple[tuple[str, str], ...]] = {}
+_SNAPSHOT_FRAGMENTS: dict[
+    tuple[tuple[str, ...], tuple[float | None, ...], int], tuple[tuple[str, str], ...]
+] = {}
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for str (ensure_ascii)
 
 
 def _fact_tail(name: str, age: float | None) -> str:
     fact = FACTS[name]
+    custom = ""
+    if name.startswith(CUSTOM_PREFIX):
+        custom = f', "version": {fact.version}, "definition": {_json_str(fact.description)}'
     return (
         f', "age_s": {json.dumps(age)}, "source": {_json_str(fact.source)}, '
-        f'"unit": {_json_str(fact.unit)}, "type": {_json_str(str(fact.type.value))}}}'
+        f'"unit": {_json_str(fact.unit)}, "type": {_json_str(str(fact.type.value))}{custom}}}'
     )
 
 
@@ -337,19 +358,44 @@ def fact_ages(now: dt.datetime) -> dict[str, float | None]:
 
     entity_age = {entity: oldest_age(synced.get(entity, [])) for entity in ENTITY_STREAMS}
     ages: dict[str, float | None] = {}
-    for fact, inputs in FACT_INPUTS.items():
-        input_ages = [entity_age[e] for e in inputs]
+    from apps.rules.engine import customfacts
+    from apps.rules.evaluation.custom import installed
+
+    defs = installed()
+    every = {**FACT_INPUTS, **{n: customfacts.inputs(d, defs, FACT_INPUTS) for n, d in defs.items()}}
+    for fact, inputs in every.items():
+        input_ages = [entity_age.get(e) for e in inputs]
         ages[fact] = (
             0.0 if not inputs else None if None in input_ages else max(a for a in input_ages if a is not None)
         )
     return ages
 
 
+# Up to this many subjects, operator-defined facts are computed in Python from the subjects' rows (the
+# per-event path); from it on, as columns of the facts query (the batch path). Both give the same values.
+PYTHON_CUSTOM_LIMIT = 200
+
+
 def compute_contexts(
-    subject_type: str, ids: Sequence[int] | None = None, *, now: dt.datetime | None = None
+    subject_type: str,
+    ids: Sequence[int] | None = None,
+    *,
+    now: dt.datetime | None = None,
+    refresh_custom: bool = False,
+    custom_in_python: bool | None = None,
 ) -> Iterator[Context]:
-    """Yield the context of every live subject of ``subject_type`` (or only ``ids``), in id order."""
+    """Yield the context of every live subject of ``subject_type`` (or only ``ids``), in id order.
+
+    Operator-defined facts are computed in Python for a few ``ids`` (an event), in SQL otherwise
+    (``custom_in_python`` forces either); ``refresh_custom``: install their current versions first (an
+    evaluation does so once at its start; pages that show facts take what the process has installed, and
+    so add no query)."""
+    from apps.rules.evaluation.custom import params as custom_params
+    from apps.rules.evaluation.custom import python_values, refresh
+
     now = now or timezone.now()
+    if refresh_custom:
+        refresh()
     today = evaluation_date(now)
     params = {
         "today": today,
@@ -358,11 +404,21 @@ def compute_contexts(
         "tz": settings.TIME_ZONE,
         "ids": list(ids) if ids is not None else None,
     }
+    if custom_in_python is None:
+        custom_in_python = ids is not None and len(ids) < PYTHON_CUSTOM_LIMIT
+    if not custom_in_python:
+        params.update(custom_params(now))
     visible = {f.name for f in facts_for(subject_type)}
     ages = {k: v for k, v in fact_ages(now).items() if k in visible}
     with connection.cursor() as cursor:
-        cursor.execute(_query(subject_type, ids is not None), params)
+        cursor.execute(_query(subject_type, ids is not None, custom=not custom_in_python), params)
         columns = [c.name for c in cursor.description][1:]
-        while rows := cursor.fetchmany(2000):
-            for row in rows:
-                yield Context(subject_type, row[0], dict(zip(columns, row[1:], strict=True)), ages)
+        if not custom_in_python:
+            while rows := cursor.fetchmany(2000):
+                for row in rows:
+                    yield Context(subject_type, row[0], dict(zip(columns, row[1:], strict=True)), ages)
+            return
+        base = {row[0]: dict(zip(columns, row[1:], strict=True)) for row in cursor.fetchall()}
+    extra = python_values(subject_type, list(base), base, now=now)
+    for subject_id, values in base.items():
+        yield Context(subject_type, subject_id, {**values, **extra[subject_id]}, ages)

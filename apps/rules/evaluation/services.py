@@ -173,9 +173,11 @@ def evaluate_subjects(
     trips and commits. ``run``: a queued run (publishing) that this evaluation fills in, instead of a
     new one; a bulk run's ``progress`` is updated after every batch.
     """
+    from apps.rules.evaluation.custom import refresh
     from apps.rules.evaluation.runs import run_complete, run_progress, run_start, snapshots_start
 
     now = now or timezone.now()
+    refresh()  # the current version of every operator-defined fact, for the whole evaluation
     report = EvaluationReport()
     versions = live_versions(subject_type)
     if not versions or (ids is not None and not ids):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -42,7 +42,7 @@ from django.utils import timezone
 from apps.rules.engine.catalogue import FACTS, FactType, facts_for
 from apps.rules.engine.durations import parse_duration
 from apps.rules.engine.evaluator import CompiledCondition, Verdict, compile_condition
-from apps.rules.evaluation.facts import _query, evaluation_date, fact_ages
+from apps.rules.evaluation.facts import _builtin_query, evaluation_date, fact_ages
 
 __all__ = [
     "LIVE_RULES_WARN",
@@ -157,6 +157,12 @@ def _value(raw: object, fact_type: FactType) -> object:
 def _leaf(
     node: Mapping[str, Any], visible: frozenset[str], stale: frozenset[str], params: _Params, alias: str
 ) -> str:
+    if "other" in node:
+        # A fact compared with another fact: NULL (unknown) when either is NULL or stale, as the evaluator.
+        left, right = _column(node["fact"], visible, alias), _column(node["other"], visible, alias)
+        if node["fact"] in stale or node["other"] in stale:
+            return "NULL::boolean"
+        return f"({left} {_COMPARE[node['op']]} {right})"
     name, op, value = node["fact"], node["op"], node["value"]
     col = _column(name, visible, alias)
     if name in stale:
@@ -229,6 +235,8 @@ def condition_sql(
 
 def facts_params(now: dt.datetime, ids: Sequence[int] | None) -> dict[str, Any]:
     """The parameters of the facts query, exactly as ``facts.compute_contexts`` builds them."""
+    from apps.rules.evaluation.custom import params as custom_params
+
     today = evaluation_date(now)
     return {
         "today": today,
@@ -236,18 +244,35 @@ def facts_params(now: dt.datetime, ids: Sequence[int] | None) -> dict[str, Any]:
         "since_365d": today - dt.timedelta(days=365),
         "tz": settings.TIME_ZONE,
         "ids": list(ids) if ids is not None else None,
+        **custom_params(now),
     }
 
 
 _ORDERED: Final = "\nORDER BY subject_id"
 
 
-def _facts_subquery(subject_type: str, filtered: bool) -> str:
+def _tree_facts(tree: object) -> set[str]:
+    """Every fact a (canonical) condition tree reads, ``other`` sides included."""
+    if isinstance(tree, Mapping):
+        found = {str(tree[k]) for k in ("fact", "other") if isinstance(tree.get(k), str)}
+        for key in ("all", "any", "not"):
+            if key in tree:
+                found |= _tree_facts(tree[key])
+        return found
+    if isinstance(tree, list):
+        return set().union(*(_tree_facts(item) for item in tree)) if tree else set()
+    return set()
+
+
+def _facts_subquery(subject_type: str, filtered: bool, reads: Iterable[str] | None = None) -> str:
     """The facts query as a subquery. Its final ORDER BY is dropped when present: a sorted subquery
     cannot be flattened into the outer query, which keeps PostgreSQL from skipping the joins of facts
     the condition does not read (and from sorting 100k wide rows for nothing)."""
-    facts = _query(subject_type, filtered)
-    return facts[: -len(_ORDERED)] if facts.endswith(_ORDERED) else facts
+    from apps.rules.evaluation.custom import wrap_query
+
+    return wrap_query(
+        _builtin_query(subject_type, filtered), subject_type, filtered, ordered=False, names=reads
+    )
 
 
 def _ages_for(rules: Sequence[RuleQuery], now: dt.datetime) -> dict[str, float | None]:
@@ -281,7 +306,8 @@ def outcomes_many_sql(
         expr, rule_params = condition_sql(rule.tree, subject_type, stale=stale, prefix=f"r{i}_p")
         params.update(rule_params)
         columns.append(f"{expr} AS r{i}")
-    facts = _facts_subquery(subject_type, ids is not None)
+    reads = set().union(*(_tree_facts(rule.tree) for rule in rules))
+    facts = _facts_subquery(subject_type, ids is not None, reads)
     # Identifiers come from the catalogue and every value is a bound parameter.
     sql = f"SELECT f.subject_id, {', '.join(columns)} FROM ({facts}) f"  # noqa: S608
     return sql, params
@@ -305,7 +331,7 @@ def outcomes_sql(
     stale = stale_facts(subject_type, max_age, ages)
     expr, params = condition_sql(tree, subject_type, stale=stale)
     params.update(facts_params(now, ids))
-    facts = _facts_subquery(subject_type, ids is not None)
+    facts = _facts_subquery(subject_type, ids is not None, _tree_facts(tree))
     # A simple CASE evaluates the expression once. Identifiers come from the catalogue; values are bound.
     outcome = (
         f"CASE {expr} WHEN TRUE THEN 'matched' WHEN FALSE THEN 'not_matched' ELSE 'insufficient_data' END"
@@ -330,7 +356,7 @@ def matching_ids(
     stale = stale_facts(rule.subject_type, rule.max_age, _ages_for([rule], now))
     expr, params = condition_sql(rule.tree, rule.subject_type, stale=stale)
     params.update(facts_params(now, ids))
-    facts = _facts_subquery(rule.subject_type, ids is not None)
+    facts = _facts_subquery(rule.subject_type, ids is not None, _tree_facts(rule.tree))
     sql = f"SELECT f.subject_id FROM ({facts}) f WHERE {expr} ORDER BY f.subject_id"  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

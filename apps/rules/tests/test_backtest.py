@@ -136,17 +136,38 @@ def test_a_draft_from_a_file_shows_the_delta_to_the_live_version(company, tmp_pa
     assert "no longer matching: 1 (ids " in output and "Matches: 1 (live v1: 2)" in output
 
 
-def test_replay_is_point_in_time_and_uses_the_newest_context(company):
+def test_replay_is_point_in_time_each_context_as_of_its_decision(company):
     big = company["big"]
     big.amount = Decimal("10")  # today's data no longer matches, but the stored context does
     big.save()
     assert backtest("big-co").outcomes["matched"] == 2
-    # A later evaluation stores a newer context for that subject (a change of outcome keeps the facts).
-    evaluate_subjects(subject_type="change_order", ids=[big.pk], now=timezone.now() + dt.timedelta(minutes=1))
+    # A later evaluation stores a newer context for that subject (a change of outcome keeps the facts):
+    # both are replayed, each as it was.
+    later = timezone.now() + dt.timedelta(minutes=1)
+    evaluate_subjects(subject_type="change_order", ids=[big.pk], now=later)
     result = backtest("big-co")
-    assert result.replayed == 4 and result.outcomes["matched"] == 1
+    assert result.replayed == 5 and result.outcomes["matched"] == 2
+    assert sum(day[0] for day in result.timeline.values()) == 2
+    assert {e[0] for e in result.examples} == {big.pk, company["huge"].pk}
+    until_then = backtest("big-co", until=later)
+    assert until_then.replayed == 4 and until_then.outcomes["matched"] == 2
     since = (timezone.now() + dt.timedelta(days=1)).replace(hour=0, minute=0)
     assert backtest("big-co", since=since).replayed == 0
+
+
+def test_a_label_is_judged_on_the_facts_it_opened_on_not_on_later_fixes(company):
+    """``big`` was acted on; afterwards its change order was cut to 10 and re-evaluated. Precision still
+    counts it as a positive the rule matched: the facts it was decided on matched."""
+    label(company["big"], "actioned")
+    label(company["huge"], "false_alarm")
+    big = company["big"]
+    big.amount = Decimal("10")
+    big.save()
+    evaluate_subjects(subject_type="change_order", ids=[big.pk], now=timezone.now() + dt.timedelta(minutes=1))
+    result = backtest("big-co")
+    assert (result.precision.positive, result.precision.negative) == (1, 1)
+    assert result.cases == 2 and not result.recall_estimable
+    assert "Recall: cannot be estimated" in str(result)
 
 
 def test_stored_ages_decide_staleness_as_they_were_then(company):

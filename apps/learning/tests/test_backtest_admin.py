@@ -1,0 +1,91 @@
+"""Backtest in admin: a rule or its draft over a period, its chart, figures, examples; large on a worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from apps.escalations.models import Escalation
+from apps.learning import backtests, tasks
+from apps.learning.models import BacktestRun
+from apps.rules.models import Decision, Rule
+
+from .builders import T0, decision, escalation, publish, snapshot
+
+pytestmark = pytest.mark.django_db
+
+URL = "/admin/learning/ruleanalytics/backtest/"
+
+
+@pytest.fixture
+def history():
+    """Rule ``thin`` (margin < 25) over ten days: margins 5, 10, ..., 45 one per day; the ones under 15
+    acted on, 15 and 20 false alarms. The draft says margin < 12."""
+    version = publish("thin", {"all": [{"fact": "project.margin_pct", "op": "lt", "value": 25}]})
+    decisions, escalations = [], []
+    for i, margin in enumerate(range(5, 50, 5)):
+        at = T0 + dt.timedelta(days=i)
+        facts = snapshot(project__margin_pct=str(margin))
+        matched = margin < 25
+        decisions.append(
+            decision(version, i + 1, at=at, facts=facts, outcome="matched" if matched else "not_matched")
+        )
+        if matched:
+            escalations.append(
+                escalation(version, i + 1, opened=at, closed_after=dt.timedelta(hours=2), facts=facts,
+                           outcome="actioned" if margin < 15 else "false_alarm")
+            )  # fmt: skip
+    Decision.objects.bulk_create(decisions)
+    Escalation.objects.bulk_create(escalations)
+    rule = Rule.objects.get(key="thin")
+    draft = dict(rule.draft)
+    draft["when"] = {"all": [{"fact": "project.margin_pct", "op": "lt", "value": 12}]}
+    rule.draft = draft
+    rule.save()
+    return rule
+
+
+def test_a_draft_backtest_shows_chart_figures_difference_and_examples(client, ops_manager, history):
+    client.force_login(ops_manager)
+    response = client.get(
+        URL, {"rule": "thin", "what": "draft", "since": "2026-06-01", "until": "2026-06-30"}
+    )
+    assert response.status_code == 200
+    text = response.content.decode()
+    chart = text.split('id="chart-backtest"')[1].split("</svg>")[0]
+    assert "polyline" in chart and "<script" not in chart, "server-drawn SVG, no script"
+    assert "Contexts replayed: <strong>9</strong>" in text
+    # The draft (< 12) matches margins 5 and 10, both acted on; live (< 25) also 15 and 20, false alarms.
+    assert "100% (2 of 2)" in text and "50% (2 of 4)" in text
+    assert "2 no longer matching (subjects 3, 4)" in text
+    assert "cannot be estimated" in text
+    assert "project.margin_pct = 5%" in text
+
+
+def test_a_period_without_its_contexts_replays_nothing(client, ops_manager, history):
+    client.force_login(ops_manager)
+    text = client.get(URL, {"rule": "thin", "since": "2026-07-01"}).content.decode()
+    assert "Contexts replayed: <strong>0</strong>" in text and "No match in the period." in text
+
+
+def test_a_large_period_runs_on_a_worker_with_progress(client, ops_manager, history, monkeypatch):
+    monkeypatch.setattr(backtests, "INLINE_LIMIT", 3)
+    client.force_login(ops_manager)
+    response = client.get(URL, {"rule": "thin", "what": "draft"})
+    run = BacktestRun.objects.get()
+    assert response.status_code == 302 and response["Location"].endswith(f"/backtest/{run.pk}/")
+    assert (run.status, run.expected, run.use_draft) == ("queued", 9, True)
+    waiting = client.get(response["Location"]).content.decode()
+    assert 'http-equiv="refresh"' in waiting and "0 of about 9 contexts replayed (0%)" in waiting
+    assert tasks.run_backtest(run.pk) == "replayed 9"
+    assert tasks.run_backtest(run.pk) == "not queued", "a repeat does nothing"
+    run.refresh_from_db()
+    assert run.status == "done" and run.result["precision"] == [2, 0]
+    done = client.get(response["Location"]).content.decode()
+    assert 'http-equiv="refresh"' not in done and 'id="chart-backtest"' in done
+
+
+def test_account_managers_cannot_backtest(client, account_manager, history):
+    client.force_login(account_manager)
+    assert client.get(URL, {"rule": "thin"}).status_code in (302, 403)
