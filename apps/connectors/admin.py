@@ -210,6 +210,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         "reconcile_now",
         "rebuild_confirming_deletes",
         "reconcile_confirming_deletes",
+        "catch_up",
         "test_connection",
     ]
     fieldsets = [
@@ -552,6 +553,31 @@ class ConnectionAdmin(admin.ModelAdmin):
     def has_confirm_deletes_permission(self, request: HttpRequest) -> bool:
         # Tombstoning most of a stream is the administrators' call, like credentials and "Resync now".
         return bool(request.user.is_superuser or request.user.groups.filter(name=ADMINISTRATORS).exists())
+
+    @admin.action(
+        description="Catch up after webhook downtime (re-read the vendor's change feed, last 30 days max)",
+        permissions=["change"],
+    )
+    def catch_up(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
+        from .tasks import catch_up_connection_task
+
+        actor = f"user:{request.user.get_username()}"
+        now = timezone.now()
+        queued, skipped = 0, []
+        for connection in queryset:
+            kind = get_kind(connection)
+            if not kind.catches_up:
+                skipped.append(connection.slug)
+                continue
+            since = kind.catch_up_start(now)
+            task = partial(catch_up_connection_task.delay, connection.pk, since.isoformat(), actor)
+            transaction.on_commit(task)
+            queued += 1
+        self.message_user(request, f"Catch-up queued for {queued} connection(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"No change feed to catch up from: {', '.join(skipped)}", messages.WARNING
+            )
 
     @admin.action(description="Test connection (first page of each stream)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:

@@ -1,4 +1,5 @@
-"""Operator actions on a connection beside the sync itself: test it, resync from a date, sweep deleted ids."""
+"""Operator actions on a connection beside the sync itself: test it, resync from a date, sweep deleted ids,
+catch up after webhook downtime."""
 
 from __future__ import annotations
 
@@ -425,3 +426,39 @@ def connection_rebuild(
         )
     _announce(changes)
     return result
+
+
+# ---- catching up after webhook downtime ---------------------------------------------------------------
+
+
+def connection_catch_up(*, connection: Connection, since: dt.datetime, actor: Actor) -> dict[str, Any]:
+    """Re-read through the kind's change feed (QuickBooks: CDC) what changed upstream since ``since`` and
+    apply it version-guarded: after webhooks were down longer than the vendor retries them. Audited.
+    NotImplementedError for kinds without a change feed; UpstreamError propagates (nothing half-applied)."""
+    counts = get_kind(connection).catch_up(since)
+    audit_record(
+        action="connection.caught_up",
+        actor=actor,
+        object_type="connection",
+        object_id=connection.slug,
+        data={"since": since.isoformat(), "counts": {k: v for k, v in counts.items() if k != "since"}},
+    )
+    return counts
+
+
+def connections_catch_up_due(*, now: dt.datetime | None = None) -> list[tuple[int, dt.datetime]]:
+    """The enabled connections whose webhooks have been silent past their vendor's retry window, with
+    where each catch-up starts (``ConnectorKind.catch_up_due``)."""
+    now = now or timezone.now()
+    due = []
+    for connection in Connection.objects.filter(enabled=True).order_by("pk"):
+        try:
+            kind = get_kind(connection)
+        except LookupError:
+            continue
+        if not kind.catches_up:
+            continue
+        since = kind.catch_up_due(now)
+        if since is not None:
+            due.append((connection.pk, since))
+    return due

@@ -86,3 +86,30 @@ def rebuild_connection_task(
     if result.refused:
         return summarise(connection, result.runs) + f"; nothing tombstoned: {result.refused}"
     return summarise(connection, result.runs) + f"; tombstoned {result.tombstoned}"
+
+
+@shared_task(acks_late=True, max_retries=3, ignore_result=True, autoretry_for=(OSError,), retry_backoff=60)
+def catch_up_connection_task(connection_id: int, since: str, actor: str = "system:catch-up") -> str:
+    """Re-read what changed since ``since`` through the kind's change feed (QuickBooks: CDC). Safe to run
+    twice: every write goes through the version-guarded upsert."""
+    import datetime as dt
+
+    from .operations import connection_catch_up
+
+    connection = Connection.objects.filter(pk=connection_id, enabled=True).first()
+    if connection is None:
+        return f"connection {connection_id} missing or disabled"
+    counts = connection_catch_up(connection=connection, since=dt.datetime.fromisoformat(since), actor=actor)
+    return f"{connection.slug} caught up: {counts}"
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def catch_up_silent_connections() -> str:
+    """Beat (CELERY_BEAT_SCHEDULE "catch-up-silent-webhooks"): queue a catch-up for each connection whose
+    webhooks have been silent past its vendor's retry window, while the silence lasts."""
+    from .operations import connections_catch_up_due
+
+    due = connections_catch_up_due()
+    for connection_id, since in due:
+        catch_up_connection_task.delay(connection_id, since.isoformat())
+    return f"queued {len(due)} catch-up(s)"

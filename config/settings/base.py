@@ -166,6 +166,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.connectors.webhooks.tasks.sweep_webhooks",
         "schedule": timedelta(seconds=env.float("FULCRUM_WEBHOOK_SWEEP_SECONDS", default=10.0)),
     },
+    # Webhooks silent past the vendor's retry window (QuickBooks: 12 h 30 min): re-read its change feed.
+    "catch-up-silent-webhooks": {
+        "task": "apps.connectors.tasks.catch_up_silent_connections",
+        "schedule": timedelta(minutes=30),
+    },
     # The learning loop, after the nightly evaluation (02:00).
     "learning-shadow": {"task": "apps.learning.tasks.shadow_nightly", "schedule": crontab(hour=2, minute=30)},
     "learning-thresholds": {

@@ -207,6 +207,27 @@ class ConnectorKind:
     def after_webhook(self, delivery: WebhookDelivery) -> None:
         """Inside a processed delivery's transaction: work the delivery triggers (none by default)."""
 
+    # ---- catching up after webhook downtime (kinds whose vendor offers a change feed) ----
+    catches_up: ClassVar[bool] = False
+
+    def catch_up_due(self, now: dt.datetime) -> dt.datetime | None:
+        """Where a scheduled catch-up should start now (webhooks silent longer than the vendor retries
+        them), or None when none is due."""
+        return None
+
+    def catch_up_window(self) -> dt.timedelta:
+        """How long the vendor retries an undelivered webhook: silence longer than this may have lost one."""
+        return dt.timedelta(days=1)
+
+    def catch_up_start(self, now: dt.datetime) -> dt.datetime:
+        """Where an operator's catch-up starts: the silence's start when webhooks are silent now, else one
+        retry window back."""
+        return self.catch_up_due(now) or now - self.catch_up_window()
+
+    def catch_up(self, since: dt.datetime) -> dict[str, Any]:
+        """Re-read what changed upstream since ``since`` and apply it (version-guarded); counts."""
+        raise NotImplementedError(f"{self.kind} connections cannot catch up after webhook downtime")
+
     @property
     def streams(self) -> list[Stream]:
         return [cls(self) for cls in self.stream_classes]

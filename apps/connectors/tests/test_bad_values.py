@@ -130,18 +130,18 @@ SUBMITTALS = {
 }
 # The rest kind names the value; the loader names the column as well.
 EXPECTED_REASONS = {
-    "2": "amount out of range: 1e+30",
-    "3": "amount out of range: '1e26'",
-    "4": "amount out of range: -1e+30",
-    "5": "not an amount: nan",
-    "6": "not an amount: inf",
+    "2": "record 2: field 'value' (contract_value): amount out of range: 1e+30",
+    "3": "record 3: field 'value' (contract_value): amount out of range: '1e26'",
+    "4": "record 4: field 'value' (contract_value): amount out of range: -1e+30",
+    "5": "record 5: field 'value' (contract_value): not an amount: nan",
+    "6": "record 6: field 'value' (contract_value): not an amount: inf",
     "7": "contract_value 1000000000000.00 is out of range",
     "8": "contract_value 1000000000000.00 is out of range",
-    "9": "date-time out of range: '99999999999999999999'",
+    "9": "record 9: field 'start' (start_date): date-time out of range: '99999999999999999999'",
     "12": "schedule_status 'sideways' is not one of at_risk, behind, on_track",
     "s2": "revision 99999999999 is out of range",
-    "s3": "unreadable value: OverflowError: cannot convert float infinity to integer",
-    "s4": "revision is not a whole number: '1e5'",
+    "s3": "record s3: field 'rev' (revision): OverflowError: cannot convert float infinity to integer",
+    "s4": "record s4: field 'rev' (revision): revision is not a whole number: '1e5'",
 }
 
 
@@ -259,8 +259,8 @@ def test_a_webhook_record_with_a_bad_value_is_quarantined_not_failed(
 
     assert WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PROCESSED).count() == 2
     reasons = quarantined(connection)
-    assert reasons["w1"] == "webhook: amount out of range: 1e+30"
-    assert reasons["5"] == "webhook: not an amount: nan"
+    assert reasons["w1"] == "webhook: record w1: field 'value' (contract_value): amount out of range: 1e+30"
+    assert reasons["5"] == "webhook: record 5: field 'value' (contract_value): not an amount: nan"
     assert not Project.objects.filter(source=connection).exists()
 
 

@@ -29,7 +29,16 @@ from apps.simulator.webhooks import (
     hubspot_object_event,
 )
 
-from .test_webhooks import HS_SECRET, HS_URL, accept, deliver_and_process, hooks, post  # noqa: F401
+from .test_webhooks import (  # noqa: F401
+    HS_SECRET,
+    HS_URL,
+    accept,
+    deliver_and_process,
+    deliver_and_process_all,
+    hooks,
+    post,
+    summed,
+)
 
 # ---- the v3 signature ----------------------------------------------------------------------------------
 
@@ -143,21 +152,23 @@ def test_a_mixed_batch_is_applied_event_by_event_and_the_rest_counted_as_ignored
     company.delete("hubspot", "company", merged_id)  # merged away upstream: gone
     duplicate = Client.objects.get(source=crm, external_id=merged_id)
 
-    delivery = deliver_and_process(
+    rows = deliver_and_process_all(
         client, "crm", *hubspot_delivery(HS_URL, HS_SECRET, hubspot_mixed_batch(survivor_id, merged_id))
     )
+    summary = summed(rows)
 
     survivor = Client.objects.get(source=crm, external_id=survivor_id)
     assert survivor.name == "Survivor Holdings" and survivor.deleted_at is None
     duplicate.refresh_from_db()
     assert duplicate.merged_into_id == survivor.pk and duplicate.deleted_at is not None
-    assert delivery.summary["merged"] == 1
-    assert delivery.summary["ignored_types"] == {
+    assert summary["merged"] == 1
+    assert summary["ignored_types"] == {
         "contact.creation": 1,
         "company.associationChange": 1,
         "object.creation (0-1)": 1,
     }
-    assert delivery.summary["ignored"] == 3 and delivery.summary["hints"] == 3
+    assert summary["ignored"] == 3 and summary["hints"] == 3
+    assert len(rows) == 6  # one inbox row per event
 
 
 def test_object_events_for_companies_apply_and_a_deletion_tombstones(
@@ -173,7 +184,7 @@ def test_object_events_for_companies_apply_and_a_deletion_tombstones(
         hubspot_object_event("company", deleted, "deletion"),
     ]
 
-    deliver_and_process(client, "crm", *hubspot_delivery(HS_URL, HS_SECRET, events))
+    deliver_and_process_all(client, "crm", *hubspot_delivery(HS_URL, HS_SECRET, events))
 
     assert Client.objects.get(source=crm, external_id=renamed).name == "Renamed By Object Event"
     assert Client.objects.get(source=crm, external_id=deleted).deleted_at is not None
@@ -192,11 +203,11 @@ def test_an_unreadable_event_is_counted_and_never_blocks_its_batch(
         hubspot_event(target, "company.propertyChange"),
     ]
 
-    delivery = deliver_and_process(client, "crm", *hubspot_delivery(HS_URL, HS_SECRET, events))
+    summary = summed(deliver_and_process_all(client, "crm", *hubspot_delivery(HS_URL, HS_SECRET, events)))
 
     assert Client.objects.get(source=crm, external_id=target).name == "Still Applied"
-    assert delivery.summary["ignored"] == 2
-    assert set(delivery.summary["ignored_types"]) == {
+    assert summary["ignored"] == 2
+    assert set(summary["ignored_types"]) == {
         "unreadable: an event is not an object",
         "unreadable: objectId must be an id, got None",
     }
@@ -246,7 +257,7 @@ def test_a_redelivered_batch_is_a_duplicate_whatever_its_attempt_number_and_orde
     again = post(client, "crm", *hubspot_delivery(HS_URL, HS_SECRET, retried))
 
     assert again.status_code == 200 and again.json() == {"status": "duplicate"}
-    assert WebhookDelivery.objects.count() == 1
+    assert WebhookDelivery.objects.count() == 2  # one row per event, none added
 
 
 def test_a_new_batch_sharing_events_with_an_earlier_one_is_not_dropped(
@@ -255,10 +266,18 @@ def test_a_new_batch_sharing_events_with_an_earlier_one_is_not_dropped(
 ) -> None:
     shared = hubspot_event(1, event_id=7)
     accept(client, "crm", *hubspot_delivery(HS_URL, HS_SECRET, [shared, hubspot_event(2, event_id=8)]))
-    accept(client, "crm", *hubspot_delivery(HS_URL, HS_SECRET, [shared, hubspot_event(3, event_id=9)]))
+    overlapping = post(
+        client,
+        "crm",
+        *hubspot_delivery(HS_URL, HS_SECRET, [{**shared, "attemptNumber": 1}, hubspot_event(3)]),
+    )
     # eventId is not unique: another event with the same eventId is a different event.
     accept(client, "crm", *hubspot_delivery(HS_URL, HS_SECRET, [hubspot_event(4, event_id=7)]))
-    assert WebhookDelivery.objects.count() == 3
+
+    assert overlapping.status_code == 202 and len(overlapping.json()["ids"]) == 1  # only the new event
+    [stored] = WebhookDelivery.objects.filter(pk__in=overlapping.json()["ids"])
+    assert [e["objectId"] for e in json.loads(bytes(stored.body))] == [3]
+    assert WebhookDelivery.objects.count() == 4  # events 1, 2, 3 and the other event numbered 7
 
 
 def test_event_keys_ignore_only_the_attempt_number() -> None:

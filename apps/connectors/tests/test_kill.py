@@ -114,6 +114,8 @@ def test_sigkill_mid_sync_then_rerun_leaves_the_database_equal_to_the_upstream(
 ) -> None:
     items = connection_file(simulator.base_url)
     items[2]["options"]["per_page"] = 25
+    # Every project read by every run: the rerun must reach the upstream's state now, not within a rotation.
+    items[2]["options"]["project_rotation_runs"] = 1
     pm = {c.slug: c for c in connection_import(data=items, actor="system:test")}["pm"]
     simulator.faults.add(
         "delay", path_prefix="/rest/v1.0/change_order_packages", seconds=PAGE_DELAY, count=None

@@ -3,9 +3,12 @@ webhooks in every payload format, against the simulator over loopback where a se
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -191,6 +194,8 @@ def test_incremental_reads_each_project_from_its_own_cursor(
     connections: dict[str, Connection], company: Company, simulator: SimulatorServer
 ) -> None:
     pm = connections["pm"]
+    pm.options = {**pm.options, "project_rotation_runs": 1}  # every project, every run
+    pm.save()
     sync_connection(connection=pm)
     state = StreamState.objects.get(connection=pm, stream="change_orders")
     assert set(state.cursor["projects"]) == {str(p) for p in company.pc_projects}
@@ -205,6 +210,97 @@ def test_incremental_reads_each_project_from_its_own_cursor(
     windows = [p for _m, p in simulator.requests_log if p.startswith("/rest/v1.0/change_order_packages")]
     assert len(windows) == len(company.pc_projects)  # one read per project, none from the beginning
     assert all("filters%5Bupdated_at%5D=2000-" not in p for p in windows)
+
+
+def _windows(simulator: SimulatorServer) -> list[str]:
+    """The project ids whose change order window was asked for, in order."""
+    return [
+        parse_qs(urlsplit(path).query)["project_id"][0]
+        for _method, path in simulator.requests_log
+        if path.startswith("/rest/v1.0/change_order_packages")
+    ]
+
+
+def _rotating(pm: Connection, runs: int) -> Connection:
+    pm.options = {**pm.options, "project_rotation_runs": runs}
+    pm.save()
+    sync_connection(connection=pm)  # the first run reads every project
+    return pm
+
+
+def test_incremental_reads_edited_projects_and_a_rotating_share_only(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer
+) -> None:
+    pm = _rotating(connections["pm"], 3)
+    projects = sorted(company.pc_projects)
+    edited = projects[-1]  # last by id: never in the first share
+    change_record(company, "procore", "project", edited, name="Renamed Upstream")
+    simulator.requests_log.clear()
+
+    [run] = sync_connection(connection=pm, streams=["change_orders"])
+
+    share = math.ceil(len(projects) / 3)
+    assert run.status == "succeeded", run.error
+    assert sorted(_windows(simulator), key=int) == sorted({*map(str, projects[:share]), str(edited)}, key=int)
+    listed = [p for _m, p in simulator.requests_log if p.startswith("/rest/v1.0/projects?")]
+    assert len(listed) == 1 and "filters%5Bupdated_at%5D" in listed[0]  # only the edited projects listed
+
+
+def test_a_change_without_webhook_or_project_edit_is_read_within_the_rotation(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer
+) -> None:
+    pm = _rotating(connections["pm"], 3)
+    last_project = max(company.pc_projects)
+    target = max(c.id for c in company.pc_change_orders.values() if c.project_id == last_project)
+    change_record(company, "procore", "change_order", target, status="void")
+    seen_in: list[int] = []
+
+    for number in (1, 2, 3):
+        simulator.requests_log.clear()
+        sync_connection(connection=pm, streams=["change_orders"])
+        if ChangeOrder.objects.get(external_id=str(target)).status == "void":
+            seen_in.append(number)
+            break
+
+    assert seen_in == [3]  # the project read least recently comes round by the third run, not later
+    assert str(last_project) in _windows(simulator)
+
+
+def test_a_new_project_is_read_on_the_next_incremental_run(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer
+) -> None:
+    pm = _rotating(connections["pm"], 1000)  # a share of one project a run
+    template_project = company.pc_projects[min(company.pc_projects)]
+    template_co = next(iter(company.pc_change_orders.values()))
+    with company.lock:
+        now = company.write_time()
+        new_project = max(company.pc_projects) + 1
+        new_co = max(company.pc_change_orders) + 1
+        company.pc_projects[new_project] = replace(template_project, id=new_project, created=now, updated=now)
+        company.pc_change_orders[new_co] = replace(
+            template_co, id=new_co, project_id=new_project, status="pending", created=now, updated=now
+        )
+        company.changed()
+
+    sync_connection(connection=pm, streams=["projects", "change_orders"])
+
+    assert ChangeOrder.objects.get(external_id=str(new_co)).project_ref == str(new_project)
+    state = StreamState.objects.get(connection=pm, stream="change_orders")
+    assert str(new_project) in state.cursor["projects"]
+
+
+def test_a_project_deleted_upstream_is_dropped_not_failed(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer
+) -> None:
+    pm = _rotating(connections["pm"], 1)
+    gone = min(company.pc_projects)
+    company.delete("procore", "project", gone)
+
+    [run] = sync_connection(connection=pm, streams=["change_orders"])
+
+    assert run.status == "succeeded", run.error
+    state = StreamState.objects.get(connection=pm, stream="change_orders")
+    assert str(gone) not in state.cursor["projects"]
 
 
 def test_only_milestone_tasks_are_loaded(connections: dict[str, Connection], company: Company) -> None:

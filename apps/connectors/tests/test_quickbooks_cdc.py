@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.contrib.messages import get_messages
+from django.core.management import CommandError, call_command
 from django.test import Client as HttpClient
 from django.utils import timezone
 
+from apps.audit.models import AuditEntry
+from apps.connectors import tasks as connector_tasks
 from apps.connectors.kinds.quickbooks import catchup
 from apps.connectors.kinds.quickbooks.catchup import quickbooks_catch_up, silence_before
 from apps.connectors.models import Connection, WebhookDelivery
@@ -20,6 +26,8 @@ from apps.entities.models import FinancialLine, SourceObject
 from apps.simulator import Company, SimulatorServer
 from apps.simulator.quickbooks import merge_customers
 from apps.simulator.webhooks import change_record, qbo_cloud_delivery, qbo_cloud_event
+
+from .test_admin_actions import _action
 
 VERIFIER = "qbo-verifier-token"
 
@@ -174,3 +182,84 @@ def test_the_simulator_refuses_a_cdc_look_back_past_thirty_days(simulator: Simul
         timeout=5,
     )
     assert answer.status_code == 400 and answer.json()["Fault"]["Error"][0]["Detail"]
+
+
+# ---- scheduled and manual catch-ups -------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_catch_ups(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Queued catch-ups run at once in this process (their arguments kept), over loopback to the simulator."""
+    ran: list[tuple[Any, ...]] = []
+
+    def delay(*args: Any) -> None:
+        ran.append(args)
+        connector_tasks.catch_up_connection_task.run(*args)
+
+    monkeypatch.setattr(connector_tasks.catch_up_connection_task, "delay", delay)
+    return ran
+
+
+def test_the_scheduled_check_catches_up_while_webhooks_stay_silent(
+    accounting: Connection, company: Company, simulator: SimulatorServer, run_catch_ups: list[Any]
+) -> None:
+    last = _accepted(accounting, timezone.now() - dt.timedelta(hours=13), "before-the-outage")
+    invoice = sorted(company.qbo_invoices, key=int)[5]
+    change_record(company, "quickbooks", "invoice", invoice, balance=42)  # its webhook never arrives
+    simulator.requests_log.clear()
+
+    assert connector_tasks.catch_up_silent_connections.run() == "queued 1 catch-up(s)"
+
+    assert run_catch_ups == [(accounting.pk, (last.received_at - catchup.MARGIN).isoformat())]
+    assert FinancialLine.objects.get(source=accounting, external_id=invoice).balance == Decimal("0.42")
+    assert [p for _m, p in simulator.requests_log if "/cdc" in p]  # read through CDC, over loopback
+    assert AuditEntry.objects.filter(action="connection.caught_up", object_id="accounting").count() == 1
+    schedule = settings.CELERY_BEAT_SCHEDULE["catch-up-silent-webhooks"]
+    assert schedule["task"] == connector_tasks.catch_up_silent_connections.name
+
+
+def test_the_scheduled_check_leaves_a_connection_with_recent_or_no_webhooks_alone(
+    accounting: Connection, run_catch_ups: list[Any]
+) -> None:
+    assert connector_tasks.catch_up_silent_connections.run() == "queued 0 catch-up(s)"  # none ever came
+    _accepted(accounting, timezone.now() - dt.timedelta(hours=2), "recent")
+    assert connector_tasks.catch_up_silent_connections.run() == "queued 0 catch-up(s)"
+    assert run_catch_ups == []
+
+
+def test_an_operator_catches_up_with_the_management_command(accounting: Connection, company: Company) -> None:
+    invoice = sorted(company.qbo_invoices, key=int)[6]
+    change_record(company, "quickbooks", "invoice", invoice, balance=13)
+    out = io.StringIO()
+
+    call_command("catch_up", "accounting", "--hours", "1", stdout=out)
+
+    assert FinancialLine.objects.get(source=accounting, external_id=invoice).balance == Decimal("0.13")
+    assert out.getvalue().startswith("accounting: caught up since")
+    with pytest.raises(CommandError, match="no change feed"):
+        call_command("catch_up", "crm")
+
+
+def test_an_operator_catches_up_from_admin_and_kinds_without_a_feed_are_named(
+    accounting: Connection,
+    company: Company,
+    client: Any,
+    administrator: Any,
+    run_catch_ups: list[Any],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    last = _accepted(accounting, timezone.now() - dt.timedelta(hours=15), "before-the-outage")
+    invoice = sorted(company.qbo_invoices, key=int)[7]
+    change_record(company, "quickbooks", "invoice", invoice, balance=17)
+    crm = Connection.objects.get(slug="crm")
+    client.force_login(administrator)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        page = _action(client, "catch_up", [accounting, crm])
+
+    said = " ".join(str(m) for m in get_messages(page.wsgi_request))
+    assert "Catch-up queued for 1 connection(s)" in said and "No change feed to catch up from: crm" in said
+    assert run_catch_ups == [
+        (accounting.pk, (last.received_at - catchup.MARGIN).isoformat(), f"user:{administrator.username}")
+    ]
+    assert FinancialLine.objects.get(source=accounting, external_id=invoice).balance == Decimal("0.17")

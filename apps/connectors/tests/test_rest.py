@@ -131,8 +131,12 @@ def test_bad_records_are_quarantined_with_the_field_at_fault(
     runs = sync_connection(connection=connection, streams=["projects"])
 
     assert runs[0].status == "succeeded"
-    reasons = set(QuarantinedRecord.objects.filter(connection=connection).values_list("reason", flat=True))
-    assert reasons and all(r.startswith("not an amount") for r in reasons)
+    rows = QuarantinedRecord.objects.filter(connection=connection).values_list("external_id", "reason")
+    # Each reason names the record, the upstream field and the entity field it was to fill.
+    assert rows and all(
+        reason.startswith(f"record {external_id}: field 'attributes.title' (contract_value): not an amount")
+        for external_id, reason in rows
+    )
     assert Project.objects.filter(source=connection).count() == 0
 
 

@@ -102,13 +102,37 @@ def accept(client: HttpClient, slug: str, headers: dict[str, str], body: bytes) 
     return int(response.json()["id"])
 
 
+def deliver_and_process_all(
+    client: HttpClient, slug: str, headers: dict[str, str], body: bytes
+) -> list[WebhookDelivery]:
+    """Deliver, then process every inbox row the delivery made (one per event for batching vendors)."""
+    response = post(client, slug, headers, body)
+    assert response.status_code == 202, response.content
+    ids = [int(pk) for pk in response.json()["ids"]]
+    for delivery_id in ids:
+        outcome = process_delivery(delivery_id)
+        assert outcome.status == "processed", outcome.error
+    return list(WebhookDelivery.objects.filter(pk__in=ids).order_by("pk"))
+
+
 def deliver_and_process(
     client: HttpClient, slug: str, headers: dict[str, str], body: bytes
 ) -> WebhookDelivery:
-    delivery_id = accept(client, slug, headers, body)
-    outcome = process_delivery(delivery_id)
-    assert outcome.status == "processed", outcome.error
-    return WebhookDelivery.objects.get(pk=delivery_id)
+    """Deliver and process; the first inbox row of the delivery."""
+    return deliver_and_process_all(client, slug, headers, body)[0]
+
+
+def summed(deliveries: list[WebhookDelivery]) -> dict[str, Any]:
+    """The summaries of a delivery's rows added up (counts summed, ignored types merged)."""
+    total: dict[str, Any] = {"ignored_types": {}}
+    for delivery in deliveries:
+        for key, value in (delivery.summary or {}).items():
+            if key == "ignored_types":
+                for label, n in value.items():
+                    total[key][label] = total[key].get(label, 0) + n
+            else:
+                total[key] = total.get(key, 0) + value
+    return total
 
 
 def vendor_record(vendor_id: str, updated: dt.datetime, name: str) -> dict[str, Any]:

@@ -52,6 +52,10 @@ class HubSpot(ConnectorKind):
             return webhooks.event_id(payload)
         return body_hash(body)
 
+    @classmethod
+    def webhook_split(cls, headers: Headers, body: bytes, payload: Any) -> list[tuple[str, bytes]]:
+        return webhooks.split(payload, body)
+
     def write_note(
         self, target: str, text: str, idempotency_key: str, *, retry: bool = False
     ) -> dict[str, Any]:

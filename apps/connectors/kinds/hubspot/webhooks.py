@@ -23,6 +23,7 @@ from apps.connectors.webhooks.schemes import (
     Rejected,
     any_equal,
     b64_hmac,
+    body_hash,
     check_time,
     event_ref,
     header,
@@ -69,19 +70,32 @@ def verify(inbound: Inbound, secrets: list[str]) -> None:
 
 
 def event_id(payload: Any) -> str:
-    """A delivery's identity: a hash of its events' keys (:func:`event_key`), whatever their order."""
+    """A delivery's identity: its one event's (:func:`split`), or a hash of its events' keys in any order."""
     keys = sorted({event_key(event) for event in payload})
+    if len(keys) == 1:
+        return "hubspot:" + keys[0]
     return "hubspot:" + hashlib.sha256(",".join(keys).encode()).hexdigest()
+
+
+def split(payload: Any, body: bytes) -> list[tuple[str, bytes]]:
+    """One inbox row per event, keyed by :func:`event_key`: a redelivered batch, or a new batch that repeats
+    some events of an earlier one, stores (and applies) only the events not seen before; two different
+    events never share a key, so no legitimate event is dropped. A single-event delivery keeps its bytes."""
+    if not isinstance(payload, list) or not payload:  # refused as Malformed before it is stored
+        return [(body_hash(body), body)]
+    rows = {"hubspot:" + event_key(event): event for event in payload}  # a batch repeating an event: once
+    if len(rows) == 1:
+        return [(next(iter(rows)), body)]
+    return [(key, json.dumps([event], separators=(",", ":")).encode()) for key, event in rows.items()]
 
 
 def event_key(event: Any) -> str:
     """One HubSpot event's identity: its content without ``attemptNumber``.
 
     HubSpot documents ``eventId`` as "not guaranteed to be unique" and sends a retried event again with
-    ``attemptNumber`` raised, possibly in a batch of other events. So a redelivered batch (same events, any
-    order, any attempt) is the same delivery, a new batch that shares some events with an earlier one is a
-    new delivery (its shared events are applied again, harmlessly: every write is version-guarded), and two
-    different events that happen to share an ``eventId`` never hide each other.
+    ``attemptNumber`` raised, possibly in a batch of other events. So a retried event (any attempt, in any
+    batch) is the same event, and two different events that happen to share an ``eventId`` never hide each
+    other.
     """
     if isinstance(event, dict):
         event = {k: v for k, v in event.items() if k != "attemptNumber"}

@@ -19,18 +19,27 @@ change-order-packages, submittals), as listed path by path by an SDK generated f
 (``weigandconstruction/procore_python_sdk``). No list documents ``sort=updated_at``: windows are read
 whole (``paging.read_all``) and the cursor moves only after a window is complete; per project for the
 project-scoped lists, so a run cut short resumes with the projects it finished.
+
+Which projects an incremental run reads (``ProjectList.chosen``): Procore has no company-wide change feed
+for these lists, and asking every project each run cost 30,635 calls at 10,200 projects. So a run reads
+the projects whose own record changed in the window (List projects with ``filters[updated_at]``: new and
+edited projects), plus a rotating share — the ``1 / options.project_rotation_runs`` of projects read least
+recently — and relies on webhooks between. A change whose webhook was lost, in a project not edited, is
+read at the latest ``project_rotation_runs`` runs later (docs/vendors/procore.md, "Which projects a run
+reads"). A full sync reads every project.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from apps.connectors.http import HttpClient
+from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import (
     LOOKBACK,
     BadRecord,
@@ -53,6 +62,9 @@ if TYPE_CHECKING:
 
 PER_PAGE = paging.PER_PAGE  # tests lower it to make several pages
 CONCURRENCY = 8  # project windows read at once by default (options.concurrency)
+# Incremental runs read every project at least once in this many runs (options.project_rotation_runs; 1 reads
+# every project every run). With an hourly schedule: every project at least daily, and each run ~1/24 of them.
+ROTATION_RUNS = 24
 # The key we add to a project-scoped record: the project it was listed under (Procore's records lack it).
 PROJECT_KEY = "_project_id"
 # Change Order Package ``status`` (the enum of the List / Show / Create Change Order Package schemas) to
@@ -183,8 +195,8 @@ def _concurrency(kind: Procore) -> int:
 
 
 def _in_order(
-    read: Callable[[str], list[Record]], projects: list[str], workers: int
-) -> Iterator[tuple[str, list[Record]]]:
+    read: Callable[[str], list[Record] | None], projects: list[str], workers: int
+) -> Iterator[tuple[str, list[Record] | None]]:
     """``(project, read(project))`` in project order, with up to ``workers`` reads under way ahead of it."""
     if workers == 1:
         for pid in projects:
@@ -192,7 +204,7 @@ def _in_order(
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="procore-projects")
     try:
-        ahead: deque[tuple[str, Future[list[Record]]]] = deque()
+        ahead: deque[tuple[str, Future[list[Record] | None]]] = deque()
         queue = iter(projects)
         for pid in itertools.islice(queue, 2 * workers):
             ahead.append((pid, pool.submit(read, pid)))
@@ -204,6 +216,14 @@ def _in_order(
             yield pid, records
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _rotation_runs(kind: Procore) -> int:
+    return max(1, int((kind.connection.options or {}).get("project_rotation_runs") or ROTATION_RUNS))
+
+
+def _by_number(pid: str) -> tuple[int, str]:
+    return (len(pid), pid)
 
 
 def project_cursor(cursor: Cursor) -> tuple[dt.datetime | None, dict[str, str]]:
@@ -233,26 +253,54 @@ class ProjectList(ProcoreStream):
     def keep(self, raw: Record) -> bool:
         return True
 
-    def project_ids(self, client: HttpClient) -> list[str]:
-        """Every project of the company (compact view: id and names only), by id."""
+    def project_ids(
+        self, client: HttpClient, changed: tuple[dt.datetime, dt.datetime] | None = None
+    ) -> list[str]:
+        """The company's projects (compact view: id and names only), by id; with ``changed`` only those
+        whose project record was updated in that window (List projects' ``filters[updated_at]``)."""
         params = {
             "company_id": self.kind.company_id,
             "filters[by_status]": "All",
             "serializer_view": "compact",
         }
+        if changed is not None:
+            params["filters[updated_at]"] = paging.window(*changed)
         ids: set[str] = set()
         for page in paging.read_all(client, Projects.path, params, PER_PAGE):
             ids.update(str(p["id"]) for p in page if isinstance(p, dict) and p.get("id") not in (None, ""))
-        return sorted(ids, key=lambda i: (len(i), i))
+        return sorted(ids, key=_by_number)
+
+    def chosen(
+        self, client: HttpClient, cursor: Cursor, saved: dict[str, str], started: dt.datetime
+    ) -> tuple[list[str], list[str]]:
+        """(the projects known, the ones this incremental run reads), by id.
+
+        Read: the projects whose record changed since the previous run began (less the settle time and the
+        lookback; new projects too, listed for the first time), and the least recently read
+        ``ceil(known / project_rotation_runs)`` of the others. Projects gone upstream stay known until a
+        full sync lists them no more, or their list answers 404 (``pages`` drops them).
+        """
+        previous = cursor_start(cursor, False)
+        since = (previous - self.kind.settle()) if previous else None
+        changed = set(self.project_ids(client, (since, started)) if since else [])
+        known = sorted(set(saved) | changed, key=_by_number)
+        due = changed | {pid for pid in known if not saved.get(pid)}  # new, or listed but never read
+        share = math.ceil(len(known) / _rotation_runs(self.kind))
+        others = sorted((pid for pid in known if pid not in due), key=lambda p: (saved[p], _by_number(p)))
+        return known, sorted(due | set(others[:share]), key=_by_number)
 
     def pages(self, client: HttpClient, cursor: Cursor, full: bool) -> Iterator[Page]:
         started = dt.datetime.now(dt.UTC)
         done = make_cursor(started - self.kind.settle(), "")["updated_at"]
         floor, saved = (None, {}) if full else project_cursor(cursor)
         per_page = _per_page(self.kind)
-        projects = self.project_ids(client)
-        # Projects no longer listed drop out of the cursor; the others keep theirs until read again.
-        state: dict[str, str] = {pid: saved[pid] for pid in projects if pid in saved}
+        if saved:
+            known, projects = self.chosen(client, cursor, saved, started)
+        else:  # a full sync, a first run or a "Resync from date": every project listed
+            known = projects = self.project_ids(client)
+        # Projects no longer listed drop out of the cursor; the others keep theirs until read again, and
+        # a project listed but not yet read is kept with "" (a run cut short reads it first next time).
+        state: dict[str, str] = {pid: saved.get(pid, "") for pid in known}
         pages = 0
 
         def page_cursor() -> Cursor:
@@ -265,18 +313,28 @@ class ProjectList(ProcoreStream):
                 "projects": dict(state),
             }
 
-        def read(pid: str) -> list[Record]:
-            since = parse_datetime(state[pid]) - LOOKBACK if pid in state else floor
+        def read(pid: str) -> list[Record] | None:
+            since = parse_datetime(state[pid]) - LOOKBACK if state.get(pid) else floor
             params = {**self.params(pid), "filters[updated_at]": paging.window(since, started)}
-            return [
-                {**raw, PROJECT_KEY: pid}
-                for page in paging.read_all(client, self.path(pid), params, per_page)
-                for raw in page
-                if isinstance(raw, dict) and self.keep(raw)
-            ]
+            try:
+                return [
+                    {**raw, PROJECT_KEY: pid}
+                    for page in paging.read_all(client, self.path(pid), params, per_page)
+                    for raw in page
+                    if isinstance(raw, dict) and self.keep(raw)
+                ]
+            except UpstreamError as exc:
+                # A project-scoped list answers 404 once the project itself is gone (deleted upstream):
+                # nothing to read, and nothing to remember it by (the id sweep tombstones its records).
+                if exc.status != 404:
+                    raise
+                return None
 
         buffer: list[Record] = []
         for pid, records in _in_order(read, projects, _concurrency(self.kind)):
+            if records is None:
+                state.pop(pid, None)
+                continue
             buffer += records
             state[pid] = done
             if len(buffer) >= per_page:  # pages of whole projects, each with its cursor
@@ -321,8 +379,6 @@ class Milestones(ProjectList):
     def by_ids(self, client: HttpClient, project_id: str, ids: list[int]) -> list[Record]:
         """Show Task for each id (the tasks list has no ``filters[id]``); a task that is gone or no longer a
         milestone is left out, so the webhook processing tombstones it."""
-        from apps.connectors.http import UpstreamError
-
         found: list[Record] = []
         for task_id in ids:
             try:

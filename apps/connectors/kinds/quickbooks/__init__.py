@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -61,6 +62,23 @@ class QuickBooks(ConnectorKind):
     @classmethod
     def webhook_split(cls, headers: Headers, body: bytes, payload: Any) -> list[tuple[str, bytes]]:
         return webhooks.split(payload, body)
+
+    catches_up = True
+
+    def catch_up_due(self, now: dt.datetime) -> dt.datetime | None:
+        from .catchup import catch_up_due
+
+        return catch_up_due(self.connection, now)
+
+    def catch_up_window(self) -> dt.timedelta:
+        from .catchup import silence_window
+
+        return silence_window(self.connection)
+
+    def catch_up(self, since: dt.datetime) -> dict[str, Any]:
+        from .catchup import quickbooks_catch_up
+
+        return quickbooks_catch_up(connection=self.connection, since=since)
 
     def after_webhook(self, delivery: WebhookDelivery) -> None:
         from .catchup import after_delivery  # catchup reads the inbox model: loaded once apps are ready

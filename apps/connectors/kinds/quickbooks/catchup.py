@@ -68,6 +68,24 @@ def silence_before(delivery: WebhookDelivery) -> dt.datetime | None:
     return previous
 
 
+def catch_up_due(connection: Connection, now: dt.datetime) -> dt.datetime | None:
+    """For the scheduled check: while webhooks are silent longer than the window (no delivery has ended the
+    silence yet, so ``after_delivery`` could not), where to catch up from — the last accepted delivery's
+    arrival less ``MARGIN``. None when a delivery came within the window, or none ever came (a connection
+    without webhooks is kept current by its scheduled sync alone). Each check while the silence lasts
+    catches up again from that instant: one CDC call, every write version-guarded."""
+    last = (
+        WebhookDelivery.objects.filter(connection=connection)
+        .exclude(status=WebhookDelivery.Status.REJECTED)
+        .order_by("-received_at")
+        .values_list("received_at", flat=True)
+        .first()
+    )
+    if last is None or now - last <= silence_window(connection):
+        return None
+    return last - MARGIN
+
+
 def after_delivery(delivery: WebhookDelivery) -> None:
     """Inside the delivery's processing transaction: queue a catch-up if it ended a silence."""
     started = silence_before(delivery)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
@@ -69,6 +70,18 @@ def convert_value(field: models.Field[Any, Any], value: Any) -> Any:
     if isinstance(value, Decimal):
         return value
     return value
+
+
+@contextmanager
+def _naming(record_id: Any, path: str, name: str) -> Iterator[None]:
+    """A value that cannot be read becomes a BadRecord naming the record, the upstream field and the entity
+    field it fills (an in-house system's operator finds the record and the field from the reason alone)."""
+    try:
+        yield
+    except BadRecord as exc:
+        raise BadRecord(f"record {record_id}: field {path!r} ({name}): {exc.reason}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # int(inf), a list where a number belongs, ...
+        raise BadRecord(f"record {record_id}: field {path!r} ({name}): {type(exc).__name__}: {exc}") from None
 
 
 class RestStream(Stream):
@@ -196,9 +209,12 @@ class RestStream(Stream):
         record_id = self._id(raw)
         if record_id in (None, ""):
             raise BadRecord(f"record without {self.config.id_path}")
-        row: Record = {"external_id": str(record_id), "source_updated_at": self._updated(raw)}
+        row: Record = {"external_id": str(record_id)}
+        with _naming(record_id, self.config.updated_at_path, "source_updated_at"):
+            row["source_updated_at"] = self._updated(raw)
         for name, path, field in self._targets:
-            row[name] = convert_value(field, dig(raw, path))
+            with _naming(record_id, path, name):
+                row[name] = convert_value(field, dig(raw, path))
         return row
 
 
