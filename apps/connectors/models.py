@@ -17,6 +17,7 @@ class Connection(models.Model):
         PROCORE = "procore", "Procore"
         REST = "rest", "Generic REST"
         CSV = "csv", "CSV upload"
+        DOCAI = "docai", "Document AI (Azure AI Document Intelligence)"
 
     slug = models.SlugField(
         unique=True, help_text="Used in webhook URLs: /webhooks/SLUG/ (slug crm: /webhooks/crm/)"

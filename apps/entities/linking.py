@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
+from .documents_sql import DOCUMENT_STATEMENTS
+
 # (name, change-set key of the rows it updates or None, SQL). Order matters: the crosswalk is resolved
 # before what is derived from it.
 _STATEMENTS: list[tuple[str, str | None, str]] = [
@@ -150,6 +152,8 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
         RETURNING x.id
         """,
     ),
+    # Documents processed by AI tools, by the references they carry, then by exact names.
+    *DOCUMENT_STATEMENTS,
 ]
 
 

@@ -46,7 +46,9 @@ AUTO_LINK_MARGIN = 5.0
 MAX_CANDIDATES = 3
 _RESOLUTION_LOCK = 0x52534C56  # "RSLV"
 # Change-set keys the rules react to (apps.rules.triggers.affected_subjects).
-RULE_KEYS = ("client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line")
+RULE_KEYS = (
+    "client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line", "document",
+)  # fmt: skip
 
 LEGAL_WORDS = frozenset({
     "the", "inc", "incorporated", "llc", "ltd", "limited", "co", "company", "corp", "corporation",
@@ -373,6 +375,11 @@ def entities_resolve(*, propagate: bool = True) -> ResolutionResult:
     _resolve_customers(settings, result, now)
     link_entities(result.changes)
     _resolve_jobs(settings, result, now)
+    from .documents import documents_resolve  # names of documents, after clients and projects settle
+
+    documents = documents_resolve(settings=settings)
+    if documents.changed:
+        result.changes.setdefault("document", set()).update(documents.changed)
     ResolutionSettings.objects.filter(pk=settings.pk).update(last_run_at=now)
     if propagate:
         _propagate(result.changes)

@@ -202,6 +202,7 @@ VERIFIERS: dict[str, Callable[[Inbound, list[str]], None]] = {
     "quickbooks": _verify_quickbooks,
     "procore": _verify_procore,
     "rest": _verify_standard,
+    "docai": _verify_standard,  # the document tool signs with Standard Webhooks
 }
 
 
@@ -222,7 +223,7 @@ def event_id(kind: str, headers: Headers, body: bytes, payload: Any = None) -> s
     QuickBooks: see :func:`split` (one row per event); Procore: the event's ``ulid`` / ``id``; Standard
     Webhooks: ``webhook-id``.
     """
-    if kind == "rest":
+    if kind in ("rest", "docai"):
         msg_id = headers.get("webhook-id", "").strip()
         if msg_id:
             return msg_id if len(msg_id) <= _MAX_EVENT_ID else body_hash(msg_id.encode())
@@ -628,10 +629,26 @@ def _standard_hints(payload: Any, options: Mapping[str, Any], headers: Headers) 
     return [hint]
 
 
+def _docai_events(
+    payload: Any, options: Mapping[str, Any], headers: Headers
+) -> tuple[list[Hint], dict[str, int]]:
+    from apps.connectors.kinds.docai import Malformed as BadAnalysis
+    from apps.connectors.kinds.docai import document_events, mapping_from_options
+
+    try:
+        found, skipped = document_events(payload, headers, mapping_from_options(options))
+    except BadAnalysis as exc:
+        raise Malformed(str(exc)) from None
+    stamp = headers.get("webhook-timestamp", "")
+    at = dt.datetime.fromtimestamp(int(stamp), tz=dt.UTC) if stamp.isdigit() else None
+    return [Hint("documents", doc_id, op, at, data) for op, doc_id, data in found], skipped
+
+
 HINTS: dict[str, Callable[[Any, Mapping[str, Any], Headers], list[Hint]]] = {
     "quickbooks": _quickbooks_hints,
     "procore": _procore_hints,
     "rest": _standard_hints,
+    "docai": lambda payload, options, headers: _docai_events(payload, options, headers)[0],
 }
 
 
@@ -656,9 +673,12 @@ def hints(kind: str, payload: Any, options: Mapping[str, Any], headers: Headers)
 
 
 # Kinds whose authentic but malformed deliveries are kept (status rejected, signature_valid) for forensics.
-KEEP_MALFORMED = frozenset({"quickbooks"})
+KEEP_MALFORMED = frozenset({"quickbooks", "docai"})
 SPLITTERS: dict[str, Callable[[Any, bytes], list[tuple[str, bytes]]]] = {"quickbooks": _quickbooks_split}
-IGNORED: dict[str, Callable[[Any, Mapping[str, Any]], dict[str, int]]] = {"quickbooks": _quickbooks_ignored}
+IGNORED: dict[str, Callable[[Any, Mapping[str, Any]], dict[str, int]]] = {
+    "quickbooks": _quickbooks_ignored,
+    "docai": lambda payload, options: _docai_events(payload, options, {})[1],
+}
 
 
 def split(kind: str, headers: Headers, body: bytes, payload: Any) -> list[tuple[str, bytes]]:
