@@ -248,3 +248,37 @@ def test_names_link_above_the_threshold_and_queue_between(synced: dict[str, Conn
     Document.objects.filter(pk=unmatched.pk).update(client_name=f"{name}, Inc.")
     documents_resolve()
     assert Document.objects.get(pk=unmatched.pk).client_id == target.project.client_id
+
+
+def test_a_csv_upload_loads_documents_that_link_like_the_tools(synced: dict[str, Connection]) -> None:
+    from apps.connectors.csv_import import csv_import
+    from apps.connectors.kinds.csv import CsvMapping
+
+    target = ChangeOrder.objects.filter(project__isnull=False).select_related("project").order_by("id")[0]
+    assert target is not None
+    [upload] = connection_import(data=[{"slug": "scans", "kind": "csv"}], actor="system:test")
+    data = (
+        "Doc,Class,Score,Total,PO,CO\n"
+        f"s-1,change_order_request,0.91,{target.amount + 1},{target.project.number},{target.number}\n"
+        "s-2,invoice,0.55,10,,\n"
+    ).encode()
+    mapping = CsvMapping(
+        entity="document",
+        id_column="Doc",
+        columns={
+            "Class": "label",
+            "Score": "confidence",
+            "Total": "amount",
+            "PO": "project_ref",
+            "CO": "change_order_ref",
+        },
+    )
+
+    run = csv_import(connection=upload, data=data, mapping=mapping, actor="system:test")
+
+    assert run.status == "succeeded", run.error
+    assert list(QuarantinedRecord.objects.values_list("reason", flat=True)) == []
+    doc = Document.objects.get(source=upload, external_id="s-1")
+    assert doc.label == "change_order_request" and doc.confidence == pytest.approx(0.91)
+    assert doc.change_order_id == target.pk and doc.project_id == target.project_id
+    assert unlinked().filter(source=upload, external_id="s-2", confidence=0.55).exists()
