@@ -26,7 +26,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.utils import timezone
 
-from .catalogue import FACTS, facts_for
+from .catalogue import FACTS, LOW_CONFIDENCE, facts_for
 
 # Which canonical entities each fact is computed from (for its age).
 FACT_INPUTS: dict[str, tuple[str, ...]] = {
@@ -52,6 +52,13 @@ FACT_INPUTS: dict[str, tuple[str, ...]] = {
     "submittal.days_overdue": ("submittal",),
     "submittal.schedule_critical": ("submittal",),
     "vendor.late_submittal_rate": ("submittal",),
+    "change_order.document_amount_delta_pct": ("document", "change_order"),
+    "project.documents_low_confidence_30d": ("document",),
+    "document.label": ("document",),
+    "document.confidence": ("document",),
+    "document.amount": ("document",),
+    "document.linked": ("document", "project", "change_order"),
+    "document.amount_delta_pct": ("document", "change_order", "financial_line"),
 }
 
 # The stream names the built-in kinds give each entity's streams. Ages go by the entity a connection's
@@ -65,6 +72,7 @@ ENTITY_STREAMS: dict[str, tuple[str, ...]] = {
     "submittal": ("submittals",),
     "vendor": ("vendors",),
     "financial_line": ("invoices", "bills", "purchases"),
+    "document": ("documents",),
 }
 
 _PROJECT_FACTS = """
@@ -80,7 +88,8 @@ project_facts AS (
         COALESCE(ms.missed, 0) AS "project.milestones_missed",
         COALESCE(ms.behind, 0) AS "project.days_behind_schedule",
         NULLIF(p.schedule_status, '') AS "project.schedule_status",
-        COALESCE(dq.n, 0) AS "project.data_quality_errors"
+        COALESCE(dq.n, 0) AS "project.data_quality_errors",
+        COALESCE(dlc.n, 0) AS "project.documents_low_confidence_30d"
     FROM entities_project p
     LEFT JOIN (
         SELECT project_id,
@@ -119,8 +128,15 @@ project_facts AS (
               IN (SELECT project_id FROM scope_projects)
         GROUP BY 1
     ) dq ON dq.project_id = p.id
+    LEFT JOIN (
+        SELECT project_id, COUNT(*) AS n FROM entities_document
+        WHERE deleted_at IS NULL AND confidence < LOW_CONFIDENCE
+          AND COALESCE(analyzed_at, source_updated_at) >= %(since_30d)s
+          AND project_id IN (SELECT project_id FROM scope_projects)
+        GROUP BY project_id
+    ) dlc ON dlc.project_id = p.id
     WHERE p.id IN (SELECT project_id FROM scope_projects)
-)"""
+)""".replace("LOW_CONFIDENCE", LOW_CONFIDENCE)
 
 _CLIENT_FACTS = """
 client_facts AS (
@@ -172,7 +188,28 @@ _CO_FACTS = """
     ROUND(co.amount / NULLIF(pf."project.contract_value", 0) * 100, 4)
         AS "change_order.amount_pct_of_contract",
     co.status AS "change_order.status",
-    %(today)s - (co.created_upstream_at AT TIME ZONE %(tz)s)::date AS "change_order.age_days"
+    %(today)s - (co.created_upstream_at AT TIME ZONE %(tz)s)::date AS "change_order.age_days",
+    docd.delta AS "change_order.document_amount_delta_pct"
+"""
+
+# How far an extracted amount is from the system of record's, in percent of the latter (absolute).
+_DELTA = "ROUND(ABS({doc} - {record}) / NULLIF(ABS({record}), 0) * 100, 4)"
+
+_CO_DOCUMENTS = f"""
+    LEFT JOIN (
+        SELECT d.change_order_id, MAX({_DELTA.format(doc="d.amount", record="c.amount")}) AS delta
+        FROM entities_document d JOIN entities_changeorder c ON c.id = d.change_order_id
+        WHERE d.deleted_at IS NULL AND d.amount IS NOT NULL AND d.change_order_id IN (SELECT id FROM scope)
+        GROUP BY d.change_order_id
+    ) docd ON docd.change_order_id = co.id"""
+
+_DOCUMENT_FACTS = f"""
+    NULLIF(d.label, '') AS "document.label",
+    ROUND(d.confidence::numeric, 4) AS "document.confidence",
+    d.amount AS "document.amount",
+    (d.project_id IS NOT NULL OR d.client_id IS NOT NULL OR d.vendor_id IS NOT NULL
+     OR d.change_order_id IS NOT NULL OR d.invoice_id IS NOT NULL) AS "document.linked",
+    {_DELTA.format(doc="d.amount", record="COALESCE(dco.amount, dinv.amount)")} AS "document.amount_delta_pct"
 """
 
 _SUBMITTAL_FACTS = """
@@ -201,7 +238,7 @@ def _query(subject_type: str, filtered: bool) -> str:
                               WHERE id IN (SELECT project_id FROM scope_projects))"""
         ctes = [scope, _PROJECT_FACTS, _CLIENT_FACTS]
         select = f"""SELECT co.id AS subject_id, {_CO_FACTS}, {_project_cols()}, {_client_cols()}
-            FROM entities_changeorder co JOIN scope ON scope.id = co.id
+            FROM entities_changeorder co JOIN scope ON scope.id = co.id{_CO_DOCUMENTS}
             LEFT JOIN project_facts pf ON pf.project_id = co.project_id
             LEFT JOIN client_facts cf ON cf.client_id = pf.client_id"""
     elif subject_type == "project":
@@ -230,6 +267,19 @@ def _query(subject_type: str, filtered: bool) -> str:
             LEFT JOIN project_facts pf ON pf.project_id = s.project_id
             LEFT JOIN client_facts cf ON cf.client_id = pf.client_id
             LEFT JOIN vendor_facts vf ON vf.vendor_id = s.vendor_id"""
+    elif subject_type == "document":
+        scope = f"""scope AS (SELECT t.id, t.project_id, t.client_id FROM entities_document t
+                    WHERE t.deleted_at IS NULL {where}),
+            scope_projects AS (SELECT DISTINCT project_id FROM scope WHERE project_id IS NOT NULL),
+            scope_clients AS (SELECT DISTINCT COALESCE(p.client_id, s.client_id) AS client_id
+                              FROM scope s LEFT JOIN entities_project p ON p.id = s.project_id)"""
+        ctes = [scope, _PROJECT_FACTS, _CLIENT_FACTS]
+        select = f"""SELECT d.id AS subject_id, {_DOCUMENT_FACTS}, {_project_cols()}, {_client_cols()}
+            FROM entities_document d JOIN scope ON scope.id = d.id
+            LEFT JOIN entities_changeorder dco ON dco.id = d.change_order_id AND dco.deleted_at IS NULL
+            LEFT JOIN entities_financialline dinv ON dinv.id = d.invoice_id AND dinv.deleted_at IS NULL
+            LEFT JOIN project_facts pf ON pf.project_id = d.project_id
+            LEFT JOIN client_facts cf ON cf.client_id = COALESCE(pf.client_id, d.client_id)"""
     else:
         raise ValueError(f"unknown subject type {subject_type!r}")
     return "WITH " + ",\n".join(ctes) + "\n" + select + "\nORDER BY subject_id"

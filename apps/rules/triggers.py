@@ -13,17 +13,28 @@ from django.conf import settings
 from django.db import connection, transaction
 from redis.exceptions import RedisError
 
-from apps.entities.models import ChangeOrder, Project, Submittal
+from apps.entities.models import ChangeOrder, Document, Project, Submittal
 
 logger = logging.getLogger(__name__)
 
-SUBJECTS = ("change_order", "project", "client", "submittal")
+SUBJECTS = ("change_order", "project", "client", "submittal", "document")
 
 
 def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
     """Map changed entity ids to the subjects whose facts read them (coalesced per call)."""
     projects = set(changes.get("project", set()))
     clients = set(changes.get("client", set()))
+    documents = set(changes.get("document", set()))
+    linked_change_orders: set[int] = set()
+    if documents:
+        # A document's facts feed its project's (low-confidence count) and its change order's (delta).
+        for project_id, change_order_id in Document.objects.filter(id__in=documents).values_list(
+            "project_id", "change_order_id"
+        ):
+            if project_id:
+                projects.add(project_id)
+            if change_order_id:
+                linked_change_orders.add(change_order_id)
     # Money, milestones and change orders are project facts; milestones also feed client facts.
     for entity, model in (
         ("financial_line", "money"),
@@ -38,13 +49,25 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
         )
     if clients:
         projects |= set(Project.objects.filter(client_id__in=clients).values_list("id", flat=True))
-    change_orders = set(changes.get("change_order", set()))
+    change_orders = set(changes.get("change_order", set())) | linked_change_orders
     change_orders |= set(ChangeOrder.objects.filter(project_id__in=projects).values_list("id", flat=True))
     submittals = set(changes.get("submittal", set()))
     submittals |= set(Submittal.objects.filter(project_id__in=projects).values_list("id", flat=True))
     if vendors := changes.get("vendor"):
         submittals |= set(Submittal.objects.filter(vendor_id__in=vendors).values_list("id", flat=True))
-    return {"change_order": change_orders, "project": projects, "client": clients, "submittal": submittals}
+    # Documents see their project's and client's facts, and compare with their change order or invoice.
+    documents |= set(Document.objects.filter(project_id__in=projects).values_list("id", flat=True))
+    if direct := changes.get("change_order"):
+        documents |= set(Document.objects.filter(change_order_id__in=direct).values_list("id", flat=True))
+    if invoices := changes.get("financial_line"):
+        documents |= set(Document.objects.filter(invoice_id__in=invoices).values_list("id", flat=True))
+    return {
+        "change_order": change_orders,
+        "project": projects,
+        "client": clients,
+        "submittal": submittals,
+        "document": documents,
+    }
 
 
 def on_entities_changed(changes: dict[str, set[int]], trigger: str = "sync") -> dict[str, int]:
