@@ -7,7 +7,7 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
-    from config.services import ensure_services
+    from config.embedded_servers import ensure_services
 
     ensure_services()
     from django.core.management import execute_from_command_line

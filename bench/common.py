@@ -19,7 +19,7 @@ def recreate_database(name: str) -> str:
     import psycopg
 
     sys.path.insert(0, str(ROOT))
-    from config.services import ensure_services
+    from config.embedded_servers import ensure_services
 
     ensure_services()
     parts = urlsplit(os.environ["DATABASE_URL"])

@@ -95,8 +95,8 @@ def _plant(simulator: Any, n: int) -> list[int]:
     from apps.connectors.models import Connection, StreamState
     from apps.connectors.services import connection_import
     from apps.entities.models import SourceObject
-    from apps.rules.facts import ENTITY_STREAMS
-    from apps.rules.services import rules_import
+    from apps.rules.evaluation.facts import ENTITY_STREAMS
+    from apps.rules.evaluation.services import rules_import
     from tests.factories import (
         ChangeOrderFactory,
         ClientFactory,
@@ -218,7 +218,7 @@ def main() -> None:
 
     from apps.escalations.delivery import message_id
     from apps.escalations.models import Delivery, Escalation
-    from apps.rules.services import evaluate_subjects
+    from apps.rules.evaluation.services import evaluate_subjects
     from apps.simulator import SimulatorServer, generate_company
     from config.celery import app
 

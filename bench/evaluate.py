@@ -112,7 +112,7 @@ def fill(clients: int, projects: int, change_orders: int) -> None:
     from django.utils import timezone
 
     from apps.connectors.models import Connection, StreamState
-    from apps.rules.facts import ENTITY_STREAMS
+    from apps.rules.evaluation.facts import ENTITY_STREAMS
 
     started = time.perf_counter()
     conns = {
@@ -290,11 +290,11 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from apps.rules.evaluator import compile_condition
-    from apps.rules.facts import compute_contexts, evaluation_date
+    from apps.rules.engine.evaluator import compile_condition
+    from apps.rules.evaluation.facts import compute_contexts, evaluation_date
+    from apps.rules.evaluation.services import evaluate_subjects, live_versions, rules_import
+    from apps.rules.evaluation.sql import RuleQuery, batch_outcomes, batch_outcomes_many, matching_ids
     from apps.rules.models import Decision, Rule
-    from apps.rules.services import evaluate_subjects, live_versions, rules_import
-    from apps.rules.sql import RuleQuery, batch_outcomes, batch_outcomes_many, matching_ids
 
     started = time.perf_counter()
     rules_import(text=rule_variants(args.rules), actor="system:bench")
@@ -456,9 +456,9 @@ def full_runs(
 
 # Steps of a full run, timed inclusively (nested steps count in their callers too).
 PHASE_STEPS = {
-    "apps.rules.runs": ("run_start", "store_snapshots", "prior_outcomes"),
-    "apps.rules.sql": ("outcome_sets_many",),
-    "apps.rules.services": (
+    "apps.rules.evaluation.runs": ("run_start", "store_snapshots", "prior_outcomes"),
+    "apps.rules.evaluation.sql": ("outcome_sets_many",),
+    "apps.rules.evaluation.services": (
         "_evaluate_batch",
         "_claim_states",
         "audit_record_many",

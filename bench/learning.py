@@ -122,9 +122,9 @@ def main() -> None:
     from apps.learning.ranking import risk_model_train
     from apps.learning.retention import decisions_prune
     from apps.learning.thresholds import suggestions_generate, with_threshold
-    from apps.rules.backtest import backtest
+    from apps.rules.engine.ruleset import rule_from_dict
+    from apps.rules.evaluation.backtest import backtest
     from apps.rules.models import Rule
-    from apps.rules.ruleset import rule_from_dict
 
     _build(args.subjects, args.seed)
     with connection.cursor() as cursor:

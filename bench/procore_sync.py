@@ -28,7 +28,7 @@ def main() -> None:
     from bench.common import fresh_django_database
 
     fresh_django_database(args.database)
-    import apps.rules.triggers as triggers
+    import apps.rules.evaluation.triggers as triggers
 
     triggers.on_entities_changed = lambda changes, trigger="sync": {}
     from apps.accounts.demo import demo_connections

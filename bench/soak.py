@@ -194,7 +194,7 @@ def _setup(simulator: Any) -> None:
     from apps.accounts.roles import EXECUTIVES
     from apps.connectors.models import Connection
     from apps.connectors.services import connection_import, sync_connection
-    from apps.rules.services import rules_import
+    from apps.rules.evaluation.services import rules_import
     from tests.factories import UserFactory
 
     for name in ("elena", "edgar"):

@@ -108,7 +108,7 @@ def run(scale: float, port: int, *, with_reference: bool, database: str = DB_NAM
 
     fresh_django_database(database)
 
-    import apps.rules.triggers as triggers  # no evaluation queued: this measures the sync alone
+    import apps.rules.evaluation.triggers as triggers  # no evaluation queued: this measures the sync alone
 
     triggers.on_entities_changed = lambda changes, trigger="sync": {}
     from apps.accounts.demo import demo_connections

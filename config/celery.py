@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 
-from config.services import ensure_services
+from config.embedded_servers import ensure_services
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 ensure_services()

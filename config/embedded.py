@@ -1,6 +1,7 @@
 """`python -m config.embedded env | stop | run -- CMD`: the embedded servers from the command line.
 
-Kept apart from ``config.services`` because importing the ``config`` package already loads that module.
+Kept apart from ``config.embedded_servers`` because importing the ``config`` package already loads
+that module.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from config.services import STARTED_ENV, ensure_services, stop_postgres, stop_redis
+from config.embedded_servers import STARTED_ENV, ensure_services, stop_postgres, stop_redis
 
 
 def main(argv: list[str]) -> int:

@@ -29,7 +29,7 @@ class ConnectionFactory(factory.django.DjangoModelFactory):
         django_get_or_create = ("slug",)
 
     slug = factory.Sequence(lambda n: f"conn{n}")
-    kind = Connection.Kind.PROCORE
+    kind = "procore"
     base_url = "http://127.0.0.1:9"
 
 
@@ -56,7 +56,7 @@ class CrmOwnerFactory(SourcedFactory):
     class Meta:
         model = CrmOwner
 
-    source = factory.SubFactory(ConnectionFactory, slug="crm", kind=Connection.Kind.HUBSPOT)
+    source = factory.SubFactory(ConnectionFactory, slug="crm", kind="hubspot")
     email = factory.Sequence(lambda n: f"owner{n}@example.test")
     name = factory.Sequence(lambda n: f"Owner {n}")
 
@@ -65,7 +65,7 @@ class ClientFactory(SourcedFactory):
     class Meta:
         model = Client
 
-    source = factory.SubFactory(ConnectionFactory, slug="crm", kind=Connection.Kind.HUBSPOT)
+    source = factory.SubFactory(ConnectionFactory, slug="crm", kind="hubspot")
     name = factory.Sequence(lambda n: f"Client {n}")
     domain = factory.Sequence(lambda n: f"client{n}.test")
     renewal_date = None
@@ -110,7 +110,7 @@ class FinancialLineFactory(SourcedFactory):
     class Meta:
         model = FinancialLine
 
-    source = factory.SubFactory(ConnectionFactory, slug="accounting", kind=Connection.Kind.QUICKBOOKS)
+    source = factory.SubFactory(ConnectionFactory, slug="accounting", kind="quickbooks")
     kind = FinancialLine.Kind.INVOICE
     project = factory.SubFactory(ProjectFactory)
     amount = Decimal("100.00")
@@ -123,7 +123,7 @@ class DocumentFactory(SourcedFactory):
     class Meta:
         model = Document
 
-    source = factory.SubFactory(ConnectionFactory, slug="docs", kind=Connection.Kind.DOCAI)
+    source = factory.SubFactory(ConnectionFactory, slug="docs", kind="docai")
     tool = "azure-document-intelligence"
     model_id = "prebuilt-invoice"
     model_version = "2024-11-30"

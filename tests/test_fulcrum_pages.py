@@ -71,7 +71,7 @@ def test_admin_times_are_all_in_the_company_time_zone(client, administrator, set
 def test_decisions_list_names_their_subjects_with_one_query_per_page(
     client, ops_manager, django_assert_max_num_queries
 ):
-    from apps.rules.services import rules_import
+    from apps.rules.evaluation.services import rules_import
     from apps.rules.tests.test_services import rule_yaml
 
     rules_import(text=rule_yaml(), actor="system:test")

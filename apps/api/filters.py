@@ -83,7 +83,7 @@ class ProjectFilter(_FlaggedFilter):
 class DecisionFilter(filters.FilterSet):
     subject_type = filters.ChoiceFilter(choices=SubjectType.choices)
     subject_id = IdFilter()
-    outcome = filters.ChoiceFilter(choices=Decision.Outcome.choices)
+    outcome = filters.ChoiceFilter(choices=Decision.Verdict.choices)
     rule = filters.CharFilter(field_name="rule_version__rule__key", help_text="Rule key")
 
     class Meta:

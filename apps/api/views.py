@@ -21,9 +21,9 @@ from apps.connectors.models import Connection, StreamState
 from apps.entities.models import Client, Project, SourceObject
 from apps.escalations import services as escalation_services
 from apps.escalations.models import Escalation, EscalationEvent
+from apps.rules.engine.ruleset import RulesFileError
+from apps.rules.evaluation.services import rule_publish
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
-from apps.rules.ruleset import RulesFileError
-from apps.rules.services import rule_publish
 
 from . import filters, serializers
 from .exceptions import Conflict

@@ -85,7 +85,7 @@ class ConnectionForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
         self._clean_field_map(cleaned)
-        if cleaned.get("kind") == Connection.Kind.REST:
+        if cleaned.get("kind") == "rest":
             try:
                 parse_rest_options(cleaned.get("options"))
             except ConfigurationError as exc:
@@ -351,7 +351,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         connection = self.get_object(request, object_id)
         if connection is None or not self.has_change_permission(request, connection):
             raise PermissionDenied
-        if connection.kind != Connection.Kind.CSV:
+        if connection.kind != "csv":
             self.message_user(request, "CSV upload is for csv connections.", messages.ERROR)
             return redirect("admin:connectors_connection_change", connection.pk)
         session_key = f"csv_upload:{connection.pk}"
@@ -411,7 +411,7 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     @admin.display(description="CSV")
     def csv_upload(self, obj: Connection) -> str:
-        if obj.pk is None or obj.kind != Connection.Kind.CSV:
+        if obj.pk is None or obj.kind != "csv":
             return "-"
         url = reverse("admin:connectors_connection_csv_upload", args=[obj.pk])
         return format_html('<a href="{}">Upload, preview and import a CSV</a>', url)

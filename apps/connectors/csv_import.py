@@ -81,7 +81,7 @@ def csv_import(*, connection: Connection, data: bytes, mapping: CsvMapping, acto
     changes = {mapping.entity: changed} if changed else {}
     link_entities(changes)
     if mapping.entity in ENTITY_KEYS and changed:
-        from apps.rules.triggers import on_entities_changed
+        from apps.rules.evaluation.triggers import on_entities_changed
 
         on_entities_changed(changes, trigger="sync")
     return run

@@ -8,21 +8,21 @@ from django.db.models import Q
 from .crypto import decrypt_json, encrypt_json
 
 
+def kind_choices() -> list[tuple[str, str]]:
+    """The registered connector kinds, as ``(kind, label)``: adding a vendor's folder adds its choice."""
+    # The registry imports the kinds' entity models, which import this module: read it when asked.
+    from apps.connectors.kinds import KINDS
+
+    return [(name, cls.label) for name, cls in KINDS.items()]
+
+
 class Connection(models.Model):
     """One upstream system Fulcrum syncs from and writes back to (a HubSpot portal, a QBO realm, ...)."""
-
-    class Kind(models.TextChoices):
-        HUBSPOT = "hubspot", "HubSpot CRM"
-        QUICKBOOKS = "quickbooks", "QuickBooks Online"
-        PROCORE = "procore", "Procore"
-        REST = "rest", "Generic REST"
-        CSV = "csv", "CSV upload"
-        DOCAI = "docai", "Document AI (Azure AI Document Intelligence)"
 
     slug = models.SlugField(
         unique=True, help_text="Used in webhook URLs: /webhooks/SLUG/ (slug crm: /webhooks/crm/)"
     )
-    kind = models.CharField(max_length=20, choices=Kind.choices)
+    kind = models.CharField(max_length=20, choices=kind_choices)
     base_url = models.URLField(blank=True)
     credentials_encrypted = models.TextField(blank=True, editable=False)
     webhook_secret_encrypted = models.TextField(blank=True, editable=False)

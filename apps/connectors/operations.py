@@ -151,16 +151,11 @@ def _still_upstream(
     cannot be read by id. UpstreamError propagates (then nothing is tombstoned)."""
     if not external_ids:
         return set()
-    fetch = getattr(stream.kind, "fetch_records", None)
-    explode = getattr(stream, "explode", None)  # a document fetched whole holds its "<doc>:<line>" rows
     raws: list[Any] = []
     try:
-        if fetch is None:
-            raise NotImplementedError
-        wanted = {i.partition(":")[0] for i in external_ids} if explode else set(external_ids)
-        raws = list(fetch(client, stream, sorted(wanted)))
-        if explode:
-            raws = explode(raws)
+        # A document fetched whole holds its "<doc>:<line>" rows.
+        wanted = {i.partition(":")[0] for i in external_ids} if stream.line_items else set(external_ids)
+        raws = stream.explode(list(stream.kind.fetch_records(client, stream, sorted(wanted))))
     except (NotImplementedError, ConfigurationError, AssertionError):
         # Every record edited since the listing began (less the lookback) is read again.
         raws = [raw for page in stream.pages(client, make_cursor(since, ""), False) for raw in page.records]
@@ -169,11 +164,7 @@ def _still_upstream(
         try:
             seen.add(str(stream.normalise(raw)["external_id"]))
         except (BadRecord, *UNREADABLE):  # unreadable now, but there: not gone
-            record_id = getattr(stream, "record_id", None)
-            if record_id is not None:
-                seen.add(str(record_id(raw)))
-            elif isinstance(raw, dict):
-                seen.add(str(raw.get("id", raw.get("Id", ""))))
+            seen.add(stream.record_id(raw))
     return seen & external_ids
 
 
@@ -313,7 +304,7 @@ def _tell_rules(changes: list[dict[str, set[int]]]) -> None:
             merged.setdefault(key, set()).update(ids)
     relevant = {key: ids for key, ids in merged.items() if key in ENTITY_KEYS and ids}
     if relevant:
-        from apps.rules.triggers import on_entities_changed
+        from apps.rules.evaluation.triggers import on_entities_changed
 
         on_entities_changed(relevant, trigger="sync")
 

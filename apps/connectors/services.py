@@ -40,7 +40,8 @@ SYNC_TASK = "apps.connectors.tasks.sync_connection_task"
 RECONCILE_TASK = "apps.connectors.tasks.reconcile_connection_task"
 # The id sweep's default schedule (options.reconcile_schedule overrides): nightly, off the quarter hours.
 RECONCILE_SCHEDULE = "17 3 * * *"
-# The entity keys the rules react to (apps.rules.triggers); crosswalk rows reach them through linking.
+# The entity keys the rules react to (apps.rules.evaluation.triggers); crosswalk rows reach them
+# through linking.
 ENTITY_KEYS = frozenset(
     {"client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line", "crm_owner"}
 )
@@ -642,7 +643,7 @@ def sync_connection(
     link_entities(changes, touched=None if full else {key: set(ids) for key, ids in changes.items()})
     relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}
     if relevant:
-        from apps.rules.triggers import on_entities_changed
+        from apps.rules.evaluation.triggers import on_entities_changed
 
         on_entities_changed(relevant, trigger="sync")
     return runs

@@ -147,7 +147,7 @@ def top_rules(now: dt.datetime, days: int = 7) -> list[dict[str, Any]]:
     """The rules that matched most often in the last ``days`` days (matches, subjects)."""
     since = now - dt.timedelta(days=days)
     rows = (
-        Decision.objects.filter(outcome=Decision.Outcome.MATCHED, evaluated_at__gte=since)
+        Decision.objects.filter(outcome=Decision.Verdict.MATCHED, evaluated_at__gte=since)
         .values("rule_version__rule_id", "rule_version__rule__key", "rule_version__rule__name")
         .annotate(matches=Count("pk"), subjects=Count("subject_id", distinct=True))
         .order_by("-matches", "rule_version__rule__key")[:TOP_RULES]

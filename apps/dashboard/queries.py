@@ -34,7 +34,7 @@ from apps.accounts.roles import ADMINISTRATORS, EXECUTIVES, OPERATIONS, ROLES
 from apps.entities.models import ChangeOrder, Client, CrmOwner, Project
 from apps.escalations.models import Delivery, Escalation, EscalationEvent, EscalationQuerySet
 from apps.learning.models import LearningSettings, RiskModel, RiskScore
-from apps.rules.facts import compute_contexts
+from apps.rules.evaluation.facts import compute_contexts
 
 # critical > high > medium > low, as Escalation.SEVERITY_RANK, computable in SQL.
 SEVERITY_RANK = Case(

@@ -30,7 +30,7 @@ from apps.dashboard.templatetags.fulcrum import (
     renewal_soon,
     severity_badge,
 )
-from apps.rules.wording import why as why_words
+from apps.rules.engine.wording import why as why_words
 
 # Any int the URL patterns accept: each row's URL is the page's one reversed URL with its pk swapped in.
 _PK = 987654321

@@ -17,7 +17,14 @@ import time
 import urllib.request
 from zoneinfo import ZoneInfo
 
-from config.services import BASE_DIR, DATA_DIR, STARTED_ENV, ensure_services, stop_postgres, stop_redis
+from config.embedded_servers import (
+    BASE_DIR,
+    DATA_DIR,
+    STARTED_ENV,
+    ensure_services,
+    stop_postgres,
+    stop_redis,
+)
 
 WEB_PORT = int(os.environ.get("DEMO_WEB_PORT", "8000"))
 SIM_PORT = int(os.environ.get("DEMO_SIMULATOR_PORT", "8701"))

@@ -124,49 +124,49 @@ class SettingsAdmin(admin.ModelAdmin):
 admin.site.register(ResolutionSettings, SettingsAdmin)
 
 
-def _decide_each(modeladmin, request, queryset, decide, verb: str) -> None:
+def _decide_each(
+    modeladmin, request, queryset, decide, message: str, *, statuses=(MatchCandidate.Status.PENDING,)
+) -> None:
+    """Apply ``decide`` to each selected candidate in ``statuses``; report the count (``message`` names it
+    ``{n}``) and each refusal."""
     done, failed = 0, []
-    for candidate in queryset.filter(status=MatchCandidate.Status.PENDING):
+    for candidate in queryset.filter(status__in=statuses):
         try:
             decide(candidate=candidate, actor=request.user)
         except ValueError as exc:
             failed.append(f"{candidate}: {exc}")
         else:
             done += 1
-    modeladmin.message_user(request, f"{verb} {done} candidate(s).")
-    for message in failed:
-        modeladmin.message_user(request, message, level=messages.WARNING)
+    modeladmin.message_user(request, message.format(n=done))
+    for failure in failed:
+        modeladmin.message_user(request, failure, level=messages.WARNING)
 
 
 @admin.action(description="Link: the record is this entity", permissions=["change"])
 def link_selected(modeladmin, request, queryset):
-    _decide_each(modeladmin, request, queryset, candidate_link, "Linked")
+    _decide_each(modeladmin, request, queryset, candidate_link, "Linked {n} candidate(s).")
 
 
 @admin.action(description="Reject: not a match (never proposed again)", permissions=["change"])
 def reject_selected(modeladmin, request, queryset):
-    _decide_each(modeladmin, request, queryset, candidate_reject, "Rejected")
+    _decide_each(modeladmin, request, queryset, candidate_reject, "Rejected {n} candidate(s).")
 
 
 @admin.action(description="Merge: the record's entity is a duplicate of this one", permissions=["change"])
 def merge_selected(modeladmin, request, queryset):
-    _decide_each(modeladmin, request, queryset, candidate_merge, "Merged")
+    _decide_each(modeladmin, request, queryset, candidate_merge, "Merged {n} candidate(s).")
 
 
 @admin.action(description="Undo: take back the selected links and merges", permissions=["change"])
 def undo_selected(modeladmin, request, queryset):
-    done, failed = 0, []
-    decided = (MatchCandidate.Status.LINKED, MatchCandidate.Status.MERGED)
-    for candidate in queryset.filter(status__in=decided):
-        try:
-            candidate_undo(candidate=candidate, actor=request.user)
-        except ValueError as exc:
-            failed.append(f"{candidate}: {exc}")
-        else:
-            done += 1
-    modeladmin.message_user(request, f"Undid {done} decision(s); those pairs are pending review again.")
-    for message in failed:
-        modeladmin.message_user(request, message, level=messages.WARNING)
+    _decide_each(
+        modeladmin,
+        request,
+        queryset,
+        candidate_undo,
+        "Undid {n} decision(s); those pairs are pending review again.",
+        statuses=(MatchCandidate.Status.LINKED, MatchCandidate.Status.MERGED),
+    )
 
 
 @admin.register(MatchCandidate)

@@ -167,7 +167,7 @@ def _decide(candidate: DocumentCandidate, status: str, actor: Actor) -> None:
 def _notify_rules(ids: set[int]) -> None:
     if not ids:
         return
-    from apps.rules.triggers import on_entities_changed
+    from apps.rules.evaluation.triggers import on_entities_changed
 
     on_entities_changed({"document": ids}, trigger="resolution")
 

@@ -45,7 +45,7 @@ AUTO_LINK_MARGIN = 5.0
 # Pending candidates kept per record: the best few are enough for a person to choose from.
 MAX_CANDIDATES = 3
 _RESOLUTION_LOCK = 0x52534C56  # "RSLV"
-# Change-set keys the rules react to (apps.rules.triggers.affected_subjects).
+# Change-set keys the rules react to (apps.rules.evaluation.triggers.affected_subjects).
 RULE_KEYS = (
     "client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line", "document",
 )  # fmt: skip
@@ -358,7 +358,7 @@ def _propagate(changes: dict[str, set[int]]) -> None:
     link_entities(changes)
     relevant = {key: ids for key, ids in changes.items() if key in RULE_KEYS and ids}
     if relevant:
-        from apps.rules.triggers import on_entities_changed
+        from apps.rules.evaluation.triggers import on_entities_changed
 
         on_entities_changed(relevant, trigger="resolution")
 

@@ -196,9 +196,10 @@ def flag_dashboard(delivery: Delivery) -> dict:
 
 
 def explain_conditions(escalation: Escalation) -> list[dict[str, Any]]:
-    """Each condition of the decision in plain words (the one formatter, ``apps/rules/wording.py``): its
-    label, what it means, the sentence, the value and threshold as shown, and whether it held."""
-    from apps.rules.wording import conditions
+    """Each condition of the decision in plain words (the one formatter,
+    ``apps/rules/engine/wording.py``): its label, what it
+    means, the sentence, the value and threshold as shown, and whether it held."""
+    from apps.rules.engine.wording import conditions
 
     return [
         {
@@ -324,7 +325,7 @@ def _upstream(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _note_text(escalation: Escalation) -> str:
-    from apps.rules.wording import why
+    from apps.rules.engine.wording import why
 
     return (
         f"Fulcrum escalation #{escalation.pk} ({escalation.severity}, route {escalation.route}): "

@@ -303,7 +303,7 @@ performs("email_group", "email_address")(send_escalation_email)
 def send_digest(delivery: Delivery) -> dict:
     """One email with what this digest collected: new escalations (those the hourly cap held back among
     them, marked), and what people did (acknowledged, resolved ...)."""
-    from apps.rules.wording import why
+    from apps.rules.engine.wording import why
 
     rows = list(
         DigestItem.objects.filter(delivery=delivery)

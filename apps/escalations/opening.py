@@ -196,7 +196,7 @@ def _after_opening(
     subject_type: str, items: list[tuple[Fired, Escalation]], now: dt.datetime, audit: list[dict[str, Any]]
 ) -> None:
     """Cooldowns, the "opened" events with their audit entries, and the actions' outbox rows."""
-    from apps.rules.durations import parse_duration
+    from apps.rules.engine.durations import parse_duration
 
     from .noise import notify_many
     from .services import EventSpec, _events, actions_plan
@@ -246,7 +246,7 @@ def _store_decisions(decisions: list[Decision]) -> None:
 
 
 def _cooldowns(subject_type: str, items: Sequence[Fired]) -> dict[tuple[int, int], dt.datetime | None]:
-    from apps.rules.services import subject_states
+    from apps.rules.evaluation.services import subject_states
 
     keys = [(version.rule_id, context.subject_id) for version, context, *_ in items]
     return {key: state.cooldown_until for key, state in subject_states(subject_type, keys).items()}

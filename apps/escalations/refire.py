@@ -16,8 +16,8 @@ from django.db import connection
 from .models import Escalation
 
 if TYPE_CHECKING:
-    from apps.rules.evaluator import Evaluation
-    from apps.rules.facts import Context
+    from apps.rules.engine.evaluator import Evaluation
+    from apps.rules.evaluation.facts import Context
     from apps.rules.models import Decision, RuleVersion
 
 REFIRED = "already open: re-fire counted"
@@ -40,7 +40,7 @@ def open_escalations(
     """The open escalations of these (rule id, subject id) pairs (only ``columns`` loaded), locked when
     asked, in key order: concurrent batches lock in one order. One probe of the partial unique index on
     open (rule, subject) per pair."""
-    from apps.rules.services import rows_by_rule_subject
+    from apps.rules.evaluation.services import rows_by_rule_subject
 
     open_states = ", ".join(f"'{state}'" for state in Escalation.OPEN_STATES)
     return rows_by_rule_subject(

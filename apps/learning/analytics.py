@@ -1,6 +1,6 @@
 """Rule analytics per rule version, computed in SQL (ANCHORS, Audit and learning 2).
 
-Definitions (the same labels as ``apps.rules.backtest``, so analytics and backtests agree):
+Definitions (the same labels as ``apps.rules.evaluation.backtest``, so analytics and backtests agree):
 
 * **fires**: decisions of the version that matched; **subjects**: distinct subjects among them;
   **repeat ratio**: the share of fires on a subject the version had already fired on,
@@ -29,7 +29,7 @@ from typing import Any, Final
 
 from django.db import connection
 
-from apps.rules.backtest import NEGATIVE, POSITIVE
+from apps.rules.evaluation.backtest import NEGATIVE, POSITIVE
 
 FALSE_ALARM: Final = "false_alarm"
 

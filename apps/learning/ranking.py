@@ -27,9 +27,9 @@ from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
 from apps.escalations.models import Escalation
-from apps.rules.backtest import NEGATIVE, POSITIVE
-from apps.rules.catalogue import FACTS, FactType
-from apps.rules.facts import compute_contexts
+from apps.rules.engine.catalogue import FACTS, FactType
+from apps.rules.evaluation.backtest import NEGATIVE, POSITIVE
+from apps.rules.evaluation.facts import compute_contexts
 
 from .models import LearningSettings, RiskModel, RiskScore
 

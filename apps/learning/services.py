@@ -14,7 +14,7 @@ from apps.audit.services import Actor, audit_record
 from .models import LearningSettings
 from .ranking import risk_model_train, risk_scores_refresh
 from .retention import decisions_prune
-from .shadow import shadow_sample_take, shadow_samples_label
+from .sampling import shadow_sample_take, shadow_samples_label
 from .thresholds import suggestion_apply, suggestion_dismiss, suggestions_generate
 
 __all__ = [

@@ -8,7 +8,7 @@ from apps.rules.models import Rule
 
 from .ranking import risk_model_train, risk_scores_refresh
 from .retention import decisions_prune
-from .shadow import sampled_subject_types, shadow_sample_take, shadow_samples_label
+from .sampling import sampled_subject_types, shadow_sample_take, shadow_samples_label
 from .thresholds import suggestions_generate
 
 

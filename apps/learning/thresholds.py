@@ -3,7 +3,7 @@
 For every ``gt`` / ``gte`` / ``lt`` / ``lte`` condition on a money, percent or integer fact, candidate
 thresholds (the distinct observed values of the fact, or quantiles of them when there are more than
 ``max_candidates``) replace the condition's value, the others held as they are, and the *same
-evaluator* replays the candidate over the same data a backtest reads (``apps.rules.backtest``: the
+evaluator* replays the candidate over the same data a backtest reads (``apps.rules.evaluation.backtest``: the
 newest stored context per subject, this rule's labelled outcomes). So the figures of a suggestion are
 the backtest's figures for the suggested version.
 
@@ -33,12 +33,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
-from apps.rules.backtest import context_from_snapshot, labels, stored_contexts
-from apps.rules.catalogue import FACTS, FactType
-from apps.rules.durations import parse_duration
-from apps.rules.evaluator import CompiledCondition, Outcome, compile_condition
+from apps.rules.engine.catalogue import FACTS, FactType
+from apps.rules.engine.durations import parse_duration
+from apps.rules.engine.evaluator import CompiledCondition, Verdict, compile_condition
+from apps.rules.engine.ruleset import rule_from_dict
+from apps.rules.evaluation.backtest import context_from_snapshot, labels, stored_contexts
 from apps.rules.models import Rule, RuleVersion
-from apps.rules.ruleset import rule_from_dict
 
 from .models import LearningSettings, ShadowSample, ThresholdSuggestion
 
@@ -212,7 +212,7 @@ def candidate_values(
 def _flags(condition: CompiledCondition, max_age: dt.timedelta | None, rows: list[_Row]) -> Any:
     import numpy as np
 
-    matched = Outcome.MATCHED
+    matched = Verdict.MATCHED
     return np.fromiter(
         (condition.matches(r.values, ages=r.ages, max_age=max_age) is matched for r in rows),
         dtype=bool,

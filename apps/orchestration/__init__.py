@@ -1,1 +1,1 @@
-"""The orchestration layer: the pipeline that owns entity changes → decide → act → audit, and the map of it."""
+"""The orchestration layer: the pipeline (entity changes → decide → act → audit) and the map of it."""

@@ -2,7 +2,7 @@ from django.apps import AppConfig
 
 
 class OrchestrationConfig(AppConfig):
-    """The pipeline that runs decide → act in one transaction, and the orchestration map (`/orchestration/`)."""
+    """The pipeline that runs decide → act in one transaction; the orchestration map (`/orchestration/`)."""
 
     name = "apps.orchestration"
     label = "orchestration"

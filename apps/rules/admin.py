@@ -14,14 +14,14 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from .diff import spec_diff, spec_yaml
-from .editor import describe
-from .forms import RuleEditorForm
-from .models import Decision, EvaluationRun, Rule, RulesSettings, RuleVersion, SubjectState
-from .preview import PreviewResult, needs_confirmation, preview_draft
-from .ruleset import RulesFileError
-from .shadow import rule_shadow_start, rule_shadow_stop, shadow_evaluate
-from .versions import rule_draft_save, rule_restore
+from apps.rules.authoring.diff import spec_diff, spec_yaml
+from apps.rules.authoring.editor import describe
+from apps.rules.authoring.forms import RuleEditorForm
+from apps.rules.authoring.preview import PreviewResult, needs_confirmation, preview_draft
+from apps.rules.authoring.versions import rule_draft_save, rule_restore
+from apps.rules.engine.ruleset import RulesFileError
+from apps.rules.evaluation.shadow import rule_shadow_start, rule_shadow_stop, shadow_evaluate
+from apps.rules.models import Decision, EvaluationRun, Rule, RulesSettings, RuleVersion, SubjectState
 
 # Where a subject of each type opens in admin (samples on the preview and shadow pages).
 SUBJECT_ADMIN = {
@@ -380,7 +380,7 @@ class RuleAdmin(admin.ModelAdmin):
     def _publish(self, rules: list[Rule], request: HttpRequest) -> list[EvaluationRun]:
         """Publish each rule; returns the runs publishing queued (one per new version of an enabled
         rule)."""
-        from .services import rule_publish
+        from apps.rules.evaluation.services import rule_publish
 
         runs: list[EvaluationRun] = []
         for rule in rules:
@@ -620,7 +620,7 @@ class EvaluationRunAdmin(admin.ModelAdmin):
     def _state(run: EvaluationRun) -> str:
         """The run's state, where an unfinished run older than a task may live stopped part-way (its
         worker died or tracing failed; the next run traces again)."""
-        from .publishing import stale_after
+        from apps.rules.authoring.publishing import stale_after
 
         state = run.state
         if state == "evaluating" and run.evaluated_at < timezone.now() - stale_after():

@@ -80,7 +80,7 @@ class Decision(models.Model):
     pair that was never decided otherwise counts as ``not_matched``.
     """
 
-    class Outcome(models.TextChoices):
+    class Verdict(models.TextChoices):
         MATCHED = "matched"
         NOT_MATCHED = "not_matched"
         INSUFFICIENT = "insufficient_data"
@@ -98,7 +98,7 @@ class Decision(models.Model):
     rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="decisions")
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
     subject_id = models.BigIntegerField()
-    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    outcome = models.CharField(max_length=20, choices=Verdict.choices)
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
     evaluated_at = models.DateTimeField()
     facts = models.JSONField(null=True, blank=True, help_text="{fact: {value, age_s}}")
@@ -223,7 +223,7 @@ class SubjectState(models.Model):
     rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="states")
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
     subject_id = models.BigIntegerField()
-    last_outcome = models.CharField(max_length=20, choices=Decision.Outcome.choices)
+    last_outcome = models.CharField(max_length=20, choices=Decision.Verdict.choices)
     last_evaluated_at = models.DateTimeField(
         help_text="When the last decision of this pair was recorded (a bulk run's quiet repeats leave it)"
     )

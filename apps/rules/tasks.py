@@ -1,7 +1,7 @@
 from celery import shared_task
 
-from .services import evaluate_subjects
-from .triggers import SUBJECTS, flush_scheduled_clear, pending_flush
+from apps.rules.evaluation.services import evaluate_subjects
+from apps.rules.evaluation.triggers import SUBJECTS, flush_scheduled_clear, pending_flush
 
 
 @shared_task(
@@ -17,7 +17,7 @@ def evaluate_subjects_task(subject_type: str, ids: list[int] | None, trigger: st
 )
 def evaluate_run_task(run_id: int) -> str:
     """A run publishing queued: every subject of the published rule's type (safe to repeat)."""
-    from .publishing import publish_run_perform
+    from apps.rules.authoring.publishing import publish_run_perform
 
     return publish_run_perform(run_id=run_id)
 
@@ -34,7 +34,7 @@ def evaluate_all(trigger: str = "schedule") -> str:
 def evaluate_pending() -> str:
     """Evaluate the subjects marked since the last flush (queued at the end of a coalescing window, and by
     beat every minute for anything a lost task left behind)."""
-    from .publishing import publish_runs_requeue
+    from apps.rules.authoring.publishing import publish_runs_requeue
 
     flush_scheduled_clear()
     done = pending_flush()

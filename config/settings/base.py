@@ -145,7 +145,7 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Task modules autodiscovery (apps.<app>.tasks) does not reach.
-CELERY_IMPORTS = ["apps.connectors.webhooks.tasks", "apps.rules.shadow"]
+CELERY_IMPORTS = ["apps.connectors.webhooks.tasks", "apps.rules.evaluation.shadow"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULE = {
     "deliver-due-actions": {"task": "apps.escalations.tasks.deliver_due", "schedule": timedelta(seconds=30)},

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from apps.rules.authoring.publishing import publish_run_perform
+from apps.rules.engine.ruleset import parse_rules
+from apps.rules.evaluation.services import rules_import
 from apps.rules.models import EvaluationRun, Rule
-from apps.rules.publishing import publish_run_perform
-from apps.rules.ruleset import parse_rules
-from apps.rules.services import rules_import
 from apps.rules.tests.test_services import fresh_streams, risky_change_order, rule_yaml
 
 

@@ -10,9 +10,9 @@ import pytest
 from django.urls import reverse
 
 from apps.escalations.models import Escalation
+from apps.rules.engine.ruleset import parse_rules
+from apps.rules.evaluation.services import rules_import
 from apps.rules.models import EvaluationRun, Rule
-from apps.rules.ruleset import parse_rules
-from apps.rules.services import rules_import
 from apps.rules.tests.test_services import fresh_streams, risky_change_order, rule_yaml
 from tests.e2e import conftest as e2e
 

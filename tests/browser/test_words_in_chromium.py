@@ -13,7 +13,7 @@ from django.utils import timezone
 from apps.escalations.delivery import delivery_attempt
 from apps.escalations.models import Delivery
 from apps.escalations.tests.test_pages import make_client, make_escalation
-from apps.rules.evaluator import compile_condition
+from apps.rules.engine.evaluator import compile_condition
 from tests.factories import ProjectFactory
 
 from .conftest import screenshot, sign_in

@@ -29,8 +29,8 @@ from apps.entities.models import SourceObject
 from apps.escalations.delivery import message_id
 from apps.escalations.models import Delivery, Escalation
 from apps.escalations.tasks import deliver_due
-from apps.rules.facts import ENTITY_STREAMS
-from apps.rules.services import rules_import
+from apps.rules.evaluation.facts import ENTITY_STREAMS
+from apps.rules.evaluation.services import rules_import
 from apps.rules.tasks import evaluate_subjects_task
 from tests.factories import (
     ChangeOrderFactory,
@@ -107,7 +107,7 @@ def _fresh_streams() -> None:
     synced = timezone.now() - dt.timedelta(minutes=5)
     for entity, streams in ENTITY_STREAMS.items():
         connection = Connection.objects.get_or_create(
-            slug=f"src-{entity}", defaults={"kind": Connection.Kind.PROCORE, "base_url": "http://127.0.0.1:9"}
+            slug=f"src-{entity}", defaults={"kind": "procore", "base_url": "http://127.0.0.1:9"}
         )[0]
         for stream in streams:
             StreamState.objects.update_or_create(

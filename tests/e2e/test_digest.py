@@ -14,7 +14,7 @@ from apps.accounts.models import NotificationSettings
 from apps.accounts.roles import EXECUTIVES
 from apps.escalations.models import Delivery, Escalation
 from apps.escalations.tasks import deliver_due
-from apps.rules.services import rules_import
+from apps.rules.evaluation.services import rules_import
 from apps.rules.tasks import evaluate_subjects_task
 from tests.factories import (
     ChangeOrderFactory,

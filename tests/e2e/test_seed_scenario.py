@@ -22,8 +22,8 @@ from apps.connectors.services import connection_import
 from apps.connectors.tasks import sync_connection_task
 from apps.entities.models import ChangeOrder
 from apps.escalations.models import Delivery, Escalation
+from apps.rules.evaluation.services import rules_import
 from apps.rules.models import Decision
-from apps.rules.services import rules_import
 from apps.rules.tasks import evaluate_all
 from tests.factories import UserFactory
 

@@ -1,9 +1,29 @@
-"""What every connector kind provides: its streams, an HTTP client, and write-backs.
+"""What every connector kind provides: its streams, its webhook edge, reads by id, and write-backs.
 
-A kind is a folder under ``kinds/`` with a :class:`ConnectorKind` subclass, registered in ``KINDS``.
 Each :class:`Stream` pages raw vendor records (``pages``) and turns one into the canonical entity's fields
 (``normalise``). Streams know nothing about the database: the sync service upserts what they yield and saves
 the cursor each page reports, in one transaction per page.
+
+Adding a vendor is one folder, ``kinds/<kind>/``, and one line in ``kinds/__init__.py`` (``KINDS``):
+
+- ``__init__.py``: a :class:`ConnectorKind` subclass with ``kind`` (the stored name), ``label`` (the name in
+  admin: ``Connection.kind`` choices come from the registry, so no migration or model edit is needed),
+  ``stream_classes`` in load order, auth (``token_url``, ``auth_headers``) and ``rate_budget_default``;
+- ``streams.py``: its :class:`Stream` s. A stream whose vendor document holds several entity rows (a bill's
+  job-charged lines) overrides ``explode`` and sets ``line_items``; one whose id is not at ``id``/``Id``
+  overrides ``record_id``;
+- ``webhooks.py`` (if the vendor sends webhooks): pure functions behind the kind's webhook hooks —
+  ``check_signature`` (raise ``Rejected``), ``webhook_events`` (an ``Events`` of ``Hint`` s, unknown event
+  types counted as ignored, ``Malformed`` only for a body of the wrong shape), ``webhook_event_id`` /
+  ``webhook_split`` (the inbox identity, one row per independent event); set ``receives_webhooks``, and
+  ``signs_uri`` when the signature covers the request URI;
+- ``fetch_records`` when the vendor's webhooks carry ids only (processing, the id sweep and Rebuild's
+  re-check read records by id through it), ``after_webhook`` for work a delivery triggers (QuickBooks:
+  catch up after silence), ``write_note`` for write-backs;
+- its simulator module under ``apps/simulator/`` and its contract files under
+  ``apps/connectors/tests/contracts/<kind>/``, each citing the vendor's doc page (docs/VENDORS.md).
+
+Generic code (the receiver, processing, sync, the sweep) calls only these hooks: it never names a vendor.
 """
 
 from __future__ import annotations
@@ -11,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,9 +41,10 @@ from django.db import models
 from django.utils import timezone
 
 from apps.connectors.http import HttpClient, UpstreamError
+from apps.connectors.webhooks.schemes import Events, Headers, Inbound, Malformed, Rejected, body_hash
 
 if TYPE_CHECKING:
-    from apps.connectors.models import Connection
+    from apps.connectors.models import Connection, WebhookDelivery
 
 Record = dict[str, Any]
 Cursor = dict[str, Any]
@@ -68,6 +89,9 @@ class Stream(ABC):
     name: ClassVar[str]
     model: ClassVar[type[models.Model]]
     entity: ClassVar[str]  # the key of this stream's ids in the change set handed to the rules
+    # One vendor document holds several entity rows, keyed "<document id>:<line id>" (``explode``): a
+    # document read again whole also says which of its lines are gone.
+    line_items: ClassVar[bool] = False
 
     def __init__(self, kind: ConnectorKind) -> None:
         self.kind = kind
@@ -84,6 +108,19 @@ class Stream(ABC):
         """Filters picking this stream's rows among the connection's in ``model`` (streams may share one)."""
         return {}
 
+    def record_id(self, raw: Record) -> str:
+        """A raw vendor document's upstream id (matching records fetched by id to what was asked)."""
+        value = raw.get("id", raw.get("Id", "")) if isinstance(raw, dict) else ""
+        return "" if value is None else str(value)
+
+    def explode(self, records: list[Record]) -> list[Record]:
+        """The stream's records in a page of vendor documents (with ``line_items``: one per line)."""
+        return records
+
+    def document_version(self, raw: Record, now: dt.datetime) -> dt.datetime:
+        """The version a document read whole carries, for tombstoning the lines no longer on it."""
+        return now
+
 
 @dataclass(frozen=True)
 class FieldMapping:
@@ -99,9 +136,11 @@ class FieldMapping:
 
 
 class ConnectorKind:
-    """A vendor: its streams in load order (parents before children), auth and write-backs."""
+    """A vendor: its streams in load order (parents before children), auth, webhook edge, reads by id and
+    write-backs. See the module docstring for what adding one takes."""
 
     kind: ClassVar[str]
+    label: ClassVar[str]  # the kind's name in admin (``Connection.kind`` choices)
     stream_classes: ClassVar[list[type[Stream]]] = []
     # The tenant-specific names this kind reads, with today's names as defaults (SPEC "Upstream shapes").
     field_mappings: ClassVar[tuple[FieldMapping, ...]] = ()
@@ -111,8 +150,62 @@ class ConnectorKind:
     # The vendor's published request budget per tenant: (calls, seconds); options.rate_budget overrides.
     rate_budget_default: ClassVar[tuple[int, float] | None] = None
 
+    # ---- the webhook edge: class-level, since the receiver verifies before it loads a connection ----
+    receives_webhooks: ClassVar[bool] = False
+    signs_uri: ClassVar[bool] = False  # the signature covers the request URI (the receiver passes its forms)
+    keeps_malformed: ClassVar[bool] = False  # authentic but malformed deliveries are kept for forensics
+
+    @classmethod
+    def webhook_verify(cls, inbound: Inbound, secrets: list[str]) -> None:
+        """Raise Rejected unless ``inbound`` is signed with one of ``secrets`` (and fresh, if signed so)."""
+        if not cls.receives_webhooks:
+            raise Rejected(f"{cls.kind} connections receive no webhooks")
+        if not secrets:
+            raise Rejected("the connection has no webhook secret")
+        cls.check_signature(inbound, secrets)
+
+    @classmethod
+    def check_signature(cls, inbound: Inbound, secrets: list[str]) -> None:
+        raise Rejected(f"{cls.kind} connections receive no webhooks")
+
+    @classmethod
+    def webhook_events(cls, payload: Any, options: Mapping[str, Any], headers: Headers) -> Events:
+        """What a verified delivery says changed, and what it holds that is not applied; or Malformed."""
+        raise Malformed(f"{cls.kind} connections receive no webhooks")
+
+    @classmethod
+    def webhook_hints(cls, payload: Any, options: Mapping[str, Any], headers: Headers) -> list[Any]:
+        return cls.webhook_events(payload, options, headers).hints
+
+    @classmethod
+    def webhook_event_id(cls, headers: Headers, body: bytes, payload: Any = None) -> str:
+        """The delivery's identity in the inbox: the vendor's event id where it has one, else the body's
+        hash."""
+        return body_hash(body)
+
+    @classmethod
+    def webhook_split(cls, headers: Headers, body: bytes, payload: Any) -> list[tuple[str, bytes]]:
+        """The inbox rows of one verified delivery, ``(event id, body)`` each: one per delivery unless the
+        vendor batches independent events (then one per event, so a redelivered event is a duplicate)."""
+        return [(cls.webhook_event_id(headers, body, payload), body)]
+
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+
+    def fetch_records(
+        self,
+        client: HttpClient,
+        stream: Stream,
+        ids: Sequence[str],
+        scopes: Mapping[str, str] | None = None,
+    ) -> list[Record]:
+        """The current raw documents with these ids (those gone upstream omitted); ``scopes`` maps an id
+        to the ``Hint.scope`` its event gave. Kinds that cannot read by id raise NotImplementedError: the
+        sweep then re-lists instead, and an id-only webhook fails permanently."""
+        raise NotImplementedError(f"{self.kind} connections cannot fetch records by id")
+
+    def after_webhook(self, delivery: WebhookDelivery) -> None:
+        """Inside a processed delivery's transaction: work the delivery triggers (none by default)."""
 
     @property
     def streams(self) -> list[Stream]:

@@ -78,8 +78,8 @@ def connections(db: None, simulator: SimulatorServer, fast_http: None) -> dict[s
 
 @pytest.fixture
 def rule_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, set[int]], str]]:
-    """What sync hands to the rules (apps.rules.triggers.on_entities_changed), captured instead of queued."""
-    import apps.rules.triggers as triggers
+    """What sync hands to the rules (``triggers.on_entities_changed``), captured instead of queued."""
+    import apps.rules.evaluation.triggers as triggers
 
     calls: list[tuple[dict[str, set[int]], str]] = []
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from django.test import Client as HttpClient
 
+from apps.connectors.kinds import KINDS
+from apps.connectors.kinds.hubspot import webhooks as hubspot_webhooks
 from apps.connectors.models import Connection, WebhookDelivery
 from apps.connectors.services import sync_stream
 from apps.connectors.webhooks import schemes
@@ -54,7 +56,7 @@ def vector_inbound(*, now: float, signature: str = VECTOR["signature"], uri: str
 
 
 def test_the_official_clients_v3_vector_verifies() -> None:
-    signed = schemes.hubspot_v3_signature(
+    signed = hubspot_webhooks.hubspot_v3_signature(
         VECTOR["client_secret"],  # type: ignore[arg-type]
         VECTOR["http_method"],  # type: ignore[arg-type]
         VECTOR["url"],  # type: ignore[arg-type]
@@ -62,18 +64,17 @@ def test_the_official_clients_v3_vector_verifies() -> None:
         VECTOR["timestamp"],  # type: ignore[arg-type]
     )
     assert signed.decode() == VECTOR["signature"]
-    schemes.verify("hubspot", vector_inbound(now=15_000 + 299), [VECTOR["client_secret"]])  # type: ignore[list-item]
+    KINDS["hubspot"].webhook_verify(vector_inbound(now=15_000 + 299), [VECTOR["client_secret"]])  # type: ignore[list-item]
 
 
 def test_the_vector_is_refused_past_five_minutes_with_another_secret_or_another_uri() -> None:
     secret = [VECTOR["client_secret"]]
     with pytest.raises(schemes.Rejected, match="5 minute"):
-        schemes.verify("hubspot", vector_inbound(now=15_000 + 301), secret)  # type: ignore[arg-type]
+        KINDS["hubspot"].webhook_verify(vector_inbound(now=15_000 + 301), secret)  # type: ignore[arg-type]
     with pytest.raises(schemes.Rejected, match="does not match"):
-        schemes.verify("hubspot", vector_inbound(now=15_001), ["zzzz"])
+        KINDS["hubspot"].webhook_verify(vector_inbound(now=15_001), ["zzzz"])
     with pytest.raises(schemes.Rejected, match="does not match"):
-        schemes.verify(
-            "hubspot",
+        KINDS["hubspot"].webhook_verify(
             vector_inbound(now=15_001, uri="https://www.example.com/webhook_uri2"),
             secret,  # type: ignore[arg-type]
         )
@@ -94,9 +95,9 @@ def test_the_signature_covers_the_decoded_uri_not_the_raw_query_string() -> None
         headers = {"x-hubspot-signature-v3": signature, "x-hubspot-request-timestamp": stamp}
         return schemes.Inbound("POST", (raw,), headers, body, now=1_700_000_000)
 
-    schemes.verify("hubspot", inbound(_sign("s", "POST", decoded, body, stamp)), ["s"])
+    KINDS["hubspot"].webhook_verify(inbound(_sign("s", "POST", decoded, body, stamp)), ["s"])
     with pytest.raises(schemes.Rejected):
-        schemes.verify("hubspot", inbound(_sign("s", "POST", raw, body, stamp)), ["s"])
+        KINDS["hubspot"].webhook_verify(inbound(_sign("s", "POST", raw, body, stamp)), ["s"])
 
 
 def test_a_request_signed_over_a_decoded_query_is_accepted_by_the_receiver(
@@ -118,20 +119,26 @@ def test_a_request_signed_over_a_decoded_query_is_accepted_by_the_receiver(
 # ---- mixed batches ---------------------------------------------------------------------------------------
 
 
-def _load_companies(connection: Connection) -> None:
+@pytest.fixture
+def crm(hooks: dict[str, Connection], company: Company) -> Connection:  # noqa: F811
+    """The HubSpot connection with the simulator's owners and companies synced."""
+    connection = hooks["crm"]
     sync_stream(connection=connection, stream="owners")
     run = sync_stream(connection=connection, stream="companies", full=True)
     assert run.status == "succeeded", run.error
+    return connection
+
+
+def _company_ids(company: Company) -> list[str]:
+    return sorted(company.hs_companies, key=int)
 
 
 def test_a_mixed_batch_is_applied_event_by_event_and_the_rest_counted_as_ignored(
-    hooks: dict[str, Connection],  # noqa: F811
+    crm: Connection,
     company: Company,
     client: HttpClient,
 ) -> None:
-    crm = hooks["crm"]
-    _load_companies(crm)
-    survivor_id, merged_id = sorted(company.hs_companies, key=int)[:2]
+    survivor_id, merged_id = _company_ids(company)[:2]
     change_record(company, "hubspot", "company", survivor_id, name="Survivor Holdings")
     company.delete("hubspot", "company", merged_id)  # merged away upstream: gone
     duplicate = Client.objects.get(source=crm, external_id=merged_id)
@@ -154,13 +161,11 @@ def test_a_mixed_batch_is_applied_event_by_event_and_the_rest_counted_as_ignored
 
 
 def test_object_events_for_companies_apply_and_a_deletion_tombstones(
-    hooks: dict[str, Connection],  # noqa: F811
+    crm: Connection,
     company: Company,
     client: HttpClient,
 ) -> None:
-    crm = hooks["crm"]
-    _load_companies(crm)
-    renamed, deleted = sorted(company.hs_companies, key=int)[2:4]
+    renamed, deleted = _company_ids(company)[2:4]
     change_record(company, "hubspot", "company", renamed, name="Renamed By Object Event")
     company.delete("hubspot", "company", deleted)
     events = [
@@ -175,13 +180,11 @@ def test_object_events_for_companies_apply_and_a_deletion_tombstones(
 
 
 def test_an_unreadable_event_is_counted_and_never_blocks_its_batch(
-    hooks: dict[str, Connection],  # noqa: F811
+    crm: Connection,
     company: Company,
     client: HttpClient,
 ) -> None:
-    crm = hooks["crm"]
-    _load_companies(crm)
-    target = sorted(company.hs_companies, key=int)[4]
+    target = _company_ids(company)[4]
     change_record(company, "hubspot", "company", target, name="Still Applied")
     events: list[Any] = [
         "not an event",
@@ -200,13 +203,11 @@ def test_an_unreadable_event_is_counted_and_never_blocks_its_batch(
 
 
 def test_a_merge_into_a_company_we_do_not_hold_tombstones_the_merged_one(
-    hooks: dict[str, Connection],  # noqa: F811
+    crm: Connection,
     company: Company,
     client: HttpClient,
 ) -> None:
-    crm = hooks["crm"]
-    _load_companies(crm)
-    merged = sorted(company.hs_companies, key=int)[5]
+    merged = _company_ids(company)[5]
     company.delete("hubspot", "company", merged)
     event = hubspot_merge(999_999, [merged])  # the survivor is not found upstream either
 
@@ -217,8 +218,7 @@ def test_a_merge_into_a_company_we_do_not_hold_tombstones_the_merged_one(
 
 
 def test_merge_and_association_hints_read_from_the_documented_fields() -> None:
-    found = schemes.events(
-        "hubspot",
+    found = KINDS["hubspot"].webhook_events(
         [
             hubspot_merge(10, [11, 12], new_id=13),
             hubspot_association_change(10, 20, association_type="COMPANY_TO_COMPANY"),
@@ -263,13 +263,13 @@ def test_a_new_batch_sharing_events_with_an_earlier_one_is_not_dropped(
 
 def test_event_keys_ignore_only_the_attempt_number() -> None:
     event = hubspot_event(1, event_id=7, occurred_at=1_700_000_000_000)
-    key = schemes.hubspot_event_key(event)
-    assert schemes.hubspot_event_key({**event, "attemptNumber": 4}) == key
-    assert schemes.hubspot_event_key({**event, "objectId": 2}) != key
-    assert schemes.hubspot_event_key({**event, "occurredAt": 1_700_000_000_001}) != key
+    key = hubspot_webhooks.event_key(event)
+    assert hubspot_webhooks.event_key({**event, "attemptNumber": 4}) == key
+    assert hubspot_webhooks.event_key({**event, "objectId": 2}) != key
+    assert hubspot_webhooks.event_key({**event, "occurredAt": 1_700_000_000_001}) != key
     body = json.dumps([event]).encode()
-    assert schemes.event_id("hubspot", {}, body, [event]) == schemes.event_id(
-        "hubspot", {}, b"other bytes", [{**event, "attemptNumber": 2}]
+    assert KINDS["hubspot"].webhook_event_id({}, body, [event]) == KINDS["hubspot"].webhook_event_id(
+        {}, b"other bytes", [{**event, "attemptNumber": 2}]
     )
 
 

@@ -54,15 +54,26 @@ def _last_company(company: Company) -> str:
     return max(company.hs_companies.values(), key=lambda c: (c.updated, int(c.id))).id
 
 
-def test_the_sweep_never_tombstones_a_record_edited_during_its_listing(
+@pytest.fixture
+def edited_while_listed(
     connections: dict[str, Connection], company: Company, monkeypatch: pytest.MonkeyPatch, rule_calls: Any
-) -> None:
+) -> tuple[Connection, str, str, list[int]]:
+    """The CRM synced; then one company deleted upstream, and the one the listing reaches last edited
+    between the next listing's first two pages. Returns the connection, the edited and deleted ids and
+    the pages the listing read."""
     crm = connections["crm"]
     sync_connection(connection=crm)
     edited = _last_company(company)
     deleted = min(company.hs_companies)
     company.delete("hubspot", "company", deleted)
     pages = _edit_during_listing(monkeypatch, company, edited)
+    return crm, edited, deleted, pages
+
+
+def test_the_sweep_never_tombstones_a_record_edited_during_its_listing(
+    edited_while_listed: tuple[Connection, str, str, list[int]], company: Company
+) -> None:
+    crm, edited, deleted, pages = edited_while_listed
 
     [result] = connection_reconcile(connection=crm, streams=["companies"])
 
@@ -75,14 +86,9 @@ def test_the_sweep_never_tombstones_a_record_edited_during_its_listing(
 
 
 def test_rebuild_never_tombstones_a_record_edited_during_its_listing(
-    connections: dict[str, Connection], company: Company, monkeypatch: pytest.MonkeyPatch, rule_calls: Any
+    edited_while_listed: tuple[Connection, str, str, list[int]], company: Company
 ) -> None:
-    crm = connections["crm"]
-    sync_connection(connection=crm)
-    edited = _last_company(company)
-    deleted = min(company.hs_companies)
-    company.delete("hubspot", "company", deleted)
-    _edit_during_listing(monkeypatch, company, edited)
+    crm, edited, _, _ = edited_while_listed
 
     rebuilt = connection_rebuild(connection=crm, actor="system:test")
 

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from django.test import Client as HttpClient
 
-from apps.connectors.kinds import KINDS, ConnectorKind, Stream
+from apps.connectors.kinds import KINDS, Stream
 from apps.connectors.kinds.base import Record, parse_datetime
+from apps.connectors.kinds.quickbooks import webhooks as qbo_webhooks
+from apps.connectors.kinds.rest import Rest
 from apps.connectors.models import Connection, QuarantinedRecord, WebhookDelivery
 from apps.connectors.services import sync_stream
 from apps.connectors.webhooks import processing, schemes, tasks
@@ -44,7 +46,7 @@ HS_URL = "http://testserver/webhooks/crm/"
 Status = WebhookDelivery.Status
 
 
-# ---- a minimal "rest" kind (the generic REST connector is not registered yet) ---------------------------
+# ---- a minimal "rest" kind: the generic REST connector's webhook edge over a fixed stream ----------------
 
 
 class RestVendors(Stream):
@@ -64,9 +66,12 @@ class RestVendors(Stream):
         }
 
 
-class FakeRest(ConnectorKind):
-    kind = "rest"
-    stream_classes = [RestVendors]
+class FakeRest(Rest):
+    """The rest kind's webhook edge (Standard Webhooks) over one fixed stream instead of configured ones."""
+
+    @property
+    def streams(self) -> list[Stream]:
+        return [RestVendors(self)]
 
 
 @pytest.fixture
@@ -126,7 +131,7 @@ def test_hubspot_company_change_is_fetched_and_applied(
     entity = Client.objects.get(source=hooks["crm"], external_id=target)
     assert entity.name == "Renamed Holdings"
     assert delivery.status == Status.PROCESSED and delivery.attempts == 1 and delivery.signature_valid
-    assert delivery.event_id == schemes.event_id("hubspot", {}, body, json.loads(body))
+    assert delivery.event_id == KINDS["hubspot"].webhook_event_id({}, body, json.loads(body))
     assert rule_calls == [({"client": {entity.pk}}, "webhook")]
 
 
@@ -146,7 +151,7 @@ def test_quickbooks_ids_only_event_fetches_the_invoice(
         qbo_entity("invoice", target, last_updated=record.updated)["lastUpdated"]
     )
     # One inbox row per QuickBooks event, identified by what the event says (legacy events have no id).
-    assert delivery.event_id == schemes.quickbooks_events(json.loads(body), {})[0].key
+    assert delivery.event_id == qbo_webhooks.quickbooks_events(json.loads(body), {})[0].key
 
 
 def test_procore_event_fetches_the_change_order(
@@ -730,21 +735,21 @@ def test_the_receiver_verifies_the_standard_webhooks_test_vector() -> None:
     }
     inbound = schemes.Inbound("POST", (), headers, body, now=1614265330 + 299)
 
-    schemes.verify("rest", inbound, ["whsec_other", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
+    KINDS["rest"].webhook_verify(inbound, ["whsec_other", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
     with pytest.raises(schemes.Rejected, match="tolerance"):
-        schemes.verify("rest", schemes.Inbound("POST", (), headers, body, now=1614265330 + 301), ["x"])
+        KINDS["rest"].webhook_verify(schemes.Inbound("POST", (), headers, body, now=1614265330 + 301), ["x"])
     with pytest.raises(schemes.Rejected, match="no webhook secret"):
-        schemes.verify("rest", inbound, [])
+        KINDS["rest"].webhook_verify(inbound, [])
 
 
 def test_event_ids_and_redaction() -> None:
     events = [{"eventId": 3}, {"eventId": 1}]
-    hs_id = schemes.event_id("hubspot", {}, b"[]", events)
+    hs_id = KINDS["hubspot"].webhook_event_id({}, b"[]", events)
     assert hs_id.startswith("hubspot:") and len(hs_id) <= 255
-    assert schemes.event_id("hubspot", {}, b"x", events[::-1]) == hs_id
-    assert schemes.event_id("procore", {}, b"{}", {"ulid": "01H", "id": 5}) == "01H"
-    assert schemes.event_id("quickbooks", {}, b"abc", {}) == schemes.body_hash(b"abc")
-    assert schemes.event_id("rest", {"webhook-id": "msg_1"}, b"{}") == "msg_1"
+    assert KINDS["hubspot"].webhook_event_id({}, b"x", events[::-1]) == hs_id
+    assert KINDS["procore"].webhook_event_id({}, b"{}", {"ulid": "01H", "id": 5}) == "01H"
+    assert KINDS["quickbooks"].webhook_event_id({}, b"abc", {}) == schemes.body_hash(b"abc")
+    assert KINDS["rest"].webhook_event_id({"webhook-id": "msg_1"}, b"{}") == "msg_1"
     redacted = schemes.redact(
         [
             ("Authorization", "Bearer x"),
@@ -766,7 +771,7 @@ def test_events_for_other_objects_realms_and_companies_are_ignored() -> None:
         {"objectId": 5, "subscriptionType": "contact.creation"},
         {"objectId": 6, "subscriptionType": "company.merge", "mergedObjectIds": [7]},
     ]
-    assert [(h.external_id, h.op, h.merged) for h in schemes.hints("hubspot", hs, {}, {})] == [
+    assert [(h.external_id, h.op, h.merged) for h in KINDS["hubspot"].webhook_hints(hs, {}, {})] == [
         ("6", "merge", ("7",)),
     ]
     qbo = {
@@ -787,10 +792,11 @@ def test_events_for_other_objects_realms_and_companies_are_ignored() -> None:
         ]
     }
     assert [
-        (h.stream, h.external_id, h.op) for h in schemes.hints("quickbooks", qbo, {"realm_id": "R"}, {})
+        (h.stream, h.external_id, h.op) for h in KINDS["quickbooks"].webhook_hints(qbo, {"realm_id": "R"}, {})
     ] == [("bills", "3", "delete")]
     procore = {"resource_name": "Submittals", "resource_id": 4, "event_type": "delete", "company_id": 1}
-    assert schemes.hints("procore", procore, {"company_id": 4242}, {}) == []
+    assert KINDS["procore"].webhook_hints(procore, {"company_id": 4242}, {}) == []
     assert [
-        h.stream for h in schemes.hints("procore", {**procore, "company_id": 4242}, {"company_id": 4242}, {})
+        h.stream
+        for h in KINDS["procore"].webhook_hints({**procore, "company_id": 4242}, {"company_id": 4242}, {})
     ] == ["submittals"]

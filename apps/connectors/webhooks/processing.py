@@ -26,7 +26,6 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from apps.connectors.http import HttpClient
 from apps.connectors.kinds import (
     BadRecord,
     ConfigurationError,
@@ -36,7 +35,6 @@ from apps.connectors.kinds import (
     UnknownStream,
     get_kind,
 )
-from apps.connectors.kinds.quickbooks.streams import ExpenseLines
 from apps.connectors.models import Connection, WebhookDelivery
 from apps.connectors.services import ENTITY_KEYS, quarantine_records, record_normalise
 from apps.entities.linking import link_entities
@@ -60,7 +58,7 @@ FETCHED = ("upsert", "merge")  # hints whose record is read again upstream (a me
 
 
 @dataclass
-class Outcome:
+class DeliveryResult:
     status: str  # processed | failed | skipped
     retry: bool = False
     counts: dict[str, int] = field(default_factory=dict)
@@ -78,11 +76,11 @@ def claim(delivery_id: int) -> WebhookDelivery | None:
     return WebhookDelivery.objects.select_related("connection").get(pk=delivery_id)
 
 
-def process_delivery(delivery_id: int) -> Outcome:
+def process_delivery(delivery_id: int) -> DeliveryResult:
     """Process one stored delivery; never raises for the delivery's own failures (they are recorded)."""
     delivery = claim(delivery_id)
     if delivery is None:
-        return Outcome("skipped")
+        return DeliveryResult("skipped")
     try:
         counts = _process(delivery)
     except Exception as exc:
@@ -92,15 +90,15 @@ def process_delivery(delivery_id: int) -> Outcome:
         )
         retry = not isinstance(exc, PERMANENT) and delivery.attempts < MAX_ATTEMPTS
         logger.warning("webhook delivery %s failed (attempt %s): %s", delivery.pk, delivery.attempts, error)
-        return Outcome("failed", retry=retry, error=error)
-    return Outcome("processed", counts=counts)
+        return DeliveryResult("failed", retry=retry, error=error)
+    return DeliveryResult("processed", counts=counts)
 
 
 def _process(delivery: WebhookDelivery) -> dict[str, int]:
     connection = delivery.connection
     kind = get_kind(connection)
     payload = schemes.decode(bytes(delivery.body))
-    parsed = schemes.events(connection.kind, payload, connection.options or {}, delivery.headers or {})
+    parsed = kind.webhook_events(payload, connection.options or {}, delivery.headers or {})
     hints = parsed.hints
     by_stream: dict[str, list[Hint]] = defaultdict(list)
     for hint in hints:
@@ -116,10 +114,7 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
         WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
             status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", summary=summary
         )
-        if connection.kind == "quickbooks":
-            from apps.connectors.kinds.quickbooks.catchup import after_delivery
-
-            after_delivery(delivery)
+        kind.after_webhook(delivery)
 
     counts = apply_changes(connection, kind, dict(by_stream), fetched, now, trigger="webhook", finish=finish)
     # merged/ignored only when there were any: most kinds' deliveries never have them.
@@ -162,7 +157,7 @@ def apply_changes(
             link_entities(changes)
         relevant = {key: ids for key, ids in changes.items() if key in ENTITY_KEYS and ids}
         if relevant:
-            from apps.rules.triggers import on_entities_changed
+            from apps.rules.evaluation.triggers import on_entities_changed
 
             on_entities_changed(relevant, trigger=trigger)
         if finish is not None:
@@ -180,28 +175,16 @@ def _fetch(
     wanted = {name: ids for name, ids in wanted.items() if ids}
     if not wanted:
         return {}
-    fetch = getattr(kind, "fetch_records", None)
-    if fetch is None:
-        raise NotImplementedError(f"{kind.kind} connections cannot fetch records by id")
-    client: HttpClient = kind.client()
+    client = kind.client()
     try:
         fetched = {}
         for name, ids in wanted.items():
             # Where the vendor scopes a record under a parent (Procore: its project), the event says which.
             scopes = {h.external_id: h.scope for h in by_stream[name] if h.scope}
-            extra = {"scopes": scopes} if scopes else {}
-            fetched[name] = fetch(client, streams[name], ids, **extra)
+            fetched[name] = kind.fetch_records(client, streams[name], ids, scopes)
         return fetched
     finally:
         client.close()
-
-
-def _doc_id(stream: Stream, raw: dict[str, Any]) -> str:
-    """A fetched record's upstream id: where the stream says (rest: ``id_path``), else ``id`` / ``Id``."""
-    record_id = getattr(stream, "record_id", None)
-    if record_id is not None:
-        return str(record_id(raw) or "")
-    return str(raw.get("id", raw.get("Id", "")))
 
 
 def _apply(
@@ -213,11 +196,9 @@ def _apply(
     counts: dict[str, int],
 ) -> set[int]:
     """Upsert what was fetched (or sent), tombstone what is gone; return the changed entity ids."""
-    lines = isinstance(stream, ExpenseLines)  # one entity row per job-charged line: "<doc id>:<line id>"
-    found = {_doc_id(stream, doc): doc for doc in docs}
-    raws: list[dict[str, Any]] = list(found.values())
-    if isinstance(stream, ExpenseLines):
-        raws = stream.explode(raws)
+    lines = stream.line_items  # one entity row per document line: "<doc id>:<line id>"
+    found = {stream.record_id(doc): doc for doc in docs}
+    raws: list[dict[str, Any]] = stream.explode(list(found.values()))
     raws += [h.data for h in hints if h.op == "upsert" and h.data is not None]
     rows, bad = [], []
     for raw in raws:
@@ -243,7 +224,7 @@ def _apply(
     if lines and found:
         # A document read whole: its lines that are no longer on it (or no longer charged to a job) are gone.
         current = [row["external_id"] for row in rows]
-        versions = [(doc_id, _doc_version(stream, doc, now)) for doc_id, doc in found.items()]
+        versions = [(doc_id, stream.document_version(doc, now)) for doc_id, doc in found.items()]
         tombstoned |= _tombstone(stream.model, connection.pk, versions, now, lines=True, keep=current)
     counts["tombstoned"] += len(tombstoned)
     return changed | tombstoned
@@ -264,16 +245,6 @@ def _deleted_key(stream: Stream, hint: Hint, now: dt.datetime) -> tuple[str, dt.
         except (BadRecord, KeyError):
             pass
     return hint.external_id, hint.at or now
-
-
-def _doc_version(stream: Stream, doc: dict[str, Any], now: dt.datetime) -> dt.datetime:
-    if isinstance(stream, ExpenseLines):
-        try:
-            version: dt.datetime = stream.base(doc)["source_updated_at"]
-            return version
-        except BadRecord:
-            pass
-    return now
 
 
 def _tombstone(

@@ -4,7 +4,7 @@ Order of checks: size (413, before the body is read past 1 MiB, chunked bodies i
 signature and timestamp (401; the delivery is kept as ``rejected`` for forensics, at most ``REJECTED_CAP``
 per connection and sender per ``REJECTED_WINDOW``), shape (400; QuickBooks keeps it the same way,
 ``signature_valid`` true). A valid delivery is inserted with ``ON CONFLICT DO NOTHING`` on (connection,
-event id), one row per event where the vendor batches independent events (QuickBooks, ``schemes.split``): a
+event id), one row per event where the vendor batches independent events (the kind's ``webhook_split``): a
 redelivery answers ``{"status": "duplicate"}`` and changes nothing; new rows are queued once the insert has
 committed and answered 202 ``{"status": "accepted", "id": <first new row>, "ids": [...]}``. No session, no
 CSRF: the signature is the authentication.
@@ -31,6 +31,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from apps.connectors.kinds import KINDS, ConnectorKind
 from apps.connectors.models import Connection, WebhookDelivery
 
 from . import schemes
@@ -61,7 +62,7 @@ class Endpoint:
 
     pk: int
     slug: str
-    kind: str
+    kind: type[ConnectorKind]
     options: dict[str, Any]
     secrets: list[str]
     expires: float
@@ -76,7 +77,9 @@ def _endpoint(slug: str) -> Endpoint | None:
     if cached is not None and cached.expires > now:
         return cached
     connection = (
-        Connection.objects.filter(slug=slug, enabled=True, kind__in=schemes.VERIFIERS)
+        Connection.objects.filter(
+            slug=slug, enabled=True, kind__in=[name for name, cls in KINDS.items() if cls.receives_webhooks]
+        )
         .only("id", "slug", "kind", "options", "webhook_secret_encrypted")
         .first()
     )
@@ -86,7 +89,7 @@ def _endpoint(slug: str) -> Endpoint | None:
     endpoint = Endpoint(
         connection.pk,
         connection.slug,
-        connection.kind,
+        KINDS[connection.kind],
         dict(connection.options or {}),
         connection.webhook_secrets,
         now + CONNECTION_TTL,
@@ -151,7 +154,7 @@ def _store_rejected(
         return
     WebhookDelivery.objects.create(
         connection_id=endpoint.pk,
-        event_id=schemes.event_id(endpoint.kind, headers, body),
+        event_id=endpoint.kind.webhook_event_id(headers, body),
         received_at=now,
         headers=schemes.redact(headers.items()),
         body=body,
@@ -211,23 +214,23 @@ def receive(request: HttpRequest, slug: str) -> JsonResponse:
     headers = {name.lower(): value for name, value in request.headers.items()}
     inbound = schemes.Inbound(
         method=request.method,
-        uris=_uris(request) if endpoint.kind == "hubspot" else (),
+        uris=_uris(request) if endpoint.kind.signs_uri else (),
         headers=headers,
         body=body,
         now=time.time(),
     )
     try:
-        schemes.verify(endpoint.kind, inbound, endpoint.secrets)
+        endpoint.kind.webhook_verify(inbound, endpoint.secrets)
     except schemes.Rejected as exc:
         _store_rejected(endpoint, request, headers, body, str(exc))
         return _error(401, str(exc))
 
     try:
         payload = schemes.decode(body)
-        schemes.hints(endpoint.kind, payload, endpoint.options, headers)
-        parts = dict(schemes.split(endpoint.kind, headers, body, payload))  # one body per event id
+        endpoint.kind.webhook_events(payload, endpoint.options, headers)
+        parts = dict(endpoint.kind.webhook_split(headers, body, payload))  # one body per event id
     except schemes.Malformed as exc:
-        if endpoint.kind in schemes.KEEP_MALFORMED:
+        if endpoint.kind.keeps_malformed:
             _store_rejected(endpoint, request, headers, body, f"malformed: {exc}", signature_valid=True)
         return _error(400, str(exc))
 

@@ -18,7 +18,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from apps.accounts.roles import ACCOUNT_MANAGERS
 from apps.dashboard.queries import DASHBOARD_ROLES, roles_of
-from apps.rules import wording
+from apps.rules.engine import wording
 
 register = template.Library()
 SELECTED = mark_safe(" selected")
@@ -88,7 +88,7 @@ def _decimal(value: Any) -> Decimal | None:
 
 def format_value(value: Any, kind: str = "", unit: str = "") -> str:
     """One fact value in words (``$60,000.00``, ``11.5%``, ``45 days``, ``yes``; ``no data`` for null): the
-    one formatter, ``apps/rules/wording.py``, which emails and the evaluator's texts use too."""
+    one formatter, ``apps/rules/engine/wording.py``, which emails and the evaluator's texts use too."""
     return wording.reading(value, kind=kind, unit=unit)
 
 

@@ -7,7 +7,7 @@ import datetime as dt
 import time_machine
 
 from apps.devstack.demo import company_today
-from apps.rules.facts import evaluation_date
+from apps.rules.evaluation.facts import evaluation_date
 
 
 def test_the_simulator_is_given_the_day_the_facts_count_in():
@@ -40,7 +40,7 @@ def _generation_digest(today: str, now: str) -> str:
     import subprocess
     import sys
 
-    from config.services import BASE_DIR
+    from config.embedded_servers import BASE_DIR
 
     # A separate interpreter each time, as a restarted simulator is (string hashing differs per process).
     done = subprocess.run(

@@ -56,7 +56,7 @@ class World:
 
 @pytest.fixture
 def world(db: None) -> World:
-    accounting = ConnectionFactory(slug="accounting", kind=Connection.Kind.QUICKBOOKS)
+    accounting = ConnectionFactory(slug="accounting", kind="quickbooks")
     owner = CrmOwnerFactory(external_id="o1", email="Maria.Chen@Example.test")
     client = ClientFactory(domain="acme.com", owner_ref="o1")
     by_ref = ProjectFactory(client=None, number="P-1", accounting_ref="j1")
@@ -172,7 +172,7 @@ def test_a_changed_reference_moves_or_clears_the_link(world: World) -> None:
 
 
 def test_links_stay_within_their_own_connection(world: World) -> None:
-    elsewhere = ConnectionFactory(slug="pm2", kind=Connection.Kind.PROCORE)
+    elsewhere = ConnectionFactory(slug="pm2", kind="procore")
     orphan = MilestoneFactory(project=None, project_ref=world.by_ref.external_id, source=elsewhere)
 
     link_entities()

@@ -26,7 +26,7 @@ T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 
 @pytest.fixture
 def pm(db: None) -> Connection:
-    return ConnectionFactory(slug="pm", kind=Connection.Kind.PROCORE)
+    return ConnectionFactory(slug="pm", kind="procore")
 
 
 def submittal(external_id: str, updated: dt.datetime = T0, **extra: Any) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def test_awkward_values_arrive_exactly_and_the_stored_hash_is_the_records_hash(p
 
 
 def test_amounts_keep_every_digit(db: None) -> None:
-    accounting = ConnectionFactory(slug="acct", kind=Connection.Kind.QUICKBOOKS)
+    accounting = ConnectionFactory(slug="acct", kind="quickbooks")
     amounts = [Decimal("0.01"), Decimal("-123456789012.99"), Decimal("1E+2"), Decimal("0")]
     rows = [
         {"external_id": str(i), "source_updated_at": T0, "kind": "bill", "amount": amount, "balance": None}
@@ -90,7 +90,7 @@ def test_a_key_some_records_leave_out_gets_the_columns_default(pm: Connection) -
 
 
 def test_a_key_no_record_sends_is_filled_on_insert_and_left_alone_on_update(db: None) -> None:
-    accounting = ConnectionFactory(slug="acct", kind=Connection.Kind.QUICKBOOKS)
+    accounting = ConnectionFactory(slug="acct", kind="quickbooks")
     job = {
         "external_id": "9",
         "source_updated_at": T0,
@@ -130,7 +130,7 @@ def test_records_may_not_set_what_the_loader_owns(pm: Connection) -> None:
 
 
 def test_a_tombstone_sent_again_revives_unless_merged_and_only_when_not_older(db: None) -> None:
-    crm = ConnectionFactory(slug="crm", kind=Connection.Kind.HUBSPOT)
+    crm = ConnectionFactory(slug="crm", kind="hubspot")
 
     def company(external_id: str, updated: dt.datetime) -> dict[str, Any]:
         return {"external_id": external_id, "source_updated_at": updated, "name": f"Co {external_id}"}

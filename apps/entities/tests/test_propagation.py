@@ -17,9 +17,9 @@ from django.utils import timezone
 from apps.entities.linking import link_entities
 from apps.entities.loaders import upsert_rows
 from apps.entities.models import Client
-from apps.rules import triggers
+from apps.rules.evaluation import triggers
+from apps.rules.evaluation.triggers import affected_subjects, on_entities_changed
 from apps.rules.models import PendingEvaluation
-from apps.rules.triggers import affected_subjects, on_entities_changed
 from tests.factories import ChangeOrderFactory, ClientFactory, ConnectionFactory, ProjectFactory
 
 
@@ -85,8 +85,8 @@ def test_a_client_change_marks_its_projects_and_their_change_orders(db: None) ->
     assert affected["client"] == {client.pk}
     assert affected["project"] == {project.pk}
     assert pending.pk in affected["change_order"] and other.pk not in affected["change_order"]
-    # Documented gap (reported, apps/rules/triggers.py is not ours): decided change orders are marked too,
-    # though only open ones can escalate.
+    # Documented gap (reported, apps/rules/evaluation/triggers.py is not ours): decided change orders are
+    # marked too, though only open ones can escalate.
     assert closed.pk in affected["change_order"]
 
 

@@ -61,7 +61,7 @@ def crosswalk(
 
 @pytest.fixture
 def accounting(db: None) -> Connection:
-    return ConnectionFactory(slug="accounting", kind=Connection.Kind.QUICKBOOKS)
+    return ConnectionFactory(slug="accounting", kind="quickbooks")
 
 
 def actions(*names: str) -> list[str]:
@@ -242,7 +242,7 @@ def test_jobs_are_matched_within_their_customers_client(accounting: Connection) 
 def test_resolution_tells_the_rules_what_it_linked(
     accounting: Connection, django_capture_on_commit_callbacks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from apps.rules import triggers
+    from apps.rules.evaluation import triggers
     from apps.rules.models import PendingEvaluation
 
     monkeypatch.setattr(triggers, "flush_soon", lambda: None)

@@ -13,7 +13,6 @@ import time
 import pytest
 from django.utils import timezone
 
-from apps.connectors.models import Connection
 from apps.entities.models import Client, MatchCandidate, SourceObject
 from apps.entities.resolution import entities_resolve, normalise_name, score_pairs
 from tests.factories import ConnectionFactory
@@ -74,8 +73,8 @@ def synthetic_names(n: int, rng: random.Random) -> list[str]:
 
 def test_candidate_generation_on_10k_clients(db: None, capsys: pytest.CaptureFixture[str]) -> None:
     rng = random.Random(7)
-    crm = ConnectionFactory(slug="crm", kind=Connection.Kind.HUBSPOT)
-    accounting = ConnectionFactory(slug="accounting", kind=Connection.Kind.QUICKBOOKS)
+    crm = ConnectionFactory(slug="crm", kind="hubspot")
+    accounting = ConnectionFactory(slug="accounting", kind="quickbooks")
     now = timezone.now()
     names = synthetic_names(11_000, rng)
     clients, others = names[:10_000], names[10_000:]

@@ -28,9 +28,9 @@ from apps.escalations.models import (
     PolicyLevel,
     SuppressedNotification,
 )
-from apps.rules.facts import ENTITY_STREAMS, compute_contexts
+from apps.rules.evaluation.facts import ENTITY_STREAMS, compute_contexts
+from apps.rules.evaluation.services import _compiled_for, evaluate_subjects, live_versions, rules_import
 from apps.rules.models import Decision, Rule, SubjectState
-from apps.rules.services import _compiled_for, evaluate_subjects, live_versions, rules_import
 from tests.factories import (
     ChangeOrderFactory,
     ClientFactory,

@@ -560,8 +560,8 @@ def amount(evidence: dict) -> str:
 @pytest.mark.django_db
 def test_a_rule_match_freezes_the_policy_and_the_opening_evidence(executive):
     from apps.connectors.models import StreamState
-    from apps.rules.facts import ENTITY_STREAMS
-    from apps.rules.services import evaluate_subjects, rules_import
+    from apps.rules.evaluation.facts import ENTITY_STREAMS
+    from apps.rules.evaluation.services import evaluate_subjects, rules_import
     from tests.factories import ChangeOrderFactory, ConnectionFactory
 
     make_policy(

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from apps.connectors.models import Connection, StreamState
 from apps.escalations.models import Escalation
-from apps.rules.facts import ENTITY_STREAMS
+from apps.rules.evaluation.facts import ENTITY_STREAMS
+from apps.rules.evaluation.services import rule_publish
 from apps.rules.models import Decision, Rule, RuleVersion
-from apps.rules.services import rule_publish
 from tests.factories import ConnectionFactory
 
 T0 = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)

@@ -11,9 +11,9 @@ from apps.audit.models import AuditEntry
 from apps.escalations.models import Escalation
 from apps.learning.models import LearningSettings, ShadowSample
 from apps.learning.retention import decisions_prune
-from apps.learning.shadow import shadow_sample_take, shadow_samples_label
+from apps.learning.sampling import shadow_sample_take, shadow_samples_label
+from apps.rules.evaluation.services import evaluate_subjects
 from apps.rules.models import Decision
-from apps.rules.services import evaluate_subjects
 from tests.factories import ClientFactory, FinancialLineFactory, ProjectFactory
 
 from .builders import decision, escalation, fresh_streams, now, publish, snapshot

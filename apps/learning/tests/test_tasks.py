@@ -9,8 +9,8 @@ import pytest
 from apps.escalations.models import Escalation
 from apps.learning import tasks
 from apps.learning.models import LearningSettings, ShadowSample, ThresholdSuggestion
+from apps.rules.evaluation.services import evaluate_subjects
 from apps.rules.models import Decision
-from apps.rules.services import evaluate_subjects
 from tests.factories import ClientFactory, FinancialLineFactory, ProjectFactory
 
 from .builders import T0, decision, escalation, fresh_streams, now, publish, snapshot

@@ -18,10 +18,10 @@ from apps.learning.thresholds import (
     suggestions_generate,
     sweep_version,
 )
-from apps.rules.backtest import backtest
-from apps.rules.catalogue import FactType
+from apps.rules.engine.catalogue import FactType
+from apps.rules.engine.ruleset import rule_from_dict
+from apps.rules.evaluation.backtest import backtest
 from apps.rules.models import Decision, Rule
-from apps.rules.ruleset import rule_from_dict
 
 from .builders import T0, decision, escalation, publish, snapshot
 

@@ -82,7 +82,7 @@ def test_missing_fields_found_and_resolved_when_fixed(db: None) -> None:
 
 
 def test_orphans_found_and_resolved_when_the_parent_arrives(db: None) -> None:
-    accounting = ConnectionFactory(slug="accounting", kind=Connection.Kind.QUICKBOOKS)
+    accounting = ConnectionFactory(slug="accounting", kind="quickbooks")
     change_order = ChangeOrderFactory(project=None, project_ref="404")
     line = FinancialLineFactory(source=accounting, job_ref="j9")
     overhead = FinancialLineFactory(source=accounting, job_ref="c1")
@@ -122,7 +122,7 @@ def test_orphans_found_and_resolved_when_the_parent_arrives(db: None) -> None:
 
 
 def test_contract_value_conflicting_with_estimates(db: None) -> None:
-    accounting = ConnectionFactory(slug="accounting", kind=Connection.Kind.QUICKBOOKS)
+    accounting = ConnectionFactory(slug="accounting", kind="quickbooks")
     close = ProjectFactory(contract_value=Decimal(1000))
     off = ProjectFactory(contract_value=Decimal(1000))
     far = ProjectFactory(contract_value=Decimal(1000))
@@ -242,7 +242,7 @@ def test_a_burst_of_syncs_queues_one_scan(monkeypatch: pytest.MonkeyPatch) -> No
 def test_a_quarantined_change_order_is_missing_until_a_valid_version_arrives(db: None) -> None:
     from apps.connectors.models import QuarantinedRecord
 
-    pm = ConnectionFactory(slug="pm", kind=Connection.Kind.PROCORE)
+    pm = ConnectionFactory(slug="pm", kind="procore")
     for reason in ("not an amount: 'x'", "missing amount"):  # quarantined twice: the latest counts
         QuarantinedRecord.objects.create(
             connection=pm, stream="change_orders", external_id="77", payload={"id": 77}, reason=reason

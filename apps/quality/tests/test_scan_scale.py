@@ -11,7 +11,6 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from apps.connectors.models import Connection
 from apps.entities.models import ChangeOrder, Client, Project
 from apps.quality.models import Finding
 from apps.quality.services import quality_scan
@@ -23,8 +22,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_scan_at_10k_projects(db: None, capsys: pytest.CaptureFixture[str]) -> None:
-    crm = ConnectionFactory(slug="crm", kind=Connection.Kind.HUBSPOT)
-    pm = ConnectionFactory(slug="pm", kind=Connection.Kind.PROCORE)
+    crm = ConnectionFactory(slug="crm", kind="hubspot")
+    pm = ConnectionFactory(slug="pm", kind="procore")
     now = timezone.now()
     common = {"source_updated_at": now, "content_hash": "", "synced_at": now}
     clients = Client.objects.bulk_create(

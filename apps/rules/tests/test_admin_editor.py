@@ -10,18 +10,18 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from apps.audit.models import AuditEntry
-from apps.rules.catalogue import FACTS, operators_for
-from apps.rules.editor import (
+from apps.rules.authoring.editor import (
     catalogue_data,
     condition_label,
     describe,
     fact_label,
     normalise_tree,
 )
-from apps.rules.forms import RuleEditorForm
+from apps.rules.authoring.forms import RuleEditorForm
+from apps.rules.engine.catalogue import FACTS, operators_for
+from apps.rules.engine.ruleset import parse_rules
+from apps.rules.evaluation.services import rule_publish, rules_import
 from apps.rules.models import Rule
-from apps.rules.ruleset import parse_rules
-from apps.rules.services import rule_publish, rules_import
 
 from .test_preview_admin import rule_yaml
 
@@ -90,7 +90,7 @@ def test_a_valid_tree_typed_as_text_saves_as_the_canonical_draft(client, ops_man
 
 
 def _as_yaml(draft):
-    from apps.rules.ruleset import dump_rules, rule_from_dict
+    from apps.rules.engine.ruleset import dump_rules, rule_from_dict
 
     return dump_rules([rule_from_dict(draft)])
 

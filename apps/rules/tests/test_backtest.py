@@ -13,12 +13,12 @@ from django.utils import timezone
 
 from apps.connectors.models import StreamState
 from apps.escalations.models import Escalation
-from apps.rules.backtest import BacktestError, backtest, context_from_snapshot, draft_from_file
-from apps.rules.facts import ENTITY_STREAMS, compute_contexts
+from apps.rules.authoring.preview import needs_confirmation, preview_draft
+from apps.rules.engine.ruleset import RulesFileError, parse_rules
+from apps.rules.evaluation.backtest import BacktestError, backtest, context_from_snapshot, draft_from_file
+from apps.rules.evaluation.facts import ENTITY_STREAMS, compute_contexts
+from apps.rules.evaluation.services import evaluate_subjects, rules_import
 from apps.rules.models import Decision, Rule
-from apps.rules.preview import needs_confirmation, preview_draft
-from apps.rules.ruleset import RulesFileError, parse_rules
-from apps.rules.services import evaluate_subjects, rules_import
 from tests.factories import (
     ChangeOrderFactory,
     ClientFactory,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from apps.rules.catalogue import (
+from apps.rules.engine.catalogue import (
     FACTS,
     OPERATOR_LABELS,
     OPERATORS,

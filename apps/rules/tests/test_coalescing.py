@@ -19,10 +19,11 @@ from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from apps.entities.models import Project
-from apps.rules import services, tasks, triggers
+from apps.rules import tasks
+from apps.rules.evaluation import services, triggers
+from apps.rules.evaluation.services import rules_import
+from apps.rules.evaluation.triggers import on_entities_changed, pending_flush
 from apps.rules.models import Decision, PendingEvaluation
-from apps.rules.services import rules_import
-from apps.rules.triggers import on_entities_changed, pending_flush
 from tests.concurrency import run_concurrently
 from tests.factories import ChangeOrderFactory, ProjectFactory
 
@@ -64,7 +65,7 @@ def test_a_burst_of_changes_to_one_project_is_evaluated_once(
     decisions = Decision.objects.filter(subject_type="change_order")
     assert sorted(decisions.values_list("subject_id", flat=True)) == sorted([co.pk, sibling.pk])
     assert set(decisions.values_list("trigger", flat=True)) == {"webhook"}
-    assert decisions.get(subject_id=co.pk).outcome == Decision.Outcome.MATCHED
+    assert decisions.get(subject_id=co.pk).outcome == Decision.Verdict.MATCHED
     assert not PendingEvaluation.objects.exists()
     assert pending_flush() == {}
 

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apps.rules.catalogue import FactType, facts_for, operators_for
-from apps.rules.evaluator import compile_condition
-from apps.rules.facts import compute_contexts
-from apps.rules.sql import RuleQuery, batch_outcomes, batch_outcomes_many, matching_ids
+from apps.rules.engine.catalogue import FactType, facts_for, operators_for
+from apps.rules.engine.evaluator import compile_condition
+from apps.rules.evaluation.facts import compute_contexts
+from apps.rules.evaluation.sql import RuleQuery, batch_outcomes, batch_outcomes_many, matching_ids
 from tests.factories import (
     ChangeOrderFactory,
     ClientFactory,

@@ -15,16 +15,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apps.rules import catalogue
-from apps.rules.catalogue import FACTS, Fact, FactType, operators_for
-from apps.rules.evaluator import (
+from apps.rules.engine import catalogue
+from apps.rules.engine.catalogue import FACTS, Fact, FactType, operators_for
+from apps.rules.engine.evaluator import (
     MAX_CONDITIONS,
     MAX_DEPTH,
     CompiledCondition,
     Evaluation,
-    Outcome,
     RuleProblem,
     RuleValidationError,
+    Verdict,
     compile_condition,
     validate_condition,
 )
@@ -62,7 +62,7 @@ def leaf(fact: str, op: str, value: object) -> dict[str, Any]:
     return {"fact": fact, "op": op, "value": value}
 
 
-def outcome(tree: Mapping[str, Any], facts: Mapping[str, object], subject: str | None = None) -> Outcome:
+def outcome(tree: Mapping[str, Any], facts: Mapping[str, object], subject: str | None = None) -> Verdict:
     """Evaluate both ways (they must agree); the subject defaults to one that sees every fact used."""
     if subject is None:
         subject = next(s for s in ("change_order", "submittal") if not validate_condition(tree, s))
@@ -72,7 +72,7 @@ def outcome(tree: Mapping[str, Any], facts: Mapping[str, object], subject: str |
     return result
 
 
-M, N, UNK, E = Outcome.MATCHED, Outcome.NOT_MATCHED, Outcome.INSUFFICIENT_DATA, Outcome.ERROR
+M, N, UNK, E = Verdict.MATCHED, Verdict.NOT_MATCHED, Verdict.INSUFFICIENT_DATA, Verdict.ERROR
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ M, N, UNK, E = Outcome.MATCHED, Outcome.NOT_MATCHED, Outcome.INSUFFICIENT_DATA, 
         ("client.missed_last_milestone", "is_null", False, False, M),
     ],
 )
-def test_operator(fact: str, op: str, value: object, actual: object, expected: Outcome) -> None:
+def test_operator(fact: str, op: str, value: object, actual: object, expected: Verdict) -> None:
     assert outcome(leaf(fact, op, value), {fact: actual}) is expected
 
 
@@ -158,7 +158,7 @@ def test_operator(fact: str, op: str, value: object, actual: object, expected: O
         ("is_null", True, None, M),
     ],
 )
-def test_date_operators(date_fact: Fact, op: str, value: object, actual: object, expected: Outcome) -> None:
+def test_date_operators(date_fact: Fact, op: str, value: object, actual: object, expected: Verdict) -> None:
     assert outcome(leaf(date_fact.name, op, value), {date_fact.name: actual}, "project") is expected
 
 
@@ -347,7 +347,7 @@ def test_spec_example_matches_with_its_explanation_and_summary() -> None:
     evaluation = compiled.evaluate(
         SPEC_CONTEXT, ages=dict.fromkeys(SPEC_CONTEXT, 60.0), max_age=timedelta(hours=24)
     )
-    assert evaluation.outcome is Outcome.MATCHED
+    assert evaluation.outcome is Verdict.MATCHED
     assert evaluation.matched
     assert evaluation.summary() == (
         "Change order amount $60,000.00 is at least $50,000; Margin 9.0% is below 12%; "
@@ -385,7 +385,7 @@ def test_explanation_is_not_short_circuited_and_is_json() -> None:
     compiled = compile_condition(SPEC_WHEN, "change_order")
     facts = {**SPEC_CONTEXT, "change_order.amount": Decimal("100"), "project.margin_pct": None}
     evaluation = compiled.evaluate(facts)
-    assert evaluation.outcome is Outcome.NOT_MATCHED
+    assert evaluation.outcome is Verdict.NOT_MATCHED
     assert len(evaluation.explanation) == 6  # every condition explained, though the first decided
     assert evaluation.explanation[2].text == "project.margin_pct is unknown (no data) — insufficient data"
     assert evaluation.explanation[2].reason == "null"
@@ -688,9 +688,13 @@ def test_malicious_values_are_only_strings() -> None:
 
 def test_the_rule_modules_contain_no_dynamic_code() -> None:
     forbidden = {"eval", "exec", "compile", "__import__", "getattr", "setattr", "globals", "locals"}
-    rules = Path(__file__).resolve().parent.parent
-    for name in ("catalogue.py", "evaluator.py", "values.py", "wording.py", "ruleset.py", "durations.py"):
-        module = ast.parse((rules / name).read_text())
+    engine = Path(__file__).resolve().parent.parent / "engine"
+    names = sorted(path.name for path in engine.glob("*.py"))
+    assert {"catalogue.py", "evaluator.py", "values.py", "wording.py", "ruleset.py", "durations.py"} <= set(
+        names
+    )
+    for name in names:
+        module = ast.parse((engine / name).read_text())
         calls = {
             node.func.id
             for node in ast.walk(module)
@@ -704,6 +708,13 @@ def test_the_rule_modules_contain_no_dynamic_code() -> None:
             for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
         }
         assert "django" not in imports, name
+        # The engine is pure: of the project it imports only itself.
+        within = {
+            node.module
+            for node in ast.walk(module)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("apps.")
+        }
+        assert all(m.startswith("apps.rules.engine.") for m in within), (name, within)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -819,7 +830,7 @@ def _count_nodes(tree: Mapping[str, Any]) -> int:
     return 1
 
 
-def _outcome(tree: Mapping[str, Any], ctx: tuple[Any, Any, Any]) -> Outcome:
+def _outcome(tree: Mapping[str, Any], ctx: tuple[Any, Any, Any]) -> Verdict:
     facts, ages, max_age = ctx
     return compile_condition(tree, SUBJECT).evaluate(facts, ages=ages, max_age=max_age).outcome
 
@@ -864,6 +875,6 @@ def test_evaluation_is_an_immutable_value() -> None:
     assert first == second
     assert isinstance(first, Evaluation)
     with pytest.raises(AttributeError):
-        first.outcome = Outcome.ERROR  # type: ignore[misc]
+        first.outcome = Verdict.ERROR  # type: ignore[misc]
     assert isinstance(compiled, CompiledCondition)
     assert "4 conditions" in repr(compiled)

@@ -16,9 +16,9 @@ from apps.connectors.models import Connection, StreamState
 from apps.connectors.services import connection_import, sync_connection
 from apps.connectors.tests.loopback import record, rest_stream, serve
 from apps.entities.models import Project
-from apps.rules.facts import ENTITY_STREAMS, compute_contexts, fact_ages, stream_entity
+from apps.rules.evaluation.facts import ENTITY_STREAMS, compute_contexts, fact_ages, stream_entity
+from apps.rules.evaluation.services import evaluate_subjects, rules_import
 from apps.rules.models import Decision
-from apps.rules.services import evaluate_subjects, rules_import
 from tests.factories import ConnectionFactory
 
 pytestmark = pytest.mark.django_db
@@ -91,7 +91,7 @@ def test_a_rest_stream_named_jobs_gives_project_facts_their_age_and_rules_decide
     evaluate_subjects(subject_type="project", ids=[project.pk])
 
     decision = Decision.objects.get(subject_type="project", subject_id=project.pk)
-    assert decision.outcome == Decision.Outcome.MATCHED
+    assert decision.outcome == Decision.Verdict.MATCHED
 
 
 def test_ages_follow_the_entity_a_stream_loads_not_its_name() -> None:

@@ -10,7 +10,7 @@ import time_machine
 from django.utils import timezone
 
 from apps.connectors.models import StreamState
-from apps.rules.facts import compute_contexts, evaluation_date
+from apps.rules.evaluation.facts import compute_contexts, evaluation_date
 from tests.factories import (
     ChangeOrderFactory,
     ClientFactory,

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 
-from apps.rules import sql
-from apps.rules.sql import RuleQuery, batch_outcomes_many, outcome_sets_many
+from apps.rules.evaluation import sql
+from apps.rules.evaluation.sql import RuleQuery, batch_outcomes_many, outcome_sets_many
 from tests.factories import ChangeOrderFactory, ClientFactory, ProjectFactory
 
 pytestmark = pytest.mark.django_db

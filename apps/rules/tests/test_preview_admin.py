@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from apps.rules.authoring.preview import preview_draft
+from apps.rules.engine.ruleset import parse_rules
+from apps.rules.evaluation.services import rules_import
 from apps.rules.models import Rule, RulesSettings
-from apps.rules.preview import preview_draft
-from apps.rules.ruleset import parse_rules
-from apps.rules.services import rules_import
 
 # The backtest tests' rule and change orders: previews and backtests are checked on the same data.
 from apps.rules.tests.test_backtest import change_order, fresh_streams, rule_yaml

@@ -10,11 +10,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.escalations.models import Escalation
+from apps.rules.authoring.preview import preview_draft
+from apps.rules.authoring.publishing import publish_run_perform, publish_runs_requeue
+from apps.rules.engine.ruleset import parse_rules
+from apps.rules.evaluation.services import evaluate_subjects, rule_publish, rules_import
 from apps.rules.models import EvaluationRun, Rule, SubjectState
-from apps.rules.preview import preview_draft
-from apps.rules.publishing import publish_run_perform, publish_runs_requeue
-from apps.rules.ruleset import parse_rules
-from apps.rules.services import evaluate_subjects, rule_publish, rules_import
 
 from .test_services import fresh_streams, risky_change_order, rule_yaml
 

@@ -11,8 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.escalations.models import Escalation
+from apps.rules.evaluation.services import evaluate_subjects, rules_import
 from apps.rules.models import Decision, Rule, SubjectState
-from apps.rules.services import evaluate_subjects, rules_import
 
 from .test_services import fresh_streams, risky_change_order, rule_yaml
 

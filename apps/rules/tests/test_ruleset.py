@@ -10,9 +10,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.rules.durations import format_duration, parse_duration
-from apps.rules.evaluator import Outcome, RuleProblem
-from apps.rules.ruleset import (
+from apps.rules.engine.durations import format_duration, parse_duration
+from apps.rules.engine.evaluator import RuleProblem, Verdict
+from apps.rules.engine.ruleset import (
     ACTIONS,
     ROUTES,
     SEVERITIES,
@@ -107,7 +107,7 @@ def test_to_dict_has_the_rules_file_shape_and_is_json() -> None:
 
 def test_spec_rule_compiles_and_matches_the_spec_context() -> None:
     evaluation = parse_rules(SPEC_EXAMPLE)[0].compile().evaluate(SPEC_CONTEXT)
-    assert evaluation.outcome is Outcome.MATCHED
+    assert evaluation.outcome is Verdict.MATCHED
 
 
 def test_defaults() -> None:
@@ -295,7 +295,7 @@ def test_malicious_strings_stay_strings() -> None:
     [spec] = parse_rules(text)
     assert spec.name == "__import__('os').system('x')"
     assert spec.description == "{{ 7*7 }} ${jndi:ldap://x}"
-    assert spec.compile().evaluate({"change_order.status": "pending"}).outcome is Outcome.NOT_MATCHED
+    assert spec.compile().evaluate({"change_order.status": "pending"}).outcome is Verdict.NOT_MATCHED
     bad = text.replace("op: contains", "op: eq")
     assert "is not a change_order.status" in problems(bad)[0][2]
 

@@ -13,10 +13,10 @@ from django.utils import timezone
 from apps.entities.models import ChangeOrder
 from apps.learning.models import LearningSettings
 from apps.learning.retention import decisions_prune
-from apps.rules.backtest import context_from_snapshot, stored_contexts
-from apps.rules.facts import compute_contexts
+from apps.rules.evaluation.backtest import context_from_snapshot, stored_contexts
+from apps.rules.evaluation.facts import compute_contexts
+from apps.rules.evaluation.services import evaluate_subjects, rules_import
 from apps.rules.models import ContextSnapshot, Decision, EvaluationRun, SubjectState
-from apps.rules.services import evaluate_subjects, rules_import
 
 from .test_services import fresh_streams, risky_change_order, rule_yaml
 
@@ -90,7 +90,7 @@ def test_a_failed_trace_leaves_the_run_incomplete_and_the_next_run_traces_again(
     def broken(*args, **kwargs):
         raise RuntimeError("worker lost")
 
-    monkeypatch.setattr("apps.rules.services._evaluate_batch", broken)
+    monkeypatch.setattr("apps.rules.evaluation.services._evaluate_batch", broken)
     with pytest.raises(RuntimeError):
         full_run()
     assert bulk_runs().get().completed_at is None
@@ -138,7 +138,7 @@ def test_small_evaluations_are_not_runs(three):
 
 
 def test_a_partial_run_stores_the_snapshots_of_its_own_subjects_only(three, monkeypatch):
-    monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)
+    monkeypatch.setattr("apps.rules.evaluation.services.BULK_THRESHOLD", 1)
     evaluate_subjects(subject_type="change_order", ids=[three["quiet"].pk])
     assert list(ContextSnapshot.objects.values_list("subject_id", flat=True)) == [three["quiet"].pk]
     evaluate_subjects(subject_type="change_order", ids=[three["quiet"].pk, three["match"].pk])
@@ -151,7 +151,7 @@ def test_a_partial_run_stores_the_snapshots_of_its_own_subjects_only(three, monk
 def test_outside_a_transaction_snapshots_are_written_beside_the_traces(three, monkeypatch):
     """A run started outside any transaction stores its snapshots on a second connection (a thread)
     while it traces; it is complete once both are done."""
-    from apps.rules import runs
+    from apps.rules.evaluation import runs
 
     writers = []
     store = runs.store_snapshots
@@ -173,7 +173,7 @@ def test_failed_snapshots_fail_the_run_leave_it_incomplete_and_the_next_run_stor
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("apps.rules.runs.store_snapshots", broken)
+    monkeypatch.setattr("apps.rules.evaluation.runs.store_snapshots", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         full_run()
     assert bulk_runs().get().completed_at is None

@@ -13,10 +13,10 @@ from apps.connectors.models import StreamState
 from apps.entities.models import ChangeOrder
 from apps.escalations.models import Escalation
 from apps.escalations.tests.helpers import escalations_wipe
-from apps.rules.facts import ENTITY_STREAMS
+from apps.rules.engine.ruleset import RulesFileError
+from apps.rules.evaluation.facts import ENTITY_STREAMS
+from apps.rules.evaluation.services import evaluate_subjects, rule_publish, rules_export, rules_import
 from apps.rules.models import ContextSnapshot, Decision, EvaluationRun, Rule, RuleVersion, SubjectState
-from apps.rules.ruleset import RulesFileError
-from apps.rules.services import evaluate_subjects, rule_publish, rules_export, rules_import
 from tests.concurrency import run_concurrently
 from tests.factories import (
     ChangeOrderFactory,
@@ -160,7 +160,7 @@ class TestEvaluation:
         assert SubjectState.objects.get().last_outcome == "not_matched"
 
     def test_a_bulk_run_traces_matches_and_changes_and_summarises_the_rest(self, monkeypatch):
-        monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)
+        monkeypatch.setattr("apps.rules.evaluation.services.BULK_THRESHOLD", 1)
         fresh_streams()
         co = risky_change_order(amount="100")
         rules_import(text=rule_yaml(), actor="system:test")
@@ -208,7 +208,7 @@ class TestEvaluation:
         escalations_wipe()  # the event log is append-only
         Decision.objects.all().delete()
         SubjectState.objects.all().delete()
-        monkeypatch.setattr("apps.rules.services.BULK_THRESHOLD", 1)
+        monkeypatch.setattr("apps.rules.evaluation.services.BULK_THRESHOLD", 1)
         bulk_report = evaluate_subjects(subject_type="change_order", ids=ids)
         # The same traces; the two not-matched first evaluations are slim rows on one path and the
         # run's summary on the other.

@@ -7,11 +7,16 @@ from django.urls import reverse
 
 from apps.audit.models import AuditEntry
 from apps.escalations.models import Delivery, Escalation
+from apps.rules.engine.ruleset import RulesFileError, rule_from_dict
+from apps.rules.evaluation.services import rules_import
+from apps.rules.evaluation.shadow import (
+    rule_shadow_start,
+    rule_shadow_stop,
+    shadow_evaluate,
+    shadow_evaluate_task,
+)
+from apps.rules.evaluation.sql import batch_outcomes
 from apps.rules.models import Decision, Rule, ShadowRun, SubjectState
-from apps.rules.ruleset import RulesFileError, rule_from_dict
-from apps.rules.services import rules_import
-from apps.rules.shadow import rule_shadow_start, rule_shadow_stop, shadow_evaluate, shadow_evaluate_task
-from apps.rules.sql import batch_outcomes
 
 from .test_preview_admin import company, draft_for, rule_yaml  # noqa: F401  (company is a fixture)
 
@@ -131,7 +136,7 @@ def test_several_drafts_share_one_evaluation_and_agree_with_preview_draft(compan
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from apps.rules.preview import preview_draft, preview_drafts
+    from apps.rules.authoring.preview import preview_draft, preview_drafts
 
     rules_import(text=rule_yaml(key="second", amount=80000), actor="system:test")
     first = company["rule"]

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 from django.core.serializers.json import DjangoJSONEncoder
 
-from apps.rules.catalogue import facts_for
-from apps.rules.facts import Context
+from apps.rules.engine.catalogue import facts_for
+from apps.rules.evaluation.facts import Context
 
 NAMES = [f.name for f in facts_for("change_order")]
 ODD_VALUES = [

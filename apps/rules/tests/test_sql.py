@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from apps.connectors.models import StreamState
-from apps.rules.catalogue import FactType, facts_for, operators_for
-from apps.rules.evaluator import Outcome, RuleValidationError, compile_condition
-from apps.rules.facts import ENTITY_STREAMS, compute_contexts
-from apps.rules.ruleset import parse_rules
-from apps.rules.services import rules_import
-from apps.rules.sql import (
+from apps.rules.engine.catalogue import FactType, facts_for, operators_for
+from apps.rules.engine.evaluator import RuleValidationError, Verdict, compile_condition
+from apps.rules.engine.ruleset import parse_rules
+from apps.rules.evaluation.facts import ENTITY_STREAMS, compute_contexts
+from apps.rules.evaluation.services import rules_import
+from apps.rules.evaluation.sql import (
     RuleQuery,
     batch_outcomes,
     batch_outcomes_many,
@@ -511,4 +511,4 @@ def test_batch_outcomes_of_a_published_version_uses_its_subject_and_max_age():
     assert batch_outcomes(strict, now=NOW) == {co.pk: "insufficient_data", other.pk: "insufficient_data"}
     with pytest.raises(ValueError, match="not project"):
         batch_outcomes(version, "project", now=NOW)
-    assert Outcome.MATCHED.value == "matched"
+    assert Verdict.MATCHED.value == "matched"

@@ -6,10 +6,10 @@ import pytest
 from django.urls import reverse
 
 from apps.audit.models import AuditEntry
-from apps.rules.diff import spec_diff
+from apps.rules.authoring.diff import spec_diff
+from apps.rules.authoring.versions import rule_restore
+from apps.rules.evaluation.services import rules_import
 from apps.rules.models import Rule, RuleVersion
-from apps.rules.services import rules_import
-from apps.rules.versions import rule_restore
 
 from .test_preview_admin import rule_yaml
 

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.rules import catalogue
-from apps.rules.catalogue import FACTS, Fact, FactType
-from apps.rules.evaluator import compile_condition
-from apps.rules.wording import conditions, reading, sentence, written
+from apps.rules.engine import catalogue
+from apps.rules.engine.catalogue import FACTS, Fact, FactType
+from apps.rules.engine.evaluator import compile_condition
+from apps.rules.engine.wording import conditions, reading, sentence, written
 
 DATE = Fact(
     "project.due_date", FactType.DATE, "", "the project's due date (test only)", "pm", label="Due date"

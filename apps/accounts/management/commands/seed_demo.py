@@ -19,7 +19,7 @@ class Command(BaseCommand):
                 "seed_demo creates users with a published password; run it with DEBUG=1 (or --force)"
             )
         from apps.connectors.services import connection_import
-        from apps.rules.services import rules_import
+        from apps.rules.evaluation.services import rules_import
 
         for line in seed_demo_users():
             self.stdout.write(f"user {line}")

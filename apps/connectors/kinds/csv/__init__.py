@@ -154,6 +154,7 @@ class CsvStream(Stream):
 
 class Csv(ConnectorKind):
     kind = "csv"
+    label = "CSV upload"
     stream_classes: ClassVar[list[type[Stream]]] = []
 
     def auth_headers(self) -> dict[str, str]:

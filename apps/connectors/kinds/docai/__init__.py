@@ -19,9 +19,8 @@ the prebuilt invoice model's names as defaults (``FIELD_MAPPINGS``).
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
@@ -42,6 +41,7 @@ from apps.connectors.kinds.base import (
     parse_datetime,
     parse_money,
 )
+from apps.connectors.webhooks.schemes import Events, Headers, Inbound, body_hash, verify_standard
 from apps.entities.models import Document
 
 TOOL = "azure-document-intelligence"
@@ -281,8 +281,27 @@ class Documents(Stream):
 
 class DocAi(ConnectorKind):
     kind = "docai"
+    label = "Document AI (Azure AI Document Intelligence)"
     stream_classes: ClassVar[list[type[Stream]]] = [Documents]
     field_mappings = FIELD_MAPPINGS
+    receives_webhooks = True  # Standard Webhooks
+    keeps_malformed = True  # a malformed analysis is kept (signature valid, rejected) for forensics
+
+    @classmethod
+    def check_signature(cls, inbound: Inbound, secrets: list[str]) -> None:
+        verify_standard(inbound, secrets)
+
+    @classmethod
+    def webhook_events(cls, payload: Any, options: Mapping[str, Any], headers: Headers) -> Events:
+        from .webhooks import events
+
+        return events(payload, options, headers)
+
+    @classmethod
+    def webhook_event_id(cls, headers: Headers, body: bytes, payload: Any = None) -> str:
+        from apps.connectors.kinds.rest.webhooks import event_id
+
+        return event_id(headers) or body_hash(body)
 
     def mapping(self) -> dict[str, str]:
         return {m.name: self.mapped(m.name) for m in self.field_mappings}
@@ -299,7 +318,13 @@ class DocAi(ConnectorKind):
             return {"Authorization": f"Bearer {credentials['access_token']}"}
         raise ConfigurationError(f"connection {self.connection.slug!r} needs credentials.api_key")
 
-    def fetch_records(self, client: HttpClient, stream: Stream, ids: list[str]) -> list[Record]:
+    def fetch_records(
+        self,
+        client: HttpClient,
+        stream: Stream,
+        ids: Sequence[str],
+        scopes: Mapping[str, str] | None = None,
+    ) -> list[Record]:
         """The current analysis of each id (``<results_path>/<id>``); ids gone (404, 410) are omitted."""
         assert isinstance(stream, Documents)
         found: list[Record] = []
@@ -316,43 +341,6 @@ class DocAi(ConnectorKind):
             if isinstance(body, dict):
                 found.append({"id": record_id, **body})
         return found
-
-
-# ---- webhooks (Standard Webhooks signature; the body is the tool's event) ------------------------------
-
-ANALYZED = "document.analyzed"
-DELETED = "document.deleted"
-
-
-def document_events(
-    payload: Any, headers: Mapping[str, str], mapping: Mapping[str, str]
-) -> tuple[list[tuple[str, str, dict[str, Any] | None]], dict[str, int]]:
-    """(``[(op, id, record or None)]``, ignored by type) for one delivery; Malformed for a bad body.
-
-    ``document.analyzed`` carries the whole analysis (checked here, so a malformed one is refused with 400
-    before it is queued); ``document.deleted`` only the id. Another type is counted as ignored."""
-    if not isinstance(payload, dict):
-        raise Malformed('expected {"type": "document.analyzed", "data": {"id": ..., "analyzeResult": {...}}}')
-    kind = payload.get("type")
-    data = payload.get("data")
-    if not isinstance(kind, str) or not kind:
-        raise Malformed("type must be a string")
-    if kind not in (ANALYZED, DELETED):
-        return [], {f"type {kind}"[:100]: 1}
-    if not isinstance(data, dict):
-        raise Malformed("data must be an object")
-    doc_id = data.get("id")
-    if isinstance(doc_id, bool) or not isinstance(doc_id, str | int) or not str(doc_id).strip():
-        raise Malformed("data.id must be the tool's document id")
-    if kind == DELETED:
-        return [("delete", str(doc_id).strip(), None)], {}
-    stamp = headers.get("webhook-timestamp", "")
-    at = (
-        dt.datetime.fromtimestamp(int(stamp), tz=dt.UTC) if stamp.isdigit() else dt.datetime.now(dt.UTC)
-    ).isoformat()
-    record = {"lastUpdatedDateTime": at, **data}
-    document_record(record, mapping)  # refuse a malformed analysis now (400), not in the worker
-    return [("upsert", str(doc_id).strip(), record)], {}
 
 
 def mapping_from_options(options: Mapping[str, Any]) -> dict[str, str]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from django.utils import timezone
 
 from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import ConnectorKind, FieldMapping, Record, Stream
+from apps.connectors.webhooks.schemes import Events, Headers, Inbound, body_hash
 
+from . import webhooks
 from .streams import NOTE_TO_COMPANY, RENEWAL_DEFAULT, Companies, Owners, company_properties, search_budget
 
 
@@ -20,6 +23,9 @@ def note_token(idempotency_key: str) -> str:
 
 class HubSpot(ConnectorKind):
     kind = "hubspot"
+    label = "HubSpot CRM"
+    receives_webhooks = True
+    signs_uri = True  # v3 signs method + decoded URI + body + timestamp
     # Owners first: companies link to them.
     stream_classes: ClassVar[list[type[Stream]]] = [Owners, Companies]
     rate_budget_default = (100, 10.0)  # a private app's burst limit per account
@@ -31,6 +37,20 @@ class HubSpot(ConnectorKind):
             "as HubSpot's property settings show it).",
         ),
     )
+
+    @classmethod
+    def check_signature(cls, inbound: Inbound, secrets: list[str]) -> None:
+        webhooks.verify(inbound, secrets)
+
+    @classmethod
+    def webhook_events(cls, payload: Any, options: Mapping[str, Any], headers: Headers) -> Events:
+        return webhooks.events(payload, options, headers)
+
+    @classmethod
+    def webhook_event_id(cls, headers: Headers, body: bytes, payload: Any = None) -> str:
+        if isinstance(payload, list) and payload:
+            return webhooks.event_id(payload)
+        return body_hash(body)
 
     def write_note(
         self, target: str, text: str, idempotency_key: str, *, retry: bool = False
@@ -90,7 +110,13 @@ class HubSpot(ConnectorKind):
             client.close()
         return {"id": str(note.get("id", ""))}
 
-    def fetch_records(self, client: HttpClient, stream: Stream, ids: list[str]) -> list[Record]:
+    def fetch_records(
+        self,
+        client: HttpClient,
+        stream: Stream,
+        ids: Sequence[str],
+        scopes: Mapping[str, str] | None = None,
+    ) -> list[Record]:
         """The current companies with these ids (one read each: search lags edits); gone ones omitted."""
         if stream.name != "companies":
             raise NotImplementedError(f"hubspot cannot fetch {stream.name} by id")

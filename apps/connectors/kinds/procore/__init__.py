@@ -6,14 +6,16 @@ The endpoints, fields and enums used, and the doc page each comes from, are in `
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import requests
 
 from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import ConnectorKind, FieldMapping, Record, Stream
+from apps.connectors.webhooks.schemes import Events, Headers, Inbound, body_hash
 
+from . import webhooks
 from .streams import ChangeOrders, CompanyList, Milestones, ProjectList, Projects, Submittals, Vendors
 
 # Seconds past X-Rate-Limit-Reset before calling again ("pause requests until after" the reset).
@@ -38,6 +40,8 @@ def rate_limit_pause(response: requests.Response, now: float | None = None) -> f
 
 class Procore(ConnectorKind):
     kind = "procore"
+    label = "Procore"
+    receives_webhooks = True
     # Projects and vendors first: the others link to them.
     stream_classes: ClassVar[list[type[Stream]]] = [Projects, Vendors, Milestones, ChangeOrders, Submittals]
     field_mappings: ClassVar[tuple[FieldMapping, ...]] = (
@@ -56,6 +60,18 @@ class Procore(ConnectorKind):
     # window): at 100 calls/s it was what bounded a full sync of the simulator (bench/procore_sync.py).
     rate_budget_default = (10_000, 10.0)
 
+    @classmethod
+    def check_signature(cls, inbound: Inbound, secrets: list[str]) -> None:
+        webhooks.verify(inbound, secrets)
+
+    @classmethod
+    def webhook_events(cls, payload: Any, options: Mapping[str, Any], headers: Headers) -> Events:
+        return webhooks.events(payload, options, headers)
+
+    @classmethod
+    def webhook_event_id(cls, headers: Headers, body: bytes, payload: Any = None) -> str:
+        return webhooks.event_id(payload) or body_hash(body)
+
     @property
     def company_id(self) -> str:
         return str(self.option("company_id"))
@@ -72,7 +88,7 @@ class Procore(ConnectorKind):
         self,
         client: HttpClient,
         stream: Stream,
-        ids: list[str],
+        ids: Sequence[str],
         scopes: Mapping[str, str] | None = None,
     ) -> list[Record]:
         """The current records with these ids; ``scopes`` names the project of project-scoped ones (the

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from apps.connectors.http import HttpClient
 from apps.connectors.kinds.base import ConnectorKind, FieldMapping, Record, Stream
+from apps.connectors.webhooks.schemes import Events, Headers, Inbound
 
+from . import webhooks
 from .streams import MINOR_VERSION, Bills, Customers, Estimates, Invoices, Purchases, QueryStream
+
+if TYPE_CHECKING:
+    from apps.connectors.models import WebhookDelivery
 
 # Intuit's requestid: "a maximum of 50 characters for all operations except batch", unique per company;
 # a repeated one gets the first answer replayed instead of a second create
@@ -26,6 +32,9 @@ def request_id(idempotency_key: str) -> str:
 
 class QuickBooks(ConnectorKind):
     kind = "quickbooks"
+    label = "QuickBooks Online"
+    receives_webhooks = True
+    keeps_malformed = True
     stream_classes: ClassVar[list[type[Stream]]] = [Customers, Invoices, Bills, Purchases, Estimates]
     # How jobs are told from customers. Today's rule is the defaults: a Customer with Job=true, its parent
     # in ParentRef (https://developer.intuit.com/app/developer/qbo/docs/api/accounting/all-entities/customer).
@@ -40,6 +49,23 @@ class QuickBooks(ConnectorKind):
     )
     token_url = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"  # noqa: S105
     rate_budget_default = (500, 60.0)  # per realm per minute
+
+    @classmethod
+    def check_signature(cls, inbound: Inbound, secrets: list[str]) -> None:
+        webhooks.verify(inbound, secrets)
+
+    @classmethod
+    def webhook_events(cls, payload: Any, options: Mapping[str, Any], headers: Headers) -> Events:
+        return webhooks.events(payload, options, headers)
+
+    @classmethod
+    def webhook_split(cls, headers: Headers, body: bytes, payload: Any) -> list[tuple[str, bytes]]:
+        return webhooks.split(payload, body)
+
+    def after_webhook(self, delivery: WebhookDelivery) -> None:
+        from .catchup import after_delivery  # catchup reads the inbox model: loaded once apps are ready
+
+        after_delivery(delivery)
 
     def tenant(self) -> str:
         return f"{super().tenant()}/{self.realm}"
@@ -67,7 +93,13 @@ class QuickBooks(ConnectorKind):
             client.close()
         return {"id": str((answer.get("Attachable") or {}).get("Id", ""))}
 
-    def fetch_records(self, client: HttpClient, stream: Stream, ids: list[str]) -> list[Record]:
+    def fetch_records(
+        self,
+        client: HttpClient,
+        stream: Stream,
+        ids: Sequence[str],
+        scopes: Mapping[str, str] | None = None,
+    ) -> list[Record]:
         """The current documents with these ids (``Id IN (...)``, unexploded); gone ones omitted."""
         assert isinstance(stream, QueryStream)
         found: list[Record] = []

@@ -29,9 +29,10 @@ from django.utils import timezone
 
 from apps.connectors.kinds.base import BadRecord, parse_datetime
 from apps.connectors.models import Connection, WebhookDelivery
-from apps.connectors.webhooks.schemes import QBO_STREAMS, Hint
+from apps.connectors.webhooks.schemes import Hint
 
 from .streams import MINOR_VERSION, QueryStream, query_time
+from .webhooks import QBO_STREAMS
 
 if TYPE_CHECKING:
     from . import QuickBooks

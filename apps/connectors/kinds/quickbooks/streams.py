@@ -104,9 +104,6 @@ class QueryStream(Stream):
         ):
             yield page.records
 
-    def explode(self, records: list[Record]) -> list[Record]:
-        return records
-
     def base(self, raw: Record) -> Record:
         if not raw.get("Id"):
             raise BadRecord("record without Id")
@@ -206,6 +203,7 @@ class ExpenseLines(QueryStream):
 
     model = FinancialLine
     entity = "financial_line"
+    line_items = True
     line_kind: ClassVar[str]
 
     def scope(self) -> dict[str, Any]:
@@ -221,6 +219,13 @@ class ExpenseLines(QueryStream):
                     head = {k: txn.get(k) for k in ("Id", "MetaData", "TxnDate", "DueDate", "DocNumber")}
                     lines.append({**head, "_line": line})
         return lines
+
+    def document_version(self, raw: Record, now: dt.datetime) -> dt.datetime:
+        try:
+            version: dt.datetime = self.base(raw)["source_updated_at"]
+        except BadRecord:
+            return now
+        return version
 
     def normalise(self, raw: Record) -> Record:
         line = raw.get("_line") or {}

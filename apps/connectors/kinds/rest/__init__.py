@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
@@ -28,7 +28,9 @@ from apps.connectors.kinds.base import (
     parse_datetime,
     parse_money,
 )
+from apps.connectors.webhooks.schemes import Events, Headers, Inbound, body_hash, verify_standard
 
+from . import webhooks
 from .options import StreamConfig, dig, parse_options
 
 
@@ -211,7 +213,21 @@ class RestStream(Stream):
 
 class Rest(ConnectorKind):
     kind = "rest"
+    label = "Generic REST"
     stream_classes: ClassVar[list[type[Stream]]] = []
+    receives_webhooks = True  # Standard Webhooks
+
+    @classmethod
+    def check_signature(cls, inbound: Inbound, secrets: list[str]) -> None:
+        verify_standard(inbound, secrets)
+
+    @classmethod
+    def webhook_events(cls, payload: Any, options: Mapping[str, Any], headers: Headers) -> Events:
+        return webhooks.events(payload, options, headers)
+
+    @classmethod
+    def webhook_event_id(cls, headers: Headers, body: bytes, payload: Any = None) -> str:
+        return webhooks.event_id(headers) or body_hash(body)
 
     @property
     def streams(self) -> list[Stream]:
@@ -220,7 +236,13 @@ class Rest(ConnectorKind):
     def tenant(self) -> str:
         return urlsplit(self.connection.base_url).netloc
 
-    def fetch_records(self, client: HttpClient, stream: Stream, ids: list[str]) -> list[Record]:
+    def fetch_records(
+        self,
+        client: HttpClient,
+        stream: Stream,
+        ids: Sequence[str],
+        scopes: Mapping[str, str] | None = None,
+    ) -> list[Record]:
         """The current records with these ids, one ``detail_path`` read each; ones gone (404, 410) omitted.
 
         For id-only webhooks: the id comes from a signed event but is still quoted as one path segment, so

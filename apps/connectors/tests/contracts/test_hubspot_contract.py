@@ -12,11 +12,11 @@ import requests
 
 import apps.connectors.kinds.hubspot.streams as hubspot_streams
 from apps.connectors.http import CallStats, HttpClient
+from apps.connectors.kinds import KINDS
 from apps.connectors.kinds.base import PagingStalled
 from apps.connectors.kinds.hubspot import HubSpot
 from apps.connectors.kinds.hubspot.streams import Companies, Owners
 from apps.connectors.models import Connection
-from apps.connectors.webhooks import schemes
 from apps.simulator import SimulatorServer
 from apps.simulator.webhooks import hubspot_event, hubspot_mixed_batch
 
@@ -52,7 +52,7 @@ def test_a_schema_violation_is_reported_with_its_path() -> None:
 
 def test_the_documented_webhook_example_is_read_and_its_contact_event_counted_as_ignored() -> None:
     events = example(VENDOR, "webhook_batch_example.json")["events"]
-    parsed = schemes.events("hubspot", events, {}, {})
+    parsed = KINDS["hubspot"].webhook_events(events, {}, {})
     assert parsed.hints == [] and parsed.ignored == {"contact.creation": 1}
 
 

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from apps.connectors.kinds import KINDS
 from apps.connectors.models import Connection, QuarantinedRecord
 from apps.connectors.services import connection_import, sync_connection
 from apps.connectors.webhooks import schemes
@@ -305,8 +306,8 @@ def test_documented_webhook_examples_conform_and_are_read(name: str) -> None:
     event = example(VENDOR, name)
     assert_conforms(VENDOR, "webhook_event.schema.json", event)
     # RFIs and Direct Cost Line Items are not synced: read, and ignored.
-    assert schemes.hints("procore", event, {}, {}) == []
-    assert schemes.event_id("procore", {}, json.dumps(event).encode(), event) == str(
+    assert KINDS["procore"].webhook_hints(event, {}, {}) == []
+    assert KINDS["procore"].webhook_event_id({}, json.dumps(event).encode(), event) == str(
         event.get("ulid") or event["id"]
     )
 
@@ -316,7 +317,7 @@ def test_each_payload_format_names_the_change_order_and_its_project(version: str
     event = procore_event("change_order", 71001, "update", project_id=14406, payload_version=version)
     assert_conforms(VENDOR, "webhook_event.schema.json", event)
 
-    [hint] = schemes.hints("procore", event, {"company_id": PROCORE_COMPANY_ID}, {})
+    [hint] = KINDS["procore"].webhook_hints(event, {"company_id": PROCORE_COMPANY_ID}, {})
 
     assert (hint.stream, hint.external_id, hint.op, hint.scope) == (
         "change_orders",
@@ -329,9 +330,9 @@ def test_each_payload_format_names_the_change_order_and_its_project(version: str
 
 def test_v4_reasons_beyond_create_update_delete_are_hints_to_fetch() -> None:
     event = {**example(VENDOR, "webhook_v4.json"), "resource_type": "Submittals", "reason": "restore"}
-    [hint] = schemes.hints("procore", event, {}, {})
+    [hint] = KINDS["procore"].webhook_hints(event, {}, {})
     assert (hint.stream, hint.op, hint.scope) == ("submittals", "upsert", "6778")
     deleted = {**event, "reason": "delete"}
-    assert schemes.hints("procore", deleted, {}, {})[0].op == "delete"
+    assert KINDS["procore"].webhook_hints(deleted, {}, {})[0].op == "delete"
     with pytest.raises(schemes.Malformed, match="reason"):
-        schemes.hints("procore", {k: v for k, v in event.items() if k != "reason"}, {}, {})
+        KINDS["procore"].webhook_hints({k: v for k, v in event.items() if k != "reason"}, {}, {})

@@ -16,8 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from apps.connectors.kinds import get_kind
+from apps.connectors.kinds import KINDS, get_kind
 from apps.connectors.kinds.quickbooks import catchup, streams
+from apps.connectors.kinds.quickbooks import webhooks as qbo_webhooks
 from apps.connectors.models import Connection
 from apps.connectors.services import sync_stream
 from apps.connectors.webhooks import schemes
@@ -170,25 +171,31 @@ def test_every_request_the_connector_sends_conforms(
 
 def test_the_documented_webhooks_are_read_and_verified() -> None:
     options = {"realm_id": "310687"}
-    (account,) = schemes.quickbooks_events(example(VENDOR, "cloudevents.example.json")["events"], options)
+    (account,) = qbo_webhooks.quickbooks_events(
+        example(VENDOR, "cloudevents.example.json")["events"], options
+    )
     assert (account.key, account.entity_id, account.operation) == (
         "ce:88cd52aa-33b6-4351-9aa4-47572edbd068",
         "1234",
         "Create",
     )
     assert account.ignored == "entity account"  # Accounts are not synced: recorded, not refused
-    (klass,) = schemes.quickbooks_events(example(VENDOR, "cloudevents-sdk.example.json")["events"], options)
+    (klass,) = qbo_webhooks.quickbooks_events(
+        example(VENDOR, "cloudevents-sdk.example.json")["events"], options
+    )
     assert klass.ignored == "entity class"
 
     legacy = example(VENDOR, "legacy-webhook.example.json")
-    hints = schemes.hints(VENDOR, legacy, {"realm_id": "1185883450"}, {})
+    hints = KINDS[VENDOR].webhook_hints(legacy, {"realm_id": "1185883450"}, {})
     assert [(h.stream, h.external_id, h.op) for h in hints] == [("customers", "1", "upsert")]
-    assert schemes.ignored(VENDOR, legacy, {"realm_id": "1185883450"}) == {"entity Vendor": 1}
+    assert KINDS[VENDOR].webhook_events(legacy, {"realm_id": "1185883450"}, {}).ignored == {
+        "entity Vendor": 1
+    }
 
     signed = example(VENDOR, "legacy-webhook-signed.example.json")
     body = signed["body"].encode()
     inbound = schemes.Inbound("POST", (), {"intuit-signature": signed["intuit_signature"]}, body, 0)
-    schemes.verify(VENDOR, inbound, [signed["verifier_token"]])
+    KINDS[VENDOR].webhook_verify(inbound, [signed["verifier_token"]])
 
 
 # ---- a conversation from the documented examples, replayed over loopback ---------------------------------

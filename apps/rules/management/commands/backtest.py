@@ -8,7 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from apps.rules.backtest import DEFAULT_LIMIT, BacktestError, backtest, draft_from_file
+from apps.rules.evaluation.backtest import DEFAULT_LIMIT, BacktestError, backtest, draft_from_file
 
 
 def _date(text: str) -> dt.date:

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandParser
 
-from apps.rules.services import evaluate_subjects
-from apps.rules.triggers import SUBJECTS
+from apps.rules.evaluation.services import evaluate_subjects
+from apps.rules.evaluation.triggers import SUBJECTS
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from apps.rules.services import rules_export
+from apps.rules.evaluation.services import rules_export
 
 
 class Command(BaseCommand):

@@ -2,8 +2,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.rules.ruleset import RulesFileError
-from apps.rules.services import rules_import
+from apps.rules.engine.ruleset import RulesFileError
+from apps.rules.evaluation.services import rules_import
 
 
 class Command(BaseCommand):
@@ -29,7 +29,7 @@ class Command(BaseCommand):
     def _warn_many_rules(self) -> None:
         from django.db.models import Count
 
-        from apps.rules import sql
+        from apps.rules.evaluation import sql
         from apps.rules.models import Rule
 
         live = (

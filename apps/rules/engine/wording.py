@@ -15,8 +15,8 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Final
 
-from .catalogue import FACTS, Fact, FactType
-from .values import _plain_decimal, _show
+from apps.rules.engine.catalogue import FACTS, Fact, FactType
+from apps.rules.engine.values import _plain_decimal, _show
 
 NO_DATA: Final = "no data"
 _NUMERIC: Final = (FactType.MONEY, FactType.PERCENT, FactType.INT, FactType.SCORE)

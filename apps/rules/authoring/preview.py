@@ -1,8 +1,9 @@
 """Preview: what would this draft match now, and how does that differ from the live version?
 
 The draft's condition and the live version's are evaluated over current data in one SQL query
-(:mod:`apps.rules.sql`, which agrees with the Python evaluator subject by subject), with each rule's own
-``max_fact_age`` judged against the current age of the synced data, exactly as a live evaluation would.
+(:mod:`apps.rules.evaluation.sql`, which agrees with the Python evaluator subject by subject), with each
+rule's own ``max_fact_age`` judged against the current age of the synced data, exactly as a live
+evaluation would.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from django.utils import timezone
 
-from .evaluator import Outcome
-from .ruleset import RulesFileError, RuleSpec, rule_from_dict
-from .sql import RuleQuery, batch_outcomes_many
+from apps.rules.engine.evaluator import Verdict
+from apps.rules.engine.ruleset import RulesFileError, RuleSpec, rule_from_dict
+from apps.rules.evaluation.sql import RuleQuery, batch_outcomes_many
 
 if TYPE_CHECKING:
-    from .publishing import PublishEstimate
+    from apps.rules.authoring.publishing import PublishEstimate
 
 SAMPLE: Final = 10
 
@@ -46,17 +47,17 @@ class PreviewResult:
 
     @property
     def matches(self) -> int:
-        return self.counts.get(Outcome.MATCHED.value, 0)
+        return self.counts.get(Verdict.MATCHED.value, 0)
 
     @property
     def live_matches(self) -> int:
-        return self.live_counts.get(Outcome.MATCHED.value, 0)
+        return self.live_counts.get(Verdict.MATCHED.value, 0)
 
     def summary(self) -> str:
         """One line for an admin message."""
         subjects = f"{self.subjects:,} {self.subject_type.replace('_', ' ')}s"
         parts = [f"{self.rule_key}: the draft matches {self.matches:,} of {subjects} now"]
-        unknown = self.counts.get(Outcome.INSUFFICIENT_DATA.value, 0)
+        unknown = self.counts.get(Verdict.INSUFFICIENT_DATA.value, 0)
         if unknown:
             parts.append(f"{unknown:,} with insufficient data")
         if self.live_version is None:
@@ -87,7 +88,7 @@ class PreviewResult:
 
 def _counts(outcomes: Mapping[int, str]) -> dict[str, int]:
     counted = Counter(outcomes.values())
-    return {o.value: counted.get(o.value, 0) for o in Outcome if o is not Outcome.ERROR}
+    return {o.value: counted.get(o.value, 0) for o in Verdict if o is not Verdict.ERROR}
 
 
 def preview_draft(
@@ -95,7 +96,7 @@ def preview_draft(
 ) -> PreviewResult:
     """What ``rule``'s draft (or ``draft``, the rules-file shape) would match now, vs. its live version.
 
-    Raises :class:`~apps.rules.ruleset.RulesFileError` (every problem) if the draft is invalid.
+    Raises :class:`~apps.rules.engine.ruleset.RulesFileError` (every problem) if the draft is invalid.
     """
     now = now or timezone.now()
     raw = dict(draft if draft is not None else rule.draft)
@@ -112,7 +113,7 @@ def preview_draft(
         sid
         for outcomes in results[len(queries) :]
         for sid, o in outcomes.items()
-        if o == Outcome.MATCHED.value
+        if o == Verdict.MATCHED.value
     }
     results = results[: len(queries)]
     if live_query is None or live_query.subject_type == spec.subject:
@@ -122,7 +123,7 @@ def preview_draft(
     # live version matches is gone.
     drafted = results[0]
     live = batch_outcomes_many([live_query], live_query.subject_type, now=now)[0]
-    matched = Outcome.MATCHED.value
+    matched = Verdict.MATCHED.value
     draft_matches = [sid for sid, outcome in drafted.items() if outcome == matched]
     gone_ids = [sid for sid, outcome in live.items() if outcome == matched]
     result = _with(
@@ -139,7 +140,7 @@ def _higher_route_versions(rule: Any, spec: RuleSpec) -> list[Any]:
     """The live versions that would take a subject the draft matches away from it: an evaluation walks
     the rules in priority order and a match on a higher route suppresses the lower routes after it
     (``services._evaluate_batch``)."""
-    from .services import _ROUTE_RANK, live_versions
+    from apps.rules.evaluation.services import _ROUTE_RANK, live_versions
 
     rank = _ROUTE_RANK.get(spec.route, 1)
     order = (spec.priority, rule.key)
@@ -155,9 +156,9 @@ def _higher_route_versions(rule: Any, spec: RuleSpec) -> list[Any]:
 def _with_estimate(
     result: PreviewResult, rule: Any, drafted: Mapping[int, str], higher_matched: set[int], now: dt.datetime
 ) -> PreviewResult:
-    from .publishing import publish_estimate
+    from apps.rules.authoring.publishing import publish_estimate
 
-    matched = [sid for sid, outcome in drafted.items() if outcome == Outcome.MATCHED.value]
+    matched = [sid for sid, outcome in drafted.items() if outcome == Verdict.MATCHED.value]
     estimate = publish_estimate(
         rule_id=getattr(rule, "pk", None),
         enabled=bool(getattr(rule, "enabled", True)),
@@ -224,7 +225,7 @@ def _compare(
     rule: Any, spec: RuleSpec, drafted: Mapping[int, str], live: Mapping[int, str] | None, now: dt.datetime
 ) -> PreviewResult:
     """The draft's outcomes against the live version's, both over the same subjects."""
-    matched = Outcome.MATCHED.value
+    matched = Verdict.MATCHED.value
     draft_matches = [sid for sid, outcome in drafted.items() if outcome == matched]
     result = _drafted(rule, spec, drafted, draft_matches, now)
     version = rule.live_version

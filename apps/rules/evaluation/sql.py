@@ -2,10 +2,10 @@
 
 Batch evaluation belongs in SQL, per-event evaluation in Python, and the two must agree (ANCHORS, Rules
 9). This module compiles the *canonical* tree (``CompiledCondition.to_tree()``) into an expression over
-the facts query of :mod:`apps.rules.facts` (one row per subject, one column per fact), so the facts are
-computed by exactly the same SQL in both paths; only the matching differs.
+the facts query of :mod:`apps.rules.evaluation.facts` (one row per subject, one column per fact), so the
+facts are computed by exactly the same SQL in both paths; only the matching differs.
 
-Semantics, leaf by leaf, as in :mod:`apps.rules.evaluator`:
+Semantics, leaf by leaf, as in :mod:`apps.rules.engine.evaluator`:
 
 * a leaf on a NULL fact is NULL (unknown), except ``is_null``, which answers from presence;
 * ``all`` is ``AND``, ``any`` is ``OR``, ``not`` is ``NOT``: SQL's three-valued logic is Kleene logic,
@@ -39,10 +39,10 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from .catalogue import FACTS, FactType, facts_for
-from .durations import parse_duration
-from .evaluator import CompiledCondition, Outcome, compile_condition
-from .facts import _query, evaluation_date, fact_ages
+from apps.rules.engine.catalogue import FACTS, FactType, facts_for
+from apps.rules.engine.durations import parse_duration
+from apps.rules.engine.evaluator import CompiledCondition, Verdict, compile_condition
+from apps.rules.evaluation.facts import _query, evaluation_date, fact_ages
 
 __all__ = [
     "LIVE_RULES_WARN",
@@ -70,8 +70,8 @@ _CAST: Final = {
     FactType.DATE: "date",
 }
 _COMPARE: Final = {"eq": "=", "ne": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-_FROM_BOOL: Final = {True: Outcome.MATCHED.value, False: Outcome.NOT_MATCHED.value}
-_UNKNOWN: Final = Outcome.INSUFFICIENT_DATA.value
+_FROM_BOOL: Final = {True: Verdict.MATCHED.value, False: Verdict.NOT_MATCHED.value}
+_UNKNOWN: Final = Verdict.INSUFFICIENT_DATA.value
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class RuleQuery:
         A version or spec brings its own subject type and ``max_fact_age``; for a tree or a compiled
         condition give them (``max_age`` None: staleness is not checked).
         """
-        from .ruleset import RuleSpec
+        from apps.rules.engine.ruleset import RuleSpec
 
         spec = getattr(rule, "spec", None)
         if isinstance(spec, Mapping):  # a RuleVersion

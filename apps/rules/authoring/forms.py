@@ -10,8 +10,7 @@ from django import forms
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
-from .durations import parse_duration
-from .editor import (
+from apps.rules.authoring.editor import (
     catalogue_data,
     condition_errors_by_path,
     condition_messages,
@@ -20,8 +19,17 @@ from .editor import (
     fact_label,
     normalise_tree,
 )
-from .models import Rule, SubjectType
-from .ruleset import ACTIONS, FIELDS, ROUTES, SEVERITIES, RulesFileError, RuleSpec, rule_from_dict
+from apps.rules.engine.durations import parse_duration
+from apps.rules.engine.ruleset import (
+    ACTIONS,
+    FIELDS,
+    ROUTES,
+    SEVERITIES,
+    RulesFileError,
+    RuleSpec,
+    rule_from_dict,
+)
+from apps.rules.models import Rule, SubjectType
 
 _DEFAULT_WHEN = {"all": [{"fact": "change_order.amount", "op": "gte", "value": 50000}]}
 # The rules file's fields the form edits one by one; the key is fixed and the condition has its widget.

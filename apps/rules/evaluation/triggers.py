@@ -118,7 +118,7 @@ def flush_soon() -> None:
     The Redis key is only an optimisation against queueing a task per delivery: without Redis a flush is
     queued each time, and the beat sweep flushes whatever a lost task left behind.
     """
-    from .tasks import evaluate_pending
+    from apps.rules.tasks import evaluate_pending
 
     window = float(settings.FULCRUM["EVALUATION_COALESCE_SECONDS"])
     try:
@@ -179,7 +179,7 @@ def pending_flush(*, limit: int = 5_000) -> dict[str, int]:
     is logged and tried again later, backing off, while the other groups go on; a killed worker's claim
     lapses after ``CLAIM_LEASE``. Either way the subjects are evaluated again, never lost.
     """
-    from .services import evaluate_subjects
+    from apps.rules.evaluation.services import evaluate_subjects
 
     done: dict[str, int] = {}
     while True:

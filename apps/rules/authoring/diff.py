@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from .ruleset import RulesFileError, dump_rules, rule_from_dict
+from apps.rules.engine.ruleset import RulesFileError, dump_rules, rule_from_dict
 
 
 def spec_yaml(spec: Mapping[str, Any]) -> str:

@@ -4,7 +4,7 @@ values a form submits turned into the types the rules file uses, and problems pl
 The editor submits the condition tree as JSON (a visible textarea when JavaScript is off). Form inputs
 are text, so ``normalise_tree`` turns ``"50000"`` into ``50000`` for a whole-number fact and
 ``"a, b"`` into a list for ``in``; everything else is left for the one validation the import also uses
-(:func:`apps.rules.ruleset.rule_from_dict`), so the admin and the rules file accept exactly the same
+(:func:`apps.rules.engine.ruleset.rule_from_dict`), so the admin and the rules file accept exactly the same
 rules. Pure Python, no Django.
 """
 
@@ -14,8 +14,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from .catalogue import FACTS, OPERATOR_LABELS, SUBJECT_TYPES, VISIBLE, Fact, FactType, operators_for
-from .evaluator import GROUPS, RuleProblem
+from apps.rules.engine.catalogue import (
+    FACTS,
+    OPERATOR_LABELS,
+    SUBJECT_TYPES,
+    VISIBLE,
+    Fact,
+    FactType,
+    operators_for,
+)
+from apps.rules.engine.evaluator import GROUPS, RuleProblem
 
 _LIST_OPS: Final = ("in", "not_in", "between")
 _TRUE: Final = frozenset({"true", "yes", "1", "on"})

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, TypeAlias
 
-from .catalogue import Fact, FactType
+from apps.rules.engine.catalogue import Fact, FactType
 
 MAX_TEXT_LENGTH: Final = 500
 # Rule values and context numbers beyond this are typos or junk, and would make huge formatted strings.

@@ -3,7 +3,7 @@
 Every stored label comes from a subject a live rule flagged, so without this sample a threshold sweep
 could never see what a looser threshold would catch. Each night a few unflagged subjects per subject
 type are drawn at random (``ORDER BY random()`` over the live, unflagged rows), their facts computed
-with the same query live evaluation uses (``apps.rules.facts.compute_contexts``) and stored. Later:
+with the same query live evaluation uses (``apps.rules.evaluation.facts.compute_contexts``) and stored. Later:
 
 * *positive* (a miss) once an escalation on the subject, opened within the horizon after sampling,
   has been closed as acted on (``actioned`` / ``approved`` / ``rejected``);
@@ -19,8 +19,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_record
-from apps.rules.backtest import POSITIVE
-from apps.rules.facts import compute_contexts
+from apps.rules.evaluation.backtest import POSITIVE
+from apps.rules.evaluation.facts import compute_contexts
 from apps.rules.models import Rule
 
 from .models import LearningSettings, ShadowSample

@@ -18,9 +18,9 @@ from typing import Any, Final
 
 import yaml
 
-from .catalogue import SUBJECT_TYPES
-from .durations import format_duration, parse_duration
-from .evaluator import (
+from apps.rules.engine.catalogue import SUBJECT_TYPES
+from apps.rules.engine.durations import format_duration, parse_duration
+from apps.rules.engine.evaluator import (
     CompiledCondition,
     RuleProblem,
     RuleValidationError,

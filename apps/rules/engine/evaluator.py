@@ -29,9 +29,9 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any, Final, TypeAlias
 
-from .catalogue import FACTS, OPERATORS, SUBJECT_TYPES, VISIBLE, Fact, operators_for
-from .durations import format_duration
-from .values import (
+from apps.rules.engine.catalogue import FACTS, OPERATORS, SUBJECT_TYPES, VISIBLE, Fact, operators_for
+from apps.rules.engine.durations import format_duration
+from apps.rules.engine.values import (
     _CONTEXT_VALUE,
     _RULE_VALUE,
     _BadContext,
@@ -45,7 +45,16 @@ from .values import (
     _show,
     _tree_value,
 )
-from .wording import _PHRASES, _SYMBOLS, _age_text, _listing, _num, _with_unit, sentence, sentences
+from apps.rules.engine.wording import (
+    _PHRASES,
+    _SYMBOLS,
+    _age_text,
+    _listing,
+    _num,
+    _with_unit,
+    sentence,
+    sentences,
+)
 
 MAX_DEPTH: Final = 10
 MAX_CONDITIONS: Final = 200
@@ -66,14 +75,14 @@ _VERDICT: Final = ("false", "true", "insufficient data", "error")
 GROUPS: Final = ("all", "any", "not")
 
 
-class Outcome(StrEnum):
+class Verdict(StrEnum):
     MATCHED = "matched"
     NOT_MATCHED = "not_matched"
     INSUFFICIENT_DATA = "insufficient_data"
     ERROR = "error"
 
 
-_OUTCOMES: Final = (Outcome.NOT_MATCHED, Outcome.MATCHED, Outcome.INSUFFICIENT_DATA, Outcome.ERROR)
+_OUTCOMES: Final = (Verdict.NOT_MATCHED, Verdict.MATCHED, Verdict.INSUFFICIENT_DATA, Verdict.ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,7 +423,7 @@ class Evaluation:
     non-match pays for neither.
     """
 
-    outcome: Outcome
+    outcome: Verdict
     error: str
     trace: tuple[_Trace, ...] = field(repr=False)
     condition: CompiledCondition = field(repr=False, compare=False)
@@ -422,7 +431,7 @@ class Evaluation:
 
     @property
     def matched(self) -> bool:
-        return self.outcome is Outcome.MATCHED
+        return self.outcome is Verdict.MATCHED
 
     @cached_property
     def explanation(self) -> list[ConditionResult]:
@@ -517,11 +526,11 @@ class Evaluation:
                 result = "error"
             parts.append(sentence(leaf.fact, leaf.op, leaf.value, actual, result))
         text = sentences(parts)
-        if self.outcome is Outcome.MATCHED:
+        if self.outcome is Verdict.MATCHED:
             return text
-        if self.outcome is Outcome.NOT_MATCHED:
+        if self.outcome is Verdict.NOT_MATCHED:
             return f"not matched: {text}"
-        if self.outcome is Outcome.INSUFFICIENT_DATA:
+        if self.outcome is Verdict.INSUFFICIENT_DATA:
             return f"insufficient data: {text}"
         return f"error: {text}"
 
@@ -580,7 +589,7 @@ class CompiledCondition:
         *,
         ages: Mapping[str, Any] | None = None,
         max_age: timedelta | None = None,
-    ) -> Outcome:
+    ) -> Verdict:
         """The same outcome as :meth:`evaluate`, short-circuiting and without a trace (batch, backtest)."""
         max_s = None if max_age is None else max_age.total_seconds()
         return _OUTCOMES[self._root.fast(facts, ages, max_s)]

@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .models import Decision, EvaluationRun, RuleVersion, SubjectState
+from apps.rules.models import Decision, EvaluationRun, RuleVersion, SubjectState
 
 
 def publish_runs_queue(
@@ -32,7 +32,7 @@ def publish_runs_queue(
 ) -> list[EvaluationRun]:
     """Queue one run per subject type of these newly published versions (the caller's transaction
     holds them; the tasks go on commit). Versions of disabled rules are not evaluated."""
-    from .tasks import evaluate_run_task
+    from apps.rules.tasks import evaluate_run_task
 
     now = now or timezone.now()
     by_type: dict[str, list[RuleVersion]] = {}
@@ -55,7 +55,7 @@ def publish_runs_requeue(
 ) -> int:
     """Send again the task of each run still queued ``after`` its publish (a worker or the broker lost it,
     or the process died between commit and send). Beat calls this every minute; a run is claimed once."""
-    from .tasks import evaluate_run_task
+    from apps.rules.tasks import evaluate_run_task
 
     now = now or timezone.now()
     waiting = list(
@@ -76,7 +76,7 @@ def stale_after() -> dt.timedelta:
 
 def publish_run_perform(*, run_id: int) -> str:
     """Evaluate a queued run (the worker's side). Safe to run twice: the second finds it claimed."""
-    from .services import evaluate_subjects
+    from apps.rules.evaluation.services import evaluate_subjects
 
     now = timezone.now()
     claimed = (

@@ -8,8 +8,7 @@ from typing import Any
 from django.db import transaction
 
 from apps.audit.services import Actor, audit_record
-
-from .models import Rule, RuleVersion
+from apps.rules.models import Rule, RuleVersion
 
 
 @transaction.atomic

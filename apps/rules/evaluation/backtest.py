@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from .catalogue import FACTS, FactType
-from .durations import parse_duration
-from .evaluator import CompiledCondition, Outcome, compile_condition
-from .ruleset import RulesFileError, RuleSpec, parse_rules
+from apps.rules.engine.catalogue import FACTS, FactType
+from apps.rules.engine.durations import parse_duration
+from apps.rules.engine.evaluator import CompiledCondition, Verdict, compile_condition
+from apps.rules.engine.ruleset import RulesFileError, RuleSpec, parse_rules
 
 POSITIVE: Final = ("actioned", "approved", "rejected")
 NEGATIVE: Final = ("no_action_needed", "false_alarm")
@@ -94,7 +94,7 @@ class BacktestResult:
 
     @property
     def matches(self) -> int:
-        return self.outcomes[Outcome.MATCHED.value]
+        return self.outcomes[Verdict.MATCHED.value]
 
     @property
     def is_draft(self) -> bool:
@@ -108,8 +108,8 @@ class BacktestResult:
             f"Contexts replayed: {self.replayed:,} (the newest stored decision context per {c.subject_type}, "
             f"{window}; limit {self.limit:,}{', reached' if self.limited else ''})"
         )
-        out.append("Outcomes: " + ", ".join(f"{o.value} {self.outcomes[o.value]:,}" for o in Outcome))
-        live_matches = self.live_outcomes[Outcome.MATCHED.value]
+        out.append("Outcomes: " + ", ".join(f"{o.value} {self.outcomes[o.value]:,}" for o in Verdict))
+        live_matches = self.live_outcomes[Verdict.MATCHED.value]
         also = f" (live v{self.live.version}: {live_matches:,})" if self.live and self.is_draft else ""
         out.append(f"Matches: {self.matches:,}{also}")
         also = f" (live: {self.live_precision})" if self.live and self.is_draft else ""
@@ -187,7 +187,7 @@ def candidates(
     key: str, draft: RuleSpec | None, *, file_name: str = "the file"
 ) -> tuple[Candidate, Candidate | None]:
     """(what to replay, the live version or None) for ``key``."""
-    from .models import Rule
+    from apps.rules.models import Rule
 
     rule = Rule.objects.select_related("live_version").filter(key=key).first()
     if rule is None and draft is None:
@@ -336,7 +336,7 @@ def backtest(
     result = BacktestResult(candidate=candidate, live=live, since=since, limit=limit)
     comparable = live is not None and live is not candidate and live.subject_type == candidate.subject_type
     known = labels(key, candidate.subject_type)
-    matched = Outcome.MATCHED
+    matched = Verdict.MATCHED
     for subject_id, snapshot in stored_contexts(candidate.subject_type, since=since, limit=limit):
         if result.replayed >= limit:
             result.limited = True

@@ -26,7 +26,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.utils import timezone
 
-from .catalogue import FACTS, LOW_CONFIDENCE, facts_for
+# Which entity a stream loads is the connector kinds' knowledge (ENTITY_STREAMS re-exported for callers).
+from apps.connectors.kinds import ENTITY_STREAMS, stream_entity
+from apps.rules.engine.catalogue import FACTS, LOW_CONFIDENCE, facts_for
 
 # Which canonical entities each fact is computed from (for its age).
 FACT_INPUTS: dict[str, tuple[str, ...]] = {
@@ -59,20 +61,6 @@ FACT_INPUTS: dict[str, tuple[str, ...]] = {
     "document.amount": ("document",),
     "document.linked": ("document", "project", "change_order"),
     "document.amount_delta_pct": ("document", "change_order", "financial_line"),
-}
-
-# The stream names the built-in kinds give each entity's streams. Ages go by the entity a connection's
-# stream loads (``stream_entity``); these names only place a state whose connection cannot say (a kind no
-# longer registered, options that no longer parse, a stream since removed).
-ENTITY_STREAMS: dict[str, tuple[str, ...]] = {
-    "client": ("companies",),
-    "project": ("projects",),
-    "milestone": ("milestones",),
-    "change_order": ("change_orders",),
-    "submittal": ("submittals",),
-    "vendor": ("vendors",),
-    "financial_line": ("invoices", "bills", "purchases"),
-    "document": ("documents",),
 }
 
 _PROJECT_FACTS = """
@@ -373,26 +361,6 @@ def _json_value(value: Any) -> str:
 def evaluation_date(now: dt.datetime | None = None) -> dt.date:
     """'Today' is the evaluation date in TIME_ZONE (SPEC)."""
     return timezone.localtime(now or timezone.now()).date()
-
-
-_ENTITY_OF_NAME = {name: entity for entity, names in ENTITY_STREAMS.items() for name in names}
-
-
-def stream_entity(connection: Any, stream: str, kinds: dict[int, Any] | None = None) -> str | None:
-    """The entity ``stream`` of ``connection`` loads: asked of its connector kind (a ``rest`` stream's
-    options name it), else from a CSV upload's name (``csv:<entity>``), else from the built-in names."""
-    from apps.connectors.kinds import get_kind
-
-    kinds = {} if kinds is None else kinds
-    try:
-        if connection.pk not in kinds:
-            kinds[connection.pk] = get_kind(connection)
-        return str(kinds[connection.pk].stream(stream).entity)
-    except (LookupError, ValueError):  # UnknownKind, UnknownStream, ConfigurationError
-        pass
-    if stream.startswith("csv:"):
-        return stream.removeprefix("csv:")
-    return _ENTITY_OF_NAME.get(stream)
 
 
 def fact_ages(now: dt.datetime) -> dict[str, float | None]:

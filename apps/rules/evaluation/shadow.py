@@ -2,9 +2,9 @@
 
 A run writes one :class:`ShadowRun` summary per rule (would-match count, added and removed against the
 live version, sample ids) and nothing else: no decisions, no subject states, no escalations, no
-deliveries. It uses the preview's evaluation (:func:`apps.rules.preview.preview_drafts`, SQL that agrees
-with the evaluator subject by subject; one facts query per subject type for all the drafts), so the
-shadow summary and the admin preview cannot disagree.
+deliveries. It uses the preview's evaluation (:func:`apps.rules.authoring.preview.preview_drafts`, SQL
+that agrees with the evaluator subject by subject; one facts query per subject type for all the drafts), so
+the shadow summary and the admin preview cannot disagree.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record, audit_record_many
-
-from .models import Rule, ShadowRun
-from .preview import PreviewResult, preview_drafts
-from .ruleset import RulesFileError, rule_from_dict
+from apps.rules.authoring.preview import PreviewResult, preview_drafts
+from apps.rules.engine.ruleset import RulesFileError, rule_from_dict
+from apps.rules.models import Rule, ShadowRun
 
 
 @transaction.atomic

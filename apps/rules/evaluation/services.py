@@ -18,12 +18,11 @@ from django.utils import timezone
 from apps.audit.models import canonical_json
 from apps.audit.services import Actor, audit_record, audit_record_many
 from apps.bulk import fewer_collections, reserve_ids
-
-from .durations import parse_duration
-from .evaluator import CompiledCondition, Evaluation, Outcome, compile_condition
-from .facts import Context, compute_contexts
-from .models import Decision, EvaluationRun, Rule, RuleVersion, SubjectState
-from .ruleset import dump_rules, parse_rules, rule_from_dict
+from apps.rules.engine.durations import parse_duration
+from apps.rules.engine.evaluator import CompiledCondition, Evaluation, Verdict, compile_condition
+from apps.rules.engine.ruleset import dump_rules, parse_rules, rule_from_dict
+from apps.rules.evaluation.facts import Context, compute_contexts
+from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion, SubjectState
 
 if TYPE_CHECKING:
     from apps.escalations.models import Escalation
@@ -42,7 +41,7 @@ def rule_publish(*, rule: Rule, actor: Actor, evaluate: bool = True) -> RuleVers
     """Freeze the rule's draft into a new immutable version and make it live (no-op if unchanged).
 
     A new version is evaluated over every subject of its type by a worker right after commit
-    (:mod:`apps.rules.publishing`); ``evaluate=False`` leaves that to the caller (``rules_import``
+    (:mod:`apps.rules.authoring.publishing`); ``evaluate=False`` leaves that to the caller (``rules_import``
     queues one run per subject type for all the rules it published).
     """
     spec = rule_from_dict(rule.draft).to_dict()
@@ -70,7 +69,7 @@ def rule_publish(*, rule: Rule, actor: Actor, evaluate: bool = True) -> RuleVers
         data={"version": number, "spec": spec},
     )
     if evaluate:
-        from .publishing import publish_runs_queue
+        from apps.rules.authoring.publishing import publish_runs_queue
 
         publish_runs_queue(versions=[version])
     return version
@@ -96,7 +95,7 @@ def rules_import(*, text: str, actor: Actor) -> dict[str, list[str]]:
         report[bucket].append(spec.key)
         if version.pk != before:
             published.append(version)
-    from .publishing import publish_runs_queue
+    from apps.rules.authoring.publishing import publish_runs_queue
 
     publish_runs_queue(versions=published)
     return report
@@ -152,7 +151,7 @@ def live_versions(subject_type: str) -> list[RuleVersion]:
     return sorted((v for v in versions if v), key=lambda v: (int(v.spec.get("priority", 100)), v.rule.key))
 
 
-# From this many subjects on, the evaluation is a bulk run (:mod:`apps.rules.runs`): outcomes are
+# From this many subjects on, the evaluation is a bulk run (:mod:`apps.rules.evaluation.runs`): outcomes are
 # computed in SQL first and only the pairs that need a trace (a match, a change of outcome) take the
 # per-subject path; the rest are summarised in the run.
 BULK_THRESHOLD = 200
@@ -174,7 +173,7 @@ def evaluate_subjects(
     trips and commits. ``run``: a queued run (publishing) that this evaluation fills in, instead of a
     new one; a bulk run's ``progress`` is updated after every batch.
     """
-    from .runs import run_complete, run_progress, run_start, snapshots_start
+    from apps.rules.evaluation.runs import run_complete, run_progress, run_start, snapshots_start
 
     now = now or timezone.now()
     report = EvaluationReport()
@@ -192,7 +191,7 @@ def evaluate_subjects(
         snapshots_stored = snapshots_start(run, run.subject_ids, now, every_subject=ids is None)
         report.subjects = run.subjects
         for counts in run.outcomes:
-            report.outcomes.update({o: n for o, n in counts.items() if o in Decision.Outcome.values and n})
+            report.outcomes.update({o: n for o, n in counts.items() if o in Decision.Verdict.values and n})
         try:
             if pairs:
                 contexts = compute_contexts(subject_type, sorted(pairs), now=now)
@@ -402,7 +401,7 @@ def _evaluate_batch(
     suppressed: dict[tuple[int, int], str] = {}
     acting: list[tuple[int, int]] = []
     for context, evaluations in evaluated:
-        matches = [version for version, evaluation in evaluations if evaluation.outcome == Outcome.MATCHED]
+        matches = [version for version, evaluation in evaluations if evaluation.outcome == Verdict.MATCHED]
         # The highest route among the subject's matches, whatever the rules' priority numbers: an
         # executive match inhibits every standard one (DMN-style; Alertmanager inhibition). Priority only
         # orders rules within a route (the first in priority order is named as the inhibitor).
@@ -446,8 +445,8 @@ def _evaluate_batch(
                     state = states[key]
                     if state.last_outcome is not None and state.last_outcome != outcome:
                         changed_states.append((version.rule_id, context.subject_id, outcome))
-                    if evaluation.outcome != Outcome.MATCHED:
-                        if (state.last_outcome or Outcome.NOT_MATCHED.value) != outcome:
+                    if evaluation.outcome != Verdict.MATCHED:
+                        if (state.last_outcome or Verdict.NOT_MATCHED.value) != outcome:
                             # A change of outcome keeps its trace (a pair never decided before was
                             # not matched).
                             if snapshot_json is None:
@@ -460,7 +459,7 @@ def _evaluate_batch(
                             (pk, version.pk, subject_type, context.subject_id, outcome, trigger, now, facts,
                              explanation, summary, "", None)
                         )  # fmt: skip
-                        if evaluation.outcome == Outcome.NOT_MATCHED and version.spec.get(
+                        if evaluation.outcome == Verdict.NOT_MATCHED and version.spec.get(
                             "auto_resolve", True
                         ):
                             resolved[version.rule_id].append(context.subject_id)

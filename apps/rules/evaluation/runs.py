@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
 
-from .catalogue import facts_for
-from .evaluator import Outcome
-from .models import EvaluationRun, RuleVersion
+from apps.rules.engine.catalogue import facts_for
+from apps.rules.engine.evaluator import Verdict
+from apps.rules.models import EvaluationRun, RuleVersion
 
 if TYPE_CHECKING:
-    from .services import EvaluationReport
+    from apps.rules.evaluation.services import EvaluationReport
 
-MATCHED = Outcome.MATCHED.value
-NOT_MATCHED = Outcome.NOT_MATCHED.value
-UNKNOWN = Outcome.INSUFFICIENT_DATA.value
+MATCHED = Verdict.MATCHED.value
+NOT_MATCHED = Verdict.NOT_MATCHED.value
+UNKNOWN = Verdict.INSUFFICIENT_DATA.value
 
 _PRIORS = """
     SELECT rule_id, subject_id, last_outcome FROM rules_subjectstate
@@ -105,7 +105,7 @@ def store_snapshots(
     ``every_subject``: the run evaluated every live subject, so all the stored ids are read and compared
     here (a NOT EXISTS probe per id of a 100k-element array cost 1.6 s on a run where every subject had
     its snapshot); a partial run (a sync's few hundred subjects) looks up only its own."""
-    from .sql import _facts_subquery, facts_params
+    from apps.rules.evaluation.sql import _facts_subquery, facts_params
 
     query = "SELECT subject_id FROM rules_contextsnapshot WHERE subject_type = %s"
     params: list[Any] = [run.subject_type]
@@ -184,8 +184,8 @@ def run_start(
     Returns the run and the pairs left to trace, as ``{subject id: rule ids}``. The run is complete
     (``completed_at``) once the caller has traced them and stored the snapshots.
     """
-    from .facts import fact_ages
-    from .sql import outcome_sets_many
+    from apps.rules.evaluation.facts import fact_ages
+    from apps.rules.evaluation.sql import outcome_sets_many
 
     ages = fact_ages(now)
     sets = outcome_sets_many(versions, subject_type, ids, now, ages=ages)
