@@ -43,8 +43,11 @@ RECONCILE_SCHEDULE = "17 3 * * *"
 # The entity keys the rules react to (apps.rules.evaluation.triggers); crosswalk rows reach them
 # through linking.
 ENTITY_KEYS = frozenset(
-    {"client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line", "crm_owner"}
-)
+    {
+        "client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line",
+        "crm_owner", "document",
+    }
+)  # fmt: skip
 COUNT_KEYS = ("pages", "seen", "inserted", "updated", "unchanged", "quarantined", "api_calls", "retries")
 FILE_FIELDS = ("slug", "kind", "base_url", "credentials", "webhook_secret", "schedule", "options", "enabled")
 SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,50}$")

@@ -282,3 +282,27 @@ def test_a_csv_upload_loads_documents_that_link_like_the_tools(synced: dict[str,
     assert doc.label == "change_order_request" and doc.confidence == pytest.approx(0.91)
     assert doc.change_order_id == target.pk and doc.project_id == target.project_id
     assert unlinked().filter(source=upload, external_id="s-2", confidence=0.55).exists()
+
+
+def test_the_demo_rules_escalate_exactly_the_planted_documents(
+    synced: dict[str, Connection], company: Company, client: HttpClient
+) -> None:
+    from apps.accounts.demo import DEMO_RULES
+    from apps.escalations.models import Escalation
+    from apps.rules.evaluation.services import evaluate_subjects, rules_import
+    from apps.simulator.docai import PLANTED_DOCUMENTS
+
+    rules_import(text=DEMO_RULES.read_text(), actor="system:test")
+    for headers, body in document_deliveries(company, SECRET):
+        assert process_delivery(int(post(client, headers, body).json()["id"])).status == "processed"
+
+    evaluate_subjects(subject_type="document")
+
+    opened = {
+        (Document.objects.get(pk=e.subject_id).external_id, e.rule.key, e.route)
+        for e in Escalation.objects.filter(subject_type="document").select_related("rule")
+    }
+    wanted = {d.key for d in PLANTED_DOCUMENTS if d.outcome == "escalate"}
+    assert opened == {(key, "doc-co-amount-exec-review", "executive") for key in wanted} | {
+        ("invoice-low-confidence", "doc-low-confidence", "standard")
+    }

@@ -54,13 +54,16 @@ FACT_INPUTS: dict[str, tuple[str, ...]] = {
     "submittal.days_overdue": ("submittal",),
     "submittal.schedule_critical": ("submittal",),
     "vendor.late_submittal_rate": ("submittal",),
-    "change_order.document_amount_delta_pct": ("document", "change_order"),
-    "project.documents_low_confidence_30d": ("document",),
-    "document.label": ("document",),
-    "document.confidence": ("document",),
-    "document.amount": ("document",),
-    "document.linked": ("document", "project", "change_order"),
-    "document.amount_delta_pct": ("document", "change_order", "financial_line"),
+    # What an AI tool said of a document is a statement made when it analysed it, and most arrive pushed
+    # (a webhook refreshes no stream's last sync): a document's own fields do not age with a stream, the
+    # records it is compared with do.
+    "change_order.document_amount_delta_pct": ("change_order",),
+    "project.documents_low_confidence_30d": (),
+    "document.label": (),
+    "document.confidence": (),
+    "document.amount": (),
+    "document.linked": ("project",),
+    "document.amount_delta_pct": ("change_order", "financial_line"),
 }
 
 _PROJECT_FACTS = """
