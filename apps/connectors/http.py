@@ -16,6 +16,7 @@ resend the same idempotency key (QuickBooks ``requestid``). A POST that only rea
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import random
@@ -237,7 +238,9 @@ class HttpClient:
                     if not expect_json:
                         return None, response
                     try:
-                        return response.json(), response
+                        # The standard library's reader, not requests' (which prefers simplejson when installed,
+                        # and simplejson refuses NaN and Infinity, tokens the bad-value quarantine must see).
+                        return json.loads(response.content), response
                     except ValueError:
                         problem = f"HTTP {status} with a body that is not JSON"
                         if not repeatable:  # the write happened; its answer was lost on the way
