@@ -252,7 +252,12 @@ def link_entities(
     counts: dict[str, int] = {}
     relinked_jobs: list[int] = []
     with connection.cursor() as cursor:
+        # Without any document (no AI tool connected) its six statements are one cheap question instead.
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM entities_document)")
+        (has_documents,) = cursor.fetchone() or (False,)
         for name, key, sql in _STATEMENTS:
+            if name.startswith("document_") and not has_documents:
+                continue
             scope, params = "TRUE", None
             if scoped is not None and name in _SCOPES:
                 own, _table, alias, rows = _SCOPES[name]
