@@ -1,13 +1,17 @@
 """Escalations through the outbox: escalations/s and p95 from rule match to the email accepted by SMTP.
 
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.escalate \
-        [-n 200] [--rate 0] [--workers 1] [--concurrency 2]
+        [-n 200] [--rate 0] [--workers 1] [--concurrency 2] [--writeback-workers 1] [--compare]
 
 Creates (afresh) and migrates ``fulcrum_bench_escalate`` on the server of DATABASE_URL, starts the bundled
-simulator and an aiosmtpd sink in this process and ``--workers`` Celery worker processes (``-c
---concurrency`` each) on redis db 14, and plants N clients, each a real HubSpot company and QuickBooks
-customer in the simulator with a 60,000 change order on a 9%-margin project, plus a published rule whose
-actions are ``email_account_manager, email_executives, flag_dashboard, note_crm, note_accounting``.
+simulator (sized for N: ``--scale`` is raised until it has N HubSpot companies) and an aiosmtpd sink in
+this process, ``--workers`` Celery worker processes (``-c --concurrency`` each) on the ``delivery`` queue
+(emails) and every queue but ``writeback``, and ``--writeback-workers`` processes on ``writeback`` (the
+vendor notes), as the Procfile runs them, on redis db 14. It plants N clients, each a real HubSpot company
+and QuickBooks customer in the simulator with a 60,000 change order on a 9%-margin project, plus a
+published rule whose actions are ``email_account_manager, email_executives, flag_dashboard, note_crm,
+note_accounting``. ``--compare`` runs the burst twice, with ``--workers`` and with twice as many email
+worker processes, and prints the ratio (more processes must be faster, not slower).
 
 Then it evaluates the change orders here (the rule matches, the escalation opens and its outbox rows are
 committed and queued: the "rule match"), either all at once (``--rate 0``, a burst) or paced at
@@ -18,7 +22,10 @@ committed and queued: the "rule match"), either all at once (``--rate 0``, a bur
   stamps every message on arrival; matched by Message-ID): p50, p95, max; target p95 < 2 s. In a burst
   every escalation waits for the whole batch's evaluation and commit too, and for the queue ahead of it;
   the paced run is the latency a single escalation sees;
-- the same to each upstream note's delivery, and a check that every email and note arrived once.
+- the same to each upstream note's delivery, and a check that every email and note arrived once;
+- its reference, measured in the same run: the same number of emails sent straight through Django's SMTP
+  backend from one process, one connection per message as the outbox sends them (no queue, no database),
+  and the ratio of the outbox's email span to it; the load average before and after.
 """
 
 from __future__ import annotations
@@ -123,8 +130,6 @@ def _plant(simulator: Any, n: int) -> list[int]:
         managers.append(CrmOwnerFactory(source=crm, email=user.email, user=user))
     companies = sorted(simulator.company.hs_companies)
     customers = sorted(simulator.company.qbo_customers)
-    if len(companies) < n or len(customers) < n:
-        sys.exit(f"the simulator has {len(companies)} companies; raise --scale for -n {n}")
     ids = []
     for i in range(n):
         client: Any = ClientFactory(
@@ -149,7 +154,8 @@ def _plant(simulator: Any, n: int) -> list[int]:
     return ids
 
 
-def _start_workers(count: int, concurrency: int, smtp_port: int, env_db: str, logs: Path) -> list[Any]:
+def _start_workers(specs: list[tuple[str, int, str]], smtp_port: int, env_db: str, logs: Path) -> list[Any]:
+    """One Celery worker process per (name, concurrency, queues) in ``specs``; waits until all answer."""
     env = {
         **os.environ,
         "DATABASE_URL": env_db,
@@ -161,25 +167,14 @@ def _start_workers(count: int, concurrency: int, smtp_port: int, env_db: str, lo
         "CONN_MAX_AGE": "600",
     }
     workers = []
-    for i in range(count):
-        log = open(logs / f"bench-escalate-worker-{i}.log", "wb")  # noqa: SIM115 - closed with the process
+    for name, concurrency, queues in specs:
+        log = open(logs / f"bench-escalate-{name}.log", "wb")  # noqa: SIM115 - closed with the process
         workers.append(
             subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "config",
-                    "worker",
-                    "-c",
-                    str(concurrency),
-                    "-l",
-                    "warning",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "-n",
-                    f"bench-escalate-{i}@%h",
+                    *(sys.executable, "-m", "celery", "-A", "config", "worker", "-c", str(concurrency)),
+                    *("-Q", queues, "-l", "warning", "--without-mingle", "--without-gossip"),
+                    *("-n", f"bench-escalate-{name}@%h"),
                 ],
                 cwd=ROOT,
                 env=env,
@@ -190,132 +185,209 @@ def _start_workers(count: int, concurrency: int, smtp_port: int, env_db: str, lo
         )
     from config.celery import app
 
-    deadline = time.monotonic() + 60
-    while len(app.control.ping(timeout=0.5) or []) < count:
+    deadline = time.monotonic() + 120
+    while len(app.control.ping(timeout=0.5) or []) < len(specs):
         if time.monotonic() > deadline:
             sys.exit(f"workers did not start; see {logs}")
     return workers
+
+
+def _stop_workers(workers: list[Any]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+
+
+def _reference(smtp_port: int, sink: Sink, count: int) -> float:
+    """Seconds to send ``count`` emails straight through Django's SMTP backend, one connection each."""
+    from django.core.mail import EmailMultiAlternatives, get_connection
+
+    before = len(sink.accepted)
+    started = time.perf_counter()
+    for i in range(count):
+        connection = get_connection(
+            "django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=smtp_port, timeout=10
+        )
+        message = EmailMultiAlternatives(
+            subject=f"reference {i}", body="text", to=[f"ref{i}@fulcrum.bench"], connection=connection
+        )
+        message.attach_alternative("<p>html</p>", "text/html")
+        message.send()
+    elapsed = time.perf_counter() - started
+    while len(sink.accepted) < before + count:
+        time.sleep(0.05)
+    return elapsed
+
+
+def _burst(ids: list[int], args: Any, sink: Sink, simulator: Any, label: str) -> dict[str, float]:
+    """Fire one burst (or paced run) of ``ids`` and wait for every outbox row; print and return figures."""
+    from django.db.models import Count
+
+    from apps.escalations.delivery import message_id
+    from apps.escalations.models import Delivery, Escalation
+    from apps.rules.evaluation.services import evaluate_subjects
+
+    rows_before = set(Delivery.objects.values_list("pk", flat=True))
+    notes_before = len(simulator.notes)
+    started = time.time()
+    if args.rate:
+        for i, pk in enumerate(ids):
+            evaluate_subjects(subject_type="change_order", ids=[pk], trigger="sync")
+            pause = started + (i + 1) / args.rate - time.time()
+            if pause > 0:
+                time.sleep(pause)
+    else:
+        evaluate_subjects(subject_type="change_order", ids=ids, trigger="sync")
+    fired = time.time()
+    expected = len(ids) * len(ACTIONS)
+    mine = Delivery.objects.exclude(pk__in=rows_before)
+    deadline = time.monotonic() + args.timeout
+    emails_done_at = None
+    while mine.filter(state=Delivery.State.DELIVERED).count() < expected:
+        if (
+            emails_done_at is None
+            and not mine.filter(action__startswith="email_").exclude(state=Delivery.State.DELIVERED).exists()
+        ):
+            emails_done_at = time.time()
+        if time.monotonic() > deadline:
+            states = dict(mine.values_list("action", "state").annotate(n=Count("pk")))
+            print(f"{label}: not all delivered after {args.timeout:g} s: {states}")
+            break
+        time.sleep(0.2)
+    time.sleep(1)  # anything arriving twice would arrive now
+    rows = list(mine)
+    opened = dict(
+        Escalation.objects.filter(pk__in={d.escalation_id for d in rows}).values_list("pk", "opened_at")
+    )
+    by_message: dict[tuple[str, str], list[float]] = {}
+    for mid, to, stamp in sink.accepted:
+        by_message.setdefault((mid, to), []).append(stamp)
+    email_latency, note_latency, missing, twice, email_stamps = [], [], 0, 0, []
+    for d in rows:
+        if d.action.startswith("email_"):
+            stamps = by_message.get((message_id(d), d.target), [])
+            missing += not stamps
+            twice += len(stamps) > 1
+            if stamps:
+                email_latency.append(min(stamps) - opened[d.escalation_id].timestamp())
+                email_stamps.append(min(stamps))
+        elif d.action.startswith("note_") and d.delivered_at:
+            note_latency.append((d.delivered_at - opened[d.escalation_id]).total_seconds())
+    print(f"--- {label}")
+    print(f"fired in {fired - started:.2f} s ({len(ids)} escalations opened and committed)")
+    email_span = max(email_stamps) - fired if email_stamps else float("nan")
+    print(
+        f"emails: all {len(email_latency)} accepted {email_span:.2f} s after the burst's commit "
+        f"({len(email_latency) / email_span:.0f} emails/s)"
+    )
+    for name, values in (
+        ("match → email accepted by SMTP", email_latency),
+        ("match → vendor note delivered", note_latency),
+    ):
+        if values:
+            print(
+                f"{name}: n={len(values)} p50 {statistics.median(values):.3f} s, "
+                f"p95 {_percentile(values, 0.95):.3f} s, max {max(values):.3f} s"
+            )
+    p95 = _percentile(email_latency, 0.95) if email_latency else float("inf")
+    print(f"target email p95 < 2 s: {'met' if p95 < 2 else 'MISSED'} ({p95 / 2:.2f}× the target)")
+    print(
+        f"emails: {missing} missing, {twice} twice; upstream notes: {len(simulator.notes) - notes_before} "
+        f"(expected {2 * len(ids)}); attempts: {sum(d.attempts for d in rows)} for {len(rows)} rows"
+    )
+    return {"p95": p95, "email_span": email_span, "emails": float(len(email_latency))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="escalations to fire")
     parser.add_argument("--rate", type=float, default=0.0, help="escalations per second; 0 = one burst")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--workers", type=int, default=1, help="email (delivery) worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool size per worker process")
-    parser.add_argument("--scale", type=float, default=0.25, help="simulator company size")
+    parser.add_argument("--writeback-workers", type=int, default=1, help="processes on the writeback queue")
+    parser.add_argument("--compare", action="store_true", help="also run with twice the email workers")
+    parser.add_argument("--scale", type=float, default=0.25, help="simulator size (raised to fit -n)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per run")
     args = parser.parse_args()
 
     os.environ["CELERY_BROKER_URL"] = BROKER
     sys.path.insert(0, str(ROOT))
     from bench.common import fresh_django_database
 
+    load_before = os.getloadavg()
     fresh_django_database(DB_NAME)
     from aiosmtpd.controller import Controller
     from django.conf import settings
     from django.db import connection
-    from django.db.models import Count
 
-    from apps.escalations.delivery import message_id
-    from apps.escalations.models import Delivery, Escalation
-    from apps.rules.evaluation.services import evaluate_subjects
     from apps.simulator import SimulatorServer, generate_company
     from config.celery import app
 
     # Noise controls would defer or cap 2·N emails to one inbox; this measures the outbox, not them.
     settings.FULCRUM.update({"QUIET_HOURS": "", "RECIPIENT_HOURLY_CAP": 0, "EXECUTIVE_DIGEST": False})
 
+    runs = 2 if args.compare else 1
+    scale = args.scale
+    company = generate_company(seed=42, scale=scale)
+    while min(len(company.hs_companies), len(company.qbo_customers)) < runs * args.n:
+        scale *= 2
+        company = generate_company(seed=42, scale=scale)
     sink = Sink()
     smtp_port = _free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
     controller.start()
-    simulator = SimulatorServer(generate_company(seed=42, scale=args.scale)).start()
+    simulator = SimulatorServer(company).start()
     workers: list[Any] = []
+    results = []
     try:
-        ids = _plant(simulator, args.n)
+        ids = _plant(simulator, runs * args.n)
         app.control.purge()
         db_url = os.environ["DATABASE_URL"]
         logs = ROOT / ".data" / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        workers = _start_workers(args.workers, args.concurrency, smtp_port, db_url, logs)
+        reference = _reference(smtp_port, sink, 2 * args.n)
         print(
-            f"{args.n} escalations, {'burst' if not args.rate else f'{args.rate:g}/s'}; "
-            f"{args.workers} worker process(es) × {args.concurrency} = {args.workers * args.concurrency} "
-            f"concurrent deliveries; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}"
+            f"reference: {2 * args.n} emails straight through Django's SMTP backend from one process in "
+            f"{reference:.2f} s ({2 * args.n / reference:.0f} emails/s); simulator scale {scale:g}"
         )
-        started = time.time()
-        if args.rate:
-            for i, pk in enumerate(ids):
-                evaluate_subjects(subject_type="change_order", ids=[pk], trigger="sync")
-                pause = started + (i + 1) / args.rate - time.time()
-                if pause > 0:
-                    time.sleep(pause)
-        else:
-            evaluate_subjects(subject_type="change_order", ids=ids, trigger="sync")
-        fired = time.time()
-        expected = args.n * len(ACTIONS)
-        deadline = time.monotonic() + 300
-        while Delivery.objects.filter(state=Delivery.State.DELIVERED).count() < expected:
-            if time.monotonic() > deadline:
-                states = dict(Delivery.objects.values_list("state").annotate(n=Count("pk")))
-                sys.exit(f"not all delivered after 300 s: {states}")
-            time.sleep(0.2)
-        time.sleep(1)  # anything arriving twice would arrive now
-        opened = dict(Escalation.objects.values_list("pk", "opened_at"))
-        rows = list(Delivery.objects.all())
-        done = max(d.delivered_at for d in rows if d.delivered_at)
-        first = min(opened.values())
-        by_message: dict[tuple[str, str], list[float]] = {}
-        for mid, to, stamp in sink.accepted:
-            by_message.setdefault((mid, to), []).append(stamp)
-        email_latency, note_latency, missing, twice = [], [], 0, 0
-        for d in rows:
-            if d.action.startswith("email_"):
-                stamps = by_message.get((message_id(d), d.target), [])
-                missing += not stamps
-                twice += len(stamps) > 1
-                if stamps:
-                    email_latency.append(min(stamps) - opened[d.escalation_id].timestamp())
-            elif d.action.startswith("note_") and d.delivered_at:
-                note_latency.append((d.delivered_at - opened[d.escalation_id]).total_seconds())
-        notes = len(simulator.notes)
-        span = (done - first).total_seconds()
-        print(
-            f"fired in {fired - started:.2f} s; all {expected} outbox rows delivered "
-            f"{span:.2f} s after the first match"
-        )
-        print(f"throughput: {args.n / span:.1f} escalations/s ({expected / span:.0f} outbox rows/s)")
-        if not args.rate:
-            # A burst commits its escalations at the end of evaluate_subjects: the outbox starts then.
-            outbox = done.timestamp() - fired
-            print(
-                f"outbox alone (from the burst's commit): {args.n / outbox:.1f} escalations/s "
-                f"({expected / outbox:.0f} rows/s) over {outbox:.2f} s"
+        for run in range(runs):
+            email_workers = args.workers * (run + 1)
+            specs = [
+                (f"mail{i}", args.concurrency, "celery,sync,evaluation,delivery")
+                for i in range(email_workers)
+            ]
+            specs += [(f"writeback{i}", args.concurrency, "writeback") for i in range(args.writeback_workers)]
+            workers = _start_workers(specs, smtp_port, db_url, logs)
+            label = (
+                f"{args.n} escalations, {'burst' if not args.rate else f'{args.rate:g}/s'}; {email_workers} "
+                f"email worker process(es) × {args.concurrency} + {args.writeback_workers} writeback × "
+                f"{args.concurrency}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}"
             )
-        for name, values in (
-            ("match → email accepted by SMTP", email_latency),
-            ("match → note delivered", note_latency),
-        ):
+            figures = _burst(ids[run * args.n : (run + 1) * args.n], args, sink, simulator, label)
             print(
-                f"{name}: n={len(values)} p50 {statistics.median(values):.3f} s, "
-                f"p95 {_percentile(values, 0.95):.3f} s, max {max(values):.3f} s"
+                f"outbox emails vs reference: {figures['email_span']:.2f} s / "
+                f"{reference * figures['emails'] / (2 * args.n):.2f} s = "
+                f"{figures['email_span'] / (reference * figures['emails'] / (2 * args.n)):.2f}×"
             )
-        p95 = _percentile(email_latency, 0.95)
-        print(f"target p95 < 2 s: {'met' if p95 < 2 else 'MISSED'}")
-        print(
-            f"emails: {len(sink.accepted)} received, {missing} missing, {twice} twice; "
-            f"upstream notes: {notes} (expected {2 * args.n})"
-        )
-        print(f"attempts: {sum(d.attempts for d in rows)} for {len(rows)} rows")
+            results.append((email_workers, figures))
+            _stop_workers(workers)
+            workers = []
+        if len(results) == 2:
+            (w1, one), (w2, two) = results
+            print(
+                f"{w2} vs {w1} email worker processes: p95 {two['p95']:.3f} s vs {one['p95']:.3f} s "
+                f"({two['p95'] / one['p95']:.2f}×), emails span {two['email_span']:.2f} s vs "
+                f"{one['email_span']:.2f} s ({two['email_span'] / one['email_span']:.2f}×): "
+                f"{'faster' if two['p95'] < one['p95'] else 'NOT faster'}"
+            )
+        print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                os.killpg(worker.pid, signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        _stop_workers(workers)
         simulator.stop()
         controller.stop()
         app.control.purge()

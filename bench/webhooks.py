@@ -1,17 +1,30 @@
-"""Webhook receiver throughput under gunicorn, against a bare insert view on the same stack.
+"""Webhooks as users wait for them: arrival → entity updated → decision, at a paced rate, nothing flushed.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.webhooks [-n 3000]
+    DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.webhooks \
+        [--rate 100] [--seconds 20] [--workers 2] [--concurrency 2] [--acceptance [-n 3000]]
 
-Creates (afresh) and migrates the database ``fulcrum_bench_hooks`` on the server of DATABASE_URL, starts
-gunicorn (``config.wsgi``, 2 workers) on a free loopback port with the broker at redis db 13, sends N signed
-QuickBooks deliveries from 8 threads (one ``requests.Session`` each), and prints accepted/s, p50/p99 latency
-and lost = stored - unique sent. Then the same load against a bare Django view that inserts one row
-(``bench.bare_settings``): the physical reference. Redis db 13 is flushed at the end.
+Default (latency): creates (afresh) and migrates ``fulcrum_bench_hooks``, starts the bundled simulator,
+gunicorn (2 workers), beat and ``--workers`` Celery worker processes (``-c --concurrency``) on redis db 13,
+syncs the Procore connection and publishes one rule (a change order of at least 5,000,000 is flagged). Then
+it sends ``--rate`` Procore webhooks a second for ``--seconds`` seconds, each about a different change order
+just edited upstream to a matching amount, and waits until every delivery is processed and every change
+order decided (nothing is flushed). It prints p50/p95 from each webhook's arrival (its POST) to the
+change order updated in the database (the delivery's ``processed_at``, stamped in the transaction that
+writes the entity) and to the rule's decision (``evaluated_at``); target: arrival → entity p95 < 2 s at
+100 deliveries/s. Its reference, measured in the same run: the service time of one delivery processed
+in this process with nothing queued (claim, fetch, apply), and the ratio of the p50 to it; the load
+average before and after.
+
+``--acceptance``: the receiver alone: N signed QuickBooks deliveries from 8 threads, accepted/s and
+p50/p99, against a bare Django view that inserts one row (``bench.bare_settings``, the reference). Its
+queued tasks are flushed at the end (that mode measures acceptance only).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import os
 import socket
 import statistics
@@ -32,6 +45,7 @@ BROKER = "redis://127.0.0.1:6379/13"
 VERIFIER = "bench-verifier-token"
 SLUG = "bench-qbo"
 THREADS = 8
+SENDERS = 32  # latency mode: enough senders that a slow answer never lowers the paced rate
 
 
 def _free_port() -> int:
@@ -192,9 +206,224 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-n", type=int, default=3000, help="deliveries to send (default 3000)")
+    parser.add_argument("--rate", type=float, default=100.0, help="webhooks per second (default 100)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long to send (default 20)")
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes (default 2)")
+    parser.add_argument("--concurrency", type=int, default=2, help="pool size per worker (default 2)")
+    parser.add_argument("--drain", type=float, default=600.0, help="seconds allowed to process everything")
+    parser.add_argument("--acceptance", action="store_true", help="the receiver alone vs a bare view")
+    parser.add_argument("-n", type=int, default=3000, help="--acceptance: deliveries to send")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
+    try:
+        return _acceptance(args) if args.acceptance else _latency(args)
+    finally:
+        print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
 
+
+LATENCY_RULE = """
+- key: bench-hooks-big-co
+  name: Very large change order
+  subject: change_order
+  when: {fact: change_order.amount, op: gte, value: 5000000}
+  route: executive
+  severity: high
+  priority: 10
+  actions: [flag_dashboard]
+  cooldown: 7d
+  max_fact_age: 7d
+"""
+
+
+def _latency(args: Any) -> int:
+    from bench.common import fresh_django_database
+    from bench.soak import PROCORE_AUTH, THRESHOLD_CENTS, Stack, _percentile, _wait_http
+
+    os.environ["CELERY_BROKER_URL"] = BROKER
+    fresh_django_database(DB_NAME)
+    import tempfile
+
+    from apps.accounts.demo import demo_connections
+    from apps.connectors.models import Connection, WebhookDelivery
+    from apps.connectors.services import connection_import, sync_stream
+    from apps.connectors.webhooks.processing import process_delivery
+    from apps.rules.evaluation.services import rules_import
+    from apps.rules.models import Decision
+    from apps.simulator import SimulatorServer, generate_company
+    from apps.simulator.webhooks import change_record, event_for, procore_delivery
+    from config.celery import app
+
+    wanted = int(args.rate * args.seconds)
+    scale = 0.25
+    company = generate_company(seed=42, scale=scale)
+    while len(company.pc_change_orders) < wanted + 50:
+        scale *= 2
+        company = generate_company(seed=42, scale=scale)
+    simulator = SimulatorServer(company).start()
+    workdir = Path(tempfile.mkdtemp(prefix="fulcrum-bench-hooks-"))
+    (workdir / "metrics").mkdir()
+    env = {
+        **os.environ,
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "CELERY_BROKER_URL": BROKER,
+        "DJANGO_SETTINGS_MODULE": "config.settings.e2e",
+        "LOG_LEVEL": "WARNING",
+        "CONN_MAX_AGE": "600",
+        "FULCRUM_EVALUATION_COALESCE_SECONDS": "0.5",
+        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+        "FULCRUM_AUDIT_ANCHOR_FILE": str(workdir / "anchors.log"),
+    }
+    logs = ROOT / ".data" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stack = Stack(env, logs, args.workers)
+    stack.concurrency = args.concurrency
+    try:
+        connection_import(data=demo_connections(simulator.base_url), actor="system:bench")
+        pm = Connection.objects.get(slug="pm")
+        started = time.perf_counter()
+        for stream in ("projects", "change_orders"):
+            sync_stream(connection=pm, stream=stream)
+        print(f"Procore projects and change orders synced in {time.perf_counter() - started:.1f} s")
+        rules_import(text=LATENCY_RULE, actor="system:bench")
+        candidates = sorted(company.pc_change_orders)
+
+        def edit(co_id: int, n: int) -> tuple[dict[str, str], bytes]:
+            record = change_record(
+                company, "procore", "change_order", co_id, grand_total=THRESHOLD_CENTS + 100 * n
+            )
+            return procore_delivery(PROCORE_AUTH, event_for("procore", "change_order", record))
+
+        # The reference: a few deliveries processed here, one at a time, nothing queued.
+        from django.test import Client as DjangoClient
+
+        reference_ids = candidates[-20:]
+        local = DjangoClient()
+        service = []
+        for n, co_id in enumerate(reference_ids):
+            headers, body = edit(co_id, n)
+            response = local.post(
+                "/webhooks/pm/", data=body, content_type="application/json", headers=headers
+            )
+            began = time.perf_counter()
+            outcome = process_delivery(int(response.json()["id"]))
+            service.append(time.perf_counter() - began)
+            assert outcome.status == "processed", outcome.error
+        reference = statistics.median(service)
+        app.control.purge()
+        stack.start()
+        base = f"http://127.0.0.1:{stack.web_port}"
+        _wait_http(f"{base}/healthz")
+        url = f"{base}/webhooks/pm/"
+        targets = candidates[:wanted]
+        bodies = [edit(co_id, 1000 + n) for n, co_id in enumerate(targets)]
+        sent: dict[int, float] = {}
+        statuses: dict[int, int] = {}
+        lock = threading.Lock()
+        print(
+            f"sending {wanted} Procore webhooks at {args.rate:g}/s for {args.seconds:g} s; "
+            f"{args.workers} worker process(es) × {args.concurrency}, 2 gunicorn workers; "
+            f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
+        began = time.time()
+
+        def sender(offset: int) -> None:
+            session = requests.Session()
+            for i in range(offset, wanted, SENDERS):
+                pause = began + i / args.rate - time.time()
+                if pause > 0:
+                    time.sleep(pause)
+                headers, body = bodies[i]
+                at = time.time()
+                status = session.post(url, data=body, headers=headers, timeout=30).status_code
+                with lock:
+                    sent[targets[i]] = at
+                    statuses[status] = statuses.get(status, 0) + 1
+
+        threads = [threading.Thread(target=sender, args=(k,)) for k in range(SENDERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        sending = time.time() - began
+        print(f"sent {wanted} in {sending:.1f} s ({wanted / sending:.0f}/s); statuses {statuses}", flush=True)
+        hooks = WebhookDelivery.objects.filter(received_at__gte=dt.datetime.fromtimestamp(began, dt.UTC))
+        deadline = time.monotonic() + args.drain
+        while True:
+            open_hooks = hooks.exclude(status=WebhookDelivery.Status.PROCESSED).count()
+            decided = (
+                Decision.objects.filter(
+                    outcome="matched", evaluated_at__gte=dt.datetime.fromtimestamp(began, dt.UTC)
+                )
+                .values("subject_id")
+                .distinct()
+                .count()
+            )
+            if (not open_hooks and decided >= len(targets)) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        drained = time.time() - began
+        print(
+            f"drained {drained:.1f} s after the first send: {open_hooks} deliveries open, {decided} decided"
+        )
+        from apps.entities.models import ChangeOrder
+
+        external = dict(
+            ChangeOrder.objects.filter(source=pm, external_id__in=[str(t) for t in targets]).values_list(
+                "external_id", "pk"
+            )
+        )
+        processed: dict[str, dt.datetime] = {}
+        for body_id, at in hooks.filter(status=WebhookDelivery.Status.PROCESSED).values_list(
+            "body", "processed_at"
+        ):
+            co_id = str(json.loads(bytes(body_id))["resource_id"])
+            processed[co_id] = min(at, processed.get(co_id, at))
+        first_decision: dict[int, dt.datetime] = {}
+        for subject_id, at in (
+            Decision.objects.filter(
+                outcome="matched", evaluated_at__gte=dt.datetime.fromtimestamp(began, dt.UTC)
+            )
+            .order_by("evaluated_at")
+            .values_list("subject_id", "evaluated_at")
+        ):
+            first_decision.setdefault(subject_id, at)
+        entity_latency, decision_latency = [], []
+        for co_id, at in sent.items():
+            if str(co_id) in processed:
+                entity_latency.append(processed[str(co_id)].timestamp() - at)
+            pk = external.get(str(co_id))
+            if pk in first_decision:
+                decision_latency.append(first_decision[pk].timestamp() - at)
+        for name, values in (
+            ("arrival → entity updated", entity_latency),
+            ("arrival → decision", decision_latency),
+        ):
+            if values:
+                print(
+                    f"{name}: n={len(values)} p50 {statistics.median(values):.2f} s, "
+                    f"p95 {_percentile(values, 0.95):.2f} s, max {max(values):.2f} s"
+                )
+        if entity_latency:
+            p95 = _percentile(entity_latency, 0.95)
+            print(
+                f"target arrival → entity p95 < 2 s: {'met' if p95 < 2 else 'MISSED'} ({p95 / 2:.2f}× target)"
+            )
+            slots = args.workers * args.concurrency
+            ratio = statistics.median(entity_latency) / reference
+            print(
+                f"reference: one delivery processed in this process, nothing queued (claim, fetch, apply): "
+                f"median {reference * 1000:.0f} ms; p50 latency / reference = {ratio:.1f}×; capacity at that "
+                f"service time on {slots} slots: {slots / reference:.0f}/s"
+            )
+        return 0 if len(entity_latency) == len(targets) else 1
+    finally:
+        stack.stop()
+        simulator.stop()
+        app.control.purge()
+
+
+def _acceptance(args: Any) -> int:
     _recreate_database()
     _setup_django()
     import redis

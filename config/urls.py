@@ -36,6 +36,7 @@ urlpatterns = [
     # Before the pages: where a DRF route name equals a page's (escalation-detail), the page wins reverse().
     path("api/", include("config.api_urls")),
     path("", include("apps.dashboard.urls")),
+    path("", include("apps.orchestration.urls")),
     path("", include("apps.escalations.urls")),
     path("webhooks/", include("apps.connectors.urls")),
 ]

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from django.urls import path
 from rest_framework.routers import SimpleRouter
+
+from apps.orchestration.api import OrchestrationMapView
 
 from . import views
 
@@ -22,4 +25,7 @@ router.register("evaluation-runs", views.EvaluationRunViewSet, basename="evaluat
 router.register("rules", views.RuleViewSet, basename="rule")
 router.register("connections", views.ConnectionViewSet, basename="connection")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("orchestration/", OrchestrationMapView.as_view(), name="orchestration-map-api"),
+    *router.urls,
+]

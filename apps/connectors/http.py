@@ -238,8 +238,8 @@ class HttpClient:
                     if not expect_json:
                         return None, response
                     try:
-                        # The standard library's reader, not requests' (which prefers simplejson when installed,
-                        # and simplejson refuses NaN and Infinity, tokens the bad-value quarantine must see).
+                        # The standard library's reader, not requests' (simplejson when installed, which
+                        # refuses NaN and Infinity, tokens the bad-value quarantine must see).
                         return json.loads(response.content), response
                     except ValueError:
                         problem = f"HTTP {status} with a body that is not JSON"

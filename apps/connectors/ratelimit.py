@@ -12,8 +12,9 @@ Inside ``deferring()`` (the sync task wraps its run in it) a wait longer than
 ends the call, the sync run stops *partial* at its last committed page, and the task re-queues itself
 with a countdown (``take_deferral()``), so the worker's slot goes to the work queued behind it instead of
 to a sleep (issue 19). The flag is per process, which suits prefork workers (one task per process at a
-time) and reaches the sync's prefetch thread. Webhook processing and outbox write-backs still wait: their
-retry counting would turn a spent budget into failed attempts (found by the soak).
+time) and reaches the sync's prefetch thread. Webhook processing and outbox write-backs defer the same way
+and give the attempt back (``webhooks.processing``, ``escalations.delivery._defer``): a spent budget is
+not a failure, so it never uses up their retries.
 """
 
 from __future__ import annotations

@@ -40,6 +40,14 @@ logger = logging.getLogger(__name__)
 EMAIL_ACTIONS = ("email_account_manager", "email_executives")
 NOTIFY_ACTION = "notify_stakeholder"
 WRITEBACK_ACTION = "approval_writeback"
+# Actions that call a vendor or a customer's endpoint go to the ``writeback`` queue (its own worker pool in
+# the Procfile), everything else (emails, notices, digests) to ``delivery``: a slow or rate-limited
+# upstream never holds the slot an email needs.
+UPSTREAM_ACTIONS = frozenset({"note_crm", "note_accounting", "escalate_pm", WRITEBACK_ACTION, "webhook"})
+
+
+def queue_for(action: str) -> str:
+    return "writeback" if action in UPSTREAM_ACTIONS else "delivery"
 
 
 class PermanentFailure(Exception):
@@ -118,18 +126,39 @@ def backoff(attempts: int, retry_after: float | None = None) -> dt.timedelta:
 
 def delivery_attempt(pk: int) -> str:
     """Try one delivery now if it is due and unclaimed. Returns the resulting state."""
+    from apps.connectors import ratelimit
+
     delivery = delivery_claim(pk)
     if delivery is None:
         return "not-due"
     try:
-        response = perform(delivery)
+        # A vendor's spent budget raises instead of sleeping in this worker's slot (``_defer``).
+        with ratelimit.deferring():
+            response = perform(delivery)
     except PermanentFailure as exc:
         return _finish(delivery, Delivery.State.DEAD, error=str(exc))
     except RetryLater as exc:
+        if isinstance(exc.__cause__, ratelimit.RateBudgetDeferred):
+            return _defer(delivery, float(exc.__cause__.retry_after or 0.0))
         return _failed(delivery, str(exc), retry_after=exc.after)
     except (OSError, smtplib.SMTPException, requests.RequestException) as exc:
         return _failed(delivery, f"{type(exc).__name__}: {exc}")
     return _finish(delivery, Delivery.State.DELIVERED, response=response)
+
+
+def _defer(delivery: Delivery, wait: float) -> str:
+    """The vendor's shared budget is spent: nothing was sent, so the attempt is given back (attempts count
+    failures, and a busy budget is not one) and the row is due again when the budget refills. The error of
+    an earlier real attempt is kept: ``outcome_may_exist`` reads it."""
+    due = timezone.now() + dt.timedelta(seconds=wait)
+    deferred = Delivery.objects.filter(
+        pk=delivery.pk, state=Delivery.State.SENDING, attempts=delivery.attempts
+    ).update(
+        state=Delivery.State.PENDING, attempts=F("attempts") - 1, claimed_until=None, next_attempt_at=due
+    )
+    if deferred:
+        _schedule_retry(delivery.pk, dt.timedelta(seconds=wait), queue=queue_for(delivery.action))
+    return "deferred"
 
 
 def _failed(delivery: Delivery, error: str, retry_after: float | None = None) -> str:
@@ -161,11 +190,11 @@ def _finish(
         pk=delivery.pk, state=Delivery.State.SENDING, attempts=delivery.attempts
     ).update(**fields)
     if finished and wait is not None:
-        _schedule_retry(delivery.pk, wait)
+        _schedule_retry(delivery.pk, wait, queue=queue_for(delivery.action))
     return state
 
 
-def _schedule_retry(pk: int, wait: dt.timedelta) -> None:
+def _schedule_retry(pk: int, wait: dt.timedelta, *, queue: str = "delivery") -> None:
     """Inside a worker, put the retry on the broker for when it is due; beat's sweeper stays the safety
     net (a lost or early message only finds the row not yet due)."""
     from celery import current_task
@@ -175,7 +204,7 @@ def _schedule_retry(pk: int, wait: dt.timedelta) -> None:
     from .tasks import deliver
 
     try:
-        deliver.apply_async((pk,), countdown=wait.total_seconds() + 0.1)
+        deliver.apply_async((pk,), countdown=wait.total_seconds() + 0.1, queue=queue)
     except Exception:  # the broker is down: the row is recorded as failed, and the sweeper will find it
         logger.warning("could not schedule the retry of delivery %s; beat's sweeper will", pk, exc_info=True)
 
@@ -417,16 +446,20 @@ DISPATCH_CHUNK = 64
 
 
 def deliveries_dispatch(ids: list[int]) -> None:
-    """Hand outbox rows to workers (call after commit). A lost message delays a row, never loses it:
-    beat's sweeper sends every due row."""
+    """Hand outbox rows to workers (call after commit), emails and write-backs on their own queues
+    (``queue_for``). A lost message delays a row, never loses it: beat's sweeper sends every due row."""
     from .tasks import deliver, deliver_many
 
-    if len(ids) <= DISPATCH_CHUNK:
-        for pk in ids:
-            deliver.delay(pk)
-    else:
-        for start in range(0, len(ids), DISPATCH_CHUNK):
-            deliver_many.delay(ids[start : start + DISPATCH_CHUNK])
+    by_queue: dict[str, list[int]] = {}
+    for pk, action in Delivery.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "action"):
+        by_queue.setdefault(queue_for(action), []).append(pk)
+    for queue, pks in by_queue.items():
+        if len(pks) <= DISPATCH_CHUNK:
+            for pk in pks:
+                deliver.apply_async((pk,), queue=queue)
+        else:
+            for start in range(0, len(pks), DISPATCH_CHUNK):
+                deliver_many.apply_async((pks[start : start + DISPATCH_CHUNK],), queue=queue)
 
 
 def deliveries_queue(deliveries: list[Delivery]) -> list[int]:
@@ -463,9 +496,7 @@ def delivery_replay(*, delivery: Delivery, actor: Actor) -> bool:
             "last_error": delivery.last_error[:500],
         },
     )
-    from .tasks import deliver
-
-    transaction.on_commit(lambda: deliver.delay(delivery.pk))
+    transaction.on_commit(lambda: deliveries_dispatch([delivery.pk]))
     return True
 
 

@@ -3,7 +3,7 @@ import logging
 from celery import shared_task
 
 from . import noise  # noqa: F401  (registers the digest and policy-email senders with the outbox)
-from .delivery import delivery_attempt, due_delivery_ids
+from .delivery import deliveries_dispatch, delivery_attempt, due_delivery_ids, queue_for
 from .policies import policy_audit, policy_claim_due, policy_release_closed, policy_step_apply
 
 logger = logging.getLogger(__name__)
@@ -31,11 +31,21 @@ def deliver_many(delivery_ids: list[int]) -> str:
 
 @shared_task(ignore_result=True)
 def deliver_due() -> str:
-    """Beat sweeper: everything due, including rows whose worker died mid-send."""
+    """Beat sweeper: everything due, including rows whose worker died mid-send. Emails and the other
+    ``delivery`` rows are sent here; vendor write-backs are handed to the ``writeback`` queue (one slow
+    or rate-limited vendor would otherwise hold every email behind it in this task)."""
+    from .models import Delivery
+
     ids = due_delivery_ids()
+    actions = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "action"))
+    upstream = sorted(pk for pk in ids if queue_for(actions.get(pk, "")) == "writeback")
+    if upstream:
+        deliveries_dispatch(upstream)
+    handed = set(upstream)
     for pk in ids:
-        delivery_attempt(pk)
-    return f"{len(ids)} due"
+        if pk not in handed:
+            delivery_attempt(pk)
+    return f"{len(ids)} due, {len(upstream)} handed to writeback"
 
 
 @shared_task(acks_late=True, ignore_result=True)

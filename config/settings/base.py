@@ -126,14 +126,15 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60 * 60}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
-# Separate queues so a long sync never delays an email: the Procfile's worker consumes all four by default;
+# Separate queues so a long sync never delays an email: the Procfile's worker consumes four of them, its
+# writeback worker the vendor write-backs (``apps.escalations.delivery.queue_for`` picks per outbox row);
 # scale out with workers per queue (WORKER_QUEUES=delivery, ...; docs/OPERATIONS.md). Webhook processing,
 # beat's sweeps and the metrics snapshot stay on the default queue.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
 # Each queue bound with its own routing key: sharing the default key would copy every message into all four.
 CELERY_TASK_QUEUES = [
     Queue(name, Exchange("celery", type="direct"), routing_key=name)
-    for name in ("celery", "sync", "evaluation", "delivery")
+    for name in ("celery", "sync", "evaluation", "delivery", "writeback")
 ]
 CELERY_TASK_ROUTES = {
     "apps.connectors.tasks.*": {"queue": "sync"},
@@ -160,9 +161,10 @@ CELERY_BEAT_SCHEDULE = {
     # /metrics reads what these store (apps/ops).
     "metrics-snapshot": {"task": "apps.ops.tasks.metrics_snapshot", "schedule": timedelta(seconds=15)},
     "verify-audit": {"task": "apps.ops.tasks.verify_audit", "schedule": timedelta(hours=1)},
+    # Finds the webhooks of a killed worker (its lease ran out): the interval bounds how late they are.
     "sweep-webhooks": {
         "task": "apps.connectors.webhooks.tasks.sweep_webhooks",
-        "schedule": timedelta(minutes=1),
+        "schedule": timedelta(seconds=env.float("FULCRUM_WEBHOOK_SWEEP_SECONDS", default=10.0)),
     },
     # The learning loop, after the nightly evaluation (02:00).
     "learning-shadow": {"task": "apps.learning.tasks.shadow_nightly", "schedule": crontab(hour=2, minute=30)},
@@ -261,6 +263,13 @@ FULCRUM = {
     "HTTP_MAX_RETRY_AFTER": env.float("FULCRUM_HTTP_MAX_RETRY_AFTER", default=120.0),
     # In a worker, a shared rate-budget wait longer than this re-queues the task with a countdown.
     "RATE_BUDGET_MAX_SLEEP": env.float("FULCRUM_RATE_BUDGET_MAX_SLEEP", default=1.0),
+    # Webhook processing (apps/connectors/webhooks): a claim older than the lease is presumed lost (a
+    # killed worker) and queued again; retries back off from 1 s to 30 s (docs/OPERATIONS.md).
+    "WEBHOOK_LEASE_SECONDS": env.float("FULCRUM_WEBHOOK_LEASE_SECONDS", default=30.0),
+    # Pending evaluations claimed by a flush: a killed worker's are taken again after this (+10 ms/subject).
+    "EVALUATION_CLAIM_SECONDS": env.float("FULCRUM_EVALUATION_CLAIM_SECONDS", default=60.0),
+    "WEBHOOK_BACKOFF_BASE": env.float("FULCRUM_WEBHOOK_BACKOFF_BASE", default=1.0),
+    "WEBHOOK_BACKOFF_CAP": env.float("FULCRUM_WEBHOOK_BACKOFF_CAP", default=30.0),
     "ACTION_MAX_ATTEMPTS": env.int("FULCRUM_ACTION_MAX_ATTEMPTS", default=8),
     # Data quality: a project's contract value and estimates differing by more than this percent conflict;
     # live records of an entity falling by more than this percent are a volume drop.

@@ -197,3 +197,57 @@ def test_worker_killed_mid_delivery_escalation_and_note_exist_once(simulator, st
     assert Escalation.objects.count() == 1
     assert len(simulator.notes) == 1  # QuickBooks replayed its answer for the repeated requestid
     assert simulator.notes[0]["idempotency_key"] == delivery.idempotency_key[:50]
+
+
+def test_a_write_back_out_of_rate_budget_does_not_hold_the_email_behind_it(
+    simulator, stoppable_smtp, start_worker
+):
+    """One worker slot, both queues: the CRM note's vendor budget is spent for a minute, and the email
+    queued after it still goes out at once, because the note is re-queued for later instead of sleeping."""
+    from apps.connectors.kinds import get_kind
+    from apps.connectors.ratelimit import RateBudget, redis_client
+    from apps.escalations.delivery import deliveries_dispatch
+    from apps.escalations.tests.helpers import make_escalation
+
+    connection_import(data=demo_connections(simulator.base_url), actor="system:test")
+    crm = Connection.objects.get(slug="crm")
+    crm.options = {**crm.options, "rate_budget": {"calls": 1, "seconds": 60}}
+    crm.save()
+    budget = get_kind(crm).rate_budget()
+    assert isinstance(budget, RateBudget)
+    redis_client(budget.url).delete(budget.key, budget.hold_key)
+    budget()  # the window's only call is spent: the next one may go in about 60 s
+    escalation = make_escalation()
+    now = timezone.now()
+    note, mail = (
+        Delivery.objects.create(
+            escalation=escalation,
+            action=action,
+            target=target,
+            idempotency_key=f"esc{escalation.pk}:{action}:{target}",
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for action, target in (
+            ("note_crm", f"{crm.pk}:{sorted(simulator.company.hs_companies)[0]}"),
+            ("email_account_manager", "maria.chen@fulcrum-demo.test"),
+        )
+    )
+    start_worker(concurrency=1)
+
+    deliveries_dispatch([note.pk])
+    later = now + dt.timedelta(seconds=30)
+    wait_for(
+        lambda: Delivery.objects.filter(pk=note.pk, state="pending", next_attempt_at__gt=later).exists(),
+        timeout=30,
+        message="the note deferred to when the budget refills",
+    )
+    note.refresh_from_db()
+    assert note.attempts == 0 and note.last_error == ""  # a deferral is not a failed attempt
+    deliveries_dispatch([mail.pk])
+    wait_for(lambda: stoppable_smtp.mailbox.messages, timeout=20, message="the email, not held by the note")
+
+    assert [str(m["Message-ID"]) for m in stoppable_smtp.mailbox.messages] == [message_id(mail)]
+    assert Delivery.objects.get(pk=mail.pk).state == "delivered"
+    assert Delivery.objects.get(pk=note.pk).state == "pending"
+    assert [n for n in simulator.notes if n["system"] == "hubspot"] == []

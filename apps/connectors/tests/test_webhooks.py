@@ -684,7 +684,7 @@ def test_the_sweeper_requeues_stuck_rows(
 
     assert result.get() == "re-queued 2 webhook deliveries" and queued == ids[:2]
     assert WebhookDelivery.objects.get(pk=ids[1]).status == Status.RECEIVED
-    assert sweep() == []  # each row waits another five minutes before the next sweep
+    assert sweep() == []  # each row waits another lease before the next sweep
     for delivery_id in queued:
         assert process_delivery(delivery_id).status == "processed"
     assert set(Vendor.objects.values_list("external_id", flat=True)) == {"S-0", "S-1"}
@@ -693,6 +693,95 @@ def test_the_sweeper_requeues_stuck_rows(
         status=Status.PROCESSING, attempts=processing.MAX_ATTEMPTS, status_changed_at=long_ago
     )
     assert sweep() == [] and WebhookDelivery.objects.get(pk=spent).status == Status.FAILED
+
+
+def test_a_lost_worker_is_presumed_after_the_lease_not_five_minutes(
+    hooks: dict[str, Connection], client: HttpClient, settings: Any
+) -> None:
+    settings.FULCRUM = {**settings.FULCRUM, "WEBHOOK_LEASE_SECONDS": 10}
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    delivery_id = accept(
+        client, "inhouse", *standard_delivery(REST_SECRET, "vendors.created", vendor_record("L-1", now, "L"))
+    )
+    WebhookDelivery.objects.filter(pk=delivery_id).update(
+        status=Status.PROCESSING, attempts=1, status_changed_at=now - dt.timedelta(seconds=5)
+    )
+    assert sweep() == []  # within its lease: still someone's
+    queued = accept(
+        client, "inhouse", *standard_delivery(REST_SECRET, "vendors.created", vendor_record("L-2", now, "Q"))
+    )
+    WebhookDelivery.objects.filter(pk=queued).update(status_changed_at=now - dt.timedelta(seconds=40))
+    assert sweep() == []  # never claimed: waiting in a queue, not lost
+    WebhookDelivery.objects.filter(pk=delivery_id).update(status_changed_at=now - dt.timedelta(seconds=11))
+    assert sweep() == [delivery_id]
+    row = WebhookDelivery.objects.get(pk=delivery_id)
+    assert row.status == Status.RECEIVED and "after 10 s" in row.error
+
+
+def test_a_holder_overtaken_by_the_sweeper_commits_nothing(
+    hooks: dict[str, Connection], client: HttpClient
+) -> None:
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    delivery_id = accept(
+        client, "inhouse", *standard_delivery(REST_SECRET, "vendors.created", vendor_record("F-1", now, "F"))
+    )
+    slow = processing.claim(delivery_id)  # a worker that stalls past its lease
+    assert slow is not None
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    WebhookDelivery.objects.filter(pk=delivery_id).update(status_changed_at=long_ago)
+    assert sweep() == [delivery_id]
+    newer = processing.claim(delivery_id)
+    assert newer is not None and newer.attempts == 2
+
+    with pytest.raises(processing.LeaseLost):
+        processing._process(slow)
+
+    assert not Vendor.objects.filter(external_id="F-1").exists()  # rolled back
+    assert WebhookDelivery.objects.get(pk=delivery_id).status == Status.PROCESSING
+    processing._process(newer)
+    assert Vendor.objects.get(external_id="F-1").name == "F"
+    assert WebhookDelivery.objects.get(pk=delivery_id).status == Status.PROCESSED
+
+
+def test_a_spent_rate_budget_defers_the_delivery_without_spending_an_attempt(
+    hooks: dict[str, Connection], company: Company, client: HttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.connectors.kinds import get_kind
+    from apps.connectors.ratelimit import RateBudget, redis_client
+
+    pm = hooks["pm"]
+    sync_stream(connection=pm, stream="change_orders")
+    pm.options = {**pm.options, "rate_budget": {"calls": 1, "seconds": 60}}
+    pm.save()
+    budget = get_kind(pm).rate_budget()
+    assert isinstance(budget, RateBudget)
+    redis_client(budget.url).delete(budget.key, budget.hold_key)  # a fresh window (the sync spent some)
+    budget()  # the only call of this window
+    target = sorted(company.pc_change_orders)[0]
+    delivery_id = accept(client, "pm", *procore_delivery(PROCORE_AUTH, procore_event("change_order", target)))
+    queued: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(
+        tasks.process_webhook_delivery, "apply_async", lambda *args, **kw: queued.append((args, kw))
+    )
+
+    started = time.monotonic()
+    result = tasks.process_webhook_delivery.apply(args=(delivery_id,), retries=2)
+
+    assert time.monotonic() - started < 10  # no minute-long sleep in the worker's slot
+    assert "deferred" in result.get()
+    [((args, kwargs), options)] = queued
+    assert args == (delivery_id,) and kwargs == {"deferrals": 1}
+    assert 50 < options["countdown"] <= 60 and options["retries"] == 2  # the retry count is kept
+    row = WebhookDelivery.objects.get(pk=delivery_id)
+    assert row.status == Status.RECEIVED and row.attempts == 0 and "rate budget" in row.error
+
+
+def test_webhook_retries_start_at_a_second_and_honour_the_upstream(settings: Any) -> None:
+    settings.FULCRUM = {**settings.FULCRUM, "WEBHOOK_BACKOFF_BASE": 1.0, "WEBHOOK_BACKOFF_CAP": 30.0}
+    assert all(0.5 <= tasks.backoff(0) <= 1.0 for _ in range(20))
+    assert all(15 <= tasks.backoff(10) <= 30 for _ in range(20))
+    assert tasks.backoff(0, retry_after=7) == 7
+    assert tasks.backoff(0, retry_after=10_000) == tasks.RETRY_AFTER_CAP
 
 
 # ---- a burst ---------------------------------------------------------------------------------------------

@@ -10,6 +10,13 @@ QuickBooks CDC catch-up.
 Standard Webhooks (``rest``) deliveries carry the record itself, or only its id (fetched through the
 stream's ``detail_path``). All writes of one delivery, its links and its "processed" mark commit together:
 a worker dying midway leaves the row ``processing`` for the sweeper, and nothing half-applied.
+
+A claim is a lease: a row ``processing`` (or ``received``) for longer than ``WEBHOOK_LEASE_SECONDS`` is
+re-queued by the sweeper (beat, every ``WEBHOOK_SWEEP_SECONDS``), which is how the webhook of a SIGKILLed
+worker gets processed within seconds: Redis only redelivers an unacknowledged message after its visibility
+timeout, an hour here, because that timeout must outlast every countdown and every long task. Each claim
+counts an attempt, and a holder finishes only while the attempt it claimed is still the row's (a fence):
+a slow holder overtaken by the sweeper rolls its transaction back instead of applying twice.
 """
 
 from __future__ import annotations
@@ -21,11 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import connection as db
 from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from apps.connectors.http import UpstreamError
 from apps.connectors.kinds import (
     BadRecord,
     ConfigurationError,
@@ -36,6 +45,7 @@ from apps.connectors.kinds import (
     get_kind,
 )
 from apps.connectors.models import Connection, WebhookDelivery
+from apps.connectors.ratelimit import RateBudgetDeferred
 from apps.connectors.services import ENTITY_KEYS, quarantine_records, record_normalise
 from apps.entities.linking import link_entities
 from apps.entities.loaders import source_column, upsert_rows
@@ -47,8 +57,7 @@ from .schemes import Hint
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 6  # claims of one delivery, task retries and sweeper re-queues together
-STUCK_AFTER = dt.timedelta(minutes=5)
+MAX_ATTEMPTS = 6  # claims of one delivery, task retries and sweeper re-queues together (not budget deferrals)
 SWEEP_BATCH = 500
 # Failures that trying again cannot fix (the row stays failed with its error for a person to see).
 PERMANENT = (UnknownKind, UnknownStream, ConfigurationError, schemes.Malformed, NotImplementedError)
@@ -57,12 +66,29 @@ MERGE_ACTOR = "system:webhooks"
 FETCHED = ("upsert", "merge")  # hints whose record is read again upstream (a merge: the survivor)
 
 
+# A row never claimed is almost always just queued behind others (a burst): re-queueing it at the lease
+# would only add duplicate messages to the backlog. Its message is lost only with a killed worker's
+# countdown (a deferral), which can wait this long.
+UNCLAIMED_AFTER = dt.timedelta(minutes=2)
+
+
+def lease() -> dt.timedelta:
+    """How long a claim (or a queued, unclaimed row) is trusted before the sweeper queues the row again."""
+    return dt.timedelta(seconds=float(settings.FULCRUM.get("WEBHOOK_LEASE_SECONDS", 30.0)))
+
+
+class LeaseLost(Exception):
+    """The sweeper gave this delivery to another attempt while we held it: ours must not commit."""
+
+
 @dataclass
 class DeliveryResult:
-    status: str  # processed | failed | skipped
+    status: str  # processed | failed | skipped | deferred
     retry: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    retry_after: float | None = None  # the upstream's advice (Retry-After, a rate-limit reset)
+    deferred: float = 0.0  # seconds until the shared rate budget allows a call (status "deferred")
 
 
 def claim(delivery_id: int) -> WebhookDelivery | None:
@@ -81,16 +107,30 @@ def process_delivery(delivery_id: int) -> DeliveryResult:
     delivery = claim(delivery_id)
     if delivery is None:
         return DeliveryResult("skipped")
+    held = WebhookDelivery.objects.filter(
+        pk=delivery.pk, status=Status.PROCESSING, attempts=delivery.attempts
+    )
     try:
         counts = _process(delivery)
+    except LeaseLost:
+        return DeliveryResult("skipped", error="lease lost to a newer attempt")
+    except RateBudgetDeferred as exc:
+        # Not a failure: nothing was asked upstream. The attempt is given back, so a long spent budget
+        # cannot use up the row's attempts; the task re-queues itself for when the budget allows a call.
+        held.update(
+            status=Status.RECEIVED,
+            attempts=F("attempts") - 1,
+            status_changed_at=timezone.now(),
+            error=f"deferred {exc.retry_after or 0:.1f} s: rate budget spent",
+        )
+        return DeliveryResult("deferred", deferred=float(exc.retry_after or 0.0))
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"[:2000]
-        WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
-            status=Status.FAILED, error=error, status_changed_at=timezone.now()
-        )
+        held.update(status=Status.FAILED, error=error, status_changed_at=timezone.now())
         retry = not isinstance(exc, PERMANENT) and delivery.attempts < MAX_ATTEMPTS
+        after = exc.retry_after if isinstance(exc, UpstreamError) else None
         logger.warning("webhook delivery %s failed (attempt %s): %s", delivery.pk, delivery.attempts, error)
-        return DeliveryResult("failed", retry=retry, error=error)
+        return DeliveryResult("failed", retry=retry, error=error, retry_after=after)
     return DeliveryResult("processed", counts=counts)
 
 
@@ -111,9 +151,11 @@ def _process(delivery: WebhookDelivery) -> dict[str, int]:
 
     def finish(counts: dict[str, int]) -> None:
         summary = {**counts, "ignored": sum(ignored.values()), "ignored_types": ignored}
-        WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING).update(
-            status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", summary=summary
-        )
+        finished = WebhookDelivery.objects.filter(
+            pk=delivery.pk, status=Status.PROCESSING, attempts=delivery.attempts
+        ).update(status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", summary=summary)
+        if not finished:
+            raise LeaseLost(delivery.pk)  # rolls back this attempt's writes: the newer attempt applies them
         kind.after_webhook(delivery)
 
     counts = apply_changes(connection, kind, dict(by_stream), fetched, now, trigger="webhook", finish=finish)
@@ -333,18 +375,19 @@ def _merge(
 
 
 def sweep(now: dt.datetime | None = None) -> list[int]:
-    """Rows to queue again: unclaimed or failed for 5 minutes, or stuck processing (a lost worker).
+    """Rows to queue again: processing (a lost worker) or failed for longer than the lease, or never
+    claimed for ``UNCLAIMED_AFTER``.
 
     Each returned row's ``status_changed_at`` is moved to now, so the next sweep leaves it alone for another
-    five minutes; stuck ``processing`` rows go back to ``received`` so that they can be claimed.
+    lease; stuck ``processing`` rows go back to ``received`` so that they can be claimed (their holder, if
+    it still runs, then fails its fence). A row queued again that was merely waiting in a long queue costs
+    one extra message: its claim is conditional.
     """
     now = now or timezone.now()
-    cutoff = now - STUCK_AFTER
+    cutoff = now - lease()
     due = Q(status_changed_at__lt=cutoff) & (
-        Q(status=Status.RECEIVED)
-        | Q(status=Status.PROCESSING)
-        | Q(status=Status.FAILED, attempts__lt=MAX_ATTEMPTS)
-    )
+        Q(status=Status.PROCESSING) | Q(status=Status.FAILED, attempts__lt=MAX_ATTEMPTS)
+    ) | Q(status=Status.RECEIVED, status_changed_at__lt=now - max(lease(), UNCLAIMED_AFTER))
     ids = list(
         WebhookDelivery.objects.filter(due)
         .order_by("status_changed_at")
@@ -352,7 +395,7 @@ def sweep(now: dt.datetime | None = None) -> list[int]:
     )
     if not ids:
         return []
-    lost = "worker lost: no result after 5 minutes"
+    lost = f"worker lost: no result after {lease().total_seconds():g} s"
     with transaction.atomic():
         rows = WebhookDelivery.objects.select_for_update(skip_locked=True).filter(due, id__in=ids)
         found = {

@@ -3,35 +3,63 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 
 from celery import shared_task
+from django.conf import settings
+
+from apps.connectors import ratelimit
 
 from .processing import MAX_ATTEMPTS, process_delivery, sweep
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_BASE = 10.0  # seconds; doubled per retry, with jitter
-BACKOFF_CAP = 600.0
+RETRY_AFTER_CAP = 300.0  # an upstream asking for longer is asked again then; the sweeper is the backstop
 
 
-def backoff(retries: int) -> float:
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2**retries) * random.uniform(0.5, 1.0)
+def backoff(retries: int, retry_after: float | None = None) -> float:
+    """Seconds before retry ``retries + 1``: exponential from ``WEBHOOK_BACKOFF_BASE`` (1 s), capped at
+    ``WEBHOOK_BACKOFF_CAP`` (30 s), drawn from its upper half; the upstream's own advice wins when longer.
+
+    Short on purpose: a webhook is a user-visible change waiting to be applied, and the fault that failed it
+    (a 5xx burst, a 429) usually clears in seconds. A 429 never parks other deliveries: they meet the
+    shared budget's hold, and a hold longer than a worker should sleep defers them (``RateBudgetDeferred``).
+    """
+    conf = settings.FULCRUM
+    base = float(conf.get("WEBHOOK_BACKOFF_BASE", 1.0))
+    cap = float(conf.get("WEBHOOK_BACKOFF_CAP", 30.0))
+    wait = min(cap, base * 2**retries) * random.uniform(0.5, 1.0)
+    if retry_after is not None:
+        wait = max(wait, min(retry_after, RETRY_AFTER_CAP))
+    return wait
 
 
 # acks_late: a worker that dies mid-task leaves the message to be redelivered; processing is idempotent
-# (a conditional claim, version-guarded upserts) and the sweeper covers messages that never arrive.
+# (a fenced claim, version-guarded upserts) and the sweeper re-queues a row whose lease ran out (a
+# SIGKILLed worker's message waits in Redis until the visibility timeout, far too long).
 @shared_task(bind=True, acks_late=True, max_retries=MAX_ATTEMPTS - 1, ignore_result=True)
-def process_webhook_delivery(self, delivery_id: int) -> str:  # type: ignore[no-untyped-def]
-    outcome = process_delivery(delivery_id)
+def process_webhook_delivery(self, delivery_id: int, deferrals: int = 0) -> str:  # type: ignore[no-untyped-def]
+    ratelimit.take_deferral()  # a previous task's, in this process
+    with ratelimit.deferring():
+        outcome = process_delivery(delivery_id)
+    ratelimit.take_deferral()
+    if outcome.status == "deferred":
+        # The shared budget is spent: a new message for when it refills, carrying the retry count as it
+        # is (``self.retry`` would spend one), so this worker's slot goes to the work behind it.
+        countdown = math.ceil(outcome.deferred * 10) / 10
+        options = {"countdown": countdown, "retries": self.request.retries}  # send_task's own options
+        process_webhook_delivery.apply_async((delivery_id,), {"deferrals": deferrals + 1}, **options)
+        return f"webhook delivery {delivery_id}: rate budget spent, deferred {countdown:g} s"
     if outcome.retry and self.request.retries < self.max_retries:
-        raise self.retry(countdown=backoff(self.request.retries))
+        raise self.retry(countdown=backoff(self.request.retries, outcome.retry_after))
     return f"webhook delivery {delivery_id}: {outcome.status} {outcome.counts or outcome.error}".rstrip()
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def sweep_webhooks() -> str:
-    """Beat, every minute: re-queue deliveries unclaimed, failed or stuck processing for 5 minutes."""
+    """Beat, every ``WEBHOOK_SWEEP_SECONDS``: re-queue deliveries unclaimed, failed or stuck processing
+    for longer than their lease."""
     ids = sweep()
     for delivery_id in ids:
         enqueue(delivery_id)

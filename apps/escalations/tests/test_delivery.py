@@ -43,6 +43,34 @@ def test_email_is_sent_with_the_explanation_and_link(settings):
     assert delivery.state == "delivered" and delivery.attempts == 1 and delivery.delivered_at
 
 
+def test_an_email_sent_again_after_a_crash_carries_the_same_message_id(monkeypatch):
+    """The at-least-once window: the server said 250, the worker died before the row was marked
+    delivered. The attempt was recorded before sending; the repeat is recognisably the same message."""
+    from apps.escalations import delivery as outbox
+
+    row = _delivery(make_escalation())
+    real_finish = outbox._finish
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("SIGKILL between the 250 and the commit")
+
+    monkeypatch.setattr(outbox, "_finish", crash)
+    with pytest.raises(KeyboardInterrupt):
+        delivery_attempt(row.pk)
+    row.refresh_from_db()
+    assert row.state == "sending" and row.attempts == 1  # recorded before the send
+    monkeypatch.setattr(outbox, "_finish", real_finish)
+    assert delivery_attempt(row.pk) == "not-due"  # its claim still holds
+    Delivery.objects.filter(pk=row.pk).update(claimed_until=timezone.now() - dt.timedelta(seconds=1))
+
+    assert delivery_attempt(row.pk) == "delivered"
+
+    first, second = mail.outbox
+    assert first.extra_headers["Message-ID"] == second.extra_headers["Message-ID"] == outbox.message_id(row)
+    row.refresh_from_db()
+    assert row.attempts == 2
+
+
 def test_a_delivered_row_is_never_sent_again():
     delivery = _delivery(make_escalation())
     delivery_attempt(delivery.pk)

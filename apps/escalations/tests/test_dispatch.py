@@ -14,15 +14,15 @@ from tests.e2e.conftest import celery_worker, smtp_server, wait_for  # noqa: F40
 from .helpers import make_escalation
 
 
-def _rows(count: int) -> list[int]:
+def _rows(count: int, action: str = "flag_dashboard") -> list[int]:
     escalation = make_escalation()
     now = timezone.now()
     created = Delivery.objects.bulk_create(
         Delivery(
             escalation=escalation,
-            action="flag_dashboard",
+            action=action,
             target=f"dashboard-{i}",
-            idempotency_key=f"esc{escalation.pk}:flag_dashboard:{i}",
+            idempotency_key=f"esc{escalation.pk}:{action}:{i}",
             next_attempt_at=now,
             created_at=now,
         )
@@ -37,14 +37,42 @@ def test_a_few_rows_are_one_task_each_and_many_go_in_chunks(monkeypatch):
 
     single: list[int] = []
     chunked: list[list[int]] = []
-    monkeypatch.setattr(tasks.deliver, "delay", single.append)
-    monkeypatch.setattr(tasks.deliver_many, "delay", chunked.append)
-    few = list(range(delivery.DISPATCH_CHUNK))
+    monkeypatch.setattr(tasks.deliver, "apply_async", lambda args, queue: single.append(args[0]))
+    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: chunked.append(args[0]))
+    few = _rows(delivery.DISPATCH_CHUNK)
     delivery.deliveries_dispatch(few)
     assert single == few and chunked == []
-    many = list(range(2 * delivery.DISPATCH_CHUNK + 1))
+    many = _rows(2 * delivery.DISPATCH_CHUNK + 1)
     delivery.deliveries_dispatch(many)
     assert single == few and chunked == [many[:64], many[64:128], many[128:]]
+
+
+@pytest.mark.django_db
+def test_emails_and_write_backs_go_to_separate_queues(monkeypatch):
+    from apps.escalations import tasks
+
+    sent: list[tuple[int, str]] = []
+    monkeypatch.setattr(tasks.deliver, "apply_async", lambda args, queue: sent.append((args[0], queue)))
+    emails = _rows(2, "email_account_manager")
+    notes = _rows(2, "note_crm")
+    delivery.deliveries_dispatch(notes + emails)
+    assert sorted(sent) == sorted([(pk, "delivery") for pk in emails] + [(pk, "writeback") for pk in notes])
+
+
+@pytest.mark.django_db
+def test_the_sweeper_sends_due_emails_itself_and_hands_write_backs_to_their_queue(monkeypatch):
+    from apps.escalations import tasks
+
+    handed: list[list[int]] = []
+    monkeypatch.setattr(tasks, "deliveries_dispatch", handed.append)
+    flags = _rows(2)
+    notes = _rows(2, "note_crm")
+
+    assert tasks.deliver_due() == "4 due, 2 handed to writeback"
+
+    assert handed == [notes]
+    assert set(Delivery.objects.filter(pk__in=flags).values_list("state", flat=True)) == {"delivered"}
+    assert set(Delivery.objects.filter(pk__in=notes).values_list("state", flat=True)) == {"pending"}
 
 
 @pytest.mark.django_db

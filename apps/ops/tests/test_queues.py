@@ -36,10 +36,10 @@ def test_each_task_goes_to_its_queue(task, queue):
 
 
 def test_a_worker_without_q_consumes_every_queue():
-    assert set(app.amqp.queues) == {"celery", "sync", "evaluation", "delivery"}
+    assert set(app.amqp.queues) == {"celery", "sync", "evaluation", "delivery", "writeback"}
 
 
-def test_every_registered_task_has_a_queue_of_those_four():
+def test_every_registered_task_has_a_queue_of_ours():
     app.loader.import_default_modules()
     ours = [name for name in app.tasks if name.startswith("apps.") and ".tests." not in name]
     assert len(ours) >= 20
@@ -49,7 +49,7 @@ def test_every_registered_task_has_a_queue_of_those_four():
 
 def test_each_queue_has_its_own_routing_key():
     keys = {name: queue.routing_key for name, queue in app.amqp.queues.items()}
-    assert keys == {"celery": "celery", "sync": "sync", "evaluation": "evaluation", "delivery": "delivery"}
+    assert keys == {name: name for name in ("celery", "sync", "evaluation", "delivery", "writeback")}
 
 
 def test_a_routed_message_lands_in_its_queue_only():
@@ -62,4 +62,4 @@ def test_a_routed_message_lands_in_its_queue_only():
         sync_connection_task.apply_async(args=(0,))
         lengths = {name: client.llen(name) for name in app.amqp.queues}
     app.control.purge()
-    assert lengths == {"celery": 0, "sync": 1, "evaluation": 0, "delivery": 0}
+    assert lengths == {"celery": 0, "sync": 1, "evaluation": 0, "delivery": 0, "writeback": 0}

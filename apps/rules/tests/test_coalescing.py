@@ -204,6 +204,33 @@ def test_a_dead_workers_claim_is_taken_again_when_its_lease_ends(monkeypatch: py
     assert pending_flush() == {"project": 1} and evaluated == [project.pk]
 
 
+@pytest.mark.django_db
+def test_a_claim_lasts_a_minute_and_its_group_not_fifteen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from apps.rules.evaluation.triggers import claim_lease
+
+    projects = [ProjectFactory() for _ in range(3)]
+    PendingEvaluation.objects.bulk_create(
+        PendingEvaluation(subject_type="project", subject_id=p.pk, trigger="sync", queued_at=timezone.now())
+        for p in projects
+    )
+    leases: list[dt.timedelta] = []
+
+    def evaluate(**kw: Any) -> None:  # the worker is killed here: its claim is what is left
+        row = PendingEvaluation.objects.first()
+        assert row is not None and row.claimed_until is not None
+        leases.append(row.claimed_until - timezone.now())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(services, "evaluate_subjects", evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        pending_flush()
+    [lease] = leases
+    assert dt.timedelta(seconds=55) < lease <= claim_lease(3) < dt.timedelta(minutes=2)
+    assert claim_lease(5_000) < dt.timedelta(minutes=2)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_flushes_never_evaluate_one_subject_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     PendingEvaluation.objects.bulk_create(
