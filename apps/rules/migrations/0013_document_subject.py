@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('rules', '0011_merge_20261205_2233'),
+        ('rules', '0012_decision_evaluated_window_index'),
     ]
 
     operations = [
