@@ -14,6 +14,7 @@ from apps.entities.models import (
     ChangeOrder,
     Client,
     CrmOwner,
+    Document,
     FinancialLine,
     Milestone,
     Project,
@@ -114,6 +115,23 @@ class FinancialLineFactory(SourcedFactory):
     project = factory.SubFactory(ProjectFactory)
     amount = Decimal("100.00")
     balance = Decimal("0.00")
+
+
+class DocumentFactory(SourcedFactory):
+    """A document an AI tool processed; unlinked unless given links."""
+
+    class Meta:
+        model = Document
+
+    source = factory.SubFactory(ConnectionFactory, slug="docs", kind="docai")
+    tool = "azure-document-intelligence"
+    model_id = "prebuilt-invoice"
+    model_version = "2024-11-30"
+    label = "invoice"
+    confidence = 0.95
+    amount = Decimal("1000.00")
+    project = None
+    analyzed_at = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(days=1))
 
 
 class VendorFactory(SourcedFactory):

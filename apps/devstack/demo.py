@@ -118,13 +118,14 @@ def simulator_generation(today: str, *, now: dt.datetime | None = None) -> tuple
 
 
 def load_systems(stack: Stack, *, full: bool) -> None:
-    """Sync the three simulated systems, then resolve what exact keys left unlinked.
+    """Sync the three simulated systems and the document tool, then resolve what exact keys left unlinked.
 
     Without the resolution the review queue stayed empty until beat's ``resolve-entities`` (every 15
     minutes) first ran: the planted QuickBooks name variants ("Alder Manufacturing Billing", "Three Rivers
     Sch Dist") were neither linked nor queued when the demo printed its URLs.
     """
-    for slug in ("crm", "accounting", "pm"):
+    for slug in ("crm", "accounting", "pm", "docs"):
+        # Documents last: they link to the projects and change orders the others loaded.
         # A new day's generation replaces the previous one whole (same ids, newer versions).
         stack.manage("sync", slug, *(["--full"] if full else []))
     stack.manage("resolve_entities")
@@ -212,6 +213,7 @@ Fulcrum demo is running.
   Health           http://127.0.0.1:{WEB_PORT}/healthz
   Mail viewer      http://127.0.0.1:{MAIL_PORT}/      (escalation emails land here)
   Simulator        http://127.0.0.1:{SIM_PORT}/_sim/planted
+  Planted documents http://127.0.0.1:{SIM_PORT}/_sim/docai/planted
 
 Logins (password fulcrum-demo): admin (Administrators), ops (Operations managers),
   exec (Executives), maria and james (Account managers).

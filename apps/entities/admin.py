@@ -1,9 +1,13 @@
 from django.contrib import admin, messages
 
+from .documents import document_candidate_link, document_candidate_reject
+from .documents import unlinked as documents_unlinked
 from .models import (
     ChangeOrder,
     Client,
     CrmOwner,
+    Document,
+    DocumentCandidate,
     FinancialLine,
     MatchCandidate,
     Milestone,
@@ -204,3 +208,104 @@ class MatchCandidateAdmin(admin.ModelAdmin):
     @admin.display(description="score", ordering="score")
     def score_display(self, obj: MatchCandidate) -> str:
         return f"{obj.score:.1f}"
+
+
+class DocumentLinkFilter(admin.SimpleListFilter):
+    """Unlinked documents (nothing they name was found) and those waiting in the review queue."""
+
+    title = "linked"
+    parameter_name = "linked"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Unlinked"), ("review", "In review"), ("yes", "Linked")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return documents_unlinked(queryset)
+        if self.value() == "review":
+            return queryset.filter(candidates__status=DocumentCandidate.Status.PENDING).distinct()
+        if self.value() == "yes":
+            return queryset.exclude(pk__in=documents_unlinked(queryset).values("pk"))
+        return queryset
+
+
+@admin.register(Document)
+class DocumentAdmin(SourcedAdmin):
+    """Documents AI tools processed: what they said, with what confidence, and what they are linked to."""
+
+    list_display = (
+        "external_id",
+        "label",
+        "confidence",
+        "amount",
+        "vendor_name",
+        "client_name",
+        "project",
+        "change_order",
+        "link_method",
+        "source",
+    )
+    list_select_related = ["source", "project", "change_order"]
+    list_filter = (DocumentLinkFilter, "label", "link_method", "source")
+    search_fields = ("external_id", "vendor_name", "client_name", "project_ref", "invoice_ref")
+    raw_id_fields = ("project", "client", "vendor", "change_order", "invoice")
+    readonly_fields = (  # type: ignore[assignment]
+        *SOURCE_FIELDS,
+        "tool",
+        "model_id",
+        "model_version",
+        "label",
+        "confidence",
+        "amount",
+        "amount_confidence",
+        "currency",
+        "vendor_name",
+        "client_name",
+        "project_ref",
+        "change_order_ref",
+        "invoice_ref",
+        "document_date",
+        "analyzed_at",
+        "extracted",
+        "link_method",
+    )
+
+
+@admin.action(description="Link: the document names this client or vendor", permissions=["change"])
+def link_documents(modeladmin, request, queryset):
+    _decide_documents(modeladmin, request, queryset, document_candidate_link, "Linked")
+
+
+@admin.action(description="Reject: not a match (never proposed again)", permissions=["change"])
+def reject_documents(modeladmin, request, queryset):
+    _decide_documents(modeladmin, request, queryset, document_candidate_reject, "Rejected")
+
+
+def _decide_documents(modeladmin, request, queryset, decide, verb: str) -> None:
+    done, failed = 0, []
+    for candidate in queryset.filter(status=DocumentCandidate.Status.PENDING):
+        try:
+            decide(candidate=candidate, actor=request.user)
+        except ValueError as exc:
+            failed.append(f"{candidate}: {exc}")
+        else:
+            done += 1
+    modeladmin.message_user(request, f"{verb} {done} candidate(s).")
+    for message in failed:
+        modeladmin.message_user(request, message, level=messages.WARNING)
+
+
+@admin.register(DocumentCandidate)
+class DocumentCandidateAdmin(admin.ModelAdmin):
+    """The documents' review queue: names scored between the two thresholds, best first."""
+
+    list_display = ("document", "client", "vendor", "score", "status", "decided_by", "decided_at")
+    list_select_related = ["document", "client", "vendor", "decided_by"]
+    list_filter = ("status",)
+    search_fields = ("document__external_id", "document__client_name", "document__vendor_name")
+    actions = [link_documents, reject_documents]
+    readonly_fields = ("document", "client", "vendor", "score", "status", "decided_by", "decided_at")
+    show_full_result_count = False
+
+    def has_add_permission(self, request, obj=None):
+        return False

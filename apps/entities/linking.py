@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
+from .documents_sql import DOCUMENT_STATEMENTS
+
 # (name, change-set key of the rows it updates or None, SQL). Order matters: the crosswalk is resolved
 # before what is derived from it.
 _STATEMENTS: list[tuple[str, str | None, str]] = [
@@ -150,6 +152,8 @@ _STATEMENTS: list[tuple[str, str | None, str]] = [
         RETURNING x.id
         """,
     ),
+    # Documents processed by AI tools, by the references they carry, then by exact names.
+    *DOCUMENT_STATEMENTS,
 ]
 
 
@@ -248,7 +252,12 @@ def link_entities(
     counts: dict[str, int] = {}
     relinked_jobs: list[int] = []
     with connection.cursor() as cursor:
+        # Without any document (no AI tool connected) its six statements are one cheap question instead.
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM entities_document)")
+        (has_documents,) = cursor.fetchone() or (False,)
         for name, key, sql in _STATEMENTS:
+            if name.startswith("document_") and not has_documents:
+                continue
             scope, params = "TRUE", None
             if scoped is not None and name in _SCOPES:
                 own, _table, alias, rows = _SCOPES[name]

@@ -358,6 +358,14 @@ def prepare_rows(model: type[models.Model], rows: list[Row]) -> PreparedRows:
     return PreparedRows(model, len(rows), tuple(sorted(keys)), _document(unique), rejected)
 
 
+def _default(f: models.Field[Any, Any]) -> Any:
+    """A field's default as a bound parameter: a JSON default (``dict``) is adapted as the field adapts it."""
+    value = f.get_default()
+    if isinstance(f, models.JSONField):
+        return f.get_db_prep_value(value, connection)
+    return value
+
+
 def upsert_prepared(prepared: PreparedRows, *, source_id: int, now: dt.datetime) -> UpsertResult:
     """Write a prepared page: insert new records, update changed ones that are not older."""
     result = UpsertResult(rejected=list(prepared.rejected))
@@ -365,7 +373,7 @@ def upsert_prepared(prepared: PreparedRows, *, source_id: int, now: dt.datetime)
         return result
     statement = _statement(prepared.model, prepared.keys)
     params: dict[str, Any] = {"source": source_id, "now": now, "page": prepared.document}
-    params.update((name, f.get_default()) for name, f in statement.defaults)
+    params.update((name, _default(f)) for name, f in statement.defaults)
     with connection.cursor() as cursor:
         cursor.execute(statement.sql, params)
         returned = cursor.fetchall()

@@ -358,3 +358,104 @@ class MatchCandidate(models.Model):
     @property
     def right(self) -> Client | Project | None:
         return self.client or self.project
+
+
+class Document(Sourced):
+    """One document processed by an AI tool (an invoice, a change-order request, a submittal package).
+
+    What the tool said of it: its classification ``label`` and ``confidence`` (0–1), the fields it extracted
+    each with its own confidence (``extracted``: name -> {"value", "confidence"}), and the model and version
+    that said so. The reference fields (``project_ref``, ``change_order_ref``, ``invoice_ref``) and names
+    (``vendor_name``, ``client_name``) are what entity resolution links it by (``apps.entities.documents``):
+    reference numbers first, then names, the review queue between; a document nothing links stays unlinked.
+    """
+
+    class LinkMethod(models.TextChoices):
+        NONE = "", "unlinked"
+        REFERENCE = "reference", "reference number"
+        NAME = "name", "exact name"
+        FUZZY = "fuzzy", "name score"
+        MANUAL = "manual", "a person"
+
+    tool = models.CharField(max_length=100, blank=True, help_text="The AI tool that processed it")
+    model_id = models.CharField(max_length=100, blank=True)
+    model_version = models.CharField(max_length=64, blank=True, help_text="The tool's API or model version")
+    label = models.CharField(max_length=100, blank=True, help_text="The tool's classification (docType)")
+    confidence = models.FloatField(null=True, blank=True, help_text="Of the classification, 0–1")
+    amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    amount_confidence = models.FloatField(null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    vendor_name = models.CharField(max_length=255, blank=True)
+    client_name = models.CharField(max_length=255, blank=True)
+    project_ref = models.CharField(max_length=64, blank=True, help_text="Job or project number it names")
+    change_order_ref = models.CharField(max_length=64, blank=True, help_text="Change order number it names")
+    invoice_ref = models.CharField(max_length=64, blank=True, help_text="Invoice id it names")
+    document_date = models.DateField(null=True, blank=True)
+    analyzed_at = models.DateTimeField(null=True, blank=True, help_text="When the tool analysed it")
+    extracted = models.JSONField(
+        default=dict, blank=True, help_text="Every extracted field: name -> {value, confidence}"
+    )
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"
+    )
+    client = models.ForeignKey(
+        Client, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"
+    )
+    vendor = models.ForeignKey(
+        Vendor, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"
+    )
+    change_order = models.ForeignKey(
+        ChangeOrder, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"
+    )
+    invoice = models.ForeignKey(
+        FinancialLine, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"
+    )
+    link_method = models.CharField(max_length=12, choices=LinkMethod.choices, blank=True, default="")
+
+    class Meta(Sourced.Meta):
+        indexes = [
+            models.Index(fields=["project", "analyzed_at"]),
+            models.Index(fields=["change_order"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label or 'document'} {self.external_id}"
+
+    @property
+    def linked(self) -> bool:
+        return any((self.project_id, self.client_id, self.change_order_id, self.invoice_id, self.vendor_id))
+
+
+class DocumentCandidate(models.Model):
+    """A name match for a document that exact references left unlinked: a client or vendor it may name,
+    scored between the review and auto-link thresholds, waiting for a person (unique per pair, so a pair
+    decided once is never proposed again)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        LINKED = "linked"
+        REJECTED = "rejected"
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="candidates")
+    client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    vendor = models.ForeignKey(Vendor, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-score"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "client"], name="uniq_doc_candidate_client"),
+            models.UniqueConstraint(fields=["document", "vendor"], name="uniq_doc_candidate_vendor"),
+            models.CheckConstraint(
+                condition=Q(client__isnull=True) ^ Q(vendor__isnull=True), name="doc_candidate_one_right"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document} ~ {self.client or self.vendor} ({self.score:.0f})"

@@ -367,6 +367,11 @@ def entities_resolve(*, propagate: bool = True) -> ResolutionResult:
     _resolve_customers(settings, result, now)
     link_entities(result.changes)
     _resolve_jobs(settings, result, now)
+    from .documents import documents_resolve  # names of documents, after clients and projects settle
+
+    documents = documents_resolve(settings=settings)
+    if documents.changed:
+        result.changes.setdefault("document", set()).update(documents.changed)
     ResolutionSettings.objects.filter(pk=settings.pk).update(last_run_at=now)
     if propagate:
         _propagate(result.changes)

@@ -21,7 +21,7 @@ from django.utils import timezone
 from apps.accounts.roles import EXECUTIVES, can_decide_approvals
 from apps.audit.services import Actor, audit_record, audit_record_many
 from apps.bulk import copy_rows
-from apps.entities.models import ChangeOrder, Client, Project, SourceObject, Submittal
+from apps.entities.models import ChangeOrder, Client, Document, Project, SourceObject, Submittal
 
 from .delivery import decision_write_back, stakeholders_notify
 from .models import Escalation, EscalationEvent
@@ -145,6 +145,16 @@ def subjects_parties(subject_type: str, subject_ids: Sequence[int]) -> dict[int,
         for sub in submittals.filter(pk__in=ids):
             found[sub.pk] = (str(sub), sub.project, sub.project.client if sub.project else None)
         model = Submittal
+    elif subject_type == "document":
+        documents = Document.objects.select_related("project__client__owner", "client__owner").only(
+            "label", "external_id", *_only("project__", _PROJECT_FIELDS), *_only("client__", _CLIENT_FIELDS)
+        )
+        for doc in documents.filter(pk__in=ids):
+            label = f"{doc.label or 'document'} {doc.external_id}" + (
+                f" on {doc.project}" if doc.project else ""
+            )
+            found[doc.pk] = (label, doc.project, doc.project.client if doc.project else doc.client)
+        model = Document
     elif subject_type == "project":
         for project in (
             Project.objects.select_related("client__owner").only(*_PROJECT_FIELDS).filter(pk__in=ids)

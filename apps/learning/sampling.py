@@ -30,6 +30,7 @@ SUBJECT_TABLES: Final = {
     "project": "entities_project",
     "client": "entities_client",
     "submittal": "entities_submittal",
+    "document": "entities_document",
 }
 
 # Unflagged: no open escalation, and no rule's last outcome on the subject was a match.

@@ -41,9 +41,14 @@ from .cases import SHADOW, Case, Split, Tally, passes_holdout, rule_cases, tally
 from .models import LearningSettings, ThresholdSuggestion
 
 SWEPT_OPS: Final = ("gt", "gte", "lt", "lte")
-SWEPT_TYPES: Final = (FactType.MONEY, FactType.PERCENT, FactType.INT)
+SWEPT_TYPES: Final = (FactType.MONEY, FactType.PERCENT, FactType.INT, FactType.SCORE)
 # Candidates are rounded to what a person would type: whole dollars, tenths of a percent.
-_STEP: Final = {FactType.MONEY: Decimal("1"), FactType.PERCENT: Decimal("0.1"), FactType.INT: Decimal("1")}
+_STEP: Final = {
+    FactType.MONEY: Decimal("1"),
+    FactType.PERCENT: Decimal("0.1"),
+    FactType.INT: Decimal("1"),
+    FactType.SCORE: Decimal("0.01"),
+}
 _STEP_RE = re.compile(r"\.?([a-z_]+)(?:\[(\d+)\])?")
 
 

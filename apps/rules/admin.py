@@ -29,6 +29,7 @@ SUBJECT_ADMIN = {
     "project": ("entities", "project"),
     "client": ("entities", "client"),
     "submittal": ("entities", "submittal"),
+    "document": ("entities", "document"),
 }
 
 

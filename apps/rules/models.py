@@ -13,6 +13,7 @@ class SubjectType(models.TextChoices):
     PROJECT = "project", "Project"
     CLIENT = "client", "Client"
     SUBMITTAL = "submittal", "Submittal"
+    DOCUMENT = "document", "Document"
 
 
 class Rule(models.Model):

@@ -16,13 +16,13 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
-from . import generic, hubspot, oauth, procore, quickbooks
+from . import docai, generic, hubspot, oauth, procore, quickbooks
 from .common import Request, Response, json_response
 from .faults import FaultPlan, FaultRule
 from .records import Company
 from .state import DEFAULT_TOKENS, OAuthGrant, SimState
 
-VENDORS = (hubspot.handle, quickbooks.handle, procore.handle, generic.handle, oauth.handle)
+VENDORS = (hubspot.handle, quickbooks.handle, procore.handle, generic.handle, docai.handle, oauth.handle)
 REQUEST_LOG_SIZE = 10_000
 
 
@@ -96,6 +96,12 @@ def _control(sim: SimulatorServer, req: Request) -> Response:
             body = req.json()
             sim.company.delete(str(body["system"]), str(body["object_type"]), body["id"])
             return json_response(200, {"ok": True})
+        if name == "docai/push" and method == "POST":
+            body = req.json()
+            statuses = docai.push(sim.company, str(body["url"]), str(body["secret"]))
+            return json_response(200, {"statuses": statuses})
+        if name == "docai/planted" and method == "GET":
+            return json_response(200, docai.expected(sim.company))
         if name == "reset" and method == "POST":
             sim.reset()
             return json_response(200, {"ok": True})

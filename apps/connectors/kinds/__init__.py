@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import BadRecord, ConfigurationError, ConnectorKind, Page, Stream, UnknownKind, UnknownStream
 from .csv import Csv
+from .docai import DocAi
 from .hubspot import HubSpot
 from .procore import Procore
 from .quickbooks import QuickBooks
@@ -14,7 +15,9 @@ from .rest import Rest
 if TYPE_CHECKING:
     from apps.connectors.models import Connection
 
-KINDS: dict[str, type[ConnectorKind]] = {cls.kind: cls for cls in (HubSpot, QuickBooks, Procore, Rest, Csv)}
+KINDS: dict[str, type[ConnectorKind]] = {
+    cls.kind: cls for cls in (HubSpot, QuickBooks, Procore, Rest, Csv, DocAi)
+}
 
 
 def _entity_streams() -> dict[str, tuple[str, ...]]:

@@ -96,14 +96,20 @@ class _RecordingStack:
         self.commands.append(args)
 
 
-def test_the_demo_resolves_entities_after_the_three_syncs():
+def test_the_demo_resolves_entities_after_the_syncs():
     # The review queue of name variants is part of the demo: it must be filled before the URLs are printed,
     # not 15 minutes later when beat first runs resolve-entities.
     from apps.devstack import demo
 
     stack = _RecordingStack()
     demo.load_systems(stack, full=False)  # type: ignore[arg-type]
-    assert stack.commands == [("sync", "crm"), ("sync", "accounting"), ("sync", "pm"), ("resolve_entities",)]
+    assert stack.commands == [
+        ("sync", "crm"),
+        ("sync", "accounting"),
+        ("sync", "pm"),
+        ("sync", "docs"),
+        ("resolve_entities",),
+    ]
 
     stack = _RecordingStack()
     demo.load_systems(stack, full=True)  # type: ignore[arg-type]
@@ -112,4 +118,4 @@ def test_the_demo_resolves_entities_after_the_three_syncs():
         ("sync", "accounting", "--full"),
         ("sync", "pm", "--full"),
     ]
-    assert stack.commands[3:] == [("resolve_entities",)]
+    assert stack.commands[3:] == [("sync", "docs", "--full"), ("resolve_entities",)]

@@ -41,6 +41,7 @@ TYPE_LABELS: Final = {
     FactType.TEXT: "text",
     FactType.BOOL: "true/false",
     FactType.DATE: "date",
+    FactType.SCORE: "score (0–1)",
 }
 
 
@@ -53,7 +54,8 @@ def fact_label(fact: Fact) -> str:
 def fact_groups() -> list[tuple[str, list[Fact]]]:
     """Facts grouped by the subject type they describe, in catalogue order (the picker's optgroups)."""
     order = {
-        prefix: i for i, prefix in enumerate(("change_order", "project", "client", "submittal", "vendor"))
+        prefix: i
+        for i, prefix in enumerate(("change_order", "project", "client", "submittal", "vendor", "document"))
     }
     groups: dict[str, list[Fact]] = {}
     for fact in FACTS.values():
@@ -109,7 +111,7 @@ def _boolean(raw: object) -> object:
 
 
 def _scalar(raw: object, fact: Fact) -> object:
-    if fact.type in (FactType.MONEY, FactType.PERCENT, FactType.INT):
+    if fact.type in (FactType.MONEY, FactType.PERCENT, FactType.INT, FactType.SCORE):
         return _number(raw, fact.type)
     if fact.type is FactType.BOOL:
         return _boolean(raw)

@@ -19,9 +19,11 @@ class FactType(StrEnum):
     TEXT = "text"
     BOOL = "bool"
     DATE = "date"
+    # A unitless number between 0 and 1: an AI tool's confidence (SPEC "AI tools as sources").
+    SCORE = "score"
 
 
-SUBJECT_TYPES: tuple[str, ...] = ("change_order", "project", "client", "submittal")
+SUBJECT_TYPES: tuple[str, ...] = ("change_order", "project", "client", "submittal", "document")
 
 # Which fact prefixes a subject's context holds: its own and those of the entities it belongs to.
 VISIBLE: dict[str, tuple[str, ...]] = {
@@ -29,15 +31,18 @@ VISIBLE: dict[str, tuple[str, ...]] = {
     "project": ("project", "client"),
     "client": ("client",),
     "submittal": ("submittal", "project", "client", "vendor"),
+    # A document processed by an AI tool sees the project (and client) it is linked to.
+    "document": ("document", "project", "client"),
 }
 
-SOURCES: tuple[str, ...] = ("pm", "accounting", "crm", "fulcrum")
+SOURCES: tuple[str, ...] = ("pm", "accounting", "crm", "fulcrum", "ai")
 
 _ORDERED_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "between", "in", "not_in", "is_null")
 _OPERATORS_BY_TYPE: dict[FactType, tuple[str, ...]] = {
     FactType.MONEY: _ORDERED_OPS,
     FactType.PERCENT: _ORDERED_OPS,
     FactType.INT: _ORDERED_OPS,
+    FactType.SCORE: _ORDERED_OPS,
     FactType.DATE: _ORDERED_OPS,
     FactType.TEXT: ("eq", "ne", "in", "not_in", "contains", "is_null"),
     FactType.BOOL: ("is", "eq", "ne", "is_null"),
@@ -150,6 +155,9 @@ class Fact:
 
 
 _M, _P, _I, _T, _B = FactType.MONEY, FactType.PERCENT, FactType.INT, FactType.TEXT, FactType.BOOL
+_S = FactType.SCORE
+# Below this an AI tool's classification is "low confidence" (project.documents_low_confidence_30d).
+LOW_CONFIDENCE = "0.8"
 
 _DAYS = ("day", "days")
 
@@ -262,6 +270,47 @@ _CATALOGUE: tuple[Fact, ...] = (
         "on the critical path / flagged critical in the PM system", "pm",
         label="Schedule critical",
         says=("the submittal is on the critical path", "the submittal is not on the critical path"),
+    ),
+    Fact(
+        "change_order.document_amount_delta_pct", _P, "%",
+        "the largest document.amount_delta_pct among the documents linked to the change order; null "
+        "without one", "ai",
+        label="AI-extracted amount vs change order",
+        plain="how far the amount an AI tool read on the change order's documents is from Procore's",
+    ),
+    Fact(
+        "project.documents_low_confidence_30d", _I, "count",
+        f"documents linked to the project, analysed in the last 30 days, whose classification confidence "
+        f"is below {LOW_CONFIDENCE}", "ai",
+        label="Low-confidence documents in the last 30 days", unit_words=("document", "documents"),
+        counted=(
+            "low-confidence document in the last 30 days", "low-confidence documents in the last 30 days"
+        ),
+    ),
+    Fact(
+        "document.label", _T, "", "the AI tool's classification of the document (its docType)", "ai",
+        label="Document class",
+    ),
+    Fact(
+        "document.confidence", _S, "", "the AI tool's confidence in its classification, 0–1", "ai",
+        label="Classification confidence",
+    ),
+    Fact(
+        "document.amount", _M, "USD", "the amount the AI tool extracted (e.g. InvoiceTotal)", "ai",
+        label="AI-extracted amount",
+    ),
+    Fact(
+        "document.linked", _B, "",
+        "linked to a project, client, vendor, change order or invoice by entity resolution", "fulcrum",
+        label="Linked",
+        says=("the document is linked to a record", "the document is not linked to any record"),
+    ),
+    Fact(
+        "document.amount_delta_pct", _P, "%",
+        "|document.amount − the linked change order's amount (else the linked invoice's)| / that "
+        "amount × 100; null without an extracted amount or a linked record", "ai",
+        label="AI-extracted amount vs system of record",
+        plain="how far the amount the AI tool read is from the amount in the system of record",
     ),
     Fact(
         "vendor.late_submittal_rate", _P, "%",

@@ -223,6 +223,20 @@ register_related_set(
         entity="financial_line", window_field="txn_date",
     )
 )  # fmt: skip
+register_related_set(
+    RelatedSet(
+        "documents", "documents", "entities_document",
+        {
+            "label": column("label", _TEXT, label="label"),
+            "amount": column("amount", _MONEY, "USD", "amount"),
+            "document_date": column("document_date", _DATE, label="document date"),
+        },
+        entity="document", window_field="document_date",
+    )
+)  # fmt: skip
+# (Confidence scores are not filterable yet: filters know no score type; project.documents_low_confidence_30d
+# is the built-in count.) Documents are subjects too: they reach the project-scoped sets through the project they are linked to.
+register_subject_key("document", SubjectKey("entities_document", "project_id", "r.project_id"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -132,6 +132,7 @@ _LeafValue: TypeAlias = _RuleValue | tuple[_RuleValue, ...]
 _RULE_VALUE: Final[dict[FactType, Callable[[object, Fact], _RuleValue]]] = {
     FactType.MONEY: _rule_number,
     FactType.PERCENT: _rule_number,
+    FactType.SCORE: _rule_number,
     FactType.INT: _rule_int,
     FactType.BOOL: _rule_bool,
     FactType.TEXT: _rule_text,
@@ -202,6 +203,7 @@ _CtxValue: TypeAlias = Decimal | int | bool | str | date
 _CONTEXT_VALUE: Final[dict[FactType, Callable[[object, Fact], _CtxValue]]] = {
     FactType.MONEY: _ctx_number,
     FactType.PERCENT: _ctx_number,
+    FactType.SCORE: _ctx_number,
     FactType.INT: _ctx_int,
     FactType.BOOL: _ctx_bool,
     FactType.TEXT: _ctx_text,

@@ -19,9 +19,9 @@ from apps.rules.engine.catalogue import FACTS, Fact, FactType
 from apps.rules.engine.values import _plain_decimal, _show
 
 NO_DATA: Final = "no data"
-_NUMERIC: Final = (FactType.MONEY, FactType.PERCENT, FactType.INT)
+_NUMERIC: Final = (FactType.MONEY, FactType.PERCENT, FactType.INT, FactType.SCORE)
 # Readings shown to this many decimals at least (thresholds are shown as written).
-_READING_PLACES: Final = {FactType.MONEY: 2, FactType.PERCENT: 1, FactType.INT: 0}
+_READING_PLACES: Final = {FactType.MONEY: 2, FactType.PERCENT: 1, FactType.INT: 0, FactType.SCORE: 2}
 _MAX_PLACES: Final = 12
 
 

@@ -256,7 +256,7 @@ def _typed(raw: object, fact_type: FactType) -> object:
     """
     if raw is None or not isinstance(raw, str):
         return raw
-    if fact_type in (FactType.MONEY, FactType.PERCENT):
+    if fact_type in (FactType.MONEY, FactType.PERCENT, FactType.SCORE):
         try:
             return Decimal(raw)
         except InvalidOperation:

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 # Which entity a stream loads is the connector kinds' knowledge (ENTITY_STREAMS re-exported for callers).
 from apps.connectors.kinds import ENTITY_STREAMS, stream_entity
-from apps.rules.engine.catalogue import CUSTOM_GENERATION, CUSTOM_PREFIX, FACTS, facts_for
+from apps.rules.engine.catalogue import CUSTOM_GENERATION, CUSTOM_PREFIX, FACTS, LOW_CONFIDENCE, facts_for
 
 # Which canonical entities each fact is computed from (for its age).
 FACT_INPUTS: dict[str, tuple[str, ...]] = {
@@ -54,6 +54,16 @@ FACT_INPUTS: dict[str, tuple[str, ...]] = {
     "submittal.days_overdue": ("submittal",),
     "submittal.schedule_critical": ("submittal",),
     "vendor.late_submittal_rate": ("submittal",),
+    # What an AI tool said of a document is a statement made when it analysed it, and most arrive pushed
+    # (a webhook refreshes no stream's last sync): a document's own fields do not age with a stream, the
+    # records it is compared with do.
+    "change_order.document_amount_delta_pct": ("change_order",),
+    "project.documents_low_confidence_30d": (),
+    "document.label": (),
+    "document.confidence": (),
+    "document.amount": (),
+    "document.linked": ("project",),
+    "document.amount_delta_pct": ("change_order", "financial_line"),
 }
 
 _PROJECT_FACTS = """
@@ -69,7 +79,8 @@ project_facts AS (
         COALESCE(ms.missed, 0) AS "project.milestones_missed",
         COALESCE(ms.behind, 0) AS "project.days_behind_schedule",
         NULLIF(p.schedule_status, '') AS "project.schedule_status",
-        COALESCE(dq.n, 0) AS "project.data_quality_errors"
+        COALESCE(dq.n, 0) AS "project.data_quality_errors",
+        COALESCE(dlc.n, 0) AS "project.documents_low_confidence_30d"
     FROM entities_project p
     LEFT JOIN (
         SELECT project_id,
@@ -108,8 +119,15 @@ project_facts AS (
               IN (SELECT project_id FROM scope_projects)
         GROUP BY 1
     ) dq ON dq.project_id = p.id
+    LEFT JOIN (
+        SELECT project_id, COUNT(*) AS n FROM entities_document
+        WHERE deleted_at IS NULL AND confidence < LOW_CONFIDENCE
+          AND COALESCE(analyzed_at, source_updated_at) >= %(since_30d)s
+          AND project_id IN (SELECT project_id FROM scope_projects)
+        GROUP BY project_id
+    ) dlc ON dlc.project_id = p.id
     WHERE p.id IN (SELECT project_id FROM scope_projects)
-)"""
+)""".replace("LOW_CONFIDENCE", LOW_CONFIDENCE)
 
 _CLIENT_FACTS = """
 client_facts AS (
@@ -161,7 +179,28 @@ _CO_FACTS = """
     ROUND(co.amount / NULLIF(pf."project.contract_value", 0) * 100, 4)
         AS "change_order.amount_pct_of_contract",
     co.status AS "change_order.status",
-    %(today)s - (co.created_upstream_at AT TIME ZONE %(tz)s)::date AS "change_order.age_days"
+    %(today)s - (co.created_upstream_at AT TIME ZONE %(tz)s)::date AS "change_order.age_days",
+    docd.delta AS "change_order.document_amount_delta_pct"
+"""
+
+# How far an extracted amount is from the system of record's, in percent of the latter (absolute).
+_DELTA = "ROUND(ABS({doc} - {record}) / NULLIF(ABS({record}), 0) * 100, 4)"
+
+_CO_DOCUMENTS = f"""
+    LEFT JOIN (
+        SELECT d.change_order_id, MAX({_DELTA.format(doc="d.amount", record="c.amount")}) AS delta
+        FROM entities_document d JOIN entities_changeorder c ON c.id = d.change_order_id
+        WHERE d.deleted_at IS NULL AND d.amount IS NOT NULL AND d.change_order_id IN (SELECT id FROM scope)
+        GROUP BY d.change_order_id
+    ) docd ON docd.change_order_id = co.id"""
+
+_DOCUMENT_FACTS = f"""
+    NULLIF(d.label, '') AS "document.label",
+    ROUND(d.confidence::numeric, 4) AS "document.confidence",
+    d.amount AS "document.amount",
+    (d.project_id IS NOT NULL OR d.client_id IS NOT NULL OR d.vendor_id IS NOT NULL
+     OR d.change_order_id IS NOT NULL OR d.invoice_id IS NOT NULL) AS "document.linked",
+    {_DELTA.format(doc="d.amount", record="COALESCE(dco.amount, dinv.amount)")} AS "document.amount_delta_pct"
 """
 
 _SUBMITTAL_FACTS = """
@@ -200,7 +239,7 @@ def _builtin_query(subject_type: str, filtered: bool) -> str:
                               WHERE id IN (SELECT project_id FROM scope_projects))"""
         ctes = [scope, _PROJECT_FACTS, _CLIENT_FACTS]
         select = f"""SELECT co.id AS subject_id, {_CO_FACTS}, {_project_cols()}, {_client_cols()}
-            FROM entities_changeorder co JOIN scope ON scope.id = co.id
+            FROM entities_changeorder co JOIN scope ON scope.id = co.id{_CO_DOCUMENTS}
             LEFT JOIN project_facts pf ON pf.project_id = co.project_id
             LEFT JOIN client_facts cf ON cf.client_id = pf.client_id"""
     elif subject_type == "project":
@@ -229,6 +268,19 @@ def _builtin_query(subject_type: str, filtered: bool) -> str:
             LEFT JOIN project_facts pf ON pf.project_id = s.project_id
             LEFT JOIN client_facts cf ON cf.client_id = pf.client_id
             LEFT JOIN vendor_facts vf ON vf.vendor_id = s.vendor_id"""
+    elif subject_type == "document":
+        scope = f"""scope AS (SELECT t.id, t.project_id, t.client_id FROM entities_document t
+                    WHERE t.deleted_at IS NULL {where}),
+            scope_projects AS (SELECT DISTINCT project_id FROM scope WHERE project_id IS NOT NULL),
+            scope_clients AS (SELECT DISTINCT COALESCE(p.client_id, s.client_id) AS client_id
+                              FROM scope s LEFT JOIN entities_project p ON p.id = s.project_id)"""
+        ctes = [scope, _PROJECT_FACTS, _CLIENT_FACTS]
+        select = f"""SELECT d.id AS subject_id, {_DOCUMENT_FACTS}, {_project_cols()}, {_client_cols()}
+            FROM entities_document d JOIN scope ON scope.id = d.id
+            LEFT JOIN entities_changeorder dco ON dco.id = d.change_order_id AND dco.deleted_at IS NULL
+            LEFT JOIN entities_financialline dinv ON dinv.id = d.invoice_id AND dinv.deleted_at IS NULL
+            LEFT JOIN project_facts pf ON pf.project_id = d.project_id
+            LEFT JOIN client_facts cf ON cf.client_id = COALESCE(pf.client_id, d.client_id)"""
     else:
         raise ValueError(f"unknown subject type {subject_type!r}")
     return "WITH " + ",\n".join(ctes) + "\n" + select

@@ -63,6 +63,7 @@ _FACT_NAME: Final = re.compile(r"[a-z][a-z_]*\.[a-z][a-z0-9_]*")
 _CAST: Final = {
     FactType.MONEY: "numeric",
     FactType.PERCENT: "numeric",
+    FactType.SCORE: "numeric",
     FactType.INT: "bigint",
     FactType.TEXT: "text",
     FactType.BOOL: "boolean",
@@ -141,7 +142,7 @@ def _column(name: str, visible: frozenset[str], alias: str) -> str:
 
 def _value(raw: object, fact_type: FactType) -> object:
     """A canonical tree value (ints, exact decimal strings, ISO dates) as a typed query parameter."""
-    if fact_type in (FactType.MONEY, FactType.PERCENT):
+    if fact_type in (FactType.MONEY, FactType.PERCENT, FactType.SCORE):
         return Decimal(str(raw))
     if fact_type is FactType.DATE:
         return dt.date.fromisoformat(str(raw))

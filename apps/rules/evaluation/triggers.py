@@ -16,13 +16,24 @@ from django.db import connection, transaction
 from redis.exceptions import RedisError
 
 from apps.connectors.ratelimit import redis_client
+from apps.entities.models import Document
 
 logger = logging.getLogger(__name__)
 
-SUBJECTS = ("change_order", "project", "client", "submittal")
+SUBJECTS = ("change_order", "project", "client", "submittal", "document")
 # The entity keys whose changes reach some subject's facts (crosswalk rows reach them through linking).
 TRIGGER_KEYS = frozenset(
-    {"client", "project", "milestone", "change_order", "submittal", "vendor", "financial_line", "crm_owner"}
+    {
+        "client",
+        "project",
+        "milestone",
+        "change_order",
+        "submittal",
+        "vendor",
+        "financial_line",
+        "crm_owner",
+        "document",
+    }
 )
 # The Celery tasks evaluating what is marked, registered by the pipeline (apps/orchestration/tasks.py)
 # under these names, which predate it (queued tasks and beat rows carry them). Rules look them up in the
@@ -57,6 +68,17 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
     """
     projects = set(changes.get("project", set()))
     clients = set(changes.get("client", set()))
+    documents = set(changes.get("document", set()))
+    linked_change_orders: set[int] = set()
+    if documents:
+        # A document's facts feed its project's (low-confidence count) and its change order's (delta).
+        for project_id, change_order_id in Document.objects.filter(id__in=documents).values_list(
+            "project_id", "change_order_id"
+        ):
+            if project_id:
+                projects.add(project_id)
+            if change_order_id:
+                linked_change_orders.add(change_order_id)
     # Money, milestones and change orders are project facts; milestones also feed client facts.
     for entity, table in (
         ("financial_line", "entities_financialline"),
@@ -69,14 +91,27 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
         clients |= _ids("SELECT DISTINCT client_id FROM entities_project WHERE id = ANY(%s)", projects)
     if clients:
         projects |= _ids("SELECT id FROM entities_project WHERE client_id = ANY(%s)", clients)
-    change_orders = set(changes.get("change_order", set()))
+    change_orders = set(changes.get("change_order", set())) | linked_change_orders
     submittals = set(changes.get("submittal", set()))
     if projects:
         change_orders |= _ids("SELECT id FROM entities_changeorder WHERE project_id = ANY(%s)", projects)
         submittals |= _ids("SELECT id FROM entities_submittal WHERE project_id = ANY(%s)", projects)
     if vendors := changes.get("vendor"):
         submittals |= _ids("SELECT id FROM entities_submittal WHERE vendor_id = ANY(%s)", vendors)
-    return {"change_order": change_orders, "project": projects, "client": clients, "submittal": submittals}
+    # Documents see their project's and client's facts, and compare with their change order or invoice.
+    if projects:
+        documents |= _ids("SELECT id FROM entities_document WHERE project_id = ANY(%s)", projects)
+    if direct := changes.get("change_order"):
+        documents |= _ids("SELECT id FROM entities_document WHERE change_order_id = ANY(%s)", direct)
+    if invoices := changes.get("financial_line"):
+        documents |= _ids("SELECT id FROM entities_document WHERE invoice_id = ANY(%s)", invoices)
+    return {
+        "change_order": change_orders,
+        "project": projects,
+        "client": clients,
+        "submittal": submittals,
+        "document": documents,
+    }
 
 
 def _ids(sql: str, ids: set[int]) -> set[int]:

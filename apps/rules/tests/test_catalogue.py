@@ -49,10 +49,20 @@ SPEC_FACTS = {
 
 # Facts Fulcrum adds to SPEC's table (extensions, never changes of a SPEC fact).
 EXTENSIONS = {"project.data_quality_errors": "int"}
+# SPEC "AI tools as sources": named there, typed here.
+AI_FACTS = {
+    "document.label": "text",
+    "document.confidence": "score",
+    "document.amount": "money",
+    "document.linked": "bool",
+    "document.amount_delta_pct": "percent",
+    "project.documents_low_confidence_30d": "int",
+    "change_order.document_amount_delta_pct": "percent",
+}
 
 
 def test_every_spec_fact_is_in_the_catalogue_with_its_type() -> None:
-    assert {name: fact.type.value for name, fact in FACTS.items()} == SPEC_FACTS | EXTENSIONS
+    assert {name: fact.type.value for name, fact in FACTS.items()} == SPEC_FACTS | EXTENSIONS | AI_FACTS
 
 
 def test_fact_type_is_a_str_enum() -> None:
@@ -100,12 +110,13 @@ def test_sources_name_the_system_the_fact_comes_from() -> None:
 
 
 def test_visibility_follows_the_spec() -> None:
-    assert SUBJECT_TYPES == ("change_order", "project", "client", "submittal")
+    assert SUBJECT_TYPES == ("change_order", "project", "client", "submittal", "document")
     assert VISIBLE == {
         "change_order": ("change_order", "project", "client"),
         "project": ("project", "client"),
         "client": ("client",),
         "submittal": ("submittal", "project", "client", "vendor"),
+        "document": ("document", "project", "client"),
     }
     assert {f.subject for f in facts_for("change_order")} == {"change_order", "project", "client"}
     assert {f.subject for f in facts_for("client")} == {"client"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -60,6 +61,14 @@ def convert_value(field: models.Field[Any, Any], value: Any) -> Any:
         return parse_date(value)
     if isinstance(field, models.BooleanField):
         return value is True or str(value).strip().lower() in ("true", "1", "yes")
+    if isinstance(field, models.FloatField):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise BadRecord(f"{field.name} is not a number: {value!r}") from None
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise BadRecord(f"{field.name} is not a finite number: {value!r}")
+        return number
     if isinstance(field, models.IntegerField):
         try:
             return int(value)

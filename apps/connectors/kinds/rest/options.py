@@ -34,6 +34,7 @@ from apps.entities.models import (
     ChangeOrder,
     Client,
     CrmOwner,
+    Document,
     FinancialLine,
     Milestone,
     Project,
@@ -50,6 +51,7 @@ ENTITIES: dict[str, type[models.Model]] = {
     "submittal": Submittal,
     "financial_line": FinancialLine,
     "crm_owner": CrmOwner,
+    "document": Document,  # documents an AI tool processed (SPEC "AI tools as sources")
 }
 STYLES = ("cursor", "page", "offset", "link")
 # Fields the loader keeps for itself, or that the stream's id / updated_at paths provide.
@@ -84,7 +86,9 @@ PAGINATION_KEYS = frozenset(
 )
 MAX_PAGE_SIZE = 1000
 # Foreign keys that linking sets from the *_ref fields, never mapped directly.
-RELATIONS = frozenset({"project", "client", "owner", "vendor", "user", "merged_into"})
+RELATIONS = frozenset(
+    {"project", "client", "owner", "vendor", "user", "merged_into", "change_order", "invoice", "link_method"}
+)
 
 
 @dataclass(frozen=True)
