@@ -234,8 +234,9 @@ register_related_set(
         entity="document", window_field="document_date",
     )
 )  # fmt: skip
-# (Confidence scores are not filterable yet: filters know no score type; project.documents_low_confidence_30d
-# is the built-in count.) Documents are subjects too: they reach the project-scoped sets through the project they are linked to.
+# Confidence scores are not in the set yet (filters know no score type); the built-in
+# project.documents_low_confidence_30d counts low-confidence documents.
+# Documents are subjects too: they reach the project-scoped sets through the project they are linked to.
 register_subject_key("document", SubjectKey("entities_document", "project_id", "r.project_id"))
 
 
