@@ -14,8 +14,10 @@ A report, not a test. Drops and recreates the database ``fulcrum_bench_learning`
   that stores the facts it was decided on and is closed with a *noisy* label (``--noise``, 10% of
   labels flipped by default). The held-out check counts the labels, not the planted truth (it cannot
   know it): with a rule whose matches are 40% false alarms, every flipped false alarm is a "true
-  escalation" a tighter threshold drops, so at 10% noise tightening keeps ~93% of the labelled true
-  escalations and is refused; at 5% it keeps ~96%;
+  escalation" a tighter threshold drops, so at 10% noise the planted threshold itself keeps only ~93%
+  of the labelled true escalations and one jump there is refused; the sweep therefore proposes the
+  cheapest move that keeps 95% with confidence (``apps.learning.thresholds.meets_with_margin``) and
+  the loop tightens in steps;
   a project that needed action and was not flagged by the schedule rule is reported as a miss by a
   person half of the time (a ``ReportedMiss`` with the facts of that month);
 * facts change after outcomes: every project acted on is fixed afterwards (margin up 12 points) and
@@ -227,9 +229,10 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
                 made = suggestions_generate(rule=rule, actor="system:bench")
                 if not made:
                     sweeps = sweep_version(live[key][0])
-                    reasons = [s.reason for s in sweeps if s.cheaper]
+                    refused = [s for s in sweeps if s.cheaper]
                     row[key].events.append(
-                        "no suggestion" + (f" (not offered: {reasons[0]})" if reasons else " (none cheaper)")
+                        "no suggestion"
+                        + (f" (not offered: {_refusal(refused[0])})" if refused else " (none cheaper)")
                     )
                 for suggestion in made:
                     held = suggestion.validation["holdout"]
@@ -245,6 +248,15 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
         for key in START_RULES:
             months[key].append(row[key])
     return months
+
+
+def _refusal(sweep: Any) -> str:
+    learn, learn_best = sweep.learn_current, sweep.learn_best
+    return (
+        f"{sweep.op} {sweep.current.threshold} → {sweep.best.threshold}: {sweep.reason}; learning period "
+        f"kept {learn_best.caught:g} of {learn.caught:g}, false-alarm ratio "
+        f"{_pct(learn.false_alarm_ratio)} → {_pct(learn_best.false_alarm_ratio)}"
+    )
 
 
 def _pct(value: float | None) -> str:
