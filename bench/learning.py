@@ -14,8 +14,10 @@ A report, not a test. Drops and recreates the database ``fulcrum_bench_learning`
   that stores the facts it was decided on and is closed with a *noisy* label (``--noise``, 10% of
   labels flipped by default). The held-out check counts the labels, not the planted truth (it cannot
   know it): with a rule whose matches are 40% false alarms, every flipped false alarm is a "true
-  escalation" a tighter threshold drops, so at 10% noise tightening keeps ~93% of the labelled true
-  escalations and is refused; at 5% it keeps ~96%;
+  escalation" a tighter threshold drops, so at 10% noise the planted threshold itself keeps only ~93%
+  of the labelled true escalations and one jump there is refused; the sweep therefore proposes the
+  cheapest move that keeps 95% with confidence (``apps.learning.thresholds.meets_with_margin``) and
+  the loop tightens in steps;
   a project that needed action and was not flagged by the schedule rule is reported as a miss by a
   person half of the time (a ``ReportedMiss`` with the facts of that month);
 * facts change after outcomes: every project acted on is fixed afterwards (margin up 12 points) and
@@ -25,11 +27,14 @@ A report, not a test. Drops and recreates the database ``fulcrum_bench_learning`
   (point-in-time cases, time split, held-out validation) and whatever it offers is accepted
   (``suggestion_apply`` + publish), as an operator would.
 
-Judged out of sample: for the months *after* each rule's first change, the live rules' false alarms
-and true escalations (by the planted truth, not the noisy labels) against what the original rules
-would have done on the same months' facts. Targets (issue 18): false alarms cut by ≥ 30% while
-≥ 95% of true escalations are kept; the planted margin threshold recovered within 1 point; the
-too-strict rule loosened after the reported misses. Prints month by month, then the verdicts.
+Judged out of sample: for the months *after* each rule's first change (a rule never changed: after
+the loop first ran), the live rules' false alarms and true escalations by the planted truth, not the
+noisy labels, against what the original thresholds would have done on the same months and projects.
+"Kept" counts the original's true escalations the live rule raises too (at most 100%); true
+escalations only the live rule raises are reported apart as "gained". Targets (issue 18): false
+alarms cut by ≥ 30% while ≥ 95% of true escalations are kept; the planted margin threshold
+recovered within 1 point; the too-strict rule loosened after the reported misses.
+Prints month by month, then the verdicts.
 """
 
 from __future__ import annotations
@@ -86,10 +91,12 @@ class Month:
 
     threshold: Any = None
     escalations: int = 0
-    false_alarms: int = 0
-    true_caught: int = 0
-    original_false_alarms: int = 0
+    false_alarms: int = 0  # live rule matched, planted truth says no action was needed
+    true_caught: int = 0  # live rule matched, truth says action was needed
+    original_false_alarms: int = 0  # the original threshold on the same facts
     original_true_caught: int = 0
+    kept: int = 0  # true escalations the original would have raised that the live rule raises too
+    gained: int = 0  # true escalations the live rule raises that the original would not have
     truly_needed: int = 0
     misses_reported: int = 0
     events: list[str] = field(default_factory=list)
@@ -162,10 +169,14 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
                 truth = _truth(key, stored)
                 stats = row[key]
                 stats.truly_needed += truth
-                if original[key].matches(facts) is matched:
+                was = original[key].matches(facts) is matched
+                now = condition.matches(facts) is matched
+                if was:
                     stats.original_true_caught += truth
                     stats.original_false_alarms += not truth
-                if condition.matches(facts) is matched:
+                stats.kept += truth and was and now
+                stats.gained += truth and now and not was
+                if now:
                     label = truth if rng.random() >= noise else not truth
                     decisions.append(decision(version, pid, at=when, facts=_snapshot(stored)))
                     e = escalation(
@@ -218,9 +229,10 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
                 made = suggestions_generate(rule=rule, actor="system:bench")
                 if not made:
                     sweeps = sweep_version(live[key][0])
-                    reasons = [s.reason for s in sweeps if s.cheaper]
+                    refused = [s for s in sweeps if s.cheaper]
                     row[key].events.append(
-                        "no suggestion" + (f" (not offered: {reasons[0]})" if reasons else " (none cheaper)")
+                        "no suggestion"
+                        + (f" (not offered: {_refusal(refused[0])})" if refused else " (none cheaper)")
                     )
                 for suggestion in made:
                     held = suggestion.validation["holdout"]
@@ -238,48 +250,87 @@ def simulate(projects: int, seed: int, noise: float = NOISE) -> dict[str, list[M
     return months
 
 
+def _refusal(sweep: Any) -> str:
+    learn, learn_best = sweep.learn_current, sweep.learn_best
+    return (
+        f"{sweep.op} {sweep.current.threshold} → {sweep.best.threshold}: {sweep.reason}; learning period "
+        f"kept {learn_best.caught:g} of {learn.caught:g}, false-alarm ratio "
+        f"{_pct(learn.false_alarm_ratio)} → {_pct(learn_best.false_alarm_ratio)}"
+    )
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def _window(rows: list[Month]) -> tuple[int, str]:
+    """The months a rule is judged on: after its first change; never changed, after the first loop run."""
+    changed = next((m for m in range(1, len(rows)) if rows[m].threshold != rows[0].threshold), None)
+    if changed is None:
+        return FIRST_LOOP_MONTH + 1, "never changed: judged on the months after the loop first ran"
+    return changed, "after its first change"
+
+
 def report(months: dict[str, list[Month]]) -> bool:
+    """Each rule's months after its change, live against the original threshold on the same facts.
+
+    By the planted truth, never the noisy labels: a false alarm is a match that needed no action; a
+    kept true escalation is one the original threshold raises and the live one raises too, so kept is
+    at most 100% by construction. True escalations the live rule adds (a loosened rule) are counted
+    apart as gained, with recall (true escalations raised / projects that needed action) beside it.
+    """
     ok = True
-    total_after = {"fa": 0, "tp": 0, "fa0": 0, "tp0": 0}
+    total = {"fa": 0, "fa0": 0, "kept": 0, "tp0": 0, "gained": 0}
     for key, rows in months.items():
         print(f"\n== {key} (started at {START_RULES[key]['op']} {START_RULES[key]['value']}) ==")
         print(
-            f"{'month':>5} {'threshold':>9} {'esc':>5} {'false':>6} {'true':>5} {'orig false':>10} "
-            f"{'orig true':>9} {'needed':>6} {'misses':>6}  loop"
+            f"{'month':>5} {'threshold':>9} {'esc':>5} {'false':>5} {'orig false':>10} {'cut':>6} "
+            f"{'true':>5} {'orig true':>9} {'kept':>5} {'kept%':>6} {'gained':>6} {'needed':>6} "
+            f"{'recall':>6} {'orig rec':>8} {'misses':>6}  loop"
         )
         for m, r in enumerate(rows):
-            print(
-                f"{m + 1:>5} {r.threshold!s:>9} {r.escalations:>5} {r.false_alarms:>6} {r.true_caught:>5} "
-                f"{r.original_false_alarms:>10} {r.original_true_caught:>9} {r.truly_needed:>6} "
-                f"{r.misses_reported:>6}  {'; '.join(r.events)}"
+            cut = (
+                (r.original_false_alarms - r.false_alarms) / r.original_false_alarms
+                if r.original_false_alarms
+                else None
             )
-        changed = next((m for m in range(1, len(rows)) if rows[m].threshold != rows[0].threshold), None)
-        if changed is None:
-            print("never changed: nothing to judge after a change")
-            ok = False
-            continue
-        after = rows[changed:]
-        fa, tp = sum(r.false_alarms for r in after), sum(r.true_caught for r in after)
-        fa0, tp0 = sum(r.original_false_alarms for r in after), sum(r.original_true_caught for r in after)
-        for k, v in (("fa", fa), ("tp", tp), ("fa0", fa0), ("tp0", tp0)):
-            total_after[k] += v
+            kept = r.kept / r.original_true_caught if r.original_true_caught else None
+            recall = r.true_caught / r.truly_needed if r.truly_needed else None
+            recall0 = r.original_true_caught / r.truly_needed if r.truly_needed else None
+            print(
+                f"{m + 1:>5} {r.threshold!s:>9} {r.escalations:>5} {r.false_alarms:>5} "
+                f"{r.original_false_alarms:>10} {_pct(cut):>6} {r.true_caught:>5} "
+                f"{r.original_true_caught:>9} "
+                f"{r.kept:>5} {_pct(kept):>6} {r.gained:>6} {r.truly_needed:>6} {_pct(recall):>6} "
+                f"{_pct(recall0):>8} {r.misses_reported:>6}  {'; '.join(r.events)}"
+            )
+        start, why = _window(rows)
+        after = rows[start:]
+        fa, fa0 = sum(r.false_alarms for r in after), sum(r.original_false_alarms for r in after)
+        kept, tp0 = sum(r.kept for r in after), sum(r.original_true_caught for r in after)
+        gained = sum(r.gained for r in after)
+        for k, v in (("fa", fa), ("fa0", fa0), ("kept", kept), ("tp0", tp0), ("gained", gained)):
+            total[k] += v
         print(
-            f"months {changed + 1}–{len(rows)} (after the first change, out of sample): false alarms {fa} vs "
-            f"{fa0} with the original rule ({_pct((fa0 - fa) / fa0 if fa0 else None)} fewer); true "
-            f"escalations {tp} vs {tp0} ({_pct(tp / tp0 if tp0 else None)} kept)"
+            f"months {start + 1}–{len(rows)} ({why}, out of sample): false alarms {fa} vs {fa0} with the "
+            f"original threshold ({_pct((fa0 - fa) / fa0 if fa0 else None)} fewer); true escalations of the "
+            f"original kept {kept} of {tp0} ({_pct(kept / tp0 if tp0 else None)}), {gained} more gained"
         )
-    cut = (total_after["fa0"] - total_after["fa"]) / total_after["fa0"] if total_after["fa0"] else 0.0
-    kept = total_after["tp"] / total_after["tp0"] if total_after["tp0"] else 0.0
+    cut = (total["fa0"] - total["fa"]) / total["fa0"] if total["fa0"] else 0.0
+    kept = total["kept"] / total["tp0"] if total["tp0"] else 0.0
     final_margin = float(months[MARGIN_RULE][-1].threshold)
     final_days = float(months[DAYS_RULE][-1].threshold)
     start_days = float(str(START_RULES[DAYS_RULE]["value"]))
     verdicts = [
-        (f"false alarms cut by ≥ 30% after the changes: {_pct(cut)}", cut >= 0.30),
-        (f"≥ 95% of true escalations kept after the changes: {_pct(kept)}", kept >= 0.95),
+        (
+            f"false alarms cut by ≥ 30% after the changes: {total['fa']} vs {total['fa0']} = {_pct(cut)}",
+            cut >= 0.30,
+        ),
+        (
+            f"≥ 95% of true escalations kept after the changes: {total['kept']} of {total['tp0']} = "
+            f"{_pct(kept)} (+{total['gained']} gained by loosening)",
+            kept >= 0.95,
+        ),
         (
             f"planted margin threshold {TRUE_MARGIN:g} recovered within 1 point: final {final_margin:g}",
             abs(final_margin - TRUE_MARGIN) <= 1.0,
@@ -290,7 +341,7 @@ def report(months: dict[str, list[Month]]) -> bool:
             final_days < start_days,
         ),
     ]
-    print("\n== verdicts (both rules together, months after each rule's first change) ==")
+    print("\n== verdicts (by the planted truth; both rules, each on its months after its change) ==")
     for text, passed in verdicts:
         print(f"[{'met' if passed else 'MISSED'}] {text}")
         ok &= passed
