@@ -667,7 +667,7 @@ PROFILED = (
     "pipeline.py:{}(batch_run)",
     "services.py:{}(audit_record)",
     "services.py:{}(_event)",
-    "services.py:{}(action_targets)",
+    "*.py:{}(targets)",
     "refire.py:{}(refires_*)",
     "bulk.py:{}(copy_insert)",
     "opening.py:{}(*)",
