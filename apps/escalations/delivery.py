@@ -1,4 +1,4 @@
-"""Sending one outbox row: claim it, perform the action, record the result.
+"""Sending one outbox row: claim it, perform it through its action class (``actions/``), record the result.
 
 A claim is a conditional UPDATE (pending/failed and due, or sending with an expired claim), so two
 workers never send the same row at once and a worker killed mid-send leaves a row that is re-claimed
