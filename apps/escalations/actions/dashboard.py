@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..models import Delivery, Escalation
+from ..models import FLAG_ACTION, Delivery, Escalation
 from .base import Action
 
 
 class FlagDashboard(Action):
-    name = "flag_dashboard"
+    name = FLAG_ACTION  # the querysets of flagged projects read rule versions by this name
     words = "Flag on the dashboard"
     rule_action = True
 
