@@ -228,7 +228,7 @@ def _burst(ids: list[int], args: Any, sink: Sink, simulator: Any, label: str) ->
     """Fire one burst (or paced run) of ``ids`` and wait for every outbox row; print and return figures."""
     from django.db.models import Count
 
-    from apps.escalations.delivery import message_id
+    from apps.escalations.actions.email import message_id
     from apps.escalations.models import Delivery, Escalation
     from apps.orchestration.pipeline import evaluate_subjects
 

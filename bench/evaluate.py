@@ -667,7 +667,7 @@ PROFILED = (
     "pipeline.py:{}(batch_run)",
     "services.py:{}(audit_record)",
     "services.py:{}(_event)",
-    "services.py:{}(action_targets)",
+    "__init__.py:{}(targets_for)",
     "refire.py:{}(refires_*)",
     "bulk.py:{}(copy_insert)",
     "opening.py:{}(*)",

@@ -289,7 +289,7 @@ def _check(
 
     from apps.audit.anchor import anchor_write, audit_verify_with_anchor
     from apps.entities.models import ChangeOrder
-    from apps.escalations.delivery import message_id
+    from apps.escalations.actions.email import message_id
     from apps.escalations.models import Delivery, Escalation
     from apps.rules.models import Decision, PendingEvaluation
 

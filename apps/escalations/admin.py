@@ -28,7 +28,7 @@ class EventInline(admin.TabularInline):
 
 def delivery_what(delivery: Delivery) -> str:
     """``Note in CRM → Acme Builders`` rather than ``note_crm → 1:5100145159``."""
-    from .words import action_words, target_words
+    from .actions import action_words, target_words
 
     target = target_words(delivery.action, delivery.target, delivery.escalation)
     return f"{action_words(delivery.action)} → {target}"

@@ -1,4 +1,4 @@
-"""Sending one outbox row: claim it, perform the action, record the result.
+"""Sending one outbox row: claim it, perform it through its action class (``actions/``), record the result.
 
 A claim is a conditional UPDATE (pending/failed and due, or sending with an expired claim), so two
 workers never send the same row at once and a worker killed mid-send leaves a row that is re-claimed
@@ -15,70 +15,26 @@ dead-letter list in admin; :func:`delivery_replay` queues one again.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import random
 import smtplib
-from collections.abc import Callable
 from typing import Any
 
 import requests
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.db.models import F, Q
-from django.template.loader import render_to_string
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
-from apps.connectors.http import UpstreamError, retry_after_seconds
-from apps.connectors.kinds import get_kind
-from apps.connectors.models import Connection
-from apps.rules.engine.wording import conditions, why
 
+from . import actions
+from .actions import PermanentFailure, RetryLater, queue_for
+from .actions.notices import DIGEST, NOTIFY_ACTION, notify_key
+from .actions.upstream import WRITEBACK_ACTION
 from .models import Delivery, DigestItem, Escalation, EscalationEvent
-from .outbound import OutboundFailed, UnsafeDestination
 
 logger = logging.getLogger(__name__)
-
-EMAIL_ACTIONS = ("email_account_manager", "email_executives")
-NOTIFY_ACTION = "notify_stakeholder"
-WRITEBACK_ACTION = "approval_writeback"
-# Actions that call a vendor or a customer's endpoint go to the ``writeback`` queue (its own worker pool in
-# the Procfile), everything else (emails, notices, digests) to ``delivery``: a slow or rate-limited
-# upstream never holds the slot an email needs.
-UPSTREAM_ACTIONS = frozenset({"note_crm", "note_accounting", "escalate_pm", WRITEBACK_ACTION, "webhook"})
-
-
-def queue_for(action: str) -> str:
-    return "writeback" if action in UPSTREAM_ACTIONS else "delivery"
-
-
-class PermanentFailure(Exception):
-    """Retrying will not help (a 4xx from upstream, a refused recipient, an unsafe destination)."""
-
-
-class RetryLater(Exception):
-    """A transient failure; ``after`` is the far side's Retry-After in seconds, when it said one."""
-
-    def __init__(self, message: str, *, after: float | None = None) -> None:
-        super().__init__(message)
-        self.after = after
-
-
-Performer = Callable[[Delivery], dict[str, Any]]
-PERFORMERS: dict[str, Performer] = {}
-
-
-def performs(*actions: str) -> Callable[[Performer], Performer]:
-    """Register the function that delivers these actions (other apps may add their own)."""
-
-    def register(func: Performer) -> Performer:
-        for action in actions:
-            PERFORMERS[action] = func
-        return func
-
-    return register
 
 
 def _conf(name: str, default: float) -> float:
@@ -138,7 +94,7 @@ def delivery_attempt(pk: int) -> str:
     try:
         # A vendor's spent budget raises instead of sleeping in this worker's slot (``_defer``).
         with ratelimit.deferring():
-            response = perform(delivery)
+            response = actions.get(delivery.action).perform(delivery)
     except PermanentFailure as exc:
         return _finish(delivery, Delivery.State.DEAD, error=str(exc))
     except RetryLater as exc:
@@ -211,224 +167,6 @@ def _schedule_retry(pk: int, wait: dt.timedelta, *, queue: str = "delivery") -> 
         deliver.apply_async((pk,), countdown=wait.total_seconds() + 0.1, queue=queue)
     except Exception:  # the broker is down: the row is recorded as failed, and the sweeper will find it
         logger.warning("could not schedule the retry of delivery %s; beat's sweeper will", pk, exc_info=True)
-
-
-def perform(delivery: Delivery) -> dict:
-    func = PERFORMERS.get(delivery.action)
-    if func is None:
-        raise PermanentFailure(f"unknown action {delivery.action!r}")
-    return func(delivery)
-
-
-@performs("flag_dashboard")
-def flag_dashboard(delivery: Delivery) -> dict:
-    return {"flagged": True}
-
-
-# ---- email --------------------------------------------------------------------------------------------
-
-
-def explain_conditions(escalation: Escalation) -> list[dict[str, Any]]:
-    """Each condition of the decision in plain words (the one formatter,
-    ``apps/rules/engine/wording.py``): its label, what it
-    means, the sentence, the value and threshold as shown, and whether it held."""
-    return [
-        {
-            "fact": c.fact,
-            "label": c.label,
-            "meaning": c.meaning,
-            "sentence": c.sentence,
-            "actual": c.actual,
-            "threshold": c.expected,
-            "held": c.held,
-            "result": {"true": "met", "false": "not met"}.get(c.result, "no data"),
-        }
-        for c in conditions(escalation.evidence)
-    ]
-
-
-def email_context(escalation: Escalation, recipient: str) -> dict:
-    from .links import link_urls
-
-    rows = explain_conditions(escalation)
-    return {
-        "escalation": escalation,
-        "recipient": recipient,
-        "url": f"{settings.SITE_URL}/escalations/{escalation.pk}/",
-        "conditions": rows,
-        "held": [row for row in rows if row["held"]],
-        "also_checked": [row for row in rows if not row["held"]],
-        "links": link_urls(escalation=escalation, recipient=recipient),
-    }
-
-
-def message_id(delivery: Delivery) -> str:
-    """Stable across retries, so a receiver (or a test) can tell a repeat from a second message; the key
-    itself holds ``:`` and ``@``, which a Message-ID's left part may not."""
-    digest = hashlib.sha256(delivery.idempotency_key.encode()).hexdigest()[:24]
-    return f"<{delivery.pk}.{digest}@fulcrum>"
-
-
-def _send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
-    message = EmailMultiAlternatives(
-        subject=subject.replace("\n", " ")[:250],
-        body=text,
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[delivery.target],
-        headers={
-            "Message-ID": message_id(delivery),
-            "X-Fulcrum-Escalation": str(delivery.escalation_id),
-        },
-    )
-    message.attach_alternative(html, "text/html")
-    try:
-        message.send()
-    except smtplib.SMTPRecipientsRefused as exc:
-        raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
-    except smtplib.SMTPResponseException as exc:
-        if exc.smtp_code >= 500:
-            raise PermanentFailure(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
-        raise OSError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
-    except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
-        raise OSError(f"SMTP: {exc}") from exc
-    return {"to": delivery.target}
-
-
-@performs(*EMAIL_ACTIONS)
-def send_escalation_email(delivery: Delivery) -> dict:
-    escalation = delivery.escalation
-    context = email_context(escalation, delivery.target)
-    subject = f"[Fulcrum] {escalation.severity.title()}: {escalation.rule.name} — {escalation.subject_label}"
-    return _send_mail(
-        delivery,
-        subject,
-        render_to_string("escalations/email/escalation.txt", context),
-        render_to_string("escalations/email/escalation.html", context),
-    )
-
-
-# ---- stakeholder notices ------------------------------------------------------------------------------
-
-
-def notify_key(escalation_id: int, event_id: int, recipient: str) -> str:
-    return f"esc{escalation_id}:{NOTIFY_ACTION}:ev{event_id}:{recipient}"[:120]
-
-
-def _notify_event_id(idempotency_key: str) -> int:
-    return int(idempotency_key.split(":")[2].removeprefix("ev"))
-
-
-@performs(NOTIFY_ACTION)
-def send_stakeholder_notice(delivery: Delivery) -> dict:
-    escalation = delivery.escalation
-    event = EscalationEvent.objects.get(pk=_notify_event_id(delivery.idempotency_key))
-    context = {
-        "escalation": escalation,
-        "event": event,
-        "outcome": escalation.get_outcome_display() if event.kind != "acknowledged" else "",
-        "url": f"{settings.SITE_URL}/escalations/{escalation.pk}/",
-    }
-    subject = f"[Fulcrum] #{escalation.pk} {event.kind} by {event.actor} — {escalation.subject_label}"
-    return _send_mail(
-        delivery,
-        subject,
-        render_to_string("escalations/email/notice.txt", context),
-        render_to_string("escalations/email/notice.html", context),
-    )
-
-
-# ---- upstream write-backs ------------------------------------------------------------------------------
-
-
-def _upstream(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run an upstream call; sort its failure into retry-later or dead."""
-    try:
-        return call()
-    except UpstreamError as exc:
-        if exc.retryable:  # timeouts, unreachable, 5xx, 429: try again later
-            after = exc.retry_after  # Retry-After, or the vendor's rate-limit reset (Procore)
-            if after is None and exc.response is not None:
-                after = retry_after_seconds(exc.response.headers.get("Retry-After"))
-            raise RetryLater(str(exc), after=after) from exc
-        raise PermanentFailure(f"upstream refused: HTTP {exc.status}: {exc.body or exc}") from exc
-
-
-def _note_text(escalation: Escalation) -> str:
-    return (
-        f"Fulcrum escalation #{escalation.pk} ({escalation.severity}, route {escalation.route}): "
-        f"{escalation.rule.name} — {escalation.subject_label}. "
-        f"Why: {why(escalation.evidence, escalation.summary)}. "
-        f"{settings.SITE_URL}/escalations/{escalation.pk}/"
-    )
-
-
-def outcome_may_exist(delivery: Delivery) -> bool:
-    """Whether an earlier attempt of this row may already have acted upstream, so a write without an
-    idempotency key must look for its result first: any attempt after the first (the HTTP client never
-    resends a write whose outcome is unknown, so the first retry after a cut 2xx is the outbox's), and the
-    first attempt of a replayed row, which keeps its last error while its count starts again."""
-    return delivery.attempts > 1 or bool(delivery.last_error)
-
-
-@performs("note_crm", "note_accounting")
-def write_note(delivery: Delivery) -> dict:
-    connection_id, _, record_id = delivery.target.partition(":")
-    connection = Connection.objects.get(pk=int(connection_id))
-    kind = get_kind(connection)
-    text = _note_text(delivery.escalation)
-    result = _upstream(
-        lambda: kind.write_note(
-            record_id, text, idempotency_key=delivery.idempotency_key, retry=outcome_may_exist(delivery)
-        )
-    )
-    return result if isinstance(result, dict) else {"result": str(result)}
-
-
-@performs("escalate_pm")
-def escalate_pm(delivery: Delivery) -> dict:
-    from .outbound import procore_create_rfi
-
-    escalation = delivery.escalation
-    return _upstream(
-        lambda: procore_create_rfi(
-            escalation=escalation,
-            target=delivery.target,
-            idempotency_key=delivery.idempotency_key,
-            text=_note_text(escalation),
-        )
-    )
-
-
-@performs(WRITEBACK_ACTION)
-def write_back_decision(delivery: Delivery) -> dict:
-    from .outbound import procore_set_change_order_status
-
-    outcome = delivery.escalation.outcome
-    if outcome not in (Escalation.Outcome.APPROVED, Escalation.Outcome.REJECTED):
-        raise PermanentFailure(f"escalation outcome is {outcome!r}, not an approval decision")
-    return _upstream(
-        lambda: procore_set_change_order_status(
-            target=delivery.target, status=str(outcome), idempotency_key=delivery.idempotency_key
-        )
-    )
-
-
-@performs("webhook")
-def send_webhook(delivery: Delivery) -> dict:
-    from .outbound import webhook_send
-
-    try:
-        return webhook_send(
-            escalation=delivery.escalation,
-            endpoint_name=delivery.target,
-            idempotency_key=delivery.idempotency_key,
-        )
-    except UnsafeDestination as exc:
-        raise PermanentFailure(str(exc)) from exc
-    except OutboundFailed as exc:
-        if exc.retryable:
-            raise RetryLater(str(exc), after=exc.retry_after) from exc
-        raise PermanentFailure(str(exc)) from exc
 
 
 # ---- queueing and replay -------------------------------------------------------------------------------
@@ -507,7 +245,7 @@ def stakeholders_notify(*, escalation: Escalation, actor: Actor) -> list[int]:
     told = (
         Delivery.objects.filter(escalation_id=escalation.pk)
         .exclude(state=Delivery.State.DEAD)
-        .exclude(action__in=[NOTIFY_ACTION, "digest"])
+        .exclude(action__in=[NOTIFY_ACTION, DIGEST])
         .filter(target__contains="@")
         .values_list("target", flat=True)
     )

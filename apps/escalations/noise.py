@@ -12,7 +12,6 @@ the dashboard flag and webhooks are not emails to a person and pass untouched.
 from __future__ import annotations
 
 import datetime as dt
-import smtplib
 import zoneinfo
 from collections import Counter
 from collections.abc import Sequence
@@ -20,28 +19,19 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
 from django.db.models import Count
-from django.template.loader import render_to_string
 
 from apps.bulk import copy_insert, copy_rows
 
-from .delivery import (
-    NOTIFY_ACTION,
-    PermanentFailure,
-    _notify_event_id,
-    deliveries_dispatch,
-    performs,
-    send_escalation_email,
-)
+from . import actions
+from .actions.notices import DIGEST, NOTIFY_ACTION, notify_event_id
+from .delivery import deliveries_dispatch
 from .models import Delivery, DigestItem, Escalation, SuppressedNotification
 from .preferences import Preferences, company_quiet_hours, preferences_for
 
-EMAIL_ACTIONS = frozenset({"email_account_manager", "email_executives", "email_group", "email_address"})
-# Emails to a person: escalation emails and notices of what someone did. All pass the same controls.
-PERSONAL = EMAIL_ACTIONS | {NOTIFY_ACTION}
-DIGEST = "digest"
+# Emails to a person (``Action.reaches_person``): escalation emails, notices of what someone did, digests.
+PERSONAL = actions.reaches_person_names()
 
 
 class Notice(NamedTuple):
@@ -82,33 +72,11 @@ def quiet_until(
     return dt.datetime.combine(day, dt.time(end), tzinfo=tz).astimezone(dt.UTC)
 
 
-def _bypasses_quiet_hours(escalation: Escalation, action: str) -> bool:
-    return action == "email_executives" and escalation.severity == Escalation.Severity.CRITICAL
-
-
-def _digest_period(
-    escalation: Escalation, notice: Notice, person: Preferences, new: bool
-) -> dt.timedelta | None:
-    """The digest period this notice waits for, or None when it goes out on its own. New escalations
-    (not critical ones: they are worth their own email) and notices of what someone did are batched for a
-    person with a digest; a policy may also batch its executives' emails."""
-    if notice.action == NOTIFY_ACTION:
-        return person.digest
-    if not new or escalation.severity == Escalation.Severity.CRITICAL:
-        return None
-    if person.digest:
-        return person.digest
-    snapshot = escalation.policy_snapshot or {}
-    if notice.action == "email_executives" and snapshot.get("digest_executives"):
-        return person.rollup_period
-    return None
-
-
 def _recent_counts(targets: list[str], now: dt.datetime) -> Counter[str]:
     rows = (
         Delivery.objects.filter(
             target__in=set(targets),
-            action__in=PERSONAL | {DIGEST},
+            action__in=PERSONAL,
             created_at__gt=now - dt.timedelta(hours=1),
         )
         .values("target")
@@ -196,7 +164,7 @@ class _Batch:
                     self.opened.append(notice.target)
             digest = self.digests[key]
             at += period
-        event_id = _notify_event_id(notice.key) if notice.action == NOTIFY_ACTION else None
+        event_id = notify_event_id(notice.key) if notice.action == NOTIFY_ACTION else None
         self.items.append(
             DigestItem(
                 delivery=digest, escalation=escalation, event_id=event_id, kind=kind, added_at=self.now
@@ -229,7 +197,7 @@ def notify_many(
             due = now
             if notice.action in PERSONAL:
                 person = people[notice.target]
-                period = _digest_period(escalation, notice, person, new)
+                period = actions.get(notice.action).digest_period(escalation, person, new)
                 if period is not None:
                     digest = batch.into_digest(escalation, notice, period, DigestItem.Kind.LISTED)
                     batch.record(
@@ -258,7 +226,7 @@ def notify_many(
                     continue
                 recent[notice.target] += 1
                 quiet = quiet_until(now, person.quiet, person.tz)
-                if quiet and not _bypasses_quiet_hours(escalation, notice.action):
+                if quiet and not actions.get(notice.action).bypasses_quiet_hours(escalation):
                     due = quiet
                     batch.deferred[notice.key] = batch.record(
                         escalation,
@@ -290,73 +258,3 @@ def notify_many(
     if ids:
         transaction.on_commit(lambda: deliveries_dispatch(ids))
     return ids
-
-
-# --- sending ----------------------------------------------------------------------------------------
-
-
-# A policy level's email to a group member or an address is the escalation email itself.
-performs("email_group", "email_address")(send_escalation_email)
-
-
-@performs(DIGEST)
-def send_digest(delivery: Delivery) -> dict:
-    """One email with what this digest collected: new escalations (those the hourly cap held back among
-    them, marked), and what people did (acknowledged, resolved ...)."""
-    from apps.rules.engine.wording import why
-
-    rows = list(
-        DigestItem.objects.filter(delivery=delivery)
-        .select_related("escalation__rule", "escalation__client", "event")
-        .order_by("added_at", "id")
-    )
-    seen: set[int] = set()
-    escalations: list[tuple[Escalation, bool]] = []
-    for item in rows:
-        if item.event_id is None and item.escalation_id not in seen:
-            seen.add(item.escalation_id)
-            escalations.append((item.escalation, item.kind == DigestItem.Kind.CAPPED))
-    escalations.sort(key=lambda pair: (Escalation.SEVERITY_RANK.get(pair[0].severity, 9), pair[0].pk))
-    site = settings.SITE_URL
-    context = {
-        "recipient": delivery.target,
-        "site_url": site,
-        "items": [
-            {
-                "escalation": e,
-                "why": why(e.evidence, e.summary),
-                "capped": capped,
-                "url": f"{site}/escalations/{e.pk}/",
-            }
-            for e, capped in escalations
-        ],
-        "capped": sum(1 for _, capped in escalations if capped),
-        "notices": [
-            {
-                "escalation": item.escalation,
-                "event": item.event,
-                "url": f"{site}/escalations/{item.escalation_id}/",
-            }
-            for item in rows
-            if item.event is not None
-        ],
-    }
-    count, updates = len(escalations), len(context["notices"])
-    parts = [f"{count} new escalation{'s' if count != 1 else ''}"] if count or not updates else []
-    if updates:
-        parts.append(f"{updates} update{'s' if updates != 1 else ''}")
-    message = EmailMultiAlternatives(
-        subject=f"[Fulcrum] Digest: {', '.join(parts)}",
-        body=render_to_string("escalations/email/digest.txt", context),
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[delivery.target],
-        headers={"Message-ID": f"<digest-{delivery.pk}@fulcrum>", "X-Fulcrum-Digest": str(delivery.pk)},
-    )
-    message.attach_alternative(render_to_string("escalations/email/digest.html", context), "text/html")
-    try:
-        message.send()
-    except smtplib.SMTPRecipientsRefused as exc:
-        raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
-    except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
-        raise OSError(f"SMTP: {exc}") from exc
-    return {"to": delivery.target, "escalations": [e.pk for e, _ in escalations], "updates": updates}

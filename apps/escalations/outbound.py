@@ -259,7 +259,7 @@ def webhook_send(*, escalation: Escalation, endpoint_name: str, idempotency_key:
 
 
 def webhook_targets() -> list[str]:
-    """Targets of the ``webhook`` action: every configured endpoint, by name (for ``action_targets``)."""
+    """Targets of the ``webhook`` action: every configured endpoint, by name."""
     return sorted(webhook_endpoints())
 
 

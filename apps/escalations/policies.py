@@ -21,7 +21,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import F, Func, IntegerField, Prefetch, Q
 from django.db.models.fields.json import KeyTransform
@@ -29,6 +28,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 
+from . import actions
 from .models import Escalation, EscalationPolicy, PolicyLevel
 
 if TYPE_CHECKING:
@@ -37,13 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ACTOR = "system:policy"
-# Level targets → the outbox action their emails are recorded under.
-TARGET_ACTIONS = {
-    PolicyLevel.Target.ACCOUNT_MANAGER: "email_account_manager",
-    PolicyLevel.Target.EXECUTIVES: "email_executives",
-    PolicyLevel.Target.GROUP: "email_group",
-    PolicyLevel.Target.ADDRESS: "email_address",
-}
 # A bound on the business-hours walk: a policy with no business day would otherwise never end.
 _MAX_DAYS = 3660
 
@@ -212,20 +205,10 @@ def policies_freeze(escalations: Sequence[Escalation]) -> list[Escalation]:
 def level_notices(escalation: Escalation, level: dict[str, Any], step: int) -> list[Notice]:
     """The notifications one level (or its reminder) sends, keyed per step so a step sends once."""
     from .noise import Notice
-    from .services import action_targets
 
-    target = level["target"]
-    action = TARGET_ACTIONS[PolicyLevel.Target(target)]
-    if target == PolicyLevel.Target.GROUP:
-        users = (
-            get_user_model().objects.filter(groups__id=level["group_id"], is_active=True).exclude(email="")
-        )
-        targets = sorted({u.email for u in users})
-    elif target == PolicyLevel.Target.ADDRESS:
-        targets = [level["address"]] if level["address"] else []
-    else:
-        targets = action_targets(escalation, action)
-    return [Notice(action, t, f"esc{escalation.pk}:s{step}:{action}:{t}"[:120]) for t in targets]
+    action = actions.for_policy_target(level["target"])
+    targets = action.level_targets(escalation, level)
+    return [Notice(action.name, t, f"esc{escalation.pk}:s{step}:{action.name}:{t}"[:120]) for t in targets]
 
 
 def policy_claim_due(*, now: dt.datetime | None = None, limit: int | None = None) -> list[DueStep]:

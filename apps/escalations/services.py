@@ -12,20 +12,18 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
-from django.db.models import prefetch_related_objects
 from django.utils import timezone
 
-from apps.accounts.roles import EXECUTIVES, can_decide_approvals
+from apps.accounts.roles import can_decide_approvals
 from apps.audit.services import Actor, audit_record, audit_record_many
 from apps.bulk import copy_rows
-from apps.entities.models import ChangeOrder, Client, Document, Project, SourceObject, Submittal
+from apps.entities.models import ChangeOrder, Client, Document, Project, Submittal
 
+from .actions import targets_for
 from .delivery import decision_write_back, stakeholders_notify
 from .models import Escalation, EscalationEvent
-from .outbound import pm_targets, webhook_targets
 from .refire import open_escalations
 
 if TYPE_CHECKING:
@@ -399,60 +397,6 @@ def escalation_decide(
 # --- the outbox -----------------------------------------------------------------------------------
 
 
-def action_targets(escalation: Escalation, action: str) -> list[str]:
-    """Where one action goes for this escalation: email addresses or upstream record references."""
-    return actions_targets([escalation], action)[0]
-
-
-def actions_targets(escalations: Sequence[Escalation], action: str) -> list[list[str]]:
-    """:func:`action_targets` for many escalations: at most one query per action, not per escalation.
-
-    The escalations' clients (with their owners) and projects are read from the instances, so a
-    batch loads them beforehand (:func:`subjects_parties` does).
-    """
-    if action == "email_account_manager":
-        found = []
-        for escalation in escalations:
-            client = escalation.client
-            owner = client.owner if client else None
-            found.append([owner.email] if owner and owner.email else [])
-        return found
-    if action == "email_executives":
-        users = get_user_model().objects.filter(groups__name=EXECUTIVES, is_active=True).exclude(email="")
-        emails = sorted({email for email in users.values_list("email", flat=True)})
-        return [list(emails) for _ in escalations]
-    if action == "flag_dashboard":
-        return [["dashboard"] for _ in escalations]
-    if action == "note_crm":
-        found = []
-        for escalation in escalations:
-            client = escalation.client
-            found.append([f"{client.source_id}:{client.external_id}"] if client else [])
-        return found
-    if action == "note_accounting":
-        client_ids = {e.client_id for e in escalations if e.client_id is not None}
-        links: dict[int, list[str]] = defaultdict(list)
-        if client_ids:
-            for client_id, connection_id, external_id in (
-                SourceObject.objects.filter(
-                    client_id__in=client_ids, object_type="customer", deleted_at__isnull=True
-                )
-                .order_by("pk")
-                .values_list("client_id", "connection_id", "external_id")
-            ):
-                links[client_id].append(f"{connection_id}:{external_id}")
-        return [list(links.get(e.client_id, [])) if e.client_id is not None else [] for e in escalations]
-    if action == "escalate_pm":
-        projects = [e.project for e in escalations if e.project is not None]
-        if len(projects) > 1:
-            prefetch_related_objects(projects, "source")
-        return [pm_targets(e) for e in escalations]
-    if action == "webhook":
-        names = webhook_targets()
-        return [list(names) for _ in escalations]
-    return [[] for _ in escalations]
-
-
 # The notices one escalation's actions send, and the events of actions that had no target.
 Planned = tuple[list["Notice"], list[EventSpec]]
 
@@ -468,7 +412,7 @@ def actions_plan(items: Sequence[tuple[Escalation, Sequence[str]]]) -> list[Plan
             wanted[action].append(index)
     targets: dict[tuple[int, str], list[str]] = {}
     for action, indexes in wanted.items():
-        per_escalation = actions_targets([items[i][0] for i in indexes], action)
+        per_escalation = targets_for(action, [items[i][0] for i in indexes])
         targets.update(((i, action), t) for i, t in zip(indexes, per_escalation, strict=True))
     planned: list[Planned] = []
     for index, (escalation, actions) in enumerate(items):

@@ -2,7 +2,6 @@ import logging
 
 from celery import shared_task
 
-from . import noise  # noqa: F401  (registers the digest and policy-email senders with the outbox)
 from .delivery import deliveries_dispatch, delivery_attempt, due_delivery_ids, queue_for
 from .policies import policy_audit, policy_claim_due, policy_release_closed, policy_step_apply
 

@@ -31,8 +31,8 @@ from django.utils import timezone
 from apps.connectors.kinds import stream_entity
 from apps.connectors.models import Connection, StreamState, SyncRun, WebhookDelivery, kind_choices
 from apps.dashboard.admin_home import schedule_interval
+from apps.escalations.actions import action_words
 from apps.escalations.models import Delivery, Escalation
-from apps.escalations.words import action_words
 from apps.rules.engine import FACTS, RuleValidationError, compile_condition
 from apps.rules.evaluation.facts import FACT_INPUTS
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion

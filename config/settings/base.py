@@ -127,7 +127,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60 * 60}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 # Separate queues so a long sync never delays an email: the Procfile's worker consumes four of them, its
-# writeback worker the vendor write-backs (``apps.escalations.delivery.queue_for`` picks per outbox row);
+# writeback worker the vendor write-backs (each action class's ``queue``, ``apps.escalations.actions``);
 # scale out with workers per queue (WORKER_QUEUES=delivery, ...; docs/OPERATIONS.md). Webhook processing,
 # beat's sweeps and the metrics snapshot stay on the default queue.
 CELERY_TASK_DEFAULT_QUEUE = "celery"

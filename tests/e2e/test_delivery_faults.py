@@ -26,7 +26,7 @@ from apps.connectors.kinds.hubspot import note_token
 from apps.connectors.models import Connection, StreamState
 from apps.connectors.services import connection_import
 from apps.entities.models import SourceObject
-from apps.escalations.delivery import message_id
+from apps.escalations.actions.email import message_id
 from apps.escalations.models import Delivery, Escalation
 from apps.escalations.tasks import deliver_due
 from apps.orchestration.tasks import evaluate_subjects_task

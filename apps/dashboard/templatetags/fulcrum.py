@@ -372,7 +372,7 @@ def _number_text(value: Any) -> str:
 @register.filter
 def action_words(action: Any) -> str:
     """``note_crm`` → ``Note in CRM``."""
-    from apps.escalations.words import action_words as words
+    from apps.escalations.actions import action_words as words
 
     return words(action)
 
@@ -380,8 +380,8 @@ def action_words(action: Any) -> str:
 @register.filter
 def delivery_words(delivery: Any) -> str:
     """One outbox row as ``Note in CRM → Acme Builders``."""
-    from apps.escalations.words import action_words as words
-    from apps.escalations.words import target_words
+    from apps.escalations.actions import action_words as words
+    from apps.escalations.actions import target_words
 
     escalation = getattr(delivery, "escalation", None)
     return f"{words(delivery.action)} → {target_words(delivery.action, delivery.target, escalation)}"

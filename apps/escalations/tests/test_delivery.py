@@ -7,6 +7,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
+from apps.escalations.actions.email import message_id
 from apps.escalations.delivery import backoff, delivery_attempt, delivery_claim
 from apps.escalations.models import Delivery
 
@@ -66,7 +67,7 @@ def test_an_email_sent_again_after_a_crash_carries_the_same_message_id(monkeypat
     assert delivery_attempt(row.pk) == "delivered"
 
     first, second = mail.outbox
-    assert first.extra_headers["Message-ID"] == second.extra_headers["Message-ID"] == outbox.message_id(row)
+    assert first.extra_headers["Message-ID"] == second.extra_headers["Message-ID"] == message_id(row)
     row.refresh_from_db()
     assert row.attempts == 2
 

@@ -1,0 +1,167 @@
+"""Escalation emails: to the account manager, the executives (rules and policy levels), a group or an address
+(policy levels). Each reaches a person, so it passes the noise controls (``noise.py``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import smtplib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import EmailMultiAlternatives
+from django.template.loader import render_to_string
+
+from apps.accounts.roles import EXECUTIVES
+from apps.rules.engine.wording import conditions
+
+from ..links import link_urls
+from ..models import Delivery, Escalation, PolicyLevel
+from .base import Action, PermanentFailure
+
+if TYPE_CHECKING:
+    from ..preferences import Preferences
+
+
+def explain_conditions(escalation: Escalation) -> list[dict[str, Any]]:
+    """Each condition of the decision in plain words (the one formatter,
+    ``apps/rules/engine/wording.py``): its label, what it
+    means, the sentence, the value and threshold as shown, and whether it held."""
+    return [
+        {
+            "fact": c.fact,
+            "label": c.label,
+            "meaning": c.meaning,
+            "sentence": c.sentence,
+            "actual": c.actual,
+            "threshold": c.expected,
+            "held": c.held,
+            "result": {"true": "met", "false": "not met"}.get(c.result, "no data"),
+        }
+        for c in conditions(escalation.evidence)
+    ]
+
+
+def email_context(escalation: Escalation, recipient: str) -> dict:
+    rows = explain_conditions(escalation)
+    return {
+        "escalation": escalation,
+        "recipient": recipient,
+        "url": f"{settings.SITE_URL}/escalations/{escalation.pk}/",
+        "conditions": rows,
+        "held": [row for row in rows if row["held"]],
+        "also_checked": [row for row in rows if not row["held"]],
+        "links": link_urls(escalation=escalation, recipient=recipient),
+    }
+
+
+def message_id(delivery: Delivery) -> str:
+    """Stable across retries, so a receiver (or a test) can tell a repeat from a second message; the key
+    itself holds ``:`` and ``@``, which a Message-ID's left part may not."""
+    digest = hashlib.sha256(delivery.idempotency_key.encode()).hexdigest()[:24]
+    return f"<{delivery.pk}.{digest}@fulcrum>"
+
+
+def send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
+    message = EmailMultiAlternatives(
+        subject=subject.replace("\n", " ")[:250],
+        body=text,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[delivery.target],
+        headers={
+            "Message-ID": message_id(delivery),
+            "X-Fulcrum-Escalation": str(delivery.escalation_id),
+        },
+    )
+    message.attach_alternative(html, "text/html")
+    try:
+        message.send()
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+    except smtplib.SMTPResponseException as exc:
+        if exc.smtp_code >= 500:
+            raise PermanentFailure(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+        raise OSError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+    except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
+        raise OSError(f"SMTP: {exc}") from exc
+    return {"to": delivery.target}
+
+
+class EscalationEmail(Action):
+    """The escalation email, with its explanation and signed links."""
+
+    reaches_person = True
+
+    def perform(self, delivery: Delivery) -> dict[str, Any]:
+        escalation = delivery.escalation
+        context = email_context(escalation, delivery.target)
+        subject = (
+            f"[Fulcrum] {escalation.severity.title()}: {escalation.rule.name} — {escalation.subject_label}"
+        )
+        return send_mail(
+            delivery,
+            subject,
+            render_to_string("escalations/email/escalation.txt", context),
+            render_to_string("escalations/email/escalation.html", context),
+        )
+
+
+class EmailAccountManager(EscalationEmail):
+    name = "email_account_manager"
+    words = "Email to the account manager"
+    rule_action = True
+    policy_target = PolicyLevel.Target.ACCOUNT_MANAGER
+
+    def targets(self, escalations: Sequence[Escalation]) -> list[list[str]]:
+        found = []
+        for escalation in escalations:
+            client = escalation.client
+            owner = client.owner if client else None
+            found.append([owner.email] if owner and owner.email else [])
+        return found
+
+
+class EmailExecutives(EscalationEmail):
+    name = "email_executives"
+    words = "Email to the executives"
+    rule_action = True
+    policy_target = PolicyLevel.Target.EXECUTIVES
+
+    def targets(self, escalations: Sequence[Escalation]) -> list[list[str]]:
+        users = get_user_model().objects.filter(groups__name=EXECUTIVES, is_active=True).exclude(email="")
+        emails = sorted({email for email in users.values_list("email", flat=True)})
+        return [list(emails) for _ in escalations]
+
+    def digest_period(self, escalation: Escalation, person: Preferences, new: bool) -> dt.timedelta | None:
+        """A policy may also batch its executives' emails (``digest_executives``)."""
+        period = super().digest_period(escalation, person, new)
+        if period is not None or not new or escalation.severity == Escalation.Severity.CRITICAL:
+            return period
+        snapshot = escalation.policy_snapshot or {}
+        return person.rollup_period if snapshot.get("digest_executives") else None
+
+    def bypasses_quiet_hours(self, escalation: Escalation) -> bool:
+        return escalation.severity == Escalation.Severity.CRITICAL
+
+
+class EmailGroup(EscalationEmail):
+    name = "email_group"
+    words = "Email to a group"
+    policy_target = PolicyLevel.Target.GROUP
+
+    def level_targets(self, escalation: Escalation, level: dict[str, Any]) -> list[str]:
+        users = (
+            get_user_model().objects.filter(groups__id=level["group_id"], is_active=True).exclude(email="")
+        )
+        return sorted({u.email for u in users})
+
+
+class EmailAddress(EscalationEmail):
+    name = "email_address"
+    words = "Email"
+    policy_target = PolicyLevel.Target.ADDRESS
+
+    def level_targets(self, escalation: Escalation, level: dict[str, Any]) -> list[str]:
+        return [level["address"]] if level["address"] else []
