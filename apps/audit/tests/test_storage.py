@@ -131,6 +131,13 @@ def _migrate(target: tuple[str, str]) -> None:
     executor.migrate([target])
 
 
+def _migrate_everything() -> None:
+    """Every app to its latest migration: going back to ``BEFORE`` also unapplies the other apps'
+    migrations that depend on audit 0003, and the tests after this one need the whole schema."""
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def _old_entry(cursor, prev: str, object_id: str, stored: str, hashed: str) -> str:
     """An entry as written before 0003: data in jsonb, hashed over its canonical text."""
     created = "2026-11-20T10:00:00.123456+00:00"
@@ -196,4 +203,4 @@ def test_migration_keeps_old_entries_verifiable_and_edited_ones_caught(monkeypat
             rows = cursor.fetchall()
         assert len(rows) == 4 and canonical_json(json.loads(rows[0][0])) == hashed
     finally:
-        _migrate(AFTER)
+        _migrate_everything()
