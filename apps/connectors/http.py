@@ -1,8 +1,9 @@
 """The one HTTP client every connector uses: timeouts, bounded retries with backoff, call accounting.
 
 Retries cover what is worth retrying and nothing else: timeouts, connection errors, 5xx and 429. Waits are
-exponential with full jitter (AWS "Exponential Backoff and Jitter"), except that a ``Retry-After`` header
-wins: the vendor knows its own budget. Tokens travel in headers only and never reach logs, errors or counts.
+the project's one backoff (``apps.errors.backoff``: exponential with full jitter), and a ``Retry-After``
+header wins when longer: the vendor knows its own budget. Tokens travel in headers only and never reach
+logs, errors or counts.
 
 A write (POST or PATCH, RFC 9110 §9.2.2: not idempotent) is sent again only when it cannot have reached the
 vendor (the connection was never made) or the vendor refused it unread (429, a 401 answered by a token
@@ -19,7 +20,6 @@ import contextlib
 import json
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -31,6 +31,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import requests
 from django.conf import settings
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from apps.errors import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -175,9 +177,6 @@ class HttpClient:
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else urljoin(self.base_url, path.lstrip("/"))
 
-    def _backoff(self, attempt: int) -> float:
-        return random.uniform(0, min(self.backoff_cap, self.backoff_base * (2**attempt)))
-
     def request(
         self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
     ) -> requests.Response:
@@ -256,14 +255,12 @@ class HttpClient:
                 elif status != 429 and not repeatable:
                     # A 5xx may come after the write took effect; a 429 refused the request unread.
                     raise self._unknown(method, shown, problem, status, response)
-            wait = self._backoff(attempt)
             advised = (
                 retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
             )
             if advised is None and status == 429 and paused:
                 advised = paused
-            if advised is not None:
-                wait = advised
+            wait = backoff(attempt, base=self.backoff_base, cap=self.backoff_cap, retry_after=advised)
             if attempt >= self.max_retries or (advised is not None and advised > self.max_retry_after):
                 error = self._error(
                     method, shown, f"{problem} after {attempt + 1} attempts", status, response, retryable=True

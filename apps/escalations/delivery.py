@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import random
 import smtplib
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +33,7 @@ from apps.audit.services import Actor, audit_record
 from apps.connectors.http import UpstreamError, retry_after_seconds
 from apps.connectors.kinds import get_kind
 from apps.connectors.models import Connection
+from apps.errors import configured_backoff
 from apps.rules.engine.wording import conditions, why
 
 from .models import Delivery, DigestItem, Escalation, EscalationEvent
@@ -117,17 +117,6 @@ def due_delivery_ids(limit: int = 200, now: dt.datetime | None = None) -> list[i
     )
 
 
-def backoff(attempts: int, retry_after: float | None = None) -> dt.timedelta:
-    """Exponential backoff with jitter: base × 2^(attempts-1), drawn from its upper half, capped; a longer
-    Retry-After wins (the far side knows its own budget)."""
-    base, cap = _conf("ACTION_BACKOFF_BASE", 30.0), _conf("ACTION_BACKOFF_CAP", 3600.0)
-    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
-    wait = random.uniform(ceiling / 2, ceiling)
-    if retry_after is not None:
-        wait = max(wait, min(retry_after, 86_400.0))
-    return dt.timedelta(seconds=wait)
-
-
 def delivery_attempt(pk: int) -> str:
     """Try one delivery now if it is due and unclaimed. Returns the resulting state."""
     from apps.connectors import ratelimit
@@ -187,7 +176,10 @@ def _finish(
     if state == Delivery.State.DELIVERED:
         fields.update(delivered_at=now, response=response or {})
     elif state == Delivery.State.FAILED:
-        wait = backoff(delivery.attempts, retry_after)
+        # The retry after attempt 1 waits up to ACTION_BACKOFF_BASE; a day is the longest advice heeded.
+        retry = delivery.attempts - 1
+        seconds = configured_backoff("ACTION", retry, retry_after=retry_after, longest=86_400.0)
+        wait = dt.timedelta(seconds=seconds)
         fields["next_attempt_at"] = now + wait
     # Only the claim holder may finish: a row re-claimed after an expired claim belongs to its new owner.
     finished = Delivery.objects.filter(

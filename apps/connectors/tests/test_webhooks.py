@@ -800,12 +800,15 @@ def test_a_spent_rate_budget_defers_the_delivery_without_spending_an_attempt(
     assert row.status == Status.RECEIVED and row.attempts == 0 and "rate budget" in row.error
 
 
-def test_webhook_retries_start_at_a_second_and_honour_the_upstream(settings: Any) -> None:
+def test_webhook_retries_start_within_a_second_and_honour_the_upstream(settings: Any) -> None:
+    from apps.errors import configured_backoff
+
     settings.FULCRUM = {**settings.FULCRUM, "WEBHOOK_BACKOFF_BASE": 1.0, "WEBHOOK_BACKOFF_CAP": 30.0}
-    assert all(0.5 <= tasks.backoff(0) <= 1.0 for _ in range(20))
-    assert all(15 <= tasks.backoff(10) <= 30 for _ in range(20))
-    assert tasks.backoff(0, retry_after=7) == 7
-    assert tasks.backoff(0, retry_after=10_000) == tasks.RETRY_AFTER_CAP
+    assert all(0 <= configured_backoff("WEBHOOK", 0) <= 1.0 for _ in range(20))
+    assert all(0 <= configured_backoff("WEBHOOK", 10) <= 30 for _ in range(20))
+    longest = tasks.RETRY_AFTER_CAP
+    assert configured_backoff("WEBHOOK", 0, retry_after=7, longest=longest) == 7
+    assert configured_backoff("WEBHOOK", 0, retry_after=10_000, longest=longest) == longest
 
 
 # ---- a burst ---------------------------------------------------------------------------------------------
