@@ -4,9 +4,10 @@ A claim is a conditional UPDATE (pending/failed and due, or sending with an expi
 workers never send the same row at once and a worker killed mid-send leaves a row that is re-claimed
 when its claim expires; the far side drops the repeat by the row's idempotency key.
 
-Only timeouts, connection errors, 5xx and 429 are retried, with exponential backoff, full jitter and a
-cap, a ``Retry-After`` winning when longer; anything else (a 4xx, a refused recipient, an unsafe URL) makes
-the row dead at once with the error, as do too many attempts. Upstream writes are retried here and only
+Only ``Transient`` failures (``apps.errors``: timeouts, connection errors, 5xx and 429) are retried, after
+the project's one backoff (full jitter, ``ACTION_BACKOFF_BASE``/``_CAP``, a ``Retry-After`` winning when
+longer); a ``Permanent`` one (a 4xx, a refused recipient, an unsafe URL) makes the row dead at once with the
+error, as do too many attempts. Upstream writes are retried here and only
 here: the HTTP client sends a write once unless it never left (``apps.connectors.http``), so a lost answer
 costs one outbox attempt and the next one looks before writing (``outcome_may_exist``). Dead rows are the
 dead-letter list in admin; :func:`delivery_replay` queues one again.
@@ -30,14 +31,13 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
-from apps.connectors.http import UpstreamError, retry_after_seconds
+from apps.connectors.http import UpstreamPermanent
 from apps.connectors.kinds import get_kind
 from apps.connectors.models import Connection
-from apps.errors import configured_backoff
+from apps.errors import Permanent, Transient, configured_backoff
 from apps.rules.engine.wording import conditions, why
 
 from .models import Delivery, DigestItem, Escalation, EscalationEvent
-from .outbound import OutboundFailed, UnsafeDestination
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +52,6 @@ UPSTREAM_ACTIONS = frozenset({"note_crm", "note_accounting", "escalate_pm", WRIT
 
 def queue_for(action: str) -> str:
     return "writeback" if action in UPSTREAM_ACTIONS else "delivery"
-
-
-class PermanentFailure(Exception):
-    """Retrying will not help (a 4xx from upstream, a refused recipient, an unsafe destination)."""
-
-
-class RetryLater(Exception):
-    """A transient failure; ``after`` is the far side's Retry-After in seconds, when it said one."""
-
-    def __init__(self, message: str, *, after: float | None = None) -> None:
-        super().__init__(message)
-        self.after = after
 
 
 Performer = Callable[[Delivery], dict[str, Any]]
@@ -128,12 +116,12 @@ def delivery_attempt(pk: int) -> str:
         # A vendor's spent budget raises instead of sleeping in this worker's slot (``_defer``).
         with ratelimit.deferring():
             response = perform(delivery)
-    except PermanentFailure as exc:
+    except Permanent as exc:
         return _finish(delivery, Delivery.State.DEAD, error=str(exc))
-    except RetryLater as exc:
-        if isinstance(exc.__cause__, ratelimit.RateBudgetDeferred):
-            return _defer(delivery, float(exc.__cause__.retry_after or 0.0))
-        return _failed(delivery, str(exc), retry_after=exc.after)
+    except ratelimit.RateBudgetDeferred as exc:
+        return _defer(delivery, float(exc.retry_after or 0.0))
+    except Transient as exc:
+        return _failed(delivery, str(exc), retry_after=exc.retry_after)
     except (OSError, smtplib.SMTPException, requests.RequestException) as exc:
         return _failed(delivery, f"{type(exc).__name__}: {exc}")
     return _finish(delivery, Delivery.State.DELIVERED, response=response)
@@ -208,7 +196,7 @@ def _schedule_retry(pk: int, wait: dt.timedelta, *, queue: str = "delivery") -> 
 def perform(delivery: Delivery) -> dict:
     func = PERFORMERS.get(delivery.action)
     if func is None:
-        raise PermanentFailure(f"unknown action {delivery.action!r}")
+        raise Permanent(f"unknown action {delivery.action!r}")
     return func(delivery)
 
 
@@ -276,13 +264,13 @@ def _send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
     try:
         message.send()
     except smtplib.SMTPRecipientsRefused as exc:
-        raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+        raise Permanent(f"recipient refused: {exc.recipients}") from exc
     except smtplib.SMTPResponseException as exc:
         if exc.smtp_code >= 500:
-            raise PermanentFailure(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
-        raise OSError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+            raise Permanent(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+        raise Transient(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
     except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
-        raise OSError(f"SMTP: {exc}") from exc
+        raise Transient(f"SMTP: {exc}") from exc
     return {"to": delivery.target}
 
 
@@ -333,16 +321,12 @@ def send_stakeholder_notice(delivery: Delivery) -> dict:
 
 
 def _upstream(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run an upstream call; sort its failure into retry-later or dead."""
+    """Run an upstream call. A transient failure (timeouts, unreachable, 5xx, 429) passes as it is, with
+    the vendor's Retry-After or rate-limit reset; a refusal is recorded with its status and body."""
     try:
         return call()
-    except UpstreamError as exc:
-        if exc.retryable:  # timeouts, unreachable, 5xx, 429: try again later
-            after = exc.retry_after  # Retry-After, or the vendor's rate-limit reset (Procore)
-            if after is None and exc.response is not None:
-                after = retry_after_seconds(exc.response.headers.get("Retry-After"))
-            raise RetryLater(str(exc), after=after) from exc
-        raise PermanentFailure(f"upstream refused: HTTP {exc.status}: {exc.body or exc}") from exc
+    except UpstreamPermanent as exc:
+        raise Permanent(f"upstream refused: HTTP {exc.status}: {exc.body or exc}") from exc
 
 
 def _note_text(escalation: Escalation) -> str:
@@ -397,7 +381,7 @@ def write_back_decision(delivery: Delivery) -> dict:
 
     outcome = delivery.escalation.outcome
     if outcome not in (Escalation.Outcome.APPROVED, Escalation.Outcome.REJECTED):
-        raise PermanentFailure(f"escalation outcome is {outcome!r}, not an approval decision")
+        raise Permanent(f"escalation outcome is {outcome!r}, not an approval decision")
     return _upstream(
         lambda: procore_set_change_order_status(
             target=delivery.target, status=str(outcome), idempotency_key=delivery.idempotency_key
@@ -409,18 +393,12 @@ def write_back_decision(delivery: Delivery) -> dict:
 def send_webhook(delivery: Delivery) -> dict:
     from .outbound import webhook_send
 
-    try:
-        return webhook_send(
-            escalation=delivery.escalation,
-            endpoint_name=delivery.target,
-            idempotency_key=delivery.idempotency_key,
-        )
-    except UnsafeDestination as exc:
-        raise PermanentFailure(str(exc)) from exc
-    except OutboundFailed as exc:
-        if exc.retryable:
-            raise RetryLater(str(exc), after=exc.retry_after) from exc
-        raise PermanentFailure(str(exc)) from exc
+    # An unsafe destination or a refusal is ``Permanent``, a timeout, 5xx or 429 ``Transient``.
+    return webhook_send(
+        escalation=delivery.escalation,
+        endpoint_name=delivery.target,
+        idempotency_key=delivery.idempotency_key,
+    )
 
 
 # ---- queueing and replay -------------------------------------------------------------------------------

@@ -26,10 +26,10 @@ from django.db.models import Count
 from django.template.loader import render_to_string
 
 from apps.bulk import copy_insert, copy_rows
+from apps.errors import Permanent, Transient
 
 from .delivery import (
     NOTIFY_ACTION,
-    PermanentFailure,
     _notify_event_id,
     deliveries_dispatch,
     performs,
@@ -356,7 +356,7 @@ def send_digest(delivery: Delivery) -> dict:
     try:
         message.send()
     except smtplib.SMTPRecipientsRefused as exc:
-        raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+        raise Permanent(f"recipient refused: {exc.recipients}") from exc
     except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
-        raise OSError(f"SMTP: {exc}") from exc
+        raise Transient(f"SMTP: {exc}") from exc
     return {"to": delivery.target, "escalations": [e.pk for e, _ in escalations], "updates": updates}

@@ -136,6 +136,33 @@ def test_flag_dashboard_is_recorded_as_delivered():
 # ---- retry classification, upstream actions against the simulator, replay ---------------------------
 
 
+def test_the_outbox_sorts_failures_by_the_one_vocabulary(monkeypatch):
+    """``apps.errors``: a Permanent failure (here a connection missing its credential) is dead at once with
+    its error; a Transient one is failed and waits at least its retry_after."""
+    from apps.connectors.kinds import ConfigurationError
+    from apps.errors import Transient
+    from apps.escalations import delivery as outbox
+
+    def misconfigured(delivery):
+        raise ConfigurationError("the connection has no API token")
+
+    def busy(delivery):
+        raise Transient("SMTP 421: try later", retry_after=600)
+
+    monkeypatch.setitem(outbox.PERFORMERS, "email_account_manager", misconfigured)
+    dead = _delivery(make_escalation(), target="a@fulcrum-demo.test")
+    assert delivery_attempt(dead.pk) == "dead"
+    dead.refresh_from_db()
+    assert dead.attempts == 1 and "no API token" in dead.last_error
+
+    monkeypatch.setitem(outbox.PERFORMERS, "email_account_manager", busy)
+    later = _delivery(make_escalation(), target="b@fulcrum-demo.test")
+    before = timezone.now()
+    assert delivery_attempt(later.pk) == "failed"
+    later.refresh_from_db()
+    assert later.next_attempt_at >= before + dt.timedelta(seconds=600) and "SMTP 421" in later.last_error
+
+
 def test_a_failed_send_waits_the_action_backoff_doubling_from_its_base(settings, monkeypatch):
     """The outbox's waits are ``apps.errors.backoff`` over ACTION_BACKOFF_BASE/_CAP: the retry after
     attempt n waits up to base × 2^(n-1), capped (the backoff's own bounds: tests/test_errors.py)."""
