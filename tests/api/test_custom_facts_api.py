@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.utils import timezone
 
 from apps.escalations.models import Escalation
-from apps.rules.authoring.publishing import publish_run_perform
+from apps.orchestration.pipeline import publish_run_perform
 from apps.rules.engine.ruleset import parse_rules
 from apps.rules.evaluation.custom import custom_fact_save
 from apps.rules.evaluation.services import rules_import
