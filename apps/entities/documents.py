@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
 
+from .changes import entities_changed_publish
 from .documents_sql import DOCUMENT_STATEMENTS  # noqa: F401 - re-exported
 from .models import Client, Document, DocumentCandidate, ResolutionSettings, Vendor
 
@@ -167,9 +168,8 @@ def _decide(candidate: DocumentCandidate, status: str, actor: Actor) -> None:
 def _notify_rules(ids: set[int]) -> None:
     if not ids:
         return
-    from apps.rules.evaluation.triggers import on_entities_changed
-
-    on_entities_changed({"document": ids}, trigger="resolution")
+    # The candidate's decision set the links itself: announce the change without deriving them again.
+    entities_changed_publish({"document": ids}, trigger="resolution", link=False)
 
 
 def unlinked(queryset: Any = None) -> Any:

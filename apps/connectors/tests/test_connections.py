@@ -111,7 +111,7 @@ def test_every_problem_in_a_file_is_reported_and_nothing_is_imported(db: None) -
     assert errors == [
         "item 1 (ok): unknown field 'credential'",
         "item 2 (Bad Slug): slug must be 1-50 letters, digits, '-' or '_'",
-        "item 2 (Bad Slug): kind 'sap' is not one of csv, hubspot, procore, quickbooks, rest",
+        "item 2 (Bad Slug): kind 'sap' is not one of csv, docai, hubspot, procore, quickbooks, rest",
         "item 2 (Bad Slug): base_url 'ftp://x' is not an http(s) URL",
         "item 2 (Bad Slug): schedule '*/15 * * *': "
         "needs five fields: minute hour day-of-month month day-of-week",

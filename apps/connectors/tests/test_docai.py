@@ -289,7 +289,8 @@ def test_the_demo_rules_escalate_exactly_the_planted_documents(
 ) -> None:
     from apps.accounts.demo import DEMO_RULES
     from apps.escalations.models import Escalation
-    from apps.rules.evaluation.services import evaluate_subjects, rules_import
+    from apps.orchestration.pipeline import evaluate_subjects
+    from apps.rules.evaluation.services import rules_import
     from apps.simulator.docai import PLANTED_DOCUMENTS
 
     rules_import(text=DEMO_RULES.read_text(), actor="system:test")

@@ -85,7 +85,13 @@ def test_a_change_order_without_a_project_is_marked_alone(world: dict[str, Any])
 
     affected = affected_subjects({"change_order": {loose.pk}})
 
-    assert affected == {"change_order": {loose.pk}, "project": set(), "client": set(), "submittal": set()}
+    assert affected == {
+        "change_order": {loose.pk},
+        "project": set(),
+        "client": set(),
+        "submittal": set(),
+        "document": set(),
+    }
 
 
 def test_nothing_changed_marks_nothing(world: dict[str, Any]) -> None:
