@@ -1,14 +1,15 @@
 """The one HTTP client every connector uses: timeouts, bounded retries with backoff, call accounting.
 
 Retries cover what is worth retrying and nothing else: timeouts, connection errors, 5xx and 429. Waits are
-exponential with full jitter (AWS "Exponential Backoff and Jitter"), except that a ``Retry-After`` header
-wins: the vendor knows its own budget. Tokens travel in headers only and never reach logs, errors or counts.
+the project's one backoff (``apps.errors.backoff``: exponential with full jitter), and a ``Retry-After``
+header wins when longer: the vendor knows its own budget. Tokens travel in headers only and never reach
+logs, errors or counts.
 
 A write (POST or PATCH, RFC 9110 §9.2.2: not idempotent) is sent again only when it cannot have reached the
 vendor (the connection was never made) or the vendor refused it unread (429, a 401 answered by a token
 refresh). Once the request may have arrived (a read timeout, a reset, a 5xx, a 2xx whose answer was cut)
-its outcome is unknown: the client raises ``UpstreamError(outcome_unknown=True)`` at once, and the caller's
-outbox retries later, knowing it must first look for what the lost attempt wrote (HubSpot notes) or
+its outcome is unknown: the client raises ``UpstreamTransient(outcome_unknown=True)`` at once, and the
+caller's outbox retries later, knowing it must first look for what the lost attempt wrote (HubSpot notes) or
 resend the same idempotency key (QuickBooks ``requestid``). A POST that only reads (HubSpot's CRM search,
 ``POST /crm/v3/objects/{objectType}/search``) is retried like a GET; ``idempotent=`` says so explicitly.
 """
@@ -19,7 +20,6 @@ import contextlib
 import json
 import logging
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -31,6 +31,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import requests
 from django.conf import settings
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from apps.errors import Permanent, Transient, backoff
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ T = TypeVar("T")
 
 
 class UpstreamError(requests.HTTPError):
-    """An upstream call that failed for good: retries exhausted or a non-retryable HTTP status.
+    """An upstream call that failed for good here (retries exhausted, or an answer no retry changes), with
+    its status, scrubbed URL and body excerpt. Raised as one of the project's two kinds (``apps.errors``):
+    ``UpstreamTransient`` or ``UpstreamPermanent``; catch this class for either.
 
     A subclass of ``requests.HTTPError`` so callers that already handle that keep working.
     """
@@ -59,21 +63,34 @@ class UpstreamError(requests.HTTPError):
         status: int = 0,
         url: str = "",
         body: str = "",
-        retryable: bool = False,
         response: requests.Response | None = None,
-        outcome_unknown: bool = False,
-        retry_after: float | None = None,
     ) -> None:
         super().__init__(message, response=response)
         self.status = status
         self.url = url
         self.body = body
-        # True when the upstream was unavailable rather than refusing us: trying later may work.
-        self.retryable = retryable
-        # True when a write may have taken effect although no answer says so: look before writing again.
-        self.outcome_unknown = outcome_unknown
-        # Seconds the upstream said to wait (Retry-After, or its rate-limit headers via ``pace``), if it did.
+
+
+class UpstreamTransient(UpstreamError, Transient):
+    """The upstream was unavailable rather than refusing us (a timeout, a 5xx, a 429, a spent budget):
+    trying later may work. ``retry_after``: the upstream's Retry-After or rate-limit reset, if it said one;
+    ``outcome_unknown``: a write may have taken effect although no answer says so."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+        **fields: Any,
+    ) -> None:
+        super().__init__(message, **fields)
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
+
+
+class UpstreamPermanent(UpstreamError, Permanent):
+    """The upstream refused (a 4xx other than 429, an unusable answer): the same request gets the same."""
 
 
 @dataclass
@@ -175,9 +192,6 @@ class HttpClient:
     def url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else urljoin(self.base_url, path.lstrip("/"))
 
-    def _backoff(self, attempt: int) -> float:
-        return random.uniform(0, min(self.backoff_cap, self.backoff_base * (2**attempt)))
-
     def request(
         self, method: str, path: str, *, idempotent: bool | None = None, **kwargs: Any
     ) -> requests.Response:
@@ -256,20 +270,17 @@ class HttpClient:
                 elif status != 429 and not repeatable:
                     # A 5xx may come after the write took effect; a 429 refused the request unread.
                     raise self._unknown(method, shown, problem, status, response)
-            wait = self._backoff(attempt)
             advised = (
                 retry_after_seconds(response.headers.get("Retry-After")) if response is not None else None
             )
             if advised is None and status == 429 and paused:
                 advised = paused
-            if advised is not None:
-                wait = advised
+            wait = backoff(attempt, base=self.backoff_base, cap=self.backoff_cap, retry_after=advised)
             if attempt >= self.max_retries or (advised is not None and advised > self.max_retry_after):
-                error = self._error(
-                    method, shown, f"{problem} after {attempt + 1} attempts", status, response, retryable=True
+                problem = f"{problem} after {attempt + 1} attempts"
+                raise self._error(
+                    method, shown, problem, status, response, retryable=True, retry_after=advised
                 )
-                error.retry_after = advised
-                raise error
             attempt += 1
             self._count(retries=1)
             if status == 429:
@@ -301,9 +312,8 @@ class HttpClient:
         if gap <= 0:
             return
         if gap > self.max_retry_after:
-            raise UpstreamError(
+            raise UpstreamTransient(
                 f"{method} {shown}: the upstream's rate limit resets in {gap:.0f} s; trying again later",
-                retryable=True,
                 retry_after=gap,
             )
         self._count(rate_limited_seconds=gap)
@@ -318,26 +328,29 @@ class HttpClient:
         response: requests.Response | None,
         *,
         retryable: bool,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
     ) -> UpstreamError:
-        """``url`` is already scrubbed of secrets."""
+        """``url`` is already scrubbed of secrets. A transient error carries ``retry_after`` (default: the
+        answer's Retry-After), so the caller that tries later waits at least that long."""
         body = ""
         if response is not None:
             body = " ".join(response.text[:BODY_EXCERPT].split())
         message = f"{method} {url}: {problem}" + (f": {body}" if body else "")
-        return UpstreamError(
-            message, status=status, url=url, body=body, retryable=retryable, response=response
-        )
+        fields: dict[str, Any] = {"status": status, "url": url, "body": body, "response": response}
+        if not retryable:
+            return UpstreamPermanent(message, **fields)
+        if retry_after is None and response is not None:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        return UpstreamTransient(message, retry_after=retry_after, outcome_unknown=outcome_unknown, **fields)
 
     def _unknown(
         self, method: str, url: str, problem: str, status: int, response: requests.Response | None
     ) -> UpstreamError:
         """A write that may have taken effect: not sent again here; the outbox retries and looks first."""
-        error = self._error(
-            method, url, f"{problem}; the write may have taken effect", status, response, retryable=True
-        )
-        error.outcome_unknown = True
+        problem = f"{problem}; the write may have taken effect"
         logger.info("upstream %s %s: %s; not resent (outcome unknown)", method, url, problem)
-        return error
+        return self._error(method, url, problem, status, response, retryable=True, outcome_unknown=True)
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request_json("GET", path, params=params)[0]

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.audit.services import audit_record
 
-from .http import UpstreamError
+from .http import UpstreamPermanent, UpstreamTransient
 from .kinds.base import ConfigurationError, parse_datetime
 from .models import Connection
 
@@ -49,26 +49,21 @@ def _request_tokens(token_url: str, credentials: dict[str, Any], basic_auth: boo
             token_url, data=form, auth=auth, timeout=timeout, headers={"Accept": "application/json"}
         )
     except requests.RequestException as exc:
-        raise UpstreamError(
-            f"POST {token_url}: {type(exc).__name__}", url=token_url, retryable=True
-        ) from None
+        raise UpstreamTransient(f"POST {token_url}: {type(exc).__name__}", url=token_url) from None
     if response.status_code in (400, 401):
         # The body names the OAuth error only ("invalid_grant"); it is still left out in case a vendor echoes.
         raise ConfigurationError(
             f"token refresh refused (HTTP {response.status_code}): the connection must be re-authorised"
         )
-    if response.status_code >= 300:
-        raise UpstreamError(
-            f"POST {token_url}: HTTP {response.status_code}",
-            status=response.status_code,
-            url=token_url,
-            retryable=response.status_code >= 500 or response.status_code == 429,
-        )
+    status = response.status_code
+    if status >= 300:
+        kind = UpstreamTransient if status >= 500 or status == 429 else UpstreamPermanent
+        raise kind(f"POST {token_url}: HTTP {status}", status=status, url=token_url)
     try:
         answer = response.json()
         str(answer["access_token"])
     except (ValueError, KeyError, TypeError):
-        raise UpstreamError(f"POST {token_url}: no access_token in the answer", url=token_url) from None
+        raise UpstreamPermanent(f"POST {token_url}: no access_token in the answer", url=token_url) from None
     return answer
 
 

@@ -8,7 +8,7 @@ handling in the HTTP client: this budget only keeps us from provoking them.
 Redis unavailable means no budget rather than no sync: the vendor's 429s remain the backstop.
 
 Inside ``deferring()`` (the sync task wraps its run in it) a wait longer than
-``FULCRUM["RATE_BUDGET_MAX_SLEEP"]`` is not slept: ``RateBudgetDeferred`` (a retryable ``UpstreamError``)
+``FULCRUM["RATE_BUDGET_MAX_SLEEP"]`` is not slept: ``RateBudgetDeferred`` (an ``UpstreamTransient``)
 ends the call, the sync run stops *partial* at its last committed page, and the task re-queues itself
 with a countdown (``take_deferral()``), so the worker's slot goes to the work queued behind it instead of
 to a sleep (issue 19). The flag is per process, which suits prefork workers (one task per process at a
@@ -29,7 +29,7 @@ from functools import cache
 import redis
 from django.conf import settings
 
-from .http import UpstreamError
+from .http import UpstreamTransient
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +53,11 @@ _deferred_for = 0.0
 _deferred_lock = threading.Lock()
 
 
-class RateBudgetDeferred(UpstreamError):
+class RateBudgetDeferred(UpstreamTransient):
     """The shared budget is spent for longer than a worker should sleep: try again after ``retry_after``."""
 
     def __init__(self, key: str, retry_after: float) -> None:
-        super().__init__(f"rate budget {key} spent: deferred {retry_after:.1f} s", retryable=True)
-        self.retry_after = retry_after
+        super().__init__(f"rate budget {key} spent: deferred {retry_after:.1f} s", retry_after=retry_after)
 
 
 def defer_long_waits(enabled: bool) -> None:

@@ -24,6 +24,7 @@ from django.utils import timezone
 from apps.audit.services import Actor, audit_record
 from apps.entities.changes import entities_changed_publish
 from apps.entities.loaders import PreparedRows, prepare_rows, upsert_prepared
+from apps.errors import Transient
 
 from .drift import compare, field_paths
 from .http import Prefetch, UpstreamError
@@ -542,7 +543,7 @@ def _sync_stream(
                     progress(stream_name, len(page.records))
     except UpstreamError as exc:
         # Committed pages stay, and so does their cursor: the next run resumes from there.
-        status = SyncRun.Status.PARTIAL if exc.retryable else SyncRun.Status.FAILED
+        status = SyncRun.Status.PARTIAL if isinstance(exc, Transient) else SyncRun.Status.FAILED
         error = str(exc)
     except (ConfigurationError, _RunLost, _Stalled) as exc:
         status, error = SyncRun.Status.FAILED, str(exc)

@@ -4,9 +4,10 @@ A claim is a conditional UPDATE (pending/failed and due, or sending with an expi
 workers never send the same row at once and a worker killed mid-send leaves a row that is re-claimed
 when its claim expires; the far side drops the repeat by the row's idempotency key.
 
-Only timeouts, connection errors, 5xx and 429 are retried, with exponential backoff, full jitter and a
-cap, a ``Retry-After`` winning when longer; anything else (a 4xx, a refused recipient, an unsafe URL) makes
-the row dead at once with the error, as do too many attempts. Upstream writes are retried here and only
+Only ``Transient`` failures (``apps.errors``: timeouts, connection errors, 5xx and 429) are retried, after
+the project's one backoff (full jitter, ``ACTION_BACKOFF_BASE``/``_CAP``, a ``Retry-After`` winning when
+longer); a ``Permanent`` one (a 4xx, a refused recipient, an unsafe URL) makes the row dead at once with the
+error, as do too many attempts. Upstream writes are retried here and only
 here: the HTTP client sends a write once unless it never left (``apps.connectors.http``), so a lost answer
 costs one outbox attempt and the next one looks before writing (``outcome_may_exist``). Dead rows are the
 dead-letter list in admin; :func:`delivery_replay` queues one again.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import smtplib
 from typing import Any
 
@@ -27,9 +27,10 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
+from apps.errors import Permanent, Transient, configured_backoff
 
 from . import actions
-from .actions import PermanentFailure, RetryLater, queue_for
+from .actions import queue_for
 from .actions.notices import DIGEST, NOTIFY_ACTION, notify_key
 from .actions.upstream import WRITEBACK_ACTION
 from .models import Delivery, DigestItem, Escalation, EscalationEvent
@@ -73,17 +74,6 @@ def due_delivery_ids(limit: int = 200, now: dt.datetime | None = None) -> list[i
     )
 
 
-def backoff(attempts: int, retry_after: float | None = None) -> dt.timedelta:
-    """Exponential backoff with jitter: base × 2^(attempts-1), drawn from its upper half, capped; a longer
-    Retry-After wins (the far side knows its own budget)."""
-    base, cap = _conf("ACTION_BACKOFF_BASE", 30.0), _conf("ACTION_BACKOFF_CAP", 3600.0)
-    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
-    wait = random.uniform(ceiling / 2, ceiling)
-    if retry_after is not None:
-        wait = max(wait, min(retry_after, 86_400.0))
-    return dt.timedelta(seconds=wait)
-
-
 def delivery_attempt(pk: int) -> str:
     """Try one delivery now if it is due and unclaimed. Returns the resulting state."""
     from apps.connectors import ratelimit
@@ -95,12 +85,12 @@ def delivery_attempt(pk: int) -> str:
         # A vendor's spent budget raises instead of sleeping in this worker's slot (``_defer``).
         with ratelimit.deferring():
             response = actions.get(delivery.action).perform(delivery)
-    except PermanentFailure as exc:
+    except Permanent as exc:
         return _finish(delivery, Delivery.State.DEAD, error=str(exc))
-    except RetryLater as exc:
-        if isinstance(exc.__cause__, ratelimit.RateBudgetDeferred):
-            return _defer(delivery, float(exc.__cause__.retry_after or 0.0))
-        return _failed(delivery, str(exc), retry_after=exc.after)
+    except ratelimit.RateBudgetDeferred as exc:
+        return _defer(delivery, float(exc.retry_after or 0.0))
+    except Transient as exc:
+        return _failed(delivery, str(exc), retry_after=exc.retry_after)
     except (OSError, smtplib.SMTPException, requests.RequestException) as exc:
         return _failed(delivery, f"{type(exc).__name__}: {exc}")
     return _finish(delivery, Delivery.State.DELIVERED, response=response)
@@ -143,7 +133,10 @@ def _finish(
     if state == Delivery.State.DELIVERED:
         fields.update(delivered_at=now, response=response or {})
     elif state == Delivery.State.FAILED:
-        wait = backoff(delivery.attempts, retry_after)
+        # The retry after attempt 1 waits up to ACTION_BACKOFF_BASE; a day is the longest advice heeded.
+        retry = delivery.attempts - 1
+        seconds = configured_backoff("ACTION", retry, retry_after=retry_after, longest=86_400.0)
+        wait = dt.timedelta(seconds=seconds)
         fields["next_attempt_at"] = now + wait
     # Only the claim holder may finish: a row re-claimed after an expired claim belongs to its new owner.
     finished = Delivery.objects.filter(

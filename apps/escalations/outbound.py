@@ -30,23 +30,15 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from apps.errors import Permanent, Transient
+
 from .models import Escalation
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class UnsafeDestination(Exception):
+class UnsafeDestination(Permanent):
     """The URL resolves to an address Fulcrum must not call (or is not an http(s) URL)."""
-
-
-class OutboundFailed(Exception):
-    """An outbound call that did not succeed; ``retryable`` for timeouts, connection errors, 5xx, 429."""
-
-    def __init__(self, message: str, *, status: int = 0, retryable: bool, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after
 
 
 # ---- SSRF guard ------------------------------------------------------------------------------------
@@ -138,7 +130,8 @@ def guarded_session() -> requests.Session:
 
 
 def guarded_post(url: str, *, body: bytes, headers: dict[str, str], timeout: float) -> requests.Response:
-    """POST through the SSRF guard without following redirects; classify failures as OutboundFailed."""
+    """POST through the SSRF guard without following redirects. A timeout, connection error, 5xx or 429 is
+    ``Transient`` (with the answer's Retry-After), any other answer ``Permanent``."""
     from apps.connectors.http import RETRY_STATUSES, retry_after_seconds
 
     check_destination(url)
@@ -146,11 +139,11 @@ def guarded_post(url: str, *, body: bytes, headers: dict[str, str], timeout: flo
     try:
         response = session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
     except requests.Timeout as exc:
-        raise OutboundFailed(f"timed out after {timeout:.0f}s", retryable=True) from exc
+        raise Transient(f"timed out after {timeout:.0f}s") from exc
     except requests.ConnectionError as exc:
         if isinstance(exc.__context__, UnsafeDestination) or "refused;" in str(exc):
             raise UnsafeDestination(str(exc)) from exc
-        raise OutboundFailed(f"connection failed: {exc}", retryable=True) from exc
+        raise Transient(f"connection failed: {exc}") from exc
     finally:
         session.close()
     status = response.status_code
@@ -160,12 +153,9 @@ def guarded_post(url: str, *, body: bytes, headers: dict[str, str], timeout: flo
     message = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
     if 300 <= status < 400:
         message += f" (redirect to {response.headers.get('Location', '?')!r} not followed)"
-    raise OutboundFailed(
-        message,
-        status=status,
-        retryable=status in RETRY_STATUSES or status >= 500,
-        retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-    )
+    if status in RETRY_STATUSES or status >= 500:
+        raise Transient(message, retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+    raise Permanent(message)
 
 
 # ---- Standard Webhooks ------------------------------------------------------------------------------

@@ -269,7 +269,7 @@ FULCRUM = {
     # In a worker, a shared rate-budget wait longer than this re-queues the task with a countdown.
     "RATE_BUDGET_MAX_SLEEP": env.float("FULCRUM_RATE_BUDGET_MAX_SLEEP", default=1.0),
     # Webhook processing (apps/connectors/webhooks): a claim older than the lease is presumed lost (a
-    # killed worker) and queued again; retries back off from 1 s to 30 s (docs/OPERATIONS.md).
+    # killed worker) and queued again; retries back off up to 1 s, doubling to 30 s (docs/OPERATIONS.md).
     "WEBHOOK_LEASE_SECONDS": env.float("FULCRUM_WEBHOOK_LEASE_SECONDS", default=30.0),
     # Pending evaluations claimed by a flush: a killed worker's are taken again after this (+10 ms/subject).
     "EVALUATION_CLAIM_SECONDS": env.float("FULCRUM_EVALUATION_CLAIM_SECONDS", default=60.0),
@@ -280,7 +280,8 @@ FULCRUM = {
     # live records of an entity falling by more than this percent are a volume drop.
     "QUALITY_CONFLICT_PCT": env.float("FULCRUM_QUALITY_CONFLICT_PCT", default=10.0),
     "QUALITY_VOLUME_DROP_PCT": env.float("FULCRUM_QUALITY_VOLUME_DROP_PCT", default=30.0),
-    # Outbox retries: base × 2^(attempt-1) seconds with jitter, capped; a claim outlives the slowest attempt.
+    # Outbox retries: up to base × 2^(attempt-1) seconds (full jitter, apps/errors.py), capped; a claim
+    # outlives the slowest attempt.
     "ACTION_BACKOFF_BASE": env.float("FULCRUM_ACTION_BACKOFF_BASE", default=30.0),
     "ACTION_BACKOFF_CAP": env.float("FULCRUM_ACTION_BACKOFF_CAP", default=3600.0),
     "DELIVERY_CLAIM_SECONDS": env.float("FULCRUM_DELIVERY_CLAIM_SECONDS", default=300.0),

@@ -40,8 +40,9 @@ from urllib.parse import urlsplit
 from django.db import models
 from django.utils import timezone
 
-from apps.connectors.http import HttpClient, UpstreamError
+from apps.connectors.http import HttpClient, UpstreamPermanent
 from apps.connectors.webhooks.schemes import Events, Headers, Inbound, Malformed, Rejected, body_hash
+from apps.errors import Permanent
 
 if TYPE_CHECKING:
     from apps.connectors.models import Connection, WebhookDelivery
@@ -63,15 +64,15 @@ class BadRecord(Exception):
         self.reason = reason
 
 
-class UnknownKind(LookupError):
+class UnknownKind(LookupError, Permanent):
     pass
 
 
-class UnknownStream(LookupError):
+class UnknownStream(LookupError, Permanent):
     pass
 
 
-class ConfigurationError(ValueError):
+class ConfigurationError(ValueError, Permanent):
     """The connection lacks an option or credential its kind needs."""
 
 
@@ -416,7 +417,7 @@ def keyset_pages(
         since, offset = next_since, next_offset
 
 
-class PagingStalled(UpstreamError):
+class PagingStalled(UpstreamPermanent):
     """An upstream page that says more records follow but moves the walk nowhere: the run ends as an error
     (not a success that read nothing new), and the next run starts again from the saved cursor."""
 

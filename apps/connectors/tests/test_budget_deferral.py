@@ -11,6 +11,7 @@ from apps.connectors import ratelimit
 from apps.connectors.models import Connection, SyncRun
 from apps.connectors.ratelimit import RateBudget, RateBudgetDeferred
 from apps.connectors.tasks import sync_connection_task
+from apps.errors import Transient
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def test_a_long_wait_raises_instead_of_sleeping(in_worker):
     assert budget.wait() == 0
     with pytest.raises(RateBudgetDeferred) as caught:
         budget.wait()
-    assert slept == [] and 59 < caught.value.retry_after <= 60 and caught.value.retryable
+    assert slept == [] and 59 < caught.value.retry_after <= 60 and isinstance(caught.value, Transient)
     assert 59 < ratelimit.take_deferral() <= 60 and ratelimit.take_deferral() == 0
 
 

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from apps.connectors.http import HttpClient, UpstreamError, retry_after_seconds, safe_url
+from apps.errors import Permanent, Transient
 
 
 class Script:
@@ -84,7 +85,7 @@ def test_exhausted_retries_raise_a_clear_error_without_secrets(upstream: tuple[s
     with pytest.raises(UpstreamError) as caught:
         client.get_json("/thing", params={"api_key": "s3cret-key", "page": 2})
     error = caught.value
-    assert error.status == 502 and error.retryable
+    assert error.status == 502 and isinstance(error, Transient)
     assert client.stats.api_calls == 4  # the first try and three retries
     assert "s3cret" not in str(error) and "page=2" in str(error)
     assert "502 after 4 attempts" in str(error)
@@ -98,7 +99,7 @@ def test_client_errors_are_not_retried(upstream: tuple[str, Script]) -> None:
     client = make_client(base, [])
     with pytest.raises(UpstreamError) as caught:
         client.get_json("/thing")
-    assert caught.value.status == 401 and not caught.value.retryable
+    assert caught.value.status == 401 and isinstance(caught.value, Permanent)
     assert client.stats.api_calls == 1
 
 
@@ -107,7 +108,7 @@ def test_connection_refused_is_retried_then_reported() -> None:
     client = make_client("http://127.0.0.1:9", sleeps, max_retries=2)
     with pytest.raises(UpstreamError) as caught:
         client.get_json("/thing")
-    assert caught.value.status == 0 and caught.value.retryable
+    assert caught.value.status == 0 and isinstance(caught.value, Transient)
     assert len(sleeps) == 2
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import apps.connectors.kinds.procore.streams as procore_streams
 import apps.connectors.services as services
-from apps.connectors.http import HttpClient, Prefetch, UpstreamError
+from apps.connectors.http import HttpClient, Prefetch, UpstreamError, UpstreamTransient
 from apps.connectors.models import Connection, StreamState, SyncRun
 from apps.connectors.services import sync_connection
 from apps.entities.models import ChangeOrder
@@ -66,7 +66,7 @@ def test_an_error_reading_ahead_is_raised_only_after_the_items_before_it() -> No
     def pages() -> Iterator[int]:
         yield 1
         yield 2
-        raise UpstreamError("GET /x: HTTP 503 after 4 attempts", status=503, retryable=True)
+        raise UpstreamTransient("GET /x: HTTP 503 after 4 attempts", status=503)
 
     taken = []
     with pytest.raises(UpstreamError, match="503"), Prefetch(pages()) as ahead:

@@ -23,6 +23,7 @@ from apps.connectors.models import Connection, StreamState, WebhookDelivery
 from apps.connectors.services import sync_connection, sync_stream
 from apps.connectors.webhooks.processing import process_delivery
 from apps.entities.models import ChangeOrder, Milestone, Project, Submittal
+from apps.errors import Transient
 from apps.simulator import Company, SimulatorServer
 from apps.simulator.webhooks import change_record, event_for, procore_delivery
 
@@ -103,7 +104,7 @@ def test_a_window_that_never_settles_ends_the_run_partial() -> None:
     client = FakeClient([moving] * paging.MAX_PASSES)
     with pytest.raises(UpstreamError, match="changed during each") as caught:
         list(paging.read_all(client, "/rest/v1.0/vendors", {}, 1))  # type: ignore[arg-type]
-    assert caught.value.retryable
+    assert isinstance(caught.value, Transient)
 
 
 # ---- rate limits -----------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def test_a_limit_resetting_later_than_we_wait_ends_the_run_partial(monkeypatch: 
     client.get_json("/rest/v1.0/vendors")
     with pytest.raises(UpstreamError, match="resets in") as caught:
         client.get_json("/rest/v1.0/vendors")
-    assert caught.value.retryable and client.stats.api_calls == 1
+    assert isinstance(caught.value, Transient) and client.stats.api_calls == 1
 
 
 def test_sync_pauses_at_the_simulators_limit_until_its_reset(

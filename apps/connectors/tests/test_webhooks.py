@@ -654,6 +654,35 @@ def test_a_failing_delivery_is_recorded_retried_and_never_blocks_others(
     assert WebhookDelivery.objects.get(pk=failing).attempts == 2
 
 
+def test_a_refusal_is_permanent_and_a_rate_limit_carries_its_retry_after(
+    hooks: dict[str, Connection],
+    company: Company,
+    simulator: SimulatorServer,
+    client: HttpClient,
+    settings: Any,
+) -> None:
+    """One vocabulary (``apps.errors``): the vendor's 403 is ``Permanent``, not retried (the same request
+    gets the same answer); its 429 is ``Transient``, retried no sooner than its Retry-After."""
+    sync_stream(connection=hooks["pm"], stream="change_orders")
+    first, second = sorted(company.pc_change_orders)[:2]
+    refused = accept(client, "pm", *procore_delivery(PROCORE_AUTH, procore_event("change_order", first)))
+    limited = accept(client, "pm", *procore_delivery(PROCORE_AUTH, procore_event("change_order", second)))
+
+    simulator.faults.add("status", path_prefix="/rest/", status=403, count=None)
+    outcome = process_delivery(refused)
+    simulator.faults.clear()
+    assert outcome.status == "failed" and not outcome.retry and outcome.retry_after is None
+    assert "403" in WebhookDelivery.objects.get(pk=refused).error
+
+    # Longer than a sync waits in place: the client gives up at once and hands the advice on.
+    settings.FULCRUM = {**settings.FULCRUM, "HTTP_MAX_RETRY_AFTER": 5.0}
+    simulator.faults.add("rate_limit", path_prefix="/rest/", retry_after=7, count=None)
+    outcome = process_delivery(limited)
+    simulator.faults.clear()
+    assert outcome.status == "failed" and outcome.retry
+    assert outcome.retry_after is not None and 6 <= outcome.retry_after <= 8  # the reset, from now
+
+
 def test_a_bad_record_is_quarantined_and_the_delivery_processed(
     hooks: dict[str, Connection], client: HttpClient
 ) -> None:
@@ -800,12 +829,15 @@ def test_a_spent_rate_budget_defers_the_delivery_without_spending_an_attempt(
     assert row.status == Status.RECEIVED and row.attempts == 0 and "rate budget" in row.error
 
 
-def test_webhook_retries_start_at_a_second_and_honour_the_upstream(settings: Any) -> None:
+def test_webhook_retries_start_within_a_second_and_honour_the_upstream(settings: Any) -> None:
+    from apps.errors import configured_backoff
+
     settings.FULCRUM = {**settings.FULCRUM, "WEBHOOK_BACKOFF_BASE": 1.0, "WEBHOOK_BACKOFF_CAP": 30.0}
-    assert all(0.5 <= tasks.backoff(0) <= 1.0 for _ in range(20))
-    assert all(15 <= tasks.backoff(10) <= 30 for _ in range(20))
-    assert tasks.backoff(0, retry_after=7) == 7
-    assert tasks.backoff(0, retry_after=10_000) == tasks.RETRY_AFTER_CAP
+    assert all(0 <= configured_backoff("WEBHOOK", 0) <= 1.0 for _ in range(20))
+    assert all(0 <= configured_backoff("WEBHOOK", 10) <= 30 for _ in range(20))
+    longest = tasks.RETRY_AFTER_CAP
+    assert configured_backoff("WEBHOOK", 0, retry_after=7, longest=longest) == 7
+    assert configured_backoff("WEBHOOK", 0, retry_after=10_000, longest=longest) == longest
 
 
 # ---- a burst ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from apps.connectors.http import HttpClient, UpstreamError
+from apps.errors import Transient
 
 
 @dataclass
@@ -108,7 +109,7 @@ def test_a_post_whose_answer_is_lost_is_sent_once_and_reported_as_unknown(wire: 
         http.post_json("/crm/v3/objects/notes", {"properties": {"hs_note_body": "x"}})
 
     assert wire.received == [("POST", "/crm/v3/objects/notes")]  # one note upstream, not two
-    assert lost.value.outcome_unknown and lost.value.retryable
+    assert lost.value.outcome_unknown and isinstance(lost.value, Transient)
     assert "may have taken effect" in str(lost.value)
     assert http.stats.retries == 0
 
@@ -156,7 +157,7 @@ def test_a_post_that_never_connected_is_retried_and_then_not_called_unknown() ->
         http.post_json("/crm/v3/objects/notes", {})
 
     assert http.stats.api_calls == 4 and http.stats.retries == 3
-    assert refused.value.retryable and not refused.value.outcome_unknown
+    assert isinstance(refused.value, Transient) and not refused.value.outcome_unknown
 
 
 def test_a_caller_may_declare_a_write_idempotent(wire: Wire) -> None:

@@ -34,14 +34,10 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from apps.connectors.http import UpstreamError
 from apps.connectors.kinds import (
     BadRecord,
-    ConfigurationError,
     ConnectorKind,
     Stream,
-    UnknownKind,
-    UnknownStream,
     get_kind,
 )
 from apps.connectors.models import Connection, WebhookDelivery
@@ -51,6 +47,7 @@ from apps.entities.changes import entities_changed_publish
 from apps.entities.loaders import source_column, upsert_rows
 from apps.entities.models import Client, Project
 from apps.entities.resolution import entity_merge
+from apps.errors import Permanent, Transient
 
 from . import schemes
 from .schemes import Hint
@@ -59,8 +56,10 @@ logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6  # claims of one delivery, task retries and sweeper re-queues together (not budget deferrals)
 SWEEP_BATCH = 500
-# Failures that trying again cannot fix (the row stays failed with its error for a person to see).
-PERMANENT = (UnknownKind, UnknownStream, ConfigurationError, schemes.Malformed, NotImplementedError)
+# Failures that trying again cannot fix (the row stays failed with its error for a person to see): the
+# project's ``Permanent`` (an unknown kind or stream, a misconfigured connection, a malformed body, a vendor's
+# 4xx), and a kind that cannot fetch by id. Anything else is retried, ``MAX_ATTEMPTS`` in all.
+PERMANENT = (Permanent, NotImplementedError)
 Status = WebhookDelivery.Status
 MERGE_ACTOR = "system:webhooks"
 FETCHED = ("upsert", "merge")  # hints whose record is read again upstream (a merge: the survivor)
@@ -128,7 +127,7 @@ def process_delivery(delivery_id: int) -> DeliveryResult:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         held.update(status=Status.FAILED, error=error, status_changed_at=timezone.now())
         retry = not isinstance(exc, PERMANENT) and delivery.attempts < MAX_ATTEMPTS
-        after = exc.retry_after if isinstance(exc, UpstreamError) else None
+        after = exc.retry_after if isinstance(exc, Transient) else None
         logger.warning("webhook delivery %s failed (attempt %s): %s", delivery.pk, delivery.attempts, error)
         return DeliveryResult("failed", retry=retry, error=error, retry_after=after)
     return DeliveryResult("processed", counts=counts)

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.errors import Permanent
+
 MAX_BODY = 1024 * 1024  # bytes; larger deliveries are refused with 413 before they are read
 TOLERANCE = 5 * 60  # seconds a signed timestamp may differ from our clock (HubSpot, Standard Webhooks)
 REDACTED = "[redacted]"
@@ -36,7 +38,7 @@ class Rejected(Exception):
     """Not from the vendor (bad or missing signature) or replayed (stale timestamp): 401."""
 
 
-class Malformed(ValueError):
+class Malformed(ValueError, Permanent):
     """Authentic but not a body of the vendor's shape: 400."""
 
 

@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 
 from celery import shared_task
-from django.conf import settings
 
 from apps.connectors import ratelimit
+from apps.errors import configured_backoff
 
 from .processing import MAX_ATTEMPTS, process_delivery, sweep
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_CAP = 300.0  # an upstream asking for longer is asked again then; the sweeper is the backstop
-
-
-def backoff(retries: int, retry_after: float | None = None) -> float:
-    """Seconds before retry ``retries + 1``: exponential from ``WEBHOOK_BACKOFF_BASE`` (1 s), capped at
-    ``WEBHOOK_BACKOFF_CAP`` (30 s), drawn from its upper half; the upstream's own advice wins when longer.
-
-    Short on purpose: a webhook is a user-visible change waiting to be applied, and the fault that failed it
-    (a 5xx burst, a 429) usually clears in seconds. A 429 never parks other deliveries: they meet the
-    shared budget's hold, and a hold longer than a worker should sleep defers them (``RateBudgetDeferred``).
-    """
-    conf = settings.FULCRUM
-    base = float(conf.get("WEBHOOK_BACKOFF_BASE", 1.0))
-    cap = float(conf.get("WEBHOOK_BACKOFF_CAP", 30.0))
-    wait = min(cap, base * 2**retries) * random.uniform(0.5, 1.0)
-    if retry_after is not None:
-        wait = max(wait, min(retry_after, RETRY_AFTER_CAP))
-    return wait
+# Retries are short on purpose (``WEBHOOK_BACKOFF_BASE`` 1 s to ``_CAP`` 30 s): a webhook is a user-visible
+# change waiting to be applied, and the fault that failed it (a 5xx burst, a 429) usually clears in seconds. A
+# 429 never parks other deliveries: they meet the shared budget's hold, and a hold longer than a worker should
+# sleep defers them (``RateBudgetDeferred``). An upstream asking for longer than this is asked again then; the
+# sweeper is the backstop.
+RETRY_AFTER_CAP = 300.0
 
 
 # acks_late: a worker that dies mid-task leaves the message to be redelivered; processing is idempotent
@@ -52,7 +39,10 @@ def process_webhook_delivery(self, delivery_id: int, deferrals: int = 0) -> str:
         process_webhook_delivery.apply_async((delivery_id,), {"deferrals": deferrals + 1}, **options)
         return f"webhook delivery {delivery_id}: rate budget spent, deferred {countdown:g} s"
     if outcome.retry and self.request.retries < self.max_retries:
-        raise self.retry(countdown=backoff(self.request.retries, outcome.retry_after))
+        wait = configured_backoff(
+            "WEBHOOK", self.request.retries, retry_after=outcome.retry_after, longest=RETRY_AFTER_CAP
+        )
+        raise self.retry(countdown=wait)
     return f"webhook delivery {delivery_id}: {outcome.status} {outcome.counts or outcome.error}".rstrip()
 
 

@@ -13,13 +13,13 @@ import pkgutil
 from collections.abc import Sequence
 from typing import Any
 
+from apps.errors import Permanent
+
 from ..models import Escalation
-from .base import REGISTRY, Action, PermanentFailure, RetryLater
+from .base import REGISTRY, Action
 
 __all__ = [
     "Action",
-    "PermanentFailure",
-    "RetryLater",
     "action_words",
     "find",
     "for_policy_target",
@@ -47,7 +47,7 @@ def get(name: str) -> Action:
     """The action called ``name``; an unknown name is a permanent failure of the row that carries it."""
     action = REGISTRY.get(name)
     if action is None:
-        raise PermanentFailure(f"unknown action {name!r}")
+        raise Permanent(f"unknown action {name!r}")
     return action
 
 

@@ -20,22 +20,10 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, Action] = {}
 
 
-class PermanentFailure(Exception):
-    """Retrying will not help (a 4xx from upstream, a refused recipient, an unsafe destination)."""
-
-
-class RetryLater(Exception):
-    """A transient failure; ``after`` is the far side's Retry-After in seconds, when it said one."""
-
-    def __init__(self, message: str, *, after: float | None = None) -> None:
-        super().__init__(message)
-        self.after = after
-
-
 class Action:
     """One outbox action. ``perform`` delivers one ``Delivery`` row and must be idempotent on its
-    ``idempotency_key``; it raises :class:`PermanentFailure` for what a retry cannot fix, :class:`RetryLater`
-    (or ``OSError``) for what it can."""
+    ``idempotency_key``; it raises :class:`apps.errors.Permanent` for what a retry cannot fix,
+    :class:`apps.errors.Transient` (or ``OSError``) for what it can."""
 
     name: ClassVar[str]
     words: ClassVar[str]

@@ -15,11 +15,12 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
 from apps.accounts.roles import EXECUTIVES
+from apps.errors import Permanent, Transient
 from apps.rules.engine.wording import conditions
 
 from ..links import link_urls
 from ..models import Delivery, Escalation, PolicyLevel
-from .base import Action, PermanentFailure
+from .base import Action
 
 if TYPE_CHECKING:
     from ..preferences import Preferences
@@ -79,13 +80,13 @@ def send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
     try:
         message.send()
     except smtplib.SMTPRecipientsRefused as exc:
-        raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+        raise Permanent(f"recipient refused: {exc.recipients}") from exc
     except smtplib.SMTPResponseException as exc:
         if exc.smtp_code >= 500:
-            raise PermanentFailure(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
-        raise OSError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+            raise Permanent(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
+        raise Transient(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
     except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
-        raise OSError(f"SMTP: {exc}") from exc
+        raise Transient(f"SMTP: {exc}") from exc
     return {"to": delivery.target}
 
 

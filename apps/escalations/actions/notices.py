@@ -10,10 +10,11 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
+from apps.errors import Permanent, Transient
 from apps.rules.engine.wording import why
 
 from ..models import Delivery, DigestItem, Escalation, EscalationEvent
-from .base import Action, PermanentFailure
+from .base import Action
 from .email import send_mail
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class Digest(Action):
         try:
             message.send()
         except smtplib.SMTPRecipientsRefused as exc:
-            raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
+            raise Permanent(f"recipient refused: {exc.recipients}") from exc
         except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
-            raise OSError(f"SMTP: {exc}") from exc
+            raise Transient(f"SMTP: {exc}") from exc
         return {"to": delivery.target, "escalations": [e.pk for e, _ in escalations], "updates": updates}

@@ -15,28 +15,25 @@ from typing import Any
 from django.conf import settings
 from django.db.models import prefetch_related_objects
 
-from apps.connectors.http import UpstreamError, retry_after_seconds
+from apps.connectors.http import UpstreamPermanent
 from apps.connectors.kinds import get_kind
 from apps.connectors.models import Connection
 from apps.entities.models import SourceObject
+from apps.errors import Permanent
 from apps.rules.engine.wording import why
 
 from .. import outbound
 from ..models import Delivery, Escalation
-from .base import Action, PermanentFailure, RetryLater
+from .base import Action
 
 
 def upstream_call(call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run an upstream call; sort its failure into retry-later or dead."""
+    """Run an upstream call. A transient failure (timeouts, unreachable, 5xx, 429) passes as it is, with
+    the vendor's Retry-After or rate-limit reset; a refusal is recorded with its status and body."""
     try:
         return call()
-    except UpstreamError as exc:
-        if exc.retryable:  # timeouts, unreachable, 5xx, 429: try again later
-            after = exc.retry_after  # Retry-After, or the vendor's rate-limit reset (Procore)
-            if after is None and exc.response is not None:
-                after = retry_after_seconds(exc.response.headers.get("Retry-After"))
-            raise RetryLater(str(exc), after=after) from exc
-        raise PermanentFailure(f"upstream refused: HTTP {exc.status}: {exc.body or exc}") from exc
+    except UpstreamPermanent as exc:
+        raise Permanent(f"upstream refused: HTTP {exc.status}: {exc.body or exc}") from exc
 
 
 def note_text(escalation: Escalation) -> str:
@@ -158,7 +155,7 @@ class ApprovalWriteback(UpstreamAction):
     def perform(self, delivery: Delivery) -> dict[str, Any]:
         outcome = delivery.escalation.outcome
         if outcome not in (Escalation.Outcome.APPROVED, Escalation.Outcome.REJECTED):
-            raise PermanentFailure(f"escalation outcome is {outcome!r}, not an approval decision")
+            raise Permanent(f"escalation outcome is {outcome!r}, not an approval decision")
         return upstream_call(
             lambda: outbound.procore_set_change_order_status(
                 target=delivery.target, status=str(outcome), idempotency_key=delivery.idempotency_key
@@ -181,15 +178,9 @@ class Webhook(UpstreamAction):
         return f"endpoint “{target}”"
 
     def perform(self, delivery: Delivery) -> dict[str, Any]:
-        try:
-            return outbound.webhook_send(
-                escalation=delivery.escalation,
-                endpoint_name=delivery.target,
-                idempotency_key=delivery.idempotency_key,
-            )
-        except outbound.UnsafeDestination as exc:
-            raise PermanentFailure(str(exc)) from exc
-        except outbound.OutboundFailed as exc:
-            if exc.retryable:
-                raise RetryLater(str(exc), after=exc.retry_after) from exc
-            raise PermanentFailure(str(exc)) from exc
+        # Its failures are the shared vocabulary already (UnsafeDestination is Permanent).
+        return outbound.webhook_send(
+            escalation=delivery.escalation,
+            endpoint_name=delivery.target,
+            idempotency_key=delivery.idempotency_key,
+        )

@@ -8,7 +8,7 @@ from django.core import mail
 from django.utils import timezone
 
 from apps.escalations.actions.email import message_id
-from apps.escalations.delivery import backoff, delivery_attempt, delivery_claim
+from apps.escalations.delivery import delivery_attempt, delivery_claim
 from apps.escalations.models import Delivery
 
 from .helpers import make_escalation
@@ -137,13 +137,52 @@ def test_flag_dashboard_is_recorded_as_delivered():
 # ---- retry classification, upstream actions against the simulator, replay ---------------------------
 
 
-def test_backoff_grows_with_jitter_and_stays_under_its_cap(settings):
-    settings.FULCRUM = {**settings.FULCRUM, "ACTION_BACKOFF_BASE": 10.0, "ACTION_BACKOFF_CAP": 300.0}
-    first = {backoff(1).total_seconds() for _ in range(50)}
-    assert all(5.0 <= s <= 10.0 for s in first) and len(first) > 1  # jittered
-    assert all(20.0 <= backoff(3).total_seconds() <= 40.0 for _ in range(20))
-    assert all(150.0 <= backoff(30).total_seconds() <= 300.0 for _ in range(20))  # capped
-    assert backoff(1, retry_after=900).total_seconds() == 900  # a longer Retry-After wins
+def test_the_outbox_sorts_failures_by_the_one_vocabulary(monkeypatch):
+    """``apps.errors``: a Permanent failure (here a connection missing its credential) is dead at once with
+    its error; a Transient one is failed and waits at least its retry_after."""
+    from apps.connectors.kinds import ConfigurationError
+    from apps.errors import Transient
+    from apps.escalations import delivery as outbox
+
+    def misconfigured(delivery):
+        raise ConfigurationError("the connection has no API token")
+
+    def busy(delivery):
+        raise Transient("SMTP 421: try later", retry_after=600)
+
+    monkeypatch.setitem(outbox.PERFORMERS, "email_account_manager", misconfigured)
+    dead = _delivery(make_escalation(), target="a@fulcrum-demo.test")
+    assert delivery_attempt(dead.pk) == "dead"
+    dead.refresh_from_db()
+    assert dead.attempts == 1 and "no API token" in dead.last_error
+
+    monkeypatch.setitem(outbox.PERFORMERS, "email_account_manager", busy)
+    later = _delivery(make_escalation(), target="b@fulcrum-demo.test")
+    before = timezone.now()
+    assert delivery_attempt(later.pk) == "failed"
+    later.refresh_from_db()
+    assert later.next_attempt_at >= before + dt.timedelta(seconds=600) and "SMTP 421" in later.last_error
+
+
+def test_a_failed_send_waits_the_action_backoff_doubling_from_its_base(settings, monkeypatch):
+    """The outbox's waits are ``apps.errors.backoff`` over ACTION_BACKOFF_BASE/_CAP: the retry after
+    attempt n waits up to base × 2^(n-1), capped (the backoff's own bounds: tests/test_errors.py)."""
+    from apps.escalations import delivery as outbox
+
+    backoff = {"ACTION_BACKOFF_BASE": 10.0, "ACTION_BACKOFF_CAP": 300.0, "ACTION_MAX_ATTEMPTS": 50}
+    settings.FULCRUM = {**settings.FULCRUM, **backoff}
+
+    def unreachable(delivery):
+        raise ConnectionRefusedError("the SMTP server is down")
+
+    monkeypatch.setitem(outbox.PERFORMERS, "email_account_manager", unreachable)
+    for attempts, ceiling in ((0, 10.0), (2, 40.0), (29, 300.0)):
+        delivery = _delivery(make_escalation(), target=f"r{attempts}@fulcrum-demo.test", attempts=attempts)
+        before = timezone.now()
+        assert delivery_attempt(delivery.pk) == "failed"
+        delivery.refresh_from_db()
+        wait = (delivery.next_attempt_at - before).total_seconds()
+        assert 0 <= wait <= ceiling + 1, (attempts, wait)
 
 
 def test_a_temporary_smtp_refusal_is_retried_and_a_permanent_one_is_dead(monkeypatch):

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from apps.connectors.http import HttpClient, UpstreamError
+from apps.connectors.http import HttpClient, UpstreamError, UpstreamPermanent
 from apps.connectors.kinds.base import (
     BadRecord,
     ConfigurationError,
@@ -246,7 +246,7 @@ class Documents(Stream):
         while True:
             body, _ = client.request_json("GET", path, params=params)
             if not isinstance(body, dict) or not isinstance(body.get("value"), list):
-                raise UpstreamError(f"GET {path}: expected {{'value': [...]}}", status=200)
+                raise UpstreamPermanent(f"GET {path}: expected {{'value': [...]}}", status=200)
             records = [r for r in body["value"] if isinstance(r, dict)]
             for record in records:
                 try:
@@ -263,7 +263,7 @@ class Documents(Stream):
             following = client.url(str(following))
             if urlsplit(following).netloc != urlsplit(client.base_url).netloc:
                 # The session carries the key: never send it where the upstream points us.
-                raise UpstreamError(f"GET {path}: nextLink leads to another host", status=200)
+                raise UpstreamPermanent(f"GET {path}: nextLink leads to another host", status=200)
             path, params = following, None
 
     def normalise(self, raw: Record) -> Record:

@@ -20,7 +20,7 @@ import datetime as dt
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from apps.connectors.http import HttpClient, UpstreamError
+from apps.connectors.http import HttpClient, UpstreamPermanent, UpstreamTransient
 from apps.connectors.kinds.base import Record
 
 # Pages per request: the documentation recommends at most 2,000 (pagination.md); per endpoint limits are not
@@ -54,8 +54,8 @@ def read_all(
 ) -> Iterator[list[Record]]:
     """Every page of one list query, as many passes as it takes to see the same ``Total`` on every page.
 
-    Yields the pages as they arrive (a repeated pass yields its pages again). Raises a retryable
-    ``UpstreamError`` when ``MAX_PASSES`` passes all saw the list change: the run ends partial and its
+    Yields the pages as they arrive (a repeated pass yields its pages again). Raises
+    ``UpstreamTransient`` when ``MAX_PASSES`` passes all saw the list change: the run ends partial and its
     cursor stays where the window began.
     """
     for _ in range(MAX_PASSES):
@@ -66,7 +66,7 @@ def read_all(
                 "GET", path, params={**params, "page": page, "per_page": per_page}
             )
             if not isinstance(data, list):
-                raise UpstreamError(
+                raise UpstreamPermanent(
                     f"GET {path}: answered {type(data).__name__}, expected a list", status=200
                 )
             totals.add(total(response.headers))
@@ -76,7 +76,6 @@ def read_all(
             page += 1
         if page == 1 or len(totals) == 1:
             return
-    raise UpstreamError(
-        f"GET {path}: the list changed during each of {MAX_PASSES} reads (Total differed between pages)",
-        retryable=True,
+    raise UpstreamTransient(
+        f"GET {path}: the list changed during each of {MAX_PASSES} reads (Total differed between pages)"
     )

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 from django.db import models
 
-from apps.connectors.http import HttpClient, UpstreamError
+from apps.connectors.http import HttpClient, UpstreamError, UpstreamPermanent
 from apps.connectors.kinds.base import (
     BadRecord,
     ConfigurationError,
@@ -113,7 +113,7 @@ class RestStream(Stream):
         records = dig(body, self.config.records_path) if self.config.records_path else body
         if not isinstance(records, list):
             where = f"at {self.config.records_path!r}" if self.config.records_path else "as the body"
-            raise UpstreamError(f"GET {url}: expected a list of records {where}", status=200)
+            raise UpstreamPermanent(f"GET {url}: expected a list of records {where}", status=200)
         return records
 
     def _params(self, since: dt.datetime | None) -> dict[str, Any]:
@@ -201,7 +201,7 @@ class RestStream(Stream):
                 following = client.url(following)
                 if urlsplit(following).netloc != urlsplit(client.base_url).netloc:
                     # The session carries the bearer token: never send it where the upstream points us.
-                    raise UpstreamError(
+                    raise UpstreamPermanent(
                         f"GET {path}: Link rel=next leads to another host ({urlsplit(following).netloc})",
                         status=200,
                     )
@@ -283,7 +283,7 @@ class Rest(ConnectorKind):
                 raise
             record = dig(body, config.detail_record_path) if config.detail_record_path else body
             if not isinstance(record, dict):
-                raise UpstreamError(f"GET {path}: expected a record (a JSON object)", status=200)
+                raise UpstreamPermanent(f"GET {path}: expected a record (a JSON object)", status=200)
             found.append(record)
         return found
 
