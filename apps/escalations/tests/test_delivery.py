@@ -142,7 +142,7 @@ def test_the_outbox_sorts_failures_by_the_one_vocabulary(monkeypatch):
     its error; a Transient one is failed and waits at least its retry_after."""
     from apps.connectors.kinds import ConfigurationError
     from apps.errors import Transient
-    from apps.escalations import delivery as outbox
+    from apps.escalations import actions
 
     def misconfigured(delivery):
         raise ConfigurationError("the connection has no API token")
@@ -150,13 +150,13 @@ def test_the_outbox_sorts_failures_by_the_one_vocabulary(monkeypatch):
     def busy(delivery):
         raise Transient("SMTP 421: try later", retry_after=600)
 
-    monkeypatch.setitem(outbox.PERFORMERS, "email_account_manager", misconfigured)
+    monkeypatch.setattr(actions.get("email_account_manager"), "perform", misconfigured)
     dead = _delivery(make_escalation(), target="a@fulcrum-demo.test")
     assert delivery_attempt(dead.pk) == "dead"
     dead.refresh_from_db()
     assert dead.attempts == 1 and "no API token" in dead.last_error
 
-    monkeypatch.setitem(outbox.PERFORMERS, "email_account_manager", busy)
+    monkeypatch.setattr(actions.get("email_account_manager"), "perform", busy)
     later = _delivery(make_escalation(), target="b@fulcrum-demo.test")
     before = timezone.now()
     assert delivery_attempt(later.pk) == "failed"
@@ -167,7 +167,7 @@ def test_the_outbox_sorts_failures_by_the_one_vocabulary(monkeypatch):
 def test_a_failed_send_waits_the_action_backoff_doubling_from_its_base(settings, monkeypatch):
     """The outbox's waits are ``apps.errors.backoff`` over ACTION_BACKOFF_BASE/_CAP: the retry after
     attempt n waits up to base × 2^(n-1), capped (the backoff's own bounds: tests/test_errors.py)."""
-    from apps.escalations import delivery as outbox
+    from apps.escalations import actions
 
     backoff = {"ACTION_BACKOFF_BASE": 10.0, "ACTION_BACKOFF_CAP": 300.0, "ACTION_MAX_ATTEMPTS": 50}
     settings.FULCRUM = {**settings.FULCRUM, **backoff}
@@ -175,7 +175,7 @@ def test_a_failed_send_waits_the_action_backoff_doubling_from_its_base(settings,
     def unreachable(delivery):
         raise ConnectionRefusedError("the SMTP server is down")
 
-    monkeypatch.setitem(outbox.PERFORMERS, "email_account_manager", unreachable)
+    monkeypatch.setattr(actions.get("email_account_manager"), "perform", unreachable)
     for attempts, ceiling in ((0, 10.0), (2, 40.0), (29, 300.0)):
         delivery = _delivery(make_escalation(), target=f"r{attempts}@fulcrum-demo.test", attempts=attempts)
         before = timezone.now()
