@@ -48,13 +48,22 @@ class AutoSchema(BaseAutoSchema):
 NO_NUL = "^[^\\u0000]*$"
 
 
+def _free_text(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "string" and not {"enum", "format", "pattern"} & set(schema)
+
+
 def text_parameters_refuse_nul(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    """drf-spectacular post-processing hook: a ``pattern`` without NUL on free-text query parameters."""
+    """drf-spectacular post-processing hook: a ``pattern`` without NUL on every free-text query parameter
+    and body field (DRF's ``CharField`` refuses NUL with a 400; the schema says so once, here)."""
     for path in result.get("paths", {}).values():
         for operation in path.values():
             for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
                 schema = parameter.get("schema", {})
-                free_text = schema.get("type") == "string" and not {"enum", "format", "pattern"} & set(schema)
-                if parameter.get("in") == "query" and free_text:
+                if parameter.get("in") == "query" and _free_text(schema):
+                    schema["pattern"] = NO_NUL
+    for component in result.get("components", {}).get("schemas", {}).values():
+        for field in component.get("properties", {}).values():
+            for schema in [field, *field.get("oneOf", [])]:
+                if _free_text(schema) and schema.get("maxLength") != 0 and not schema.get("readOnly"):
                     schema["pattern"] = NO_NUL
     return result

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers
 
@@ -18,8 +17,6 @@ from apps.entities.models import Client, Project, Sourced
 from apps.escalations.forms import DISMISS_OUTCOMES, RESOLVE_OUTCOMES
 from apps.escalations.models import Escalation, EscalationEvent
 from apps.rules.models import Decision, EvaluationRun, Rule, RuleVersion
-
-from .schema import NO_NUL
 
 # --- errors (for the schema) -----------------------------------------------------------------------
 
@@ -188,16 +185,11 @@ class EscalationDetailSerializer(EscalationSerializer):
 
 
 class NoteSerializer(serializers.Serializer):
-    # PostgreSQL cannot store NUL: refused with 400, and the schema's pattern says so.
-    note = serializers.CharField(
-        required=False, allow_blank=True, max_length=2000, default="", validators=[RegexValidator(NO_NUL)]
-    )
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class AddNoteSerializer(NoteSerializer):
-    note = serializers.CharField(
-        max_length=2000, help_text="The note to add to the timeline", validators=[RegexValidator(NO_NUL)]
-    )
+    note = serializers.CharField(max_length=2000, help_text="The note to add to the timeline")
 
 
 class ResolveSerializer(NoteSerializer):

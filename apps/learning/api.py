@@ -12,7 +12,6 @@ from typing import Any
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import RegexValidator
 from django.utils.dateparse import parse_date
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -30,9 +29,6 @@ from .analytics import rule_analytics, rules_fired_together
 from .misses import can_report, miss_report
 from .models import LearningSettings, ReportedMiss, RiskModel, ThresholdSuggestion
 from .ranking import current_model
-
-# As apps/api/schema.py's NO_NUL: a text PostgreSQL can store, said as the schema's pattern.
-NO_NUL = "^[^\\u0000]*$"
 
 
 class CanReadRules(BasePermission):
@@ -214,10 +210,6 @@ class MissSerializer(serializers.ModelSerializer):
     # The rules' own subject types, so the schema shares one enum with the rest of the API.
     subject_type = serializers.ChoiceField(choices=SubjectType.choices)
     missed_at = serializers.DateTimeField(required=False, help_text="Default: now")
-    # PostgreSQL cannot store NUL: refused with 400, and the schema's pattern says so to clients.
-    note = serializers.CharField(
-        required=False, allow_blank=True, default="", validators=[RegexValidator(NO_NUL)]
-    )
     reported_by = serializers.CharField(source="reported_by.username", read_only=True, default=None)
 
     class Meta:
