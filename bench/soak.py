@@ -63,6 +63,9 @@ FAST_DELIVERY_ENV = {
     # the time to notice it is back is part of webhook → SMTP (production: 30 s doubling, docs/OPERATIONS.md).
     "FULCRUM_ACTION_BACKOFF_BASE": "0.5",
     "FULCRUM_ACTION_BACKOFF_CAP": "1",
+    # The same patience in attempts: production gives up after 8 attempts spread over hours; 8 at this
+    # cap are spent inside one 4-s outage (a soak at load 1 made 6 emails dead that way). 40 cover ~20 s.
+    "FULCRUM_ACTION_MAX_ATTEMPTS": "40",
     "FULCRUM_HTTP_MAX_RETRIES": "3",
     "FULCRUM_HTTP_BACKOFF_BASE": "0.2",
     "FULCRUM_HTTP_BACKOFF_CAP": "2",
