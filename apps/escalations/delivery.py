@@ -271,7 +271,9 @@ def deliveries_dispatch(ids: list[int]) -> None:
     from .tasks import deliver, deliver_many
 
     by_queue: dict[str, list[int]] = {}
-    for pk, action in Delivery.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "action"):
+    # By target: a burst's emails to one person share chunks, and a chunk looks each person up once.
+    rows = Delivery.objects.filter(pk__in=ids).order_by("target", "pk").values_list("pk", "action")
+    for pk, action in rows:
         by_queue.setdefault(queue_for(action), []).append(pk)
     for queue, pks in by_queue.items():
         for chunk in dispatch_chunks(pks):

@@ -21,7 +21,7 @@ def _rows(count: int, action: str = "flag_dashboard") -> list[int]:
         Delivery(
             escalation=escalation,
             action=action,
-            target=f"dashboard-{i}",
+            target=f"dashboard-{i:04d}",
             idempotency_key=f"esc{escalation.pk}:{action}:{i}",
             next_attempt_at=now,
             created_at=now,
@@ -55,6 +55,32 @@ def test_a_few_rows_are_one_task_each_and_a_burst_is_spread_in_chunks(monkeypatc
     delivery.deliveries_dispatch(burst)
     assert [len(c) for c in chunked] == [delivery.DISPATCH_CHUNK] * (400 // delivery.DISPATCH_CHUNK)
     assert [pk for chunk in chunked for pk in chunk] == burst
+
+
+@pytest.mark.django_db
+def test_a_bursts_emails_to_one_person_share_chunks(monkeypatch):
+    from apps.escalations import tasks
+
+    chunked: list[list[int]] = []
+    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: chunked.append(args[0]))
+    escalation = make_escalation()
+    now = timezone.now()
+    rows = Delivery.objects.bulk_create(
+        Delivery(
+            escalation=escalation,
+            action="email_executives",
+            target=f"{'elena' if i % 2 else 'maria'}@fulcrum-demo.test",
+            idempotency_key=f"esc{escalation.pk}:email:{i}",
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for i in range(2 * delivery.DISPATCH_CHUNK)
+    )
+    delivery.deliveries_dispatch([r.pk for r in rows])
+    targets = {r.pk: r.target for r in rows}
+    people = [{targets[pk] for pk in chunk} for chunk in chunked]
+    half = len(people) // 2
+    assert people == [{"elena@fulcrum-demo.test"}] * half + [{"maria@fulcrum-demo.test"}] * half
 
 
 @pytest.mark.django_db
