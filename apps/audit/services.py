@@ -134,31 +134,38 @@ def _stored_data(data: Any, *, value: bool = True) -> tuple[str, Any]:
 def _spliced(data: dict[Any, Any]) -> str | None:
     """``canonical_json(data)`` written out from its keys and values, ``RawJSON`` values as given; None
     when a key is not a str or a value is not a str, an int, a bool, None or RawJSON."""
-    try:
-        keys = sorted(data)
-    except TypeError:  # keys of several types
-        return None
-    parts = []
-    for key in keys:
-        if type(key) is not str:
+    names = tuple(data)
+    layout = _LAYOUTS.get(names)
+    if layout is None:
+        if not all(type(name) is str for name in names):
             return None
-        item = data[key]
+        if len(_LAYOUTS) >= 256:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[names] = tuple((name, f"{_json_str(name)}:") for name in sorted(names))
+    parts = []
+    for name, head in layout:
+        item = data[name]
         kind = type(item)
         if kind is RawJSON:
-            parts.append(f"{_json_str(key)}:{item}")
+            parts.append(head + item)
         elif kind is str:
-            parts.append(f"{_json_str(key)}:{_json_str(item)}")
+            parts.append(head + _json_str(item))
         elif kind is int:
-            parts.append(f"{_json_str(key)}:{int.__repr__(item)}")
+            parts.append(head + int.__repr__(item))
         elif item is None or item is True or item is False:
-            parts.append(f"{_json_str(key)}:{'null' if item is None else 'true' if item else 'false'}")
+            parts.append(head + ("null" if item is None else "true" if item else "false"))
         elif isinstance(item, str):  # str subclasses (TextChoices) encode, and read back, as their text
-            parts.append(f"{_json_str(key)}:{_json_str(item)}")
+            parts.append(head + _json_str(item))
         elif isinstance(item, int):  # the encoder writes int subclasses (IntEnum) with int's repr
-            parts.append(f"{_json_str(key)}:{int.__repr__(item)}")
+            parts.append(head + int.__repr__(item))
         else:
             return None
     return "{" + ",".join(parts) + "}"
+
+
+# The keys of a data dict, in its order -> each key and its JSON prefix ('"key":'), in sorted order: the
+# entries of one kind share their keys.
+_LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
 
 
 def _may_hide_secret(lowered: str) -> bool:
@@ -187,11 +194,6 @@ def _refuse_for_jsonb(text: str, lowered: str) -> None:
 # so text with ``≥`` or ``é`` in it (decision summaries, names) stays on the fast path. Matched in
 # lower-cased text.
 _HIDDEN_LETTER = re.compile(r"\\u(?:00(?:4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a])|0130|212a)")
-
-
-def _escapes_hide_letters(text: str) -> bool:
-    """Whether an escape in ``text`` could lower-case into ASCII letters (see ``_HIDDEN_LETTER``)."""
-    return _HIDDEN_LETTER.search(text.lower()) is not None
 
 
 def _differs(value: Any, data: Any) -> bool:

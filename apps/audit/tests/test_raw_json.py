@@ -123,3 +123,14 @@ def test_other_values_beside_raw_facts_are_encoded_and_checked_as_usual(extra):
 def test_a_key_that_is_not_a_string_is_refused_beside_raw_facts():
     with pytest.raises(TypeError):
         _record({**_data(RawJSON(canonical_json(FACTS))), 1: "int key"})
+
+
+def test_the_escapes_that_can_hide_letters_are_all_known():
+    # _HIDDEN_LETTER lists the escapes whose character lower-cases into ASCII letters; a newer Unicode
+    # database could add one, which this catches.
+    from apps.audit.services import _may_hide_secret
+
+    for code in range(0x10000):
+        hides = any("a" <= c <= "z" for c in chr(code).lower())
+        for text in (f'"\\u{code:04x}"', f'"\\u{code:04X}"'):
+            assert _may_hide_secret(text.lower()) is hides, text
