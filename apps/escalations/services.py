@@ -148,9 +148,10 @@ def subjects_parties(subject_type: str, subject_ids: Sequence[int]) -> dict[int,
             "label", "external_id", *_only("project__", _PROJECT_FIELDS), *_only("client__", _CLIENT_FIELDS)
         )
         for doc in documents.filter(pk__in=ids):
-            label = f"{doc.label or 'document'} {doc.external_id}" + (
-                f" on {doc.project}" if doc.project else ""
-            )
+            # "Document 10000 (change_order_request) on P-00013 Pier 9": what it is first, the tool's class
+            # as the tool named it (a rule compares that name), then where it belongs.
+            label = f"Document {doc.external_id}" + (f" ({doc.label})" if doc.label else "")
+            label += f" on {doc.project}" if doc.project else ""
             found[doc.pk] = (label, doc.project, doc.project.client if doc.project else doc.client)
         model = Document
     elif subject_type == "project":

@@ -37,7 +37,7 @@ def test_email_is_sent_with_the_explanation_and_link(settings):
     [message] = mail.outbox
     assert message.to == ["maria@fulcrum-demo.test"]
     assert f"https://fulcrum.example/escalations/{escalation.pk}/" in message.body
-    assert "- Change order amount $60,000.00 is at least $50,000" in message.body
+    assert "- Change order amount $60,000.00 is at least $50,000.00" in message.body
     html = message.alternatives[0][0]
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     delivery.refresh_from_db()
