@@ -233,6 +233,14 @@ INSERT_LINKS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 
+
+def id_array(ids: Iterable[int]) -> str:
+    """``ids`` as a PostgreSQL array literal, for a ``%s::bigint[]`` parameter: psycopg's list adapter
+    quotes each element in Python (121 ms per 100k ids, measured), one ``join`` takes a quarter of that,
+    and a full sync hands hundreds of thousands of ids to linking and to the rules' marking."""
+    return "{" + ",".join(map(str, sorted(ids))) + "}"
+
+
 # Crosswalk links filled at once after which the crosswalk's statistics are refreshed: the statements
 # derived from it (a project's client) otherwise plan as nested loops on "no row has a project yet".
 ANALYZE_AFTER_LINKS = 500
@@ -266,7 +274,7 @@ def link_entities(
                 if len(own_ids) + len(jobs) <= SCOPED_MAX:
                     # The rows not linked yet and the money of relinked jobs count too (a first sync
                     # whose money arrived before its projects): counted only up to the limit.
-                    scope_params = {"ids": own_ids, "jobs": jobs}
+                    scope_params = {"ids": id_array(own_ids), "jobs": id_array(jobs)}
                     cursor.execute(
                         f"SELECT count(*) FROM ({rows} LIMIT {SCOPED_MAX + 1}) r",  # noqa: S608
                         scope_params,
