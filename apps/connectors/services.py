@@ -649,8 +649,12 @@ def sync_connection(
         stream_seen = seen_ids.setdefault(stream.name, set()) if seen_ids is not None else None
         run, changed = _sync_stream(connection, stream.name, full, progress, stream_seen)
         runs.append(run)
-        if changed:
-            changes.setdefault(stream.entity, set()).update(changed)
+        # The stream's own set, not a copy: a first sync's change sets hold every id it stored.
+        if stream.entity not in changes:
+            changes[stream.entity] = changed
+        else:
+            changes[stream.entity] |= changed
+        del changed
         if run.status != SyncRun.Status.SUCCEEDED:
             break
         # A table is analysed once its last stream is done, before the streams after it: children join
@@ -660,7 +664,7 @@ def sync_connection(
             analysed.add(stream.model)
     _refresh_statistics(kind, [r for r in runs if kind.stream(r.stream).model not in analysed])
     # Incremental: link only where this sync's changes can have moved a link; a full sync re-links all.
-    entities_changed_publish(
-        changes, trigger="sync", touched=None if full else {key: set(ids) for key, ids in changes.items()}
-    )
+    # What the streams stored (sorted lists: linking adds to ``changes``, and a list is a quarter of a set).
+    touched = None if full else {key: sorted(ids) for key, ids in changes.items()}
+    entities_changed_publish(changes, trigger="sync", touched=touched)
     return runs

@@ -256,7 +256,7 @@ def link_entities(
     already; the large child tables are then linked only where that can change anything (``_SCOPES``).
     """
     users = connection.ops.quote_name(get_user_model()._meta.db_table)
-    scoped = None if touched is None else {key: sorted(ids) for key, ids in touched.items()}
+    scoped = None if touched is None else {key: sorted(ids) for key, ids in touched.items() if ids}
     counts: dict[str, int] = {}
     relinked_jobs: list[int] = []
     with connection.cursor() as cursor:
@@ -283,7 +283,7 @@ def link_entities(
                     if count <= SCOPED_MAX:
                         scope, params = f"{alias}.id = ANY(ARRAY({rows}))", scope_params
             cursor.execute(sql.replace("{users}", users).replace("{scope}", scope), params)
-            ids = [row[0] for row in cursor.fetchall()]
+            ids = [row[0] for row in cursor]  # row by row: a first sync relinks every money line
             counts[name] = len(ids)
             if name == "job_project":
                 relinked_jobs = ids

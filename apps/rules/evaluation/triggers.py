@@ -126,7 +126,7 @@ def _ids(sql: str, ids: set[int]) -> set[int]:
     """The non-null first column of ``sql`` run with ``ids`` as its one array parameter."""
     with connection.cursor() as cursor:
         cursor.execute(sql, [id_array(ids)])
-        return {row[0] for row in cursor.fetchall() if row[0] is not None}
+        return {row[0] for row in cursor if row[0] is not None}  # row by row: no list of every row
 
 
 def on_entities_changed(changes: dict[str, set[int]], trigger: str = "sync") -> dict[str, int]:
