@@ -17,7 +17,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from apps.accounts.roles import can_decide_approvals
-from apps.audit.services import Actor, audit_record, audit_record_many
+from apps.audit.services import Actor, audit_append_many, audit_record
 from apps.bulk import copy_rows
 from apps.entities.models import ChangeOrder, Client, Document, Project, Submittal
 
@@ -104,7 +104,7 @@ def _events(
     if len(entries) == 1:  # a person's transition: no savepoint around a single append
         audit_record(actor=actor, **entries[0])
     else:
-        audit_record_many(entries, actor=actor)
+        audit_append_many(entries, actor=actor)
     return entries
 
 

@@ -6,6 +6,7 @@ decisions record each custom fact's version and explain it with its definition."
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,8 @@ from django.utils import timezone
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from apps.audit.models import AuditEntry
+from apps.audit.models import AuditEntry, canonical_json
+from apps.audit.services import audit_verify
 from apps.escalations.models import Escalation
 from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.engine import customfacts as cf
@@ -423,6 +425,15 @@ def test_a_rule_on_a_custom_fact_escalates_and_its_decision_records_the_version(
     assert "project.cost_to_date is $1,200.00, more than project.income_to_date ($1,000.00)" in texts
     assert Escalation.objects.filter(subject_id=project.pk, subject_type="project").exists()
     assert not Decision.objects.filter(subject_id=quiet.pk, outcome="matched").exists()
+    # The audit entry carries the decision's facts, spliced in as the decision row's text: canonical
+    # JSON, so the entry's hash checks in the chain and in an export.
+    entry = AuditEntry.objects.get(action="decision.matched", object_id=str(decision.pk))
+    assert entry.data["facts"] == decision.facts
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT data FROM audit_auditentry WHERE id = %s", [entry.pk])
+        text = cursor.fetchone()[0]
+    assert text == canonical_json(json.loads(text))
+    assert entry.compute_hash() == entry.hash and audit_verify().ok
 
 
 def test_the_batch_run_decides_as_the_event_path(ops_manager):
