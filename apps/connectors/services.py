@@ -9,7 +9,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.db import connection as db_connection
+from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
@@ -413,6 +414,18 @@ def _prepare_page(stream: Stream, page: Page) -> _PreparedPage:
     return _PreparedPage(page, rows, raws, bad, prepare_rows(stream.model, rows), paths, versions)
 
 
+def _prepared_pages(stream: Stream, pages: Iterator[Page]) -> Iterator[_PreparedPage]:
+    """The read-ahead's producer: each page prepared. Closing it closes the stream's pager too, so a run
+    that stops early ends the pager's own threads (Procore's project readers) at once."""
+    try:
+        for page in pages:
+            yield _prepare_page(stream, page)
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
+
+
 @transaction.atomic
 def _store_page(
     run: SyncRun,
@@ -451,11 +464,22 @@ def _store_page(
     by_row = {id(row): raw for row, raw in zip(rows, raws, strict=True)}
     bad += [(by_row[id(row)], reason) for row, reason in result.rejected]
     quarantine_records(connection, stream.name, bad, run=run)
-    state = StreamState.objects.select_for_update().get(connection=connection, stream=stream.name)
-    state.cursor = max(state.cursor or {}, page.cursor, key=cursor_key)
+    # The saved cursor's position only, not the cursor: a Procore cursor maps every project to its own
+    # (≈ 0.5 MB at 10k projects), and reading it back on every page cost as much as writing it.
+    state = (
+        StreamState.objects.select_for_update()
+        .defer("cursor")
+        .annotate(saved_at=KT("cursor__updated_at"), saved_id=KT("cursor__id"))
+        .get(connection=connection, stream=stream.name)
+    )
+    saved = {"updated_at": state.saved_at, "id": state.saved_id or ""} if state.saved_at else {}
+    update = ["record_count", "fields", "missing_fields"]
+    if cursor_key(page.cursor) > cursor_key(saved):  # else the saved cursor is as far on: kept
+        state.cursor = page.cursor
+        update.append("cursor")
     state.record_count += result.inserted
     _note_drift(run, stream, page, state, learning, prepared.paths)
-    state.save(update_fields=["cursor", "record_count", "fields", "missing_fields"])
+    state.save(update_fields=update)
     counts["pages"] += 1
     counts["seen"] += len(page.records)
     counts["inserted"] += result.inserted
@@ -531,7 +555,7 @@ def _sync_stream(
         # its page is asked for, after every earlier page and its cursor were committed.
         pages = stream.pages(client, {} if full else dict(state.cursor or {}), full)
         watch = _StallWatch()
-        with Prefetch((_prepare_page(stream, page) for page in pages), client) as prepared_pages:
+        with Prefetch(_prepared_pages(stream, pages), client) as prepared_pages:
             for prepared in prepared_pages:
                 counts.update(_client_counts(client))
                 page = prepared.page
@@ -625,8 +649,12 @@ def sync_connection(
         stream_seen = seen_ids.setdefault(stream.name, set()) if seen_ids is not None else None
         run, changed = _sync_stream(connection, stream.name, full, progress, stream_seen)
         runs.append(run)
-        if changed:
-            changes.setdefault(stream.entity, set()).update(changed)
+        # The stream's own set, not a copy: a first sync's change sets hold every id it stored.
+        if stream.entity not in changes:
+            changes[stream.entity] = changed
+        else:
+            changes[stream.entity] |= changed
+        del changed
         if run.status != SyncRun.Status.SUCCEEDED:
             break
         # A table is analysed once its last stream is done, before the streams after it: children join
@@ -636,7 +664,7 @@ def sync_connection(
             analysed.add(stream.model)
     _refresh_statistics(kind, [r for r in runs if kind.stream(r.stream).model not in analysed])
     # Incremental: link only where this sync's changes can have moved a link; a full sync re-links all.
-    entities_changed_publish(
-        changes, trigger="sync", touched=None if full else {key: set(ids) for key, ids in changes.items()}
-    )
+    # What the streams stored (sorted lists: linking adds to ``changes``, and a list is a quarter of a set).
+    touched = None if full else {key: sorted(ids) for key, ids in changes.items()}
+    entities_changed_publish(changes, trigger="sync", touched=touched)
     return runs

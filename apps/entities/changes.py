@@ -34,7 +34,8 @@ def entities_changed_publish(
     """
     if link and changes:
         link_entities(changes, touched=touched)
-    sent = {key: set(ids) for key, ids in changes.items() if ids}
+    # The caller's sets, not copies (receivers only read them): a full sync's hold hundreds of thousands.
+    sent = {key: ids for key, ids in changes.items() if ids}
     if sent:
         entities_changed.send(sender=entities_changed_publish, changes=sent, trigger=trigger)
     return sent

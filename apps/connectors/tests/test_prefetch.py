@@ -195,3 +195,78 @@ def test_a_page_that_cannot_be_stored_stops_the_read_ahead_and_fails_the_run(
     run = SyncRun.objects.get(stream="change_orders")
     assert run.status == SyncRun.Status.FAILED and "disk full" in run.error
     assert ChangeOrder.objects.count() == 0
+
+
+def _sync_threads() -> list[threading.Thread]:
+    """The sync's own threads still alive: the read-ahead and Procore's project readers."""
+    return [
+        t
+        for t in threading.enumerate()
+        if t.is_alive() and t.name.startswith(("sync-prefetch", "procore-projects"))
+    ]
+
+
+def test_a_caller_that_stops_early_closes_the_producer_and_leaves_no_thread() -> None:
+    started = threading.Event()
+    cleaned_up = []
+
+    def pages() -> Iterator[int]:
+        try:
+            yield 1
+            started.set()
+            yield 2  # read ahead, never taken
+            yield 3
+        finally:
+            cleaned_up.append(threading.get_ident())  # a pager's own threads are shut down here
+
+    producer = pages()  # held here too: only closing it, not the garbage collector, runs its clean-up
+    with pytest.raises(RuntimeError, match="store failed"), Prefetch(producer) as ahead:
+        assert next(ahead) == 1
+        assert started.wait(2)
+        raise RuntimeError("store failed")
+
+    assert cleaned_up == [threading.get_ident()]  # at once, on the caller's thread, once the reader stopped
+    assert not ahead._thread.is_alive()
+    assert _sync_threads() == []
+
+
+def test_an_error_reading_ahead_leaves_no_thread_running() -> None:
+    def pages() -> Iterator[int]:
+        yield 1
+        raise UpstreamTransient("GET /x: HTTP 503 after 4 attempts", status=503)
+
+    ahead = Prefetch(pages())
+    with pytest.raises(UpstreamError), ahead:
+        for _ in ahead:
+            pass
+
+    assert not ahead._thread.is_alive()
+    assert _sync_threads() == []
+
+
+def test_no_sync_thread_outlives_a_run_that_succeeds_fails_upstream_or_fails_storing(
+    connections: dict[str, Connection],
+    company: Company,
+    simulator: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(procore_streams, "PER_PAGE", 50)  # several pages, several project reads at once
+    pm = connections["pm"]
+
+    done = sync_connection(connection=pm, streams=["change_orders"])[0]
+    assert done.status == SyncRun.Status.SUCCEEDED and done.counts["pages"] > 1
+    assert _sync_threads() == []
+
+    read, _held = first_page_projects(company, 50)
+    simulator.faults.add("status", path_prefix=CHANGE_ORDERS, status=503, skip=read, count=None)
+    partial = sync_connection(connection=pm, streams=["change_orders"], full=True)[0]
+    assert partial.status == SyncRun.Status.PARTIAL
+    assert _sync_threads() == []
+
+    simulator.faults.clear()
+    monkeypatch.setattr(
+        services, "_store_page", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full"))
+    )
+    with pytest.raises(RuntimeError, match="disk full"):
+        sync_connection(connection=pm, streams=["change_orders"], full=True)
+    assert _sync_threads() == []

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from redis.exceptions import RedisError
 
 from apps.connectors.ratelimit import redis_client
+from apps.entities.linking import id_array
 from apps.entities.models import Document
 
 logger = logging.getLogger(__name__)
@@ -62,9 +63,10 @@ def entities_changed_receive(
 def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
     """Map changed entity ids to the subjects whose facts read them (coalesced per call).
 
-    Each step is one statement with the ids as one array parameter (``= ANY(%s)``), reading the foreign
-    key columns directly: a full sync hands over every id it stored (234k money lines at scale 17), and
-    ``__in`` lists of that size cost more in building and planning the statement than in running it.
+    Each step is one statement with the ids as one array parameter (``= ANY(%s::bigint[])``, an array
+    literal), reading the foreign key columns directly: a full sync hands over every id it stored (234k
+    money lines at scale 17), and ``__in`` lists of that size cost more in building and planning the
+    statement than in running it.
     """
     projects = set(changes.get("project", set()))
     clients = set(changes.get("client", set()))
@@ -86,25 +88,31 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
         ("change_order", "entities_changeorder"),
     ):
         if ids := changes.get(entity):
-            projects |= _ids(f"SELECT DISTINCT project_id FROM {table} WHERE id = ANY(%s)", ids)  # noqa: S608
+            projects |= _ids(f"SELECT DISTINCT project_id FROM {table} WHERE id = ANY(%s::bigint[])", ids)  # noqa: S608
     if projects:
-        clients |= _ids("SELECT DISTINCT client_id FROM entities_project WHERE id = ANY(%s)", projects)
+        clients |= _ids(
+            "SELECT DISTINCT client_id FROM entities_project WHERE id = ANY(%s::bigint[])", projects
+        )
     if clients:
-        projects |= _ids("SELECT id FROM entities_project WHERE client_id = ANY(%s)", clients)
+        projects |= _ids("SELECT id FROM entities_project WHERE client_id = ANY(%s::bigint[])", clients)
     change_orders = set(changes.get("change_order", set())) | linked_change_orders
     submittals = set(changes.get("submittal", set()))
     if projects:
-        change_orders |= _ids("SELECT id FROM entities_changeorder WHERE project_id = ANY(%s)", projects)
-        submittals |= _ids("SELECT id FROM entities_submittal WHERE project_id = ANY(%s)", projects)
+        change_orders |= _ids(
+            "SELECT id FROM entities_changeorder WHERE project_id = ANY(%s::bigint[])", projects
+        )
+        submittals |= _ids("SELECT id FROM entities_submittal WHERE project_id = ANY(%s::bigint[])", projects)
     if vendors := changes.get("vendor"):
-        submittals |= _ids("SELECT id FROM entities_submittal WHERE vendor_id = ANY(%s)", vendors)
+        submittals |= _ids("SELECT id FROM entities_submittal WHERE vendor_id = ANY(%s::bigint[])", vendors)
     # Documents see their project's and client's facts, and compare with their change order or invoice.
     if projects:
-        documents |= _ids("SELECT id FROM entities_document WHERE project_id = ANY(%s)", projects)
+        documents |= _ids("SELECT id FROM entities_document WHERE project_id = ANY(%s::bigint[])", projects)
     if direct := changes.get("change_order"):
-        documents |= _ids("SELECT id FROM entities_document WHERE change_order_id = ANY(%s)", direct)
+        documents |= _ids(
+            "SELECT id FROM entities_document WHERE change_order_id = ANY(%s::bigint[])", direct
+        )
     if invoices := changes.get("financial_line"):
-        documents |= _ids("SELECT id FROM entities_document WHERE invoice_id = ANY(%s)", invoices)
+        documents |= _ids("SELECT id FROM entities_document WHERE invoice_id = ANY(%s::bigint[])", invoices)
     return {
         "change_order": change_orders,
         "project": projects,
@@ -117,8 +125,8 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
 def _ids(sql: str, ids: set[int]) -> set[int]:
     """The non-null first column of ``sql`` run with ``ids`` as its one array parameter."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [sorted(ids)])
-        return {row[0] for row in cursor.fetchall() if row[0] is not None}
+        cursor.execute(sql, [id_array(ids)])
+        return {row[0] for row in cursor if row[0] is not None}  # row by row: no list of every row
 
 
 def on_entities_changed(changes: dict[str, set[int]], trigger: str = "sync") -> dict[str, int]:
@@ -166,7 +174,7 @@ def pending_add(subjects: dict[str, set[int]], trigger: str, *, keep: bool = Fal
     with connection.cursor() as cursor:
         for subject_type, ids in sorted(subjects.items()):
             if ids:
-                cursor.execute(statement, [subject_type, trigger, sorted(ids)])
+                cursor.execute(statement, [subject_type, trigger, id_array(ids)])
                 marked += len(ids)
     return marked
 
