@@ -233,20 +233,31 @@ def _proc_stats() -> dict[int, tuple[int, str, float, str]]:
     return found
 
 
-def _cpu_shares(groups: dict[str, int], database: str) -> dict[str, float]:
-    """CPU seconds so far of the stack's process groups, this database's backends, the rest of PostgreSQL
-    and Redis."""
-    shares = dict.fromkeys([*groups, "postgres (this database)", "postgres (other)", "redis"], 0.0)
+def _cpu_shares(groups: dict[str, int], database: str) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each process of the stack's process groups, of this database's backends, of
+    the rest of PostgreSQL and of Redis, by pid."""
+    shares: dict[str, dict[int, float]] = {
+        name: {} for name in [*groups, "postgres (this database)", "postgres (other)", "redis"]
+    }
     by_group = {pgrp: name for name, pgrp in groups.items()}
-    for pgrp, name, cpu, cmdline in _proc_stats().values():
+    for pid, (pgrp, name, cpu, cmdline) in _proc_stats().items():
         if pgrp in by_group:
-            shares[by_group[pgrp]] += cpu
+            shares[by_group[pgrp]][pid] = cpu
         elif name == "postgres" or cmdline.startswith("postgres:"):
             mine = f" {database} " in cmdline
-            shares["postgres (this database)" if mine else "postgres (other)"] += cpu
+            shares["postgres (this database)" if mine else "postgres (other)"][pid] = cpu
         elif name.startswith("redis-server"):
-            shares["redis"] += cpu
+            shares["redis"][pid] = cpu
     return shares
+
+
+def _cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds between two snapshots: of the processes alive at the second (a process that ended in
+    between, another session's backend say, is not counted)."""
+    return {
+        name: sum(cpu - before.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
+        for name, pids in after.items()
+    }
 
 
 def _count_simulator_cpu(simulator: Any) -> list[float]:
@@ -481,7 +492,7 @@ def _latency(args: Any) -> int:
         print(
             f"drained {drained:.1f} s after the first send: {open_hooks} deliveries open, {decided} decided"
         )
-        used = {name: cpu_after[name] - cpu_before[name] for name in cpu_before}
+        used = _cpu_used(cpu_before, cpu_after)
         used["simulator (request threads)"] = simulator_used
         used["bench (senders, polling)"] = own_used
         total = sum(used.values())
