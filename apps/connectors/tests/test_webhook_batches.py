@@ -23,8 +23,8 @@ from apps.simulator.webhooks import change_record, event_for, procore_delivery
 from .test_webhooks import accept
 
 PROCORE_AUTH = "Bearer procore-hook-credential"
-QUERIES_FIXED = 17  # the claim, the rows, the linking and the marking: once for the batch
-QUERIES_PER_DELIVERY = 4  # its savepoint (2), its upsert, its processed mark (one alone: 19)
+QUERIES_FIXED = 19  # the claim, the rows, the fence, linking, marking, processed marks: once a batch
+QUERIES_PER_DELIVERY = 3  # its savepoint (2) and its upsert (one alone: 19)
 Status = WebhookDelivery.Status
 
 
@@ -248,6 +248,6 @@ def test_a_batch_costs_a_few_queries_per_delivery(
         assert {o.status for o in process_deliveries(small[0]).values()} == {"processed"}
     large = [pk for pk, _ in edited(company, client, 12, offset=20)]
 
-    # 25 for two, 65 for twelve: a delivery alone costs 19.
+    # 25 for two, 55 for twelve: a delivery alone costs 19.
     with django_assert_max_num_queries(QUERIES_FIXED + QUERIES_PER_DELIVERY * 12):
         assert {o.status for o in process_deliveries(large[0]).values()} == {"processed"}

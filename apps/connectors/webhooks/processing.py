@@ -25,6 +25,7 @@ deliveries of its connection waiting untouched, and applies them in one transact
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -173,15 +174,21 @@ class Prepared:
         """Mark the row processed, inside the applying transaction, while this attempt still holds it."""
 
         def finish(counts: dict[str, int]) -> None:
-            summary = {**counts, "ignored": sum(self.ignored.values()), "ignored_types": self.ignored}
             finished = _held(self.delivery).update(
-                status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", summary=summary
+                status=Status.PROCESSED,
+                processed_at=now,
+                status_changed_at=now,
+                error="",
+                summary=self.summary(counts),
             )
             if not finished:
                 raise LeaseLost(self.delivery.pk)  # rolls back this attempt's writes: the newer one applies
             self.kind.after_webhook(self.delivery)
 
         return finish
+
+    def summary(self, counts: dict[str, int]) -> dict[str, Any]:
+        return {**counts, "ignored": sum(self.ignored.values()), "ignored_types": self.ignored}
 
     def result_counts(self, counts: dict[str, int]) -> dict[str, int]:
         # merged/ignored only when there were any: most kinds' deliveries never have them.
@@ -292,10 +299,11 @@ def _fetch(kind: ConnectorKind, by_stream: dict[str, list[Hint]]) -> dict[str, l
 #
 # A burst (100 deliveries a second) is drained in batches: the task of one delivery also claims the other
 # deliveries of its connection that wait untouched, reads their records upstream in one round of calls and
-# applies them in one transaction, a savepoint each, with one linking and one marking for the rules. Every
-# guarantee of a single delivery holds for each: its own claim, attempt and fence (a lease lost mid-batch
-# rolls back that delivery's savepoint only), its own failure recorded and retried, a spent rate budget
-# deferring it without spending its attempt. Their own task messages then find them taken and skip.
+# applies them in one transaction, a savepoint each, with one linking, one marking for the rules and one
+# "processed" statement. Every guarantee of a single delivery holds for each: its own claim, attempt and
+# fence (the rows still held are locked first, for the whole transaction: a lease lost before that skips
+# that delivery only, and none can be lost after), its own failure recorded and retried, a spent rate
+# budget deferring it without spending its attempt. Their own task messages then find them taken and skip.
 
 _CLAIM_BATCH = """
     WITH mine AS (
@@ -385,27 +393,33 @@ def _process_batch(deliveries: list[WebhookDelivery]) -> dict[int, DeliveryResul
     now = timezone.now()
     failures: dict[int, Exception] = {}
     done: dict[int, DeliveryResult] = {}
+    summaries: dict[int, dict[str, Any]] = {}
     try:
         with transaction.atomic(), entities_changes_collected(trigger="webhook"):
+            # The fence, taken once for the batch: the rows this attempt still holds, locked until commit
+            # (the sweeper skips locked rows, so none of them can be given to a newer attempt meanwhile).
+            held = _lock_held([p.delivery for p in batch])
             changes: dict[str, set[int]] = {}
             for p in batch:
+                if p.delivery.pk not in held:
+                    done[p.delivery.pk] = DeliveryResult("skipped", error="lease lost to a newer attempt")
+                    continue
                 counts = _new_counts(p.by_stream)
                 mine = _records_for(p, fetched)
                 try:
                     with transaction.atomic(), entities_changes_collected(trigger="webhook"):
                         changed = _apply_streams(p.delivery.connection, kind, p.by_stream, mine, now, counts)
-                        p.finish(now)(counts)
-                except LeaseLost:
-                    done[p.delivery.pk] = DeliveryResult("skipped", error="lease lost to a newer attempt")
-                    continue
+                        kind.after_webhook(p.delivery)
                 except Exception as exc:
                     failures[p.delivery.pk] = exc
                     continue
                 for key, ids in changed.items():
                     changes.setdefault(key, set()).update(ids)
+                summaries[p.delivery.pk] = p.summary(counts)
                 done[p.delivery.pk] = DeliveryResult("processed", counts=p.result_counts(counts))
             # One linking, and one marking for the rules when the scope ends (a merge's publish joins it).
             entities_changed_publish(changes, trigger="webhook")
+            _finish_many(summaries)
     except Exception:
         # Linking or marking failed, so nothing of the batch was applied: each on its own, as a single
         # delivery is processed (a new read upstream: the one above may be stale by now).
@@ -417,6 +431,37 @@ def _process_batch(deliveries: list[WebhookDelivery]) -> dict[int, DeliveryResul
     for pk, failure in failures.items():
         results[pk] = _failed(by_pk[pk], failure)
     return results
+
+
+def _lock_held(deliveries: list[WebhookDelivery]) -> set[int]:
+    """Lock the rows still held by the attempts that claimed them; their ids."""
+    rows = WebhookDelivery.objects.select_for_update().filter(status=Status.PROCESSING)
+    held = Q()
+    for delivery in deliveries:
+        held |= Q(pk=delivery.pk, attempts=delivery.attempts)
+    return set(rows.filter(held).order_by("pk").values_list("pk", flat=True))
+
+
+_FINISH_MANY = """
+    UPDATE {table} d SET status = 'processed', processed_at = clock_timestamp(),
+                         status_changed_at = clock_timestamp(), error = '', summary = v.summary
+      FROM unnest(%s::bigint[], %s::jsonb[]) AS v(id, summary)
+     WHERE d.id = v.id AND d.status = 'processing'
+"""
+
+
+def _finish_many(summaries: dict[int, dict[str, Any]]) -> None:
+    """Mark the applied deliveries processed, with their summaries, in one statement (their rows are
+    locked by ``_lock_held``: still this attempt's). ``processed_at`` is the statement's time, just before
+    the batch commits."""
+    if not summaries:
+        return
+    sql = _FINISH_MANY.format(table=db.ops.quote_name(WebhookDelivery._meta.db_table))
+    ids = sorted(summaries)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [ids, [json.dumps(summaries[pk]) for pk in ids]])
+        if cursor.rowcount != len(ids):
+            raise LeaseLost(ids)  # cannot happen with the rows locked; the whole batch then goes one by one
 
 
 def _joined(all_hints: list[dict[str, list[Hint]]]) -> dict[str, list[Hint]]:
