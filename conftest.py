@@ -46,3 +46,17 @@ def other_account_manager(db):
 @pytest.fixture
 def outsider(db):
     return _person("oscar", None)
+
+
+@pytest.fixture
+def scheduled_flushes(monkeypatch: pytest.MonkeyPatch):
+    """The countdowns of the evaluation flushes that marking subjects queues, recorded instead of sent to the
+    broker (the test flushes itself); the once-per-window guard is reset before and after."""
+    from apps.orchestration import tasks
+    from apps.rules.evaluation import triggers
+
+    countdowns: list[float] = []
+    monkeypatch.setattr(tasks.evaluate_pending, "apply_async", lambda countdown: countdowns.append(countdown))
+    triggers.flush_scheduled_clear()
+    yield countdowns
+    triggers.flush_scheduled_clear()

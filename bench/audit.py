@@ -9,8 +9,8 @@ database itself is never touched), migrates it, then measures
 (a) decision-write overhead against the product's own decision write path: N matched decisions written
     as the rules service writes them (ids reserved in one statement, facts and trace encoded to JSON, one
     ``COPY rules_decision`` per batch of 500, each batch in its own transaction), alone vs. together with
-    one chained audit entry per decision (``audit_record_many`` per batch, the payload the rules service
-    records for a match); target ≤ 1.3×;
+    one chained audit entry per decision (``audit_append_many`` per batch, the payload the rules service
+    records for a match, its facts spliced in as the decision row's canonical JSON text); target ≤ 1.3×;
 (b) ``audit_verify`` over 200,000 entries; target ≥ 50,000 entries/s.
 
 Prints the load average before and after.
@@ -92,11 +92,13 @@ def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from apps.audit.services import audit_record_many
+    from apps.audit.services import RawJSON, audit_append_many
     from apps.bulk import reserve_ids
     from apps.rules.evaluation.services import _DECISION_COPY_FULL as copy_sql
 
     explain = json.JSONEncoder(separators=(",", ":"), default=DjangoJSONEncoder().default).encode
+    # The facts as Context.snapshot_json writes them: canonical JSON, which the audit entry takes as is.
+    snapshot = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
     batches = [
         [
             (offset + i, f"Change order {offset + i} needs executive judgment")
@@ -110,14 +112,16 @@ def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple
     for batch in batches:
         with transaction.atomic():
             ids = reserve_ids("rules_decision", len(batch))
+            facts: list[str] = []
             with connection.cursor() as cursor, cursor.cursor.copy(copy_sql) as copy:
                 for pk, (subject_id, summary) in zip(ids, batch, strict=True):
+                    facts.append(snapshot(FACTS))
                     copy.write_row(
-                        (pk, version.pk, "change_order", subject_id, "matched", "sync", now, explain(FACTS),
+                        (pk, version.pk, "change_order", subject_id, "matched", "sync", now, facts[-1],
                          explain(EXPLANATION), summary, "", None)
                     )  # fmt: skip
             if audited:
-                audit_record_many(
+                audit_append_many(
                     [
                         {
                             "action": "decision.matched",
@@ -128,12 +132,12 @@ def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple
                                 "version": 1,
                                 "subject": f"change_order:{subject_id}",
                                 "summary": summary,
-                                "facts": FACTS,
+                                "facts": RawJSON(text),
                                 "suppressed": "",
                                 "trigger": "sync",
                             },
                         }
-                        for pk, (subject_id, summary) in zip(ids, batch, strict=True)
+                        for pk, (subject_id, summary), text in zip(ids, batch, facts, strict=True)
                     ],
                     actor="system:rules",
                 )

@@ -1,17 +1,19 @@
 """Escalations through the outbox: escalations/s and p95 from rule match to the email accepted by SMTP.
 
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.escalate \
-        [-n 200] [--rate 0] [--workers 1] [--concurrency 2] [--writeback-workers 1] [--compare]
+        [-n 200] [--rate 0] [--workers 1] [--concurrency 2] [--writeback-workers 1] [--compare] \
+        [--database fulcrum_bench_escalate] [--broker redis://127.0.0.1:6379/14] [--sink-in-process]
 
-Creates (afresh) and migrates ``fulcrum_bench_escalate`` on the server of DATABASE_URL, starts the bundled
-simulator (sized for N: ``--scale`` is raised until it has N HubSpot companies) and an aiosmtpd sink in
-this process, ``--workers`` Celery worker processes (``-c --concurrency`` each) on the ``delivery`` queue
-(emails) and every queue but ``writeback``, and ``--writeback-workers`` processes on ``writeback`` (the
-vendor notes), as the Procfile runs them, on redis db 14. It plants N clients, each a real HubSpot company
-and QuickBooks customer in the simulator with a 60,000 change order on a 9%-margin project, plus a
-published rule whose actions are ``email_account_manager, email_executives, flag_dashboard, note_crm,
-note_accounting``. ``--compare`` runs the burst twice, with ``--workers`` and with twice as many email
-worker processes, and prints the ratio (more processes must be faster, not slower).
+Creates (afresh) and migrates ``--database`` on the server of DATABASE_URL, starts the bundled simulator
+(sized for N: ``--scale`` is raised until it has N HubSpot companies) in this process and an aiosmtpd sink
+in a process of its own (``--sink-in-process``: in a thread of this one, sharing its GIL with the simulator),
+``--workers`` Celery worker processes (``-c --concurrency`` each) on the ``delivery`` queue (emails) and
+every queue but ``writeback``, and ``--writeback-workers`` processes on ``writeback`` (the vendor notes), as
+the Procfile runs them, on ``--broker`` (give concurrent runs their own database and broker). It plants N
+clients, each a real HubSpot company and QuickBooks customer in the simulator with a 60,000 change order
+on a 9%-margin project, plus a published rule whose actions are ``email_account_manager, email_executives,
+flag_dashboard, note_crm, note_accounting``. ``--compare`` runs the burst twice, with ``--workers`` and
+with twice as many email worker processes, and prints the ratio (more processes must be faster, not slower).
 
 Then it evaluates the change orders here (the rule matches, the escalation opens and its outbox rows are
 committed and queued: the "rule match"), either all at once (``--rate 0``, a burst) or paced at
@@ -24,7 +26,8 @@ committed and queued: the "rule match"), either all at once (``--rate 0``, a bur
   the paced run is the latency a single escalation sees;
 - the same to each upstream note's delivery, and a check that every email and note arrived once;
 - its reference, measured in the same run: the same number of emails sent straight through Django's SMTP
-  backend from one process, one connection per message as the outbox sends them (no queue, no database),
+  backend from one process, one connection per message (no queue, no database), and over one connection
+  (as the outbox's chunks send them), one client process as fast as the sink takes them,
   and the ratio of the outbox's email span to it; the load average before and after.
 """
 
@@ -33,7 +36,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import email
+import email.parser
 import email.policy
+import logging
 import os
 import signal
 import socket
@@ -68,18 +73,89 @@ RULE = """
 
 
 class Sink:
-    """aiosmtpd handler: when each message was accepted (time.time()), by Message-ID and recipient."""
+    """aiosmtpd handler: when each message was accepted (time.time()). It does no more per message than
+    keep it: the headers are parsed afterwards (``by_message``), and aiosmtpd's per-command INFO log
+    ("mail.log") is off. ``start(port, own_process=True)`` serves it from a process of its own, as a real
+    SMTP server is, instead of sharing this process's GIL with the simulator and the evaluation."""
 
     def __init__(self) -> None:
-        self.accepted: list[tuple[str, str, float]] = []
+        self.accepted: list[tuple[bytes, float]] = []
         self.lock = threading.Lock()
+        self.stop: Any = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         stamp = time.time()
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self.lock:
-            self.accepted.append((str(message["Message-ID"]), str(message["To"]), stamp))
+            self.accepted.append((envelope.content, stamp))
         return "250 OK"
+
+    def start(self, port: int, *, own_process: bool) -> None:
+        from aiosmtpd.controller import Controller
+
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        if not own_process:
+            controller = Controller(self, hostname="127.0.0.1", port=port)
+            controller.start()
+            self.stop = controller.stop
+            return
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        received, sent = context.Pipe(duplex=False)
+        process = context.Process(target=_serve_sink, args=(port, sent), daemon=True)
+        process.start()
+        sent.close()
+
+        def drain() -> None:
+            while True:
+                try:
+                    item = received.recv()
+                except EOFError:
+                    return
+                with self.lock:
+                    self.accepted.append(item)
+
+        threading.Thread(target=drain, daemon=True).start()
+        while True:  # until it listens
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+
+        def stop() -> None:
+            process.terminate()
+            process.join(5)
+
+        self.stop = stop
+
+    def by_message(self) -> dict[tuple[str, str], list[float]]:
+        """When each (Message-ID, To) was accepted, every time it was."""
+        parser = email.parser.BytesHeaderParser(policy=email.policy.default)
+        stamps: dict[tuple[str, str], list[float]] = {}
+        with self.lock:
+            accepted = list(self.accepted)
+        for content, stamp in accepted:
+            headers = parser.parsebytes(content)
+            stamps.setdefault((str(headers["Message-ID"]), str(headers["To"])), []).append(stamp)
+        return stamps
+
+
+def _serve_sink(port: int, sent: Any) -> None:
+    """The sink's process: stamps each message as it is accepted and hands it to the bench over a pipe."""
+    from aiosmtpd.controller import Controller
+
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    lock = threading.Lock()
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            stamp = time.time()
+            with lock:
+                sent.send((envelope.content, stamp))
+            return "250 OK"
+
+    Controller(Handler(), hostname="127.0.0.1", port=port).start()
+    threading.Event().wait()
 
 
 def _free_port() -> int:
@@ -154,12 +230,14 @@ def _plant(simulator: Any, n: int) -> list[int]:
     return ids
 
 
-def _start_workers(specs: list[tuple[str, int, str]], smtp_port: int, env_db: str, logs: Path) -> list[Any]:
+def _start_workers(
+    specs: list[tuple[str, int, str]], smtp_port: int, env_db: str, logs: Path, broker: str
+) -> list[Any]:
     """One Celery worker process per (name, concurrency, queues) in ``specs``; waits until all answer."""
     env = {
         **os.environ,
         "DATABASE_URL": env_db,
-        "CELERY_BROKER_URL": BROKER,
+        "CELERY_BROKER_URL": broker,
         "EMAIL_URL": f"smtp://127.0.0.1:{smtp_port}",
         "DJANGO_SETTINGS_MODULE": "config.settings.e2e",
         "SITE_URL": "http://fulcrum.bench",
@@ -203,29 +281,62 @@ def _stop_workers(workers: list[Any]) -> None:
             os.killpg(worker.pid, signal.SIGKILL)
 
 
-def _reference(smtp_port: int, sink: Sink, count: int) -> float:
-    """Seconds to send ``count`` emails straight through Django's SMTP backend, one connection each."""
+def _reference(smtp_port: int, sink: Sink, count: int, *, reuse: bool = False) -> float:
+    """Seconds to send ``count`` emails straight through Django's SMTP backend, one connection each (or
+    one for all, ``reuse``, as the outbox's chunks send them)."""
     from django.core.mail import EmailMultiAlternatives, get_connection
 
     before = len(sink.accepted)
     started = time.perf_counter()
+    shared = get_connection(
+        "django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=smtp_port, timeout=10
+    )
+    if reuse:
+        shared.open()
     for i in range(count):
-        connection = get_connection(
-            "django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=smtp_port, timeout=10
-        )
+        connection = shared
+        if not reuse:
+            connection = get_connection(
+                "django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=smtp_port, timeout=10
+            )
         message = EmailMultiAlternatives(
             subject=f"reference {i}", body="text", to=[f"ref{i}@fulcrum.bench"], connection=connection
         )
         message.attach_alternative("<p>html</p>", "text/html")
         message.send()
+    shared.close()
     elapsed = time.perf_counter() - started
     while len(sink.accepted) < before + count:
         time.sleep(0.05)
     return elapsed
 
 
-def _burst(ids: list[int], args: Any, sink: Sink, simulator: Any, label: str) -> dict[str, float]:
-    """Fire one burst (or paced run) of ``ids`` and wait for every outbox row; print and return figures."""
+def _tree_cpu(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes ``roots`` and all their descendants."""
+    procs: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            procs[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    tree, ticks = set(roots), 0
+    grew = True
+    while grew:
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in tree and pid not in tree}
+        tree |= more
+        grew = bool(more)
+    ticks = sum(procs[pid][1] for pid in tree if pid in procs)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _burst(
+    ids: list[int], args: Any, sink: Sink, simulator: Any, label: str, workers: dict[str, list[int]]
+) -> dict[str, float]:
+    """Fire one burst (or paced run) of ``ids`` and wait for every outbox row; print and return figures.
+    ``workers``: the pids of the email and the writeback worker processes, whose CPU is reported."""
     from django.db.models import Count
 
     from apps.escalations.actions.email import message_id
@@ -234,6 +345,8 @@ def _burst(ids: list[int], args: Any, sink: Sink, simulator: Any, label: str) ->
 
     rows_before = set(Delivery.objects.values_list("pk", flat=True))
     notes_before = len(simulator.notes)
+    cpu_before = {name: _tree_cpu(pids) for name, pids in workers.items()}
+    own_cpu_before = time.process_time()
     started = time.time()
     if args.rate:
         for i, pk in enumerate(ids):
@@ -248,25 +361,30 @@ def _burst(ids: list[int], args: Any, sink: Sink, simulator: Any, label: str) ->
     mine = Delivery.objects.exclude(pk__in=rows_before)
     deadline = time.monotonic() + args.timeout
     emails_done_at = None
+    cpu_emails: dict[str, float] = {}
+    own_cpu_emails = 0.0
     while mine.filter(state=Delivery.State.DELIVERED).count() < expected:
         if (
             emails_done_at is None
             and not mine.filter(action__startswith="email_").exclude(state=Delivery.State.DELIVERED).exists()
         ):
             emails_done_at = time.time()
+            cpu_emails = {name: _tree_cpu(pids) - cpu_before[name] for name, pids in workers.items()}
+            own_cpu_emails = time.process_time() - own_cpu_before
         if time.monotonic() > deadline:
             states = dict(mine.values_list("action", "state").annotate(n=Count("pk")))
             print(f"{label}: not all delivered after {args.timeout:g} s: {states}")
             break
         time.sleep(0.2)
+    done_at = time.time()
+    cpu_all = {name: _tree_cpu(pids) - cpu_before[name] for name, pids in workers.items()}
+    own_cpu_all = time.process_time() - own_cpu_before
     time.sleep(1)  # anything arriving twice would arrive now
     rows = list(mine)
     opened = dict(
         Escalation.objects.filter(pk__in={d.escalation_id for d in rows}).values_list("pk", "opened_at")
     )
-    by_message: dict[tuple[str, str], list[float]] = {}
-    for mid, to, stamp in sink.accepted:
-        by_message.setdefault((mid, to), []).append(stamp)
+    by_message = sink.by_message()
     email_latency, note_latency, missing, twice, email_stamps = [], [], 0, 0, []
     for d in rows:
         if d.action.startswith("email_"):
@@ -280,6 +398,17 @@ def _burst(ids: list[int], args: Any, sink: Sink, simulator: Any, label: str) ->
             note_latency.append((d.delivered_at - opened[d.escalation_id]).total_seconds())
     print(f"--- {label}")
     print(f"fired in {fired - started:.2f} s ({len(ids)} escalations opened and committed)")
+    if emails_done_at is not None:
+        print(
+            f"CPU until the emails were delivered ({emails_done_at - started:.2f} s wall): "
+            + ", ".join(f"{name} workers {cpu:.2f} s" for name, cpu in cpu_emails.items())
+            + f", this process (evaluation, simulator, polling) {own_cpu_emails:.2f} s"
+        )
+    print(
+        f"CPU until every row was delivered ({done_at - started:.2f} s wall): "
+        + ", ".join(f"{name} workers {cpu:.2f} s" for name, cpu in cpu_all.items())
+        + f", this process {own_cpu_all:.2f} s"
+    )
     email_span = max(email_stamps) - fired if email_stamps else float("nan")
     print(
         f"emails: all {len(email_latency)} accepted {email_span:.2f} s after the burst's commit "
@@ -313,15 +442,21 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="also run with twice the email workers")
     parser.add_argument("--scale", type=float, default=0.25, help="simulator size (raised to fit -n)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per run")
+    parser.add_argument(
+        "--sink-in-process",
+        action="store_true",
+        help="serve the SMTP sink from a thread of this process (as before), not a process of its own",
+    )
+    parser.add_argument("--database", default=DB_NAME, help="database to create afresh (dropped first)")
+    parser.add_argument("--broker", default=BROKER, help="a Redis database no other run uses")
     args = parser.parse_args()
 
-    os.environ["CELERY_BROKER_URL"] = BROKER
+    os.environ["CELERY_BROKER_URL"] = args.broker
     sys.path.insert(0, str(ROOT))
     from bench.common import fresh_django_database
 
     load_before = os.getloadavg()
-    fresh_django_database(DB_NAME)
-    from aiosmtpd.controller import Controller
+    fresh_django_database(args.database)
     from django.conf import settings
     from django.db import connection
 
@@ -339,8 +474,7 @@ def main() -> None:
         company = generate_company(seed=42, scale=scale)
     sink = Sink()
     smtp_port = _free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
+    sink.start(smtp_port, own_process=not args.sink_in_process)
     simulator = SimulatorServer(company).start()
     workers: list[Any] = []
     results = []
@@ -355,6 +489,11 @@ def main() -> None:
             f"reference: {2 * args.n} emails straight through Django's SMTP backend from one process in "
             f"{reference:.2f} s ({2 * args.n / reference:.0f} emails/s); simulator scale {scale:g}"
         )
+        reused = _reference(smtp_port, sink, 2 * args.n, reuse=True)
+        print(
+            f"reference over one connection: {reused:.2f} s ({2 * args.n / reused:.0f} emails/s: one "
+            f"client process as fast as the sink takes them)"
+        )
         for run in range(runs):
             email_workers = args.workers * (run + 1)
             specs = [
@@ -362,13 +501,18 @@ def main() -> None:
                 for i in range(email_workers)
             ]
             specs += [(f"writeback{i}", args.concurrency, "writeback") for i in range(args.writeback_workers)]
-            workers = _start_workers(specs, smtp_port, db_url, logs)
+            workers = _start_workers(specs, smtp_port, db_url, logs, args.broker)
+            named = [(name, w.pid) for w, (name, _, _) in zip(workers, specs, strict=True)]
+            pids = {
+                "email": [pid for name, pid in named if name.startswith("mail")],
+                "writeback": [pid for name, pid in named if name.startswith("writeback")],
+            }
             label = (
                 f"{args.n} escalations, {'burst' if not args.rate else f'{args.rate:g}/s'}; {email_workers} "
                 f"email worker process(es) × {args.concurrency} + {args.writeback_workers} writeback × "
                 f"{args.concurrency}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}"
             )
-            figures = _burst(ids[run * args.n : (run + 1) * args.n], args, sink, simulator, label)
+            figures = _burst(ids[run * args.n : (run + 1) * args.n], args, sink, simulator, label, pids)
             print(
                 f"outbox emails vs reference: {figures['email_span']:.2f} s / "
                 f"{reference * figures['emails'] / (2 * args.n):.2f} s = "
@@ -389,7 +533,7 @@ def main() -> None:
     finally:
         _stop_workers(workers)
         simulator.stop()
-        controller.stop()
+        sink.stop()
         app.control.purge()
         connection.close()
 

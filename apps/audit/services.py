@@ -50,7 +50,9 @@ _load_one: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once 
 _SECRET_WORDS = ("secret", "token", "password", "credential")
 # Escapes in ASCII JSON, one whole escape per match; group 1 is one that jsonb refuses: \u0000 or an
 # unpaired surrogate (a pair is consumed by the first branch).
-_ESCAPE = re.compile(r"\\(?:ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|(u0000|ud[89a-f][0-9a-f]{2})|.)")
+_ESCAPE = re.compile(
+    r"\\(?:ud[89ab][0-9a-f]{2}\\ud[c-f][0-9a-f]{2}|(u0000|ud[89a-f][0-9a-f]{2})|.)", re.IGNORECASE
+)
 
 
 def _actor_fields(actor: Actor) -> tuple[str, int | None]:
@@ -79,50 +81,119 @@ def _redact(data: Any) -> Any:
     return data
 
 
-def _stored_data(data: Any) -> tuple[str, Any]:
-    """The canonical JSON of redacted ``data``, which is both hashed and stored, and its value as read back.
+class RawJSON(str):
+    """JSON text that its caller already holds in canonical form (``canonical_json`` of its value: sorted
+    keys, no whitespace, ASCII), for a top-level value of an entry's ``data``.
 
-    With str keys only, ``canonical_json(json.loads(text)) == text``, so one dump and one load give both.
-    Redaction can only change something when a secret word occurs in the text (a ``\\u`` escape could
-    hide one); otherwise the dump of the data as given is already the dump of the redacted data. When
-    the value read back differs from the data (a non-str key, which the careful path refuses, or a
-    value dumped with ``str`` such as a Decimal), the careful path runs too. What
-    jsonb would refuse (NaN, infinities, ``\\u0000``, unpaired surrogates) is refused here, so that JSON
+    It goes into the hashed text as is instead of being encoded again (a matched decision's facts: the
+    decision row carries that very text). Redaction and the jsonb checks still read the whole entry's
+    text, and a secret word anywhere in it sends the entry down the careful path, which decodes the
+    text and redacts it like any other data. Passing text that is not canonical JSON breaks nothing in
+    the chain (the hash covers what is stored) but ``export_audit``'s per-line check would fail on it.
+    """
+
+    __slots__ = ()
+
+
+def _stored_data(data: Any, *, value: bool = True) -> tuple[str, Any]:
+    """The canonical JSON of redacted ``data``, which is both hashed and stored, and (with ``value``) its
+    value as read back (else None).
+
+    A dict of plain values (str, int, bool, None) and ``RawJSON`` texts under str keys is written out
+    directly: such values read back as given, so the text needs no reading back. Other data is dumped
+    at once: with str keys only, ``canonical_json(json.loads(text)) == text``, so one dump and one load
+    give both; when the value read back differs from the data (a non-str key, which the careful path
+    refuses, or a value dumped with ``str`` such as a Decimal), the careful path runs.
+
+    Redaction can only change something when a secret word occurs in the text (an escape could hide
+    one); otherwise the text of the data as given is already the text of the redacted data. What jsonb
+    would refuse (NaN, infinities, ``\\u0000``, unpaired surrogates) is refused here, so that JSON
     lookups, which cast the column to jsonb, work on every entry.
     """
+    if type(data) is dict:
+        text = _spliced(data)
+        if text is not None:
+            lowered = text.lower()
+            if not _may_hide_secret(lowered):
+                _refuse_for_jsonb(text, lowered)
+                return text, (_load_one(text, 0)[0] if value else None)
+        if any(type(v) is RawJSON for v in data.values()):
+            data = {k: json.loads(v) if type(v) is RawJSON else v for k, v in data.items()}
     try:
         text = _canonical(data)
     except ValueError as exc:  # NaN or an infinity
         raise DataError(f"audit data: {exc}") from exc
-    value = _load_one(text, 0)[0]
-    lowered = text.lower()
-    if (
+    loaded = _load_one(text, 0)[0]
+    if _may_hide_secret(text.lower()) or _differs(loaded, data):
+        text = _canonical(_redact(data))
+        loaded = _load_one(text, 0)[0]
+    _refuse_for_jsonb(text, text.lower())
+    return text, (loaded if value else None)
+
+
+def _spliced(data: dict[Any, Any]) -> str | None:
+    """``canonical_json(data)`` written out from its keys and values, ``RawJSON`` values as given; None
+    when a key is not a str or a value is not a str, an int, a bool, None or RawJSON."""
+    names = tuple(data)
+    layout = _LAYOUTS.get(names)
+    if layout is None:
+        if not all(type(name) is str for name in names):
+            return None
+        if len(_LAYOUTS) >= 256:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[names] = tuple((name, f"{_json_str(name)}:") for name in sorted(names))
+    parts = []
+    for name, head in layout:
+        item = data[name]
+        kind = type(item)
+        if kind is RawJSON:
+            parts.append(head + item)
+        elif kind is str:
+            parts.append(head + _json_str(item))
+        elif kind is int:
+            parts.append(head + int.__repr__(item))
+        elif item is None or item is True or item is False:
+            parts.append(head + ("null" if item is None else "true" if item else "false"))
+        elif isinstance(item, str):  # str subclasses (TextChoices) encode, and read back, as their text
+            parts.append(head + _json_str(item))
+        elif isinstance(item, int):  # the encoder writes int subclasses (IntEnum) with int's repr
+            parts.append(head + int.__repr__(item))
+        else:
+            return None
+    return "{" + ",".join(parts) + "}"
+
+
+# The keys of a data dict, in its order -> each key and its JSON prefix ('"key":'), in sorted order: the
+# entries of one kind share their keys.
+_LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+
+
+def _may_hide_secret(lowered: str) -> bool:
+    """Whether redaction could change a text, given lower-cased: a secret word occurs in it (as a key or
+    not), or an escape could spell one."""
+    return (
         "secret" in lowered
         or "token" in lowered
         or "password" in lowered
         or "credential" in lowered  # the _SECRET_WORDS
-        or ("\\u" in text and _escapes_hide_letters(text))
-        or _differs(value, data)
-    ):
-        text = _canonical(_redact(data))
-        value = _load_one(text, 0)[0]
-    if "\\u" in text and any(m.group(1) for m in _ESCAPE.finditer(text)):
+        or ("\\u" in lowered and _HIDDEN_LETTER.search(lowered) is not None)
+    )
+
+
+def _refuse_for_jsonb(text: str, lowered: str) -> None:
+    """Refuse ``text`` (``lowered`` is it lower-cased: a RawJSON's escapes may be written in capitals)
+    if it holds an escape that jsonb refuses."""
+    if ("\\u0000" in lowered or "\\ud" in lowered) and any(m.group(1) for m in _ESCAPE.finditer(text)):
         raise DataError("audit data: \\u0000 or an unpaired surrogate cannot be stored (jsonb refuses them)")
-    return text, value
 
 
-_UNICODE_ESCAPE = re.compile(r"\\u([0-9a-f]{4})")
-
-
-def _escapes_hide_letters(text: str) -> bool:
-    """Whether an escaped character could lower-case into ASCII letters, and so spell a secret word in a
-    key that the text does not show (the Kelvin sign lower-cases to ``k``). The encoder escapes only
-    non-ASCII and control characters, so text with ``≥`` or ``é`` in it (decision summaries, names)
-    stays on the fast path."""
-    for match in _UNICODE_ESCAPE.finditer(text):
-        if any("a" <= c <= "z" for c in chr(int(match.group(1), 16)).lower()):
-            return True
-    return False
+# An escape that lower-cases into ASCII letters, and so could spell a secret word in a key that the text
+# does not show: an ASCII letter written escaped (not how the encoder writes one, but a RawJSON's text
+# may), and the two characters outside ASCII whose lower case is an ASCII letter, the dotted capital I
+# (U+0130) and the Kelvin sign (U+212A, "k"). The encoder escapes only non-ASCII and control characters,
+# so text with ``≥`` or ``é`` in it (decision summaries, names) stays on the fast path. Matched in
+# lower-cased text.
+_HIDDEN_LETTER = re.compile(r"\\u(?:00(?:4[1-9a-f]|5[0-9a]|6[1-9a-f]|7[0-9a])|0130|212a)")
 
 
 def _differs(value: Any, data: Any) -> bool:
@@ -173,7 +244,14 @@ def audit_record_many(items: Iterable[dict[str, Any]], *, actor: Actor = None) -
     return _append(list(items), actor)
 
 
-def _append(items: list[dict[str, Any]], actor: Actor) -> list[AuditEntry]:
+@transaction.atomic
+def audit_append_many(items: Iterable[dict[str, Any]], *, actor: Actor = None) -> None:
+    """``audit_record_many`` for callers that do not use the entries: none are built (nor their data read
+    back from its JSON), the same rows and hashes are written."""
+    _append(list(items), actor, entries=False)
+
+
+def _append(items: list[dict[str, Any]], actor: Actor, *, entries: bool = True) -> list[AuditEntry]:
     if not items:
         return []
     actor_name, actor_id = _actor_fields(actor)
@@ -192,14 +270,14 @@ def _append(items: list[dict[str, Any]], actor: Actor) -> list[AuditEntry]:
         now_json = _json_str(now_iso)
         user = "\\N" if actor_id is None else str(actor_id)
         head = f"\t{now_iso}\t{_copy_text(actor_name)}\t{user}\t"
-        entries: list[AuditEntry] = []
+        built: list[AuditEntry] = []
         lines: list[str] = []
-        loaded = _entry_maker(alias)
+        loaded = _entry_maker(alias) if entries else None
         # Rows go out in small chunks, so the server inserts and indexes them while the next ones
         # are prepared here (a failure inside the block aborts the COPY; atomic() rolls back).
         with connection.wrap_database_errors, cursor.cursor.copy(_COPY_SQL) as copy:
             for pk, item in zip(ids, items, strict=True):
-                text, value = _stored_data(item.get("data") or {})
+                text, value = _stored_data(item.get("data") or {}, value=entries)
                 action, object_type = str(item["action"]), str(item.get("object_type", ""))
                 object_id = str(item.get("object_id", ""))
                 content = _content_json(
@@ -219,12 +297,24 @@ def _append(items: list[dict[str, Any]], actor: Actor) -> list[AuditEntry]:
                 if len(lines) == _COPY_CHUNK:
                     copy.write("".join(lines))
                     lines.clear()
-                values = (pk, now, actor_name, actor_id, action, object_type, object_id, value, prev, digest)
-                entries.append(loaded(values))
+                if loaded is not None:
+                    values = (
+                        pk,
+                        now,
+                        actor_name,
+                        actor_id,
+                        action,
+                        object_type,
+                        object_id,
+                        value,
+                        prev,
+                        digest,
+                    )
+                    built.append(loaded(values))
                 prev = digest
             if lines:
                 copy.write("".join(lines))
-    return entries
+    return built
 
 
 def _entry_maker(alias: str) -> Callable[[tuple[Any, ...]], AuditEntry]:

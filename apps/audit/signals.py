@@ -37,7 +37,7 @@ from django.db import models
 from django.db.models.signals import m2m_changed, post_save, pre_save
 from django.http import HttpRequest
 
-from .services import Actor, audit_record, audit_record_many
+from .services import Actor, audit_append_many, audit_record
 
 UNKNOWN_ACTOR = "system:unknown"
 FLAGS = ("is_superuser", "is_staff", "is_active")
@@ -166,7 +166,7 @@ class _Relation:
         owners = self.names(self.owner, set(by_owner))
         targets = self.names(self.target, {t for ts in by_owner.values() for t in ts})
         owner_key = "user" if self.object_type == "user" else "group"
-        audit_record_many(
+        audit_append_many(
             [
                 {
                     "action": self.action,

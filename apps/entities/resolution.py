@@ -32,7 +32,7 @@ from django.db.models import Q
 from django.utils import timezone
 from rapidfuzz import fuzz, process
 
-from apps.audit.services import Actor, audit_record, audit_record_many
+from apps.audit.services import Actor, audit_append_many, audit_record
 
 from .changes import entities_changed_publish
 from .linking import link_entities
@@ -217,7 +217,7 @@ def _resolve_customers(settings: ResolutionSettings, result: ResolutionResult, n
     MatchCandidate.objects.bulk_create(candidates, batch_size=1000)
     result.auto_linked += sum(1 for link in links if link.match_method == "fuzzy")
     result.queued += sum(1 for c in candidates if c.status == MatchCandidate.Status.PENDING)
-    audit_record_many(
+    audit_append_many(
         [
             {
                 "action": "entities.fuzzy_linked" if link.match_method == "fuzzy" else "entities.new_client",
@@ -335,7 +335,7 @@ def _resolve_jobs(settings: ResolutionSettings, result: ResolutionResult, now: A
     MatchCandidate.objects.bulk_create(candidates, batch_size=1000)
     result.auto_linked += len(links)
     result.queued += sum(1 for c in candidates if c.status == MatchCandidate.Status.PENDING)
-    audit_record_many(
+    audit_append_many(
         [
             {
                 "action": "entities.fuzzy_linked",

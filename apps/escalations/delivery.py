@@ -1,8 +1,10 @@
-"""Sending one outbox row: claim it, perform it through its action class (``actions/``), record the result.
+"""Sending outbox rows: claim them, perform each through its action class (``actions/``), record the results.
 
 A claim is a conditional UPDATE (pending/failed and due, or sending with an expired claim), so two
 workers never send the same row at once and a worker killed mid-send leaves a row that is re-claimed
-when its claim expires; the far side drops the repeat by the row's idempotency key.
+when its claim expires; the far side drops the repeat by the row's idempotency key (an email's repeat
+carries the same Message-ID). Rows go in chunks (``deliveries_dispatch``, ``deliveries_attempt``): one
+claim for the chunk, its emails over one SMTP connection, its delivered rows recorded together.
 
 Only ``Transient`` failures (``apps.errors``: timeouts, connection errors, 5xx and 429) are retried, after
 the project's one backoff (full jitter, ``ACTION_BACKOFF_BASE``/``_CAP``, a ``Retry-After`` winning when
@@ -16,13 +18,17 @@ dead-letter list in admin; :func:`delivery_replay` queues one again.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import math
 import smtplib
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import requests
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -54,16 +60,35 @@ def _due(now: dt.datetime) -> Q:
     return waiting | abandoned
 
 
-def delivery_claim(pk: int, now: dt.datetime | None = None) -> Delivery | None:
-    now = now or timezone.now()
-    claimed = Delivery.objects.filter(_due(now), pk=pk).update(
-        state=Delivery.State.SENDING, attempts=F("attempts") + 1, claimed_until=now + claim_for()
-    )
-    if not claimed:
-        return None
-    return Delivery.objects.select_related(
+def _claim(pks: Sequence[int], now: dt.datetime) -> list[int]:
+    """Claim the due and unclaimed rows among ``pks`` in one conditional UPDATE (``_due``'s condition on
+    the row itself, so PostgreSQL re-checks it on a row another worker updated first): each row is
+    claimed by one worker only. Returns the claimed ids."""
+    if not pks:
+        return []
+    query = Delivery.objects.filter(_due(now), pk__in=list(pks)).query
+    where, params = query.get_compiler(connection=connection).compile(query.where)
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            # The table's name and the ORM's compiled filter, with its parameters.
+            f"UPDATE {table} SET state = %s, attempts = attempts + 1, claimed_until = %s "  # noqa: S608
+            f"WHERE {where} RETURNING id",
+            [Delivery.State.SENDING, now + claim_for(), *params],
+        )
+        return [pk for (pk,) in cursor.fetchall()]
+
+
+def _claimed_rows(pks: list[int]) -> list[Delivery]:
+    rows = Delivery.objects.select_related(
         "escalation__client__owner", "escalation__project__source", "escalation__rule"
-    ).get(pk=pk)
+    ).in_bulk(pks)
+    return [rows[pk] for pk in pks if pk in rows]
+
+
+def delivery_claim(pk: int, now: dt.datetime | None = None) -> Delivery | None:
+    claimed = _claimed_rows(_claim([pk], now or timezone.now()))
+    return claimed[0] if claimed else None
 
 
 def due_delivery_ids(limit: int = 200, now: dt.datetime | None = None) -> list[int]:
@@ -76,30 +101,100 @@ def due_delivery_ids(limit: int = 200, now: dt.datetime | None = None) -> list[i
 
 def delivery_attempt(pk: int) -> str:
     """Try one delivery now if it is due and unclaimed. Returns the resulting state."""
+    return deliveries_attempt([pk]).get(pk, "not-due")
+
+
+# Delivered rows are recorded together, at least this often (seconds): one UPDATE for a chunk of fast
+# emails, while a slow chunk (write-backs) never holds many sent rows unrecorded, which a killed worker's
+# sweeper would send again (with the same Message-ID, or after looking first: ``outcome_may_exist``).
+RECORD_EVERY = 1.0
+
+
+def deliveries_attempt(pks: Sequence[int]) -> dict[int, str]:
+    """Try these rows now, in turn: the due and unclaimed ones are claimed in one statement, their emails
+    share one SMTP connection (``mail_session``), and the delivered ones are recorded together; a failure
+    is recorded at once and stops only its own row. Returns each claimed row's resulting state ("error"
+    for an unexpected exception: the row keeps its claim, and the sweeper tries it again when it ends).
+
+    A chunk stops starting rows when half its claim has gone by, and gives the rest back (``_defer``), so
+    no row is still being sent when its claim runs out and another worker takes it.
+    """
+    from .actions.email import mail_session
+
+    rows = _claimed_rows(_claim(pks, timezone.now()))
+    results: dict[int, str] = {}
+    delivered: list[tuple[Delivery, dict, dt.datetime]] = []
+    started = recorded = time.monotonic()
+    budget = claim_for().total_seconds() / 2
+    try:
+        with mail_session():
+            for index, delivery in enumerate(rows):
+                if time.monotonic() - started > budget:
+                    for rest in rows[index:]:
+                        results[rest.pk] = _defer(rest, 0.0)
+                    break
+                try:
+                    state, response = _attempt(delivery)
+                except Exception:
+                    logger.exception("delivery %s failed unexpectedly; the sweeper retries it", delivery.pk)
+                    results[delivery.pk] = "error"
+                    continue
+                results[delivery.pk] = state
+                if response is not None:
+                    delivered.append((delivery, response, timezone.now()))
+                    if time.monotonic() - recorded > RECORD_EVERY:
+                        _finish_delivered(delivered)
+                        delivered, recorded = [], time.monotonic()
+    finally:
+        _finish_delivered(delivered)
+    return results
+
+
+def _attempt(delivery: Delivery) -> tuple[str, dict | None]:
+    """Perform one claimed row: a failure is recorded here; a success is returned with its response for
+    the caller to record (``_finish_delivered``)."""
     from apps.connectors import ratelimit
 
-    delivery = delivery_claim(pk)
-    if delivery is None:
-        return "not-due"
     try:
         # A vendor's spent budget raises instead of sleeping in this worker's slot (``_defer``).
         with ratelimit.deferring():
             response = actions.get(delivery.action).perform(delivery)
     except Permanent as exc:
-        return _finish(delivery, Delivery.State.DEAD, error=str(exc))
+        return _finish(delivery, Delivery.State.DEAD, error=str(exc)), None
     except ratelimit.RateBudgetDeferred as exc:
-        return _defer(delivery, float(exc.retry_after or 0.0))
+        return _defer(delivery, float(exc.retry_after or 0.0)), None
     except Transient as exc:
-        return _failed(delivery, str(exc), retry_after=exc.retry_after)
+        return _failed(delivery, str(exc), retry_after=exc.retry_after), None
     except (OSError, smtplib.SMTPException, requests.RequestException) as exc:
-        return _failed(delivery, f"{type(exc).__name__}: {exc}")
-    return _finish(delivery, Delivery.State.DELIVERED, response=response)
+        return _failed(delivery, f"{type(exc).__name__}: {exc}"), None
+    return Delivery.State.DELIVERED, response or {}
+
+
+def _finish_delivered(done: list[tuple[Delivery, dict, dt.datetime]]) -> None:
+    """Record sent rows as delivered in one statement. Only the claim holder may: a row re-claimed after
+    an expired claim (its attempts moved on) belongs to its new owner."""
+    if not done:
+        return
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    values = ", ".join(["(%s::bigint, %s::integer, %s::timestamptz, %s::jsonb)"] * len(done))
+    params: list[Any] = []
+    for delivery, response, at in done:
+        params += [delivery.pk, delivery.attempts, at, json.dumps(response)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS d SET state = %s, claimed_until = NULL, last_error = '', "  # noqa: S608
+            f"delivered_at = v.at, response = v.response "
+            f"FROM (VALUES {values}) AS v(id, attempts, at, response) "
+            f"WHERE d.id = v.id AND d.state = %s AND d.attempts = v.attempts",
+            [Delivery.State.DELIVERED, *params, Delivery.State.SENDING],
+        )
 
 
 def _defer(delivery: Delivery, wait: float) -> str:
-    """The vendor's shared budget is spent: nothing was sent, so the attempt is given back (attempts count
-    failures, and a busy budget is not one) and the row is due again when the budget refills. The error of
-    an earlier real attempt is kept: ``outcome_may_exist`` reads it."""
+    """Nothing was sent (the vendor's shared budget is spent, or the chunk ran out of time before this
+    row), so the attempt is given back (attempts count failures, and a busy budget is not one) and the row
+    is due again after ``wait`` (when the budget refills). The error of an earlier real attempt is kept:
+    ``outcome_may_exist`` reads it."""
     due = timezone.now() + dt.timedelta(seconds=wait)
     deferred = Delivery.objects.filter(
         pk=delivery.pk, state=Delivery.State.SENDING, attempts=delivery.attempts
@@ -119,20 +214,12 @@ def _failed(delivery: Delivery, error: str, retry_after: float | None = None) ->
     return _finish(delivery, Delivery.State.FAILED, error=error, retry_after=retry_after)
 
 
-def _finish(
-    delivery: Delivery,
-    state: str,
-    *,
-    error: str = "",
-    response: dict | None = None,
-    retry_after: float | None = None,
-) -> str:
+def _finish(delivery: Delivery, state: str, *, error: str = "", retry_after: float | None = None) -> str:
+    """Record a failed (due again after the backoff) or dead row."""
     now = timezone.now()
     fields: dict[str, Any] = {"state": state, "claimed_until": None, "last_error": error[:2000]}
     wait = None
-    if state == Delivery.State.DELIVERED:
-        fields.update(delivered_at=now, response=response or {})
-    elif state == Delivery.State.FAILED:
+    if state == Delivery.State.FAILED:
         # The retry after attempt 1 waits up to ACTION_BACKOFF_BASE; a day is the longest advice heeded.
         retry = delivery.attempts - 1
         seconds = configured_backoff("ACTION", retry, retry_after=retry_after, longest=86_400.0)
@@ -165,10 +252,17 @@ def _schedule_retry(pk: int, wait: dt.timedelta, *, queue: str = "delivery") -> 
 # ---- queueing and replay -------------------------------------------------------------------------------
 
 
-# Publishing one task costs about a millisecond; a bulk opening queues a few rows per escalation. Past
-# this many rows, one message carries this many (``deliver_many`` sends them in turn in one worker, one
-# row's failure not stopping the others); up to it, each row is its own task, sent in parallel.
-DISPATCH_CHUNK = 64
+# A burst is split so that every worker slot gets a share at once (at least DISPATCH_SPREAD tasks), each
+# task at most DISPATCH_CHUNK rows. A task claims its rows in one statement, sends its emails over one SMTP
+# connection and records them in one more (``deliveries_attempt``), so a bigger chunk costs less per row,
+# and a smaller one spreads further; one row's failure never stops the rest of its chunk.
+DISPATCH_CHUNK = 20
+DISPATCH_SPREAD = 8
+
+
+def dispatch_chunks(pks: list[int]) -> list[list[int]]:
+    size = max(1, min(DISPATCH_CHUNK, math.ceil(len(pks) / DISPATCH_SPREAD)))
+    return [pks[start : start + size] for start in range(0, len(pks), size)]
 
 
 def deliveries_dispatch(ids: list[int]) -> None:
@@ -177,15 +271,16 @@ def deliveries_dispatch(ids: list[int]) -> None:
     from .tasks import deliver, deliver_many
 
     by_queue: dict[str, list[int]] = {}
-    for pk, action in Delivery.objects.filter(pk__in=ids).order_by("pk").values_list("pk", "action"):
+    # By target: a burst's emails to one person share chunks, and a chunk looks each person up once.
+    rows = Delivery.objects.filter(pk__in=ids).order_by("target", "pk").values_list("pk", "action")
+    for pk, action in rows:
         by_queue.setdefault(queue_for(action), []).append(pk)
     for queue, pks in by_queue.items():
-        if len(pks) <= DISPATCH_CHUNK:
-            for pk in pks:
-                deliver.apply_async((pk,), queue=queue)
-        else:
-            for start in range(0, len(pks), DISPATCH_CHUNK):
-                deliver_many.apply_async((pks[start : start + DISPATCH_CHUNK],), queue=queue)
+        for chunk in dispatch_chunks(pks):
+            if len(chunk) == 1:
+                deliver.apply_async((chunk[0],), queue=queue)
+            else:
+                deliver_many.apply_async((chunk,), queue=queue)
 
 
 def deliveries_queue(deliveries: list[Delivery]) -> list[int]:

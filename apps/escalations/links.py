@@ -151,21 +151,41 @@ def recipient_user(recipient: str) -> AbstractBaseUser | None:
     return owner.user if owner else None
 
 
-def link_actions(escalation: Escalation, user: AbstractBaseUser | None) -> list[str]:
+def link_actions(
+    escalation: Escalation, user: AbstractBaseUser | None, decider: bool | None = None
+) -> list[str]:
     """The actions to offer this person by email, in display order (as the escalation page's buttons):
-    what their role may do now (the escalation services' decision rights)."""
+    what their role may do now (the escalation services' decision rights). ``decider``: whether the user
+    may decide approvals, when the caller knows it already."""
     from .services import escalation_actions
 
     if user is None:
         return []
-    return [a for a in escalation_actions(escalation, decider=can_decide_approvals(user)) if a in ACTIONS]
+    if decider is None:
+        decider = can_decide_approvals(user)
+    return [a for a in escalation_actions(escalation, decider=decider) if a in ACTIONS]
 
 
-def link_urls(*, escalation: Escalation, recipient: str) -> list[tuple[str, str]]:
-    """``(action, absolute URL)`` for each link this recipient gets in the escalation's email."""
-    user = recipient_user(recipient)
+# A recipient's address → their user and whether they may decide approvals.
+People = dict[str, tuple[AbstractBaseUser | None, bool]]
+
+
+def link_urls(
+    *, escalation: Escalation, recipient: str, people: People | None = None
+) -> list[tuple[str, str]]:
+    """``(action, absolute URL)`` for each link this recipient gets in the escalation's email. ``people``:
+    who each recipient is, kept across the emails of one chunk (``actions.email.MailSession``): a burst
+    sends many emails to the same few people, and looking each one up costs two queries."""
+    key = recipient.lower()
+    if people is not None and key in people:
+        user, decider = people[key]
+    else:
+        user = recipient_user(recipient)
+        decider = user is not None and can_decide_approvals(user)
+        if people is not None:
+            people[key] = (user, decider)
     urls = []
-    for action in link_actions(escalation, user):
+    for action in link_actions(escalation, user, decider):
         token = link_token(escalation=escalation, action=action, recipient=recipient)
         urls.append((action, settings.SITE_URL.rstrip("/") + reverse("escalation-link", args=[token])))
     return urls

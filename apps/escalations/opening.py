@@ -23,7 +23,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.audit.services import audit_record_many
+from apps.audit.services import audit_append_many
 from apps.rules.engine.durations import parse_duration
 from apps.rules.evaluation.services import subject_states
 
@@ -90,7 +90,7 @@ _DECISIONS = """
 def escalations_fire(*, subject_type: str, fired: Sequence[Fired], now: dt.datetime) -> list[str]:
     """:func:`escalations_open`, recording its audit entries at once (a caller outside the pipeline)."""
     results, entries = escalations_open(subject_type=subject_type, fired=fired, now=now)
-    audit_record_many(entries, actor="system:rules")
+    audit_append_many(entries, actor="system:rules")
     return results
 
 

@@ -17,7 +17,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from apps.accounts.roles import can_decide_approvals
-from apps.audit.services import Actor, audit_record, audit_record_many
+from apps.audit.services import Actor, audit_append_many, audit_record
 from apps.bulk import copy_rows
 from apps.entities.models import ChangeOrder, Client, Document, Project, Submittal
 
@@ -104,7 +104,7 @@ def _events(
     if len(entries) == 1:  # a person's transition: no savepoint around a single append
         audit_record(actor=actor, **entries[0])
     else:
-        audit_record_many(entries, actor=actor)
+        audit_append_many(entries, actor=actor)
     return entries
 
 
@@ -148,9 +148,10 @@ def subjects_parties(subject_type: str, subject_ids: Sequence[int]) -> dict[int,
             "label", "external_id", *_only("project__", _PROJECT_FIELDS), *_only("client__", _CLIENT_FIELDS)
         )
         for doc in documents.filter(pk__in=ids):
-            label = f"{doc.label or 'document'} {doc.external_id}" + (
-                f" on {doc.project}" if doc.project else ""
-            )
+            # "Document 10000 (change_order_request) on P-00013 Pier 9": what it is first, the tool's class
+            # as the tool named it (a rule compares that name), then where it belongs.
+            label = f"Document {doc.external_id}" + (f" ({doc.label})" if doc.label else "")
+            label += f" on {doc.project}" if doc.project else ""
             found[doc.pk] = (label, doc.project, doc.project.client if doc.project else doc.client)
         model = Document
     elif subject_type == "project":

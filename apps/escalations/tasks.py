@@ -1,11 +1,9 @@
-import logging
+from collections import Counter
 
 from celery import shared_task
 
-from .delivery import deliveries_dispatch, delivery_attempt, due_delivery_ids, queue_for
+from .delivery import deliveries_attempt, deliveries_dispatch, delivery_attempt, due_delivery_ids, queue_for
 from .policies import policy_audit, policy_claim_due, policy_release_closed, policy_step_apply
-
-logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -16,16 +14,16 @@ def deliver(delivery_id: int) -> str:
 
 @shared_task(acks_late=True, ignore_result=True)
 def deliver_many(delivery_ids: list[int]) -> str:
-    """Send outbox rows in turn; one row's unexpected error is logged and the rest still go (the row
-    stays due, and beat's sweeper tries it again)."""
-    failed = 0
-    for pk in delivery_ids:
-        try:
-            delivery_attempt(pk)
-        except Exception:
-            failed += 1
-            logger.exception("delivery %s failed unexpectedly; the sweeper retries it", pk)
-    return f"{len(delivery_ids) - failed} attempted, {failed} failed"
+    """Send a chunk of outbox rows (``deliveries_attempt``: one claim, one SMTP connection); one row's
+    unexpected error is logged and the rest still go (the row stays claimed, and beat's sweeper tries it
+    again when the claim ends)."""
+    return _summary(len(delivery_ids), deliveries_attempt(delivery_ids))
+
+
+def _summary(rows: int, results: dict[int, str]) -> str:
+    counts = Counter(results.values())
+    states = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    return f"{rows} rows: {states or 'none due'}"
 
 
 @shared_task(ignore_result=True)
@@ -41,9 +39,7 @@ def deliver_due() -> str:
     if upstream:
         deliveries_dispatch(upstream)
     handed = set(upstream)
-    for pk in ids:
-        if pk not in handed:
-            delivery_attempt(pk)
+    deliveries_attempt([pk for pk in ids if pk not in handed])
     return f"{len(ids)} due, {len(upstream)} handed to writeback"
 
 

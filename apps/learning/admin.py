@@ -20,8 +20,9 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from apps.rules.admin import SubjectColumn, subject_links
 from apps.rules.engine.ruleset import RulesFileError
-from apps.rules.engine.wording import written
+from apps.rules.engine.wording import reading, shape_of, written
 from apps.rules.evaluation.backtest import BacktestError
 from apps.rules.models import Rule
 
@@ -171,7 +172,21 @@ class RuleAnalyticsAdmin(_RulePermissions, admin.ModelAdmin):
         if figures:
             p, n = figures["precision"]
             lp, ln = figures["live_precision"]
+            subject_type = figures["subject_type"]
+            ids = [sid for sid, _, _ in figures["examples"]]
+            ids += figures["newly_matching"] + figures["no_longer_matching"]
+            links = {
+                pk: (label, url) for pk, label, url in subject_links(subject_type, list(dict.fromkeys(ids)))
+            }
+            live = figures["live_version"]
             extra.update(
+                heading=(
+                    f"{figures['rule']}: its draft" + (f", beside live v{live}" if live else "")
+                    if figures["is_draft"]
+                    else f"{figures['rule']}: {figures['label']}"
+                ),
+                newly_matching=[links[pk] for pk in figures["newly_matching"]],
+                no_longer_matching=[links[pk] for pk in figures["no_longer_matching"]],
                 chart=timeline_chart(figures),
                 precision=f"{_pct(p / (p + n) if p + n else None)} ({p} of {p + n})",
                 live_precision=f"{_pct(lp / (lp + ln) if lp + ln else None)} ({lp} of {lp + ln})",
@@ -179,19 +194,22 @@ class RuleAnalyticsAdmin(_RulePermissions, admin.ModelAdmin):
                 live_recall=_pct(figures["live_recall"]),
                 examples=[
                     (
-                        sid,
+                        links[sid],
                         at[:16].replace("T", " "),
-                        [(name, written(v, name)) for name, v in sorted(values.items())],
+                        [
+                            (shape_of(name).label or name, reading(v, name))
+                            for name, v in sorted(values.items())
+                        ],
                     )
                     for sid, at, values in figures["examples"]
                 ],
-                outcomes=sorted(figures["outcomes"].items()),
+                outcomes=[(name.replace("_", " "), n) for name, n in sorted(figures["outcomes"].items())],
             )
         return {
             **self.admin_site.each_context(request),
             "title": "Backtest",
             "opts": self.model._meta,
-            "rules": list(Rule.objects.order_by("key").values_list("key", flat=True)),
+            "rules": list(Rule.objects.order_by("key").values_list("key", "name")),
             **extra,
         }
 
@@ -216,6 +234,10 @@ class RuleAnalyticsAdmin(_RulePermissions, admin.ModelAdmin):
         try:
             since = _day(request.GET.get("since"))
             until = _day(request.GET.get("until"))
+            if until is not None:
+                until += dt.timedelta(days=1)  # "until June 30" takes June 30 in
+            if since is not None and until is not None and since >= until:
+                raise ValueError("the period is empty: “From” is after “Until”")
             figures, run = backtest_start(
                 rule=rule, use_draft=context["use_draft"], since=since, until=until, actor=request.user
             )
@@ -241,7 +263,7 @@ class RuleAnalyticsAdmin(_RulePermissions, admin.ModelAdmin):
             rule_key=run.rule_key,
             use_draft=run.use_draft,
             since=f"{run.since:%Y-%m-%d}" if run.since else "",
-            until=f"{run.until:%Y-%m-%d}" if run.until else "",
+            until=f"{run.until - dt.timedelta(days=1):%Y-%m-%d}" if run.until else "",
             figures=run.result,
             percent=round(100 * run.progress / run.expected) if run.expected else 0,
         )
@@ -411,11 +433,18 @@ class RiskModelAdmin(_RulePermissions, admin.ModelAdmin):
 
 
 @admin.register(ShadowSample)
-class ShadowSampleAdmin(_RulePermissions, admin.ModelAdmin):
-    list_display = ("subject_type", "subject_id", "sampled_at", "weight", "positive", "labelled_at")
+class ShadowSampleAdmin(_RulePermissions, SubjectColumn, admin.ModelAdmin):
+    """Random unflagged subjects; a sample names the rule whose escalation later labelled it a miss."""
+
+    list_display = ("subject", "subject_type", "rule", "sampled_at", "weight", "positive", "labelled_at")
     list_filter = ("subject_type", "positive")
+    list_select_related = ("escalation__rule",)
     show_full_result_count = False
-    readonly_fields = [f.name for f in ShadowSample._meta.fields]
+    readonly_fields = ["subject", "rule", *(f.name for f in ShadowSample._meta.fields)]
+
+    @admin.display(description="rule", ordering="escalation__rule__key")
+    def rule(self, obj: ShadowSample) -> str:
+        return obj.rule_words
 
 
 @admin.register(LearningSettings)

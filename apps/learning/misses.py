@@ -25,7 +25,8 @@ from .models import ReportedMiss
 SUBJECT_TYPES: Final = ("project", "change_order", "submittal", "client")
 
 
-def _subject(subject_type: str, subject_id: int) -> Any:
+def subject_of(subject_type: str, subject_id: int) -> Any:
+    """The subject with what ``can_report`` reads of it; ``ObjectDoesNotExist`` saying which is missing."""
     from apps.entities.models import ChangeOrder, Client, Project, Submittal
 
     model = {"project": Project, "change_order": ChangeOrder, "submittal": Submittal, "client": Client}.get(
@@ -116,7 +117,7 @@ def miss_report(
     note: str = "",
 ) -> ReportedMiss:
     """Record a miss with the facts of its time, audited; refuses what the actor may not report."""
-    subject = _subject(subject_type, subject_id)
+    subject = subject_of(subject_type, subject_id)
     if not can_report(actor, subject_type, subject):
         raise PermissionDenied("You may report misses only on subjects you can see.")
     if outcome not in ReportedMiss.Outcome.values:

@@ -94,7 +94,18 @@ class ShadowSample(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"shadow {self.subject_type}:{self.subject_id} @ {self.sampled_at:%Y-%m-%d}"
+        return (
+            f"shadow {self.subject_type}:{self.subject_id} @ {self.sampled_at:%Y-%m-%d} ({self.rule_words})"
+        )
+
+    @property
+    def rule_words(self) -> str:
+        """The rule the sample speaks for: the one whose escalation labelled it a miss. A sample is drawn
+        from subjects no rule flagged, so until then it names none."""
+        rule = self.escalation.rule if self.escalation_id and self.escalation else None
+        if rule is None:
+            return "no rule flagged it"
+        return f"{rule.key} — {rule.name}"
 
 
 class ThresholdSuggestion(models.Model):

@@ -22,7 +22,7 @@ from apps.rules.engine.wording import shape_of, written
 
 from .forms import MissForm
 from .lessons import MARGIN_TARGET, MIN_COUNT, Share, Speed, lessons
-from .misses import can_report, miss_report
+from .misses import SUBJECT_TYPES, can_report, miss_report, subject_label, subject_of
 from .models import LearningSettings, ReportedMiss, RiskModel
 
 
@@ -61,12 +61,29 @@ def miss_report_view(request: HttpRequest) -> HttpResponse:
                     "it will count when thresholds are next suggested.",
                 )
                 return redirect("learning-report-miss")
-        return render(request, "learning/report_miss.html", {"form": form}, status=400)
-    form = MissForm(initial={k: v for k, v in request.GET.items() if k in ("subject_type", "subject_id")})
+        subject = getattr(form, "subject_label", "")
+        return render(request, "learning/report_miss.html", {"form": form, "subject": subject}, status=400)
+    given = {k: str(v) for k, v in request.GET.items() if k in ("subject_type", "subject_id")}
+    form = MissForm(initial=given)
     recent = ReportedMiss.objects.select_related("rule", "reported_by")
     if not in_role(request.user, OPERATIONS, EXECUTIVES, ADMINISTRATORS):
         recent = recent.filter(reported_by_id=request.user.pk)  # an account manager sees their own
-    return render(request, "learning/report_miss.html", {"form": form, "recent": recent[:20]})
+    return render(
+        request,
+        "learning/report_miss.html",
+        {"form": form, "recent": recent[:20], "subject": _given_subject(given)},
+    )
+
+
+def _given_subject(given: dict[str, str]) -> str:
+    """The name of the subject a link filled the form in for (empty when there is none or no such one)."""
+    subject_type, raw_id = given.get("subject_type", ""), given.get("subject_id", "")
+    if subject_type not in SUBJECT_TYPES or not raw_id.isdigit():
+        return ""
+    try:
+        return subject_label(subject_type, subject_of(subject_type, int(raw_id)))
+    except ObjectDoesNotExist:
+        return ""
 
 
 def _pct(value: float | None) -> str:
@@ -180,6 +197,18 @@ def learned(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _weight_row(name: str, weight: float) -> tuple[str, str, str]:
+    """One weight in words: a fact's (``a higher value raises the risk``), or its missing-value
+    indicator's (``Margin has no value`` — ``having no value lowers the risk``)."""
+    missing = name.endswith("__missing")
+    fact = name.removesuffix("__missing")
+    label = shape_of(fact).label or fact
+    effect = "raises" if weight > 0 else "lowers"
+    if missing:
+        return f"{label} has no value", f"{weight:+.2f}", f"having no value {effect} the risk"
+    return label, f"{weight:+.2f}", f"a higher value {effect} the risk"
+
+
 @role_required(EXECUTIVES, OPERATIONS, ADMINISTRATORS)
 def risk_model_page(request: HttpRequest) -> HttpResponse:
     """The learned ranking's model: what it was trained on, how it did on a later period, its weights."""
@@ -209,14 +238,6 @@ def risk_model_page(request: HttpRequest) -> HttpResponse:
                 }
                 for b in metrics.get("calibration", [])
             ],
-            weights=[
-                (
-                    shape_of(name.removesuffix("__missing")).label or name,
-                    "no value" if name.endswith("__missing") else "",
-                    f"{weight:+.2f}",
-                    "raises" if weight > 0 else "lowers",
-                )
-                for name, weight in weights
-            ],
+            weights=[_weight_row(name, weight) for name, weight in weights],
         )
     return render(request, "learning/model.html", context)

@@ -34,7 +34,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.audit.services import audit_record_many
+from apps.audit.services import audit_append_many
 from apps.bulk import fewer_collections
 from apps.escalations.opening import escalations_open
 from apps.escalations.refire import REFIRED, open_escalations, refires_write
@@ -187,7 +187,7 @@ def batch_run(
         audit += entries
     # Audit last: the chain's lock is held until commit, so taking it before a row lock whose holder
     # waits for the chain would deadlock.
-    audit_record_many(audit, actor=ACTOR)
+    audit_append_many(audit, actor=ACTOR)
 
 
 # --- pending evaluations ----------------------------------------------------------------------------

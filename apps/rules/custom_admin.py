@@ -16,6 +16,7 @@ from django.contrib.admin import helpers
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html, format_html_join
 
+from apps.rules.authoring.editor import TYPE_LABELS
 from apps.rules.engine import customfacts as cf
 from apps.rules.engine.catalogue import FactType
 from apps.rules.evaluation.custom import CustomFactRefused, custom_fact_save, preview, validate
@@ -92,7 +93,18 @@ def _definition_text(spec: dict[str, Any], number: int) -> str:
 class CustomFactForm(forms.ModelForm):
     """The definition's spec, field by field (not stored on CustomFact: each save is a version)."""
 
-    type = forms.ChoiceField(choices=[(t.value, t.value) for t in FactType])
+    label = forms.CharField(
+        required=False,
+        max_length=cf.MAX_LABEL,
+        help_text="What people read on escalation pages and in emails, e.g. Pending change orders "
+        "(empty: the key in words)",
+    )
+    type = forms.ChoiceField(
+        choices=[
+            (t.value, f"{t.value} ({TYPE_LABELS[t]})" if TYPE_LABELS[t] != t.value else t.value)
+            for t in FactType
+        ]
+    )
     unit = forms.CharField(required=False, max_length=20, help_text="count, USD, %, days, … (checked)")
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}), max_length=500)
     kind = forms.ChoiceField(choices=[(k, k) for k in cf.KINDS])
@@ -124,6 +136,7 @@ class CustomFactForm(forms.ModelForm):
         current = self.instance.current if self.instance.pk else None
         if current is not None:
             spec = current.spec
+            self.initial.setdefault("label", spec.get("label") or self.instance.label)
             for name in (
                 "type",
                 "unit",
@@ -153,6 +166,7 @@ class CustomFactForm(forms.ModelForm):
             return data
         spec: dict[str, Any] = {
             "key": data.get("key") or "",
+            "label": (data.get("label") or "").strip(),
             "subject": data.get("subject_type") or "",
             "type": data.get("type"),
             "unit": data.get("unit") or "",
@@ -185,13 +199,13 @@ class CustomFactForm(forms.ModelForm):
 @admin.register(CustomFact)
 class CustomFactAdmin(admin.ModelAdmin):
     form = CustomFactForm
-    list_display = ("name", "subject_type", "version", "meaning", "updated_at")
+    list_display = ("name", "label", "subject_type", "version", "meaning", "updated_at")
     list_select_related = ("current",)
     list_filter = ("subject_type",)
-    search_fields = ("key",)
+    search_fields = ("key", "label")
     change_form_template = "admin/rules/customfact/change_form.html"
     fieldsets = [
-        (None, {"fields": ["key", "subject_type", "type", "unit", "description", "kind"]}),
+        (None, {"fields": ["key", "label", "subject_type", "type", "unit", "description", "kind"]}),
         ("Aggregate over related records", {"fields": ["related", "function", "field", "filters", "window"]}),
         ("Ratio or difference of two facts", {"fields": ["a", "b"]}),
     ]
@@ -244,6 +258,7 @@ class CustomFactAdmin(admin.ModelAdmin):
         version = custom_fact_save(spec=form.spec, actor=request.user)
         saved = version.fact
         obj.pk, obj.key, obj.subject_type, obj.current = saved.pk, saved.key, saved.subject_type, version
+        obj.label = saved.label
         obj._state.adding = False
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
@@ -310,12 +325,13 @@ class CustomFactAdmin(admin.ModelAdmin):
     @staticmethod
     def _linked(definition: cf.Definition | None, rows: list[dict[str, Any]]) -> str:
         from apps.rules.admin import subject_links
-        from apps.rules.engine.wording import written
+        from apps.rules.engine.wording import reading
 
         if definition is None:
             return ""
         if not rows:
-            return format_html("<p>No {} to preview on.</p>", definition.subject)
+            plural = f"{definition.subject.replace('_', ' ')}s"
+            return format_html("<p>There are no {} yet to preview on.</p>", plural)
         fact = definition.as_fact()
         links = {
             pk: (label, url)
@@ -324,12 +340,12 @@ class CustomFactAdmin(admin.ModelAdmin):
         body = format_html_join(
             "",
             '<tr><td><a href="{}">{}</a></td><td class="preview-value">{}</td></tr>',
-            ((links[r["subject_id"]][1], links[r["subject_id"]][0], written(r["value"], fact)) for r in rows),
+            ((links[r["subject_id"]][1], links[r["subject_id"]][0], reading(r["value"], fact)) for r in rows),
         )
         return format_html(
             '<table id="custom-fact-preview"><thead><tr><th>{}</th><th>{}</th></tr></thead>'
             "<tbody>{}</tbody></table>",
-            definition.subject,
-            definition.name,
+            definition.subject.replace("_", " "),
+            f"{definition.shown_label} ({definition.name})",
             body,
         )

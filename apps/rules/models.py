@@ -326,6 +326,13 @@ class ShadowRun(models.Model):
     def __str__(self) -> str:
         return f"{self.rule.key} shadow {timezone.localtime(self.ran_at):%Y-%m-%d %H:%M}"
 
+    @property
+    def rule_words(self) -> str:
+        """The rule its samples were matched by, as the draft named it then: ``co-exec-review — Large
+        change order on a thin-margin project``."""
+        name = self.spec.get("name") if isinstance(self.spec, dict) else ""
+        return f"{self.rule.key} — {name}" if name else self.rule.key
+
 
 class RulesSettings(models.Model):
     """Settings administrators change without a deploy (one row, ``pk=1``)."""
@@ -354,6 +361,11 @@ class CustomFact(models.Model):
     Key, subject type, type and unit never change (rules that read the fact were validated against them)."""
 
     key = models.SlugField(max_length=60, unique=True, help_text="The fact is named custom.<key>")
+    label = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="What people read for it on pages and in emails (the current version's label)",
+    )
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
     current = models.ForeignKey(
         "CustomFactVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"

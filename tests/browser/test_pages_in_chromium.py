@@ -70,7 +70,7 @@ def test_escalation_page_shows_the_explanation(page, executive, flagged):
     text = explanation.inner_text()
     # Labels and sentences; the fact keys wait behind each row's Details toggle.
     assert "Change order amount" in text and "at least" in text and "change_order.amount" not in text
-    assert "$50,000" in text and "$60,000.00" in text
+    assert "$50,000.00" in text and "$60,000.00" in text
     assert "Any of the following" in text and "Insufficient data" in text
     context = page.locator("table.context").inner_text()
     assert "synced 2 h ago" in context and "accounting" in context

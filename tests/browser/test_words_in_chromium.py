@@ -68,7 +68,7 @@ def test_the_escalation_page_reads_as_sentences(page, executive, decided):
     page.goto(reverse("escalation-detail", args=[decided.pk]))
     lead = page.locator(".page-head .lead").inner_text()
     assert lead == (
-        "Change order amount $60,000.00 is at least $50,000; Margin 11.99% is below 12%; "
+        "Change order amount $60,000.00 is at least $50,000.00; Margin 11.99% is below 12%; "
         "1 day to renewal (at most 60)"
     )
     why = page.locator("table.explanation")
@@ -123,7 +123,8 @@ def test_an_executives_digest_and_her_notification_settings(page, executive, acc
     [message] = [m for m in mail.outbox if m.to == [executive.email]]
     assert message.subject == "[Fulcrum] Digest: 1 new escalation, 1 update"
     assert (
-        "Why: Change order amount $60,000.00 is at least $50,000; Margin 11.99% is below 12%" in message.body
+        "Why: Change order amount $60,000.00 is at least $50,000.00; Margin 11.99% is below 12%"
+        in message.body
     )
     assert "Acknowledged by maria" in message.body
     page.set_content(message.alternatives[0][0])

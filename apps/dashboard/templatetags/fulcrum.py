@@ -165,6 +165,7 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
         said = "stale" if reason == "stale" else result
         sentence = "" if not fact else wording.sentence(shape, op, expected, actual, said)
         expected_text = "" if not fact else wording.written(expected, shape)
+        actual_text = "" if not fact else wording.reading(actual, shape, op=op, expected=expected)
         other = node.get("other")
         if fact and isinstance(other, str) and other:
             # A fact compared with another fact: ``expected`` is the other fact's value.
@@ -174,7 +175,8 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
                 other, str(other_meta.get("type") or ""), str(other_meta.get("unit") or "")
             )
             sentence = wording.pair_sentence(shape, op, other_shape, actual, expected, said)
-            expected_text = f"{other_shape.label} ({wording.written(expected, other_shape)})"
+            expected_text = wording.pair_threshold(shape, op, other_shape, actual, expected)
+            actual_text = wording.pair_readings(shape, op, other_shape, actual, expected)[0]
         rows.append(
             {
                 "depth": path.count("["),
@@ -183,7 +185,7 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
                 "label": shape.label if fact else "",
                 "op": op,
                 "expected": expected_text,
-                "actual": "" if not fact else wording.reading(actual, shape, op=op, expected=expected),
+                "actual": actual_text,
                 "result": result,
                 "reason": reason,
                 "sentence": sentence,
@@ -197,11 +199,12 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
 
 
 def _definition(name: Any, facts: Any) -> str:
-    """An operator-defined fact as the decision recorded it: ``custom.x (v2): count of change orders …``."""
+    """An operator-defined fact as the decision recorded it, under the label people read: ``Pending change
+    orders — custom.x (v2): count of change orders …``."""
     meta = facts.get(name) if isinstance(name, str) and isinstance(facts, dict) else None
     if not isinstance(meta, dict) or not meta.get("definition"):
         return ""
-    return f"{name} (v{meta.get('version')}): {meta['definition']}"
+    return f"{wording.shape_of(name).label} — {name} (v{meta.get('version')}): {meta['definition']}"
 
 
 @register.filter

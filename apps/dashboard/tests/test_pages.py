@@ -379,7 +379,7 @@ FORMULA_SUMMARY = (
     "change_order.amount 60,000.00 ≥ 50,000.00; project.margin_pct 9.5 < 12; client.days_to_renewal"
 )
 WHY_IN_WORDS = (
-    "Change order amount $60,000.00 is at least $50,000; Margin 9.5% is below 12%; "
+    "Change order amount $60,000.00 is at least $50,000.00; Margin 9.5% is below 12%; "
     "45 days to renewal (at most 60)"
 )
 

@@ -6,19 +6,22 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import smtplib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 from django.template.loader import render_to_string
 
 from apps.accounts.roles import EXECUTIVES
 from apps.errors import Permanent, Transient
 from apps.rules.engine.wording import conditions
 
-from ..links import link_urls
+from ..links import People, link_urls
 from ..models import Delivery, Escalation, PolicyLevel
 from .base import Action
 
@@ -54,7 +57,7 @@ def email_context(escalation: Escalation, recipient: str) -> dict:
         "conditions": rows,
         "held": [row for row in rows if row["held"]],
         "also_checked": [row for row in rows if not row["held"]],
-        "links": link_urls(escalation=escalation, recipient=recipient),
+        "links": link_urls(escalation=escalation, recipient=recipient, people=_people()),
     }
 
 
@@ -63,6 +66,76 @@ def message_id(delivery: Delivery) -> str:
     itself holds ``:`` and ``@``, which a Message-ID's left part may not."""
     digest = hashlib.sha256(delivery.idempotency_key.encode()).hexdigest()[:24]
     return f"<{delivery.pk}.{digest}@fulcrum>"
+
+
+class MailSession:
+    """One SMTP connection for a chunk of outbox rows (``delivery.deliveries_attempt``): a connection
+    costs a handshake (connect, greeting, EHLO, QUIT) that is worth more than a message on a fast server.
+
+    Opened at the first email, closed after any failure so the next email starts on a fresh one (a
+    refused recipient leaves it usable, a dropped one does not, and telling them apart is not worth the
+    risk). When it cannot be opened at all, the rest of the chunk fails with the same error at once
+    instead of each row waiting out its own connect timeout: those rows are retried with the backoff.
+    """
+
+    def __init__(self) -> None:
+        self.backend: BaseEmailBackend | None = None
+        self.down: Exception | None = None
+        self.people: People = {}  # who each recipient is, for their signed links (``link_urls``)
+
+    def send(self, message: EmailMessage) -> None:
+        if self.down is not None:
+            raise self.down
+        if self.backend is None:
+            backend = get_connection()
+            try:
+                backend.open()
+            except Exception as exc:
+                self.down = exc
+                raise
+            self.backend = backend
+        message.connection = self.backend
+        try:
+            message.send()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        backend, self.backend = self.backend, None
+        if backend is not None:
+            # A QUIT on a broken connection fails; the socket is closed either way.
+            with suppress(Exception):
+                backend.close()
+
+
+_session: ContextVar[MailSession | None] = ContextVar("fulcrum_mail_session", default=None)
+
+
+@contextmanager
+def mail_session() -> Iterator[MailSession]:
+    """Emails sent inside share one SMTP connection (``MailSession``); outside, each opens its own."""
+    session = MailSession()
+    token = _session.set(session)
+    try:
+        yield session
+    finally:
+        _session.reset(token)
+        session.close()
+
+
+def _people() -> People | None:
+    session = _session.get()
+    return session.people if session is not None else None
+
+
+def send(message: EmailMessage) -> None:
+    """Send over the current ``mail_session``'s connection, or over a connection of its own."""
+    session = _session.get()
+    if session is None:
+        message.send()
+    else:
+        session.send(message)
 
 
 def send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
@@ -78,7 +151,7 @@ def send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
     )
     message.attach_alternative(html, "text/html")
     try:
-        message.send()
+        send(message)
     except smtplib.SMTPRecipientsRefused as exc:
         raise Permanent(f"recipient refused: {exc.recipients}") from exc
     except smtplib.SMTPResponseException as exc:

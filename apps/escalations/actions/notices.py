@@ -15,7 +15,7 @@ from apps.rules.engine.wording import why
 
 from ..models import Delivery, DigestItem, Escalation, EscalationEvent
 from .base import Action
-from .email import send_mail
+from .email import send, send_mail
 
 if TYPE_CHECKING:
     from ..preferences import Preferences
@@ -124,7 +124,7 @@ class Digest(Action):
         )
         message.attach_alternative(render_to_string("escalations/email/digest.html", context), "text/html")
         try:
-            message.send()
+            send(message)
         except smtplib.SMTPRecipientsRefused as exc:
             raise Permanent(f"recipient refused: {exc.recipients}") from exc
         except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:

@@ -37,7 +37,7 @@ def test_email_is_sent_with_the_explanation_and_link(settings):
     [message] = mail.outbox
     assert message.to == ["maria@fulcrum-demo.test"]
     assert f"https://fulcrum.example/escalations/{escalation.pk}/" in message.body
-    assert "- Change order amount $60,000.00 is at least $50,000" in message.body
+    assert "- Change order amount $60,000.00 is at least $50,000.00" in message.body
     html = message.alternatives[0][0]
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     delivery.refresh_from_db()
@@ -50,17 +50,17 @@ def test_an_email_sent_again_after_a_crash_carries_the_same_message_id(monkeypat
     from apps.escalations import delivery as outbox
 
     row = _delivery(make_escalation())
-    real_finish = outbox._finish
+    real_finish = outbox._finish_delivered
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("SIGKILL between the 250 and the commit")
 
-    monkeypatch.setattr(outbox, "_finish", crash)
+    monkeypatch.setattr(outbox, "_finish_delivered", crash)
     with pytest.raises(KeyboardInterrupt):
         delivery_attempt(row.pk)
     row.refresh_from_db()
     assert row.state == "sending" and row.attempts == 1  # recorded before the send
-    monkeypatch.setattr(outbox, "_finish", real_finish)
+    monkeypatch.setattr(outbox, "_finish_delivered", real_finish)
     assert delivery_attempt(row.pk) == "not-due"  # its claim still holds
     Delivery.objects.filter(pk=row.pk).update(claimed_until=timezone.now() - dt.timedelta(seconds=1))
 

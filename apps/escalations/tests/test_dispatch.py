@@ -21,7 +21,7 @@ def _rows(count: int, action: str = "flag_dashboard") -> list[int]:
         Delivery(
             escalation=escalation,
             action=action,
-            target=f"dashboard-{i}",
+            target=f"dashboard-{i:04d}",
             idempotency_key=f"esc{escalation.pk}:{action}:{i}",
             next_attempt_at=now,
             created_at=now,
@@ -32,19 +32,55 @@ def _rows(count: int, action: str = "flag_dashboard") -> list[int]:
 
 
 @pytest.mark.django_db
-def test_a_few_rows_are_one_task_each_and_many_go_in_chunks(monkeypatch):
+def test_a_few_rows_are_one_task_each_and_a_burst_is_spread_in_chunks(monkeypatch):
+    """Every worker slot gets a share of a burst at once: at least DISPATCH_SPREAD tasks, each of at most
+    DISPATCH_CHUNK rows (one claim, one SMTP connection, one record per task)."""
     from apps.escalations import tasks
 
     single: list[int] = []
     chunked: list[list[int]] = []
     monkeypatch.setattr(tasks.deliver, "apply_async", lambda args, queue: single.append(args[0]))
     monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: chunked.append(args[0]))
-    few = _rows(delivery.DISPATCH_CHUNK)
+    few = _rows(delivery.DISPATCH_SPREAD)
     delivery.deliveries_dispatch(few)
     assert single == few and chunked == []
-    many = _rows(2 * delivery.DISPATCH_CHUNK + 1)
-    delivery.deliveries_dispatch(many)
-    assert single == few and chunked == [many[:64], many[64:128], many[128:]]
+
+    some = _rows(3 * delivery.DISPATCH_SPREAD)
+    delivery.deliveries_dispatch(some)
+    assert single == few and [len(c) for c in chunked] == [3] * delivery.DISPATCH_SPREAD
+    assert [pk for chunk in chunked for pk in chunk] == some
+
+    chunked.clear()
+    burst = _rows(400)
+    delivery.deliveries_dispatch(burst)
+    assert [len(c) for c in chunked] == [delivery.DISPATCH_CHUNK] * (400 // delivery.DISPATCH_CHUNK)
+    assert [pk for chunk in chunked for pk in chunk] == burst
+
+
+@pytest.mark.django_db
+def test_a_bursts_emails_to_one_person_share_chunks(monkeypatch):
+    from apps.escalations import tasks
+
+    chunked: list[list[int]] = []
+    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: chunked.append(args[0]))
+    escalation = make_escalation()
+    now = timezone.now()
+    rows = Delivery.objects.bulk_create(
+        Delivery(
+            escalation=escalation,
+            action="email_executives",
+            target=f"{'elena' if i % 2 else 'maria'}@fulcrum-demo.test",
+            idempotency_key=f"esc{escalation.pk}:email:{i}",
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for i in range(2 * delivery.DISPATCH_CHUNK)
+    )
+    delivery.deliveries_dispatch([r.pk for r in rows])
+    targets = {r.pk: r.target for r in rows}
+    people = [{targets[pk] for pk in chunk} for chunk in chunked]
+    half = len(people) // 2
+    assert people == [{"elena@fulcrum-demo.test"}] * half + [{"maria@fulcrum-demo.test"}] * half
 
 
 @pytest.mark.django_db
@@ -77,19 +113,22 @@ def test_the_sweeper_sends_due_emails_itself_and_hands_write_backs_to_their_queu
 
 @pytest.mark.django_db
 def test_one_rows_unexpected_error_does_not_stop_the_rest_of_its_chunk(monkeypatch):
-    from apps.escalations import tasks
+    from apps.escalations import actions, tasks
 
-    attempted: list[int] = []
+    ids = _rows(3)
+    flag = actions.get("flag_dashboard")
+    real = flag.perform
 
-    def attempt(pk: int) -> str:
-        attempted.append(pk)
-        if pk == 2:
+    def perform(row: Delivery) -> dict:
+        if row.pk == ids[1]:
             raise ValueError("a template error in one row")
-        return "delivered"
+        return real(row)
 
-    monkeypatch.setattr(tasks, "delivery_attempt", attempt)
-    assert tasks.deliver_many([1, 2, 3]) == "2 attempted, 1 failed"
-    assert attempted == [1, 2, 3]
+    monkeypatch.setattr(flag, "perform", perform)
+    assert tasks.deliver_many(ids) == "3 rows: 2 delivered, 1 error"
+    states = dict(Delivery.objects.filter(pk__in=ids).values_list("pk", "state"))
+    # The row that broke keeps its claim: the sweeper takes it again when the claim runs out.
+    assert states == {ids[0]: "delivered", ids[1]: "sending", ids[2]: "delivered"}
 
 
 @pytest.mark.e2e

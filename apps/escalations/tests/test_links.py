@@ -52,7 +52,9 @@ def test_get_shows_a_confirmation_page_and_changes_nothing(client, escalation, a
     page = response.content.decode()
     assert response.status_code == 200
     # Why it is here, in words from its evidence (its stored summary is the old formula text).
-    assert escalation.subject_label in page and "Change order amount $60,000.00 is at least $50,000" in page
+    assert (
+        escalation.subject_label in page and "Change order amount $60,000.00 is at least $50,000.00" in page
+    )
     assert escalation.summary not in page
     assert 'method="post"' in page and "csrfmiddlewaretoken" in page
     assert "Acknowledge" in page
@@ -270,7 +272,7 @@ def test_emails_carry_links_for_what_each_recipient_may_do(escalation, account_m
     html = to_maria.alternatives[0][0]
     assert all(url.replace("&", "&amp;") in html or url in html for _, url in maria_links)
     # The decision in plain words: the condition that held as a sentence, and what the fact means.
-    assert "- Change order amount $60,000.00 is at least $50,000" in to_maria.body
+    assert "- Change order amount $60,000.00 is at least $50,000.00" in to_maria.body
     assert "the change order's total" in to_maria.body and "change_order.amount" not in to_maria.body
     # A link from the email works: the path after SITE_URL is the confirmation page.
     client = Client()

@@ -65,7 +65,7 @@ def test_217_escalations_in_a_minute_reach_an_executive_as_one_digest_with_the_d
     assert message.to == [executive.email]
     assert message.subject == "[Fulcrum] Digest: 217 new escalations"
     assert all(f"/escalations/{e.pk}/" in message.body for e in escalations)
-    assert "Why: Change order amount $60,000.00 is at least $50,000" in message.body
+    assert "Why: Change order amount $60,000.00 is at least $50,000.00" in message.body
 
 
 def test_quiet_hours_follow_each_persons_time_zone(noise, account_manager, other_account_manager):

@@ -289,10 +289,10 @@ def test_detail_shows_subject_explanation_context_and_timeline(client, executive
     # subject, route, severity (as a word), status
     assert mine.subject_label in body and "Executive" in body and "High" in body and "Open" in body
     # why, in sentences built from the evidence by the one formatter (the stored summary was a formula)
-    assert "Change order amount $60,000.00 is at least $50,000" in body
+    assert "Change order amount $60,000.00 is at least $50,000.00" in body
     # explanation: operator in words, formatted threshold and actual, result in words, nested groups;
     # labels first, fact keys behind a details toggle
-    assert "at least" in body and "$50,000" in body and "$60,000.00" in body
+    assert "at least" in body and "$50,000.00" in body and "$60,000.00" in body
     assert "less than" in body and "12%" in body
     assert "<summary>Details</summary><code>project.margin_pct" in body
     assert "Any of the following" in body and "Insufficient data" in body and "Met" in body
@@ -457,7 +457,7 @@ def test_executive_decides_from_the_page_after_confirming(client, executive, min
     mine.refresh_from_db()
     assert mine.status == Escalation.Status.OPEN and not mine.events.exists()
     page = client.get(first["Location"]).content.decode()
-    assert "Change order amount $60,000.00 is at least $50,000" in page  # why, from the evidence
+    assert "Change order amount $60,000.00 is at least $50,000.00" in page  # why, from the evidence
     assert f'name="confirmed" value="{action}"' in page
     assert 'value="ok"' in page  # the note typed before the step is kept
     done = client.post(act_url(mine), {"action": action, "confirmed": action, "next": detail_url(mine)})
@@ -575,7 +575,7 @@ def test_my_escalations_and_the_confirmation_say_why_from_the_evidence(client, a
     manager's list and the approver's confirmation say why in sentences from its evidence, as its page
     does."""
     formula = "change_order.amount 60,000.00 ≥ 50,000.00; project.margin_pct 9.5 < 12"
-    why = "Change order amount $60,000.00 is at least $50,000; Margin 9.5% is below 12%"
+    why = "Change order amount $60,000.00 is at least $50,000.00; Margin 9.5% is below 12%"
     mine = make_escalation(client=make_client(owner_user=account_manager), summary=formula)
     body = login(client, account_manager).get(reverse("my-escalations")).content.decode()
     assert formula not in body and "project.margin_pct" not in body and why in body

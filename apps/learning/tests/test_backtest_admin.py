@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
+from django.utils.html import escape
 
 from apps.escalations.models import Escalation
 from apps.learning import backtests, tasks
@@ -58,9 +60,38 @@ def test_a_draft_backtest_shows_chart_figures_difference_and_examples(client, op
     assert "Contexts replayed: <strong>9</strong>" in text
     # The draft (< 12) matches margins 5 and 10, both acted on; live (< 25) also 15 and 20, false alarms.
     assert "100% (2 of 2)" in text and "50% (2 of 4)" in text
-    assert "2 no longer matching (subjects 3, 4)" in text
+    words = re.sub(r"<[^>]+>", "", text)
+    assert "2 no longer matching (#3, #4)" in words, "subjects by name (these ids have no project left)"
     assert "cannot be estimated" in text
-    assert "project.margin_pct = 5%" in text
+    assert "Margin 5.0%" in text and "project.margin_pct" not in text, "facts in words, read as values"
+    assert "<h2>thin: its draft, beside live v1</h2>" in text
+    assert "matched 2, not matched 7" in text
+
+
+def test_examples_and_differences_name_their_subjects_and_until_takes_its_day_in(
+    client, ops_manager, history
+):
+    from tests.factories import ProjectFactory
+
+    named = {sid: ProjectFactory(pk=sid, name=f"Pier {sid} & <Annex>") for sid in (1, 3)}
+    client.force_login(ops_manager)
+    # The ten days run from T0; "until" the day of the fourth decision takes that decision in.
+    last = (T0 + dt.timedelta(days=3)).date().isoformat()
+    text = client.get(
+        URL, {"rule": "thin", "what": "draft", "since": T0.date().isoformat(), "until": last}
+    ).content.decode()
+    assert "Contexts replayed: <strong>4</strong>" in text
+    examples = text.split('id="backtest-examples"')[1]
+    link = f'<a href="/admin/entities/project/{named[1].pk}/change/">{escape(str(named[1]))}</a>'
+    assert link in examples and "Pier 1 &amp; &lt;Annex&gt;" in link
+    assert f"{escape(str(named[3]))}</a>" in text.split('id="backtest-delta"')[1]
+
+
+def test_a_period_that_ends_before_it_starts_is_refused_with_the_reason(client, ops_manager, history):
+    client.force_login(ops_manager)
+    response = client.get(URL, {"rule": "thin", "since": "2026-07-30", "until": "2026-06-30"})
+    assert response.status_code == 400
+    assert "the period is empty: “From” is after “Until”" in response.content.decode()
 
 
 def test_a_period_without_its_contexts_replays_nothing(client, ops_manager, history):

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.utils import timezone
 
 from apps.audit.models import AuditEntry
 from apps.escalations.models import Escalation
@@ -106,6 +107,24 @@ def test_the_page_reports_a_miss(client, projects, account_manager):
     form["subject_id"] = theirs.pk
     refused = client.post("/learning/misses/report/", form)
     assert refused.status_code == 403 and ReportedMiss.objects.count() == 1
+
+
+def test_the_page_says_what_is_wrong_beside_each_field_and_records_nothing(client, projects, account_manager):
+    mine, _ = projects
+    client.force_login(account_manager)
+    page = client.get("/learning/misses/report/", {"subject_type": "project", "subject_id": mine.pk})
+    assert f"Reporting on <strong>{mine.name}</strong>" in page.content.decode()
+    future = (timezone.localdate() + dt.timedelta(days=3)).isoformat()
+    wrong = {"subject_type": "project", "subject_id": 999_999, "outcome": "", "missed_at": future}
+    refused = client.post("/learning/misses/report/", wrong)
+    text = refused.content.decode()
+    assert refused.status_code == 400 and not ReportedMiss.objects.exists()
+    assert "The miss was not recorded: see the fields marked below." in text
+    errors = dict(refused.context["form"].errors)
+    assert errors["subject_id"] == ["Fulcrum has no project numbered 999999."]
+    assert errors["outcome"] == ["This field is required."]
+    assert errors["missed_at"] == ["This day is still to come: a miss is about something that happened."]
+    assert text.count('class="field-error"') == 3
 
 
 def test_the_page_refuses_outsiders(client, outsider):

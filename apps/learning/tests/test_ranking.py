@@ -178,3 +178,7 @@ def test_the_model_is_judged_on_a_later_held_out_period_and_explained_in_words(t
     page = client.get("/learning/model/").content.decode()
     assert "learned on the first 280, judged on the 120 after" in page
     assert f"{model.metrics['holdout_auc']:.3f}" in page and 'id="model-calibration"' in page
+    # Each weight says what it does in words: a fact's higher value, or a fact having no value at all.
+    weights = page.split('id="model-weights"')[1].split("</table>")[0]
+    assert "<td>Margin</td>" in weights and "a higher value lowers the risk" in weights
+    assert "<td>Margin has no value</td>" in weights and "having no value" in weights

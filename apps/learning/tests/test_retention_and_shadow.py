@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 
 from apps.audit.models import AuditEntry
 from apps.escalations.models import Escalation
@@ -140,3 +141,27 @@ def test_shadow_labels_positive_on_an_acted_escalation_negative_after_the_horizo
     recent.refresh_from_db()
     assert recent.positive is None, "inside its horizon and nothing acted on yet"
     assert shadow_samples_label() == (0, 0)
+
+
+def test_each_shadow_sample_in_admin_names_the_rule_that_labelled_it(client, ops_manager, projects):
+    """A sample is of subjects no rule flagged; once a rule's escalation labels it a miss, the sample
+    names that rule (the threshold sweep of that rule is the one it counts against)."""
+    sampled_at = now() - 40 * DAY
+    missed, quiet = projects[2:4]
+    version = publish("later", {"all": [{"fact": "project.margin_pct", "op": "gt", "value": 1}]})
+    [opened] = Escalation.objects.bulk_create(
+        [escalation(version, missed.pk, opened=sampled_at + 3 * DAY, closed_after=DAY, outcome="actioned")]
+    )
+    ShadowSample.objects.bulk_create(
+        ShadowSample(subject_type="project", subject_id=p.pk, sampled_at=sampled_at, facts={})
+        for p in (missed, quiet)
+    )
+    shadow_samples_label()
+    rule = opened.rule
+    assert ShadowSample.objects.get(subject_id=missed.pk).rule_words == f"later — {rule.name}"
+    assert ShadowSample.objects.get(subject_id=quiet.pk).rule_words == "no rule flagged it"
+
+    client.force_login(ops_manager)
+    page = client.get(reverse("admin:learning_shadowsample_changelist")).content.decode()
+    assert f"later — {rule.name}" in page and "no rule flagged it" in page
+    assert str(missed) in page and str(quiet) in page, "subjects by name, linked"

@@ -42,6 +42,19 @@ def rule_when(threshold):
     }
 
 
+def labelled(version, sid, margin, acted, *, contract="250000"):
+    """An escalation of the margin rule opened ``sid`` hours after T0 on these facts and closed a day later,
+    acted on or a false alarm."""
+    return escalation(
+        version,
+        sid,
+        opened=T0 + dt.timedelta(hours=sid),
+        closed_after=dt.timedelta(days=1),
+        outcome="actioned" if acted else "false_alarm",
+        facts=snapshot(project__margin_pct=str(margin), project__contract_value=contract),
+    )
+
+
 @pytest.fixture
 def costs():
     settings = LearningSettings.load()
@@ -142,16 +155,7 @@ def test_shadow_misses_count_against_a_threshold_that_drops_them(costs):
         decisions.append(
             decision(version, sid, facts=snapshot(project__margin_pct="10", project__contract_value="500000"))
         )
-        escalations.append(
-            escalation(
-                version,
-                sid,
-                opened=T0 + dt.timedelta(hours=sid),
-                closed_after=dt.timedelta(days=1),
-                outcome="actioned" if sid % 2 else "false_alarm",
-                facts=snapshot(project__margin_pct="10", project__contract_value="500000"),
-            )
-        )
+        escalations.append(labelled(version, sid, 10, sid % 2, contract="500000"))
     Decision.objects.bulk_create(decisions)
     Escalation.objects.bulk_create(escalations)
     ShadowSample.objects.bulk_create(
@@ -246,17 +250,7 @@ def test_a_suggestion_that_fails_on_the_held_out_period_is_not_offered(costs):
     for sid in range(1, 1001):
         margin = round(rng.uniform(0, 25), 2)
         late = sid > 700
-        truth = late or margin < TRUE_THRESHOLD
-        escalations.append(
-            escalation(
-                version,
-                sid,
-                opened=T0 + dt.timedelta(hours=sid),
-                closed_after=dt.timedelta(days=1),
-                outcome="actioned" if truth else "false_alarm",
-                facts=snapshot(project__margin_pct=str(margin), project__contract_value="250000"),
-            )
-        )
+        escalations.append(labelled(version, sid, margin, late or margin < TRUE_THRESHOLD))
     Escalation.objects.bulk_create(escalations)
     [sweep] = [s for s in sweep_version(version) if s.fact == "project.margin_pct"]
     assert sweep.cheaper and abs(float(sweep.best.threshold) - TRUE_THRESHOLD) <= 1.0
@@ -270,17 +264,7 @@ def test_no_suggestion_without_enough_held_out_labels(costs):
     costs.min_holdout_labels = 500
     costs.save()
     version = publish("thin-few", rule_when(25))
-    Escalation.objects.bulk_create(
-        escalation(
-            version,
-            sid,
-            opened=T0 + dt.timedelta(hours=sid),
-            closed_after=dt.timedelta(days=1),
-            outcome="actioned" if sid % 25 < 15 else "false_alarm",
-            facts=snapshot(project__margin_pct=str(sid % 25), project__contract_value="250000"),
-        )
-        for sid in range(1, 400)
-    )
+    Escalation.objects.bulk_create(labelled(version, sid, sid % 25, sid % 25 < 15) for sid in range(1, 400))
     [sweep] = [s for s in sweep_version(version) if s.fact == "project.margin_pct"]
     assert sweep.cheaper and not sweep.passed and "500 are needed" in sweep.reason
 
@@ -302,16 +286,7 @@ def test_with_noisy_labels_a_smaller_move_that_passes_the_held_out_period_is_off
         margin = round(rng.uniform(0, 25), 1)
         truth = margin < TRUE_THRESHOLD
         label = truth if rng.random() >= 0.10 else not truth
-        escalations.append(
-            escalation(
-                version,
-                sid,
-                opened=T0 + dt.timedelta(hours=sid),
-                closed_after=dt.timedelta(days=1),
-                outcome="actioned" if label else "false_alarm",
-                facts=snapshot(project__margin_pct=str(margin), project__contract_value="250000"),
-            )
-        )
+        escalations.append(labelled(version, sid, margin, label))
     Escalation.objects.bulk_create(escalations)
     [sweep] = [s for s in sweep_version(version) if s.fact == "project.margin_pct"]
     cheapest = min(sweep.candidates, key=lambda f: f.expected_cost)

@@ -31,19 +31,9 @@ GUARDED = """
 """
 
 
-@pytest.fixture
-def flushes(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The flushes the marks queue, recorded instead of sent (the test flushes itself)."""
-    countdowns: list[float] = []
-    monkeypatch.setattr(tasks.evaluate_pending, "apply_async", lambda countdown: countdowns.append(countdown))
-    triggers.flush_scheduled_clear()
-    yield countdowns
-    triggers.flush_scheduled_clear()
-
-
 @pytest.mark.django_db
 def test_a_guard_on_data_quality_decides_on_this_changes_findings(
-    flushes: list[float], django_capture_on_commit_callbacks: Any
+    scheduled_flushes: list[float], django_capture_on_commit_callbacks: Any
 ) -> None:
     """Before the pipeline, the scan ran 30 s after a sync (never after a webhook) while the evaluation ran
     2 s after: a project that lost its client was decided with zero data-quality errors."""
@@ -59,7 +49,7 @@ def test_a_guard_on_data_quality_decides_on_this_changes_findings(
     with django_capture_on_commit_callbacks(execute=True):
         type(project).objects.filter(pk=project.pk).update(client=None)
         entities_changed_publish({"project": {project.pk}}, trigger="webhook", link=False)
-    assert flushes, "the change queued a flush"
+    assert scheduled_flushes, "the change queued a flush"
     assert PendingEvaluation.objects.filter(subject_type="project", subject_id=project.pk).exists()
 
     pipeline.flush_pending()
@@ -73,7 +63,7 @@ def test_a_guard_on_data_quality_decides_on_this_changes_findings(
 
 @pytest.mark.django_db
 def test_findings_that_change_mark_their_projects_even_when_the_change_did_not(
-    flushes: list[float], django_capture_on_commit_callbacks: Any
+    scheduled_flushes: list[float], django_capture_on_commit_callbacks: Any
 ) -> None:
     """A finding resolved or opened by the scan marks the project whose data-quality facts it moves."""
     rules_import(text=GUARDED, actor="system:test")

@@ -46,9 +46,12 @@ TYPE_LABELS: Final = {
 
 
 def fact_label(fact: Fact) -> str:
-    """The picker's option text: name, meaning, type and unit, so nobody needs the SPEC open."""
+    """The picker's option text: name, meaning, type and unit, so nobody needs the SPEC open. An
+    operator-defined fact's meaning is its definition, so its label comes first: ``custom.co_pending_30d —
+    Pending change orders: count of change orders … (whole number, count)``."""
     unit = f", {fact.unit}" if fact.unit else ""
-    return f"{fact.name} — {fact.description} ({TYPE_LABELS[fact.type]}{unit})"
+    meaning = f"{fact.label}: {fact.description}" if fact.applies_to else fact.description
+    return f"{fact.name} — {meaning} ({TYPE_LABELS[fact.type]}{unit})"
 
 
 def fact_groups() -> list[tuple[str, list[Fact]]]:
@@ -216,6 +219,15 @@ def _value_text(value: object, fact: Fact | None) -> str:
     return f"{value}{pct}{unit}"
 
 
+def _named(name: object) -> str:
+    """A fact as the condition names it; an operator-defined one with its label, which only the operator
+    who defined it knows the key of: ``custom.co_pending_30d (Pending change orders)``."""
+    fact = FACTS.get(name) if isinstance(name, str) else None
+    if fact is None or not fact.applies_to:
+        return str(name)
+    return f"{name} ({fact.label})"
+
+
 def describe(tree: object, depth: int = 0) -> list[tuple[int, str]]:
     """``[(depth, text)]`` lines: "all of:", "change_order.amount at least 50000 USD", ..."""
     if not isinstance(tree, Mapping):
@@ -229,13 +241,14 @@ def describe(tree: object, depth: int = 0) -> list[tuple[int, str]]:
             for child in children:
                 lines.extend(describe(child, depth + 1))
             return lines
-    name = tree.get("fact")
-    fact = FACTS.get(name) if isinstance(name, str) else None
+    raw_name = tree.get("fact")
+    fact = FACTS.get(raw_name) if isinstance(raw_name, str) else None
+    name = _named(raw_name)
     op = tree.get("op")
     label = OPERATOR_LABELS.get(op, str(op)) if isinstance(op, str) else str(op)
     value = tree.get("value")
     if "other" in tree:
-        return [(depth, f"{name} {label} {tree.get('other')}")]
+        return [(depth, f"{name} {label} {_named(tree.get('other'))}")]
     if op == "is_null":
         text = f"{name} has no data" if value else f"{name} has data"
     elif op == "between" and isinstance(value, list) and len(value) == 2:

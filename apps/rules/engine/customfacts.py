@@ -272,10 +272,17 @@ class Definition:
     a: str = ""
     b: str = ""
     version: int = 0
+    # What people read for it ("Pending change orders"); empty: derived from the key.
+    label: str = ""
 
     @property
     def name(self) -> str:
         return PREFIX + self.key
+
+    @property
+    def shown_label(self) -> str:
+        """The operator's label, else the key in words (``co_pending_30d`` → ``Co pending 30d``)."""
+        return self.label or label_from_key(self.key)
 
     @property
     def operands(self) -> tuple[str, ...]:
@@ -291,6 +298,8 @@ class Definition:
             "description": self.description,
             "kind": self.kind,
         }
+        if self.label:
+            out["label"] = self.label
         if self.kind == "aggregate":
             out.update(
                 related=self.related,
@@ -330,9 +339,14 @@ class Definition:
             unit_words = ("day", "days")
         return CatalogueFact(
             self.name, self.type, self.unit, self.definition_text(), "fulcrum",
-            choices=(), label=self.name, plain=plain, applies_to=(self.subject,),
+            choices=(), label=self.shown_label, plain=plain, applies_to=(self.subject,),
             version=self.version, unit_words=unit_words,
         )  # fmt: skip
+
+
+def label_from_key(key: str) -> str:
+    """A key in words, as the catalogue derives a built-in fact's label from its attribute."""
+    return key.replace("_", " ").capitalize()
 
 
 def _window_words(window: dt.timedelta) -> str:
@@ -379,9 +393,10 @@ class DefinitionError(ValueError):
 
 
 _SPEC_FIELDS: Final = (
-    "key", "subject", "type", "unit", "description", "kind", "related", "function", "field", "filters",
-    "window", "a", "b",
+    "key", "label", "subject", "type", "unit", "description", "kind", "related", "function", "field",
+    "filters", "window", "a", "b",
 )  # fmt: skip
+MAX_LABEL: Final = 100
 
 
 def _field_fact(f: SetField) -> CatalogueFact:
@@ -430,6 +445,11 @@ def parse_definition(
     if not isinstance(unit, str) or len(unit) > 20:
         bad("unit", f"expected a short text, got {_show(unit)}")
         unit = ""
+    label = raw.get("label", "")
+    if not isinstance(label, str) or len(label.strip()) > MAX_LABEL or not label.isprintable():
+        bad("label", f"expected a line of text of at most {MAX_LABEL} characters")
+        label = ""
+    label = " ".join(label.split())
     description = raw.get("description", "")
     if not isinstance(description, str) or len(description) > 500:
         bad("description", "expected a text of at most 500 characters")
@@ -529,7 +549,7 @@ def parse_definition(
     definition = Definition(
         key=key, subject=str(subject), type=declared, unit=unit, description=description, kind=str(kind),
         related=related_name, function=function, field=field_name, filters=tuple(filters), window=window,
-        a=a, b=b, version=version,
+        a=a, b=b, version=version, label=label,
     )  # fmt: skip
     cycle = find_cycle({**defs, name: definition})
     if cycle:

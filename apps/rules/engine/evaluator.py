@@ -61,8 +61,11 @@ from apps.rules.engine.wording import (
     _listing,
     _num,
     _with_unit,
+    pair_readings,
+    pair_sentence,
     sentence,
     sentences,
+    shape_of,
 )
 
 MAX_DEPTH: Final = 10
@@ -336,24 +339,12 @@ class _Compare(_Leaf):
 
 
 def compare_sentence(fact: Fact, op: str, other: Fact, a: object, b: object, result: str) -> str:
-    """``custom.co_count_30d 4 is more than custom.co_count_prev_30d 2``."""
+    """``Cost to date $120,000.00 is above Income to date $100,000.00``: the words pages and emails say
+    (:func:`wording.pair_sentence`); a missing value is said of the fact that has none."""
     if result not in ("true", "false") or a is None or b is None:
         missing = fact if a is None or b is not None else other
         return sentence(missing, "eq", None, None, result if result in ("stale", "error") else "unknown")
-    words = _PAIR_WORDS[op][0 if result == "true" else 1]
-    left = _with_unit(a, fact, threshold=False)
-    right = _with_unit(b, other, threshold=False)
-    return f"{fact.label} {left} {words} {other.label} {right}"
-
-
-_PAIR_WORDS: Final = {
-    "eq": ("equals", "does not equal"),
-    "ne": ("differs from", "equals"),
-    "gt": ("is more than", "is not more than"),
-    "gte": ("is at least", "is less than"),
-    "lt": ("is less than", "is not less than"),
-    "lte": ("is at most", "is more than"),
-}
+    return pair_sentence(shape_of(fact), op, shape_of(other), a, b, result)
 
 
 def _make_pair_test(op: str) -> Callable[[Any, Any], bool]:
@@ -641,8 +632,7 @@ class Evaluation:
         elif truth == _E:
             text = f"{node.name} cannot be compared with {node.other_name}: {reason} — error"
         else:
-            left = _with_unit(a, node.fact, threshold=False)
-            right = _with_unit(b, node.other, threshold=False)
+            left, right = pair_readings(node.fact, node.op, node.other, a, b)
             phrase = _PHRASES.get(node.op, node.op)
             text = f"{node.name} is {left}, {phrase} {node.other_name} ({right}) — {_VERDICT[truth]}"
         text += _definition_note(node.fact, a) + _definition_note(node.other, b)
@@ -723,12 +713,12 @@ def _with_other(entry: dict[str, Any], node: _Node) -> dict[str, Any]:
 
 
 def _definition_note(fact: Fact, actual: object) -> str:
-    """An operator-defined fact is shown with its definition (and version): ``; custom.co_count_30d = 4 —
-    count of change orders in the last 30 days where status = pending (v2)``."""
+    """An operator-defined fact is shown with its label, definition and version: ``; custom.co_count_30d
+    (Pending change orders) = 4 — count of change orders in the last 30 days where status = pending (v2)``."""
     if not fact.name.startswith(CUSTOM_PREFIX):
         return ""
     shown = _with_unit(actual, fact, threshold=False) if actual is not None else "no data"
-    return f"; {fact.name} = {shown} — {fact.description} (v{fact.version})"
+    return f"; {fact.name} ({fact.label}) = {shown} — {fact.description} (v{fact.version})"
 
 
 class CompiledCondition:

@@ -116,9 +116,10 @@ def _number(number: Decimal, shape: Shape, places: int) -> str:
 
 
 def _plain_places(number: Decimal, shape: Shape) -> int:
-    """Decimals of a threshold as written: ``12%``, ``$50,000``, ``$50,000.50`` (cents kept whole)."""
+    """Decimals of a threshold as written: ``12%``, ``60 days``; money always in cents (``$50,000.00``),
+    the one style its readings have, so an amount and its threshold read alike."""
     places = _places_of(number)
-    if shape.type is FactType.MONEY and places:
+    if shape.type is FactType.MONEY:
         return max(2, places)
     return places
 
@@ -220,7 +221,7 @@ def reading(
 
 
 def written(value: object, fact: Fact | Shape | str | None = None, *, kind: str = "", unit: str = "") -> str:
-    """A rule's value as written, in its unit: ``12%``, ``$50,000``, ``60 days``, ``yes``."""
+    """A rule's value as written, in its unit: ``12%``, ``$50,000.00``, ``60 days``, ``yes``."""
     shape = shape_of(fact, kind, unit)
     if value is None or value == "":
         return NO_DATA
@@ -306,6 +307,11 @@ def sentence(
         chosen = _chosen(label, shape, op, expected, actual, held)
         if chosen:
             return chosen
+    if shape.type is FactType.TEXT and op in ("eq", "ne"):
+        # Free text (an AI tool's own class names): the value once, quoted, not "x equals x".
+        if held == (op == "eq"):
+            return f"{label} is “{_text(actual)}”"
+        return f"{label} is “{_text(actual)}”, not “{_text(expected)}”"
     if shape.type is FactType.INT and (shape.counted[1] or shape.unit_words[1]):
         counted = _counted(label, shape, op, expected, actual, held)
         if counted:
@@ -439,7 +445,7 @@ def _listing(values: Sequence[object], fact: Fact, *, unit: bool) -> str:
 
 
 _SYMBOLS: Final = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤"}
-# Each operator as the phrase before a threshold ("at least $50,000"): explanations and emails.
+# Each operator as the phrase before a threshold ("at least $50,000.00"): explanations and emails.
 OPERATOR_PHRASES: Final = {
     "eq": "equal to",
     "ne": "not equal to",
@@ -519,14 +525,19 @@ def conditions(evidence: object) -> list[Condition]:
                 other, str(other_meta.get("type") or ""), str(other_meta.get("unit") or "")
             )
             said_text = pair_sentence(shape, op, other_shape, actual, expected, said)
+            threshold = pair_threshold(shape, op, other_shape, actual, expected)
+            shown = pair_readings(shape, op, other_shape, actual, expected)[0]
+        else:
+            threshold = written(expected, shape)
+            shown = reading(actual, shape, op=op, expected=expected)
         found.append(
             Condition(
                 fact=name,
                 label=shape.label,
                 meaning=catalogued.plain if catalogued else "",
                 sentence=said_text,
-                actual=reading(actual, shape, op=op, expected=expected),
-                expected=written(expected, shape),
+                actual=shown,
+                expected=threshold,
                 op=op,
                 result=result,
                 held=(result == "true") != negated and result in ("true", "false"),
@@ -535,13 +546,42 @@ def conditions(evidence: object) -> list[Condition]:
     return found
 
 
+# A comparison seen from its other side (``a > b`` is ``b < a``).
+_MIRRORED: Final = {"gt": "lt", "gte": "lte", "lt": "gt", "lte": "gte", "eq": "eq", "ne": "ne"}
+
+
+def pair_readings(
+    fact: Fact | Shape | str | None, op: str, other: Fact | Shape | str | None, a: object, b: object
+) -> tuple[str, str]:
+    """Both values of a fact compared with another fact, each read as a fact's value is (the other side is
+    a reading too, never a threshold as written: ``$120,000.00`` against ``$100,000.00``), each as precise
+    as the comparison needs."""
+    first, second = shape_of(fact), shape_of(other)
+    mirrored = _MIRRORED.get(op, "")
+    x, y = _decimal(a), _decimal(b)
+    if first.type in _NUMERIC and second.type in _NUMERIC and x is not None and y is not None:
+        # One precision for both sides: "12.04% is above 12.01%", never "12.04% is above 12.0%".
+        places = max(reading_places(x, first, op, y), reading_places(y, second, mirrored, x))
+        return _number(x, first, places), _number(y, second, places)
+    return reading(a, first, op=op, expected=b if mirrored else None), reading(
+        b, second, op=mirrored, expected=a if mirrored else None
+    )
+
+
+def pair_threshold(shape: Shape, op: str, other: Shape, actual: object, expected: object) -> str:
+    """The threshold of a fact compared with another fact: that fact and its value, read as the first
+    fact's value is (``Income to date ($100,000.00)``)."""
+    return f"{other.label or 'The other value'} ({pair_readings(shape, op, other, actual, expected)[1]})"
+
+
 def pair_sentence(shape: Shape, op: str, other: Shape, actual: object, expected: object, result: str) -> str:
     """A fact compared with another: ``Cost to date $120.00 is above Income to date $100.00``."""
     if result not in ("true", "false") or actual is None or expected is None:
         return sentence(shape, op, None, None, result if result in ("stale", "error") else "unknown")
     words = _SAID.get(op, (op, f"not {op}"))[0 if result == "true" else 1]
     label, other_label = shape.label or "The value", other.label or "the other value"
-    return f"{label} {reading(actual, shape)} {words} {other_label} {reading(expected, other)}"
+    left, right = pair_readings(shape, op, other, actual, expected)
+    return f"{label} {left} {words} {other_label} {right}"
 
 
 def why(evidence: object, fallback: str = "") -> str:

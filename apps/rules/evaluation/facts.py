@@ -323,7 +323,8 @@ class Context:
         return out
 
     def snapshot_json(self) -> str:
-        """``snapshot()`` as JSON text, for decision rows: the same value as encoding the snapshot.
+        """``snapshot()`` as canonical JSON text (``apps.audit.models.canonical_json``'s: keys sorted, no
+        whitespace, ASCII), for decision rows and, as is, for their audit entries, which hash that form.
 
         Only the values differ between the subjects of a run: each fact's age, source, unit and type
         are rendered once into fragments around its value (a first run stores 100k snapshots).
@@ -335,38 +336,44 @@ class Context:
             if len(_SNAPSHOT_FRAGMENTS) > 64:
                 _SNAPSHOT_FRAGMENTS.clear()
             fragments = _SNAPSHOT_FRAGMENTS[key] = tuple(
-                (f'{_json_str(name)}: {{"value": ', _fact_tail(name, age))
-                for name, age in zip(key[0], key[1], strict=True)
+                (i, f"{_json_str(names[i])}:{_fact_head(names[i], key[1][i])}", _fact_tail(names[i]))
+                for i in sorted(range(len(names)), key=names.__getitem__)
             )
-        values = self.values.values()
-        parts = [
-            f"{head}{_json_value(value)}{tail}" for (head, tail), value in zip(fragments, values, strict=True)
-        ]
-        return "{" + ", ".join(parts) + "}"
+        values = tuple(self.values.values())
+        return "{" + ",".join([f"{head}{_json_value(values[i])}{tail}" for i, head, tail in fragments]) + "}"
 
 
 # fact name -> (source, unit, type) as a snapshot shows them.
 _DESCRIBED: dict[str, tuple[str, str, str]] = {}
-# (fact names, their ages) -> the JSON around each fact's value in a snapshot.
+# (fact names, their ages) -> per fact in name order: its position among the values, the JSON before its
+# value in a snapshot and the JSON after it.
 _SNAPSHOT_FRAGMENTS: dict[
-    tuple[tuple[str, ...], tuple[float | None, ...], int], tuple[tuple[str, str], ...]
+    tuple[tuple[str, ...], tuple[float | None, ...], int], tuple[tuple[int, str, str], ...]
 ] = {}
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for str (ensure_ascii)
 
 
-def _fact_tail(name: str, age: float | None) -> str:
+# A fact's keys in a snapshot, in canonical (sorted) order: age_s, definition (custom facts), source,
+# type, unit, value, version (custom facts).
+def _fact_head(name: str, age: float | None) -> str:
     fact = FACTS[name]
-    custom = ""
+    definition = ""
     if name.startswith(CUSTOM_PREFIX):
-        custom = f', "version": {fact.version}, "definition": {_json_str(fact.description)}'
+        definition = f'"definition":{_json_str(fact.description)},'
     return (
-        f', "age_s": {json.dumps(age)}, "source": {_json_str(fact.source)}, '
-        f'"unit": {_json_str(fact.unit)}, "type": {_json_str(str(fact.type.value))}{custom}}}'
+        f'{{"age_s":{json.dumps(age)},{definition}"source":{_json_str(fact.source)},'
+        f'"type":{_json_str(str(fact.type.value))},"unit":{_json_str(fact.unit)},"value":'
     )
 
 
+def _fact_tail(name: str) -> str:
+    if name.startswith(CUSTOM_PREFIX):
+        return f',"version":{int.__repr__(FACTS[name].version)}}}'
+    return "}"
+
+
 def _json_value(value: Any) -> str:
-    """One snapshot value as JSON, as ``snapshot()`` then ``json.dumps`` would write it."""
+    """One snapshot value as JSON, as ``snapshot()`` then ``canonical_json`` would write it."""
     if value is None:
         return "null"
     kind = type(value)
@@ -379,7 +386,7 @@ def _json_value(value: Any) -> str:
     if isinstance(value, Decimal | dt.date):
         # str() of a Decimal, date or datetime holds no character JSON escapes.
         return f'"{value}"'
-    return json.dumps(value, cls=DjangoJSONEncoder)
+    return json.dumps(value, cls=DjangoJSONEncoder, sort_keys=True, separators=(",", ":"))
 
 
 def evaluation_date(now: dt.datetime | None = None) -> dt.date:

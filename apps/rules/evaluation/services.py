@@ -20,7 +20,7 @@ from django.db.models import Max, Model
 from django.utils import timezone
 
 from apps.audit.models import canonical_json
-from apps.audit.services import Actor, audit_record
+from apps.audit.services import Actor, RawJSON, audit_record
 from apps.bulk import reserve_ids
 from apps.rules.engine.durations import parse_duration
 from apps.rules.engine.evaluator import CompiledCondition, Evaluation, Verdict, compile_condition
@@ -383,6 +383,7 @@ def decisions_record(
     )
     acting = set(decided.acting)
     matched: list[Decision] = []
+    matched_facts: list[RawJSON] = []  # each match's facts as its decision row holds them
     unlinked: list[tuple[RuleVersion, Context, Evaluation, Decision]] = []
     linked: dict[tuple[int, int], Decision] = {}
     not_matched: dict[int, list[int]] = defaultdict(list)
@@ -458,8 +459,10 @@ def decisions_record(
                          decision.escalation_id)
                     )  # fmt: skip
                     matched.append(decision)
+                    matched_facts.append(RawJSON(snapshot_json))
     _set_outcomes(subject_type, changed_states)
-    # The entries say what the decisions said when stored (acting on them may add a reason afterwards).
+    # The entries say what the decisions said when stored (acting on them may add a reason afterwards);
+    # their facts are the decision rows' text, which is canonical JSON (Context.snapshot_json).
     audit = [
         {
             "action": "decision.matched",
@@ -470,11 +473,11 @@ def decisions_record(
                 "version": d.rule_version.number,
                 "subject": f"{d.subject_type}:{d.subject_id}",
                 "summary": d.summary,
-                "facts": d.facts,
+                "facts": facts,
                 "suppressed": d.suppressed,
                 "trigger": d.trigger,
             },
         }
-        for d in matched
+        for d, facts in zip(matched, matched_facts, strict=True)
     ]
     return Recorded(matched, unlinked, linked, dict(not_matched), audit)

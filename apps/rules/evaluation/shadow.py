@@ -16,7 +16,7 @@ from celery import shared_task
 from django.db import transaction
 from django.utils import timezone
 
-from apps.audit.services import Actor, audit_record, audit_record_many
+from apps.audit.services import Actor, audit_append_many, audit_record
 from apps.rules.authoring.preview import PreviewResult, preview_drafts
 from apps.rules.engine.ruleset import RulesFileError, rule_from_dict
 from apps.rules.models import Rule, ShadowRun
@@ -93,7 +93,7 @@ def shadow_evaluate(
     runs = ShadowRun.objects.bulk_create(
         [_run(rule, result, now) for rule, result in zip(rules, results, strict=True)]
     )
-    audit_record_many(
+    audit_append_many(
         [
             {
                 "action": "rule.shadow_run",

@@ -35,19 +35,9 @@ def pending_flush(**kwargs: Any) -> dict[str, int]:
     return triggers.pending_flush(evaluate=lambda **kw: pipeline.evaluate_subjects(**kw), **kwargs)
 
 
-@pytest.fixture
-def scheduled(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Countdowns of the flushes queued (recorded instead of sent to the broker); the guard key is reset."""
-    countdowns: list[float] = []
-    monkeypatch.setattr(tasks.evaluate_pending, "apply_async", lambda countdown: countdowns.append(countdown))
-    triggers.flush_scheduled_clear()
-    yield countdowns
-    triggers.flush_scheduled_clear()
-
-
 @pytest.mark.django_db
 def test_a_burst_of_changes_to_one_project_is_evaluated_once(
-    scheduled: list[float], django_capture_on_commit_callbacks: Any
+    scheduled_flushes: list[float], django_capture_on_commit_callbacks: Any
 ) -> None:
     rules_import(text=rule_yaml(), actor="system:test")
     fresh_streams()
@@ -58,7 +48,7 @@ def test_a_burst_of_changes_to_one_project_is_evaluated_once(
         with django_capture_on_commit_callbacks(execute=True):
             on_entities_changed({"project": {co.project_id}}, trigger="webhook")
 
-    assert scheduled == [settings.FULCRUM["EVALUATION_COALESCE_SECONDS"]]  # one flush for the burst
+    assert scheduled_flushes == [settings.FULCRUM["EVALUATION_COALESCE_SECONDS"]]  # one flush for the burst
     waiting = set(PendingEvaluation.objects.values_list("subject_type", "subject_id", "trigger"))
     assert ("change_order", co.pk, "webhook") in waiting and (
         "change_order",
@@ -76,20 +66,20 @@ def test_a_burst_of_changes_to_one_project_is_evaluated_once(
 
 
 @pytest.mark.django_db
-def test_a_started_flush_lets_later_changes_schedule_the_next_one(scheduled: list[float]) -> None:
+def test_a_started_flush_lets_later_changes_schedule_the_next_one(scheduled_flushes: list[float]) -> None:
     project = ProjectFactory()
     on_entities_changed({"project": {project.pk}})
     triggers.flush_soon()
-    assert len(scheduled) == 1
+    assert len(scheduled_flushes) == 1
 
     tasks.evaluate_pending()  # clears the guard first: marks arriving during it need another flush
     triggers.flush_soon()
-    assert len(scheduled) == 2
+    assert len(scheduled_flushes) == 2
 
 
 @pytest.mark.django_db
 def test_marking_a_subject_that_already_waits_still_makes_sure_a_flush_follows(
-    scheduled: list[float], django_capture_on_commit_callbacks: Any
+    scheduled_flushes: list[float], django_capture_on_commit_callbacks: Any
 ) -> None:
     project = ProjectFactory()
     with django_capture_on_commit_callbacks(execute=True):
@@ -97,13 +87,13 @@ def test_marking_a_subject_that_already_waits_still_makes_sure_a_flush_follows(
     triggers.flush_scheduled_clear()  # a flush starts; it may skip the row the next change holds locked
     with django_capture_on_commit_callbacks(execute=True):
         on_entities_changed({"project": {project.pk}}, trigger="webhook")
-    assert len(scheduled) == 2
+    assert len(scheduled_flushes) == 2
     assert PendingEvaluation.objects.filter(subject_type="project").count() == 1
 
 
 @pytest.mark.django_db
 def test_without_redis_every_change_queues_a_flush(
-    scheduled: list[float], monkeypatch: pytest.MonkeyPatch
+    scheduled_flushes: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class Down:
         def set(self, *args: Any, **kwargs: Any) -> None:
@@ -115,12 +105,12 @@ def test_without_redis_every_change_queues_a_flush(
     triggers.flush_soon()
     triggers.flush_soon()
     triggers.flush_scheduled_clear()  # a flush starting without Redis carries on
-    assert len(scheduled) == 2
+    assert len(scheduled_flushes) == 2
 
 
 @pytest.mark.django_db
 def test_a_failing_group_is_tried_again_later_and_the_others_go_on(
-    scheduled: list[float], monkeypatch: pytest.MonkeyPatch
+    scheduled_flushes: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = ProjectFactory()
     on_entities_changed({"project": {project.pk}})  # marks the project and its client
@@ -167,7 +157,7 @@ def test_a_stopping_worker_frees_what_its_flush_still_holds(monkeypatch: pytest.
 
 @pytest.mark.django_db
 def test_a_subject_marked_again_while_it_is_evaluated_stays_queued(
-    scheduled: list[float], monkeypatch: pytest.MonkeyPatch
+    scheduled_flushes: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = ProjectFactory()
     on_entities_changed({"project": {project.pk}})

@@ -265,11 +265,57 @@ def test_a_rule_on_a_custom_fact_explains_it_with_its_definition(installed):
     assert evaluation.outcome is Verdict.MATCHED
     [leaf] = [e for e in evaluation.to_json()["explanation"] if e["fact"]]
     assert (
-        "custom.co_pending_30d = 4 change orders — count of change orders in the last 30 days where "
+        "custom.co_pending_30d (Co pending 30d) = 4 change orders — count of change orders in the last 30 "
+        "days where "
         "status = pending (v3)"
     ) in leaf["text"]
     with pytest.raises(RuleValidationError, match="expected an integer"):
         compile_condition({"fact": "custom.co_pending_30d", "op": "gte", "value": "4.5"}, "project")
+
+
+def test_a_custom_fact_reads_as_its_label_in_sentences_summaries_and_traces(installed):
+    """People read the operator's label ("Pending change orders"), never the key capitalised
+    ("Custom.co_pending_30d"): in the summary, the condition sentences of pages and emails, and beside the
+    key in the trace."""
+    from apps.rules.engine.wording import conditions, why
+
+    installed(cf.parse_definition(spec(label="  Pending   change orders "), version=2))
+    assert FACTS["custom.co_pending_30d"].label == "Pending change orders"
+    condition = compile_condition({"fact": "custom.co_pending_30d", "op": "gte", "value": 3}, "project")
+    evaluation = condition.evaluate({"custom.co_pending_30d": 4})
+    stored = evaluation.to_json()
+    meta = {"value": 4, "type": "int", "unit": "count", "version": 2, "definition": "…"}
+    evidence = {"facts": {"custom.co_pending_30d": meta}, **stored}
+    [said] = conditions(evidence)
+
+    assert (
+        stored["summary"]
+        == why(evidence)
+        == said.sentence
+        == "Pending change orders: 4 change orders, at least 3"
+    )
+    assert said.label == "Pending change orders"
+    assert (
+        "custom.co_pending_30d (Pending change orders) = 4 change orders" in stored["explanation"][0]["text"]
+    )
+    assert "Custom." not in stored["summary"] + said.sentence
+
+
+def test_a_custom_fact_without_a_label_reads_as_its_key_in_words(installed):
+    unlabelled = cf.parse_definition(spec())
+    assert (unlabelled.label, unlabelled.shown_label) == ("", "Co pending 30d")
+    assert "label" not in unlabelled.to_dict(), "specs saved before labels stay canonical"
+    labelled = cf.parse_definition(spec(label="Pending change orders"))
+    assert cf.parse_definition(labelled.to_dict()) == labelled
+    installed(unlabelled)
+    condition = compile_condition({"fact": "custom.co_pending_30d", "op": "gte", "value": 3}, "project")
+    assert condition.evaluate({"custom.co_pending_30d": 4}).summary().startswith("Co pending 30d: 4")
+
+
+@pytest.mark.parametrize("label", ["x" * 101, "two\nlines", 12])
+def test_a_label_is_one_short_line_of_text(label):
+    [(where, _)] = errors_of(spec(label=label))
+    assert where == "label"
 
 
 # --- fact-vs-fact conditions -------------------------------------------------------------------------
@@ -288,7 +334,7 @@ def test_a_fact_compared_with_another_fact():
     over = {"project.cost_to_date": Decimal("120"), "project.income_to_date": Decimal("100")}
     evaluation = condition.evaluate(over)
     assert evaluation.outcome is Verdict.MATCHED
-    assert evaluation.summary() == "Cost to date $120.00 is more than Income to date $100.00"
+    assert evaluation.summary() == "Cost to date $120.00 is above Income to date $100.00"
     entry = evaluation.to_json()["explanation"][0]
     assert (entry["other"], entry["expected"], entry["actual"]) == ("project.income_to_date", "100", "120")
     under = {**over, "project.cost_to_date": Decimal("100")}

@@ -6,6 +6,7 @@ decisions record each custom fact's version and explain it with its definition."
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +16,8 @@ from django.utils import timezone
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from apps.audit.models import AuditEntry
+from apps.audit.models import AuditEntry, canonical_json
+from apps.audit.services import audit_verify
 from apps.escalations.models import Escalation
 from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.engine import customfacts as cf
@@ -417,12 +419,21 @@ def test_a_rule_on_a_custom_fact_escalates_and_its_decision_records_the_version(
     assert fact["definition"] == "count of change orders in the last 30 days where status = pending"
     texts = " ".join(e["text"] for e in decision.explanation["explanation"])
     assert (
-        "custom.co_pending_30d = 3 change orders — count of change orders in the last 30 days where "
-        "status = pending (v2)"
+        "custom.co_pending_30d (Co pending 30d) = 3 change orders — count of change orders in the last 30 "
+        "days where status = pending (v2)"
     ) in texts
     assert "project.cost_to_date is $1,200.00, more than project.income_to_date ($1,000.00)" in texts
     assert Escalation.objects.filter(subject_id=project.pk, subject_type="project").exists()
     assert not Decision.objects.filter(subject_id=quiet.pk, outcome="matched").exists()
+    # The audit entry carries the decision's facts, spliced in as the decision row's text: canonical
+    # JSON, so the entry's hash checks in the chain and in an export.
+    entry = AuditEntry.objects.get(action="decision.matched", object_id=str(decision.pk))
+    assert entry.data["facts"] == decision.facts
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT data FROM audit_auditentry WHERE id = %s", [entry.pk])
+        text = cursor.fetchone()[0]
+    assert text == canonical_json(json.loads(text))
+    assert entry.compute_hash() == entry.hash and audit_verify().ok
 
 
 def test_the_batch_run_decides_as_the_event_path(ops_manager):
@@ -557,3 +568,84 @@ def test_a_batch_query_computes_only_the_custom_facts_its_rules_read(ops_manager
     reading = RuleQuery({"fact": "custom.pending_share", "op": "gt", "value": 50}, "project")
     sql, _ = outcomes_many_sql([reading], "project")
     assert all(f'"custom.{key}"' in sql for key in ("pending_share", "co_pending_30d", "co_all"))
+
+
+# --- the label people read ---------------------------------------------------------------------------
+
+
+def test_people_read_the_label_on_the_escalation_page_in_emails_the_api_and_the_rule_admin(
+    client, ops_manager
+):
+    """Not ``Custom.co_pending_30d``: the operator's label, through the wording every built-in fact goes
+    through; and the other fact of a comparison reads like the first (``$100,000.00``, not ``($100,000)``)."""
+    from django.template.loader import render_to_string
+    from django.urls import reverse
+
+    from apps.escalations.actions.email import email_context
+    from apps.rules.models import Rule
+
+    fresh_streams()
+    custom_fact_save(spec=count_pending(label="Pending change orders"), actor=ops_manager)
+    assert CustomFact.objects.get().label == "Pending change orders"
+    rules_import(text=RULES, actor=ops_manager)
+    project = ProjectFactory(client=ClientFactory(owner=CrmOwnerFactory()))
+    FinancialLineFactory(project=project, kind="invoice", amount=Decimal("100000"))
+    FinancialLineFactory(project=project, kind="bill", amount=Decimal("120000"))
+    for days in (1, 10, 20):
+        ChangeOrderFactory(
+            project=project, status="pending", created_upstream_at=timezone.now() - dt.timedelta(days=days)
+        )
+    evaluate_subjects(subject_type="project", ids=[project.pk])
+    escalation = Escalation.objects.get(subject_type="project", subject_id=project.pk)
+
+    client.force_login(ops_manager)
+    page = client.get(reverse("escalation-detail", args=[escalation.pk])).content.decode()
+    context = email_context(escalation, "maria@example.com")
+    text = render_to_string("escalations/email/escalation.txt", context)
+    html = render_to_string("escalations/email/escalation.html", context)
+    api = client.get(f"/api/escalations/{escalation.pk}/").json()
+    traced = " ".join(node["text"] for node in api["evidence"]["explanation"])
+    rule = Rule.objects.get(key="co-burst")
+    admin_page = client.get(reverse("admin:rules_rule_change", args=[rule.pk])).content.decode()
+
+    said = "Pending change orders: 3 change orders, at least 3"
+    compared = "Cost to date $120,000.00 is above Income to date $100,000.00"
+    for shown in (page, text, html, api["summary"]):
+        assert said in shown
+        assert "Custom.co_pending_30d" not in shown and "Co pending 30d" not in shown
+    for shown in (page, text, html):
+        assert compared in shown
+    assert "Income to date ($100,000.00)" in page and "($100,000)" not in page
+    assert "custom.co_pending_30d (Pending change orders) = 3 change orders" in traced
+    assert "custom.co_pending_30d (Pending change orders) at least 3" in admin_page
+    from apps.rules.authoring.editor import catalogue_data
+
+    picked = catalogue_data()["facts"]["custom.co_pending_30d"]["label"]
+    assert picked.startswith("custom.co_pending_30d — Pending change orders: count of change orders")
+
+    # A new label is a new version, read from then on.
+    custom_fact_save(spec=count_pending(label="Pending COs"), actor=ops_manager)
+    assert CustomFact.objects.get().label == "Pending COs"
+    again = client.get(reverse("escalation-detail", args=[escalation.pk])).content.decode()
+    assert "Pending COs: 3 change orders" in again
+
+
+def test_the_admin_form_saves_the_label_and_the_preview_names_the_fact_by_it(client, ops_manager):
+    from django.urls import reverse
+
+    ProjectFactory()
+    client.force_login(ops_manager)
+    add = reverse("admin:rules_customfact_add")
+    previewed = client.post(
+        add, form_data(label="Pending <b>change</b> orders", _preview="1")
+    ).content.decode()
+    assert "Pending &lt;b&gt;change&lt;/b&gt; orders (custom.co_pending_30d)" in previewed
+    assert client.post(add, form_data(label="Pending change orders")).status_code == 302
+    fact = CustomFact.objects.get()
+    assert fact.label == fact.current.spec["label"] == "Pending change orders"
+    listing = client.get(reverse("admin:rules_customfact_changelist")).content.decode()
+    assert "Pending change orders" in listing
+    change = client.get(reverse("admin:rules_customfact_change", args=[fact.pk])).content.decode()
+    assert 'value="Pending change orders"' in change
+    unlabelled = client.post(add, form_data(key="co_all", filters="")).status_code
+    assert unlabelled == 302 and CustomFact.objects.get(key="co_all").label == "Co all"

@@ -14,10 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apps.rules.engine.catalogue import FactType, facts_for, operators_for
-from apps.rules.engine.evaluator import compile_condition
+from apps.rules.engine.catalogue import facts_for
 from apps.rules.evaluation.facts import compute_contexts
-from apps.rules.evaluation.sql import RuleQuery, batch_outcomes, batch_outcomes_many, matching_ids
 from tests.factories import (
     ChangeOrderFactory,
     ClientFactory,
@@ -26,7 +24,17 @@ from tests.factories import (
     ProjectFactory,
 )
 
-from .test_sql import MAX_AGES, NOW, PROPERTY, number_strategy, streams
+from .test_sql import (
+    MAX_AGES,
+    NOW,
+    PROPERTY,
+    assert_agree,
+    assert_cases_agree,
+    leaf_cases,
+    observed_values,
+    streams,
+    tree_strategy,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -101,72 +109,15 @@ def test_document_facts_read_what_the_tool_said_and_the_system_of_record() -> No
     assert co.ages["change_order.document_amount_delta_pct"] == pytest.approx(600.0)
 
 
-def value_strategy(fact: Any, op: str, values: list[Any]) -> st.SearchStrategy[Any]:
-    if op in ("is_null", "is") or fact.type is FactType.BOOL:
-        return st.booleans()
-    if fact.type is FactType.TEXT:
-        choices = list(fact.choices) or LABELS
-        if op == "contains":
-            return st.sampled_from(["", "CHANGE", "voice", "_", "%", "x"])
-        one = st.sampled_from(choices)
-        return st.lists(one, min_size=1, max_size=3) if op in ("in", "not_in") else one
-    one = number_strategy(values, fact.type)
-    if op == "between":
-        return st.lists(one, min_size=2, max_size=2).map(sorted)
-    if op in ("in", "not_in"):
-        return st.lists(one, min_size=1, max_size=4)
-    return one
-
-
-def tree_strategy(values: dict[str, list[Any]], max_depth: int = 3) -> st.SearchStrategy[dict[str, Any]]:
-    @st.composite
-    def leaf(draw: st.DrawFn) -> dict[str, Any]:
-        fact = draw(st.sampled_from(FACTS))
-        op = draw(st.sampled_from(operators_for(fact.type)))
-        return {"fact": fact.name, "op": op, "value": draw(value_strategy(fact, op, values[fact.name]))}
-
-    level: st.SearchStrategy[dict[str, Any]] = leaf()
-    for _ in range(max_depth - 1):
-        child = level
-        level = st.one_of(
-            leaf(),
-            st.lists(child, min_size=1, max_size=3).map(lambda xs: {"all": xs}),
-            st.lists(child, min_size=1, max_size=3).map(lambda xs: {"any": xs}),
-            child.map(lambda x: {"not": x}),
-        )
-    return level
-
-
-def python_outcomes(tree: dict[str, Any], max_age: dt.timedelta | None) -> dict[int, str]:
-    condition = compile_condition(tree, "document")
-    return {
-        ctx.subject_id: condition.matches(ctx.values, ages=ctx.ages, max_age=max_age).value
-        for ctx in compute_contexts("document", now=NOW)
-    }
-
-
-def observed_values() -> dict[str, list[Any]]:
-    seen: dict[str, list[Any]] = {f.name: [] for f in FACTS}
-    for ctx in compute_contexts("document", now=NOW):
-        for name, value in ctx.values.items():
-            if value is not None and not isinstance(value, str | bool) and value not in seen[name]:
-                seen[name].append(value)
-    return seen
-
-
 def test_sql_agrees_with_the_evaluator_on_documents() -> None:
     build_documents()
-    values = observed_values()
+    values = observed_values("document", FACTS)
     outcomes_seen: set[str] = set()
 
     @PROPERTY
-    @given(tree=tree_strategy(values), max_age=st.sampled_from(MAX_AGES))
+    @given(tree=tree_strategy(values, 3, facts=FACTS, words=LABELS), max_age=st.sampled_from(MAX_AGES))
     def check(tree: dict[str, Any], max_age: dt.timedelta | None) -> None:
-        expected = python_outcomes(tree, max_age)
-        assert batch_outcomes(tree, "document", now=NOW, max_age=max_age) == expected, (tree, max_age)
-        matched = sorted(sid for sid, outcome in expected.items() if outcome == "matched")
-        assert matching_ids(tree, "document", now=NOW, max_age=max_age) == matched, (tree, max_age)
-        outcomes_seen.update(expected.values())
+        outcomes_seen.update(assert_agree(tree, max_age, "document").values())
 
     check()
     assert outcomes_seen == {"matched", "not_matched", "insufficient_data"}
@@ -174,36 +125,8 @@ def test_sql_agrees_with_the_evaluator_on_documents() -> None:
 
 def test_every_operator_of_every_document_fact_agrees_on_the_boundaries() -> None:
     build_documents()
-    values = observed_values()
-    cases: list[dict[str, Any]] = []
-    for fact in FACTS:
-        for op in operators_for(fact.type):
-            if op in ("is", "is_null") or fact.type is FactType.BOOL:
-                candidates: list[Any] = [True, False]
-            elif fact.type is FactType.TEXT:
-                candidates = (list(fact.choices) or LABELS) if op != "contains" else ["CHANGE", "e", ""]
-            elif fact.type is FactType.INT:
-                candidates = sorted({int(v) + d for v in values[fact.name] for d in (-1, 0, 1)} | {0})
-            else:
-                step = Decimal("0.01")
-                candidates = sorted({Decimal(v) + d for v in values[fact.name] for d in (-step, 0, step)})
-            for v in candidates:
-                if op == "between":
-                    cases.append({"fact": fact.name, "op": op, "value": [candidates[0], v]})
-                elif op in ("in", "not_in"):
-                    cases.append({"fact": fact.name, "op": op, "value": [v]})
-                else:
-                    cases.append({"fact": fact.name, "op": op, "value": v})
+    cases = leaf_cases(
+        observed_values("document", FACTS), facts=FACTS, words=LABELS, contains=("CHANGE", "e", "")
+    )
     assert len(cases) > 100
-    contexts = list(compute_contexts("document", now=NOW))
-    for max_age in MAX_AGES:
-        got = batch_outcomes_many(
-            [RuleQuery(tree, "document", max_age) for tree in cases], "document", now=NOW
-        )
-        for tree, outcomes in zip(cases, got, strict=True):
-            condition = compile_condition(tree, "document")
-            expected = {
-                c.subject_id: condition.matches(c.values, ages=c.ages, max_age=max_age).value
-                for c in contexts
-            }
-            assert outcomes == expected, (tree, max_age)
+    assert_cases_agree(cases, "document")

@@ -350,7 +350,7 @@ def test_spec_example_matches_with_its_explanation_and_summary() -> None:
     assert evaluation.outcome is Verdict.MATCHED
     assert evaluation.matched
     assert evaluation.summary() == (
-        "Change order amount $60,000.00 is at least $50,000; Margin 9.0% is below 12%; "
+        "Change order amount $60,000.00 is at least $50,000.00; Margin 9.0% is below 12%; "
         "45 days to renewal (at most 60)"
     )
     assert [(r.path, r.result) for r in evaluation.explanation] == [
@@ -363,7 +363,7 @@ def test_spec_example_matches_with_its_explanation_and_summary() -> None:
     ]
     assert [r.text for r in evaluation.explanation] == [
         "all of 3 conditions — true",
-        "change_order.amount is $60,000.00, at least $50,000 — true",
+        "change_order.amount is $60,000.00, at least $50,000.00 — true",
         "project.margin_pct is 9.0%, less than 12% — true",
         "any of 2 conditions — true",
         "client.missed_last_milestone is false, expected true — false",
@@ -389,7 +389,7 @@ def test_explanation_is_not_short_circuited_and_is_json() -> None:
     assert len(evaluation.explanation) == 6  # every condition explained, though the first decided
     assert evaluation.explanation[2].text == "project.margin_pct is unknown (no data) — insufficient data"
     assert evaluation.explanation[2].reason == "null"
-    assert evaluation.summary() == "not matched: Change order amount $100.00 is below $50,000"
+    assert evaluation.summary() == "not matched: Change order amount $100.00 is below $50,000.00"
     data = evaluation.to_json()
     assert json.loads(json.dumps(data)) == data
     assert data["outcome"] == "not_matched"
@@ -434,7 +434,7 @@ def test_summary_under_not_lists_the_false_leaves() -> None:
     )
     assert (
         evaluation.summary()
-        == "Change order amount $1,500.00 is at least $1,000; Change order status is pending, not void"
+        == "Change order amount $1,500.00 is at least $1,000.00; Change order status is pending, not void"
     )
     assert evaluation.explanation[2].text == "not (the condition below) — true"
 
@@ -470,7 +470,7 @@ def test_summary_under_not_lists_the_false_leaves() -> None:
         (
             leaf("client.ar_overdue_amount", "not_in", [0]),
             {"client.ar_overdue_amount": 1234567.891},
-            "client.ar_overdue_amount is $1,234,567.89, none of $0 — true",
+            "client.ar_overdue_amount is $1,234,567.89, none of $0.00 — true",
         ),
         (
             leaf("client.open_escalations", "ne", 0),

@@ -135,7 +135,7 @@ class TestEvaluation:
         escalation = Escalation.objects.get()
         assert (escalation.subject_id, escalation.route, escalation.status) == (co.pk, "executive", "open")
         assert escalation.evidence["facts"]["project.margin_pct"]["value"] == "9.0000"
-        assert "Change order amount $60,000.00 is at least $50,000" in escalation.summary
+        assert "Change order amount $60,000.00 is at least $50,000.00" in escalation.summary
         decision = Decision.objects.get(outcome="matched")
         assert decision.escalation == escalation and decision.facts and decision.explanation
         assert sorted(escalation.deliveries.values_list("action", flat=True)) == [

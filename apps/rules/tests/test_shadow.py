@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -183,3 +185,22 @@ def test_executive_reads_the_shadow_page_but_cannot_start_shadow(client, executi
     assert page.status_code == 200 and 'value="start"' not in page.content.decode()
     assert client.post(url, {"do": "start"}).status_code == 403
     assert Rule.objects.get(pk=rule.pk).shadow_since is None
+
+
+def test_each_shadow_sample_names_the_rule_that_would_flag_it(client, ops_manager, company):  # noqa: F811
+    """The shadow page lists subjects; each says which rule's draft would flag it (a page read alone, a
+    link followed from elsewhere or a copied line does not carry the page's title)."""
+    rule = company["rule"]
+    rule.draft = {**draft_for(10000), "name": "Big change orders <b>now</b>"}
+    rule.save()
+    (run,) = shadow_evaluate(rules=[rule])
+    assert run.rule_words == "big-co — Big change orders <b>now</b>"
+
+    client.force_login(ops_manager)
+    page = client.get(reverse("admin:rules_rule_shadow", args=[rule.pk])).content.decode()
+
+    named = re.findall(r'<span class="shadow-sample-rule">— ([^<]*)</span>', page)
+    said = "would be flagged by big-co — Big change orders &lt;b&gt;now&lt;/b&gt;"
+    assert named.count(said) == len(run.sample_ids) == 3
+    assert named.count(said.replace("would be", "newly")) == len(run.added_ids) == 1
+    assert "<b>now</b>" not in page

@@ -1,4 +1,5 @@
-"""A decision's facts snapshot written as JSON text is the snapshot itself, whatever the values."""
+"""A decision's facts snapshot written as JSON text is the snapshot itself, whatever the values, and in the
+audit chain's canonical form: matched decisions' audit entries take the text as is."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from decimal import Decimal
 import pytest
 from django.core.serializers.json import DjangoJSONEncoder
 
+from apps.audit.models import canonical_json
+from apps.audit.services import _canonical
 from apps.rules.engine.catalogue import facts_for
 from apps.rules.evaluation.facts import Context
 
@@ -44,6 +47,7 @@ def test_snapshot_json_is_the_snapshot(shift):
     ages = {name: (None if i % 5 == 0 else 300.0 + i) for i, name in enumerate(NAMES)}
     context = Context("change_order", 1, values, ages)
     assert json.loads(context.snapshot_json()) == _as_stored(context)
+    assert context.snapshot_json() == canonical_json(context.snapshot()) == _canonical(context.snapshot())
 
 
 def test_fragments_follow_the_ages_of_each_context():
@@ -53,3 +57,13 @@ def test_fragments_follow_the_ages_of_each_context():
     missing = Context("change_order", 3, values, {})
     for context in (first, second, missing, first):
         assert json.loads(context.snapshot_json()) == _as_stored(context)
+        assert context.snapshot_json() == canonical_json(context.snapshot())
+
+
+def test_values_in_another_order_give_the_same_text():
+    # Canonical JSON sorts the fact names, whatever order the context computed them in.
+    values = {name: i for i, name in enumerate(NAMES)}
+    ages = {name: 5.0 for name in NAMES}
+    forward = Context("change_order", 1, values, ages)
+    backward = Context("change_order", 1, dict(reversed(values.items())), ages)
+    assert forward.snapshot_json() == backward.snapshot_json() == canonical_json(forward.snapshot())

@@ -296,7 +296,7 @@ def test_readings(value: object, fact: str, text: str) -> None:
 
 def test_thresholds_read_as_written_and_loose_shapes_drop_a_count_unit() -> None:
     assert written("12", "project.margin_pct") == "12%"
-    assert written("50000", "change_order.amount") == "$50,000"
+    assert written("50000", "change_order.amount") == "$50,000.00"
     assert written("50000.5", "change_order.amount") == "$50,000.50"
     assert reading(3, kind="int", unit="count") == "3"
     assert reading(1, kind="int", unit="days") == "1 day"
@@ -351,3 +351,67 @@ def test_text_choices_in_words_and_their_raw_values_in_the_trace() -> None:
     stored = evaluation.evaluate({status.name: "at_risk"}).to_json()
     assert "at_risk" in stored["explanation"][0]["text"]  # the Details view keeps the raw value
     assert stored["explanation"][0]["actual"] == "at_risk"  # and so does the stored, machine record
+
+
+def test_money_reads_in_one_style_as_a_threshold_and_as_a_value() -> None:
+    """``$60,000.00 is at least $50,000.00``: an amount and its threshold in cents alike."""
+    condition = compile_condition(
+        {"fact": "change_order.amount", "op": "gte", "value": 50000}, "change_order"
+    )
+    evaluation = condition.evaluate({"change_order.amount": Decimal("60000")})
+    stored = evaluation.to_json()
+    [said] = conditions({"facts": {}, **stored})
+    assert (said.actual, said.expected) == ("$60,000.00", "$50,000.00")
+    assert stored["summary"] == said.sentence == "Change order amount $60,000.00 is at least $50,000.00"
+    assert "change_order.amount is $60,000.00, at least $50,000.00" in stored["explanation"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("facts", "values", "actual", "threshold", "said"),
+    [
+        (
+            ("project.cost_to_date", "project.income_to_date"),
+            ("120000", "100000"),
+            "$120,000.00",
+            "Income to date ($100,000.00)",
+            "Cost to date $120,000.00 is above Income to date $100,000.00",
+        ),
+        (
+            ("project.margin_pct", "change_order.amount_pct_of_contract"),
+            ("12.04", "12.01"),
+            "12.04%",
+            "Change order share of contract (12.01%)",
+            "Margin 12.04% is above Change order share of contract 12.01%",
+        ),
+    ],
+)
+def test_a_fact_compared_with_another_reads_both_values_as_values(
+    facts: tuple[str, str], values: tuple[str, str], actual: str, threshold: str, said: str
+) -> None:
+    """The other fact is a value read, not a threshold written: ``$100,000.00`` beside ``$120,000.00``
+    (never ``($100,000)``), as precise as the comparison needs (``12.04%`` against ``12.01%``), the same
+    in the summary, the sentence of pages and emails, the threshold column and the trace."""
+    first, other = facts
+    condition = compile_condition({"fact": first, "op": "gt", "other": other}, "change_order")
+    evaluation = condition.evaluate({first: Decimal(values[0]), other: Decimal(values[1])})
+    stored = evaluation.to_json()
+    [condition_said] = conditions({"facts": {}, **stored})
+    assert (condition_said.actual, condition_said.expected) == (actual, threshold)
+    assert stored["summary"] == condition_said.sentence == said
+    assert (
+        f"is {actual}, more than {other} ({threshold.rpartition('(')[2][:-1]})"
+        in stored["explanation"][0]["text"]
+    )
+
+
+def test_free_text_says_its_value_once() -> None:
+    """A document's class is the tool's own name for it: said once and quoted, never ``Document class
+    change_order_request equals change_order_request``."""
+    said = sentence("document.label", "eq", "change_order_request", "change_order_request", "true")
+    assert said == "Document class is “change_order_request”"
+    assert sentence("document.label", "eq", "invoice", "receipt", "false") == (
+        "Document class is “receipt”, not “invoice”"
+    )
+    assert sentence("document.label", "ne", "invoice", "receipt", "true") == (
+        "Document class is “receipt”, not “invoice”"
+    )
