@@ -127,6 +127,7 @@ class Stack:
     def __init__(self, env: dict[str, str], logs: Path, workers: int) -> None:
         self.env, self.logs, self.count = env, logs, workers
         self.concurrency = 2
+        self.profile_dir: Path | None = None  # workers run solo under cProfile, one stats file each
         self.web_port = _free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.generation = 0
@@ -140,10 +141,16 @@ class Stack:
 
     def start_worker(self, i: int) -> None:
         self.generation += 1
+        python: tuple[str, ...] = (sys.executable,)
+        pool: tuple[str, ...] = ("-c", str(self.concurrency))
+        if self.profile_dir is not None:
+            # A prefork child's profile is never written (it leaves with os._exit): one solo process.
+            python = (sys.executable, "-m", "cProfile", "-o", str(self.profile_dir / f"worker{i}.prof"))
+            pool = ("--pool", "solo")
         self._start(
             f"worker{i}",
             [
-                *(sys.executable, "-m", "celery", "-A", "config", "worker", "-c", str(self.concurrency)),
+                *(*python, "-m", "celery", "-A", "config", "worker", *pool),
                 *("-l", "warning"),
                 *("--without-mingle", "--without-gossip", "-n", f"soak{i}-{self.generation}@%h"),
             ],

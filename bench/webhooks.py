@@ -1,7 +1,8 @@
 """Webhooks as users wait for them: arrival → entity updated → decision, at a paced rate, nothing flushed.
 
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.webhooks \
-        [--rate 100] [--seconds 20] [--workers 2] [--concurrency 2] [--acceptance [-n 3000]]
+        [--rate 100] [--seconds 20] [--workers 2] [--concurrency 2] [--batch 50] [--profile DIR] \
+        [--database fulcrum_bench_hooks] [--redis-db 13] [--acceptance [-n 3000]]
 
 Default (latency): creates (afresh) and migrates ``fulcrum_bench_hooks``, starts the bundled simulator,
 gunicorn (2 workers), beat and ``--workers`` Celery worker processes (``-c --concurrency``) on redis db 13,
@@ -13,7 +14,13 @@ change order updated in the database (the delivery's ``processed_at``, stamped i
 writes the entity) and to the rule's decision (``evaluated_at``); target: arrival → entity p95 < 2 s at
 100 deliveries/s. Its reference, measured in the same run: the service time of one delivery processed
 in this process with nothing queued (claim, fetch, apply), and the ratio of the p50 to it; the load
-average before and after.
+average before and after. Where the machine's CPU went, from /proc before the first send and after the
+drain: the workers, gunicorn, beat, this process (senders and polling; the simulator's request threads
+counted apart), this database's PostgreSQL backends, the rest of PostgreSQL and Redis (shared with
+anything else on the machine), per delivery. ``--batch`` sets ``FULCRUM_WEBHOOK_BATCH_SIZE`` for the
+workers (1: one delivery per task); ``--profile DIR`` runs each worker as one solo process under cProfile
+(DIR/worker<i>.prof) and prints the top of the merged profile. ``--database`` / ``--redis-db`` keep
+concurrent runs apart.
 
 ``--acceptance``: the receiver alone: N signed QuickBooks deliveries from 8 threads, accepted/s and
 p50/p99, against a bare Django view that inserts one row (``bench.bare_settings``, the reference). Its
@@ -202,7 +209,93 @@ def _warm(url: str, make: Callable[[int], tuple[dict[str, str], bytes]]) -> None
         session.post(url, data=body, headers=headers, timeout=30)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> dict[int, tuple[int, str, float, str]]:
+    """Every process: pid → (process group, name, CPU seconds so far, command line)."""
+    found: dict[int, tuple[int, str, float, str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # After the name: state ppid pgrp session ... utime (14th field of the line) stime (15th).
+        cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        found[int(entry)] = (int(fields[2]), name, cpu, cmdline)
+    return found
+
+
+def _cpu_shares(groups: dict[str, int], database: str) -> dict[str, dict[int, float]]:
+    """CPU seconds so far of each process of the stack's process groups, of this database's backends, of
+    the rest of PostgreSQL and of Redis, by pid."""
+    shares: dict[str, dict[int, float]] = {
+        name: {} for name in [*groups, "postgres (this database)", "postgres (other)", "redis"]
+    }
+    by_group = {pgrp: name for name, pgrp in groups.items()}
+    for pid, (pgrp, name, cpu, cmdline) in _proc_stats().items():
+        if pgrp in by_group:
+            shares[by_group[pgrp]][pid] = cpu
+        elif name == "postgres" or cmdline.startswith("postgres:"):
+            mine = f" {database} " in cmdline
+            shares["postgres (this database)" if mine else "postgres (other)"][pid] = cpu
+        elif name.startswith("redis-server"):
+            shares["redis"][pid] = cpu
+    return shares
+
+
+def _cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds between two snapshots: of the processes alive at the second (a process that ended in
+    between, another session's backend say, is not counted)."""
+    return {
+        name: sum(cpu - before.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
+        for name, pids in after.items()
+    }
+
+
+def _count_simulator_cpu(simulator: Any) -> list[float]:
+    """The CPU time of the simulator's request threads (one per connection), summed into the list."""
+    total = [0.0, 0.0]  # seconds, connections
+    lock = threading.Lock()
+    httpd = simulator._httpd
+    serve = httpd.process_request_thread
+
+    def counted(request: Any, client_address: Any) -> None:
+        began = time.thread_time()
+        try:
+            serve(request, client_address)
+        finally:
+            with lock:
+                total[0] += time.thread_time() - began
+                total[1] += 1
+
+    httpd.process_request_thread = counted
+    return total
+
+
+def _print_profile(directory: Path, top: int = 45) -> None:
+    import pstats
+
+    files = sorted(str(path) for path in directory.glob("worker*.prof"))
+    if not files:
+        print(f"no worker profile in {directory}")
+        return
+    stats = pstats.Stats(files[0])
+    for path in files[1:]:
+        stats.add(path)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(25)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global DB_NAME, BROKER
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -213,7 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain", type=float, default=600.0, help="seconds allowed to process everything")
     parser.add_argument("--acceptance", action="store_true", help="the receiver alone vs a bare view")
     parser.add_argument("-n", type=int, default=3000, help="--acceptance: deliveries to send")
+    parser.add_argument("--batch", type=int, default=None, help="FULCRUM_WEBHOOK_BATCH_SIZE for the workers")
+    parser.add_argument("--profile", type=Path, default=None, help="run the workers solo under cProfile here")
+    parser.add_argument("--database", default=DB_NAME, help=f"the database made afresh (default {DB_NAME})")
+    parser.add_argument("--redis-db", type=int, default=13, help="the broker's Redis database (default 13)")
     args = parser.parse_args(argv)
+    DB_NAME = args.database
+    BROKER = f"redis://127.0.0.1:6379/{args.redis_db}"
     load_before = os.getloadavg()
     try:
         return _acceptance(args) if args.acceptance else _latency(args)
@@ -256,10 +355,11 @@ def _latency(args: Any) -> int:
     wanted = int(args.rate * args.seconds)
     scale = 0.25
     company = generate_company(seed=42, scale=scale)
-    while len(company.pc_change_orders) < wanted + 50:
+    while len(company.pc_change_orders) < wanted + 100:
         scale *= 2
         company = generate_company(seed=42, scale=scale)
     simulator = SimulatorServer(company).start()
+    simulator_cpu = _count_simulator_cpu(simulator)
     workdir = Path(tempfile.mkdtemp(prefix="fulcrum-bench-hooks-"))
     (workdir / "metrics").mkdir()
     env = {
@@ -273,10 +373,17 @@ def _latency(args: Any) -> int:
         "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
         "FULCRUM_AUDIT_ANCHOR_FILE": str(workdir / "anchors.log"),
     }
+    if args.batch is not None:
+        env["FULCRUM_WEBHOOK_BATCH_SIZE"] = str(args.batch)
     logs = ROOT / ".data" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stack = Stack(env, logs, args.workers)
     stack.concurrency = args.concurrency
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        for old in args.profile.glob("worker*.prof"):
+            old.unlink()
+        stack.profile_dir = args.profile.resolve()
     try:
         connection_import(data=demo_connections(simulator.base_url), actor="system:bench")
         pm = Connection.objects.get(slug="pm")
@@ -309,6 +416,19 @@ def _latency(args: Any) -> int:
             service.append(time.perf_counter() - began)
             assert outcome.status == "processed", outcome.error
         reference = statistics.median(service)
+        # The same in one batch: 50 deliveries waiting, one call processes them all.
+        from apps.connectors.webhooks.processing import process_deliveries
+
+        waiting = [
+            local.post("/webhooks/pm/", data=body, content_type="application/json", headers=headers).json()[
+                "id"
+            ]
+            for headers, body in (edit(co_id, 500 + n) for n, co_id in enumerate(candidates[-70:-20]))
+        ]
+        began = time.perf_counter()
+        outcomes = process_deliveries(int(waiting[0]), limit=len(waiting))
+        batched = (time.perf_counter() - began) / len(waiting)
+        assert all(o.status == "processed" for o in outcomes.values()) and len(outcomes) == len(waiting)
         app.control.purge()
         stack.start()
         base = f"http://127.0.0.1:{stack.web_port}"
@@ -325,6 +445,9 @@ def _latency(args: Any) -> int:
             f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}",
             flush=True,
         )
+        groups = {name: proc.pid for name, proc in stack.procs.items()}
+        cpu_before = _cpu_shares(groups, DB_NAME)
+        own_before, simulator_before = time.process_time(), simulator_cpu[0]
         began = time.time()
 
         def sender(offset: int) -> None:
@@ -363,9 +486,24 @@ def _latency(args: Any) -> int:
                 break
             time.sleep(1)
         drained = time.time() - began
+        cpu_after = _cpu_shares(groups, DB_NAME)
+        simulator_used = simulator_cpu[0] - simulator_before
+        own_used = time.process_time() - own_before - simulator_used
         print(
             f"drained {drained:.1f} s after the first send: {open_hooks} deliveries open, {decided} decided"
         )
+        used = _cpu_used(cpu_before, cpu_after)
+        used["simulator (request threads)"] = simulator_used
+        used["bench (senders, polling)"] = own_used
+        total = sum(used.values())
+        share = total / max(drained, 1e-9) / (os.cpu_count() or 1)
+        print(
+            f"CPU from the first send to the drain: {total:.1f} s on {os.cpu_count()} cores over "
+            f"{drained:.0f} s ({share:.0%} of the machine)"
+        )
+        for name, seconds in sorted(used.items(), key=lambda item: -item[1]):
+            print(f"  {name:<28} {seconds:7.1f} s  {seconds / wanted * 1000:6.2f} ms/delivery")
+        print(f"  simulator connections: {simulator_cpu[1]:.0f}")
         from apps.entities.models import ChangeOrder
 
         external = dict(
@@ -417,11 +555,16 @@ def _latency(args: Any) -> int:
                 f"median {reference * 1000:.0f} ms; p50 latency / reference = {ratio:.1f}×; capacity at that "
                 f"service time on {slots} slots: {slots / reference:.0f}/s"
             )
+            print(
+                f"reference: 50 waiting deliveries processed in one batch here: {batched * 1000:.1f} ms each"
+            )
         return 0 if len(entity_latency) == len(targets) else 1
     finally:
         stack.stop()
         simulator.stop()
         app.control.purge()
+        if args.profile is not None:
+            _print_profile(args.profile)
 
 
 def _acceptance(args: Any) -> int:

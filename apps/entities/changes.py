@@ -5,11 +5,18 @@ derive the links its rows take part in (:func:`apps.entities.linking.link_entiti
 reads entities which ids changed. That idiom is :func:`entities_changed_publish`; the readers subscribe to
 the :data:`entities_changed` signal in their ``AppConfig.ready()`` (rules mark the dependent subjects for
 evaluation; data quality notes that a scan is due before the next decision). Entities import neither.
+
+A writer that publishes more than once in one transaction (a webhook whose merge publishes too, a batch of
+webhook deliveries) wraps the transaction's body in :func:`entities_changes_collected`: the signal is then
+sent once, with every change, so the rules mark the transaction's subjects in one ordered insert. Two
+transactions each marking in several inserts, in different orders, deadlocked on those rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 
 from django.dispatch import Signal
 
@@ -18,6 +25,46 @@ from .linking import link_entities
 # Sent in the writer's transaction with ``changes`` ({entity key: ids}, only non-empty sets) and
 # ``trigger`` (sync | webhook | resolution ...). Receivers do their part in that transaction.
 entities_changed = Signal()
+
+# Per thread, as Django's database connections are: the collecting scopes open in this thread, innermost last.
+_scopes = threading.local()
+
+
+def _collecting() -> list[dict[str, set[int]]]:
+    stack: list[dict[str, set[int]]] | None = getattr(_scopes, "stack", None)
+    if stack is None:
+        stack = _scopes.stack = []
+    return stack
+
+
+def _merge_into(target: dict[str, set[int]], changes: Mapping[str, Iterable[int]]) -> None:
+    for key, ids in changes.items():
+        if ids:
+            target.setdefault(key, set()).update(ids)
+
+
+@contextlib.contextmanager
+def entities_changes_collected(*, trigger: str) -> Iterator[dict[str, set[int]]]:
+    """Within (inside the writer's transaction): :func:`entities_changed_publish` links at once but keeps
+    its changes; at the end :data:`entities_changed` is sent once with all of them, under ``trigger``
+    (a merge published inside a webhook's transaction is marked as the webhook's).
+
+    Nested (a savepoint per item of a batch): the inner scope's changes join the enclosing one when it
+    ends normally and are dropped when it ends with an exception (its savepoint is rolled back with them).
+    Yields the changes collected so far.
+    """
+    stack = _collecting()
+    collected: dict[str, set[int]] = {}
+    stack.append(collected)
+    try:
+        yield collected
+    finally:
+        popped = stack.pop()
+        assert popped is collected, "entities_changes_collected scopes must nest"
+    if stack:
+        _merge_into(stack[-1], collected)
+    elif collected:
+        entities_changed.send(sender=entities_changed_publish, changes=collected, trigger=trigger)
 
 
 def entities_changed_publish(
@@ -36,6 +83,8 @@ def entities_changed_publish(
         link_entities(changes, touched=touched)
     # The caller's sets, not copies (receivers only read them): a full sync's hold hundreds of thousands.
     sent = {key: ids for key, ids in changes.items() if ids}
-    if sent:
+    if stack := _collecting():
+        _merge_into(stack[-1], sent)  # sent when the outermost scope ends
+    elif sent:
         entities_changed.send(sender=entities_changed_publish, changes=sent, trigger=trigger)
     return sent

@@ -271,6 +271,9 @@ FULCRUM = {
     # Webhook processing (apps/connectors/webhooks): a claim older than the lease is presumed lost (a
     # killed worker) and queued again; retries back off up to 1 s, doubling to 30 s (docs/OPERATIONS.md).
     "WEBHOOK_LEASE_SECONDS": env.float("FULCRUM_WEBHOOK_LEASE_SECONDS", default=30.0),
+    # A webhook task also takes up to this many deliveries of its connection waiting untouched (a burst),
+    # read upstream together and applied in one transaction (a savepoint each); 1 turns batching off.
+    "WEBHOOK_BATCH_SIZE": env.int("FULCRUM_WEBHOOK_BATCH_SIZE", default=50),
     # Pending evaluations claimed by a flush: a killed worker's are taken again after this (+10 ms/subject).
     "EVALUATION_CLAIM_SECONDS": env.float("FULCRUM_EVALUATION_CLAIM_SECONDS", default=60.0),
     "WEBHOOK_BACKOFF_BASE": env.float("FULCRUM_WEBHOOK_BACKOFF_BASE", default=1.0),

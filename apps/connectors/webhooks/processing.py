@@ -17,11 +17,15 @@ worker gets processed within seconds: Redis only redelivers an unacknowledged me
 timeout, an hour here, because that timeout must outlast every countdown and every long task. Each claim
 counts an attempt, and a holder finishes only while the attempt it claimed is still the row's (a fence):
 a slow holder overtaken by the sweeper rolls its transaction back instead of applying twice.
+
+A burst is drained in batches (``process_deliveries``, below): a delivery's task also claims the
+deliveries of its connection waiting untouched, and applies them in one transaction with a savepoint each.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -43,7 +47,7 @@ from apps.connectors.kinds import (
 from apps.connectors.models import Connection, WebhookDelivery
 from apps.connectors.ratelimit import RateBudgetDeferred
 from apps.connectors.services import quarantine_records, record_normalise
-from apps.entities.changes import entities_changed_publish
+from apps.entities.changes import entities_changed_publish, entities_changes_collected
 from apps.entities.loaders import source_column, upsert_rows
 from apps.entities.models import Client, Project
 from apps.entities.resolution import entity_merge
@@ -106,64 +110,127 @@ def process_delivery(delivery_id: int) -> DeliveryResult:
     delivery = claim(delivery_id)
     if delivery is None:
         return DeliveryResult("skipped")
-    held = WebhookDelivery.objects.filter(
-        pk=delivery.pk, status=Status.PROCESSING, attempts=delivery.attempts
-    )
+    return _process_claimed(delivery)
+
+
+def _held(delivery: WebhookDelivery) -> models.QuerySet[WebhookDelivery]:
+    """The row while this attempt still holds it (the fence)."""
+    held = WebhookDelivery.objects.filter(pk=delivery.pk, status=Status.PROCESSING)
+    return held.filter(attempts=delivery.attempts)
+
+
+def _process_claimed(delivery: WebhookDelivery, prepared: Prepared | None = None) -> DeliveryResult:
     try:
-        counts = _process(delivery)
+        counts = _process(delivery, prepared)
     except LeaseLost:
         return DeliveryResult("skipped", error="lease lost to a newer attempt")
     except RateBudgetDeferred as exc:
-        # Not a failure: nothing was asked upstream. The attempt is given back, so a long spent budget
-        # cannot use up the row's attempts; the task re-queues itself for when the budget allows a call.
-        held.update(
-            status=Status.RECEIVED,
-            attempts=F("attempts") - 1,
-            status_changed_at=timezone.now(),
-            error=f"deferred {exc.retry_after or 0:.1f} s: rate budget spent",
-        )
-        return DeliveryResult("deferred", deferred=float(exc.retry_after or 0.0))
+        return _deferred(delivery, exc)
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-        held.update(status=Status.FAILED, error=error, status_changed_at=timezone.now())
-        retry = not isinstance(exc, PERMANENT) and delivery.attempts < MAX_ATTEMPTS
-        after = exc.retry_after if isinstance(exc, Transient) else None
-        logger.warning("webhook delivery %s failed (attempt %s): %s", delivery.pk, delivery.attempts, error)
-        return DeliveryResult("failed", retry=retry, error=error, retry_after=after)
+        return _failed(delivery, exc)
     return DeliveryResult("processed", counts=counts)
 
 
-def _process(delivery: WebhookDelivery) -> dict[str, int]:
-    connection = delivery.connection
-    kind = get_kind(connection)
+def _deferred(delivery: WebhookDelivery, exc: RateBudgetDeferred) -> DeliveryResult:
+    # Not a failure: nothing was asked upstream. The attempt is given back, so a long spent budget
+    # cannot use up the row's attempts; the task re-queues the delivery for when the budget allows a call.
+    _held(delivery).update(
+        status=Status.RECEIVED,
+        attempts=F("attempts") - 1,
+        status_changed_at=timezone.now(),
+        error=f"deferred {exc.retry_after or 0:.1f} s: rate budget spent",
+    )
+    return DeliveryResult("deferred", deferred=float(exc.retry_after or 0.0))
+
+
+def _failed(delivery: WebhookDelivery, exc: Exception) -> DeliveryResult:
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    _held(delivery).update(status=Status.FAILED, error=error, status_changed_at=timezone.now())
+    retry = not isinstance(exc, PERMANENT) and delivery.attempts < MAX_ATTEMPTS
+    after = exc.retry_after if isinstance(exc, Transient) else None
+    logger.warning("webhook delivery %s failed (attempt %s): %s", delivery.pk, delivery.attempts, error)
+    return DeliveryResult("failed", retry=retry, error=error, retry_after=after)
+
+
+@dataclass
+class Prepared:
+    """A claimed delivery's events, read from its body (no upstream call, no database write yet)."""
+
+    delivery: WebhookDelivery
+    kind: ConnectorKind
+    by_stream: dict[str, list[Hint]]
+    ignored: dict[str, int]
+
+    @property
+    def asked(self) -> dict[str, set[str]]:
+        """Per stream, the ids whose current record is read upstream."""
+        wanted = {
+            name: {h.external_id for h in hints if h.op in FETCHED and h.data is None}
+            for name, hints in self.by_stream.items()
+        }
+        return {name: ids for name, ids in wanted.items() if ids}
+
+    def finish(self, now: dt.datetime) -> Callable[[dict[str, int]], None]:
+        """Mark the row processed, inside the applying transaction, while this attempt still holds it."""
+
+        def finish(counts: dict[str, int]) -> None:
+            finished = _held(self.delivery).update(
+                status=Status.PROCESSED,
+                processed_at=now,
+                status_changed_at=now,
+                error="",
+                summary=self.summary(counts),
+            )
+            if not finished:
+                raise LeaseLost(self.delivery.pk)  # rolls back this attempt's writes: the newer one applies
+            self.kind.after_webhook(self.delivery)
+
+        return finish
+
+    def summary(self, counts: dict[str, int]) -> dict[str, Any]:
+        return {**counts, "ignored": sum(self.ignored.values()), "ignored_types": self.ignored}
+
+    def result_counts(self, counts: dict[str, int]) -> dict[str, int]:
+        # merged/ignored only when there were any: most kinds' deliveries never have them.
+        counts = dict(counts)
+        if not counts.get("merged"):
+            counts.pop("merged", None)
+        if self.ignored:
+            counts["ignored"] = sum(self.ignored.values())
+        return counts
+
+
+def prepare(delivery: WebhookDelivery, kind: ConnectorKind | None = None) -> Prepared:
+    kind = kind or get_kind(delivery.connection)
     payload = schemes.decode(bytes(delivery.body))
-    parsed = kind.webhook_events(payload, connection.options or {}, delivery.headers or {})
-    hints = parsed.hints
+    parsed = kind.webhook_events(payload, delivery.connection.options or {}, delivery.headers or {})
     by_stream: dict[str, list[Hint]] = defaultdict(list)
-    for hint in hints:
+    for hint in parsed.hints:
         by_stream[hint.stream].append(hint)
-    streams = {name: kind.stream(name) for name in by_stream}
+    for name in by_stream:
+        kind.stream(name)  # an unknown stream fails this delivery here, before anything is read or written
+    return Prepared(delivery, kind, dict(by_stream), parsed.ignored)
+
+
+def _process(delivery: WebhookDelivery, prepared: Prepared | None = None) -> dict[str, int]:
+    p = prepared or prepare(delivery)
     # Upstream calls happen before the transaction: no database locks are held while we wait on a vendor.
-    fetched = _fetch(kind, streams, by_stream)
+    fetched = _fetch(p.kind, p.by_stream)
     now = timezone.now()
-    ignored = parsed.ignored
+    counts = apply_changes(
+        delivery.connection, p.kind, p.by_stream, fetched, now, trigger="webhook", finish=p.finish(now)
+    )
+    return p.result_counts(counts)
 
-    def finish(counts: dict[str, int]) -> None:
-        summary = {**counts, "ignored": sum(ignored.values()), "ignored_types": ignored}
-        finished = WebhookDelivery.objects.filter(
-            pk=delivery.pk, status=Status.PROCESSING, attempts=delivery.attempts
-        ).update(status=Status.PROCESSED, processed_at=now, status_changed_at=now, error="", summary=summary)
-        if not finished:
-            raise LeaseLost(delivery.pk)  # rolls back this attempt's writes: the newer attempt applies them
-        kind.after_webhook(delivery)
 
-    counts = apply_changes(connection, kind, dict(by_stream), fetched, now, trigger="webhook", finish=finish)
-    # merged/ignored only when there were any: most kinds' deliveries never have them.
-    if not counts.get("merged"):
-        counts.pop("merged", None)
-    if ignored:
-        counts["ignored"] = sum(ignored.values())
-    return counts
+def _new_counts(by_stream: dict[str, list[Hint]]) -> dict[str, int]:
+    return {
+        "hints": sum(len(h) for h in by_stream.values()),
+        "changed": 0,
+        "tombstoned": 0,
+        "quarantined": 0,
+        "merged": 0,
+    }
 
 
 def apply_changes(
@@ -178,22 +245,9 @@ def apply_changes(
 ) -> dict[str, int]:
     """Apply hints and the records fetched for them in one transaction: version-guarded upserts, tombstones,
     merges, links, the rules told; ``finish(counts)`` runs last inside the same transaction."""
-    counts = {
-        "hints": sum(len(h) for h in by_stream.values()),
-        "changed": 0,
-        "tombstoned": 0,
-        "quarantined": 0,
-        "merged": 0,
-    }
-    with transaction.atomic():
-        changes: dict[str, set[int]] = {}
-        for name, stream_hints in by_stream.items():
-            stream = kind.stream(name)
-            changed = _apply(connection, stream, stream_hints, fetched.get(name, []), now, counts)
-            changed |= _merge(connection, stream, stream_hints, now, counts)
-            if changed:
-                changes.setdefault(stream.entity, set()).update(changed)
-        counts["changed"] = sum(len(ids) for ids in changes.values())
+    counts = _new_counts(by_stream)
+    with transaction.atomic(), entities_changes_collected(trigger=trigger):
+        changes = _apply_streams(connection, kind, by_stream, fetched, now, counts)
         # A repeat or an older version changed nothing: nothing new to link or evaluate.
         entities_changed_publish(changes, trigger=trigger)
         if finish is not None:
@@ -201,9 +255,27 @@ def apply_changes(
     return counts
 
 
-def _fetch(
-    kind: ConnectorKind, streams: dict[str, Stream], by_stream: dict[str, list[Hint]]
-) -> dict[str, list[dict[str, Any]]]:
+def _apply_streams(
+    connection: Connection,
+    kind: ConnectorKind,
+    by_stream: dict[str, list[Hint]],
+    fetched: dict[str, list[dict[str, Any]]],
+    now: dt.datetime,
+    counts: dict[str, int],
+) -> dict[str, set[int]]:
+    """Every stream's upserts, tombstones and merges (in the caller's transaction); the changed ids."""
+    changes: dict[str, set[int]] = {}
+    for name, stream_hints in by_stream.items():
+        stream = kind.stream(name)
+        changed = _apply(connection, stream, stream_hints, fetched.get(name, []), now, counts)
+        changed |= _merge(connection, stream, stream_hints, now, counts)
+        if changed:
+            changes.setdefault(stream.entity, set()).update(changed)
+    counts["changed"] = sum(len(ids) for ids in changes.values())
+    return changes
+
+
+def _fetch(kind: ConnectorKind, by_stream: dict[str, list[Hint]]) -> dict[str, list[dict[str, Any]]]:
     wanted = {
         name: sorted({h.external_id for h in hints if h.op in FETCHED and h.data is None})
         for name, hints in by_stream.items()
@@ -217,10 +289,197 @@ def _fetch(
         for name, ids in wanted.items():
             # Where the vendor scopes a record under a parent (Procore: its project), the event says which.
             scopes = {h.external_id: h.scope for h in by_stream[name] if h.scope}
-            fetched[name] = kind.fetch_records(client, streams[name], ids, scopes)
+            fetched[name] = kind.fetch_records(client, kind.stream(name), ids, scopes)
         return fetched
     finally:
         client.close()
+
+
+# ---- batches ---------------------------------------------------------------------------------------------
+#
+# A burst (100 deliveries a second) is drained in batches: the task of one delivery also claims the other
+# deliveries of its connection that wait untouched, reads their records upstream in one round of calls and
+# applies them in one transaction, a savepoint each, with one linking, one marking for the rules and one
+# "processed" statement. Every guarantee of a single delivery holds for each: its own claim, attempt and
+# fence (the rows still held are locked first, for the whole transaction: a lease lost before that skips
+# that delivery only, and none can be lost after), its own failure recorded and retried, a spent rate
+# budget deferring it without spending its attempt. Their own task messages then find them taken and skip.
+
+_CLAIM_BATCH = """
+    WITH mine AS (
+        UPDATE {table} SET status = 'processing', attempts = attempts + 1, status_changed_at = %(now)s,
+                           error = ''
+         WHERE id = %(id)s AND status IN ('received', 'failed') AND attempts < %(max)s
+        RETURNING id, attempts
+    ), mates AS (
+        UPDATE {table} SET status = 'processing', attempts = attempts + 1, status_changed_at = %(now)s
+         WHERE id IN (
+            SELECT id FROM {table}
+             WHERE connection_id = (SELECT connection_id FROM {table} WHERE id = %(id)s)
+               AND status = 'received' AND error = '' AND attempts < %(max)s AND id <> %(id)s
+               AND %(more)s > 0 AND NOT EXISTS (SELECT FROM mine WHERE mine.attempts > 1)
+             ORDER BY id LIMIT %(more)s FOR UPDATE SKIP LOCKED)
+        RETURNING id
+    )
+    SELECT id FROM mine UNION ALL SELECT id FROM mates
+"""
+
+
+def batch_size() -> int:
+    return max(1, int(settings.FULCRUM.get("WEBHOOK_BATCH_SIZE", 50)))
+
+
+def claim_batch(delivery_id: int, limit: int) -> list[WebhookDelivery]:
+    """Claim ``delivery_id`` as :func:`claim` does, and up to ``limit - 1`` deliveries of its connection
+    that wait untouched (received, never tried: not a deferred or re-queued one, which has its own timing),
+    oldest first, skipping rows someone else is taking. A retry (the delivery failed before) is claimed
+    alone: a delivery that failed a batch once does not take others down with it again. The claimed rows,
+    oldest first; ``delivery_id`` is among them only if it was claimed."""
+    sql = _CLAIM_BATCH.format(table=db.ops.quote_name(WebhookDelivery._meta.db_table))
+    params: dict[str, Any] = {
+        "id": delivery_id,
+        "now": timezone.now(),
+        "max": MAX_ATTEMPTS,
+        "more": max(0, limit - 1),
+    }
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [pk for (pk,) in cursor.fetchall()]
+    if not ids:
+        return []
+    return list(WebhookDelivery.objects.select_related("connection").filter(pk__in=ids).order_by("pk"))
+
+
+def process_deliveries(delivery_id: int, *, limit: int | None = None) -> dict[int, DeliveryResult]:
+    """Process ``delivery_id`` together with up to ``limit - 1`` waiting deliveries of its connection
+    (``WEBHOOK_BATCH_SIZE``); the outcome of each delivery claimed, and ``delivery_id``'s ("skipped" when
+    someone else had it). Never raises for the deliveries' own failures (they are recorded)."""
+    claimed = claim_batch(delivery_id, batch_size() if limit is None else limit)
+    results: dict[int, DeliveryResult] = {}
+    if delivery_id not in {d.pk for d in claimed}:
+        results[delivery_id] = DeliveryResult("skipped")
+    if len(claimed) == 1:
+        results[claimed[0].pk] = _process_claimed(claimed[0])
+    elif claimed:
+        results.update(_process_batch(claimed))
+    return results
+
+
+def _process_batch(deliveries: list[WebhookDelivery]) -> dict[int, DeliveryResult]:
+    results: dict[int, DeliveryResult] = {}
+    kind = get_kind(deliveries[0].connection)
+    batch: list[Prepared] = []
+    for delivery in deliveries:
+        try:
+            batch.append(prepare(delivery, kind))
+        except Exception as exc:  # a malformed body, an unknown stream: this delivery's own failure
+            results[delivery.pk] = _failed(delivery, exc)
+    try:
+        fetched = _fetch(kind, _joined([p.by_stream for p in batch]))
+    except RateBudgetDeferred as exc:
+        results.update({p.delivery.pk: _deferred(p.delivery, exc) for p in batch})
+        return results
+    except Transient as exc:
+        # The vendor's fault (a timeout, a 5xx, a 429), not one delivery's: each is failed and retried on
+        # its own backoff (alone: a retry is not batched), rather than asked again here one by one.
+        results.update({p.delivery.pk: _failed(p.delivery, exc) for p in batch})
+        return results
+    except Exception:
+        # A refusal may be one delivery's doing (an id the vendor rejects): each on its own finds out.
+        logger.info("a batch's upstream read failed; processing its %d deliveries one by one", len(batch))
+        results.update({p.delivery.pk: _process_claimed(p.delivery, p) for p in batch})
+        return results
+
+    now = timezone.now()
+    failures: dict[int, Exception] = {}
+    done: dict[int, DeliveryResult] = {}
+    summaries: dict[int, dict[str, Any]] = {}
+    try:
+        with transaction.atomic(), entities_changes_collected(trigger="webhook"):
+            # The fence, taken once for the batch: the rows this attempt still holds, locked until commit
+            # (the sweeper skips locked rows, so none of them can be given to a newer attempt meanwhile).
+            held = _lock_held([p.delivery for p in batch])
+            changes: dict[str, set[int]] = {}
+            for p in batch:
+                if p.delivery.pk not in held:
+                    done[p.delivery.pk] = DeliveryResult("skipped", error="lease lost to a newer attempt")
+                    continue
+                counts = _new_counts(p.by_stream)
+                mine = _records_for(p, fetched)
+                try:
+                    with transaction.atomic(), entities_changes_collected(trigger="webhook"):
+                        changed = _apply_streams(p.delivery.connection, kind, p.by_stream, mine, now, counts)
+                        kind.after_webhook(p.delivery)
+                except Exception as exc:
+                    failures[p.delivery.pk] = exc
+                    continue
+                for key, ids in changed.items():
+                    changes.setdefault(key, set()).update(ids)
+                summaries[p.delivery.pk] = p.summary(counts)
+                done[p.delivery.pk] = DeliveryResult("processed", counts=p.result_counts(counts))
+            # One linking, and one marking for the rules when the scope ends (a merge's publish joins it).
+            entities_changed_publish(changes, trigger="webhook")
+            _finish_many(summaries)
+    except Exception:
+        # Linking or marking failed, so nothing of the batch was applied: each on its own, as a single
+        # delivery is processed (a new read upstream: the one above may be stale by now).
+        logger.warning("a batch of %d webhook deliveries failed; one by one", len(batch), exc_info=True)
+        results.update({p.delivery.pk: _process_claimed(p.delivery, p) for p in batch})
+        return results
+    results.update(done)
+    by_pk = {p.delivery.pk: p.delivery for p in batch}
+    for pk, failure in failures.items():
+        results[pk] = _failed(by_pk[pk], failure)
+    return results
+
+
+def _lock_held(deliveries: list[WebhookDelivery]) -> set[int]:
+    """Lock the rows still held by the attempts that claimed them; their ids."""
+    rows = WebhookDelivery.objects.select_for_update().filter(status=Status.PROCESSING)
+    held = Q()
+    for delivery in deliveries:
+        held |= Q(pk=delivery.pk, attempts=delivery.attempts)
+    return set(rows.filter(held).order_by("pk").values_list("pk", flat=True))
+
+
+_FINISH_MANY = """
+    UPDATE {table} d SET status = 'processed', processed_at = clock_timestamp(),
+                         status_changed_at = clock_timestamp(), error = '', summary = v.summary
+      FROM unnest(%s::bigint[], %s::jsonb[]) AS v(id, summary)
+     WHERE d.id = v.id AND d.status = 'processing'
+"""
+
+
+def _finish_many(summaries: dict[int, dict[str, Any]]) -> None:
+    """Mark the applied deliveries processed, with their summaries, in one statement (their rows are
+    locked by ``_lock_held``: still this attempt's). ``processed_at`` is the statement's time, just before
+    the batch commits."""
+    if not summaries:
+        return
+    sql = _FINISH_MANY.format(table=db.ops.quote_name(WebhookDelivery._meta.db_table))
+    ids = sorted(summaries)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [ids, [json.dumps(summaries[pk]) for pk in ids]])
+        if cursor.rowcount != len(ids):
+            raise LeaseLost(ids)  # cannot happen with the rows locked; the whole batch then goes one by one
+
+
+def _joined(all_hints: list[dict[str, list[Hint]]]) -> dict[str, list[Hint]]:
+    joined: dict[str, list[Hint]] = defaultdict(list)
+    for by_stream in all_hints:
+        for name, hints in by_stream.items():
+            joined[name] += hints
+    return dict(joined)
+
+
+def _records_for(p: Prepared, fetched: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The records read for the batch that this delivery asked for (each delivery applies, and counts as
+    gone, exactly what it would have read alone)."""
+    mine: dict[str, list[dict[str, Any]]] = {}
+    for name, ids in p.asked.items():
+        stream = p.kind.stream(name)
+        mine[name] = [doc for doc in fetched.get(name, []) if str(stream.record_id(doc)) in ids]
+    return mine
 
 
 def _apply(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from celery import shared_task
 
 from apps.connectors import ratelimit
 from apps.errors import configured_backoff
 
-from .processing import MAX_ATTEMPTS, process_delivery, sweep
+from .processing import MAX_ATTEMPTS, DeliveryResult, process_deliveries, sweep
 
 logger = logging.getLogger(__name__)
 
@@ -25,25 +26,53 @@ RETRY_AFTER_CAP = 300.0
 # acks_late: a worker that dies mid-task leaves the message to be redelivered; processing is idempotent
 # (a fenced claim, version-guarded upserts) and the sweeper re-queues a row whose lease ran out (a
 # SIGKILLed worker's message waits in Redis until the visibility timeout, far too long).
+# One task drains a batch: its delivery and the others of the connection waiting untouched (``processing``:
+# "batches"). The others' own messages then find them taken and skip; what a batch leaves to do for one
+# of them (a retry, a deferral) is queued here for that delivery, as its own task would have.
 @shared_task(bind=True, acks_late=True, max_retries=MAX_ATTEMPTS - 1, ignore_result=True)
 def process_webhook_delivery(self, delivery_id: int, deferrals: int = 0) -> str:  # type: ignore[no-untyped-def]
     ratelimit.take_deferral()  # a previous task's, in this process
     with ratelimit.deferring():
-        outcome = process_delivery(delivery_id)
+        outcomes = process_deliveries(delivery_id)
     ratelimit.take_deferral()
+    outcome = outcomes.pop(delivery_id)
+    for other_id, other in outcomes.items():
+        _follow_up(other_id, other)
+    batch = f" (+{len(outcomes)} in its batch)" if outcomes else ""
     if outcome.status == "deferred":
         # The shared budget is spent: a new message for when it refills, carrying the retry count as it
         # is (``self.retry`` would spend one), so this worker's slot goes to the work behind it.
-        countdown = math.ceil(outcome.deferred * 10) / 10
+        countdown = _countdown(outcome)
         options = {"countdown": countdown, "retries": self.request.retries}  # send_task's own options
         process_webhook_delivery.apply_async((delivery_id,), {"deferrals": deferrals + 1}, **options)
-        return f"webhook delivery {delivery_id}: rate budget spent, deferred {countdown:g} s"
+        return f"webhook delivery {delivery_id}: rate budget spent, deferred {countdown:g} s{batch}"
     if outcome.retry and self.request.retries < self.max_retries:
         wait = configured_backoff(
             "WEBHOOK", self.request.retries, retry_after=outcome.retry_after, longest=RETRY_AFTER_CAP
         )
         raise self.retry(countdown=wait)
-    return f"webhook delivery {delivery_id}: {outcome.status} {outcome.counts or outcome.error}".rstrip()
+    said = f"{outcome.status} {outcome.counts or outcome.error}".rstrip()
+    return f"webhook delivery {delivery_id}: {said}{batch}"
+
+
+def _countdown(outcome: DeliveryResult) -> float:
+    return math.ceil(outcome.deferred * 10) / 10
+
+
+def _follow_up(delivery_id: int, outcome: DeliveryResult) -> None:
+    """A batch mate's deferral or retry, queued as its own task would have queued it (a mate is a delivery
+    never tried before, so its message carried no retries and no deferrals). A broker that is down only
+    delays it: the row is received or failed, and the sweeper finds it."""
+    try:
+        if outcome.status == "deferred":
+            options: dict[str, Any] = {"countdown": _countdown(outcome), "retries": 0, "retry": False}
+            process_webhook_delivery.apply_async((delivery_id,), {"deferrals": 1}, **options)
+        elif outcome.retry:
+            wait = configured_backoff("WEBHOOK", 0, retry_after=outcome.retry_after, longest=RETRY_AFTER_CAP)
+            options = {"countdown": wait, "retries": 1, "retry": False}  # send_task's own options
+            process_webhook_delivery.apply_async((delivery_id,), **options)
+    except Exception:
+        logger.warning("could not queue webhook delivery %s; the sweeper will", delivery_id, exc_info=True)
 
 
 @shared_task(acks_late=True, ignore_result=True)

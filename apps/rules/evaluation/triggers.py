@@ -145,37 +145,53 @@ def on_entities_changed(changes: dict[str, set[int]], trigger: str = "sync") -> 
 
 # A subject already waiting is not queued twice; it takes the latest trigger, and one that a flush holds
 # is released from its claim, so the flush evaluating it (perhaps from data older than this change) does
-# not delete the mark. A failed subject's retry time (claimed_until without a claim) is kept. Rows are
-# locked in subject order (and types in sorted order) as the flush's deletes are, so the two cannot
-# deadlock.
-_PENDING_INSERT = """
+# not delete the mark. A failed subject's retry time (claimed_until without a claim) is kept.
+# One statement for every subject type, its rows locked in (subject type, subject id) order: two
+# transactions marking overlapping subjects then wait for each other in the same order and cannot deadlock
+# (one insert per type, or per call, let a transaction hold a later row while waiting for an earlier one:
+# a writer marking twice in one transaction collects its changes, ``entities_changes_collected``). The
+# flush never waits on a row a marker holds (``SKIP LOCKED`` everywhere it locks), so it closes no cycle.
+_PENDING_ROWS = """
     INSERT INTO rules_pendingevaluation AS p (subject_type, subject_id, trigger, queued_at, attempts)
-    SELECT %s, id, %s, now(), 0 FROM unnest(%s::bigint[]) AS id ORDER BY id
+    SELECT s.subject_type, s.subject_id, %s, now(), 0
+      FROM unnest(%s::text[], %s::bigint[]) AS s(subject_type, subject_id)
+     ORDER BY s.subject_type COLLATE "C", s.subject_id
+"""
+_PENDING_INSERT = (
+    _PENDING_ROWS
+    + """
     ON CONFLICT (subject_type, subject_id) DO UPDATE
        SET trigger = EXCLUDED.trigger, claim = NULL,
            claimed_until = CASE WHEN p.claim IS NULL THEN p.claimed_until END
 """
+)
 
 
 # Marks that must not override a waiting subject's trigger (data quality's findings follow the change
 # that marked it): a subject already waiting keeps its row as it is.
-_PENDING_INSERT_KEEP = """
-    INSERT INTO rules_pendingevaluation AS p (subject_type, subject_id, trigger, queued_at, attempts)
-    SELECT %s, id, %s, now(), 0 FROM unnest(%s::bigint[]) AS id ORDER BY id
-    ON CONFLICT (subject_type, subject_id) DO NOTHING
-"""
+_PENDING_INSERT_KEEP = _PENDING_ROWS + "    ON CONFLICT (subject_type, subject_id) DO NOTHING\n"
 
 
 def pending_add(subjects: dict[str, set[int]], trigger: str, *, keep: bool = False) -> int:
-    """Queue subjects for evaluation (one row per subject, however often it is marked); subjects marked.
-    ``keep``: a subject already waiting keeps its trigger and claim."""
+    """Queue subjects for evaluation (one row per subject, however often it is marked), in one ordered
+    statement; returns the subjects marked. ``keep``: a subject already waiting keeps its trigger and
+    claim."""
+    types: list[str] = []
+    ids: list[str] = []
     marked = 0
-    statement = _PENDING_INSERT_KEEP if keep else _PENDING_INSERT
-    with connection.cursor() as cursor:
-        for subject_type, ids in sorted(subjects.items()):
-            if ids:
-                cursor.execute(statement, [subject_type, trigger, id_array(ids)])
-                marked += len(ids)
+    for subject_type, subject_ids in subjects.items():
+        if subject_ids:
+            unique = set(subject_ids)  # a row twice in one statement is an error for ON CONFLICT DO UPDATE
+            types.append(",".join([subject_type] * len(unique)))  # identifiers: no quoting needed
+            ids.append(id_array(unique)[1:-1])
+            marked += len(unique)
+    if marked:
+        # Array literals, not lists: psycopg's list adapter quotes each element in Python (``id_array``).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _PENDING_INSERT_KEEP if keep else _PENDING_INSERT,
+                [trigger, "{" + ",".join(types) + "}", "{" + ",".join(ids) + "}"],
+            )
     return marked
 
 
@@ -225,7 +241,12 @@ _CLAIM = """
                    ORDER BY queued_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
     RETURNING subject_type, subject_id, trigger
 """
-_RENEW = "UPDATE rules_pendingevaluation SET claimed_until = now() + %(lease)s WHERE claim = %(claim)s"
+# Renew and release skip rows locked by a marker: it is releasing them from this claim anyway (it sets
+# ``claim`` to NULL). Waiting on them while holding the rows already renewed could deadlock with it.
+_RENEW = """
+    UPDATE rules_pendingevaluation SET claimed_until = now() + %(lease)s
+     WHERE id IN (SELECT id FROM rules_pendingevaluation WHERE claim = %(claim)s FOR UPDATE SKIP LOCKED)
+"""
 # Rows being marked again right now are skipped: the marker releases them from the claim (re-queued).
 _HELD = """
     SELECT id FROM rules_pendingevaluation
@@ -240,7 +261,10 @@ _FAILED = f"""
            claimed_until = now() + make_interval(mins => least(power(2, attempts)::int, 60))
      WHERE id IN ({_HELD})
 """  # noqa: S608 - constants only
-_RELEASE = "UPDATE rules_pendingevaluation SET claim = NULL, claimed_until = NULL WHERE claim = %(claim)s"
+_RELEASE = """
+    UPDATE rules_pendingevaluation SET claim = NULL, claimed_until = NULL
+     WHERE id IN (SELECT id FROM rules_pendingevaluation WHERE claim = %(claim)s FOR UPDATE SKIP LOCKED)
+"""
 
 
 def pending_flush(*, evaluate: Callable[..., object], limit: int = 5_000) -> dict[str, int]:
