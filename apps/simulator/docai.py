@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import weakref
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -157,8 +158,20 @@ def analyze_result(
     }
 
 
+# An analysis, once made, is what the tool read off the document: later edits of the change order it names
+# do not change it. Made on the company's first request, then kept for the company's life.
+_ANALYSES: weakref.WeakKeyDictionary[Company, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
 def documents(company: Company) -> list[dict[str, Any]]:
     """Every analysis the tool holds, oldest first: the planted ones, then a few ordinary ones."""
+    with company.lock:
+        if company not in _ANALYSES:
+            _ANALYSES[company] = _analyse(company)
+        return _ANALYSES[company]
+
+
+def _analyse(company: Company) -> list[dict[str, Any]]:
     projects = {p.name: p for p in company.pc_projects.values()}
     vendors = sorted(company.pc_vendors.values(), key=lambda v: v.id)
     by_project: dict[int, list[Any]] = {}
@@ -186,7 +199,8 @@ def documents(company: Company) -> list[dict[str, Any]]:
         co_number = ""
         if planted.co_amount:
             cents = int(Decimal(planted.co_amount) * 100)
-            co_number = next(co.number for co in by_project[project.id] if co.grand_total == cents)
+            # "" if the change order was edited before the tool first read the document.
+            co_number = next((co.number for co in by_project[project.id] if co.grand_total == cents), "")
         result = analyze_result(
             kind=planted.kind, amount=planted.amount, confidence=planted.confidence, vendor=vendor,
             customer=client_of.get(planted.project, ""), project_ref=project.project_number,

@@ -2,13 +2,18 @@
 
 A rule matches a request by ``path_prefix`` (on the path) and/or ``regex`` (searched in path + query) and an
 optional ``method``.  It lets ``skip`` matching requests through, then fires ``count`` times (None = forever).
+A ``rate_limit`` rule with a ``window`` is a vendor's rate-limit window instead: from the first request it
+fires on, it answers every matching request with 429 and the same reset (``window`` seconds after that
+request) until the reset passes, then lets requests through (still bounded by ``count``).
 The first rule that matches and still has budget fires; one fault per request.  ``/_sim/`` is never faulted.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -27,6 +32,8 @@ class FaultRule:
     status: int = 500  # kind "status"
     body: Any = None  # kind "status" / "rate_limit": JSON body (default: the vendor's error shape)
     retry_after: int = 1  # kind "rate_limit": Retry-After seconds
+    window: float | None = None  # kind "rate_limit": seconds of 429s with one reset (set on first firing)
+    resets_at: float | None = None  # the window's reset (epoch seconds)
     seconds: float = 5.0  # kind "delay"
     fired: int = 0
     seen: int = 0
@@ -36,6 +43,17 @@ class FaultRule:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {', '.join(KINDS)}")
         if self.regex is not None:
             re.compile(self.regex)
+        if self.window is not None and self.kind != "rate_limit":
+            raise ValueError("window applies to rate_limit faults only")
+
+    def reset_at(self, now: float) -> int:
+        """A rate-limit fault's reset, in whole epoch seconds: its window's, or ``retry_after`` from now."""
+        return int(now) + self.retry_after if self.resets_at is None else math.ceil(self.resets_at)
+
+    def _spent(self, now: float) -> bool:
+        if self.count is not None and self.fired >= self.count:
+            return True
+        return self.resets_at is not None and now >= self.resets_at
 
     def matches(self, method: str, path: str, path_with_query: str) -> bool:
         if self.method is not None and self.method.upper() != method.upper():
@@ -83,9 +101,10 @@ class FaultPlan:
 
     def match(self, method: str, path: str, path_with_query: str) -> FaultRule | None:
         """The rule that fires for this request (its counters are consumed atomically), or None."""
+        now = time.time()
         with self._lock:
             for rule in self._rules:
-                if rule.count is not None and rule.fired >= rule.count:
+                if rule._spent(now):
                     continue
                 if not rule.matches(method, path, path_with_query):
                     continue
@@ -93,6 +112,8 @@ class FaultPlan:
                 if rule.seen <= rule.skip:
                     continue
                 rule.fired += 1
+                if rule.window is not None and rule.resets_at is None:
+                    rule.resets_at = now + rule.window
                 return rule
         return None
 

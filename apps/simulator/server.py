@@ -64,7 +64,7 @@ def _vendor_fault_body(path: str, rule: FaultRule) -> tuple[Any, list[tuple[str,
     if path.startswith("/rest/"):
         if limited:
             # Procore documents no Retry-After on 429: the reset time is in X-Rate-Limit-Reset.
-            reset = int(time.time()) + rule.retry_after
+            reset = rule.reset_at(time.time())
             return {"errors": "Rate limit exceeded"}, [
                 ("X-Rate-Limit-Limit", "3600"),
                 ("X-Rate-Limit-Remaining", "0"),
@@ -176,7 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
                 default_body, headers_out = _vendor_fault_body(parts.path, rule)
                 status = 429 if rule.kind == "rate_limit" else rule.status
                 if rule.kind == "rate_limit" and not parts.path.startswith("/rest/"):
-                    headers_out.append(("Retry-After", str(rule.retry_after)))
+                    now = time.time()
+                    headers_out.append(("Retry-After", str(max(1, rule.reset_at(now) - int(now)))))
                 self._send(
                     json_response(status, rule.body if rule.body is not None else default_body, headers_out)
                 )

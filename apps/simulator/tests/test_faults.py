@@ -125,3 +125,23 @@ def test_counters_are_thread_safe() -> None:
     assert sum(1 for f in fired if f is not None) == 100
     with pytest.raises(ValueError):
         FaultRule(kind="nope")
+
+
+def test_rate_limit_window_answers_429_until_its_one_reset(fresh: Client) -> None:
+    """A rate-limit window is how Procore's limits behave (developers.procore.com/documentation/rate-limiting:
+    the spike limit's window resets at X-Rate-Limit-Reset): every call inside the window gets 429 with the
+    same reset, and the first call after it goes through."""
+    fresh.server.faults.add("rate_limit", path_prefix="/rest/", window=1.5, count=None)
+    first = fresh.procore("GET", COS)
+    second = fresh.procore("GET", COS)
+    assert first.status_code == second.status_code == 429
+    reset = int(first.headers["X-Rate-Limit-Reset"])
+    assert second.headers["X-Rate-Limit-Reset"] == str(reset)
+    assert time.time() < reset <= time.time() + 2.5
+    time.sleep(max(0.0, reset - time.time()) + 0.05)
+    assert fresh.procore("GET", COS).status_code == 200
+
+
+def test_rate_limit_window_is_only_for_rate_limits() -> None:
+    with pytest.raises(ValueError, match="window"):
+        FaultRule(kind="status", window=2.0)
