@@ -131,7 +131,7 @@ def _loose(kind: str, unit: str, label: str) -> Shape:
 def _decimal(value: object) -> Decimal | None:
     kind = type(value)
     if kind is Decimal:  # the usual reading and threshold, first (the same as the general path below)
-        return value if value.is_finite() else None  # type: ignore[attr-defined]
+        return value if value.is_finite() else None  # type: ignore[attr-defined,return-value]
     if kind is int:
         return Decimal(value)  # type: ignore[arg-type]
     if value is None or isinstance(value, bool) or value == "":
