@@ -64,9 +64,59 @@ def shape_of(fact: Fact | Shape | str | None = None, kind: str = "", unit: str =
             label = attribute.replace("_", " ").capitalize()
             return _loose(kind, unit, label)
     if isinstance(fact, Fact):
-        choices = tuple(zip(fact.choices, fact.choice_words, strict=True))
-        return Shape(fact.type, fact.unit, fact.unit_words, fact.label, fact.says, choices, fact.counted)
+        return _fact_shape(fact)
     return _loose(kind, unit, "")
+
+
+# Fact id -> (the fact, its shape). A Fact is frozen, so its shape never changes; the fact is kept beside
+# it so that an id reused after an operator-defined fact was replaced cannot match. Every value a trace
+# explains and every sentence of a summary asks for its fact's shape (a first run traces 33k pairs).
+_SHAPES: dict[int, tuple[Fact, Shape]] = {}
+
+
+def _fact_shape(fact: Fact) -> Shape:
+    cached = _SHAPES.get(id(fact))
+    if cached is not None and cached[0] is fact:
+        return cached[1]
+    choices = tuple(zip(fact.choices, fact.choice_words, strict=True))
+    shape = Shape(fact.type, fact.unit, fact.unit_words, fact.label, fact.says, choices, fact.counted)
+    if len(_SHAPES) > 1024:  # custom facts re-installed many times over: start again
+        _SHAPES.clear()
+    _SHAPES[id(fact)] = (fact, shape)
+    return shape
+
+
+# Texts already made: (function, shape id, op, expected, actual, result) keys -> (shape, text). Every text
+# here is a pure function of its arguments, and a trace asks for the same ones again and again: a fact's
+# reading once for the explanation and once for the summary of the same evaluation, a rule's threshold for
+# every subject, "Change order status is pending" for thousands of them (a first run of 50 rules traces 33k
+# pairs). The shape is kept with its text, so its id cannot be reused while the key exists.
+_MADE: dict[tuple[Any, ...], tuple[Shape, str]] = {}
+_MADE_LIMIT: Final = 20_000
+# Values a text may be remembered by: their type and themselves, or their exact text where two equal
+# values can read differently (Decimal("-0") == Decimal("0"); 1.0 == 1).
+_BY_VALUE: Final = (str, int, bool, type(None))
+_BY_TEXT: Final = (Decimal, float, date)
+
+
+class _Unkeyed(Exception):
+    """A value a text is not remembered by (lists, other types): the text is made afresh."""
+
+
+def _key(value: object) -> tuple[type, object]:
+    kind = type(value)
+    if kind in _BY_VALUE:
+        return kind, value
+    if kind in _BY_TEXT:
+        return kind, str(value)
+    raise _Unkeyed
+
+
+def _remember(key: tuple[Any, ...], shape: Shape, text: str) -> str:
+    if len(_MADE) >= _MADE_LIMIT:
+        _MADE.clear()
+    _MADE[key] = (shape, text)
+    return text
 
 
 def _loose(kind: str, unit: str, label: str) -> Shape:
@@ -79,6 +129,11 @@ def _loose(kind: str, unit: str, label: str) -> Shape:
 
 
 def _decimal(value: object) -> Decimal | None:
+    kind = type(value)
+    if kind is Decimal:  # the usual reading and threshold, first (the same as the general path below)
+        return value if value.is_finite() else None  # type: ignore[attr-defined,return-value]
+    if kind is int:
+        return Decimal(value)  # type: ignore[arg-type]
     if value is None or isinstance(value, bool) or value == "":
         return None
     try:
@@ -88,8 +143,12 @@ def _decimal(value: object) -> Decimal | None:
     return number if number.is_finite() else None
 
 
+_QUANTA: Final = tuple(Decimal(1).scaleb(-places) for places in range(_MAX_PLACES + 1))
+
+
 def _rounded(number: Decimal, places: int) -> Decimal:
-    return number.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    quantum = _QUANTA[places] if 0 <= places <= _MAX_PLACES else Decimal(1).scaleb(-places)
+    return number.quantize(quantum, rounding=ROUND_HALF_UP)
 
 
 def _grouped(number: Decimal, places: int) -> str:
@@ -176,11 +235,13 @@ def reading_places(actual: Decimal, shape: Shape, op: str = "", expected: object
         places = _places_of(actual)
     if not op or expected is None:
         return places
+    exact = max(places, _places_of(actual))
+    if exact <= places:  # no more decimals than shown: the shown number is the number
+        return places
     numbers = _expected_numbers(expected, shape)
     truth = _holds(op, actual, numbers)
     if truth is None:
         return places
-    exact = max(places, _places_of(actual))
     while places < min(exact, _MAX_PLACES):
         if _holds(op, _rounded(actual, places), numbers) == truth:
             return places
@@ -200,6 +261,15 @@ def reading(
     """A fact's value as read: ``$49,999.99``, ``11.99%``, ``1 day``, ``yes``, ``no data``. With ``op`` and
     ``expected`` (the rule's threshold), precise enough that the shown comparison is true."""
     shape = shape_of(fact, kind, unit)
+    try:
+        key = ("reading", id(shape), op, _key(expected), _key(value))
+    except _Unkeyed:
+        return _reading(value, shape, op, expected)
+    made = _MADE.get(key)
+    return made[1] if made is not None else _remember(key, shape, _reading(value, shape, op, expected))
+
+
+def _reading(value: object, shape: Shape, op: str, expected: object) -> str:
     if value is None or value == "":
         return NO_DATA
     if isinstance(value, list | tuple):
@@ -223,6 +293,15 @@ def reading(
 def written(value: object, fact: Fact | Shape | str | None = None, *, kind: str = "", unit: str = "") -> str:
     """A rule's value as written, in its unit: ``12%``, ``$50,000.00``, ``60 days``, ``yes``."""
     shape = shape_of(fact, kind, unit)
+    try:
+        key = ("written", id(shape), _key(value))
+    except _Unkeyed:
+        return _written(value, shape)
+    made = _MADE.get(key)
+    return made[1] if made is not None else _remember(key, shape, _written(value, shape))
+
+
+def _written(value: object, shape: Shape) -> str:
     if value is None or value == "":
         return NO_DATA
     if isinstance(value, list | tuple):
@@ -286,6 +365,17 @@ def sentence(
     as the evaluator recorded it (``true``, ``false``, ``unknown``, ``error``; a reason such as
     ``stale`` also reads as unknown)."""
     shape = shape_of(fact, kind, unit)
+    try:
+        key = ("sentence", id(shape), op, _key(expected), _key(actual), result)
+    except _Unkeyed:
+        return _sentence(shape, op, expected, actual, result)
+    made = _MADE.get(key)
+    if made is not None:
+        return made[1]
+    return _remember(key, shape, _sentence(shape, op, expected, actual, result))
+
+
+def _sentence(shape: Shape, op: str, expected: object, actual: object, result: str) -> str:
     label = shape.label or "The value"
     if result not in ("true", "false"):
         if result == "stale":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -229,7 +230,21 @@ def _query(subject_type: str, filtered: bool, *, custom: bool = True) -> str:
     return wrap_query(base, subject_type, filtered, ordered=True)
 
 
+# An aggregate's restriction to the subjects' projects or clients (``AND <key> IN (SELECT … FROM scope…)``):
+# what keeps a few subjects from paying for every project's aggregates. Over every subject it restricts
+# nothing (each aggregate is joined to its project or client by key), so the unfiltered query leaves it out
+# and PostgreSQL aggregates the tables straight, without the semi-joins against the scope.
+_SCOPED = re.compile(
+    r"\s+AND\s+(?:[\w.]+|COALESCE\([^()]*\))\s+IN\s+\(SELECT \w+ FROM scope(?:_projects|_clients)?\)"
+)
+
+
 def _builtin_query(subject_type: str, filtered: bool) -> str:
+    query = _scoped_query(subject_type, filtered)
+    return query if filtered else _SCOPED.sub("", query)
+
+
+def _scoped_query(subject_type: str, filtered: bool) -> str:
     where = "AND t.id = ANY(%(ids)s)" if filtered else ""
     if subject_type == "change_order":
         scope = f"""scope AS (SELECT t.id, t.project_id FROM entities_changeorder t

@@ -201,6 +201,39 @@ def test_bulk_and_single_paths_agree():
         assert context("change_order", subject_id) == values
 
 
+def test_every_subject_type_gets_the_same_facts_over_everything_as_one_by_one():
+    """The query over every subject leaves out the aggregates' restriction to the subjects' projects and
+    clients (it restricts nothing there); the facts must be those of the per-subject query, including
+    for subjects next to deleted ones, projects without change orders and records of other clients."""
+    from apps.quality.models import Finding
+    from tests.factories import DocumentFactory
+
+    lively, quiet = ProjectFactory(), ProjectFactory(contract_value=None)
+    gone = ProjectFactory(deleted_at=NOW)
+    for i, project in enumerate((lively, quiet, gone)):
+        FinancialLineFactory(project=project, kind="invoice", amount=Decimal(1000 + i), balance=Decimal(5),
+                             due_date=days(3))  # fmt: skip
+        FinancialLineFactory(project=project, kind="bill", amount=Decimal(700 + i))
+        MilestoneFactory(project=project, due_date=days(i + 2), completed_date=None if i else days(1))
+        SubmittalFactory(project=project, due_date=days(4), returned_date=None)
+    recent = NOW - dt.timedelta(days=2)
+    ChangeOrderFactory(project=lively, amount=Decimal("60000.00"), created_upstream_at=recent)
+    ChangeOrderFactory(project=lively, amount=Decimal("10.00"), deleted_at=NOW)
+    co = ChangeOrderFactory(project=gone, amount=Decimal("5.00"))
+    DocumentFactory(project=lively, change_order=co, amount=Decimal("7.00"), confidence=0.5)
+    DocumentFactory(client=quiet.client, confidence=0.99)
+    Finding.objects.create(
+        key="f", kind="missing_field", check_name="f", severity="error", subject_type="change_order",
+        subject_id=co.pk, first_seen=NOW, last_seen=NOW,
+    )  # fmt: skip
+    for subject_type in ("change_order", "project", "client", "submittal", "document"):
+        every = {c.subject_id: c.values for c in compute_contexts(subject_type, None, now=NOW)}
+        assert every, subject_type
+        one_by_one = {c.subject_id: c.values for c in compute_contexts(subject_type, sorted(every), now=NOW)}
+        assert every == one_by_one, subject_type
+    assert gone.pk not in {c.subject_id for c in compute_contexts("project", None, now=NOW)}
+
+
 def test_deleted_subjects_are_not_evaluated():
     co = ChangeOrderFactory(deleted_at=NOW)
     assert list(compute_contexts("change_order", [co.pk], now=NOW)) == []
