@@ -280,7 +280,7 @@ def pushes(model: RiskModel, snapshot: object, *, top: int = 3) -> list[dict[str
         label = shape_of(name).label or name
         entry = raw.get(name)
         shown = (
-            "no value"
+            "has no value"
             if c.feature.endswith(MISSING)
             else written(entry.get("value") if isinstance(entry, Mapping) else c.value, name)
         )

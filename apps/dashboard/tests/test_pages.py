@@ -160,7 +160,7 @@ def test_a_usable_learned_risk_model_ranks_above_severity(client, executive):
     assert 'project.margin_pct</th><td class="num">-1.25</td><td>no, lowers it' in body
     # Each row says which facts pushed its project up or down (no margin synced: the gap itself does).
     assert (
-        '<span class="sub risk-why" title="facts that pushed the learned risk">Margin no value ↑</span>'
+        '<span class="sub risk-why" title="facts that pushed the learned risk">Margin has no value ↑</span>'
         in body
     )
     _risk_model(n_samples=400)  # a newer model whose scores are not stored yet: no stale ranking

@@ -596,4 +596,4 @@ def test_the_escalation_page_explains_the_learned_risk_of_its_project(client, ex
     client.force_login(executive)
     body = client.get(reverse("escalation-detail", args=[escalation.pk])).content.decode()
     assert 'id="learned-risk"' in body and "risk model v1" in body
-    assert "Margin no value: pushes it up ↑" in body and 'href="/learning/model/"' in body
+    assert "Margin has no value: pushes it up ↑" in body and 'href="/learning/model/"' in body
