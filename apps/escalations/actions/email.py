@@ -150,6 +150,13 @@ def send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
         },
     )
     message.attach_alternative(html, "text/html")
+    deliver_message(message)
+    return {"to": delivery.target}
+
+
+def deliver_message(message: EmailMessage) -> None:
+    """``send`` it, an SMTP failure said in the outbox's terms: a refused recipient or a 5xx reply is
+    ``Permanent`` (the row is dead at once), a 4xx reply, a timeout or a lost connection ``Transient``."""
     try:
         send(message)
     except smtplib.SMTPRecipientsRefused as exc:
@@ -160,7 +167,6 @@ def send_mail(delivery: Delivery, subject: str, text: str, html: str) -> dict:
         raise Transient(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from exc
     except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
         raise Transient(f"SMTP: {exc}") from exc
-    return {"to": delivery.target}
 
 
 class EscalationEmail(Action):

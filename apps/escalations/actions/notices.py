@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import smtplib
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 
-from apps.errors import Permanent, Transient
 from apps.rules.engine.wording import why
 
 from ..models import Delivery, DigestItem, Escalation, EscalationEvent
 from .base import Action
-from .email import send, send_mail
+from .email import deliver_message, send_mail
 
 if TYPE_CHECKING:
     from ..preferences import Preferences
@@ -123,10 +121,5 @@ class Digest(Action):
             headers={"Message-ID": f"<digest-{delivery.pk}@fulcrum>", "X-Fulcrum-Digest": str(delivery.pk)},
         )
         message.attach_alternative(render_to_string("escalations/email/digest.html", context), "text/html")
-        try:
-            send(message)
-        except smtplib.SMTPRecipientsRefused as exc:
-            raise Permanent(f"recipient refused: {exc.recipients}") from exc
-        except (TimeoutError, smtplib.SMTPException, ConnectionError) as exc:
-            raise Transient(f"SMTP: {exc}") from exc
+        deliver_message(message)
         return {"to": delivery.target, "escalations": [e.pk for e, _ in escalations], "updates": updates}

@@ -200,6 +200,9 @@ def test_a_temporary_smtp_refusal_is_retried_and_a_permanent_one_is_dead(monkeyp
     assert delivery_attempt(permanent.pk) == "dead"
     permanent.refresh_from_db()
     assert "SMTP 554" in permanent.last_error
+    # A digest is an email like the others: the same refusal is as final for it.
+    digest = _delivery(make_escalation(), action="digest", target="x@y.test")
+    assert delivery_attempt(digest.pk) == "dead"
 
 
 @pytest.fixture
