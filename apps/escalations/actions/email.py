@@ -169,6 +169,12 @@ def deliver_message(message: EmailMessage) -> None:
         raise Transient(f"SMTP: {exc}") from exc
 
 
+def group_addresses(**group: Any) -> list[str]:
+    """The email addresses of a group's active members (``groups__name=…`` or ``groups__id=…``), sorted."""
+    users = get_user_model().objects.filter(is_active=True, **group).exclude(email="")
+    return sorted(set(users.values_list("email", flat=True)))
+
+
 class EscalationEmail(Action):
     """The escalation email, with its explanation and signed links."""
 
@@ -210,8 +216,7 @@ class EmailExecutives(EscalationEmail):
     policy_target = PolicyLevel.Target.EXECUTIVES
 
     def targets(self, escalations: Sequence[Escalation]) -> list[list[str]]:
-        users = get_user_model().objects.filter(groups__name=EXECUTIVES, is_active=True).exclude(email="")
-        emails = sorted({email for email in users.values_list("email", flat=True)})
+        emails = group_addresses(groups__name=EXECUTIVES)
         return [list(emails) for _ in escalations]
 
     def digest_period(self, escalation: Escalation, person: Preferences, new: bool) -> dt.timedelta | None:
@@ -232,10 +237,7 @@ class EmailGroup(EscalationEmail):
     policy_target = PolicyLevel.Target.GROUP
 
     def level_targets(self, escalation: Escalation, level: dict[str, Any]) -> list[str]:
-        users = (
-            get_user_model().objects.filter(groups__id=level["group_id"], is_active=True).exclude(email="")
-        )
-        return sorted({u.email for u in users})
+        return group_addresses(groups__id=level["group_id"])
 
 
 class EmailAddress(EscalationEmail):
