@@ -21,7 +21,7 @@ from apps.audit.services import Actor, audit_append_many, audit_record
 from apps.bulk import copy_rows
 from apps.entities.models import ChangeOrder, Client, Document, Project, Submittal
 
-from .actions import targets_for
+from .actions import no_target_words, targets_for
 from .delivery import decision_write_back, stakeholders_notify
 from .models import Escalation, EscalationEvent
 from .refire import open_escalations
@@ -423,7 +423,7 @@ def actions_plan(items: Sequence[tuple[Escalation, Sequence[str]]]) -> list[Plan
             found = targets[(index, action)]
             if not found:
                 skipped.append(
-                    (escalation, "action_skipped", f"{action}: no target", None, {"action": action})
+                    (escalation, "action_skipped", no_target_words(action), None, {"action": action})
                 )
             notices.extend(
                 Notice(action, target, f"esc{escalation.pk}:{action}:{target}"[:120]) for target in found

@@ -77,6 +77,14 @@ def queue_for(name: str) -> str:
     return action.queue if action else "delivery"
 
 
+def no_target_words(name: object) -> str:
+    """Why an action was skipped, as the escalation's timeline says it: ``Email to the account manager: no
+    one to send it to``, ``Note in CRM: no record to write it to``."""
+    action = find(name)
+    why = "no one to send it to" if action is None or action.reaches_person else "no record to write it to"
+    return f"{action_words(name)}: {why}"
+
+
 def action_words(name: object) -> str:
     """``note_crm`` → ``Note in CRM``."""
     action = find(name)

@@ -322,6 +322,8 @@ def test_opening_a_batch_gives_what_one_at_a_time_gives(noisy, monkeypatch):
     assert reasons == {"capped", "digest", "quiet_hours"}
     assert any("cooldown until" in suppressed for _, _, suppressed, *_ in batch["decisions"])
     assert any(kind == "action_skipped" for _, kind, *_ in batch["events"])
+    skipped = EscalationEvent.objects.filter(kind="action_skipped").values_list("note", flat=True)
+    assert "Email to the account manager: no one to send it to" in set(skipped)
     assert any(action == "digest" for _, _, action, *_ in batch["deliveries"])
     assert batch["dispatched"], "rows due now (critical email to executives bypasses quiet hours)"
     # The frozen policy's first step, to the microsecond: two business hours after opening.
