@@ -9,7 +9,7 @@ below 12%``, ``the client missed its last milestone``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -86,7 +86,7 @@ def _fact_shape(fact: Fact) -> Shape:
     return shape
 
 
-# Texts already made: (function, shape id, op, expected, actual, result) keys -> (shape, text). Every text
+# Texts already made: (function, shape id, its other arguments) keys -> (shape, text). Every text
 # here is a pure function of its arguments, and a trace asks for the same ones again and again: a fact's
 # reading once for the explanation and once for the summary of the same evaluation, a rule's threshold for
 # every subject, "Change order status is pending" for thousands of them (a first run of 50 rules traces 33k
@@ -112,7 +112,16 @@ def _key(value: object) -> tuple[type, object]:
     raise _Unkeyed
 
 
-def _remember(key: tuple[Any, ...], shape: Shape, text: str) -> str:
+def _made(make: Callable[..., str], shape: Shape, *args: object) -> str:
+    """``make(shape, *args)``, remembered by the shape and the arguments (made afresh for unkeyed ones)."""
+    try:
+        key = (make, id(shape), *map(_key, args))
+    except _Unkeyed:
+        return make(shape, *args)
+    made = _MADE.get(key)
+    if made is not None:
+        return made[1]
+    text = make(shape, *args)
     if len(_MADE) >= _MADE_LIMIT:
         _MADE.clear()
     _MADE[key] = (shape, text)
@@ -260,16 +269,10 @@ def reading(
 ) -> str:
     """A fact's value as read: ``$49,999.99``, ``11.99%``, ``1 day``, ``yes``, ``no data``. With ``op`` and
     ``expected`` (the rule's threshold), precise enough that the shown comparison is true."""
-    shape = shape_of(fact, kind, unit)
-    try:
-        key = ("reading", id(shape), op, _key(expected), _key(value))
-    except _Unkeyed:
-        return _reading(value, shape, op, expected)
-    made = _MADE.get(key)
-    return made[1] if made is not None else _remember(key, shape, _reading(value, shape, op, expected))
+    return _made(_reading, shape_of(fact, kind, unit), value, op, expected)
 
 
-def _reading(value: object, shape: Shape, op: str, expected: object) -> str:
+def _reading(shape: Shape, value: object, op: str, expected: object) -> str:
     if value is None or value == "":
         return NO_DATA
     if isinstance(value, list | tuple):
@@ -292,16 +295,10 @@ def _reading(value: object, shape: Shape, op: str, expected: object) -> str:
 
 def written(value: object, fact: Fact | Shape | str | None = None, *, kind: str = "", unit: str = "") -> str:
     """A rule's value as written, in its unit: ``12%``, ``$50,000.00``, ``60 days``, ``yes``."""
-    shape = shape_of(fact, kind, unit)
-    try:
-        key = ("written", id(shape), _key(value))
-    except _Unkeyed:
-        return _written(value, shape)
-    made = _MADE.get(key)
-    return made[1] if made is not None else _remember(key, shape, _written(value, shape))
+    return _made(_written, shape_of(fact, kind, unit), value)
 
 
-def _written(value: object, shape: Shape) -> str:
+def _written(shape: Shape, value: object) -> str:
     if value is None or value == "":
         return NO_DATA
     if isinstance(value, list | tuple):
@@ -364,15 +361,7 @@ def sentence(
     """One condition as a sentence: ``Margin 9.0% is below 12%``. ``result`` is the condition's result
     as the evaluator recorded it (``true``, ``false``, ``unknown``, ``error``; a reason such as
     ``stale`` also reads as unknown)."""
-    shape = shape_of(fact, kind, unit)
-    try:
-        key = ("sentence", id(shape), op, _key(expected), _key(actual), result)
-    except _Unkeyed:
-        return _sentence(shape, op, expected, actual, result)
-    made = _MADE.get(key)
-    if made is not None:
-        return made[1]
-    return _remember(key, shape, _sentence(shape, op, expected, actual, result))
+    return _made(_sentence, shape_of(fact, kind, unit), op, expected, actual, result)
 
 
 def _sentence(shape: Shape, op: str, expected: object, actual: object, result: str) -> str:
