@@ -163,10 +163,8 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
         result = str(node.get("result") or "")
         reason = str(node.get("reason") or "")
         said = "stale" if reason == "stale" else result
-        sentence = "" if not fact else wording.sentence(shape, op, expected, actual, said)
-        expected_text = "" if not fact else wording.written(expected, shape)
-        actual_text = "" if not fact else wording.reading(actual, shape, op=op, expected=expected)
         other = node.get("other")
+        sentence = expected_text = actual_text = ""
         if fact and isinstance(other, str) and other:
             # A fact compared with another fact: ``expected`` is the other fact's value.
             found = facts.get(other)
@@ -175,8 +173,11 @@ def explanation_rows(evidence: Any) -> list[dict[str, Any]]:
                 other, str(other_meta.get("type") or ""), str(other_meta.get("unit") or "")
             )
             sentence = wording.pair_sentence(shape, op, other_shape, actual, expected, said)
-            expected_text = wording.pair_threshold(shape, op, other_shape, actual, expected)
-            actual_text = wording.pair_readings(shape, op, other_shape, actual, expected)[0]
+            actual_text, expected_text = wording.pair_shown(shape, op, other_shape, actual, expected)
+        elif fact:
+            sentence = wording.sentence(shape, op, expected, actual, said)
+            expected_text = wording.written(expected, shape)
+            actual_text = wording.reading(actual, shape, op=op, expected=expected)
         rows.append(
             {
                 "depth": path.count("["),

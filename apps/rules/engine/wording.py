@@ -604,8 +604,7 @@ def conditions(evidence: object) -> list[Condition]:
                 other, str(other_meta.get("type") or ""), str(other_meta.get("unit") or "")
             )
             said_text = pair_sentence(shape, op, other_shape, actual, expected, said)
-            threshold = pair_threshold(shape, op, other_shape, actual, expected)
-            shown = pair_readings(shape, op, other_shape, actual, expected)[0]
+            shown, threshold = pair_shown(shape, op, other_shape, actual, expected)
         else:
             threshold = written(expected, shape)
             shown = reading(actual, shape, op=op, expected=expected)
@@ -647,10 +646,11 @@ def pair_readings(
     )
 
 
-def pair_threshold(shape: Shape, op: str, other: Shape, actual: object, expected: object) -> str:
-    """The threshold of a fact compared with another fact: that fact and its value, read as the first
-    fact's value is (``Income to date ($100,000.00)``)."""
-    return f"{other.label or 'The other value'} ({pair_readings(shape, op, other, actual, expected)[1]})"
+def pair_shown(shape: Shape, op: str, other: Shape, actual: object, expected: object) -> tuple[str, str]:
+    """A fact compared with another fact, as a table row shows it: its value, and as the threshold the
+    other fact with its value, read alike (``$120,000.00``, ``Income to date ($100,000.00)``)."""
+    left, right = pair_readings(shape, op, other, actual, expected)
+    return left, f"{other.label or 'The other value'} ({right})"
 
 
 def pair_sentence(shape: Shape, op: str, other: Shape, actual: object, expected: object, result: str) -> str:
