@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from django.db import connection, models
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 
 M = TypeVar("M", bound=models.Model)
 
@@ -172,3 +174,29 @@ def lz4_columns(table: str, *columns: str) -> Any:
         lambda apps, schema_editor: alter(schema_editor, "default"),
         elidable=False,
     )
+
+
+def stored_maker(model: type[M], alias: str) -> Callable[..., M]:
+    """Instances of rows this process has just stored (``COPY``), from their attributes' values as keyword
+    arguments (``rule_version_id=…``), marked as loaded from ``alias``. Without ``Model.__init__`` when
+    nobody listens to the model's init signals: ``__init__`` with keyword arguments costs more than the rest
+    of recording a batch's rows (the audit's entries, the rules' matched decisions); with a listener, through
+    it, so the listener sees every instance."""
+    if pre_init.has_listeners(model) or post_init.has_listeners(model):
+
+        def init(**values: Any) -> M:
+            instance = model(**values)
+            instance._state.adding, instance._state.db = False, alias
+            return instance
+
+        return init
+    new = model.__new__
+
+    def make(**values: Any) -> M:
+        instance = new(model)
+        state = ModelState()
+        state.adding, state.db = False, alias
+        instance.__dict__.update(values, _state=state)
+        return instance
+
+    return make

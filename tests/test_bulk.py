@@ -168,3 +168,37 @@ def test_fewer_collections_raises_the_thresholds_and_the_last_user_restores_them
     thread.join()
     assert seen[0][0] >= 40_000 and seen[1] == seen[0]
     assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["without __init__", "with an init listener"])
+def test_a_stored_instance_is_the_one_init_builds(listened):
+    """``stored_maker`` (the audit's entries, the rules' matched decisions): every field loaded, nothing
+    deferred to a query, not "adding", the same values as the ordinary constructor; a model with an init
+    listener is built through ``__init__``, so the listener sees it."""
+    from django.db.models.signals import post_init
+
+    from apps.bulk import stored_maker
+    from apps.rules.models import Decision, RuleVersion
+
+    seen = []
+
+    def listener(sender, instance, **kwargs):
+        seen.append(instance)
+
+    at = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    values = {
+        "id": 11, "subject_type": "change_order", "subject_id": 5, "outcome": "matched", "trigger": "manual",
+        "evaluated_at": at, "facts": {"a": 1}, "explanation": {"b": 2}, "summary": "s", "suppressed": "",
+    }  # fmt: skip
+    if listened:
+        post_init.connect(listener, sender=Decision)
+    try:
+        made = stored_maker(Decision, "default")(rule_version_id=7, escalation_id=None, **values)
+    finally:
+        post_init.disconnect(listener, sender=Decision)
+    built = Decision(rule_version=RuleVersion(pk=7, number=3), **values)
+    assert seen == ([made] if listened else [])
+    assert made.get_deferred_fields() == set()
+    assert not made._state.adding and made._state.db == "default"
+    for f in Decision._meta.concrete_fields:
+        assert getattr(made, f.attname) == getattr(built, f.attname), f.attname

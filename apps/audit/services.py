@@ -19,9 +19,9 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import DataError, connection, transaction
-from django.db.models.base import ModelState
-from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
+
+from apps.bulk import stored_maker
 
 from .models import AuditEntry
 
@@ -221,7 +221,6 @@ _NEXT_SQL = (
     "SELECT (SELECT hash FROM audit_auditentry ORDER BY id DESC LIMIT 1), "
     "ARRAY(SELECT nextval(pg_get_serial_sequence('audit_auditentry', 'id')) FROM generate_series(1, %s))"
 )
-_FIELD_NAMES = [f.attname for f in AuditEntry._meta.concrete_fields]
 
 
 @transaction.atomic
@@ -272,7 +271,7 @@ def _append(items: list[dict[str, Any]], actor: Actor, *, entries: bool = True) 
         head = f"\t{now_iso}\t{_copy_text(actor_name)}\t{user}\t"
         built: list[AuditEntry] = []
         lines: list[str] = []
-        loaded = _entry_maker(alias) if entries else None
+        loaded = stored_maker(AuditEntry, alias) if entries else None
         # Rows go out in small chunks, so the server inserts and indexes them while the next ones
         # are prepared here (a failure inside the block aborts the COPY; atomic() rolls back).
         with connection.wrap_database_errors, cursor.cursor.copy(_COPY_SQL) as copy:
@@ -298,40 +297,24 @@ def _append(items: list[dict[str, Any]], actor: Actor, *, entries: bool = True) 
                     copy.write("".join(lines))
                     lines.clear()
                 if loaded is not None:
-                    values = (
-                        pk,
-                        now,
-                        actor_name,
-                        actor_id,
-                        action,
-                        object_type,
-                        object_id,
-                        value,
-                        prev,
-                        digest,
+                    built.append(
+                        loaded(
+                            id=pk,
+                            created_at=now,
+                            actor=actor_name,
+                            actor_user_id=actor_id,
+                            action=action,
+                            object_type=object_type,
+                            object_id=object_id,
+                            data=value,
+                            prev_hash=prev,
+                            hash=digest,
+                        )
                     )
-                    built.append(loaded(values))
                 prev = digest
             if lines:
                 copy.write("".join(lines))
     return built
-
-
-def _entry_maker(alias: str) -> Callable[[tuple[Any, ...]], AuditEntry]:
-    """``AuditEntry.from_db(alias, fields, values)``, without Model.__init__ when nobody listens to its
-    init signals (a fifth of the cost of an append went into building the returned instances)."""
-    if pre_init.has_listeners(AuditEntry) or post_init.has_listeners(AuditEntry):
-        return functools.partial(AuditEntry.from_db, alias, _FIELD_NAMES)
-    new, names = AuditEntry.__new__, _FIELD_NAMES
-
-    def make(values: tuple[Any, ...]) -> AuditEntry:
-        entry = new(AuditEntry)
-        state = ModelState()
-        state.adding, state.db = False, alias
-        entry.__dict__.update(zip(names, values, strict=True), _state=state)
-        return entry
-
-    return make
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -10,20 +10,18 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Max, Model
-from django.db.models.base import ModelState
-from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from apps.audit.models import canonical_json
 from apps.audit.services import Actor, RawJSON, audit_record
-from apps.bulk import reserve_ids
+from apps.bulk import reserve_ids, stored_maker
 from apps.rules.engine.durations import parse_duration
 from apps.rules.engine.evaluator import CompiledCondition, Evaluation, Verdict, compile_condition
 from apps.rules.engine.ruleset import dump_rules, parse_rules, rule_from_dict
@@ -343,32 +341,6 @@ def decide(
     return Decided(subject_type, evaluated, states, suppressed, acting)
 
 
-def _decision_maker(alias: str) -> Callable[..., Decision]:
-    """A stored match's ``Decision`` instance from its field values (every concrete field given, the
-    version cached as ``rule_version``), without ``Model.__init__`` when nobody listens to its init
-    signals: a first run of 50 rules builds 17k of them, and ``__init__`` with keyword arguments cost
-    more than the rest of recording them."""
-    if pre_init.has_listeners(Decision) or post_init.has_listeners(Decision):
-
-        def init(*, version: RuleVersion, **values: Any) -> Decision:
-            decision = Decision(rule_version=version, escalation_id=None, **values)
-            decision._state.adding, decision._state.db = False, alias
-            return decision
-
-        return init
-    new = Decision.__new__
-
-    def make(*, version: RuleVersion, **values: Any) -> Decision:
-        decision = new(Decision)
-        state = ModelState()
-        state.adding, state.db = False, alias
-        state.fields_cache["rule_version"] = version
-        decision.__dict__.update(values, rule_version_id=version.pk, escalation_id=None, _state=state)
-        return decision
-
-    return make
-
-
 # A match's decision, given the escalation it is filed under when the caller already knows it
 # ((rule id, subject id) → (escalation id, reason shown as ``suppressed``)).
 Links = dict[tuple[int, int], tuple[int, str]]
@@ -418,7 +390,7 @@ def decisions_record(
     changed_states: list[tuple[int, int, str]] = []
     outcomes = report.outcomes
     explain = json.JSONEncoder(separators=(",", ":"), default=DjangoJSONEncoder().default).encode
-    make_decision = _decision_maker(connection.alias)
+    make_decision = stored_maker(Decision, connection.alias)
     with connection.cursor() as cursor:
         ids = iter(reserve_ids("rules_decision", sum(len(evaluations) for _, evaluations in evaluated)))
         # The decisions stream into PostgreSQL while the rest of the batch is evaluated: it parses their
@@ -463,7 +435,8 @@ def decisions_record(
                     if snapshot_json is None:
                         snapshot_json = context.snapshot_json()
                     decision = make_decision(
-                        version=version,
+                        rule_version_id=version.pk,
+                        escalation_id=None,
                         id=pk,
                         subject_type=subject_type,
                         subject_id=context.subject_id,
@@ -475,6 +448,7 @@ def decisions_record(
                         summary=trace["summary"],
                         suppressed=suppressed.get(key, ""),
                     )
+                    decision._state.fields_cache["rule_version"] = version
                     link = links.get(key)
                     if link is not None:
                         decision.escalation_id, decision.suppressed = link

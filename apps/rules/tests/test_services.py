@@ -343,23 +343,3 @@ def test_eight_concurrent_evaluations_of_one_subject_make_one_escalation():
     assert escalation.fire_count == 8
     assert escalation.deliveries.count() == 2
     assert Decision.objects.filter(outcome="matched").count() == 8
-
-
-def test_a_recorded_decision_without_init_is_the_instance_init_builds():
-    """decisions_record builds match decisions without Model.__init__: every field loaded (nothing deferred
-    to a query), the version cached, the same values as the ordinary constructor."""
-    from apps.rules.evaluation.services import _decision_maker
-
-    version = RuleVersion(pk=7, number=3)
-    at = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
-    values = {
-        "id": 11, "subject_type": "change_order", "subject_id": 5, "outcome": "matched", "trigger": "manual",
-        "evaluated_at": at, "facts": {"a": 1}, "explanation": {"b": 2}, "summary": "s", "suppressed": "",
-    }  # fmt: skip
-    made = _decision_maker("default")(version=version, **values)
-    built = Decision(rule_version=version, **values)
-    assert made.get_deferred_fields() == set()
-    assert made.rule_version is version and made.escalation_id is None
-    assert not made._state.adding and made._state.db == "default"
-    for f in Decision._meta.concrete_fields:
-        assert getattr(made, f.attname) == getattr(built, f.attname), f.attname
