@@ -654,7 +654,6 @@ def sync_connection(
             changes[stream.entity] = changed
         else:
             changes[stream.entity] |= changed
-        del changed
         if run.status != SyncRun.Status.SUCCEEDED:
             break
         # A table is analysed once its last stream is done, before the streams after it: children join

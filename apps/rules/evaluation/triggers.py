@@ -15,8 +15,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from redis.exceptions import RedisError
 
+from apps.bulk import array_literal, id_array
 from apps.connectors.ratelimit import redis_client
-from apps.entities.linking import id_array
 from apps.entities.models import Document
 
 logger = logging.getLogger(__name__)
@@ -177,22 +177,18 @@ def pending_add(subjects: dict[str, set[int]], trigger: str, *, keep: bool = Fal
     statement; returns the subjects marked. ``keep``: a subject already waiting keeps its trigger and
     claim."""
     types: list[str] = []
-    ids: list[str] = []
-    marked = 0
+    ids: list[int] = []
     for subject_type, subject_ids in subjects.items():
-        if subject_ids:
-            unique = set(subject_ids)  # a row twice in one statement is an error for ON CONFLICT DO UPDATE
-            types.append(",".join([subject_type] * len(unique)))  # identifiers: no quoting needed
-            ids.append(id_array(unique)[1:-1])
-            marked += len(unique)
-    if marked:
-        # Array literals, not lists: psycopg's list adapter quotes each element in Python (``id_array``).
+        unique = set(subject_ids)  # a row twice in one statement is an error for ON CONFLICT DO UPDATE
+        types += [subject_type] * len(unique)
+        ids += unique
+    if ids:
         with connection.cursor() as cursor:
             cursor.execute(
                 _PENDING_INSERT_KEEP if keep else _PENDING_INSERT,
-                [trigger, "{" + ",".join(types) + "}", "{" + ",".join(ids) + "}"],
+                [trigger, array_literal(types), array_literal(ids)],  # the statement orders the rows
             )
-    return marked
+    return len(ids)
 
 
 _FLUSH_KEY = "fulcrum:rules:flush-scheduled"
