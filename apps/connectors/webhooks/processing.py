@@ -95,22 +95,16 @@ class DeliveryResult:
 
 
 def claim(delivery_id: int) -> WebhookDelivery | None:
-    """Take the row for processing (received/failed → processing) unless someone else has it."""
-    now = timezone.now()
-    taken = WebhookDelivery.objects.filter(
-        pk=delivery_id, status__in=[Status.RECEIVED, Status.FAILED], attempts__lt=MAX_ATTEMPTS
-    ).update(status=Status.PROCESSING, attempts=F("attempts") + 1, status_changed_at=now, error="")
-    if not taken:
-        return None
-    return WebhookDelivery.objects.select_related("connection").get(pk=delivery_id)
+    """Take the row for processing (received/failed → processing) unless someone else has it: a batch
+    of one (``claim_batch``)."""
+    claimed = claim_batch(delivery_id, 1)
+    return claimed[0] if claimed else None
 
 
 def process_delivery(delivery_id: int) -> DeliveryResult:
-    """Process one stored delivery; never raises for the delivery's own failures (they are recorded)."""
-    delivery = claim(delivery_id)
-    if delivery is None:
-        return DeliveryResult("skipped")
-    return _process_claimed(delivery)
+    """Process one stored delivery alone; never raises for the delivery's own failures (they are
+    recorded). The task processes a batch (``process_deliveries``)."""
+    return process_deliveries(delivery_id, limit=1)[delivery_id]
 
 
 def _held(delivery: WebhookDelivery) -> models.QuerySet[WebhookDelivery]:
@@ -163,12 +157,7 @@ class Prepared:
 
     @property
     def asked(self) -> dict[str, set[str]]:
-        """Per stream, the ids whose current record is read upstream."""
-        wanted = {
-            name: {h.external_id for h in hints if h.op in FETCHED and h.data is None}
-            for name, hints in self.by_stream.items()
-        }
-        return {name: ids for name, ids in wanted.items() if ids}
+        return _asked(self.by_stream)
 
     def finish(self, now: dt.datetime) -> Callable[[dict[str, int]], None]:
         """Mark the row processed, inside the applying transaction, while this attempt still holds it."""
@@ -275,12 +264,17 @@ def _apply_streams(
     return changes
 
 
-def _fetch(kind: ConnectorKind, by_stream: dict[str, list[Hint]]) -> dict[str, list[dict[str, Any]]]:
+def _asked(by_stream: dict[str, list[Hint]]) -> dict[str, set[str]]:
+    """Per stream, the ids whose current record is read upstream (the events that carry no record)."""
     wanted = {
-        name: sorted({h.external_id for h in hints if h.op in FETCHED and h.data is None})
+        name: {h.external_id for h in hints if h.op in FETCHED and h.data is None}
         for name, hints in by_stream.items()
     }
-    wanted = {name: ids for name, ids in wanted.items() if ids}
+    return {name: ids for name, ids in wanted.items() if ids}
+
+
+def _fetch(kind: ConnectorKind, by_stream: dict[str, list[Hint]]) -> dict[str, list[dict[str, Any]]]:
+    wanted = {name: sorted(ids) for name, ids in _asked(by_stream).items()}
     if not wanted:
         return {}
     client = kind.client()
