@@ -136,7 +136,7 @@ class CustomFactForm(forms.ModelForm):
         current = self.instance.current if self.instance.pk else None
         if current is not None:
             spec = current.spec
-            self.initial.setdefault("label", spec.get("label") or self.instance.label)
+            self.initial.setdefault("label", spec.get("label", ""))
             for name in (
                 "type",
                 "unit",
@@ -202,7 +202,7 @@ class CustomFactAdmin(admin.ModelAdmin):
     list_display = ("name", "label", "subject_type", "version", "meaning", "updated_at")
     list_select_related = ("current",)
     list_filter = ("subject_type",)
-    search_fields = ("key", "label")
+    search_fields = ("key", "current__spec__label")
     change_form_template = "admin/rules/customfact/change_form.html"
     fieldsets = [
         (None, {"fields": ["key", "label", "subject_type", "type", "unit", "description", "kind"]}),
@@ -258,7 +258,6 @@ class CustomFactAdmin(admin.ModelAdmin):
         version = custom_fact_save(spec=form.spec, actor=request.user)
         saved = version.fact
         obj.pk, obj.key, obj.subject_type, obj.current = saved.pk, saved.key, saved.subject_type, version
-        obj.label = saved.label
         obj._state.adding = False
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:

@@ -361,11 +361,6 @@ class CustomFact(models.Model):
     Key, subject type, type and unit never change (rules that read the fact were validated against them)."""
 
     key = models.SlugField(max_length=60, unique=True, help_text="The fact is named custom.<key>")
-    label = models.CharField(
-        max_length=100,
-        blank=True,
-        help_text="What people read for it on pages and in emails (the current version's label)",
-    )
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
     current = models.ForeignKey(
         "CustomFactVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -382,6 +377,15 @@ class CustomFact(models.Model):
     @property
     def name(self) -> str:
         return f"custom.{self.key}"
+
+    @property
+    def label(self) -> str:
+        """What people read for it: its current version's label, else its key in words (as a fact
+        without a label reads)."""
+        from apps.rules.engine.catalogue import words_of
+
+        spec = self.current.spec if self.current is not None else {}
+        return str(spec.get("label") or words_of(self.key))
 
 
 class CustomFactVersion(models.Model):

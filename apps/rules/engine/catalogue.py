@@ -12,6 +12,11 @@ from enum import StrEnum
 from typing import Any
 
 
+def words_of(name: str) -> str:
+    """A name in words, where nobody wrote a label: ``margin_pct`` → ``Margin pct``."""
+    return name.replace("_", " ").capitalize()
+
+
 class FactType(StrEnum):
     MONEY = "money"
     PERCENT = "percent"
@@ -108,14 +113,14 @@ class Fact:
             raise ValueError(f"fact {self.name}: only text facts have choices")
         object.__setattr__(self, "subject", subject)
         if not self.choice_words:
-            said = tuple(choice.replace("_", " ").capitalize() for choice in self.choices)
+            said = tuple(words_of(choice) for choice in self.choices)
             object.__setattr__(self, "choice_words", said)
         if len(self.choice_words) != len(self.choices):
             raise ValueError(f"fact {self.name}: one word for each choice")
         if any(self.counted) and (self.type is not FactType.INT or not all(self.counted)):
             raise ValueError(f"fact {self.name}: only whole-number facts are counted, singular and plural")
         if not self.label:
-            object.__setattr__(self, "label", attribute.replace("_", " ").capitalize())
+            object.__setattr__(self, "label", words_of(attribute))
         if not self.plain:
             object.__setattr__(self, "plain", self.description)
         if self.unit_words == ("", ""):

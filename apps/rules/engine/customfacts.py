@@ -37,6 +37,7 @@ from apps.rules.engine.catalogue import (
     custom_fact,
     is_visible,
     register_custom_facts,
+    words_of,
 )
 from apps.rules.engine.durations import format_duration, parse_duration
 from apps.rules.engine.values import _RULE_VALUE, _Invalid, _kind, _show
@@ -282,7 +283,7 @@ class Definition:
     @property
     def shown_label(self) -> str:
         """The operator's label, else the key in words (``co_pending_30d`` → ``Co pending 30d``)."""
-        return self.label or label_from_key(self.key)
+        return self.label or words_of(self.key)
 
     @property
     def operands(self) -> tuple[str, ...]:
@@ -342,11 +343,6 @@ class Definition:
             choices=(), label=self.shown_label, plain=plain, applies_to=(self.subject,),
             version=self.version, unit_words=unit_words,
         )  # fmt: skip
-
-
-def label_from_key(key: str) -> str:
-    """A key in words, as the catalogue derives a built-in fact's label from its attribute."""
-    return key.replace("_", " ").capitalize()
 
 
 def _window_words(window: dt.timedelta) -> str:

@@ -15,7 +15,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Final
 
-from apps.rules.engine.catalogue import FACTS, Fact, FactType
+from apps.rules.engine.catalogue import FACTS, Fact, FactType, words_of
 from apps.rules.engine.values import _plain_decimal, _show
 
 NO_DATA: Final = "no data"
@@ -61,8 +61,7 @@ def shape_of(fact: Fact | Shape | str | None = None, kind: str = "", unit: str =
         fact = FACTS.get(fact)
         if fact is None:
             attribute = name.partition(".")[2] or name
-            label = attribute.replace("_", " ").capitalize()
-            return _loose(kind, unit, label)
+            return _loose(kind, unit, words_of(attribute))
     if isinstance(fact, Fact):
         return _fact_shape(fact)
     return _loose(kind, unit, "")

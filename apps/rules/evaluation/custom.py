@@ -44,12 +44,7 @@ def refresh(*, force: bool = False) -> dict[str, Definition]:
     with _lock:
         if force or token != _installed_token[0]:
             rows = CustomFact.objects.filter(current__isnull=False).select_related("current")
-            # A version saved before facts had labels reads the fact's label (its key in words).
-            specs = [
-                ({"label": row.label, **row.current.spec}, row.current.number)
-                for row in rows
-                if row.current is not None
-            ]
+            specs = [(row.current.spec, row.current.number) for row in rows if row.current is not None]
             cf.install(cf.load_definitions(specs))
             _installed_token[0] = token
     return installed()
@@ -254,20 +249,24 @@ def custom_fact_save(*, spec: Mapping[str, Any], actor: Any) -> Any:
         fact, _ = CustomFact.objects.select_for_update().get_or_create(
             key=definition.key, defaults={"subject_type": definition.subject}
         )
-        fact.label = definition.shown_label
         number = (fact.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
         user = actor if getattr(actor, "pk", None) else None
         version = CustomFactVersion.objects.create(
             fact=fact, number=number, spec=definition.to_dict(), saved_at=timezone.now(), saved_by=user
         )
         fact.current = version
-        fact.save(update_fields=["current", "label", "updated_at"])
+        fact.save(update_fields=["current", "updated_at"])
         audit_record(
             actor=actor,
             action="custom_fact.saved",
             object_type="custom_fact",
             object_id=fact.pk,
-            data={"name": definition.name, "label": fact.label, "version": number, "spec": version.spec},
+            data={
+                "name": definition.name,
+                "label": definition.shown_label,
+                "version": number,
+                "spec": version.spec,
+            },
         )
     refresh()
     return version

@@ -645,6 +645,8 @@ def test_the_admin_form_saves_the_label_and_the_preview_names_the_fact_by_it(cli
     assert fact.label == fact.current.spec["label"] == "Pending change orders"
     listing = client.get(reverse("admin:rules_customfact_changelist")).content.decode()
     assert "Pending change orders" in listing
+    found = client.get(reverse("admin:rules_customfact_changelist"), {"q": "pending change"})
+    assert "custom.co_pending_30d" in found.content.decode()  # searched by its label
     change = client.get(reverse("admin:rules_customfact_change", args=[fact.pk])).content.decode()
     assert 'value="Pending change orders"' in change
     unlabelled = client.post(add, form_data(key="co_all", filters="")).status_code
