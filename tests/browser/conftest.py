@@ -75,3 +75,30 @@ def screenshot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def fill_count_of_pending(page: Any, *, subject: str = "project") -> None:
+    """The custom-fact admin form, filled in for ``custom.co_pending_30d``: pending change orders of the
+    last 30 days."""
+    page.fill("#id_key", "co_pending_30d")
+    page.select_option("#id_subject_type", subject)
+    page.select_option("#id_type", "int")
+    page.fill("#id_unit", "count")
+    page.select_option("#id_kind", "aggregate")
+    page.select_option("#id_related", "change_orders")
+    page.select_option("#id_function", "count")
+    page.fill("#id_filters", "status eq pending")
+    page.fill("#id_window", "30d")
+
+
+def preview_values(page: Any) -> dict[str, str]:
+    """The custom-fact preview's table, once shown: each subject's name → the value as shown."""
+    table = page.locator("#custom-fact-preview")
+    table.wait_for()
+    return dict(
+        zip(
+            table.locator("tbody td:first-child").all_inner_texts(),
+            table.locator("tbody td.preview-value").all_inner_texts(),
+            strict=True,
+        )
+    )

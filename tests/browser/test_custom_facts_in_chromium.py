@@ -23,7 +23,7 @@ from tests.factories import (
     ProjectFactory,
 )
 
-from .conftest import screenshot, sign_in
+from .conftest import fill_count_of_pending, preview_values, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -56,27 +56,11 @@ def test_ops_defines_previews_and_uses_a_custom_fact_that_escalates_a_project(
 
     # 1. The fact, in admin: fields, preview (nothing saved), save.
     page.goto(reverse("admin:rules_customfact_add"))
-    page.fill("#id_key", "co_pending_30d")
-    page.select_option("#id_subject_type", "project")
-    page.select_option("#id_type", "int")
-    page.fill("#id_unit", "count")
-    page.select_option("#id_kind", "aggregate")
-    page.select_option("#id_related", "change_orders")
-    page.select_option("#id_function", "count")
-    page.fill("#id_filters", "status eq pending")
-    page.fill("#id_window", "30d")
+    fill_count_of_pending(page)
     page.click("#preview-button")
-    table = page.locator("#custom-fact-preview")
-    table.wait_for()
+    values = preview_values(page)
     assert "count of change orders in the last 30 days where status = pending" in page.inner_text(
         "#custom-fact-preview-block"
-    )
-    values = dict(
-        zip(
-            table.locator("tbody td:first-child").all_inner_texts(),
-            table.locator("tbody td.preview-value").all_inner_texts(),
-            strict=True,
-        )
     )
     assert values == {
         str(burst): "4 change orders",

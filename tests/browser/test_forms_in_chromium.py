@@ -14,25 +14,13 @@ from apps.learning.tests.builders import publish
 from apps.rules.models import CustomFact
 from tests.factories import ChangeOrderFactory, ClientFactory, CrmOwnerFactory, ProjectFactory
 
-from .conftest import screenshot, sign_in
+from .conftest import fill_count_of_pending, preview_values, screenshot, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def _csp_violations(page) -> list[str]:
     return [m for m in page.watched.console_errors if "Content Security Policy" in m]
-
-
-def _fill_count_of_pending(page, *, subject: str = "project") -> None:
-    page.fill("#id_key", "co_pending_30d")
-    page.select_option("#id_subject_type", subject)
-    page.select_option("#id_type", "int")
-    page.fill("#id_unit", "count")
-    page.select_option("#id_kind", "aggregate")
-    page.select_option("#id_related", "change_orders")
-    page.select_option("#id_function", "count")
-    page.fill("#id_filters", "status eq pending")
-    page.fill("#id_window", "30d")
 
 
 def test_ops_previews_a_custom_fact_under_its_label_and_reads_refusals_beside_their_fields(page, ops_manager):
@@ -44,22 +32,14 @@ def test_ops_previews_a_custom_fact_under_its_label_and_reads_refusals_beside_th
         projects.append(project)
     sign_in(page, ops_manager)
     page.goto(reverse("admin:rules_customfact_add"))
-    _fill_count_of_pending(page)
+    fill_count_of_pending(page)
     page.fill("#id_label", "Pending <i>change</i> orders")
     page.click("#preview-button")
+    shown = preview_values(page)
     table = page.locator("#custom-fact-preview")
-    table.wait_for()
-
     # text_content: admin's style capitalises headers on screen.
     assert table.locator("th").nth(1).text_content() == "Pending <i>change</i> orders (custom.co_pending_30d)"
     assert table.locator("i").count() == 0 and table.locator("b").count() == 0, "names and labels escaped"
-    shown = dict(
-        zip(
-            table.locator("tbody td:first-child").all_inner_texts(),
-            table.locator("tbody td.preview-value").all_inner_texts(),
-            strict=True,
-        )
-    )
     assert shown == {
         str(projects[0]): "0 change orders",
         str(projects[1]): "1 change order",
@@ -82,7 +62,7 @@ def test_ops_previews_a_custom_fact_under_its_label_and_reads_refusals_beside_th
 
     # Nothing of the subject type yet: said in words.
     page.goto(reverse("admin:rules_customfact_add"))
-    _fill_count_of_pending(page, subject="submittal")
+    fill_count_of_pending(page, subject="submittal")
     page.click("#preview-button")
     page.locator("#custom-fact-preview-block").wait_for()
     assert "There are no submittals yet to preview on." in page.inner_text("#custom-fact-preview-block")
