@@ -4,7 +4,8 @@ A rule matches a request by ``path_prefix`` (on the path) and/or ``regex`` (sear
 optional ``method``.  It lets ``skip`` matching requests through, then fires ``count`` times (None = forever).
 A ``rate_limit`` rule with a ``window`` is a vendor's rate-limit window instead: from the first request it
 fires on, it answers every matching request with 429 and the same reset (``window`` seconds after that
-request) until the reset passes, then lets requests through (still bounded by ``count``).
+request) until the reset passes, then lets requests through (still bounded by ``count``): how Procore's limits
+behave (developers.procore.com/documentation/rate-limiting: "when that limit resets", X-Rate-Limit-Reset).
 The first rule that matches and still has budget fires; one fault per request.  ``/_sim/`` is never faulted.
 """
 
