@@ -24,6 +24,7 @@ __all__ = [
     "find",
     "for_policy_target",
     "get",
+    "no_target_words",
     "queue_for",
     "registered",
     "rule_action_names",
