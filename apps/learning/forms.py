@@ -4,12 +4,11 @@ import datetime as dt
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ObjectDoesNotExist
 from django.utils import timezone
 
 from apps.rules.models import Rule
 
-from .misses import SUBJECT_TYPES, subject_label, subject_of
+from .misses import SUBJECT_TYPES, can_report, candidate_label, find_subjects, subject_label
 from .models import ReportedMiss
 
 
@@ -19,11 +18,12 @@ class MissForm(forms.Form):
     subject_type = forms.ChoiceField(
         label="What was missed", choices=[(s, s.replace("_", " ").capitalize()) for s in SUBJECT_TYPES]
     )
-    subject_id = forms.IntegerField(
-        min_value=1,
-        label="Its number in Fulcrum",
-        help_text="Fulcrum's number for it, as in its address (…/project/123/…); filled in when a link "
-        "brought you here",
+    subject_id = forms.CharField(
+        max_length=300,
+        label="Which one",
+        help_text="Its number or name as your systems show it: a project's number or name, a change "
+        "order's or submittal's number (after its project's number when several share it: P-104 CO-7), "
+        "a client's name; or Fulcrum's number as #123. Filled in when a link brought you here.",
     )
     outcome = forms.ChoiceField(
         choices=[("", "— choose —"), *ReportedMiss.Outcome.choices],
@@ -43,8 +43,10 @@ class MissForm(forms.Form):
     )
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.user = user
+        self.subject_label = ""
         self.fields["rule"].label_from_instance = lambda r: f"{r.key} — {r.name}"  # type: ignore[attr-defined]
         self.fields["rule"].empty_label = "any rule of its kind"  # type: ignore[attr-defined]
 
@@ -56,13 +58,29 @@ class MissForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data: dict[str, Any] = super().clean() or {}
-        subject_type, subject_id = data.get("subject_type"), data.get("subject_id")
-        if subject_type and subject_id:
-            try:
-                subject = subject_of(subject_type, subject_id)
-            except ObjectDoesNotExist:
-                words = subject_type.replace("_", " ")
-                self.add_error("subject_id", f"Fulcrum has no {words} numbered {subject_id}.")
-            else:
-                self.subject_label = subject_label(subject_type, subject)
+        subject_type, text = data.get("subject_type"), data.get("subject_id")
+        if not (subject_type and text):
+            return data
+        words = subject_type.replace("_", " ")
+        found = find_subjects(subject_type, text, self.user)
+        if len(found) == 1:
+            data["subject_id"] = found[0].pk
+            if can_report(self.user, subject_type, found[0]):  # never name what the user may not see
+                self.subject_label = subject_label(subject_type, found[0])
+        elif not found:
+            number = text.strip().removeprefix("#")
+            self.add_error(
+                "subject_id",
+                f"Fulcrum has no {words} numbered {number}."
+                if number.isdigit()
+                else f"No {words} you may report on is numbered or named “{text.strip()}”.",
+            )
+        else:
+            shown = "; ".join(candidate_label(subject_type, s) for s in found[:5])
+            more = " and more" if len(found) > 5 else ""
+            self.add_error(
+                "subject_id",
+                f"Several {words}s match “{text.strip()}”: {shown}{more}. Give Fulcrum's number, e.g. "
+                f"#{found[0].pk}.",
+            )
         return data

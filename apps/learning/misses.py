@@ -25,8 +25,9 @@ from .models import ReportedMiss
 SUBJECT_TYPES: Final = ("project", "change_order", "submittal", "client")
 
 
-def subject_of(subject_type: str, subject_id: int) -> Any:
-    """The subject with what ``can_report`` reads of it; ``ObjectDoesNotExist`` saying which is missing."""
+def _subjects(subject_type: str) -> Any:
+    """The subjects of a type with what ``can_report`` reads of them; ``ObjectDoesNotExist`` for an
+    unknown type."""
     from apps.entities.models import ChangeOrder, Client, Project, Submittal
 
     model = {"project": Project, "change_order": ChangeOrder, "submittal": Submittal, "client": Client}.get(
@@ -37,7 +38,12 @@ def subject_of(subject_type: str, subject_id: int) -> Any:
     related = {"project": ["client__owner"], "client": ["owner"]}.get(
         subject_type, ["project__client__owner"]
     )
-    subject = model.objects.select_related(*related).filter(pk=subject_id).first()
+    return model.objects.select_related(*related)
+
+
+def subject_of(subject_type: str, subject_id: int) -> Any:
+    """The subject with what ``can_report`` reads of it; ``ObjectDoesNotExist`` saying which is missing."""
+    subject = _subjects(subject_type).filter(pk=subject_id).first()
     if subject is None:
         raise ObjectDoesNotExist(f"no {subject_type.replace('_', ' ')} {subject_id}")
     return subject
@@ -48,6 +54,56 @@ def subject_label(subject_type: str, subject: Any) -> str:
         return str(subject.name)
     words = subject_type.replace("_", " ")
     return f"{words} {subject.number or subject.pk} {subject.title}".strip()
+
+
+def find_subjects(subject_type: str, text: str, user: Any, *, limit: int = 6) -> list[Any]:
+    """The subjects of ``subject_type`` that ``text`` names, at most ``limit``: what people call them
+    (a project's number or name, a change order's or submittal's number, optionally after its project's
+    number, e.g. ``P-104 CO-7``; a client's name; all case-insensitive) and Fulcrum's own number, given as
+    ``#123`` (only it) or bare digits (it, besides any reference of those digits).
+
+    A name is looked up only among the subjects ``user`` may report on, so a list of candidates never
+    shows an account manager another manager's clients; Fulcrum's number is looked up among all (the
+    caller refuses what the user may not report, as for a link)."""
+    from django.db.models import Q
+
+    text = " ".join(text.split())
+    if not text or subject_type not in SUBJECT_TYPES:
+        return []
+    own = text[1:] if text.startswith("#") else text
+    found: list[Any] = []
+    if own.isdigit():
+        found += _subjects(subject_type).filter(pk=int(own))
+        if text.startswith("#"):
+            return found
+    if subject_type == "client":
+        names = Q(name__iexact=text)
+        client_path = ""
+    elif subject_type == "project":
+        names = Q(number__iexact=text) | Q(name__iexact=text)
+        client_path = "client__"
+    else:
+        names = Q(number__iexact=text)
+        project_ref, _, own_ref = text.rpartition(" ")
+        if project_ref:
+            names |= Q(number__iexact=own_ref, project__number__iexact=project_ref)
+        client_path = "project__client__"
+    named = _subjects(subject_type).filter(names)
+    if not in_role(user, OPERATIONS, EXECUTIVES, ADMINISTRATORS):
+        named = named.filter(**{f"{client_path}owner__user_id": getattr(user, "pk", None)})
+    seen = {s.pk for s in found}
+    found += [s for s in named.order_by("pk")[:limit] if s.pk not in seen]
+    return found[:limit]
+
+
+def candidate_label(subject_type: str, subject: Any) -> str:
+    """``subject_label`` with what tells two apart: the project of a change order or submittal and
+    Fulcrum's number, which picks it (``#123``)."""
+    label = subject_label(subject_type, subject)
+    project = getattr(subject, "project", None) if subject_type in ("change_order", "submittal") else None
+    if project is not None:
+        label += f" on {project.number or project.name}"
+    return f"{label} (#{subject.pk})"
 
 
 def _owner_user_id(subject_type: str, subject: Any) -> int | None:

@@ -32,7 +32,7 @@ def miss_report_view(request: HttpRequest) -> HttpResponse:
     if not can_report(request.user):
         raise PermissionDenied("Your role may not report misses.")
     if request.method == "POST":
-        form = MissForm(request.POST)
+        form = MissForm(request.POST, user=request.user)
         if form.is_valid():
             data = form.cleaned_data
             day = data["missed_at"]
@@ -61,29 +61,32 @@ def miss_report_view(request: HttpRequest) -> HttpResponse:
                     "it will count when thresholds are next suggested.",
                 )
                 return redirect("learning-report-miss")
-        subject = getattr(form, "subject_label", "")
-        return render(request, "learning/report_miss.html", {"form": form, "subject": subject}, status=400)
+        return render(
+            request, "learning/report_miss.html", {"form": form, "subject": form.subject_label}, status=400
+        )
     given = {k: str(v) for k, v in request.GET.items() if k in ("subject_type", "subject_id")}
-    form = MissForm(initial=given)
+    form = MissForm(initial=given, user=request.user)
     recent = ReportedMiss.objects.select_related("rule", "reported_by")
     if not in_role(request.user, OPERATIONS, EXECUTIVES, ADMINISTRATORS):
         recent = recent.filter(reported_by_id=request.user.pk)  # an account manager sees their own
     return render(
         request,
         "learning/report_miss.html",
-        {"form": form, "recent": recent[:20], "subject": _given_subject(given)},
+        {"form": form, "recent": recent[:20], "subject": _given_subject(given, request.user)},
     )
 
 
-def _given_subject(given: dict[str, str]) -> str:
-    """The name of the subject a link filled the form in for (empty when there is none or no such one)."""
+def _given_subject(given: dict[str, str], user: Any) -> str:
+    """The name of the subject a link filled the form in for (empty when there is none, no such one, or
+    one ``user`` may not report on: an account manager is never shown another's client by its number)."""
     subject_type, raw_id = given.get("subject_type", ""), given.get("subject_id", "")
     if subject_type not in SUBJECT_TYPES or not raw_id.isdigit():
         return ""
     try:
-        return subject_label(subject_type, subject_of(subject_type, int(raw_id)))
+        subject = subject_of(subject_type, int(raw_id))
     except ObjectDoesNotExist:
         return ""
+    return subject_label(subject_type, subject) if can_report(user, subject_type, subject) else ""
 
 
 def _pct(value: float | None) -> str:

@@ -109,5 +109,13 @@ def test_report_a_miss_says_what_is_wrong_beside_each_field_then_records_the_mis
     miss = ReportedMiss.objects.get()
     assert (miss.subject_id, miss.outcome, miss.reported_by) == (mine.pk, "actioned", account_manager)
     screenshot(page, "report-miss-recorded")
+
+    # Typed as the account manager knows it, by the project's number (no link, no Fulcrum number).
+    page.fill("#id_subject_id", mine.number.lower())
+    page.select_option("#id_outcome", "approved")
+    page.get_by_role("button", name="Report the miss").click()
+    page.wait_for_load_state()
+    assert "Miss recorded on Harbor <Tower>" in page.inner_text(".messages")
+    assert ReportedMiss.objects.filter(subject_id=mine.pk, outcome="approved").count() == 1
     # The refused post answered 400 (the browser logs that); nothing else went wrong on the pages.
     assert not page.watched.dialogs and not _csp_violations(page)

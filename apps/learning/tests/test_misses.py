@@ -16,7 +16,7 @@ from apps.learning.misses import miss_report
 from apps.learning.models import LearningSettings, ReportedMiss
 from apps.learning.thresholds import suggestions_generate, sweep_version
 from apps.rules.models import Decision
-from tests.factories import ClientFactory, CrmOwnerFactory, ProjectFactory
+from tests.factories import ChangeOrderFactory, ClientFactory, CrmOwnerFactory, ProjectFactory
 
 from .builders import T0, decision, escalation, publish, snapshot
 
@@ -125,6 +125,67 @@ def test_the_page_says_what_is_wrong_beside_each_field_and_records_nothing(clien
     assert errors["outcome"] == ["This field is required."]
     assert errors["missed_at"] == ["This day is still to come: a miss is about something that happened."]
     assert text.count('class="field-error"') == 3
+
+
+def test_the_page_finds_a_subject_by_what_people_call_it(client, projects, account_manager):
+    mine, _ = projects
+    orders = [ChangeOrderFactory(project=mine, number="CO-7"), ChangeOrderFactory(number="co-7")]
+    client.force_login(account_manager)
+    form = {"subject_type": "project", "subject_id": f"  {mine.number.lower()} ", "outcome": "approved"}
+    assert client.post("/learning/misses/report/", form).status_code == 302
+    form["subject_id"] = mine.name.upper()
+    assert client.post("/learning/misses/report/", form).status_code == 302
+    # A change order by its number; the other manager's CO-7 is not a candidate, so this one is meant.
+    form.update(subject_type="change_order", subject_id="CO-7")
+    assert client.post("/learning/misses/report/", form).status_code == 302
+    assert [m.subject_id for m in ReportedMiss.objects.order_by("id")] == [mine.pk, mine.pk, orders[0].pk]
+
+
+def test_several_matches_are_listed_for_those_who_may_see_them_and_picked_by_fulcrums_number(
+    client, projects, ops_manager
+):
+    mine, theirs = projects
+    orders = [ChangeOrderFactory(project=p, number="CO-7", title="Extra steel") for p in (mine, theirs)]
+    client.force_login(ops_manager)
+    form = {"subject_type": "change_order", "subject_id": "co-7", "outcome": "approved"}
+    refused = client.post("/learning/misses/report/", form)
+    assert refused.status_code == 400 and not ReportedMiss.objects.exists()
+    [error] = refused.context["form"].errors["subject_id"]
+    assert error == (
+        f"Several change orders match “co-7”: change order CO-7 Extra steel on {mine.number} "
+        f"(#{orders[0].pk}); change order CO-7 Extra steel on {theirs.number} (#{orders[1].pk}). "
+        f"Give Fulcrum's number, e.g. #{orders[0].pk}."
+    )
+    form["subject_id"] = f"{theirs.number} CO-7"  # its project's number first
+    assert client.post("/learning/misses/report/", form).status_code == 302
+    form["subject_id"] = f"#{orders[0].pk}"
+    assert client.post("/learning/misses/report/", form).status_code == 302
+    assert [m.subject_id for m in ReportedMiss.objects.order_by("id")] == [orders[1].pk, orders[0].pk]
+
+
+def test_an_account_manager_is_never_shown_another_managers_subject(client, projects, account_manager):
+    _, theirs = projects
+    client.force_login(account_manager)
+    linked = client.get("/learning/misses/report/", {"subject_type": "project", "subject_id": theirs.pk})
+    assert linked.status_code == 200 and theirs.name not in linked.content.decode()
+    by_name = {"subject_type": "project", "subject_id": theirs.name, "outcome": ""}
+    refused = client.post("/learning/misses/report/", by_name)
+    assert refused.context["form"].errors["subject_id"] == [
+        f"No project you may report on is numbered or named “{theirs.name}”."
+    ]
+    by_number = {**by_name, "subject_id": f"#{theirs.pk}"}  # outcome missing: the page is shown again
+    text = client.post("/learning/misses/report/", by_number).content.decode()
+    assert theirs.name not in text and "Reporting on" not in text
+    by_number["outcome"] = "approved"
+    assert client.post("/learning/misses/report/", by_number).status_code == 403
+    assert not ReportedMiss.objects.exists()
+
+
+def test_fulcrums_number_past_any_id_is_no_such_subject(client, ops_manager):
+    client.force_login(ops_manager)
+    form = {"subject_type": "client", "subject_id": "#" + "9" * 30, "outcome": "approved"}
+    refused = client.post("/learning/misses/report/", form)
+    assert refused.context["form"].errors["subject_id"] == [f"Fulcrum has no client numbered {'9' * 30}."]
 
 
 def test_the_page_refuses_outsiders(client, outsider):
