@@ -22,22 +22,23 @@ from apps.rules.models import ContextSnapshot, Decision, Rule
 
 from .models import ReportedMiss
 
-SUBJECT_TYPES: Final = ("project", "change_order", "submittal", "client")
+SUBJECT_TYPES: Final = ("project", "change_order", "submittal", "client", "document")
 
 
 def _subjects(subject_type: str) -> Any:
     """The subjects of a type with what ``can_report`` reads of them; ``ObjectDoesNotExist`` for an
     unknown type."""
-    from apps.entities.models import ChangeOrder, Client, Project, Submittal
+    from apps.entities.models import ChangeOrder, Client, Document, Project, Submittal
 
-    model = {"project": Project, "change_order": ChangeOrder, "submittal": Submittal, "client": Client}.get(
-        subject_type
-    )
+    models = {"project": Project, "change_order": ChangeOrder, "submittal": Submittal, "client": Client}
+    model = {**models, "document": Document}.get(subject_type)
     if model is None:
         raise ObjectDoesNotExist(f"unknown subject type {subject_type!r}; one of {', '.join(SUBJECT_TYPES)}")
-    related = {"project": ["client__owner"], "client": ["owner"]}.get(
-        subject_type, ["project__client__owner"]
-    )
+    related = {
+        "project": ["client__owner"],
+        "client": ["owner"],
+        "document": ["client__owner", "project__client__owner"],  # its own client, else its project's
+    }.get(subject_type, ["project__client__owner"])
     return model.objects.select_related(*related)
 
 
@@ -52,6 +53,8 @@ def subject_of(subject_type: str, subject_id: int) -> Any:
 def subject_label(subject_type: str, subject: Any) -> str:
     if subject_type in ("project", "client"):
         return str(subject.name)
+    if subject_type == "document":
+        return f"document {subject.external_id} ({subject.label or 'not classified'})"
     words = subject_type.replace("_", " ")
     return f"{words} {subject.number or subject.pk} {subject.title}".strip()
 
@@ -59,7 +62,8 @@ def subject_label(subject_type: str, subject: Any) -> str:
 def find_subjects(subject_type: str, text: str, user: Any, *, limit: int = 6) -> list[Any]:
     """The subjects of ``subject_type`` that ``text`` names, at most ``limit``: what people call them
     (a project's number or name, a change order's or submittal's number, optionally after its project's
-    number, e.g. ``P-104 CO-7``; a client's name; all case-insensitive) and Fulcrum's own number, given as
+    number, e.g. ``P-104 CO-7``; a client's name; a document's id in the tool that read it; all
+    case-insensitive) and Fulcrum's own number, given as
     ``#123`` (only it) or bare digits (it, besides any reference of those digits).
 
     A name is looked up only among the subjects ``user`` may report on, so a list of candidates never
@@ -76,21 +80,22 @@ def find_subjects(subject_type: str, text: str, user: Any, *, limit: int = 6) ->
         found += _subjects(subject_type).filter(pk=int(own))
         if text.startswith("#"):
             return found
+    me = getattr(user, "pk", None)
     if subject_type == "client":
-        names = Q(name__iexact=text)
-        client_path = ""
+        names, mine = Q(name__iexact=text), Q(owner__user_id=me)
     elif subject_type == "project":
-        names = Q(number__iexact=text) | Q(name__iexact=text)
-        client_path = "client__"
+        names, mine = Q(number__iexact=text) | Q(name__iexact=text), Q(client__owner__user_id=me)
+    elif subject_type == "document":
+        names = Q(external_id__iexact=text)
+        mine = Q(client__owner__user_id=me) | Q(client=None, project__client__owner__user_id=me)
     else:
-        names = Q(number__iexact=text)
+        names, mine = Q(number__iexact=text), Q(project__client__owner__user_id=me)
         project_ref, _, own_ref = text.rpartition(" ")
         if project_ref:
             names |= Q(number__iexact=own_ref, project__number__iexact=project_ref)
-        client_path = "project__client__"
     named = _subjects(subject_type).filter(names)
     if not in_role(user, OPERATIONS, EXECUTIVES, ADMINISTRATORS):
-        named = named.filter(**{f"{client_path}owner__user_id": getattr(user, "pk", None)})
+        named = named.filter(mine)
     seen = {s.pk for s in found}
     found += [s for s in named.order_by("pk")[:limit] if s.pk not in seen]
     return found[:limit]
@@ -100,20 +105,19 @@ def candidate_label(subject_type: str, subject: Any) -> str:
     """``subject_label`` with what tells two apart: the project of a change order or submittal and
     Fulcrum's number, which picks it (``#123``)."""
     label = subject_label(subject_type, subject)
-    project = getattr(subject, "project", None) if subject_type in ("change_order", "submittal") else None
+    project = getattr(subject, "project", None) if subject_type != "project" else None
     if project is not None:
         label += f" on {project.number or project.name}"
     return f"{label} (#{subject.pk})"
 
 
 def _owner_user_id(subject_type: str, subject: Any) -> int | None:
-    client = (
-        subject
-        if subject_type == "client"
-        else subject.client
-        if subject_type == "project"
-        else getattr(subject.project, "client", None)
-    )
+    if subject_type == "client":
+        client = subject
+    elif subject_type == "project":
+        client = subject.client
+    else:  # a document's own client first, else its project's
+        client = getattr(subject, "client", None) or getattr(subject.project, "client", None)
     owner = getattr(client, "owner", None)
     return getattr(owner, "user_id", None)
 

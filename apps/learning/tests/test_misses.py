@@ -16,7 +16,13 @@ from apps.learning.misses import miss_report
 from apps.learning.models import LearningSettings, ReportedMiss
 from apps.learning.thresholds import suggestions_generate, sweep_version
 from apps.rules.models import Decision
-from tests.factories import ChangeOrderFactory, ClientFactory, CrmOwnerFactory, ProjectFactory
+from tests.factories import (
+    ChangeOrderFactory,
+    ClientFactory,
+    CrmOwnerFactory,
+    DocumentFactory,
+    ProjectFactory,
+)
 
 from .builders import T0, decision, escalation, publish, snapshot
 
@@ -179,6 +185,38 @@ def test_an_account_manager_is_never_shown_another_managers_subject(client, proj
     by_number["outcome"] = "approved"
     assert client.post("/learning/misses/report/", by_number).status_code == 403
     assert not ReportedMiss.objects.exists()
+
+
+def test_a_miss_on_a_document_is_found_by_its_id_and_judged_on_its_facts(
+    client, projects, account_manager, ops_manager
+):
+    mine, _ = projects
+    linked = DocumentFactory(external_id="inv-2041", project=mine, confidence=0.42)
+    unlinked = DocumentFactory(external_id="inv-9999")
+    publish(
+        "doc-unsure", {"all": [{"fact": "document.confidence", "op": "lt", "value": 0.5}]}, subject="document"
+    )
+    client.force_login(account_manager)
+    form = {"subject_type": "document", "subject_id": "INV-2041", "outcome": "approved"}
+    assert client.post("/learning/misses/report/", form).status_code == 302
+    miss = ReportedMiss.objects.get()
+    assert (miss.subject_id, miss.subject_label) == (linked.pk, "document inv-2041 (invoice)")
+    assert (
+        miss.facts["document.confidence"]["value"] == "0.4200" and miss.facts_from == "computed when reported"
+    )
+    # Nobody's client: not an account manager's to report, by id or by name; operations may.
+    form["subject_id"] = "inv-9999"
+    assert "No document you may report on" in client.post("/learning/misses/report/", form).content.decode()
+    form["subject_id"] = f"#{unlinked.pk}"
+    assert client.post("/learning/misses/report/", form).status_code == 403
+    client.force_login(ops_manager)
+    api = client.post(
+        "/api/analytics/misses/",
+        {"subject_type": "document", "subject_id": unlinked.pk, "outcome": "rejected"},
+        content_type="application/json",
+    )
+    assert api.status_code == 201, api.content
+    assert api.json()["subject_label"] == "document inv-9999 (invoice)"
 
 
 def test_fulcrums_number_past_any_id_is_no_such_subject(client, ops_manager):
