@@ -23,7 +23,8 @@ class MissForm(forms.Form):
         label="Which one",
         help_text="Its number or name as your systems show it: a project's number or name, a change "
         "order's or submittal's number (after its project's number when several share it: P-104 CO-7), "
-        "a client's name, a document's id in the tool that read it; or Fulcrum's number as #123. Filled in when a link brought you here.",
+        "a client's name, a document's id in the tool that read it; or Fulcrum's number as #123. "
+        "Filled in when a link brought you here.",
     )
     outcome = forms.ChoiceField(
         choices=[("", "— choose —"), *ReportedMiss.Outcome.choices],
