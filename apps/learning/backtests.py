@@ -8,6 +8,7 @@ figures as JSON for the page, and draws the matches over time with the dashboard
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any, Final
 
 from django.db import transaction
@@ -22,6 +23,8 @@ from apps.rules.evaluation.backtest import BacktestResult, backtest
 from apps.rules.models import ContextSnapshot, Decision, Rule
 
 from .models import BacktestRun
+
+logger = logging.getLogger(__name__)
 
 # Past this many stored contexts in the period the backtest goes to a worker (≈ 2 µs per condition per
 # context, plus JSON decoding: a few seconds inline at most).
@@ -111,10 +114,24 @@ def backtest_start(
             object_id=run.pk,
             data={"rule": rule.key, "draft": use_draft, "expected": expected},
         )
-        from .tasks import run_backtest
-
-        transaction.on_commit(lambda: run_backtest.delay(run.pk))
+        transaction.on_commit(lambda: _send(run.pk))
     return None, run
+
+
+def _send(run_id: int) -> None:
+    """Send a queued run's task; when it cannot be sent (the broker down), the run fails saying so
+    rather than waiting as queued for a task that will never come."""
+    from .tasks import run_backtest
+
+    try:
+        run_backtest.delay(run_id)
+    except Exception as exc:  # kombu's OperationalError, or what Celery refuses to send
+        logger.warning("backtest run %s could not be queued: %s", run_id, exc)
+        BacktestRun.objects.filter(pk=run_id, status=BacktestRun.Status.QUEUED).update(
+            status=BacktestRun.Status.FAILED,
+            error=f"It could not be queued for a worker: {exc}. Try again when the broker is back.",
+            finished_at=timezone.now(),
+        )
 
 
 def backtest_run_execute(*, run_id: int) -> str:

@@ -1,4 +1,7 @@
-"""Nightly learning work (beat, after the nightly evaluation): each task calls one service."""
+"""Nightly learning work (beat, after the nightly evaluation): each task calls one service.
+
+A task allowed longer than ``CELERY_TASK_TIME_LIMIT`` (30 minutes) sets its hard limit too: Celery refuses to
+send a task whose soft limit exceeds its hard one (``apply_async`` raises, and beat only logs it)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ def shadow_nightly() -> str:
     return f"labelled {positive} positive, {negative} negative; sampled {drawn}"
 
 
-@shared_task(ignore_result=True, soft_time_limit=3600)
+@shared_task(ignore_result=True, soft_time_limit=3600, time_limit=3660)
 def suggest_thresholds() -> str:
     """Sweep every enabled live rule; each run supersedes the previous open suggestions (safe to repeat)."""
     made = 0
@@ -43,13 +46,13 @@ def rescore_projects() -> str:
     return f"{risk_scores_refresh()} projects scored"
 
 
-@shared_task(ignore_result=True, soft_time_limit=3600)
+@shared_task(ignore_result=True, soft_time_limit=3600, time_limit=3660)
 def prune_decisions() -> str:
     """Retention: null old decision payloads in batches (idempotent)."""
     return f"{decisions_prune()} decisions pruned"
 
 
-@shared_task(ignore_result=True, soft_time_limit=3600, acks_late=True)
+@shared_task(ignore_result=True, soft_time_limit=3600, time_limit=3660, acks_late=True)
 def run_backtest(run_id: int) -> str:
     """A backtest from admin too large for the request; only a queued run starts (safe to repeat)."""
     from .backtests import backtest_run_execute

@@ -118,3 +118,30 @@ def fresh_streams() -> None:
 
 def now() -> dt.datetime:
     return timezone.now()
+
+
+def thin_history() -> Rule:
+    """Rule ``thin`` (margin < 25) over nine days: margins 5, 10, ..., 45 one per day; the ones under 15
+    acted on, 15 and 20 false alarms. The draft says margin < 12."""
+    version = publish("thin", {"all": [{"fact": "project.margin_pct", "op": "lt", "value": 25}]})
+    decisions, escalations = [], []
+    for i, margin in enumerate(range(5, 50, 5)):
+        at = T0 + dt.timedelta(days=i)
+        facts = snapshot(project__margin_pct=str(margin))
+        matched = margin < 25
+        decisions.append(
+            decision(version, i + 1, at=at, facts=facts, outcome="matched" if matched else "not_matched")
+        )
+        if matched:
+            escalations.append(
+                escalation(version, i + 1, opened=at, closed_after=dt.timedelta(hours=2), facts=facts,
+                           outcome="actioned" if margin < 15 else "false_alarm")
+            )  # fmt: skip
+    Decision.objects.bulk_create(decisions)
+    Escalation.objects.bulk_create(escalations)
+    rule = Rule.objects.get(key="thin")
+    draft = dict(rule.draft)
+    draft["when"] = {"all": [{"fact": "project.margin_pct", "op": "lt", "value": 12}]}
+    rule.draft = draft
+    rule.save()
+    return rule

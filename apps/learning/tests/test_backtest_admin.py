@@ -8,12 +8,10 @@ import re
 import pytest
 from django.utils.html import escape
 
-from apps.escalations.models import Escalation
 from apps.learning import backtests, tasks
 from apps.learning.models import BacktestRun
-from apps.rules.models import Decision, Rule
 
-from .builders import T0, decision, escalation, publish, snapshot
+from .builders import T0, thin_history
 
 pytestmark = pytest.mark.django_db
 
@@ -22,30 +20,7 @@ URL = "/admin/learning/ruleanalytics/backtest/"
 
 @pytest.fixture
 def history():
-    """Rule ``thin`` (margin < 25) over ten days: margins 5, 10, ..., 45 one per day; the ones under 15
-    acted on, 15 and 20 false alarms. The draft says margin < 12."""
-    version = publish("thin", {"all": [{"fact": "project.margin_pct", "op": "lt", "value": 25}]})
-    decisions, escalations = [], []
-    for i, margin in enumerate(range(5, 50, 5)):
-        at = T0 + dt.timedelta(days=i)
-        facts = snapshot(project__margin_pct=str(margin))
-        matched = margin < 25
-        decisions.append(
-            decision(version, i + 1, at=at, facts=facts, outcome="matched" if matched else "not_matched")
-        )
-        if matched:
-            escalations.append(
-                escalation(version, i + 1, opened=at, closed_after=dt.timedelta(hours=2), facts=facts,
-                           outcome="actioned" if margin < 15 else "false_alarm")
-            )  # fmt: skip
-    Decision.objects.bulk_create(decisions)
-    Escalation.objects.bulk_create(escalations)
-    rule = Rule.objects.get(key="thin")
-    draft = dict(rule.draft)
-    draft["when"] = {"all": [{"fact": "project.margin_pct", "op": "lt", "value": 12}]}
-    rule.draft = draft
-    rule.save()
-    return rule
+    return thin_history()
 
 
 def test_a_draft_backtest_shows_chart_figures_difference_and_examples(client, ops_manager, history):
@@ -115,6 +90,26 @@ def test_a_large_period_runs_on_a_worker_with_progress(client, ops_manager, hist
     assert run.status == "done" and run.result["precision"] == [2, 0]
     done = client.get(response["Location"]).content.decode()
     assert 'http-equiv="refresh"' not in done and 'id="chart-backtest"' in done
+
+
+def test_a_run_that_cannot_be_queued_fails_saying_so_instead_of_waiting_forever(
+    client, ops_manager, history, monkeypatch, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(backtests, "INLINE_LIMIT", 3)
+    monkeypatch.setattr(tasks.run_backtest, "delay", broker_down)
+    client.force_login(ops_manager)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.get(URL, {"rule": "thin", "what": "draft"})
+    run = BacktestRun.objects.get()
+    assert (run.status, run.finished_at is not None) == ("failed", True)
+    assert run.error.startswith("It could not be queued for a worker: Error 111 connecting")
+    page = client.get(response["Location"]).content.decode()
+    assert 'http-equiv="refresh"' not in page and "Try again when the broker is back." in page
 
 
 def test_account_managers_cannot_backtest(client, account_manager, history):

@@ -63,3 +63,20 @@ def test_a_routed_message_lands_in_its_queue_only():
         lengths = {name: client.llen(name) for name in app.amqp.queues}
     app.control.purge()
     assert lengths == {"celery": 0, "sync": 1, "evaluation": 0, "delivery": 0, "writeback": 0}
+
+
+def test_every_task_and_every_beat_entry_can_be_sent_with_its_time_limits():
+    """Celery refuses to send a task whose soft time limit exceeds its hard one (``apply_async`` raises;
+    beat only logs it, so a nightly job would silently never run)."""
+    from django.conf import settings
+
+    app.loader.import_default_modules()
+    ours = {name: task for name, task in app.tasks.items() if name.startswith("apps.")}
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert scheduled <= set(ours), scheduled - set(ours)
+    refused = {
+        name: (task.soft_time_limit, task.time_limit)
+        for name, task in ours.items()
+        if task.soft_time_limit and task.time_limit and task.soft_time_limit > task.time_limit
+    }
+    assert not refused, refused
