@@ -9,5 +9,5 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         from .roles import ensure_roles
 
-        # Sent once per app; the run after the last app sees every app's permissions.
+        # Sent once per app; ensure_roles acts on the last app's, which sees every app's permissions.
         post_migrate.connect(ensure_roles, dispatch_uid="fulcrum-ensure-roles")
