@@ -20,8 +20,9 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Self
 
+import psycopg
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
@@ -245,7 +246,7 @@ def _builtin_query(subject_type: str, filtered: bool) -> str:
 
 
 def _scoped_query(subject_type: str, filtered: bool) -> str:
-    where = "AND t.id = ANY(%(ids)s)" if filtered else ""
+    where = "AND t.id = ANY(%(ids)s::bigint[])" if filtered else ""
     if subject_type == "change_order":
         scope = f"""scope AS (SELECT t.id, t.project_id FROM entities_changeorder t
                     WHERE t.deleted_at IS NULL {where}),
@@ -445,6 +446,67 @@ def fact_ages(now: dt.datetime) -> dict[str, float | None]:
     return ages
 
 
+# Up to this many subjects (an event's few), the facts query runs as a server-side prepared statement on
+# its generic plan: planning its CTEs over 13 relations took 4.9 ms a call, executing it 1.8 ms (one change
+# order, 100k in the table); the generic plan is planned once per connection and executes in the same time
+# or less (the subjects are few whatever their number, so one plan suits them all).
+PREPARED_LIMIT = 200
+# A prepare_threshold that no statement reaches: only those executed with prepare=True are prepared.
+_NEVER_AUTOMATICALLY = 2**31 - 1
+
+
+class _PreparedCursor(psycopg.Cursor[Any]):
+    """A server-binding psycopg cursor whose every statement is prepared (psycopg keeps the statement
+    per connection, keyed by its text and parameter types)."""
+
+    logged = False  # Django logs the statements (DEBUG, or a test capturing them)
+
+    def execute(
+        self,
+        query: Any,
+        params: Any = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool | None = None,
+    ) -> Self:
+        super().execute(query, params, prepare=True, binary=binary)
+        if self.logged and self._query is None:
+            # Executing a statement already prepared sends no text, so psycopg keeps none; Django logs
+            # the query it reads there (last_executed_query), so put the statement's text there.
+            self._query = self._convert_query(query, params)
+        return self
+
+
+def _execute_generic(query: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run ``query`` as a prepared statement on its generic plan: (column names but the first, rows).
+
+    ``plan_cache_mode`` is set around the one statement and reset after it (a failed statement inside a
+    transaction rolls the SET back with it); the SET and RESET go to the raw connection, so they are not
+    counted or logged as the product's queries, while the facts query itself goes through Django's
+    cursor wrapper (logged, counted, execute wrappers applied) as every other query.
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    # Django opens connections with prepared statements off (prepare_threshold None, which also ignores
+    # prepare=True); its own cursors bind client-side and never prepare, so turning it on for this
+    # statement changes nothing else; the statements psycopg prepared stay, per connection, for the next.
+    threshold = raw.prepare_threshold
+    raw.prepare_threshold = _NEVER_AUTOMATICALLY
+    raw.execute("SET plan_cache_mode = force_generic_plan")
+    try:
+        # _prepare_cursor: Django's own wrapping of a new cursor (thread check, debug logging, wrappers).
+        prepared = _PreparedCursor(raw)
+        prepared.logged = connection.queries_logged
+        with connection._prepare_cursor(prepared) as cursor:  # type: ignore[attr-defined]
+            cursor.execute(query, params)
+            columns = [c.name for c in cursor.description][1:]
+            return columns, cursor.fetchall()
+    finally:
+        raw.prepare_threshold = threshold
+        if raw.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            raw.execute("RESET plan_cache_mode")
+
+
 # Up to this many subjects, operator-defined facts are computed in Python from the subjects' rows (the
 # per-event path); from it on, as columns of the facts query (the batch path). Both give the same values.
 PYTHON_CUSTOM_LIMIT = 200
@@ -484,15 +546,20 @@ def compute_contexts(
         params.update(custom_params(now))
     visible = {f.name for f in facts_for(subject_type)}
     ages = {k: v for k, v in fact_ages(now).items() if k in visible}
-    with connection.cursor() as cursor:
-        cursor.execute(_query(subject_type, ids is not None, custom=not custom_in_python), params)
-        columns = [c.name for c in cursor.description][1:]
-        if not custom_in_python:
-            while rows := cursor.fetchmany(2000):
-                for row in rows:
-                    yield Context(subject_type, row[0], dict(zip(columns, row[1:], strict=True)), ages)
-            return
-        base = {row[0]: dict(zip(columns, row[1:], strict=True)) for row in cursor.fetchall()}
+    query = _query(subject_type, ids is not None, custom=not custom_in_python)
+    if custom_in_python and ids is not None and len(ids) <= PREPARED_LIMIT:
+        columns, fetched = _execute_generic(query, params)
+        base = {row[0]: dict(zip(columns, row[1:], strict=True)) for row in fetched}
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(query, params)
+            columns = [c.name for c in cursor.description][1:]
+            if not custom_in_python:
+                while rows := cursor.fetchmany(2000):
+                    for row in rows:
+                        yield Context(subject_type, row[0], dict(zip(columns, row[1:], strict=True)), ages)
+                return
+            base = {row[0]: dict(zip(columns, row[1:], strict=True)) for row in cursor.fetchall()}
     extra = python_values(subject_type, list(base), base, now=now)
     for subject_id, values in base.items():
         yield Context(subject_type, subject_id, {**values, **extra[subject_id]}, ages)
