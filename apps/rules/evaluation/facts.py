@@ -413,16 +413,10 @@ def evaluation_date(now: dt.datetime | None = None) -> dt.date:
 def fact_ages(now: dt.datetime) -> dict[str, float | None]:
     """Age in seconds of every fact's inputs: the oldest last successful sync among the streams that
     load each input entity, in any connection, whatever the streams are called."""
-    from apps.connectors.models import StreamState
-
     synced: dict[str, list[dt.datetime | None]] = defaultdict(list)  # per entity, one per stream state
-    kinds: dict[int, Any] = {}
-    for state in StreamState.objects.select_related("connection").only(
-        "stream", "last_success_at", "connection__slug", "connection__kind", "connection__options"
-    ):
-        entity = stream_entity(state.connection, state.stream, kinds)
+    for entity, last_success_at in _stream_states():
         if entity is not None:
-            synced[entity].append(state.last_success_at)
+            synced[entity].append(last_success_at)
 
     def oldest_age(times: list[dt.datetime | None]) -> float | None:
         # Never synced anywhere (no state, or a state without success): the age is unknown.
@@ -444,6 +438,37 @@ def fact_ages(now: dt.datetime) -> dict[str, float | None]:
             0.0 if not inputs else None if None in input_ages else max(a for a in input_ages if a is not None)
         )
     return ages
+
+
+# (connection id, slug, kind, options as text, stream) -> the entity the stream loads (None: none); what
+# ``stream_entity`` answers depends on nothing else, so a stream's answer is asked of its kind once.
+_STREAM_ENTITY: dict[tuple[int, str, str, str, str], str | None] = {}
+
+
+def _stream_states() -> list[tuple[str | None, dt.datetime | None]]:
+    """Per stream state: the entity its stream loads and its last successful sync. One plain query (an
+    event's facts ask for the ages each time); a connection is loaded as a model only for a stream not seen
+    before (or whose connection's kind, slug or options changed)."""
+    from apps.connectors.models import Connection, StreamState
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT c.id, c.slug, c.kind, c.options::text, s.stream, s.last_success_at
+                FROM {StreamState._meta.db_table} s
+                JOIN {Connection._meta.db_table} c ON c.id = s.connection_id"""
+        )
+        rows = cursor.fetchall()
+    missing = {row[0] for row in rows if row[:5] not in _STREAM_ENTITY}
+    if missing:
+        if len(_STREAM_ENTITY) > 4096:
+            _STREAM_ENTITY.clear()
+        # As the model query did: the connection with its slug, kind and options (the rest deferred).
+        connections = Connection.objects.only("slug", "kind", "options").in_bulk(missing)
+        kinds: dict[int, Any] = {}
+        for row in rows:
+            if row[:5] not in _STREAM_ENTITY and row[0] in connections:
+                _STREAM_ENTITY[row[:5]] = stream_entity(connections[row[0]], row[4], kinds)
+    return [(_STREAM_ENTITY.get(row[:5]), row[5]) for row in rows]
 
 
 # Up to this many subjects (an event's few), the facts query runs as a server-side prepared statement on
