@@ -1,5 +1,6 @@
 """An event's few subjects get their facts from a prepared statement on its generic plan: the same facts
-as the query planned for the call, the plan setting put back, the query logged like any other."""
+as the query planned for the call (and as the query over every subject, which has no scope), the plan
+setting put back, the query logged like any other."""
 
 from __future__ import annotations
 
@@ -36,6 +37,12 @@ def _generated(seed: int) -> None:
         for _ in range(6)
     ]
     for project in projects:
+        if rng.random() < 0.2:  # a deleted project or client keeps its live records' facts
+            project.deleted_at = NOW
+            project.save(update_fields=["deleted_at"])
+        if rng.random() < 0.2:
+            project.client.deleted_at = NOW
+            project.client.save(update_fields=["deleted_at"])
         for _ in range(rng.randint(0, 3)):
             FinancialLineFactory(
                 project=project, kind=rng.choice(["invoice", "bill", "purchase"]),
@@ -76,6 +83,8 @@ def test_the_prepared_generic_plan_gives_the_facts_of_the_planned_query(seed, mo
         planned = [_contexts(subject_type, ids) for ids in asks]
         monkeypatch.undo()
         assert prepared == planned, subject_type
+        # The query over every subject (no scope at all) gives each subject the same facts.
+        assert list(compute_contexts(subject_type, None, now=NOW)) == prepared[len(every)], subject_type
         assert all(len(p) == 1 for p in prepared[: len(every)])
 
 
