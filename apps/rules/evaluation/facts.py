@@ -501,8 +501,8 @@ _STREAM_ENTITY: dict[tuple[int, str, str, str, str], str | None] = {}
 
 def _stream_states() -> list[tuple[str | None, dt.datetime | None]]:
     """Per stream state: the entity its stream loads and its last successful sync. One plain query (an
-    event's facts ask for the ages each time); a connection is loaded as a model only for a stream not seen
-    before (or whose connection's kind, slug or options changed)."""
+    event's facts ask for the ages each time); a connection is built as a model, from its row, only for a
+    stream not seen before (or whose connection's kind, slug or options changed)."""
     from apps.connectors.models import Connection, StreamState
 
     with connection.cursor() as cursor:
@@ -512,17 +512,25 @@ def _stream_states() -> list[tuple[str | None, dt.datetime | None]]:
                 JOIN {Connection._meta.db_table} c ON c.id = s.connection_id"""
         )
         rows = cursor.fetchall()
-    missing = {row[0] for row in rows if row[:5] not in _STREAM_ENTITY}
-    if missing:
+    if any(row[:5] not in _STREAM_ENTITY for row in rows):
         if len(_STREAM_ENTITY) > 4096:
             _STREAM_ENTITY.clear()
-        # As the model query did: the connection with its slug, kind and options (the rest deferred).
-        connections = Connection.objects.only("slug", "kind", "options").in_bulk(missing)
+        options = Connection._meta.get_field("options")
+        connections: dict[int, Connection] = {}
         kinds: dict[int, Any] = {}
         for row in rows:
-            if row[:5] not in _STREAM_ENTITY and row[0] in connections:
-                _STREAM_ENTITY[row[:5]] = stream_entity(connections[row[0]], row[4], kinds)
-    return [(_STREAM_ENTITY.get(row[:5]), row[5]) for row in rows]
+            if row[:5] in _STREAM_ENTITY:
+                continue
+            if row[0] not in connections:
+                # As a query with .only("slug", "kind", "options") loads it (the rest deferred), from
+                # this row: no second query.
+                connections[row[0]] = Connection.from_db(
+                    connection.alias,
+                    ["id", "slug", "kind", "options"],
+                    [row[0], row[1], row[2], json.loads(row[3], cls=options.decoder)],
+                )
+            _STREAM_ENTITY[row[:5]] = stream_entity(connections[row[0]], row[4], kinds)
+    return [(_STREAM_ENTITY[row[:5]], row[5]) for row in rows]
 
 
 # Up to this many subjects (an event's few), the facts query runs as a server-side prepared statement on
