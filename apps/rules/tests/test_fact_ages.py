@@ -137,3 +137,32 @@ def test_a_stream_that_never_succeeded_leaves_its_entity_without_age() -> None:
     StreamState.objects.create(connection=rest, stream="jobs", last_success_at=None)
 
     assert fact_ages(timezone.now())["project.contract_value"] is None
+
+
+def test_ages_follow_a_stream_whose_connection_now_loads_another_entity() -> None:
+    """What a stream loads is remembered per connection, kind and options: changing the options (or the
+    kind) is seen by the next evaluation, as a stream state added or removed is."""
+    now = timezone.now()
+    _other_entities_synced(skip=("project", "client"))
+    for entity in ("project", "client"):  # both known and fresh, through their built-in streams
+        source = ConnectionFactory(slug=f"fresh-{entity}")
+        for stream in ENTITY_STREAMS[entity]:
+            StreamState.objects.create(connection=source, stream=stream, last_success_at=now)
+    jobs = rest_stream("jobs", "project", "/j", {"name": "n"})
+    rest = ConnectionFactory(slug="inhouse", kind="rest", options={"streams": [jobs]})
+    StreamState.objects.create(connection=rest, stream="jobs", last_success_at=now - dt.timedelta(hours=5))
+    before = fact_ages(now)
+    assert before["project.contract_value"] == pytest.approx(5 * 3600)
+    assert before["client.days_to_renewal"] == pytest.approx(0)
+
+    rest.options = {"streams": [rest_stream("jobs", "client", "/j", {"name": "n"})]}
+    rest.save(update_fields=["options"])
+    after = fact_ages(now)
+    assert after["project.contract_value"] == pytest.approx(0)
+    assert after["client.days_to_renewal"] == pytest.approx(5 * 3600)
+
+    rest.kind = "csv"  # a kind that cannot place "jobs": the built-in names do not know it either
+    rest.save(update_fields=["kind"])
+    assert fact_ages(now)["client.days_to_renewal"] == pytest.approx(0)
+    StreamState.objects.create(connection=rest, stream="csv:client", last_success_at=None)
+    assert fact_ages(now)["client.days_to_renewal"] is None
