@@ -467,6 +467,7 @@ def _tail_rows(
         rows.append(
             {
                 "change_order": co_id,
+                "sent_at": sent_at,
                 "total": box["accepted"] - sent_at,
                 **{stage: marks[i + 1] - marks[i] for i, stage in enumerate(STAGES)},
                 "webhook_attempts": hook["attempts"],
@@ -623,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in _tail_report(figures["tail"]):
             print(line)
         if args.tail:
-            args.tail.write_text(json.dumps(figures["tail"], indent=1))
+            faults = {"upstream": timeline.upstream, "smtp_down": timeline.smtp_down, "kills": timeline.kills}
+            args.tail.write_text(json.dumps({"escalations": figures["tail"], "faults": faults}, indent=1))
         if figures["emailed"]:
             p95 = _percentile(figures["emailed"], 0.95)
             print(f"target webhook → SMTP p95 < 5 s: {'met' if p95 < 5 else 'MISSED'}")
