@@ -276,6 +276,10 @@ FULCRUM = {
     "WEBHOOK_BATCH_SIZE": env.int("FULCRUM_WEBHOOK_BATCH_SIZE", default=50),
     # Pending evaluations claimed by a flush: a killed worker's are taken again after this (+10 ms/subject).
     "EVALUATION_CLAIM_SECONDS": env.float("FULCRUM_EVALUATION_CLAIM_SECONDS", default=60.0),
+    # The first retries of a webhook follow quickly (decorrelated jitter from this base, never sooner),
+    # later ones back off as below (apps/connectors/webhooks/tasks.py, docs/OPERATIONS.md).
+    "WEBHOOK_QUICK_RETRIES": env.int("FULCRUM_WEBHOOK_QUICK_RETRIES", default=2),
+    "WEBHOOK_QUICK_BASE": env.float("FULCRUM_WEBHOOK_QUICK_BASE", default=0.1),
     "WEBHOOK_BACKOFF_BASE": env.float("FULCRUM_WEBHOOK_BACKOFF_BASE", default=1.0),
     "WEBHOOK_BACKOFF_CAP": env.float("FULCRUM_WEBHOOK_BACKOFF_CAP", default=30.0),
     "ACTION_MAX_ATTEMPTS": env.int("FULCRUM_ACTION_MAX_ATTEMPTS", default=8),
