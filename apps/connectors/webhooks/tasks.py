@@ -62,7 +62,9 @@ def process_webhook_delivery(  # type: ignore[no-untyped-def]
         # is (``self.retry`` would spend one), so this worker's slot goes to the work behind it.
         countdown = _countdown(outcome)
         options = {"countdown": countdown, "retries": self.request.retries}  # send_task's own options
-        later = {"deferrals": deferrals + 1, "waited": waited}
+        later: dict[str, Any] = {"deferrals": deferrals + 1}
+        if waited is not None:  # the quick retries go on from the last wait
+            later["waited"] = waited
         process_webhook_delivery.apply_async((delivery_id,), later, **options)
         return f"webhook delivery {delivery_id}: rate budget spent, deferred {countdown:g} s{batch}"
     if outcome.retry and self.request.retries < self.max_retries:
