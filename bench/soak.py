@@ -1,7 +1,7 @@
 """Soak: the whole stack under faults for a set time, then checks that nothing was lost or duplicated.
 
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev CELERY_BROKER_URL=redis://127.0.0.1:6379/9 \\
-        .venv/bin/python -m bench.soak [--minutes 10] [--kill-every 60] [--workers 3]
+        .venv/bin/python -m bench.soak [--minutes 10] [--kill-every 60] [--workers 3] [--tail FILE]
 
 Creates (afresh) and migrates ``fulcrum_bench_soak`` on the server of DATABASE_URL, starts the bundled
 simulator, an aiosmtpd sink, gunicorn (``config/gunicorn.py``, 2 workers), beat and ``--workers`` Celery
@@ -20,7 +20,10 @@ checks:
 - ``verify_audit`` (with a signed anchor taken at the end) passes.
 
 It prints throughput and p50/p95 from each webhook's first send to its change order's decision and to the
-SMTP server accepting the email, and exits non-zero when a check fails. Target (2-core machine):
+SMTP server accepting the email, then where the slowest 10% of escalations spent their time (received,
+processed, decided, outbox row, SMTP accepted) and which faults they met, beside the same for all
+(``--tail FILE``: every escalation's row and the fault timeline as JSON), and exits non-zero when a check
+fails. Target (2-core machine):
 nothing lost or duplicated, webhook → SMTP accepted p95 < 5 s under faults.
 """
 
