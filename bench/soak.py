@@ -627,8 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in _tail_report(figures["tail"]):
             print(line)
         if args.tail:
-            faults = {"upstream": timeline.upstream, "smtp_down": timeline.smtp_down, "kills": timeline.kills}
-            args.tail.write_text(json.dumps({"escalations": figures["tail"], "faults": faults}, indent=1))
+            met = {"upstream": timeline.upstream, "smtp_down": timeline.smtp_down, "kills": timeline.kills}
+            args.tail.write_text(json.dumps({"escalations": figures["tail"], "faults": met}, indent=1))
         if figures["emailed"]:
             p95 = _percentile(figures["emailed"], 0.95)
             print(f"target webhook → SMTP p95 < 5 s: {'met' if p95 < 5 else 'MISSED'}")
