@@ -269,7 +269,8 @@ FULCRUM = {
     # In a worker, a shared rate-budget wait longer than this re-queues the task with a countdown.
     "RATE_BUDGET_MAX_SLEEP": env.float("FULCRUM_RATE_BUDGET_MAX_SLEEP", default=1.0),
     # Webhook processing (apps/connectors/webhooks): a claim older than the lease is presumed lost (a
-    # killed worker) and queued again; retries back off up to 1 s, doubling to 30 s (docs/OPERATIONS.md).
+    # killed worker) and queued again; after two quick retries (below), retries back off up to 1 s, doubling
+    # to 30 s (docs/OPERATIONS.md).
     "WEBHOOK_LEASE_SECONDS": env.float("FULCRUM_WEBHOOK_LEASE_SECONDS", default=30.0),
     # A webhook task also takes up to this many deliveries of its connection waiting untouched (a burst),
     # read upstream together and applied in one transaction (a savepoint each); 1 turns batching off.
