@@ -24,7 +24,7 @@ import random
 
 from django.conf import settings
 
-__all__ = ["Permanent", "Transient", "backoff", "configured_backoff"]
+__all__ = ["Permanent", "Transient", "backoff", "configured_backoff", "decorrelated_backoff"]
 
 
 class Transient(Exception):
@@ -62,6 +62,25 @@ def backoff(
     ``retry_after`` wins when longer, itself cut to ``longest`` (beyond it the caller asks again then)."""
     ceiling = min(cap, base * 2 ** max(0, retry))
     wait = random.uniform(0.0, ceiling)
+    if retry_after is not None:
+        wait = max(wait, min(retry_after, longest))
+    return wait
+
+
+def decorrelated_backoff(
+    previous: float | None,
+    *,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
+    longest: float = math.inf,
+) -> float:
+    """Seconds before the next try, by decorrelated jitter (the same AWS post): uniform between ``base``
+    and three times the ``previous`` wait (``base`` for the first), never past ``cap``. Never sooner than
+    ``base`` (no immediate retry), growing about 1.5-fold a try on average, jittered so that clients that
+    failed together spread out. ``retry_after`` wins when longer, cut to ``longest``, as in ``backoff``."""
+    upper = min(cap, 3 * max(base, previous or 0.0))
+    wait = random.uniform(min(base, upper), upper)
     if retry_after is not None:
         wait = max(wait, min(retry_after, longest))
     return wait

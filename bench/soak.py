@@ -1,7 +1,7 @@
 """Soak: the whole stack under faults for a set time, then checks that nothing was lost or duplicated.
 
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev CELERY_BROKER_URL=redis://127.0.0.1:6379/9 \\
-        .venv/bin/python -m bench.soak [--minutes 10] [--kill-every 60] [--workers 3]
+        .venv/bin/python -m bench.soak [--minutes 10] [--kill-every 60] [--workers 3] [--tail FILE]
 
 Creates (afresh) and migrates ``fulcrum_bench_soak`` on the server of DATABASE_URL, starts the bundled
 simulator, an aiosmtpd sink, gunicorn (``config/gunicorn.py``, 2 workers), beat and ``--workers`` Celery
@@ -20,7 +20,10 @@ checks:
 - ``verify_audit`` (with a signed anchor taken at the end) passes.
 
 It prints throughput and p50/p95 from each webhook's first send to its change order's decision and to the
-SMTP server accepting the email, and exits non-zero when a check fails. Target (2-core machine):
+SMTP server accepting the email, then where the slowest 10% of escalations spent their time (received,
+processed, decided, outbox row, SMTP accepted) and which faults they met, beside the same for all
+(``--tail FILE``: every escalation's row and the fault timeline as JSON), and exits non-zero when a check
+fails. Target (2-core machine):
 nothing lost or duplicated, webhook → SMTP accepted p95 < 5 s under faults.
 """
 
@@ -29,6 +32,8 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
+import json
+import math
 import os
 import random
 import signal
@@ -119,6 +124,38 @@ class FlappingSmtp:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
+
+
+class Timeline:
+    """When each fault happened, for the tail report: upstream faults served (kind, time), SMTP outages
+    (down, up), worker kills."""
+
+    def __init__(self) -> None:
+        self.upstream: list[tuple[float, str]] = []
+        self.smtp_down: list[list[float]] = []
+        self.kills: list[float] = []
+        self.lock = threading.Lock()
+
+    def watch(self, faults: Any) -> None:
+        """Record every fault the simulator serves (its plan's ``match`` wrapped, same answers)."""
+        match = faults.match
+
+        def recording(method: str, path: str, path_with_query: str) -> Any:
+            rule = match(method, path, path_with_query)
+            if rule is not None:
+                kind = "429" if rule.kind == "rate_limit" else str(rule.status)
+                with self.lock:
+                    self.upstream.append((time.time(), kind))
+            return rule
+
+        faults.match = recording
+
+    def down(self) -> None:
+        self.smtp_down.append([time.time(), math.inf])
+
+    def up(self) -> None:
+        if self.smtp_down and self.smtp_down[-1][1] == math.inf:
+            self.smtp_down[-1][1] = time.time()
 
 
 class Stack:
@@ -223,7 +260,9 @@ def _setup(simulator: Any) -> None:
     rules_import(text=RULE, actor="system:soak")
 
 
-def _faults(simulator: Any, smtp: FlappingSmtp, stack: Stack, args: Any, stop: threading.Event) -> None:
+def _faults(
+    simulator: Any, smtp: FlappingSmtp, stack: Stack, args: Any, stop: threading.Event, timeline: Timeline
+) -> None:
     rng = random.Random(7)
     tick = 0
     next_kill = time.monotonic() + args.kill_every
@@ -237,9 +276,12 @@ def _faults(simulator: Any, smtp: FlappingSmtp, stack: Stack, args: Any, stop: t
             simulator.faults.add("rate_limit", path_prefix="/rest/", window=2.0, count=None)
         if tick % 15 == 0:
             smtp.down()
+            timeline.down()
         elif tick % 15 == 4:
             smtp.up()
+            timeline.up()
         if args.kill_every and time.monotonic() >= next_kill:
+            timeline.kills.append(time.time())
             print(f"  t+{tick}s SIGKILL {stack.kill_one(rng)}", flush=True)
             next_kill = time.monotonic() + args.kill_every
 
@@ -297,7 +339,7 @@ def _drain(expected: int, seconds: float) -> dict[str, Any]:
 
 
 def _check(
-    simulator: Any, smtp: FlappingSmtp, sent: dict[int, float], anchor_dir: Path
+    simulator: Any, smtp: FlappingSmtp, sent: dict[int, float], anchor_dir: Path, timeline: Timeline
 ) -> tuple[list[str], dict]:
     from decimal import Decimal
 
@@ -373,8 +415,99 @@ def _check(
         if stamps:
             emailed.extend(stamp - sent_at for stamp in stamps)
     figures = {"decided": decided, "emailed": emailed, "emails": len(smtp.accepted), "audit": report}
+    figures["tail"] = _tail_rows(sent, escalations, first_decision, deliveries, accepted, timeline)
     figures["redelivered"] = len(twice)
     return problems, figures
+
+
+STAGES = ("arrival", "processing", "decision", "outbox", "smtp")
+
+
+def _tail_rows(
+    sent: dict[int, float],
+    escalations: dict[int, Any],
+    first_decision: dict[int, Any],
+    deliveries: list[Any],
+    accepted: dict[tuple[str, str], list[float]],
+    timeline: Timeline,
+) -> list[dict[str, Any]]:
+    """One row per change order: where its time from webhook sent to the last email accepted went, and
+    which faults it met on the way."""
+    from apps.connectors.models import WebhookDelivery
+    from apps.escalations.actions.email import message_id
+
+    webhooks: dict[int, dict[str, Any]] = {}
+    for body, received, processed, attempts in WebhookDelivery.objects.filter(
+        connection__slug="pm"
+    ).values_list("body", "received_at", "processed_at", "attempts"):
+        try:
+            co_id = int(json.loads(bytes(body))["resource_id"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        row = webhooks.setdefault(co_id, {"received": math.inf, "processed": 0.0, "attempts": 0})
+        row["received"] = min(row["received"], received.timestamp())
+        row["processed"] = max(row["processed"], processed.timestamp() if processed else math.inf)
+        row["attempts"] = max(row["attempts"], attempts)
+    outbox: dict[int, dict[str, Any]] = {}
+    for d in deliveries:
+        row = outbox.setdefault(d.escalation_id, {"created": math.inf, "accepted": 0.0, "attempts": 0})
+        row["created"] = min(row["created"], d.created_at.timestamp())
+        row["accepted"] = max([row["accepted"], *accepted.get((message_id(d), d.target), [math.inf])])
+        row["attempts"] = max(row["attempts"], d.attempts)
+    rows = []
+    for co_id, sent_at in sent.items():
+        escalation = escalations.get(co_id)
+        hook = webhooks.get(co_id)
+        if escalation is None or hook is None or escalation.pk not in outbox:
+            continue
+        box = outbox[escalation.pk]
+        decided = first_decision.get(escalation.subject_id)
+        decided_at = decided.timestamp() if decided else math.inf
+        marks = [sent_at, hook["received"], hook["processed"], decided_at, box["created"], box["accepted"]]
+        if not all(math.isfinite(m) for m in marks):
+            continue
+        met = sorted({kind for at, kind in timeline.upstream if hook["received"] <= at <= hook["processed"]})
+        rows.append(
+            {
+                "change_order": co_id,
+                "sent_at": sent_at,
+                "total": box["accepted"] - sent_at,
+                **{stage: marks[i + 1] - marks[i] for i, stage in enumerate(STAGES)},
+                "webhook_attempts": hook["attempts"],
+                "upstream_faults": met,
+                "email_attempts": box["attempts"],
+                "smtp_outage": any(
+                    down <= box["accepted"] and up >= box["created"] for down, up in timeline.smtp_down
+                ),
+                "kill": any(sent_at <= at <= box["accepted"] for at in timeline.kills),
+            }
+        )
+    return rows
+
+
+def _tail_report(rows: list[dict[str, Any]], share: float = 0.1) -> list[str]:
+    """Summary lines: the slowest ``share`` of escalations (webhook sent → last email accepted) beside all,
+    the mean of each stage and how many met each fault."""
+    if not rows:
+        return ["tail: no complete escalation to report"]
+    ordered = sorted(rows, key=lambda r: r["total"], reverse=True)
+    slowest = ordered[: max(1, math.ceil(len(ordered) * share))]
+    lines = ["tail: stages are sent → received → processed → decided → outbox row → SMTP accepted (mean s)"]
+    for label, group in ((f"slowest {share:.0%}", slowest), ("all", ordered)):
+        n = len(group)
+        means = ", ".join(f"{stage} {statistics.fmean(r[stage] for r in group):.2f}" for stage in STAGES)
+        counts = {
+            "webhook retried": sum(r["webhook_attempts"] > 1 for r in group),
+            "met 5xx": sum(any(k.startswith("5") for k in r["upstream_faults"]) for r in group),
+            "met 429": sum("429" in r["upstream_faults"] for r in group),
+            "email retried": sum(r["email_attempts"] > 1 for r in group),
+            "SMTP outage": sum(r["smtp_outage"] for r in group),
+            "kill": sum(r["kill"] for r in group),
+        }
+        met = ", ".join(f"{name} {count}" for name, count in counts.items())
+        lines.append(f"  {label} (n={n}, total {statistics.fmean(r['total'] for r in group):.2f}): {means}")
+        lines.append(f"    {met}")
+    return lines
 
 
 def _escalations_by_co(model: Any) -> list[Any]:
@@ -402,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=0.25, help="simulator company size")
     # A webhook whose worker was killed mid-processing is re-queued by beat's sweep when its lease ends.
     parser.add_argument("--drain", type=float, default=300.0, help="seconds allowed to drain at the end")
+    parser.add_argument(
+        "--tail", type=Path, help="write each escalation's stages and faults met as JSON here"
+    )
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(ROOT))
@@ -438,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     (workdir / "metrics").mkdir()
     stack = Stack(env, logs, args.workers)
+    timeline = Timeline()
+    timeline.watch(simulator.faults)
     stop = threading.Event()
     problems: list[str] = []
     try:
@@ -452,7 +590,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.cpu_count()} CPUs, load {load:.2f}",
             flush=True,
         )
-        faults = threading.Thread(target=_faults, args=(simulator, smtp, stack, args, stop), daemon=True)
+        faults = threading.Thread(
+            target=_faults, args=(simulator, smtp, stack, args, stop, timeline), daemon=True
+        )
         faults.start()
         sent: dict[int, float] = {}
         started = time.time()
@@ -462,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         faults.join()
         simulator.faults.clear()
         smtp.up()
+        timeline.up()
         state = _drain(len(sent), args.drain)
         drained = time.time() - started
         print(
@@ -469,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             f"drained at {drained:.0f} s"
         )
         print(f"after the drain: {state}; worker kills {stack.kills}")
-        problems, figures = _check(simulator, smtp, sent, workdir)
+        problems, figures = _check(simulator, smtp, sent, workdir, timeline)
         print(
             f"throughput: {posts / sending:.1f} webhooks/s sent, {len(sent) / drained:.2f} escalations/s "
             f"end to end, {figures['emails']} emails accepted"
@@ -483,6 +624,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{name}: n={len(values)} p50 {statistics.median(values):.2f} s, "
                     f"p95 {_percentile(values, 0.95):.2f} s, max {max(values):.2f} s"
                 )
+        for line in _tail_report(figures["tail"]):
+            print(line)
+        if args.tail:
+            met = {"upstream": timeline.upstream, "smtp_down": timeline.smtp_down, "kills": timeline.kills}
+            args.tail.write_text(json.dumps({"escalations": figures["tail"], "faults": met}, indent=1))
         if figures["emailed"]:
             p95 = _percentile(figures["emailed"], 0.95)
             print(f"target webhook → SMTP p95 < 5 s: {'met' if p95 < 5 else 'MISSED'}")

@@ -6,7 +6,10 @@ The rules find the two they queue by name in the app's registry (``triggers.EVAL
 ``EVALUATE_RUN_TASK``); a test checks they resolve here.
 """
 
+import logging
+
 from celery import shared_task
+from celery.signals import worker_ready
 
 from apps.rules.authoring.publishing import publish_runs_requeue
 from apps.rules.evaluation.triggers import (
@@ -17,6 +20,8 @@ from apps.rules.evaluation.triggers import (
 )
 
 from . import pipeline
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -62,3 +67,22 @@ def evaluate_pending() -> str:
     if requeued := publish_runs_requeue():
         done["publish runs re-sent"] = requeued
     return ", ".join(f"{k} {v}" for k, v in sorted(done.items())) or "nothing pending"
+
+
+@worker_ready.connect
+def sweep_after_worker_start(**_: object) -> None:
+    """A worker (re)started: queue the evaluation flush and the outbox sweep at once.
+
+    Countdown messages (a scheduled flush, an outbox row's retry) sit in the worker that reserved them; one
+    SIGKILLed takes them along, and Redis gives them back only after the visibility timeout (an hour). The
+    rows are safe (pending evaluations, due outbox rows), but without this they wait for beat (a flush every
+    minute, the outbox every 30 s): the soak saw two decisions 8.5 s late after a kill. A worker restarted
+    after a crash is the moment to look; with nothing waiting both tasks do nothing. No database access here:
+    this runs in the worker's main process, whose forked pool must not share its connection."""
+    from apps.escalations.tasks import deliver_due
+
+    for task in (evaluate_pending, deliver_due):
+        try:
+            task.apply_async()
+        except Exception:  # the broker is down: beat's schedules find the rows later
+            logger.warning("could not queue %s after the worker started", task.name, exc_info=True)

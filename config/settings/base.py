@@ -269,13 +269,18 @@ FULCRUM = {
     # In a worker, a shared rate-budget wait longer than this re-queues the task with a countdown.
     "RATE_BUDGET_MAX_SLEEP": env.float("FULCRUM_RATE_BUDGET_MAX_SLEEP", default=1.0),
     # Webhook processing (apps/connectors/webhooks): a claim older than the lease is presumed lost (a
-    # killed worker) and queued again; retries back off up to 1 s, doubling to 30 s (docs/OPERATIONS.md).
+    # killed worker) and queued again; after two quick retries (below), retries back off up to 1 s, doubling
+    # to 30 s (docs/OPERATIONS.md).
     "WEBHOOK_LEASE_SECONDS": env.float("FULCRUM_WEBHOOK_LEASE_SECONDS", default=30.0),
     # A webhook task also takes up to this many deliveries of its connection waiting untouched (a burst),
     # read upstream together and applied in one transaction (a savepoint each); 1 turns batching off.
     "WEBHOOK_BATCH_SIZE": env.int("FULCRUM_WEBHOOK_BATCH_SIZE", default=50),
     # Pending evaluations claimed by a flush: a killed worker's are taken again after this (+10 ms/subject).
     "EVALUATION_CLAIM_SECONDS": env.float("FULCRUM_EVALUATION_CLAIM_SECONDS", default=60.0),
+    # The first retries of a webhook follow quickly (decorrelated jitter from this base, never sooner),
+    # later ones back off as below (apps/connectors/webhooks/tasks.py, docs/OPERATIONS.md).
+    "WEBHOOK_QUICK_RETRIES": env.int("FULCRUM_WEBHOOK_QUICK_RETRIES", default=2),
+    "WEBHOOK_QUICK_BASE": env.float("FULCRUM_WEBHOOK_QUICK_BASE", default=0.1),
     "WEBHOOK_BACKOFF_BASE": env.float("FULCRUM_WEBHOOK_BACKOFF_BASE", default=1.0),
     "WEBHOOK_BACKOFF_CAP": env.float("FULCRUM_WEBHOOK_BACKOFF_CAP", default=30.0),
     "ACTION_MAX_ATTEMPTS": env.int("FULCRUM_ACTION_MAX_ATTEMPTS", default=8),

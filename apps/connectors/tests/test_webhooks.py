@@ -829,6 +829,56 @@ def test_a_spent_rate_budget_defers_the_delivery_without_spending_an_attempt(
     assert row.status == Status.RECEIVED and row.attempts == 0 and "rate budget" in row.error
 
 
+def test_the_first_webhook_retries_are_quick_then_back_off_and_a_reset_always_wins(settings: Any) -> None:
+    settings.FULCRUM = {
+        **settings.FULCRUM,
+        "WEBHOOK_QUICK_RETRIES": 2,
+        "WEBHOOK_QUICK_BASE": 0.1,
+        "WEBHOOK_BACKOFF_BASE": 1.0,
+        "WEBHOOK_BACKOFF_CAP": 30.0,
+    }
+    first = [tasks.retry_wait(0, None, None) for _ in range(100)]
+    assert all(0.1 <= w <= 0.3 for w in first)  # a 5xx or a timeout: soon, never at once
+    second = [tasks.retry_wait(1, 0.3, None) for _ in range(100)]
+    assert all(0.1 <= w <= 0.9 for w in second)
+    third = [tasks.retry_wait(2, 0.9, None) for _ in range(200)]
+    assert all(0 <= w <= 4.0 for w in third) and max(third) > 1.0  # full jitter again, base 1 s × 2^2
+    assert all(0 <= tasks.retry_wait(9, 30.0, None) <= 30.0 for _ in range(50))
+    # A 429's reset (or a Retry-After) is honoured on a quick retry as on any other, up to RETRY_AFTER_CAP.
+    assert tasks.retry_wait(0, None, 2.5) == 2.5
+    assert tasks.retry_wait(1, 0.2, 2.5) == 2.5
+    assert tasks.retry_wait(0, None, 10_000.0) == tasks.RETRY_AFTER_CAP
+    settings.FULCRUM = {**settings.FULCRUM, "WEBHOOK_QUICK_RETRIES": 0}  # off: the old schedule
+    assert all(0 <= tasks.retry_wait(0, None, None) <= 1.0 for _ in range(50))
+
+
+def test_a_failed_webhook_task_retries_quickly_carrying_its_last_wait(
+    hooks: dict[str, Connection],
+    company: Company,
+    simulator: SimulatorServer,
+    client: HttpClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sync_stream(connection=hooks["pm"], stream="change_orders")
+    target = sorted(company.pc_change_orders)[0]
+    delivery_id = accept(client, "pm", *procore_delivery(PROCORE_AUTH, procore_event("change_order", target)))
+    simulator.faults.add("status", path_prefix="/rest/", status=500, count=None)  # every call fails
+    retried: list[dict[str, Any]] = []
+
+    def retry(**kwargs: Any) -> Exception:
+        retried.append(kwargs)
+        return RuntimeError("retry")
+
+    monkeypatch.setattr(tasks.process_webhook_delivery, "retry", retry)
+    with pytest.raises(RuntimeError, match="retry"):
+        tasks.process_webhook_delivery.run(delivery_id)
+    simulator.faults.clear()
+    [first] = retried
+    assert 0.1 <= first["countdown"] <= 0.3
+    assert first["kwargs"] == {"deferrals": 0, "waited": first["countdown"]}
+    assert WebhookDelivery.objects.get(pk=delivery_id).status == Status.FAILED
+
+
 def test_webhook_retries_start_within_a_second_and_honour_the_upstream(settings: Any) -> None:
     from apps.errors import configured_backoff
 

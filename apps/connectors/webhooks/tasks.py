@@ -7,20 +7,36 @@ import math
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 
 from apps.connectors import ratelimit
-from apps.errors import configured_backoff
+from apps.errors import configured_backoff, decorrelated_backoff
 
 from .processing import MAX_ATTEMPTS, DeliveryResult, process_deliveries, sweep
 
 logger = logging.getLogger(__name__)
 
-# Retries are short on purpose (``WEBHOOK_BACKOFF_BASE`` 1 s to ``_CAP`` 30 s): a webhook is a user-visible
-# change waiting to be applied, and the fault that failed it (a 5xx burst, a 429) usually clears in seconds. A
-# 429 never parks other deliveries: they meet the shared budget's hold, and a hold longer than a worker should
-# sleep defers them (``RateBudgetDeferred``). An upstream asking for longer than this is asked again then; the
-# sweeper is the backstop.
+# Retries are short on purpose: a webhook is a user-visible change waiting to be applied, and the fault that
+# failed it (a 5xx burst, a 429) usually clears in seconds. The first ``WEBHOOK_QUICK_RETRIES`` follow
+# quickly, by decorrelated jitter from ``WEBHOOK_QUICK_BASE`` (0.1 s: the first within 0.1-0.3 s, the second
+# within 0.1-0.9 s; the vendor client has already retried inside the call, and every call still goes through
+# the shared rate budget); later ones go back to full jitter (``WEBHOOK_BACKOFF_BASE`` 1 s doubling to
+# ``_CAP`` 30 s), so the span over all attempts stays what it was. The upstream's advice (``Retry-After``,
+# a rate-limit reset) wins whenever it is longer, quick or not. A 429 never parks other deliveries: they meet
+# the shared budget's hold, and a hold longer than a worker should sleep defers them (``RateBudgetDeferred``).
+# An upstream asking for longer than this is asked again then; the sweeper is the backstop.
 RETRY_AFTER_CAP = 300.0
+
+
+def retry_wait(retries: int, previous: float | None, retry_after: float | None) -> float:
+    """Seconds before retry ``retries`` (0 for the first) of a delivery whose last wait was ``previous``."""
+    conf = settings.FULCRUM
+    if retries < int(conf["WEBHOOK_QUICK_RETRIES"]):
+        base, cap = float(conf["WEBHOOK_QUICK_BASE"]), float(conf["WEBHOOK_BACKOFF_CAP"])
+        return decorrelated_backoff(
+            previous, base=base, cap=cap, retry_after=retry_after, longest=RETRY_AFTER_CAP
+        )
+    return configured_backoff("WEBHOOK", retries, retry_after=retry_after, longest=RETRY_AFTER_CAP)
 
 
 # acks_late: a worker that dies mid-task leaves the message to be redelivered; processing is idempotent
@@ -30,7 +46,9 @@ RETRY_AFTER_CAP = 300.0
 # "batches"). The others' own messages then find them taken and skip; what a batch leaves to do for one
 # of them (a retry, a deferral) is queued here for that delivery, as its own task would have.
 @shared_task(bind=True, acks_late=True, max_retries=MAX_ATTEMPTS - 1, ignore_result=True)
-def process_webhook_delivery(self, delivery_id: int, deferrals: int = 0) -> str:  # type: ignore[no-untyped-def]
+def process_webhook_delivery(  # type: ignore[no-untyped-def]
+    self, delivery_id: int, deferrals: int = 0, waited: float | None = None
+) -> str:
     ratelimit.take_deferral()  # a previous task's, in this process
     with ratelimit.deferring():
         outcomes = process_deliveries(delivery_id)
@@ -44,13 +62,14 @@ def process_webhook_delivery(self, delivery_id: int, deferrals: int = 0) -> str:
         # is (``self.retry`` would spend one), so this worker's slot goes to the work behind it.
         countdown = _countdown(outcome)
         options = {"countdown": countdown, "retries": self.request.retries}  # send_task's own options
-        process_webhook_delivery.apply_async((delivery_id,), {"deferrals": deferrals + 1}, **options)
+        later: dict[str, Any] = {"deferrals": deferrals + 1}
+        if waited is not None:  # the quick retries go on from the last wait
+            later["waited"] = waited
+        process_webhook_delivery.apply_async((delivery_id,), later, **options)
         return f"webhook delivery {delivery_id}: rate budget spent, deferred {countdown:g} s{batch}"
     if outcome.retry and self.request.retries < self.max_retries:
-        wait = configured_backoff(
-            "WEBHOOK", self.request.retries, retry_after=outcome.retry_after, longest=RETRY_AFTER_CAP
-        )
-        raise self.retry(countdown=wait)
+        wait = retry_wait(self.request.retries, waited, outcome.retry_after)
+        raise self.retry(countdown=wait, kwargs={"deferrals": deferrals, "waited": wait})
     said = f"{outcome.status} {outcome.counts or outcome.error}".rstrip()
     return f"webhook delivery {delivery_id}: {said}{batch}"
 
@@ -68,9 +87,9 @@ def _follow_up(delivery_id: int, outcome: DeliveryResult) -> None:
             options: dict[str, Any] = {"countdown": _countdown(outcome), "retries": 0, "retry": False}
             process_webhook_delivery.apply_async((delivery_id,), {"deferrals": 1}, **options)
         elif outcome.retry:
-            wait = configured_backoff("WEBHOOK", 0, retry_after=outcome.retry_after, longest=RETRY_AFTER_CAP)
+            wait = retry_wait(0, None, outcome.retry_after)
             options = {"countdown": wait, "retries": 1, "retry": False}  # send_task's own options
-            process_webhook_delivery.apply_async((delivery_id,), **options)
+            process_webhook_delivery.apply_async((delivery_id,), {"waited": wait}, **options)
     except Exception:
         logger.warning("could not queue webhook delivery %s; the sweeper will", delivery_id, exc_info=True)
 

@@ -194,6 +194,20 @@ def pending_add(subjects: dict[str, set[int]], trigger: str, *, keep: bool = Fal
 _FLUSH_KEY = "fulcrum:rules:flush-scheduled"
 
 
+# How long the "a flush is scheduled" guard outlives the window. The flush clears it when it starts; the
+# guard only expires by itself when that task is lost (a worker SIGKILLed while holding its countdown
+# message, which Redis gives back only after the visibility timeout) or late (every slot busy), and until it
+# expires no later change schedules a flush. It was ten windows (20 s by default): the soak saw decisions
+# 7–11 s late after a lost flush. A guard expiring early only queues one flush more, which finds the rows
+# already claimed or gone (SKIP LOCKED).
+FLUSH_GUARD_GRACE = 2.0
+
+
+def flush_guard_seconds(window: float) -> float:
+    """Seconds the guard lives: twice the window plus ``FLUSH_GUARD_GRACE``."""
+    return 2 * window + FLUSH_GUARD_GRACE
+
+
 def flush_soon() -> None:
     """Schedule one flush at the end of the coalescing window, unless one is already scheduled.
 
@@ -202,7 +216,8 @@ def flush_soon() -> None:
     """
     window = float(settings.FULCRUM["EVALUATION_COALESCE_SECONDS"])
     try:
-        scheduled = _redis().set(_FLUSH_KEY, "1", nx=True, px=int(max(window, 1.0) * 10_000))
+        guard_ms = int(flush_guard_seconds(window) * 1000)
+        scheduled = _redis().set(_FLUSH_KEY, "1", nx=True, px=guard_ms)
     except RedisError:
         scheduled = True
     if scheduled:

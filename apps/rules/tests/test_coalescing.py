@@ -78,6 +78,21 @@ def test_a_started_flush_lets_later_changes_schedule_the_next_one(scheduled_flus
 
 
 @pytest.mark.django_db
+def test_a_lost_flush_holds_back_the_next_one_for_a_few_seconds_only(scheduled_flushes: list[float]) -> None:
+    # A worker SIGKILLed while holding the scheduled flush's countdown message loses it (Redis gives it back
+    # after its visibility timeout): the guard's expiry is what lets the next change schedule another.
+    window = float(settings.FULCRUM["EVALUATION_COALESCE_SECONDS"])
+    triggers.flush_soon()
+    ttl = triggers._redis().pttl(triggers._FLUSH_KEY) / 1000
+    assert window < ttl <= 2 * window + triggers.FLUSH_GUARD_GRACE
+    triggers.flush_soon()  # while the guard lives: no second task
+    assert len(scheduled_flushes) == 1
+    triggers._redis().delete(triggers._FLUSH_KEY)  # the guard expires (the lost task never cleared it)
+    triggers.flush_soon()
+    assert len(scheduled_flushes) == 2
+
+
+@pytest.mark.django_db
 def test_marking_a_subject_that_already_waits_still_makes_sure_a_flush_follows(
     scheduled_flushes: list[float], django_capture_on_commit_callbacks: Any
 ) -> None:
