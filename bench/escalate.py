@@ -466,14 +466,14 @@ def _timeline(
         if not values:
             return "-"
         return (
-            f"p50 {statistics.median(values) * 1000:7.0f} p95 {_percentile(values, 0.95) * 1000:7.0f} "
-            f"max {max(values) * 1000:7.0f}"
+            f"min {min(values) * 1000:6.0f} p50 {statistics.median(values) * 1000:6.0f} "
+            f"p95 {_percentile(values, 0.95) * 1000:6.0f} max {max(values) * 1000:6.0f}"
         )
 
     print(f"timeline (ms; {len(probe)} rows stamped by the workers' probe), from the match = opened_at:")
-    print(f"  {'stage':40} {'time since the match':34}   step's own length (since the stage above)")
+    print(f"  {'stage':40} {'time since the match':41}   step's own length (since the stage above)")
     for label, key in _STAGES:
-        print(f"  {label:40} {line(offsets[key]):34}   {line(steps[key]) if key != 'accepted' else ''}")
+        print(f"  {label:40} {line(offsets[key]):41}   {line(steps[key]) if key != 'accepted' else ''}")
     print(f"  per email: render {line(render)}; SMTP connect ({len(connect)} opened) {line(connect)}")
     print(f"  vendor notes: picked up {line(notes_pickup)} after the match")
 
