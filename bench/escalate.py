@@ -3,14 +3,15 @@
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.escalate \
         [-n 200] [--rate 0] [--workers 1] [--concurrency 2] [--writeback-workers 1] [--compare] \
         [--database fulcrum_bench_escalate] [--broker redis://127.0.0.1:6379/14] [--sink-in-process] \
-        [--timeline]
+        [--timeline] [--writeback-nice 10]
 
 Creates (afresh) and migrates ``--database`` on the server of DATABASE_URL, starts the bundled simulator
 (sized for N: ``--scale`` is raised until it has N HubSpot companies) in this process and an aiosmtpd sink
 in a process of its own (``--sink-in-process``: in a thread of this one, sharing its GIL with the simulator),
 ``--workers`` Celery worker processes (``-c --concurrency`` each) on the ``delivery`` queue (emails) and
-every queue but ``writeback``, and ``--writeback-workers`` processes on ``writeback`` (the vendor notes), as
-the Procfile runs them, on ``--broker`` (give concurrent runs their own database and broker). It plants N
+every queue but ``writeback``, and ``--writeback-workers`` processes on ``writeback`` (the vendor notes) at
+``nice --writeback-nice``, as the Procfile runs them, on ``--broker`` (give concurrent runs their own
+database and broker). It plants N
 clients, each a real HubSpot company and QuickBooks customer in the simulator with a 60,000 change order
 on a 9%-margin project, plus a published rule whose actions are ``email_account_manager, email_executives,
 flag_dashboard, note_crm, note_accounting``. ``--compare`` runs the burst twice, with ``--workers`` and
