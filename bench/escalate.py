@@ -568,7 +568,10 @@ def _burst(
             own_cpu_emails = time.process_time() - own_cpu_before
             procs_emails = _processes()
         if time.monotonic() > deadline:
-            states = dict(mine.values_list("action", "state").annotate(n=Count("pk")))
+            states = {
+                (action, state): n
+                for action, state, n in mine.values_list("action", "state").annotate(n=Count("pk"))
+            }
             print(f"{label}: not all delivered after {args.timeout:g} s: {states}")
             break
         time.sleep(0.2)
