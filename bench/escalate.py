@@ -3,7 +3,7 @@
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.escalate \
         [-n 200] [--rate 0] [--workers 1] [--concurrency 2] [--writeback-workers 1] [--compare] \
         [--database fulcrum_bench_escalate] [--broker redis://127.0.0.1:6379/14] [--sink-in-process] \
-        [--timeline] [--writeback-nice 10]
+        [--timeline] [--writeback-nice 10] [--first-batch 25]
 
 Creates (afresh) and migrates ``--database`` on the server of DATABASE_URL, starts the bundled simulator
 (sized for N: ``--scale`` is raised until it has N HubSpot companies) in this process and an aiosmtpd sink
@@ -650,6 +650,12 @@ def main() -> None:
         default=10,
         help="CPU priority of the writeback processes (the Procfile's WRITEBACK_NICE; 0 = as the others)",
     )
+    parser.add_argument(
+        "--first-batch",
+        type=int,
+        default=None,
+        help="the bulk evaluation's first batch (pipeline.FIRST_BATCH, 0: one batch; unset: the product's)",
+    )
     parser.add_argument("--compare", action="store_true", help="also run with twice the email workers")
     parser.add_argument("--scale", type=float, default=0.25, help="simulator size (raised to fit -n)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per run")
@@ -680,6 +686,10 @@ def main() -> None:
     from apps.simulator import SimulatorServer, generate_company
     from config.celery import app
 
+    if args.first_batch is not None:
+        from apps.orchestration import pipeline
+
+        pipeline.FIRST_BATCH = args.first_batch  # the evaluation runs in this process
     # Noise controls would defer or cap 2·N emails to one inbox; this measures the outbox, not them.
     settings.FULCRUM.update({"QUIET_HOURS": "", "RECIPIENT_HOURLY_CAP": 0, "EXECUTIVE_DIGEST": False})
 

@@ -53,10 +53,13 @@ from apps.rules.models import Decision, EvaluationRun, RuleVersion
 # per-subject path; the rest are summarised in the run.
 BULK_THRESHOLD = 200
 
-# A bulk run's first batch is this small and each next one twice as large, up to ``batch_size``: a burst's
-# first escalations commit, and their emails are handed to the workers (``deliveries_dispatch`` runs after
-# each commit), while the rest of the burst is still being decided, on the other core.
-FIRST_BATCH = 25
+# When set, a bulk run's first batch is this small and each next one twice as large, up to ``batch_size``:
+# a burst's first escalations commit, and their emails are handed to the workers (``deliveries_dispatch``
+# runs after each commit), while the rest of the burst is still being decided. Off (0): at load 6-9 on 2
+# cores, 25 made the 200-escalation burst's evaluation about twice as long (its commits compete with the
+# emails they release) and the email p95 no better (docs/PERFORMANCE.md, session 9); ``bench.escalate
+# --first-batch`` measures it again.
+FIRST_BATCH = 0
 
 ACTOR = "system:rules"
 
@@ -129,7 +132,7 @@ def _batches(
 ) -> None:
     """The contexts batch by batch, each batch its own transaction (or savepoint); ``batch_done(subjects)``
     after each one. ``first``: the first batch's size, each next one twice the one before, up to
-    ``batch_size`` (``FIRST_BATCH``).
+    ``batch_size`` (``FIRST_BATCH``; 0 or None: every batch ``batch_size``).
 
     Two batches at once, each on its own connection, were tried (docs/PERFORMANCE.md, session 5): a
     cold run got faster, a warm one slower, both used more CPU, and concurrent batches would each pass

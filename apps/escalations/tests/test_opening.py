@@ -475,11 +475,12 @@ def test_opening_many_escalations_costs_the_same_queries_as_opening_a_few(noisy)
 
 @pytest.mark.django_db(transaction=True)
 def test_a_bulk_bursts_first_escalations_are_committed_and_handed_out_before_the_rest(monkeypatch):
-    """A burst's emails wait for the commit of the escalations they belong to: the bulk run commits a
-    small first batch (``FIRST_BATCH``), then batches twice as large, and each batch's outbox rows are
-    handed to the workers as it commits, while the rest is still being decided."""
+    """A burst's emails wait for the commit of the escalations they belong to: with ``FIRST_BATCH`` set,
+    the bulk run commits a small first batch, then batches twice as large, and each batch's outbox rows
+    are handed to the workers as it commits, while the rest is still being decided."""
     from apps.orchestration import pipeline
 
+    monkeypatch.setattr(pipeline, "FIRST_BATCH", 25)
     rules_import(text=RULES, actor="system:test")
     synced = timezone.now() - dt.timedelta(minutes=5)
     for entity, streams in ENTITY_STREAMS.items():
