@@ -2,14 +2,16 @@
 
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.escalate \
         [-n 200] [--rate 0] [--workers 1] [--concurrency 2] [--writeback-workers 1] [--compare] \
-        [--database fulcrum_bench_escalate] [--broker redis://127.0.0.1:6379/14] [--sink-in-process]
+        [--database fulcrum_bench_escalate] [--broker redis://127.0.0.1:6379/14] [--sink-in-process] \
+        [--timeline] [--writeback-nice 10] [--first-batch 25]
 
 Creates (afresh) and migrates ``--database`` on the server of DATABASE_URL, starts the bundled simulator
 (sized for N: ``--scale`` is raised until it has N HubSpot companies) in this process and an aiosmtpd sink
 in a process of its own (``--sink-in-process``: in a thread of this one, sharing its GIL with the simulator),
 ``--workers`` Celery worker processes (``-c --concurrency`` each) on the ``delivery`` queue (emails) and
-every queue but ``writeback``, and ``--writeback-workers`` processes on ``writeback`` (the vendor notes), as
-the Procfile runs them, on ``--broker`` (give concurrent runs their own database and broker). It plants N
+every queue but ``writeback``, and ``--writeback-workers`` processes on ``writeback`` (the vendor notes) at
+``nice --writeback-nice``, as the Procfile runs them, on ``--broker`` (give concurrent runs their own
+database and broker). It plants N
 clients, each a real HubSpot company and QuickBooks customer in the simulator with a 60,000 change order
 on a 9%-margin project, plus a published rule whose actions are ``email_account_manager, email_executives,
 flag_dashboard, note_crm, note_accounting``. ``--compare`` runs the burst twice, with ``--workers`` and
@@ -24,6 +26,11 @@ committed and queued: the "rule match"), either all at once (``--rate 0``, a bur
   stamps every message on arrival; matched by Message-ID): p50, p95, max; target p95 < 2 s. In a burst
   every escalation waits for the whole batch's evaluation and commit too, and for the queue ahead of it;
   the paced run is the latency a single escalation sees;
+- with ``--timeline``, where that time goes: the workers run ``bench.escalate_probe`` (the project's app
+  plus stamps around each stage of a chunk) and the run prints, per email, the stages from the match (the
+  escalation's ``opened_at``, which is its decision's ``evaluated_at``) to the sink's acceptance as
+  percentiles (commit, task published, picked up, claimed, rendered, SMTP sent, recorded), and the CPU of
+  each process (every worker pool process, the sink, this process, the PostgreSQL server's processes);
 - the same to each upstream note's delivery, and a check that every email and note arrived once;
 - its reference, measured in the same run: the same number of emails sent straight through Django's SMTP
   backend from one process, one connection per message (no queue, no database), and over one connection
@@ -82,6 +89,7 @@ class Sink:
         self.accepted: list[tuple[bytes, float]] = []
         self.lock = threading.Lock()
         self.stop: Any = None
+        self.pid = os.getpid()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         stamp = time.time()
@@ -105,6 +113,7 @@ class Sink:
         process = context.Process(target=_serve_sink, args=(port, sent), daemon=True)
         process.start()
         sent.close()
+        self.pid = process.pid or self.pid
 
         def drain() -> None:
             while True:
@@ -231,9 +240,16 @@ def _plant(simulator: Any, n: int) -> list[int]:
 
 
 def _start_workers(
-    specs: list[tuple[str, int, str]], smtp_port: int, env_db: str, logs: Path, broker: str
+    specs: list[tuple[str, int, str, int]],
+    smtp_port: int,
+    env_db: str,
+    logs: Path,
+    broker: str,
+    timeline: Path | None = None,
 ) -> list[Any]:
-    """One Celery worker process per (name, concurrency, queues) in ``specs``; waits until all answer."""
+    """One Celery worker process per (name, concurrency, queues, nice) in ``specs``, at that CPU priority
+    (``nice``, as the Procfile starts the writeback worker); waits until all answer.
+    ``timeline``: run ``bench.escalate_probe``'s app instead, writing its stamps there."""
     env = {
         **os.environ,
         "DATABASE_URL": env_db,
@@ -244,13 +260,17 @@ def _start_workers(
         "LOG_LEVEL": "WARNING",
         "CONN_MAX_AGE": "600",
     }
+    if timeline is not None:
+        env["BENCH_TIMELINE_DIR"] = str(timeline)
     workers = []
-    for name, concurrency, queues in specs:
+    for name, concurrency, queues, nice in specs:
         log = open(logs / f"bench-escalate-{name}.log", "wb")  # noqa: SIM115 - closed with the process
         workers.append(
             subprocess.Popen(
                 [
-                    *(sys.executable, "-m", "celery", "-A", "config", "worker", "-c", str(concurrency)),
+                    *(("nice", "-n", str(nice)) if nice else ()),
+                    *(sys.executable, "-m", "celery", "-A", "bench.escalate_probe" if timeline else "config"),
+                    *("worker", "-c", str(concurrency)),
                     *("-Q", queues, "-l", "warning", "--without-mingle", "--without-gossip"),
                     *("-n", f"bench-escalate-{name}@%h"),
                 ],
@@ -311,32 +331,204 @@ def _reference(smtp_port: int, sink: Sink, count: int, *, reuse: bool = False) -
     return elapsed
 
 
-def _tree_cpu(roots: list[int]) -> float:
-    """CPU seconds (user + system) used so far by the processes ``roots`` and all their descendants."""
-    procs: dict[int, tuple[int, int]] = {}
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """Every process: its parent, its name and the CPU seconds (user + system) it used so far."""
+    procs: dict[int, tuple[int, str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
+                    head, tail = stat.read().rsplit(")", 1)
             except OSError:
                 continue
-            procs[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    tree, ticks = set(roots), 0
+            fields = tail.split()
+            name = head.split("(", 1)[1]
+            procs[int(entry)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
+    return procs
+
+
+def _tree(roots: list[int], procs: dict[int, tuple[int, str, float]]) -> set[int]:
+    tree = set(roots)
     grew = True
     while grew:
-        more = {pid for pid, (ppid, _) in procs.items() if ppid in tree and pid not in tree}
+        more = {pid for pid, (ppid, *_) in procs.items() if ppid in tree and pid not in tree}
         tree |= more
         grew = bool(more)
-    ticks = sum(procs[pid][1] for pid in tree if pid in procs)
-    return ticks / os.sysconf("SC_CLK_TCK")
+    return tree & set(procs)
+
+
+def _tree_cpu(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes ``roots`` and all their descendants."""
+    procs = _processes()
+    return sum(procs[pid][2] for pid in _tree(roots, procs))
+
+
+class _Watch:
+    """This process's side of ``--timeline``: when each part of the burst was handed to workers (the
+    outbox's ``deliveries_dispatch``, called after its transaction commits) and when each task was
+    published to the broker."""
+
+    def __init__(self) -> None:
+        from celery.signals import after_task_publish
+
+        from apps.escalations import delivery, noise
+
+        self.dispatched: dict[int, float] = {}  # row → when the dispatch that carried it started
+        self.published: dict[str, float] = {}  # task id → when it was published
+        self.modules = (delivery, noise)
+        self.originals = [module.deliveries_dispatch for module in self.modules]
+        self.signal = after_task_publish
+
+        for module, original in zip(self.modules, self.originals, strict=True):
+            setattr(module, "deliveries_dispatch", self._wrap(original))  # noqa: B010 - typed as a method, replaced here
+        after_task_publish.connect(self._published, weak=False)
+
+    def _wrap(self, original: Any) -> Any:
+        def dispatch(ids: list[int]) -> None:
+            at = time.time()
+            for pk in ids:
+                self.dispatched.setdefault(pk, at)
+            original(ids)
+
+        return dispatch
+
+    def _published(self, headers: dict | None = None, **_: Any) -> None:
+        if headers and "id" in headers:
+            self.published[headers["id"]] = time.time()
+
+    def close(self) -> None:
+        self.signal.disconnect(self._published)
+        for module, original in zip(self.modules, self.originals, strict=True):
+            setattr(module, "deliveries_dispatch", original)  # noqa: B010 - typed as a method, replaced here
+
+
+_STAGES = [
+    ("committed (dispatch called)", "commit"),
+    ("task published", "published"),
+    ("task picked up", "pickup"),
+    ("rows claimed and fetched", "claimed"),
+    ("its turn in the chunk (render starts)", "render"),
+    ("SMTP transaction starts", "send"),
+    ("SMTP sent (reply read)", "sent"),
+    ("accepted by the sink (its stamp)", "accepted"),
+    ("recorded delivered", "recorded"),
+]
+
+
+def _timeline(
+    rows: list[Any],
+    opened: dict[int, dt.datetime],
+    by_message: dict[tuple[str, str], list[float]],
+    watch: _Watch,
+    folder: Path,
+) -> None:
+    """Per email, each stage's time from the match; and each step's own length (stage − stage before)."""
+    import json
+
+    from apps.escalations.actions.email import message_id
+
+    probe: dict[int, dict[str, Any]] = {}
+    for path in folder.glob("*.jsonl"):
+        for text in path.read_text().splitlines():
+            record = json.loads(text)
+            probe.setdefault(record.pop("pk"), {}).update(record)
+    offsets: dict[str, list[float]] = {key: [] for _, key in _STAGES}
+    steps: dict[str, list[float]] = {key: [] for _, key in _STAGES}
+    render, connect, notes_pickup = [], [], []
+    for d in rows:
+        start = opened[d.escalation_id].timestamp()
+        stamps = dict(probe.get(d.pk, {}))
+        if not d.action.startswith("email_"):
+            if "pickup" in stamps:
+                notes_pickup.append(stamps["pickup"] - start)
+            continue
+        stamps["commit"] = watch.dispatched.get(d.pk)
+        stamps["published"] = watch.published.get(stamps.get("task", ""))
+        accepted = by_message.get((message_id(d), d.target))
+        stamps["accepted"] = min(accepted) if accepted else None
+        before = start
+        for _, key in _STAGES:
+            at = stamps.get(key)
+            if at is None:
+                continue
+            offsets[key].append(at - start)
+            if key != "accepted":  # the sink's stamp falls inside the SMTP transaction
+                steps[key].append(at - before)
+                before = at
+        if "send" in stamps and "render" in stamps:
+            render.append(
+                stamps["send"] - stamps["render"] - (stamps.get("opened", 0) - stamps.get("open", 0))
+            )
+        if "opened" in stamps:
+            connect.append(stamps["opened"] - stamps["open"])
+
+    def line(values: list[float]) -> str:
+        if not values:
+            return "-"
+        return (
+            f"min {min(values) * 1000:6.0f} p50 {statistics.median(values) * 1000:6.0f} "
+            f"p95 {_percentile(values, 0.95) * 1000:6.0f} max {max(values) * 1000:6.0f}"
+        )
+
+    print(f"timeline (ms; {len(probe)} rows stamped by the workers' probe), from the match = opened_at:")
+    print(f"  {'stage':40} {'time since the match':41}   step's own length (since the stage above)")
+    for label, key in _STAGES:
+        print(f"  {label:40} {line(offsets[key]):41}   {line(steps[key]) if key != 'accepted' else ''}")
+    print(f"  per email: render {line(render)}; SMTP connect ({len(connect)} opened) {line(connect)}")
+    print(f"  vendor notes: picked up {line(notes_pickup)} after the match")
+
+
+def _cpu_report(
+    before: dict[int, tuple[int, str, float]],
+    after: dict[int, tuple[int, str, float]],
+    workers: dict[str, list[int]],
+    sink_pid: int,
+    wall: float,
+) -> None:
+    """CPU seconds each process used between the two snapshots, by role."""
+
+    def used(pid: int) -> float:
+        return after[pid][2] - (before[pid][2] if pid in before else 0.0)
+
+    print(f"CPU per process over those {wall:.2f} s (2 cores give {2 * wall:.2f} s):")
+    seen: set[int] = set()
+    for role, roots in workers.items():
+        for root in roots:
+            tree = _tree([root], after)
+            seen |= tree
+            parts = ", ".join(
+                f"{'main' if pid == root else 'pool'} {pid} {used(pid):.2f}" for pid in sorted(tree)
+            )
+            print(f"  {role} worker: {parts}")
+    mine = os.getpid()
+    for label, pid in (("sink", sink_pid), ("this process (evaluation, simulator, polling)", mine)):
+        if pid in after:
+            seen.add(pid)
+            print(f"  {label}: {used(pid):.2f}")
+    postgres = [pid for pid, (_, name, _) in after.items() if name == "postgres" and pid not in seen]
+    seen |= set(postgres)
+    print(f"  PostgreSQL server, every session (other runs' too): {sum(used(p) for p in postgres):.2f}")
+    others = sorted(((used(pid), after[pid][1]) for pid in after if pid not in seen), reverse=True)
+    print(
+        f"  everything else on the machine: {sum(c for c, _ in others):.2f} ("
+        + ", ".join(f"{name} {cpu:.2f}" for cpu, name in others[:4] if cpu >= 0.01)
+        + ")"
+    )
 
 
 def _burst(
-    ids: list[int], args: Any, sink: Sink, simulator: Any, label: str, workers: dict[str, list[int]]
+    ids: list[int],
+    args: Any,
+    sink: Sink,
+    simulator: Any,
+    label: str,
+    workers: dict[str, list[int]],
+    timeline: Path | None = None,
 ) -> dict[str, float]:
     """Fire one burst (or paced run) of ``ids`` and wait for every outbox row; print and return figures.
-    ``workers``: the pids of the email and the writeback worker processes, whose CPU is reported."""
+    ``workers``: the pids of the email and the writeback worker processes, whose CPU is reported.
+    ``timeline``: where the workers' probe writes its stamps (``--timeline``)."""
     from django.db.models import Count
 
     from apps.escalations.actions.email import message_id
@@ -347,6 +539,9 @@ def _burst(
     notes_before = len(simulator.notes)
     cpu_before = {name: _tree_cpu(pids) for name, pids in workers.items()}
     own_cpu_before = time.process_time()
+    watch = _Watch() if timeline is not None else None
+    procs_before = _processes()
+    procs_emails = procs_before
     started = time.time()
     if args.rate:
         for i, pk in enumerate(ids):
@@ -371,8 +566,12 @@ def _burst(
             emails_done_at = time.time()
             cpu_emails = {name: _tree_cpu(pids) - cpu_before[name] for name, pids in workers.items()}
             own_cpu_emails = time.process_time() - own_cpu_before
+            procs_emails = _processes()
         if time.monotonic() > deadline:
-            states = dict(mine.values_list("action", "state").annotate(n=Count("pk")))
+            states = {
+                (action, state): n
+                for action, state, n in mine.values_list("action", "state").annotate(n=Count("pk"))
+            }
             print(f"{label}: not all delivered after {args.timeout:g} s: {states}")
             break
         time.sleep(0.2)
@@ -380,6 +579,8 @@ def _burst(
     cpu_all = {name: _tree_cpu(pids) - cpu_before[name] for name, pids in workers.items()}
     own_cpu_all = time.process_time() - own_cpu_before
     time.sleep(1)  # anything arriving twice would arrive now
+    if watch is not None:
+        watch.close()
     rows = list(mine)
     opened = dict(
         Escalation.objects.filter(pk__in={d.escalation_id for d in rows}).values_list("pk", "opened_at")
@@ -423,6 +624,10 @@ def _burst(
                 f"{name}: n={len(values)} p50 {statistics.median(values):.3f} s, "
                 f"p95 {_percentile(values, 0.95):.3f} s, max {max(values):.3f} s"
             )
+    if watch is not None and timeline is not None:
+        _timeline(rows, opened, by_message, watch, timeline)
+        if emails_done_at is not None:
+            _cpu_report(procs_before, procs_emails, workers, sink.pid, emails_done_at - started)
     p95 = _percentile(email_latency, 0.95) if email_latency else float("inf")
     print(f"target email p95 < 2 s: {'met' if p95 < 2 else 'MISSED'} ({p95 / 2:.2f}× the target)")
     print(
@@ -439,6 +644,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="email (delivery) worker processes")
     parser.add_argument("--concurrency", type=int, default=2, help="pool size per worker process")
     parser.add_argument("--writeback-workers", type=int, default=1, help="processes on the writeback queue")
+    parser.add_argument(
+        "--writeback-nice",
+        type=int,
+        default=10,
+        help="CPU priority of the writeback processes (the Procfile's WRITEBACK_NICE; 0 = as the others)",
+    )
+    parser.add_argument(
+        "--first-batch",
+        type=int,
+        default=None,
+        help="the bulk evaluation's first batch (pipeline.FIRST_BATCH, 0: one batch; unset: the product's)",
+    )
     parser.add_argument("--compare", action="store_true", help="also run with twice the email workers")
     parser.add_argument("--scale", type=float, default=0.25, help="simulator size (raised to fit -n)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per run")
@@ -446,6 +663,12 @@ def main() -> None:
         "--sink-in-process",
         action="store_true",
         help="serve the SMTP sink from a thread of this process (as before), not a process of its own",
+    )
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="stamp each stage of every email in the workers (bench.escalate_probe) and print percentiles "
+        "per stage and the CPU of each process",
     )
     parser.add_argument("--database", default=DB_NAME, help="database to create afresh (dropped first)")
     parser.add_argument("--broker", default=BROKER, help="a Redis database no other run uses")
@@ -463,6 +686,10 @@ def main() -> None:
     from apps.simulator import SimulatorServer, generate_company
     from config.celery import app
 
+    if args.first_batch is not None:
+        from apps.orchestration import pipeline
+
+        pipeline.FIRST_BATCH = args.first_batch  # the evaluation runs in this process
     # Noise controls would defer or cap 2·N emails to one inbox; this measures the outbox, not them.
     settings.FULCRUM.update({"QUIET_HOURS": "", "RECIPIENT_HOURLY_CAP": 0, "EXECUTIVE_DIGEST": False})
 
@@ -497,12 +724,20 @@ def main() -> None:
         for run in range(runs):
             email_workers = args.workers * (run + 1)
             specs = [
-                (f"mail{i}", args.concurrency, "celery,sync,evaluation,delivery")
+                (f"mail{i}", args.concurrency, "celery,sync,evaluation,delivery", 0)
                 for i in range(email_workers)
             ]
-            specs += [(f"writeback{i}", args.concurrency, "writeback") for i in range(args.writeback_workers)]
-            workers = _start_workers(specs, smtp_port, db_url, logs, args.broker)
-            named = [(name, w.pid) for w, (name, _, _) in zip(workers, specs, strict=True)]
+            specs += [
+                (f"writeback{i}", args.concurrency, "writeback", args.writeback_nice)
+                for i in range(args.writeback_workers)
+            ]
+            folder = None
+            if args.timeline:
+                import tempfile
+
+                folder = Path(tempfile.mkdtemp(prefix="bench-escalate-timeline-"))
+            workers = _start_workers(specs, smtp_port, db_url, logs, args.broker, folder)
+            named = [(name, w.pid) for w, (name, *_) in zip(workers, specs, strict=True)]
             pids = {
                 "email": [pid for name, pid in named if name.startswith("mail")],
                 "writeback": [pid for name, pid in named if name.startswith("writeback")],
@@ -510,9 +745,12 @@ def main() -> None:
             label = (
                 f"{args.n} escalations, {'burst' if not args.rate else f'{args.rate:g}/s'}; {email_workers} "
                 f"email worker process(es) × {args.concurrency} + {args.writeback_workers} writeback × "
-                f"{args.concurrency}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}"
+                f"{args.concurrency} (nice {args.writeback_nice}); {os.cpu_count()} CPUs; "
+                f"load {os.getloadavg()[0]:.2f}"
             )
-            figures = _burst(ids[run * args.n : (run + 1) * args.n], args, sink, simulator, label, pids)
+            figures = _burst(
+                ids[run * args.n : (run + 1) * args.n], args, sink, simulator, label, pids, folder
+            )
             # Divided by the path the outbox uses: a chunk's emails share one connection.
             same_path = reused * figures["emails"] / (2 * args.n)
             print(

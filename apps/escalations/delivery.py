@@ -275,8 +275,10 @@ def deliveries_dispatch(ids: list[int]) -> None:
     rows = Delivery.objects.filter(pk__in=ids).order_by("target", "pk").values_list("pk", "action")
     for pk, action in rows:
         by_queue.setdefault(queue_for(action), []).append(pk)
-    for queue, pks in by_queue.items():
-        for chunk in dispatch_chunks(pks):
+    # People wait for the emails (the ``delivery`` queue); a vendor's note can wait for them: in a
+    # burst, the emails' tasks are on the broker before the first write-back's.
+    for queue in sorted(by_queue, key=lambda name: name != "delivery"):
+        for chunk in dispatch_chunks(by_queue[queue]):
             if len(chunk) == 1:
                 deliver.apply_async((chunk[0],), queue=queue)
             else:

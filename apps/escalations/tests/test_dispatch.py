@@ -96,6 +96,23 @@ def test_emails_and_write_backs_go_to_separate_queues(monkeypatch):
 
 
 @pytest.mark.django_db
+def test_a_bursts_emails_are_handed_out_before_its_write_backs(monkeypatch):
+    """People wait for the emails; a vendor note can wait for them (``deliveries_dispatch``). Write-back
+    targets sort before addresses, so the order is the dispatch's own, not the rows'."""
+    from apps.escalations import tasks
+
+    queues: list[str] = []
+    monkeypatch.setattr(tasks.deliver, "apply_async", lambda args, queue: queues.append(queue))
+    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: queues.append(queue))
+    notes = _rows(3 * delivery.DISPATCH_SPREAD, "note_crm")
+    emails = _rows(3 * delivery.DISPATCH_SPREAD, "email_account_manager")
+    Delivery.objects.filter(pk__in=emails).update(target="zoe@fulcrum-demo.test")
+    Delivery.objects.filter(pk__in=notes).update(target="1:5100145159")
+    delivery.deliveries_dispatch(notes + emails)
+    assert queues == ["delivery"] * delivery.DISPATCH_SPREAD + ["writeback"] * delivery.DISPATCH_SPREAD
+
+
+@pytest.mark.django_db
 def test_the_sweeper_sends_due_emails_itself_and_hands_write_backs_to_their_queue(monkeypatch):
     from apps.escalations import tasks
 
