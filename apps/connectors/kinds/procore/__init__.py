@@ -59,6 +59,9 @@ class Procore(ConnectorKind):
     # is a backstop against runaway loops only (1,000 calls/s per tenant over Procore's 10-second spike
     # window): at 100 calls/s it was what bounded a full sync of the simulator (bench/procore_sync.py).
     rate_budget_default = (10_000, 10.0)
+    # 16 of those calls reserved per Redis round trip: the project readers (options.concurrency, 8) make a
+    # full sync's 30k calls, and one round trip each was a third of the client's time per call.
+    rate_budget_lease = 16
 
     @classmethod
     def check_signature(cls, inbound: Inbound, secrets: list[str]) -> None:
