@@ -185,7 +185,7 @@ class Breakdown:
 
         services._store_page = store
         services.entities_changed_publish = publish_timed
-        services.Prefetch = TimedPrefetch
+        services.Prefetch = TimedPrefetch  # type: ignore[misc]
         services._sync_stream = stream
 
     def take(self) -> dict[str, dict[str, float]]:
