@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -20,6 +21,14 @@ class Spent(Exception):
 
 def _refuse(seconds: float) -> None:
     raise Spent(seconds)
+
+
+def _sleeper(slept: list[float]) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    return sleep
 
 
 def _counter(budget: RateBudget) -> int:
@@ -75,7 +84,7 @@ def test_threads_and_processes_sharing_a_leased_budget_never_pass_it() -> None:
 def test_reserved_calls_lapse_with_their_window() -> None:
     key = f"test:{uuid.uuid4()}"
     slept: list[float] = []
-    first = RateBudget(key, 200, 0.3, lease=4, sleep=lambda s: (slept.append(s), time.sleep(s)))  # type: ignore[func-returns-value]
+    first = RateBudget(key, 200, 0.3, lease=4, sleep=_sleeper(slept))
     other = RateBudget(key, 200, 0.3, sleep=_refuse)
 
     first.wait()  # reserves 4 calls, spends one
@@ -116,7 +125,7 @@ def test_a_release_never_reaches_a_later_window() -> None:
 def test_a_hold_drops_the_lease_and_is_waited_out() -> None:
     key = f"test:{uuid.uuid4()}"
     slept: list[float] = []
-    budget = RateBudget(key, 400, 60, lease=8, sleep=lambda s: (slept.append(s), time.sleep(s)))  # type: ignore[func-returns-value]
+    budget = RateBudget(key, 400, 60, lease=8, sleep=_sleeper(slept))
     budget.wait()
 
     budget.hold(0.2)  # the vendor said its limit is spent

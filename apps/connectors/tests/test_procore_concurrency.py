@@ -40,7 +40,7 @@ def test_reads_come_back_in_project_order_with_the_pool_bounded() -> None:
 
     out = list(_in_order(read, projects, 4))
 
-    assert [pid for pid, _ in out] == projects and [r[0]["id"] for _, r in out] == projects
+    assert [pid for pid, _ in out] == projects and [(r or [{}])[0].get("id") for _, r in out] == projects
     assert 1 < running[1] <= 4
 
 
