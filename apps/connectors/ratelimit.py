@@ -207,7 +207,8 @@ class RateBudget:
         answer = client.eval(_SCRIPT, 2, self.key, self.hold_key, self.window_ms, self.calls, self.lease)
         granted, ms = int(answer[0]), int(answer[1])
         if granted <= 0:
-            return ms + 1  # PTTL rounds down: a wait of exactly it could wake a moment before the window ends
+            # PTTL rounds down: a wait of exactly it could wake a moment before the window ends.
+            return min(ms + 1, self.window_ms)
         self._tokens = granted - 1
         self._expires = asked + ms / 1000
         self._window_end = int(answer[2])
