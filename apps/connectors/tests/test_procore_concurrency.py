@@ -4,6 +4,7 @@ the shared rate budget never passed with several calls under way (a real Redis).
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -127,3 +128,20 @@ def test_several_calls_in_flight_never_pass_the_shared_budget(
     assert isinstance(budget, RateBudget) and budget.lease == 2
     assert int(redis_client(redis_url()).get(budget.key) or 0) <= limit
     assert ChangeOrder.objects.count() == len(company.pc_change_orders)
+
+
+def test_every_reader_keeps_its_connection(
+    connections: dict[str, Connection],
+    company: Company,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pm = connections["pm"]
+    pm.options = {**pm.options, "concurrency": 16}  # more readers than requests' default pool of 10
+    pm.save()
+
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        runs = sync_connection(connection=pm, streams=["projects", "change_orders"])
+
+    assert [run.status for run in runs] == [SyncRun.Status.SUCCEEDED] * 2
+    assert ChangeOrder.objects.count() == len(company.pc_change_orders)
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]  # none opened and dropped
