@@ -120,6 +120,105 @@ class Marking:
         return taken
 
 
+class Breakdown:
+    """Where each stream's time goes (``--profile``): waiting for the read-ahead's next page, storing pages
+    (``_store_page``: upsert, quarantine, cursor), and per connection the linking and the marking after its
+    streams; with this process's CPU and the simulator's CPU per upstream call. Wraps the services' own
+    names from the bench, as ``Marking`` does; nothing in the product changes."""
+
+    def __init__(self, sim_pid: int) -> None:
+        import apps.connectors.services as services
+
+        self.sim_pid = sim_pid
+        self.rows: dict[str, dict[str, float]] = {}
+        self.current = ""
+        original_store = services._store_page
+        original_publish = services.entities_changed_publish
+        prefetch = services.Prefetch
+        box = self
+
+        def store(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original_store(*args, **kwargs)
+            finally:
+                box._add("store_s", time.perf_counter() - started)
+
+        def publish(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original_publish(*args, **kwargs)
+            finally:
+                box._add("link_and_mark_s", time.perf_counter() - started)
+
+        class TimedPrefetch(prefetch):  # type: ignore[misc, valid-type]
+            def __next__(self) -> Any:
+                started = time.perf_counter()
+                try:
+                    return super().__next__()
+                finally:
+                    box._add("wait_s", time.perf_counter() - started)
+
+        original_stream = services._sync_stream
+
+        def stream(connection: Any, stream_name: str, *args: Any, **kwargs: Any) -> Any:
+            box.current = f"{connection.slug}.{stream_name}"
+            started, cpu, sim = time.perf_counter(), time.process_time(), box.sim_cpu()
+            try:
+                run, changed = original_stream(connection, stream_name, *args, **kwargs)
+            finally:
+                box._add("stream_s", time.perf_counter() - started)
+                box._add("cpu_s", time.process_time() - cpu)
+                box._add("sim_cpu_s", box.sim_cpu() - sim)
+            box._add("calls", float(run.counts.get("api_calls", 0)))
+            box._add("pages", float(run.counts.get("pages", 0)))
+            box._add("records", float(run.counts.get("seen", 0)))
+            box.current = f"{connection.slug}.(after)"
+            return run, changed
+
+        def publish_timed(*args: Any, **kwargs: Any) -> Any:
+            cpu = time.process_time()
+            try:
+                return publish(*args, **kwargs)
+            finally:
+                box._add("cpu_s", time.process_time() - cpu)
+
+        services._store_page = store
+        services.entities_changed_publish = publish_timed
+        services.Prefetch = TimedPrefetch  # type: ignore[misc]
+        services._sync_stream = stream
+
+    def take(self) -> dict[str, dict[str, float]]:
+        rows, self.rows = self.rows, {}
+        return rows
+
+    def _add(self, name: str, seconds: float, key: str | None = None) -> None:
+        row = self.rows.setdefault(key or self.current, {})
+        row[name] = row.get(name, 0.0) + seconds
+
+    def sim_cpu(self) -> float:
+        fields = Path(f"/proc/{self.sim_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def lines(rows: dict[str, dict[str, float]]) -> list[str]:
+        out = []
+        for key, row in rows.items():
+            parts = []
+            for name in ("stream_s", "wait_s", "store_s", "link_and_mark_s", "cpu_s", "sim_cpu_s"):
+                if name in row:
+                    parts.append(f"{name.removesuffix('_s')} {row[name]:.2f} s")
+            for name in ("calls", "pages", "records"):
+                if row.get(name):
+                    parts.append(f"{name} {row[name]:,.0f}")
+            if row.get("calls") and row.get("sim_cpu_s"):
+                parts.append(f"sim CPU/call {1000 * row['sim_cpu_s'] / row['calls']:.2f} ms")
+            if row.get("calls") and row.get("stream_s"):
+                parts.append(f"calls/s {row['calls'] / row['stream_s']:,.0f}")
+            out.append(f"    {key:<22} " + "; ".join(parts))
+        return out
+
+
 def _pending_clear() -> int:
     """What a worker's flush does within the coalescing window: evaluate the marked subjects, deleting the
     marks. Only the delete here (untimed); returns the marks there were."""
@@ -177,6 +276,7 @@ def run(
     database: str = DB_NAME,
     peer: str = "",
     marking: bool = True,
+    profile: bool = False,
 ) -> dict[str, Any]:
     from bench.common import fresh_django_database
 
@@ -189,7 +289,9 @@ def run(
     sim = _start_simulator(scale, port)
     try:
         connection_import(data=demo_connections(f"http://127.0.0.1:{port}"), actor="system:bench")
+        box = Breakdown(sim.pid) if profile else None
         full_s, full_n, streams = _sync_all()
+        full_rows = box.take() if box else {}
         full_mark_s, full_marked = marks.take()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         pending = _pending_clear()
@@ -197,6 +299,7 @@ def run(
         req = urllib.request.Request(f"http://127.0.0.1:{port}/_sim/mutate", data=body, method="POST")
         urllib.request.urlopen(req, timeout=60)  # noqa: S310
         incr_s, incr_n, _ = _sync_all()
+        incr_rows = box.take() if box else {}
         incr_mark_s, incr_marked = marks.take()
         result: dict[str, Any] = {
             "scale": scale,
@@ -213,6 +316,8 @@ def run(
             "incr_marked": incr_marked,
             "peak_rss_mb": peak_mb,
             "co_stream_s": streams.get("pm.change_orders", 0.0),
+            "breakdown_full": full_rows,
+            "breakdown_incr": incr_rows,
         }
         if with_reference:
             copy_s, copy_n = _copy_reference()
@@ -306,6 +411,12 @@ def main() -> None:
     parser.add_argument(
         "--no-marking", action="store_true", help="replace the change marking with a no-op (the old bench)"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print where each stream's time goes: waiting for pages, storing them, linking and marking, "
+        "this process's CPU, the simulator's CPU per call",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -317,6 +428,7 @@ def main() -> None:
             database=args.database,
             peer=args.peer or "",
             marking=not args.no_marking,
+            profile=args.profile,
         )
         print(repr(result))
         return
@@ -341,6 +453,7 @@ def main() -> None:
                 "--database",
                 args.database,
                 *(["--no-marking"] if args.no_marking else []),
+                *(["--profile"] if args.profile else []),
                 *extra,
             ],
             cwd=ROOT,
@@ -369,6 +482,10 @@ def main() -> None:
                 f"{r['full_records'] / (r['full_s'] - r['full_mark_s']):7,.0f} records/s, incremental "
                 f"{r['incr_s'] - r['incr_mark_s']:5.2f} s"
             )
+        for label in ("full", "incr"):
+            if r.get(f"breakdown_{label}"):
+                print(f"  breakdown, {label} (wait: for the read-ahead's next page; store: _store_page):")
+                print("\n".join(Breakdown.lines(r[f"breakdown_{label}"])))
     copy_ratio = big["copy_rps"] / big["full_rps"]
     print(
         f"reference COPY (scale {big['scale']}): {big['copy_rows']:,} rows in {big['copy_s']:.2f} s = "

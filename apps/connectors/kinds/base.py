@@ -150,6 +150,9 @@ class ConnectorKind:
     token_basic_auth: ClassVar[bool] = True  # client id/secret as HTTP Basic (else form fields)
     # The vendor's published request budget per tenant: (calls, seconds); options.rate_budget overrides.
     rate_budget_default: ClassVar[tuple[int, float] | None] = None
+    # Calls of that budget reserved per Redis round trip (``RateBudget(lease=)``; options.rate_budget_lease
+    # overrides): 1 asks Redis before every call. Never more than 1/50 of the budget's window.
+    rate_budget_lease: ClassVar[int] = 1
 
     # ---- the webhook edge: class-level, since the receiver verifies before it loads a connection ----
     receives_webhooks: ClassVar[bool] = False
@@ -306,7 +309,14 @@ class ConnectorKind:
                 ) from None
         else:
             calls, seconds = configured
-        return RateBudget(f"{self.kind}:{self.tenant()}", calls, seconds)
+        lease = (self.connection.options or {}).get("rate_budget_lease", self.rate_budget_lease)
+        try:
+            lease = int(lease)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"connection {self.connection.slug!r}: options.rate_budget_lease must be a whole number"
+            ) from None
+        return RateBudget(f"{self.kind}:{self.tenant()}", calls, seconds, lease=lease)
 
     def http(self, headers: Mapping[str, str] | None = None) -> HttpClient:
         """An HTTP client with this connection's auth, shared rate budget and (OAuth kinds) token refresh."""

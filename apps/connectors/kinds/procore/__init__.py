@@ -10,13 +10,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import requests
+from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
 
 from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import ConnectorKind, FieldMapping, Record, Stream
 from apps.connectors.webhooks.schemes import Events, Headers, Inbound, body_hash
 
 from . import webhooks
-from .streams import ChangeOrders, CompanyList, Milestones, ProjectList, Projects, Submittals, Vendors
+from .streams import (
+    ChangeOrders,
+    CompanyList,
+    Milestones,
+    ProjectList,
+    Projects,
+    Submittals,
+    Vendors,
+    _concurrency,
+)
 
 # Seconds past X-Rate-Limit-Reset before calling again ("pause requests until after" the reset).
 RESET_MARGIN = 1.0
@@ -59,6 +69,9 @@ class Procore(ConnectorKind):
     # is a backstop against runaway loops only (1,000 calls/s per tenant over Procore's 10-second spike
     # window): at 100 calls/s it was what bounded a full sync of the simulator (bench/procore_sync.py).
     rate_budget_default = (10_000, 10.0)
+    # 16 of those calls reserved per Redis round trip: the project readers (options.concurrency, 8) make a
+    # full sync's 30k calls, and one round trip each was a third of the client's time per call.
+    rate_budget_lease = 16
 
     @classmethod
     def check_signature(cls, inbound: Inbound, secrets: list[str]) -> None:
@@ -79,6 +92,12 @@ class Procore(ConnectorKind):
     def client(self) -> HttpClient:
         client = self.http({"Procore-Company-Id": self.company_id})
         client.pace = rate_limit_pause
+        # One kept-alive connection per project reader: requests' default pool holds 10, and readers past
+        # that opened and dropped a connection on every call (options.concurrency above 10).
+        readers = _concurrency(self)
+        if readers > DEFAULT_POOLSIZE:
+            for scheme in ("http://", "https://"):
+                client.session.mount(scheme, HTTPAdapter(pool_connections=1, pool_maxsize=readers))
         return client
 
     def tenant(self) -> str:
