@@ -3,15 +3,15 @@
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.escalate \
         [-n 200] [--rate 0] [--workers 1] [--concurrency 2] [--writeback-workers 1] [--compare] \
         [--database fulcrum_bench_escalate] [--broker redis://127.0.0.1:6379/14] [--sink-in-process] \
-        [--timeline] [--writeback-nice 10] [--first-batch 25]
+        [--timeline] [--writeback-nice 0]
 
 Creates (afresh) and migrates ``--database`` on the server of DATABASE_URL, starts the bundled simulator
 (sized for N: ``--scale`` is raised until it has N HubSpot companies) in this process and an aiosmtpd sink
 in a process of its own (``--sink-in-process``: in a thread of this one, sharing its GIL with the simulator),
 ``--workers`` Celery worker processes (``-c --concurrency`` each) on the ``delivery`` queue (emails) and
 every queue but ``writeback``, and ``--writeback-workers`` processes on ``writeback`` (the vendor notes) at
-``nice --writeback-nice``, as the Procfile runs them, on ``--broker`` (give concurrent runs their own
-database and broker). It plants N
+``nice --writeback-nice`` (default 0, as the Procfile runs them), on ``--broker`` (give concurrent runs
+their own database and broker). It plants N
 clients, each a real HubSpot company and QuickBooks customer in the simulator with a 60,000 change order
 on a 9%-margin project, plus a published rule whose actions are ``email_account_manager, email_executives,
 flag_dashboard, note_crm, note_accounting``. ``--compare`` runs the burst twice, with ``--workers`` and
@@ -467,14 +467,14 @@ def _timeline(
         if not values:
             return "-"
         return (
-            f"min {min(values) * 1000:6.0f} p50 {statistics.median(values) * 1000:6.0f} "
-            f"p95 {_percentile(values, 0.95) * 1000:6.0f} max {max(values) * 1000:6.0f}"
+            f"p50 {statistics.median(values) * 1000:7.0f} p95 {_percentile(values, 0.95) * 1000:7.0f} "
+            f"max {max(values) * 1000:7.0f}"
         )
 
     print(f"timeline (ms; {len(probe)} rows stamped by the workers' probe), from the match = opened_at:")
-    print(f"  {'stage':40} {'time since the match':41}   step's own length (since the stage above)")
+    print(f"  {'stage':40} {'time since the match':34}   step's own length (since the stage above)")
     for label, key in _STAGES:
-        print(f"  {label:40} {line(offsets[key]):41}   {line(steps[key]) if key != 'accepted' else ''}")
+        print(f"  {label:40} {line(offsets[key]):34}   {line(steps[key]) if key != 'accepted' else ''}")
     print(f"  per email: render {line(render)}; SMTP connect ({len(connect)} opened) {line(connect)}")
     print(f"  vendor notes: picked up {line(notes_pickup)} after the match")
 
@@ -647,14 +647,8 @@ def main() -> None:
     parser.add_argument(
         "--writeback-nice",
         type=int,
-        default=10,
-        help="CPU priority of the writeback processes (the Procfile's WRITEBACK_NICE; 0 = as the others)",
-    )
-    parser.add_argument(
-        "--first-batch",
-        type=int,
-        default=None,
-        help="the bulk evaluation's first batch (pipeline.FIRST_BATCH, 0: one batch; unset: the product's)",
+        default=0,
+        help="CPU priority (nice) of the writeback processes; 0, as the Procfile runs them",
     )
     parser.add_argument("--compare", action="store_true", help="also run with twice the email workers")
     parser.add_argument("--scale", type=float, default=0.25, help="simulator size (raised to fit -n)")
@@ -686,10 +680,6 @@ def main() -> None:
     from apps.simulator import SimulatorServer, generate_company
     from config.celery import app
 
-    if args.first_batch is not None:
-        from apps.orchestration import pipeline
-
-        pipeline.FIRST_BATCH = args.first_batch  # the evaluation runs in this process
     # Noise controls would defer or cap 2·N emails to one inbox; this measures the outbox, not them.
     settings.FULCRUM.update({"QUIET_HOURS": "", "RECIPIENT_HOURLY_CAP": 0, "EXECUTIVE_DIGEST": False})
 

@@ -53,14 +53,6 @@ from apps.rules.models import Decision, EvaluationRun, RuleVersion
 # per-subject path; the rest are summarised in the run.
 BULK_THRESHOLD = 200
 
-# When set, a bulk run's first batch is this small and each next one twice as large, up to ``batch_size``:
-# a burst's first escalations commit, and their emails are handed to the workers (``deliveries_dispatch``
-# runs after each commit), while the rest of the burst is still being decided. Off (0): at load 6-9 on 2
-# cores, 25 made the 200-escalation burst's evaluation about twice as long (its commits compete with the
-# emails they release) and the email p95 no better (docs/PERFORMANCE.md, session 9); ``bench.escalate
-# --first-batch`` measures it again.
-FIRST_BATCH = 0
-
 ACTOR = "system:rules"
 
 
@@ -109,9 +101,7 @@ def evaluate_subjects(
                     done += subjects
                     run_progress(run, report, traced=done, to_trace=len(pairs))
 
-                _batches(
-                    contexts, versions, trigger, now, report, pairs, batch_size, batch_done, first=FIRST_BATCH
-                )
+                _batches(contexts, versions, trigger, now, report, pairs, batch_size, batch_done)
         finally:
             snapshots_stored()  # waits even when tracing failed: no thread outlives the run
     run_complete(run, timezone.now(), report, to_trace=len(pairs))
@@ -127,27 +117,22 @@ def _batches(
     pairs: dict[int, frozenset[int]] | None = None,
     batch_size: int = 2000,
     batch_done: Callable[[int], None] | None = None,
-    *,
-    first: int | None = None,
 ) -> None:
     """The contexts batch by batch, each batch its own transaction (or savepoint); ``batch_done(subjects)``
-    after each one. ``first``: the first batch's size, each next one twice the one before, up to
-    ``batch_size`` (``FIRST_BATCH``; 0 or None: every batch ``batch_size``).
+    after each one.
 
     Two batches at once, each on its own connection, were tried (docs/PERFORMANCE.md, session 5): a
     cold run got faster, a warm one slower, both used more CPU, and concurrent batches would each pass
     the hourly email cap on their own. So batches run one after another.
     """
     batch: list[Context] = []
-    size = min(first or batch_size, batch_size)
     for context in contexts:
         batch.append(context)
-        if len(batch) >= size:
+        if len(batch) >= batch_size:
             batch_run(batch, versions, trigger, now, report, pairs)
             if batch_done is not None:
                 batch_done(len(batch))
             batch = []
-            size = min(2 * size, batch_size)
     if batch:
         batch_run(batch, versions, trigger, now, report, pairs)
         if batch_done is not None:

@@ -471,39 +471,3 @@ def test_opening_many_escalations_costs_the_same_queries_as_opening_a_few(noisy)
     assert few[0] == 3 and many[0] == 30
     assert many[1] == few[1], (few, many)
     assert many[1] <= 45  # ~17 per escalation before the batch path
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_bulk_bursts_first_escalations_are_committed_and_handed_out_before_the_rest(monkeypatch):
-    """A burst's emails wait for the commit of the escalations they belong to: with ``FIRST_BATCH`` set,
-    the bulk run commits a small first batch, then batches twice as large, and each batch's outbox rows
-    are handed to the workers as it commits, while the rest is still being decided."""
-    from apps.orchestration import pipeline
-
-    monkeypatch.setattr(pipeline, "FIRST_BATCH", 25)
-    rules_import(text=RULES, actor="system:test")
-    synced = timezone.now() - dt.timedelta(minutes=5)
-    for entity, streams in ENTITY_STREAMS.items():
-        conn = ConnectionFactory(slug=f"src-{entity}")
-        for stream in streams:
-            StreamState.objects.create(connection=conn, stream=stream, last_success_at=synced)
-    owner = CrmOwnerFactory()
-    ids = []
-    for _ in range(pipeline.BULK_THRESHOLD):
-        project = ProjectFactory(client=ClientFactory(owner=owner))
-        FinancialLineFactory(project=project, kind="invoice", amount=Decimal("1000000"))
-        ids.append(ChangeOrderFactory(project=project, amount=Decimal("70000")).pk)
-    handed: list[tuple[int, int]] = []  # (outbox rows handed out, escalations committed by then)
-
-    def dispatch(rows: list[int]) -> None:
-        handed.append((len(rows), Escalation.objects.count()))
-
-    monkeypatch.setattr("apps.escalations.noise.deliveries_dispatch", dispatch)
-    report = evaluate_subjects(subject_type="change_order", ids=ids)
-
-    assert report.escalations_opened == pipeline.BULK_THRESHOLD
-    first = pipeline.FIRST_BATCH
-    # The account manager's email and the dashboard flag per escalation (no executives, no CRM link).
-    assert [committed for _, committed in handed] == [first, 3 * first, 7 * first, pipeline.BULK_THRESHOLD]
-    assert sum(rows for rows, _ in handed) == Delivery.objects.count()
-    assert Delivery.objects.count() == len(set(Delivery.objects.values_list("idempotency_key", flat=True)))
