@@ -36,7 +36,10 @@ def test_a_short_wait_is_still_slept(in_worker):
     slept: list[float] = []
     budget = RateBudget(f"test:{uuid.uuid4()}", 1, 0.3, sleep=lambda s: (slept.append(s), time.sleep(s)))  # type: ignore[func-returns-value]
     budget.wait()
-    assert 0 < budget.wait() <= 0.3 and len(slept) == 1
+    waited = budget.wait()  # slept, not deferred (no RateBudgetDeferred)
+    # The first sleep is the window's remaining time (+1 ms: Redis's PTTL rounds down); when Redis has not
+    # yet expired the key on waking, one more millisecond-sized sleep follows.
+    assert 0 < slept[0] <= 0.3 and 0 < waited <= 0.3 + 0.005 * (len(slept) - 1) and len(slept) <= 3
 
 
 def test_outside_deferring_the_wait_is_slept():

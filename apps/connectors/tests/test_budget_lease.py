@@ -84,11 +84,12 @@ def test_threads_and_processes_sharing_a_leased_budget_never_pass_it() -> None:
 def test_reserved_calls_lapse_with_their_window() -> None:
     key = f"test:{uuid.uuid4()}"
     slept: list[float] = []
-    first = RateBudget(key, 200, 0.3, lease=4, sleep=_sleeper(slept))
-    other = RateBudget(key, 200, 0.3, sleep=_refuse)
+    # A window long enough for 200 round trips to Redis on a busy machine.
+    first = RateBudget(key, 200, 1.0, lease=4, sleep=_sleeper(slept))
+    other = RateBudget(key, 200, 1.0, sleep=_refuse)
 
     first.wait()  # reserves 4 calls, spends one
-    time.sleep(0.35)  # that window is over; its 3 unspent calls with it
+    time.sleep(1.05)  # that window is over; its 3 unspent calls with it
     spent = 0
     with pytest.raises(Spent):
         while True:
@@ -111,10 +112,10 @@ def test_unspent_calls_go_back_to_their_own_window_only() -> None:
 
 def test_a_release_never_reaches_a_later_window() -> None:
     key = f"test:{uuid.uuid4()}"
-    leased = RateBudget(key, 200, 0.3, lease=4)
+    leased = RateBudget(key, 200, 1.0, lease=4)
     leased.wait()
-    time.sleep(0.35)
-    later = RateBudget(key, 200, 0.3, lease=4)
+    time.sleep(1.05)
+    later = RateBudget(key, 200, 1.0, lease=4)
     later.wait()  # a new window: 4 reserved in it
     leased._expires = time.monotonic() + 60  # as if this process's clock lagged: Redis still refuses
 
