@@ -25,7 +25,7 @@ from .streams import (
     Projects,
     Submittals,
     Vendors,
-    _concurrency,
+    reader_count,
 )
 
 # Seconds past X-Rate-Limit-Reset before calling again ("pause requests until after" the reset).
@@ -94,7 +94,7 @@ class Procore(ConnectorKind):
         client.pace = rate_limit_pause
         # One kept-alive connection per project reader: requests' default pool holds 10, and readers past
         # that opened and dropped a connection on every call (options.concurrency above 10).
-        readers = _concurrency(self)
+        readers = reader_count(self)
         if readers > DEFAULT_POOLSIZE:
             for scheme in ("http://", "https://"):
                 client.session.mount(scheme, HTTPAdapter(pool_connections=1, pool_maxsize=readers))

@@ -188,7 +188,7 @@ class Vendors(CompanyList):
 # ---- project-scoped lists ---------------------------------------------------------------------------
 
 
-def _concurrency(kind: Procore) -> int:
+def reader_count(kind: Procore) -> int:
     """Project windows read at once (options.concurrency). Procore asks apps that call concurrently to tune
     their concurrency to its limits (rate_limiting.md); its X-Rate-Limit headers pause every reader."""
     return max(1, int((kind.connection.options or {}).get("concurrency") or CONCURRENCY))
@@ -331,7 +331,7 @@ class ProjectList(ProcoreStream):
                 return None
 
         buffer: list[Record] = []
-        for pid, records in _in_order(read, projects, _concurrency(self.kind)):
+        for pid, records in _in_order(read, projects, reader_count(self.kind)):
             if records is None:
                 state.pop(pid, None)
                 continue
