@@ -69,12 +69,13 @@ class MissForm(forms.Form):
             if can_report(self.user, subject_type, found[0]):  # never name what the user may not see
                 self.subject_label = subject_label(subject_type, found[0])
         elif not found:
-            number = text.strip().removeprefix("#")
+            # Bare digits may be a number in the person's own systems: only "#123" is Fulcrum's number alone.
+            given = text.strip()
             self.add_error(
                 "subject_id",
-                f"Fulcrum has no {words} numbered {number}."
-                if number.isdigit()
-                else f"No {words} you may report on is numbered or named “{text.strip()}”.",
+                f"Fulcrum has no {words} {given}."
+                if given.startswith("#")
+                else f"No {words} you may report on is numbered or named “{given}”.",
             )
         else:
             shown = "; ".join(candidate_label(subject_type, s) for s in found[:5])

@@ -88,7 +88,7 @@ def test_report_a_miss_says_what_is_wrong_beside_each_field_then_records_the_mis
     assert "The miss was not recorded" in page.inner_text(".errors")
     errors = page.locator(".field-error").all_inner_texts()
     assert errors == [
-        "Fulcrum has no project numbered 999999.",
+        "No project you may report on is numbered or named “999999”.",
         "This field is required.",
         "This day is still to come: a miss is about something that happened.",
     ]

@@ -127,7 +127,7 @@ def test_the_page_says_what_is_wrong_beside_each_field_and_records_nothing(clien
     assert refused.status_code == 400 and not ReportedMiss.objects.exists()
     assert "The miss was not recorded: see the fields marked below." in text
     errors = dict(refused.context["form"].errors)
-    assert errors["subject_id"] == ["Fulcrum has no project numbered 999999."]
+    assert errors["subject_id"] == ["No project you may report on is numbered or named “999999”."]
     assert errors["outcome"] == ["This field is required."]
     assert errors["missed_at"] == ["This day is still to come: a miss is about something that happened."]
     assert text.count('class="field-error"') == 3
@@ -223,7 +223,7 @@ def test_fulcrums_number_past_any_id_is_no_such_subject(client, ops_manager):
     client.force_login(ops_manager)
     form = {"subject_type": "client", "subject_id": "#" + "9" * 30, "outcome": "approved"}
     refused = client.post("/learning/misses/report/", form)
-    assert refused.context["form"].errors["subject_id"] == [f"Fulcrum has no client numbered {'9' * 30}."]
+    assert refused.context["form"].errors["subject_id"] == [f"Fulcrum has no client #{'9' * 30}."]
 
 
 def test_the_page_refuses_outsiders(client, outsider):
