@@ -78,11 +78,16 @@ def sweep_after_worker_start(**_: object) -> None:
     rows are safe (pending evaluations, due outbox rows), but without this they wait for beat (a flush every
     minute, the outbox every 30 s): the soak saw two decisions 8.5 s late after a kill. A worker restarted
     after a crash is the moment to look; with nothing waiting both tasks do nothing. No database access here:
-    this runs in the worker's main process, whose forked pool must not share its connection."""
+    this runs in the worker's main process, whose forked pool must not share its connection.
+
+    An outbox row the killed worker had claimed is due again only when its claim lapses (at most
+    ``DELIVERY_CLAIM_SECONDS`` from now): a second outbox sweep is queued for then."""
+    from apps.escalations.delivery import claim_for
     from apps.escalations.tasks import deliver_due
 
-    for task in (evaluate_pending, deliver_due):
+    lapsed = claim_for().total_seconds() + 1
+    for task, countdown in ((evaluate_pending, None), (deliver_due, None), (deliver_due, lapsed)):
         try:
-            task.apply_async()
+            task.apply_async(countdown=countdown)
         except Exception:  # the broker is down: beat's schedules find the rows later
             logger.warning("could not queue %s after the worker started", task.name, exc_info=True)

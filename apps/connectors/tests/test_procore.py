@@ -17,7 +17,7 @@ from django.test import Client as DjangoClient
 import apps.connectors.kinds.procore.streams as procore_streams
 from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import BadRecord
-from apps.connectors.kinds.procore import paging, rate_limit_pause
+from apps.connectors.kinds.procore import RESET_MARGIN, paging, rate_limit_pause
 from apps.connectors.kinds.procore.streams import CO_STATUS_MAP, normalise_co_status, returned_date
 from apps.connectors.models import Connection, StreamState, WebhookDelivery
 from apps.connectors.services import sync_connection, sync_stream
@@ -119,10 +119,41 @@ def _response(**headers: str) -> requests.Response:
 def test_pause_only_when_the_reported_limit_is_spent() -> None:
     now = 1_466_182_200.0
     spent = _response(**{"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "1466182244"})
-    assert rate_limit_pause(spent, now) == pytest.approx(45.0)
+    assert rate_limit_pause(spent, now) == pytest.approx(44.0 + RESET_MARGIN)
     left = _response(**{"X-Rate-Limit-Remaining": "589", "X-Rate-Limit-Reset": "1466182244"})
     assert rate_limit_pause(left, now) is None
     assert rate_limit_pause(_response(), now) is None
+
+
+def test_the_pause_ends_just_after_the_reset_by_a_clock_that_agrees_with_procores() -> None:
+    # Our clock reads within the second Procore's Date header names: resume a quarter second past the reset
+    # (developers.procore.com/documentation/rate-limiting: "pause requests until after X-Rate-Limit-Reset").
+    now = 1_466_182_243.4
+    spent = _response(
+        **{
+            "X-Rate-Limit-Remaining": "0",
+            "X-Rate-Limit-Reset": "1466182244",
+            "Date": "Fri, 17 Jun 2016 16:50:43 GMT",  # 1466182243
+        }
+    )
+    assert rate_limit_pause(spent, now) == pytest.approx(0.6 + RESET_MARGIN)
+    assert RESET_MARGIN < 0.5
+
+
+def test_a_clock_that_disagrees_with_procores_date_header_is_not_trusted() -> None:
+    # "Measure from the response's Date header, not your server's clock, so clock drift can't skew the
+    # result" (developers.procore.com/documentation/content/rate-limit-handling): 30 s fast or slow, the
+    # pause runs from the Date header's second, so it never ends before Procore's reset.
+    headers = {
+        "X-Rate-Limit-Remaining": "0",
+        "X-Rate-Limit-Reset": "1466182246",
+        "Date": "Fri, 17 Jun 2016 16:50:43 GMT",  # 1466182243
+    }
+    for drift in (30.0, -30.0):
+        paused = rate_limit_pause(_response(**headers), 1_466_182_243.5 + drift)
+        assert paused == pytest.approx(3 + RESET_MARGIN)
+    unreadable = {**headers, "Date": "yesterday"}
+    assert rate_limit_pause(_response(**unreadable), 1_466_182_243.5) == pytest.approx(2.5 + RESET_MARGIN)
 
 
 class Budget:
@@ -184,8 +215,11 @@ def test_sync_pauses_at_the_simulators_limit_until_its_reset(
 
     assert run.status == "succeeded", run.error
     assert run.counts["api_calls"] >= 5 and run.counts["rate_limited_seconds"] > 0
-    assert run.counts["retries"] == 0  # paced by the headers, never refused with a 429
-    assert time.monotonic() - started >= 1.0
+    # Paced by the headers: the simulator refuses a fourth call in a window with a 429, so none came
+    # before a reset, and each pause ended at most a margin past it.
+    assert run.counts["retries"] == 0
+    pauses = -(-run.counts["api_calls"] // 3) - 1
+    assert time.monotonic() - started < pauses * 2.0 + 2.0
 
 
 # ---- per-project cursors and schedule status --------------------------------------------------------------

@@ -5,6 +5,7 @@ The endpoints, fields and enums used, and the doc page each comes from, are in `
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -28,8 +29,9 @@ from .streams import (
     reader_count,
 )
 
-# Seconds past X-Rate-Limit-Reset before calling again ("pause requests until after" the reset).
-RESET_MARGIN = 1.0
+# Seconds past X-Rate-Limit-Reset before calling again ("pause requests until after" the reset), by a
+# clock that agrees with Procore's to within the second its Date header names.
+RESET_MARGIN = 0.25
 
 
 def rate_limit_pause(response: requests.Response, now: float | None = None) -> float | None:
@@ -38,14 +40,27 @@ def rate_limit_pause(response: requests.Response, now: float | None = None) -> f
     Every answer reports the hourly or the 10-second spike limit, whichever the app is closer to
     exhausting: ``X-Rate-Limit-Limit``, ``-Remaining`` and ``-Reset`` (epoch seconds). At ``Remaining: 0``
     we wait until after the reset (developers.procore.com/documentation/rate-limiting,
-    ``plan_your_app/rate_limiting.md``). A 429 without those headers is left to the client's backoff.
+    ``plan_your_app/rate_limiting.md``), measured on Procore's clock (:func:`procore_clock`). A 429 without
+    those headers is left to the client's backoff.
     """
     remaining = str(response.headers.get("X-Rate-Limit-Remaining") or "").strip()
     reset = str(response.headers.get("X-Rate-Limit-Reset") or "").strip()
     if not remaining.isdigit() or int(remaining) > 0 or not reset.isdigit():
         return None
-    now = time.time() if now is None else now
+    now = procore_clock(response, time.time() if now is None else now)
     return max(0.0, int(reset) - now) + RESET_MARGIN
+
+
+def procore_clock(response: requests.Response, now: float) -> float:
+    """Procore's time at ``response``: ours while it reads within the second of the answer's ``Date``
+    header, else that second's start, which is never later than Procore's clock ("measure from the
+    response's Date header, not your server's clock, so clock drift can't skew the result",
+    developers.procore.com/documentation/content/rate-limit-handling). Without a readable Date, ours."""
+    try:
+        stamp = email.utils.parsedate_to_datetime(str(response.headers.get("Date") or "")).timestamp()
+    except (TypeError, ValueError):
+        return now
+    return now if stamp <= now < stamp + 1 else stamp
 
 
 class Procore(ConnectorKind):
