@@ -88,6 +88,9 @@ def sweep_after_worker_start(**_: object) -> None:
     lapsed = claim_for().total_seconds() + 1
     for task, countdown in ((evaluate_pending, None), (deliver_due, None), (deliver_due, lapsed)):
         try:
-            task.apply_async(countdown=countdown)
+            if countdown is None:
+                task.apply_async()
+            else:
+                task.apply_async(countdown=countdown)
         except Exception:  # the broker is down: beat's schedules find the rows later
             logger.warning("could not queue %s after the worker started", task.name, exc_info=True)
