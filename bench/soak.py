@@ -444,6 +444,8 @@ def _tail_rows(
             co_id = int(json.loads(bytes(body))["resource_id"])
         except (ValueError, KeyError, TypeError):
             continue
+        if co_id not in sent or received.timestamp() < sent[co_id] - 1:
+            continue  # not this soak's edit (the same id in a delivery from before it was sent)
         row = webhooks.setdefault(co_id, {"received": math.inf, "processed": 0.0, "attempts": 0})
         row["received"] = min(row["received"], received.timestamp())
         row["processed"] = max(row["processed"], processed.timestamp() if processed else math.inf)
