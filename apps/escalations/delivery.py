@@ -271,9 +271,11 @@ def deliveries_dispatch(ids: list[int]) -> None:
     from .tasks import deliver, deliver_many
 
     by_queue: dict[str, list[int]] = {}
-    # By target: a burst's emails to one person share chunks, and a chunk looks each person up once.
+    # By target: a burst's emails to one person share chunks, and a chunk looks each person up once. On
+    # one queue the rows that reach a person go first: a dashboard flag can wait for the emails.
+    people = actions.reaches_person_names()
     rows = Delivery.objects.filter(pk__in=ids).order_by("target", "pk").values_list("pk", "action")
-    for pk, action in rows:
+    for pk, action in sorted(rows, key=lambda row: row[1] not in people):
         by_queue.setdefault(queue_for(action), []).append(pk)
     # People wait for the emails (the ``delivery`` queue); a vendor's note can wait for them: in a
     # burst, the emails' tasks are on the broker before the first write-back's.

@@ -159,3 +159,18 @@ def test_chunked_rows_are_all_delivered_by_a_real_worker():
         message="every chunked row delivered",
     )
     assert set(Delivery.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.django_db
+def test_on_one_queue_a_bursts_emails_are_handed_out_before_its_dashboard_flags(monkeypatch):
+    """Flags share the ``delivery`` queue with the emails but nobody waits for them: the rows that reach a
+    person go first, whatever their targets sort as ("dashboard" sorts before most addresses)."""
+    from apps.escalations import tasks
+
+    chunked: list[list[int]] = []
+    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: chunked.append(args[0]))
+    flags = _rows(3 * delivery.DISPATCH_CHUNK)
+    emails = _rows(3 * delivery.DISPATCH_CHUNK, "email_executives")
+    Delivery.objects.filter(pk__in=emails).update(target="zoe@fulcrum-demo.test")
+    delivery.deliveries_dispatch(flags + emails)
+    assert [pk for chunk in chunked for pk in chunk] == emails + flags
