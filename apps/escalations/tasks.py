@@ -44,8 +44,8 @@ def warm_mail_before_fork(**_: Any) -> None:
     from django.template.loader import get_template
     from django.urls import get_resolver
 
-    get_resolver().url_patterns  # noqa: B018 - imports every URL module
-    get_resolver()._populate()  # the reverse lookup tables, built on the first reverse() otherwise
+    # Importing every URL module and building the reverse lookup tables, as the first reverse() would.
+    get_resolver().reverse_dict  # noqa: B018 - read for its side effect
     for name in MAIL_TEMPLATES:
         get_template(name)
     gc.freeze()
