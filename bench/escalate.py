@@ -1,16 +1,19 @@
 """Escalations through the outbox: escalations/s and p95 from rule match to the email accepted by SMTP.
 
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev .venv/bin/python -m bench.escalate \
-        [-n 200] [--rate 0] [--workers 1] [--concurrency 2] [--writeback-workers 1] [--compare] \
+        [-n 200] [--rate 0] [--workers 1] [--concurrency 4] [--writeback-workers 1] \
+        [--writeback-concurrency 2] [--compare] \
         [--database fulcrum_bench_escalate] [--broker redis://127.0.0.1:6379/14] [--sink-in-process] \
         [--timeline] [--writeback-nice 0]
 
 Creates (afresh) and migrates ``--database`` on the server of DATABASE_URL, starts the bundled simulator
 (sized for N: ``--scale`` is raised until it has N HubSpot companies) in this process and an aiosmtpd sink
 in a process of its own (``--sink-in-process``: in a thread of this one, sharing its GIL with the simulator),
-``--workers`` Celery worker processes (``-c --concurrency`` each) on the ``delivery`` queue (emails) and
-every queue but ``writeback``, and ``--writeback-workers`` processes on ``writeback`` (the vendor notes) at
-``nice --writeback-nice`` (default 0, as the Procfile runs them), on ``--broker`` (give concurrent runs
+``--workers`` Celery worker processes (``-c --concurrency`` each, default 4) on the ``delivery`` queue
+(emails) and every queue but ``writeback``, and ``--writeback-workers`` processes (``-c
+--writeback-concurrency`` each, default 2) on ``writeback`` (the vendor notes) at ``nice
+--writeback-nice`` (default 0): the defaults are the Procfile's ``worker`` and ``writeback`` as they run
+by default (``WORKER_CONCURRENCY`` 4, ``WRITEBACK_CONCURRENCY`` 2), on ``--broker`` (give concurrent runs
 their own database and broker). It plants N
 clients, each a real HubSpot company and QuickBooks customer in the simulator with a 60,000 change order
 on a 9%-margin project, plus a published rule whose actions are ``email_account_manager, email_executives,
@@ -30,7 +33,9 @@ committed and queued: the "rule match"), either all at once (``--rate 0``, a bur
   plus stamps around each stage of a chunk) and the run prints, per email, the stages from the match (the
   escalation's ``opened_at``, which is its decision's ``evaluated_at``) to the sink's acceptance as
   percentiles (commit, task published, picked up, claimed, rendered, SMTP sent, recorded), and the CPU of
-  each process (every worker pool process, the sink, this process, the PostgreSQL server's processes);
+  each process (every worker pool process, the sink, this process, the PostgreSQL server's processes),
+  and how many tasks of each kind every worker ran (a vendor note deferred by its rate budget comes back
+  as a task of its own);
 - the same to each upstream note's delivery, and a check that every email and note arrived once;
 - its reference, measured in the same run: the same number of emails sent straight through Django's SMTP
   backend from one process, one connection per message (no queue, no database), and over one connection
@@ -517,6 +522,17 @@ def _cpu_report(
     )
 
 
+def _tasks_report(app: Any) -> None:
+    """How many tasks of each kind every worker ran (Celery's ``inspect().stats()``): a deferred or split
+    chunk shows as more tasks than chunks."""
+    stats = app.control.inspect(timeout=2).stats() or {}
+    for name, stat in sorted(stats.items()):
+        totals = ", ".join(
+            f"{task.rsplit('.', 1)[-1]} {n}" for task, n in sorted(stat.get("total", {}).items())
+        )
+        print(f"  tasks run by {name.split('@')[0]}: {totals or 'none'}")
+
+
 def _burst(
     ids: list[int],
     args: Any,
@@ -642,7 +658,18 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200, help="escalations to fire")
     parser.add_argument("--rate", type=float, default=0.0, help="escalations per second; 0 = one burst")
     parser.add_argument("--workers", type=int, default=1, help="email (delivery) worker processes")
-    parser.add_argument("--concurrency", type=int, default=2, help="pool size per worker process")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="pool size per email worker process; 4, the Procfile's WORKER_CONCURRENCY",
+    )
+    parser.add_argument(
+        "--writeback-concurrency",
+        type=int,
+        default=2,
+        help="pool size per writeback process; 2, the Procfile's WRITEBACK_CONCURRENCY",
+    )
     parser.add_argument("--writeback-workers", type=int, default=1, help="processes on the writeback queue")
     parser.add_argument(
         "--writeback-nice",
@@ -718,7 +745,7 @@ def main() -> None:
                 for i in range(email_workers)
             ]
             specs += [
-                (f"writeback{i}", args.concurrency, "writeback", args.writeback_nice)
+                (f"writeback{i}", args.writeback_concurrency, "writeback", args.writeback_nice)
                 for i in range(args.writeback_workers)
             ]
             folder = None
@@ -734,9 +761,9 @@ def main() -> None:
             }
             label = (
                 f"{args.n} escalations, {'burst' if not args.rate else f'{args.rate:g}/s'}; {email_workers} "
-                f"email worker process(es) × {args.concurrency} + {args.writeback_workers} writeback × "
-                f"{args.concurrency} (nice {args.writeback_nice}); {os.cpu_count()} CPUs; "
-                f"load {os.getloadavg()[0]:.2f}"
+                f"email worker process(es) × {args.concurrency} + {args.writeback_workers} "
+                f"writeback × {args.writeback_concurrency} (nice {args.writeback_nice}); "
+                f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.2f}"
             )
             figures = _burst(
                 ids[run * args.n : (run + 1) * args.n], args, sink, simulator, label, pids, folder
@@ -748,6 +775,8 @@ def main() -> None:
                 f"{same_path:.2f} s = {figures['email_span'] / same_path:.2f}×"
             )
             results.append((email_workers, figures))
+            if args.timeline:
+                _tasks_report(app)
             _stop_workers(workers)
             workers = []
         if len(results) == 2:

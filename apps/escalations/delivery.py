@@ -29,7 +29,7 @@ from typing import Any
 import requests
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
@@ -119,22 +119,29 @@ def deliveries_attempt(pks: Sequence[int]) -> dict[int, str]:
     A chunk stops starting rows when half its claim has gone by, and gives the rest back (``_defer``), so
     no row is still being sent when its claim runs out and another worker takes it.
     """
+    from apps.connectors import ratelimit
+
     from .actions.email import mail_session
 
     rows = _claimed_rows(_claim(pks, timezone.now()))
     results: dict[int, str] = {}
     delivered: list[tuple[Delivery, dict, dt.datetime]] = []
+    deferred: list[tuple[Delivery, float]] = []
     started = recorded = time.monotonic()
     budget = claim_for().total_seconds() / 2
     try:
         with mail_session():
             for index, delivery in enumerate(rows):
                 if time.monotonic() - started > budget:
-                    for rest in rows[index:]:
-                        results[rest.pk] = _defer(rest, 0.0)
+                    deferred += [(rest, 0.0) for rest in rows[index:]]
+                    results.update((rest.pk, "deferred") for rest in rows[index:])
                     break
                 try:
                     state, response = _attempt(delivery)
+                except ratelimit.RateBudgetDeferred as exc:
+                    deferred.append((delivery, float(exc.retry_after or 0.0)))
+                    results[delivery.pk] = "deferred"
+                    continue
                 except Exception:
                     logger.exception("delivery %s failed unexpectedly; the sweeper retries it", delivery.pk)
                     results[delivery.pk] = "error"
@@ -147,12 +154,14 @@ def deliveries_attempt(pks: Sequence[int]) -> dict[int, str]:
                         delivered, recorded = [], time.monotonic()
     finally:
         _finish_delivered(delivered)
+        _defer(deferred)
     return results
 
 
 def _attempt(delivery: Delivery) -> tuple[str, dict | None]:
     """Perform one claimed row: a failure is recorded here; a success is returned with its response for
-    the caller to record (``_finish_delivered``)."""
+    the caller to record (``_finish_delivered``), and a vendor's spent budget raised for the caller to give
+    the row back (``_defer``)."""
     from apps.connectors import ratelimit
 
     try:
@@ -161,8 +170,8 @@ def _attempt(delivery: Delivery) -> tuple[str, dict | None]:
             response = actions.get(delivery.action).perform(delivery)
     except Permanent as exc:
         return _finish(delivery, Delivery.State.DEAD, error=str(exc)), None
-    except ratelimit.RateBudgetDeferred as exc:
-        return _defer(delivery, float(exc.retry_after or 0.0)), None
+    except ratelimit.RateBudgetDeferred:
+        raise  # given back with the chunk's other deferred rows (``_defer``)
     except Transient as exc:
         return _failed(delivery, str(exc), retry_after=exc.retry_after), None
     except (OSError, smtplib.SMTPException, requests.RequestException) as exc:
@@ -190,20 +199,37 @@ def _finish_delivered(done: list[tuple[Delivery, dict, dt.datetime]]) -> None:
         )
 
 
-def _defer(delivery: Delivery, wait: float) -> str:
-    """Nothing was sent (the vendor's shared budget is spent, or the chunk ran out of time before this
-    row), so the attempt is given back (attempts count failures, and a busy budget is not one) and the row
-    is due again after ``wait`` (when the budget refills). The error of an earlier real attempt is kept:
-    ``outcome_may_exist`` reads it."""
-    due = timezone.now() + dt.timedelta(seconds=wait)
-    deferred = Delivery.objects.filter(
-        pk=delivery.pk, state=Delivery.State.SENDING, attempts=delivery.attempts
-    ).update(
-        state=Delivery.State.PENDING, attempts=F("attempts") - 1, claimed_until=None, next_attempt_at=due
-    )
-    if deferred:
-        _schedule_retry(delivery.pk, dt.timedelta(seconds=wait), queue=queue_for(delivery.action))
-    return "deferred"
+def _defer(rows: list[tuple[Delivery, float]]) -> None:
+    """Nothing was sent (the vendor's shared budget is spent, or the chunk ran out of time before these
+    rows), so each (row, wait) is given back: its attempt too (attempts count failures, and a busy budget
+    is not one), due again after its wait (when the budget refills), in one statement for the chunk. The
+    error of an earlier real attempt is kept: ``outcome_may_exist`` reads it. They are queued again
+    together, one task per queue (and one for those due at once): a chunk of notes that meets a spent
+    budget comes back as one chunk, not one task per row (``bench.escalate --timeline`` counts them)."""
+    if not rows:
+        return
+    now = timezone.now()
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    values = ", ".join(["(%s::bigint, %s::integer, %s::timestamptz)"] * len(rows))
+    params: list[Any] = []
+    for delivery, wait in rows:
+        params += [delivery.pk, delivery.attempts, now + dt.timedelta(seconds=wait)]
+    with connection.cursor() as cursor:
+        # Only the claim holder may: a row re-claimed after an expired claim belongs to its new owner.
+        cursor.execute(
+            f"UPDATE {table} AS d SET state = %s, attempts = d.attempts - 1, claimed_until = NULL, "  # noqa: S608
+            f"next_attempt_at = v.due FROM (VALUES {values}) AS v(id, attempts, due) "
+            f"WHERE d.id = v.id AND d.state = %s AND d.attempts = v.attempts RETURNING d.id",
+            [Delivery.State.PENDING, *params, Delivery.State.SENDING],
+        )
+        given = {pk for (pk,) in cursor.fetchall()}
+    groups: dict[tuple[str, bool], list[tuple[int, float]]] = {}
+    for delivery, wait in rows:
+        if delivery.pk in given:
+            groups.setdefault((queue_for(delivery.action), wait > 0), []).append((delivery.pk, wait))
+    for (queue, _), items in groups.items():
+        longest = max(wait for _, wait in items)
+        _schedule_retry([pk for pk, _ in items], dt.timedelta(seconds=longest), queue=queue)
 
 
 def _failed(delivery: Delivery, error: str, retry_after: float | None = None) -> str:
@@ -230,23 +256,29 @@ def _finish(delivery: Delivery, state: str, *, error: str = "", retry_after: flo
         pk=delivery.pk, state=Delivery.State.SENDING, attempts=delivery.attempts
     ).update(**fields)
     if finished and wait is not None:
-        _schedule_retry(delivery.pk, wait, queue=queue_for(delivery.action))
+        _schedule_retry([delivery.pk], wait, queue=queue_for(delivery.action))
     return state
 
 
-def _schedule_retry(pk: int, wait: dt.timedelta, *, queue: str = "delivery") -> None:
-    """Inside a worker, put the retry on the broker for when it is due; beat's sweeper stays the safety
-    net (a lost or early message only finds the row not yet due)."""
+def _schedule_retry(pks: list[int], wait: dt.timedelta, *, queue: str = "delivery") -> None:
+    """Inside a worker, put the retry of these rows (one task) on the broker for when they are due; beat's
+    sweeper stays the safety net (a lost or early message only finds the rows not yet due)."""
     from celery import current_task
 
     if not current_task or not current_task.request.id:
         return
-    from .tasks import deliver
+    from .tasks import deliver, deliver_many
 
+    countdown = wait.total_seconds() + 0.1
     try:
-        deliver.apply_async((pk,), countdown=wait.total_seconds() + 0.1, queue=queue)
-    except Exception:  # the broker is down: the row is recorded as failed, and the sweeper will find it
-        logger.warning("could not schedule the retry of delivery %s; beat's sweeper will", pk, exc_info=True)
+        if len(pks) == 1:
+            deliver.apply_async((pks[0],), countdown=countdown, queue=queue)
+        else:
+            deliver_many.apply_async((pks,), countdown=countdown, queue=queue)
+    except Exception:  # the broker is down: the rows are recorded, and the sweeper will find them
+        logger.warning(
+            "could not schedule the retry of deliveries %s; beat's sweeper will", pks, exc_info=True
+        )
 
 
 # ---- queueing and replay -------------------------------------------------------------------------------
@@ -271,9 +303,11 @@ def deliveries_dispatch(ids: list[int]) -> None:
     from .tasks import deliver, deliver_many
 
     by_queue: dict[str, list[int]] = {}
-    # By target: a burst's emails to one person share chunks, and a chunk looks each person up once.
+    # By target: a burst's emails to one person share chunks, and a chunk looks each person up once. On
+    # one queue the rows that reach a person go first: a dashboard flag can wait for the emails.
+    people = actions.reaches_person_names()
     rows = Delivery.objects.filter(pk__in=ids).order_by("target", "pk").values_list("pk", "action")
-    for pk, action in rows:
+    for pk, action in sorted(rows, key=lambda row: row[1] not in people):
         by_queue.setdefault(queue_for(action), []).append(pk)
     # People wait for the emails (the ``delivery`` queue); a vendor's note can wait for them: in a
     # burst, the emails' tasks are on the broker before the first write-back's.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.utils import timezone
 
@@ -159,3 +161,57 @@ def test_chunked_rows_are_all_delivered_by_a_real_worker():
         message="every chunked row delivered",
     )
     assert set(Delivery.objects.filter(pk__in=ids).values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.django_db
+def test_on_one_queue_a_bursts_emails_are_handed_out_before_its_dashboard_flags(monkeypatch):
+    """Flags share the ``delivery`` queue with the emails but nobody waits for them: the rows that reach a
+    person go first, whatever their targets sort as ("dashboard" sorts before most addresses)."""
+    from apps.escalations import tasks
+
+    chunked: list[list[int]] = []
+    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: chunked.append(args[0]))
+    flags = _rows(3 * delivery.DISPATCH_CHUNK)
+    emails = _rows(3 * delivery.DISPATCH_CHUNK, "email_executives")
+    Delivery.objects.filter(pk__in=emails).update(target="zoe@fulcrum-demo.test")
+    delivery.deliveries_dispatch(flags + emails)
+    assert [pk for chunk in chunked for pk in chunk] == emails + flags
+
+
+@pytest.mark.django_db
+def test_a_chunk_that_meets_a_spent_budget_gives_its_rows_back_together_and_queues_them_as_one_task(
+    monkeypatch,
+):
+    """A burst of notes outruns the vendor's budget: the chunk's rows go back to ``pending`` (their
+    attempts given back, due when the budget refills) and come back as one chunk, not one task per row."""
+    from apps.connectors.ratelimit import RateBudgetDeferred
+    from apps.escalations import actions, tasks
+
+    ids = _rows(4, "note_crm")
+    note = actions.get("note_crm")
+    sent: list[int] = []
+
+    def perform(row: Delivery) -> dict:
+        if sent:  # the first note spends the budget
+            raise RateBudgetDeferred("hubspot:1", 2.0)
+        sent.append(row.pk)
+        return {"id": "n1"}
+
+    queued: list[tuple[object, float, str]] = []
+    monkeypatch.setattr(note, "perform", perform)
+    monkeypatch.setattr(
+        tasks.deliver_many,
+        "apply_async",
+        lambda args, countdown, queue: queued.append((args[0], countdown, queue)),
+    )
+    monkeypatch.setattr(tasks.deliver, "apply_async", lambda *a, **kw: pytest.fail("one task per row"))
+    before = timezone.now()
+
+    # As a worker runs it (a retry is queued only from inside a task).
+    assert tasks.deliver_many.apply((ids,), task_id="chunk").get() == "4 rows: 3 deferred, 1 delivered"
+
+    assert sent == ids[:1]
+    assert queued == [(ids[1:], pytest.approx(2.1), "writeback")]
+    rows = Delivery.objects.filter(pk__in=ids[1:])
+    assert {(r.state, r.attempts, r.claimed_until) for r in rows} == {("pending", 0, None)}
+    assert all(r.next_attempt_at >= before + dt.timedelta(seconds=2) for r in rows)
