@@ -1,12 +1,14 @@
 """Soak: the whole stack under faults for a set time, then checks that nothing was lost or duplicated.
 
     DATABASE_URL=postgres://postgres@127.0.0.1/fulcrum_dev CELERY_BROKER_URL=redis://127.0.0.1:6379/9 \\
-        .venv/bin/python -m bench.soak [--minutes 10] [--kill-every 60] [--workers 3] [--tail FILE]
+        .venv/bin/python -m bench.soak [--minutes 10] [--kill-every 60] [--workers 3] [--tail FILE] \\
+        [--database fulcrum_bench_soak]
 
-Creates (afresh) and migrates ``fulcrum_bench_soak`` on the server of DATABASE_URL, starts the bundled
-simulator, an aiosmtpd sink, gunicorn (``config/gunicorn.py``, 2 workers), beat and ``--workers`` Celery
-worker processes (``-c 2`` each) on CELERY_BROKER_URL, loads the three connections with a full sync, and
-publishes one rule (a change order of at least 5,000,000 escalates to the executives by email).
+Creates (afresh) and migrates ``--database`` (default ``fulcrum_bench_soak``) on the server of
+DATABASE_URL, starts the bundled simulator, an aiosmtpd sink, gunicorn (``config/gunicorn.py``, 2 workers),
+beat and ``--workers`` Celery worker processes (``-c 2`` each) on CELERY_BROKER_URL, loads the three
+connections with a full sync, and publishes one rule (a change order of at least 5,000,000 escalates to
+the executives by email).
 
 For ``--minutes`` it then sends bursts of Procore webhooks, each about a change order just edited upstream
 to a matching amount, some delivered two or three times (duplicates), while faults are injected: upstream
@@ -527,6 +529,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument(
+        "--database",
+        default=DB_NAME,
+        help="made afresh on DATABASE_URL's server; concurrent runs each need one",
+    )
+    parser.add_argument(
         "--kill-every", type=float, default=60.0, help="seconds between worker SIGKILLs; 0: none"
     )
     parser.add_argument("--workers", type=int, default=3)
@@ -545,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from bench.common import fresh_django_database
 
-    fresh_django_database(DB_NAME)
+    fresh_django_database(args.database)
     from django.conf import settings
     from django.db import connection
 

@@ -17,10 +17,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.soak]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+SHORT = ("--minutes", "1", "--kill-every", "20", "--drain", "480")
+
+
 def test_a_short_soak_loses_and_duplicates_nothing(tmp_path):
     # A process of its own: the soak makes its own database and its own Django setup.
     result = subprocess.run(
-        [sys.executable, "-m", "bench.soak", "--minutes", "1", "--kill-every", "20", "--drain", "480"],
+        # A database of its own: a bench soak running beside the suite drops and recreates its default.
+        [sys.executable, "-m", "bench.soak", *SHORT, "--database", "fulcrum_test_soak"],
         cwd=ROOT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test"},
         capture_output=True,
