@@ -73,21 +73,23 @@ def _start_simulator(scale: float, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("simulator did not start")
 
 
-def _sync_all() -> tuple[float, int, dict[str, float]]:
-    """Every connection's streams, as the scheduler runs them; (seconds, records seen, seconds per stream)."""
+def _sync_all() -> tuple[float, int, dict[str, float], int]:
+    """Every connection's streams, as the scheduler runs them; (seconds, records seen, seconds per stream,
+    upstream calls)."""
     from apps.connectors.models import Connection
     from apps.connectors.services import sync_connection
 
     started = time.perf_counter()
-    seen = 0
+    seen = calls = 0
     streams: dict[str, float] = {}
     for slug in ("crm", "accounting", "pm"):
         for run in sync_connection(connection=Connection.objects.get(slug=slug)):
             assert run.status == "succeeded", (slug, run.stream, run.status, run.error)
             seen += int(run.counts.get("seen", 0))
+            calls += int(run.counts.get("api_calls", 0))
             if run.finished_at:
                 streams[f"{slug}.{run.stream}"] = (run.finished_at - run.started_at).total_seconds()
-    return time.perf_counter() - started, seen, streams
+    return time.perf_counter() - started, seen, streams, calls
 
 
 class Marking:
@@ -286,7 +288,7 @@ def run(
     try:
         connection_import(data=demo_connections(f"http://127.0.0.1:{port}"), actor="system:bench")
         box = Breakdown(sim.pid) if profile else None
-        full_s, full_n, streams = _sync_all()
+        full_s, full_n, streams, full_calls = _sync_all()
         full_rows = box.take() if box else {}
         full_mark_s, full_marked = marks.take()
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -294,7 +296,7 @@ def run(
         body = b'{"fraction": 0.01, "seed": 3}'
         req = urllib.request.Request(f"http://127.0.0.1:{port}/_sim/mutate", data=body, method="POST")
         urllib.request.urlopen(req, timeout=60)  # noqa: S310
-        incr_s, incr_n, _ = _sync_all()
+        incr_s, incr_n, _, incr_calls = _sync_all()
         incr_rows = box.take() if box else {}
         incr_mark_s, incr_marked = marks.take()
         result: dict[str, Any] = {
@@ -306,8 +308,10 @@ def run(
             "full_mark_s": full_mark_s,
             "full_marked": full_marked,
             "pending_rows": pending,
+            "full_calls": full_calls,
             "incr_s": incr_s,
             "incr_records": incr_n,
+            "incr_calls": incr_calls,
             "incr_mark_s": incr_mark_s,
             "incr_marked": incr_marked,
             "peak_rss_mb": peak_mb,
@@ -467,8 +471,9 @@ def main() -> None:
     for r in results:
         print(
             f"scale {r['scale']:>4}: full sync {r['full_records']:>7,} records in {r['full_s']:6.1f} s = "
-            f"{r['full_rps']:7,.0f} records/s; 1% incremental {r['incr_records']:>6,} records in "
-            f"{r['incr_s']:5.2f} s; peak RSS {r['peak_rss_mb']:.0f} MB"
+            f"{r['full_rps']:7,.0f} records/s ({r['full_calls']:,} upstream calls); 1% incremental "
+            f"{r['incr_records']:>6,} records in {r['incr_s']:5.2f} s ({r['incr_calls']:,} calls); "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB"
         )
         if r["marking"]:
             print(

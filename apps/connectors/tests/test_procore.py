@@ -17,7 +17,7 @@ from django.test import Client as DjangoClient
 import apps.connectors.kinds.procore.streams as procore_streams
 from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import BadRecord
-from apps.connectors.kinds.procore import RESET_MARGIN, paging, rate_limit_pause
+from apps.connectors.kinds.procore import RESET_MARGIN, Procore, paging, rate_limit_pause
 from apps.connectors.kinds.procore.streams import CO_STATUS_MAP, normalise_co_status, returned_date
 from apps.connectors.models import Connection, StreamState, WebhookDelivery
 from apps.connectors.services import sync_connection, sync_stream
@@ -279,6 +279,36 @@ def test_incremental_reads_edited_projects_and_a_rotating_share_only(
     assert sorted(_windows(simulator), key=int) == sorted({*map(str, projects[:share]), str(edited)}, key=int)
     listed = [p for _m, p in simulator.requests_log if p.startswith("/rest/v1.0/projects?")]
     assert len(listed) == 1 and "filters%5Bupdated_at%5D" in listed[0]  # only the edited projects listed
+
+
+@pytest.mark.parametrize(
+    ("schedule", "runs"),
+    [("*/15 * * * *", 96), ("0 * * * *", 24), ("0 */8 * * *", 3), ("30 9 * * 1-5", 1), ("", 24), ("bad", 24)],
+)
+def test_the_rotation_reads_every_project_once_a_day_of_the_schedule(schedule: str, runs: int) -> None:
+    # Procore retries a failing hook for 24 hours (webhooks.md): a day of scheduled runs shares the
+    # projects out, whatever the schedule; no schedule (manual runs only): 24 runs, as before.
+    assert procore_streams.runs_per_day(schedule) == (runs if schedule not in ("", "bad") else 0)
+    connection = Connection(slug="pm", kind="procore", schedule=schedule, options={"company_id": 1})
+    assert procore_streams.rotation_runs(Procore(connection)) == runs
+    connection.options = {"company_id": 1, "project_rotation_runs": 5}  # the option still wins
+    assert procore_streams.rotation_runs(Procore(connection)) == 5
+
+
+def test_an_incremental_run_reads_its_share_of_a_day_by_the_schedule(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer
+) -> None:
+    pm = connections["pm"]
+    pm.schedule = "0 */8 * * *"  # three runs a day, no project_rotation_runs: a third of the projects a run
+    pm.save()
+    sync_connection(connection=pm)
+    simulator.requests_log.clear()
+
+    [run] = sync_connection(connection=pm, streams=["change_orders"])
+
+    projects = sorted(company.pc_projects)
+    assert run.status == "succeeded", run.error
+    assert sorted(_windows(simulator), key=int) == [str(p) for p in projects[: math.ceil(len(projects) / 3)]]
 
 
 def test_a_change_without_webhook_or_project_edit_is_read_within_the_rotation(

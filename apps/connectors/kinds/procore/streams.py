@@ -24,9 +24,10 @@ Which projects an incremental run reads (``ProjectList.chosen``): Procore has no
 for these lists, and asking every project each run cost 30,635 calls at 10,200 projects. So a run reads
 the projects whose own record changed in the window (List projects with ``filters[updated_at]``: new and
 edited projects), plus a rotating share — the ``1 / options.project_rotation_runs`` of projects read least
-recently — and relies on webhooks between. A change whose webhook was lost, in a project not edited, is
-read at the latest ``project_rotation_runs`` runs later (docs/vendors/procore.md, "Which projects a run
-reads"). A full sync reads every project.
+recently, by default a day of the connection's schedule (``rotation_runs``) — and relies on webhooks
+between. A change whose webhook was lost, in a project not edited, is read at the latest
+``project_rotation_runs`` runs later: within Procore's one-day webhook retry (docs/vendors/procore.md,
+"Which projects a run reads"). A full sync reads every project.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from celery.schedules import crontab
 
 from apps.connectors.http import HttpClient, UpstreamError
 from apps.connectors.kinds.base import (
@@ -63,7 +66,8 @@ if TYPE_CHECKING:
 PER_PAGE = paging.PER_PAGE  # tests lower it to make several pages
 CONCURRENCY = 8  # project windows read at once by default (options.concurrency)
 # Incremental runs read every project at least once in this many runs (options.project_rotation_runs; 1 reads
-# every project every run). With an hourly schedule: every project at least daily, and each run ~1/24 of them.
+# every project every run). By default, the runs the connection's schedule makes in a day (rotation_runs):
+# every project at least daily. Without a schedule (runs by hand only): 24.
 ROTATION_RUNS = 24
 # The key we add to a project-scoped record: the project it was listed under (Procore's records lack it).
 PROJECT_KEY = "_project_id"
@@ -218,8 +222,24 @@ def _in_order(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _rotation_runs(kind: Procore) -> int:
-    return max(1, int((kind.connection.options or {}).get("project_rotation_runs") or ROTATION_RUNS))
+def runs_per_day(schedule: str) -> int:
+    """The runs a cron schedule (minute hour day month weekday) makes on a day it runs; 0 if it is none."""
+    parts = schedule.split()
+    if len(parts) != 5:
+        return 0
+    try:
+        cron = crontab(minute=parts[0], hour=parts[1])
+    except ValueError:
+        return 0
+    return len(cron.minute) * len(cron.hour)  # type: ignore[attr-defined]  # sets, once parsed
+
+
+def rotation_runs(kind: Procore) -> int:
+    """Incremental runs over which every project is read once (options.project_rotation_runs): by default a
+    day of the connection's schedule, Procore's retry day for a failing hook (webhooks.md), so that a
+    change whose webhook was lost is read within a day however often the schedule runs."""
+    explicit = (kind.connection.options or {}).get("project_rotation_runs")
+    return max(1, int(explicit or runs_per_day(kind.connection.schedule or "") or ROTATION_RUNS))
 
 
 def _by_number(pid: str) -> tuple[int, str]:
@@ -285,7 +305,7 @@ class ProjectList(ProcoreStream):
         changed = set(self.project_ids(client, (since, started)) if since else [])
         known = sorted(set(saved) | changed, key=_by_number)
         due = changed | {pid for pid in known if not saved.get(pid)}  # new, or listed but never read
-        share = math.ceil(len(known) / _rotation_runs(self.kind))
+        share = math.ceil(len(known) / rotation_runs(self.kind))
         others = sorted((pid for pid in known if pid not in due), key=lambda p: (saved[p], _by_number(p)))
         return known, sorted(due | set(others[:share]), key=_by_number)
 
