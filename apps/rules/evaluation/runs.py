@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connection, transaction
 
+from apps.bulk import array_literal
 from apps.rules.engine.catalogue import facts_for
 from apps.rules.engine.evaluator import Verdict
 from apps.rules.evaluation.facts import fact_ages
@@ -74,7 +75,7 @@ def _run_columns(run: EvaluationRun) -> dict[str, Any]:
         "trigger": run.trigger,
         "evaluated_at": run.evaluated_at,
         "subjects": run.subjects,
-        "subject_ids": run.subject_ids,
+        "subject_ids": array_literal(run.subject_ids),
         "ages": json.dumps(run.ages),
         "outcomes": json.dumps(run.outcomes),
     }

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from apps.audit.models import canonical_json
 from apps.audit.services import Actor, RawJSON, audit_record
-from apps.bulk import reserve_ids, stored_maker
+from apps.bulk import array_literal, reserve_ids, stored_maker
 from apps.rules.engine.durations import parse_duration
 from apps.rules.engine.evaluator import CompiledCondition, Evaluation, Verdict, compile_condition
 from apps.rules.engine.ruleset import dump_rules, parse_rules, rule_from_dict
@@ -182,8 +182,8 @@ def rows_by_rule_subject(
     if not pairs:
         return {}
     params = {
-        "rules": [rule for rule, _ in pairs],
-        "subjects": [subject for _, subject in pairs],
+        "rules": array_literal(rule for rule, _ in pairs),
+        "subjects": array_literal(subject for _, subject in pairs),
         "subject_type": subject_type,
     }
     query = _BY_RULE_SUBJECT.format(
@@ -243,9 +243,14 @@ class _Prior:
     snooze_reason: str
 
 
-def _columns(rows: Sequence[tuple[int, int, str]]) -> dict[str, list[Any]]:
-    rules, subjects, outcomes = (list(column) for column in zip(*rows, strict=True))
-    return {"rules": rules, "subjects": subjects, "outcomes": outcomes}
+def _columns(rows: Sequence[tuple[int, int, str]]) -> dict[str, str]:
+    # Ids and outcome words (no quote, comma, brace or space): array literals, not lists adapted per element.
+    rules, subjects, outcomes = zip(*rows, strict=True)
+    return {
+        "rules": array_literal(rules),
+        "subjects": array_literal(subjects),
+        "outcomes": array_literal(outcomes),
+    }
 
 
 def _claim_states(
