@@ -26,7 +26,7 @@ from django.utils import timezone
 from apps.audit.services import audit_append_many
 from apps.bulk import array_literal
 from apps.rules.engine.durations import parse_duration
-from apps.rules.evaluation.services import subject_states
+from apps.rules.evaluation.services import state_cooldowns
 
 from .models import Escalation
 from .noise import notify_many
@@ -251,8 +251,9 @@ def _store_decisions(decisions: list[Decision]) -> None:
 
 
 def _cooldowns(subject_type: str, items: Sequence[Fired]) -> dict[tuple[int, int], dt.datetime | None]:
-    keys = [(version.rule_id, context.subject_id) for version, context, *_ in items]
-    return {key: state.cooldown_until for key, state in subject_states(subject_type, keys).items()}
+    return state_cooldowns(
+        subject_type, [(version.rule_id, context.subject_id) for version, context, *_ in items]
+    )
 
 
 def _claim(

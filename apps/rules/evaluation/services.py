@@ -166,6 +166,32 @@ _BY_RULE_SUBJECT = """
 """
 
 
+def _by_rule_subject(
+    table: str,
+    subject_type: str,
+    keys: Iterable[tuple[int, int]],
+    columns: Sequence[str],
+    where: str,
+    lock: bool,
+) -> tuple[str, dict[str, Any]] | None:
+    """The query of :func:`rows_by_rule_subject` and its parameters (None: no pairs)."""
+    pairs = sorted(set(keys))
+    if not pairs:
+        return None
+    params = {
+        "rules": array_literal(rule for rule, _ in pairs),
+        "subjects": array_literal(subject for _, subject in pairs),
+        "subject_type": subject_type,
+    }
+    query = _BY_RULE_SUBJECT.format(
+        columns=", ".join(columns),
+        table=table,
+        where=f"AND {where}" if where else "",
+        lock="FOR UPDATE" if lock else "",
+    )
+    return query, params
+
+
 def rows_by_rule_subject(
     model: type[M],
     subject_type: str,
@@ -178,26 +204,30 @@ def rows_by_rule_subject(
     """The row of ``model`` (keyed by rule, subject type and subject) for each (rule id, subject id) pair
     that has one, ``where`` it holds; locked when asked, in key order (concurrent batches lock in one
     order)."""
-    pairs = sorted(set(keys))
-    if not pairs:
+    built = _by_rule_subject(model._meta.db_table, subject_type, keys, columns, where, lock)
+    if built is None:
         return {}
-    params = {
-        "rules": array_literal(rule for rule, _ in pairs),
-        "subjects": array_literal(subject for _, subject in pairs),
-        "subject_type": subject_type,
-    }
-    query = _BY_RULE_SUBJECT.format(
-        columns=", ".join(columns),
-        table=model._meta.db_table,
-        where=f"AND {where}" if where else "",
-        lock="FOR UPDATE" if lock else "",
+    return {(row.rule_id, row.subject_id): row for row in model.objects.raw(*built)}  # type: ignore[attr-defined]
+
+
+def state_cooldowns(
+    subject_type: str, keys: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], dt.datetime | None]:
+    """The cooldown end of the subject state of each of these (rule id, subject id) pairs that has one:
+    values, not a model instance per state (opening asks it of every match it claims)."""
+    built = _by_rule_subject(
+        SubjectState._meta.db_table,
+        subject_type,
+        keys,
+        ("rule_id", "subject_id", "cooldown_until"),
+        "",
+        False,
     )
-    return {(row.rule_id, row.subject_id): row for row in model.objects.raw(query, params)}  # type: ignore[attr-defined]
-
-
-def subject_states(subject_type: str, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], SubjectState]:
-    """The subject states of these (rule id, subject id) pairs that exist."""
-    return rows_by_rule_subject(SubjectState, subject_type, keys)
+    if built is None:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(*built)
+        return {(rule, subject): until for rule, subject, until in cursor.fetchall()}
 
 
 _DECISION_COPY_FULL = (
