@@ -24,8 +24,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_append_many
+from apps.bulk import array_literal
 from apps.rules.engine.durations import parse_duration
-from apps.rules.evaluation.services import subject_states
+from apps.rules.evaluation.services import state_cooldowns
 
 from .models import Escalation
 from .noise import notify_many
@@ -209,8 +210,8 @@ def _after_opening(
         cursor.execute(
             _COOLDOWNS,
             [
-                [version.rule_id for (version, *_), _e in items],
-                [context.subject_id for (_v, context, *_), _e in items],
+                array_literal(version.rule_id for (version, *_), _e in items),
+                array_literal(context.subject_id for (_v, context, *_), _e in items),
                 [until[version.pk] for (version, *_), _e in items],
                 subject_type,
             ],
@@ -240,13 +241,19 @@ def _store_decisions(decisions: list[Decision]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             _DECISIONS,
-            [[d.pk for d in stored], [d.escalation_id for d in stored], [d.suppressed for d in stored]],
+            # A decision held back (cooldown) has no escalation: NULL, which array_literal does not write.
+            [
+                array_literal(d.pk for d in stored),
+                [d.escalation_id for d in stored],
+                [d.suppressed for d in stored],
+            ],
         )
 
 
 def _cooldowns(subject_type: str, items: Sequence[Fired]) -> dict[tuple[int, int], dt.datetime | None]:
-    keys = [(version.rule_id, context.subject_id) for version, context, *_ in items]
-    return {key: state.cooldown_until for key, state in subject_states(subject_type, keys).items()}
+    return state_cooldowns(
+        subject_type, [(version.rule_id, context.subject_id) for version, context, *_ in items]
+    )
 
 
 def _claim(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from django.db import connection
 
+from apps.bulk import array_literal
 from apps.rules.evaluation.services import rows_by_rule_subject
 
 from .models import Escalation
@@ -61,7 +62,11 @@ def refires_write(refired: Sequence[tuple[Escalation, Decision]], now: dt.dateti
     with connection.cursor() as cursor:
         cursor.execute(
             _REFIRE,
-            [now, [escalation.pk for escalation, _ in refired], [decision.pk for _, decision in refired]],
+            [
+                now,
+                array_literal(escalation.pk for escalation, _ in refired),
+                array_literal(decision.pk for _, decision in refired),
+            ],
         )
     for escalation, _decision in refired:
         escalation.fire_count += 1

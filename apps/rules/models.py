@@ -180,7 +180,9 @@ class EvaluationRun(models.Model):
         ordering = ["-evaluated_at", "-id"]
         indexes = [
             models.Index(fields=["subject_type", "-evaluated_at"]),
-            GinIndex(fields=["subject_ids"], name="rules_evalrun_subjects_gin"),
+            # A run's entries wait in the index's pending list (64 MB: room for a run of millions) until
+            # the run merges them beside its traces (apps.rules.evaluation.runs.subject_index_merge).
+            GinIndex(fields=["subject_ids"], name="rules_evalrun_subjects_gin", gin_pending_list_limit=65536),
         ]
 
     def __str__(self) -> str:

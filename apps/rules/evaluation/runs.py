@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
+from apps.bulk import array_literal
 from apps.rules.engine.catalogue import facts_for
 from apps.rules.engine.evaluator import Verdict
 from apps.rules.evaluation.facts import fact_ages
@@ -36,6 +38,8 @@ from apps.rules.models import EvaluationRun, RuleVersion
 
 if TYPE_CHECKING:
     from apps.rules.evaluation.services import EvaluationReport
+
+logger = logging.getLogger(__name__)
 
 MATCHED = Verdict.MATCHED.value
 NOT_MATCHED = Verdict.NOT_MATCHED.value
@@ -71,7 +75,7 @@ def _run_columns(run: EvaluationRun) -> dict[str, Any]:
         "trigger": run.trigger,
         "evaluated_at": run.evaluated_at,
         "subjects": run.subjects,
-        "subject_ids": run.subject_ids,
+        "subject_ids": array_literal(run.subject_ids),
         "ages": json.dumps(run.ages),
         "outcomes": json.dumps(run.outcomes),
     }
@@ -133,6 +137,20 @@ def store_snapshots(
         return cursor.rowcount
 
 
+def subject_index_merge() -> None:
+    """Merge the pending entries of the runs' subject index (GIN on ``subject_ids``) into the index.
+
+    A run's INSERT appends its subjects to the index's pending list (``gin_pending_list_limit``, 64 MB);
+    merging them here, on the snapshots' connection while the run traces, keeps it off the run's own
+    path (every second 100k-subject run's INSERT merged 200k entries, 0.47 s). A role that does not own
+    the index may not merge: then the next INSERT past the limit, or vacuum, does, as before."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT gin_clean_pending_list('rules_evalrun_subjects_gin'::regclass)")
+    except DatabaseError as exc:
+        logger.warning("runs' subject index not merged: %s", exc)
+
+
 def snapshots_start(
     run: EvaluationRun, subject_ids: Sequence[int], now: dt.datetime, *, every_subject: bool
 ) -> Callable[[], None]:
@@ -141,7 +159,8 @@ def snapshots_start(
 
     Outside a transaction they are written on a second connection, in a thread, while the caller traces
     the run's pairs: PostgreSQL builds them on the other core (1.4 s of a first run over 100k subjects,
-    otherwise spent waiting). Inside the caller's transaction they are written here and now: another
+    otherwise spent waiting); the same connection then merges the run's subjects into their index
+    (:func:`subject_index_merge`). Inside the caller's transaction they are written here and now: another
     connection would not see its uncommitted rows, nor would a rollback take the snapshots back.
     """
     if connection.in_atomic_block:
@@ -152,6 +171,7 @@ def snapshots_start(
     def store() -> None:
         try:
             store_snapshots(run, subject_ids, now, every_subject=every_subject)
+            subject_index_merge()
         except BaseException as exc:  # handed to the waiting caller, which raises it
             failed.append(exc)
         finally:

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from apps.audit.models import canonical_json
 from apps.audit.services import Actor, RawJSON, audit_record
-from apps.bulk import reserve_ids, stored_maker
+from apps.bulk import array_literal, reserve_ids, stored_maker
 from apps.rules.engine.durations import parse_duration
 from apps.rules.engine.evaluator import CompiledCondition, Evaluation, Verdict, compile_condition
 from apps.rules.engine.ruleset import dump_rules, parse_rules, rule_from_dict
@@ -166,6 +166,32 @@ _BY_RULE_SUBJECT = """
 """
 
 
+def _by_rule_subject(
+    table: str,
+    subject_type: str,
+    keys: Iterable[tuple[int, int]],
+    columns: Sequence[str],
+    where: str,
+    lock: bool,
+) -> tuple[str, dict[str, Any]] | None:
+    """The query of :func:`rows_by_rule_subject` and its parameters (None: no pairs)."""
+    pairs = sorted(set(keys))
+    if not pairs:
+        return None
+    params = {
+        "rules": array_literal(rule for rule, _ in pairs),
+        "subjects": array_literal(subject for _, subject in pairs),
+        "subject_type": subject_type,
+    }
+    query = _BY_RULE_SUBJECT.format(
+        columns=", ".join(columns),
+        table=table,
+        where=f"AND {where}" if where else "",
+        lock="FOR UPDATE" if lock else "",
+    )
+    return query, params
+
+
 def rows_by_rule_subject(
     model: type[M],
     subject_type: str,
@@ -178,26 +204,30 @@ def rows_by_rule_subject(
     """The row of ``model`` (keyed by rule, subject type and subject) for each (rule id, subject id) pair
     that has one, ``where`` it holds; locked when asked, in key order (concurrent batches lock in one
     order)."""
-    pairs = sorted(set(keys))
-    if not pairs:
+    built = _by_rule_subject(model._meta.db_table, subject_type, keys, columns, where, lock)
+    if built is None:
         return {}
-    params = {
-        "rules": [rule for rule, _ in pairs],
-        "subjects": [subject for _, subject in pairs],
-        "subject_type": subject_type,
-    }
-    query = _BY_RULE_SUBJECT.format(
-        columns=", ".join(columns),
-        table=model._meta.db_table,
-        where=f"AND {where}" if where else "",
-        lock="FOR UPDATE" if lock else "",
+    return {(row.rule_id, row.subject_id): row for row in model.objects.raw(*built)}  # type: ignore[attr-defined]
+
+
+def state_cooldowns(
+    subject_type: str, keys: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], dt.datetime | None]:
+    """The cooldown end of the subject state of each of these (rule id, subject id) pairs that has one:
+    values, not a model instance per state (opening asks it of every match it claims)."""
+    built = _by_rule_subject(
+        SubjectState._meta.db_table,
+        subject_type,
+        keys,
+        ("rule_id", "subject_id", "cooldown_until"),
+        "",
+        False,
     )
-    return {(row.rule_id, row.subject_id): row for row in model.objects.raw(query, params)}  # type: ignore[attr-defined]
-
-
-def subject_states(subject_type: str, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], SubjectState]:
-    """The subject states of these (rule id, subject id) pairs that exist."""
-    return rows_by_rule_subject(SubjectState, subject_type, keys)
+    if built is None:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(*built)
+        return {(rule, subject): until for rule, subject, until in cursor.fetchall()}
 
 
 _DECISION_COPY_FULL = (
@@ -243,9 +273,14 @@ class _Prior:
     snooze_reason: str
 
 
-def _columns(rows: Sequence[tuple[int, int, str]]) -> dict[str, list[Any]]:
-    rules, subjects, outcomes = (list(column) for column in zip(*rows, strict=True))
-    return {"rules": rules, "subjects": subjects, "outcomes": outcomes}
+def _columns(rows: Sequence[tuple[int, int, str]]) -> dict[str, str]:
+    # Ids and outcome words (no quote, comma, brace or space): array literals, not lists adapted per element.
+    rules, subjects, outcomes = zip(*rows, strict=True)
+    return {
+        "rules": array_literal(rules),
+        "subjects": array_literal(subjects),
+        "outcomes": array_literal(outcomes),
+    }
 
 
 def _claim_states(

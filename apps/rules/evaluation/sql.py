@@ -397,29 +397,19 @@ def batch_outcomes_many(
     ids: Sequence[int] | None = None,
     now: dt.datetime | None = None,
 ) -> list[dict[int, str]]:
-    """One ``{subject_id: outcome}`` per rule, from a single query that computes the facts once
-    (one query per ``RULES_PER_QUERY`` rules)."""
-    queries = [r if isinstance(r, RuleQuery) else RuleQuery.of(r, subject_type) for r in rules]
-    if not queries or (ids is not None and not ids):
-        return [{} for _ in queries]
-    if len(queries) > RULES_PER_QUERY:
-        now = now or timezone.now()
-        return [
-            result
-            for start in range(0, len(queries), RULES_PER_QUERY)
-            for result in batch_outcomes_many(
-                queries[start : start + RULES_PER_QUERY], subject_type, ids, now
-            )
-        ]
-    sql, params = outcomes_many_sql(queries, subject_type, ids=ids, now=now)
-    results: list[dict[int, str]] = [{} for _ in queries]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        while rows := cursor.fetchmany(5000):
-            for row in rows:
-                subject = row[0]
-                for result, truth in zip(results, row[1:], strict=True):
-                    result[subject] = _UNKNOWN if truth is None else _FROM_BOOL[truth]
+    """One ``{subject_id: outcome}`` per rule, in subject order, from a single query that computes the
+    facts once (one query per ``RULES_PER_QUERY`` rules).
+
+    The outcomes travel as :func:`outcome_sets_many`'s sets, one row: every subject not matched or
+    undecided did not match. A row per subject cost the SPEC rule alone 2.7× the hand-written query that
+    returns its matches (100k rows to send, read and convert)."""
+    sets = outcome_sets_many(rules, subject_type, ids, now)
+    results = []
+    for matched, unknown in zip(sets.matched, sets.unknown, strict=True):
+        outcomes = dict.fromkeys(sets.subject_ids, _FROM_BOOL[False])
+        outcomes.update(dict.fromkeys(matched, _FROM_BOOL[True]))
+        outcomes.update(dict.fromkeys(unknown, _UNKNOWN))
+        results.append(outcomes)
     return results
 
 

@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from apps.rules.evaluation import sql
 from apps.rules.evaluation.sql import RuleQuery, batch_outcomes_many, outcome_sets_many
@@ -51,6 +53,23 @@ def test_chunked_results_equal_one_query(monkeypatch):
     monkeypatch.setattr(sql, "RULES_PER_QUERY", 2)
     assert outcome_sets_many(rules, "change_order", now=NOW) == whole_sets
     assert batch_outcomes_many(rules, "change_order", now=NOW) == whole_many
+
+
+def test_every_outcome_comes_back_as_one_row_of_sets_in_subject_order():
+    """``batch_outcomes_many`` names an outcome for every subject, but only the matched and undecided
+    subjects cross the wire one by one (the sets of ``outcome_sets_many``): one row, not one per subject
+    (100k rows cost the SPEC rule 2.7× the hand-written query that returns its matches)."""
+    ids = _cos([50, 500, 84_000, 7])
+    rules = [*_rules(3), RuleQuery({"fact": "change_order.document_amount_delta_pct", "op": "gt", "value": 1},
+                                   "change_order", None)]  # fmt: skip
+    with CaptureQueriesContext(connection) as queries:
+        got = batch_outcomes_many(rules, "change_order", now=NOW)
+    [query] = queries.captured_queries
+    assert "array_agg" in query["sql"]
+    assert [list(outcomes) for outcomes in got] == [ids] * 4
+    assert got[0] == dict.fromkeys(ids, "matched")
+    assert got[2] == {ids[0]: "not_matched", ids[1]: "matched", ids[2]: "matched", ids[3]: "not_matched"}
+    assert got[3] == dict.fromkeys(ids, "insufficient_data")
 
 
 def test_import_rules_warns_past_the_documented_limit(tmp_path, monkeypatch, capsys):

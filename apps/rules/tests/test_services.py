@@ -16,7 +16,7 @@ from apps.escalations.tests.helpers import escalations_wipe
 from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.engine.ruleset import RulesFileError
 from apps.rules.evaluation.facts import ENTITY_STREAMS
-from apps.rules.evaluation.services import rule_publish, rules_export, rules_import
+from apps.rules.evaluation.services import rule_publish, rules_export, rules_import, state_cooldowns
 from apps.rules.models import ContextSnapshot, Decision, EvaluationRun, Rule, RuleVersion, SubjectState
 from tests.concurrency import run_concurrently
 from tests.factories import (
@@ -343,3 +343,23 @@ def test_eight_concurrent_evaluations_of_one_subject_make_one_escalation():
     assert escalation.fire_count == 8
     assert escalation.deliveries.count() == 2
     assert Decision.objects.filter(outcome="matched").count() == 8
+
+
+@pytest.mark.django_db
+def test_state_cooldowns_name_the_cooldown_of_each_pair_that_has_a_state():
+    """Opening asks every claimed pair's cooldown (11,816 pairs on a first run): plain values, not a
+    SubjectState instance each."""
+    rule = Rule.objects.create(key="cool", name="Cool", subject_type="change_order", draft={})
+    now = timezone.now()
+    until = now + dt.timedelta(days=3)
+    for subject_type, subject_id, cooldown in (("change_order", 1, until), ("change_order", 2, None),
+                                               ("project", 3, until)):  # fmt: skip
+        SubjectState.objects.create(
+            rule=rule,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            last_evaluated_at=now,
+            cooldown_until=cooldown,
+        )
+    got = state_cooldowns("change_order", [(rule.pk, 1), (rule.pk, 2), (rule.pk, 3), (rule.pk + 1, 1)])
+    assert got == {(rule.pk, 1): until, (rule.pk, 2): None}

@@ -1,0 +1,83 @@
+"""A re-fire rewrites the open escalation's row where it lies: a heap-only (HOT) update, no index touched.
+
+A warm run re-fires every open escalation (11,816 of them in ``bench/evaluate.py``): each re-fire writes a
+new version of a wide row (two evidence documents). With full pages the new version lands on another
+page and each of the table's ten indexes gets a new entry; the table keeps room in its pages instead
+(``fillfactor``), so the new version stays on the page and no index is written (about half the UPDATE).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from apps.escalations.models import Escalation
+from apps.escalations.refire import refires_write
+from apps.rules.models import Decision, Rule, RuleVersion
+
+pytestmark = pytest.mark.django_db
+
+
+def _updates() -> tuple[int, int]:
+    """This transaction's updates of the escalation table so far: all of them, and those in place."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = %s",
+            [Escalation._meta.db_table],
+        )
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+def test_refiring_many_wide_escalations_updates_them_in_place():
+    now = timezone.now()
+    rng = random.Random(7)
+    rule = Rule.objects.create(key="wide", name="Wide", subject_type="change_order", draft={})
+    version = RuleVersion.objects.create(rule=rule, number=1, spec={}, spec_hash="x", published_at=now)
+
+    def wide() -> dict[str, str]:  # ~1 kB that lz4 cannot shrink much: rows as wide as a real match's
+        return {f"fact{i}": f"{rng.getrandbits(256):064x}" for i in range(16)}
+
+    escalations = Escalation.objects.bulk_create(
+        Escalation(
+            rule=rule,
+            rule_version=version,
+            subject_type="change_order",
+            subject_id=subject_id,
+            subject_label=f"CO {subject_id}",
+            route="standard",
+            severity="high",
+            priority=10,
+            summary="opened",
+            evidence={"facts": wide()},
+            opened_evidence={"facts": wide()},
+            opened_at=now,
+            last_fired_at=now,
+        )
+        for subject_id in range(60)
+    )
+    decisions = Decision.objects.bulk_create(
+        Decision(
+            rule_version=version,
+            subject_type="change_order",
+            subject_id=escalation.subject_id,
+            outcome="matched",
+            trigger="manual",
+            evaluated_at=now,
+            facts=wide(),
+            explanation={"explanation": []},
+            summary="again",
+        )
+        for escalation in escalations
+    )
+    updated, in_place = _updates()
+    refires_write(list(zip(escalations, decisions, strict=True)), now)
+    now_updated, now_in_place = _updates()
+    assert now_updated - updated == len(escalations)
+    # Full pages put none in place (0 of 60); a page whose room a neighbour's new version took may not.
+    assert now_in_place - in_place >= 0.9 * len(escalations)
+    refreshed = Escalation.objects.get(pk=escalations[0].pk)
+    assert refreshed.fire_count == 2 and refreshed.evidence["facts"] == decisions[0].facts
