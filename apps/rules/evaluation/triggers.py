@@ -94,11 +94,12 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
     cost_only: set[int] = set()
     if lines := changes.get("financial_line"):
         money, cost_only = _money_projects(lines)
-        projects |= money | cost_only
-    if widened := projects - cost_only:
+        projects |= money
+    if projects:
         clients |= _ids(
-            "SELECT DISTINCT client_id FROM entities_project WHERE id = ANY(%s::bigint[])", widened
+            "SELECT DISTINCT client_id FROM entities_project WHERE id = ANY(%s::bigint[])", projects
         )
+    projects |= cost_only
     if clients:
         projects |= _ids("SELECT id FROM entities_project WHERE client_id = ANY(%s::bigint[])", clients)
     change_orders = set(changes.get("change_order", set())) | linked_change_orders

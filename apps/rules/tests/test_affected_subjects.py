@@ -81,6 +81,18 @@ def test_a_cost_line_marks_its_project_and_its_subjects_but_not_its_client(world
     assert (affected["change_order"], affected["submittal"]) == _orm({world["p1"].pk})
 
 
+def test_a_cost_line_leaves_a_client_marked_for_another_change_of_the_same_project(
+    world: dict[str, Any],
+) -> None:
+    bill = FinancialLineFactory(project=world["p1"], kind=FinancialLine.Kind.BILL)
+    milestone = MilestoneFactory(project=world["p1"])
+
+    affected = affected_subjects({"financial_line": {bill.pk}, "milestone": {milestone.pk}})
+
+    assert affected["client"] == {world["a"].pk}
+    assert affected["project"] == {world["p1"].pk, world["p2"].pk}
+
+
 @pytest.fixture
 def _custom_catalogue() -> Iterator[None]:
     yield
