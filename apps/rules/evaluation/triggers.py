@@ -83,16 +83,23 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
                 linked_change_orders.add(change_order_id)
     # Money, milestones and change orders are project facts; milestones also feed client facts.
     for entity, table in (
-        ("financial_line", "entities_financialline"),
         ("milestone", "entities_milestone"),
         ("change_order", "entities_changeorder"),
     ):
         if ids := changes.get(entity):
             projects |= _ids(f"SELECT DISTINCT project_id FROM {table} WHERE id = ANY(%s::bigint[])", ids)  # noqa: S608
+    # Money lines whose change can move a client fact: invoices (client.ar_overdue_amount), every kind
+    # when a client's custom fact reads money. Other lines (bills, purchases, estimates) move their
+    # project's facts only, so their client and its other projects keep theirs.
+    cost_only: set[int] = set()
+    if lines := changes.get("financial_line"):
+        money, cost_only = _money_projects(lines)
+        projects |= money
     if projects:
         clients |= _ids(
             "SELECT DISTINCT client_id FROM entities_project WHERE id = ANY(%s::bigint[])", projects
         )
+    projects |= cost_only
     if clients:
         projects |= _ids("SELECT id FROM entities_project WHERE client_id = ANY(%s::bigint[])", clients)
     change_orders = set(changes.get("change_order", set())) | linked_change_orders
@@ -120,6 +127,30 @@ def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
         "submittal": submittals,
         "document": documents,
     }
+
+
+# A client custom fact that can read money lines: an aggregate over them, or (conservatively) a ratio or
+# difference of other facts.
+_CLIENT_READS_MONEY = """
+    SELECT EXISTS (SELECT 1 FROM rules_customfact f JOIN rules_customfactversion v ON v.id = f.current_id
+                    WHERE f.subject_type = 'client'
+                      AND (v.spec->>'kind' <> 'aggregate' OR v.spec->>'related' = 'financial_lines'))
+"""
+
+
+def _money_projects(lines: set[int]) -> tuple[set[int], set[int]]:
+    """(projects of the lines that feed client facts, projects of the others and of none of those)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CLIENT_READS_MONEY)
+        every_kind = bool(cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT DISTINCT project_id, kind = 'invoice' OR %s FROM entities_financialline"
+            " WHERE id = ANY(%s::bigint[]) AND project_id IS NOT NULL",
+            [every_kind, id_array(lines)],
+        )
+        rows = cursor.fetchall()
+    client_facing = {project for project, feeds_client in rows if feeds_client}
+    return client_facing, {project for project, _ in rows} - client_facing
 
 
 def _ids(sql: str, ids: set[int]) -> set[int]:

@@ -3,11 +3,14 @@ same relations: the ids go to PostgreSQL as one array per step (a full sync hand
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from apps.entities.models import ChangeOrder, Project, Submittal
+from apps.entities.models import ChangeOrder, FinancialLine, Project, Submittal
+from apps.rules.engine import customfacts as cf
+from apps.rules.evaluation.custom import custom_fact_save
 from apps.rules.evaluation.triggers import affected_subjects
 from tests.factories import (
     ChangeOrderFactory,
@@ -63,6 +66,56 @@ def test_a_money_line_marks_its_project_its_clients_projects_and_subjects(world:
     change_orders, submittals = _orm(projects)
     assert affected["change_order"] == change_orders == {world["co1"].pk, world["co2"].pk}
     assert affected["submittal"] == submittals == {world["sub1"].pk}
+
+
+def test_a_cost_line_marks_its_project_and_its_subjects_but_not_its_client(world: dict[str, Any]) -> None:
+    # Bills, purchases and estimates feed project facts only (cost_to_date, margin_pct): no client fact
+    # reads them (client.ar_overdue_amount reads invoices), so client A and its other project P2 keep theirs.
+    bill = FinancialLineFactory(project=world["p1"], kind=FinancialLine.Kind.BILL)
+    purchase = FinancialLineFactory(project=world["p1"], kind=FinancialLine.Kind.PURCHASE)
+
+    affected = affected_subjects({"financial_line": {bill.pk, purchase.pk}})
+
+    assert affected["project"] == {world["p1"].pk}
+    assert affected["client"] == set()
+    assert (affected["change_order"], affected["submittal"]) == _orm({world["p1"].pk})
+
+
+def test_a_cost_line_leaves_a_client_marked_for_another_change_of_the_same_project(
+    world: dict[str, Any],
+) -> None:
+    bill = FinancialLineFactory(project=world["p1"], kind=FinancialLine.Kind.BILL)
+    milestone = MilestoneFactory(project=world["p1"])
+
+    affected = affected_subjects({"financial_line": {bill.pk}, "milestone": {milestone.pk}})
+
+    assert affected["client"] == {world["a"].pk}
+    assert affected["project"] == {world["p1"].pk, world["p2"].pk}
+
+
+@pytest.fixture
+def _custom_catalogue() -> Iterator[None]:
+    yield
+    cf.install({})  # saving a custom fact installs it in this process's catalogue
+
+
+@pytest.mark.usefixtures("_custom_catalogue")
+def test_a_cost_line_marks_its_client_when_a_client_custom_fact_reads_money(
+    world: dict[str, Any], ops_manager: Any
+) -> None:
+    spec = {
+        "key": "client_bills", "subject": "client", "type": "money", "unit": "USD",
+        "description": "bills of the client's jobs", "kind": "aggregate", "related": "financial_lines",
+        "function": "sum", "field": "amount", "filters": [{"field": "kind", "op": "eq", "value": "bill"}],
+        "window": "",
+    }  # fmt: skip
+    custom_fact_save(spec=spec, actor=ops_manager)
+    bill = FinancialLineFactory(project=world["p1"], kind=FinancialLine.Kind.BILL)
+
+    affected = affected_subjects({"financial_line": {bill.pk}})
+
+    assert affected["client"] == {world["a"].pk}
+    assert affected["project"] == {world["p1"].pk, world["p2"].pk}
 
 
 def test_a_milestone_and_a_change_order_mark_their_projects(world: dict[str, Any]) -> None:
