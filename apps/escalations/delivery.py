@@ -33,6 +33,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
+from apps.bulk import array_literal
 from apps.errors import Permanent, Transient, configured_backoff
 
 from . import actions
@@ -306,17 +307,25 @@ def deliveries_dispatch(ids: list[int]) -> None:
     # By target: a burst's emails to one person share chunks, and a chunk looks each person up once. On
     # one queue the rows that reach a person go first: a dashboard flag can wait for the emails.
     people = actions.reaches_person_names()
-    rows = Delivery.objects.filter(pk__in=ids).order_by("target", "pk").values_list("pk", "action")
+    # The ids as one array parameter: a first run dispatches ~21k rows, an IN list of as many parameters.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, action FROM escalations_delivery WHERE id = ANY(%s::bigint[]) ORDER BY target, id",
+            [array_literal(ids)],
+        )
+        rows = cursor.fetchall()
     for pk, action in sorted(rows, key=lambda row: row[1] not in people):
         by_queue.setdefault(queue_for(action), []).append(pk)
     # People wait for the emails (the ``delivery`` queue); a vendor's note can wait for them: in a
     # burst, the emails' tasks are on the broker before the first write-back's.
-    for queue in sorted(by_queue, key=lambda name: name != "delivery"):
-        for chunk in dispatch_chunks(by_queue[queue]):
-            if len(chunk) == 1:
-                deliver.apply_async((chunk[0],), queue=queue)
-            else:
-                deliver_many.apply_async((chunk,), queue=queue)
+    # One producer (one broker connection) for every message: a first run hands ~1,000 tasks over here.
+    with deliver.app.producer_or_acquire() as producer:
+        for queue in sorted(by_queue, key=lambda name: name != "delivery"):
+            for chunk in dispatch_chunks(by_queue[queue]):
+                if len(chunk) == 1:
+                    deliver.apply_async((chunk[0],), queue=queue, producer=producer)
+                else:
+                    deliver_many.apply_async((chunk,), queue=queue, producer=producer)
 
 
 def deliveries_queue(deliveries: list[Delivery]) -> list[int]:

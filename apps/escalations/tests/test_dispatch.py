@@ -34,6 +34,25 @@ def _rows(count: int, action: str = "flag_dashboard") -> list[int]:
 
 
 @pytest.mark.django_db
+def test_one_dispatch_publishes_every_task_through_one_producer(monkeypatch):
+    """A first run hands ~1,000 tasks over at once: they share one producer (one broker connection)
+    instead of acquiring one from the pool per message."""
+    from apps.escalations import tasks
+
+    producers: list[object] = []
+    monkeypatch.setattr(
+        tasks.deliver, "apply_async", lambda args, queue, producer: producers.append(producer)
+    )
+    monkeypatch.setattr(
+        tasks.deliver_many, "apply_async", lambda args, queue, producer: producers.append(producer)
+    )
+    delivery.deliveries_dispatch(_rows(delivery.DISPATCH_SPREAD * delivery.DISPATCH_CHUNK + 1))
+    # Nine chunks: eight of DISPATCH_CHUNK rows and the last row alone (``deliver``).
+    assert len(producers) == delivery.DISPATCH_SPREAD + 1
+    assert None not in producers and len({id(p) for p in producers}) == 1
+
+
+@pytest.mark.django_db
 def test_a_few_rows_are_one_task_each_and_a_burst_is_spread_in_chunks(monkeypatch):
     """Every worker slot gets a share of a burst at once: at least DISPATCH_SPREAD tasks, each of at most
     DISPATCH_CHUNK rows (one claim, one SMTP connection, one record per task)."""
@@ -41,8 +60,10 @@ def test_a_few_rows_are_one_task_each_and_a_burst_is_spread_in_chunks(monkeypatc
 
     single: list[int] = []
     chunked: list[list[int]] = []
-    monkeypatch.setattr(tasks.deliver, "apply_async", lambda args, queue: single.append(args[0]))
-    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: chunked.append(args[0]))
+    monkeypatch.setattr(tasks.deliver, "apply_async", lambda args, queue, producer: single.append(args[0]))
+    monkeypatch.setattr(
+        tasks.deliver_many, "apply_async", lambda args, queue, producer: chunked.append(args[0])
+    )
     few = _rows(delivery.DISPATCH_SPREAD)
     delivery.deliveries_dispatch(few)
     assert single == few and chunked == []
@@ -64,7 +85,9 @@ def test_a_bursts_emails_to_one_person_share_chunks(monkeypatch):
     from apps.escalations import tasks
 
     chunked: list[list[int]] = []
-    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: chunked.append(args[0]))
+    monkeypatch.setattr(
+        tasks.deliver_many, "apply_async", lambda args, queue, producer: chunked.append(args[0])
+    )
     escalation = make_escalation()
     now = timezone.now()
     rows = Delivery.objects.bulk_create(
@@ -90,7 +113,9 @@ def test_emails_and_write_backs_go_to_separate_queues(monkeypatch):
     from apps.escalations import tasks
 
     sent: list[tuple[int, str]] = []
-    monkeypatch.setattr(tasks.deliver, "apply_async", lambda args, queue: sent.append((args[0], queue)))
+    monkeypatch.setattr(
+        tasks.deliver, "apply_async", lambda args, queue, producer: sent.append((args[0], queue))
+    )
     emails = _rows(2, "email_account_manager")
     notes = _rows(2, "note_crm")
     delivery.deliveries_dispatch(notes + emails)
@@ -104,8 +129,8 @@ def test_a_bursts_emails_are_handed_out_before_its_write_backs(monkeypatch):
     from apps.escalations import tasks
 
     queues: list[str] = []
-    monkeypatch.setattr(tasks.deliver, "apply_async", lambda args, queue: queues.append(queue))
-    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: queues.append(queue))
+    monkeypatch.setattr(tasks.deliver, "apply_async", lambda args, queue, producer: queues.append(queue))
+    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue, producer: queues.append(queue))
     notes = _rows(3 * delivery.DISPATCH_SPREAD, "note_crm")
     emails = _rows(3 * delivery.DISPATCH_SPREAD, "email_account_manager")
     Delivery.objects.filter(pk__in=emails).update(target="zoe@fulcrum-demo.test")
@@ -170,7 +195,9 @@ def test_on_one_queue_a_bursts_emails_are_handed_out_before_its_dashboard_flags(
     from apps.escalations import tasks
 
     chunked: list[list[int]] = []
-    monkeypatch.setattr(tasks.deliver_many, "apply_async", lambda args, queue: chunked.append(args[0]))
+    monkeypatch.setattr(
+        tasks.deliver_many, "apply_async", lambda args, queue, producer: chunked.append(args[0])
+    )
     flags = _rows(3 * delivery.DISPATCH_CHUNK)
     emails = _rows(3 * delivery.DISPATCH_CHUNK, "email_executives")
     Delivery.objects.filter(pk__in=emails).update(target="zoe@fulcrum-demo.test")
