@@ -190,8 +190,8 @@ class Breakdown:
         rows, self.rows = self.rows, {}
         return rows
 
-    def _add(self, name: str, seconds: float, key: str | None = None) -> None:
-        row = self.rows.setdefault(key or self.current, {})
+    def _add(self, name: str, seconds: float) -> None:
+        row = self.rows.setdefault(self.current, {})
         row[name] = row.get(name, 0.0) + seconds
 
     def sim_cpu(self) -> float:

@@ -268,14 +268,8 @@ def _schedule_retry(pks: list[int], wait: dt.timedelta, *, queue: str = "deliver
 
     if not current_task or not current_task.request.id:
         return
-    from .tasks import deliver, deliver_many
-
-    countdown = wait.total_seconds() + 0.1
     try:
-        if len(pks) == 1:
-            deliver.apply_async((pks[0],), countdown=countdown, queue=queue)
-        else:
-            deliver_many.apply_async((pks,), countdown=countdown, queue=queue)
+        _queue_rows(pks, queue=queue, countdown=wait.total_seconds() + 0.1)
     except Exception:  # the broker is down: the rows are recorded, and the sweeper will find them
         logger.warning(
             "could not schedule the retry of deliveries %s; beat's sweeper will", pks, exc_info=True
@@ -301,7 +295,7 @@ def dispatch_chunks(pks: list[int]) -> list[list[int]]:
 def deliveries_dispatch(ids: list[int]) -> None:
     """Hand outbox rows to workers (call after commit), emails and write-backs on their own queues
     (``queue_for``). A lost message delays a row, never loses it: beat's sweeper sends every due row."""
-    from .tasks import deliver, deliver_many
+    from .tasks import deliver
 
     by_queue: dict[str, list[int]] = {}
     # By target: a burst's emails to one person share chunks, and a chunk looks each person up once. On
@@ -310,7 +304,8 @@ def deliveries_dispatch(ids: list[int]) -> None:
     # The ids as one array parameter: a first run dispatches ~21k rows, an IN list of as many parameters.
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT id, action FROM escalations_delivery WHERE id = ANY(%s::bigint[]) ORDER BY target, id",
+            f"SELECT id, action FROM {connection.ops.quote_name(Delivery._meta.db_table)}"  # noqa: S608
+            " WHERE id = ANY(%s::bigint[]) ORDER BY target, id",
             [array_literal(ids)],
         )
         rows = cursor.fetchall()
@@ -322,10 +317,18 @@ def deliveries_dispatch(ids: list[int]) -> None:
     with deliver.app.producer_or_acquire() as producer:
         for queue in sorted(by_queue, key=lambda name: name != "delivery"):
             for chunk in dispatch_chunks(by_queue[queue]):
-                if len(chunk) == 1:
-                    deliver.apply_async((chunk[0],), queue=queue, producer=producer)
-                else:
-                    deliver_many.apply_async((chunk,), queue=queue, producer=producer)
+                _queue_rows(chunk, queue=queue, producer=producer)
+
+
+def _queue_rows(pks: list[int], **options: Any) -> None:
+    """One task for these outbox rows: ``deliver`` for one, ``deliver_many`` for a chunk (``options``:
+    ``apply_async``'s, the queue among them)."""
+    from .tasks import deliver, deliver_many
+
+    if len(pks) == 1:
+        deliver.apply_async((pks[0],), **options)
+    else:
+        deliver_many.apply_async((pks,), **options)
 
 
 def deliveries_queue(deliveries: list[Delivery]) -> list[int]:

@@ -11,25 +11,14 @@ from __future__ import annotations
 import random
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from apps.escalations.models import Escalation
 from apps.escalations.refire import refires_write
 from apps.rules.models import Decision, Rule, RuleVersion
+from tests.pgstats import updates_in_place
 
 pytestmark = pytest.mark.django_db
-
-
-def _updates() -> tuple[int, int]:
-    """This transaction's updates of the escalation table so far: all of them, and those in place."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = %s",
-            [Escalation._meta.db_table],
-        )
-        row = cursor.fetchone()
-    return (row[0], row[1]) if row else (0, 0)
 
 
 def test_refiring_many_wide_escalations_updates_them_in_place():
@@ -73,9 +62,9 @@ def test_refiring_many_wide_escalations_updates_them_in_place():
         )
         for escalation in escalations
     )
-    updated, in_place = _updates()
+    updated, in_place = updates_in_place(Escalation)
     refires_write(list(zip(escalations, decisions, strict=True)), now)
-    now_updated, now_in_place = _updates()
+    now_updated, now_in_place = updates_in_place(Escalation)
     assert now_updated - updated == len(escalations)
     # Full pages put none in place (0 of 60); a page whose room a neighbour's new version took may not.
     assert now_in_place - in_place >= 0.9 * len(escalations)

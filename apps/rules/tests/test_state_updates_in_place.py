@@ -20,19 +20,9 @@ from apps.bulk import array_literal
 from apps.escalations.opening import _COOLDOWNS
 from apps.rules.evaluation.services import _claim_states
 from apps.rules.models import Rule, SubjectState
+from tests.pgstats import updates_in_place
 
 pytestmark = pytest.mark.django_db
-
-
-def _updates() -> tuple[int, int]:
-    """This transaction's updates of the state table so far: all of them, and those in place."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = %s",
-            [SubjectState._meta.db_table],
-        )
-        row = cursor.fetchone()
-    return (row[0], row[1]) if row else (0, 0)
 
 
 def test_a_run_updates_the_states_it_claimed_in_place():
@@ -53,7 +43,7 @@ def test_a_run_updates_the_states_it_claimed_in_place():
                 "change_order",
             ],
         )
-    updated, in_place = _updates()
+    updated, in_place = updates_in_place(SubjectState)
     assert updated == len(subjects)
     # Full pages put none in place; a page whose room its neighbours' new versions took may not.
     assert in_place >= 0.9 * updated
