@@ -66,11 +66,18 @@ def client_bin_dir(major: int) -> Path | None:
     return None
 
 
+def _host() -> str:
+    """The server's host or socket folder: a DATABASE_URL's ``?host=/path`` (the embedded server's socket,
+    as ``make test`` runs it without servers) lands in OPTIONS, not HOST."""
+    conf = connection.settings_dict
+    return conf.get("HOST") or (conf.get("OPTIONS") or {}).get("host") or ""
+
+
 def _libpq_args(name: str) -> list[str]:
     conf = connection.settings_dict
     args = ["--dbname", name, "--username", conf.get("USER") or "postgres"]
-    if conf.get("HOST"):
-        args += ["--host", conf["HOST"]]
+    if _host():
+        args += ["--host", _host()]
     if conf.get("PORT"):
         args += ["--port", str(conf["PORT"])]
     return args
@@ -79,7 +86,7 @@ def _libpq_args(name: str) -> list[str]:
 def _database_url(name: str) -> str:
     conf = connection.settings_dict
     user = conf.get("USER") or "postgres"
-    host = conf.get("HOST") or ""
+    host = _host()
     if host.startswith("/"):
         return f"postgres://{user}@/{name}?host={host}"
     return f"postgres://{user}@{host or '127.0.0.1'}:{conf.get('PORT') or 5432}/{name}"
@@ -122,15 +129,15 @@ def test_dump_restore_verify_and_serve(tmp_path, settings, restored_name, execut
 
     dump = tmp_path / "fulcrum.dump"
     env = {**os.environ, "PGCONNECT_TIMEOUT": "10"}
-    run = {"env": env, "check": True, "capture_output": True, "text": True, "timeout": 300}
-    subprocess.run(
-        [str(bins / "pg_dump"), "--format=custom", "--no-owner", f"--file={dump}", *_libpq_args(original)],
-        **run,
-    )
+
+    def run(argv: list[str]) -> None:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{Path(argv[0]).name} exited {done.returncode}: {done.stderr}"
+
+    run([str(bins / "pg_dump"), "--format=custom", "--no-owner", f"--file={dump}", *_libpq_args(original)])
     conf_args = _libpq_args("postgres")[2:]  # --username ... (--host, --port)
-    subprocess.run([str(bins / "createdb"), *conf_args, restored_name], **run)
-    restore = [str(bins / "pg_restore"), "--no-owner", *_libpq_args(restored_name), str(dump)]
-    subprocess.run(restore, **run)
+    run([str(bins / "createdb"), *conf_args, restored_name])
+    run([str(bins / "pg_restore"), "--no-owner", *_libpq_args(restored_name), str(dump)])
 
     app_env = {
         **os.environ,
