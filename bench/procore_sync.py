@@ -30,7 +30,7 @@ def main() -> None:
     fresh_django_database(args.database)
     import apps.rules.evaluation.triggers as triggers
 
-    triggers.on_entities_changed = lambda changes, trigger="sync": {}
+    triggers.on_entities_changed = lambda changes, trigger="sync", since=None: {}
     from apps.accounts.demo import demo_connections
     from apps.connectors.models import Connection
     from apps.connectors.services import connection_import, sync_connection

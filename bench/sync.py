@@ -22,6 +22,7 @@ that is ``bench/evaluate.py``.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import io
 import os
 import resource
@@ -103,12 +104,14 @@ class Marking:
         self.subjects = 0
         original = triggers.on_entities_changed
 
-        def timed(changes: dict[str, set[int]], trigger: str = "sync") -> dict[str, int]:
+        def timed(
+            changes: dict[str, set[int]], trigger: str = "sync", since: dt.datetime | None = None
+        ) -> dict[str, int]:
             if off:
                 return {}
             started = time.perf_counter()
             try:
-                marked = original(changes, trigger)
+                marked = original(changes, trigger, since)
             finally:
                 self.seconds += time.perf_counter() - started
             self.subjects += sum(marked.values())

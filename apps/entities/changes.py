@@ -15,6 +15,7 @@ transactions each marking in several inserts, in different orders, deadlocked on
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 
@@ -22,8 +23,9 @@ from django.dispatch import Signal
 
 from .linking import link_entities
 
-# Sent in the writer's transaction with ``changes`` ({entity key: ids}, only non-empty sets) and
-# ``trigger`` (sync | webhook | resolution ...). Receivers do their part in that transaction.
+# Sent in the writer's transaction with ``changes`` ({entity key: ids}, only non-empty sets), ``trigger``
+# (sync | webhook | resolution ...) and ``since``: when the oldest of the changes reached Fulcrum (a
+# webhook's arrival), or None. Receivers do their part in that transaction.
 entities_changed = Signal()
 
 # Per thread, as Django's database connections are: the collecting scopes open in this thread, innermost last.
@@ -44,14 +46,16 @@ def _merge_into(target: dict[str, set[int]], changes: Mapping[str, Iterable[int]
 
 
 @contextlib.contextmanager
-def entities_changes_collected(*, trigger: str) -> Iterator[dict[str, set[int]]]:
+def entities_changes_collected(
+    *, trigger: str, since: dt.datetime | None = None
+) -> Iterator[dict[str, set[int]]]:
     """Within (inside the writer's transaction): :func:`entities_changed_publish` links at once but keeps
     its changes; at the end :data:`entities_changed` is sent once with all of them, under ``trigger``
     (a merge published inside a webhook's transaction is marked as the webhook's).
 
     Nested (a savepoint per item of a batch): the inner scope's changes join the enclosing one when it
     ends normally and are dropped when it ends with an exception (its savepoint is rolled back with them).
-    Yields the changes collected so far.
+    Yields the changes collected so far. ``since`` (the outermost scope's) is sent with them.
     """
     stack = _collecting()
     collected: dict[str, set[int]] = {}
@@ -64,7 +68,9 @@ def entities_changes_collected(*, trigger: str) -> Iterator[dict[str, set[int]]]
     if stack:
         _merge_into(stack[-1], collected)
     elif collected:
-        entities_changed.send(sender=entities_changed_publish, changes=collected, trigger=trigger)
+        entities_changed.send(
+            sender=entities_changed_publish, changes=collected, trigger=trigger, since=since
+        )
 
 
 def entities_changed_publish(

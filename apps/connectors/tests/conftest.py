@@ -76,15 +76,29 @@ def connections(db: None, simulator: SimulatorServer, fast_http: None) -> dict[s
     return {c.slug: c for c in imported}
 
 
+class RuleCalls(list[tuple[dict[str, set[int]], str]]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.since: list[dt.datetime | None] = []
+
+    def clear(self) -> None:
+        super().clear()
+        self.since.clear()
+
+
 @pytest.fixture
-def rule_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, set[int]], str]]:
-    """What sync hands to the rules (``triggers.on_entities_changed``), captured instead of queued."""
+def rule_calls(monkeypatch: pytest.MonkeyPatch) -> RuleCalls:
+    """What sync hands to the rules (``triggers.on_entities_changed``), captured instead of queued: each
+    call's (changes, trigger), and its ``since`` (the changes' arrival) beside them in ``.since``."""
     import apps.rules.evaluation.triggers as triggers
 
-    calls: list[tuple[dict[str, set[int]], str]] = []
+    calls = RuleCalls()
 
-    def capture(changes: dict[str, set[int]], trigger: str = "sync") -> dict[str, int]:
+    def capture(
+        changes: dict[str, set[int]], trigger: str = "sync", since: dt.datetime | None = None
+    ) -> dict[str, int]:
         calls.append((changes, trigger))
+        calls.since.append(since)
         return {}
 
     monkeypatch.setattr(triggers, "on_entities_changed", capture, raising=False)

@@ -71,7 +71,7 @@ def test_one_task_applies_a_burst_with_one_marking(
     company: Company,
     client: HttpClient,
     simulator: SimulatorServer,
-    rule_calls: list[Any],
+    rule_calls: Any,
     queued: list[Any],
 ) -> None:
     burst = edited(company, client, 5)
@@ -88,6 +88,8 @@ def test_one_task_applies_a_burst_with_one_marking(
         assert amount(pm, target) == Decimal(900_000_00 + n) / 100
     [(changes, trigger)] = rule_calls  # one marking for the five
     assert trigger == "webhook"
+    # Their coalescing window starts when the first of them arrived, not when the batch was applied.
+    assert rule_calls.since == [min(row.received_at for row in rows)]
     assert changes["change_order"] == set(
         ChangeOrder.objects.filter(source=pm, external_id__in=[str(t) for _, t in burst]).values_list(
             "pk", flat=True

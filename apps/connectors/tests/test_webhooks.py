@@ -143,7 +143,7 @@ def vendor_record(vendor_id: str, updated: dt.datetime, name: str) -> dict[str, 
 
 
 def test_hubspot_company_change_is_fetched_and_applied(
-    hooks: dict[str, Connection], company: Company, client: HttpClient, rule_calls: list[Any]
+    hooks: dict[str, Connection], company: Company, client: HttpClient, rule_calls: Any
 ) -> None:
     sync_stream(connection=hooks["crm"], stream="companies")
     target = sorted(company.hs_companies)[3]
@@ -157,6 +157,7 @@ def test_hubspot_company_change_is_fetched_and_applied(
     assert delivery.status == Status.PROCESSED and delivery.attempts == 1 and delivery.signature_valid
     assert delivery.event_id == KINDS["hubspot"].webhook_event_id({}, body, json.loads(body))
     assert rule_calls == [({"client": {entity.pk}}, "webhook")]
+    assert rule_calls.since == [delivery.received_at]  # its coalescing window starts at its arrival
 
 
 def test_quickbooks_ids_only_event_fetches_the_invoice(

@@ -207,7 +207,14 @@ def _process(delivery: WebhookDelivery, prepared: Prepared | None = None) -> dic
     fetched = _fetch(p.kind, p.by_stream)
     now = timezone.now()
     counts = apply_changes(
-        delivery.connection, p.kind, p.by_stream, fetched, now, trigger="webhook", finish=p.finish(now)
+        delivery.connection,
+        p.kind,
+        p.by_stream,
+        fetched,
+        now,
+        trigger="webhook",
+        finish=p.finish(now),
+        since=delivery.received_at,
     )
     return p.result_counts(counts)
 
@@ -231,11 +238,13 @@ def apply_changes(
     *,
     trigger: str,
     finish: Callable[[dict[str, int]], None] | None = None,
+    since: dt.datetime | None = None,
 ) -> dict[str, int]:
     """Apply hints and the records fetched for them in one transaction: version-guarded upserts, tombstones,
-    merges, links, the rules told; ``finish(counts)`` runs last inside the same transaction."""
+    merges, links, the rules told (``since``: when the change arrived); ``finish(counts)`` runs last inside
+    the same transaction."""
     counts = _new_counts(by_stream)
-    with transaction.atomic(), entities_changes_collected(trigger=trigger):
+    with transaction.atomic(), entities_changes_collected(trigger=trigger, since=since):
         changes = _apply_streams(connection, kind, by_stream, fetched, now, counts)
         # A repeat or an older version changed nothing: nothing new to link or evaluate.
         entities_changed_publish(changes, trigger=trigger)
@@ -388,8 +397,10 @@ def _process_batch(deliveries: list[WebhookDelivery]) -> dict[int, DeliveryResul
     failures: dict[int, Exception] = {}
     done: dict[int, DeliveryResult] = {}
     summaries: dict[int, dict[str, Any]] = {}
+    # The rules' coalescing window starts at the oldest delivery's arrival (``flush_soon``).
+    since = min(p.delivery.received_at for p in batch) if batch else None
     try:
-        with transaction.atomic(), entities_changes_collected(trigger="webhook"):
+        with transaction.atomic(), entities_changes_collected(trigger="webhook", since=since):
             # The fence, taken once for the batch: the rows this attempt still holds, locked until commit
             # (the sweeper skips locked rows, so none of them can be given to a newer attempt meanwhile).
             held = _lock_held([p.delivery for p in batch])

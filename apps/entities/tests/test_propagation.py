@@ -37,7 +37,7 @@ def client_row(external_id: str, name: str, updated: dt.datetime) -> dict[str, A
 @pytest.fixture
 def queued(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[tuple[str, list[int]]]]:
     """The subjects waiting for evaluation, per subject type (no flush is scheduled)."""
-    monkeypatch.setattr(triggers, "flush_soon", lambda: None)
+    monkeypatch.setattr(triggers, "flush_soon", lambda **_: None)
 
     def read() -> list[tuple[str, list[int]]]:
         waiting: dict[str, list[int]] = {}

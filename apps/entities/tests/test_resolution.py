@@ -245,7 +245,7 @@ def test_resolution_tells_the_rules_what_it_linked(
     from apps.rules.evaluation import triggers
     from apps.rules.models import PendingEvaluation
 
-    monkeypatch.setattr(triggers, "flush_soon", lambda: None)
+    monkeypatch.setattr(triggers, "flush_soon", lambda **_: None)
     client = ClientFactory(name="Acme Construction")
     project = ProjectFactory(client=None, name="Clinic", number="P-1")
     crosswalk(accounting, "customer", "c1", "ACME Construction LLC")

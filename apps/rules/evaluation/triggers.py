@@ -13,6 +13,7 @@ import redis
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from apps.bulk import array_literal, id_array
@@ -52,12 +53,17 @@ def task(name: str) -> Any:
 
 
 def entities_changed_receive(
-    sender: object, *, changes: dict[str, set[int]], trigger: str, **_: object
+    sender: object,
+    *,
+    changes: dict[str, set[int]],
+    trigger: str,
+    since: dt.datetime | None = None,
+    **_: object,
 ) -> None:
     """Subscribed to ``apps.entities.changes.entities_changed`` in ``RulesConfig.ready()``."""
     relevant = {key: ids for key, ids in changes.items() if key in TRIGGER_KEYS and ids}
     if relevant:
-        on_entities_changed(relevant, trigger=trigger)
+        on_entities_changed(relevant, trigger=trigger, since=since)
 
 
 def affected_subjects(changes: dict[str, set[int]]) -> dict[str, set[int]]:
@@ -160,17 +166,20 @@ def _ids(sql: str, ids: set[int]) -> set[int]:
         return {row[0] for row in cursor if row[0] is not None}  # row by row: no list of every row
 
 
-def on_entities_changed(changes: dict[str, set[int]], trigger: str = "sync") -> dict[str, int]:
+def on_entities_changed(
+    changes: dict[str, set[int]], trigger: str = "sync", since: dt.datetime | None = None
+) -> dict[str, int]:
     """Mark the affected subjects for evaluation, in the caller's transaction, and make sure a flush runs.
 
     Marks coalesce: a subject already waiting is not queued twice, so a burst of webhook deliveries about
-    one client becomes one evaluation of each dependent subject when the burst's window closes.
+    one client becomes one evaluation of each dependent subject when the burst's window closes. ``since``:
+    when the oldest of the changes reached Fulcrum (a webhook's arrival), which starts its window.
     """
     affected = affected_subjects(changes)
     if pending_add(affected, trigger):
         # Even when every subject was already waiting: a flush running now may have skipped the rows
         # this transaction holds locked (Redis keeps it to one scheduled flush per window).
-        transaction.on_commit(flush_soon)
+        transaction.on_commit(lambda: flush_soon(since=since))
     return {k: len(v) for k, v in affected.items()}
 
 
@@ -223,6 +232,7 @@ def pending_add(subjects: dict[str, set[int]], trigger: str, *, keep: bool = Fal
 
 
 _FLUSH_KEY = "fulcrum:rules:flush-scheduled"
+_FLUSH_NOW_KEY = "fulcrum:rules:flush-now"
 
 
 # How long the "a flush is scheduled" guard outlives the window. The flush clears it when it starts; the
@@ -239,26 +249,41 @@ def flush_guard_seconds(window: float) -> float:
     return 2 * window + FLUSH_GUARD_GRACE
 
 
-def flush_soon() -> None:
+# A change whose window closed before it was stored is flushed at once, by at most one flush this often:
+# after a vendor's fault clears, many held-up deliveries finish within moments of each other.
+FLUSH_NOW_GUARD = 0.1
+
+
+def flush_soon(since: dt.datetime | None = None) -> None:
     """Schedule one flush at the end of the coalescing window, unless one is already scheduled.
 
-    The Redis key is only an optimisation against queueing a task per delivery: without Redis a flush is
+    The window is counted from ``since`` (when the change reached Fulcrum) when given: a webhook held up
+    by its vendor for longer than the window is evaluated as soon as it is stored, not a window later,
+    even when a fresher change has already scheduled the next flush (one more runs now; it finds the
+    rows the other claims already taken, ``SKIP LOCKED``).
+
+    The Redis keys are only an optimisation against queueing a task per delivery: without Redis a flush is
     queued each time, and the beat sweep flushes whatever a lost task left behind.
     """
     window = float(settings.FULCRUM["EVALUATION_COALESCE_SECONDS"])
+    wait = window
+    if since is not None:
+        wait = min(window, max(0.0, window - (timezone.now() - since).total_seconds()))
     try:
         guard_ms = int(flush_guard_seconds(window) * 1000)
         scheduled = _redis().set(_FLUSH_KEY, "1", nx=True, px=guard_ms)
+        if not scheduled and wait == 0:
+            scheduled = _redis().set(_FLUSH_NOW_KEY, "1", nx=True, px=int(FLUSH_NOW_GUARD * 1000))
     except RedisError:
         scheduled = True
     if scheduled:
-        task(EVALUATE_PENDING_TASK).apply_async(countdown=window)
+        task(EVALUATE_PENDING_TASK).apply_async(countdown=wait)
 
 
 def flush_scheduled_clear() -> None:
     """A flush is starting: later marks must schedule another one (it may not see their rows)."""
     with contextlib.suppress(RedisError):
-        _redis().delete(_FLUSH_KEY)
+        _redis().delete(_FLUSH_KEY, _FLUSH_NOW_KEY)
 
 
 def _redis() -> redis.Redis:

@@ -92,6 +92,48 @@ def test_a_lost_flush_holds_back_the_next_one_for_a_few_seconds_only(scheduled_f
     assert len(scheduled_flushes) == 2
 
 
+def test_a_change_that_waited_its_window_before_it_was_stored_is_flushed_at_once(
+    scheduled_flushes: list[float],
+) -> None:
+    # A webhook held up by the vendor (a 5xx burst, a 429 window) reaches the database seconds after it
+    # arrived: its coalescing window, counted from its arrival, is over, so a flush runs now rather than a
+    # window later (the one already scheduled by a fresher change may be a whole window away).
+    window = float(settings.FULCRUM["EVALUATION_COALESCE_SECONDS"])
+    triggers.flush_soon()  # a fresh change: the flush a window away, and its guard
+    long_ago = timezone.now() - dt.timedelta(seconds=window + 3)
+    triggers.flush_soon(since=long_ago)
+    triggers.flush_soon(since=long_ago)  # a second at the same moment: the flush just queued takes it
+    assert scheduled_flushes == [window, 0.0]
+
+
+def test_a_change_that_arrived_part_of_a_window_ago_waits_only_the_rest(
+    scheduled_flushes: list[float],
+) -> None:
+    window = float(settings.FULCRUM["EVALUATION_COALESCE_SECONDS"])
+    triggers.flush_soon(since=timezone.now() - dt.timedelta(seconds=window / 4))
+    assert len(scheduled_flushes) == 1 and 0 < scheduled_flushes[0] <= window * 3 / 4
+    triggers.flush_soon(since=timezone.now() - dt.timedelta(seconds=window / 4))  # the guard holds it
+    triggers.flush_soon(
+        since=timezone.now() + dt.timedelta(seconds=60)
+    )  # a clock ahead: never past the window
+    assert len(scheduled_flushes) == 1
+    triggers.flush_scheduled_clear()
+    triggers.flush_soon(since=timezone.now() + dt.timedelta(seconds=60))
+    assert scheduled_flushes[1] == window
+
+
+@pytest.mark.django_db
+def test_marking_passes_the_changes_arrival_to_the_flush(
+    scheduled_flushes: list[float], django_capture_on_commit_callbacks: Any
+) -> None:
+    project = ProjectFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        on_entities_changed(
+            {"project": {project.pk}}, trigger="webhook", since=timezone.now() - dt.timedelta(hours=1)
+        )
+    assert scheduled_flushes == [0.0]
+
+
 @pytest.mark.django_db
 def test_marking_a_subject_that_already_waits_still_makes_sure_a_flush_follows(
     scheduled_flushes: list[float], django_capture_on_commit_callbacks: Any

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def no_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     """Commits here schedule no flush on the broker."""
-    monkeypatch.setattr(triggers, "flush_soon", lambda: None)
+    monkeypatch.setattr(triggers, "flush_soon", lambda **_: None)
 
 
 def _in_threads(*targets: Callable[[], None], timeout: float = 30) -> list[BaseException]:
