@@ -36,7 +36,7 @@ from apps.audit.services import Actor, audit_record
 from apps.bulk import array_literal
 from apps.errors import Permanent, Transient, configured_backoff
 
-from . import actions
+from . import actions, mail_return
 from .actions import queue_for
 from .actions.notices import DIGEST, NOTIFY_ACTION, notify_key
 from .actions.upstream import WRITEBACK_ACTION
@@ -122,7 +122,7 @@ def deliveries_attempt(pks: Sequence[int]) -> dict[int, str]:
     """
     from apps.connectors import ratelimit
 
-    from .actions.email import mail_session
+    from .actions.email import MailServerUnreachable, mail_session
 
     rows = _claimed_rows(_claim(pks, timezone.now()))
     results: dict[int, str] = {}
@@ -131,7 +131,7 @@ def deliveries_attempt(pks: Sequence[int]) -> dict[int, str]:
     started = recorded = time.monotonic()
     budget = claim_for().total_seconds() / 2
     try:
-        with mail_session():
+        with mail_session() as session:
             for index, delivery in enumerate(rows):
                 if time.monotonic() - started > budget:
                     deferred += [(rest, 0.0) for rest in rows[index:]]
@@ -156,6 +156,8 @@ def deliveries_attempt(pks: Sequence[int]) -> dict[int, str]:
     finally:
         _finish_delivered(delivered)
         _defer(deferred)
+    if isinstance(session.down, MailServerUnreachable):
+        mail_return.watch()  # the rows failed on an unreachable server go when it answers again
     return results
 
 

@@ -22,6 +22,14 @@ def deliver_many(delivery_ids: list[int]) -> str:
     return _summary(len(delivery_ids), deliveries_attempt(delivery_ids))
 
 
+@shared_task(ignore_result=True)
+def probe_mail_server(started: float) -> str:
+    """While emails wait on an unreachable mail server: release them when it answers (``mail_return``)."""
+    from .mail_return import probe
+
+    return probe(started)
+
+
 # Every template an outbox email renders (``actions/email.py``, ``actions/notices.py``).
 MAIL_TEMPLATES = [
     f"escalations/email/{name}.{kind}"

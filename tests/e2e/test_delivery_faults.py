@@ -148,6 +148,33 @@ def test_smtp_down_then_back_every_email_arrives_once(simulator, stoppable_smtp,
     assert len([n for n in simulator.notes if n["system"] == "hubspot"]) == 4
 
 
+def test_after_an_smtp_outage_the_held_emails_go_at_once_not_on_their_backoff(
+    simulator, stoppable_smtp, start_worker
+):
+    # The shipped backoff: a failed email's first retry is up to 30 s away (full jitter), doubling.
+    ids = company_with_risky_change_orders(simulator, 4, list(EMAILS))
+    _fresh_streams()
+    start_worker({"FULCRUM_ACTION_BACKOFF_BASE": "30", "FULCRUM_ACTION_BACKOFF_CAP": "3600"})
+    stoppable_smtp.stop()
+    evaluate_subjects_task.delay("change_order", ids, "sync")
+    emails = Delivery.objects.filter(action__in=EMAILS)
+    wait_for(
+        lambda: emails.count() == 8 and all(d.state == "failed" for d in emails.all()),
+        timeout=45,
+        message="every email failed on the stopped server",
+    )
+    due = max(emails.values_list("next_attempt_at", flat=True))
+    stoppable_smtp.start()
+    back = timezone.now()
+    wait_for(lambda: _all_delivered(8), timeout=20, interval=0.1, message="every email delivered")
+    delivered = max(emails.values_list("delivered_at", flat=True))
+    assert (delivered - back).total_seconds() < 3  # the probe noticed the server within a quarter second
+    assert due > back + dt.timedelta(seconds=5)  # ... where the rows' own retries would have waited longer
+    received = Counter((str(m["Message-ID"]), str(m["To"])) for m in stoppable_smtp.mailbox.messages)
+    assert set(received) == {(message_id(d), d.target) for d in emails.all()}
+    assert set(received.values()) == {1}
+
+
 def test_note_endpoint_failing_then_recovering_writes_exactly_one_note(
     simulator, stoppable_smtp, start_worker
 ):

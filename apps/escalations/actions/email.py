@@ -68,6 +68,26 @@ def message_id(delivery: Delivery) -> str:
     return f"<{delivery.pk}.{digest}@fulcrum>"
 
 
+# How an email that could not reach the mail server says so in its row's error: ``mail_return`` releases
+# those rows at once when the server answers again.
+UNREACHABLE = "mail server unreachable"
+
+
+class MailServerUnreachable(Transient):
+    """No SMTP connection could be opened (refused, timed out, no greeting): the server, not the email."""
+
+
+def _unreachable(exc: Exception) -> MailServerUnreachable | None:
+    """``exc``, from opening an SMTP connection, said as the server being unreachable (refused, timed out,
+    no greeting, a greeting other than 220); None for anything else (a refused login: each email's own
+    failure, as before). smtplib's exceptions are ``OSError`` too, so they are told apart first."""
+    if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected) or (
+        isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+    ):
+        return MailServerUnreachable(f"{UNREACHABLE}: {type(exc).__name__}: {exc}")
+    return None
+
+
 class MailSession:
     """One SMTP connection for a chunk of outbox rows (``delivery.deliveries_attempt``): a connection
     costs a handshake (connect, greeting, EHLO, QUIT) that is worth more than a message on a fast server.
@@ -91,8 +111,11 @@ class MailSession:
             try:
                 backend.open()
             except Exception as exc:
-                self.down = exc
-                raise
+                unreachable = _unreachable(exc)
+                self.down = unreachable or exc
+                if unreachable is None:
+                    raise
+                raise unreachable from exc
             self.backend = backend
         message.connection = self.backend
         try:
