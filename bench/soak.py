@@ -66,13 +66,9 @@ RULE = """
 """
 PROCORE_AUTH = "demo-procore-authorization"
 FAST_DELIVERY_ENV = {
-    # A refused SMTP connection is retried within a second: the SMTP server flaps 4 s in every 15, and
-    # the time to notice it is back is part of webhook → SMTP (production: 30 s doubling, docs/OPERATIONS.md).
-    "FULCRUM_ACTION_BACKOFF_BASE": "0.5",
-    "FULCRUM_ACTION_BACKOFF_CAP": "1",
-    # The same patience in attempts: production gives up after 8 attempts spread over hours; 8 at this
-    # cap are spent inside one 4-s outage (a soak at load 1 made 6 emails dead that way). 40 cover ~20 s.
-    "FULCRUM_ACTION_MAX_ATTEMPTS": "40",
+    # The outbox's retries are the shipped ones (30 s doubling, 8 attempts): an email that met an SMTP
+    # outage goes when the mail server answers again, released by the probe (apps/escalations/mail_return.py),
+    # not on its own backoff. (Until session 11 the soak retried every 0.5-1 s instead.)
     "FULCRUM_HTTP_MAX_RETRIES": "3",
     "FULCRUM_HTTP_BACKOFF_BASE": "0.2",
     "FULCRUM_HTTP_BACKOFF_CAP": "2",

@@ -122,7 +122,7 @@ def deliveries_attempt(pks: Sequence[int]) -> dict[int, str]:
     """
     from apps.connectors import ratelimit
 
-    from .actions.email import MailServerUnreachable, mail_session
+    from .actions.email import mail_session
 
     rows = _claimed_rows(_claim(pks, timezone.now()))
     results: dict[int, str] = {}
@@ -156,7 +156,7 @@ def deliveries_attempt(pks: Sequence[int]) -> dict[int, str]:
     finally:
         _finish_delivered(delivered)
         _defer(deferred)
-    if isinstance(session.down, MailServerUnreachable):
+    if session.unreachable:
         mail_return.watch()  # the rows failed on an unreachable server go when it answers again
     return results
 

@@ -74,13 +74,15 @@ UNREACHABLE = "mail server unreachable"
 
 
 class MailServerUnreachable(Transient):
-    """No SMTP connection could be opened (refused, timed out, no greeting): the server, not the email."""
+    """No SMTP connection could be opened (refused, timed out, no greeting), or the one open was lost
+    mid-message: the server, not the email."""
 
 
-def _unreachable(exc: Exception) -> MailServerUnreachable | None:
-    """``exc``, from opening an SMTP connection, said as the server being unreachable (refused, timed out,
-    no greeting, a greeting other than 220); None for anything else (a refused login: each email's own
-    failure, as before). smtplib's exceptions are ``OSError`` too, so they are told apart first."""
+def _unreachable(exc: BaseException) -> MailServerUnreachable | None:
+    """``exc``, from opening an SMTP connection or sending over it, said as the server being unreachable
+    (refused, timed out, no greeting or one other than 220, the connection lost); None for anything else
+    (a refused login or recipient, a 4xx or 5xx reply: the email's own failure). smtplib's exceptions are
+    ``OSError`` too, so they are told apart first."""
     if isinstance(exc, smtplib.SMTPConnectError | smtplib.SMTPServerDisconnected) or (
         isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
     ):
@@ -96,11 +98,14 @@ class MailSession:
     refused recipient leaves it usable, a dropped one does not, and telling them apart is not worth the
     risk). When it cannot be opened at all, the rest of the chunk fails with the same error at once
     instead of each row waiting out its own connect timeout: those rows are retried with the backoff.
+    ``unreachable``: the server could not be reached, or a connection to it was lost, at least once
+    (``mail_return`` then watches for its return).
     """
 
     def __init__(self) -> None:
         self.backend: BaseEmailBackend | None = None
-        self.down: Exception | None = None
+        self.down: BaseException | None = None
+        self.unreachable = False
         self.people: People = {}  # who each recipient is, for their signed links (``link_urls``)
 
     def send(self, message: EmailMessage) -> None:
@@ -111,18 +116,27 @@ class MailSession:
             try:
                 backend.open()
             except Exception as exc:
-                unreachable = _unreachable(exc)
-                self.down = unreachable or exc
-                if unreachable is None:
+                self.down = self._said(exc)
+                if self.down is exc:
                     raise
-                raise unreachable from exc
+                raise self.down from exc
             self.backend = backend
         message.connection = self.backend
         try:
             message.send()
-        except BaseException:
+        except BaseException as exc:
             self.close()
-            raise
+            said = self._said(exc)
+            if said is exc:
+                raise
+            raise said from exc
+
+    def _said(self, exc: BaseException) -> BaseException:
+        unreachable = _unreachable(exc)
+        if unreachable is None:
+            return exc
+        self.unreachable = True
+        return unreachable
 
     def close(self) -> None:
         backend, self.backend = self.backend, None

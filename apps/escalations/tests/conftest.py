@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from apps.escalations import mail_return
+
 
 @pytest.fixture
 def noise(settings):
@@ -81,3 +83,4 @@ def smtp(settings):
     server.start()
     yield server
     server.stop()
+    mail_return._forget()  # an outage's probe key, so the next test's outage starts its own
