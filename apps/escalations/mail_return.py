@@ -11,10 +11,12 @@ The probe's interval grows with the outage, a twentieth of it so far, between ``
 hour within ten; an hour's outage costs about 150 connection attempts.
 
 One probe at a time: a Redis key (its value the outage's start) is taken when an email first finds the
-server unreachable and renewed by each probe. A probe lost with a killed worker lets the key lapse, and
-the next email to fail starts another; without Redis there is no probe, and the backoff stays the
-fallback. Only rows that failed to reach the server are released (``UNREACHABLE``): a refused recipient
-or a 4xx reply keeps its own backoff.
+server unreachable and renewed by each probe. A probe lost with a killed worker lets the key lapse within
+a second or two, and the next email to fail, or the next outbox sweep (beat's, or the one a restarted
+worker queues), starts another; without Redis there is no probe, and the backoff stays the fallback.
+
+Only rows that failed to reach the server are released (``UNREACHABLE``): a refused recipient or a 4xx
+reply keeps its own backoff.
 """
 
 from __future__ import annotations
@@ -50,8 +52,10 @@ def probe_interval(down_for: float) -> float:
 
 
 def _guard_ms(interval: float) -> int:
-    """The key outlives a probe's countdown, so only a lost probe lets it lapse."""
-    return int((2 * interval + 5) * 1000)
+    """The key outlives a probe's countdown, so only a lost (or very late) probe lets it lapse, soon: the
+    outbox sweep (a restarted worker's, beat's) then starts another (``watch_if_waiting``). A late probe
+    beside a new one only probes twice."""
+    return int((2 * interval + 1) * 1000)
 
 
 def _redis() -> redis.Redis:
@@ -77,6 +81,12 @@ def watch() -> bool:
         logger.warning("could not start the mail server probe; the outbox's backoff retries", exc_info=True)
         return False
     return True
+
+
+def watch_if_waiting() -> bool:
+    """The outbox sweep's part: emails wait on an unreachable server, so make sure a probe watches it
+    (its last one may have been lost with a killed worker)."""
+    return waiting().exists() and watch()
 
 
 def server_answers() -> bool:

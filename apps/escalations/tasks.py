@@ -4,6 +4,7 @@ from typing import Any
 from celery import shared_task
 from celery.signals import worker_init
 
+from . import mail_return
 from .delivery import deliveries_attempt, deliveries_dispatch, delivery_attempt, due_delivery_ids, queue_for
 from .policies import policy_audit, policy_claim_due, policy_release_closed, policy_step_apply
 
@@ -79,7 +80,8 @@ def deliver_due() -> str:
         deliveries_dispatch(upstream)
     handed = set(upstream)
     deliveries_attempt([pk for pk in ids if pk not in handed])
-    return f"{len(ids)} due, {len(upstream)} handed to writeback"
+    probe = ", mail server probe started" if mail_return.watch_if_waiting() else ""
+    return f"{len(ids)} due, {len(upstream)} handed to writeback{probe}"
 
 
 @shared_task(acks_late=True, ignore_result=True)

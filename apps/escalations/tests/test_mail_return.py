@@ -107,6 +107,25 @@ def test_a_lost_probe_lets_the_next_failure_start_another(smtp: Any, probes: lis
     assert len(probes) == 2
 
 
+def test_the_outbox_sweep_starts_a_probe_when_emails_wait_and_none_watches(
+    smtp: Any, probes: list[Any]
+) -> None:
+    # A worker killed while holding the probe's countdown message: its key lapses within a second or two,
+    # and the next sweep (beat's, or the one a restarted worker queues at once) starts another.
+    [row] = _emails(1)
+    smtp.stop()
+    tasks.deliver_many([row.pk])
+    assert len(probes) == 1
+    assert tasks.deliver_due() == "0 due, 0 handed to writeback"  # the probe's key still holds
+    mail_return._forget()
+    assert tasks.deliver_due() == "0 due, 0 handed to writeback, mail server probe started"
+    assert len(probes) == 2
+    Delivery.objects.filter(pk=row.pk).update(state=Delivery.State.DELIVERED)
+    mail_return._forget()
+    assert tasks.deliver_due() == "0 due, 0 handed to writeback"  # nothing waits: no probe
+    assert len(probes) == 2
+
+
 def test_a_refused_login_is_the_emails_failure_not_an_outage(
     smtp: Any, probes: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
