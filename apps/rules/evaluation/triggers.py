@@ -249,9 +249,10 @@ def flush_guard_seconds(window: float) -> float:
     return 2 * window + FLUSH_GUARD_GRACE
 
 
-# A change whose window closed before it was stored is flushed at once, by at most one flush this often:
-# after a vendor's fault clears, many held-up deliveries finish within moments of each other.
-FLUSH_NOW_GUARD = 0.1
+# A change whose window closed before it was stored is flushed at once, by at most one such flush per
+# this share of the window: after a vendor's fault clears, or under a backlog, many held-up deliveries
+# finish within moments of each other, and each flush then evaluates fewer subjects at a time.
+FLUSH_NOW_SHARE = 0.25
 
 
 def flush_soon(since: dt.datetime | None = None) -> None:
@@ -273,7 +274,8 @@ def flush_soon(since: dt.datetime | None = None) -> None:
         guard_ms = int(flush_guard_seconds(window) * 1000)
         scheduled = _redis().set(_FLUSH_KEY, "1", nx=True, px=guard_ms)
         if not scheduled and wait == 0:
-            scheduled = _redis().set(_FLUSH_NOW_KEY, "1", nx=True, px=int(FLUSH_NOW_GUARD * 1000))
+            now_guard_ms = max(1, int(window * FLUSH_NOW_SHARE * 1000))
+            scheduled = _redis().set(_FLUSH_NOW_KEY, "1", nx=True, px=now_guard_ms)
     except RedisError:
         scheduled = True
     if scheduled:
