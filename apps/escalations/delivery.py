@@ -100,6 +100,19 @@ def due_delivery_ids(limit: int = 200, now: dt.datetime | None = None) -> list[i
     )
 
 
+def claims_lapsing(limit: int = 20) -> list[float]:
+    """When the outbox's current claims lapse (epoch seconds, rounded up to a tenth, soonest first, at
+    most ``limit``): a killed worker's rows are due again then."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT ceil(extract(epoch FROM claimed_until) * 10) / 10 AS at "  # noqa: S608
+            f"FROM {connection.ops.quote_name(Delivery._meta.db_table)} "
+            "WHERE state = %s AND claimed_until > now() ORDER BY at LIMIT %s",
+            [Delivery.State.SENDING, limit],
+        )
+        return [float(at) for (at,) in cursor.fetchall()]
+
+
 def delivery_attempt(pk: int) -> str:
     """Try one delivery now if it is due and unclaimed. Returns the resulting state."""
     return deliveries_attempt([pk]).get(pk, "not-due")

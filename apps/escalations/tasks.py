@@ -1,3 +1,4 @@
+import time
 from collections import Counter
 from typing import Any
 
@@ -5,7 +6,14 @@ from celery import shared_task
 from celery.signals import worker_init
 
 from . import mail_return
-from .delivery import deliveries_attempt, deliveries_dispatch, delivery_attempt, due_delivery_ids, queue_for
+from .delivery import (
+    claims_lapsing,
+    deliveries_attempt,
+    deliveries_dispatch,
+    delivery_attempt,
+    due_delivery_ids,
+    queue_for,
+)
 from .policies import policy_audit, policy_claim_due, policy_release_closed, policy_step_apply
 
 
@@ -82,6 +90,18 @@ def deliver_due() -> str:
     deliveries_attempt([pk for pk in ids if pk not in handed])
     probe = ", mail server probe started" if mail_return.watch_if_waiting() else ""
     return f"{len(ids)} due, {len(upstream)} handed to writeback{probe}"
+
+
+@shared_task(ignore_result=True)
+def deliver_when_claims_lapse() -> str:
+    """A worker (re)started: the outbox rows a killed worker had claimed are due again when their claims
+    lapse, so an outbox sweep is queued for each moment claims lapse (``claims_lapsing``), not one a whole
+    claim after the restart (which the soak saw land in the mail server's next outage)."""
+    moments = claims_lapsing()
+    now = time.time()
+    for at in moments:
+        deliver_due.apply_async(countdown=max(0.0, at - now) + 0.05)
+    return f"{len(moments)} outbox sweeps queued for lapsing claims"
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -80,17 +80,13 @@ def sweep_after_worker_start(**_: object) -> None:
     after a crash is the moment to look; with nothing waiting both tasks do nothing. No database access here:
     this runs in the worker's main process, whose forked pool must not share its connection.
 
-    An outbox row the killed worker had claimed is due again only when its claim lapses (at most
-    ``DELIVERY_CLAIM_SECONDS`` from now): a second outbox sweep is queued for then."""
-    from apps.escalations.delivery import claim_for
-    from apps.escalations.tasks import deliver_due
+    An outbox row the killed worker had claimed is due again only when its claim lapses: a pool task
+    reads when the current claims lapse and queues an outbox sweep for each moment
+    (``deliver_when_claims_lapse``)."""
+    from apps.escalations.tasks import deliver_due, deliver_when_claims_lapse
 
-    lapsed = claim_for().total_seconds() + 1
-    for task, countdown in ((evaluate_pending, None), (deliver_due, None), (deliver_due, lapsed)):
+    for task in (evaluate_pending, deliver_due, deliver_when_claims_lapse):
         try:
-            if countdown is None:
-                task.apply_async()
-            else:
-                task.apply_async(countdown=countdown)
+            task.apply_async()
         except Exception:  # the broker is down: beat's schedules find the rows later
             logger.warning("could not queue %s after the worker started", task.name, exc_info=True)

@@ -4,13 +4,17 @@ visibility timeout."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 from celery.signals import worker_ready
+from django.utils import timezone
 
 from apps.entities.models import Project
 from apps.escalations import tasks as escalation_tasks
+from apps.escalations.models import Delivery
+from apps.escalations.tests.helpers import make_escalation
 from apps.orchestration import tasks
 from apps.rules.evaluation.triggers import on_entities_changed
 from apps.rules.models import PendingEvaluation
@@ -20,7 +24,11 @@ from tests.factories import ProjectFactory
 @pytest.fixture
 def countdowns(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float | None]]:
     sent: list[tuple[str, float | None]] = []
-    for task in (tasks.evaluate_pending, escalation_tasks.deliver_due):
+    for task in (
+        tasks.evaluate_pending,
+        escalation_tasks.deliver_due,
+        escalation_tasks.deliver_when_claims_lapse,
+    ):
         monkeypatch.setattr(
             task, "apply_async", lambda *a, _name=task.name, **kw: sent.append((_name, kw.get("countdown")))
         )
@@ -28,20 +36,41 @@ def countdowns(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, float | None]
 
 
 def test_a_started_worker_queues_the_flush_and_the_outbox_sweep(
-    countdowns: list[tuple[str, float | None]], settings: Any
+    countdowns: list[tuple[str, float | None]],
 ) -> None:
-    settings.FULCRUM = {**settings.FULCRUM, "DELIVERY_CLAIM_SECONDS": 10}
     worker_ready.send(sender=None)
-    # Now, and again when a claim the killed worker held on an outbox row has lapsed (claims are taken
-    # for DELIVERY_CLAIM_SECONDS): its rows are sent then, not at beat's next outbox sweep.
+    # Now, and (read in a pool process) for when the claims a killed worker held on outbox rows lapse.
     assert sorted(countdowns, key=str) == sorted(
         [
             (tasks.evaluate_pending.name, None),
             (escalation_tasks.deliver_due.name, None),
-            (escalation_tasks.deliver_due.name, 11.0),
+            (escalation_tasks.deliver_when_claims_lapse.name, None),
         ],
         key=str,
     )
+
+
+@pytest.mark.django_db
+def test_a_sweep_is_queued_for_each_moment_claims_lapse(countdowns: list[tuple[str, float | None]]) -> None:
+    # A killed worker's rows are due when their claims lapse, not a whole claim after the restart.
+    now = timezone.now()
+    escalation = make_escalation()
+    for n, lapse in enumerate(
+        [3.0, 3.02, 7.5, -1.0, None]
+    ):  # two in the same tenth; one lapsed; one not held
+        Delivery.objects.create(
+            escalation=escalation,
+            action="email_account_manager",
+            target=f"am{n}@fulcrum-demo.test",
+            idempotency_key=f"lapse:{n}",
+            state=Delivery.State.PENDING if lapse is None else Delivery.State.SENDING,
+            claimed_until=None if lapse is None else now + dt.timedelta(seconds=lapse),
+            next_attempt_at=now,
+            created_at=now,
+        )
+    assert escalation_tasks.deliver_when_claims_lapse() == "2 outbox sweeps queued for lapsing claims"
+    waits = sorted(countdown for name, countdown in countdowns if name == escalation_tasks.deliver_due.name)
+    assert len(waits) == 2 and 2.5 < waits[0] <= 3.25 and 7.0 < waits[1] <= 7.75
 
 
 @pytest.mark.django_db
