@@ -17,8 +17,8 @@ from apps.escalations.tests.helpers import escalations_wipe
 from apps.orchestration import pipeline
 from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.engine.ruleset import RulesFileError
-from apps.rules.evaluation.facts import ENTITY_STREAMS
 from apps.rules.evaluation import services
+from apps.rules.evaluation.facts import ENTITY_STREAMS
 from apps.rules.evaluation.services import (
     _by_rule_subject,
     _plain_columns,
