@@ -538,16 +538,21 @@ def full_runs(
     for label in ("cold: no prior state", "warm: repeat run"):
         if phases:
             phases.reset()
+        backend = _backend_cpu()
         started = time.perf_counter()
         cpu = time.process_time()
         report = evaluate_subjects(subject_type="change_order", trigger="schedule")
         seconds = time.perf_counter() - started
+        backend_seconds = _backend_cpu(backend)
         timings.append(seconds)
         line(f"5. evaluate_subjects, {rules} rules, {label}", seconds, report.subjects * rules, "pairs")
         run = EvaluationRun.objects.order_by("-id").first()
         traced = sum(counts["decisions"] for counts in run.outcomes) if run else 0
         print(f"     {report}; {traced:,} pairs traced")
-        print(f"     this process's CPU {time.process_time() - cpu:.2f} s; load {_load()}")
+        print(
+            f"     this process's CPU {time.process_time() - cpu:.2f} s; its PostgreSQL backend's CPU "
+            f"{backend_seconds}; load {_load()}"
+        )
         if phases:
             phases.show()
     if args.profile:
@@ -658,6 +663,28 @@ def _clear_evaluations() -> None:
             "escalations_escalationevent, escalations_delivery, escalations_digestitem, "
             "escalations_suppressednotification CASCADE"
         )
+
+
+def _backend_cpu(since: tuple[int, float] | None = None) -> Any:
+    """The CPU seconds (user + system) of this process's PostgreSQL backend from ``/proc``, when the
+    server runs on this machine: with ``since`` (an earlier reading), the difference as text ("n/a"
+    when it cannot be read). The full run's second connection (snapshots) is not counted."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        seconds = None
+    if since is None:
+        return pid, seconds
+    if seconds is None or since[1] is None or since[0] != pid:
+        return "n/a"
+    return f"{seconds - since[1]:.2f} s"
 
 
 def _load() -> str:

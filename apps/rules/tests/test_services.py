@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from unittest import mock
 
 import pytest
 from django.db import DatabaseError, transaction
@@ -13,10 +14,20 @@ from apps.connectors.models import StreamState
 from apps.entities.models import ChangeOrder
 from apps.escalations.models import Escalation
 from apps.escalations.tests.helpers import escalations_wipe
+from apps.orchestration import pipeline
 from apps.orchestration.pipeline import evaluate_subjects
 from apps.rules.engine.ruleset import RulesFileError
+from apps.rules.evaluation import services
 from apps.rules.evaluation.facts import ENTITY_STREAMS
-from apps.rules.evaluation.services import rule_publish, rules_export, rules_import, state_cooldowns
+from apps.rules.evaluation.services import (
+    _by_rule_subject,
+    _plain_columns,
+    rows_by_rule_subject,
+    rule_publish,
+    rules_export,
+    rules_import,
+    state_cooldowns,
+)
 from apps.rules.models import ContextSnapshot, Decision, EvaluationRun, Rule, RuleVersion, SubjectState
 from tests.concurrency import run_concurrently
 from tests.factories import (
@@ -363,3 +374,64 @@ def test_state_cooldowns_name_the_cooldown_of_each_pair_that_has_a_state():
         )
     got = state_cooldowns("change_order", [(rule.pk, 1), (rule.pk, 2), (rule.pk, 3), (rule.pk + 1, 1)])
     assert got == {(rule.pk, 1): until, (rule.pk, 2): None}
+
+
+@pytest.mark.django_db
+def test_rows_by_rule_subject_with_named_columns_gives_what_raw_gives():
+    """Named plain columns become instances straight from the rows (a warm run locks 11,816 open
+    escalations): the same pairs, values and deferred fields as ``raw()``, the rest read on access."""
+    rule = Rule.objects.create(key="rows", name="Rows", subject_type="change_order", draft={})
+    now = timezone.now()
+    until = now + dt.timedelta(days=2)
+    for subject_type, subject_id, cooldown in (("change_order", 1, until), ("change_order", 2, None),
+                                               ("project", 1, until)):  # fmt: skip
+        SubjectState.objects.create(
+            rule=rule,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            last_outcome="matched",
+            last_evaluated_at=now,
+            cooldown_until=cooldown,
+            snooze_reason=f"why {subject_id}",
+        )
+    keys = [(rule.pk, 2), (rule.pk, 1), (rule.pk, 3), (rule.pk + 1, 1)]
+    columns = ("id", "rule_id", "subject_id", "cooldown_until")
+    with transaction.atomic():
+        fast = rows_by_rule_subject(SubjectState, "change_order", keys, columns=columns, lock=True)
+    built = _by_rule_subject("rules_subjectstate", "change_order", keys, columns, "", False)
+    slow = {(row.rule_id, row.subject_id): row for row in SubjectState.objects.raw(*built)}
+    assert list(fast) == list(slow) == [(rule.pk, 1), (rule.pk, 2)]  # key order
+    for key, row in fast.items():
+        assert type(row) is SubjectState and not row._state.adding and row._state.db == "default"
+        assert row.get_deferred_fields() == slow[key].get_deferred_fields()
+        assert {c: getattr(row, c) for c in columns} == {c: getattr(slow[key], c) for c in columns}
+    assert fast[(rule.pk, 1)].cooldown_until == until and fast[(rule.pk, 2)].cooldown_until is None
+    assert fast[(rule.pk, 1)].snooze_reason == "why 1"  # deferred: read from the row
+    # Columns read through a converter (jsonb) or every column keep the ORM's mapping.
+    assert not _plain_columns(Escalation, ("id", "evidence"))
+    assert not _plain_columns(SubjectState, ("*",))
+    assert _plain_columns(Escalation, ("id", "rule_id", "subject_id", "fire_count"))
+
+
+@pytest.mark.django_db
+def test_a_matched_decision_reads_its_facts_from_its_row():
+    """The batch's match instances leave the facts deferred (no snapshot dict per subject): asked for,
+    they are the stored row's, the facts the decision was made on."""
+    fresh_streams()
+    co = risky_change_order()
+    rules_import(text=rule_yaml(), actor="system:test")
+    seen = []
+    real = services.decisions_record
+
+    def spy(*args, **kwargs):
+        recorded = real(*args, **kwargs)
+        seen.extend(recorded.matched)
+        return recorded
+
+    with mock.patch.object(pipeline, "decisions_record", spy):
+        evaluate_subjects(subject_type="change_order", ids=[co.pk])
+    [decision] = seen
+    assert "facts" in decision.get_deferred_fields()
+    assert decision.facts["project.margin_pct"]["value"] == "9.0000"
+    assert decision.facts == Decision.objects.get(pk=decision.pk).facts
+    assert decision.explanation["summary"] == decision.summary
