@@ -176,14 +176,20 @@ def _may_hide_secret(lowered: str) -> bool:
         or "token" in lowered
         or "password" in lowered
         or "credential" in lowered  # the _SECRET_WORDS
-        or ("\\u" in lowered and _HIDDEN_LETTER.search(lowered) is not None)
+        # One character is found by memchr: most texts have no escape at all, and a two-character
+        # search costs ~1 µs on an entry's 600+ characters.
+        or ("\\" in lowered and "\\u" in lowered and _HIDDEN_LETTER.search(lowered) is not None)
     )
 
 
 def _refuse_for_jsonb(text: str, lowered: str) -> None:
     """Refuse ``text`` (``lowered`` is it lower-cased: a RawJSON's escapes may be written in capitals)
     if it holds an escape that jsonb refuses."""
-    if ("\\u0000" in lowered or "\\ud" in lowered) and any(m.group(1) for m in _ESCAPE.finditer(text)):
+    if (
+        "\\" in text  # memchr, as in _may_hide_secret: skips the two searches below for most texts
+        and ("\\u0000" in lowered or "\\ud" in lowered)
+        and any(m.group(1) for m in _ESCAPE.finditer(text))
+    ):
         raise DataError("audit data: \\u0000 or an unpaired surrogate cannot be stored (jsonb refuses them)")
 
 
@@ -217,9 +223,12 @@ _COPY_SQL = (
     "COPY audit_auditentry "
     "(id, created_at, actor, actor_user_id, action, object_type, object_id, data, prev_hash, hash) FROM STDIN"
 )
+# The sequence is looked up once per statement (a function in FROM): in the select list,
+# pg_get_serial_sequence ran once per id, a catalog search costing the server ~3.5 µs per entry.
 _NEXT_SQL = (
     "SELECT (SELECT hash FROM audit_auditentry ORDER BY id DESC LIMIT 1), "
-    "ARRAY(SELECT nextval(pg_get_serial_sequence('audit_auditentry', 'id')) FROM generate_series(1, %s))"
+    "ARRAY(SELECT nextval(seq) FROM CAST(pg_get_serial_sequence('audit_auditentry', 'id') AS regclass) AS seq, "
+    "generate_series(1, %s))"
 )
 
 
