@@ -83,9 +83,9 @@ def _cpu() -> float:
 
 
 def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple[float, float, float]:
-    """Seconds, CPU seconds (this process and its backend) and this process's CPU seconds to write ``n`` matched decisions the way the rules service writes them (and
-    their audit entries); the subjects are chosen beforehand, the JSON is encoded inside the timing as the
-    service does while it streams the COPY."""
+    """Seconds, CPU seconds (this process and its backend) and this process's CPU seconds to write ``n``
+    matched decisions the way the rules service writes them (and their audit entries); the subjects are
+    chosen beforehand, the JSON is encoded inside the timing as the service does while it streams the COPY."""
     import json
 
     from django.core.serializers.json import DjangoJSONEncoder
@@ -168,9 +168,7 @@ def bench_writes(n: int, rounds: int) -> float:
     for r in range(rounds):
         # Alternate so that table growth and server caches weigh on both sides alike.
         for mode in (False, True) if r % 2 == 0 else (True, False):
-            seconds, cpu_seconds, client_seconds = _write(
-                version, n, audited=mode, offset=(2 * r + mode) * n
-            )
+            seconds, cpu_seconds, client_seconds = _write(version, n, audited=mode, offset=(2 * r + mode) * n)
             (audited if mode else plain).append(seconds)
             cpu[mode].append(cpu_seconds)
             client[mode].append(client_seconds)
