@@ -135,8 +135,8 @@ def _spliced(data: dict[Any, Any], _enc: Callable[[str], str] = _json_str) -> st
     """``canonical_json(data)`` written out from its keys and values, ``RawJSON`` values as given; None
     when a key is not a str or a value is not a str, an int, a bool, None or RawJSON.
 
-    One join over the layout's key prefixes and the values (no text per key, no separator join): this
-    runs once per entry of every batch, ~1 µs cheaper than concatenating each key with its value."""
+    One join over the layout's key prefixes and the values: no text is built per key (a key and its value
+    concatenated copied the value, a RawJSON's 600+ characters) and no second join for the commas."""
     names = tuple(data)
     layout = _LAYOUTS.get(names)
     if layout is None:
@@ -187,8 +187,8 @@ def _may_hide_secret(lowered: str) -> bool:
         or "token" in lowered
         or "password" in lowered
         or "credential" in lowered  # the _SECRET_WORDS
-        # One character is found by memchr: most texts have no escape at all, and a two-character
-        # search costs ~1 µs on an entry's 600+ characters.
+        # One character is found by memchr: most texts have no escape at all, so the two-character
+        # search and the pattern are skipped for them.
         or ("\\" in lowered and "\\u" in lowered and _HIDDEN_LETTER.search(lowered) is not None)
     )
 
