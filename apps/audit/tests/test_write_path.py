@@ -12,6 +12,8 @@ from django.db import DataError, connection, transaction
 
 from apps.audit.models import AuditEntry, canonical_json
 from apps.audit.services import (
+    _COPY_SQL,
+    _COPY_TYPES,
     RawJSON,
     _spliced,
     audit_append_many,
@@ -99,3 +101,19 @@ def test_ids_follow_the_sequence_in_chain_order_across_a_gap():
         assert cursor.fetchone()[0] == ids[-1] + 1
     report = audit_verify()
     assert report.ok and report.checked == 7
+
+
+@pytest.mark.django_db
+def test_binary_copy_types_are_the_columns_types():
+    # Binary COPY sends each value in its type's wire format: a column whose type changed (a bigint user
+    # id) would refuse the rows, so the declared types must follow the table.
+    names = [c.strip() for c in _COPY_SQL.split("(")[1].split(")")[0].split(",")]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
+            "WHERE attrelid = 'audit_auditentry'::regclass AND attnum > 0 AND NOT attisdropped"
+        )
+        columns = dict(cursor.fetchall())
+    wire = {"bigint": "int8", "integer": "int4", "text": "text", "character varying": "text",
+            "timestamp with time zone": "timestamptz"}  # fmt: skip
+    assert [wire[columns[name]] for name in names] == list(_COPY_TYPES)
