@@ -131,40 +131,51 @@ def _stored_data(data: Any, *, value: bool = True) -> tuple[str, Any]:
     return text, (loaded if value else None)
 
 
-def _spliced(data: dict[Any, Any]) -> str | None:
+def _spliced(data: dict[Any, Any], _enc: Callable[[str], str] = _json_str) -> str | None:
     """``canonical_json(data)`` written out from its keys and values, ``RawJSON`` values as given; None
-    when a key is not a str or a value is not a str, an int, a bool, None or RawJSON."""
+    when a key is not a str or a value is not a str, an int, a bool, None or RawJSON.
+
+    One join over the layout's key prefixes and the values: no text is built per key (a key and its value
+    concatenated copied the value, a RawJSON's 600+ characters) and no second join for the commas."""
     names = tuple(data)
     layout = _LAYOUTS.get(names)
     if layout is None:
         if not all(type(name) is str for name in names):
             return None
+        if not names:
+            return "{}"
         if len(_LAYOUTS) >= 256:
             _LAYOUTS.clear()
-        layout = _LAYOUTS[names] = tuple((name, f"{_json_str(name)}:") for name in sorted(names))
-    parts = []
+        ordered = sorted(names)
+        layout = _LAYOUTS[names] = tuple(
+            (name, ("{" if i == 0 else ",") + f"{_enc(name)}:") for i, name in enumerate(ordered)
+        )
+    parts: list[str] = []
+    add = parts.append
     for name, head in layout:
+        add(head)
         item = data[name]
         kind = type(item)
-        if kind is RawJSON:
-            parts.append(head + item)
-        elif kind is str:
-            parts.append(head + _json_str(item))
+        if kind is str:
+            add(_enc(item))
+        elif kind is RawJSON:
+            add(item)
         elif kind is int:
-            parts.append(head + int.__repr__(item))
+            add(int.__repr__(item))
         elif item is None or item is True or item is False:
-            parts.append(head + ("null" if item is None else "true" if item else "false"))
+            add("null" if item is None else "true" if item else "false")
         elif isinstance(item, str):  # str subclasses (TextChoices) encode, and read back, as their text
-            parts.append(head + _json_str(item))
+            add(_enc(item))
         elif isinstance(item, int):  # the encoder writes int subclasses (IntEnum) with int's repr
-            parts.append(head + int.__repr__(item))
+            add(int.__repr__(item))
         else:
             return None
-    return "{" + ",".join(parts) + "}"
+    add("}")
+    return "".join(parts)
 
 
-# The keys of a data dict, in its order -> each key and its JSON prefix ('"key":'), in sorted order: the
-# entries of one kind share their keys.
+# The keys of a data dict, in its order -> each key and its JSON prefix ('{"key":' for the first in sorted
+# order, ',"key":' for the others), in sorted order: the entries of one kind share their keys.
 _LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
 
 
@@ -176,14 +187,20 @@ def _may_hide_secret(lowered: str) -> bool:
         or "token" in lowered
         or "password" in lowered
         or "credential" in lowered  # the _SECRET_WORDS
-        or ("\\u" in lowered and _HIDDEN_LETTER.search(lowered) is not None)
+        # One character is found by memchr: most texts have no escape at all, so the two-character
+        # search and the pattern are skipped for them.
+        or ("\\" in lowered and "\\u" in lowered and _HIDDEN_LETTER.search(lowered) is not None)
     )
 
 
 def _refuse_for_jsonb(text: str, lowered: str) -> None:
     """Refuse ``text`` (``lowered`` is it lower-cased: a RawJSON's escapes may be written in capitals)
     if it holds an escape that jsonb refuses."""
-    if ("\\u0000" in lowered or "\\ud" in lowered) and any(m.group(1) for m in _ESCAPE.finditer(text)):
+    if (
+        "\\" in text  # memchr, as in _may_hide_secret: skips the two searches below for most texts
+        and ("\\u0000" in lowered or "\\ud" in lowered)
+        and any(m.group(1) for m in _ESCAPE.finditer(text))
+    ):
         raise DataError("audit data: \\u0000 or an unpaired surrogate cannot be stored (jsonb refuses them)")
 
 
@@ -203,23 +220,17 @@ def _differs(value: Any, data: Any) -> bool:
         return True
 
 
-def _content_json(
-    created_at: str, actor: str, action: str, object_type: str, object_id: str, data: str
-) -> str:
-    """``canonical_json(entry.content())`` from its JSON-encoded parts (the six keys in sorted order)."""
-    return (
-        f'{{"action":{action},"actor":{actor},"created_at":{created_at},"data":{data},'
-        f'"object_id":{object_id},"object_type":{object_type}}}'
-    )
-
-
 _COPY_SQL = (
     "COPY audit_auditentry "
-    "(id, created_at, actor, actor_user_id, action, object_type, object_id, data, prev_hash, hash) FROM STDIN"
+    "(id, created_at, actor, actor_user_id, action, object_type, object_id, data, prev_hash, hash) "
+    "FROM STDIN (FORMAT BINARY)"
 )
+# The sequence is looked up once per statement (a function in FROM): in the select list,
+# pg_get_serial_sequence ran once per id, a catalog search costing the server ~3.5 µs per entry.
 _NEXT_SQL = (
     "SELECT (SELECT hash FROM audit_auditentry ORDER BY id DESC LIMIT 1), "
-    "ARRAY(SELECT nextval(pg_get_serial_sequence('audit_auditentry', 'id')) FROM generate_series(1, %s))"
+    "ARRAY(SELECT nextval(seq) "
+    "FROM CAST(pg_get_serial_sequence('audit_auditentry', 'id') AS regclass) AS seq, generate_series(1, %s))"
 )
 
 
@@ -265,37 +276,28 @@ def _append(items: list[dict[str, Any]], actor: Actor, *, entries: bool = True) 
         ids.sort()
         prev = last or GENESIS
         now = timezone.now()
-        now_iso = now.isoformat()
-        now_json = _json_str(now_iso)
-        user = "\\N" if actor_id is None else str(actor_id)
-        head = f"\t{now_iso}\t{_copy_text(actor_name)}\t{user}\t"
+        now_json = _json_str(now.isoformat())
         built: list[AuditEntry] = []
-        lines: list[str] = []
         loaded = stored_maker(AuditEntry, alias) if entries else None
-        # Rows go out in small chunks, so the server inserts and indexes them while the next ones
-        # are prepared here (a failure inside the block aborts the COPY; atomic() rolls back).
+        sha256 = hashlib.sha256
+        # Binary COPY: the server takes each field by its length instead of scanning ~900 bytes for tabs
+        # and escapes (about 1.5 µs of its CPU per entry), and psycopg's C code writes the rows (cheaper
+        # than escaping and formatting a text line here). psycopg sends the rows in ~32 KB pieces, so the
+        # server inserts and indexes them while the next ones are prepared (a failure inside the block
+        # aborts the COPY; atomic() rolls back).
         with connection.wrap_database_errors, cursor.cursor.copy(_COPY_SQL) as copy:
+            copy.set_types(_COPY_TYPES)
+            write_row = copy.write_row
             for pk, item in zip(ids, items, strict=True):
                 text, value = _stored_data(item.get("data") or {}, value=entries)
                 action, object_type = str(item["action"]), str(item.get("object_type", ""))
                 object_id = str(item.get("object_id", ""))
-                content = _content_json(
-                    now_json,
-                    actor_json,
-                    _json_str(action),
-                    _json_str(object_type),
-                    _json_str(object_id),
-                    text,
-                )
-                digest = hashlib.sha256((prev + content).encode()).hexdigest()
-                field = text.replace("\\", "\\\\") if "\\" in text else text  # ASCII JSON: no raw controls
-                lines.append(
-                    f"{pk}{head}{_copy_text(action)}\t{_copy_text(object_type)}\t{_copy_text(object_id)}\t"
-                    f"{field}\t{prev}\t{digest}\n"
-                )
-                if len(lines) == _COPY_CHUNK:
-                    copy.write("".join(lines))
-                    lines.clear()
+                content = (
+                    f'{{"action":{_json_str(action)},"actor":{actor_json},"created_at":{now_json},'
+                    f'"data":{text},"object_id":{_json_str(object_id)},"object_type":{_json_str(object_type)}}}'
+                )  # canonical_json(entry.content()): the six keys in sorted order
+                digest = sha256((prev + content).encode()).hexdigest()
+                write_row((pk, now, actor_name, actor_id, action, object_type, object_id, text, prev, digest))
                 if loaded is not None:
                     built.append(
                         loaded(
@@ -312,20 +314,10 @@ def _append(items: list[dict[str, Any]], actor: Actor, *, entries: bool = True) 
                         )
                     )
                 prev = digest
-            if lines:
-                copy.write("".join(lines))
     return built
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_COPY_CHUNK = 64
-
-
-def _copy_text(value: str) -> str:
-    """A value for COPY's text format (backslash, tab, newline and carriage return escaped)."""
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.translate(_COPY_ESCAPES)
-    return value
+_COPY_TYPES = ("int8", "timestamptz", "text", "int4", "text", "text", "text", "text", "text", "text")
 
 
 @dataclass(frozen=True)
