@@ -83,8 +83,11 @@ def reserve_ids(table: str, count: int, column: str = "id") -> list[int]:
     if count <= 0:
         return []
     with connection.cursor() as cursor:
+        # The sequence is looked up once (a function in FROM): in the select list pg_get_serial_sequence
+        # ran once per id, a catalog search of ~4.5 µs of server CPU each (helper audit, session 11).
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            "SELECT nextval(seq) FROM CAST(pg_get_serial_sequence(%s, %s) AS regclass) AS seq,"
+            " generate_series(1, %s)",
             [table, column, count],
         )
         return [row[0] for row in cursor.fetchall()]
