@@ -228,7 +228,9 @@ def test_a_sweep_refuses_to_tombstone_most_of_a_stream_unless_the_limit_is_raise
     assert forced.tombstoned == int(len(milestones) * 0.6) and not forced.error
 
 
-def test_the_sweep_links_around_its_tombstones_at_once(connections: dict[str, Connection], company: Company) -> None:
+def test_the_sweep_links_around_its_tombstones_at_once(
+    connections: dict[str, Connection], company: Company
+) -> None:
     # A job linked to a project deleted upstream loses the link with the sweep itself: a later sync's
     # linking runs only the crosswalk statements its own writes can move (a pull with no project change
     # would not look at jobs).

@@ -252,8 +252,9 @@ def project_cursor(cursor: Cursor) -> tuple[dt.datetime | None, dict[str, str]]:
     """(where projects without a cursor of their own start, each project's cursor) from a saved cursor.
 
     Our cursor is ``{"updated_at": <run start>, "id": <page number>, "listed": <start of the last run that
-    listed edited projects>, "floor": iso | None, "projects": {project id: iso}}``. A cursor without ``projects`` (a "Resync from date", or one saved before the
-    per-project reads) means: every project from its ``updated_at``.
+    listed edited projects>, "floor": iso | None, "projects": {project id: iso}}``. A cursor without
+    ``projects`` (a "Resync from date", or one saved before the per-project reads) means: every project
+    from its ``updated_at``.
     """
     if "projects" in cursor:
         floor = cursor.get("floor")
