@@ -300,12 +300,15 @@ def connection_reconcile(
 
 
 def _announce(changes: list[dict[str, set[int]]]) -> None:
-    """Tombstones change what the rules read; they move no link (nothing is linked here)."""
+    """Tombstones change what the rules read, and the crosswalk links that read only live rows (a job's
+    project, a customer's client, a client's owner): those are linked here, as a sync's publish links around
+    what it wrote, instead of waiting for the next publish that touches the same entities."""
     merged: dict[str, set[int]] = {}
     for change in changes:
         for key, ids in change.items():
             merged.setdefault(key, set()).update(ids)
-    entities_changed_publish(merged, trigger="sync", link=False)
+    touched = {key: sorted(ids) for key, ids in merged.items()}
+    entities_changed_publish(merged, trigger="sync", touched=touched)
 
 
 # ---- resync from a date, rebuild -----------------------------------------------------------------------

@@ -30,7 +30,7 @@ from apps.errors import Transient
 from .drift import compare, field_paths
 from .http import Prefetch, UpstreamError
 from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, get_kind
-from .kinds.base import ConnectorKind, Record, cursor_key
+from .kinds.base import READS, ConnectorKind, Record, cursor_key
 from .kinds.rest.options import parse_options as parse_rest_options
 from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun
 
@@ -520,14 +520,18 @@ def _note_drift(
     state.fields, state.missing_fields = drift.known, drift.still_missing
 
 
-def _finish(run: SyncRun, status: str, counts: dict[str, Any], error: str = "") -> None:
+def _finish(
+    run: SyncRun, status: str, counts: dict[str, Any], error: str = "", *, fresh: bool = True
+) -> None:
+    """End the run; ``fresh``: a success makes the stream's data as fresh as the run's start (not a
+    reconciliation share, which reads a few projects and no changes)."""
     now = timezone.now()
     run.status, run.counts, run.error, run.finished_at = status, counts, error, now
     with transaction.atomic():
         SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.RUNNING).update(
             status=status, counts=counts, error=error, finished_at=now
         )
-        if status == SyncRun.Status.SUCCEEDED:
+        if status == SyncRun.Status.SUCCEEDED and fresh:
             # Data is as fresh as the run's start: later upstream edits are the next run's.
             StreamState.objects.filter(connection=run.connection, stream=run.stream).update(
                 last_success_at=run.started_at
@@ -540,8 +544,10 @@ def _sync_stream(
     full: bool,
     progress: Progress | None,
     seen_ids: set[str] | None = None,
+    reads: str = "both",
 ) -> tuple[SyncRun, set[int]]:
     stream = get_kind(connection).stream(stream_name)
+    stream.reads = reads
     run = _claim(connection, stream_name, full)
     state, _ = StreamState.objects.get_or_create(connection=connection, stream=stream_name)
     learning = not state.fields
@@ -581,7 +587,7 @@ def _sync_stream(
             client.close()
     if client:
         counts.update(_client_counts(client))
-    _finish(run, status, counts, error)
+    _finish(run, status, counts, error, fresh=reads != "share")
     logger.info("sync %s/%s %s %s", connection.slug, stream_name, status, counts)
     return run, changed
 
@@ -632,22 +638,33 @@ def sync_connection(
     streams: list[str] | None = None,
     progress: Progress | None = None,
     seen_ids: dict[str, set[str]] | None = None,
+    reads: str = "both",
 ) -> list[SyncRun]:
     """Sync the kind's streams in order, link entities, and tell the rules what changed.
 
     ``seen_ids``, when given, collects each stream's external ids read (a rebuild tombstones the rest).
     Stops at the first stream that does not succeed: an upstream that ran out our retries on one stream
     would do the same on the next, and linking what was committed is still worth doing.
+
+    ``reads`` (incremental runs; ``Stream.reads``): "both" reads the changes and the streams' reconciliation
+    share (a run by hand), "changes" the changes only (the scheduled task, which then queues the share as
+    ``reconcile_share_task``), "share" only the share of the streams that have one.
     """
+    if reads not in READS or (full and reads != "both"):
+        raise ValueError(f"reads must be one of {READS} (a full sync reads everything): {reads!r}")
     kind = get_kind(connection)
     wanted = [kind.stream(name).name for name in streams] if streams else None
     runs: list[SyncRun] = []
     changes: dict[str, set[int]] = {}
-    selected = [stream for stream in kind.streams if wanted is None or stream.name in wanted]
+    selected = [
+        stream
+        for stream in kind.streams
+        if (wanted is None or stream.name in wanted) and (reads != "share" or stream.has_share)
+    ]
     analysed: set[type[Any]] = set()
     for index, stream in enumerate(selected):
         stream_seen = seen_ids.setdefault(stream.name, set()) if seen_ids is not None else None
-        run, changed = _sync_stream(connection, stream.name, full, progress, stream_seen)
+        run, changed = _sync_stream(connection, stream.name, full, progress, stream_seen, reads)
         runs.append(run)
         # The stream's own set, not a copy: a first sync's change sets hold every id it stored.
         if stream.entity not in changes:

@@ -7,6 +7,7 @@ import math
 from celery import shared_task
 
 from . import ratelimit
+from .kinds import get_kind
 from .models import Connection, SyncRun
 from .services import SyncAlreadyRunning, sync_connection
 
@@ -20,17 +21,45 @@ def sync_connection_task(connection_id: int, full: bool = False) -> str:
         return f"connection {connection_id} no longer exists"
     if not connection.enabled:
         return f"{connection.slug}: disabled, skipped"
+    # An incremental run reads the changes; a stream's reconciliation share (Procore's rotating projects)
+    # is its own task after it, so the changes are linked and marked without waiting for the share's calls.
+    share = not full and any(stream.has_share for stream in get_kind(connection).streams)
     ratelimit.take_deferral()  # a previous task's, in this process
     try:
         with ratelimit.deferring():
-            runs = sync_connection(connection=connection, full=full)
+            runs = sync_connection(connection=connection, full=full, reads="changes" if share else "both")
     except SyncAlreadyRunning as exc:
         return f"skipped: {exc}"
     wait = ratelimit.take_deferral()
     if wait:
         # The shared budget is spent: come back when it refills instead of sleeping in this slot. The
-        # runs ended partial at their last committed page, so the next one resumes from there.
+        # runs ended partial at their last committed page, so the next one resumes from there (and queues
+        # the share then).
         sync_connection_task.apply_async((connection_id, full), countdown=math.ceil(wait))
+        return f"{summarise(connection, runs)}; rate budget spent, re-queued in {math.ceil(wait)} s"
+    if share:
+        # Once per incremental run, as the share was read before: every project within
+        # project_rotation_runs runs (a day of the schedule by default).
+        reconcile_share_task.delay(connection_id)
+    return summarise(connection, runs)
+
+
+@shared_task(acks_late=True, max_retries=0, ignore_result=True)
+def reconcile_share_task(connection_id: int) -> str:
+    """The reconciliation share of an incremental run (Procore: the projects read least recently, re-read
+    for changes whose webhook was lost), queued by ``sync_connection_task`` after the changes."""
+    connection = Connection.objects.filter(pk=connection_id, enabled=True).first()
+    if connection is None:
+        return f"connection {connection_id} missing or disabled"
+    ratelimit.take_deferral()
+    try:
+        with ratelimit.deferring():
+            runs = sync_connection(connection=connection, reads="share")
+    except SyncAlreadyRunning as exc:
+        return f"skipped: {exc}"  # a full sync reads every project; a later run's share follows
+    wait = ratelimit.take_deferral()
+    if wait:
+        reconcile_share_task.apply_async((connection_id,), countdown=math.ceil(wait))
         return f"{summarise(connection, runs)}; rate budget spent, re-queued in {math.ceil(wait)} s"
     return summarise(connection, runs)
 

@@ -199,6 +199,20 @@ _SCOPES: dict[str, tuple[str, str, str, str]] = {
            UNION ALL SELECT id FROM entities_submittal WHERE vendor_id IS NULL""",
     ),
 }
+# What each whole-table crosswalk statement reads, by change-set key. A sync's linking (``touched`` given)
+# skips a statement none of whose inputs it wrote: its result cannot have moved (a CRM pull cannot move a
+# job's project, a Procore pull a client's owner). ``project_client`` also runs when ``customer_client`` or
+# ``job_project`` moved a row in the same pass; ``owner_user`` reads the users table, which no sync writes,
+# and always runs. Writers other than syncs (webhooks, merges, imports, the id sweep's tombstones) link
+# without ``touched``, or with their own, so a row a killed run stored unlinked is linked by the next
+# publish touching the same entities or by any of those.
+_INPUTS: dict[str, frozenset[str]] = {
+    "client_owner": frozenset({"client", "crm_owner"}),
+    "customer_client": frozenset({"client", "source_object"}),
+    "job_project": frozenset({"project", "source_object"}),
+    "project_client": frozenset({"project", "source_object"}),
+}
+
 # Beyond this many rows a scoped statement is slower than the whole-table one (a first sync, a bulk change):
 # at 10k projects, linking the 234k money rows of a first sync took 7.8 s scoped and 5.1 s whole-table.
 SCOPED_MAX = 20_000
@@ -261,6 +275,11 @@ def link_entities(
         for name, key, sql in _STATEMENTS:
             if name.startswith("document_") and not has_documents:
                 continue
+            if scoped is not None and name in _INPUTS and not _INPUTS[name] & scoped.keys():
+                moved = counts.get("customer_client", 0) + counts.get("job_project", 0)
+                if name != "project_client" or not moved:
+                    counts[name] = 0
+                    continue
             scope, params = "TRUE", None
             if scoped is not None and name in _SCOPES:
                 own, _table, alias, rows = _SCOPES[name]

@@ -348,11 +348,16 @@ class Company:
     def _reorder(self, moved: dict[int, list[tuple[Any, tuple[int, int]]]]) -> None:
         """Bring the cached views up to date after records changed ``updated`` in place (``moved``: by
         ``id(table)``, each record with its key before): what ``changed`` would rebuild, without a sort."""
+        tables = {id(table): table for table in self.tables.values()}
         for table_id, changes in moved.items():
             view = self._views.get(table_id)
             if view is not None:
                 self._views[table_id] = view.moved(changes)
-            self._views.pop(-table_id, None)  # per-project views: regrouped from the view when next asked
+            if self._views.pop(-table_id, None) is not None and table_id in tables:
+                # Per-project views regrouped here, in the write, as an upstream keeps its indexes on write:
+                # left to the next read, every reader of the resource waited under the lock for the regroup
+                # (0.1-0.4 s per per-project list at scale 17, inside a timed incremental sync).
+                self.by_project(tables[table_id])
 
     # ---- writes ------------------------------------------------------------------------------------
 

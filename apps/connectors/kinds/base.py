@@ -52,6 +52,8 @@ Cursor = dict[str, Any]
 # Re-read this much before the saved cursor: records committed upstream slightly out of timestamp order
 # (and the records sharing the cursor's own timestamp) are read again and deduplicated by the upsert.
 LOOKBACK = dt.timedelta(seconds=60)
+# What an incremental run of a stream with a reconciliation share reads (``Stream.reads``).
+READS = ("both", "changes", "share")
 # Never read the last minute: a record being written upstream now may still appear with an earlier timestamp.
 SETTLE = dt.timedelta(seconds=60)
 
@@ -93,6 +95,12 @@ class Stream(ABC):
     # One vendor document holds several entity rows, keyed "<document id>:<line id>" (``explode``): a
     # document read again whole also says which of its lines are gone.
     line_items: ClassVar[bool] = False
+    # A stream whose incremental reads are the changes plus a reconciliation share (Procore's project lists:
+    # a rotating share of projects re-read for changes whose webhook was lost). ``reads``, set per run by
+    # the sync (READS): "both", the changes only (the scheduled incremental), or the share only (its own
+    # reconciliation task, queued after the incremental). Other streams read the changes whatever it says.
+    has_share: ClassVar[bool] = False
+    reads: str = "both"
 
     def __init__(self, kind: ConnectorKind) -> None:
         self.kind = kind

@@ -331,6 +331,98 @@ def test_a_change_without_webhook_or_project_edit_is_read_within_the_rotation(
     assert str(last_project) in _windows(simulator)
 
 
+def test_the_changes_and_the_share_are_read_apart(
+    connections: dict[str, Connection], company: Company, simulator: SimulatorServer
+) -> None:
+    # The scheduled task reads the changes (edited and new projects), then the share as its own task: the
+    # same projects as one run reading both, in two runs.
+    pm = _rotating(connections["pm"], 3)
+    projects = sorted(company.pc_projects)
+    edited = projects[-1]
+    change_record(company, "procore", "project", edited, name="Renamed Upstream")
+    simulator.requests_log.clear()
+
+    [changes] = sync_connection(connection=pm, streams=["change_orders"], reads="changes")
+
+    assert changes.status == "succeeded", changes.error
+    assert _windows(simulator) == [str(edited)]
+    state = StreamState.objects.get(connection=pm, stream="change_orders")
+    listed, fresh = state.cursor["listed"], state.last_success_at
+    simulator.requests_log.clear()
+
+    runs = sync_connection(connection=pm, reads="share")
+
+    assert [r.stream for r in runs] == ["milestones", "change_orders", "submittals"]  # the project lists
+    assert all(r.status == "succeeded" for r in runs), [r.error for r in runs]
+    share_size = math.ceil(len(projects) / 3)
+    assert sorted(_windows(simulator), key=int) == [str(p) for p in projects[:share_size]]
+    assert not [p for _m, p in simulator.requests_log if p.startswith("/rest/v1.0/projects")]  # no listing
+    state.refresh_from_db()
+    # The next incremental lists the projects edited since the changes were read, not since the share was,
+    # and the share does not make the stream's data look fresher than the changes read.
+    assert state.cursor["listed"] == listed and state.last_success_at == fresh
+    assert str(edited) in state.cursor["projects"] and all(
+        str(p) in state.cursor["projects"] for p in projects
+    )
+
+
+def test_the_share_alone_reads_nothing_before_a_first_run(connections: dict[str, Connection]) -> None:
+    [run] = sync_connection(connection=connections["pm"], streams=["change_orders"], reads="share")
+
+    assert run.status == "succeeded" and run.counts["api_calls"] == 0
+    assert not StreamState.objects.get(connection=connections["pm"], stream="change_orders").cursor
+
+
+def test_the_scheduled_task_reads_a_lost_change_within_a_day_of_runs(
+    connections: dict[str, Connection],
+    company: Company,
+    simulator: SimulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Three scheduled runs a day: each task reads the changes and queues the share, which reads a third of
+    # the projects; a change whose webhook was lost, in a project nobody edits, is read by the third run's
+    # share, within the day, as when one run read both.
+    from apps.connectors import tasks
+
+    pm = connections["pm"]
+    pm.schedule = "0 */8 * * *"
+    pm.save()
+    sync_connection(connection=pm)
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.reconcile_share_task, "delay", queued.append)
+    last_project = max(company.pc_projects)
+    target = max(c.id for c in company.pc_change_orders.values() if c.project_id == last_project)
+    change_record(company, "procore", "change_order", target, status="void")
+    read_by: list[str] = []
+
+    for number in (1, 2, 3):
+        tasks.sync_connection_task(pm.pk)
+        if ChangeOrder.objects.get(external_id=str(target)).status == "void":
+            read_by.append(f"changes {number}")
+        assert queued == [pm.pk]  # one share per incremental run, as its own task
+        tasks.reconcile_share_task(queued.pop())
+        if ChangeOrder.objects.get(external_id=str(target)).status == "void":
+            read_by.append(f"share {number}")
+            break
+
+    assert read_by == ["share 3"]
+
+
+def test_a_full_sync_queues_no_share(
+    connections: dict[str, Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apps.connectors import tasks
+
+    queued: list[int] = []
+    monkeypatch.setattr(tasks.reconcile_share_task, "delay", queued.append)
+    tasks.sync_connection_task(connections["pm"].pk, full=True)
+    tasks.sync_connection_task(connections["crm"].pk)  # a kind without a share reads as before
+
+    assert queued == []
+    with pytest.raises(ValueError, match="reads"):
+        sync_connection(connection=connections["pm"], full=True, reads="changes")
+
+
 def test_a_new_project_is_read_on_the_next_incremental_run(
     connections: dict[str, Connection], company: Company, simulator: SimulatorServer
 ) -> None:

@@ -226,3 +226,24 @@ def test_a_sweep_refuses_to_tombstone_most_of_a_stream_unless_the_limit_is_raise
     pm.options = {**pm.options, "reconcile_max_fraction": 1.0}
     [forced] = connection_reconcile(connection=pm, streams=["milestones"])
     assert forced.tombstoned == int(len(milestones) * 0.6) and not forced.error
+
+
+def test_the_sweep_links_around_its_tombstones_at_once(
+    connections: dict[str, Connection], company: Company
+) -> None:
+    # A job linked to a project deleted upstream loses the link with the sweep itself: a later sync's
+    # linking runs only the crosswalk statements its own writes can move (a pull with no project change
+    # would not look at jobs).
+    from apps.entities.models import SourceObject
+
+    pm, accounting = connections["pm"], connections["accounting"]
+    sync_connection(connection=pm)
+    sync_connection(connection=accounting)
+    job = SourceObject.objects.filter(object_type="job", project__isnull=False).order_by("pk").first()
+    assert job is not None and job.project is not None
+    company.delete("procore", "project", int(job.project.external_id))
+
+    [result] = connection_reconcile(connection=pm, streams=["projects"])
+
+    job.refresh_from_db()
+    assert result.tombstoned == 1 and job.project is None

@@ -236,3 +236,30 @@ def test_a_large_change_set_links_the_whole_table(world: World, monkeypatch: pyt
 
     refreshed(change_order)
     assert change_order.project == world.by_ref and counts["change_order_project"] == 1
+
+
+def test_a_sync_pass_skips_crosswalk_statements_its_writes_cannot_move(world: World) -> None:
+    # Only a Procore pull's writes (a change order): a client's owner, a customer's client and a job's
+    # project read none of them, so their whole-table statements do not run; the owner's login (the users
+    # table, which no sync writes) is still looked for. Anything a pull can move is linked as before.
+    user = UserFactory(email="maria.chen@example.test")
+    change_order = world.objects["change_order"]
+
+    counts = link_entities(touched={"change_order": {change_order.pk}})
+
+    refreshed(world.client, world.customer, world.job, world.owner, change_order)
+    assert world.client.owner is None and world.customer.client is None and world.job.project is None
+    assert counts["client_owner"] == counts["customer_client"] == counts["job_project"] == 0
+    assert counts["project_client"] == 0
+    assert world.owner.user == user and change_order.project == world.by_number
+
+    # What each statement reads, written: the crosswalk follows (a job's project moves its project's client).
+    crm = link_entities(touched={"client": {world.client.pk}})
+    accounting = link_entities(touched={"source_object": {world.job.pk}})
+
+    refreshed(world.client, world.customer, world.job, world.by_ref)
+    assert crm["client_owner"] == 1 and world.client.owner == world.owner
+    assert crm["customer_client"] == 1 and world.customer.client == world.client
+    assert crm["job_project"] == 0 and accounting["job_project"] == 2
+    assert world.job.project == world.by_ref and world.by_ref.client == world.client
+    assert set(link_entities().values()) == {0}  # nothing left for the full pass

@@ -21,7 +21,9 @@ def test_many_unlinked_rows_are_linked_by_the_whole_table_statement(
     world: World,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A first sync: the money arrived before the projects, so every line is still unlinked.
+    # A first sync: the money arrived before the projects, so every line is still unlinked (the jobs were
+    # linked when the projects came).
+    link_entities()
     FinancialLine.objects.update(project=None)
     unlinked = FinancialLine.objects.filter(job_ref__gt="").count()
     assert unlinked >= 2
@@ -38,6 +40,7 @@ def test_many_unlinked_rows_are_linked_by_the_whole_table_statement(
 
 
 def test_few_unlinked_rows_are_linked_by_the_scoped_statement(world: World) -> None:  # noqa: F811
+    link_entities()
     FinancialLine.objects.update(project=None)
 
     with CaptureQueriesContext(connection) as queries:

@@ -48,3 +48,19 @@ def test_a_mutation_keeps_the_views_of_tables_it_did_not_touch() -> None:
         assert company.view(company.tables[name]) is before[name]  # not rebuilt
     for name in touched:
         assert company.view(company.tables[name]).records == _fresh(company, company.tables[name])
+
+
+def test_a_mutation_regroups_the_per_project_views_it_moved_at_once() -> None:
+    # The first per-project read after a change finds its grouping made (readers do not regroup it under
+    # the lock), and it is what a fresh grouping gives.
+    company = make_company(scale=0.3)
+    _warm(company)
+    table = company.pc_change_orders
+
+    company.mutate(fraction=0.05, seed=4)
+
+    grouped = company._views.get(-id(table))
+    assert grouped is not None
+    fresh = _fresh(company, table)
+    for pid, view in grouped.items():
+        assert view.records == [r for r in fresh if r.project_id == pid]

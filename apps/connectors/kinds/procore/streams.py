@@ -27,7 +27,9 @@ edited projects), plus a rotating share — the ``1 / options.project_rotation_r
 recently, by default a day of the connection's schedule (``rotation_runs``) — and relies on webhooks
 between. A change whose webhook was lost, in a project not edited, is read at the latest
 ``project_rotation_runs`` runs later: within Procore's one-day webhook retry (docs/vendors/procore.md,
-"Which projects a run reads"). A full sync reads every project.
+"Which projects a run reads"). A full sync reads every project. The scheduled task reads the two apart
+(``Stream.reads``): the incremental the edited and new projects, then the share as its own reconciliation
+task (``reconcile_share_task``), so what a change waits for is not the share's calls.
 """
 
 from __future__ import annotations
@@ -249,9 +251,10 @@ def _by_number(pid: str) -> tuple[int, str]:
 def project_cursor(cursor: Cursor) -> tuple[dt.datetime | None, dict[str, str]]:
     """(where projects without a cursor of their own start, each project's cursor) from a saved cursor.
 
-    Our cursor is ``{"updated_at": <run start>, "id": <page number>, "floor": iso | None, "projects":
-    {project id: iso}}``. A cursor without ``projects`` (a "Resync from date", or one saved before the
-    per-project reads) means: every project from its ``updated_at``.
+    Our cursor is ``{"updated_at": <run start>, "id": <page number>, "listed": <start of the last run that
+    listed edited projects>, "floor": iso | None, "projects": {project id: iso}}``. A cursor without
+    ``projects`` (a "Resync from date", or one saved before the per-project reads) means: every project
+    from its ``updated_at``.
     """
     if "projects" in cursor:
         floor = cursor.get("floor")
@@ -261,8 +264,21 @@ def project_cursor(cursor: Cursor) -> tuple[dt.datetime | None, dict[str, str]]:
     return (start + LOOKBACK if start else None), {}
 
 
+def listed_since(cursor: Cursor) -> str:
+    """The start of the last run that listed edited projects (``listed``; before the reconciliation share
+    had its own runs, every run's start, ``updated_at``)."""
+    return str(cursor.get("listed") or cursor.get("updated_at") or "")
+
+
 class ProjectList(ProcoreStream):
-    """A project-scoped list, read per project with its own window and cursor, in pages of ``PER_PAGE``."""
+    """A project-scoped list, read per project with its own window and cursor, in pages of ``PER_PAGE``.
+
+    ``reads`` (set per run by the sync): "both" reads the edited and new projects and the rotating share,
+    "changes" the edited and new ones only (the scheduled incremental), "share" the rotating share only
+    (its own reconciliation task, queued after each scheduled incremental run).
+    """
+
+    has_share = True
 
     def path(self, project_id: str) -> str:
         raise NotImplementedError
@@ -300,12 +316,15 @@ class ProjectList(ProcoreStream):
         ``ceil(known / project_rotation_runs)`` of the others. Projects gone upstream stay known until a
         full sync lists them no more, or their list answers 404 (``pages`` drops them).
         """
-        previous = cursor_start(cursor, False)
-        since = (previous - self.kind.settle()) if previous else None
-        changed = set(self.project_ids(client, (since, started)) if since else [])
-        known = sorted(set(saved) | changed, key=_by_number)
-        due = changed | {pid for pid in known if not saved.get(pid)}  # new, or listed but never read
-        share = math.ceil(len(known) / rotation_runs(self.kind))
+        if self.reads == "share":  # the reconciliation task: the share only, no listing of edited projects
+            known, due = sorted(saved, key=_by_number), set()
+        else:
+            previous = cursor_start({"updated_at": listed_since(cursor)}, False)
+            since = (previous - self.kind.settle()) if previous else None
+            changed = set(self.project_ids(client, (since, started)) if since else [])
+            known = sorted(set(saved) | changed, key=_by_number)
+            due = changed | {pid for pid in known if not saved.get(pid)}  # new, or listed but never read
+        share = 0 if self.reads == "changes" else math.ceil(len(known) / rotation_runs(self.kind))
         others = sorted((pid for pid in known if pid not in due), key=lambda p: (saved[p], _by_number(p)))
         return known, sorted(due | set(others[:share]), key=_by_number)
 
@@ -314,8 +333,13 @@ class ProjectList(ProcoreStream):
         done = make_cursor(started - self.kind.settle(), "")["updated_at"]
         floor, saved = (None, {}) if full else project_cursor(cursor)
         per_page = _per_page(self.kind)
+        # When edited projects were last listed: this run's start, unless it lists none (the share alone).
+        listed = started.isoformat()
         if saved:
             known, projects = self.chosen(client, cursor, saved, started)
+            listed = listed_since(cursor) if self.reads == "share" else listed
+        elif self.reads == "share" and not full:
+            return  # nothing read per project yet: the incremental reads every project first
         else:  # a full sync, a first run or a "Resync from date": every project listed
             known = projects = self.project_ids(client)
         # Projects no longer listed drop out of the cursor; the others keep theirs until read again, and
@@ -326,9 +350,11 @@ class ProjectList(ProcoreStream):
         def page_cursor() -> Cursor:
             # "updated_at" is the run's start and "id" the page number: each page's cursor sorts after the
             # saved one and after the page before (the sync keeps the greatest cursor it is given).
+            # "listed": where the next run's listing of edited projects starts (the share alone lists none).
             return {
                 "updated_at": started.isoformat(),
                 "id": f"{pages:09d}",
+                "listed": listed,
                 "floor": floor.isoformat() if floor else None,
                 "projects": dict(state),
             }
