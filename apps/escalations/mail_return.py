@@ -77,7 +77,7 @@ def watch() -> bool:
         if not _redis().set(KEY, repr(started), nx=True, px=_guard_ms(PROBE_MIN)):
             return False
         probe_mail_server.apply_async((started,), countdown=PROBE_MIN)
-    except (RedisError, OSError):
+    except Exception:  # Redis or the broker down: the outbox's own backoff and sweep retry the rows
         logger.warning("could not start the mail server probe; the outbox's backoff retries", exc_info=True)
         return False
     return True

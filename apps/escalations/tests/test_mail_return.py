@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from apps.escalations import delivery, mail_return, tasks
 from apps.escalations.actions.email import UNREACHABLE
@@ -124,6 +125,19 @@ def test_the_outbox_sweep_starts_a_probe_when_emails_wait_and_none_watches(
     mail_return._forget()
     assert tasks.deliver_due() == "0 due, 0 handed to writeback"  # nothing waits: no probe
     assert len(probes) == 2
+
+
+def test_a_broker_that_is_down_costs_the_probe_not_the_chunk(
+    smtp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("broker down")  # kombu's: not an OSError
+
+    monkeypatch.setattr(tasks.probe_mail_server, "apply_async", down)
+    mail_return._forget()
+    [row] = _emails(1)
+    smtp.stop()
+    assert tasks.deliver_many([row.pk]) == "1 rows: 1 failed"  # recorded; its backoff retries it
 
 
 def test_a_refused_login_is_the_emails_failure_not_an_outage(
