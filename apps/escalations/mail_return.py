@@ -108,11 +108,11 @@ def probe(started: float) -> str:
     from .tasks import probe_mail_server
 
     if not waiting().exists():
-        _forget()
+        forget()
         return "no email waits on the mail server"
     if server_answers():
         released = release()
-        _forget()
+        forget()
         return f"mail server back after {time.time() - started:.1f} s: {len(released)} emails released"
     interval = probe_interval(time.time() - started)
     with suppress(RedisError, OSError):
@@ -135,6 +135,6 @@ def release() -> list[int]:
     return ids
 
 
-def _forget() -> None:
+def forget() -> None:
     with suppress(RedisError, OSError):
         _redis().delete(KEY)

@@ -177,7 +177,7 @@ class _TimedMailbox:
 def stoppable_smtp():
     from apps.escalations import mail_return
 
-    mail_return._forget()  # an earlier test's outage probe: this test's outage starts its own
+    mail_return.forget()  # an earlier test's outage probe: this test's outage starts its own
     smtp = StoppableSmtp()
     smtp.start()
     yield smtp

@@ -99,7 +99,7 @@ def _endpoint(slug: str) -> Endpoint | None:
 
 
 @receiver([post_save, post_delete], sender=Connection, dispatch_uid="webhooks-forget-endpoints")
-def _forget_endpoints(**kwargs: Any) -> None:
+def forget_endpoints(**kwargs: Any) -> None:
     _endpoints.clear()
 
 

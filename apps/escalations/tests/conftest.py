@@ -83,4 +83,4 @@ def smtp(settings):
     server.start()
     yield server
     server.stop()
-    mail_return._forget()  # an outage's probe key, so the next test's outage starts its own
+    mail_return.forget()  # an outage's probe key, so the next test's outage starts its own

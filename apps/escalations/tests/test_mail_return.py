@@ -28,9 +28,9 @@ def probes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], float
     monkeypatch.setattr(
         tasks.probe_mail_server, "apply_async", lambda args, countdown: queued.append((args, countdown))
     )
-    mail_return._forget()
+    mail_return.forget()
     yield queued
-    mail_return._forget()
+    mail_return.forget()
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_a_lost_probe_lets_the_next_failure_start_another(smtp: Any, probes: lis
     smtp.stop()
     tasks.deliver_many([rows[0].pk])
     assert len(probes) == 1
-    mail_return._forget()  # the key lapses: the worker holding the probe's message was killed
+    mail_return.forget()  # the key lapses: the worker holding the probe's message was killed
     tasks.deliver_many([rows[1].pk])
     assert len(probes) == 2
 
@@ -118,11 +118,11 @@ def test_the_outbox_sweep_starts_a_probe_when_emails_wait_and_none_watches(
     tasks.deliver_many([row.pk])
     assert len(probes) == 1
     assert tasks.deliver_due() == "0 due, 0 handed to writeback"  # the probe's key still holds
-    mail_return._forget()
+    mail_return.forget()
     assert tasks.deliver_due() == "0 due, 0 handed to writeback, mail server probe started"
     assert len(probes) == 2
     Delivery.objects.filter(pk=row.pk).update(state=Delivery.State.DELIVERED)
-    mail_return._forget()
+    mail_return.forget()
     assert tasks.deliver_due() == "0 due, 0 handed to writeback"  # nothing waits: no probe
     assert len(probes) == 2
 
@@ -134,7 +134,7 @@ def test_a_broker_that_is_down_costs_the_probe_not_the_chunk(
         raise OperationalError("broker down")  # kombu's: not an OSError
 
     monkeypatch.setattr(tasks.probe_mail_server, "apply_async", down)
-    mail_return._forget()
+    mail_return.forget()
     [row] = _emails(1)
     smtp.stop()
     assert tasks.deliver_many([row.pk]) == "1 rows: 1 failed"  # recorded; its backoff retries it

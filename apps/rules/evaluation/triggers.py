@@ -285,7 +285,9 @@ def flush_soon(since: dt.datetime | None = None) -> None:
 def flush_scheduled_clear() -> None:
     """A flush is starting: later marks must schedule another one (it may not see their rows)."""
     with contextlib.suppress(RedisError):
-        _redis().delete(_FLUSH_KEY, _FLUSH_NOW_KEY)
+        # Not the immediate flushes' guard: a flush starting would let the next held-up batch queue
+        # another at once, and under a backlog the quarter-window limit would never hold.
+        _redis().delete(_FLUSH_KEY)
 
 
 def _redis() -> redis.Redis:

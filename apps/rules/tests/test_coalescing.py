@@ -104,6 +104,10 @@ def test_a_change_that_waited_its_window_before_it_was_stored_is_flushed_at_once
     triggers.flush_soon(since=long_ago)
     triggers.flush_soon(since=long_ago)  # a second at the same moment: the flush just queued takes it
     assert scheduled_flushes == [window, 0.0]
+    triggers.flush_scheduled_clear()  # the scheduled flush starts: the next change schedules the next one
+    triggers.flush_soon(since=long_ago)
+    triggers.flush_soon(since=long_ago)  # ... but the quarter-window limit on immediate ones still holds
+    assert scheduled_flushes == [window, 0.0, 0.0]
 
 
 def test_a_change_that_arrived_part_of_a_window_ago_waits_only_the_rest(
