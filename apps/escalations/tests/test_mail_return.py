@@ -155,7 +155,7 @@ def test_a_refused_login_is_the_emails_failure_not_an_outage(
 
 
 @pytest.mark.parametrize(
-    ("down_for", "interval"), [(0.0, 0.25), (4.0, 0.25), (60.0, 3.0), (200.0, 10.0), (3600.0, 10.0)]
+    ("down_for", "interval"), [(0.0, 0.1), (1.0, 0.1), (4.0, 0.2), (60.0, 3.0), (200.0, 10.0), (3600.0, 10.0)]
 )
 def test_the_probe_looks_more_rarely_as_an_outage_lasts(down_for: float, interval: float) -> None:
     assert mail_return.probe_interval(down_for) == pytest.approx(interval)
