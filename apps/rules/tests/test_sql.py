@@ -15,7 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -460,6 +461,58 @@ def test_null_fact_is_insufficient_data_and_is_null_answers_from_presence():
     assert batch_outcomes({"all": [small, margin_lt]}, "change_order", now=NOW) == {co.pk: "not_matched"}
     assert batch_outcomes({"any": [{"not": small}, margin_lt]}, "change_order", now=NOW) == {co.pk: "matched"}
     assert batch_outcomes({"not": margin_lt}, "change_order", now=NOW) == {co.pk: "insufficient_data"}
+
+
+def test_one_rule_names_the_subjects_its_filter_leaves_out():
+    """One rule's query keeps only the rows where no top-level conjunct is FALSE (``IS NOT FALSE`` per
+    conjunct, so PostgreSQL drops subjects before the later joins) and takes every subject from a second
+    read of the facts: a subject left out is not matched, an unknown conjunct beside a FALSE one is not
+    matched, and the outcomes are those of the several-rule query, which reads every row."""
+    streams({"change_order": dt.timedelta(minutes=5), "project": dt.timedelta(hours=3)})
+    unknown = one_co()  # no invoices: margin unknown; renewal in 30 days
+    small = one_co()
+    small.amount = Decimal("100.00")  # amount FALSE beside an unknown margin: not matched
+    small.save()
+    matched = one_co()
+    FinancialLineFactory(project=matched.project, kind="invoice", amount=Decimal("1000.00"))
+    FinancialLineFactory(project=matched.project, kind="bill", amount=Decimal("950.00"))  # margin 5
+    spec_rule = {"all": [
+        {"fact": "change_order.amount", "op": "gte", "value": 50000},
+        {"fact": "project.margin_pct", "op": "lt", "value": 12},
+        {"any": [{"fact": "client.missed_last_milestone", "op": "is", "value": True},
+                 {"fact": "client.days_to_renewal", "op": "lte", "value": 60}]},
+    ]}  # fmt: skip
+    expected = {unknown.pk: "insufficient_data", small.pk: "not_matched", matched.pk: "matched"}
+    with CaptureQueriesContext(connection) as queries:
+        got = batch_outcomes(spec_rule, "change_order", now=NOW)
+    assert got == expected and list(got) == sorted(expected)
+    [query] = queries.captured_queries
+    assert query["sql"].count("IS NOT FALSE") == 3
+    rule = RuleQuery(spec_rule, "change_order")
+    assert batch_outcomes_many([rule, rule], "change_order", now=NOW) == [expected, expected]
+    assert batch_outcomes(spec_rule, "change_order", [small.pk, unknown.pk], NOW) == {
+        unknown.pk: "insufficient_data",
+        small.pk: "not_matched",
+    }
+    # A stale fact is unknown in the filter too; a top-level ``not`` or ``any`` is one conjunct.
+    stale = batch_outcomes(spec_rule, "change_order", now=NOW, max_age=dt.timedelta(hours=1))
+    assert stale == {
+        unknown.pk: "insufficient_data",
+        small.pk: "not_matched",
+        matched.pk: "insufficient_data",
+    }
+    negated = {"not": spec_rule}
+    assert batch_outcomes(negated, "change_order", now=NOW) == {
+        unknown.pk: "insufficient_data",
+        small.pk: "matched",
+        matched.pk: "not_matched",
+    }
+    for tree in (negated, spec_rule["all"][2], {"any": spec_rule["all"][:2]}):
+        one = batch_outcomes(tree, "change_order", now=NOW)
+        assert [one, one] == batch_outcomes_many(
+            [RuleQuery(tree, "change_order")] * 2, "change_order", now=NOW
+        )
+        assert one == python_outcomes(tree, None)
 
 
 def test_stale_facts_are_unknown_even_for_is_null():
