@@ -426,12 +426,15 @@ def decisions_record(
     now: dt.datetime,
     report: EvaluationReport,
     links: Links,
+    opening: dict[tuple[int, int], int] | None = None,
     pairs: dict[int, frozenset[int]] | None = None,
 ) -> Recorded:
     """Store every decision of the batch (one COPY) and the states' changed outcomes.
 
     A match in ``links`` is filed under that escalation with that reason; the other acting matches come
-    back ``unlinked``. Decision records only: what an escalation does with them is the caller's."""
+    back ``unlinked``, each stored pointing at the escalation id ``opening`` gives for it, if any (the
+    id the caller will open it under; no reason yet). Decision records only: what an escalation does
+    with them is the caller's."""
     subject_type, evaluated, states, suppressed = (
         decided.subject_type,
         decided.evaluated,
@@ -511,6 +514,8 @@ def decisions_record(
                         decision.escalation_id, decision.suppressed = link
                         linked[key] = decision
                     elif key in acting:
+                        if opening:
+                            decision.escalation_id = opening.get(key)
                         unlinked.append((version, context, evaluation, decision))
                     copy.write_row(
                         (pk, version.pk, subject_type, context.subject_id, outcome, trigger, now,
