@@ -229,30 +229,3 @@ def test_snapshots_hold_the_values_in_the_order_of_the_runs_sorted_fact_names_an
     ContextSnapshot.objects.filter(pk=snapshot.pk).update(values=as_object)
     values, _ages = context_from_snapshot(dict(stored_contexts("change_order"))[three["quiet"].pk])
     assert values == context.values
-
-
-def test_a_snapshot_stored_by_another_run_since_the_read_is_kept_and_the_others_are_stored(three):
-    """The snapshots go in with a plain INSERT; one another transaction stored after this run read the
-    stored ones (a concurrent run) fails it as a whole, and the same rows go in again skipping it."""
-    other = EvaluationRun.objects.create(
-        subject_type="change_order", trigger="schedule", evaluated_at=timezone.now()
-    )
-    raced = []
-
-    def another_run_first(execute, sql, params, many, context):
-        if sql.startswith("INSERT INTO rules_contextsnapshot"):
-            raced.append(sql)
-        done = execute(sql, params, many, context)
-        if sql.startswith("SELECT subject_id FROM rules_contextsnapshot"):  # the run read what is stored
-            ContextSnapshot.objects.create(
-                run=other, subject_type="change_order", subject_id=three["match"].pk, values=["theirs"]
-            )
-        return done
-
-    with transaction.atomic(), connection.execute_wrapper(another_run_first):
-        full_run()
-    run = bulk_runs().exclude(pk=other.pk).get()
-    assert len(raced) == 2 and "ON CONFLICT" not in raced[0] and "ON CONFLICT" in raced[1]
-    stored = dict(ContextSnapshot.objects.values_list("subject_id", "run_id"))
-    assert stored == {three["match"].pk: other.pk, three["quiet"].pk: run.pk, three["unknown"].pk: run.pk}
-    assert ContextSnapshot.objects.get(subject_id=three["match"].pk).values == ["theirs"]
