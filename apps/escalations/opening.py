@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import audit_append_many
-from apps.bulk import array_literal
+from apps.bulk import array_literal, reserve_ids
 from apps.rules.engine.durations import parse_duration
 from apps.rules.evaluation.services import state_cooldowns
 
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 OPENED, REFIRED_RESULT, COOLDOWN = "opened", "refired", "cooldown"
 
 _CLAIM_FIELDS = {
+    "id": "bigint",
     "rule_id": "bigint",
     "rule_version_id": "bigint",
     "subject_id": "bigint",
@@ -100,7 +101,11 @@ def escalations_fire(*, subject_type: str, fired: Sequence[Fired], now: dt.datet
 
 @transaction.atomic
 def escalations_open(
-    *, subject_type: str, fired: Sequence[Fired], now: dt.datetime
+    *,
+    subject_type: str,
+    fired: Sequence[Fired],
+    now: dt.datetime,
+    reserved: Mapping[tuple[int, int], int] | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Open an escalation for each match, or bump the open one; per match: opened / refired / cooldown,
     and the audit entries (actor ``system:rules``), unrecorded.
@@ -112,15 +117,25 @@ def escalations_open(
     The entries are for the caller to append at the end of its transaction: the chain's lock is held
     until commit, so a transaction that took it and then waited for a row lock (a state, an open
     escalation, a claim) could deadlock with the holder of that row waiting for the chain.
+
+    ``reserved``: the id drawn for the escalation of a (rule, subject), which its decision was stored
+    pointing at (the pipeline stores a batch's decisions before opening: the foreign key is checked at
+    commit). A claim that wins opens the escalation under that id, and its decision needs no update; a
+    match held in cooldown, or whose claim another transaction won, has its decision corrected like any
+    other stored decision whose escalation or reason changed here.
     """
     results = [""] * len(fired)
     opened: dict[int, Escalation] = {}
     pending = list(range(len(fired)))
+    # What the stored decisions say now: only those that change here are written again.
+    stored = [decision for *_, decision in fired if decision.pk is not None and not decision._state.adding]
+    as_stored = {id(decision): (decision.escalation_id, decision.suppressed) for decision in stored}
+    ids = dict(reserved or {})
     while pending:
-        pending = _round(subject_type, fired, pending, now, results, opened)
+        pending = _round(subject_type, fired, pending, now, results, opened, ids)
     order = sorted(opened)
     entries = _after_opening(subject_type, [(fired[i], opened[i]) for i in order], now)
-    _store_decisions([decision for *_, decision in fired])
+    _store_decisions([d for d in stored if (d.escalation_id, d.suppressed) != as_stored[id(d)]])
     return results, entries
 
 
@@ -131,10 +146,11 @@ def _round(
     now: dt.datetime,
     results: list[str],
     opened: dict[int, Escalation],
+    reserved: dict[tuple[int, int], int],
 ) -> list[int]:
     """One pass over the pending matches: re-fire those with an open escalation, hold those in
-    cooldown, claim the rest. Returns the matches to look at again: a claim another transaction won,
-    a second match of the same (rule, subject)."""
+    cooldown, claim the rest (under the id ``reserved`` for the pair, used once). Returns the matches
+    to look at again: a claim another transaction won, a second match of the same (rule, subject)."""
     # The open ones are re-fired and stay locked until commit, as in the batch path's re-fire.
     rest = escalations_refire(subject_type=subject_type, fired=[fired[i] for i in pending], now=now)
     unopened = {id(decision) for *_, decision in rest}
@@ -156,6 +172,7 @@ def _round(
         until = cooldowns.get(key)
         if until and until > now:
             decision.suppressed = f"cooldown until {timezone.localtime(until):%Y-%m-%d %H:%M %Z}"
+            decision.escalation = None  # none opens (its decision may point at the id reserved for it)
             results[i] = COOLDOWN
         elif key in seen:
             again.append(i)  # the first match of the pair opens it; this one re-fires it next round
@@ -171,6 +188,7 @@ def _round(
         label, project, client = parties[context.subject_id]
         escalations.append(
             Escalation(
+                id=reserved.pop((version.rule_id, context.subject_id), None),
                 rule_id=version.rule_id,
                 rule_version=version,
                 subject_type=subject_type,
@@ -235,10 +253,9 @@ def _after_opening(
     return entries
 
 
-def _store_decisions(decisions: list[Decision]) -> None:
-    """Write the escalation and suppression reason of decisions already stored (the batch path stores
+def _store_decisions(stored: list[Decision]) -> None:
+    """Write the escalation and suppression reason of these stored decisions (the batch path stores
     them before opening; a decision not stored yet carries them into its INSERT)."""
-    stored = [d for d in decisions if d.pk is not None and not d._state.adding]
     if not stored:
         return
     with connection.cursor() as cursor:
@@ -262,16 +279,21 @@ def _cooldowns(subject_type: str, items: Sequence[Fired]) -> dict[tuple[int, int
 def _claim(
     subject_type: str, escalations: list[Escalation], decisions: list[Decision], now: dt.datetime
 ) -> None:
-    """Insert the escalations nobody opened meanwhile and set their primary keys (None: lost).
+    """Insert the escalations nobody opened meanwhile and set their primary keys (None: lost). Each
+    goes in under its own id if it has one (reserved by the caller), else under one drawn here.
 
     Their summary and evidence are their decisions', which must be stored: the instances leave the
     evidence deferred (read from the row if asked for), as the database built it."""
     if any(decision.pk is None or decision._state.adding for decision in decisions):
         raise ValueError("an escalation's evidence is read from its decision: store the decisions first")
+    unnumbered = [e for e in escalations if e.pk is None]
+    for e, pk in zip(unnumbered, reserve_ids(Escalation._meta.db_table, len(unnumbered)), strict=True):
+        e.pk = pk
     rows: list[dict[str, Any]] = []
     for position, (e, decision) in enumerate(zip(escalations, decisions, strict=True)):
         rows.append(
             {
+                "id": e.pk,
                 "rule_id": e.rule_id,
                 "rule_version_id": e.rule_version_id,
                 "subject_id": e.subject_id,
@@ -293,11 +315,11 @@ def _claim(
     document = json.dumps(rows, cls=DjangoJSONEncoder)
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM, {"subject_type": subject_type, "now": now, "rows": document})
-        ids = {(rule_id, subject_id): pk for pk, rule_id, subject_id in cursor.fetchall()}
+        ids = {pk for pk, _rule_id, _subject_id in cursor.fetchall()}
     for e in escalations:
-        pk = ids.get((e.rule_id, e.subject_id))
-        if pk is not None:
-            e.pk = pk
+        if e.pk not in ids:
+            e.pk = None  # lost: its id stays unused
+        else:
             e._state.adding, e._state.db = False, connection.alias
             for name in ("evidence", "opened_evidence"):
                 e.__dict__.pop(name, None)  # deferred: Django reads a missing attribute from the row

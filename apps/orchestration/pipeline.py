@@ -35,7 +35,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.services import audit_append_many
-from apps.bulk import fewer_collections
+from apps.bulk import fewer_collections, reserve_ids
+from apps.escalations.models import Escalation
 from apps.escalations.opening import escalations_open
 from apps.escalations.refire import REFIRED, open_escalations, refires_write
 from apps.escalations.services import escalation_auto_resolve
@@ -156,12 +157,19 @@ def batch_run(
     # The open escalations the acting matches re-fire are locked before any decision is written, so
     # every decision, matches included, streams into one COPY pointing at its escalation.
     open_now = open_escalations(subject_type, decided.acting, lock=True)
+    # The other acting matches are to open escalations: their ids are drawn now, in the order opening
+    # claims them, so their decisions go into the same COPY pointing at them (the foreign key is checked
+    # at commit) instead of being updated once the escalations exist. Opening corrects the few it does
+    # not open under that id (a cooldown, a claim another transaction won).
+    to_open = [key for key in dict.fromkeys(decided.acting) if key not in open_now]
+    reserved = dict(zip(to_open, reserve_ids(Escalation._meta.db_table, len(to_open)), strict=True))
     recorded = decisions_record(
         decided,
         trigger=trigger,
         now=now,
         report=report,
         links={key: (escalation.pk, REFIRED) for key, escalation in open_now.items()},
+        opening=reserved,
         pairs=pairs,
     )
     # Act: re-fire (the decisions are stored now), open, auto-resolve.
@@ -170,7 +178,9 @@ def batch_run(
     report.escalations_refired += len(refired)
     audit = recorded.audit
     if recorded.unlinked:
-        results, entries = escalations_open(subject_type=subject_type, fired=recorded.unlinked, now=now)
+        results, entries = escalations_open(
+            subject_type=subject_type, fired=recorded.unlinked, now=now, reserved=reserved
+        )
         audit += entries
         for result in results:
             if result == "opened":

@@ -78,4 +78,7 @@ def escalations_wipe() -> None:
         cursor.execute("ALTER TABLE escalations_escalationevent DISABLE TRIGGER escalation_event_append_only")
         cursor.execute("DELETE FROM escalations_escalationevent")
         cursor.execute("ALTER TABLE escalations_escalationevent ENABLE TRIGGER escalation_event_append_only")
+        # Back to the schema's own timing for the rest of the test (every deferrable constraint is
+        # INITIALLY DEFERRED): the pipeline stores decisions pointing at escalations it inserts later.
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
     Escalation.objects.all().delete()

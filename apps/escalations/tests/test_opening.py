@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.accounts.roles import EXECUTIVES
 from apps.audit.models import AuditEntry
+from apps.bulk import reserve_ids
 from apps.connectors.models import StreamState
 from apps.entities.models import SourceObject
 from apps.escalations import opening
@@ -440,6 +441,116 @@ def test_an_unstored_decision_cannot_open_or_refire(settings):
             )
     assert Escalation.objects.filter(subject_id=ids[0]).count() == 0
     assert Escalation.objects.get(subject_id=ids[3]).fire_count == 1
+
+
+def _reserved_match(now: dt.datetime) -> tuple[Any, Any, Any, Decision, int]:
+    """A match stored as the pipeline stores it: pointing at the escalation id reserved for it."""
+    ids = _world(now)[:1]
+    version = next(v for v in live_versions("change_order") if v.rule.key == "exec-rule")
+    [context] = list(compute_contexts("change_order", ids, now=now))
+    evaluated = _compiled_for(version)[0].evaluate(context.values, ages=context.ages)
+    [reserved] = reserve_ids(Escalation._meta.db_table, 1)
+    decision = _stored_decision(version, context, evaluated)
+    Decision.objects.filter(pk=decision.pk).update(escalation_id=reserved)
+    decision.escalation_id = reserved
+    return version, context, evaluated, decision, reserved
+
+
+def _open_reserved(
+    version: Any, context: Any, evaluated: Any, decision: Decision, reserved: int
+) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        results, _entries = opening.escalations_open(
+            subject_type="change_order",
+            fired=[(version, context, evaluated, decision)],
+            now=timezone.now(),
+            reserved={(version.rule_id, context.subject_id): reserved},
+        )
+    updates = [q["sql"] for q in queries if q["sql"].lstrip().startswith("UPDATE rules_decision")]
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # every pending foreign key holds
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+    return [*results, *(["decision updated"] if updates else [])]
+
+
+def test_a_match_opens_under_its_reserved_id_and_its_decision_is_not_written_again(settings):
+    version, context, evaluated, decision, reserved = _reserved_match(timezone.now())
+    assert _open_reserved(version, context, evaluated, decision, reserved) == ["opened"]
+    escalation = Escalation.objects.get(pk=reserved)
+    assert (escalation.rule_id, escalation.subject_id) == (version.rule_id, context.subject_id)
+    assert escalation.events.filter(kind="opened").count() == 1
+    decision.refresh_from_db()
+    assert decision.escalation_id == reserved and decision.suppressed == ""
+
+
+def test_a_reserved_match_whose_claim_is_lost_points_at_the_winner_and_its_id_stays_unused(
+    monkeypatch, settings
+):
+    now = timezone.now()
+    version, context, evaluated, decision, reserved = _reserved_match(now)
+    winner = Escalation.objects.create(
+        rule=version.rule,
+        rule_version=version,
+        subject_type="change_order",
+        subject_id=context.subject_id,
+        subject_label="the winner",
+        route="executive",
+        severity="high",
+        priority=10,
+        summary="won",
+        evidence={},
+        opened_at=now,
+        last_fired_at=now,
+    )
+    real_refire = opening.escalations_refire
+    calls = []
+
+    def blind_first_look(**kwargs: Any) -> Any:
+        calls.append(1)
+        return list(kwargs["fired"]) if len(calls) == 1 else real_refire(**kwargs)
+
+    monkeypatch.setattr(opening, "escalations_refire", blind_first_look)
+    results = _open_reserved(version, context, evaluated, decision, reserved)
+    assert results == ["refired", "decision updated"] and len(calls) == 2
+    assert not Escalation.objects.filter(pk=reserved).exists()
+    decision.refresh_from_db()
+    assert decision.escalation_id == winner.pk and decision.suppressed == "already open: re-fire counted"
+
+
+def test_a_reserved_match_held_in_cooldown_points_at_no_escalation(settings):
+    now = timezone.now()
+    version, context, evaluated, decision, reserved = _reserved_match(now)
+    SubjectState.objects.update_or_create(
+        rule=version.rule,
+        subject_type="change_order",
+        subject_id=context.subject_id,
+        defaults={
+            "last_outcome": "matched",
+            "last_evaluated_at": now,
+            "cooldown_until": now + dt.timedelta(days=1),
+        },
+    )
+    assert _open_reserved(version, context, evaluated, decision, reserved) == ["cooldown", "decision updated"]
+    assert not Escalation.objects.filter(pk=reserved).exists()
+    decision.refresh_from_db()
+    assert decision.escalation_id is None and decision.suppressed.startswith("cooldown until")
+
+
+def test_a_batch_writes_again_only_the_decisions_of_matches_it_did_not_open(noisy):
+    """The decisions of matches that open escalations go into the batch's COPY pointing at them; only
+    the one held in cooldown (_world's fifth) is updated afterwards."""
+    ids = _world(timezone.now())
+    with CaptureQueriesContext(connection) as queries:
+        report = evaluate_subjects(subject_type="change_order", ids=ids)
+    [update] = [q["sql"] for q in queries if q["sql"].lstrip().startswith("UPDATE rules_decision")]
+    updated = re.search(r"'\{([0-9,]*)\}'::bigint\[\]", update)
+    held = Decision.objects.get(suppressed__startswith="cooldown until")
+    assert updated is not None and updated.group(1) == str(held.pk) and held.escalation_id is None
+    assert report.escalations_opened == 6
+    opened = Decision.objects.filter(escalation__isnull=False, suppressed="")
+    assert sorted(opened.values_list("escalation_id", flat=True)) == sorted(
+        Escalation.objects.filter(events__kind="opened").values_list("pk", flat=True)
+    )
 
 
 def _queries_to_open(count: int) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.db.models import Max, Model
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from apps.audit.models import canonical_json
 from apps.audit.services import Actor, RawJSON, audit_record
@@ -252,10 +253,27 @@ def state_cooldowns(
         return {(rule, subject): until for rule, subject, until in cursor.fetchall()}
 
 
+# Binary COPY: the server takes each field by its length instead of scanning every byte of the facts and
+# traces (~3.5 kB a traced decision) for delimiters and escapes, and the client does not escape them.
+# Measured alone on a first run's 33.5k decisions (3 pairs): server CPU 1.85-2.06 -> 1.56-1.85 s,
+# client 0.24-0.31 -> 0.13-0.16 s. A jsonb field in binary is its JSON text after a version byte,
+# which psycopg's jsonb dumper adds (``_jsonb``).
 _DECISION_COPY_FULL = (
     "COPY rules_decision (id, rule_version_id, subject_type, subject_id, outcome, trigger, evaluated_at, "
-    "facts, explanation, summary, suppressed, escalation_id) FROM STDIN"
+    "facts, explanation, summary, suppressed, escalation_id) FROM STDIN (FORMAT BINARY)"
 )
+_DECISION_COPY_TYPES = (
+    "int8", "int8", "text", "int8", "text", "text", "timestamptz", "jsonb", "jsonb", "text", "text", "int8"
+)  # fmt: skip
+
+
+def _as_is(data: bytes) -> bytes:
+    return data
+
+
+def _jsonb(text: str) -> Jsonb:
+    """JSON text already encoded, as a jsonb field (psycopg's dumper writes it as it is)."""
+    return Jsonb(text.encode(), dumps=_as_is)
 
 
 # The batch's claim on its subjects: one statement, rows in key order, that locks every (rule, subject)
@@ -426,12 +444,15 @@ def decisions_record(
     now: dt.datetime,
     report: EvaluationReport,
     links: Links,
+    opening: dict[tuple[int, int], int] | None = None,
     pairs: dict[int, frozenset[int]] | None = None,
 ) -> Recorded:
     """Store every decision of the batch (one COPY) and the states' changed outcomes.
 
     A match in ``links`` is filed under that escalation with that reason; the other acting matches come
-    back ``unlinked``. Decision records only: what an escalation does with them is the caller's."""
+    back ``unlinked``, each stored pointing at the escalation id ``opening`` gives for it, if any (the
+    id the caller will open it under; no reason yet). Decision records only: what an escalation does
+    with them is the caller's."""
     subject_type, evaluated, states, suppressed = (
         decided.subject_type,
         decided.evaluated,
@@ -453,10 +474,12 @@ def decisions_record(
         # The decisions stream into PostgreSQL while the rest of the batch is evaluated: it parses their
         # traces on the other core.
         with cursor.cursor.copy(_DECISION_COPY_FULL) as copy:
+            copy.set_types(_DECISION_COPY_TYPES)
             for context, evaluations in evaluated:
                 report.subjects += pairs is None
                 # The context's facts, once per subject whatever the number of its traced pairs.
                 snapshot_json: str | None = None
+                snapshot_field: Jsonb | None = None
                 for version, evaluation in evaluations:
                     pk = next(ids)
                     outcome = str(evaluation.outcome.value)
@@ -472,8 +495,13 @@ def decisions_record(
                             # not matched).
                             if snapshot_json is None:
                                 snapshot_json = context.snapshot_json()
+                                snapshot_field = _jsonb(snapshot_json)
                             trace = evaluation.to_json()
-                            facts, explanation, summary = snapshot_json, explain(trace), trace["summary"]
+                            facts, explanation, summary = (
+                                snapshot_field,
+                                _jsonb(explain(trace)),
+                                trace["summary"],
+                            )
                         else:
                             facts, explanation, summary = None, None, ""
                         copy.write_row(
@@ -488,6 +516,7 @@ def decisions_record(
                     trace = evaluation.to_json()
                     if snapshot_json is None:
                         snapshot_json = context.snapshot_json()
+                        snapshot_field = _jsonb(snapshot_json)
                     decision = make_decision(
                         rule_version_id=version.pk,
                         escalation_id=None,
@@ -511,10 +540,12 @@ def decisions_record(
                         decision.escalation_id, decision.suppressed = link
                         linked[key] = decision
                     elif key in acting:
+                        if opening:
+                            decision.escalation_id = opening.get(key)
                         unlinked.append((version, context, evaluation, decision))
                     copy.write_row(
                         (pk, version.pk, subject_type, context.subject_id, outcome, trigger, now,
-                         snapshot_json, explain(trace), decision.summary, decision.suppressed,
+                         snapshot_field, _jsonb(explain(trace)), decision.summary, decision.suppressed,
                          decision.escalation_id)
                     )  # fmt: skip
                     matched.append(decision)
