@@ -1,0 +1,24 @@
+"""``bench/audit.py`` writes decisions the way the rules service does (its reference is that path): a
+change to the service's COPY that the bench does not follow breaks here, not in the next bench run."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.audit.models import AuditEntry
+from apps.audit.services import audit_verify
+from apps.rules.models import Decision
+from bench.audit import BATCH, bench_writes
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_audit_bench_writes_decisions_and_a_chain_that_verifies() -> None:
+    ratio = bench_writes(n=40, rounds=2)
+
+    written = 2 * BATCH + 2 * 2 * 40  # the warm-up, then each round's plain and audited sides
+    assert Decision.objects.count() == written
+    assert Decision.objects.filter(outcome="matched", facts__isnull=False).count() == written
+    assert AuditEntry.objects.filter(action="decision.matched").count() == 2 * BATCH + 2 * 40
+    assert audit_verify().ok
+    assert ratio > 0
