@@ -334,6 +334,38 @@ def test_opening_a_batch_gives_what_one_at_a_time_gives(noisy, monkeypatch):
     assert steps == {now + dt.timedelta(hours=2)}
 
 
+def _winner(version: Any, subject_id: int, now: dt.datetime) -> Escalation:
+    """The escalation another transaction opened for the pair meanwhile."""
+    return Escalation.objects.create(
+        rule=version.rule,
+        rule_version=version,
+        subject_type="change_order",
+        subject_id=subject_id,
+        subject_label="the winner",
+        route="executive",
+        severity="high",
+        priority=10,
+        summary="won",
+        evidence={},
+        opened_at=now,
+        last_fired_at=now,
+    )
+
+
+def _blind_first_refire(monkeypatch: Any) -> list[int]:
+    """Opening's first look for open escalations sees none (as if another transaction opened one just
+    after it looked); the calls are counted in the list returned."""
+    real_refire = opening.escalations_refire
+    calls: list[int] = []
+
+    def blind_first_look(**kwargs: Any) -> Any:
+        calls.append(1)
+        return list(kwargs["fired"]) if len(calls) == 1 else real_refire(**kwargs)
+
+    monkeypatch.setattr(opening, "escalations_refire", blind_first_look)
+    return calls
+
+
 def _stored_decision(version: Any, context: Any, evaluation: Any) -> Decision:
     """A match's traced decision, stored as the batch stores it before opening (escalations read their
     evidence from it)."""
@@ -360,28 +392,8 @@ def test_a_claim_lost_to_another_transaction_becomes_a_refire(monkeypatch, setti
     [context] = list(compute_contexts("change_order", ids, now=now))
     evaluated = _compiled_for(version)[0].evaluate(context.values, ages=context.ages)
     decision = _stored_decision(version, context, evaluated)
-    winner = Escalation.objects.create(
-        rule=version.rule,
-        rule_version=version,
-        subject_type="change_order",
-        subject_id=ids[0],
-        subject_label="the winner",
-        route="executive",
-        severity="high",
-        priority=10,
-        summary="won",
-        evidence={},
-        opened_at=now,
-        last_fired_at=now,
-    )
-    real_refire = opening.escalations_refire
-    calls = []
-
-    def blind_first_look(**kwargs: Any) -> Any:
-        calls.append(1)
-        return list(kwargs["fired"]) if len(calls) == 1 else real_refire(**kwargs)
-
-    monkeypatch.setattr(opening, "escalations_refire", blind_first_look)
+    winner = _winner(version, ids[0], now)
+    calls = _blind_first_refire(monkeypatch)
     results = opening.escalations_fire(
         subject_type="change_order", fired=[(version, context, evaluated, decision)], now=now
     )
@@ -488,28 +500,8 @@ def test_a_reserved_match_whose_claim_is_lost_points_at_the_winner_and_its_id_st
 ):
     now = timezone.now()
     version, context, evaluated, decision, reserved = _reserved_match(now)
-    winner = Escalation.objects.create(
-        rule=version.rule,
-        rule_version=version,
-        subject_type="change_order",
-        subject_id=context.subject_id,
-        subject_label="the winner",
-        route="executive",
-        severity="high",
-        priority=10,
-        summary="won",
-        evidence={},
-        opened_at=now,
-        last_fired_at=now,
-    )
-    real_refire = opening.escalations_refire
-    calls = []
-
-    def blind_first_look(**kwargs: Any) -> Any:
-        calls.append(1)
-        return list(kwargs["fired"]) if len(calls) == 1 else real_refire(**kwargs)
-
-    monkeypatch.setattr(opening, "escalations_refire", blind_first_look)
+    winner = _winner(version, context.subject_id, now)
+    calls = _blind_first_refire(monkeypatch)
     results = _open_reserved(version, context, evaluated, decision, reserved)
     assert results == ["refired", "decision updated"] and len(calls) == 2
     assert not Escalation.objects.filter(pk=reserved).exists()
