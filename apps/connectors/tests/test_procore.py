@@ -311,12 +311,21 @@ def test_an_incremental_run_reads_its_share_of_a_day_by_the_schedule(
     assert sorted(_windows(simulator), key=int) == [str(p) for p in projects[: math.ceil(len(projects) / 3)]]
 
 
+def _not_void_in(company: Company, project_id: int) -> int:
+    """A change order of the project that is not void upstream yet (the generated statuses vary with the
+    company's clock: the last one of the project was already void at some hours, and voiding it changed
+    nothing)."""
+    return max(
+        c.id for c in company.pc_change_orders.values() if c.project_id == project_id and c.status != "void"
+    )
+
+
 def test_a_change_without_webhook_or_project_edit_is_read_within_the_rotation(
     connections: dict[str, Connection], company: Company, simulator: SimulatorServer
 ) -> None:
     pm = _rotating(connections["pm"], 3)
     last_project = max(company.pc_projects)
-    target = max(c.id for c in company.pc_change_orders.values() if c.project_id == last_project)
+    target = _not_void_in(company, last_project)
     change_record(company, "procore", "change_order", target, status="void")
     seen_in: list[int] = []
 
@@ -391,7 +400,7 @@ def test_the_scheduled_task_reads_a_lost_change_within_a_day_of_runs(
     queued: list[int] = []
     monkeypatch.setattr(tasks.reconcile_share_task, "delay", queued.append)
     last_project = max(company.pc_projects)
-    target = max(c.id for c in company.pc_change_orders.values() if c.project_id == last_project)
+    target = _not_void_in(company, last_project)
     change_record(company, "procore", "change_order", target, status="void")
     read_by: list[str] = []
 
