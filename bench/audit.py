@@ -94,9 +94,7 @@ def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple
 
     from apps.audit.services import RawJSON, audit_append_many
     from apps.bulk import reserve_ids
-    from apps.rules.evaluation.services import _DECISION_COPY_FULL as copy_sql
-    from apps.rules.evaluation.services import _DECISION_COPY_TYPES as copy_types
-    from apps.rules.evaluation.services import _jsonb as jsonb
+    from apps.rules.evaluation.services import decisions_copy, jsonb_text
 
     explain = json.JSONEncoder(separators=(",", ":"), default=DjangoJSONEncoder().default).encode
     # The facts as Context.snapshot_json writes them: canonical JSON, which the audit entry takes as is.
@@ -115,13 +113,12 @@ def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple
         with transaction.atomic():
             ids = reserve_ids("rules_decision", len(batch))
             facts: list[str] = []
-            with connection.cursor() as cursor, cursor.cursor.copy(copy_sql) as copy:
-                copy.set_types(copy_types)  # binary, as the rules service writes them
+            with connection.cursor() as cursor, decisions_copy(cursor) as copy:
                 for pk, (subject_id, summary) in zip(ids, batch, strict=True):
                     facts.append(snapshot(FACTS))
                     copy.write_row(
-                        (pk, version.pk, "change_order", subject_id, "matched", "sync", now, jsonb(facts[-1]),
-                         jsonb(explain(EXPLANATION)), summary, "", None)
+                        (pk, version.pk, "change_order", subject_id, "matched", "sync", now,
+                         jsonb_text(facts[-1]), jsonb_text(explain(EXPLANATION)), summary, "", None)
                     )  # fmt: skip
             if audited:
                 audit_append_many(

@@ -10,7 +10,8 @@ import datetime as dt
 import hashlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -257,7 +258,7 @@ def state_cooldowns(
 # traces (~3.5 kB a traced decision) for delimiters and escapes, and the client does not escape them.
 # Measured alone on a first run's 33.5k decisions (3 pairs): server CPU 1.85-2.06 -> 1.56-1.85 s,
 # client 0.24-0.31 -> 0.13-0.16 s. A jsonb field in binary is its JSON text after a version byte,
-# which psycopg's jsonb dumper adds (``_jsonb``).
+# which psycopg's jsonb dumper adds (``jsonb_text``).
 _DECISION_COPY_FULL = (
     "COPY rules_decision (id, rule_version_id, subject_type, subject_id, outcome, trigger, evaluated_at, "
     "facts, explanation, summary, suppressed, escalation_id) FROM STDIN (FORMAT BINARY)"
@@ -271,9 +272,19 @@ def _as_is(data: bytes) -> bytes:
     return data
 
 
-def _jsonb(text: str) -> Jsonb:
+def jsonb_text(text: str) -> Jsonb:
     """JSON text already encoded, as a jsonb field (psycopg's dumper writes it as it is)."""
     return Jsonb(text.encode(), dumps=_as_is)
+
+
+@contextmanager
+def decisions_copy(cursor: Any) -> Iterator[Any]:
+    """The COPY decisions stream into (``cursor``: Django's), binary with its column types set: rows are
+    ``(id, rule_version_id, subject_type, subject_id, outcome, trigger, evaluated_at, facts, explanation,
+    summary, suppressed, escalation_id)``, the JSON fields as :func:`jsonb_text` or None."""
+    with cursor.cursor.copy(_DECISION_COPY_FULL) as copy:
+        copy.set_types(_DECISION_COPY_TYPES)
+        yield copy
 
 
 # The batch's claim on its subjects: one statement, rows in key order, that locks every (rule, subject)
@@ -473,8 +484,7 @@ def decisions_record(
         ids = iter(reserve_ids("rules_decision", sum(len(evaluations) for _, evaluations in evaluated)))
         # The decisions stream into PostgreSQL while the rest of the batch is evaluated: it parses their
         # traces on the other core.
-        with cursor.cursor.copy(_DECISION_COPY_FULL) as copy:
-            copy.set_types(_DECISION_COPY_TYPES)
+        with decisions_copy(cursor) as copy:
             for context, evaluations in evaluated:
                 report.subjects += pairs is None
                 # The context's facts, once per subject whatever the number of its traced pairs.
@@ -495,11 +505,11 @@ def decisions_record(
                             # not matched).
                             if snapshot_json is None:
                                 snapshot_json = context.snapshot_json()
-                                snapshot_field = _jsonb(snapshot_json)
+                                snapshot_field = jsonb_text(snapshot_json)
                             trace = evaluation.to_json()
                             facts, explanation, summary = (
                                 snapshot_field,
-                                _jsonb(explain(trace)),
+                                jsonb_text(explain(trace)),
                                 trace["summary"],
                             )
                         else:
@@ -516,7 +526,7 @@ def decisions_record(
                     trace = evaluation.to_json()
                     if snapshot_json is None:
                         snapshot_json = context.snapshot_json()
-                        snapshot_field = _jsonb(snapshot_json)
+                        snapshot_field = jsonb_text(snapshot_json)
                     decision = make_decision(
                         rule_version_id=version.pk,
                         escalation_id=None,
@@ -545,7 +555,7 @@ def decisions_record(
                         unlinked.append((version, context, evaluation, decision))
                     copy.write_row(
                         (pk, version.pk, subject_type, context.subject_id, outcome, trigger, now,
-                         snapshot_field, _jsonb(explain(trace)), decision.summary, decision.suppressed,
+                         snapshot_field, jsonb_text(explain(trace)), decision.summary, decision.suppressed,
                          decision.escalation_id)
                     )  # fmt: skip
                     matched.append(decision)
