@@ -171,7 +171,9 @@ class WebhookDelivery(models.Model):
         FAILED = "failed"
         REJECTED = "rejected"
 
-    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    connection = models.ForeignKey(  # indexed by webhook_delivery_arrival, which leads with it
+        Connection, on_delete=models.CASCADE, related_name="webhook_deliveries", db_index=False
+    )
     event_id = models.CharField(max_length=255, help_text="The vendor's event id, or a hash of the raw body")
     received_at = models.DateTimeField()
     headers = models.JSONField(default=dict, blank=True, help_text="As received; secret values redacted")

@@ -21,7 +21,11 @@ class SourcedQuerySet(models.QuerySet):
 class Sourced(models.Model):
     """Columns every synced entity shares: where it came from and which version we hold."""
 
-    source = models.ForeignKey("connectors.Connection", on_delete=models.PROTECT, related_name="+")
+    # Indexed once, by the unique (source, external_id) below: a second index on source alone only cost
+    # every insert and update of every synced row a B-tree insert (migration entities 0007).
+    source = models.ForeignKey(
+        "connectors.Connection", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     external_id = models.CharField(max_length=64)
     source_updated_at = models.DateTimeField(
         help_text="Last-modified time upstream: older never overwrites newer"
@@ -135,7 +139,9 @@ class Vendor(Sourced):
 class Milestone(Sourced):
     """A schedule milestone of a project."""
 
-    project = models.ForeignKey(Project, null=True, on_delete=models.CASCADE, related_name="milestones")
+    project = models.ForeignKey(  # indexed by Meta.indexes, which lead with it
+        Project, null=True, on_delete=models.CASCADE, related_name="milestones", db_index=False
+    )
     project_ref = models.CharField(max_length=64)
     name = models.CharField(max_length=255)
     due_date = models.DateField(null=True, blank=True)
@@ -158,7 +164,9 @@ class ChangeOrder(Sourced):
         REJECTED = "rejected"
         VOID = "void"
 
-    project = models.ForeignKey(Project, null=True, on_delete=models.CASCADE, related_name="change_orders")
+    project = models.ForeignKey(  # indexed by Meta.indexes, which lead with it
+        Project, null=True, on_delete=models.CASCADE, related_name="change_orders", db_index=False
+    )
     project_ref = models.CharField(max_length=64)
     number = models.CharField(max_length=64, blank=True)
     title = models.CharField(max_length=500, blank=True)
@@ -208,8 +216,8 @@ class FinancialLine(Sourced):
         ESTIMATE = "estimate"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    project = models.ForeignKey(
-        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="money"
+    project = models.ForeignKey(  # indexed by Meta.indexes, which lead with it
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="money", db_index=False
     )
     job_ref = models.CharField(max_length=64, blank=True, help_text="The accounting job it is charged to")
     amount = models.DecimalField(max_digits=14, decimal_places=2)
@@ -235,7 +243,9 @@ class SourceObject(models.Model):
         CUSTOMER = "customer"
         JOB = "job"
 
-    connection = models.ForeignKey("connectors.Connection", on_delete=models.CASCADE, related_name="+")
+    connection = models.ForeignKey(  # indexed by uniq_source_object, which leads with it
+        "connectors.Connection", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
     object_type = models.CharField(max_length=20, choices=Type.choices)
     external_id = models.CharField(max_length=64)
     name = models.CharField(max_length=255)
@@ -395,8 +405,8 @@ class Document(Sourced):
     extracted = models.JSONField(
         default=dict, blank=True, help_text="Every extracted field: name -> {value, confidence}"
     )
-    project = models.ForeignKey(
-        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"
+    project = models.ForeignKey(  # indexed by Meta.indexes, which lead with it
+        Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents", db_index=False
     )
     client = models.ForeignKey(
         Client, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"
@@ -404,8 +414,13 @@ class Document(Sourced):
     vendor = models.ForeignKey(
         Vendor, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"
     )
-    change_order = models.ForeignKey(
-        ChangeOrder, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"
+    change_order = models.ForeignKey(  # indexed by Meta.indexes
+        ChangeOrder,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="documents",
+        db_index=False,
     )
     invoice = models.ForeignKey(
         FinancialLine, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents"

@@ -95,7 +95,9 @@ class Decision(models.Model):
         RESOLUTION = "resolution"
         PUBLISH = "publish"
 
-    rule_version = models.ForeignKey(RuleVersion, on_delete=models.PROTECT, related_name="decisions")
+    rule_version = models.ForeignKey(  # indexed by Meta.indexes, which lead with it
+        RuleVersion, on_delete=models.PROTECT, related_name="decisions", db_index=False
+    )
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
     subject_id = models.BigIntegerField()
     outcome = models.CharField(max_length=20, choices=Verdict.choices)
@@ -229,7 +231,9 @@ class SubjectState(models.Model):
     decided otherwise than ``not_matched``.
     """
 
-    rule = models.ForeignKey(Rule, on_delete=models.CASCADE, related_name="states")
+    rule = models.ForeignKey(  # indexed by uniq_rule_subject_state, which leads with it
+        Rule, on_delete=models.CASCADE, related_name="states", db_index=False
+    )
     subject_type = models.CharField(max_length=20, choices=SubjectType.choices)
     subject_id = models.BigIntegerField()
     last_outcome = models.CharField(max_length=20, choices=Decision.Verdict.choices)
