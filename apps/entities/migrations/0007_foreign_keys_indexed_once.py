@@ -1,10 +1,20 @@
 """Each foreign key indexed once: drop the single-column index of keys that a unique constraint or a
-composite index already leads with (every synced row, decision and state paid a B-tree insert for it)."""
+composite index already leads with (every synced row paid a B-tree insert for it)."""
 
-import django.db.models.deletion
 from django.db import migrations, models
+from django.db.models.deletion import CASCADE, PROTECT, SET_NULL
 
 from apps.migration_ops import fk_indexes_dropped
+
+# Every synced table's connection is indexed by its unique (source, external_id).
+SOURCED = ["changeorder", "client", "crmowner", "document", "financialline", "milestone", "project"]
+SOURCED += ["submittal", "vendor"]
+
+
+def _unindexed(model_name: str, name: str, to: str, **options: object) -> migrations.AlterField:
+    return migrations.AlterField(
+        model_name=model_name, name=name, field=models.ForeignKey(db_index=False, to=to, **options)
+    )
 
 
 class Migration(migrations.Migration):
@@ -16,163 +26,56 @@ class Migration(migrations.Migration):
     operations = [
         fk_indexes_dropped(
             [
-                migrations.AlterField(
-                    model_name="changeorder",
-                    name="project",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="change_orders",
-                        to="entities.project",
-                    ),
+                *(
+                    _unindexed(model, "source", "connectors.connection", on_delete=PROTECT, related_name="+")
+                    for model in SOURCED
                 ),
-                migrations.AlterField(
-                    model_name="changeorder",
-                    name="source",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
+                _unindexed(
+                    "sourceobject", "connection", "connectors.connection", on_delete=CASCADE, related_name="+"
                 ),
-                migrations.AlterField(
-                    model_name="client",
-                    name="source",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
+                # Led by the models' Meta.indexes on (project, ...) and (change_order).
+                _unindexed(
+                    "changeorder",
+                    "project",
+                    "entities.project",
+                    null=True,
+                    on_delete=CASCADE,
+                    related_name="change_orders",
                 ),
-                migrations.AlterField(
-                    model_name="crmowner",
-                    name="source",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
+                _unindexed(
+                    "milestone",
+                    "project",
+                    "entities.project",
+                    null=True,
+                    on_delete=CASCADE,
+                    related_name="milestones",
                 ),
-                migrations.AlterField(
-                    model_name="document",
-                    name="change_order",
-                    field=models.ForeignKey(
-                        blank=True,
-                        db_index=False,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="documents",
-                        to="entities.changeorder",
-                    ),
+                _unindexed(
+                    "financialline",
+                    "project",
+                    "entities.project",
+                    blank=True,
+                    null=True,
+                    on_delete=SET_NULL,
+                    related_name="money",
                 ),
-                migrations.AlterField(
-                    model_name="document",
-                    name="project",
-                    field=models.ForeignKey(
-                        blank=True,
-                        db_index=False,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="documents",
-                        to="entities.project",
-                    ),
+                _unindexed(
+                    "document",
+                    "project",
+                    "entities.project",
+                    blank=True,
+                    null=True,
+                    on_delete=SET_NULL,
+                    related_name="documents",
                 ),
-                migrations.AlterField(
-                    model_name="document",
-                    name="source",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="financialline",
-                    name="project",
-                    field=models.ForeignKey(
-                        blank=True,
-                        db_index=False,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="money",
-                        to="entities.project",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="financialline",
-                    name="source",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="milestone",
-                    name="project",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="milestones",
-                        to="entities.project",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="milestone",
-                    name="source",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="project",
-                    name="source",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="sourceobject",
-                    name="connection",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="submittal",
-                    name="source",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
-                ),
-                migrations.AlterField(
-                    model_name="vendor",
-                    name="source",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to="connectors.connection",
-                    ),
+                _unindexed(
+                    "document",
+                    "change_order",
+                    "entities.changeorder",
+                    blank=True,
+                    null=True,
+                    on_delete=SET_NULL,
+                    related_name="documents",
                 ),
             ],
             [
