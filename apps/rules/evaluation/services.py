@@ -290,7 +290,8 @@ def explanation_jsonb(trace: dict[str, Any]) -> Jsonb:
     this text is only ever read back as jsonb (nothing hashes it), so its spelling does not matter,
     only its value. Datetimes go through Django's encoder as before (``OPT_PASSTHROUGH_DATETIME``), as
     do Decimals. What orjson refuses (an integer past 64 bits, a key that is not a str) is written by
-    the standard library's encoder, as it always was.
+    the standard library's encoder, as it always was. A float NaN or infinity, which jsonb refuses (the
+    standard encoder wrote it anyway and the batch's COPY failed), is written as null.
     """
     try:
         return jsonb_text(

@@ -56,3 +56,10 @@ def test_the_stored_value_is_the_one_the_standard_encoder_wrote(trace: dict[str,
 def test_a_datetime_keeps_djangos_spelling() -> None:
     stored = _stored(TRACES[0])
     assert stored["evaluated"] == "2026-12-07T01:02:03.456Z"
+
+
+@pytest.mark.django_db
+def test_a_float_jsonb_refuses_is_stored_as_null_not_a_failed_batch() -> None:
+    assert _stored({"explanation": [{"actual": float("nan"), "expected": float("inf")}]}) == {
+        "explanation": [{"actual": None, "expected": None}]
+    }
