@@ -52,12 +52,16 @@ def outsider(db):
 def scheduled_flushes(monkeypatch: pytest.MonkeyPatch):
     """The countdowns of the evaluation flushes that marking subjects queues, recorded instead of sent to the
     broker (the test flushes itself); the once-per-window guard is reset before and after."""
+    from django.conf import settings
+
+    from apps.connectors.ratelimit import redis_client
     from apps.orchestration import tasks
     from apps.rules.evaluation import triggers
 
     countdowns: list[float] = []
     monkeypatch.setattr(tasks.evaluate_pending, "apply_async", lambda countdown: countdowns.append(countdown))
-    redis = triggers._redis()  # taken now: a test may replace ``_redis`` with one that is down
-    redis.delete(triggers._FLUSH_KEY, triggers._FLUSH_NOW_KEY)
+    # The broker's Redis, taken now: a test may make the triggers' Redis one that is down.
+    broker = redis_client(settings.CELERY_BROKER_URL)
+    triggers.flush_guards_clear(broker)
     yield countdowns
-    redis.delete(triggers._FLUSH_KEY, triggers._FLUSH_NOW_KEY)
+    triggers.flush_guards_clear(broker)

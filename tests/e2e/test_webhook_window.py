@@ -74,7 +74,7 @@ def test_a_held_up_webhook_is_evaluated_when_stored_and_a_prompt_one_waits_its_w
     rules_import(text=RULE, actor="system:test")
     pipeline.flush_pending()  # what the sync marked, evaluated here: the worker starts with nothing pending
     assert not PendingEvaluation.objects.exists()
-    triggers._redis().delete(triggers._FLUSH_KEY, triggers._FLUSH_NOW_KEY)
+    triggers.flush_guards_clear()
     start_worker({"FULCRUM_EVALUATION_COALESCE_SECONDS": str(WINDOW)})
     prompt_co, held_co = sorted(simulator.company.pc_change_orders)[:2]
 

@@ -290,6 +290,12 @@ def flush_scheduled_clear() -> None:
         _redis().delete(_FLUSH_KEY)
 
 
+def flush_guards_clear(client: redis.Redis | None = None) -> None:
+    """Forget both flush guards, so that the next mark queues a flush at once: for tests and benches that
+    start from a clean slate. ``client``: the Redis holding them (default: the broker's, as here)."""
+    (client or _redis()).delete(_FLUSH_KEY, _FLUSH_NOW_KEY)
+
+
 def _redis() -> redis.Redis:
     return redis_client(settings.CELERY_BROKER_URL)
 
