@@ -1,8 +1,8 @@
-"""Each foreign key indexed once: drop the single-column index of keys that a unique constraint or a
-composite index already leads with (every synced row, decision and state paid a B-tree insert for it)."""
+"""Each foreign key indexed once: drop the single-column index of keys that a composite index already
+leads with (every webhook delivery paid a B-tree insert for it)."""
 
-import django.db.models.deletion
-from django.db import migrations, models
+from django.db import migrations
+from django.db.models.deletion import CASCADE
 
 from apps.migration_ops import fk_indexes_dropped
 
@@ -14,23 +14,14 @@ class Migration(migrations.Migration):
 
     operations = [
         fk_indexes_dropped(
-            [
-                migrations.AlterField(
-                    model_name="webhookdelivery",
-                    name="connection",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="webhook_deliveries",
-                        to="connectors.connection",
-                    ),
-                ),
-            ],
+            "connectors",
             [
                 (
-                    "connectors_webhookdelivery",
-                    "connection_id",
+                    "webhookdelivery",
+                    "connection",
+                    "connectors.connection",
                     "connectors_webhookdelivery_connection_id_d1f0bab1",
+                    {"on_delete": CASCADE, "related_name": "webhook_deliveries"},
                 ),
             ],
         )

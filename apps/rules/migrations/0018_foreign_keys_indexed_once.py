@@ -1,8 +1,8 @@
 """Each foreign key indexed once: drop the single-column index of keys that a unique constraint or a
-composite index already leads with (every synced row, decision and state paid a B-tree insert for it)."""
+composite index already leads with (every decision and subject state paid a B-tree insert for it)."""
 
-import django.db.models.deletion
-from django.db import migrations, models
+from django.db import migrations
+from django.db.models.deletion import CASCADE, PROTECT
 
 from apps.migration_ops import fk_indexes_dropped
 
@@ -14,31 +14,22 @@ class Migration(migrations.Migration):
 
     operations = [
         fk_indexes_dropped(
+            "rules",
             [
-                migrations.AlterField(
-                    model_name="decision",
-                    name="rule_version",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="decisions",
-                        to="rules.ruleversion",
-                    ),
+                (
+                    "decision",
+                    "rule_version",
+                    "rules.ruleversion",
+                    "rules_decision_rule_version_id_bfdcb445",
+                    {"on_delete": PROTECT, "related_name": "decisions"},
                 ),
-                migrations.AlterField(
-                    model_name="subjectstate",
-                    name="rule",
-                    field=models.ForeignKey(
-                        db_index=False,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="states",
-                        to="rules.rule",
-                    ),
+                (
+                    "subjectstate",
+                    "rule",
+                    "rules.rule",
+                    "rules_subjectstate_rule_id_ac49cff3",
+                    {"on_delete": CASCADE, "related_name": "states"},
                 ),
-            ],
-            [
-                ("rules_decision", "rule_version_id", "rules_decision_rule_version_id_bfdcb445"),
-                ("rules_subjectstate", "rule_id", "rules_subjectstate_rule_id_ac49cff3"),
             ],
         )
     ]
