@@ -88,15 +88,13 @@ def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple
     chosen beforehand, the JSON is encoded inside the timing as the service does while it streams the COPY."""
     import json
 
-    from django.core.serializers.json import DjangoJSONEncoder
     from django.db import connection, transaction
     from django.utils import timezone
 
     from apps.audit.services import RawJSON, audit_append_many
     from apps.bulk import reserve_ids
-    from apps.rules.evaluation.services import decisions_copy, jsonb_text
+    from apps.rules.evaluation.services import decisions_copy, explanation_jsonb, jsonb_text
 
-    explain = json.JSONEncoder(separators=(",", ":"), default=DjangoJSONEncoder().default).encode
     # The facts as Context.snapshot_json writes them: canonical JSON, which the audit entry takes as is.
     snapshot = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
     batches = [
@@ -118,7 +116,7 @@ def _write(version: RuleVersion, n: int, *, audited: bool, offset: int) -> tuple
                     facts.append(snapshot(FACTS))
                     copy.write_row(
                         (pk, version.pk, "change_order", subject_id, "matched", "sync", now,
-                         jsonb_text(facts[-1]), jsonb_text(explain(EXPLANATION)), summary, "", None)
+                         jsonb_text(facts[-1]), explanation_jsonb(EXPLANATION), summary, "", None)
                     )  # fmt: skip
             if audited:
                 audit_append_many(
