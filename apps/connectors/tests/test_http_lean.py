@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apps.connectors.http import HttpClient, UpstreamError
-from apps.connectors.session import EnvironmentOnceSession
+from apps.connectors.session import EnvironmentOnceSession, query_string
 
 PARAMS: dict[str, Any] = {
     "company_id": 4242,
@@ -135,3 +137,35 @@ def test_a_refused_connection_is_requests_connection_error_and_retried() -> None
         client.get_json("/anything")
     with pytest.raises(requests.ConnectionError):
         EnvironmentOnceSession().request("GET", "http://127.0.0.1:9/anything", timeout=2)
+
+
+_KEYS = st.text(min_size=1, max_size=12)
+_VALUES = st.one_of(st.text(max_size=20), st.integers(), st.booleans(), st.none(), st.binary(max_size=6))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_KEYS, st.one_of(_VALUES, st.lists(_VALUES, max_size=3)), max_size=5))
+def test_the_query_is_the_one_requests_encodes(params: dict[str, Any]) -> None:
+    """The direct ``urlencode`` of a dict of str and int values and the fallback for anything else write the
+    text requests writes: non-ASCII, reserved characters, lists, bytes, booleans, None dropped."""
+    reference = requests.models.RequestEncodingMixin._encode_params(params)  # type: ignore[attr-defined]
+
+    assert query_string(params) == reference
+
+
+def test_the_pool_is_kept_until_the_session_closes(server: tuple[str, Seen]) -> None:
+    """The lean path keeps the pool requests' adapter gave it for an origin; closing the session closes
+    it (its idle connections with it), and a GET after that asks the adapter again."""
+    base, seen = server
+    session = EnvironmentOnceSession()
+    session.request("GET", f"{base}/one", timeout=5)
+    (first,) = session._pools.values()
+    session.request("GET", f"{base}/two", timeout=5)
+    assert list(session._pools.values()) == [first]
+
+    session.close()
+    answer = session.request("GET", f"{base}/three", timeout=5)
+
+    (second,) = session._pools.values()
+    assert answer.json() == {"path": "/three"} and second is not first and first.pool is None
+    assert [path for path, _ in seen.requests] == ["/one", "/two", "/three"]
