@@ -98,10 +98,12 @@ class FlappingSmtp:
     """An aiosmtpd sink on a fixed port that can go down (connection refused) and come back."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        from tests.smtp import LoopbackSmtp
+
         self.accepted: list[tuple[str, str, float]] = []
         self.lock = threading.Lock()
-        self.controller: Any = None
+        server = LoopbackSmtp(self)
+        self.port, self.up, self.down = server.port, server.start, server.stop
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         stamp = time.time()
@@ -110,18 +112,6 @@ class FlappingSmtp:
             for to in envelope.rcpt_tos:
                 self.accepted.append((str(message["Message-ID"]), str(to), stamp))
         return "250 OK"
-
-    def up(self) -> None:
-        from aiosmtpd.controller import Controller
-
-        if self.controller is None:
-            self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-            self.controller.start()
-
-    def down(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
 
 
 class Timeline:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,11 +15,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.db import connection
 
 from config.celery import app as celery_app
+from tests.smtp import LoopbackSmtp
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,13 +47,11 @@ class Mailbox:
 @pytest.fixture
 def smtp_server():
     mailbox = Mailbox()
-    with socket.socket() as probe:  # aiosmtpd needs a concrete port: it connects to itself on start
-        probe.bind(("127.0.0.1", 0))
-        mailbox.port = probe.getsockname()[1]
-    controller = Controller(mailbox, hostname="127.0.0.1", port=mailbox.port)
-    controller.start()
+    server = LoopbackSmtp(mailbox)
+    mailbox.port = server.port
+    server.start()
     yield mailbox
-    controller.stop()
+    server.stop()
 
 
 @pytest.fixture
@@ -135,29 +132,15 @@ def wait_for(predicate, timeout: float = 120, interval: float = 0.5, message: st
 # ---- delivery fault tests (tests/e2e/test_delivery_faults.py) ----------------------------------------
 
 
-class StoppableSmtp:
-    """An aiosmtpd server on a fixed port that can go down (connection refused) and come back."""
+class StoppableSmtp(LoopbackSmtp):
+    """A server keeping every message in a ``Mailbox``; it can go down (connection refused) and come back."""
 
     def __init__(self) -> None:
+        super().__init__(_TimedMailbox(self))
         self.mailbox = Mailbox()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
         self.mailbox.port = self.port
-        self.controller: Controller | None = None
         # When aiosmtpd accepted each message (time.time()), by Message-ID: the bench's "email accepted".
         self.accepted_at: dict[str, float] = {}
-
-    def start(self) -> None:
-        if self.controller is None:
-            handler = _TimedMailbox(self)
-            self.controller = Controller(handler, hostname="127.0.0.1", port=self.port)
-            self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
 
 
 class _TimedMailbox:

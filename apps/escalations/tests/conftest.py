@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import threading
 from email.parser import BytesHeaderParser
 from email.policy import default
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from apps.escalations import mail_return
+from tests.smtp import LoopbackSmtp
 
 
 @pytest.fixture
@@ -39,19 +38,9 @@ class Server:
         self.answer: dict[str, str] = {}
         self.drop: set[str] = set()
         self.lock = threading.Lock()
-        with socket.socket() as probe:  # aiosmtpd needs a concrete port: it connects to itself on start
-            probe.bind(("127.0.0.1", 0))
-            self.port: int = probe.getsockname()[1]
-        self.controller: Controller | None = None
-
-    def start(self) -> None:
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
+        self.server = LoopbackSmtp(self)
+        self.port = self.server.port
+        self.start, self.stop = self.server.start, self.server.stop
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         [to] = envelope.rcpt_tos
