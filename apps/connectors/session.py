@@ -50,9 +50,9 @@ def query_string(params: Any) -> str:
     A dict of str keys and str or int values, which every list call sends, is encoded by ``urlencode``
     directly, to the same text: requests' version first asks whether the dict is a file (an ``isinstance``
     against a runtime-checkable ``Protocol``, which walks the protocol's members on every call) and copies
-    every key and value to bytes: together with keeping the pool (``_pool``) about 40 µs of a loopback
-    Procore list call's 450 µs of client CPU (``/tmp`` micro-bench, session 14). Anything else (lists of
-    values, bytes, None to drop, booleans, other types) is left to requests."""
+    every key and value to bytes: together with keeping the pool (``_pool``) 7–81 µs of a loopback Procore
+    list call's ~445 µs of client CPU (three quiet A/B pairs of a ``/tmp`` micro-bench, session 14).
+    Anything else (lists of values, bytes, None to drop, booleans, other types) is left to requests."""
     if type(params) is dict and all(
         type(key) is str and (type(value) is str or type(value) is int) for key, value in params.items()
     ):
