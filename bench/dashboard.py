@@ -239,15 +239,14 @@ def _miss_maker() -> Any:
 def _gunicorn(workers: int) -> tuple[Any, str]:
     """gunicorn on production settings, this bench's database, the trends cache in Redis (this run's
     broker database), on a free loopback port; returns (process, base URL) once it answers."""
-    import socket
     import subprocess
 
     import requests
     from django.conf import settings
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from config.embedded_servers import free_port
+
+    port = free_port()
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "bench.http_settings",

@@ -172,13 +172,6 @@ def _serve_sink(port: int, sent: Any) -> None:
     threading.Event().wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
@@ -706,6 +699,7 @@ def main() -> None:
 
     from apps.simulator import SimulatorServer, generate_company
     from config.celery import app
+    from config.embedded_servers import free_port
 
     # Noise controls would defer or cap 2·N emails to one inbox; this measures the outbox, not them.
     settings.FULCRUM.update({"QUIET_HOURS": "", "RECIPIENT_HOURLY_CAP": 0, "EXECUTIVE_DIGEST": False})
@@ -717,7 +711,7 @@ def main() -> None:
         scale *= 2
         company = generate_company(seed=42, scale=scale)
     sink = Sink()
-    smtp_port = _free_port()
+    smtp_port = free_port()
     sink.start(smtp_port, own_process=not args.sink_in_process)
     simulator = SimulatorServer(company).start()
     workers: list[Any] = []

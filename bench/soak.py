@@ -39,7 +39,6 @@ import math
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -80,13 +79,6 @@ FAST_DELIVERY_ENV = {
     # escalation from webhook to SMTP acceptance.
     "FULCRUM_EXECUTIVE_DIGEST": "0",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -150,10 +142,12 @@ class Stack:
     """gunicorn, beat and the workers as child processes in their own process groups."""
 
     def __init__(self, env: dict[str, str], logs: Path, workers: int) -> None:
+        from config.embedded_servers import free_port
+
         self.env, self.logs, self.count = env, logs, workers
         self.concurrency = 2
         self.profile_dir: Path | None = None  # workers run solo under cProfile, one stats file each
-        self.web_port = _free_port()
+        self.web_port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.generation = 0
         self.kills = 0

@@ -33,7 +33,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,13 +52,6 @@ VERIFIER = "bench-verifier-token"
 SLUG = "bench-qbo"
 THREADS = 8
 SENDERS = 32  # latency mode: enough senders that a slow answer never lowers the paced rate
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _database_url() -> str:
@@ -107,8 +99,10 @@ class Server:
     """gunicorn with 2 sync workers on a free loopback port."""
 
     def __init__(self, settings_module: str, probe: str) -> None:
+        from config.embedded_servers import free_port
+
         self.probe = probe
-        self.port = _free_port()
+        self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [

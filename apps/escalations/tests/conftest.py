@@ -28,7 +28,7 @@ def noise(settings):
     return settings
 
 
-class Server:
+class Server(LoopbackSmtp):
     """aiosmtpd handler: each accepted message's Message-ID and the client port it came over (one port, one
     connection). ``answer`` maps a recipient to a refusal of its DATA; ``drop`` to a connection cut there."""
 
@@ -38,9 +38,7 @@ class Server:
         self.answer: dict[str, str] = {}
         self.drop: set[str] = set()
         self.lock = threading.Lock()
-        self.server = LoopbackSmtp(self)
-        self.port = self.server.port
-        self.start, self.stop = self.server.start, self.server.stop
+        super().__init__(self)  # its own handler
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         [to] = envelope.rcpt_tos

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import socket
 
 import pytest
 from django.utils.html import escape
@@ -98,10 +97,9 @@ def dead_broker(monkeypatch):
     """Celery's producers pointed at a loopback port nothing listens on (the broker is down): the task's
     ``delay`` goes through kombu's real connect and publish retries and fails as it would in production."""
     from config.celery import app
+    from config.embedded_servers import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     connect = app.connection_for_write
     monkeypatch.setattr(
         app, "connection_for_write", lambda url=None, **kw: connect(f"redis://127.0.0.1:{port}/0", **kw)
