@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from apps.audit.services import RawJSON
     from apps.rules.models import RuleVersion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +90,7 @@ class Payloads:
         assert evaluation.matched, "the sample context must match the SPEC rule"
         self.trace = evaluation.to_json()
 
-    def facts(self, subject_id: int) -> str:
+    def facts(self, subject_id: int) -> RawJSON:
         from decimal import Decimal
 
         from apps.rules.evaluation.facts import Context
@@ -125,7 +126,7 @@ def _write(
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from apps.audit.services import RawJSON, audit_append_many
+    from apps.audit.services import audit_append_many
     from apps.bulk import reserve_ids
     from apps.rules.evaluation.services import decisions_copy, explanation_jsonb, jsonb_text
 
@@ -137,7 +138,7 @@ def _write(
     for batch in batches:
         with transaction.atomic():
             ids = reserve_ids("rules_decision", len(batch))
-            facts: list[str] = []
+            facts: list[RawJSON] = []
             with connection.cursor() as cursor, decisions_copy(cursor) as copy:
                 for pk, (subject_id, summary) in zip(ids, batch, strict=True):
                     facts.append(payloads.facts(subject_id))
@@ -157,7 +158,7 @@ def _write(
                                 "version": 1,
                                 "subject": f"change_order:{subject_id}",
                                 "summary": summary,
-                                "facts": RawJSON(text),
+                                "facts": text,
                                 "suppressed": "",
                                 "trigger": "sync",
                             },
@@ -231,7 +232,7 @@ def _fmt(values: list[float]) -> str:
 
 def _fill_chain(total: int) -> None:
     from apps.audit.models import AuditEntry
-    from apps.audit.services import RawJSON, audit_record_many
+    from apps.audit.services import audit_record_many
 
     payloads = Payloads()
 
@@ -250,7 +251,7 @@ def _fill_chain(total: int) -> None:
                         "version": 1,
                         "subject": f"change_order:{have + i}",
                         "summary": payloads.trace["summary"],
-                        "facts": RawJSON(payloads.facts(have + i)),
+                        "facts": payloads.facts(have + i),
                         "suppressed": "",
                         "trigger": "schedule",
                     },

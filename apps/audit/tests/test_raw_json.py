@@ -11,7 +11,7 @@ from django.db import DataError, connection
 
 from apps.audit.export import entry_hash, export_rows, period
 from apps.audit.models import AuditEntry, canonical_json
-from apps.audit.services import RawJSON, audit_append_many, audit_record_many, audit_verify
+from apps.audit.services import CheckedJSON, RawJSON, audit_append_many, audit_record_many, audit_verify
 
 pytestmark = pytest.mark.django_db
 
@@ -56,6 +56,28 @@ def test_raw_facts_store_the_same_text_as_the_facts_themselves():
     assert _stored(by_text.pk) == _stored(by_value.pk) == canonical_json(by_value.data)
     assert by_text.data == by_value.data == _data(FACTS)
     assert by_text.compute_hash() == by_text.hash
+    assert audit_verify().ok
+
+
+def test_checked_facts_store_the_same_text_without_the_scan_for_secret_words(monkeypatch):
+    by_value = _record(_data(FACTS))
+
+    def scan(lowered):
+        raise AssertionError("scanned for secret words")
+
+    monkeypatch.setattr("apps.audit.services._may_hide_secret", scan)
+    by_checked = _record(_data(CheckedJSON(canonical_json(FACTS))))
+    assert _stored(by_checked.pk) == _stored(by_value.pk)
+    assert by_checked.data == by_value.data and by_checked.compute_hash() == by_checked.hash
+    with pytest.raises(AssertionError, match="scanned"):  # RawJSON's keys are unknown: scanned
+        _record(_data(RawJSON(canonical_json(FACTS))))
+    assert audit_verify().ok
+
+
+def test_a_secret_key_beside_checked_facts_is_still_redacted():
+    entry = _record(_data(CheckedJSON(canonical_json(FACTS)), api_token="t0k3n"))
+    assert entry.data == _data(FACTS, api_token="[redacted]")
+    assert "t0k3n" not in _stored(entry.pk)
     assert audit_verify().ok
 
 
@@ -104,11 +126,17 @@ def test_a_secret_word_elsewhere_in_the_entry_takes_the_careful_path_too():
 
 @pytest.mark.parametrize(
     "text",
-    ['{"x":"nul \\u0000 inside"}', '{"x":"lone \\ud800 surrogate"}', '{"x":"lone \\udc00 surrogate"}'],
+    [
+        '{"x":"nul \\u0000 inside"}',
+        '{"x":"lone \\ud800 surrogate"}',
+        '{"x":"lone \\udc00 surrogate"}',
+        '{"x":"lone \\uDC00 surrogate, in capitals"}',
+    ],
 )
-def test_what_jsonb_refuses_is_refused_in_raw_facts(text):
+@pytest.mark.parametrize("kind", [RawJSON, CheckedJSON])
+def test_what_jsonb_refuses_is_refused_in_raw_facts(text, kind):
     with pytest.raises(DataError):
-        _record(_data(RawJSON(text)))
+        _record(_data(kind(text)))
     assert not AuditEntry.objects.exists()
 
 

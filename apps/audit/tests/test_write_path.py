@@ -14,6 +14,7 @@ from apps.audit.models import AuditEntry, canonical_json
 from apps.audit.services import (
     _COPY_SQL,
     _COPY_TYPES,
+    CheckedJSON,
     RawJSON,
     _spliced,
     audit_append_many,
@@ -44,8 +45,23 @@ class Kind(enum.StrEnum):
     ],
 )
 def test_spliced_text_is_canonical_json(data):
-    plain = {k: (json.loads(v) if type(v) is RawJSON else v) for k, v in data.items()}
-    assert _spliced(data) == canonical_json(plain)
+    plain = {k: (json.loads(v) if isinstance(v, RawJSON) else v) for k, v in data.items()}
+    assert _spliced(data) == (canonical_json(plain), type(data.get("facts")) is not RawJSON)
+
+
+@pytest.mark.parametrize(
+    ("data", "checked"),
+    [
+        ({}, True),
+        ({"summary": "mentions a token in a value"}, True),  # values are not keys
+        ({"facts": CheckedJSON('{"a":{"value":1}}'), "rule": "r"}, True),
+        ({"facts": RawJSON('{"a":{"value":1}}'), "rule": "r"}, False),  # its keys are unknown
+        ({"facts": CheckedJSON('{"a":{"value":1}}'), "api_Token": "x"}, False),
+        ({"to\u212aen": "x"}, False),  # the Kelvin sign lower-cases to k
+    ],
+)
+def test_spliced_says_whether_every_key_is_known_to_be_clean(data, checked):
+    assert _spliced(data)[1] is checked
 
 
 def test_spliced_gives_up_on_other_values_and_keys():

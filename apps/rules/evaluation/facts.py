@@ -29,6 +29,7 @@ from django.db import connection
 from django.utils import timezone
 
 # Which entity a stream loads is the connector kinds' knowledge (ENTITY_STREAMS re-exported for callers).
+from apps.audit.services import CheckedJSON, RawJSON, is_secret_key
 from apps.connectors.kinds import ENTITY_STREAMS, stream_entity
 from apps.rules.engine.catalogue import CUSTOM_GENERATION, CUSTOM_PREFIX, FACTS, LOW_CONFIDENCE, facts_for
 
@@ -392,33 +393,45 @@ class Context:
                 out[name]["definition"] = fact.description
         return out
 
-    def snapshot_json(self) -> str:
+    def snapshot_json(self) -> RawJSON:
         """``snapshot()`` as canonical JSON text (``apps.audit.models.canonical_json``'s: keys sorted, no
         whitespace, ASCII), for decision rows and, as is, for their audit entries, which hash that form.
 
         Only the values differ between the subjects of a run: each fact's age, source, unit and type
         are rendered once into fragments around its value (a first run stores 100k snapshots).
+
+        A ``CheckedJSON`` when no fact name holds a secret word (checked once per set of names; the
+        other keys are the snapshot's own) and no value brought an object of its own (the text holds
+        one brace per fact, and one more, which a value with a brace in it also fails, to no harm): the
+        audit writer then need not scan the text for keys to redact.
         """
         names = tuple(self.values)
         key = (names, tuple(self.ages.get(name) for name in names), CUSTOM_GENERATION[0])
-        fragments = _SNAPSHOT_FRAGMENTS.get(key)
-        if fragments is None:
+        cached = _SNAPSHOT_FRAGMENTS.get(key)
+        if cached is None:
             if len(_SNAPSHOT_FRAGMENTS) > 64:
                 _SNAPSHOT_FRAGMENTS.clear()
-            fragments = _SNAPSHOT_FRAGMENTS[key] = tuple(
-                (i, f"{_json_str(names[i])}:{_fact_head(names[i], key[1][i])}", _fact_tail(names[i]))
-                for i in sorted(range(len(names)), key=names.__getitem__)
+            cached = _SNAPSHOT_FRAGMENTS[key] = (
+                tuple(
+                    (i, f"{_json_str(names[i])}:{_fact_head(names[i], key[1][i])}", _fact_tail(names[i]))
+                    for i in sorted(range(len(names)), key=names.__getitem__)
+                ),
+                not any(is_secret_key(name) for name in names),
             )
+        fragments, clean = cached
         values = tuple(self.values.values())
-        return "{" + ",".join([f"{head}{_json_value(values[i])}{tail}" for i, head, tail in fragments]) + "}"
+        text = "{" + ",".join([f"{head}{_json_value(values[i])}{tail}" for i, head, tail in fragments]) + "}"
+        if clean and text.count("{") == len(fragments) + 1:
+            return CheckedJSON(text)
+        return RawJSON(text)
 
 
 # fact name -> (source, unit, type) as a snapshot shows them.
 _DESCRIBED: dict[str, tuple[str, str, str]] = {}
 # (fact names, their ages) -> per fact in name order: its position among the values, the JSON before its
-# value in a snapshot and the JSON after it.
+# value in a snapshot and the JSON after it; and whether no fact name holds a secret word.
 _SNAPSHOT_FRAGMENTS: dict[
-    tuple[tuple[str, ...], tuple[float | None, ...], int], tuple[tuple[int, str, str], ...]
+    tuple[tuple[str, ...], tuple[float | None, ...], int], tuple[tuple[tuple[int, str, str], ...], bool]
 ] = {}
 _json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for str (ensure_ascii)
 

@@ -511,7 +511,7 @@ def decisions_record(
             for context, evaluations in evaluated:
                 report.subjects += pairs is None
                 # The context's facts, once per subject whatever the number of its traced pairs.
-                snapshot_json: str | None = None
+                snapshot_json: RawJSON | None = None
                 snapshot_field: Jsonb | None = None
                 for version, evaluation in evaluations:
                     pk = next(ids)
@@ -582,7 +582,7 @@ def decisions_record(
                          decision.escalation_id)
                     )  # fmt: skip
                     matched.append(decision)
-                    matched_facts.append(RawJSON(snapshot_json))
+                    matched_facts.append(snapshot_json)
     _set_outcomes(subject_type, changed_states)
     # The entries say what the decisions said when stored (acting on them may add a reason afterwards);
     # their facts are the decision rows' text, which is canonical JSON (Context.snapshot_json).

@@ -11,7 +11,7 @@ import pytest
 from django.core.serializers.json import DjangoJSONEncoder
 
 from apps.audit.models import canonical_json
-from apps.audit.services import _canonical
+from apps.audit.services import CheckedJSON, RawJSON, _canonical
 from apps.rules.engine.catalogue import facts_for
 from apps.rules.evaluation.facts import Context
 
@@ -67,3 +67,59 @@ def test_values_in_another_order_give_the_same_text():
     forward = Context("change_order", 1, values, ages)
     backward = Context("change_order", 1, dict(reversed(values.items())), ages)
     assert forward.snapshot_json() == backward.snapshot_json() == canonical_json(forward.snapshot())
+
+
+@pytest.fixture
+def installed():
+    """Install custom fact definitions for the test and restore the previous ones afterwards."""
+    from apps.rules.engine import customfacts as cf
+    from apps.rules.engine.catalogue import custom_definitions
+
+    saved = dict(custom_definitions())
+    yield lambda *definitions: cf.install({d.name: d for d in definitions})
+    cf.install(saved)
+
+
+def _custom(key: str):
+    from apps.rules.engine import customfacts as cf
+
+    return cf.parse_definition(
+        {
+            "key": key,
+            "subject": "project",
+            "type": "int",
+            "unit": "count",
+            "description": "",
+            "kind": "aggregate",
+            "related": "change_orders",
+            "function": "count",
+            "filters": [],
+            "window": "30d",
+        }
+    )
+
+
+def test_a_snapshot_vouches_for_its_keys_only_when_it_can():
+    # The audit writer skips its scan for secret words in a CheckedJSON, so the snapshot may be one only
+    # when no key in its text holds a secret word: its fact names are checked, and a value bringing an
+    # object of its own (or a brace in a text) makes it a plain RawJSON, which the writer scans.
+    ages = {name: 60.0 for name in NAMES}
+    plain = Context("change_order", 1, {name: 1 for name in NAMES}, ages).snapshot_json()
+    assert type(plain) is CheckedJSON
+    for odd in ({"api_token": "x"}, ["a", {"b": 1}], "a {brace} in a text"):
+        values = {name: 1 for name in NAMES} | {NAMES[0]: odd}
+        snapshot = Context("change_order", 1, values, ages).snapshot_json()
+        assert type(snapshot) is RawJSON, odd
+        assert snapshot == canonical_json(Context("change_order", 1, values, ages).snapshot())
+
+
+def test_a_custom_fact_named_like_a_secret_is_not_vouched_for(installed):
+    installed(_custom("api_token_changes"), _custom("changes_30d"))
+    names = [f.name for f in facts_for("project")]
+    assert {"custom.api_token_changes", "custom.changes_30d"} <= set(names)
+    ages = {name: 5.0 for name in names}
+    secret = Context("project", 1, {name: 2 for name in names}, ages).snapshot_json()
+    assert type(secret) is RawJSON
+    assert secret == canonical_json(Context("project", 1, {name: 2 for name in names}, ages).snapshot())
+    clean = [name for name in names if name != "custom.api_token_changes"]
+    assert type(Context("project", 1, {name: 2 for name in clean}, ages).snapshot_json()) is CheckedJSON
