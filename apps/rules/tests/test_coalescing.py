@@ -306,3 +306,25 @@ def test_two_concurrent_flushes_never_evaluate_one_subject_twice(monkeypatch: py
     assert errors == []
     assert sorted(seen) == list(range(1, 401))  # every subject once: none skipped, none twice
     assert not PendingEvaluation.objects.exists()
+
+
+@pytest.mark.django_db
+def test_marks_stay_out_of_the_claim_index_and_a_flush_finds_its_rows_through_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Marks are written unclaimed: the claim index holds claimed rows only (a sync marking 157k subjects
+    # paid an insert of NULL for each), and the flush's lookups of its own rows still go through it.
+    from django.db import connection
+
+    monkeypatch.setattr(triggers, "flush_soon", lambda **_: None)
+    triggers.pending_add({"change_order": set(range(1, 3001))}, "sync")
+    claim = uuid.uuid4()
+    params = {"claim": claim, "lease": dt.timedelta(minutes=1), "limit": 5}
+    assert len(triggers._run(triggers._CLAIM, params, fetch=True)) == 5
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE rules_pendingevaluation")
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'pending_claimed'")
+        assert cursor.fetchone()[0].endswith("WHERE (claim IS NOT NULL)")
+        cursor.execute("EXPLAIN " + triggers._RENEW, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "pending_claimed" in plan, plan
