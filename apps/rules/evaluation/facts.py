@@ -28,8 +28,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.utils import timezone
 
-# Which entity a stream loads is the connector kinds' knowledge (ENTITY_STREAMS re-exported for callers).
 from apps.audit.services import CheckedJSON, RawJSON, is_secret_key
+
+# Which entity a stream loads is the connector kinds' knowledge (ENTITY_STREAMS re-exported for callers).
 from apps.connectors.kinds import ENTITY_STREAMS, stream_entity
 from apps.rules.engine.catalogue import CUSTOM_GENERATION, CUSTOM_PREFIX, FACTS, LOW_CONFIDENCE, facts_for
 
