@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from apps.rules.engine import customfacts as cf
-from apps.rules.engine.catalogue import FACTS, custom_definitions, facts_for, is_visible
+from apps.rules.engine.catalogue import FACTS, facts_for, is_visible
 from apps.rules.engine.evaluator import RuleValidationError, Verdict, compile_condition
 from apps.rules.evaluation.sql import condition_sql
 
@@ -38,18 +38,6 @@ def errors_of(raw, others=None):
     with pytest.raises(cf.DefinitionError) as caught:
         cf.parse_definition(raw, others=others)
     return caught.value.errors
-
-
-@pytest.fixture
-def installed():
-    """Install definitions for the test and restore the previous ones afterwards."""
-    saved = dict(custom_definitions())
-
-    def install(*definitions):
-        cf.install({d.name: d for d in definitions})
-
-    yield install
-    cf.install(saved)
 
 
 def test_a_count_with_a_filter_and_a_window_reads_as_its_definition():

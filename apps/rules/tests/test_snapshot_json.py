@@ -12,8 +12,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from apps.audit.models import canonical_json
 from apps.audit.services import CheckedJSON, RawJSON, _canonical
+from apps.rules.engine import customfacts as cf
 from apps.rules.engine.catalogue import facts_for
 from apps.rules.evaluation.facts import Context
+
+from .test_custom_facts import spec
 
 NAMES = [f.name for f in facts_for("change_order")]
 ODD_VALUES = [
@@ -69,36 +72,6 @@ def test_values_in_another_order_give_the_same_text():
     assert forward.snapshot_json() == backward.snapshot_json() == canonical_json(forward.snapshot())
 
 
-@pytest.fixture
-def installed():
-    """Install custom fact definitions for the test and restore the previous ones afterwards."""
-    from apps.rules.engine import customfacts as cf
-    from apps.rules.engine.catalogue import custom_definitions
-
-    saved = dict(custom_definitions())
-    yield lambda *definitions: cf.install({d.name: d for d in definitions})
-    cf.install(saved)
-
-
-def _custom(key: str):
-    from apps.rules.engine import customfacts as cf
-
-    return cf.parse_definition(
-        {
-            "key": key,
-            "subject": "project",
-            "type": "int",
-            "unit": "count",
-            "description": "",
-            "kind": "aggregate",
-            "related": "change_orders",
-            "function": "count",
-            "filters": [],
-            "window": "30d",
-        }
-    )
-
-
 def test_a_snapshot_vouches_for_its_keys_only_when_it_can():
     # The audit writer skips its scan for secret words in a CheckedJSON, so the snapshot may be one only
     # when no key in its text holds a secret word: its fact names are checked, and a value bringing an
@@ -114,7 +87,7 @@ def test_a_snapshot_vouches_for_its_keys_only_when_it_can():
 
 
 def test_a_custom_fact_named_like_a_secret_is_not_vouched_for(installed):
-    installed(_custom("api_token_changes"), _custom("changes_30d"))
+    installed(*(cf.parse_definition(spec(key=key)) for key in ("api_token_changes", "changes_30d")))
     names = [f.name for f in facts_for("project")]
     assert {"custom.api_token_changes", "custom.changes_30d"} <= set(names)
     ages = {name: 5.0 for name in names}
