@@ -210,7 +210,7 @@ def bench_writes(n: int, rounds: int) -> float:
     print(f"    decisions only            {n / p:10,.0f} rows/s   ({p:.2f} s; rounds {_fmt(plain)})")
     print(f"    decisions + audit chain   {n / a:10,.0f} rows/s   ({a:.2f} s; rounds {_fmt(audited)})")
     print(
-        f"    ratio {ratio:.2f}× of the medians, {paired:.2f}× median of the per-round ratios   "
+        f"    ratio {ratio:.3f}× of the medians, {paired:.3f}× median of the per-round ratios   "
         f"target ≤ {WRITE_TARGET}×   {'OK' if ratio <= WRITE_TARGET else 'MISSED'}"
     )
     cp, ca = statistics.median(cpu[False]), statistics.median(cpu[True])
@@ -329,7 +329,7 @@ def main() -> None:
     ratio = bench_writes(args.n, args.rounds)
     rate = bench_verify(args.verify_entries, args.verify_runs)
     print(
-        f"\nsummary: write ratio {ratio:.2f}× (target ≤ {WRITE_TARGET}×), "
+        f"\nsummary: write ratio {ratio:.3f}× (target ≤ {WRITE_TARGET}×), "
         f"verify {rate:,.0f} entries/s (target ≥ {VERIFY_TARGET:,}/s); "
         f"load average after: {_load()}"
     )
