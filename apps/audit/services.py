@@ -154,7 +154,7 @@ def _spliced(data: dict[Any, Any], _enc: Callable[[str], str] = _json_str) -> tu
     bool, None or RawJSON.
 
     One join over the layout's key prefixes and the values: no text is built per key (a key and its value
-    concatenated copied the value, a RawJSON's 600+ characters) and no second join for the commas."""
+    concatenated copied the value, a matched decision's facts, 2.3 KB) and no second join for the commas."""
     names = tuple(data)
     layout = _LAYOUTS.get(names)
     if layout is None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -314,8 +315,6 @@ def test_marks_stay_out_of_the_claim_index_and_a_flush_finds_its_rows_through_it
 ) -> None:
     # Marks are written unclaimed: the claim index holds claimed rows only (a sync marking 157k subjects
     # paid an insert of NULL for each), and the flush's lookups of its own rows still go through it.
-    from django.db import connection
-
     monkeypatch.setattr(triggers, "flush_soon", lambda **_: None)
     triggers.pending_add({"change_order": set(range(1, 3001))}, "sync")
     claim = uuid.uuid4()
