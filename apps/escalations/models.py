@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import zoneinfo
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
+
+if TYPE_CHECKING:
+    from apps.rules.models import Decision
 
 # The rule action that flags the escalation's project on the dashboard and in /api/projects/?flagged=.
 FLAG_ACTION = "flag_dashboard"
@@ -100,8 +104,25 @@ class Escalation(models.Model):
         "EscalationPolicy", null=True, blank=True, on_delete=models.SET_NULL, related_name="escalations"
     )
     policy_snapshot = models.JSONField(default=dict, blank=True, help_text="The policy and its levels")
+    # The evidence when it opened is the opening decision's (``opening_evidence``): a new escalation stores a
+    # reference, not a second copy of the facts and trace it already stores in ``evidence`` (1.7 kB
+    # compressed, which pushed the row past PostgreSQL's 2 kB TOAST threshold). Escalations opened before
+    # migration 0008 keep their copy in ``opened_evidence``.
     opened_evidence = models.JSONField(
-        default=dict, blank=True, help_text="The rule evidence when it opened (evidence follows re-fires)"
+        default=dict,
+        blank=True,
+        help_text="The rule evidence when it opened, as stored by escalations opened before the opening "
+        "decision was kept (newer ones: empty, see opened_decision)",
+    )
+    opened_decision = models.ForeignKey(
+        "rules.Decision",
+        null=True,
+        blank=True,
+        # Decisions are never deleted (retention empties payloads, and keeps an opening decision's).
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # read through the escalation; retention finds it from the decision's escalation_id
+        help_text="The decision that opened it: its facts and trace are the evidence when it opened",
     )
     policy_step = models.PositiveIntegerField(default=0, help_text="Policy steps applied so far")
     policy_level = models.PositiveSmallIntegerField(default=0, help_text="Policy levels processed so far")
@@ -141,6 +162,27 @@ class Escalation(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in self.OPEN_STATES
+
+    @property
+    def opening_evidence(self) -> dict[str, Any]:
+        """The facts and per-condition results when it opened (``evidence`` follows re-fires): the opening
+        decision's, as ``evidence`` held them then; the stored copy of an older escalation; else ``{}``."""
+        if self.opened_evidence:
+            return self.opened_evidence
+        decision = self.opened_decision
+        if decision is None:
+            return {}
+        return decision_evidence(decision)
+
+
+def decision_evidence(decision: Decision) -> dict[str, Any]:
+    """What an escalation keeps of a match, read from its stored decision (``refire.EVIDENCE`` in SQL)."""
+    return {
+        "facts": decision.facts,
+        "explanation": (decision.explanation or {}).get("explanation"),
+        "outcome": decision.outcome,
+        "rule_version": decision.rule_version.number,
+    }
 
 
 class EscalationEvent(models.Model):

@@ -56,15 +56,16 @@ _CLAIM_FIELDS = {
     "step_token": "uuid",
 }
 # Built from the constant names above only; the rows travel as one bound JSON parameter, in the order
-# the ids are to be drawn. The summary and the evidence (opening and current, the same at first) come
-# from the match's stored decision; the row's other columns take the values a new escalation has.
+# the ids are to be drawn. The summary and the evidence come from the match's stored decision, which the
+# row keeps as its opening decision (the evidence when it opened, not stored twice); the row's other
+# columns take the values a new escalation has.
 # The narrow rows are sorted before the joins, whose nested loops keep that order: sorted after them, the
 # rows carried their evidence (11,816 of a cold bench run: a 94 MB sort spilled to disk).
 _CLAIM = f"""
     INSERT INTO escalations_escalation (
-        {", ".join(_CLAIM_FIELDS)}, summary, evidence, opened_evidence, subject_type, status, outcome,
-        fire_count, opened_at, last_fired_at, policy_step, policy_level, policy_reminders)
-    SELECT {", ".join(f"v.{name}" for name in _CLAIM_FIELDS)}, d.summary, ev.evidence, ev.evidence,
+        {", ".join(_CLAIM_FIELDS)}, summary, evidence, opened_decision_id, opened_evidence, subject_type,
+        status, outcome, fire_count, opened_at, last_fired_at, policy_step, policy_level, policy_reminders)
+    SELECT {", ".join(f"v.{name}" for name in _CLAIM_FIELDS)}, d.summary, ev.evidence, d.id, '{{}}'::jsonb,
            %(subject_type)s, 'open', '', 1, %(now)s, %(now)s, 0, 0, 0
       FROM (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
               AS r({", ".join(f"{name} {kind}" for name, kind in _CLAIM_FIELDS.items())}, decision_id bigint,
@@ -282,8 +283,9 @@ def _claim(
     """Insert the escalations nobody opened meanwhile and set their primary keys (None: lost). Each
     goes in under its own id if it has one (reserved by the caller), else under one drawn here.
 
-    Their summary and evidence are their decisions', which must be stored: the instances leave the
-    evidence deferred (read from the row if asked for), as the database built it."""
+    Their summary and evidence are their decisions', which must be stored and become their opening
+    decisions: the instances leave the evidence deferred (read from the row if asked for), as the
+    database built it."""
     if any(decision.pk is None or decision._state.adding for decision in decisions):
         raise ValueError("an escalation's evidence is read from its decision: store the decisions first")
     unnumbered = [e for e in escalations if e.pk is None]
@@ -316,10 +318,12 @@ def _claim(
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM, {"subject_type": subject_type, "now": now, "rows": document})
         ids = {pk for pk, _rule_id, _subject_id in cursor.fetchall()}
-    for e in escalations:
+    for e, decision in zip(escalations, decisions, strict=True):
         if e.pk not in ids:
             e.pk = None  # lost: its id stays unused
         else:
             e._state.adding, e._state.db = False, connection.alias
-            for name in ("evidence", "opened_evidence"):
-                e.__dict__.pop(name, None)  # deferred: Django reads a missing attribute from the row
+            # The id only: the decision will point at the escalation, and a cycle of 12k pairs waits
+            # for the garbage collector.
+            e.opened_decision_id, e.opened_evidence = decision.pk, {}
+            e.__dict__.pop("evidence", None)  # deferred: Django reads a missing attribute from the row

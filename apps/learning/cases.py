@@ -4,7 +4,7 @@ A *case* is one labelled judgement with the facts it was made on (ANCHORS, Audit
 
 * an escalation of the rule closed as acted on (*positive*: ``actioned`` / ``approved`` /
   ``rejected``) or not (*negative*: ``no_action_needed`` / ``false_alarm``), with the facts of the
-  decision that opened it (``opened_evidence``, else its ``evidence``), at ``opened_at``. Never the
+  decision that opened it (``opened_facts``), at ``opened_at``. Never the
   subject's newest context: a project fixed after the outcome (margin up 12 points) must not teach
   that the old threshold flagged healthy projects;
 * a reported miss (always positive), with the subject's stored facts as of ``missed_at``;
@@ -48,6 +48,14 @@ def _facts(evidence: object) -> object:
     return evidence.get("facts") if isinstance(evidence, dict) else None
 
 
+def opened_facts(opened_evidence: object, opening_decision_facts: object, evidence: object) -> object:
+    """The facts an escalation opened on, from its row's ``opened_evidence``, ``opened_decision__facts``
+    and ``evidence``: the evidence it stored when it opened (escalations opened before they kept their
+    opening decision), else its opening decision's facts, else (neither kept) its current evidence's: a
+    closed escalation's evidence no longer moves, so it is the facts of its last fire at worst."""
+    return _facts(opened_evidence) or opening_decision_facts or _facts(evidence)
+
+
 def escalation_cases(
     rule_key: str,
     subject_type: str,
@@ -66,11 +74,10 @@ def escalation_cases(
         qs = qs.filter(opened_at__lt=until)
     out = []
     rows = qs.order_by("opened_at", "id").values_list(
-        "id", "subject_id", "opened_at", "outcome", "opened_evidence", "evidence"
+        "id", "subject_id", "opened_at", "outcome", "opened_evidence", "opened_decision__facts", "evidence"
     )
-    for pk, subject_id, opened_at, outcome, opened, current in rows.iterator(chunk_size=2000):
-        # A closed escalation's evidence no longer moves, so it is the facts of its last fire at worst.
-        values, ages = context_from_snapshot(_facts(opened) or _facts(current))
+    for pk, subject_id, opened_at, outcome, opened, opening, current in rows.iterator(chunk_size=2000):
+        values, ages = context_from_snapshot(opened_facts(opened, opening, current))
         out.append(Case(ESCALATION, subject_id, opened_at, values, ages, outcome in POSITIVE, ref=pk))
     return out
 

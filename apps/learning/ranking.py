@@ -32,6 +32,7 @@ from apps.rules.engine.catalogue import FACTS, FactType
 from apps.rules.evaluation.backtest import NEGATIVE, POSITIVE
 from apps.rules.evaluation.facts import compute_contexts
 
+from .cases import opened_facts
 from .models import LearningSettings, RiskModel, RiskScore
 
 _NUMERIC: Final = (FactType.MONEY, FactType.PERCENT, FactType.INT, FactType.BOOL)
@@ -91,18 +92,16 @@ def training_rows(
     *, dated: list[dt.datetime] | None = None
 ) -> tuple[list[dict[str, float | None]], list[int]]:
     """(feature values, labels) of every labelled escalation, oldest first, from the facts it was opened
-    on (``opened_evidence``; its frozen ``evidence`` when that is empty). ``dated`` receives each row's
-    opening time, for the time split."""
+    on (its opening decision's, or the ``opened_evidence`` it stored; its frozen ``evidence`` when neither
+    has them). ``dated`` receives each row's opening time, for the time split."""
     rows = (
         Escalation.objects.filter(outcome__in=POSITIVE + NEGATIVE)
         .order_by("opened_at", "id")
-        .values_list("opened_evidence", "evidence", "outcome", "opened_at")
+        .values_list("opened_evidence", "opened_decision__facts", "evidence", "outcome", "opened_at")
     )
     features, labels = [], []
-    for opened, current, outcome, opened_at in rows.iterator(chunk_size=2000):
-        facts = (opened or {}).get("facts") if isinstance(opened, dict) else None
-        if not facts and isinstance(current, dict):
-            facts = current.get("facts")
+    for opened, opening_facts, current, outcome, opened_at in rows.iterator(chunk_size=2000):
+        facts = opened_facts(opened, opening_facts, current)
         features.append(_snapshot_values(facts))
         labels.append(1 if outcome in POSITIVE else 0)
         if dated is not None:

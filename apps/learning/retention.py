@@ -6,8 +6,10 @@ stores, so pruning sets them to NULL and needs no change to the rules app. Every
 outcome, rule version, subject, trigger, time, one-line summary, suppression reason and escalation.
 
 The newest payload per subject is kept whatever its age: backtests and threshold sweeps replay exactly
-that context, and a subject nobody touched for months would otherwise drop out of them. Audit entries
-are never touched (they are append-only in the database anyway); escalations keep their own evidence.
+that context, and a subject nobody touched for months would otherwise drop out of them. So is the payload
+of a decision that opened an escalation: it is the evidence the escalation opened on (learning's cases
+read it). Audit entries are never touched (they are append-only in the database anyway); escalations
+keep their own current evidence.
 
 Bulk evaluation runs older than the retention age lose their list of subjects the same way (a nightly
 run's is 100k ids); their per-rule counts stay.
@@ -37,6 +39,9 @@ WHERE id IN (
           WHERE newer.subject_type = d.subject_type AND newer.subject_id = d.subject_id
             AND newer.facts IS NOT NULL
             AND (newer.evaluated_at, newer.id) > (d.evaluated_at, d.id)
+      )
+      AND NOT EXISTS (  -- through the escalation's primary key: its opening decision is not indexed
+          SELECT 1 FROM escalations_escalation e WHERE e.id = d.escalation_id AND e.opened_decision_id = d.id
       )
     LIMIT %(batch)s
 )

@@ -201,6 +201,7 @@ def _outcome(ids: list[int], dispatched: list[int], first_id: int) -> dict[str, 
                 e.summary,
                 e.evidence,
                 e.opened_evidence,
+                decisions.get(e.opened_decision_id),
                 e.policy_id,
                 e.policy_snapshot,
                 e.next_step_at,
@@ -429,7 +430,8 @@ def test_the_same_pair_twice_in_a_batch_opens_once_then_refires(settings):
         "outcome": "matched",
         "rule_version": version.number,
     }
-    assert escalation.evidence == escalation.opened_evidence == evidence
+    assert escalation.evidence == escalation.opening_evidence == evidence
+    assert escalation.opened_evidence == {} and escalation.opened_decision == first  # kept once, by reference
     assert escalation.summary == first.summary and "is at least" in escalation.summary
     first.refresh_from_db()
     assert first.escalation_id == escalation.pk and first.suppressed == ""

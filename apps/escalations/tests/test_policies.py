@@ -579,8 +579,8 @@ def test_a_rule_match_freezes_the_policy_and_the_opening_evidence(executive):
     escalation = Escalation.objects.get()
     assert escalation.policy_snapshot["levels"][0]["target"] == "executives"
     assert escalation.next_step_at == at(MONDAY, 11)
-    assert escalation.opened_evidence == escalation.evidence
-    assert amount(escalation.opened_evidence).startswith("60000")
+    assert escalation.opening_evidence == escalation.evidence
+    assert amount(escalation.opening_evidence).startswith("60000")
     # The policy's digest flag batched the executives' first email; the rest went to the outbox as usual.
     assert sorted(escalation.deliveries.values_list("action", flat=True)) == ["digest", "flag_dashboard"]
 
@@ -589,7 +589,7 @@ def test_a_rule_match_freezes_the_policy_and_the_opening_evidence(executive):
         assert evaluate_subjects(subject_type="change_order", ids=[co.pk]).escalations_refired == 1
     escalation.refresh_from_db()
     assert amount(escalation.evidence).startswith("75000")
-    assert amount(escalation.opened_evidence).startswith("60000")
+    assert amount(escalation.opening_evidence).startswith("60000")
     assert escalation.next_step_at == at(MONDAY, 11)  # a re-fire does not restart the policy
     assert sweep(at(MONDAY, 11)) == ["policy_level"]
     # A policy level is not a "new escalation": it reaches the executive at once, not in a digest.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -165,3 +166,42 @@ def test_each_shadow_sample_in_admin_names_the_rule_that_labelled_it(client, ops
     page = client.get(reverse("admin:learning_shadowsample_changelist")).content.decode()
     assert f"later — {rule.name}" in page and "no rule flagged it" in page
     assert str(missed) in page and str(quiet) in page, "subjects by name, linked"
+
+
+def test_an_escalation_is_learned_from_the_facts_it_opened_on_and_retention_keeps_them(projects):
+    """The evidence when it opened is its opening decision's (not a second copy in the row): a re-fire
+    moves the escalation's evidence, learning still reads the facts it opened on, and retention, which
+    prunes a decision's payload once a newer one exists, keeps an opening decision's."""
+    from apps.learning.cases import escalation_cases
+    from apps.learning.ranking import training_rows
+
+    LearningSettings.objects.update_or_create(pk=1, defaults={"retention_days": 1})
+    thin = projects[0]
+    escalation = Escalation.objects.get(subject_id=thin.pk)
+    opener = escalation.opened_decision
+    assert escalation.opened_evidence == {} and opener is not None and opener.escalation_id == escalation.pk
+    assert escalation.opening_evidence == escalation.evidence
+    for cost in ("3000", "1000"):  # margin 5% → 2% → 1%: two re-fires
+        FinancialLineFactory(project=thin, kind="bill", amount=cost)
+        assert evaluate_subjects(subject_type="project", ids=[thin.pk]).escalations_refired == 1
+    Escalation.objects.filter(pk=escalation.pk).update(status="resolved", outcome="actioned", closed_at=now())
+    escalation.refresh_from_db()
+
+    def margin(facts: dict) -> str:
+        return facts["project.margin_pct"]["value"]
+
+    assert margin(escalation.evidence["facts"]) == "1.0000"
+    assert margin(escalation.opening_evidence["facts"]) == "5.0000"
+
+    def learned() -> tuple[object, object]:
+        [case] = [c for c in escalation_cases("thin", "project") if c.ref == escalation.pk]
+        rows, _labels = training_rows()
+        return case.values["project.margin_pct"], rows[0]["project.margin_pct"]
+
+    assert learned() == (Decimal("5.0000"), 5.0)
+    # Of the thin project's three decisions, the first re-fire's payload goes: a newer one exists. So
+    # does one for the opening decision, which retention keeps.
+    assert decisions_prune(now=now() + 10 * DAY) == 1
+    opener.refresh_from_db()
+    assert opener.facts is not None and opener.explanation is not None
+    assert learned() == (Decimal("5.0000"), 5.0)
