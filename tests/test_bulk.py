@@ -123,6 +123,29 @@ def test_large_json_columns_are_lz4_compressed_where_the_server_has_it():
     assert methods[("rules_decision", "summary")] == ""  # only the large ones
 
 
+def test_first_run_tables_index_only_what_is_read():
+    """Every row a first run inserts pays for each index of its table: the outbox's key has one index (its
+    unique constraint, not a second one for LIKE), and a subject state's ``snoozed_by`` is indexed only
+    where it is set."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename, indexdef FROM pg_indexes WHERE tablename = ANY(%s)",
+            [["escalations_delivery", "rules_subjectstate"]],
+        )
+        indexes = cursor.fetchall()
+    key = [d for table, d in indexes if table == "escalations_delivery" and "(idempotency_key" in d]
+    assert key == [
+        "CREATE UNIQUE INDEX delivery_idempotency_key ON public.escalations_delivery USING btree "
+        "(idempotency_key)"
+    ]
+    snoozed = [d for table, d in indexes if table == "rules_subjectstate" and "snoozed_by_id" in d]
+    assert len(snoozed) == 1 and snoozed[0].endswith("WHERE (snoozed_by_id IS NOT NULL)")
+    escalation = make_escalation()
+    Delivery.objects.bulk_create(_deliveries(escalation, "k"))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Delivery.objects.bulk_create(_deliveries(escalation, "k")[:1])
+
+
 def test_rows_given_as_mappings_take_the_field_defaults_they_leave_out():
     escalation = make_escalation()
     now = timezone.now()
