@@ -1,7 +1,9 @@
 import itertools
+import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -69,6 +71,12 @@ class SuppressedInline(admin.TabularInline):
         return False
 
 
+# The evidence an escalation opened on is shown as such, whether the row keeps a copy (older escalations) or
+# its opening decision holds it: the two fields it comes from are not shown apart (a new escalation's copy
+# is empty).
+_OPENING_FIELDS = ("opened_evidence", "opened_decision")
+
+
 @admin.register(Escalation)
 class EscalationAdmin(admin.ModelAdmin):
     list_display = (
@@ -88,7 +96,11 @@ class EscalationAdmin(admin.ModelAdmin):
     list_filter = ("status", "route", "severity", "rule")
     list_select_related = ("rule", "client")
     search_fields = ("subject_label", "client__name")
-    readonly_fields = [f.name for f in Escalation._meta.fields]
+    exclude = _OPENING_FIELDS
+    readonly_fields = [
+        *(f.name for f in Escalation._meta.fields if f.name not in _OPENING_FIELDS),
+        "evidence_when_opened",
+    ]
     inlines = [EventInline, DeliveryInline, SuppressedInline]
     show_full_result_count = False
 
@@ -97,6 +109,10 @@ class EscalationAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Escalation]:
         return Escalation.objects.visible_to(request.user).select_related("rule", "client")
+
+    @admin.display(description="evidence when it opened")
+    def evidence_when_opened(self, obj: Escalation) -> str:
+        return json.dumps(obj.opening_evidence, cls=DjangoJSONEncoder, ensure_ascii=False)
 
     @admin.display(description="policy")
     def policy_progress(self, obj: Escalation) -> str:

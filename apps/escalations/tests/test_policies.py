@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
 import threading
 import time
 import uuid
@@ -558,7 +559,7 @@ def amount(evidence: dict) -> str:
 
 
 @pytest.mark.django_db
-def test_a_rule_match_freezes_the_policy_and_the_opening_evidence(executive):
+def test_a_rule_match_freezes_the_policy_and_the_opening_evidence(executive, client, administrator):
     from apps.connectors.models import StreamState
     from apps.orchestration.pipeline import evaluate_subjects
     from apps.rules.evaluation.facts import ENTITY_STREAMS
@@ -590,6 +591,13 @@ def test_a_rule_match_freezes_the_policy_and_the_opening_evidence(executive):
     escalation.refresh_from_db()
     assert amount(escalation.evidence).startswith("75000")
     assert amount(escalation.opening_evidence).startswith("60000")
+    # The admin shows the evidence it opened on, kept by its opening decision (the row's copy is empty).
+    client.force_login(administrator)
+    page = client.get(reverse("admin:escalations_escalation_change", args=[escalation.pk])).content.decode()
+    opened = html.unescape(page.split("Evidence when it opened", 1)[1].split('class="readonly">', 1)[1])
+    opened = opened.split("</div>", 1)[0]
+    assert '"value": "60000.00"' in opened and "75000" not in opened
+    assert "Opened evidence" not in page and "Opened decision" not in page
     assert escalation.next_step_at == at(MONDAY, 11)  # a re-fire does not restart the policy
     assert sweep(at(MONDAY, 11)) == ["policy_level"]
     # A policy level is not a "new escalation": it reaches the executive at once, not in a digest.
