@@ -165,17 +165,18 @@ class Escalation(models.Model):
 
     @property
     def opening_evidence(self) -> dict[str, Any]:
-        """The facts and per-condition results when it opened (``evidence`` follows re-fires): the opening
-        decision's, as ``evidence`` held them then; the stored copy of an older escalation; else ``{}``."""
+        """The facts and per-condition results when it opened (``evidence`` follows re-fires): the copy an
+        escalation opened before migration 0008 stored; else its opening decision's, as ``evidence`` held
+        them then; else (neither kept) ``{}``."""
         if self.opened_evidence:
             return self.opened_evidence
         decision = self.opened_decision
         if decision is None:
             return {}
-        return decision_evidence(decision)
+        return _decision_evidence(decision)
 
 
-def decision_evidence(decision: Decision) -> dict[str, Any]:
+def _decision_evidence(decision: Decision) -> dict[str, Any]:
     """What an escalation keeps of a match, read from its stored decision (``refire.EVIDENCE`` in SQL)."""
     return {
         "facts": decision.facts,

@@ -199,8 +199,8 @@ def test_an_escalation_is_learned_from_the_facts_it_opened_on_and_retention_keep
         return case.values["project.margin_pct"], rows[0]["project.margin_pct"]
 
     assert learned() == (Decimal("5.0000"), 5.0)
-    # Of the thin project's three decisions, the first re-fire's payload goes: a newer one exists. So
-    # does one for the opening decision, which retention keeps.
+    # Of the thin project's three decisions, the first re-fire's payload goes: a newer one exists. The
+    # opening decision has newer ones too, but its payload is kept.
     assert decisions_prune(now=now() + 10 * DAY) == 1
     opener.refresh_from_db()
     assert opener.facts is not None and opener.explanation is not None
