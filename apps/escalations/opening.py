@@ -325,5 +325,5 @@ def _claim(
             e._state.adding, e._state.db = False, connection.alias
             # The id only: the decision will point at the escalation, and a cycle of 12k pairs waits
             # for the garbage collector.
-            e.opened_decision_id, e.opened_evidence = decision.pk, {}
+            e.opened_decision_id = decision.pk  # opened_evidence stays empty, as built
             e.__dict__.pop("evidence", None)  # deferred: Django reads a missing attribute from the row

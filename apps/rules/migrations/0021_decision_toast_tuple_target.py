@@ -4,8 +4,10 @@ A traced decision holds its facts (~1 kB compressed) and its trace (~0.7 kB): ab
 first run of 50 rules (16,158 of 33,509) passed PostgreSQL's default 2,032-byte threshold by a little,
 and their facts were moved out of line, a second insert into the TOAST table and its index for each, and
 a second lookup for every reader (a re-fire copies them into its escalation's evidence). With the target
-at 2,600 bytes the toaster still compresses them but keeps them in the row (at most 2,584 bytes in that
-run).
+at 2,600 bytes, a row past 2,032 bytes still goes to the toaster, which compresses its widest values until
+the row fits 2,600 bytes and moves none out of line: in that run every decision's facts were compressed,
+its trace too in 31,891 of 50,705 rows, and the widest row was 2,584 bytes. A row of 2,033-2,600 bytes
+before compression is now stored as it is.
 """
 
 from django.db import migrations
