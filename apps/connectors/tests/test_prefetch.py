@@ -156,7 +156,7 @@ def test_a_failure_fetching_the_page_read_ahead_keeps_the_stored_page_and_its_cu
     assert partial.counts["api_calls"] == listing + read + 4
     state = StreamState.objects.get(connection=pm, stream="change_orders")
     # The projects of the stored page have their cursor; the others start from the beginning next time.
-    read_ids = sorted((p for p, at in state.cursor["projects"].items() if at), key=int)
+    read_ids = sorted((p for p, at in procore_streams.project_cursor(state.cursor)[1].items() if at), key=int)
     assert read_ids == [str(p) for p in sorted(company.pc_projects)[:read]]
     assert state.last_success_at is None
 

@@ -3,6 +3,7 @@ webhooks in every payload format, against the simulator over loopback where a se
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -237,7 +238,8 @@ def test_incremental_reads_each_project_from_its_own_cursor(
     pm.save()
     sync_connection(connection=pm)
     state = StreamState.objects.get(connection=pm, stream="change_orders")
-    assert set(state.cursor["projects"]) == {str(p) for p in company.pc_projects}
+    assert set(procore_streams.project_cursor(state.cursor)[1]) == {str(p) for p in company.pc_projects}
+    assert "projects_at" in state.cursor and "projects" not in state.cursor  # packed, not the map
     assert not Project.objects.exclude(schedule_status="").exists()  # Procore reports none; none refused
     target = sorted(company.pc_change_orders)[3]
     change_record(company, "procore", "change_order", target, status="not_proceeding")
@@ -374,8 +376,8 @@ def test_the_changes_and_the_share_are_read_apart(
     # The next incremental lists the projects edited since the changes were read, not since the share was,
     # and the share does not make the stream's data look fresher than the changes read.
     assert state.cursor["listed"] == listed and state.last_success_at == fresh
-    assert str(edited) in state.cursor["projects"] and all(
-        str(p) in state.cursor["projects"] for p in projects
+    assert str(edited) in procore_streams.project_cursor(state.cursor)[1] and all(
+        str(p) in procore_streams.project_cursor(state.cursor)[1] for p in projects
     )
 
 
@@ -456,7 +458,7 @@ def test_a_new_project_is_read_on_the_next_incremental_run(
 
     assert ChangeOrder.objects.get(external_id=str(new_co)).project_ref == str(new_project)
     state = StreamState.objects.get(connection=pm, stream="change_orders")
-    assert str(new_project) in state.cursor["projects"]
+    assert str(new_project) in procore_streams.project_cursor(state.cursor)[1]
 
 
 def test_a_project_deleted_upstream_is_dropped_not_failed(
@@ -470,7 +472,7 @@ def test_a_project_deleted_upstream_is_dropped_not_failed(
 
     assert run.status == "succeeded", run.error
     state = StreamState.objects.get(connection=pm, stream="change_orders")
-    assert str(gone) not in state.cursor["projects"]
+    assert str(gone) not in procore_streams.project_cursor(state.cursor)[1]
 
 
 def test_only_milestone_tasks_are_loaded(connections: dict[str, Connection], company: Company) -> None:
@@ -531,3 +533,19 @@ def test_a_submittal_event_uses_the_mapped_custom_field(
     assert outcome.status == "processed", outcome.error
     submittal = Submittal.objects.get(external_id=str(target))
     assert submittal.schedule_critical is True and submittal.project_ref == str(record.project_id)
+
+
+def test_the_project_cursor_packs_projects_by_their_cursor_and_still_reads_the_map() -> None:
+    """Every page saves each project's cursor: packed as the projects sharing each cursor, it is a fifth of
+    the ``{project id: cursor}`` map at 10,000 projects; a cursor saved as that map is still read."""
+    run, earlier = "2026-12-07T10:00:00+00:00", "2026-12-06T09:00:00+00:00"
+    projects = {str(p): ("" if p % 7 == 0 else run) for p in range(1, 10_001)}
+    projects["12"] = earlier
+    packed = procore_streams.projects_pack(projects)
+
+    assert set(packed) == {"", run, earlier} and packed[earlier] == "12"
+    assert list(procore_streams.projects_unpack(packed).items()) == list(projects.items())  # id order
+    saved = {"updated_at": run, "id": "000000003", "listed": run, "floor": None}
+    assert procore_streams.project_cursor({**saved, "projects_at": packed}) == (None, projects)
+    assert procore_streams.project_cursor({**saved, "projects": projects}) == (None, projects)
+    assert len(json.dumps(packed)) * 5 < len(json.dumps(projects))

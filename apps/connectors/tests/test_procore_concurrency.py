@@ -84,8 +84,10 @@ def test_a_failing_project_stops_the_stream_at_the_projects_before_it(
     before = {str(p) for p in order[: order.index(failing)]}
     stored = set(ChangeOrder.objects.values_list("project_ref", flat=True))
     assert stored == {str(p) for p in with_orders if str(p) in before}
-    cursor = StreamState.objects.get(connection=pm, stream="change_orders").cursor
-    read = {pid for pid, done in cursor["projects"].items() if done}
+    cursor = procore_streams.project_cursor(
+        StreamState.objects.get(connection=pm, stream="change_orders").cursor
+    )[1]
+    read = {pid for pid, done in cursor.items() if done}
     assert read <= before and str(failing) not in read
     assert stored <= read
 

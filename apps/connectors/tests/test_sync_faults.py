@@ -92,11 +92,13 @@ def test_exhausted_retries_keep_committed_pages_and_the_next_run_resumes_from_th
     assert "503 after 4 attempts" in partial.error and "sim-procore-token" not in partial.error
     assert partial.counts["pages"] == 1 and partial.counts["inserted"] == ChangeOrder.objects.count() == held
     assert partial.counts["api_calls"] == -(-len(company.pc_projects) // 50) + read + 4
-    cursor = StreamState.objects.get(connection=pm, stream="change_orders").cursor
+    cursor = procore_streams.project_cursor(
+        StreamState.objects.get(connection=pm, stream="change_orders").cursor
+    )[1]
     finished = sorted(company.pc_projects)[:read]
     # The finished projects have their cursor; the others are remembered unread ("") and read first next.
-    assert sorted((p for p, at in cursor["projects"].items() if at), key=int) == [str(p) for p in finished]
-    assert set(cursor["projects"]) == {str(p) for p in company.pc_projects}
+    assert sorted((p for p, at in cursor.items() if at), key=int) == [str(p) for p in finished]
+    assert set(cursor) == {str(p) for p in company.pc_projects}
     assert StreamState.objects.get(connection=pm, stream="change_orders").last_success_at is None
 
     simulator.faults.clear()
@@ -114,9 +116,9 @@ def test_exhausted_retries_keep_committed_pages_and_the_next_run_resumes_from_th
     # A finished project resumes from its cursor less the lookback; the others from the beginning.
     done = str(finished[0])
     resumed_from = dt.datetime.fromisoformat(windows[done].split("...")[0])
-    assert resumed_from == dt.datetime.fromisoformat(cursor["projects"][done]).replace(
-        microsecond=0
-    ) - dt.timedelta(seconds=60)
+    assert resumed_from == dt.datetime.fromisoformat(cursor[done]).replace(microsecond=0) - dt.timedelta(
+        seconds=60
+    )
     assert windows[str(sorted(company.pc_projects)[read])].startswith("2000-01-01T00:00:00Z...")
 
 

@@ -252,16 +252,36 @@ def project_cursor(cursor: Cursor) -> tuple[dt.datetime | None, dict[str, str]]:
     """(where projects without a cursor of their own start, each project's cursor) from a saved cursor.
 
     Our cursor is ``{"updated_at": <run start>, "id": <page number>, "listed": <start of the last run that
-    listed edited projects>, "floor": iso | None, "projects": {project id: iso}}``. A cursor without
-    ``projects`` (a "Resync from date", or one saved before the per-project reads) means: every project
-    from its ``updated_at``.
+    listed edited projects>, "floor": iso | None, "projects_at": {iso: "id,id,…"}}``: each project's cursor,
+    as the projects (comma-separated ids) that have each cursor (``projects_pack``). Saved with every page,
+    it maps ten thousand projects in ~70 KB where ``{project id: iso}`` took 0.5 MB. A cursor with
+    ``projects`` (that map, saved before session 17) is read as well. A cursor with neither (a "Resync from
+    date", or one saved before the per-project reads) means: every project from its ``updated_at``.
     """
-    if "projects" in cursor:
+    if "projects_at" in cursor or "projects" in cursor:
         floor = cursor.get("floor")
-        projects = cursor.get("projects") or {}
-        return (parse_datetime(floor) if floor else None), {str(k): str(v) for k, v in projects.items()}
+        if "projects_at" in cursor:
+            projects = projects_unpack(cursor.get("projects_at") or {})
+        else:
+            projects = {str(k): str(v) for k, v in (cursor.get("projects") or {}).items()}
+        return (parse_datetime(floor) if floor else None), projects
     start = cursor_start(cursor, False)
     return (start + LOOKBACK if start else None), {}
+
+
+def projects_pack(projects: dict[str, str]) -> dict[str, str]:
+    """``{project id: its cursor}`` as ``{cursor: "id,id,…"}``, the ids in the map's order. After a run
+    most projects share its start as their cursor, so the map packs into a few lists of ids."""
+    grouped: dict[str, list[str]] = {}
+    for pid, at in projects.items():
+        grouped.setdefault(at, []).append(pid)
+    return {at: ",".join(pids) for at, pids in grouped.items()}
+
+
+def projects_unpack(packed: dict[str, str]) -> dict[str, str]:
+    """``projects_pack``'s inverse (the projects in id order)."""
+    projects = {pid: str(at) for at, pids in packed.items() for pid in str(pids).split(",") if pid}
+    return {pid: projects[pid] for pid in sorted(projects, key=_by_number)}
 
 
 def listed_since(cursor: Cursor) -> str:
@@ -356,7 +376,7 @@ class ProjectList(ProcoreStream):
                 "id": f"{pages:09d}",
                 "listed": listed,
                 "floor": floor.isoformat() if floor else None,
-                "projects": dict(state),
+                "projects_at": projects_pack(state),
             }
 
         def read(pid: str) -> list[Record] | None:
