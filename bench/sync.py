@@ -85,6 +85,38 @@ def _start_simulator(scale: float, port: int) -> subprocess.Popen[bytes]:
 SLUGS = ("crm", "accounting", "pm")
 
 
+def _process_cpu(pid: int, *, reaped: bool = False) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far, 0.0 once it is gone; ``reaped``: with
+    its children's that have ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(f) for f in fields[11 : 15 if reaped else 13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds used so far by this machine's PostgreSQL: its live processes' and, through the
+    postmaster's count of its ended children, the sessions closed since (a connection's process ends with
+    it; every session's, not only the bench's)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text:
+            total += _process_cpu(int(stat.parent.name), reaped=True)
+    return total
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its children that have ended (the connections' processes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def _sync_one(slug: str, reads: str) -> tuple[int, int, dict[str, float]]:
     """One connection's streams, as its scheduled task runs them; (records seen, upstream calls, seconds per
     stream)."""
@@ -113,6 +145,7 @@ class Pass:
         self.streams: dict[str, float] = {}
         self.rows: dict[str, dict[str, float]] = {}
         self.peak_mb = 0.0
+        self.cpu: dict[str, float] = {}  # CPU seconds in the pass: the syncing processes, simulator, server
 
     def add(self, part: dict[str, Any]) -> None:
         self.seen += part["seen"]
@@ -153,7 +186,9 @@ def _child(slug: str, reads: str, marks: Marking, box: Breakdown | None, out: An
         out.close()
 
 
-def _sync_all(reads: str = "changes", *, marks: Marking, box: Breakdown | None, parallel: bool) -> Pass:
+def _sync_all(
+    reads: str = "changes", *, marks: Marking, box: Breakdown | None, parallel: bool, sim_pid: int
+) -> Pass:
     """Every connection's streams, as the scheduler runs them: each connection's scheduled task on its own
     (the demo's three share the schedule ``*/15 * * * *``, and the Procfile's worker runs four tasks at
     once, each in its own process), so ``parallel`` syncs each connection in a process of its own, forked
@@ -161,7 +196,19 @@ def _sync_all(reads: str = "changes", *, marks: Marking, box: Breakdown | None, 
     otherwise one after the other in this process (``--sequential``). The scheduled task reads the changes
     (``reads="changes"``) and queues the streams' reconciliation share as its own task
     (``reconcile_share_task``): that is ``_sync_all("share")``, timed apart. A first run reads everything
-    either way."""
+    either way. The pass's CPU is counted for the syncing processes, the simulator (``sim_pid``: the
+    vendors' side, on the same cores) and PostgreSQL."""
+    own, sim, server = _own_cpu(), _process_cpu(sim_pid), _postgres_cpu()
+    result = _pass(reads, marks, box, parallel)
+    result.cpu = {
+        "sync": _own_cpu() - own,
+        "simulator": _process_cpu(sim_pid) - sim,
+        "PostgreSQL": _postgres_cpu() - server,
+    }
+    return result
+
+
+def _pass(reads: str, marks: Marking, box: Breakdown | None, parallel: bool) -> Pass:
     import multiprocessing
 
     from django.db import connections
@@ -300,10 +347,7 @@ class Breakdown:
         row[name] = row.get(name, 0.0) + seconds
 
     def sim_cpu(self) -> float:
-        if not self.sim_pid:
-            return 0.0
-        fields = Path(f"/proc/{self.sim_pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _process_cpu(self.sim_pid) if self.sim_pid else 0.0
 
     @staticmethod
     def lines(rows: dict[str, dict[str, float]]) -> list[str]:
@@ -419,14 +463,14 @@ def run(
         connection_import(data=demo_connections(f"http://127.0.0.1:{port}"), actor="system:bench")
         # In parallel the simulator serves every connection at once: its CPU is not one stream's.
         box = Breakdown(None if parallel else sim.pid) if profile else None
-        full = _sync_all(marks=marks, box=box, parallel=parallel)
+        full = _sync_all(marks=marks, box=box, parallel=parallel, sim_pid=sim.pid)
         pending = _pending_clear()
         body = b'{"fraction": 0.01, "seed": 3}'
         req = urllib.request.Request(f"http://127.0.0.1:{port}/_sim/mutate", data=body, method="POST")
         urllib.request.urlopen(req, timeout=60)  # noqa: S310
-        incr = _sync_all(marks=marks, box=box, parallel=parallel)
+        incr = _sync_all(marks=marks, box=box, parallel=parallel, sim_pid=sim.pid)
         # The reconciliation share the incremental queues (Procore's rotating projects), timed apart.
-        share = _sync_all("share", marks=marks, box=box, parallel=parallel)
+        share = _sync_all("share", marks=marks, box=box, parallel=parallel, sim_pid=sim.pid)
         result: dict[str, Any] = {
             "scale": scale,
             "marking": marking,
@@ -449,6 +493,8 @@ def run(
             "share_mark_s": share.mark_s,
             "peak_rss_mb": full.peak_mb,
             "co_stream_s": full.streams.get("pm.change_orders", 0.0),
+            "cpu_full": full.cpu,
+            "cpu_incr": incr.cpu,
             "breakdown_full": full.rows,
             "breakdown_incr": incr.rows,
             "breakdown_share": share.rows,
@@ -641,6 +687,14 @@ def main() -> None:
                 f"({r['incr_marked']:,} subjects); the sync without it: full "
                 f"{r['full_records'] / (r['full_s'] - r['full_mark_s']):7,.0f} records/s, incremental "
                 f"{r['incr_s'] - r['incr_mark_s']:5.2f} s"
+            )
+        cores = os.cpu_count() or 1
+        for key, label in (("full", "full pass"), ("incr", "incremental")):
+            cpu = r[f"cpu_{key}"]
+            print(
+                f"    CPU in the {label}: "
+                + ", ".join(f"{name} {value:.1f} s" for name, value in cpu.items())
+                + f"; {sum(cpu.values()):.1f} s of the {cores} cores' {cores * r[f'{key}_s']:.1f} s"
             )
         print(
             f"    then the incremental's reconciliation share (its own task, after it; not in the figure "
