@@ -327,3 +327,40 @@ def test_marks_stay_out_of_the_claim_index_and_a_flush_finds_its_rows_through_it
         cursor.execute("EXPLAIN " + triggers._RENEW, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "pending_claimed" in plan, plan
+
+
+@pytest.mark.django_db
+def test_a_waiting_subject_marked_again_alike_is_not_rewritten(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Marking what already waits, with the same trigger and no claim, changes nothing: the row keeps its
+    # version (its ctid), so a sync's connections and a webhook burst re-marking the same subjects write
+    # no new versions. A new trigger, or a flush's claim to release, still rewrites it; a failed
+    # subject's retry time is kept either way.
+    monkeypatch.setattr(triggers, "flush_soon", lambda **_: None)
+    retry_at = timezone.now() + dt.timedelta(minutes=4)
+    PendingEvaluation.objects.create(
+        subject_type="project", subject_id=1, trigger="sync", queued_at=timezone.now(), attempts=2,
+        claimed_until=retry_at,
+    )  # fmt: skip
+    PendingEvaluation.objects.create(
+        subject_type="project", subject_id=2, trigger="sync", queued_at=timezone.now(), attempts=0,
+        claim=uuid.uuid4(), claimed_until=timezone.now() + dt.timedelta(minutes=1),
+    )  # fmt: skip
+    triggers.pending_add({"project": {3}}, "sync")
+
+    def versions() -> dict[int, tuple[str, str, uuid.UUID | None, dt.datetime | None]]:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT subject_id, ctid::text, trigger, claim, claimed_until FROM rules_pendingevaluation"
+            )
+            return {row[0]: row[1:] for row in cursor.fetchall()}
+
+    before = versions()
+    triggers.pending_add({"project": {1, 2, 3}}, "sync")
+    after = versions()
+    assert after[1] == before[1] and after[3] == before[3]  # unchanged: not rewritten
+    assert after[2][0] != before[2][0] and after[2][2:] == (None, None)  # released from its claim
+
+    triggers.pending_add({"project": {1, 3}}, "webhook")
+    latest = versions()
+    assert {latest[1][1], latest[3][1]} == {"webhook"} and latest[1][0] != after[1][0]
+    assert latest[1][3] == retry_at  # the failed subject still waits for its retry time
