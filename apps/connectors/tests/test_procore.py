@@ -376,9 +376,8 @@ def test_the_changes_and_the_share_are_read_apart(
     # The next incremental lists the projects edited since the changes were read, not since the share was,
     # and the share does not make the stream's data look fresher than the changes read.
     assert state.cursor["listed"] == listed and state.last_success_at == fresh
-    assert str(edited) in procore_streams.project_cursor(state.cursor)[1] and all(
-        str(p) in procore_streams.project_cursor(state.cursor)[1] for p in projects
-    )
+    cursors = procore_streams.project_cursor(state.cursor)[1]
+    assert str(edited) in cursors and all(str(p) in cursors for p in projects)
 
 
 def test_the_share_alone_reads_nothing_before_a_first_run(connections: dict[str, Connection]) -> None:

@@ -270,8 +270,9 @@ def project_cursor(cursor: Cursor) -> tuple[dt.datetime | None, dict[str, str]]:
 
 
 def projects_pack(projects: dict[str, str]) -> dict[str, str]:
-    """``{project id: its cursor}`` as ``{cursor: "id,id,…"}``, the ids in the map's order. After a run
-    most projects share its start as their cursor, so the map packs into a few lists of ids."""
+    """``{project id: its cursor}`` as ``{cursor: "id,id,…"}``, the ids in the map's order (Procore's ids
+    are integers: none holds a comma). After a run most projects share its start as their cursor, so the
+    map packs into a few lists of ids."""
     grouped: dict[str, list[str]] = {}
     for pid, at in projects.items():
         grouped.setdefault(at, []).append(pid)
