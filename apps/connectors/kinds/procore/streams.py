@@ -254,9 +254,10 @@ def project_cursor(cursor: Cursor) -> tuple[dt.datetime | None, dict[str, str]]:
     Our cursor is ``{"updated_at": <run start>, "id": <page number>, "listed": <start of the last run that
     listed edited projects>, "floor": iso | None, "projects_at": {iso: "id,id,…"}}``: each project's cursor,
     as the projects (comma-separated ids) that have each cursor (``projects_pack``). Saved with every page,
-    it maps ten thousand projects in ~70 KB where ``{project id: iso}`` took 0.5 MB. A cursor with
-    ``projects`` (that map, saved before session 17) is read as well. A cursor with neither (a "Resync from
-    date", or one saved before the per-project reads) means: every project from its ``updated_at``.
+    it maps the 10,200 projects of the bench's company (seven-digit ids) in 82 KB of JSON where
+    ``{project id: iso}`` took 479 KB. A cursor with ``projects`` (that map, saved before session 17) is
+    read as well. A cursor with neither (a "Resync from date", or one saved before the per-project reads)
+    means: every project from its ``updated_at``.
     """
     if "projects_at" in cursor or "projects" in cursor:
         floor = cursor.get("floor")
