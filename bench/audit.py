@@ -106,14 +106,12 @@ def _cpu() -> float:
     """
     from django.db import connection
 
+    from bench.common import process_cpu
+
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        server = 0.0  # the server runs elsewhere: client CPU only
+    server = process_cpu(pid) or 0.0  # unreadable: the server runs elsewhere, client CPU only
     return time.process_time() + server
 
 

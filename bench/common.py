@@ -45,6 +45,16 @@ def fresh_django_database(name: str) -> None:
     print(f"database {name}: created and migrated in {time.perf_counter() - started:.1f} s")
 
 
+def process_cpu(pid: int, *, reaped: bool = False) -> float | None:
+    """CPU seconds (user + system) process ``pid`` of this machine has used so far (``/proc``), None when it
+    cannot be read (gone, or the server runs elsewhere); ``reaped``: with its children's that have ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11 : 15 if reaped else 13]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def load() -> str:
     """The 1, 5 and 15-minute load averages (``os.getloadavg()``), for a report line."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())

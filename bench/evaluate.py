@@ -761,15 +761,12 @@ def _backend_cpu(since: tuple[int, float] | None = None) -> Any:
     when it cannot be read). The full run's second connection (snapshots) is not counted."""
     from django.db import connection
 
+    from bench.common import process_cpu
+
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        seconds = None
+    seconds = process_cpu(pid)
     if since is None:
         return pid, seconds
     if seconds is None or since[1] is None or since[0] != pid:

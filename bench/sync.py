@@ -85,21 +85,12 @@ def _start_simulator(scale: float, port: int) -> subprocess.Popen[bytes]:
 SLUGS = ("crm", "accounting", "pm")
 
 
-def _process_cpu(pid: int, *, reaped: bool = False) -> float:
-    """CPU seconds (user + system) process ``pid`` has used so far, 0.0 once it is gone; ``reaped``: with
-    its children's that have ended."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = sum(int(f) for f in fields[11 : 15 if reaped else 13])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def _postgres_cpu() -> float:
     """CPU seconds used so far by this machine's PostgreSQL: its live processes' and, through the
     postmaster's count of its ended children, the sessions closed since (a connection's process ends with
     it; every session's, not only the bench's)."""
+    from bench.common import process_cpu
+
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -107,7 +98,7 @@ def _postgres_cpu() -> float:
         except OSError:
             continue
         if "(postgres)" in text:
-            total += _process_cpu(int(stat.parent.name), reaped=True)
+            total += process_cpu(int(stat.parent.name), reaped=True) or 0.0
     return total
 
 
@@ -198,11 +189,13 @@ def _sync_all(
     (``reconcile_share_task``): that is ``_sync_all("share")``, timed apart. A first run reads everything
     either way. The pass's CPU is counted for the syncing processes, the simulator (``sim_pid``: the
     vendors' side, on the same cores) and PostgreSQL."""
-    own, sim, server = _own_cpu(), _process_cpu(sim_pid), _postgres_cpu()
+    from bench.common import process_cpu
+
+    own, sim, server = _own_cpu(), process_cpu(sim_pid) or 0.0, _postgres_cpu()
     result = _pass(reads, marks, box, parallel)
     result.cpu = {
         "sync": _own_cpu() - own,
-        "simulator": _process_cpu(sim_pid) - sim,
+        "simulator": (process_cpu(sim_pid) or 0.0) - sim,
         "PostgreSQL": _postgres_cpu() - server,
     }
     return result
@@ -347,7 +340,9 @@ class Breakdown:
         row[name] = row.get(name, 0.0) + seconds
 
     def sim_cpu(self) -> float:
-        return _process_cpu(self.sim_pid) if self.sim_pid else 0.0
+        from bench.common import process_cpu
+
+        return (process_cpu(self.sim_pid) or 0.0) if self.sim_pid else 0.0
 
     @staticmethod
     def lines(rows: dict[str, dict[str, float]]) -> list[str]:
