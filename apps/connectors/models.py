@@ -105,9 +105,21 @@ class SyncRun(models.Model):
         blank=True,
         help_text="host:pid of the process running it (dead ones are expired at once)",
     )
+    published_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When what the run stored was linked and marked for evaluation (empty: not yet; the "
+        "connection's next sync does it)",
+    )
 
     class Meta:
         ordering = ["-started_at"]
+        indexes = [
+            # The runs a sync publishes besides its own: usually none, found without reading the others.
+            models.Index(
+                fields=["connection"], condition=Q(published_at__isnull=True), name="sync_run_unpublished"
+            )
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["connection", "stream"],

@@ -12,14 +12,13 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
-from apps.entities.changes import entities_changed_publish
 from apps.entities.loaders import source_column
 
 from .http import HttpClient, UpstreamError
 from .kinds import BadRecord, ConfigurationError, Stream, get_kind
 from .kinds.base import make_cursor
 from .models import Connection, StreamState, SyncRun
-from .services import UNREADABLE
+from .services import UNREADABLE, changes_publish
 
 
 @dataclass(frozen=True)
@@ -229,6 +228,7 @@ def connection_reconcile(
     """
     kind = get_kind(connection)
     results = []
+    runs: list[SyncRun] = []
     client = kind.client()
     limit = None if confirm_mass_delete else max_fraction(connection)
     try:
@@ -241,6 +241,7 @@ def connection_reconcile(
             if run is None:
                 result.error = "a sync of this stream is running; swept next time"
                 continue
+            runs.append(run)
             started = timezone.now()
             status = SyncRun.Status.SUCCEEDED
             try:
@@ -295,20 +296,20 @@ def connection_reconcile(
             )
     finally:
         client.close()
-    _announce([r.changed for r in results])
+    _announce(connection, runs, [r.changed for r in results])
     return results
 
 
-def _announce(changes: list[dict[str, set[int]]]) -> None:
+def _announce(connection: Connection, runs: list[SyncRun], changes: list[dict[str, set[int]]]) -> None:
     """Tombstones change what the rules read, and the crosswalk links that read only live rows (a job's
     project, a customer's client, a client's owner): those are linked here, as a sync's publish links around
-    what it wrote, instead of waiting for the next publish that touches the same entities."""
+    what it wrote, instead of waiting for the next publish that touches the same entities. ``runs`` are
+    recorded published with them (a sweep that dies first is published by the connection's next sync)."""
     merged: dict[str, set[int]] = {}
     for change in changes:
         for key, ids in change.items():
             merged.setdefault(key, set()).update(ids)
-    touched = {key: sorted(ids) for key, ids in merged.items()}
-    entities_changed_publish(merged, trigger="sync", touched=touched)
+    changes_publish(connection, runs, merged)
 
 
 # ---- resync from a date, rebuild -----------------------------------------------------------------------
@@ -409,6 +410,8 @@ def connection_rebuild(
         client.close()
     changes = []
     with transaction.atomic():
+        # Published again with the tombstones: a rebuild that dies before it is published by the next sync.
+        SyncRun.objects.filter(pk__in=[run.pk for run in runs]).update(published_at=None)
         for found, gone in confirmed:
             name = found.stream.name
             ids = _tombstone(connection, found.stream, gone, started, timezone.now())
@@ -427,7 +430,7 @@ def connection_rebuild(
                 "confirmed_mass_delete": confirm_mass_delete,
             },
         )
-    _announce(changes)
+    _announce(connection, runs, changes)
     return result
 
 

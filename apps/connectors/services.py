@@ -17,19 +17,20 @@ from celery.schedules import crontab
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db import connection as db_connection
+from django.db.models import Q
 from django.db.models.fields.json import KT
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
 from apps.entities.changes import entities_changed_publish
-from apps.entities.loaders import PreparedRows, prepare_rows, upsert_prepared
+from apps.entities.loaders import PreparedRows, prepare_rows, source_column, upsert_prepared
 from apps.errors import Transient
 
 from .drift import compare, field_paths
 from .http import Prefetch, UpstreamError
-from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, get_kind
+from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, UnknownStream, get_kind
 from .kinds.base import READS, ConnectorKind, Record, cursor_key
 from .kinds.rest.options import parse_options as parse_rest_options
 from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun
@@ -680,7 +681,79 @@ def sync_connection(
             analysed.add(stream.model)
     _refresh_statistics(kind, [r for r in runs if kind.stream(r.stream).model not in analysed])
     # Incremental: link only where this sync's changes can have moved a link; a full sync re-links all.
-    # What the streams stored (sorted lists: linking adds to ``changes``, and a list is a quarter of a set).
-    touched = None if full else {key: sorted(ids) for key, ids in changes.items()}
-    entities_changed_publish(changes, trigger="sync", touched=touched)
+    changes_publish(connection, runs, changes, scoped=not full)
     return runs
+
+
+# PostgreSQL's deadlock and serialization failures: the publish's transaction was rolled back whole, so it
+# is tried again at once. Anything else leaves the runs unpublished, for the connection's next sync.
+PUBLISH_ATTEMPTS = 3
+_PUBLISH_RETRIED = frozenset({"40P01", "40001"})
+
+
+def changes_publish(
+    connection: Connection, runs: list[SyncRun], changes: dict[str, set[int]], *, scoped: bool = True
+) -> None:
+    """Link and mark for evaluation what ``runs`` stored (``changes``), and what earlier runs of the
+    connection stored but never published (their worker died after committing pages, or their publish
+    failed), then record every one of them published: one transaction, so a run is published whole or
+    not at all, and never twice.
+
+    ``scoped``: link only around the changes (``link_entities``' ``touched``); a full sync re-links all. A
+    deadlock (a concurrent publish or webhook linking the same rows in another order) is tried again.
+    """
+    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                _publish(connection, runs, changes, scoped)
+            return
+        except OperationalError as exc:
+            retried = getattr(exc.__cause__, "sqlstate", None) in _PUBLISH_RETRIED
+            if attempt == PUBLISH_ATTEMPTS or not retried:
+                raise
+            logger.warning("publishing %s's changes: %s; trying again", connection.slug, exc)
+
+
+def _publish(connection: Connection, runs: list[SyncRun], changes: dict[str, set[int]], scoped: bool) -> None:
+    own = [run.pk for run in runs]
+    # Locked, so that two publishes of the connection (a sync and its reconciliation share) never both
+    # take a run over; one still running is its worker's to publish.
+    earlier = list(
+        SyncRun.objects.select_for_update(skip_locked=True)
+        .filter(connection=connection, published_at__isnull=True)
+        .exclude(status=SyncRun.Status.RUNNING)
+        .exclude(pk__in=own)
+        .values_list("pk", "stream", "started_at")
+    )
+    if earlier:
+        for key, ids in _stored_since(connection, earlier).items():
+            changes.setdefault(key, set()).update(ids)
+    # What was stored (sorted lists: linking adds to ``changes``, and a list is a quarter of a set).
+    touched = {key: sorted(ids) for key, ids in changes.items()} if scoped else None
+    entities_changed_publish(changes, trigger="sync", touched=touched)
+    SyncRun.objects.filter(pk__in=own + [pk for pk, _, _ in earlier]).update(published_at=timezone.now())
+
+
+def _stored_since(connection: Connection, runs: list[tuple[int, str, dt.datetime]]) -> dict[str, set[int]]:
+    """What unpublished runs may have stored or tombstoned: their streams' records of the connection
+    written since the earliest of them started (a sync sets ``synced_at`` on each row it inserts or
+    changes, a sweep ``deleted_at`` on each tombstone). A later write by a webhook is found too, and
+    marking it again is harmless. Read whole, without an index: this runs only after a failure."""
+    kind = get_kind(connection)
+    since: dict[tuple[type[Any], str], dt.datetime] = {}
+    for _pk, name, started_at in runs:
+        try:
+            stream = kind.stream(name)
+        except UnknownStream:  # a stream the kind no longer has: nothing of it is read any more
+            logger.warning("%s: unpublished run of unknown stream %r skipped", connection.slug, name)
+            continue
+        key = (stream.model, stream.entity)
+        since[key] = min(since.get(key, started_at), started_at)
+    found: dict[str, set[int]] = {}
+    for (model, entity), started_at in since.items():
+        ids = model._default_manager.filter(
+            Q(synced_at__gte=started_at) | Q(deleted_at__gte=started_at),
+            **{source_column(model): connection.pk},
+        ).values_list("pk", flat=True)
+        found.setdefault(entity, set()).update(ids)
+    return found

@@ -24,6 +24,7 @@ from apps.connectors.models import Connection, StreamState, SyncRun
 from apps.connectors.services import _claim, connection_import
 from apps.entities.loaders import content_hash
 from apps.entities.models import ChangeOrder, Milestone, Project, Submittal, Vendor
+from apps.rules.models import PendingEvaluation
 from apps.simulator import Company, SimulatorServer
 
 from .conftest import connection_file
@@ -152,6 +153,11 @@ def test_sigkill_mid_sync_then_rerun_leaves_the_database_equal_to_the_upstream(
     latest = SyncRun.objects.filter(connection=pm, stream="change_orders").order_by("-started_at").first()
     assert latest is not None and latest.status == "succeeded"
     assert latest.counts["seen"] < total_cos  # resumed from the committed cursor, not from scratch
+    # What the killed run stored was never linked nor marked; the rerun published it with its own.
+    stored = set(ChangeOrder.objects.filter(source=pm).values_list("pk", flat=True))
+    marked = PendingEvaluation.objects.filter(subject_type="change_order", subject_id__in=stored)
+    assert marked.count() == len(stored)
+    assert not SyncRun.objects.filter(connection=pm, published_at__isnull=True).exists()
 
 
 def test_a_run_without_heartbeat_from_another_host_is_expired_by_the_next_claim(
