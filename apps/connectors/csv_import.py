@@ -8,13 +8,12 @@ from typing import Any
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record
-from apps.entities.changes import entities_changed_publish
 from apps.entities.loaders import validate_row
 
 from .kinds import ConfigurationError, get_kind
 from .kinds.csv import CsvMapping, CsvStream, read_csv
 from .models import Connection, StreamState, SyncRun
-from .services import COUNT_KEYS, _claim, _finish, _store_page, record_normalise
+from .services import COUNT_KEYS, _claim, _finish, _store_page, changes_publish, record_normalise
 
 SAMPLE_ROWS = 10
 MAX_FAILURES_SHOWN = 200
@@ -78,6 +77,5 @@ def csv_import(*, connection: Connection, data: bytes, mapping: CsvMapping, acto
         object_id=connection.slug,
         data={"entity": mapping.entity, "columns": mapping.columns, **{k: counts[k] for k in COUNT_KEYS}},
     )
-    changes = {mapping.entity: changed} if changed else {}
-    entities_changed_publish(changes, trigger="sync")
+    changes_publish(connection, [run], {mapping.entity: changed} if changed else {}, scoped=False)
     return run

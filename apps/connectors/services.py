@@ -32,6 +32,7 @@ from .drift import compare, field_paths
 from .http import Prefetch, UpstreamError
 from .kinds import KINDS, BadRecord, ConfigurationError, Page, Stream, UnknownStream, get_kind
 from .kinds.base import READS, ConnectorKind, Record, cursor_key
+from .kinds.rest.options import ENTITIES
 from .kinds.rest.options import parse_options as parse_rest_options
 from .models import Connection, QuarantinedRecord, SchemaDrift, StreamState, SyncRun
 
@@ -742,12 +743,16 @@ def _stored_since(connection: Connection, runs: list[tuple[int, str, dt.datetime
     kind = get_kind(connection)
     since: dict[tuple[type[Any], str], dt.datetime] = {}
     for _pk, name, started_at in runs:
-        try:
-            stream = kind.stream(name)
-        except UnknownStream:  # a stream the kind no longer has: nothing of it is read any more
-            logger.warning("%s: unpublished run of unknown stream %r skipped", connection.slug, name)
-            continue
-        key = (stream.model, stream.entity)
+        entity = name.removeprefix("csv:")  # an upload's run is named for the entity it imported
+        if entity != name and entity in ENTITIES:
+            key: tuple[type[Any], str] = (ENTITIES[entity], entity)
+        else:
+            try:
+                stream = kind.stream(name)
+            except UnknownStream:  # a stream the kind no longer has: nothing of it is read any more
+                logger.warning("%s: unpublished run of unknown stream %r skipped", connection.slug, name)
+                continue
+            key = (stream.model, stream.entity)
         since[key] = min(since.get(key, started_at), started_at)
     found: dict[str, set[int]] = {}
     for (model, entity), started_at in since.items():

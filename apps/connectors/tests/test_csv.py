@@ -121,3 +121,28 @@ def test_admin_upload_previews_then_imports_from_the_kept_file(
 
     assert "Imported 5 rows: 2 new" in done.content.decode()
     assert Project.objects.filter(source=upload).count() == 2
+
+
+def test_an_import_that_died_before_publishing_is_published_by_the_next(
+    upload: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import apps.connectors.services as services
+    from apps.connectors.models import SyncRun
+    from apps.rules.models import PendingEvaluation
+
+    def killed(*_: Any, **__: Any) -> None:
+        raise RuntimeError("the web process died after the rows were committed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(services, "entities_changed_publish", killed)
+        with pytest.raises(RuntimeError):
+            csv_import(connection=upload, data=FILE, mapping=MAPPING, actor="system:test")
+    stored = set(Project.objects.filter(source=upload).values_list("pk", flat=True))
+    assert len(stored) == 2 and not PendingEvaluation.objects.exists()
+
+    again = csv_import(connection=upload, data=FILE, mapping=MAPPING, actor="system:test")
+
+    assert again.counts["unchanged"] == 2  # nothing new in the file: the first import's rows are published
+    marked = PendingEvaluation.objects.filter(subject_type="project").values_list("subject_id", flat=True)
+    assert stored <= set(marked)
+    assert not SyncRun.objects.filter(connection=upload, published_at__isnull=True).exists()
