@@ -611,6 +611,9 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+UNPUBLISHED = "not yet linked nor marked for evaluation (at the end of its sync, else by the next)"
+
+
 def _run_progress(run: SyncRun) -> str:
     counts = run.counts or {}
     parts = [f"{counts.get(k, 0):,} {k}" for k in ("pages", "seen", "inserted", "updated", "quarantined")]
@@ -637,7 +640,10 @@ class SyncRunAdmin(ReadOnlyAdmin):
     @admin.display(description="heartbeat", ordering="heartbeat_at")
     def last_heartbeat(self, run: SyncRun) -> str:
         if run.status != SyncRun.Status.RUNNING:
-            return f"finished {timezone.localtime(run.finished_at):%H:%M:%S}" if run.finished_at else "—"
+            finished = f"finished {timezone.localtime(run.finished_at):%H:%M:%S}" if run.finished_at else "—"
+            if run.published_at is None:  # until its sync's end, or the next sync's (``changes_publish``)
+                return f"{finished} · {UNPUBLISHED}"
+            return finished
         return f"{(timezone.now() - run.heartbeat_at).total_seconds():.0f} s ago"
 
     def changelist_view(

@@ -111,6 +111,7 @@ def test_the_run_list_shows_live_progress_and_reloads_while_a_run_is_under_way(
 
     from django.utils import timezone
 
+    from apps.connectors.admin import UNPUBLISHED
     from apps.connectors.models import SyncRun
 
     connection = Connection.objects.create(slug="crm-live", kind="hubspot", base_url="http://127.0.0.1:9")
@@ -128,7 +129,10 @@ def test_the_run_list_shows_live_progress_and_reloads_while_a_run_is_under_way(
     assert '<meta http-equiv="refresh" content="5">' in page
 
     SyncRun.objects.filter(pk=run.pk).update(status="success", finished_at=now)
-    assert (
-        'http-equiv="refresh"'
-        not in client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
-    )
+    page = client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
+    assert 'http-equiv="refresh"' not in page
+    finished = f"finished {timezone.localtime(now):%H:%M:%S}"
+    assert f"{finished} · {UNPUBLISHED}" in page
+    SyncRun.objects.filter(pk=run.pk).update(published_at=now)
+    page = client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
+    assert finished in page and "not yet linked" not in page
