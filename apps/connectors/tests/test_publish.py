@@ -8,11 +8,17 @@ publishes them, from the runs still unpublished.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
+import psycopg
 import psycopg.errors
 import pytest
 from django.db import OperationalError
+from django.db import connection as db_connection
+from django.utils import timezone
 
 import apps.connectors.services as services
 import apps.entities.changes as changes_module
@@ -21,7 +27,7 @@ from apps.connectors.operations import connection_reconcile
 from apps.connectors.services import sync_connection
 from apps.entities.models import ChangeOrder, Project
 from apps.rules.models import PendingEvaluation
-from apps.simulator import Company
+from apps.simulator import Company, SimulatorServer
 
 
 def _pending(subject_type: str) -> set[int]:
@@ -59,28 +65,6 @@ def test_a_sync_that_died_before_publishing_is_published_by_the_next(
     PendingEvaluation.objects.all().delete()
     sync_connection(connection=pm)  # published once: the next run does not mark them again
     assert not _pending("change_order")
-
-
-def test_a_deadlock_while_publishing_is_tried_again_at_once(
-    connections: dict[str, Connection], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pm = connections["pm"]
-    real = changes_module.link_entities
-    calls: list[int] = []
-
-    def deadlocked_once(*args: Any, **kwargs: Any) -> dict[str, int]:
-        calls.append(1)
-        if len(calls) == 1:
-            raise OperationalError("deadlock detected") from psycopg.errors.DeadlockDetected()
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(changes_module, "link_entities", deadlocked_once)
-
-    sync_connection(connection=pm)
-
-    assert len(calls) == 2
-    assert _live(ChangeOrder, pm) <= _pending("change_order")
-    assert not SyncRun.objects.filter(connection=pm, published_at__isnull=True).exists()
 
 
 def test_other_errors_while_publishing_are_not_retried(
@@ -123,3 +107,75 @@ def test_tombstones_of_a_sweep_that_died_before_publishing_are_published_by_the_
 
     assert tombstoned.pk in _pending("change_order")
     assert not SyncRun.objects.filter(connection=pm, published_at__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_deadlock_while_publishing_is_tried_again_and_publishes(
+    simulator: SimulatorServer, fast_http: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A webhook's transaction holds a change order's mark and then updates the change order, while a
+    sync's publish has linked that change order and waits for the mark: PostgreSQL ends the publish's
+    transaction (it detects the cycle first), which is then run again and publishes."""
+    from apps.connectors.services import changes_publish, connection_import
+    from apps.rules.evaluation import triggers
+
+    from .conftest import connection_file
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(triggers, "flush_soon", lambda **_: None)  # no flush queued on the broker
+    pm = {c.slug: c for c in connection_import(data=connection_file(simulator.base_url), actor="t")}["pm"]
+    sync_connection(connection=pm)
+    co = ChangeOrder.objects.filter(source=pm, project__isnull=False).first()
+    assert co is not None
+    ChangeOrder.objects.filter(pk=co.pk).update(project=None)  # the publish's link will set it again
+    PendingEvaluation.objects.all().delete()
+    PendingEvaluation.objects.create(
+        subject_type="change_order", subject_id=co.pk, trigger="webhook", queued_at=timezone.now()
+    )
+    params = db_connection.get_connection_params()
+    other = psycopg.connect(**params, autocommit=False)
+    errors: list[BaseException] = []
+
+    def webhook() -> None:
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SET deadlock_timeout = '20s'")  # the publish detects the cycle, not this
+                cursor.execute(
+                    "SELECT 1 FROM rules_pendingevaluation WHERE subject_id = %s FOR UPDATE", [co.pk]
+                )
+                started.set()
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:  # until the publish waits for the mark
+                    cursor.execute("SELECT pg_stat_clear_snapshot()")  # else read once per transaction
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%%rules_pendingevaluation%%'"
+                    )
+                    if cursor.fetchone()[0]:
+                        break
+                    time.sleep(0.02)
+                else:
+                    raise AssertionError("the publish never waited for the mark")
+                cursor.execute("UPDATE entities_changeorder SET title = title WHERE id = %s", [co.pk])
+            other.commit()
+        except BaseException as exc:
+            errors.append(exc)
+            other.rollback()
+
+    started = threading.Event()
+    thread = threading.Thread(target=webhook)
+    thread.start()
+    try:
+        assert started.wait(10)
+        with caplog.at_level(logging.WARNING, logger="apps.connectors.services"):
+            changes_publish(pm, [], {"change_order": {co.pk}})
+    finally:
+        thread.join(30)
+        other.close()
+        monkeypatch.undo()
+
+    assert not errors
+    assert "deadlock detected" in caplog.text and "trying again" in caplog.text
+    co.refresh_from_db()
+    assert co.project_id is not None  # linked by the publish run again
+    assert co.pk in _pending("change_order")
