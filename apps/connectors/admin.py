@@ -331,7 +331,14 @@ class ConnectionAdmin(admin.ModelAdmin):
         # Stop reloading once every stream ran, or when a worker has not picked the sync up for
         # 10 minutes (the page then says so instead of spinning).
         stalled = not runs and since is not None and timezone.now() - since > dt.timedelta(minutes=10)
-        done = not running and not waiting
+        # Every stream ran, and the worker links what they stored and marks it for evaluation
+        # (``changes_publish``); a publish not done within PUBLISH_WAIT will not come from that worker.
+        ended = [run for _, run in rows if run and run.status != SyncRun.Status.RUNNING]
+        unpublished = [run for run in ended if run.published_at is None]
+        last_end = max((run.finished_at or run.started_at for run in unpublished), default=None)
+        linking = bool(unpublished) and not running and not waiting
+        linking = linking and last_end is not None and timezone.now() - last_end < PUBLISH_WAIT
+        done = not running and not waiting and not linking
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -341,6 +348,8 @@ class ConnectionAdmin(admin.ModelAdmin):
             "since": since,
             "rows": [(stream, run, _run_progress(run) if run else "") for stream, run in rows],
             "done": done,
+            "linking": linking,
+            "unpublished": done and bool(unpublished),
             "stalled": stalled,
             "refresh_seconds": 0 if done or stalled else 2,
             "can_resync": self.has_resync_permission(request, connection),
@@ -612,6 +621,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 UNPUBLISHED = "not yet linked nor marked for evaluation (at the end of its sync, else by the next)"
+# How long the progress page waits, after the last stream ended, for the sync to link and mark its changes.
+PUBLISH_WAIT = dt.timedelta(minutes=2)
 
 
 def _run_progress(run: SyncRun) -> str:

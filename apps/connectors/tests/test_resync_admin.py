@@ -71,6 +71,33 @@ def test_the_progress_page_stops_reloading_once_every_stream_ran(
     assert "Finished." in content
 
 
+def test_the_progress_page_waits_for_the_link_and_the_marks_then_says_when_they_never_came(
+    client: Any, administrator: Any, simulator: SimulatorServer, fast_http: None
+) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from apps.connectors.services import sync_connection
+
+    connection = rest_connection(simulator, "page")
+    sync_connection(connection=connection)
+    # Every stream has run; the worker is linking what they stored and marking it for evaluation.
+    connection.runs.update(published_at=None)
+    client.force_login(administrator)
+    url = reverse("admin:connectors_connection_sync_progress", args=[connection.pk])
+
+    linking = client.get(url).content.decode()
+    assert "Linking…" in linking and '<meta http-equiv="refresh" content="2">' in linking
+    assert "Finished." not in linking
+
+    # Long after the last stream ended: the worker stopped before publishing; the next sync does it.
+    connection.runs.update(finished_at=timezone.now() - dt.timedelta(minutes=3))
+    stopped = client.get(url).content.decode()
+    assert "Finished." in stopped and 'http-equiv="refresh"' not in stopped
+    assert "the connection's next sync links it and marks it for evaluation" in stopped
+
+
 def test_operations_managers_edit_connections_but_do_not_resync(
     client: Any, ops_manager: Any, simulator: SimulatorServer, fast_http: None
 ) -> None:
