@@ -620,7 +620,6 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-UNPUBLISHED = "not yet linked nor marked for evaluation (at the end of its sync, else by the next)"
 # How long the progress page waits, after the last stream ended, for the sync to link and mark its changes.
 PUBLISH_WAIT = dt.timedelta(minutes=2)
 
@@ -639,7 +638,9 @@ class SyncRunAdmin(ReadOnlyAdmin):
     """Runs with their progress: counts and the heartbeat are committed with every page, so the list is
     live; it reloads itself while a run is under way (``change_list.html`` of this model)."""
 
-    list_display = ("connection", "stream", "status", "full", "started_at", "progress", "last_heartbeat")
+    list_display = (
+        "connection", "stream", "status", "full", "started_at", "progress", "last_heartbeat", "published"
+    )  # fmt: skip
     list_filter = ("status", "connection", "stream")
     list_select_related = ("connection",)
     readonly_fields = ("counts",)
@@ -648,13 +649,18 @@ class SyncRunAdmin(ReadOnlyAdmin):
     def progress(self, run: SyncRun) -> str:
         return _run_progress(run)
 
+    @admin.display(description="linked", boolean=True, ordering="published_at")
+    def published(self, run: SyncRun) -> bool | None:
+        """Whether what the run stored is linked and marked for evaluation (``changes_publish``): at the end
+        of its sync, else by the connection's next; unknown while it runs."""
+        if run.status == SyncRun.Status.RUNNING and run.published_at is None:
+            return None
+        return run.published_at is not None
+
     @admin.display(description="heartbeat", ordering="heartbeat_at")
     def last_heartbeat(self, run: SyncRun) -> str:
         if run.status != SyncRun.Status.RUNNING:
-            finished = f"finished {timezone.localtime(run.finished_at):%H:%M:%S}" if run.finished_at else "—"
-            if run.published_at is None:  # until its sync's end, or the next sync's (``changes_publish``)
-                return f"{finished} · {UNPUBLISHED}"
-            return finished
+            return f"finished {timezone.localtime(run.finished_at):%H:%M:%S}" if run.finished_at else "—"
         return f"{(timezone.now() - run.heartbeat_at).total_seconds():.0f} s ago"
 
     def changelist_view(

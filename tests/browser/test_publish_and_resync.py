@@ -89,3 +89,30 @@ def test_administrator_resyncs_from_the_connection_page_and_sees_its_progress(
         for i in range(2):
             assert "succeeded" in rows.nth(i).inner_text()
         screenshot(page, "resync-progress-finished")
+
+
+def test_administrator_sees_a_sync_whose_worker_died_before_linking_and_marking(page, administrator):
+    from django.utils import timezone
+
+    from apps.connectors.models import Connection, SyncRun
+
+    connection = Connection.objects.create(slug="pm-died", kind="procore", base_url="http://127.0.0.1:9")
+    ended = timezone.now() - dt.timedelta(minutes=5)
+    for stream in ("projects", "vendors", "milestones", "change_orders", "submittals"):
+        SyncRun.objects.create(
+            connection=connection, stream=stream, status="succeeded", started_at=ended, heartbeat_at=ended,
+            finished_at=ended, counts={"pages": 1, "seen": 10, "inserted": 10},
+        )  # fmt: skip
+    sign_in(page, administrator)
+
+    page.goto(reverse("admin:connectors_connection_sync_progress", args=[connection.pk]))
+    state = page.locator(".sync-state").inner_text()
+    assert state.startswith("Finished.")
+    assert "the connection's next sync links it and marks it for evaluation" in state
+    screenshot(page, "sync-progress-unpublished")
+
+    page.goto(reverse("admin:connectors_syncrun_changelist") + f"?connection__id__exact={connection.pk}")
+    icons = page.locator('td.field-published img[alt="False"]')
+    assert icons.count() == 5
+    assert page.locator("th.column-published").inner_text().strip().lower() == "linked"
+    screenshot(page, "sync-runs-unpublished")

@@ -111,7 +111,6 @@ def test_the_run_list_shows_live_progress_and_reloads_while_a_run_is_under_way(
 
     from django.utils import timezone
 
-    from apps.connectors.admin import UNPUBLISHED
     from apps.connectors.models import SyncRun
 
     connection = Connection.objects.create(slug="crm-live", kind="hubspot", base_url="http://127.0.0.1:9")
@@ -127,12 +126,13 @@ def test_the_run_list_shows_live_progress_and_reloads_while_a_run_is_under_way(
     assert "3 pages · 600 seen · 550 inserted · 40 updated · 2 quarantined · 12 s rate-limited" in page
     assert "4 s ago" in page or "5 s ago" in page
     assert '<meta http-equiv="refresh" content="5">' in page
+    assert '<td class="field-published"><img src="/static/admin/img/icon-unknown.svg" alt="None">' in page
 
     SyncRun.objects.filter(pk=run.pk).update(status="success", finished_at=now)
     page = client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
     assert 'http-equiv="refresh"' not in page
-    finished = f"finished {timezone.localtime(now):%H:%M:%S}"
-    assert f"{finished} · {UNPUBLISHED}" in page
+    assert f"finished {timezone.localtime(now):%H:%M:%S}" in page
+    assert '<td class="field-published"><img src="/static/admin/img/icon-no.svg" alt="False">' in page
     SyncRun.objects.filter(pk=run.pk).update(published_at=now)
     page = client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
-    assert finished in page and "not yet linked" not in page
+    assert '<td class="field-published"><img src="/static/admin/img/icon-yes.svg" alt="True">' in page
