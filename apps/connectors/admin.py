@@ -336,8 +336,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         ended = [run for _, run in rows if run and run.status != SyncRun.Status.RUNNING]
         unpublished = [run for run in ended if run.published_at is None]
         last_end = max((run.finished_at or run.started_at for run in unpublished), default=None)
-        linking = bool(unpublished) and not running and not waiting
-        linking = linking and last_end is not None and timezone.now() - last_end < PUBLISH_WAIT
+        linking = bool(not running and not waiting and last_end and timezone.now() - last_end < PUBLISH_WAIT)
         done = not running and not waiting and not linking
         context = {
             **self.admin_site.each_context(request),
