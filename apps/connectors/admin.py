@@ -632,6 +632,23 @@ def _run_progress(run: SyncRun) -> str:
     return " · ".join(parts)
 
 
+class LinkedFilter(admin.SimpleListFilter):
+    """Runs whose changes are linked and marked for evaluation, or finished and not yet (changes_publish)."""
+
+    title = "linked"
+    parameter_name = "linked"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "Finished, not yet")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(published_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(published_at__isnull=True).exclude(status=SyncRun.Status.RUNNING)
+        return queryset
+
+
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyAdmin):
     """Runs with their progress: counts and the heartbeat are committed with every page, so the list is
@@ -640,7 +657,7 @@ class SyncRunAdmin(ReadOnlyAdmin):
     list_display = (
         "connection", "stream", "status", "full", "started_at", "progress", "last_heartbeat", "published"
     )  # fmt: skip
-    list_filter = ("status", "connection", "stream")
+    list_filter = ("status", LinkedFilter, "connection", "stream")
     list_select_related = ("connection",)
     readonly_fields = ("counts",)
 

@@ -133,6 +133,11 @@ def test_the_run_list_shows_live_progress_and_reloads_while_a_run_is_under_way(
     assert 'http-equiv="refresh"' not in page
     assert f"finished {timezone.localtime(now):%H:%M:%S}" in page
     assert '<td class="field-published"><img src="/static/admin/img/icon-no.svg" alt="False">' in page
+    changelist = reverse("admin:connectors_syncrun_changelist")
+    assert client.get(changelist + "?linked=no").context["cl"].result_count == 1
+    assert client.get(changelist + "?linked=yes").context["cl"].result_count == 0
     SyncRun.objects.filter(pk=run.pk).update(published_at=now)
-    page = client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
+    page = client.get(changelist).content.decode()
     assert '<td class="field-published"><img src="/static/admin/img/icon-yes.svg" alt="True">' in page
+    assert client.get(changelist + "?linked=no").context["cl"].result_count == 0
+    assert client.get(changelist + "?linked=yes").context["cl"].result_count == 1
