@@ -63,6 +63,10 @@ WEBHOOK_RESULTS = {
 HELP = {
     "fulcrum_sync_records_total": ("counter", "Records read from upstream by syncs"),
     "fulcrum_stream_lag_seconds": ("gauge", "Seconds since the stream's last successful sync started"),
+    "fulcrum_sync_unpublished_oldest_seconds": (
+        "gauge",
+        "Age of the oldest finished sync run whose changes are not yet linked and marked for evaluation",
+    ),
     "fulcrum_webhook_inbox": ("gauge", "Stored webhook deliveries by processing status"),
     "fulcrum_decisions_total": ("counter", "Traced rule decisions written, by rule and outcome"),
     "fulcrum_escalations_open": ("gauge", "Open or acknowledged escalations"),

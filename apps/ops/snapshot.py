@@ -14,7 +14,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.fields.json import KT
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from .models import MetricsSnapshot
@@ -45,6 +45,19 @@ def _sync(data: dict[str, Samples]) -> None:
         if at is not None:
             lag.append([{"connection": slug, "stream": stream}, round((now - at).total_seconds(), 3)])
     data["fulcrum_stream_lag_seconds"] = lag
+    # Finished runs whose changes are not linked and marked yet (their worker died before it): the
+    # connection's next sync publishes them, so an age past a schedule or two means that keeps failing.
+    waiting = (
+        SyncRun.objects.filter(published_at__isnull=True)
+        .exclude(status=SyncRun.Status.RUNNING)
+        .values("connection__slug")
+        .annotate(oldest=Min(Coalesce("finished_at", "started_at")))
+        .order_by()
+    )
+    data["fulcrum_sync_unpublished_oldest_seconds"] = [
+        [{"connection": row["connection__slug"]}, round((now - row["oldest"]).total_seconds(), 3)]
+        for row in waiting
+    ]
 
 
 def _webhooks(data: dict[str, Samples]) -> None:

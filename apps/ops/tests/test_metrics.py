@@ -57,15 +57,18 @@ def world():
         heartbeat_at=now,
         status="succeeded",
         counts={"seen": 7},
+        published_at=now,
     )
-    SyncRun.objects.create(
+    SyncRun.objects.create(  # its worker died before linking and marking what it stored
         connection=crm,
         stream="companies",
-        started_at=now,
+        started_at=now - dt.timedelta(minutes=20),
         heartbeat_at=now,
+        finished_at=now - dt.timedelta(minutes=19),
         status="partial",
         counts={"seen": 5},
     )
+    SyncRun.objects.create(connection=crm, stream="owners", started_at=now, heartbeat_at=now)  # running
     escalation = make_escalation()
     make_decision(escalation.rule_version, "change_order", escalation.subject_id)
     make_decision(escalation.rule_version, "change_order", escalation.subject_id, outcome="not_matched")
@@ -98,6 +101,8 @@ def test_every_spec_metric_is_served(client, world):
     assert samples[("fulcrum_sync_records_total", (("connection", "crm"), ("stream", "companies")))] == 12
     lag = samples[("fulcrum_stream_lag_seconds", (("connection", "crm"), ("stream", "companies")))]
     assert 89 < lag < 200
+    unpublished = samples[("fulcrum_sync_unpublished_oldest_seconds", (("connection", "crm"),))]
+    assert 19 * 60 <= unpublished < 21 * 60  # the finished run's age; the running one is its worker's
     rule = world.rule.key
     assert samples[("fulcrum_decisions_total", (("outcome", "matched"), ("rule", rule)))] == 1
     assert samples[("fulcrum_decisions_total", (("outcome", "not_matched"), ("rule", rule)))] == 1
