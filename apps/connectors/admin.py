@@ -645,7 +645,7 @@ class LinkedFilter(admin.SimpleListFilter):
         if self.value() == "yes":
             return queryset.filter(published_at__isnull=False)
         if self.value() == "no":
-            return queryset.filter(published_at__isnull=True).exclude(status=SyncRun.Status.RUNNING)
+            return queryset & SyncRun.objects.unpublished()
         return queryset
 
 

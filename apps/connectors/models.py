@@ -82,6 +82,13 @@ class StreamState(models.Model):
         return f"{self.connection.slug}/{self.stream}"
 
 
+class SyncRunQuerySet(models.QuerySet["SyncRun"]):
+    def unpublished(self) -> SyncRunQuerySet:
+        """Finished runs whose changes are not yet linked and marked for evaluation (their worker died
+        before it, or their sync has not reached its end): the connection's next publish takes them."""
+        return self.filter(published_at__isnull=True).exclude(status=SyncRun.Status.RUNNING)
+
+
 class SyncRun(models.Model):
     """One sync of one stream. At most one runs per (connection, stream) at a time."""
 
@@ -111,6 +118,8 @@ class SyncRun(models.Model):
         help_text="When what the run stored was linked and marked for evaluation (empty: not yet; the "
         "connection's next sync does it)",
     )
+
+    objects = SyncRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]

@@ -720,9 +720,9 @@ def _publish(connection: Connection, runs: list[SyncRun], changes: dict[str, set
     # Locked, so that two publishes of the connection (a sync and its reconciliation share) never both
     # take a run over; one still running is its worker's to publish.
     earlier = list(
-        SyncRun.objects.select_for_update(skip_locked=True)
-        .filter(connection=connection, published_at__isnull=True)
-        .exclude(status=SyncRun.Status.RUNNING)
+        SyncRun.objects.unpublished()
+        .select_for_update(skip_locked=True)
+        .filter(connection=connection)
         .exclude(pk__in=own)
         .values_list("pk", "stream", "started_at")
     )

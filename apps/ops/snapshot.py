@@ -48,8 +48,7 @@ def _sync(data: dict[str, Samples]) -> None:
     # Finished runs whose changes are not linked and marked yet (their worker died before it): the
     # connection's next sync publishes them, so an age past a schedule or two means that keeps failing.
     waiting = (
-        SyncRun.objects.filter(published_at__isnull=True)
-        .exclude(status=SyncRun.Status.RUNNING)
+        SyncRun.objects.unpublished()
         .values("connection__slug")
         .annotate(oldest=Min(Coalesce("finished_at", "started_at")))
         .order_by()

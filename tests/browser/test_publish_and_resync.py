@@ -97,15 +97,25 @@ def test_administrator_sees_a_sync_whose_worker_died_before_linking_and_marking(
     from apps.connectors.models import Connection, SyncRun
 
     connection = Connection.objects.create(slug="pm-died", kind="procore", base_url="http://127.0.0.1:9")
-    ended = timezone.now() - dt.timedelta(minutes=5)
+    ended = timezone.now()
     for stream in ("projects", "vendors", "milestones", "change_orders", "submittals"):
         SyncRun.objects.create(
             connection=connection, stream=stream, status="succeeded", started_at=ended, heartbeat_at=ended,
             finished_at=ended, counts={"pages": 1, "seen": 10, "inserted": 10},
         )  # fmt: skip
     sign_in(page, administrator)
+    progress = reverse("admin:connectors_connection_sync_progress", args=[connection.pk])
 
-    page.goto(reverse("admin:connectors_connection_sync_progress", args=[connection.pk]))
+    # Every stream has just ended: the worker is linking and marking what they stored.
+    page.goto(progress)
+    assert page.locator(".sync-state").inner_text().startswith("Linking… Every stream has run;")
+    assert page.locator('meta[http-equiv="refresh"]').count() == 1
+    screenshot(page, "sync-progress-linking")
+
+    # Five minutes on, nothing was published: the worker died before it.
+    ended -= dt.timedelta(minutes=5)
+    SyncRun.objects.filter(connection=connection).update(started_at=ended, finished_at=ended)
+    page.goto(progress)
     state = page.locator(".sync-state").inner_text()
     assert state.startswith("Finished.")
     assert "the connection's next sync links it and marks it for evaluation" in state

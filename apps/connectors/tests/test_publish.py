@@ -111,7 +111,10 @@ def test_tombstones_of_a_sweep_that_died_before_publishing_are_published_by_the_
 
 @pytest.mark.django_db(transaction=True)
 def test_a_real_deadlock_while_publishing_is_tried_again_and_publishes(
-    simulator: SimulatorServer, fast_http: None, caplog: pytest.LogCaptureFixture
+    simulator: SimulatorServer,
+    fast_http: None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A webhook's transaction holds a change order's mark and then updates the change order, while a
     sync's publish has linked that change order and waits for the mark: PostgreSQL ends the publish's
@@ -121,7 +124,6 @@ def test_a_real_deadlock_while_publishing_is_tried_again_and_publishes(
 
     from .conftest import connection_file
 
-    monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setattr(triggers, "flush_soon", lambda **_: None)  # no flush queued on the broker
     pm = {c.slug: c for c in connection_import(data=connection_file(simulator.base_url), actor="t")}["pm"]
     sync_connection(connection=pm)
@@ -172,7 +174,6 @@ def test_a_real_deadlock_while_publishing_is_tried_again_and_publishes(
     finally:
         thread.join(30)
         other.close()
-        monkeypatch.undo()
 
     assert not errors
     assert "deadlock detected" in caplog.text and "trying again" in caplog.text
