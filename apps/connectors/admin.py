@@ -625,7 +625,9 @@ PUBLISH_WAIT = dt.timedelta(minutes=2)
 
 def _run_progress(run: SyncRun) -> str:
     counts = run.counts or {}
-    parts = [f"{counts.get(k, 0):,} {k}" for k in ("pages", "seen", "inserted", "updated", "quarantined")]
+    pages = counts.get("pages", 0)
+    parts = [f"{pages:,} {'page' if pages == 1 else 'pages'}"]
+    parts += [f"{counts.get(k, 0):,} {k}" for k in ("seen", "inserted", "updated", "quarantined")]
     waited = counts.get("rate_limited_seconds")
     if waited:
         parts.append(f"{waited:.0f} s rate-limited")

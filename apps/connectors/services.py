@@ -11,7 +11,7 @@ import re
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from celery.schedules import crontab
 from django.conf import settings
@@ -428,7 +428,6 @@ def _prepared_pages(stream: Stream, pages: Iterator[Page]) -> Iterator[_Prepared
             close()
 
 
-@transaction.atomic
 def _store_page(
     run: SyncRun,
     stream: Stream,
@@ -440,7 +439,33 @@ def _store_page(
     *,
     durable: bool = True,
 ) -> list[int]:
-    """Upsert one page, quarantine its bad records and save the cursor: all or nothing.
+    """``_store_page_once`` in one transaction, run again when PostgreSQL ends it in a deadlock
+    (``retried``): its rows are locked in the page's order, while a webhook or another connection's
+    publish may lock some of them in another. ``counts`` takes the stored attempt's counts only."""
+
+    def attempt() -> tuple[list[int], dict[str, Any]]:
+        tried = dict(counts)
+        changed = _store_page_once(run, stream, page, tried, learning, seen_ids, prepared, durable=durable)
+        return changed, tried
+
+    changed, stored = retried(f"storing a page of {run.connection.slug}/{stream.name}", attempt)
+    counts.update(stored)
+    return changed
+
+
+def _store_page_once(
+    run: SyncRun,
+    stream: Stream,
+    page: Page,
+    counts: dict[str, Any],
+    learning: bool = False,
+    seen_ids: set[str] | None = None,
+    prepared: _PreparedPage | None = None,
+    *,
+    durable: bool = True,
+) -> list[int]:
+    """Upsert one page, quarantine its bad records and save the cursor (inside the caller's transaction:
+    all or nothing).
 
     ``learning``: the stream's first run, which learns its upstream fields rather than reporting drift.
     ``seen_ids`` collects the external ids read (a rebuild tombstones the rest). ``prepared``: the page's
@@ -686,10 +711,25 @@ def sync_connection(
     return runs
 
 
-# PostgreSQL's deadlock and serialization failures: the publish's transaction was rolled back whole, so it
-# is tried again at once. Anything else leaves the runs unpublished, for the connection's next sync.
-PUBLISH_ATTEMPTS = 3
-_PUBLISH_RETRIED = frozenset({"40P01", "40001"})
+# PostgreSQL's deadlock and serialization failures (SQLSTATE 40P01, 40001): the transaction was rolled back
+# whole, so its work is run again at once, up to this many times in all. Any other error is raised as it came.
+RETRIED_ATTEMPTS = 3
+_RETRIED = frozenset({"40P01", "40001"})
+_T = TypeVar("_T")
+
+
+def retried(what: str, work: Callable[[], _T]) -> _T:
+    """``work()`` in a transaction of its own, run again after a deadlock or serialization failure (logged
+    with ``what``). Outside any transaction only: a savepoint's rollback keeps the locks taken before it."""
+    for attempt in range(1, RETRIED_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                return work()
+        except OperationalError as exc:
+            if attempt == RETRIED_ATTEMPTS or getattr(exc.__cause__, "sqlstate", None) not in _RETRIED:
+                raise
+            logger.warning("%s: %s; trying again", what, exc)
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def changes_publish(
@@ -701,18 +741,10 @@ def changes_publish(
     not at all, and never twice.
 
     ``scoped``: link only around the changes (``link_entities``' ``touched``); a full sync re-links all. A
-    deadlock (a concurrent publish or webhook linking the same rows in another order) is tried again.
+    deadlock (a concurrent publish or webhook linking the same rows in another order) is tried again
+    (``retried``); any other error leaves the runs unpublished, for the connection's next sync.
     """
-    for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-        try:
-            with transaction.atomic():
-                _publish(connection, runs, changes, scoped)
-            return
-        except OperationalError as exc:
-            retried = getattr(exc.__cause__, "sqlstate", None) in _PUBLISH_RETRIED
-            if attempt == PUBLISH_ATTEMPTS or not retried:
-                raise
-            logger.warning("publishing %s's changes: %s; trying again", connection.slug, exc)
+    retried(f"publishing {connection.slug}'s changes", lambda: _publish(connection, runs, changes, scoped))
 
 
 def _publish(connection: Connection, runs: list[SyncRun], changes: dict[str, set[int]], scoped: bool) -> None:

@@ -103,3 +103,64 @@ def rule_calls(monkeypatch: pytest.MonkeyPatch) -> RuleCalls:
 
     monkeypatch.setattr(triggers, "on_entities_changed", capture, raising=False)
     return calls
+
+
+class Cycle:
+    """Another session that closes a lock cycle with this one, for real deadlocks (PostgreSQL's own).
+
+    In a thread, on a connection of its own: ``hold`` (it takes a row lock), then, once a session waits
+    for a lock in a statement whose text contains ``waits_in``, ``close`` (it asks for a lock that session
+    holds), and commits. Its ``deadlock_timeout`` is 20 s, so the other session detects the cycle first
+    and is the one PostgreSQL ends; this one then gets its lock and commits.
+    """
+
+    def __init__(self, hold: tuple[str, list[Any]], waits_in: str, close: tuple[str, list[Any]]) -> None:
+        import threading
+
+        self.hold, self.waits_in, self.close = hold, waits_in, close
+        self.errors: list[BaseException] = []
+        self.holding = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def __enter__(self) -> Cycle:
+        self.thread.start()
+        assert self.holding.wait(10), "the other session never took its lock"
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.thread.join(30)
+        assert not self.errors, self.errors
+
+    def _run(self) -> None:
+        import time
+
+        import psycopg
+        from django.db import connection as db_connection
+
+        other = psycopg.connect(**db_connection.get_connection_params(), autocommit=False)
+        try:
+            with other.cursor() as cursor:
+                cursor.execute("SET deadlock_timeout = '20s'")
+                cursor.execute(*self.hold)
+                self.holding.set()
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    cursor.execute("SELECT pg_stat_clear_snapshot()")  # else read once per transaction
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND pid <> pg_backend_pid() AND strpos(query, %s) > 0",
+                        [self.waits_in],
+                    )
+                    (waiting,) = cursor.fetchone() or (0,)
+                    if waiting:
+                        break
+                    time.sleep(0.02)
+                else:
+                    raise AssertionError(f"no session waited for a lock in a statement on {self.waits_in}")
+                cursor.execute(*self.close)
+            other.commit()
+        except BaseException as exc:
+            self.errors.append(exc)
+            other.rollback()
+        finally:
+            other.close()

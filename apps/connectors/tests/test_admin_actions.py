@@ -124,6 +124,8 @@ def test_the_run_list_shows_live_progress_and_reloads_while_a_run_is_under_way(
 
     page = client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
     assert "3 pages · 600 seen · 550 inserted · 40 updated · 2 quarantined · 12 s rate-limited" in page
+    SyncRun.objects.filter(pk=run.pk).update(counts={**counts, "pages": 1})
+    assert "1 page · 600 seen" in client.get(reverse("admin:connectors_syncrun_changelist")).content.decode()
     assert "4 s ago" in page or "5 s ago" in page
     assert '<meta http-equiv="refresh" content="5">' in page
     assert '<td class="field-published"><img src="/static/admin/img/icon-unknown.svg" alt="None">' in page

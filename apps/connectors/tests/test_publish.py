@@ -9,15 +9,10 @@ publishes them, from the runs still unpublished.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
-import psycopg
-import psycopg.errors
 import pytest
 from django.db import OperationalError
-from django.db import connection as db_connection
 from django.utils import timezone
 
 import apps.connectors.services as services
@@ -28,6 +23,8 @@ from apps.connectors.services import sync_connection
 from apps.entities.models import ChangeOrder, Project
 from apps.rules.models import PendingEvaluation
 from apps.simulator import Company, SimulatorServer
+
+from .conftest import Cycle
 
 
 def _pending(subject_type: str) -> set[int]:
@@ -134,48 +131,16 @@ def test_a_real_deadlock_while_publishing_is_tried_again_and_publishes(
     PendingEvaluation.objects.create(
         subject_type="change_order", subject_id=co.pk, trigger="webhook", queued_at=timezone.now()
     )
-    params = db_connection.get_connection_params()
-    other = psycopg.connect(**params, autocommit=False)
-    errors: list[BaseException] = []
+    with (
+        Cycle(
+            hold=("SELECT 1 FROM rules_pendingevaluation WHERE subject_id = %s FOR UPDATE", [co.pk]),
+            waits_in="rules_pendingevaluation",
+            close=("UPDATE entities_changeorder SET title = title WHERE id = %s", [co.pk]),
+        ),
+        caplog.at_level(logging.WARNING, logger="apps.connectors.services"),
+    ):
+        changes_publish(pm, [], {"change_order": {co.pk}})
 
-    def webhook() -> None:
-        try:
-            with other.cursor() as cursor:
-                cursor.execute("SET deadlock_timeout = '20s'")  # the publish detects the cycle, not this
-                cursor.execute(
-                    "SELECT 1 FROM rules_pendingevaluation WHERE subject_id = %s FOR UPDATE", [co.pk]
-                )
-                started.set()
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline:  # until the publish waits for the mark
-                    cursor.execute("SELECT pg_stat_clear_snapshot()")  # else read once per transaction
-                    cursor.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                        "AND query LIKE '%%rules_pendingevaluation%%'"
-                    )
-                    if cursor.fetchone()[0]:
-                        break
-                    time.sleep(0.02)
-                else:
-                    raise AssertionError("the publish never waited for the mark")
-                cursor.execute("UPDATE entities_changeorder SET title = title WHERE id = %s", [co.pk])
-            other.commit()
-        except BaseException as exc:
-            errors.append(exc)
-            other.rollback()
-
-    started = threading.Event()
-    thread = threading.Thread(target=webhook)
-    thread.start()
-    try:
-        assert started.wait(10)
-        with caplog.at_level(logging.WARNING, logger="apps.connectors.services"):
-            changes_publish(pm, [], {"change_order": {co.pk}})
-    finally:
-        thread.join(30)
-        other.close()
-
-    assert not errors
     assert "deadlock detected" in caplog.text and "trying again" in caplog.text
     co.refresh_from_db()
     assert co.project_id is not None  # linked by the publish run again
