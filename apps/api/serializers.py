@@ -179,6 +179,9 @@ class EscalationDetailSerializer(EscalationSerializer):
     """One escalation with its frozen evidence (facts, per-condition explanation) and its timeline."""
 
     events = EscalationEventSerializer(many=True, read_only=True)
+    evidence = serializers.JSONField(
+        read_only=True, help_text="Facts and per-condition results when it opened / last fired"
+    )
 
     class Meta(EscalationSerializer.Meta):
         fields = [*EscalationSerializer.Meta.fields, "evidence", "events"]

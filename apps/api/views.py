@@ -74,13 +74,15 @@ class EscalationViewSet(ApiViewSet):
             # No joins in the paged query: PostgreSQL then takes the top rows of the escalations
             # alone (a join first would sort every escalation; 4,000 rows: 100 ms → 15 ms), and the
             # four related tables come in one small IN query each, with only the columns a row shows.
-            return qs.defer("evidence").prefetch_related(
+            return qs.defer("evidence_copy").prefetch_related(
                 Prefetch("rule", queryset=Rule.objects.only("key")),
                 Prefetch("rule_version", queryset=RuleVersion.objects.only("number")),
                 Prefetch("client", queryset=Client.objects.only("name")),
                 Prefetch("project", queryset=Project.objects.only("number", "name")),
             )
-        return qs.select_related("rule", "rule_version", "client", "project").prefetch_related("events")
+        return qs.select_related(
+            "rule", "rule_version", "client", "project", "evidence_decision__rule_version"
+        ).prefetch_related("events")
 
     def get_serializer_class(self) -> type[BaseSerializer]:
         if self.action == "list":

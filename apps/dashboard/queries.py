@@ -17,6 +17,7 @@ from django.db.models import (
     F,
     FloatField,
     IntegerField,
+    JSONField,
     Max,
     Min,
     OuterRef,
@@ -48,8 +49,11 @@ FLAGGED_ROW_FIELDS = (
     *("project__client__owner__name", "project__client__owner__email"),
 )
 APPROVAL_ROW_FIELDS = (
-    *("subject_label", "severity", "summary", "evidence", "opened_at"),
-    *("client", "client__name", "project", "project__number", "project__name"),
+    *("subject_label", "severity", "summary", "opened_at", "client", "client__name"),
+    *("project", "project__number", "project__name"),
+    # Its evidence (``Escalation.evidence``): a copy, or the decision it fired on.
+    *("evidence_copy", "evidence_decision", "evidence_decision__facts", "evidence_decision__explanation"),
+    *("evidence_decision__outcome", "evidence_decision__rule_version__number"),
 )
 OPEN_CHANGE_ORDER_STATES = (ChangeOrder.Status.DRAFT, ChangeOrder.Status.PENDING)
 
@@ -147,7 +151,13 @@ def page_projects(rows: list[Mapping[str, Any]], filters: EscalationFilters) -> 
         .annotate(open_change_orders=Coalesce(Subquery(open_cos, output_field=IntegerField()), 0))
         # Why it was flagged, said from the conditions (rows.py): the explanation alone, not the evidence's
         # context snapshot, which is most of its size.
-        .annotate(why_explanation=KeyTransform("explanation", "evidence"))
+        .annotate(
+            why_explanation=Coalesce(
+                KeyTransform("explanation", "evidence_copy"),
+                KeyTransform("explanation", KeyTransform("explanation", "evidence_decision__explanation")),
+                output_field=JSONField(),
+            )
+        )
         # DISTINCT ON keeps the first row of each project in this order: its worst escalation.
         .order_by("project_id", SEVERITY_RANK, "-last_fired_at", "-pk")
         .distinct("project_id")
@@ -192,7 +202,7 @@ def approval_queue(filters: EscalationFilters) -> list[Escalation]:
     first = waiting.annotate(rank=SEVERITY_RANK).order_by(*order).values("pk")[:APPROVAL_QUEUE_LIMIT]
     return list(
         Escalation.objects.filter(pk__in=first)
-        .select_related("client", "project")
+        .select_related("client", "project", "evidence_decision__rule_version")
         .only(*APPROVAL_ROW_FIELDS)  # the evidence too: the queue shows the amount from it
         .annotate(rank=SEVERITY_RANK)
         .order_by(*order)

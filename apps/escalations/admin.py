@@ -75,6 +75,8 @@ class SuppressedInline(admin.TabularInline):
 # its opening decision holds it: the two fields it comes from are not shown apart (a new escalation's copy
 # is empty).
 _OPENING_FIELDS = ("opened_evidence", "opened_decision")
+# So is the evidence it last fired on (``Escalation.evidence``): a copy (older escalations) or a decision's.
+_EVIDENCE_FIELDS = ("evidence_copy", "evidence_decision")
 
 
 @admin.register(Escalation)
@@ -96,9 +98,13 @@ class EscalationAdmin(admin.ModelAdmin):
     list_filter = ("status", "route", "severity", "rule")
     list_select_related = ("rule", "client")
     search_fields = ("subject_label", "client__name")
-    exclude = _OPENING_FIELDS
+    exclude = (*_OPENING_FIELDS, *_EVIDENCE_FIELDS)
     readonly_fields = [
-        *(f.name for f in Escalation._meta.fields if f.name not in _OPENING_FIELDS),
+        *(
+            "current_evidence" if f.name == "evidence_copy" else f.name
+            for f in Escalation._meta.fields
+            if f.name not in (*_OPENING_FIELDS, "evidence_decision")
+        ),
         "evidence_when_opened",
     ]
     inlines = [EventInline, DeliveryInline, SuppressedInline]
@@ -109,6 +115,10 @@ class EscalationAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Escalation]:
         return Escalation.objects.visible_to(request.user).select_related("rule", "client")
+
+    @admin.display(description="evidence")
+    def current_evidence(self, obj: Escalation) -> str:
+        return json.dumps(obj.evidence, cls=DjangoJSONEncoder, ensure_ascii=False)
 
     @admin.display(description="evidence when it opened")
     def evidence_when_opened(self, obj: Escalation) -> str:

@@ -82,7 +82,10 @@ def _claim(pks: Sequence[int], now: dt.datetime) -> list[int]:
 
 def _claimed_rows(pks: list[int]) -> list[Delivery]:
     rows = Delivery.objects.select_related(
-        "escalation__client__owner", "escalation__project__source", "escalation__rule"
+        "escalation__client__owner",
+        "escalation__project__source",
+        "escalation__rule",
+        "escalation__evidence_decision__rule_version",
     ).in_bulk(pks)
     return [rows[pk] for pk in pks if pk in rows]
 

@@ -122,7 +122,8 @@ def link_check(token: str) -> Link:
         raise LinkInvalid("The link does not name an escalation and an action.") from exc
     if action not in ACTIONS:
         raise LinkInvalid(f"The link asks for {action!r}, which is not an action.")
-    escalation = Escalation.objects.select_related("rule", "client__owner", "project").filter(pk=pk).first()
+    related = ("rule", "client__owner", "project", "evidence_decision__rule_version")  # the page says why
+    escalation = Escalation.objects.select_related(*related).filter(pk=pk).first()
     if escalation is None:
         raise LinkInvalid("The escalation this link was for no longer exists.")
     link_spent_check(Link(escalation=escalation, action=action, recipient=recipient))

@@ -92,7 +92,17 @@ class Escalation(models.Model):
     status = models.CharField(max_length=15, choices=Status.choices, default=Status.OPEN)
     outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
     summary = models.TextField(help_text="Why, in one line")
-    evidence = models.JSONField(help_text="Facts and per-condition results when it opened / last fired")
+    # What it fired on last (``evidence``) is that match's decision's facts and trace (``evidence_decision``):
+    # a re-fire points at its new decision instead of copying them (a nightly run re-fires thousands, and
+    # each copy was 2 kB of JSON built, compressed and written). Escalations that fired before migration
+    # 0010 keep their copy here until they fire again.
+    evidence_copy = models.JSONField(
+        default=dict,
+        blank=True,
+        db_column="evidence",
+        help_text="Facts and per-condition results when it last fired, as stored by escalations that fired "
+        "before the firing decision was kept (newer ones: empty, see evidence_decision)",
+    )
     fire_count = models.PositiveIntegerField(default=1)
     opened_at = models.DateTimeField()
     last_fired_at = models.DateTimeField()
@@ -123,6 +133,16 @@ class Escalation(models.Model):
         related_name="+",
         db_index=False,  # read through the escalation; retention finds it from the decision's escalation_id
         help_text="The decision that opened it: its facts and trace are the evidence when it opened",
+    )
+    evidence_decision = models.ForeignKey(
+        "rules.Decision",
+        null=True,
+        blank=True,
+        # Decisions are never deleted (retention empties payloads, and keeps this decision's).
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # read through the escalation; retention finds it from the decision's escalation_id
+        help_text="The decision it last fired on (opened or re-fired): its facts and trace are the evidence",
     )
     policy_step = models.PositiveIntegerField(default=0, help_text="Policy steps applied so far")
     policy_level = models.PositiveSmallIntegerField(default=0, help_text="Policy levels processed so far")
@@ -164,6 +184,20 @@ class Escalation(models.Model):
         return self.status in self.OPEN_STATES
 
     @property
+    def evidence(self) -> dict[str, Any]:
+        """The facts and per-condition results when it last fired (opened or re-fired): the copy an
+        escalation that fired before migration 0010 stored; else its firing decision's; else ``{}``. Read
+        ``evidence_decision__rule_version`` with it (``select_related``): one query each otherwise."""
+        if self.evidence_copy:
+            return self.evidence_copy
+        decision = self.evidence_decision
+        return _decision_evidence(decision) if decision is not None else {}
+
+    @evidence.setter
+    def evidence(self, value: dict[str, Any]) -> None:
+        self.evidence_copy = value
+
+    @property
     def opening_evidence(self) -> dict[str, Any]:
         """The facts and per-condition results when it opened (``evidence`` follows re-fires): the copy an
         escalation opened before migration 0008 stored; else its opening decision's, as ``evidence`` held
@@ -177,7 +211,7 @@ class Escalation(models.Model):
 
 
 def _decision_evidence(decision: Decision) -> dict[str, Any]:
-    """What an escalation keeps of a match, read from its stored decision (``refire.EVIDENCE`` in SQL)."""
+    """What an escalation says of a match, read from the match's stored decision."""
     return {
         "facts": decision.facts,
         "explanation": (decision.explanation or {}).get("explanation"),

@@ -31,7 +31,7 @@ from apps.rules.evaluation.services import state_cooldowns
 from .models import Escalation
 from .noise import notify_many
 from .policies import policies_freeze
-from .refire import EVIDENCE, Fired, escalations_refire
+from .refire import Fired, escalations_refire
 from .services import EventSpec, _events, actions_plan, subjects_parties
 
 if TYPE_CHECKING:
@@ -56,24 +56,23 @@ _CLAIM_FIELDS = {
     "step_token": "uuid",
 }
 # Built from the constant names above only; the rows travel as one bound JSON parameter, in the order
-# the ids are to be drawn. The summary and the evidence come from the match's stored decision, which the
-# row keeps as its opening decision (the evidence when it opened, not stored twice); the row's other
-# columns take the values a new escalation has.
+# the ids are to be drawn. The summary comes from the match's stored decision, which the row keeps as its
+# opening decision and as its evidence decision (its evidence is read from there, not copied); the row's
+# other columns take the values a new escalation has.
 # The narrow rows are sorted before the joins, whose nested loops keep that order: sorted after them, the
 # rows carried their evidence (11,816 of a cold bench run: a 94 MB sort spilled to disk).
 _CLAIM = f"""
     INSERT INTO escalations_escalation (
-        {", ".join(_CLAIM_FIELDS)}, summary, evidence, opened_decision_id, opened_evidence, subject_type,
-        status, outcome, fire_count, opened_at, last_fired_at, policy_step, policy_level, policy_reminders)
-    SELECT {", ".join(f"v.{name}" for name in _CLAIM_FIELDS)}, d.summary, ev.evidence, d.id, '{{}}'::jsonb,
-           %(subject_type)s, 'open', '', 1, %(now)s, %(now)s, 0, 0, 0
+        {", ".join(_CLAIM_FIELDS)}, summary, evidence, evidence_decision_id, opened_decision_id,
+        opened_evidence, subject_type, status, outcome, fire_count, opened_at, last_fired_at, policy_step,
+        policy_level, policy_reminders)
+    SELECT {", ".join(f"v.{name}" for name in _CLAIM_FIELDS)}, d.summary, '{{}}'::jsonb, d.id, d.id,
+           '{{}}'::jsonb, %(subject_type)s, 'open', '', 1, %(now)s, %(now)s, 0, 0, 0
       FROM (SELECT * FROM jsonb_to_recordset(%(rows)s::jsonb)
               AS r({", ".join(f"{name} {kind}" for name, kind in _CLAIM_FIELDS.items())}, decision_id bigint,
                    position bigint)
              ORDER BY r.position) v
       JOIN rules_decision d ON d.id = v.decision_id
-      JOIN rules_ruleversion rv ON rv.id = d.rule_version_id
-     CROSS JOIN LATERAL (SELECT {EVIDENCE} AS evidence) ev
      ORDER BY v.position
     ON CONFLICT (rule_id, subject_type, subject_id) WHERE status IN ('open', 'acknowledged') DO NOTHING
     RETURNING id, rule_id, subject_id
@@ -283,9 +282,8 @@ def _claim(
     """Insert the escalations nobody opened meanwhile and set their primary keys (None: lost). Each
     goes in under its own id if it has one (reserved by the caller), else under one drawn here.
 
-    Their summary and evidence are their decisions', which must be stored and become their opening
-    decisions: the instances leave the evidence deferred (read from the row if asked for), as the
-    database built it."""
+    Their summary and evidence are their decisions', which must be stored and become their opening and
+    evidence decisions (the instances get their ids)."""
     if any(decision.pk is None or decision._state.adding for decision in decisions):
         raise ValueError("an escalation's evidence is read from its decision: store the decisions first")
     unnumbered = [e for e in escalations if e.pk is None]
@@ -325,5 +323,5 @@ def _claim(
             e._state.adding, e._state.db = False, connection.alias
             # The id only: the decision will point at the escalation, and a cycle of 12k pairs waits
             # for the garbage collector.
-            e.opened_decision_id = decision.pk  # opened_evidence stays empty, as built
-            e.__dict__.pop("evidence", None)  # deferred: Django reads a missing attribute from the row
+            e.opened_decision_id = e.evidence_decision_id = decision.pk  # the copies stay empty, as built
+            e.evidence_copy = {}

@@ -26,13 +26,6 @@ if TYPE_CHECKING:
 REFIRED = "already open: re-fire counted"
 
 
-# What an escalation keeps of the match that opened or last re-fired it, read from that match's stored
-# decision ``d`` (and its version ``rv``): the facts snapshot and the per-condition explanation are already
-# there as jsonb, so they are copied in the database instead of encoded again, sent and parsed.
-EVIDENCE = """jsonb_build_object('facts', d.facts, 'explanation', d.explanation -> 'explanation',
-                                 'outcome', d.outcome, 'rule_version', rv.number)"""
-
-
 def open_escalations(
     subject_type: str,
     keys: Iterable[tuple[int, int]],
@@ -53,8 +46,9 @@ Fired = tuple["RuleVersion", "Context", "Evaluation", "Decision"]
 
 
 def refires_write(refired: Sequence[tuple[Escalation, Decision]], now: dt.datetime) -> None:
-    """Bump the counters of open escalations the caller locked and refresh their evidence and summary
-    from the matches' decisions, which must be stored by now: one UPDATE."""
+    """Bump the counters of open escalations the caller locked, point their evidence at the matches'
+    decisions (which must be stored by now) and take their summaries: one UPDATE. A copy stored before
+    evidence was kept by reference is emptied: the decision is the evidence now."""
     if not refired:
         return
     if any(decision.pk is None or decision._state.adding for _, decision in refired):
@@ -68,9 +62,10 @@ def refires_write(refired: Sequence[tuple[Escalation, Decision]], now: dt.dateti
                 array_literal(decision.pk for _, decision in refired),
             ],
         )
-    for escalation, _decision in refired:
+    for escalation, decision in refired:
         escalation.fire_count += 1
         escalation.last_fired_at = now
+        escalation.evidence_decision_id = decision.pk
 
 
 def escalations_refire(*, subject_type: str, fired: Sequence[Fired], now: dt.datetime) -> list[Fired]:
@@ -95,12 +90,12 @@ def escalations_refire(*, subject_type: str, fired: Sequence[Fired], now: dt.dat
     return rest
 
 
-# Table and column names are constants; the evidence is built from the stored decision.
-_REFIRE = f"""
+# Table and column names are constants.
+_REFIRE = """
     UPDATE escalations_escalation e
-       SET fire_count = e.fire_count + 1, last_fired_at = %s, evidence = {EVIDENCE}, summary = d.summary
+       SET fire_count = e.fire_count + 1, last_fired_at = %s, evidence_decision_id = d.id,
+           evidence = '{}'::jsonb, summary = d.summary
       FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, decision_id)
       JOIN rules_decision d ON d.id = v.decision_id
-      JOIN rules_ruleversion rv ON rv.id = d.rule_version_id
      WHERE e.id = v.id
-"""  # noqa: S608
+"""

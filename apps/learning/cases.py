@@ -48,12 +48,18 @@ def _facts(evidence: object) -> object:
     return evidence.get("facts") if isinstance(evidence, dict) else None
 
 
-def opened_facts(opened_evidence: object, opening_decision_facts: object, evidence: object) -> object:
-    """The facts an escalation opened on, from its row's ``opened_evidence``, ``opened_decision__facts``
-    and ``evidence``: the evidence it stored when it opened (escalations opened before they kept their
-    opening decision), else its opening decision's facts, else (neither kept) its current evidence's: a
-    closed escalation's evidence no longer moves, so it is the facts of its last fire at worst."""
-    return _facts(opened_evidence) or opening_decision_facts or _facts(evidence)
+def opened_facts(
+    opened_evidence: object,
+    opening_decision_facts: object,
+    evidence: object,
+    evidence_decision_facts: object = None,
+) -> object:
+    """The facts an escalation opened on, from its row's ``opened_evidence``, ``opened_decision__facts``,
+    ``evidence_copy`` and ``evidence_decision__facts``: the evidence it stored when it opened (escalations
+    opened before they kept their opening decision), else its opening decision's facts, else (neither
+    kept) its current evidence's, its copy's or its firing decision's: a closed escalation's evidence no
+    longer moves, so it is the facts of its last fire at worst."""
+    return _facts(opened_evidence) or opening_decision_facts or _facts(evidence) or evidence_decision_facts
 
 
 def escalation_cases(
@@ -74,10 +80,11 @@ def escalation_cases(
         qs = qs.filter(opened_at__lt=until)
     out = []
     rows = qs.order_by("opened_at", "id").values_list(
-        "id", "subject_id", "opened_at", "outcome", "opened_evidence", "opened_decision__facts", "evidence"
+        *("id", "subject_id", "opened_at", "outcome", "opened_evidence", "opened_decision__facts"),
+        *("evidence_copy", "evidence_decision__facts"),
     )
-    for pk, subject_id, opened_at, outcome, opened, opening, current in rows.iterator(chunk_size=2000):
-        values, ages = context_from_snapshot(opened_facts(opened, opening, current))
+    for pk, subject_id, opened_at, outcome, *evidence in rows.iterator(chunk_size=2000):
+        values, ages = context_from_snapshot(opened_facts(*evidence))
         out.append(Case(ESCALATION, subject_id, opened_at, values, ages, outcome in POSITIVE, ref=pk))
     return out
 

@@ -92,16 +92,19 @@ def training_rows(
     *, dated: list[dt.datetime] | None = None
 ) -> tuple[list[dict[str, float | None]], list[int]]:
     """(feature values, labels) of every labelled escalation, oldest first, from the facts it was opened
-    on (its opening decision's, or the ``opened_evidence`` it stored; its frozen ``evidence`` when neither
+    on (its opening decision's, or the ``opened_evidence`` it stored; its current evidence when neither
     has them). ``dated`` receives each row's opening time, for the time split."""
     rows = (
         Escalation.objects.filter(outcome__in=POSITIVE + NEGATIVE)
         .order_by("opened_at", "id")
-        .values_list("opened_evidence", "opened_decision__facts", "evidence", "outcome", "opened_at")
+        .values_list(
+            *("opened_evidence", "opened_decision__facts", "evidence_copy", "evidence_decision__facts"),
+            *("outcome", "opened_at"),
+        )
     )
     features, labels = [], []
-    for opened, opening_facts, current, outcome, opened_at in rows.iterator(chunk_size=2000):
-        facts = opened_facts(opened, opening_facts, current)
+    for opened, opening_facts, current, firing_facts, outcome, opened_at in rows.iterator(chunk_size=2000):
+        facts = opened_facts(opened, opening_facts, current, firing_facts)
         features.append(_snapshot_values(facts))
         labels.append(1 if outcome in POSITIVE else 0)
         if dated is not None:

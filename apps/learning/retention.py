@@ -8,8 +8,8 @@ outcome, rule version, subject, trigger, time, one-line summary, suppression rea
 The newest payload per subject is kept whatever its age: backtests and threshold sweeps replay exactly
 that context, and a subject nobody touched for months would otherwise drop out of them. So is the payload
 of a decision that opened an escalation: it is the evidence the escalation opened on (learning's cases
-read it). Audit entries are never touched (they are append-only in the database anyway); escalations
-keep their own current evidence.
+read it), and of the decision an escalation last fired on: it is the escalation's current evidence. Audit
+entries are never touched (they are append-only in the database anyway).
 
 Bulk evaluation runs older than the retention age lose their list of subjects the same way (a nightly
 run's is 100k ids); their per-rule counts stay.
@@ -40,8 +40,9 @@ WHERE id IN (
             AND newer.facts IS NOT NULL
             AND (newer.evaluated_at, newer.id) > (d.evaluated_at, d.id)
       )
-      AND NOT EXISTS (  -- through the escalation's primary key: its opening decision is not indexed
-          SELECT 1 FROM escalations_escalation e WHERE e.id = d.escalation_id AND e.opened_decision_id = d.id
+      AND NOT EXISTS (  -- through the escalation's primary key: its decisions are not indexed
+          SELECT 1 FROM escalations_escalation e
+          WHERE e.id = d.escalation_id AND d.id IN (e.opened_decision_id, e.evidence_decision_id)
       )
     LIMIT %(batch)s
 )

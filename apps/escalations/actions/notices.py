@@ -75,7 +75,12 @@ class Digest(Action):
         (acknowledged, resolved ...)."""
         rows = list(
             DigestItem.objects.filter(delivery=delivery)
-            .select_related("escalation__rule", "escalation__client", "event")
+            .select_related(
+                "escalation__rule",
+                "escalation__client",
+                "escalation__evidence_decision__rule_version",
+                "event",
+            )
             .order_by("added_at", "id")
         )
         seen: set[int] = set()

@@ -70,3 +70,37 @@ def test_refiring_many_wide_escalations_updates_them_in_place():
     assert now_in_place - in_place >= 0.9 * len(escalations)
     refreshed = Escalation.objects.get(pk=escalations[0].pk)
     assert refreshed.fire_count == 2 and refreshed.evidence["facts"] == decisions[0].facts
+
+
+def test_a_refire_points_the_evidence_at_its_decision_and_drops_an_older_copy():
+    """The evidence is the last firing decision's, read from it: a re-fire stores no copy of its facts and
+    trace, and an escalation that stored one before (it fired before migration 0010) loses it."""
+    now = timezone.now()
+    rule = Rule.objects.create(key="ref", name="Ref", subject_type="change_order", draft={})
+    v1 = RuleVersion.objects.create(rule=rule, number=1, spec={}, spec_hash="a", published_at=now)
+    v2 = RuleVersion.objects.create(rule=rule, number=2, spec={}, spec_hash="b", published_at=now)
+    copy = {"facts": {"change_order.amount": {"value": "1.00"}}, "explanation": [], "outcome": "matched"}
+    escalation = Escalation.objects.create(
+        rule=rule, rule_version=v1, subject_type="change_order", subject_id=1, subject_label="CO 1",
+        route="executive", severity="high", priority=10, summary="opened", evidence=copy,
+        opened_at=now, last_fired_at=now,
+    )  # fmt: skip
+    assert Escalation.objects.get(pk=escalation.pk).evidence == copy  # an older escalation's copy
+    facts = {"change_order.amount": {"value": "60000.00", "unit": "USD"}}
+    trace = {"explanation": [{"fact": "change_order.amount", "result": "true"}], "summary": "big"}
+    decision = Decision.objects.create(
+        rule_version=v2, subject_type="change_order", subject_id=1, outcome="matched", trigger="sync",
+        evaluated_at=now, facts=facts, explanation=trace, summary="big",
+    )  # fmt: skip
+
+    refires_write([(escalation, decision)], now)
+
+    refreshed = Escalation.objects.select_related("evidence_decision__rule_version").get(pk=escalation.pk)
+    assert refreshed.evidence_copy == {} and refreshed.evidence_decision_id == decision.pk
+    assert refreshed.evidence == {
+        "facts": facts,
+        "explanation": trace["explanation"],
+        "outcome": "matched",
+        "rule_version": 2,
+    }
+    assert refreshed.summary == "big" and refreshed.fire_count == 2

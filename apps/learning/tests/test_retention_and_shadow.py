@@ -205,3 +205,10 @@ def test_an_escalation_is_learned_from_the_facts_it_opened_on_and_retention_keep
     opener.refresh_from_db()
     assert opener.facts is not None and opener.explanation is not None
     assert learned() == (Decimal("5.0000"), 5.0)
+    # The decision it last fired on is its current evidence: kept as well, once a newer decision exists.
+    Decision.objects.create(
+        rule_version=opener.rule_version, subject_type="project", subject_id=thin.pk, outcome="not_matched",
+        trigger="sync", evaluated_at=now() + DAY, facts={"later": {"value": 1}}, explanation={}, summary="",
+    )  # fmt: skip
+    assert decisions_prune(now=now() + 10 * DAY) == 0
+    assert margin(Escalation.objects.get(pk=escalation.pk).evidence["facts"]) == "1.0000"

@@ -149,6 +149,9 @@ class TestEvaluation:
         assert "Change order amount $60,000.00 is at least $50,000.00" in escalation.summary
         decision = Decision.objects.get(outcome="matched")
         assert decision.escalation == escalation and decision.facts and decision.explanation
+        # Its evidence is its opening decision's, read from there: no copy in the row.
+        assert escalation.evidence_decision_id == escalation.opened_decision_id == decision.pk
+        assert escalation.evidence_copy == {} and escalation.evidence["facts"] == decision.facts
         assert sorted(escalation.deliveries.values_list("action", flat=True)) == [
             "email_account_manager",
             "flag_dashboard",
