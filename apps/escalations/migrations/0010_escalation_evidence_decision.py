@@ -41,6 +41,7 @@ class Migration(migrations.Migration):
             name="evidence_decision",
             field=models.ForeignKey(
                 blank=True,
+                db_constraint=False,
                 db_index=False,
                 help_text="The decision it last fired on (opened or re-fired): its facts and trace are the "
                 "evidence",

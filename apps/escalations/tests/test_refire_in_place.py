@@ -104,3 +104,26 @@ def test_a_refire_points_the_evidence_at_its_decision_and_drops_an_older_copy():
         "rule_version": 2,
     }
     assert refreshed.summary == "big" and refreshed.fire_count == 2
+
+
+def test_evidence_whose_decision_was_deleted_by_hand_is_empty_not_an_error():
+    """``evidence_decision`` has no database constraint (its writers join the decision they name)."""
+    from django.db import connection
+
+    now = timezone.now()
+    rule = Rule.objects.create(key="gone", name="Gone", subject_type="change_order", draft={})
+    version = RuleVersion.objects.create(rule=rule, number=1, spec={}, spec_hash="g", published_at=now)
+    decision = Decision.objects.create(
+        rule_version=version, subject_type="change_order", subject_id=1, outcome="matched", trigger="sync",
+        evaluated_at=now, facts={}, explanation={}, summary="",
+    )  # fmt: skip
+    escalation = Escalation.objects.create(
+        rule=rule, rule_version=version, subject_type="change_order", subject_id=1, subject_label="CO 1",
+        route="standard", severity="low", priority=1, summary="", evidence_decision=decision,
+        opened_at=now, last_fired_at=now,
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM rules_decision WHERE id = %s", [decision.pk])
+    assert Escalation.objects.get(pk=escalation.pk).evidence == {}
+    joined = Escalation.objects.select_related("evidence_decision__rule_version").get(pk=escalation.pk)
+    assert joined.evidence == {}
