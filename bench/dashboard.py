@@ -128,7 +128,7 @@ def fill_escalations(seed: int = 7) -> None:
                 status="open" if is_open else "resolved",
                 outcome="" if is_open else rng.choice(["actioned", "false_alarm", "no_action_needed"]),
                 summary="change_order.amount 60,000.00 ≥ 50,000.00 and project.margin_pct 9.5 < 12",
-                evidence={
+                evidence_copy={
                     "facts": {"project.margin_pct": {"value": f"{rng.uniform(-5, 30):.1f}", "age_s": 600}},
                     "explanation": [],
                 },

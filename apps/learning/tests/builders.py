@@ -97,7 +97,7 @@ def escalation(
         status=status,
         outcome=outcome,
         summary="test",
-        evidence={"facts": facts or {}},
+        evidence_copy={"facts": facts or {}},
         opened_at=opened,
         last_fired_at=opened,
         acknowledged_at=opened + ack_after if ack_after is not None else None,

@@ -246,7 +246,7 @@ def _activity(
                     status=Escalation.Status.RESOLVED if label else Escalation.Status.OPEN,
                     outcome=label,
                     summary="demo",
-                    evidence={},
+                    evidence_copy={},
                     opened_at=opened,
                     last_fired_at=opened,
                     closed_at=closed,
