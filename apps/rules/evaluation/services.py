@@ -305,25 +305,22 @@ def explanation_jsonb(trace: dict[str, Any]) -> Jsonb:
 # alike (a first run of 50 rules over 100k change orders: 16,327 insufficient-data traces, 3,585 distinct;
 # 17,201 matches, ~11,800 distinct). Each is the trace and its row's jsonb; a matched decision keeps the
 # trace as its ``explanation``, shared with its likes: nothing changes one once made. Each entry keeps its
-# compiled condition alive (the key holds its id). The least recently used go first past the limit: an
-# entry of the SPEC rule holds ~11 kB (tracemalloc), so a worker process keeps at most ~11 MB.
+# compiled condition alive (the key holds its id). Bounded (a few kB each): emptied when full.
 _TRACES: dict[tuple[Any, ...], tuple[dict[str, Any], Jsonb, CompiledCondition]] = {}
-_TRACES_LIMIT = 1024
+_TRACES_LIMIT = 4096
 
 
 def _traced(evaluation: Evaluation) -> tuple[dict[str, Any], Jsonb]:
     """``evaluation.to_json()`` and its ``explanation_jsonb``, made once per key."""
     key = evaluation.key()
-    if key is None:
-        trace = evaluation.to_json()
-        return trace, explanation_jsonb(trace)
-    made = _TRACES.pop(key, None)
+    made = _TRACES.get(key) if key is not None else None
     if made is None:
         trace = evaluation.to_json()
         made = (trace, explanation_jsonb(trace), evaluation.condition)
-        if len(_TRACES) >= _TRACES_LIMIT:
-            del _TRACES[next(iter(_TRACES))]
-    _TRACES[key] = made  # last: the most recently used
+        if key is not None:
+            if len(_TRACES) >= _TRACES_LIMIT:
+                _TRACES.clear()
+            _TRACES[key] = made
     return made[0], made[1]
 
 

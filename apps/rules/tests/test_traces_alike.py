@@ -59,16 +59,3 @@ def test_a_value_without_a_key_is_traced_afresh(monkeypatch: Any) -> None:
     assert evaluation.key() is None  # a list: not a value a text is remembered by
     assert _traced(evaluation)[0] is not _traced(evaluation)[0]
     assert not services._TRACES
-
-
-def test_past_the_limit_the_least_recently_used_trace_goes(monkeypatch: Any) -> None:
-    monkeypatch.setattr(services, "_TRACES", {})
-    monkeypatch.setattr(services, "_TRACES_LIMIT", 2)
-    condition = compile_condition(WHEN, "change_order")
-    one, two, three = (_evaluate(condition, Decimal(60000 + i), Decimal("9.0")) for i in range(3))
-    kept = _traced(one)[0]
-    _traced(two)
-    assert _traced(one)[0] is kept  # used again: now the most recent
-    _traced(three)  # past the limit: two goes, not one
-    assert len(services._TRACES) == 2 and _traced(one)[0] is kept
-    assert two.key() not in services._TRACES
