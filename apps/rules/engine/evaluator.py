@@ -57,7 +57,6 @@ from apps.rules.engine.values import (
 from apps.rules.engine.wording import (
     _PHRASES,
     _SYMBOLS,
-    Unkeyed,
     _age_text,
     _listing,
     _num,
@@ -67,7 +66,6 @@ from apps.rules.engine.wording import (
     sentence,
     sentences,
     shape_of,
-    value_key,
 )
 
 MAX_DEPTH: Final = 10
@@ -694,27 +692,6 @@ class Evaluation:
         if self.outcome is Verdict.INSUFFICIENT_DATA:
             return f"insufficient data: {text}"
         return f"error: {text}"
-
-    def key(self) -> tuple[Any, ...] | None:
-        """Everything ``to_json`` is made from, hashable: two evaluations with equal keys have equal
-        traces while the condition lives. Values are keyed as wording remembers texts (``value_key``:
-        ``Decimal("9.0")`` and ``Decimal("9.00")`` read differently); None when one cannot be. The
-        compiled condition is keyed by identity (its own equality compares trees, and costs a rendering
-        per hash): the facts its texts name (an operator-defined fact's label and version) are its own.
-        Whoever keeps a key keeps the condition alive with it, so that its id is never another's."""
-        try:
-            nodes = tuple(
-                (
-                    truth,
-                    tuple(map(value_key, actual)) if type(actual) is tuple else value_key(actual),
-                    reason,
-                    age if reason == "stale" else None,
-                )
-                for truth, actual, reason, age in self.trace
-            )
-        except Unkeyed:
-            return None
-        return (id(self.condition), self.outcome, self.error, self.max_age, nodes)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -98,26 +98,24 @@ _BY_VALUE: Final = (str, int, bool, type(None))
 _BY_TEXT: Final = (Decimal, float, date)
 
 
-class Unkeyed(Exception):
+class _Unkeyed(Exception):
     """A value a text is not remembered by (lists, other types): the text is made afresh."""
 
 
-def value_key(value: object) -> tuple[type, object]:
-    """What a text made from ``value`` is remembered by: its type and itself, or its exact text where two
-    equal values read differently; ``Unkeyed`` for other values."""
+def _key(value: object) -> tuple[type, object]:
     kind = type(value)
     if kind in _BY_VALUE:
         return kind, value
     if kind in _BY_TEXT:
         return kind, str(value)
-    raise Unkeyed
+    raise _Unkeyed
 
 
 def _made(make: Callable[..., str], shape: Shape, *args: object) -> str:
     """``make(shape, *args)``, remembered by the shape and the arguments (made afresh for unkeyed ones)."""
     try:
-        key = (make, id(shape), *map(value_key, args))
-    except Unkeyed:
+        key = (make, id(shape), *map(_key, args))
+    except _Unkeyed:
         return make(shape, *args)
     made = _MADE.get(key)
     if made is not None:

@@ -301,29 +301,6 @@ def explanation_jsonb(trace: dict[str, Any]) -> Jsonb:
         return jsonb_text(_explain_stdlib(trace))
 
 
-# Traces this process made, by what each is made from (``Evaluation.key``): a run traces many evaluations
-# alike (a first run of 50 rules over 100k change orders: 16,327 insufficient-data traces, 3,585 distinct;
-# 17,201 matches, ~11,800 distinct). Each is the trace and its row's jsonb; a matched decision keeps the
-# trace as its ``explanation``, shared with its likes: nothing changes one once made. Each entry keeps its
-# compiled condition alive (the key holds its id). Bounded (a few kB each): emptied when full.
-_TRACES: dict[tuple[Any, ...], tuple[dict[str, Any], Jsonb, CompiledCondition]] = {}
-_TRACES_LIMIT = 4096
-
-
-def _traced(evaluation: Evaluation) -> tuple[dict[str, Any], Jsonb]:
-    """``evaluation.to_json()`` and its ``explanation_jsonb``, made once per key."""
-    key = evaluation.key()
-    made = _TRACES.get(key) if key is not None else None
-    if made is None:
-        trace = evaluation.to_json()
-        made = (trace, explanation_jsonb(trace), evaluation.condition)
-        if key is not None:
-            if len(_TRACES) >= _TRACES_LIMIT:
-                _TRACES.clear()
-            _TRACES[key] = made
-    return made[0], made[1]
-
-
 @contextmanager
 def decisions_copy(cursor: Any) -> Iterator[Any]:
     """The COPY decisions stream into (``cursor``: Django's), binary with its column types set: rows are
@@ -552,8 +529,12 @@ def decisions_record(
                             if snapshot_json is None:
                                 snapshot_json = context.snapshot_json()
                                 snapshot_field = jsonb_text(snapshot_json)
-                            trace, explanation = _traced(evaluation)
-                            facts, summary = snapshot_field, trace["summary"]
+                            trace = evaluation.to_json()
+                            facts, explanation, summary = (
+                                snapshot_field,
+                                explanation_jsonb(trace),
+                                trace["summary"],
+                            )
                         else:
                             facts, explanation, summary = None, None, ""
                         copy.write_row(
@@ -565,7 +546,7 @@ def decisions_record(
                         ):
                             not_matched[version.rule_id].append(context.subject_id)
                         continue
-                    trace, explanation = _traced(evaluation)
+                    trace = evaluation.to_json()
                     if snapshot_json is None:
                         snapshot_json = context.snapshot_json()
                         snapshot_field = jsonb_text(snapshot_json)
@@ -597,7 +578,7 @@ def decisions_record(
                         unlinked.append((version, context, evaluation, decision))
                     copy.write_row(
                         (pk, version.pk, subject_type, context.subject_id, outcome, trigger, now,
-                         snapshot_field, explanation, decision.summary, decision.suppressed,
+                         snapshot_field, explanation_jsonb(trace), decision.summary, decision.suppressed,
                          decision.escalation_id)
                     )  # fmt: skip
                     matched.append(decision)
