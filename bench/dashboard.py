@@ -77,14 +77,22 @@ def _setup(*, reuse: bool, database: str = BENCH_DB) -> None:
 
 
 def fill_escalations(seed: int = 7) -> None:
-    """Open escalations on 1,000 projects, closed ones over 90 days, and every project's crosswalk row."""
+    """Open escalations on 1,000 projects, closed ones over 90 days, and every project's crosswalk row.
+
+    Each escalation's evidence is as the product keeps it: the decision it fired on (``evidence_decision``),
+    holding the product's own facts and the SPEC rule's trace (``bench.audit.Payloads``), which the
+    approval queue and the flagged rows read through a join."""
+    import json
+
+    from django.core.serializers.json import DjangoJSONEncoder
     from django.db.models import Min
     from django.utils import timezone
 
     from apps.connectors.models import Connection
     from apps.entities.models import ChangeOrder, Project, SourceObject
     from apps.escalations.models import Escalation
-    from apps.rules.models import Rule, RuleVersion
+    from apps.rules.models import Decision, Rule, RuleVersion
+    from bench.audit import Payloads
 
     started = time.perf_counter()
     rng = random.Random(seed)
@@ -107,8 +115,22 @@ def fill_escalations(seed: int = 7) -> None:
     rng.shuffle(firsts)
     projects = Project.objects.in_bulk([p for p, _ in firsts[: FLAGGED + CLOSED]])
     severities = ["low", "medium", "high", "critical"]
+    payloads = Payloads()
+    trace = json.loads(json.dumps(payloads.trace, cls=DjangoJSONEncoder))
+    subjects = firsts[: FLAGGED + CLOSED]
+    decisions = Decision.objects.bulk_create(
+        (
+            Decision(
+                rule_version=version, subject_type="change_order", subject_id=co_id, outcome="matched",
+                trigger="sync", evaluated_at=now, facts=json.loads(payloads.facts(co_id)), explanation=trace,
+                summary=trace["summary"],
+            )
+            for _project_id, co_id in subjects
+        ),
+        batch_size=2_000,
+    )  # fmt: skip
     rows = []
-    for i, (project_id, co_id) in enumerate(firsts[: FLAGGED + CLOSED]):
+    for i, ((project_id, co_id), decision) in enumerate(zip(subjects, decisions, strict=True)):
         project = projects[project_id]
         is_open = i < FLAGGED
         opened = now - dt.timedelta(days=rng.uniform(0, 20 if is_open else 88))
@@ -127,11 +149,9 @@ def fill_escalations(seed: int = 7) -> None:
                 priority=10,
                 status="open" if is_open else "resolved",
                 outcome="" if is_open else rng.choice(["actioned", "false_alarm", "no_action_needed"]),
-                summary="change_order.amount 60,000.00 ≥ 50,000.00 and project.margin_pct 9.5 < 12",
-                evidence_copy={
-                    "facts": {"project.margin_pct": {"value": f"{rng.uniform(-5, 30):.1f}", "age_s": 600}},
-                    "explanation": [],
-                },
+                summary=decision.summary,
+                opened_decision=decision,
+                evidence_decision=decision,
                 opened_at=opened,
                 last_fired_at=opened,
                 closed_at=closed,
