@@ -81,7 +81,7 @@ class EscalationViewSet(ApiViewSet):
                 Prefetch("project", queryset=Project.objects.only("number", "name")),
             )
         return qs.select_related(
-            "rule", "rule_version", "client", "project", "evidence_decision__rule_version"
+            "rule", "rule_version", "client", "project", Escalation.EVIDENCE
         ).prefetch_related("events")
 
     def get_serializer_class(self) -> type[BaseSerializer]:

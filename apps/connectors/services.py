@@ -439,14 +439,26 @@ def _store_page(
     *,
     durable: bool = True,
 ) -> list[int]:
-    """``_store_page_once`` in one transaction, run again when PostgreSQL ends it in a deadlock
-    (``retried``): its rows are locked in the page's order, while a webhook or another connection's
-    publish may lock some of them in another. ``counts`` takes the stored attempt's counts only."""
+    """Upsert one page, quarantine its bad records and save the cursor: all or nothing, in a transaction
+    run again when PostgreSQL ends it in a deadlock (``retried``): its rows are locked in the page's order,
+    while a webhook or another connection's publish may lock some of them in another. ``counts`` takes
+    the stored attempt's counts only.
+
+    ``learning``: the stream's first run, which learns its upstream fields rather than reporting drift.
+    ``seen_ids`` collects the external ids read (a rebuild tombstones the rest). ``prepared``: the page's
+    ``_prepare_page``, when the caller did it ahead (else it is done here, once for every attempt).
+
+    ``durable=False`` (a sync's pages) commits without waiting for the WAL flush. A page is a copy of
+    upstream data and its cursor travels in the same transaction, so a server crash can only lose the
+    last few pages and their cursor together (PostgreSQL recovers a prefix of the commits), and the next
+    run reads them again; every later synchronous commit (the run's end, the evaluation marks) flushes
+    them first. Saves an fsync per page. An upload (CSV) stays durable: there is nothing to read again.
+    """
+    ready = prepared if prepared is not None else _prepare_page(stream, page)
 
     def attempt() -> tuple[list[int], dict[str, Any]]:
         tried = dict(counts)
-        changed = _store_page_once(run, stream, page, tried, learning, seen_ids, prepared, durable=durable)
-        return changed, tried
+        return _store_page_once(run, stream, ready, tried, learning, seen_ids, durable), tried
 
     changed, stored = retried(f"storing a page of {run.connection.slug}/{stream.name}", attempt)
     counts.update(stored)
@@ -456,34 +468,18 @@ def _store_page(
 def _store_page_once(
     run: SyncRun,
     stream: Stream,
-    page: Page,
+    prepared: _PreparedPage,
     counts: dict[str, Any],
-    learning: bool = False,
-    seen_ids: set[str] | None = None,
-    prepared: _PreparedPage | None = None,
-    *,
-    durable: bool = True,
+    learning: bool,
+    seen_ids: set[str] | None,
+    durable: bool,
 ) -> list[int]:
-    """Upsert one page, quarantine its bad records and save the cursor (inside the caller's transaction:
-    all or nothing).
-
-    ``learning``: the stream's first run, which learns its upstream fields rather than reporting drift.
-    ``seen_ids`` collects the external ids read (a rebuild tombstones the rest). ``prepared``: the page's
-    ``_prepare_page``, when the caller did it ahead.
-
-    ``durable=False`` (a sync's pages) commits without waiting for the WAL flush. A page is a copy of
-    upstream data and its cursor travels in the same transaction, so a server crash can only lose the
-    last few pages and their cursor together (PostgreSQL recovers a prefix of the commits), and the next
-    run reads them again; every later synchronous commit (the run's end, the evaluation marks) flushes
-    them first. Saves an fsync per page. An upload (CSV) stays durable: there is nothing to read again.
-    """
+    """One attempt of ``_store_page``, inside its transaction."""
     if not durable:
         with db_connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit = off")
-    connection = run.connection
+    connection, page = run.connection, prepared.page
     now = timezone.now()
-    if prepared is None:
-        prepared = _prepare_page(stream, page)
     rows, raws, bad = prepared.rows, prepared.raws, list(prepared.bad)
     if seen_ids is not None:
         seen_ids.update(row["external_id"] for row in rows)
@@ -720,7 +716,8 @@ _T = TypeVar("_T")
 
 def retried(what: str, work: Callable[[], _T]) -> _T:
     """``work()`` in a transaction of its own, run again after a deadlock or serialization failure (logged
-    with ``what``). Outside any transaction only: a savepoint's rollback keeps the locks taken before it."""
+    with ``what``). Meant for work outside any transaction: inside one, ``work`` runs in a savepoint, whose
+    rollback keeps the locks taken before it, so the cycle may close again."""
     for attempt in range(1, RETRIED_ATTEMPTS + 1):
         try:
             with transaction.atomic():

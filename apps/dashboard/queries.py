@@ -202,7 +202,7 @@ def approval_queue(filters: EscalationFilters) -> list[Escalation]:
     first = waiting.annotate(rank=SEVERITY_RANK).order_by(*order).values("pk")[:APPROVAL_QUEUE_LIMIT]
     return list(
         Escalation.objects.filter(pk__in=first)
-        .select_related("client", "project", "evidence_decision__rule_version")
+        .select_related("client", "project", Escalation.EVIDENCE)
         .only(*APPROVAL_ROW_FIELDS)  # the evidence too: the queue shows the amount from it
         .annotate(rank=SEVERITY_RANK)
         .order_by(*order)

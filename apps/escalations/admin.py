@@ -100,11 +100,8 @@ class EscalationAdmin(admin.ModelAdmin):
     search_fields = ("subject_label", "client__name")
     exclude = (*_OPENING_FIELDS, *_EVIDENCE_FIELDS)
     readonly_fields = [
-        *(
-            "current_evidence" if f.name == "evidence_copy" else f.name
-            for f in Escalation._meta.fields
-            if f.name not in (*_OPENING_FIELDS, "evidence_decision")
-        ),
+        *(f.name for f in Escalation._meta.fields if f.name not in (*_OPENING_FIELDS, *_EVIDENCE_FIELDS)),
+        "current_evidence",
         "evidence_when_opened",
     ]
     inlines = [EventInline, DeliveryInline, SuppressedInline]

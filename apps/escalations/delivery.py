@@ -85,7 +85,7 @@ def _claimed_rows(pks: list[int]) -> list[Delivery]:
         "escalation__client__owner",
         "escalation__project__source",
         "escalation__rule",
-        "escalation__evidence_decision__rule_version",
+        f"escalation__{Escalation.EVIDENCE}",
     ).in_bulk(pks)
     return [rows[pk] for pk in pks if pk in rows]
 

@@ -122,7 +122,7 @@ def link_check(token: str) -> Link:
         raise LinkInvalid("The link does not name an escalation and an action.") from exc
     if action not in ACTIONS:
         raise LinkInvalid(f"The link asks for {action!r}, which is not an action.")
-    related = ("rule", "client__owner", "project", "evidence_decision__rule_version")  # the page says why
+    related = ("rule", "client__owner", "project", Escalation.EVIDENCE)  # the page says why
     escalation = Escalation.objects.select_related(*related).filter(pk=pk).first()
     if escalation is None:
         raise LinkInvalid("The escalation this link was for no longer exists.")

@@ -186,11 +186,14 @@ class Escalation(models.Model):
     def is_open(self) -> bool:
         return self.status in self.OPEN_STATES
 
+    # What ``evidence`` reads beyond the row: a query that lists escalations names it in ``select_related``
+    # (behind a relation: ``f"escalation__{Escalation.EVIDENCE}"``), or each row reads it on its own.
+    EVIDENCE = "evidence_decision__rule_version"
+
     @property
     def evidence(self) -> dict[str, Any]:
         """The facts and per-condition results when it last fired (opened or re-fired): the copy an
-        escalation that fired before migration 0010 stored; else its firing decision's; else ``{}``. Read
-        ``evidence_decision__rule_version`` with it (``select_related``): one query each otherwise."""
+        escalation that fired before migration 0010 stored; else its firing decision's; else ``{}``."""
         if self.evidence_copy:
             return self.evidence_copy
         try:

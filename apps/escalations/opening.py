@@ -324,4 +324,3 @@ def _claim(
             # The id only: the decision will point at the escalation, and a cycle of 12k pairs waits
             # for the garbage collector.
             e.opened_decision_id = e.evidence_decision_id = decision.pk  # the copies stay empty, as built
-            e.evidence_copy = {}

@@ -30,7 +30,7 @@ def escalation_for_page(user: Any, pk: int) -> Escalation | None:
     """One escalation the user may see, with everything its page shows from related rows."""
     return (
         Escalation.objects.visible_to(user)
-        .select_related("rule", "rule_version", "client__owner", "project", "evidence_decision__rule_version")
+        .select_related("rule", "rule_version", "client__owner", "project", Escalation.EVIDENCE)
         .filter(pk=pk)
         .first()
     )
@@ -103,7 +103,7 @@ def my_escalations(user: Any, status: str = "") -> EscalationQuerySet:
     if status:
         qs = qs.filter(status=status)
     return (
-        qs.select_related("rule", "client", "project", "evidence_decision__rule_version")
+        qs.select_related("rule", "client", "project", Escalation.EVIDENCE)
         .annotate(open_first=OPEN_FIRST, rank=SEVERITY_RANK)
         .order_by("open_first", "rank", "-last_fired_at", "-pk")
     )

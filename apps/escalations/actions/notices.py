@@ -78,7 +78,7 @@ class Digest(Action):
             .select_related(
                 "escalation__rule",
                 "escalation__client",
-                "escalation__evidence_decision__rule_version",
+                f"escalation__{Escalation.EVIDENCE}",
                 "event",
             )
             .order_by("added_at", "id")

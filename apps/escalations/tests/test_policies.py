@@ -598,6 +598,10 @@ def test_a_rule_match_freezes_the_policy_and_the_opening_evidence(executive, cli
     opened = opened.split("</div>", 1)[0]
     assert '"value": "60000.00"' in opened and "75000" not in opened
     assert "Opened evidence" not in page and "Opened decision" not in page
+    # And the evidence it last fired on, kept by that decision: the re-fire's amount.
+    current = html.unescape(page.split(">Evidence:<", 1)[1].split('class="readonly">', 1)[1])
+    assert '"value": "75000.00"' in current.split("</div>", 1)[0]
+    assert "Evidence copy" not in page and "Evidence decision" not in page
     assert escalation.next_step_at == at(MONDAY, 11)  # a re-fire does not restart the policy
     assert sweep(at(MONDAY, 11)) == ["policy_level"]
     # A policy level is not a "new escalation": it reaches the executive at once, not in a digest.
