@@ -91,8 +91,12 @@ def can_see_all_escalations(user: object) -> bool:
     return in_role(user, OPERATIONS, EXECUTIVES, ADMINISTRATORS)
 
 
+# The roles that may decide approvals (besides superusers).
+DECIDERS = (EXECUTIVES, ADMINISTRATORS)
+
+
 def can_decide_approvals(user: object) -> bool:
-    return in_role(user, EXECUTIVES, ADMINISTRATORS)
+    return in_role(user, *DECIDERS)
 
 
 def ensure_roles(sender: object = None, **_: object) -> None:

@@ -14,18 +14,22 @@ GET on a link only shows a confirmation page (mail scanners prefetch links); onl
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import reduce
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core import signing
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 
-from apps.accounts.roles import can_decide_approvals
+from apps.accounts.roles import DECIDERS, can_decide_approvals
 
 from .models import Escalation, EscalationEvent
 
@@ -137,19 +141,56 @@ def link_spent_check(link: Link) -> None:
         raise _spent(link.escalation, event)
 
 
+# A recipient's address → their user and whether they may decide approvals.
+People = dict[str, tuple[AbstractBaseUser | None, bool]]
+
+
 def recipient_user(recipient: str) -> AbstractBaseUser | None:
     """The active Fulcrum user behind an email address: a unique user with it, or the CRM owner's user."""
+    return _users_of([recipient]).get(recipient.lower())
+
+
+def _users_of(recipients: Iterable[str]) -> dict[str, AbstractBaseUser | None]:
+    """``recipient_user`` for each of these addresses (keyed lowercased), in one or two queries whatever
+    their number: the active users with any of them, then the CRM owners of those that have none."""
     from apps.entities.models import CrmOwner
 
-    users = list(get_user_model().objects.filter(email__iexact=recipient, is_active=True)[:2])
-    if len(users) == 1:
-        return users[0]
-    if users:
-        return None  # two accounts share the address: acting as either would be a guess
-    owner = (
-        CrmOwner.objects.filter(email__iexact=recipient, user__is_active=True).select_related("user").first()
-    )
-    return owner.user if owner else None
+    wanted = {recipient.lower(): recipient for recipient in recipients}
+    if not wanted:
+        return {}
+    users: dict[str, list[AbstractBaseUser]] = {}
+    active = get_user_model().objects.filter(is_active=True)
+    for user in active.filter(_any_address("email", wanted.values())).order_by("pk"):
+        users.setdefault(user.email.lower(), []).append(user)
+    # Two accounts share the address: acting as either would be a guess.
+    found: dict[str, AbstractBaseUser | None] = {
+        key: (users[key][0] if len(users[key]) == 1 else None) for key in wanted if key in users
+    }
+    missing = [address for key, address in wanted.items() if key not in users]
+    if missing:
+        owners = CrmOwner.objects.filter(_any_address("email", missing), user__is_active=True)
+        for owner in owners.select_related("user").order_by("name", "pk"):
+            found.setdefault(owner.email.lower(), owner.user)
+    return {key: found.get(key) for key in wanted}
+
+
+def _any_address(field: str, addresses: Iterable[str]) -> Q:
+    """``field`` equal to any of these addresses, ignoring case as ``iexact`` does."""
+    return reduce(operator.or_, (Q(**{f"{field}__iexact": address}) for address in addresses))
+
+
+def people_of(recipients: Iterable[str]) -> People:
+    """Who each of these addresses is (``recipient_user``) and whether they may decide approvals, in two to
+    three queries whatever their number: a chunk of outbox emails looks its recipients up together."""
+    users = _users_of(recipients)
+    known = {user.pk for user in users.values() if user is not None}
+    deciders: set[int] = set()
+    if known:
+        who = get_user_model().objects.filter(pk__in=known)
+        deciders = set(
+            who.filter(Q(is_superuser=True) | Q(groups__name__in=DECIDERS)).values_list("pk", flat=True)
+        )
+    return {key: (user, user is not None and user.pk in deciders) for key, user in users.items()}
 
 
 def link_actions(
@@ -167,24 +208,18 @@ def link_actions(
     return [a for a in escalation_actions(escalation, decider=decider) if a in ACTIONS]
 
 
-# A recipient's address → their user and whether they may decide approvals.
-People = dict[str, tuple[AbstractBaseUser | None, bool]]
-
-
 def link_urls(
     *, escalation: Escalation, recipient: str, people: People | None = None
 ) -> list[tuple[str, str]]:
     """``(action, absolute URL)`` for each link this recipient gets in the escalation's email. ``people``:
-    who each recipient is, kept across the emails of one chunk (``actions.email.MailSession``): a burst
-    sends many emails to the same few people, and looking each one up costs two queries."""
+    who each recipient is, kept across the emails of one chunk (``actions.email.MailSession``, which looks
+    the chunk's recipients up together): a burst sends many emails to the same few people."""
     key = recipient.lower()
-    if people is not None and key in people:
-        user, decider = people[key]
-    else:
-        user = recipient_user(recipient)
-        decider = user is not None and can_decide_approvals(user)
-        if people is not None:
-            people[key] = (user, decider)
+    if people is None:
+        people = {}
+    if key not in people:
+        people.update(people_of([recipient]))
+    user, decider = people[key]
     urls = []
     for action in link_actions(escalation, user, decider):
         token = link_token(escalation=escalation, action=action, recipient=recipient)

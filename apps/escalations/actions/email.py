@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import smtplib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from apps.accounts.roles import EXECUTIVES
 from apps.errors import Permanent, Transient
 from apps.rules.engine.wording import conditions
 
-from ..links import People, link_urls
+from ..links import People, link_urls, people_of
 from ..models import Delivery, Escalation, PolicyLevel
 from .base import Action
 
@@ -150,9 +150,12 @@ _session: ContextVar[MailSession | None] = ContextVar("fulcrum_mail_session", de
 
 
 @contextmanager
-def mail_session() -> Iterator[MailSession]:
-    """Emails sent inside share one SMTP connection (``MailSession``); outside, each opens its own."""
+def mail_session(recipients: Iterable[str] = ()) -> Iterator[MailSession]:
+    """Emails sent inside share one SMTP connection (``MailSession``); outside, each opens its own.
+    ``recipients``: the escalation emails' addresses, who are looked up together for their links (a chunk
+    of 20 emails to 11 people asked 22 queries one recipient at a time)."""
     session = MailSession()
+    session.people = people_of(recipients)
     token = _session.set(session)
     try:
         yield session

@@ -14,7 +14,7 @@ from django.utils import timezone
 from apps.accounts.models import NotificationSettings
 from apps.escalations import services
 from apps.escalations.delivery import NOTIFY_ACTION, WRITEBACK_ACTION, delivery_attempt
-from apps.escalations.links import SALT, link_token, link_urls
+from apps.escalations.links import SALT, link_token, link_urls, people_of, recipient_user
 from apps.escalations.models import Delivery, Escalation, EscalationEvent
 
 from .helpers import make_escalation
@@ -231,6 +231,44 @@ def test_an_address_shared_by_two_accounts_does_nothing(client, escalation, acco
     UserFactory(username="maria2", email=account_manager.email.upper())
     assert client.post(_link(escalation, "acknowledge", account_manager)).status_code == 403
     assert _state(escalation) == ("open", "")
+
+
+def test_people_looked_up_together_are_who_each_is_alone(account_manager, executive, administrator):
+    from django.contrib.auth.models import AnonymousUser
+
+    from apps.accounts.roles import can_decide_approvals
+    from tests.factories import CrmOwnerFactory, UserFactory
+
+    CrmOwnerFactory(name="M Chen", email="m.chen@crm.example.test", user=account_manager)
+    CrmOwnerFactory(name="A Park", email="shared-owner@crm.example.test", user=executive)
+    CrmOwnerFactory(name="B Park", email="shared-owner@crm.example.test", user=account_manager)
+    UserFactory(username="twin1", email="twin@fulcrum-demo.test")
+    UserFactory(username="twin2", email="TWIN@fulcrum-demo.test")
+    UserFactory(username="gone", email="gone@fulcrum-demo.test", is_active=False)
+    CrmOwnerFactory(email="gone-owner@crm.example.test", user=UserFactory(username="gone2", is_active=False))
+    addresses = [
+        account_manager.email.upper(),  # found ignoring case
+        executive.email,
+        administrator.email,  # a superuser decides
+        "M.Chen@crm.example.test",  # a CRM owner's user
+        "shared-owner@crm.example.test",  # two owners: the first by name
+        "twin@fulcrum-demo.test",  # two accounts: nobody
+        "gone@fulcrum-demo.test",  # an inactive user: nobody
+        "gone-owner@crm.example.test",  # an inactive owner's user: nobody
+        "nobody@elsewhere.test",
+    ]
+    together = people_of(addresses)
+
+    alone = {}
+    for address in addresses:
+        user = recipient_user(address)
+        alone[address.lower()] = (user, can_decide_approvals(user or AnonymousUser()))
+    assert together == alone
+    assert [together[a.lower()][0] for a in addresses[:5]] == [
+        account_manager, executive, administrator, account_manager, executive
+    ]  # fmt: skip
+    assert [together[a.lower()][1] for a in addresses[:5]] == [False, True, True, False, True]
+    assert people_of([]) == {}
 
 
 def test_a_recipient_without_an_account_does_nothing(client, escalation):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
 
 import pytest
 from django.db import connection
@@ -21,14 +20,14 @@ from .helpers import make_escalation
 pytestmark = pytest.mark.django_db
 
 
-def _emails(count: int, targets: list[str] | None = None) -> list[Delivery]:
+def _emails(count: int, targets: list[str] | None = None, key: str = "chunk") -> list[Delivery]:
     now = timezone.now()
     return [
         Delivery.objects.create(
             escalation=make_escalation(client_name=f"Client {i}"),
             action="email_account_manager",
             target=targets[i % len(targets)] if targets else f"am{i}@fulcrum-demo.test",
-            idempotency_key=f"chunk:{i}",
+            idempotency_key=f"{key}:{i}",
             next_attempt_at=now,
             created_at=now,
         )
@@ -138,23 +137,27 @@ def test_a_row_another_worker_holds_is_left_out_of_the_chunk(smtp):
     assert _states(rows)[1] == ("sending", 1)
 
 
-def test_a_chunk_looks_each_recipient_up_once_for_their_links(smtp, monkeypatch, account_manager, executive):
-    from apps.escalations import links
+def test_a_chunk_looks_its_recipients_up_together_for_their_links(
+    smtp, account_manager, executive, other_account_manager
+):
+    def people_queries(targets: list[str]) -> list[str]:
+        rows = _emails(len(targets), targets=targets, key=f"chunk{len(targets)}")
+        with CaptureQueriesContext(connection) as queries:
+            assert tasks.deliver_many([r.pk for r in rows]) == f"{len(rows)} rows: {len(rows)} delivered"
+        return [q["sql"] for q in queries.captured_queries if "auth_user" in q["sql"]]
 
-    looked_up: list[str] = []
-    real = links.recipient_user
+    # Six emails to two people: the users with their addresses, then which of them may decide.
+    assert len(people_queries([account_manager.email, executive.email] * 3)) == 2
+    # Four people, one without an account: the CRM owners of that address are asked too, once.
+    four = [account_manager.email, executive.email, other_account_manager.email, "nobody@elsewhere.test"]
+    assert len(people_queries(four * 2)) == 3
 
-    def recipient_user(recipient: str) -> Any:
-        looked_up.append(recipient)
-        return real(recipient)
-
-    monkeypatch.setattr(links, "recipient_user", recipient_user)
-    rows = _emails(6, targets=[account_manager.email, executive.email])
-
-    assert tasks.deliver_many([r.pk for r in rows]) == "6 rows: 6 delivered"
-
-    assert sorted(looked_up) == sorted([account_manager.email, executive.email])
     # Each still gets the links their role allows: an executive may approve, an account manager not.
     pairs = zip(smtp.accepted, smtp.contents, strict=True)
     approve = {to: b"Approve: http" in content for (to, _, _), content in pairs}
-    assert approve == {account_manager.email: False, executive.email: True}
+    assert len(smtp.accepted) == 14 and approve == {
+        account_manager.email: False,
+        executive.email: True,
+        other_account_manager.email: False,
+        "nobody@elsewhere.test": False,
+    }
