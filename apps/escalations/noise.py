@@ -116,7 +116,8 @@ def notify(*, escalation: Escalation, notices: list[Notice], now: dt.datetime, n
     """Put notices into the outbox through the noise controls (caller's transaction).
 
     ``new`` marks the notices of a newly opened escalation (the ones a digest may batch). Returns the
-    ids of rows due now; they are queued for a worker after commit, the rest are swept when due.
+    ids of rows due now; they are queued for a worker after commit, the rest are swept when due. A row
+    done by queuing it (``Action.done_when_queued``: the dashboard flag) is inserted delivered.
     """
     return notify_many(items=[(escalation, notices)], now=now, new=new)
 
@@ -236,16 +237,18 @@ def notify_many(
                         f"sent at {quiet:%Y-%m-%d %H:%M} UTC",
                         deferred_until=quiet,
                     )
-            batch.rows.append(
-                {
-                    "escalation_id": escalation.pk,
-                    "action": notice.action,
-                    "target": notice.target,
-                    "idempotency_key": notice.key,
-                    "next_attempt_at": due,
-                    "created_at": now,
-                }
-            )
+            row = {
+                "escalation_id": escalation.pk,
+                "action": notice.action,
+                "target": notice.target,
+                "idempotency_key": notice.key,
+                "next_attempt_at": due,
+                "created_at": now,
+            }
+            done = actions.get(notice.action).done_when_queued
+            if done is not None:  # nothing for a worker to do (the dashboard flag)
+                row.update(state=Delivery.State.DELIVERED, attempts=1, delivered_at=now, response=done)
+            batch.rows.append(row)
         counted.update(recent)
         counted.update(batch.opened)
     DigestItem.objects.bulk_create(batch.items, ignore_conflicts=True)
@@ -254,7 +257,11 @@ def notify_many(
         if row["idempotency_key"] in batch.deferred:
             batch.deferred[row["idempotency_key"]].delivery_id = pk
     copy_insert(batch.suppressed)
-    ids = [pk for pk, row in zip(ids, batch.rows, strict=True) if row["next_attempt_at"] <= now]
+    ids = [
+        pk
+        for pk, row in zip(ids, batch.rows, strict=True)
+        if row["next_attempt_at"] <= now and "delivered_at" not in row
+    ]
     if ids:
         transaction.on_commit(lambda: deliveries_dispatch(ids))
     return ids

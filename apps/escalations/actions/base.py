@@ -36,6 +36,9 @@ class Action:
     queue: ClassVar[str] = "delivery"
     # A policy level's target (``PolicyLevel.Target``) this action serves, if any.
     policy_target: ClassVar[str | None] = None
+    # An action done by queuing it (nothing leaves Fulcrum, nothing is left to do): its row is inserted
+    # delivered, with this response, and no worker takes it. None: a worker performs it.
+    done_when_queued: ClassVar[dict[str, Any] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -328,6 +328,13 @@ def test_opening_a_batch_gives_what_one_at_a_time_gives(noisy, monkeypatch):
     assert "Email to the account manager: no one to send it to" in set(skipped)
     assert any(action == "digest" for _, _, action, *_ in batch["deliveries"])
     assert batch["dispatched"], "rows due now (critical email to executives bypasses quiet hours)"
+    # A dashboard flag is done by opening the escalation: its row is delivered then, no worker takes it.
+    flags = Delivery.objects.filter(action="flag_dashboard")
+    assert flags.count() == 6
+    assert {(f.state, f.attempts, f.delivered_at, f.response.get("flagged")) for f in flags} == {
+        ("delivered", 1, now, True)
+    }
+    assert not [key for key in batch["dispatched"] if ":flag_dashboard:" in key]
     # The frozen policy's first step, to the microsecond: two business hours after opening.
     steps = set(
         Escalation.objects.filter(route="executive", opened_at=now).values_list("next_step_at", flat=True)
