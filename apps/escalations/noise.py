@@ -245,7 +245,8 @@ def notify_many(
                 "next_attempt_at": due,
                 "created_at": now,
             }
-            done = actions.get(notice.action).done_when_queued
+            action = actions.find(notice.action)  # an unknown one is left for the worker to refuse
+            done = action.done_when_queued if action is not None else None
             if done is not None:  # nothing for a worker to do (the dashboard flag)
                 row.update(state=Delivery.State.DELIVERED, attempts=1, delivered_at=now, response=done)
             batch.rows.append(row)

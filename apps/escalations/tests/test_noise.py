@@ -241,3 +241,33 @@ def test_suppressed_notifications_are_listed_in_admin_with_their_reason(
         )
     )
     assert escalation_page.status_code == 200 and "hourly cap" in escalation_page.content.decode()
+
+
+def test_a_flag_is_delivered_when_queued_and_an_unknown_action_left_for_the_worker():
+    """The dashboard flag has nothing left to do once its escalation is open: its row goes in delivered
+    and to no worker. A row of an action this code does not know (a rule version from another release)
+    goes in pending, and the worker refuses it, as before."""
+    from django.db import connection, transaction
+
+    from apps.escalations.noise import Notice, notify
+
+    escalation = make_escalation()
+    now = timezone.now()
+    with transaction.atomic():
+        due = notify(
+            escalation=escalation,
+            notices=[
+                Notice("flag_dashboard", "dashboard", f"esc{escalation.pk}:flag_dashboard:dashboard"),
+                Notice("retired_action", "somewhere", f"esc{escalation.pk}:retired_action:somewhere"),
+            ],
+            now=now,
+            new=True,
+        )
+        connection.run_on_commit.clear()  # nothing is handed to a worker in this test
+    flag = Delivery.objects.get(action="flag_dashboard")
+    assert (flag.state, flag.attempts, flag.delivered_at, flag.response) == (
+        "delivered", 1, now, {"flagged": True}
+    )  # fmt: skip
+    retired = Delivery.objects.get(action="retired_action")
+    assert due == [retired.pk] and retired.state == "pending"
+    assert delivery_attempt(retired.pk) == "dead"
