@@ -51,9 +51,7 @@ FLAGGED_ROW_FIELDS = (
 APPROVAL_ROW_FIELDS = (
     *("subject_label", "severity", "summary", "opened_at", "client", "client__name"),
     *("project", "project__number", "project__name"),
-    # Its evidence (``Escalation.evidence``): a copy, or the decision it fired on.
-    *("evidence_copy", "evidence_decision", "evidence_decision__facts", "evidence_decision__explanation"),
-    *("evidence_decision__outcome", "evidence_decision__rule_version__number"),
+    *Escalation.EVIDENCE_FIELDS,  # the queue shows the amount from it
 )
 OPEN_CHANGE_ORDER_STATES = (ChangeOrder.Status.DRAFT, ChangeOrder.Status.PENDING)
 
@@ -203,7 +201,7 @@ def approval_queue(filters: EscalationFilters) -> list[Escalation]:
     return list(
         Escalation.objects.filter(pk__in=first)
         .select_related("client", "project", Escalation.EVIDENCE)
-        .only(*APPROVAL_ROW_FIELDS)  # the evidence too: the queue shows the amount from it
+        .only(*APPROVAL_ROW_FIELDS)
         .annotate(rank=SEVERITY_RANK)
         .order_by(*order)
     )

@@ -187,20 +187,21 @@ class Escalation(models.Model):
         return self.status in self.OPEN_STATES
 
     # What ``evidence`` reads beyond the row: a query that lists escalations names it in ``select_related``
-    # (behind a relation: ``f"escalation__{Escalation.EVIDENCE}"``), or each row reads it on its own.
+    # (behind a relation: ``f"escalation__{Escalation.EVIDENCE}"``), or each row reads it on its own; one
+    # that loads only some fields (``only``) names ``EVIDENCE_FIELDS``.
     EVIDENCE = "evidence_decision__rule_version"
+    EVIDENCE_FIELDS = (
+        "evidence_copy",
+        "evidence_decision",
+        *(f"evidence_decision__{name}" for name in ("facts", "explanation", "outcome")),
+        "evidence_decision__rule_version__number",
+    )
 
     @property
     def evidence(self) -> dict[str, Any]:
         """The facts and per-condition results when it last fired (opened or re-fired): the copy an
         escalation that fired before migration 0010 stored; else its firing decision's; else ``{}``."""
-        if self.evidence_copy:
-            return self.evidence_copy
-        try:
-            decision = self.evidence_decision
-        except ObjectDoesNotExist:  # not enforced by a constraint: a decision deleted by hand
-            return {}
-        return _decision_evidence(decision) if decision is not None else {}
+        return self._evidence(self.evidence_copy, "evidence_decision")
 
     @evidence.setter
     def evidence(self, value: dict[str, Any]) -> None:
@@ -211,16 +212,22 @@ class Escalation(models.Model):
         """The facts and per-condition results when it opened (``evidence`` follows re-fires): the copy an
         escalation opened before migration 0008 stored; else its opening decision's, as ``evidence`` held
         them then; else (neither kept) ``{}``."""
-        if self.opened_evidence:
-            return self.opened_evidence
-        decision = self.opened_decision
-        if decision is None:
+        return self._evidence(self.opened_evidence, "opened_decision")
+
+    def _evidence(self, copy: dict[str, Any], decision_field: str) -> dict[str, Any]:
+        """A stored copy, else the decision's evidence (``_decision_evidence``), else ``{}``."""
+        if copy:
+            return copy
+        try:
+            decision = getattr(self, decision_field)
+        except ObjectDoesNotExist:  # ``evidence_decision`` has no constraint: a decision deleted by hand
             return {}
-        return _decision_evidence(decision)
+        return _decision_evidence(decision) if decision is not None else {}
 
 
 def _decision_evidence(decision: Decision) -> dict[str, Any]:
-    """What an escalation says of a match, read from the match's stored decision."""
+    """What an escalation says of a match, read from the match's stored decision (the fields it reads:
+    ``Escalation.EVIDENCE_FIELDS``)."""
     return {
         "facts": decision.facts,
         "explanation": (decision.explanation or {}).get("explanation"),
