@@ -138,17 +138,16 @@ def deliveries_attempt(pks: Sequence[int]) -> dict[int, str]:
     """
     from apps.connectors import ratelimit
 
-    from .actions.email import EscalationEmail, mail_session
+    from .actions.email import mail_session
 
     rows = _claimed_rows(_claim(pks, timezone.now()))
-    recipients = [d.target for d in rows if isinstance(actions.REGISTRY.get(d.action), EscalationEmail)]
     results: dict[int, str] = {}
     delivered: list[tuple[Delivery, dict, dt.datetime]] = []
     deferred: list[tuple[Delivery, float]] = []
     started = recorded = time.monotonic()
     budget = claim_for().total_seconds() / 2
     try:
-        with mail_session(recipients) as session:
+        with mail_session(rows) as session:
             for index, delivery in enumerate(rows):
                 if time.monotonic() - started > budget:
                     deferred += [(rest, 0.0) for rest in rows[index:]]

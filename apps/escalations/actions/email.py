@@ -23,7 +23,7 @@ from apps.rules.engine.wording import conditions
 
 from ..links import People, link_urls, people_of
 from ..models import Delivery, Escalation, PolicyLevel
-from .base import Action
+from .base import REGISTRY, Action
 
 if TYPE_CHECKING:
     from ..preferences import Preferences
@@ -150,12 +150,12 @@ _session: ContextVar[MailSession | None] = ContextVar("fulcrum_mail_session", de
 
 
 @contextmanager
-def mail_session(recipients: Iterable[str] = ()) -> Iterator[MailSession]:
+def mail_session(rows: Iterable[Delivery] = ()) -> Iterator[MailSession]:
     """Emails sent inside share one SMTP connection (``MailSession``); outside, each opens its own.
-    ``recipients``: the escalation emails' addresses, who are looked up together for their links (a chunk
-    of 20 emails to 11 people asked 22 queries one recipient at a time)."""
+    ``rows``: the chunk's outbox rows; the recipients of its escalation emails are looked up together for
+    their links (a chunk of 20 emails to 11 people asked 22 queries one recipient at a time)."""
     session = MailSession()
-    session.people = people_of(recipients)
+    session.people = people_of(r.target for r in rows if isinstance(REGISTRY.get(r.action), EscalationEmail))
     token = _session.set(session)
     try:
         yield session
