@@ -268,6 +268,8 @@ def test_people_looked_up_together_are_who_each_is_alone(account_manager, execut
         account_manager, executive, administrator, account_manager, executive
     ]  # fmt: skip
     assert [together[a.lower()][1] for a in addresses[:5]] == [False, True, True, False, True]
+    # recipient_user is the same lookup for one address: hold the refusals to what they must be, too.
+    assert [together[a.lower()] for a in addresses[5:]] == [(None, False)] * 4
     assert people_of([]) == {}
 
 
