@@ -116,7 +116,18 @@ class MailStore:
         return found, (self.folder / found.file).read_bytes()
 
 
-class _Handler:
+class Pipelining:
+    """An aiosmtpd handler mixin announcing ``PIPELINING`` (RFC 2920) in the EHLO reply, as production mail
+    servers do (aiosmtpd reads pipelined commands in order, but does not say so)."""
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves this to a handler that answers EHLO
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+class _Handler(Pipelining):
     """aiosmtpd handler: store the message, answer 250."""
 
     def __init__(self, store: MailStore) -> None:

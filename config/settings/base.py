@@ -107,8 +107,18 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
-# Email: EMAIL_URL like smtp://user:pass@host:1025 (django-environ's email_url).
-vars().update(env.email_url("EMAIL_URL", default="smtp://127.0.0.1:1025"))
+
+def email_settings() -> dict[str, object]:
+    """EMAIL_URL like smtp://user:pass@host:1025 (django-environ's email_url); an SMTP server is reached
+    through Django's backend with the envelope pipelined where the server offers it
+    (apps.escalations.smtp)."""
+    settings = env.email_url("EMAIL_URL", default="smtp://127.0.0.1:1025")
+    if settings["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend":
+        settings["EMAIL_BACKEND"] = "apps.escalations.smtp.EmailBackend"
+    return settings
+
+
+vars().update(email_settings())
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Fulcrum <fulcrum@localhost>")
 
