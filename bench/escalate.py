@@ -4,7 +4,7 @@
         [-n 200] [--rate 0] [--workers 1] [--concurrency 4] [--writeback-workers 1] \
         [--writeback-concurrency 2] [--compare] \
         [--database fulcrum_bench_escalate] [--broker redis://127.0.0.1:6379/14] [--sink-in-process] \
-        [--timeline] [--writeback-nice 0]
+        [--timeline] [--writeback-nice 10]
 
 Creates (afresh) and migrates ``--database`` on the server of DATABASE_URL, starts the bundled simulator
 (sized for N: ``--scale`` is raised until it has N HubSpot companies) in this process and an aiosmtpd sink
@@ -12,8 +12,10 @@ in a process of its own (``--sink-in-process``: in a thread of this one, sharing
 ``--workers`` Celery worker processes (``-c --concurrency`` each, default 4) on the ``delivery`` queue
 (emails) and every queue but ``writeback``, and ``--writeback-workers`` processes (``-c
 --writeback-concurrency`` each, default 2) on ``writeback`` (the vendor notes) at ``nice
---writeback-nice`` (default 0): the defaults are the Procfile's ``worker`` and ``writeback`` as they run
-by default (``WORKER_CONCURRENCY`` 4, ``WRITEBACK_CONCURRENCY`` 2), on ``--broker`` (give concurrent runs
+--writeback-nice`` (default 10, set as the Procfile sets it: ``WORKER_NICE``, which the worker applies to
+itself and, in a session of its own, to its session's autogroup): the defaults are the Procfile's
+``worker`` and ``writeback`` as they run by default (``WORKER_CONCURRENCY`` 4, ``WRITEBACK_CONCURRENCY``
+2, ``WRITEBACK_NICE`` 10), on ``--broker`` (give concurrent runs
 their own database and broker). It plants N
 clients, each a real HubSpot company and QuickBooks customer in the simulator with a 60,000 change order
 on a 9%-margin project, plus a published rule whose actions are ``email_account_manager, email_executives,
@@ -37,8 +39,9 @@ committed and queued: the "rule match"), either all at once (``--rate 0``, a bur
   and how many tasks of each kind every worker ran (a vendor note deferred by its rate budget comes back
   as a task of its own);
 - the same to each upstream note's delivery, and a check that every email and note arrived once;
-- its reference, measured in the same run: the same number of emails sent straight through Django's SMTP
-  backend from one process, one connection per message (no queue, no database), and over one connection
+- its reference, measured in the same run: the same number of emails sent straight through the product's
+  SMTP backend (Django's, the envelope pipelined: the sink announces ``PIPELINING`` as production servers
+  do) from one process, one connection per message (no queue, no database), and over one connection
   (as the outbox's chunks send them), one client process as fast as the sink takes them, and the ratio of
   the outbox's email span to the latter, the path the outbox uses; the load average before and after.
 """
@@ -63,8 +66,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from apps.devstack.mailsink import Pipelining
+
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "fulcrum_bench_escalate"
+BACKEND = "apps.escalations.smtp.EmailBackend"
 BROKER = "redis://127.0.0.1:6379/14"
 ACTIONS = ["email_account_manager", "email_executives", "flag_dashboard", "note_crm", "note_accounting"]
 RULE = """
@@ -84,7 +90,7 @@ RULE = """
 """
 
 
-class Sink:
+class Sink(Pipelining):
     """aiosmtpd handler: when each message was accepted (time.time()). It does no more per message than
     keep it: the headers are parsed afterwards (``by_message``), and aiosmtpd's per-command INFO log
     ("mail.log") is off. ``start(port, own_process=True)`` serves it from a process of its own, as a real
@@ -161,7 +167,7 @@ def _serve_sink(port: int, sent: Any) -> None:
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     lock = threading.Lock()
 
-    class Handler:
+    class Handler(Pipelining):
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             stamp = time.time()
             with lock:
@@ -245,8 +251,9 @@ def _start_workers(
     broker: str,
     timeline: Path | None = None,
 ) -> list[Any]:
-    """One Celery worker process per (name, concurrency, queues, nice) in ``specs``, at that CPU priority
-    (``nice``, as the Procfile starts the writeback worker); waits until all answer.
+    """One Celery worker process per (name, concurrency, queues, nice) in ``specs``, each in a session of its
+    own (as a process manager starts it) at that CPU priority (``WORKER_NICE``, as the Procfile sets it
+    for the writeback worker); waits until all answer.
     ``timeline``: run ``bench.escalate_probe``'s app instead, writing its stamps there."""
     env = {
         **os.environ,
@@ -266,14 +273,13 @@ def _start_workers(
         workers.append(
             subprocess.Popen(
                 [
-                    *(("nice", "-n", str(nice)) if nice else ()),
                     *(sys.executable, "-m", "celery", "-A", "bench.escalate_probe" if timeline else "config"),
                     *("worker", "-c", str(concurrency)),
                     *("-Q", queues, "-l", "warning", "--without-mingle", "--without-gossip"),
                     *("-n", f"bench-escalate-{name}@%h"),
                 ],
                 cwd=ROOT,
-                env=env,
+                env={**env, "WORKER_NICE": str(nice)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -300,23 +306,20 @@ def _stop_workers(workers: list[Any]) -> None:
 
 
 def _reference(smtp_port: int, sink: Sink, count: int, *, reuse: bool = False) -> float:
-    """Seconds to send ``count`` emails straight through Django's SMTP backend, one connection each (or
-    one for all, ``reuse``, as the outbox's chunks send them)."""
+    """Seconds to send ``count`` emails straight through the product's SMTP backend (Django's, with the
+    envelope pipelined: ``apps.escalations.smtp``), one connection each (or one for all, ``reuse``, as the
+    outbox's chunks send them)."""
     from django.core.mail import EmailMultiAlternatives, get_connection
 
     before = len(sink.accepted)
     started = time.perf_counter()
-    shared = get_connection(
-        "django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=smtp_port, timeout=10
-    )
+    shared = get_connection(BACKEND, host="127.0.0.1", port=smtp_port, timeout=10)
     if reuse:
         shared.open()
     for i in range(count):
         connection = shared
         if not reuse:
-            connection = get_connection(
-                "django.core.mail.backends.smtp.EmailBackend", host="127.0.0.1", port=smtp_port, timeout=10
-            )
+            connection = get_connection(BACKEND, host="127.0.0.1", port=smtp_port, timeout=10)
         message = EmailMultiAlternatives(
             subject=f"reference {i}", body="text", to=[f"ref{i}@fulcrum.bench"], connection=connection
         )
@@ -667,8 +670,8 @@ def main() -> None:
     parser.add_argument(
         "--writeback-nice",
         type=int,
-        default=0,
-        help="CPU priority (nice) of the writeback processes; 0, as the Procfile runs them",
+        default=10,
+        help="CPU priority (nice) of the writeback processes; 10, the Procfile's WRITEBACK_NICE",
     )
     parser.add_argument("--compare", action="store_true", help="also run with twice the email workers")
     parser.add_argument("--scale", type=float, default=0.25, help="simulator size (raised to fit -n)")
@@ -724,7 +727,7 @@ def main() -> None:
         logs.mkdir(parents=True, exist_ok=True)
         reference = _reference(smtp_port, sink, 2 * args.n)
         print(
-            f"reference: {2 * args.n} emails straight through Django's SMTP backend from one process in "
+            f"reference: {2 * args.n} emails straight through the SMTP backend from one process in "
             f"{reference:.2f} s ({2 * args.n / reference:.0f} emails/s); simulator scale {scale:g}"
         )
         reused = _reference(smtp_port, sink, 2 * args.n, reuse=True)
