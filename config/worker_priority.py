@@ -47,6 +47,8 @@ def lower_priority(nice: int, proc: Path = PROC) -> list[str]:
 def _session_is_own(proc: Path) -> bool:
     """Whether every process of this session is this one or one of its ancestors (the shell or process
     manager's child that started it)."""
+    if not proc.is_dir():  # not Linux: no autogroups either
+        return False
     me = os.getpid()
     sid = os.getsid(0)
     stats = {}

@@ -81,6 +81,8 @@ def test_the_session_is_own_when_it_holds_only_the_worker_and_its_ancestors(tmp_
     # The chain never reaches the session's leader (it went away): nothing to vouch for the session.
     orphan = _proc(tmp_path / "orphan", {me: (1, 100)})
     assert not worker_priority._session_is_own(orphan)
+    # No /proc at all (macOS): only the process's own nice is set.
+    assert not worker_priority._session_is_own(tmp_path / "no-proc")
 
 
 def test_worker_nice_is_checked_when_the_worker_starts(monkeypatch):
@@ -94,3 +96,59 @@ def test_worker_nice_is_checked_when_the_worker_starts(monkeypatch):
     before = os.getpriority(os.PRIO_PROCESS, 0)
     _worker_priority()  # nothing to do
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+@needs_autogroup
+def test_the_procfiles_writeback_worker_starts_at_nice_10_in_its_session(tmp_path):
+    """The Procfile's ``writeback`` line as a process manager runs it: a shell in a session of its own. The
+    broker is a closed port: the priority is set as the worker starts, before it connects."""
+    [line] = [line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("writeback:")]
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("WRITEBACK_NICE", "WORKER_NICE", "PYTEST_CURRENT_TEST")
+    }
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+        CELERY_BROKER_URL="redis://127.0.0.1:1/0",
+        DJANGO_SETTINGS_MODULE="config.settings.e2e",
+    )
+    shell = subprocess.Popen(
+        ["sh", "-c", line.split(":", 1)[1]],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        seen = _wait_for_worker_nice(shell.pid)
+    finally:
+        os.killpg(shell.pid, 9)
+        shell.wait(10)
+    assert seen == (10, "nice 10")
+
+
+def _wait_for_worker_nice(session: int, timeout: float = 60) -> tuple[int, str]:
+    """(nice, autogroup's nice) of the Celery worker in ``session`` once it has lowered its priority."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: tuple[int, str] = (0, "")
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                if not entry.name.isdigit() or b"celery" not in (entry / "cmdline").read_bytes():
+                    continue
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) != session:
+                    continue
+                autogroup = (entry / "autogroup").read_text().split()
+            except OSError:
+                continue
+            last = (int(fields[16]), " ".join(autogroup[-2:]))
+            if last[0] > 0:
+                return last
+        time.sleep(0.2)
+    return last
