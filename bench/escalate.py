@@ -94,7 +94,10 @@ class Sink(Pipelining):
     """aiosmtpd handler: when each message was accepted (time.time()). It does no more per message than
     keep it: the headers are parsed afterwards (``by_message``), and aiosmtpd's per-command INFO log
     ("mail.log") is off. ``start(port, own_process=True)`` serves it from a process of its own, as a real
-    SMTP server is, instead of sharing this process's GIL with the simulator and the evaluation."""
+    SMTP server is, instead of sharing this process's GIL with the simulator and the evaluation, and in a
+    session of its own, as a mail server runs as a service: with the kernel's autogroups the CPU is shared
+    between sessions, and each worker runs in its own, so a sink in this process's session got a smaller
+    share with every worker process added."""
 
     def __init__(self) -> None:
         self.accepted: list[tuple[bytes, float]] = []
@@ -163,6 +166,8 @@ class Sink(Pipelining):
 def _serve_sink(port: int, sent: Any) -> None:
     """The sink's process: stamps each message as it is accepted and hands it to the bench over a pipe."""
     from aiosmtpd.controller import Controller
+
+    os.setsid()  # a session (and autogroup) of its own, as a mail server's service has
 
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     lock = threading.Lock()
