@@ -3,7 +3,8 @@
 
 The vendor notes are held to the vendors' rate budgets and are seconds late by design; an escalation's
 email is what its account manager waits for. On a machine that runs both kinds of worker, a burst's
-notes took nearly as much CPU as its emails and nearly doubled the emails' wait (docs/PERFORMANCE.md).
+notes took nearly as much CPU as its emails, and the emails' p95 was 3.1 s instead of 1.7–2.5 s
+(docs/PERFORMANCE.md, session 21).
 
 A nice value alone is not enough on Linux: with the scheduler's autogroups
 (``kernel.sched_autogroup_enabled``, on by default), CPU is shared between sessions first, and a

@@ -66,10 +66,10 @@ class _Pipelining:
         code, resp = self.getreply()
         envelope_refused = mail[0] != 250 or len(refused) == len(recipients)
         if code == 354 and envelope_refused:
-            # A server that accepted DATA after refusing the envelope gets an empty message (§3.1).
+            # A server that accepted DATA after refusing the envelope gets an empty message (§3.1); its
+            # reply to that is not the answer: the refusal above is.
             self.send(b"." + _CRLF)
-            code, resp = self.getreply()
-            code = 503 if code != 421 else code  # nothing was sent
+            code = 421 if self.getreply()[0] == 421 else 503
         if code != 354:
             if code == 421:
                 self.close()

@@ -189,3 +189,51 @@ def test_the_product_sends_email_through_the_pipelining_backend(servers, monkeyp
     [(sender, to, content)] = recorder.received
     assert (sender, to) == ("ops@example.com", ["am@example.com"])
     assert b"\r\n.Punkt" in content and b"Subject: =?utf-8?" in content
+
+
+def test_a_server_that_takes_data_after_refusing_the_envelope_gets_an_empty_message():
+    """RFC 2920 §3.1: the client sends a lone dot, never the content, and reports the refusal. aiosmtpd
+    refuses DATA then, so a scripted server plays one that does not."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    heard: list[bytes] = []
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection, connection.makefile("rb") as lines:
+            connection.sendall(b"220 scripted\r\n")
+            for line in lines:
+                heard.append(line)
+                command = line[:4].lower()
+                if command == b"ehlo":
+                    connection.sendall(b"250-scripted\r\n250 PIPELINING\r\n")
+                elif command == b"data":  # the envelope's three replies, written at once
+                    connection.sendall(b"550 5.7.1 sender refused\r\n503 5.5.1 no sender\r\n354 go on\r\n")
+                elif line == b".\r\n":
+                    connection.sendall(b"250 2.0.0 nothing queued\r\n")
+                elif command == b"rset":
+                    connection.sendall(b"250 2.0.0 reset\r\n")
+                elif command == b"quit":
+                    connection.sendall(b"221 2.0.0 bye\r\n")
+                    return
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = smtp.SMTP("127.0.0.1", port)
+    with pytest.raises(smtplib.SMTPSenderRefused) as refused:
+        client.sendmail("bad@example.com", ["a@example.com"], CONTENT)
+    assert refused.value.smtp_code == 550
+    client.quit()
+    thread.join(5)
+    listener.close()
+    said = [line.rstrip(b"\r\n").lower() for line in heard[1:]]
+    assert said == [
+        b"mail from:<bad@example.com>",
+        b"rcpt to:<a@example.com>",
+        b"data",
+        b".",
+        b"rset",
+        b"quit",
+    ]
