@@ -70,8 +70,13 @@ def _session_is_own(proc: Path) -> bool:
 
 
 def _stat(entry: Path) -> tuple[int, int]:
-    """(parent pid, session id) from ``/proc/<pid>/stat``; the command name may hold spaces and parentheses,
-    so the fields are read after its closing parenthesis."""
-    text = (entry / "stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
+    """(parent pid, session id) from ``/proc/<pid>/stat``."""
+    fields = stat_fields(entry)
     return int(fields[1]), int(fields[3])
+
+
+def stat_fields(entry: Path) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name, from the state on (``proc(5)``'s third
+    field): the name may hold spaces and parentheses, so they are read after its closing parenthesis."""
+    text = (entry / "stat").read_text()
+    return text[text.rindex(")") + 2 :].split()

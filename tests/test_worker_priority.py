@@ -141,13 +141,13 @@ def _wait_for_worker_nice(session: int, timeout: float = 60) -> tuple[int, str]:
             try:
                 if not entry.name.isdigit() or b"celery" not in (entry / "cmdline").read_bytes():
                     continue
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                fields = worker_priority.stat_fields(entry)
                 if int(fields[3]) != session:
                     continue
                 autogroup = (entry / "autogroup").read_text().split()
             except OSError:
                 continue
-            last = (int(fields[16]), " ".join(autogroup[-2:]))
+            last = (int(fields[16]), " ".join(autogroup[-2:]))  # nice: proc(5)'s 19th field
             if last[0] > 0:
                 return last
         time.sleep(0.2)

@@ -261,7 +261,7 @@ def notify_many(
     ids = [
         pk
         for pk, row in zip(ids, batch.rows, strict=True)
-        if row["next_attempt_at"] <= now and "delivered_at" not in row
+        if row["next_attempt_at"] <= now and row.get("state") != Delivery.State.DELIVERED
     ]
     if ids:
         transaction.on_commit(lambda: deliveries_dispatch(ids))
