@@ -37,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_DB = "fulcrum_bench_audit"
 BATCH = 500
 WRITE_TARGET = 1.3
+# A batch's steps, timed apart (the server's CPU read from /proc in clock ticks: summed over the batches).
+STEPS = ("decisions", "chain", "chain, its backend's CPU", "commit")
 VERIFY_TARGET = 50_000
 
 
@@ -99,28 +101,38 @@ class Payloads:
         return Context("change_order", subject_id, values, self.ages).snapshot_json()
 
 
-def _cpu() -> float:
-    """CPU seconds used so far by this process plus its PostgreSQL backend (when on this machine).
-
-    Other sessions on a shared box stretch wall-clock times; CPU spent is much steadier.
-    """
+def _backend_pid() -> int:
     from django.db import connection
-
-    from bench.common import process_cpu
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    server = process_cpu(pid) or 0.0  # unreadable: the server runs elsewhere, client CPU only
-    return time.process_time() + server
+        return int(cursor.fetchone()[0])
+
+
+def _server_cpu(pid: int) -> float:
+    """CPU seconds the PostgreSQL backend ``pid`` has used so far, 0 when it cannot be read (the server
+    runs elsewhere: client CPU only)."""
+    from bench.common import process_cpu
+
+    return process_cpu(pid) or 0.0
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds used so far by this process plus its PostgreSQL backend ``pid`` (when on this machine).
+
+    Other sessions on a shared box stretch wall-clock times; CPU spent is much steadier.
+    """
+    return time.process_time() + _server_cpu(pid)
 
 
 def _write(
     version: RuleVersion, payloads: Payloads, n: int, *, audited: bool, offset: int
-) -> tuple[float, float, float]:
-    """Seconds, CPU seconds (this process and its backend) and this process's CPU seconds to write ``n``
-    matched decisions the way the rules service writes them (and their audit entries); the subjects are
-    chosen beforehand, the JSON is encoded inside the timing as the service does while it streams the COPY."""
+) -> tuple[float, float, float, dict[str, float]]:
+    """Seconds, CPU seconds (this process and its backend), this process's CPU seconds and the seconds of
+    each step (the decisions' COPY, the chain's append, the commit; summed over the batches) to write
+    ``n`` matched decisions the way the rules service writes them (and their audit entries); the subjects
+    are chosen beforehand, the JSON is encoded inside the timing as the service does while it streams the
+    COPY."""
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -131,9 +143,13 @@ def _write(
     summary = payloads.trace["summary"]
     batches = [[(offset + i, summary) for i in range(s, min(s + BATCH, n))] for s in range(0, n, BATCH)]
     now = timezone.now()
-    cpu, client = _cpu(), time.process_time()
-    started = time.perf_counter()
+    steps = dict.fromkeys(STEPS, 0.0)
+    clock = time.perf_counter
+    pid = _backend_pid()
+    cpu, client = _cpu(pid), time.process_time()
+    started = clock()
     for batch in batches:
+        begun = clock()
         with transaction.atomic():
             ids = reserve_ids("rules_decision", len(batch))
             facts: list[RawJSON] = []
@@ -144,6 +160,8 @@ def _write(
                         (pk, version.pk, "change_order", subject_id, "matched", "sync", now,
                          jsonb_text(facts[-1]), explanation_jsonb(payloads.trace), summary, "", None)
                     )  # fmt: skip
+            copied, server = clock(), _server_cpu(pid)
+            steps["decisions"] += copied - begun
             if audited:
                 audit_append_many(
                     [
@@ -165,7 +183,11 @@ def _write(
                     ],
                     actor="system:rules",
                 )
-    return time.perf_counter() - started, _cpu() - cpu, time.process_time() - client
+            chained = clock()
+            steps["chain"] += chained - copied
+            steps["chain, its backend's CPU"] += _server_cpu(pid) - server
+        steps["commit"] += clock() - chained
+    return clock() - started, _cpu(pid) - cpu, time.process_time() - client, steps
 
 
 def bench_writes(n: int, rounds: int) -> float:
@@ -190,15 +212,17 @@ def bench_writes(n: int, rounds: int) -> float:
     audited: list[float] = []
     cpu: dict[bool, list[float]] = {False: [], True: []}
     client: dict[bool, list[float]] = {False: [], True: []}
+    steps: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     for r in range(rounds):
         # Alternate so that table growth and server caches weigh on both sides alike.
         for mode in (False, True) if r % 2 == 0 else (True, False):
-            seconds, cpu_seconds, client_seconds = _write(
+            seconds, cpu_seconds, client_seconds, mode_steps = _write(
                 version, payloads, n, audited=mode, offset=(2 * r + mode) * n
             )
             (audited if mode else plain).append(seconds)
             cpu[mode].append(cpu_seconds)
             client[mode].append(client_seconds)
+            steps[mode].append(mode_steps)
     p, a = statistics.median(plain), statistics.median(audited)
     ratio = a / p
     # Each round's pair ran back to back, so its ratio is the one least disturbed by other load.
@@ -220,6 +244,17 @@ def bench_writes(n: int, rounds: int) -> float:
     print(
         f"    of which this process: {kp / n * 1e6:.0f} vs {ka / n * 1e6:.0f} µs/decision; its backend: "
         f"{(cp - kp) / n * 1e6:.0f} vs {(ca - ka) / n * 1e6:.0f} µs/decision (medians of each)"
+    )
+    batches = -(-n // BATCH)
+    each = {
+        mode: {step: statistics.median(r[step] for r in steps[mode]) / batches * 1e3 for step in STEPS}
+        for mode in (False, True)
+    }
+    print(
+        f"    wall a batch of {BATCH} (medians): the decisions' COPY {each[False]['decisions']:.2f} vs "
+        f"{each[True]['decisions']:.2f} ms; the chain's append {each[True]['chain']:.2f} ms (its backend's "
+        f"CPU {each[True][STEPS[2]]:.2f} ms); the commit "
+        f"{each[False]['commit']:.2f} vs {each[True]['commit']:.2f} ms"
     )
     return ratio
 
@@ -263,12 +298,14 @@ def _fill_chain(total: int) -> None:
 
 
 def _timed(label: str, run: Callable[[], object], count: int, target: float | None = None) -> float:
-    total, client = _cpu(), time.process_time()
+    pid = _backend_pid()
+    server = _server_cpu(pid)
+    client = time.process_time()
     started = time.perf_counter()
     result = run()
     seconds = time.perf_counter() - started
     client = time.process_time() - client
-    server = _cpu() - total - client
+    server = _server_cpu(pid) - server
     rate = count / seconds
     verdict = (
         "" if target is None else f"   target ≥ {target:,.0f}/s   {'OK' if rate >= target else 'MISSED'}"
