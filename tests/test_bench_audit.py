@@ -20,11 +20,11 @@ def test_the_audit_bench_writes_decisions_and_a_chain_that_verifies(
 ) -> None:
     bench_writes(n=40, rounds=2)  # its ratio is a timing: reported by the bench, not tested
 
-    # Where a batch's time goes is printed, each step timed: six figures, none left at zero but the
+    # Where a batch's time goes is printed, each step timed: seven figures, none left at zero but the
     # backend's CPU (read in clock ticks, it may be 0 over so few rows).
     (steps,) = [line for line in capsys.readouterr().out.splitlines() if "wall a batch" in line]
     figures = [float(f) for f in re.findall(r"\d+\.\d+", steps)]
-    assert len(figures) == 6 and all(figures[:3] + figures[4:]), steps
+    assert len(figures) == 7 and all(figures[:3] + figures[4:]), steps
 
     written = 2 * BATCH + 2 * 2 * 40  # the warm-up, then each round's plain and audited sides
     assert Decision.objects.count() == written
