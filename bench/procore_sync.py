@@ -3,7 +3,10 @@ stream (bench/sync.py times the three systems together).
 
     python bench/procore_sync.py [--scale 17] [--port 8795] [--database fulcrum_procore_bench]
 
-The database is dropped, created and migrated on the server of DATABASE_URL. A report, not a test.
+The database is dropped, created and migrated on the server of DATABASE_URL. The change marking is
+replaced by a no-op (``bench/sync.py`` counts it). Reference, measured in the same run: a raw COPY of the
+rows synced back into the emptied tables (``bench/sync.py``'s), and the full sync's time as a ratio to it.
+Prints the load average before and after. A report, not a test.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ def main() -> None:
     parser.add_argument("--database", default="fulcrum_procore_bench")
     parser.add_argument("--concurrency", type=int, default=0, help="options.concurrency (0: the default)")
     args = parser.parse_args()
-    from bench.common import fresh_django_database
+    from bench.common import fresh_django_database, say_load
 
+    say_load("before")
     fresh_django_database(args.database)
     import apps.rules.evaluation.triggers as triggers
 
@@ -34,7 +38,7 @@ def main() -> None:
     from apps.accounts.demo import demo_connections
     from apps.connectors.models import Connection
     from apps.connectors.services import connection_import, sync_connection
-    from bench.sync import _reset_rate_budgets, _start_simulator
+    from bench.sync import _copy_reference, _reset_rate_budgets, _start_simulator
 
     _reset_rate_budgets(args.port)
     t0 = time.perf_counter()
@@ -46,6 +50,7 @@ def main() -> None:
         if args.concurrency:
             pm.options = {**pm.options, "concurrency": args.concurrency}
             pm.save(update_fields=["options"])
+        seconds: dict[str, float] = {}
         for label in ("full", "incremental"):
             if label == "incremental":
                 body = b'{"fraction": 0.01, "seed": 3}'
@@ -59,6 +64,7 @@ def main() -> None:
             calls = sum(int(r.counts.get("api_calls", 0)) for r in runs)
             seen = sum(int(r.counts.get("seen", 0)) for r in runs)
             print(f"{label}: {took:.1f} s, {calls} API calls, {seen} records")
+            seconds[label] = took
             for r in runs:
                 c = r.counts
                 print(
@@ -67,9 +73,16 @@ def main() -> None:
                     f"quarantined={c.get('quarantined')} "
                     f"limited={c.get('rate_limited_seconds')} {r.error[:200]}"
                 )
+        copy_seconds, rows = _copy_reference()
+        ratio = seconds["full"] / copy_seconds
+        print(
+            f"reference COPY of the rows synced (after both passes): {rows:,} rows in {copy_seconds:.2f} s = "
+            f"{rows / copy_seconds:,.0f} rows/s; ratio: the full sync is {ratio:.2f}x COPY's time"
+        )
     finally:
         sim.terminate()
         sim.wait(timeout=20)
+    say_load("after")
 
 
 if __name__ == "__main__":
