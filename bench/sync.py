@@ -267,7 +267,8 @@ class Marking:
 
 
 class Breakdown:
-    """Where each stream's time goes (``--profile``): waiting for the read-ahead's next page, storing pages
+    """Where each stream's time goes (``--profile``): waiting for the read-ahead's next page (and, summed over
+    the readers, on the rate budget: the run's ``rate_limited_seconds``), storing pages
     (``_store_page``: upsert, quarantine, cursor), and per connection the linking and the marking after its
     streams; with this process's CPU and (``sim_pid``) the simulator's CPU per upstream call. Wraps the
     services' own names from the bench, as ``Marking`` does; nothing in the product changes."""
@@ -319,6 +320,7 @@ class Breakdown:
                 if box.sim_pid:
                     box._add("sim_cpu_s", box.sim_cpu() - sim)
             box._add("calls", float(run.counts.get("api_calls", 0)))
+            box._add("rate_limited_s", float(run.counts.get("rate_limited_seconds", 0)))
             box._add("pages", float(run.counts.get("pages", 0)))
             box._add("records", float(run.counts.get("seen", 0)))
             box.current = f"{connection.slug}.(after)"
@@ -349,7 +351,15 @@ class Breakdown:
         out = []
         for key, row in rows.items():
             parts = []
-            for name in ("stream_s", "wait_s", "store_s", "link_and_mark_s", "cpu_s", "sim_cpu_s"):
+            for name in (
+                "stream_s",
+                "wait_s",
+                "rate_limited_s",
+                "store_s",
+                "link_and_mark_s",
+                "cpu_s",
+                "sim_cpu_s",
+            ):
                 if name in row:
                     parts.append(f"{name.removesuffix('_s')} {row[name]:.2f} s")
             for name in ("calls", "pages", "records"):
@@ -698,7 +708,10 @@ def main() -> None:
         )
         for label in ("full", "incr", "share"):
             if r.get(f"breakdown_{label}"):
-                print(f"  breakdown, {label} (wait: for the read-ahead's next page; store: _store_page):")
+                print(
+                    f"  breakdown, {label} (wait: for the read-ahead's next page; rate_limited: "
+                    "the readers' waits on the rate budget, summed; store: _store_page):"
+                )
                 print("\n".join(Breakdown.lines(r[f"breakdown_{label}"])))
     copy_ratio = big["copy_rps"] / big["full_rps"]
     print(
