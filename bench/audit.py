@@ -101,14 +101,6 @@ class Payloads:
         return Context("change_order", subject_id, values, self.ages).snapshot_json()
 
 
-def _backend_pid() -> int:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
-
-
 def _server_cpu(pid: int) -> float:
     """CPU seconds the PostgreSQL backend ``pid`` has used so far, 0 when it cannot be read (the server
     runs elsewhere: client CPU only)."""
@@ -139,13 +131,14 @@ def _write(
     from apps.audit.services import audit_append_many
     from apps.bulk import reserve_ids
     from apps.rules.evaluation.services import decisions_copy, explanation_jsonb, jsonb_text
+    from bench.common import backend_pid
 
     summary = payloads.trace["summary"]
     batches = [[(offset + i, summary) for i in range(s, min(s + BATCH, n))] for s in range(0, n, BATCH)]
     now = timezone.now()
     steps = dict.fromkeys(STEPS, 0.0)
     clock = time.perf_counter
-    pid = _backend_pid()
+    pid = backend_pid()
     cpu, client = _cpu(pid), time.process_time()
     started = clock()
     for batch in batches:
@@ -299,7 +292,9 @@ def _fill_chain(total: int) -> None:
 
 
 def _timed(label: str, run: Callable[[], object], count: int, target: float | None = None) -> float:
-    pid = _backend_pid()
+    from bench.common import backend_pid
+
+    pid = backend_pid()
     server = _server_cpu(pid)
     client = time.process_time()
     started = time.perf_counter()

@@ -45,6 +45,15 @@ def fresh_django_database(name: str) -> None:
     print(f"database {name}: created and migrated in {time.perf_counter() - started:.1f} s")
 
 
+def backend_pid() -> int:
+    """The process id of the PostgreSQL backend serving Django's default connection (for ``process_cpu``)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
 def process_cpu(pid: int, *, reaped: bool = False) -> float | None:
     """CPU seconds (user + system) process ``pid`` of this machine has used so far (``/proc``), None when it
     cannot be read (gone, or the server runs elsewhere); ``reaped``: with its children's that have ended."""

@@ -759,13 +759,9 @@ def _backend_cpu(since: tuple[int, float] | None = None) -> Any:
     """The CPU seconds (user + system) of this process's PostgreSQL backend from ``/proc``, when the
     server runs on this machine: with ``since`` (an earlier reading), the difference as text ("n/a"
     when it cannot be read). The full run's second connection (snapshots) is not counted."""
-    from django.db import connection
+    from bench.common import backend_pid, process_cpu
 
-    from bench.common import process_cpu
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
+    pid = backend_pid()
     seconds = process_cpu(pid)
     if since is None:
         return pid, seconds
