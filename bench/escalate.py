@@ -19,8 +19,8 @@ itself and, in a session of its own, to its session's autogroup): the defaults a
 their own database and broker). It plants N
 clients, each a real HubSpot company and QuickBooks customer in the simulator with a 60,000 change order
 on a 9%-margin project, plus a published rule whose actions are ``email_account_manager, email_executives,
-flag_dashboard, note_crm, note_accounting``. ``--compare`` runs the burst four times, with ``--workers``
-email worker processes, twice as many, twice as many again, then ``--workers`` (ABBA: a later burst meets
+flag_dashboard, note_crm, note_accounting``. ``--compare`` runs the burst four times: with ``--workers``
+email worker processes, twice with twice as many, then with ``--workers`` again (ABBA: a later burst meets
 the earlier ones' rows, dead tuples and spent vendor budgets, so each side gets one early and one late
 turn), and prints each side's mean p95 and email span and their ratio (more processes must be faster, not
 slower).
